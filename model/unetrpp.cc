@@ -1,0 +1,334 @@
+#include "model/unetrpp.h"
+
+#include <cmath>
+#include <unordered_set>
+
+namespace upp::model {
+namespace {
+
+constexpr double kNormEps = 1e-5;
+constexpr double kLeakySlope = 0.01;
+using A3 = std::array<int64_t, 3>;
+
+torch::Tensor RegisterUniform(torch::nn::Module& m, const std::string& name,
+                              std::vector<int64_t> shape, int64_t fan_in) {
+  // PyTorch's default init for conv/linear (kaiming_uniform with a = sqrt(5)).
+  const double bound = 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(fan_in, 1)));
+  return m.register_parameter(name, torch::empty(shape).uniform_(-bound, bound));
+}
+
+// Instance norm without affine parameters or running statistics is group norm
+// with one group per channel (same statistics, same biased variance, same
+// eps); ATen's group_norm kernel is much faster on CPU than instance_norm,
+// which goes through batch_norm on a reshaped (1, B*C, ...) view.
+torch::Tensor InstanceNorm(const torch::Tensor& x) {
+  return torch::group_norm(x, x.size(1), {}, {}, kNormEps);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- ConvLayer
+
+ConvLayerImpl::ConvLayerImpl(Kind kind, int64_t in, int64_t out, std::array<int64_t, 3> kernel,
+                             std::array<int64_t, 3> stride, bool bias)
+    : kind_(kind), kernel_(kernel), stride_(stride) {
+  // MONAI's get_padding: (kernel - stride + 1) / 2, rounded down.
+  for (int i = 0; i < 3; ++i) padding_[i] = (kernel[i] - stride[i] + 1) / 2;
+  auto holder = register_module("conv", std::make_shared<torch::nn::Module>(
+                                            kind == Kind::kConv ? "Conv3d" : "ConvTranspose3d"));
+  const int64_t k = kernel[0] * kernel[1] * kernel[2];
+  if (kind == Kind::kConv) {
+    weight_ = RegisterUniform(*holder, "weight", {out, in, kernel[0], kernel[1], kernel[2]}, in * k);
+  } else {
+    // PyTorch computes a transposed conv's fan-in from weight.size(1) = out.
+    weight_ = RegisterUniform(*holder, "weight", {in, out, kernel[0], kernel[1], kernel[2]}, out * k);
+  }
+  if (bias) bias_ = RegisterUniform(*holder, "bias", {out}, kind == Kind::kConv ? in * k : out * k);
+}
+
+torch::Tensor ConvLayerImpl::forward(const torch::Tensor& x) {
+  if (kind_ == Kind::kTransposed) {
+    // Kernel == stride, no padding: every output voxel receives exactly one
+    // kernel tap, so the transposed conv is one matrix product per input voxel
+    // (B*D*H*W x Cin) @ (Cin x Cout*kd*kh*kw) followed by a pixel shuffle.
+    // ATen's CPU ConvTranspose3d takes a slow col2vol route; this is a GEMM.
+    TORCH_CHECK(kernel_ == stride_, "transposed conv supports kernel == stride only");
+    const int64_t b = x.size(0), cin = x.size(1), d = x.size(2), h = x.size(3), w = x.size(4);
+    const int64_t cout = weight_.size(1);
+    auto [kd, kh, kw] = kernel_;
+    auto cols = torch::matmul(x.permute({0, 2, 3, 4, 1}).reshape({b * d * h * w, cin}),
+                              weight_.reshape({cin, cout * kd * kh * kw}));
+    auto y = cols.view({b, d, h, w, cout, kd, kh, kw})
+                 .permute({0, 4, 1, 5, 2, 6, 3, 7})
+                 .reshape({b, cout, d * kd, h * kh, w * kw});
+    if (bias_.defined()) y = y + bias_.view({1, cout, 1, 1, 1});
+    return y;
+  }
+  return torch::conv3d(x, weight_, bias_, {stride_[0], stride_[1], stride_[2]},
+                       {padding_[0], padding_[1], padding_[2]});
+}
+
+// ---------------------------------------------------------------- ResBlock
+
+ResBlockImpl::ResBlockImpl(int64_t in, int64_t out, Norm norm) : norm_(norm) {
+  using K = ConvLayerImpl::Kind;
+  conv1_ = register_module("conv1", ConvLayer(K::kConv, in, out, A3{3, 3, 3}, A3{1, 1, 1}, false));
+  conv2_ = register_module("conv2", ConvLayer(K::kConv, out, out, A3{3, 3, 3}, A3{1, 1, 1}, false));
+  if (norm == Norm::kBatch) {
+    auto opts = torch::nn::BatchNorm3dOptions(out).eps(kNormEps);
+    norm1_ = register_module("norm1", torch::nn::BatchNorm3d(opts));
+    norm2_ = register_module("norm2", torch::nn::BatchNorm3d(opts));
+  }
+  if (in != out) {
+    conv3_ = register_module("conv3", ConvLayer(K::kConv, in, out, A3{1, 1, 1}, A3{1, 1, 1}, false));
+    if (norm == Norm::kBatch) {
+      norm3_ = register_module("norm3",
+                               torch::nn::BatchNorm3d(torch::nn::BatchNorm3dOptions(out).eps(kNormEps)));
+    }
+  }
+}
+
+torch::Tensor ResBlockImpl::Normalize(const torch::Tensor& x, const torch::nn::BatchNorm3d& bn) {
+  if (norm_ == Norm::kInstance) return InstanceNorm(x);
+  return torch::batch_norm(x, bn->weight, bn->bias, bn->running_mean, bn->running_var,
+                           /*training=*/false, /*momentum=*/0.1, kNormEps,
+                           /*cudnn_enabled=*/true);
+}
+
+torch::Tensor ResBlockImpl::forward(const torch::Tensor& x) {
+  auto out = Normalize(conv1_->forward(x), norm1_);
+  torch::leaky_relu_(out, kLeakySlope);
+  out = Normalize(conv2_->forward(out), norm2_);
+  torch::Tensor residual = x;
+  if (conv3_) residual = Normalize(conv3_->forward(x), norm3_);
+  out.add_(residual);
+  torch::leaky_relu_(out, kLeakySlope);
+  return out;
+}
+
+// ---------------------------------------------------------------- EPA
+
+EpaImpl::EpaImpl(const ModelConfig& config, int64_t tokens, int64_t channels, int64_t proj)
+    : heads_(config.num_heads), projection_(config.projection), fusion_(config.fusion) {
+  temperature_ = register_parameter("temperature", torch::ones({heads_, 1, 1}));
+  temperature2_ = register_parameter("temperature2", torch::ones({heads_, 1, 1}));
+  if (projection_ == Projection::kSharedMatrix) {
+    // The reference initialises EF with U(-1/sqrt(P), 1/sqrt(P)).
+    ef_ = RegisterUniform(*this, "EF", {tokens, proj}, proj);
+  }
+  qkvv_ = register_module("qkvv",
+                          torch::nn::Linear(torch::nn::LinearOptions(channels, 4 * channels).bias(false)));
+  if (projection_ == Projection::kSharedLinear) {
+    e_ = register_module("E", torch::nn::Linear(tokens, proj));
+    f_ = e_;
+    register_module("F", f_);  // the same module under a second name, as in the reference
+  } else if (projection_ == Projection::kSeparateLinear) {
+    e_ = register_module("E", torch::nn::Linear(tokens, proj));
+    f_ = register_module("F", torch::nn::Linear(tokens, proj));
+  }
+  if (fusion_ == Fusion::kConcatProjected) {
+    out_proj_ = register_module("out_proj", torch::nn::Linear(channels, channels / 2));
+    out_proj2_ = register_module("out_proj2", torch::nn::Linear(channels, channels / 2));
+  }
+}
+
+torch::Tensor EpaImpl::ProjectE(const torch::Tensor& t) {
+  return projection_ == Projection::kSharedMatrix ? torch::matmul(t, ef_) : e_->forward(t);
+}
+torch::Tensor EpaImpl::ProjectF(const torch::Tensor& t) {
+  return projection_ == Projection::kSharedMatrix ? torch::matmul(t, ef_) : f_->forward(t);
+}
+
+torch::Tensor EpaImpl::forward(const torch::Tensor& x) {
+  const int64_t b = x.size(0), n = x.size(1), c = x.size(2), d = c / heads_;
+  // (B, N, 4, h, d) -> (4, B, h, d, N): q, k, v_CA, v_SA with tokens last.
+  auto qkvv = qkvv_->forward(x).view({b, n, 4, heads_, d}).permute({2, 0, 3, 4, 1});
+  auto q = qkvv[0], k = qkvv[1], v_ca = qkvv[2], v_sa = qkvv[3];
+
+  // Spatial projections use the un-normalised keys and values.
+  auto k_proj = ProjectE(k);     // (B, h, d, P)
+  auto v_proj = ProjectF(v_sa);  // (B, h, d, P)
+
+  namespace F = torch::nn::functional;
+  q = F::normalize(q, F::NormalizeFuncOptions().dim(-1).eps(1e-12));
+  k = F::normalize(k, F::NormalizeFuncOptions().dim(-1).eps(1e-12));
+
+  // Channel attention: (B, h, d, d).
+  auto attn_ca = torch::softmax(torch::matmul(q, k.transpose(-2, -1)) * temperature_, -1);
+  // (B, h, d, N) -> (B, N, h, d) -> (B, N, C)
+  auto x_ca = torch::matmul(attn_ca, v_ca).permute({0, 3, 1, 2}).reshape({b, n, c});
+
+  // Spatial attention: (B, h, N, P).
+  auto attn_sa = torch::softmax(torch::matmul(q.transpose(-2, -1), k_proj) * temperature2_, -1);
+  // (B, h, N, d) -> (B, d, h, N) -> (B, N, C): the reference's reshape, which
+  // does not merge heads the usual way; trained weights depend on it.
+  auto x_sa =
+      torch::matmul(attn_sa, v_proj.transpose(-2, -1)).permute({0, 3, 1, 2}).reshape({b, n, c});
+
+  if (fusion_ == Fusion::kSum) return x_ca + x_sa;
+  return torch::cat({out_proj_->forward(x_sa), out_proj2_->forward(x_ca)}, -1);
+}
+
+// ---------------------------------------------------------------- TransformerBlock
+
+TransformerBlockImpl::TransformerBlockImpl(const ModelConfig& config, int64_t tokens,
+                                           int64_t channels, int64_t proj) {
+  // Registration order follows the reference so StateDict() matches its order:
+  // own parameters (gamma, pos_embed) first, then norm, epa_block, conv51, conv52, conv8.
+  gamma_ = register_parameter("gamma", torch::full({channels}, 1e-6));
+  pos_embed_ = register_parameter("pos_embed", torch::zeros({1, tokens, channels}));
+  norm_ = register_module("norm",
+                          torch::nn::LayerNorm(torch::nn::LayerNormOptions({channels}).eps(kNormEps)));
+  epa_ = register_module("epa_block", Epa(config, tokens, channels, proj));
+  conv51_ = register_module("conv51", ResBlock(channels, channels, ResBlockImpl::Norm::kBatch));
+  if (config.res_blocks_after_epa > 1) {
+    conv52_ = register_module("conv52", ResBlock(channels, channels, ResBlockImpl::Norm::kBatch));
+  }
+  // conv8 = Sequential(Dropout3d, Conv3d 1x1x1): only the conv has weights.
+  auto conv8 = register_module("conv8", std::make_shared<torch::nn::Module>("Sequential"));
+  conv8_ = conv8->register_module("1", torch::nn::Conv3d(torch::nn::Conv3dOptions(channels, channels, 1)));
+}
+
+torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x) {
+  const int64_t b = x.size(0), c = x.size(1), d = x.size(2), h = x.size(3), w = x.size(4);
+  auto t = x.reshape({b, c, d * h * w}).permute({0, 2, 1}) + pos_embed_;  // (B, N, C)
+  auto attn = t + gamma_ * epa_->forward(norm_->forward(t));
+  auto skip = attn.reshape({b, d, h, w, c}).permute({0, 4, 1, 2, 3}).contiguous();
+  auto y = conv51_->forward(skip);
+  if (conv52_) y = conv52_->forward(y);
+  // Dropout3d is the identity at inference.
+  return skip + conv8_->forward(y);
+}
+
+torch::Tensor RunBlocks(const torch::nn::ModuleList& blocks, torch::Tensor x) {
+  for (const auto& m : *blocks) x = m->as<TransformerBlock>()->forward(x);
+  return x;
+}
+
+// ---------------------------------------------------------------- Encoder
+
+EncoderImpl::EncoderImpl(const ModelConfig& config) : config_(config) {
+  using K = ConvLayerImpl::Kind;
+  downsample_layers_ = register_module("downsample_layers", torch::nn::ModuleList());
+  for (int i = 0; i < 4; ++i) {
+    auto seq = std::make_shared<torch::nn::Module>("Sequential");
+    const int64_t in = i == 0 ? config.in_channels : config.StageDim(i - 1);
+    const auto k = i == 0 ? config.stem : std::array<int64_t, 3>{2, 2, 2};
+    down_convs_.push_back(seq->register_module("0", ConvLayer(K::kConv, in, config.StageDim(i), k, k, false)));
+    // Stem: GroupNorm with in_channels groups; downsampling i: dims[i-1] groups.
+    down_norms_.push_back(seq->register_module(
+        "1", torch::nn::GroupNorm(torch::nn::GroupNormOptions(in, config.StageDim(i)).eps(kNormEps))));
+    downsample_layers_->push_back(seq);
+  }
+  stages_ = register_module("stages", torch::nn::ModuleList());
+  for (int s = 0; s < 4; ++s) {
+    torch::nn::ModuleList blocks;
+    for (int64_t j = 0; j < config.depths[s]; ++j) {
+      blocks->push_back(TransformerBlock(config, config.StageTokens(s), config.StageDim(s),
+                                         config.proj_sizes[s]));
+    }
+    stages_->push_back(blocks);
+    stage_blocks_.push_back(blocks);
+  }
+}
+
+std::vector<torch::Tensor> EncoderImpl::forward(const torch::Tensor& x) {
+  std::vector<torch::Tensor> hidden;
+  torch::Tensor h = x;
+  for (int i = 0; i < 4; ++i) {
+    const auto& gn = down_norms_[i];
+    h = torch::group_norm(down_convs_[i]->forward(h), gn->options.num_groups(), gn->weight, gn->bias,
+                          kNormEps);
+    h = RunBlocks(stage_blocks_[i], h);
+    hidden.push_back(h);
+  }
+  return hidden;
+}
+
+// ---------------------------------------------------------------- UpBlock
+
+UpBlockImpl::UpBlockImpl(const ModelConfig& config, int64_t in, int64_t out,
+                         std::array<int64_t, 3> up, int64_t tokens, bool conv_decoder) {
+  transp_conv_ = register_module(
+      "transp_conv", ConvLayer(ConvLayerImpl::Kind::kTransposed, in, out, up, up, false));
+  decoder_block_ = register_module("decoder_block", torch::nn::ModuleList());
+  if (conv_decoder) {
+    res_block_ = ResBlock(out, out, ResBlockImpl::Norm::kInstance);
+    decoder_block_->push_back(res_block_);
+  } else {
+    epa_blocks_ = torch::nn::ModuleList();
+    for (int64_t j = 0; j < config.decoder_depth; ++j) {
+      epa_blocks_->push_back(TransformerBlock(config, tokens, out, config.decoder_proj_size));
+    }
+    decoder_block_->push_back(epa_blocks_);
+  }
+}
+
+torch::Tensor UpBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& skip) {
+  auto out = transp_conv_->forward(x) + skip;
+  if (res_block_) return res_block_->forward(out);
+  return RunBlocks(epa_blocks_, out);
+}
+
+// ---------------------------------------------------------------- OutBlock
+
+OutBlockImpl::OutBlockImpl(int64_t in, int64_t classes) {
+  // UnetOutBlock.conv is a MONAI Convolution whose child "conv" is the Conv3d.
+  conv_ = register_module("conv", ConvLayer(ConvLayerImpl::Kind::kConv, in, classes, A3{1, 1, 1},
+                                            A3{1, 1, 1}, true));
+}
+
+// ---------------------------------------------------------------- UnetrPP
+
+UnetrPPImpl::UnetrPPImpl(const ModelConfig& config) : config_(config) {
+  const int64_t f = config.feature_size;
+  encoder_ = register_module("unetr_pp_encoder", Encoder(config));
+  encoder1_ = register_module("encoder1", ResBlock(config.in_channels, f, ResBlockImpl::Norm::kInstance));
+  const std::array<int64_t, 3> two{2, 2, 2};
+  decoder5_ = register_module("decoder5", UpBlock(config, 16 * f, 8 * f, two, config.StageTokens(2), false));
+  decoder4_ = register_module("decoder4", UpBlock(config, 8 * f, 4 * f, two, config.StageTokens(1), false));
+  decoder3_ = register_module("decoder3", UpBlock(config, 4 * f, 2 * f, two, config.StageTokens(0), false));
+  decoder2_ = register_module("decoder2", UpBlock(config, 2 * f, f, config.stem, 0, true));
+  out1_ = register_module("out1", OutBlock(f, config.num_classes));
+  out2_ = register_module("out2", OutBlock(2 * f, config.num_classes));
+  out3_ = register_module("out3", OutBlock(4 * f, config.num_classes));
+}
+
+std::vector<torch::Tensor> UnetrPPImpl::forward(const torch::Tensor& x, bool deep_supervision) {
+  auto hidden = encoder_->forward(x);
+  auto conv_block = encoder1_->forward(x);
+  auto dec3 = decoder5_->forward(hidden[3], hidden[2]);
+  auto dec2 = decoder4_->forward(dec3, hidden[1]);
+  auto dec1 = decoder3_->forward(dec2, hidden[0]);
+  auto out = decoder2_->forward(dec1, conv_block);
+  if (!deep_supervision) return {out1_->forward(out)};
+  return {out1_->forward(out), out2_->forward(dec1), out3_->forward(dec2)};
+}
+
+// ---------------------------------------------------------------- state dict
+
+namespace {
+void CollectStateDict(const torch::nn::Module& m, const std::string& prefix,
+                      std::vector<std::pair<std::string, torch::Tensor>>& out) {
+  for (const auto& p : m.named_parameters(/*recurse=*/false)) out.emplace_back(prefix + p.key(), p.value());
+  for (const auto& b : m.named_buffers(/*recurse=*/false)) out.emplace_back(prefix + b.key(), b.value());
+  for (const auto& c : m.named_children()) CollectStateDict(*c.value(), prefix + c.key() + ".", out);
+}
+}  // namespace
+
+std::vector<std::pair<std::string, torch::Tensor>> StateDict(const torch::nn::Module& module) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  CollectStateDict(module, "", out);
+  return out;
+}
+
+int64_t CountTrainableParameters(const torch::nn::Module& module) {
+  std::unordered_set<const void*> seen;
+  int64_t n = 0;
+  for (const auto& p : module.parameters(/*recurse=*/true)) {
+    if (p.requires_grad() && seen.insert(p.unsafeGetTensorImpl()).second) n += p.numel();
+  }
+  return n;
+}
+
+}  // namespace upp::model
