@@ -40,6 +40,7 @@ Status Network::ApplyPrecisionAndDevice() {
     };
     for (auto& p : module_->parameters()) move(p);
     for (auto& b : module_->buffers()) move(b);
+    module_->PrepareForInference();
     return OkStatus();
   } catch (const c10::Error& e) {
     return InvalidArgumentError(std::string("moving the network to ") + options_.device.str() +
@@ -71,6 +72,11 @@ Status Network::LoadWeights(const SafetensorsReader& reader, const LoadOptions& 
                             LoadReport* report) {
   UPP_RETURN_IF_ERROR(upp::model::LoadWeights(*module_, reader, options, report));
   deep_supervision_loaded_ = reader.Find("out2.conv.conv.weight") != nullptr;
+  try {
+    module_->PrepareForInference();
+  } catch (const c10::Error& e) {
+    return InternalError(std::string("preparing the network: ") + e.what_without_backtrace());
+  }
   return OkStatus();
 }
 

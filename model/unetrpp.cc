@@ -47,25 +47,77 @@ ConvLayerImpl::ConvLayerImpl(Kind kind, int64_t in, int64_t out, std::array<int6
 }
 
 torch::Tensor ConvLayerImpl::forward(const torch::Tensor& x) {
-  if (kind_ == Kind::kTransposed) {
-    // Kernel == stride, no padding: every output voxel receives exactly one
-    // kernel tap, so the transposed conv is one matrix product per input voxel
-    // (B*D*H*W x Cin) @ (Cin x Cout*kd*kh*kw) followed by a pixel shuffle.
-    // ATen's CPU ConvTranspose3d takes a slow col2vol route; this is a GEMM.
-    TORCH_CHECK(kernel_ == stride_, "transposed conv supports kernel == stride only");
-    const int64_t b = x.size(0), cin = x.size(1), d = x.size(2), h = x.size(3), w = x.size(4);
-    const int64_t cout = weight_.size(1);
-    auto [kd, kh, kw] = kernel_;
-    auto cols = torch::matmul(x.permute({0, 2, 3, 4, 1}).reshape({b * d * h * w, cin}),
-                              weight_.reshape({cin, cout * kd * kh * kw}));
-    auto y = cols.view({b, d, h, w, cout, kd, kh, kw})
-                 .permute({0, 4, 1, 5, 2, 6, 3, 7})
-                 .reshape({b, cout, d * kd, h * kh, w * kw});
-    if (bias_.defined()) y = y + bias_.view({1, cout, 1, 1, 1});
-    return y;
+  if (kind_ == Kind::kTransposed) return TransposedAdd(x, torch::Tensor());
+  return Conv(x, weight_, bias_);
+}
+
+torch::Tensor ConvLayerImpl::TransposedAdd(const torch::Tensor& x, const torch::Tensor& skip) const {
+  // Kernel == stride, no padding: every output voxel receives exactly one
+  // kernel tap, so the transposed conv is one GEMM per batch element,
+  // (Cout*kd*kh*kw x Cin) @ (Cin x D*H*W), followed by a "pixel shuffle" that
+  // interleaves the taps. ATen's CPU ConvTranspose3d takes a slow col2vol
+  // route instead. The shuffle is a strided view that the skip addition reads
+  // directly, so the upsampled tensor is written once.
+  TORCH_CHECK(kind_ == Kind::kTransposed && kernel_ == stride_,
+              "transposed conv supports kernel == stride only");
+  const int64_t b = x.size(0), cin = x.size(1), d = x.size(2), h = x.size(3), w = x.size(4);
+  const int64_t cout = weight_.size(1);
+  auto [kd, kh, kw] = kernel_;
+  auto wt = weight_.reshape({cin, cout * kd * kh * kw}).t();
+  auto xc = x.contiguous();
+  auto y = skip.defined() ? skip.contiguous().clone()
+                          : torch::empty({b, cout, d * kd, h * kh, w * kw}, x.options());
+  TORCH_CHECK(y.numel() == b * cout * d * kd * h * kh * w * kw,
+              "skip connection has the wrong size");
+  for (int64_t i = 0; i < b; ++i) {
+    auto cols = torch::mm(wt, xc[i].view({cin, d * h * w}));  // (Cout*k, DHW)
+    auto taps = cols.view({cout, kd, kh, kw, d, h, w}).permute({0, 4, 1, 5, 2, 6, 3});
+    auto dst = y[i].view({cout, d, kd, h, kh, w, kw});
+    if (skip.defined()) {
+      dst.add_(taps);
+    } else {
+      dst.copy_(taps);
+    }
   }
-  return torch::conv3d(x, weight_, bias_, {stride_[0], stride_[1], stride_[2]},
-                       {padding_[0], padding_[1], padding_[2]});
+  if (bias_.defined()) y.add_(bias_.view({1, cout, 1, 1, 1}));
+  return y;
+}
+
+torch::Tensor PointwiseConv(const torch::Tensor& x, const torch::Tensor& weight,
+                            const torch::Tensor& bias) {
+  const int64_t b = x.size(0), cin = x.size(1), cout = weight.size(0);
+  auto xc = x.contiguous();
+  auto out = torch::empty({b, cout, x.size(2), x.size(3), x.size(4)}, x.options());
+  auto w2 = weight.view({cout, cin});
+  for (int64_t i = 0; i < b; ++i) {
+    auto dst = out[i].view({cout, -1});
+    if (bias.defined()) {
+      torch::addmm_out(dst, bias.view({cout, 1}), w2, xc[i].view({cin, -1}));
+    } else {
+      torch::mm_out(dst, w2, xc[i].view({cin, -1}));
+    }
+  }
+  return out;
+}
+
+torch::Tensor ConvLayerImpl::Conv(const torch::Tensor& x, const torch::Tensor& weight,
+                                  const torch::Tensor& bias) const {
+  const std::vector<int64_t> stride(stride_.begin(), stride_.end());
+  const std::vector<int64_t> padding(padding_.begin(), padding_.end());
+  // On CPU, ATen's conv3d picks its own unblocked "slow_conv3d" (im2col + GEMM)
+  // over oneDNN for batch 1 with few channels x slices (its heuristic targets
+  // 2D convs); oneDNN is 2-10x faster for every 3D conv of this network, so
+  // call it directly whenever LibTorch was built with it.
+  if (kernel_ == A3{1, 1, 1} && stride_ == A3{1, 1, 1} && x.is_cpu()) {
+    // A 1x1x1 conv is (Cout x Cin) @ (Cin x DHW) per batch element; oneDNN is
+    // slow for these shapes on CPU (5-10x for Cin = 1).
+    return PointwiseConv(x, weight, bias);
+  }
+  if (x.is_cpu() && at::hasMKLDNN() &&
+      (x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kBFloat16)) {
+    return at::mkldnn_convolution(x.contiguous(), weight, bias, padding, stride, {1, 1, 1}, 1);
+  }
+  return torch::conv3d(x, weight, bias, stride, padding);
 }
 
 // ---------------------------------------------------------------- ResBlock
@@ -95,7 +147,32 @@ torch::Tensor ResBlockImpl::Normalize(const torch::Tensor& x, const torch::nn::B
                            /*cudnn_enabled=*/true);
 }
 
+void ResBlockImpl::FoldBatchNorm() {
+  if (norm_ != Norm::kBatch) return;
+  torch::NoGradGuard no_grad;
+  // conv (no bias) then eval-mode BN == conv with weight * s and bias t, where
+  // s = gamma / sqrt(var + eps) and t = beta - mean * s (per output channel).
+  auto fold = [](const ConvLayer& conv, const torch::nn::BatchNorm3d& bn) {
+    auto s = bn->weight.to(torch::kFloat32) /
+             torch::sqrt(bn->running_var.to(torch::kFloat32) + kNormEps);
+    auto t = bn->bias.to(torch::kFloat32) - bn->running_mean.to(torch::kFloat32) * s;
+    auto w = conv->weight().to(torch::kFloat32) * s.view({-1, 1, 1, 1, 1});
+    return std::make_pair(w.to(conv->weight().dtype()).contiguous(), t.to(conv->weight().dtype()));
+  };
+  std::tie(folded_w1_, folded_b1_) = fold(conv1_, norm1_);
+  std::tie(folded_w2_, folded_b2_) = fold(conv2_, norm2_);
+  if (conv3_) std::tie(folded_w3_, folded_b3_) = fold(conv3_, norm3_);
+}
+
 torch::Tensor ResBlockImpl::forward(const torch::Tensor& x) {
+  if (folded_w1_.defined()) {
+    auto out = conv1_->Conv(x, folded_w1_, folded_b1_);
+    torch::leaky_relu_(out, kLeakySlope);
+    out = conv2_->Conv(out, folded_w2_, folded_b2_);
+    out.add_(conv3_ ? conv3_->Conv(x, folded_w3_, folded_b3_) : x);
+    torch::leaky_relu_(out, kLeakySlope);
+    return out;
+  }
   auto out = Normalize(conv1_->forward(x), norm1_);
   torch::leaky_relu_(out, kLeakySlope);
   out = Normalize(conv2_->forward(out), norm2_);
@@ -140,6 +217,16 @@ torch::Tensor EpaImpl::ProjectF(const torch::Tensor& t) {
 }
 
 torch::Tensor EpaImpl::forward(const torch::Tensor& x) {
+  if (!x.is_cpu()) return ForwardReference(x);
+  std::vector<torch::Tensor> outs;
+  auto y = qkvv_->forward(x.contiguous());  // (B, N, 4C): columns q | k | v_CA | v_SA
+  for (int64_t b = 0; b < x.size(0); ++b) outs.push_back(ForwardOne(y[b]));
+  return torch::stack(outs);
+}
+
+// The reference's formulation, op for op: used on GPUs, where its batched
+// matmuls run well, and as the yardstick for ForwardOne in the tests.
+torch::Tensor EpaImpl::ForwardReference(const torch::Tensor& x) {
   const int64_t b = x.size(0), n = x.size(1), c = x.size(2), d = c / heads_;
   // (B, N, 4, h, d) -> (4, B, h, d, N): q, k, v_CA, v_SA with tokens last.
   auto qkvv = qkvv_->forward(x).view({b, n, 4, heads_, d}).permute({2, 0, 3, 4, 1});
@@ -169,6 +256,77 @@ torch::Tensor EpaImpl::forward(const torch::Tensor& x) {
   return torch::cat({out_proj_->forward(x_sa), out_proj2_->forward(x_ca)}, -1);
 }
 
+// The same function for one batch element, rearranged so that every product is
+// one well-shaped GEMM on the (N, 4C) qkvv output and no (h, N, P) tensor is
+// ever materialised (the reference writes and re-reads three of them, 32 MiB
+// each at the synapse's first stage):
+//  * L2 normalisation along tokens is a per-channel scale, so it is applied to
+//    the small products instead of the (C, N) operands: q^T k / (|q| |k|).
+//  * Channel attention for all heads is one (C x N)(N x C) product whose
+//    diagonal d x d blocks are the heads' logits; the attention-weighted values
+//    are V_CA (N x C) times the block-diagonal matrix of the heads' softmaxes.
+//  * The spatial projections E/F are (C x N)(N x P) products; temperature2 and
+//    1/|q| are folded into the projected keys, and the spatial softmax runs over
+//    chunks of tokens that stay in cache, written straight into the layout of
+//    the reference's (B, d, h, N) reshape.
+torch::Tensor EpaImpl::ForwardOne(const torch::Tensor& y) {
+  const int64_t n = y.size(0), c = y.size(1) / 4, h = heads_, d = c / h;
+  auto yq = y.narrow(1, 0, c), yk = y.narrow(1, c, c);
+  auto yv_ca = y.narrow(1, 2 * c, c), yv_sa = y.narrow(1, 3 * c, c);
+
+  // One Gram matrix of the q|k columns gives both the channel-attention
+  // logits (its q-k block) and the squared token-axis norms (its diagonal).
+  auto yqk = y.narrow(1, 0, 2 * c);
+  auto gram = torch::mm(yqk.t(), yqk);  // (2C, 2C)
+  auto norms = gram.diagonal().sqrt().clamp_min(1e-12);  // F.normalize: x / max(|x|, eps)
+  auto q_norm = norms.narrow(0, 0, c), k_norm = norms.narrow(0, c, c);
+
+  // Channel attention.
+  auto g = gram.narrow(0, 0, c).narrow(1, c, c);  // q^T k, (C, C); head blocks on the diagonal
+  auto blocks = torch::diagonal(g.reshape({h, d, h, d}), 0, 0, 2).permute({2, 0, 1});  // (h, d, d)
+  blocks = blocks / (q_norm.view({h, d, 1}) * k_norm.view({h, 1, d})) * temperature_;
+  auto attn_ca = torch::softmax(blocks, -1);  // (h, d, d)
+  auto x_ca = torch::mm(yv_ca, torch::block_diag(attn_ca.unbind(0)).t());  // (N, C)
+
+  // Spatial attention.
+  torch::Tensor k_proj, v_proj;  // (C, P)
+  if (projection_ == Projection::kSharedMatrix) {
+    k_proj = torch::mm(yk.t(), ef_);
+    v_proj = torch::mm(yv_sa.t(), ef_);
+  } else {
+    k_proj = torch::addmm(e_->bias, yk.t(), e_->weight.t());
+    v_proj = torch::addmm(f_->bias, yv_sa.t(), f_->weight.t());
+  }
+  auto scale = temperature2_.view({h, 1}).expand({h, d}).reshape({c}) / q_norm;  // (C)
+  auto k_scaled = (k_proj * scale.view({c, 1})).contiguous();                  // (C, P)
+  auto x_sa = torch::empty({d, h, n}, y.options());  // the reference's (d, h, N) order
+  constexpr int64_t kChunk = 4096;  // tokens; (kChunk x P) floats stay in L2
+  // Heads run in parallel; inside the loop ATen and BLAS run single-threaded.
+  at::parallel_for(0, h, 1, [&](int64_t h0, int64_t h1) {
+    for (int64_t hh = h0; hh < h1; ++hh) {
+      auto k_h = k_scaled.narrow(0, hh * d, d);  // (d, P)
+      auto v_h = v_proj.narrow(0, hh * d, d);    // (d, P)
+      auto q_h = yq.narrow(1, hh * d, d);        // (N, d)
+      auto out_h = x_sa.select(1, hh);           // (d, N), row stride h*N
+      for (int64_t n0 = 0; n0 < n; n0 += kChunk) {
+        const int64_t len = std::min(kChunk, n - n0);
+        auto attn = torch::softmax(torch::mm(q_h.narrow(0, n0, len), k_h), -1);  // (len, P)
+        auto dst = out_h.narrow(1, n0, len);
+        torch::mm_out(dst, v_h, attn.t());  // (d, len)
+      }
+    }
+  });
+  auto x_sa_tokens = x_sa.view({n, c});  // the reshape of (d, h, N) to (N, C)
+
+  if (fusion_ == Fusion::kSum) return x_ca + x_sa_tokens;
+  auto out = torch::empty({n, c}, y.options());
+  auto half = c / 2;
+  auto out_sa = out.narrow(1, 0, half), out_ca = out.narrow(1, half, half);
+  torch::addmm_out(out_sa, out_proj_->bias, x_sa_tokens, out_proj_->weight.t());
+  torch::addmm_out(out_ca, out_proj2_->bias, x_ca, out_proj2_->weight.t());
+  return out;
+}
+
 // ---------------------------------------------------------------- TransformerBlock
 
 TransformerBlockImpl::TransformerBlockImpl(const ModelConfig& config, int64_t tokens,
@@ -193,11 +351,12 @@ torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x) {
   const int64_t b = x.size(0), c = x.size(1), d = x.size(2), h = x.size(3), w = x.size(4);
   auto t = x.reshape({b, c, d * h * w}).permute({0, 2, 1}) + pos_embed_;  // (B, N, C)
   auto attn = t + gamma_ * epa_->forward(norm_->forward(t));
-  auto skip = attn.reshape({b, d, h, w, c}).permute({0, 4, 1, 2, 3}).contiguous();
+  auto skip = attn.view({b, d, h, w, c}).permute({0, 4, 1, 2, 3}).contiguous();
   auto y = conv51_->forward(skip);
   if (conv52_) y = conv52_->forward(y);
   // Dropout3d is the identity at inference.
-  return skip + conv8_->forward(y);
+  auto out = y.is_cpu() ? PointwiseConv(y, conv8_->weight, conv8_->bias) : conv8_->forward(y);
+  return out.add_(skip);
 }
 
 torch::Tensor RunBlocks(const torch::nn::ModuleList& blocks, torch::Tensor x) {
@@ -265,7 +424,7 @@ UpBlockImpl::UpBlockImpl(const ModelConfig& config, int64_t in, int64_t out,
 }
 
 torch::Tensor UpBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& skip) {
-  auto out = transp_conv_->forward(x) + skip;
+  auto out = transp_conv_->TransposedAdd(x, skip);
   if (res_block_) return res_block_->forward(out);
   return RunBlocks(epa_blocks_, out);
 }
@@ -303,6 +462,12 @@ std::vector<torch::Tensor> UnetrPPImpl::forward(const torch::Tensor& x, bool dee
   auto out = decoder2_->forward(dec1, conv_block);
   if (!deep_supervision) return {out1_->forward(out)};
   return {out1_->forward(out), out2_->forward(dec1), out3_->forward(dec2)};
+}
+
+void UnetrPPImpl::PrepareForInference() {
+  for (auto& m : modules(/*include_self=*/false)) {
+    if (auto* rb = m->as<ResBlockImpl>()) rb->FoldBatchNorm();
+  }
 }
 
 // ---------------------------------------------------------------- state dict

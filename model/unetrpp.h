@@ -23,6 +23,10 @@
 
 namespace upp::model {
 
+// A 1x1x1 convolution as one matrix product per batch element (CPU).
+torch::Tensor PointwiseConv(const torch::Tensor& x, const torch::Tensor& weight,
+                            const torch::Tensor& bias);
+
 // MONAI's "Convolution" wrapper: a module whose only child is "conv".
 // Kernel == stride for the transposed/strided cases used by UNETR++.
 class ConvLayerImpl : public torch::nn::Module {
@@ -31,6 +35,12 @@ class ConvLayerImpl : public torch::nn::Module {
   ConvLayerImpl(Kind kind, int64_t in, int64_t out, std::array<int64_t, 3> kernel,
                 std::array<int64_t, 3> stride, bool bias);
   torch::Tensor forward(const torch::Tensor& x);
+  // Transposed layers only: the layer's output plus `skip` (same shape as the
+  // output), computed in one pass; an undefined skip adds nothing.
+  torch::Tensor TransposedAdd(const torch::Tensor& x, const torch::Tensor& skip) const;
+  // The layer's convolution with other weights (e.g. batch norm folded in).
+  torch::Tensor Conv(const torch::Tensor& x, const torch::Tensor& weight,
+                     const torch::Tensor& bias) const;
   const torch::Tensor& weight() const { return weight_; }
   const torch::Tensor& bias() const { return bias_; }
 
@@ -48,10 +58,14 @@ class ResBlockImpl : public torch::nn::Module {
   enum class Norm { kBatch, kInstance };
   ResBlockImpl(int64_t in, int64_t out, Norm norm);
   torch::Tensor forward(const torch::Tensor& x);
+  // Inference only: precomputes conv weights with the eval-mode batch norms
+  // folded in; forward then uses them. Call again after changing weights.
+  void FoldBatchNorm();
 
  private:
   torch::Tensor Normalize(const torch::Tensor& x, const torch::nn::BatchNorm3d& bn);
   Norm norm_;
+  torch::Tensor folded_w1_, folded_b1_, folded_w2_, folded_b2_, folded_w3_, folded_b3_;
   ConvLayer conv1_{nullptr}, conv2_{nullptr}, conv3_{nullptr};
   torch::nn::BatchNorm3d norm1_{nullptr}, norm2_{nullptr}, norm3_{nullptr};
 };
@@ -62,8 +76,12 @@ class EpaImpl : public torch::nn::Module {
  public:
   EpaImpl(const ModelConfig& config, int64_t tokens, int64_t channels, int64_t proj);
   torch::Tensor forward(const torch::Tensor& x);
+  // The reference's op-by-op formulation (B, N, C) -> (B, N, C).
+  torch::Tensor ForwardReference(const torch::Tensor& x);
 
  private:
+  // The CPU formulation for one batch element: y = qkvv output (N, 4C).
+  torch::Tensor ForwardOne(const torch::Tensor& y);
   torch::Tensor ProjectE(const torch::Tensor& t);
   torch::Tensor ProjectF(const torch::Tensor& t);
   int64_t heads_;
@@ -146,6 +164,10 @@ class UnetrPPImpl : public torch::nn::Module {
   // stem-grid resolution, as the reference computes them).
   std::vector<torch::Tensor> forward(const torch::Tensor& x, bool deep_supervision = false);
   const ModelConfig& config() const { return config_; }
+  // Precomputes inference-only derived weights (batch norms folded into convs).
+  // Call after loading weights or changing device/dtype; forward works without
+  // it, only slower.
+  void PrepareForInference();
 
  private:
   ModelConfig config_;

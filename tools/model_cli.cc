@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "model/cpu_threads.h"
 #include "model/safetensors.h"
 
 namespace upp::tools {
@@ -57,8 +58,6 @@ model::StatusOr<model::NetworkOptions> ModelFlags::Options() const {
   return o;
 }
 
-void ModelFlags::ApplyThreads() const {
-  if (threads > 0) torch::set_num_threads(threads);
-}
+void ModelFlags::ApplyThreads() const { model::ConfigureCpuThreads(threads); }
 
 }  // namespace upp::tools

@@ -1,0 +1,27 @@
+#include "model/cpu_threads.h"
+
+#include <dlfcn.h>
+#include <torch/torch.h>
+
+#include <atomic>
+
+namespace upp::model {
+namespace {
+std::atomic<bool> blas_single{false};
+}
+
+int ConfigureCpuThreads(int threads) {
+  if (threads > 0) torch::set_num_threads(threads);
+  // Looked up at run time: LibTorch links the BLAS chosen by Debian's
+  // alternatives (libblas.so.3), which may or may not be OpenBLAS.
+  using SetThreads = void (*)(int);
+  if (auto fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    fn(1);
+    blas_single = true;
+  }
+  return torch::get_num_threads();
+}
+
+bool BlasIsSingleThreaded() { return blas_single; }
+
+}  // namespace upp::model

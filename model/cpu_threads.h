@@ -1,0 +1,27 @@
+// Process-wide CPU threading for LibTorch inference.
+//
+// Debian's LibTorch parallelises its own kernels with OpenMP (libgomp) and
+// calls OpenBLAS for matrix products; the pthread build of OpenBLAS keeps its
+// own worker threads. With both pools active on the same cores, libgomp's
+// threads spin-wait after every parallel region while OpenBLAS's threads need
+// those cores: measured on a 2-core machine this costs 40-50 % of a UNETR++
+// forward pass. ConfigureCpuThreads() keeps a single pool: OpenMP with n
+// threads for ATen (and for our own parallel loops), OpenBLAS single-threaded
+// inside them.
+//
+// Call once at start-up, before any inference, from the main thread.
+#ifndef UPP_MODEL_CPU_THREADS_H_
+#define UPP_MODEL_CPU_THREADS_H_
+
+namespace upp::model {
+
+// threads <= 0 keeps LibTorch's default (the number of cores). Returns the
+// number of intra-op threads in effect.
+int ConfigureCpuThreads(int threads);
+
+// True when an OpenBLAS with openblas_set_num_threads was found and set to 1.
+bool BlasIsSingleThreaded();
+
+}  // namespace upp::model
+
+#endif  // UPP_MODEL_CPU_THREADS_H_
