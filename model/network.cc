@@ -29,18 +29,19 @@ StatusOr<std::unique_ptr<Network>> Network::Create(const ModelConfig& config,
   }
 }
 
+torch::ScalarType Network::ConvDtype() const {
+  return options_.precision == Precision::kBFloat16 ? torch::kBFloat16 : torch::kFloat32;
+}
+
 Status Network::ApplyPrecisionAndDevice() {
   try {
-    // Module::to(device, dtype) would also convert integer buffers
-    // (BatchNorm's num_batches_tracked); PyTorch converts floating tensors only.
-    auto dtype = options_.precision == Precision::kBFloat16 ? torch::kBFloat16 : torch::kFloat32;
+    // Weights stay float32; with bfloat16 precision the convolutions (98 % of
+    // the multiply-adds) run in bfloat16 on converted copies, while norms,
+    // softmaxes and attention stay in float32, as autocast would do it.
     torch::NoGradGuard no_grad;
-    auto move = [&](torch::Tensor& t) {
-      t.set_data(t.is_floating_point() ? t.to(options_.device, dtype) : t.to(options_.device));
-    };
-    for (auto& p : module_->parameters()) move(p);
-    for (auto& b : module_->buffers()) move(b);
-    module_->PrepareForInference();
+    for (auto& p : module_->parameters()) p.set_data(p.to(options_.device));
+    for (auto& b : module_->buffers()) b.set_data(b.to(options_.device));
+    module_->PrepareForInference(ConvDtype());
     return OkStatus();
   } catch (const c10::Error& e) {
     return InvalidArgumentError(std::string("moving the network to ") + options_.device.str() +
@@ -73,7 +74,7 @@ Status Network::LoadWeights(const SafetensorsReader& reader, const LoadOptions& 
   UPP_RETURN_IF_ERROR(upp::model::LoadWeights(*module_, reader, options, report));
   deep_supervision_loaded_ = reader.Find("out2.conv.conv.weight") != nullptr;
   try {
-    module_->PrepareForInference();
+    module_->PrepareForInference(ConvDtype());
   } catch (const c10::Error& e) {
     return InternalError(std::string("preparing the network: ") + e.what_without_backtrace());
   }
@@ -97,8 +98,7 @@ StatusOr<std::vector<torch::Tensor>> Network::Forward(const torch::Tensor& input
   }
   try {
     c10::InferenceMode guard;
-    auto dtype = options_.precision == Precision::kBFloat16 ? torch::kBFloat16 : torch::kFloat32;
-    auto x = input.to(options_.device, dtype).contiguous();
+    auto x = input.to(options_.device, torch::kFloat32).contiguous();
     auto outs = module_->forward(x, deep_supervision);
     for (auto& o : outs) o = o.to(torch::kFloat32);
     return outs;

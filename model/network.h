@@ -24,8 +24,8 @@ namespace upp::model {
 
 enum class Precision {
   kFloat32,
-  // Weights and activations in bfloat16 (oneDNN AMX/AVX512-BF16 kernels on
-  // CPU, tensor cores on GPU); logits are returned as float32.
+  // Convolutions in bfloat16 (oneDNN AMX/AVX512-BF16 kernels on CPU, tensor
+  // cores on GPU), everything else in float32; logits are float32.
   kBFloat16,
 };
 
@@ -63,6 +63,7 @@ class Network {
   Network(const ModelConfig& config, const NetworkOptions& options, UnetrPP module)
       : config_(config), options_(options), module_(std::move(module)) {}
   Status ApplyPrecisionAndDevice();
+  torch::ScalarType ConvDtype() const;
 
   ModelConfig config_;
   NetworkOptions options_;

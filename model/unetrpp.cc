@@ -1,5 +1,7 @@
 #include "model/unetrpp.h"
 
+#include "model/onednn.h"
+
 #include <cmath>
 #include <unordered_set>
 
@@ -48,6 +50,7 @@ ConvLayerImpl::ConvLayerImpl(Kind kind, int64_t in, int64_t out, std::array<int6
 
 torch::Tensor ConvLayerImpl::forward(const torch::Tensor& x) {
   if (kind_ == Kind::kTransposed) return TransposedAdd(x, torch::Tensor());
+  if (compute_weight_.defined()) return Conv(x, compute_weight_, compute_bias_);
   return Conv(x, weight_, bias_);
 }
 
@@ -70,7 +73,7 @@ torch::Tensor ConvLayerImpl::TransposedAdd(const torch::Tensor& x, const torch::
   TORCH_CHECK(y.numel() == b * cout * d * kd * h * kh * w * kw,
               "skip connection has the wrong size");
   for (int64_t i = 0; i < b; ++i) {
-    auto cols = torch::mm(wt, xc[i].view({cin, d * h * w}));  // (Cout*k, DHW)
+    auto cols = onednn::Matmul(wt, xc[i].view({cin, d * h * w}));  // (Cout*k, DHW)
     auto taps = cols.view({cout, kd, kh, kw, d, h, w}).permute({0, 4, 1, 5, 2, 6, 3});
     auto dst = y[i].view({cout, d, kd, h, kh, w, kw});
     if (skip.defined()) {
@@ -91,17 +94,32 @@ torch::Tensor PointwiseConv(const torch::Tensor& x, const torch::Tensor& weight,
   auto w2 = weight.view({cout, cin});
   for (int64_t i = 0; i < b; ++i) {
     auto dst = out[i].view({cout, -1});
-    if (bias.defined()) {
-      torch::addmm_out(dst, bias.view({cout, 1}), w2, xc[i].view({cin, -1}));
-    } else {
-      torch::mm_out(dst, w2, xc[i].view({cin, -1}));
-    }
+    onednn::MatmulOut(dst, w2, xc[i].view({cin, -1}));
+    // oneDNN's fast kernels broadcast a bias along rows only.
+    if (bias.defined()) dst.add_(bias.view({cout, 1}));
   }
   return out;
 }
 
+void ConvLayerImpl::SetComputeDtype(torch::ScalarType dtype) {
+  torch::NoGradGuard no_grad;
+  if (dtype == weight_.scalar_type()) {
+    compute_weight_ = torch::Tensor();
+    compute_bias_ = torch::Tensor();
+    return;
+  }
+  compute_weight_ = weight_.to(dtype);
+  if (bias_.defined()) compute_bias_ = bias_.to(dtype);
+}
+
 torch::Tensor ConvLayerImpl::Conv(const torch::Tensor& x, const torch::Tensor& weight,
                                   const torch::Tensor& bias) const {
+  // The weight's dtype is the compute dtype: bfloat16 weights run the
+  // convolution in bfloat16 (AMX/AVX512-BF16 on CPU, tensor cores on GPU) and
+  // return the input's dtype, so norms and attention stay in float32.
+  if (weight.scalar_type() != x.scalar_type()) {
+    return Conv(x.to(weight.scalar_type()), weight, bias).to(x.scalar_type());
+  }
   const std::vector<int64_t> stride(stride_.begin(), stride_.end());
   const std::vector<int64_t> padding(padding_.begin(), padding_.end());
   // On CPU, ATen's conv3d picks its own unblocked "slow_conv3d" (im2col + GEMM)
@@ -147,17 +165,20 @@ torch::Tensor ResBlockImpl::Normalize(const torch::Tensor& x, const torch::nn::B
                            /*cudnn_enabled=*/true);
 }
 
-void ResBlockImpl::FoldBatchNorm() {
+void ResBlockImpl::PrepareForInference(torch::ScalarType conv_dtype) {
+  conv1_->SetComputeDtype(conv_dtype);
+  conv2_->SetComputeDtype(conv_dtype);
+  if (conv3_) conv3_->SetComputeDtype(conv_dtype);
   if (norm_ != Norm::kBatch) return;
   torch::NoGradGuard no_grad;
   // conv (no bias) then eval-mode BN == conv with weight * s and bias t, where
   // s = gamma / sqrt(var + eps) and t = beta - mean * s (per output channel).
-  auto fold = [](const ConvLayer& conv, const torch::nn::BatchNorm3d& bn) {
+  auto fold = [conv_dtype](const ConvLayer& conv, const torch::nn::BatchNorm3d& bn) {
     auto s = bn->weight.to(torch::kFloat32) /
              torch::sqrt(bn->running_var.to(torch::kFloat32) + kNormEps);
     auto t = bn->bias.to(torch::kFloat32) - bn->running_mean.to(torch::kFloat32) * s;
     auto w = conv->weight().to(torch::kFloat32) * s.view({-1, 1, 1, 1, 1});
-    return std::make_pair(w.to(conv->weight().dtype()).contiguous(), t.to(conv->weight().dtype()));
+    return std::make_pair(w.to(conv_dtype).contiguous(), t.to(conv_dtype));
   };
   std::tie(folded_w1_, folded_b1_) = fold(conv1_, norm1_);
   std::tie(folded_w2_, folded_b2_) = fold(conv2_, norm2_);
@@ -219,7 +240,9 @@ torch::Tensor EpaImpl::ProjectF(const torch::Tensor& t) {
 torch::Tensor EpaImpl::forward(const torch::Tensor& x) {
   if (!x.is_cpu()) return ForwardReference(x);
   std::vector<torch::Tensor> outs;
-  auto y = qkvv_->forward(x.contiguous());  // (B, N, 4C): columns q | k | v_CA | v_SA
+  const int64_t b = x.size(0), n = x.size(1), c = x.size(2);
+  // (B, N, 4C): columns q | k | v_CA | v_SA
+  auto y = onednn::Matmul(x.contiguous().view({b * n, c}), qkvv_->weight.t()).view({b, n, 4 * c});
   for (int64_t b = 0; b < x.size(0); ++b) outs.push_back(ForwardOne(y[b]));
   return torch::stack(outs);
 }
@@ -277,7 +300,7 @@ torch::Tensor EpaImpl::ForwardOne(const torch::Tensor& y) {
   // One Gram matrix of the q|k columns gives both the channel-attention
   // logits (its q-k block) and the squared token-axis norms (its diagonal).
   auto yqk = y.narrow(1, 0, 2 * c);
-  auto gram = torch::mm(yqk.t(), yqk);  // (2C, 2C)
+  auto gram = onednn::Matmul(yqk.t(), yqk);  // (2C, 2C)
   auto norms = gram.diagonal().sqrt().clamp_min(1e-12);  // F.normalize: x / max(|x|, eps)
   auto q_norm = norms.narrow(0, 0, c), k_norm = norms.narrow(0, c, c);
 
@@ -286,16 +309,16 @@ torch::Tensor EpaImpl::ForwardOne(const torch::Tensor& y) {
   auto blocks = torch::diagonal(g.reshape({h, d, h, d}), 0, 0, 2).permute({2, 0, 1});  // (h, d, d)
   blocks = blocks / (q_norm.view({h, d, 1}) * k_norm.view({h, 1, d})) * temperature_;
   auto attn_ca = torch::softmax(blocks, -1);  // (h, d, d)
-  auto x_ca = torch::mm(yv_ca, torch::block_diag(attn_ca.unbind(0)).t());  // (N, C)
+  auto x_ca = onednn::Matmul(yv_ca, torch::block_diag(attn_ca.unbind(0)).t());  // (N, C)
 
   // Spatial attention.
   torch::Tensor k_proj, v_proj;  // (C, P)
   if (projection_ == Projection::kSharedMatrix) {
-    k_proj = torch::mm(yk.t(), ef_);
-    v_proj = torch::mm(yv_sa.t(), ef_);
+    k_proj = onednn::Matmul(yk.t(), ef_);
+    v_proj = onednn::Matmul(yv_sa.t(), ef_);
   } else {
-    k_proj = torch::addmm(e_->bias, yk.t(), e_->weight.t());
-    v_proj = torch::addmm(f_->bias, yv_sa.t(), f_->weight.t());
+    k_proj = onednn::Matmul(yk.t(), e_->weight.t(), e_->bias);
+    v_proj = onednn::Matmul(yv_sa.t(), f_->weight.t(), f_->bias);
   }
   auto scale = temperature2_.view({h, 1}).expand({h, d}).reshape({c}) / q_norm;  // (C)
   auto k_scaled = (k_proj * scale.view({c, 1})).contiguous();                  // (C, P)
@@ -310,9 +333,9 @@ torch::Tensor EpaImpl::ForwardOne(const torch::Tensor& y) {
       auto out_h = x_sa.select(1, hh);           // (d, N), row stride h*N
       for (int64_t n0 = 0; n0 < n; n0 += kChunk) {
         const int64_t len = std::min(kChunk, n - n0);
-        auto attn = torch::softmax(torch::mm(q_h.narrow(0, n0, len), k_h), -1);  // (len, P)
-        auto dst = out_h.narrow(1, n0, len);
-        torch::mm_out(dst, v_h, attn.t());  // (d, len)
+        auto attn = onednn::Matmul(q_h.narrow(0, n0, len), k_h);  // (len, P) logits
+        onednn::SoftmaxLastDimInPlace(attn);
+        onednn::MatmulOut(out_h.narrow(1, n0, len), v_h, attn.t());  // (d, len)
       }
     }
   });
@@ -322,8 +345,8 @@ torch::Tensor EpaImpl::ForwardOne(const torch::Tensor& y) {
   auto out = torch::empty({n, c}, y.options());
   auto half = c / 2;
   auto out_sa = out.narrow(1, 0, half), out_ca = out.narrow(1, half, half);
-  torch::addmm_out(out_sa, out_proj_->bias, x_sa_tokens, out_proj_->weight.t());
-  torch::addmm_out(out_ca, out_proj2_->bias, x_ca, out_proj2_->weight.t());
+  onednn::MatmulOut(out_sa, x_sa_tokens, out_proj_->weight.t(), out_proj_->bias);
+  onednn::MatmulOut(out_ca, x_ca, out_proj2_->weight.t(), out_proj2_->bias);
   return out;
 }
 
@@ -464,10 +487,11 @@ std::vector<torch::Tensor> UnetrPPImpl::forward(const torch::Tensor& x, bool dee
   return {out1_->forward(out), out2_->forward(dec1), out3_->forward(dec2)};
 }
 
-void UnetrPPImpl::PrepareForInference() {
+void UnetrPPImpl::PrepareForInference(torch::ScalarType conv_dtype) {
   for (auto& m : modules(/*include_self=*/false)) {
-    if (auto* rb = m->as<ResBlockImpl>()) rb->FoldBatchNorm();
+    if (auto* rb = m->as<ResBlockImpl>()) rb->PrepareForInference(conv_dtype);
   }
+  for (auto& conv : encoder_->down_convs()) conv->SetComputeDtype(conv_dtype);
 }
 
 // ---------------------------------------------------------------- state dict

@@ -41,6 +41,9 @@ class ConvLayerImpl : public torch::nn::Module {
   // The layer's convolution with other weights (e.g. batch norm folded in).
   torch::Tensor Conv(const torch::Tensor& x, const torch::Tensor& weight,
                      const torch::Tensor& bias) const;
+  // Inference only: run the convolution in `dtype` (weights converted once,
+  // inputs converted per call, outputs returned in the input's dtype).
+  void SetComputeDtype(torch::ScalarType dtype);
   const torch::Tensor& weight() const { return weight_; }
   const torch::Tensor& bias() const { return bias_; }
 
@@ -48,6 +51,7 @@ class ConvLayerImpl : public torch::nn::Module {
   Kind kind_;
   std::array<int64_t, 3> kernel_, stride_, padding_;
   torch::Tensor weight_, bias_;
+  torch::Tensor compute_weight_, compute_bias_;  // weight_ in the compute dtype, if different
 };
 TORCH_MODULE(ConvLayer);
 
@@ -58,9 +62,10 @@ class ResBlockImpl : public torch::nn::Module {
   enum class Norm { kBatch, kInstance };
   ResBlockImpl(int64_t in, int64_t out, Norm norm);
   torch::Tensor forward(const torch::Tensor& x);
-  // Inference only: precomputes conv weights with the eval-mode batch norms
-  // folded in; forward then uses them. Call again after changing weights.
-  void FoldBatchNorm();
+  // Inference only: precomputes conv weights in `conv_dtype`, with the
+  // eval-mode batch norms folded in; forward then uses them. Call again after
+  // changing weights.
+  void PrepareForInference(torch::ScalarType conv_dtype);
 
  private:
   torch::Tensor Normalize(const torch::Tensor& x, const torch::nn::BatchNorm3d& bn);
@@ -117,6 +122,7 @@ class EncoderImpl : public torch::nn::Module {
   explicit EncoderImpl(const ModelConfig& config);
   // Returns the four stage outputs, each (B, C_s, D_s, H_s, W_s).
   std::vector<torch::Tensor> forward(const torch::Tensor& x);
+  std::vector<ConvLayer>& down_convs() { return down_convs_; }
 
  private:
   ModelConfig config_;
@@ -164,10 +170,10 @@ class UnetrPPImpl : public torch::nn::Module {
   // stem-grid resolution, as the reference computes them).
   std::vector<torch::Tensor> forward(const torch::Tensor& x, bool deep_supervision = false);
   const ModelConfig& config() const { return config_; }
-  // Precomputes inference-only derived weights (batch norms folded into convs).
-  // Call after loading weights or changing device/dtype; forward works without
-  // it, only slower.
-  void PrepareForInference();
+  // Precomputes inference-only derived weights (batch norms folded into convs,
+  // conv weights in conv_dtype). Call after loading weights or moving the
+  // module; forward works without it, only slower.
+  void PrepareForInference(torch::ScalarType conv_dtype = torch::kFloat32);
 
  private:
   ModelConfig config_;
