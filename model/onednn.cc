@@ -24,19 +24,52 @@ dnnl::memory::data_type DataType(const torch::Tensor& t) {
 
 dnnl::memory::desc Desc(const torch::Tensor& t) {
   TORCH_CHECK(t.dim() == 2, "oneDNN path: expected a 2-D tensor");
-  return dnnl::memory::desc({t.size(0), t.size(1)}, DataType(t), {t.stride(0), t.stride(1)});
+  // Strides of size-1 dimensions are arbitrary in torch; give oneDNN
+  // canonical ones so it recognises the layout.
+  int64_t s0 = t.stride(0), s1 = t.stride(1);
+  if (t.size(1) == 1) s1 = 1;
+  if (t.size(0) == 1) s0 = t.size(1) * s1;
+  if (t.size(0) == 1 && t.size(1) == 1) s0 = s1 = 1;
+  return dnnl::memory::desc({t.size(0), t.size(1)}, DataType(t), {s0, s1});
 }
 
 dnnl::memory Memory(const torch::Tensor& t) {
   return dnnl::memory(Desc(t), Engine(), t.data_ptr());
 }
 
+// A descriptor with the tensor's own dims and strides. Channels-last 5-D
+// tensors get the ndhwc tag instead of their strides: with a size-1 channel
+// dimension the strides are ambiguous and oneDNN would not recognise the
+// layout (and fall back to its reference kernels).
+dnnl::memory::desc StridedDesc(const torch::Tensor& t, dnnl::memory::data_type dt) {
+  if (t.dim() == 5 && t.is_contiguous(at::MemoryFormat::ChannelsLast3d)) {
+    return dnnl::memory::desc(t.sizes().vec(), dt, dnnl::memory::format_tag::ndhwc);
+  }
+  if (t.dim() == 5 && t.is_contiguous()) {
+    return dnnl::memory::desc(t.sizes().vec(), dt, dnnl::memory::format_tag::abcde);
+  }
+  return dnnl::memory::desc(t.sizes().vec(), dt, t.strides().vec());
+}
+
 }  // namespace
 
 bool Available() { return true; }
 
+namespace {
+void AtenMatmulOut(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b,
+                   const torch::Tensor& bias) {
+  auto o = out;
+  if (bias.defined()) {
+    torch::addmm_out(o, bias.dim() == 1 ? bias.view({1, -1}) : bias, a, b);
+  } else {
+    torch::mm_out(o, a, b);
+  }
+}
+}  // namespace
+
 void MatmulOut(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b,
                const torch::Tensor& bias) {
+  if (!a.is_cpu()) return AtenMatmulOut(out, a, b, bias);
   TORCH_CHECK(a.size(1) == b.size(0) && out.size(0) == a.size(0) && out.size(1) == b.size(1),
               "oneDNN matmul: shape mismatch");
   // oneDNN keeps its own cache of compiled primitives keyed by these
@@ -60,7 +93,130 @@ void MatmulOut(const torch::Tensor& out, const torch::Tensor& a, const torch::Te
   stream.wait();
 }
 
+torch::Tensor Conv3d(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+                     c10::IntArrayRef stride, c10::IntArrayRef padding) {
+  TORCH_CHECK(x.dim() == 5 && weight.dim() == 5 && x.scalar_type() == torch::kFloat32,
+              "oneDNN conv: expected float32 5-D input");
+  const auto cl = at::MemoryFormat::ChannelsLast3d;
+  const auto cdt = DataType(weight);
+  dnnl::stream stream(Engine());
+  // Source in channels-last and the compute dtype (one reorder if needed).
+  torch::Tensor src = x;
+  if (weight.scalar_type() != torch::kFloat32 || !x.is_contiguous(cl)) {
+    src = torch::empty(x.sizes(), x.options().dtype(weight.scalar_type()).memory_format(cl));
+    dnnl::memory from(StridedDesc(x, dnnl::memory::data_type::f32), Engine(), x.data_ptr());
+    dnnl::memory to(StridedDesc(src, cdt), Engine(), src.data_ptr());
+    dnnl::reorder(from, to).execute(stream, from, to);
+  }
+  std::vector<int64_t> out_sizes{x.size(0), weight.size(0)};
+  for (int i = 0; i < 3; ++i) {
+    out_sizes.push_back((x.size(2 + i) + 2 * padding[i] - weight.size(2 + i)) / stride[i] + 1);
+  }
+  auto out = torch::empty(out_sizes, x.options().memory_format(cl));
+  auto src_md = StridedDesc(src, cdt);
+  auto dst_md = StridedDesc(out, dnnl::memory::data_type::f32);
+  auto wei_any = dnnl::memory::desc(weight.sizes().vec(), cdt, dnnl::memory::format_tag::any);
+  const dnnl::memory::dims strides(stride.begin(), stride.end());
+  const dnnl::memory::dims pads(padding.begin(), padding.end());
+  torch::Tensor bias_f;
+  dnnl::memory::desc bias_md;
+  if (bias.defined()) {
+    bias_f = bias.to(torch::kFloat32).contiguous();
+    bias_md = dnnl::memory::desc({bias_f.size(0)}, dnnl::memory::data_type::f32,
+                                 dnnl::memory::format_tag::a);
+  }
+  auto desc = bias.defined()
+                  ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                    dnnl::algorithm::convolution_direct, src_md,
+                                                    wei_any, bias_md, dst_md, strides, pads, pads)
+                  : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                    dnnl::algorithm::convolution_direct, src_md,
+                                                    wei_any, dst_md, strides, pads, pads);
+  dnnl::convolution_forward::primitive_desc pd(desc, Engine());
+  auto wc = weight.contiguous();
+  dnnl::memory user_w(StridedDesc(wc, cdt), Engine(), wc.data_ptr());
+  dnnl::memory conv_w = user_w;
+  if (pd.weights_desc() != user_w.get_desc()) {
+    conv_w = dnnl::memory(pd.weights_desc(), Engine());
+    dnnl::reorder(user_w, conv_w).execute(stream, user_w, conv_w);
+  }
+  std::unordered_map<int, dnnl::memory> args{
+      {DNNL_ARG_SRC, dnnl::memory(src_md, Engine(), src.data_ptr())},
+      {DNNL_ARG_WEIGHTS, conv_w},
+      {DNNL_ARG_DST, dnnl::memory(dst_md, Engine(), out.data_ptr())}};
+  if (bias.defined()) args.emplace(DNNL_ARG_BIAS, dnnl::memory(bias_md, Engine(), bias_f.data_ptr()));
+  dnnl::convolution_forward(pd).execute(stream, args);
+  stream.wait();
+  return out;
+}
+
+torch::Tensor InstanceNorm(const torch::Tensor& x, double eps) {
+  TORCH_CHECK(x.dim() == 5 && x.scalar_type() == torch::kFloat32 && x.is_cpu(),
+              "instance norm: expected a float32 5-D CPU tensor");
+  const auto cl = at::MemoryFormat::ChannelsLast3d;
+  if (!x.is_contiguous(cl)) return torch::group_norm(x.contiguous(), x.size(1), {}, {}, eps);
+  const int64_t b = x.size(0), c = x.size(1), voxels = x.numel() / (b * c);
+  auto out = torch::empty_like(x, cl);
+  dnnl::stream stream(Engine());
+  for (int64_t i = 0; i < b; ++i) {
+    // Statistics in double, one pass: oneDNN's batch-norm statistics and
+    // ATen's channels-last group_norm both accumulate in float and lose about
+    // three digits over a million voxels, which shows in the logits.
+    const float* data = x.data_ptr<float>() + i * voxels * c;
+    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), voxels / 4096));
+    std::vector<double> partial(static_cast<size_t>(chunks * 2 * c), 0.0);
+    at::parallel_for(0, chunks, 1, [&](int64_t k0, int64_t k1) {
+      for (int64_t k = k0; k < k1; ++k) {
+        double* sum = &partial[k * 2 * c];
+        double* sq = sum + c;
+        const int64_t v0 = voxels * k / chunks, v1 = voxels * (k + 1) / chunks;
+        for (int64_t v = v0; v < v1; ++v) {
+          const float* row = data + v * c;
+          for (int64_t ch = 0; ch < c; ++ch) {
+            const double val = row[ch];
+            sum[ch] += val;
+            sq[ch] += val * val;
+          }
+        }
+      }
+    });
+    auto mean = torch::empty({c}, x.options()), var = torch::empty({c}, x.options());
+    float* mean_p = mean.data_ptr<float>();
+    float* var_p = var.data_ptr<float>();
+    for (int64_t ch = 0; ch < c; ++ch) {
+      double s = 0, q = 0;
+      for (int64_t k = 0; k < chunks; ++k) {
+        s += partial[k * 2 * c + ch];
+        q += partial[k * 2 * c + c + ch];
+      }
+      const double m = s / voxels;
+      mean_p[ch] = static_cast<float>(m);
+      var_p[ch] = static_cast<float>(std::max(0.0, q / voxels - m * m));
+    }
+    // Normalisation with the given statistics: oneDNN batch norm in
+    // global-stats mode, one vectorised pass in channels-last.
+    auto s = x.narrow(0, i, 1), d = out.narrow(0, i, 1);
+    auto md = StridedDesc(s, dnnl::memory::data_type::f32);
+    dnnl::batch_normalization_forward::primitive_desc pd(
+        dnnl::batch_normalization_forward::desc(dnnl::prop_kind::forward_inference, md,
+                                                static_cast<float>(eps),
+                                                dnnl::normalization_flags::use_global_stats),
+        Engine());
+    dnnl::batch_normalization_forward(pd).execute(
+        stream, {{DNNL_ARG_SRC, dnnl::memory(md, Engine(), s.data_ptr())},
+                 {DNNL_ARG_DST, dnnl::memory(md, Engine(), d.data_ptr())},
+                 {DNNL_ARG_MEAN, dnnl::memory(pd.mean_desc(), Engine(), mean.data_ptr())},
+                 {DNNL_ARG_VARIANCE, dnnl::memory(pd.variance_desc(), Engine(), var.data_ptr())}});
+  }
+  stream.wait();
+  return out;
+}
+
 void SoftmaxLastDimInPlace(const torch::Tensor& x) {
+  if (!x.is_cpu()) {
+    x.copy_(torch::softmax(x, -1));
+    return;
+  }
   TORCH_CHECK(x.is_contiguous() && x.scalar_type() == torch::kFloat32, "oneDNN softmax: bad input");
   const int64_t cols = x.size(-1), rows = x.numel() / cols;
   auto t = x.view({rows, cols});
@@ -85,6 +241,15 @@ void MatmulOut(const torch::Tensor& out, const torch::Tensor& a, const torch::Te
   } else {
     torch::mm_out(o, a, b);
   }
+}
+
+torch::Tensor Conv3d(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+                     c10::IntArrayRef stride, c10::IntArrayRef padding) {
+  return torch::conv3d(x.to(weight.scalar_type()), weight, bias, stride, padding).to(x.scalar_type());
+}
+
+torch::Tensor InstanceNorm(const torch::Tensor& x, double eps) {
+  return torch::group_norm(x.contiguous(), x.size(1), {}, {}, eps);
 }
 
 void SoftmaxLastDimInPlace(const torch::Tensor& x) { x.copy_(torch::softmax(x, -1)); }

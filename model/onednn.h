@@ -29,6 +29,24 @@ void MatmulOut(const torch::Tensor& out, const torch::Tensor& a, const torch::Te
                const torch::Tensor& bias = {});
 torch::Tensor Matmul(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias = {});
 
+// 3-D convolution, output in channels-last (NDHWC) memory, float32.
+// x: (B, Cin, D, H, W) float32 with any strides (channels-last avoids a
+// reorder); weight (Cout, Cin, kd, kh, kw) float32 or bfloat16, whose dtype is
+// the compute dtype; bias (Cout) or undefined. Channels-last is oneDNN's
+// native layout for these convolutions, so a network that stays in it pays no
+// layout conversions around each convolution (ATen's mkldnn_convolution
+// converts NCDHW to a blocked layout and back on every call).
+torch::Tensor Conv3d(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+                     c10::IntArrayRef stride, c10::IntArrayRef padding);
+
+// Instance normalisation without affine parameters (per sample and channel,
+// over D, H, W; biased variance; eps), as oneDNN batch normalisation on each
+// sample with statistics computed from the data. float32 5-D CPU tensor; the
+// result keeps channels-last when the input has it. ATen 1.13's own
+// channels-last group_norm sums x and x^2 in float and loses three digits on
+// large volumes; oneDNN computes the mean first, then the centred variance.
+torch::Tensor InstanceNorm(const torch::Tensor& x, double eps);
+
 // Softmax over the last dimension of a contiguous float32 CPU tensor, in place.
 void SoftmaxLastDimInPlace(const torch::Tensor& x);
 

@@ -24,7 +24,8 @@ torch::Tensor RegisterUniform(torch::nn::Module& m, const std::string& name,
 // eps); ATen's group_norm kernel is much faster on CPU than instance_norm,
 // which goes through batch_norm on a reshaped (1, B*C, ...) view.
 torch::Tensor InstanceNorm(const torch::Tensor& x) {
-  return torch::group_norm(x, x.size(1), {}, {}, kNormEps);
+  if (x.is_cpu() && x.scalar_type() == torch::kFloat32) return onednn::InstanceNorm(x, kNormEps);
+  return torch::group_norm(x.contiguous(), x.size(1), {}, {}, kNormEps);
 }
 
 }  // namespace
@@ -66,18 +67,22 @@ torch::Tensor ConvLayerImpl::TransposedAdd(const torch::Tensor& x, const torch::
   const int64_t b = x.size(0), cin = x.size(1), d = x.size(2), h = x.size(3), w = x.size(4);
   const int64_t cout = weight_.size(1);
   auto [kd, kh, kw] = kernel_;
-  auto wt = weight_.reshape({cin, cout * kd * kh * kw}).t();
-  auto xc = x.contiguous();
-  auto y = skip.defined() ? skip.contiguous().clone()
-                          : torch::empty({b, cout, d * kd, h * kh, w * kw}, x.options());
-  TORCH_CHECK(y.numel() == b * cout * d * kd * h * kh * w * kw,
-              "skip connection has the wrong size");
+  // Output and skip in channels-last: with the weight's columns ordered
+  // (kd, kh, kw, Cout), the GEMM's rows are voxels and each tap writes
+  // contiguous runs of Cout values.
+  const auto cl = at::MemoryFormat::ChannelsLast3d;
+  auto wt = weight_.permute({0, 2, 3, 4, 1}).reshape({cin, kd * kh * kw * cout});
+  auto xt = x.permute({0, 2, 3, 4, 1}).reshape({b, d * h * w, cin});
+  auto y = torch::empty({b, cout, d * kd, h * kh, w * kw}, x.options().memory_format(cl));
+  TORCH_CHECK(!skip.defined() || skip.sizes() == y.sizes(), "skip connection has the wrong size");
+  auto skip_cl = skip.defined() ? skip.contiguous(cl) : skip;
   for (int64_t i = 0; i < b; ++i) {
-    auto cols = onednn::Matmul(wt, xc[i].view({cin, d * h * w}));  // (Cout*k, DHW)
-    auto taps = cols.view({cout, kd, kh, kw, d, h, w}).permute({0, 4, 1, 5, 2, 6, 3});
-    auto dst = y[i].view({cout, d, kd, h, kh, w, kw});
+    auto cols = onednn::Matmul(xt[i], wt);  // (DHW, kd*kh*kw*Cout)
+    auto taps = cols.view({d, h, w, kd, kh, kw, cout}).permute({0, 3, 1, 4, 2, 5, 6});
+    const std::vector<int64_t> shape7{d, kd, h, kh, w, kw, cout};
+    auto dst = y[i].permute({1, 2, 3, 0}).view(shape7);
     if (skip.defined()) {
-      dst.add_(taps);
+      torch::add_out(dst, skip_cl[i].permute({1, 2, 3, 0}).view(shape7), taps);
     } else {
       dst.copy_(taps);
     }
@@ -89,9 +94,19 @@ torch::Tensor ConvLayerImpl::TransposedAdd(const torch::Tensor& x, const torch::
 torch::Tensor PointwiseConv(const torch::Tensor& x, const torch::Tensor& weight,
                             const torch::Tensor& bias) {
   const int64_t b = x.size(0), cin = x.size(1), cout = weight.size(0);
+  const int64_t d = x.size(2), h = x.size(3), w = x.size(4);
+  auto w2 = weight.to(x.scalar_type()).view({cout, cin});
+  const auto cl = at::MemoryFormat::ChannelsLast3d;
+  if (x.is_contiguous(cl)) {
+    // Channels-last: the voxels are rows of a (B*DHW, Cin) matrix.
+    auto out = torch::empty({b, cout, d, h, w}, x.options().memory_format(cl));
+    onednn::MatmulOut(out.permute({0, 2, 3, 4, 1}).view({b * d * h * w, cout}),
+                      x.permute({0, 2, 3, 4, 1}).view({b * d * h * w, cin}), w2.t(),
+                      bias.defined() ? bias.to(x.scalar_type()) : bias);
+    return out;
+  }
   auto xc = x.contiguous();
-  auto out = torch::empty({b, cout, x.size(2), x.size(3), x.size(4)}, x.options());
-  auto w2 = weight.view({cout, cin});
+  auto out = torch::empty({b, cout, d, h, w}, x.options());
   for (int64_t i = 0; i < b; ++i) {
     auto dst = out[i].view({cout, -1});
     onednn::MatmulOut(dst, w2, xc[i].view({cin, -1}));
@@ -114,26 +129,20 @@ void ConvLayerImpl::SetComputeDtype(torch::ScalarType dtype) {
 
 torch::Tensor ConvLayerImpl::Conv(const torch::Tensor& x, const torch::Tensor& weight,
                                   const torch::Tensor& bias) const {
-  // The weight's dtype is the compute dtype: bfloat16 weights run the
-  // convolution in bfloat16 (AMX/AVX512-BF16 on CPU, tensor cores on GPU) and
-  // return the input's dtype, so norms and attention stay in float32.
-  if (weight.scalar_type() != x.scalar_type()) {
-    return Conv(x.to(weight.scalar_type()), weight, bias).to(x.scalar_type());
-  }
   const std::vector<int64_t> stride(stride_.begin(), stride_.end());
   const std::vector<int64_t> padding(padding_.begin(), padding_.end());
-  // On CPU, ATen's conv3d picks its own unblocked "slow_conv3d" (im2col + GEMM)
-  // over oneDNN for batch 1 with few channels x slices (its heuristic targets
-  // 2D convs); oneDNN is 2-10x faster for every 3D conv of this network, so
-  // call it directly whenever LibTorch was built with it.
-  if (kernel_ == A3{1, 1, 1} && stride_ == A3{1, 1, 1} && x.is_cpu()) {
-    // A 1x1x1 conv is (Cout x Cin) @ (Cin x DHW) per batch element; oneDNN is
-    // slow for these shapes on CPU (5-10x for Cin = 1).
+  if (x.is_cpu() && kernel_ == A3{1, 1, 1} && stride_ == A3{1, 1, 1}) {
     return PointwiseConv(x, weight, bias);
   }
-  if (x.is_cpu() && at::hasMKLDNN() &&
-      (x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kBFloat16)) {
-    return at::mkldnn_convolution(x.contiguous(), weight, bias, padding, stride, {1, 1, 1}, 1);
+  // On CPU, oneDNN directly, in channels-last (see onednn.h). The weight's
+  // dtype is the compute dtype: bfloat16 weights run the convolution in
+  // bfloat16 (AMX/AVX512-BF16) and still return float32, so norms and
+  // attention stay in float32.
+  if (x.is_cpu() && onednn::Available() && x.scalar_type() == torch::kFloat32) {
+    return onednn::Conv3d(x, weight, bias, stride, padding);
+  }
+  if (weight.scalar_type() != x.scalar_type()) {
+    return Conv(x.to(weight.scalar_type()), weight, bias).to(x.scalar_type());
   }
   return torch::conv3d(x, weight, bias, stride, padding);
 }
@@ -372,9 +381,11 @@ TransformerBlockImpl::TransformerBlockImpl(const ModelConfig& config, int64_t to
 
 torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x) {
   const int64_t b = x.size(0), c = x.size(1), d = x.size(2), h = x.size(3), w = x.size(4);
-  auto t = x.reshape({b, c, d * h * w}).permute({0, 2, 1}) + pos_embed_;  // (B, N, C)
-  auto attn = t + gamma_ * epa_->forward(norm_->forward(t));
-  auto skip = attn.view({b, d, h, w, c}).permute({0, 4, 1, 2, 3}).contiguous();
+  // (B, N, C) tokens; a view when x is channels-last.
+  auto t = x.permute({0, 2, 3, 4, 1}).reshape({b, d * h * w, c}) + pos_embed_;
+  auto attn = torch::addcmul(t, gamma_, epa_->forward(norm_->forward(t)));
+  // (B, N, C) tokens are a channels-last (B, C, D, H, W) volume: no copy.
+  auto skip = attn.view({b, d, h, w, c}).permute({0, 4, 1, 2, 3});
   auto y = conv51_->forward(skip);
   if (conv52_) y = conv52_->forward(y);
   // Dropout3d is the identity at inference.
@@ -419,7 +430,7 @@ std::vector<torch::Tensor> EncoderImpl::forward(const torch::Tensor& x) {
   torch::Tensor h = x;
   for (int i = 0; i < 4; ++i) {
     const auto& gn = down_norms_[i];
-    h = torch::group_norm(down_convs_[i]->forward(h), gn->options.num_groups(), gn->weight, gn->bias,
+    h = torch::group_norm(down_convs_[i]->forward(h).contiguous(), gn->options.num_groups(), gn->weight, gn->bias,
                           kNormEps);
     h = RunBlocks(stage_blocks_[i], h);
     hidden.push_back(h);
