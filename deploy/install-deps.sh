@@ -7,7 +7,7 @@ PACKAGES=(
   # toolchain
   build-essential cmake ninja-build ccache pkg-config git
   # model/: LibTorch (CPU) with OpenBLAS, JSON, command-line parsing
-  libtorch-dev libopenblas0-pthread libopenblas-dev nlohmann-json3-dev libcli11-dev
+  libtorch-dev libopenblas0-pthread libopenblas-dev libdnnl-dev nlohmann-json3-dev libcli11-dev
   # tests
   libgtest-dev libgmock-dev
   # checkpoint converter (tools/convert_checkpoint.py) and its test
