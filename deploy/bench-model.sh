@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Model benchmark with its baseline in the same run: alternates upp-bench-model
+# (ours) and tools/reference_unetrpp.py (the reference computation in PyTorch)
+# ROUNDS times on one synapse window, so machine noise hits both alike.
+# Usage: deploy/bench-model.sh [ROUNDS] [THREADS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS="${1:-3}"
+THREADS="${2:-2}"
+BIN="${UPP_BUILD_DIR:-build}/tools/upp-bench-model"
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; threads=$THREADS"
+for r in $(seq "$ROUNDS"); do
+  echo "round $r"
+  "$BIN" --preset synapse --threads "$THREADS" --runs 3 | tail -1 | sed 's/^/  ours fp32: /'
+  "$BIN" --preset synapse --threads "$THREADS" --runs 3 --precision bf16 | tail -1 | sed 's/^/  ours bf16: /'
+  "$PY" tools/reference_unetrpp.py bench --preset synapse --threads "$THREADS" --runs 3 | sed 's/^/  /'
+done
