@@ -17,6 +17,12 @@ StatusOr<std::unique_ptr<Network>> Network::Create(const ModelConfig& config,
                                                    const NetworkOptions& options) {
   UPP_RETURN_IF_ERROR(config.Validate());
   try {
+    if (options.device.is_cuda() && options.precision == Precision::kFloat32) {
+      // LibTorch lets cuDNN and cuBLAS round float32 to TF32 by default, which
+      // moves logits by ~1e-3; float32 here means float32. (Process-wide.)
+      at::globalContext().setAllowTF32CuDNN(false);
+      at::globalContext().setAllowTF32CuBLAS(false);
+    }
     UnetrPP module(config);
     module->eval();
     std::unique_ptr<Network> net(new Network(config, options, std::move(module)));

@@ -1,12 +1,22 @@
 // Numeric parity with the reference implementation on the reduced fixtures.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include "model/network.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
 
 namespace upp::model {
 namespace {
+
+// UPP_TEST_DEVICE=cuda runs the parity tests on a GPU (deploy/gpu-check.sh).
+NetworkOptions TestOptions(Precision precision = Precision::kFloat32) {
+  NetworkOptions o;
+  if (const char* d = std::getenv("UPP_TEST_DEVICE")) o.device = torch::Device(d);
+  o.precision = precision;
+  return o;
+}
 
 struct Io {
   torch::Tensor input, logits, labels;
@@ -26,12 +36,12 @@ class ParityTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ParityTest, ReproducesReferenceLogitsAndLabels) {
   auto net = Network::FromWeightsFile(std::string(UPP_FIXTURES_DIR) + "/" + GetParam() +
-                                      "_small_weights.safetensors");
+                                      "_small_weights.safetensors", {}, TestOptions());
   ASSERT_TRUE(net.ok()) << net.status().ToString();
   Io io = ReadIo(GetParam());
   auto out = (*net)->Forward(io.input);
   ASSERT_TRUE(out.ok()) << out.status().ToString();
-  auto logits = (*out)[0];
+  auto logits = (*out)[0].cpu();
   ASSERT_EQ(logits.sizes(), io.logits.sizes());
   const double max_err = (logits - io.logits).abs().max().item<double>();
   const double agree =
@@ -45,7 +55,7 @@ TEST_P(ParityTest, ReproducesReferenceLogitsAndLabels) {
 
 TEST_P(ParityTest, DeepSupervisionHeadsRunOnRequest) {
   auto net = Network::FromWeightsFile(std::string(UPP_FIXTURES_DIR) + "/" + GetParam() +
-                                      "_small_weights.safetensors");
+                                      "_small_weights.safetensors", {}, TestOptions());
   ASSERT_TRUE(net.ok()) << net.status().ToString();
   Io io = ReadIo(GetParam());
   auto out = (*net)->Forward(io.input, /*deep_supervision=*/true);
@@ -58,7 +68,30 @@ TEST_P(ParityTest, DeepSupervisionHeadsRunOnRequest) {
   EXPECT_EQ((*out)[2].sizes().vec(),
             (std::vector<int64_t>{io.input.size(0), c.num_classes, g[0] / 2, g[1] / 2, g[2] / 2}));
   // The main output is the same with or without the extra heads.
-  EXPECT_LT(((*out)[0] - io.logits).abs().max().item<double>(), 1e-3);
+  EXPECT_LT(((*out)[0].cpu() - io.logits).abs().max().item<double>(), 1e-3);
+}
+
+// bfloat16 convolutions (float32 elsewhere) against float32. Measured on these
+// random-weight fixtures: 99.58-99.77 % label agreement (max |dlogit| 0.05-0.17),
+// short of the 99.9 % the foundation issue asks of a bf16 path, so bf16 stays
+// opt-in; this guards against it getting worse.
+TEST_P(ParityTest, BFloat16AgreesWithFloat32) {
+  const std::string weights =
+      std::string(UPP_FIXTURES_DIR) + "/" + GetParam() + "_small_weights.safetensors";
+  auto fp32 = Network::FromWeightsFile(weights, {}, TestOptions());
+  auto bf16 = Network::FromWeightsFile(weights, {}, TestOptions(Precision::kBFloat16));
+  ASSERT_TRUE(fp32.ok() && bf16.ok());
+  Io io = ReadIo(GetParam());
+  auto a = (*fp32)->Forward(io.input);
+  auto b = (*bf16)->Forward(io.input);
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto la = (*a)[0].cpu(), lb = (*b)[0].cpu();
+  EXPECT_EQ(lb.scalar_type(), torch::kFloat32);
+  const double agree = la.argmax(1).eq(lb.argmax(1)).to(torch::kFloat64).mean().item<double>();
+  const double max_err = (la - lb).abs().max().item<double>();
+  std::printf("[%s] bf16 vs fp32: label agreement %.6f, max |dlogit| %.3g\n", GetParam().c_str(),
+              agree, max_err);
+  EXPECT_GE(agree, 0.995);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ParityTest, ::testing::Values("synapse", "acdc", "lung", "tumor"));
