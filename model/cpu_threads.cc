@@ -1,9 +1,11 @@
 #include "model/cpu_threads.h"
 
 #include <dlfcn.h>
+#include <malloc.h>
 #include <torch/torch.h>
 
 #include <atomic>
+#include <limits>
 
 namespace upp::model {
 namespace {
@@ -12,6 +14,10 @@ std::atomic<bool> blas_single{false};
 
 int ConfigureCpuThreads(int threads) {
   if (threads > 0) torch::set_num_threads(threads);
+  // Serve every allocation from the heap and never trim it (see the header).
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+  mallopt(M_TOP_PAD, 64 << 20);
   // Looked up at run time: LibTorch links the BLAS chosen by Debian's
   // alternatives (libblas.so.3), which may or may not be OpenBLAS.
   using SetThreads = void (*)(int);

@@ -9,6 +9,12 @@
 // threads for ATen (and for our own parallel loops), OpenBLAS single-threaded
 // inside them.
 //
+// It also keeps freed memory in the process for reuse: a forward pass
+// allocates and frees many 64 MiB activations, which glibc would otherwise
+// map and unmap each time, paying a page fault per 4 KiB on every touch of
+// fresh pages (measured: 0.45 s of a 1.5 s synapse window on 2 cores). The
+// cost is that the heap keeps its high-water mark, like a caching allocator.
+//
 // Call once at start-up, before any inference, from the main thread.
 #ifndef UPP_MODEL_CPU_THREADS_H_
 #define UPP_MODEL_CPU_THREADS_H_
