@@ -16,4 +16,5 @@ for r in $(seq "$ROUNDS"); do
   "$BIN" --preset synapse --threads "$THREADS" --runs 3 | tail -1 | sed 's/^/  ours fp32: /'
   "$BIN" --preset synapse --threads "$THREADS" --runs 3 --precision bf16 | tail -1 | sed 's/^/  ours bf16: /'
   "$PY" tools/reference_unetrpp.py bench --preset synapse --threads "$THREADS" --runs 3 | sed 's/^/  /'
+  MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 "$PY" tools/reference_unetrpp.py bench --preset synapse --threads "$THREADS" --runs 3 | sed 's/^/  same, glibc malloc kept (MALLOC_MMAP_MAX_=0): /'
 done
