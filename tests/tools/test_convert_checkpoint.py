@@ -83,6 +83,39 @@ class ConvertCheckpointTest(unittest.TestCase):
         self.assertLess(err, 1e-3)
         self.assertGreaterEqual(agree, 0.9999)
 
+    def test_upp_forward_with_explicit_architecture_flags(self):
+        # The fixture weights carry fixture-style metadata; naming the architecture on the
+        # command line instead must give the same result.
+        result = self.path("flags.safetensors")
+        subprocess.run([UPP_FORWARD, "--weights",
+                        os.path.join(FIXTURES, "acdc_small_weights.safetensors"),
+                        "--input", os.path.join(FIXTURES, "acdc_small_io.safetensors"),
+                        "--output", result, "--preset", "acdc", "--feature-size", "4",
+                        "--depths", "1", "1", "1", "1", "--patch", "16", "64", "64",
+                        "--heads", "4", "--classes", "4", "--in-channels", "1"], check=True)
+        got, meta = read_safetensors(result)
+        ref, _ = read_safetensors(os.path.join(FIXTURES, "acdc_small_io.safetensors"))
+        self.assertEqual(list(got["logits"].shape), [2, 4, 16, 64, 64])  # batch of two windows
+        self.assertLess((got["logits"] - ref["logits"].float()).abs().max().item(), 1e-3)
+        self.assertEqual(got["labels"].dtype, torch.uint8)
+        self.assertEqual(json.loads(meta["unetrpp_config"])["preset"], "acdc")
+
+    def test_upp_forward_reports_mismatched_architecture(self):
+        proc = subprocess.run([UPP_FORWARD, "--weights",
+                               os.path.join(FIXTURES, "synapse_small_weights.safetensors"),
+                               "--input", os.path.join(FIXTURES, "synapse_small_io.safetensors"),
+                               "--output", self.path("x.safetensors"), "--feature-size", "8"],
+                              capture_output=True, text=True)
+        self.assertEqual(proc.returncode, 1)
+        self.assertIn("shape mismatch: encoder1.conv1.conv.weight", proc.stderr)
+        proc = subprocess.run([UPP_FORWARD, "--weights",
+                               os.path.join(FIXTURES, "synapse_small_weights.safetensors"),
+                               "--input", os.path.join(FIXTURES, "synapse_small_weights.safetensors"),
+                               "--output", self.path("x.safetensors")],
+                              capture_output=True, text=True)
+        self.assertEqual(proc.returncode, 1)
+        self.assertIn("has no tensor 'input'", proc.stderr)
+
     def test_f16_storage_and_dropping_deep_supervision(self):
         out = self.path("w16.safetensors")
         convert_checkpoint.main([OFFICIAL, out, "--patch", "32", "64", "64", "--dtype", "f16",
