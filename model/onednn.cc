@@ -6,6 +6,18 @@
 
 namespace upp::model::onednn {
 
+namespace {
+void AtenMatmulOut(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b,
+                   const torch::Tensor& bias) {
+  auto o = out;
+  if (bias.defined()) {
+    torch::addmm_out(o, bias.dim() == 1 ? bias.view({1, -1}) : bias, a, b);
+  } else {
+    torch::mm_out(o, a, b);
+  }
+}
+}  // namespace
+
 #ifdef UPP_HAVE_ONEDNN
 namespace {
 
@@ -54,18 +66,6 @@ dnnl::memory::desc StridedDesc(const torch::Tensor& t, dnnl::memory::data_type d
 }  // namespace
 
 bool Available() { return true; }
-
-namespace {
-void AtenMatmulOut(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b,
-                   const torch::Tensor& bias) {
-  auto o = out;
-  if (bias.defined()) {
-    torch::addmm_out(o, bias.dim() == 1 ? bias.view({1, -1}) : bias, a, b);
-  } else {
-    torch::mm_out(o, a, b);
-  }
-}
-}  // namespace
 
 void MatmulOut(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b,
                const torch::Tensor& bias) {
@@ -235,12 +235,7 @@ bool Available() { return false; }
 
 void MatmulOut(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b,
                const torch::Tensor& bias) {
-  auto o = out;
-  if (bias.defined()) {
-    torch::addmm_out(o, bias.dim() == 1 ? bias.view({1, -1}) : bias, a, b);
-  } else {
-    torch::mm_out(o, a, b);
-  }
+  AtenMatmulOut(out, a, b, bias);
 }
 
 torch::Tensor Conv3d(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,

@@ -6,8 +6,6 @@ Run by CTest: UPP_FORWARD=<path to upp-forward> UPP_FIXTURES_DIR=<fixtures> pyth
 """
 import json
 import os
-import pickle
-import struct
 import subprocess
 import sys
 import tempfile
@@ -18,30 +16,12 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tools"))
 import convert_checkpoint  # noqa: E402
+from reference_unetrpp import read_safetensors  # noqa: E402
 
 FIXTURES = os.environ.get("UPP_FIXTURES_DIR", os.path.join(HERE, "..", "..", "..", "shared",
                                                            "fixtures", "unetrpp"))
 UPP_FORWARD = os.environ.get("UPP_FORWARD", "upp-forward")
 OFFICIAL = os.path.join(FIXTURES, "synapse_small_official_format.model")
-
-DT = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "U8": torch.uint8,
-      "I64": torch.int64}
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    meta = header.pop("__metadata__", {})
-    base = 8 + n
-    out = {}
-    for name, info in header.items():
-        b, e = info["data_offsets"]
-        t = torch.frombuffer(bytearray(data[base + b:base + e]), dtype=DT[info["dtype"]])
-        out[name] = t.reshape(info["shape"])
-    return out, meta
-
 
 class Evil:
     def __reduce__(self):
