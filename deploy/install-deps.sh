@@ -8,8 +8,10 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   # model/: LibTorch (CPU) with OpenBLAS, JSON, command-line parsing
   libtorch-dev libopenblas0-pthread libopenblas-dev libdnnl-dev nlohmann-json3-dev libcli11-dev
-  # tests
-  libgtest-dev libgmock-dev
+  # preprocessing/: Abseil (status, strings), zlib (.nii.gz)
+  libabsl-dev zlib1g-dev
+  # tests (python3-nibabel: the independent NIfTI reader the tests compare with)
+  libgtest-dev libgmock-dev python3-nibabel
   # checkpoint converter (tools/convert_checkpoint.py) and its test
   python3 python3-torch python3-numpy
 )

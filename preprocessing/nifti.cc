@@ -1,0 +1,319 @@
+#include "preprocessing/nifti.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <type_traits>
+
+#include "absl/strings/str_cat.h"
+
+namespace upp::preprocessing {
+namespace {
+
+constexpr size_t kNifti1HeaderSize = 348;
+constexpr size_t kNifti2HeaderSize = 540;
+
+bool IsGzip(std::string_view b) {
+  return b.size() >= 2 && static_cast<uint8_t>(b[0]) == 0x1f && static_cast<uint8_t>(b[1]) == 0x8b;
+}
+
+// Inflates at most `limit` bytes of a gzip stream (fewer if it ends first).
+absl::StatusOr<std::string> Inflate(std::string_view in, size_t limit) {
+  z_stream zs{};
+  if (inflateInit2(&zs, 15 + 32) != Z_OK) return absl::InternalError("zlib init failed");
+  std::string out;
+  out.resize(std::min<size_t>(limit, 1 << 20));
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  zs.avail_in = static_cast<uInt>(std::min<size_t>(in.size(), std::numeric_limits<uInt>::max()));
+  size_t produced = 0;
+  int rc = Z_OK;
+  while (produced < limit) {
+    if (produced == out.size()) out.resize(std::min(limit, out.size() * 2));
+    zs.next_out = reinterpret_cast<Bytef*>(out.data() + produced);
+    zs.avail_out = static_cast<uInt>(std::min<size_t>(out.size() - produced, 1u << 30));
+    const uInt before = zs.avail_out;
+    rc = inflate(&zs, Z_NO_FLUSH);
+    produced += before - zs.avail_out;
+    if (rc == Z_STREAM_END) break;
+    if (rc != Z_OK) {
+      inflateEnd(&zs);
+      return absl::InvalidArgumentError("corrupt gzip data in the NIfTI file");
+    }
+    if (zs.avail_in == 0 && before == zs.avail_out) break;  // input exhausted
+  }
+  inflateEnd(&zs);
+  out.resize(produced);
+  return out;
+}
+
+class HeaderReader {
+ public:
+  HeaderReader(std::string_view b, bool swap) : b_(b), swap_(swap) {}
+  template <typename T>
+  T Get(size_t offset) const {
+    T v;
+    std::memcpy(&v, b_.data() + offset, sizeof(T));
+    if (swap_) Swap(&v);
+    return v;
+  }
+  template <typename T>
+  static void Swap(T* v) {
+    auto* p = reinterpret_cast<unsigned char*>(v);
+    for (size_t i = 0; i < sizeof(T) / 2; ++i) std::swap(p[i], p[sizeof(T) - 1 - i]);
+  }
+
+ private:
+  std::string_view b_;
+  bool swap_;
+};
+
+struct Header {
+  int version = 1;
+  bool swap = false;
+  int datatype = 0, bitpix = 0;
+  int64_t dim[8] = {};
+  double pixdim[8] = {};
+  int64_t vox_offset = 0;
+  double scl_slope = 0, scl_inter = 0;
+  int qform_code = 0, sform_code = 0, xyzt_units = 0;
+  double quatern[3] = {}, qoffset[3] = {};
+  double srow[3][4] = {};
+};
+
+absl::StatusOr<Header> ParseHeader(std::string_view b) {
+  if (b.size() < kNifti1HeaderSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("not a NIfTI file: ", b.size(), " bytes, shorter than a NIfTI-1 header"));
+  }
+  Header h;
+  int32_t sizeof_hdr;
+  std::memcpy(&sizeof_hdr, b.data(), 4);
+  if (sizeof_hdr == 348 || sizeof_hdr == 540) {
+    h.swap = false;
+  } else {
+    HeaderReader::Swap(&sizeof_hdr);
+    if (sizeof_hdr != 348 && sizeof_hdr != 540) {
+      return absl::InvalidArgumentError("not a NIfTI file (header size is neither 348 nor 540)");
+    }
+    h.swap = true;
+  }
+  h.version = sizeof_hdr == 348 ? 1 : 2;
+  HeaderReader r(b, h.swap);
+  if (h.version == 1) {
+    if (std::memcmp(b.data() + 344, "n+1", 4) != 0) {
+      return absl::InvalidArgumentError(
+          std::memcmp(b.data() + 344, "ni1", 4) == 0
+              ? "NIfTI header/image pairs (.hdr/.img) are not supported; send a single .nii"
+              : "not a NIfTI-1 file (bad magic)");
+    }
+    for (int i = 0; i < 8; ++i) h.dim[i] = r.Get<int16_t>(40 + 2 * i);
+    h.datatype = r.Get<int16_t>(70);
+    h.bitpix = r.Get<int16_t>(72);
+    for (int i = 0; i < 8; ++i) h.pixdim[i] = r.Get<float>(76 + 4 * i);
+    const double vox = r.Get<float>(108);
+    if (!std::isfinite(vox) || vox < 0 || vox > 1e9) {
+      return absl::InvalidArgumentError("NIfTI vox_offset is invalid");
+    }
+    h.vox_offset = static_cast<int64_t>(vox);
+    h.scl_slope = r.Get<float>(112);
+    h.scl_inter = r.Get<float>(116);
+    h.xyzt_units = r.Get<uint8_t>(123);
+    h.qform_code = r.Get<int16_t>(252);
+    h.sform_code = r.Get<int16_t>(254);
+    for (int i = 0; i < 3; ++i) h.quatern[i] = r.Get<float>(256 + 4 * i);
+    for (int i = 0; i < 3; ++i) h.qoffset[i] = r.Get<float>(268 + 4 * i);
+    for (int row = 0; row < 3; ++row) {
+      for (int c = 0; c < 4; ++c) h.srow[row][c] = r.Get<float>(280 + 16 * row + 4 * c);
+    }
+  } else {
+    if (b.size() < kNifti2HeaderSize) {
+      return absl::InvalidArgumentError("truncated NIfTI-2 header");
+    }
+    if (std::memcmp(b.data() + 4, "n+2", 4) != 0) {
+      return absl::InvalidArgumentError("not a single-file NIfTI-2 image (bad magic)");
+    }
+    h.datatype = r.Get<int16_t>(12);
+    h.bitpix = r.Get<int16_t>(14);
+    for (int i = 0; i < 8; ++i) h.dim[i] = r.Get<int64_t>(16 + 8 * i);
+    for (int i = 0; i < 8; ++i) h.pixdim[i] = r.Get<double>(104 + 8 * i);
+    h.vox_offset = r.Get<int64_t>(168);
+    h.scl_slope = r.Get<double>(176);
+    h.scl_inter = r.Get<double>(184);
+    h.qform_code = r.Get<int32_t>(344);
+    h.sform_code = r.Get<int32_t>(348);
+    for (int i = 0; i < 3; ++i) h.quatern[i] = r.Get<double>(352 + 8 * i);
+    for (int i = 0; i < 3; ++i) h.qoffset[i] = r.Get<double>(376 + 8 * i);
+    for (int row = 0; row < 3; ++row) {
+      for (int c = 0; c < 4; ++c) h.srow[row][c] = r.Get<double>(400 + 32 * row + 8 * c);
+    }
+    h.xyzt_units = r.Get<int32_t>(500);
+  }
+  return h;
+}
+
+int BytesPerVoxel(int datatype) {
+  switch (datatype) {
+    case 2: case 256: return 1;            // uint8, int8
+    case 4: case 512: return 2;            // int16, uint16
+    case 8: case 768: case 16: return 4;   // int32, uint32, float32
+    case 64: case 1024: case 1280: return 8;  // float64, int64, uint64
+    default: return 0;
+  }
+}
+
+template <typename T>
+void Convert(const char* src, int64_t n, bool swap, double slope, double inter, float* dst) {
+  const bool scale = slope != 0 && std::isfinite(slope) && std::isfinite(inter) &&
+                     !(slope == 1 && inter == 0);
+  for (int64_t i = 0; i < n; ++i) {
+    T v;
+    std::memcpy(&v, src + i * sizeof(T), sizeof(T));
+    if (swap) HeaderReader::Swap(&v);
+    const double d = static_cast<double>(v);
+    dst[i] = static_cast<float>(scale ? d * slope + inter : d);
+  }
+}
+
+// NIfTI affine (RAS, index -> mm) to LPS geometry.
+absl::Status SetGeometry(const Header& h, Geometry* g) {
+  double a[3][4];
+  if (h.sform_code > 0) {
+    std::memcpy(a, h.srow, sizeof(a));
+  } else if (h.qform_code > 0) {
+    const double b = h.quatern[0], c = h.quatern[1], d = h.quatern[2];
+    const double aa = std::sqrt(std::max(0.0, 1.0 - (b * b + c * c + d * d)));
+    const double r[3][3] = {{aa * aa + b * b - c * c - d * d, 2 * (b * c - aa * d), 2 * (b * d + aa * c)},
+                            {2 * (b * c + aa * d), aa * aa + c * c - b * b - d * d, 2 * (c * d - aa * b)},
+                            {2 * (b * d - aa * c), 2 * (c * d + aa * b), aa * aa + d * d - c * c - b * b}};
+    const double qfac = h.pixdim[0] < 0 ? -1.0 : 1.0;
+    const double s[3] = {h.pixdim[1], h.pixdim[2], h.pixdim[3] * qfac};
+    for (int row = 0; row < 3; ++row) {
+      for (int col = 0; col < 3; ++col) a[row][col] = r[row][col] * s[col];
+      a[row][3] = h.qoffset[row];
+    }
+  } else {
+    // Method 1 of the standard: pixdim scaling only, no orientation.
+    for (int row = 0; row < 3; ++row) {
+      for (int col = 0; col < 4; ++col) a[row][col] = row == col ? h.pixdim[row + 1] : 0.0;
+    }
+  }
+  for (int col = 0; col < 3; ++col) {
+    double norm = 0;
+    for (int row = 0; row < 3; ++row) norm += a[row][col] * a[row][col];
+    norm = std::sqrt(norm);
+    g->spacing[col] = norm;
+    for (int row = 0; row < 3; ++row) {
+      // RAS -> LPS: negate the x and y rows.
+      const double sign = row < 2 ? -1.0 : 1.0;
+      g->direction[row * 3 + col] = norm > 0 ? sign * a[row][col] / norm : 0.0;
+    }
+  }
+  for (int row = 0; row < 3; ++row) g->origin[row] = (row < 2 ? -1.0 : 1.0) * a[row][3];
+  return g->Validate();
+}
+
+}  // namespace
+
+absl::StatusOr<NiftiImage> ReadNifti(std::string_view bytes, const NiftiReadOptions& options) {
+  std::string inflated;
+  std::string_view b = bytes;
+  if (IsGzip(bytes)) {
+    auto head = Inflate(bytes, kNifti2HeaderSize);
+    if (!head.ok()) return head.status();
+    auto h = ParseHeader(*head);
+    if (!h.ok()) return h.status();
+    // Only inflate what the header says the image needs (bounded below).
+    int64_t n = 1;
+    for (int i = 1; i <= std::clamp<int64_t>(h->dim[0], 1, 7); ++i) n *= std::max<int64_t>(h->dim[i], 1);
+    const int bpv = BytesPerVoxel(h->datatype);
+    if (n > options.max_voxels || bpv == 0 || h->vox_offset < 0) {
+      inflated = std::move(*head);  // the header alone: the checks below report the problem
+    } else {
+      auto all = Inflate(bytes, static_cast<size_t>(std::max<int64_t>(h->vox_offset, 544) + n * bpv));
+      if (!all.ok()) return all.status();
+      inflated = std::move(*all);
+    }
+    b = inflated;
+  }
+  auto parsed = ParseHeader(b);
+  if (!parsed.ok()) return parsed.status();
+  const Header& h = *parsed;
+
+  const int64_t ndim = h.dim[0];
+  if (ndim < 1 || ndim > 7) {
+    return absl::InvalidArgumentError(absl::StrCat("NIfTI dim[0] must be 1..7, got ", ndim));
+  }
+  for (int i = 1; i <= ndim; ++i) {
+    if (h.dim[i] < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("NIfTI dim[", i, "] = ", h.dim[i], " (must be >= 1)"));
+    }
+  }
+  for (int i = 5; i <= ndim; ++i) {
+    if (h.dim[i] > 1) {
+      return absl::UnimplementedError("NIfTI images with more than 4 dimensions are not supported");
+    }
+  }
+  const int bpv = BytesPerVoxel(h.datatype);
+  if (bpv == 0) {
+    return absl::UnimplementedError(absl::StrCat(
+        "NIfTI datatype ", h.datatype, " is not supported (integer and real scalar types are)"));
+  }
+  int64_t size[4] = {1, 1, 1, 1};
+  for (int i = 0; i < 4 && i < ndim; ++i) size[i] = h.dim[i + 1];
+  // Bound the voxel count before any allocation, without overflow.
+  int64_t voxels = 1;
+  for (int64_t s : size) {
+    if (s > options.max_voxels || voxels > options.max_voxels / s) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "NIfTI image has more than the configured limit of ", options.max_voxels, " voxels"));
+    }
+    voxels *= s;
+  }
+  const int64_t data_bytes = voxels * bpv;
+  const int64_t min_offset = h.version == 1 ? 352 : 544;
+  const int64_t offset = std::max(h.vox_offset, min_offset);
+  if (offset > static_cast<int64_t>(b.size()) || data_bytes > static_cast<int64_t>(b.size()) - offset) {
+    return absl::InvalidArgumentError(absl::StrCat("NIfTI file is truncated: the header promises ",
+                                                   data_bytes, " bytes of voxels at offset ", offset,
+                                                   ", the file has ", b.size(), " bytes"));
+  }
+
+  NiftiImage out;
+  Geometry& g = out.volume.geometry;
+  g.size = {size[0], size[1], size[2]};
+  if (auto s = SetGeometry(h, &g); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("NIfTI orientation: ", s.message()));
+  }
+  out.volume.channels = size[3];
+  out.volume.voxels.resize(static_cast<size_t>(voxels));
+  const char* src = b.data() + offset;
+  float* dst = out.volume.voxels.data();
+  const bool sw = h.swap;
+  switch (h.datatype) {
+    case 2: Convert<uint8_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
+    case 256: Convert<int8_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
+    case 4: Convert<int16_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
+    case 512: Convert<uint16_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
+    case 8: Convert<int32_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
+    case 768: Convert<uint32_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
+    case 16: Convert<float>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
+    case 64: Convert<double>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
+    case 1024: Convert<int64_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
+    case 1280: Convert<uint64_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
+  }
+  out.header = {h.version, h.datatype, h.qform_code, h.sform_code, h.xyzt_units, h.swap};
+  return out;
+}
+
+absl::StatusOr<NiftiImage> ReadNiftiFile(const std::string& path, const NiftiReadOptions& options) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open '", path, "'"));
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return ReadNifti(bytes, options);
+}
+
+}  // namespace upp::preprocessing

@@ -1,0 +1,53 @@
+// NIfTI-1 and NIfTI-2 input (.nii and .nii.gz, from memory or a file).
+//
+// Reads every integer and float datatype in either byte order, applies
+// scl_slope/scl_inter, takes the orientation the standard prescribes (sform
+// when sform_code > 0, else qform when qform_code > 0, else pixdim only) and
+// converts it from NIfTI's RAS to the project's LPS. A 4th dimension becomes
+// channels. Every header field is checked before anything is allocated from
+// it, and the voxel count is bounded by NiftiReadOptions::max_voxels.
+//
+// Written here rather than with nifticlib (libnifti2): that library reads
+// files only (the service receives bytes), aborts or prints on bad input,
+// and has no bound on what a header can make it allocate.
+//
+// Thread-safe (no shared state).
+#ifndef UPP_PREPROCESSING_NIFTI_H_
+#define UPP_PREPROCESSING_NIFTI_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "preprocessing/volume.h"
+
+namespace upp::preprocessing {
+
+struct NiftiReadOptions {
+  // Voxels (all channels) a file may hold; more is RESOURCE_EXHAUSTED.
+  int64_t max_voxels = int64_t{1} << 30;
+};
+
+// What the writer needs to give a result the input's header conventions.
+struct NiftiHeaderInfo {
+  int version = 1;  // 1 or 2
+  int datatype = 0;
+  int qform_code = 0;
+  int sform_code = 0;
+  int xyzt_units = 0;
+  bool big_endian = false;
+};
+
+struct NiftiImage {
+  Volume volume;
+  NiftiHeaderInfo header;
+};
+
+absl::StatusOr<NiftiImage> ReadNifti(std::string_view bytes, const NiftiReadOptions& options = {});
+absl::StatusOr<NiftiImage> ReadNiftiFile(const std::string& path,
+                                         const NiftiReadOptions& options = {});
+
+}  // namespace upp::preprocessing
+
+#endif  // UPP_PREPROCESSING_NIFTI_H_

@@ -1,0 +1,208 @@
+// NIfTI reader: hand-made headers with known answers, and every kind of bad
+// input giving a clear status without a crash or a large allocation.
+// (tests/preprocessing/test_nifti_vs_nibabel.py checks real files against nibabel.)
+#include "preprocessing/nifti.h"
+
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+
+namespace upp::preprocessing {
+namespace {
+
+// A single-file NIfTI-1 image (little endian), header fields settable.
+struct Nifti1Builder {
+  std::string header = std::string(352, '\0');
+  std::string data;
+
+  Nifti1Builder() {
+    Put<int32_t>(0, 348);
+    std::memcpy(&header[344], "n+1", 4);
+    Put<float>(108, 352);  // vox_offset
+    Put<float>(76, 1.0f);  // pixdim[0] (qfac)
+  }
+  template <typename T>
+  void Put(size_t offset, T v) { std::memcpy(&header[offset], &v, sizeof(T)); }
+  void Dims(std::initializer_list<int16_t> dims) {
+    Put<int16_t>(40, static_cast<int16_t>(dims.size()));
+    int i = 1;
+    for (int16_t d : dims) Put<int16_t>(40 + 2 * i++, d);
+  }
+  void Type(int16_t datatype, int16_t bitpix) {
+    Put<int16_t>(70, datatype);
+    Put<int16_t>(72, bitpix);
+  }
+  void Spacing(float x, float y, float z) {
+    Put<float>(80, x);
+    Put<float>(84, y);
+    Put<float>(88, z);
+  }
+  void Sform(const float rows[3][4]) {
+    Put<int16_t>(254, 1);
+    for (int r = 0; r < 3; ++r) {
+      for (int c = 0; c < 4; ++c) Put<float>(280 + 16 * r + 4 * c, rows[r][c]);
+    }
+  }
+  std::string Bytes() const { return header + data; }
+};
+
+std::string Gzip(const std::string& in) {
+  z_stream zs{};
+  deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+  std::string out(deflateBound(&zs, in.size()) + 64, '\0');
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  zs.avail_in = in.size();
+  zs.next_out = reinterpret_cast<Bytef*>(out.data());
+  zs.avail_out = out.size();
+  deflate(&zs, Z_FINISH);
+  out.resize(zs.total_out);
+  deflateEnd(&zs);
+  return out;
+}
+
+Nifti1Builder Int16Cube() {
+  Nifti1Builder b;
+  b.Dims({3, 2, 2});
+  b.Type(4, 16);
+  b.Spacing(2, 3, 4);
+  for (int16_t v = 0; v < 12; ++v) b.data.append(reinterpret_cast<const char*>(&v), 2);
+  return b;
+}
+
+TEST(NiftiTest, ReadsVoxelsInXFastestOrderWithScaling) {
+  auto b = Int16Cube();
+  b.Put<float>(112, 2.0f);   // scl_slope
+  b.Put<float>(116, -1.0f);  // scl_inter
+  auto img = ReadNifti(b.Bytes());
+  ASSERT_TRUE(img.ok()) << img.status();
+  const auto& v = img->volume;
+  EXPECT_EQ(v.geometry.size, (std::array<int64_t, 3>{3, 2, 2}));
+  EXPECT_EQ(v.channels, 1);
+  // value(x, y, z) = 2 * (x + 3y + 6z) - 1
+  EXPECT_FLOAT_EQ(v.At(0, 0, 0, 0), -1);
+  EXPECT_FLOAT_EQ(v.At(0, 2, 0, 0), 3);
+  EXPECT_FLOAT_EQ(v.At(0, 1, 1, 1), 2 * 10 - 1);
+  // No sform/qform: pixdim only, identity RAS, i.e. LPS direction diag(-1, -1, 1).
+  EXPECT_EQ(v.geometry.spacing, (std::array<double, 3>{2, 3, 4}));
+  EXPECT_EQ(v.geometry.direction, (std::array<double, 9>{-1, 0, 0, 0, -1, 0, 0, 0, 1}));
+}
+
+TEST(NiftiTest, SformIsConvertedFromRasToLps) {
+  auto b = Int16Cube();
+  const float rows[3][4] = {{0, 0, -4, 10}, {2, 0, 0, 20}, {0, 3, 0, 30}};
+  b.Sform(rows);
+  auto img = ReadNifti(Gzip(b.Bytes()));  // and through gzip
+  ASSERT_TRUE(img.ok()) << img.status();
+  const auto& g = img->volume.geometry;
+  EXPECT_EQ(g.spacing, (std::array<double, 3>{2, 3, 4}));
+  EXPECT_EQ(g.origin, (std::array<double, 3>{-10, -20, 30}));
+  // Columns: i -> RAS +y -> LPS -y; j -> RAS +z; k -> RAS -x -> LPS +x.
+  EXPECT_EQ(g.direction, (std::array<double, 9>{0, 0, 1, -1, 0, 0, 0, 1, 0}));
+  auto p = g.IndexToPhysical({1, 1, 1});
+  EXPECT_DOUBLE_EQ(p[0], -10 + 4);
+  EXPECT_DOUBLE_EQ(p[1], -20 - 2);
+  EXPECT_DOUBLE_EQ(p[2], 30 + 3);
+}
+
+TEST(NiftiTest, TruncatedDataIsRefused) {
+  auto b = Int16Cube();
+  b.data.resize(b.data.size() - 1);
+  auto img = ReadNifti(b.Bytes());
+  EXPECT_EQ(img.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(img.status().message().find("truncated"), std::string::npos) << img.status();
+  img = ReadNifti(Gzip(b.Bytes()));
+  EXPECT_EQ(img.status().code(), absl::StatusCode::kInvalidArgument);
+  img = ReadNifti(b.Bytes().substr(0, 200));
+  EXPECT_EQ(img.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(NiftiTest, HugeDimensionsInATinyFileAllocateNothing) {
+  Nifti1Builder b;
+  b.Dims({32767, 32767, 32767});
+  b.Type(64, 64);
+  auto img = ReadNifti(b.Bytes());
+  EXPECT_EQ(img.status().code(), absl::StatusCode::kResourceExhausted) << img.status();
+  // Under the voxel limit but far beyond the bytes present: refused before any allocation.
+  b.Dims({1000, 1000, 1000});
+  img = ReadNifti(b.Bytes(), {.max_voxels = int64_t{1} << 31});
+  EXPECT_EQ(img.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(img.status().message().find("truncated"), std::string::npos);
+  // The same through gzip: only the header is inflated.
+  img = ReadNifti(Gzip(b.Bytes()), {.max_voxels = int64_t{1} << 31});
+  EXPECT_EQ(img.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(NiftiTest, NonPositiveDimensionsAreRefused) {
+  auto b = Int16Cube();
+  b.Dims({3, 0, 2});
+  EXPECT_EQ(ReadNifti(b.Bytes()).status().code(), absl::StatusCode::kInvalidArgument);
+  b.Dims({3, -2, 2});
+  EXPECT_EQ(ReadNifti(b.Bytes()).status().code(), absl::StatusCode::kInvalidArgument);
+  b.Put<int16_t>(40, 9);  // dim[0] out of range
+  EXPECT_EQ(ReadNifti(b.Bytes()).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(NiftiTest, BadSpacingAndShearedOrientationAreRefused) {
+  auto b = Int16Cube();
+  b.Spacing(std::numeric_limits<float>::quiet_NaN(), 1, 1);
+  auto img = ReadNifti(b.Bytes());
+  EXPECT_EQ(img.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(img.status().message().find("spacing"), std::string::npos) << img.status();
+  b.Spacing(0, 1, 1);
+  EXPECT_EQ(ReadNifti(b.Bytes()).status().code(), absl::StatusCode::kInvalidArgument);
+  auto s = Int16Cube();
+  const float sheared[3][4] = {{1, 0.5f, 0, 0}, {0, 1, 0, 0}, {0, 0, 1, 0}};
+  s.Sform(sheared);
+  img = ReadNifti(s.Bytes());
+  EXPECT_EQ(img.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(img.status().message().find("orthonormal"), std::string::npos) << img.status();
+}
+
+TEST(NiftiTest, UnsupportedContentIsNamed) {
+  auto b = Int16Cube();
+  b.Type(32, 64);  // complex64
+  auto img = ReadNifti(b.Bytes());
+  EXPECT_EQ(img.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_NE(img.status().message().find("datatype 32"), std::string::npos);
+  auto f = Int16Cube();
+  f.Dims({3, 2, 2, 1, 2});
+  EXPECT_EQ(ReadNifti(f.Bytes()).status().code(), absl::StatusCode::kUnimplemented);
+  auto pair = Int16Cube();
+  std::memcpy(&pair.header[344], "ni1", 4);
+  img = ReadNifti(pair.Bytes());
+  EXPECT_NE(img.status().message().find(".hdr/.img"), std::string::npos);
+}
+
+TEST(NiftiTest, NotNiftiAndCorruptGzipAreRefused) {
+  EXPECT_EQ(ReadNifti(std::string(400, 'x')).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReadNifti("").status().code(), absl::StatusCode::kInvalidArgument);
+  std::string gz = Gzip(Int16Cube().Bytes());
+  gz[gz.size() / 2] ^= 0x5a;
+  gz[gz.size() / 2 + 1] ^= 0x5a;
+  auto img = ReadNifti(gz);
+  EXPECT_FALSE(img.ok());
+  EXPECT_EQ(ReadNiftiFile("/nonexistent.nii").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(NiftiTest, FourthDimensionBecomesChannels) {
+  Nifti1Builder b;
+  b.Dims({2, 2, 1, 3});
+  b.Type(16, 32);
+  b.Spacing(1, 1, 1);
+  for (int i = 0; i < 12; ++i) {
+    float v = static_cast<float>(i);
+    b.data.append(reinterpret_cast<const char*>(&v), 4);
+  }
+  auto img = ReadNifti(b.Bytes());
+  ASSERT_TRUE(img.ok()) << img.status();
+  EXPECT_EQ(img->volume.channels, 3);
+  EXPECT_EQ(img->volume.geometry.size, (std::array<int64_t, 3>{2, 2, 1}));
+  EXPECT_FLOAT_EQ(img->volume.At(2, 1, 1, 0), 11);
+}
+
+}  // namespace
+}  // namespace upp::preprocessing
