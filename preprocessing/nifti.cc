@@ -11,6 +11,10 @@
 
 #include "absl/strings/str_cat.h"
 
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the NIfTI writer assumes a little-endian host"
+#endif
+
 namespace upp::preprocessing {
 namespace {
 
@@ -307,6 +311,165 @@ absl::StatusOr<NiftiImage> ReadNifti(std::string_view bytes, const NiftiReadOpti
   }
   out.header = {h.version, h.datatype, h.qform_code, h.sform_code, h.xyzt_units, h.swap};
   return out;
+}
+
+namespace {
+
+std::string Deflate(const std::string& in) {
+  z_stream zs{};
+  deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+  std::string out(deflateBound(&zs, in.size()) + 64, '\0');
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  zs.avail_in = static_cast<uInt>(in.size());
+  zs.next_out = reinterpret_cast<Bytef*>(out.data());
+  zs.avail_out = static_cast<uInt>(out.size());
+  deflate(&zs, Z_FINISH);
+  out.resize(zs.total_out);
+  deflateEnd(&zs);
+  return out;
+}
+
+// Quaternion (b, c, d) and qfac of a 3x3 rotation-or-reflection R (the
+// standard's nifti_mat44_to_quatern for an orthonormal matrix).
+void RotationToQuaternion(double r[3][3], double q[3], double* qfac) {
+  const double det = r[0][0] * (r[1][1] * r[2][2] - r[1][2] * r[2][1]) -
+                     r[0][1] * (r[1][0] * r[2][2] - r[1][2] * r[2][0]) +
+                     r[0][2] * (r[1][0] * r[2][1] - r[1][1] * r[2][0]);
+  *qfac = det < 0 ? -1.0 : 1.0;
+  if (det < 0) {
+    for (int i = 0; i < 3; ++i) r[i][2] = -r[i][2];
+  }
+  double a = r[0][0] + r[1][1] + r[2][2] + 1.0, b, c, d;
+  if (a > 0.5) {
+    a = 0.5 * std::sqrt(a);
+    b = 0.25 * (r[2][1] - r[1][2]) / a;
+    c = 0.25 * (r[0][2] - r[2][0]) / a;
+    d = 0.25 * (r[1][0] - r[0][1]) / a;
+  } else {
+    const double xd = 1.0 + r[0][0] - (r[1][1] + r[2][2]);
+    const double yd = 1.0 + r[1][1] - (r[0][0] + r[2][2]);
+    const double zd = 1.0 + r[2][2] - (r[0][0] + r[1][1]);
+    if (xd > 1.0) {
+      b = 0.5 * std::sqrt(xd);
+      c = 0.25 * (r[0][1] + r[1][0]) / b;
+      d = 0.25 * (r[0][2] + r[2][0]) / b;
+      a = 0.25 * (r[2][1] - r[1][2]) / b;
+    } else if (yd > 1.0) {
+      c = 0.5 * std::sqrt(yd);
+      b = 0.25 * (r[0][1] + r[1][0]) / c;
+      d = 0.25 * (r[1][2] + r[2][1]) / c;
+      a = 0.25 * (r[0][2] - r[2][0]) / c;
+    } else {
+      d = 0.5 * std::sqrt(zd);
+      b = 0.25 * (r[0][2] + r[2][0]) / d;
+      c = 0.25 * (r[1][2] + r[2][1]) / d;
+      a = 0.25 * (r[1][0] - r[0][1]) / d;
+    }
+    if (a < 0.0) {
+      b = -b;
+      c = -c;
+      d = -d;
+    }
+  }
+  q[0] = b;
+  q[1] = c;
+  q[2] = d;
+}
+
+template <typename T>
+void PutField(std::string& h, size_t offset, T v) {
+  std::memcpy(&h[offset], &v, sizeof(T));
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> WriteNiftiLabels(const Geometry& geometry,
+                                             const std::vector<uint16_t>& labels,
+                                             const NiftiHeaderInfo& like) {
+  if (auto s = geometry.Validate(); !s.ok()) return s;
+  if (static_cast<int64_t>(labels.size()) != geometry.NumVoxels()) {
+    return absl::InvalidArgumentError(absl::StrCat("label map has ", labels.size(),
+                                                   " voxels, the geometry ",
+                                                   geometry.NumVoxels()));
+  }
+  uint16_t max_label = 0;
+  for (uint16_t l : labels) max_label = std::max(max_label, l);
+  const bool wide = max_label > 255;
+  const bool v2 = *std::max_element(geometry.size.begin(), geometry.size.end()) > 32767;
+
+  // RAS affine: diag(-1, -1, 1) * [direction * diag(spacing) | origin].
+  double affine[3][4], rot[3][3];
+  for (int row = 0; row < 3; ++row) {
+    const double flip = row < 2 ? -1.0 : 1.0;
+    for (int col = 0; col < 3; ++col) {
+      rot[row][col] = flip * geometry.Direction(row, col);
+      affine[row][col] = rot[row][col] * geometry.spacing[col];
+    }
+    affine[row][3] = flip * geometry.origin[row];
+  }
+  double quat[3], qfac;
+  RotationToQuaternion(rot, quat, &qfac);
+  const int qform_code = like.qform_code, sform_code = like.sform_code;
+  const int16_t datatype = wide ? 512 : 2, bitpix = wide ? 16 : 8;
+
+  std::string h;
+  if (!v2) {
+    h.assign(352, '\0');
+    PutField<int32_t>(h, 0, 348);
+    PutField<int16_t>(h, 40, 3);
+    for (int i = 0; i < 3; ++i) PutField<int16_t>(h, 42 + 2 * i, static_cast<int16_t>(geometry.size[i]));
+    for (int i = 3; i < 7; ++i) PutField<int16_t>(h, 42 + 2 * i, 1);
+    PutField<int16_t>(h, 68, 1002);  // NIFTI_INTENT_LABEL
+    PutField<int16_t>(h, 70, datatype);
+    PutField<int16_t>(h, 72, bitpix);
+    PutField<float>(h, 76, static_cast<float>(qfac));
+    for (int i = 0; i < 3; ++i) PutField<float>(h, 80 + 4 * i, static_cast<float>(geometry.spacing[i]));
+    PutField<float>(h, 108, 352.0f);
+    PutField<float>(h, 124, static_cast<float>(max_label));  // cal_max
+    PutField<uint8_t>(h, 123, static_cast<uint8_t>(like.xyzt_units ? like.xyzt_units : 2));
+    std::memcpy(&h[148], "unetrpp-serve label map", 23);
+    PutField<int16_t>(h, 252, static_cast<int16_t>(qform_code));
+    PutField<int16_t>(h, 254, static_cast<int16_t>(sform_code));
+    for (int i = 0; i < 3; ++i) PutField<float>(h, 256 + 4 * i, static_cast<float>(quat[i]));
+    for (int i = 0; i < 3; ++i) PutField<float>(h, 268 + 4 * i, static_cast<float>(affine[i][3]));
+    for (int r = 0; r < 3; ++r) {
+      for (int c = 0; c < 4; ++c) PutField<float>(h, 280 + 16 * r + 4 * c, static_cast<float>(affine[r][c]));
+    }
+    std::memcpy(&h[344], "n+1", 4);
+  } else {
+    h.assign(544, '\0');
+    PutField<int32_t>(h, 0, 540);
+    std::memcpy(&h[4], "n+2\0\r\n\032\n", 8);
+    PutField<int16_t>(h, 12, datatype);
+    PutField<int16_t>(h, 14, bitpix);
+    PutField<int64_t>(h, 16, 3);
+    for (int i = 0; i < 3; ++i) PutField<int64_t>(h, 24 + 8 * i, geometry.size[i]);
+    for (int i = 3; i < 7; ++i) PutField<int64_t>(h, 24 + 8 * i, 1);
+    PutField<double>(h, 104, qfac);
+    for (int i = 0; i < 3; ++i) PutField<double>(h, 112 + 8 * i, geometry.spacing[i]);
+    PutField<int64_t>(h, 168, 544);
+    PutField<double>(h, 192, static_cast<double>(max_label));
+    std::memcpy(&h[240], "unetrpp-serve label map", 23);
+    PutField<int32_t>(h, 344, qform_code);
+    PutField<int32_t>(h, 348, sform_code);
+    for (int i = 0; i < 3; ++i) PutField<double>(h, 352 + 8 * i, quat[i]);
+    for (int i = 0; i < 3; ++i) PutField<double>(h, 376 + 8 * i, affine[i][3]);
+    for (int r = 0; r < 3; ++r) {
+      for (int c = 0; c < 4; ++c) PutField<double>(h, 400 + 32 * r + 8 * c, affine[r][c]);
+    }
+    PutField<int32_t>(h, 500, like.xyzt_units ? like.xyzt_units : 2);
+    PutField<int32_t>(h, 504, 1002);
+  }
+  std::string body = std::move(h);
+  const size_t header_size = body.size();
+  body.resize(header_size + labels.size() * (wide ? 2 : 1));
+  char* dst = body.data() + header_size;
+  if (wide) {
+    std::memcpy(dst, labels.data(), labels.size() * 2);  // little endian host
+  } else {
+    for (size_t i = 0; i < labels.size(); ++i) dst[i] = static_cast<char>(labels[i]);
+  }
+  return Deflate(body);
 }
 
 absl::StatusOr<NiftiImage> ReadNiftiFile(const std::string& path, const NiftiReadOptions& options) {

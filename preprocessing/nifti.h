@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "preprocessing/volume.h"
@@ -45,6 +46,16 @@ struct NiftiImage {
 };
 
 absl::StatusOr<NiftiImage> ReadNifti(std::string_view bytes, const NiftiReadOptions& options = {});
+
+// A label map (one label per voxel, x fastest) as a gzip-compressed NIfTI
+// file with exactly `geometry`: sform and qform both written (LPS converted
+// back to RAS), with the codes of `like` (the input's header; both 0 stays
+// pixdim-only, as the input was; a non-NIfTI input should pass codes 1).
+// uint8 when every label is <= 255, else uint16; NIfTI-2 only when a
+// dimension exceeds NIfTI-1's 32767. Intent "label".
+absl::StatusOr<std::string> WriteNiftiLabels(const Geometry& geometry,
+                                             const std::vector<uint16_t>& labels,
+                                             const NiftiHeaderInfo& like);
 absl::StatusOr<NiftiImage> ReadNiftiFile(const std::string& path,
                                          const NiftiReadOptions& options = {});
 

@@ -4,6 +4,7 @@
 //
 //   upp-volume-info FILE [--voxels i,j,k ...]
 #include <cstdio>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -16,8 +17,14 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"Print a volume's geometry and voxel statistics as JSON"};
-  std::string path;
+  std::string path, write_labels;
+  int label_mod = 256;
   app.add_option("file", path, "NIfTI file (.nii or .nii.gz)")->required();
+  app.add_option("--write-labels", write_labels,
+                 "also write a label map with the input's geometry: label = |round(value)| mod "
+                 "--label-mod (NaN -> 0), from channel 0, as .nii.gz");
+  app.add_option("--label-mod", label_mod, "modulus for --write-labels (1..65536)")
+      ->check(CLI::Range(1, 65536));
   CLI11_PARSE(app, argc, argv);
   auto image = upp::preprocessing::ReadNiftiFile(path);
   if (!image.ok()) {
@@ -26,6 +33,21 @@ int main(int argc, char** argv) {
   }
   const auto& v = image->volume;
   const auto& g = v.geometry;
+  if (!write_labels.empty()) {
+    std::vector<uint16_t> labels(static_cast<size_t>(g.NumVoxels()));
+    for (size_t i = 0; i < labels.size(); ++i) {
+      const double x = v.voxels[i];
+      labels[i] = std::isfinite(x)
+                      ? static_cast<uint16_t>(static_cast<int64_t>(std::abs(std::llround(x))) % label_mod)
+                      : 0;
+    }
+    auto bytes = upp::preprocessing::WriteNiftiLabels(g, labels, image->header);
+    if (!bytes.ok()) {
+      std::fprintf(stderr, "upp-volume-info: %s\n", bytes.status().ToString().c_str());
+      return 1;
+    }
+    std::ofstream(write_labels, std::ios::binary) << *bytes;
+  }
   // NaN voxels (legal in float NIfTI files) are counted, not summed, so the
   // output stays valid JSON.
   double sum = 0, weighted = 0;

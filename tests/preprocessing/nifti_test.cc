@@ -204,5 +204,64 @@ TEST(NiftiTest, FourthDimensionBecomesChannels) {
   EXPECT_FLOAT_EQ(img->volume.At(2, 1, 1, 0), 11);
 }
 
+TEST(NiftiWriterTest, LabelMapRoundTripKeepsGeometryAndValues) {
+  auto b = Int16Cube();
+  const float rows[3][4] = {{0, 0, -4, 10}, {2, 0, 0, 20}, {0, 3, 0, 30}};
+  b.Sform(rows);
+  auto in = ReadNifti(b.Bytes());
+  ASSERT_TRUE(in.ok());
+  for (uint16_t top : {uint16_t{200}, uint16_t{1000}}) {
+    std::vector<uint16_t> labels(12);
+    for (size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<uint16_t>(i * top / 11);
+    auto bytes = WriteNiftiLabels(in->volume.geometry, labels, in->header);
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    auto back = ReadNifti(*bytes);
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(back->header.datatype, top > 255 ? 512 : 2);
+    EXPECT_EQ(back->header.sform_code, 1);
+    const auto& g0 = in->volume.geometry;
+    const auto& g1 = back->volume.geometry;
+    EXPECT_EQ(g1.size, g0.size);
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_NEAR(g1.spacing[i], g0.spacing[i], 1e-6);
+      EXPECT_NEAR(g1.origin[i], g0.origin[i], 1e-6);
+    }
+    for (int i = 0; i < 9; ++i) EXPECT_NEAR(g1.direction[i], g0.direction[i], 1e-6);
+    for (size_t i = 0; i < labels.size(); ++i) EXPECT_EQ(back->volume.voxels[i], labels[i]);
+  }
+}
+
+TEST(NiftiWriterTest, QformAloneReproducesTheGeometry) {
+  auto b = Int16Cube();
+  const float rows[3][4] = {{0, 0, -4, 10}, {2, 0, 0, 20}, {0, 3, 0, 30}};
+  b.Sform(rows);
+  auto in = ReadNifti(b.Bytes());
+  ASSERT_TRUE(in.ok());
+  NiftiHeaderInfo qform_only = in->header;
+  qform_only.sform_code = 0;
+  qform_only.qform_code = 1;
+  auto bytes = WriteNiftiLabels(in->volume.geometry, std::vector<uint16_t>(12, 1), qform_only);
+  ASSERT_TRUE(bytes.ok());
+  auto back = ReadNifti(*bytes);
+  ASSERT_TRUE(back.ok()) << back.status();
+  for (int i = 0; i < 9; ++i) {
+    EXPECT_NEAR(back->volume.geometry.direction[i], in->volume.geometry.direction[i], 1e-6);
+  }
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(back->volume.geometry.origin[i], in->volume.geometry.origin[i], 1e-5);
+}
+
+TEST(NiftiWriterTest, WideImagesUseNifti2AndSizeMismatchIsRefused) {
+  Geometry g;
+  g.size = {40000, 2, 1};
+  auto bytes = WriteNiftiLabels(g, std::vector<uint16_t>(80000, 3), {});
+  ASSERT_TRUE(bytes.ok());
+  auto back = ReadNifti(*bytes);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->header.version, 2);
+  EXPECT_EQ(back->volume.geometry.size, g.size);
+  auto bad = WriteNiftiLabels(g, std::vector<uint16_t>(5, 0), {});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace upp::preprocessing
