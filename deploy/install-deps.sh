@@ -10,8 +10,9 @@ PACKAGES=(
   libtorch-dev libopenblas0-pthread libopenblas-dev libdnnl-dev nlohmann-json3-dev libcli11-dev
   # preprocessing/: Abseil (status, strings), zlib (.nii.gz)
   libabsl-dev zlib1g-dev
-  # tests (python3-nibabel: the independent NIfTI reader the tests compare with)
-  libgtest-dev libgmock-dev python3-nibabel
+  # tests (python3-nibabel: the independent NIfTI reader the tests compare with;
+  # clang + libclang-rt: the libFuzzer targets of deploy/fuzz.sh)
+  libgtest-dev libgmock-dev python3-nibabel clang libclang-rt-14-dev
   # checkpoint converter (tools/convert_checkpoint.py) and its test
   python3 python3-torch python3-numpy
 )

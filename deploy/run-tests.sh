@@ -6,3 +6,5 @@ cd "$(dirname "$0")/.."
 bash deploy/install-deps.sh
 bash deploy/build.sh
 ctest --test-dir "${UPP_BUILD_DIR:-build}" --output-on-failure -j "${UPP_JOBS:-2}"
+# Fuzz the input parsers for a bounded time (clang, ASan + UBSan).
+bash deploy/fuzz.sh 30

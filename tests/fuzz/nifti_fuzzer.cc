@@ -1,0 +1,25 @@
+// libFuzzer target: the NIfTI reader on arbitrary bytes (plain or gzip).
+// Any crash, sanitizer report, or a result that breaks the reader's promises
+// is a bug. Run by deploy/fuzz.sh.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string_view>
+
+#include "preprocessing/nifti.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  upp::preprocessing::NiftiReadOptions options;
+  options.max_voxels = int64_t{1} << 22;  // keep each input's work small
+  auto image = upp::preprocessing::ReadNifti(
+      std::string_view(reinterpret_cast<const char*>(data), size), options);
+  if (image.ok()) {
+    const auto& v = image->volume;
+    if (!v.geometry.Validate().ok()) std::abort();
+    if (static_cast<int64_t>(v.voxels.size()) != v.channels * v.geometry.NumVoxels()) std::abort();
+    if (v.channels < 1 || static_cast<int64_t>(v.voxels.size()) > options.max_voxels) std::abort();
+  } else if (image.status().message().empty()) {
+    std::abort();  // every refusal says why
+  }
+  return 0;
+}
