@@ -4,6 +4,7 @@
 //
 //   upp-volume-info FILE [--voxels i,j,k ...]
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -13,20 +14,47 @@
 #include <cmath>
 #include <limits>
 
+#include "preprocessing/dicom.h"
 #include "preprocessing/nifti.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Print a volume's geometry and voxel statistics as JSON"};
   std::string path, write_labels;
   int label_mod = 256;
-  app.add_option("file", path, "NIfTI file (.nii or .nii.gz)")->required();
+  bool any_modality = false;
+  app.add_flag("--any-modality", any_modality, "DICOM: accept series of any modality");
+  app.add_option("file", path, "NIfTI file (.nii or .nii.gz), or a directory of DICOM files")
+      ->required();
   app.add_option("--write-labels", write_labels,
                  "also write a label map with the input's geometry: label = |round(value)| mod "
                  "--label-mod (NaN -> 0), from channel 0, as .nii.gz");
   app.add_option("--label-mod", label_mod, "modulus for --write-labels (1..65536)")
       ->check(CLI::Range(1, 65536));
   CLI11_PARSE(app, argc, argv);
-  auto image = upp::preprocessing::ReadNiftiFile(path);
+  absl::StatusOr<upp::preprocessing::NiftiImage> image;
+  if (std::filesystem::is_directory(path)) {
+    // A DICOM series: every regular file in the directory.
+    std::vector<std::string> contents;
+    for (const auto& entry : std::filesystem::directory_iterator(path)) {
+      if (!entry.is_regular_file()) continue;
+      std::ifstream in(entry.path(), std::ios::binary);
+      contents.emplace_back(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    std::vector<std::string_view> views(contents.begin(), contents.end());
+    upp::preprocessing::DicomSeriesOptions dicom_options;
+    if (any_modality) dicom_options.modalities.clear();
+    auto dicom = upp::preprocessing::ReadDicomSeries(views, dicom_options);
+    if (!dicom.ok()) {
+      image = dicom.status();
+    } else {
+      upp::preprocessing::NiftiImage as_nifti;
+      as_nifti.volume = std::move(dicom->volume);
+      as_nifti.header.qform_code = as_nifti.header.sform_code = 1;  // scanner coordinates
+      image = std::move(as_nifti);
+    }
+  } else {
+    image = upp::preprocessing::ReadNiftiFile(path);
+  }
   if (!image.ok()) {
     std::fprintf(stderr, "upp-volume-info: %s\n", image.status().ToString().c_str());
     return 1;

@@ -1,0 +1,58 @@
+// DICOM series input through DCMTK: a set of Part 10 files (as bytes)
+// becomes one Volume in LPS geometry, plus what a DICOM SEG must reference.
+//
+// Files are grouped by SeriesInstanceUID; the series is the one named in the
+// options, else the image series of an allowed modality with the most
+// instances. Slices are sorted by their position along the slice normal
+// (ImageOrientationPatient row x column), not by InstanceNumber; one
+// orientation and one slice size are required, and gaps, duplicates and
+// uneven spacing are refused with the positions involved. Rescale
+// slope/intercept, PixelRepresentation, BitsAllocated/BitsStored are honoured;
+// compressed transfer syntaxes are decoded by DCMTK's JPEG, JPEG-LS and RLE
+// codecs (deflate by dcmdata). Not yet: multi-frame (enhanced) images and
+// JPEG 2000 (UNIMPLEMENTED naming the transfer syntax).
+//
+// Messages never contain patient data (names, IDs, dates): only UIDs'
+// positions in the input, tag names and numbers.
+//
+// Thread-safe: the codecs are registered once, process-wide.
+#ifndef UPP_PREPROCESSING_DICOM_H_
+#define UPP_PREPROCESSING_DICOM_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "preprocessing/volume.h"
+
+namespace upp::preprocessing {
+
+struct DicomSeriesOptions {
+  std::string series_instance_uid;  // empty: choose the largest allowed series
+  std::vector<std::string> modalities{"CT", "MR", "PT"};  // empty: any modality
+  int64_t max_voxels = int64_t{1} << 30;
+  // Largest allowed deviation of any slice gap from the median gap, relative.
+  double spacing_tolerance = 0.01;
+};
+
+// What a result written back as DICOM (SEG) must reference.
+struct DicomSeriesInfo {
+  std::string study_instance_uid, series_instance_uid, frame_of_reference_uid;
+  std::string modality, sop_class_uid;
+  std::vector<std::string> sop_instance_uids;  // one per slice, in z order
+  std::string transfer_syntax;                 // of the first slice, as received
+};
+
+struct DicomImage {
+  Volume volume;
+  DicomSeriesInfo info;
+};
+
+absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& files,
+                                           const DicomSeriesOptions& options = {});
+
+}  // namespace upp::preprocessing
+
+#endif  // UPP_PREPROCESSING_DICOM_H_

@@ -1,0 +1,179 @@
+"""Our DICOM series reader (via upp-volume-info DIR) against pydicom, an
+independent reader, on pydicom's own test files in many transfer syntaxes, and
+on series assembled from them (shuffled order, gaps, duplicates, mixed series).
+
+Run by CTest: UPP_VOLUME_INFO=<path> python3 -m unittest test_dicom_vs_pydicom
+"""
+import copy
+import json
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+import numpy as np
+import pydicom
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+TOOL = os.environ.get("UPP_VOLUME_INFO", "upp-volume-info")
+
+
+def run(directory):
+    proc = subprocess.run([TOOL, directory], capture_output=True, text=True)
+    return proc.returncode, (json.loads(proc.stdout) if proc.returncode == 0 else proc.stderr)
+
+
+def modality_values(ds):
+    arr = ds.pixel_array.astype(np.float64)
+    return arr * float(getattr(ds, "RescaleSlope", 1)) + float(getattr(ds, "RescaleIntercept", 0))
+
+
+class DicomVsPydicom(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp()
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp)
+
+    def single(self, name):
+        d = os.path.join(self.tmp, name)
+        os.makedirs(d)
+        shutil.copy(get_testdata_file(name), d)
+        return run(d)
+
+    def test_transfer_syntaxes_of_one_mr_slice(self):
+        # Uncompressed MR_small is the truth for every lossless variant of it.
+        ref = modality_values(pydicom.dcmread(get_testdata_file("MR_small.dcm")))
+        outcomes = {}
+        for name in ("MR_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm",
+                     "MR_small_expb.dcm", "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm",
+                     "MR_small_padded.dcm"):
+            with self.subTest(file=name):
+                rc, got = self.single(name)
+                self.assertEqual(rc, 0, got)
+                self.assertEqual(got["size"], [64, 64, 1])
+                self.assertAlmostEqual(got["sum"], ref.sum(), delta=1e-6 * abs(ref.sum()) + 1e-3)
+                idx = np.arange(ref.size) % 9973
+                self.assertAlmostEqual(got["weighted_sum"], (ref.reshape(-1) * idx).sum(),
+                                       delta=1e-6 * abs((ref.reshape(-1) * idx).sum()) + 1e-2)
+                outcomes[name] = "decoded, equal to pydicom"
+        rc, err = self.single("MR_small_jp2klossless.dcm")
+        self.assertNotEqual(rc, 0)
+        self.assertIn("JPEG 2000", err)
+        outcomes["MR_small_jp2klossless.dcm"] = "refused: " + err.strip()
+        for k, v in outcomes.items():
+            print(f"{k}: {v}")
+
+    @unittest.skipUnless(shutil.which("dcmcjpeg"), "dcmtk command-line tools not installed")
+    def test_series_compressed_by_dcmtk_tools(self):
+        # Compressed copies made by DCMTK's own encoders (dcmtk package): lossless ones must
+        # decode to exactly pydicom's values of the uncompressed original, lossy ones closely.
+        src = get_testdata_file("CT_small.dcm")
+        ref = modality_values(pydicom.dcmread(src)).sum()
+        cases = [("jpeg-lossless-sv1", ["dcmcjpeg", "+e1"], 0.0),
+                 ("jpeg-ls-lossless", ["dcmcjpls"], 0.0),
+                 ("rle", ["dcmcrle"], 0.0),
+                 ("jpeg-extended-lossy", ["dcmcjpeg", "+ee"], 0.02),
+                 ("jpeg-baseline-lossy", ["dcmcjpeg", "+eb"], 0.1)]
+        for name, cmd, tolerance in cases:
+            with self.subTest(codec=name):
+                d = os.path.join(self.tmp, name)
+                os.makedirs(d)
+                subprocess.run(cmd + [src, os.path.join(d, "x.dcm")], check=True,
+                               capture_output=True)
+                rc, got = run(d)
+                self.assertEqual(rc, 0, got)
+                self.assertEqual(got["size"], [128, 128, 1])
+                self.assertLessEqual(abs(got["sum"] - ref), tolerance * abs(ref) + 1e-3, name)
+
+    def test_ct_small_values_and_geometry(self):
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        rc, got = self.single("CT_small.dcm")
+        self.assertEqual(rc, 0, got)
+        ref = modality_values(ds)
+        self.assertAlmostEqual(got["sum"], ref.sum(), delta=1e-6 * abs(ref.sum()))
+        np.testing.assert_allclose(got["origin"], [float(v) for v in ds.ImagePositionPatient])
+        np.testing.assert_allclose(got["spacing"][:2], [float(ds.PixelSpacing[1]), float(ds.PixelSpacing[0])])
+        iop = [float(v) for v in ds.ImageOrientationPatient]
+        direction = np.array(got["direction"]).reshape(3, 3)
+        np.testing.assert_allclose(direction[:, 0], iop[:3], atol=1e-6)
+        np.testing.assert_allclose(direction[:, 1], iop[3:], atol=1e-6)
+
+    def write_series(self, positions, order=None, uid=None, base="CT_small.dcm"):
+        src = pydicom.dcmread(get_testdata_file(base))
+        uid = uid or generate_uid()
+        d = tempfile.mkdtemp(dir=self.tmp)
+        iop = np.array([float(v) for v in src.ImageOrientationPatient])
+        normal = np.cross(iop[:3], iop[3:])
+        ipp0 = np.array([float(v) for v in src.ImagePositionPatient])
+        order = order if order is not None else list(range(len(positions)))
+        for k in order:
+            ds = copy.deepcopy(src)
+            ds.SeriesInstanceUID = uid
+            ds.SOPInstanceUID = generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.InstanceNumber = len(positions) - k  # deliberately the wrong order
+            ds.ImagePositionPatient = [float(x) for x in ipp0 + positions[k] * normal]
+            ds.save_as(os.path.join(d, f"f{random.random():.6f}.dcm"))
+        return d, ipp0, normal
+
+    def test_series_is_sorted_by_position_not_instance_number(self):
+        positions = [0.0, 2.5, 5.0, 7.5, 10.0, 12.5]
+        order = [3, 0, 5, 1, 4, 2]
+        d, ipp0, normal = self.write_series(positions, order)
+        # Another, smaller series and a non-image file in the same request.
+        shutil.copy(get_testdata_file("MR_small.dcm"), d)
+        shutil.copy(get_testdata_file("rtplan.dcm"), d)
+        rc, got = run(d)
+        self.assertEqual(rc, 0, got)
+        self.assertEqual(got["size"], [128, 128, 6])
+        self.assertAlmostEqual(got["spacing"][2], 2.5, places=4)
+        np.testing.assert_allclose(got["origin"], ipp0, atol=1e-4)
+        ref = modality_values(pydicom.dcmread(get_testdata_file("CT_small.dcm")))
+        self.assertAlmostEqual(got["sum"], 6 * ref.sum(), delta=1e-6 * abs(6 * ref.sum()))
+
+    def test_gaps_duplicates_and_mixed_orientation_are_refused(self):
+        d, _, _ = self.write_series([0.0, 2.5, 7.5, 10.0])
+        rc, err = run(d)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("uneven slice spacing", err)
+        d, _, _ = self.write_series([0.0, 2.5, 2.5, 5.0])
+        rc, err = run(d)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("same position", err)
+        d, _, _ = self.write_series([0.0, 2.5, 5.0])
+        f = sorted(os.listdir(d))[0]
+        ds = pydicom.dcmread(os.path.join(d, f))
+        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+        ds.save_as(os.path.join(d, f))
+        rc, err = run(d)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("orientations", err)
+
+    def test_bad_files_get_clear_errors_without_patient_data(self):
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        name = str(ds.PatientName)
+        d = os.path.join(self.tmp, "bad")
+        os.makedirs(d)
+        with open(get_testdata_file("CT_small.dcm"), "rb") as f:
+            data = f.read()
+        with open(os.path.join(d, "truncated.dcm"), "wb") as f:
+            f.write(data[: len(data) // 2])
+        rc, err = run(d)
+        self.assertNotEqual(rc, 0)
+        self.assertTrue(err.strip())
+        self.assertNotIn(name, err)
+        with open(os.path.join(d, "truncated.dcm"), "wb") as f:
+            f.write(b"\x00" * 50)
+        rc, err = run(d)
+        self.assertNotEqual(rc, 0)
+        rc, err = self.single("rtplan.dcm")
+        self.assertNotEqual(rc, 0)
+        self.assertIn("none of the DICOM files is an image", err)
+
+
+if __name__ == "__main__":
+    unittest.main()
