@@ -269,9 +269,11 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
     // allocate for; compressed data decodes to Rows x Columns x BitsAllocated,
     // which the voxel limit above bounds.
     if (!DcmXfer(xfer).isEncapsulated()) {
+      // Deflate expands at most ~1032:1.
+      const uint64_t bound = static_cast<uint64_t>(s.memory->size()) *
+                             (xfer == EXS_DeflatedLittleEndianExplicit ? 1032 : 1);
       DcmElement* native = nullptr;
-      if (ds->findAndGetElement(DCM_PixelData, native).good() &&
-          native->getLength() > s.memory->size()) {
+      if (ds->findAndGetElement(DCM_PixelData, native).good() && native->getLength() > bound) {
         return Refuse(s.file_index, "pixel data is longer than the file (truncated?)");
       }
     }

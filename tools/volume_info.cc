@@ -22,6 +22,8 @@ int main(int argc, char** argv) {
   std::string path, write_labels;
   int label_mod = 256;
   bool any_modality = false;
+  int64_t max_voxels = int64_t{1} << 30;
+  app.add_option("--max-voxels", max_voxels, "refuse volumes with more voxels");
   app.add_flag("--any-modality", any_modality, "DICOM: accept series of any modality");
   app.add_option("file", path, "NIfTI file (.nii or .nii.gz), or a directory of DICOM files")
       ->required();
@@ -43,6 +45,7 @@ int main(int argc, char** argv) {
     std::vector<std::string_view> views(contents.begin(), contents.end());
     upp::preprocessing::DicomSeriesOptions dicom_options;
     if (any_modality) dicom_options.modalities.clear();
+    dicom_options.max_voxels = max_voxels;
     auto dicom = upp::preprocessing::ReadDicomSeries(views, dicom_options);
     if (!dicom.ok()) {
       image = dicom.status();
@@ -53,7 +56,9 @@ int main(int argc, char** argv) {
       image = std::move(as_nifti);
     }
   } else {
-    image = upp::preprocessing::ReadNiftiFile(path);
+    upp::preprocessing::NiftiReadOptions nifti_options;
+    nifti_options.max_voxels = max_voxels;
+    image = upp::preprocessing::ReadNiftiFile(path, nifti_options);
   }
   if (!image.ok()) {
     std::fprintf(stderr, "upp-volume-info: %s\n", image.status().ToString().c_str());

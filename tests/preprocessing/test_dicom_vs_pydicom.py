@@ -73,7 +73,8 @@ class DicomVsPydicom(unittest.TestCase):
         # decode to exactly pydicom's values of the uncompressed original, lossy ones closely.
         src = get_testdata_file("CT_small.dcm")
         ref = modality_values(pydicom.dcmread(src)).sum()
-        cases = [("jpeg-lossless-sv1", ["dcmcjpeg", "+e1"], 0.0),
+        cases = [("deflated", ["dcmconv", "+td"], 0.0),
+                 ("jpeg-lossless-sv1", ["dcmcjpeg", "+e1"], 0.0),
                  ("jpeg-ls-lossless", ["dcmcjpls"], 0.0),
                  ("rle", ["dcmcrle"], 0.0),
                  ("jpeg-extended-lossy", ["dcmcjpeg", "+ee"], 0.02),
@@ -152,6 +153,25 @@ class DicomVsPydicom(unittest.TestCase):
         rc, err = run(d)
         self.assertNotEqual(rc, 0)
         self.assertIn("orientations", err)
+
+    def test_voxel_limit_and_colour_images_are_refused(self):
+        d, _, _ = self.write_series([0.0, 2.5, 5.0])
+        proc = subprocess.run([TOOL, d, "--max-voxels", str(128 * 128 * 2)], capture_output=True, text=True)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("RESOURCE_EXHAUSTED", proc.stderr)
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.PhotometricInterpretation = "RGB"
+        ds.SamplesPerPixel = 3
+        ds.PlanarConfiguration = 0
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = bytes(128 * 128 * 3)
+        rgb = os.path.join(self.tmp, "rgb")
+        os.makedirs(rgb)
+        ds.save_as(os.path.join(rgb, "x.dcm"))
+        rc, err = run(rgb)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("UNIMPLEMENTED", err)
+        self.assertIn("'RGB'", err)
 
     def test_bad_files_get_clear_errors_without_patient_data(self):
         ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
