@@ -69,15 +69,28 @@ class MemFile {
 
 constexpr Uint32 kLazyValueBytes = 64 * 1024;
 
-struct Slice {
+// One parsed file of the series.
+struct Source {
   size_t file_index = 0;
   std::unique_ptr<MemFile> memory;
   std::unique_ptr<DcmFileFormat> file;
   std::string series_uid, sop_uid, modality;
+  const Uint8* pixels = nullptr;  // decoded, little endian; set by Decode()
+  Uint16 bits_allocated = 0, bits_stored = 0, representation = 0;
+};
+
+// One 2-D image of the series: a single-frame file, or one frame of a
+// multi-frame (enhanced) file.
+struct Slice {
+  Source* source = nullptr;
+  size_t file_index = 0;
+  int frame = 0;  // 0-based frame in its file
+  std::string sop_uid;
   std::array<double, 3> position{};
   std::array<double, 6> orientation{};
   std::array<double, 2> pixel_spacing{};  // row spacing (y), column spacing (x)
   uint16_t rows = 0, cols = 0;
+  double slope = 1, intercept = 0;
   double z = 0;  // position along the normal
 };
 
@@ -87,7 +100,8 @@ std::string Str(DcmDataset* ds, const DcmTagKey& tag) {
 }
 
 template <size_t N>
-bool Floats(DcmDataset* ds, const DcmTagKey& tag, std::array<double, N>* out) {
+bool Floats(DcmItem* ds, const DcmTagKey& tag, std::array<double, N>* out) {
+  if (ds == nullptr) return false;
   for (size_t i = 0; i < N; ++i) {
     Float64 v;
     if (ds->findAndGetFloat64(tag, v, static_cast<unsigned long>(i)).bad() || !std::isfinite(v)) {
@@ -102,6 +116,21 @@ std::string TagName(const DcmTagKey& tag) {
   return DcmTag(tag).getTagName();
 }
 
+// A value inside a functional-group macro: group -> macro sequence item 0 -> tag.
+template <size_t N>
+bool FgFloats(DcmItem* group, const DcmTagKey& macro, const DcmTagKey& tag, std::array<double, N>* out) {
+  DcmItem* inner = nullptr;
+  if (group == nullptr || group->findAndGetSequenceItem(macro, inner, 0).bad()) return false;
+  return Floats(inner, tag, out);
+}
+
+// Per-frame value if present, else shared.
+template <size_t N>
+bool FrameFloats(DcmItem* per_frame, DcmItem* shared, const DcmTagKey& macro, const DcmTagKey& tag,
+                 std::array<double, N>* out) {
+  return FgFloats(per_frame, macro, tag, out) || FgFloats(shared, macro, tag, out);
+}
+
 absl::Status Refuse(size_t index, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat("DICOM file #", index + 1, ": ", what));
 }
@@ -112,7 +141,7 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
                                            const DicomSeriesOptions& options) {
   RegisterCodecsOnce();
   if (files.empty()) return absl::InvalidArgumentError("no DICOM files were given");
-  std::map<std::string, std::vector<Slice>> by_series;
+  std::map<std::string, std::vector<std::unique_ptr<Source>>> by_series;
   for (size_t i = 0; i < files.size(); ++i) {
     auto memory = MemFile::Create(files[i]);
     if (!memory.ok()) return memory.status();
@@ -122,19 +151,20 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
     if (cond.bad()) return Refuse(i, absl::StrCat("not a readable DICOM file (", cond.text(), ")"));
     DcmDataset* ds = file->getDataset();
     if (!ds->tagExists(DCM_PixelData)) continue;  // SR, RT plan, ...: not an image
-    Slice s;
-    s.file_index = i;
-    s.series_uid = Str(ds, DCM_SeriesInstanceUID);
-    s.sop_uid = Str(ds, DCM_SOPInstanceUID);
-    s.modality = Str(ds, DCM_Modality);
-    if (s.series_uid.empty()) return Refuse(i, "image without a SeriesInstanceUID");
-    s.file = std::move(file);
-    s.memory = std::move(*memory);
-    by_series[s.series_uid].push_back(std::move(s));
+    auto s = std::make_unique<Source>();
+    s->file_index = i;
+    s->series_uid = Str(ds, DCM_SeriesInstanceUID);
+    s->sop_uid = Str(ds, DCM_SOPInstanceUID);
+    s->modality = Str(ds, DCM_Modality);
+    if (s->series_uid.empty()) return Refuse(i, "image without a SeriesInstanceUID");
+    s->file = std::move(file);
+    s->memory = std::move(*memory);
+    const std::string uid = s->series_uid;
+    by_series[uid].push_back(std::move(s));
   }
   if (by_series.empty()) return absl::InvalidArgumentError("none of the DICOM files is an image");
 
-  std::vector<Slice>* chosen = nullptr;
+  std::vector<std::unique_ptr<Source>>* chosen = nullptr;
   if (!options.series_instance_uid.empty()) {
     auto it = by_series.find(options.series_instance_uid);
     if (it == by_series.end()) {
@@ -145,7 +175,7 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
     for (auto& [uid, slices] : by_series) {
       const bool allowed = options.modalities.empty() ||
                            std::find(options.modalities.begin(), options.modalities.end(),
-                                     slices.front().modality) != options.modalities.end();
+                                     slices.front()->modality) != options.modalities.end();
       if (allowed && (chosen == nullptr || slices.size() > chosen->size())) chosen = &slices;
     }
     if (chosen == nullptr) {
@@ -154,27 +184,73 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
           ") among ", by_series.size(), " series"));
     }
   }
-  auto& slices = *chosen;
-
-  // Geometry of every slice.
-  for (auto& s : slices) {
-    DcmDataset* ds = s.file->getDataset();
+  // Geometry of every slice: single-frame files from their top level,
+  // multi-frame (enhanced) files from their per-frame and shared functional
+  // groups (position, orientation, pixel measures, rescale).
+  std::vector<Slice> slices;
+  for (auto& src : *chosen) {
+    DcmDataset* ds = src->file->getDataset();
+    Uint16 rows = 0, cols = 0;
+    if (ds->findAndGetUint16(DCM_Rows, rows).bad() || ds->findAndGetUint16(DCM_Columns, cols).bad() ||
+        rows == 0 || cols == 0) {
+      return Refuse(src->file_index, "missing or zero Rows/Columns");
+    }
     Sint32 frames = 1;
-    if (ds->findAndGetSint32(DCM_NumberOfFrames, frames).good() && frames > 1) {
-      return absl::UnimplementedError("multi-frame (enhanced) DICOM images are not supported yet");
+    if (ds->findAndGetSint32(DCM_NumberOfFrames, frames).bad() || frames < 1) frames = 1;
+    DcmItem* shared = nullptr;
+    ds->findAndGetSequenceItem(DCM_SharedFunctionalGroupsSequence, shared, 0);
+    const bool enhanced = ds->tagExists(DCM_PerFrameFunctionalGroupsSequence);
+    if (frames > 1 && !enhanced) {
+      return Refuse(src->file_index, "multi-frame image without per-frame functional groups");
     }
-    if (ds->findAndGetUint16(DCM_Rows, s.rows).bad() || ds->findAndGetUint16(DCM_Columns, s.cols).bad() ||
-        s.rows == 0 || s.cols == 0) {
-      return Refuse(s.file_index, "missing or zero Rows/Columns");
+    if (int64_t{rows} * cols * frames > options.max_voxels) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the DICOM series has more than the configured limit of ", options.max_voxels, " voxels"));
     }
-    if (!Floats(ds, DCM_ImagePositionPatient, &s.position)) {
-      return Refuse(s.file_index, "missing or invalid ImagePositionPatient");
-    }
-    if (!Floats(ds, DCM_ImageOrientationPatient, &s.orientation)) {
-      return Refuse(s.file_index, "missing or invalid ImageOrientationPatient");
-    }
-    if (!Floats(ds, DCM_PixelSpacing, &s.pixel_spacing)) {
-      return Refuse(s.file_index, "missing or invalid PixelSpacing");
+    for (int f = 0; f < frames; ++f) {
+      Slice s;
+      s.source = src.get();
+      s.file_index = src->file_index;
+      s.frame = f;
+      s.sop_uid = src->sop_uid;
+      s.rows = rows;
+      s.cols = cols;
+      std::array<double, 1> slope{1}, intercept{0};
+      if (enhanced) {
+        DcmItem* per_frame = nullptr;
+        ds->findAndGetSequenceItem(DCM_PerFrameFunctionalGroupsSequence, per_frame, f);
+        if (!FrameFloats(per_frame, shared, DCM_PlanePositionSequence, DCM_ImagePositionPatient, &s.position)) {
+          return Refuse(s.file_index, absl::StrCat("frame ", f + 1, ": missing ImagePositionPatient"));
+        }
+        if (!FrameFloats(per_frame, shared, DCM_PlaneOrientationSequence, DCM_ImageOrientationPatient,
+                         &s.orientation)) {
+          return Refuse(s.file_index, absl::StrCat("frame ", f + 1, ": missing ImageOrientationPatient"));
+        }
+        if (!FrameFloats(per_frame, shared, DCM_PixelMeasuresSequence, DCM_PixelSpacing, &s.pixel_spacing)) {
+          return Refuse(s.file_index, absl::StrCat("frame ", f + 1, ": missing PixelSpacing"));
+        }
+        if (!FrameFloats(per_frame, shared, DCM_PixelValueTransformationSequence, DCM_RescaleSlope, &slope) ||
+            !FrameFloats(per_frame, shared, DCM_PixelValueTransformationSequence, DCM_RescaleIntercept,
+                         &intercept)) {
+          Floats(ds, DCM_RescaleSlope, &slope);
+          Floats(ds, DCM_RescaleIntercept, &intercept);
+        }
+      } else {
+        if (!Floats(ds, DCM_ImagePositionPatient, &s.position)) {
+          return Refuse(s.file_index, "missing or invalid ImagePositionPatient");
+        }
+        if (!Floats(ds, DCM_ImageOrientationPatient, &s.orientation)) {
+          return Refuse(s.file_index, "missing or invalid ImageOrientationPatient");
+        }
+        if (!Floats(ds, DCM_PixelSpacing, &s.pixel_spacing)) {
+          return Refuse(s.file_index, "missing or invalid PixelSpacing");
+        }
+        Floats(ds, DCM_RescaleSlope, &slope);
+        Floats(ds, DCM_RescaleIntercept, &intercept);
+      }
+      s.slope = slope[0];
+      s.intercept = intercept[0];
+      slices.push_back(std::move(s));
     }
   }
   const Slice& first = slices.front();
@@ -220,7 +296,7 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
     }
   } else {
     Float64 t = 0;
-    DcmDataset* ds = first.file->getDataset();
+    DcmDataset* ds = first.source->file->getDataset();
     dz = (ds->findAndGetFloat64(DCM_SpacingBetweenSlices, t).good() && t > 0) ||
                  (ds->findAndGetFloat64(DCM_SliceThickness, t).good() && t > 0)
              ? t
@@ -248,90 +324,96 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
 
   // Pixels.
   out.volume.voxels.resize(static_cast<size_t>(nx * ny * nz));
-  DcmDataset* ds0 = first.file->getDataset();
+  DcmDataset* ds0 = first.source->file->getDataset();
   out.info.study_instance_uid = Str(ds0, DCM_StudyInstanceUID);
-  out.info.series_instance_uid = first.series_uid;
+  out.info.series_instance_uid = first.source->series_uid;
   out.info.frame_of_reference_uid = Str(ds0, DCM_FrameOfReferenceUID);
-  out.info.modality = first.modality;
+  out.info.modality = first.source->modality;
   out.info.sop_class_uid = Str(ds0, DCM_SOPClassUID);
   out.info.transfer_syntax = DcmXfer(ds0->getOriginalXfer()).getXferID();
   for (size_t k = 0; k < slices.size(); ++k) {
     auto& s = slices[k];
-    DcmDataset* ds = s.file->getDataset();
     out.info.sop_instance_uids.push_back(s.sop_uid);
-    const E_TransferSyntax xfer = ds->getOriginalXfer();
-    if (xfer == EXS_JPEG2000LosslessOnly || xfer == EXS_JPEG2000 ||
-        xfer == EXS_JPEG2000MulticomponentLosslessOnly || xfer == EXS_JPEG2000Multicomponent) {
-      return absl::UnimplementedError(absl::StrCat("JPEG 2000 compressed DICOM (transfer syntax ",
-                                                   DcmXfer(xfer).getXferID(), ") is not supported"));
-    }
-    // Native pixel data longer than the file is a lie that loading would
-    // allocate for; compressed data decodes to Rows x Columns x BitsAllocated,
-    // which the voxel limit above bounds.
-    if (!DcmXfer(xfer).isEncapsulated()) {
-      // Deflate expands at most ~1032:1.
-      const uint64_t bound = static_cast<uint64_t>(s.memory->size()) *
-                             (xfer == EXS_DeflatedLittleEndianExplicit ? 1032 : 1);
-      DcmElement* native = nullptr;
-      if (ds->findAndGetElement(DCM_PixelData, native).good() && native->getLength() > bound) {
-        return Refuse(s.file_index, "pixel data is longer than the file (truncated?)");
+    out.info.frame_numbers.push_back(s.frame + 1);
+    Source& src = *s.source;
+    const int64_t frame_bytes = nx * ny * (src.bits_allocated / 8);
+    if (src.pixels == nullptr) {
+      DcmDataset* ds = src.file->getDataset();
+      const E_TransferSyntax xfer = ds->getOriginalXfer();
+      if (xfer == EXS_JPEG2000LosslessOnly || xfer == EXS_JPEG2000 ||
+          xfer == EXS_JPEG2000MulticomponentLosslessOnly || xfer == EXS_JPEG2000Multicomponent) {
+        return absl::UnimplementedError(absl::StrCat("JPEG 2000 compressed DICOM (transfer syntax ",
+                                                     DcmXfer(xfer).getXferID(), ") is not supported"));
       }
+      // Native pixel data longer than the file is a lie that loading would
+      // allocate for; compressed data decodes to Rows x Columns x BitsAllocated
+      // per frame, which the voxel limit above bounds.
+      if (!DcmXfer(xfer).isEncapsulated()) {
+        // Deflate expands at most ~1032:1.
+        const uint64_t bound = static_cast<uint64_t>(src.memory->size()) *
+                               (xfer == EXS_DeflatedLittleEndianExplicit ? 1032 : 1);
+        DcmElement* native = nullptr;
+        if (ds->findAndGetElement(DCM_PixelData, native).good() && native->getLength() > bound) {
+          return Refuse(src.file_index, "pixel data is longer than the file (truncated?)");
+        }
+      }
+      if (ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr).bad() ||
+          !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
+        return absl::UnimplementedError(absl::StrCat("cannot decode DICOM transfer syntax ",
+                                                     DcmXfer(xfer).getXferName(), " (",
+                                                     DcmXfer(xfer).getXferID(), ")"));
+      }
+      Uint16 samples = 1, high_bit = 0;
+      ds->findAndGetUint16(DCM_SamplesPerPixel, samples);
+      ds->findAndGetUint16(DCM_BitsAllocated, src.bits_allocated);
+      ds->findAndGetUint16(DCM_PixelRepresentation, src.representation);
+      if (ds->findAndGetUint16(DCM_BitsStored, src.bits_stored).bad()) src.bits_stored = src.bits_allocated;
+      if (ds->findAndGetUint16(DCM_HighBit, high_bit).bad()) high_bit = src.bits_stored - 1;
+      const std::string photometric = Str(ds, DCM_PhotometricInterpretation);
+      if (samples != 1 || (photometric != "MONOCHROME1" && photometric != "MONOCHROME2")) {
+        return absl::UnimplementedError(absl::StrCat(
+            "photometric interpretation '", photometric, "' with ", samples,
+            " samples per pixel is not supported (grayscale only)"));
+      }
+      if ((src.bits_allocated != 8 && src.bits_allocated != 16 && src.bits_allocated != 32) ||
+          src.bits_stored == 0 || src.bits_stored > src.bits_allocated || high_bit != src.bits_stored - 1) {
+        return Refuse(src.file_index, absl::StrFormat("unsupported pixel layout (%s %d, %s %d, %s %d)",
+                                                      TagName(DCM_BitsAllocated), src.bits_allocated,
+                                                      TagName(DCM_BitsStored), src.bits_stored,
+                                                      TagName(DCM_HighBit), high_bit));
+      }
+      DcmElement* element = nullptr;
+      Uint8* raw = nullptr;
+      if (ds->findAndGetElement(DCM_PixelData, element).bad() || element->getUint8Array(raw).bad() ||
+          raw == nullptr) {
+        return Refuse(src.file_index, "pixel data cannot be read");
+      }
+      Sint32 frames = 1;
+      if (ds->findAndGetSint32(DCM_NumberOfFrames, frames).bad() || frames < 1) frames = 1;
+      const int64_t needed = nx * ny * (src.bits_allocated / 8) * frames;
+      if (element->getLength() < static_cast<Uint32>(needed)) {
+        return Refuse(src.file_index, absl::StrCat("pixel data holds ", element->getLength(),
+                                                   " bytes, Rows x Columns x BitsAllocated x frames needs ",
+                                                   needed));
+      }
+      src.pixels = raw;
     }
-    if (ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr).bad() ||
-        !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
-      return absl::UnimplementedError(absl::StrCat("cannot decode DICOM transfer syntax ",
-                                                   DcmXfer(xfer).getXferName(), " (",
-                                                   DcmXfer(xfer).getXferID(), ")"));
-    }
-    Uint16 samples = 1, bits_allocated = 0, bits_stored = 0, high_bit = 0, representation = 0;
-    ds->findAndGetUint16(DCM_SamplesPerPixel, samples);
-    ds->findAndGetUint16(DCM_BitsAllocated, bits_allocated);
-    ds->findAndGetUint16(DCM_PixelRepresentation, representation);
-    if (ds->findAndGetUint16(DCM_BitsStored, bits_stored).bad()) bits_stored = bits_allocated;
-    if (ds->findAndGetUint16(DCM_HighBit, high_bit).bad()) high_bit = bits_stored - 1;
-    const std::string photometric = Str(ds, DCM_PhotometricInterpretation);
-    if (samples != 1 || (photometric != "MONOCHROME1" && photometric != "MONOCHROME2")) {
-      return absl::UnimplementedError(absl::StrCat("photometric interpretation '", photometric,
-                                                   "' with ", samples,
-                                                   " samples per pixel is not supported (grayscale only)"));
-    }
-    if ((bits_allocated != 8 && bits_allocated != 16 && bits_allocated != 32) || bits_stored == 0 ||
-        bits_stored > bits_allocated || high_bit != bits_stored - 1) {
-      return Refuse(s.file_index, absl::StrFormat("unsupported pixel layout (%s %d, %s %d, %s %d)",
-                                                  TagName(DCM_BitsAllocated), bits_allocated,
-                                                  TagName(DCM_BitsStored), bits_stored,
-                                                  TagName(DCM_HighBit), high_bit));
-    }
-    DcmElement* element = nullptr;
-    Uint8* raw = nullptr;
-    if (ds->findAndGetElement(DCM_PixelData, element).bad() ||
-        element->getUint8Array(raw).bad() || raw == nullptr) {
-      return Refuse(s.file_index, "pixel data cannot be read");
-    }
-    const size_t bytes_per = bits_allocated / 8;
-    if (element->getLength() < static_cast<Uint32>(nx * ny * bytes_per)) {
-      return Refuse(s.file_index, absl::StrCat("pixel data holds ", element->getLength(),
-                                               " bytes, Rows x Columns x BitsAllocated needs ",
-                                               nx * ny * bytes_per));
-    }
-    Float64 slope = 1, intercept = 0;
-    if (ds->findAndGetFloat64(DCM_RescaleSlope, slope).bad() || !std::isfinite(slope)) slope = 1;
-    if (ds->findAndGetFloat64(DCM_RescaleIntercept, intercept).bad() || !std::isfinite(intercept)) {
-      intercept = 0;
-    }
-    const uint64_t mask = bits_stored == 64 ? ~uint64_t{0} : (uint64_t{1} << bits_stored) - 1;
-    const uint64_t sign = uint64_t{1} << (bits_stored - 1);
+    const size_t bytes_per = src.bits_allocated / 8;
+    const Uint8* raw = src.pixels + s.frame * frame_bytes;
+    const double slope = std::isfinite(s.slope) ? s.slope : 1.0;
+    const double intercept = std::isfinite(s.intercept) ? s.intercept : 0.0;
+    const uint64_t mask = src.bits_stored == 64 ? ~uint64_t{0} : (uint64_t{1} << src.bits_stored) - 1;
+    const uint64_t sign = uint64_t{1} << (src.bits_stored - 1);
     float* dst = out.volume.voxels.data() + k * nx * ny;
     for (int64_t p = 0; p < nx * ny; ++p) {
       uint64_t v = 0;
       std::memcpy(&v, raw + p * bytes_per, bytes_per);  // little endian after chooseRepresentation
       v &= mask;
-      const double value = representation == 1 && (v & sign) ? static_cast<double>(v) - static_cast<double>(mask) - 1.0
-                                                              : static_cast<double>(v);
+      const double value = src.representation == 1 && (v & sign)
+                               ? static_cast<double>(v) - static_cast<double>(mask) - 1.0
+                               : static_cast<double>(v);
       dst[p] = static_cast<float>(value * slope + intercept);
     }
-    s.file.reset();  // release the decoded slice early
-    s.memory.reset();
   }
   return out;
 }

@@ -9,7 +9,8 @@
 // uneven spacing are refused with the positions involved. Rescale
 // slope/intercept, PixelRepresentation, BitsAllocated/BitsStored are honoured;
 // compressed transfer syntaxes are decoded by DCMTK's JPEG, JPEG-LS and RLE
-// codecs (deflate by dcmdata). Not yet: multi-frame (enhanced) images and
+// codecs (deflate by dcmdata). Multi-frame (enhanced) images contribute one
+// slice per frame, placed by their per-frame functional groups. Not yet:
 // JPEG 2000 (UNIMPLEMENTED naming the transfer syntax).
 //
 // Messages never contain patient data (names, IDs, dates): only UIDs'
@@ -42,6 +43,7 @@ struct DicomSeriesInfo {
   std::string study_instance_uid, series_instance_uid, frame_of_reference_uid;
   std::string modality, sop_class_uid;
   std::vector<std::string> sop_instance_uids;  // one per slice, in z order
+  std::vector<int> frame_numbers;              // 1-based frame of each slice in its instance
   std::string transfer_syntax;                 // of the first slice, as received
 };
 

@@ -154,6 +154,50 @@ class DicomVsPydicom(unittest.TestCase):
         self.assertNotEqual(rc, 0)
         self.assertIn("orientations", err)
 
+    def test_multiframe_enhanced_ct_is_read_as_a_volume(self):
+        from pydicom.dataset import Dataset
+        from pydicom.sequence import Sequence
+        src = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ref = modality_values(src)
+        iop = [float(v) for v in src.ImageOrientationPatient]
+        normal = np.cross(iop[:3], iop[3:])
+        ipp0 = np.array([float(v) for v in src.ImagePositionPatient])
+        ds = copy.deepcopy(src)
+        ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT Image Storage
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
+                    "RescaleSlope", "RescaleIntercept"):
+            delattr(ds, tag)
+        order = [2, 0, 1]  # frames stored out of spatial order
+        ds.NumberOfFrames = 3
+        ds.PixelData = src.PixelData * 3
+        shared = Dataset()
+        o, m, t = Dataset(), Dataset(), Dataset()
+        o.ImageOrientationPatient = iop
+        m.PixelSpacing = src.PixelSpacing
+        m.SliceThickness = 2.0
+        t.RescaleSlope, t.RescaleIntercept, t.RescaleType = 1, float(src.RescaleIntercept), "HU"
+        shared.PlaneOrientationSequence = Sequence([o])
+        shared.PixelMeasuresSequence = Sequence([m])
+        shared.PixelValueTransformationSequence = Sequence([t])
+        ds.SharedFunctionalGroupsSequence = Sequence([shared])
+        frames = []
+        for k in order:
+            f, pos = Dataset(), Dataset()
+            pos.ImagePositionPatient = [float(x) for x in ipp0 + 2.0 * k * normal]
+            f.PlanePositionSequence = Sequence([pos])
+            frames.append(f)
+        ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+        d = os.path.join(self.tmp, "enhanced")
+        os.makedirs(d)
+        ds.save_as(os.path.join(d, "x.dcm"))
+        rc, got = run(d)
+        self.assertEqual(rc, 0, got)
+        self.assertEqual(got["size"], [128, 128, 3])
+        self.assertAlmostEqual(got["spacing"][2], 2.0, places=4)
+        np.testing.assert_allclose(got["origin"], ipp0, atol=1e-4)
+        self.assertAlmostEqual(got["sum"], 3 * ref.sum(), delta=1e-6 * abs(3 * ref.sum()))
+
     def test_voxel_limit_and_colour_images_are_refused(self):
         d, _, _ = self.write_series([0.0, 2.5, 5.0])
         proc = subprocess.run([TOOL, d, "--max-voxels", str(128 * 128 * 2)], capture_output=True, text=True)
