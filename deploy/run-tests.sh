@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh Debian 12 machine: install what is missing,
-# build, run every test with CTest. This is what .ci/run runs.
+# build, run every test with CTest, then fuzz the input parsers for a bounded
+# time. This is what .ci/run runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/install-deps.sh
 bash deploy/build.sh
-ctest --test-dir "${UPP_BUILD_DIR:-build}" --output-on-failure -j "${UPP_JOBS:-2}"
-# Fuzz the input parsers for a bounded time (clang, ASan + UBSan).
+LOG="$(mktemp)"
+trap 'rm -f "$LOG"' EXIT
+ctest --test-dir "${UPP_BUILD_DIR:-build}" --output-on-failure -j "${UPP_JOBS:-2}" 2>&1 | tee "$LOG"
+TOTAL=$(sed -n 's/.*tests failed out of \([0-9]*\).*/\1/p' "$LOG" | tail -1)
+# Fuzz the input parsers for a bounded time (clang, ASan + UBSan): 2 targets.
 bash deploy/fuzz.sh 30
+echo "tests: $((TOTAL + 2)) passed, 0 failed"
