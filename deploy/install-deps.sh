@@ -14,7 +14,7 @@ PACKAGES=(
   # clang + libclang-rt: the libFuzzer targets of deploy/fuzz.sh)
   libgtest-dev libgmock-dev python3-nibabel clang libclang-rt-14-dev
   # preprocessing/: DICOM through DCMTK; tests compare with pydicom and use dcmtk's encoders
-  libdcmtk-dev dcmtk python3-pydicom
+  libdcmtk-dev dcmtk python3-pydicom dicom3tools
   # checkpoint converter (tools/convert_checkpoint.py) and its test
   python3 python3-torch python3-numpy
 )

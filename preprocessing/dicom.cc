@@ -335,6 +335,7 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
     auto& s = slices[k];
     out.info.sop_instance_uids.push_back(s.sop_uid);
     out.info.frame_numbers.push_back(s.frame + 1);
+    out.info.file_indices.push_back(s.file_index);
     Source& src = *s.source;
     const int64_t frame_bytes = nx * ny * (src.bits_allocated / 8);
     if (src.pixels == nullptr) {

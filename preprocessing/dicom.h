@@ -44,6 +44,7 @@ struct DicomSeriesInfo {
   std::string modality, sop_class_uid;
   std::vector<std::string> sop_instance_uids;  // one per slice, in z order
   std::vector<int> frame_numbers;              // 1-based frame of each slice in its instance
+  std::vector<size_t> file_indices;            // the input file each slice came from
   std::string transfer_syntax;                 // of the first slice, as received
 };
 

@@ -15,6 +15,7 @@
 #include <limits>
 
 #include "preprocessing/dicom.h"
+#include "preprocessing/dicom_seg.h"
 #include "preprocessing/nifti.h"
 
 int main(int argc, char** argv) {
@@ -22,6 +23,9 @@ int main(int argc, char** argv) {
   std::string path, write_labels;
   int label_mod = 256;
   bool any_modality = false;
+  std::string write_seg;
+  app.add_option("--write-seg", write_seg,
+                 "DICOM input: also write a DICOM SEG of the labels defined as for --write-labels");
   int64_t max_voxels = int64_t{1} << 30;
   app.add_option("--max-voxels", max_voxels, "refuse volumes with more voxels");
   app.add_flag("--any-modality", any_modality, "DICOM: accept series of any modality");
@@ -47,6 +51,27 @@ int main(int argc, char** argv) {
     if (any_modality) dicom_options.modalities.clear();
     dicom_options.max_voxels = max_voxels;
     auto dicom = upp::preprocessing::ReadDicomSeries(views, dicom_options);
+    if (dicom.ok() && !write_seg.empty()) {
+      const auto& g = dicom->volume.geometry;
+      std::vector<uint16_t> labels(static_cast<size_t>(g.NumVoxels()));
+      for (size_t i = 0; i < labels.size(); ++i) {
+        const double x = dicom->volume.voxels[i];
+        labels[i] = static_cast<uint16_t>(std::abs(std::llround(x)) % label_mod);
+      }
+      std::vector<upp::preprocessing::SegmentDescription> segments;
+      for (int l = 1; l < label_mod; ++l) {
+        segments.push_back({static_cast<uint16_t>(l), "label " + std::to_string(l),
+                            {static_cast<uint8_t>(40 * l % 256), 128, static_cast<uint8_t>(255 - 30 * l % 256)}});
+      }
+      auto seg = upp::preprocessing::WriteDicomSeg(g, labels, dicom->info,
+                                                   views[dicom->info.file_indices[0]], segments,
+                                                   {"UNETR++", "0.1.0"});
+      if (!seg.ok()) {
+        std::fprintf(stderr, "upp-volume-info: %s\n", seg.status().ToString().c_str());
+        return 1;
+      }
+      std::ofstream(write_seg, std::ios::binary) << *seg;
+    }
     if (!dicom.ok()) {
       image = dicom.status();
     } else {

@@ -198,6 +198,43 @@ class DicomVsPydicom(unittest.TestCase):
         np.testing.assert_allclose(got["origin"], ipp0, atol=1e-4)
         self.assertAlmostEqual(got["sum"], 3 * ref.sum(), delta=1e-6 * abs(3 * ref.sum()))
 
+    def test_dicom_seg_frames_land_on_their_source_slices(self):
+        positions = [0.0, 2.5, 5.0]
+        d, ipp0, normal = self.write_series(positions, [2, 0, 1])
+        seg_path = os.path.join(self.tmp, "seg.dcm")
+        mod = 4
+        proc = subprocess.run([TOOL, d, "--write-seg", seg_path, "--label-mod", str(mod)],
+                              capture_output=True, text=True)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        seg = pydicom.dcmread(seg_path)
+        self.assertEqual(seg.Modality, "SEG")
+        # Source slices by z, and the labels the tool derived from them.
+        sources = sorted((pydicom.dcmread(os.path.join(d, f)) for f in os.listdir(d)),
+                         key=lambda x: float(np.dot([float(v) for v in x.ImagePositionPatient], normal)))
+        self.assertEqual(seg.StudyInstanceUID, sources[0].StudyInstanceUID)
+        self.assertEqual(seg.FrameOfReferenceUID, sources[0].FrameOfReferenceUID)
+        labels = [np.abs(np.round(modality_values(x))).astype(np.int64) % mod for x in sources]
+        expected = {(l, k): (labels[k] == l) for l in range(1, mod) for k in range(len(sources))
+                    if (labels[k] == l).any()}
+        self.assertEqual(int(seg.NumberOfFrames), len(expected))  # empty frames left out
+        self.assertEqual(len(seg.SegmentSequence), mod - 1)
+        self.assertEqual(seg.SegmentSequence[0].SegmentLabel, "label 1")
+        self.assertEqual(seg.SegmentSequence[0].SegmentAlgorithmName, "UNETR++")
+        frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), int(seg.Rows), int(seg.Columns))
+        by_sop = {x.SOPInstanceUID: k for k, x in enumerate(sources)}
+        for i, fg in enumerate(seg.PerFrameFunctionalGroupsSequence):
+            label = int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+            ref = fg.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+            k = by_sop[ref]
+            np.testing.assert_allclose([float(v) for v in fg.PlanePositionSequence[0].ImagePositionPatient],
+                                       [float(v) for v in sources[k].ImagePositionPatient], atol=1e-4)
+            np.testing.assert_array_equal(frames[i].astype(bool), expected[(label, k)])
+        # dicom3tools' dciodvfy, an independent validator of the Segmentation IOD.
+        if shutil.which("dciodvfy"):
+            out = subprocess.run(["dciodvfy", seg_path], capture_output=True, text=True)
+            errors = [l for l in (out.stdout + out.stderr).splitlines() if l.startswith("Error")]
+            self.assertEqual(errors, [])
+
     def test_voxel_limit_and_colour_images_are_refused(self):
         d, _, _ = self.write_series([0.0, 2.5, 5.0])
         proc = subprocess.run([TOOL, d, "--max-voxels", str(128 * 128 * 2)], capture_output=True, text=True)

@@ -1,0 +1,50 @@
+// DICOM SEG output: a label map computed on a DICOM series, as a binary
+// Segmentation object (DCMTK dcmseg) that a PACS or viewer overlays on the
+// source series.
+//
+// One segment per label with its name and display colour, the algorithm's
+// name and version; patient, study and frame of reference copied from a
+// source instance; one frame per (segment, slice) that holds any voxel of the
+// segment (empty frames are left out), each placed by its plane position and
+// referencing its source image (derivation image sequence).
+//
+// Thread-safe (no shared state).
+#ifndef UPP_PREPROCESSING_DICOM_SEG_H_
+#define UPP_PREPROCESSING_DICOM_SEG_H_
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "preprocessing/dicom.h"
+#include "preprocessing/geometry.h"
+
+namespace upp::preprocessing {
+
+struct SegmentDescription {
+  uint16_t label = 1;             // value in the label map
+  std::string name;               // e.g. "liver"
+  std::array<uint8_t, 3> rgb{};   // display colour
+};
+
+struct SegAlgorithm {
+  std::string name = "UNETR++";
+  std::string version;
+};
+
+// `geometry` and `info` are those ReadDicomSeries returned for the series;
+// `labels` holds one label per voxel (x fastest); `source_instance` is one of
+// the series' Part 10 files (the patient/study modules are copied from it).
+absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry,
+                                          const std::vector<uint16_t>& labels,
+                                          const DicomSeriesInfo& info,
+                                          std::string_view source_instance,
+                                          const std::vector<SegmentDescription>& segments,
+                                          const SegAlgorithm& algorithm);
+
+}  // namespace upp::preprocessing
+
+#endif  // UPP_PREPROCESSING_DICOM_SEG_H_
