@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 
@@ -109,8 +110,17 @@ absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry,
   dims.addDimensionIndex(DCM_ImagePositionPatient, dim_uid, DCM_PlanePositionSequence,
                          "ImagePositionPatient");
 
+  // Labels that occur: a segment without any frame makes an invalid SEG, so
+  // absent labels get no segment.
+  std::vector<bool> present(65536, false);
+  for (uint16_t l : labels) present[l] = true;
+  // Slices that are frames of one multi-frame instance are referenced by frame number.
+  const bool multi_frame_source =
+      info.frame_numbers.size() == static_cast<size_t>(nz) &&
+      std::any_of(info.frame_numbers.begin(), info.frame_numbers.end(), [](int f) { return f > 1; });
   std::vector<uint8_t> mask(static_cast<size_t>(nx * ny));
   for (const auto& description : segments) {
+    if (!present[description.label]) continue;
     DcmSegment* segment = nullptr;
     if (auto s = Dcmtk(DcmSegment::create(segment, description.name.c_str(),
                                           CodeSequenceMacro("91723000", "SCT", "Anatomical Structure"),
@@ -151,6 +161,9 @@ absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry,
       OFVector<ImageSOPInstanceReferenceMacro> refs(1);
       refs[0].setReferencedSOPClassUID(info.sop_class_uid.c_str());
       refs[0].setReferencedSOPInstanceUID(info.sop_instance_uids[k].c_str());
+      if (multi_frame_source) {
+        refs[0].addReferencedFrameNumber(static_cast<Uint16>(info.frame_numbers[k]));
+      }
       std::unique_ptr<FGDerivationImage> derivation(FGDerivationImage::createMinimal(
           refs, "Segmentation", CodeSequenceMacro("113076", "DCM", "Segmentation"),
           CodeSequenceMacro("121322", "DCM", "Source image for image processing operation")));

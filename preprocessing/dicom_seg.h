@@ -2,7 +2,8 @@
 // Segmentation object (DCMTK dcmseg) that a PACS or viewer overlays on the
 // source series.
 //
-// One segment per label with its name and display colour, the algorithm's
+// One segment per label that occurs (absent labels get none: a segment
+// without frames is invalid) with its name and display colour, the algorithm's
 // name and version; patient, study and frame of reference copied from a
 // source instance; one frame per (segment, slice) that holds any voxel of the
 // segment (empty frames are left out), each placed by its plane position and

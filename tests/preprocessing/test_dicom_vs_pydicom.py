@@ -197,6 +197,21 @@ class DicomVsPydicom(unittest.TestCase):
         self.assertAlmostEqual(got["spacing"][2], 2.0, places=4)
         np.testing.assert_allclose(got["origin"], ipp0, atol=1e-4)
         self.assertAlmostEqual(got["sum"], 3 * ref.sum(), delta=1e-6 * abs(3 * ref.sum()))
+        # A SEG on it references each frame by number, and passes dciodvfy.
+        seg_path = os.path.join(self.tmp, "mf_seg.dcm")
+        proc = subprocess.run([TOOL, d, "--write-seg", seg_path, "--label-mod", "2"],
+                              capture_output=True, text=True)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        seg = pydicom.dcmread(seg_path)
+        frames = set()
+        for fg in seg.PerFrameFunctionalGroupsSequence:
+            src_item = fg.DerivationImageSequence[0].SourceImageSequence[0]
+            self.assertEqual(src_item.ReferencedSOPInstanceUID, ds.SOPInstanceUID)
+            frames.add(int(src_item.ReferencedFrameNumber))
+        self.assertEqual(frames, {1, 2, 3})
+        if shutil.which("dciodvfy"):
+            out = subprocess.run(["dciodvfy", seg_path], capture_output=True, text=True)
+            self.assertEqual([l for l in (out.stdout + out.stderr).splitlines() if l.startswith("Error")], [])
 
     def test_dicom_seg_frames_land_on_their_source_slices(self):
         positions = [0.0, 2.5, 5.0]
