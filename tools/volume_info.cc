@@ -18,6 +18,18 @@
 #include "preprocessing/dicom_seg.h"
 #include "preprocessing/nifti.h"
 
+// Test labels derived from the first channel: |round(value)| mod `mod`, NaN -> 0.
+std::vector<uint16_t> LabelsFromVoxels(const std::vector<float>& voxels, int64_t count, int mod) {
+  std::vector<uint16_t> labels(static_cast<size_t>(count));
+  for (size_t i = 0; i < labels.size(); ++i) {
+    const double x = voxels[i];
+    labels[i] = std::isfinite(x)
+                    ? static_cast<uint16_t>(static_cast<int64_t>(std::abs(std::llround(x))) % mod)
+                    : 0;
+  }
+  return labels;
+}
+
 int main(int argc, char** argv) {
   CLI::App app{"Print a volume's geometry and voxel statistics as JSON"};
   std::string path, write_labels;
@@ -53,11 +65,7 @@ int main(int argc, char** argv) {
     auto dicom = upp::preprocessing::ReadDicomSeries(views, dicom_options);
     if (dicom.ok() && !write_seg.empty()) {
       const auto& g = dicom->volume.geometry;
-      std::vector<uint16_t> labels(static_cast<size_t>(g.NumVoxels()));
-      for (size_t i = 0; i < labels.size(); ++i) {
-        const double x = dicom->volume.voxels[i];
-        labels[i] = static_cast<uint16_t>(std::abs(std::llround(x)) % label_mod);
-      }
+      const auto labels = LabelsFromVoxels(dicom->volume.voxels, g.NumVoxels(), label_mod);
       std::vector<upp::preprocessing::SegmentDescription> segments;
       for (int l = 1; l < label_mod; ++l) {
         segments.push_back({static_cast<uint16_t>(l), "label " + std::to_string(l),
@@ -92,13 +100,7 @@ int main(int argc, char** argv) {
   const auto& v = image->volume;
   const auto& g = v.geometry;
   if (!write_labels.empty()) {
-    std::vector<uint16_t> labels(static_cast<size_t>(g.NumVoxels()));
-    for (size_t i = 0; i < labels.size(); ++i) {
-      const double x = v.voxels[i];
-      labels[i] = std::isfinite(x)
-                      ? static_cast<uint16_t>(static_cast<int64_t>(std::abs(std::llround(x))) % label_mod)
-                      : 0;
-    }
+    const auto labels = LabelsFromVoxels(v.voxels, g.NumVoxels(), label_mod);
     auto bytes = upp::preprocessing::WriteNiftiLabels(g, labels, image->header);
     if (!bytes.ok()) {
       std::fprintf(stderr, "upp-volume-info: %s\n", bytes.status().ToString().c_str());
