@@ -1,0 +1,402 @@
+#include "preprocessing/pipeline.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "preprocessing/tensor_ops.h"
+
+namespace upp::preprocessing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+// Spacing of the volume's tensor axes (z, y, x) after `transpose`.
+std::array<double, 3> TensorSpacing(const Geometry& g, const std::array<int, 3>& transpose) {
+  const std::array<double, 3> zyx{g.spacing[2], g.spacing[1], g.spacing[0]};
+  return {zyx[transpose[0]], zyx[transpose[1]], zyx[transpose[2]]};
+}
+
+std::array<int64_t, 3> TensorSize(const Geometry& g, const std::array<int, 3>& transpose) {
+  const std::array<int64_t, 3> zyx{g.size[2], g.size[1], g.size[0]};
+  return {zyx[transpose[0]], zyx[transpose[1]], zyx[transpose[2]]};
+}
+
+// Exceptions from LibTorch end here (the edge of preprocessing/).
+absl::Status FromException(const char* stage, const std::exception& e) {
+  return absl::InternalError(absl::StrCat(stage, " failed: ", e.what()));
+}
+
+}  // namespace
+
+struct SegmentationJob::Impl {
+  Plan plan;
+  std::vector<int> mirror_axes;
+  Geometry geometry;                            // the input's
+  std::array<std::array<int64_t, 2>, 3> crop;   // (z, y, x) tensor axes, [begin, end)
+  std::array<int64_t, 3> cropped_t;             // cropped size, network axis order
+  std::array<int64_t, 3> grid;                  // resampled size, network axis order
+  std::array<int64_t, 3> pad_before;            // padding to reach the patch
+  std::array<Interp, 3> modes;                  // resampling per network axis
+  std::vector<std::array<int64_t, 3>> windows;  // window starts in the padded grid
+  torch::Tensor data;                           // (C, D, H, W) padded, normalised
+  torch::Tensor gaussian;                       // (pD, pH, pW)
+
+  absl::Mutex mu;
+  torch::Tensor accumulator ABSL_GUARDED_BY(mu);  // (K, D, H, W) float32 or float16
+  torch::Tensor weights ABSL_GUARDED_BY(mu);      // (D, H, W) float32
+  std::vector<bool> done ABSL_GUARDED_BY(mu);
+  bool finished ABSL_GUARDED_BY(mu) = false;
+  std::atomic<int64_t> items_done{0};
+
+  StageTimes times;  // Create/Finish stages; the window stages below
+  std::atomic<int64_t> extract_ns{0}, stitch_ns{0};
+
+  int num_variants() const { return 1 << mirror_axes.size(); }
+  std::vector<int64_t> FlipDims(int variant) const {
+    std::vector<int64_t> dims;
+    for (size_t b = 0; b < mirror_axes.size(); ++b)
+      if (variant & (1 << b)) dims.push_back(1 + mirror_axes[b]);
+    return dims;
+  }
+  torch::Tensor Window(const torch::Tensor& t, int64_t w, int first_dim) const {
+    torch::Tensor v = t;
+    for (int a = 0; a < 3; ++a)
+      v = v.narrow(first_dim + a, windows[w][a], plan.patch[a]);
+    return v;
+  }
+};
+
+SegmentationJob::SegmentationJob(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+SegmentationJob::~SegmentationJob() = default;
+
+absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(Volume volume,
+                                                                         const Plan& plan,
+                                                                         const JobOptions& options) {
+  if (auto s = plan.Validate(); !s.ok()) return s;
+  if (auto s = volume.geometry.Validate(); !s.ok()) return s;
+  if (volume.channels != plan.input_channels())
+    return absl::InvalidArgumentError(absl::StrCat("the model takes ", plan.input_channels(),
+                                                   " input channel(s), the volume has ",
+                                                   volume.channels));
+  const int64_t n = volume.geometry.NumVoxels();
+  if (static_cast<int64_t>(volume.voxels.size()) != volume.channels * n)
+    return absl::InvalidArgumentError("voxel buffer does not match the geometry");
+
+  auto impl = std::make_unique<Impl>();
+  impl->plan = plan;
+  if (options.step) impl->plan.step = *options.step;
+  if (options.mirror_axes) impl->plan.mirror_axes = *options.mirror_axes;
+  if (auto s = impl->plan.Validate(); !s.ok()) return s;  // the overrides too
+  impl->mirror_axes = impl->plan.mirror_axes;
+  impl->geometry = volume.geometry;
+  const Plan& p = impl->plan;
+  const auto& g = volume.geometry;
+
+  try {
+    torch::NoGradGuard no_grad;
+    auto start = Clock::now();
+    // Zero-copy view of the caller's voxels, (C, z, y, x).
+    torch::Tensor x = torch::from_blob(volume.voxels.data(),
+                                       {volume.channels, g.size[2], g.size[1], g.size[0]},
+                                       torch::kFloat);
+    for (int a = 0; a < 3; ++a) impl->crop[a] = {0, x.size(a + 1)};
+    if (p.crop_to_nonzero) impl->crop = NonzeroBoundingBox(x);
+    for (int a = 0; a < 3; ++a)
+      x = x.narrow(a + 1, impl->crop[a][0], impl->crop[a][1] - impl->crop[a][0]);
+    x = x.permute({0, 1 + p.transpose[0], 1 + p.transpose[1], 1 + p.transpose[2]});
+    for (int a = 0; a < 3; ++a) impl->cropped_t[a] = x.size(a + 1);
+    impl->times.crop = Seconds(start);
+
+    start = Clock::now();
+    const std::array<double, 3> spacing = TensorSpacing(g, p.transpose);
+    impl->grid = ResampledSize(impl->cropped_t, spacing, p.target_spacing);
+    impl->modes = ResamplingModes(spacing, p.target_spacing, p.anisotropy_threshold);
+    torch::Tensor nonzero;  // resampled non-zero mask, when a channel needs it
+    for (const auto& norm : p.normalization)
+      if (norm.scheme == ChannelNormalization::Scheme::kZScore && norm.use_nonzero_mask) {
+        torch::Tensor mask = (x != 0).any(0, /*keepdim=*/true).to(torch::kFloat);
+        nonzero = ResampleSeparable(mask, impl->grid, impl->modes)[0] > 0.5f;
+        break;
+      }
+    torch::Tensor data = ResampleSeparable(x, impl->grid, impl->modes);
+    if (data.storage().data() == volume.voxels.data() || !data.is_contiguous())
+      data = data.contiguous().clone();  // unchanged size: still the caller's buffer
+    x = torch::Tensor();
+    std::vector<float>().swap(volume.voxels);  // the input's memory goes back now
+    impl->times.resample = Seconds(start);
+
+    start = Clock::now();
+    for (int64_t c = 0; c < data.size(0); ++c) {
+      const auto& norm = p.normalization[c];
+      torch::Tensor ch = data[c];
+      switch (norm.scheme) {
+        case ChannelNormalization::Scheme::kCT:
+          ch.clamp_(norm.clip_low, norm.clip_high).sub_(norm.mean).div_(norm.std);
+          break;
+        case ChannelNormalization::Scheme::kZScore: {
+          const bool masked = norm.use_nonzero_mask && nonzero.defined();
+          const torch::Tensor values = masked ? ch.masked_select(nonzero) : ch;
+          if (values.numel() == 0) break;
+          const torch::Tensor v64 = values.to(torch::kDouble);
+          const double mean = v64.mean().item<double>();
+          const double sd = v64.std(/*unbiased=*/false).item<double>();
+          ch.sub_(mean).div_(sd + 1e-8);
+          if (masked) ch.masked_fill_(nonzero.logical_not(), 0.0f);
+          break;
+        }
+        case ChannelNormalization::Scheme::kNone:
+          break;
+      }
+    }
+    // Pad with zeros (after normalisation, as nnU-Net) to at least the patch,
+    // symmetrically (the odd voxel after).
+    std::vector<int64_t> pad;  // F::pad order: last axis first
+    for (int a = 2; a >= 0; --a) {
+      const int64_t diff = std::max<int64_t>(0, p.patch[a] - impl->grid[a]);
+      impl->pad_before[a] = diff / 2;
+      pad.push_back(diff / 2);
+      pad.push_back(diff - diff / 2);
+    }
+    if (std::any_of(pad.begin(), pad.end(), [](int64_t v) { return v > 0; }))
+      data = torch::constant_pad_nd(data, pad, 0.0);
+    impl->data = data;
+    impl->times.normalize = Seconds(start);
+
+    std::array<std::vector<int64_t>, 3> starts;
+    for (int a = 0; a < 3; ++a) starts[a] = WindowStarts(data.size(a + 1), p.patch[a], p.step);
+    for (int64_t d : starts[0])
+      for (int64_t h : starts[1])
+        for (int64_t w : starts[2]) impl->windows.push_back({d, h, w});
+    impl->gaussian = GaussianImportance(p.patch, p.gaussian_sigma_scale);
+
+    const int64_t padded_voxels = data.size(1) * data.size(2) * data.size(3);
+    bool half = options.accumulator == AccumulatorPrecision::kFloat16;
+    if (options.accumulator == AccumulatorPrecision::kAuto)
+      half = padded_voxels * p.num_classes * 4 > options.float32_accumulator_limit_bytes;
+    absl::MutexLock lock(&impl->mu);
+    impl->accumulator = torch::zeros({p.num_classes, data.size(1), data.size(2), data.size(3)},
+                                     half ? torch::kHalf : torch::kFloat);
+    impl->weights = torch::zeros({data.size(1), data.size(2), data.size(3)}, torch::kFloat);
+    impl->done.assign(impl->windows.size() * impl->num_variants(), false);
+  } catch (const std::exception& e) {
+    return FromException("preprocessing", e);
+  }
+  return std::unique_ptr<SegmentationJob>(new SegmentationJob(std::move(impl)));
+}
+
+int64_t SegmentationJob::EstimateBytes(const Geometry& geometry, int64_t channels,
+                                       const Plan& plan, const JobOptions& options) {
+  const auto cropped = TensorSize(geometry, plan.transpose);
+  const auto grid = ResampledSize(cropped, TensorSpacing(geometry, plan.transpose),
+                                  plan.target_spacing);
+  int64_t grid_voxels = 1;
+  for (int a = 0; a < 3; ++a) grid_voxels *= std::max(grid[a], plan.patch[a]);
+  const int64_t input = channels * geometry.NumVoxels() * 4;
+  int64_t acc = grid_voxels * plan.num_classes * 4;
+  if (options.accumulator == AccumulatorPrecision::kFloat16 ||
+      (options.accumulator == AccumulatorPrecision::kAuto &&
+       acc > options.float32_accumulator_limit_bytes))
+    acc /= 2;
+  // Create(): input + resampled data and one resampling temporary.
+  const int64_t create = input + 2 * channels * grid_voxels * 4;
+  // Steady state and Finish(): data, accumulators, weights, label map(s).
+  const int64_t run = channels * grid_voxels * 4 + acc + grid_voxels * 4 + geometry.NumVoxels() * 3;
+  return std::max(create, run);
+}
+
+int64_t SegmentationJob::num_windows() const { return impl_->windows.size(); }
+int SegmentationJob::num_variants() const { return impl_->num_variants(); }
+int64_t SegmentationJob::items_done() const { return impl_->items_done.load(); }
+int64_t SegmentationJob::input_channels() const { return impl_->plan.input_channels(); }
+int64_t SegmentationJob::num_classes() const { return impl_->plan.num_classes; }
+std::array<int64_t, 3> SegmentationJob::patch() const { return impl_->plan.patch; }
+std::array<int64_t, 3> SegmentationJob::network_grid() const { return impl_->grid; }
+int64_t SegmentationJob::input_floats() const {
+  const auto& p = impl_->plan.patch;
+  return input_channels() * p[0] * p[1] * p[2];
+}
+int64_t SegmentationJob::output_floats() const {
+  const auto& p = impl_->plan.patch;
+  return num_classes() * p[0] * p[1] * p[2];
+}
+
+StageTimes SegmentationJob::timings() const {
+  StageTimes t = impl_->times;
+  t.extract = impl_->extract_ns.load() * 1e-9;
+  t.stitch = impl_->stitch_ns.load() * 1e-9;
+  return t;
+}
+
+absl::Status SegmentationJob::GetInput(int64_t item, float* dst) const {
+  if (item < 0 || item >= num_items())
+    return absl::OutOfRangeError(absl::StrCat("window item ", item, " of ", num_items()));
+  const auto start = Clock::now();
+  try {
+    torch::NoGradGuard no_grad;
+    const int nv = impl_->num_variants();
+    torch::Tensor w = impl_->Window(impl_->data, item / nv, 1);
+    const auto dims = impl_->FlipDims(static_cast<int>(item % nv));
+    if (!dims.empty()) w = w.flip(dims);
+    const auto& p = impl_->plan.patch;
+    torch::from_blob(dst, {input_channels(), p[0], p[1], p[2]}, torch::kFloat).copy_(w);
+  } catch (const std::exception& e) {
+    return FromException("window extraction", e);
+  }
+  impl_->extract_ns += std::chrono::nanoseconds(Clock::now() - start).count();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> SegmentationJob::AddOutput(int64_t item, const float* logits) {
+  if (item < 0 || item >= num_items())
+    return absl::OutOfRangeError(absl::StrCat("window item ", item, " of ", num_items()));
+  const auto start = Clock::now();
+  Impl& m = *impl_;
+  {
+    absl::MutexLock lock(&m.mu);
+    if (m.finished) return absl::FailedPreconditionError("the job is already finished");
+    if (m.done[item]) return absl::FailedPreconditionError(absl::StrCat("window item ", item, " was added twice"));
+    m.done[item] = true;
+  }
+  try {
+    torch::NoGradGuard no_grad;
+    const int nv = m.num_variants();
+    const int64_t w = item / nv;
+    const auto& p = m.plan.patch;
+    // Softmax, un-flip and weighting outside the lock; only the sums inside.
+    torch::Tensor probs = torch::from_blob(const_cast<float*>(logits),
+                                           {num_classes(), p[0], p[1], p[2]}, torch::kFloat)
+                              .softmax(0);
+    const auto dims = m.FlipDims(static_cast<int>(item % nv));
+    if (!dims.empty()) probs = probs.flip(dims);
+    const torch::Tensor weight = nv == 1 ? m.gaussian : m.gaussian / static_cast<float>(nv);
+    probs.mul_(weight);
+    absl::MutexLock lock(&m.mu);
+    m.Window(m.accumulator, w, 1).add_(probs);
+    m.Window(m.weights, w, 0).add_(weight);
+  } catch (const std::exception& e) {
+    return FromException("stitching", e);
+  }
+  m.stitch_ns += std::chrono::nanoseconds(Clock::now() - start).count();
+  return ++m.items_done == num_items();
+}
+
+absl::StatusOr<LabelMap> SegmentationJob::Finish() {
+  Impl& m = *impl_;
+  if (!complete())
+    return absl::FailedPreconditionError(absl::StrCat("Finish() after ", items_done(), " of ",
+                                                      num_items(), " window items"));
+  absl::MutexLock lock(&m.mu);
+  if (m.finished) return absl::FailedPreconditionError("Finish() called twice");
+  m.finished = true;
+  const Plan& p = m.plan;
+  const Geometry& g = m.geometry;
+  LabelMap out;
+  out.geometry = g;
+  try {
+    torch::NoGradGuard no_grad;
+    m.data = torch::Tensor();  // the network input is no longer needed
+    torch::Tensor acc = m.accumulator, weights = m.weights;
+    for (int a = 0; a < 3; ++a) {
+      acc = acc.narrow(a + 1, m.pad_before[a], m.grid[a]);
+      weights = weights.narrow(a, m.pad_before[a], m.grid[a]);
+    }
+    const auto start = Clock::now();
+    double argmax_s = 0;
+    const int64_t k = p.num_classes;
+    const auto& out_t = m.cropped_t;
+    const torch::ScalarType label_type = k <= 256 ? torch::kByte : torch::kInt;
+    torch::Tensor labels_t = torch::empty({out_t[0], out_t[1], out_t[2]}, label_type);
+    torch::Tensor counts = torch::zeros({k}, torch::kLong);
+    const Taps taps = ResamplingTaps(m.grid[0], out_t[0], m.modes[0]);
+    // Output slabs of about 64 MiB of probabilities on the output grid.
+    const int64_t slab =
+        std::max<int64_t>(1, (int64_t{64} << 20) / std::max<int64_t>(1, k * out_t[1] * out_t[2] * 4));
+    for (int64_t o0 = 0; o0 < out_t[0]; o0 += slab) {
+      const int64_t o1 = std::min(out_t[0], o0 + slab);
+      const int64_t lo = *std::min_element(taps.i0.begin() + o0, taps.i0.begin() + o1);
+      const int64_t hi = *std::max_element(taps.i1.begin() + o0, taps.i1.begin() + o1) + 1;
+      // Normalised probabilities of the source slices this slab reads.
+      torch::Tensor src = acc.narrow(1, lo, hi - lo).to(torch::kFloat) /
+                          weights.narrow(0, lo, hi - lo).unsqueeze(0);
+      std::vector<int64_t> i0(taps.i0.begin() + o0, taps.i0.begin() + o1);
+      std::vector<int64_t> i1(taps.i1.begin() + o0, taps.i1.begin() + o1);
+      std::vector<float> w1(taps.w1.begin() + o0, taps.w1.begin() + o1);
+      for (auto& v : i0) v -= lo;
+      for (auto& v : i1) v -= lo;
+      const int64_t n = o1 - o0;
+      torch::Tensor a = src.index_select(1, torch::from_blob(i0.data(), {n}, torch::kLong));
+      if (m.modes[0] == Interp::kLinear) {
+        torch::Tensor b = src.index_select(1, torch::from_blob(i1.data(), {n}, torch::kLong));
+        a.add_(torch::from_blob(w1.data(), {1, n, 1, 1}, torch::kFloat) * (b - a));
+      }
+      torch::Tensor probs = ResampleSeparable(a, {n, out_t[1], out_t[2]}, m.modes);
+      const auto t_argmax = Clock::now();
+      torch::Tensor lab = probs.argmax(0);  // (n, H, W) int64
+      counts += torch::bincount(lab.flatten(), {}, k);
+      labels_t.narrow(0, o0, n).copy_(lab);
+      argmax_s += Seconds(t_argmax);
+    }
+    m.accumulator = torch::Tensor();
+    m.weights = torch::Tensor();
+    m.times.resample_back = Seconds(start) - argmax_s;
+
+    const auto t_paste = Clock::now();
+    out.labels.assign(g.NumVoxels(), 0);
+    // uint16 has no LibTorch dtype; int16 has the same bits for 0..65535.
+    torch::Tensor full = torch::from_blob(out.labels.data(), {g.size[2], g.size[1], g.size[0]},
+                                          torch::kShort);
+    std::array<int64_t, 3> inverse;
+    for (int a = 0; a < 3; ++a) inverse[p.transpose[a]] = a;
+    torch::Tensor region = full;
+    for (int a = 0; a < 3; ++a) region = region.narrow(a, m.crop[a][0], m.crop[a][1] - m.crop[a][0]);
+    region.copy_(labels_t.permute({inverse[0], inverse[1], inverse[2]}));
+    m.times.argmax_paste = argmax_s + Seconds(t_paste);
+
+    const double voxel_ml = g.spacing[0] * g.spacing[1] * g.spacing[2] / 1000.0;
+    const int64_t outside = g.NumVoxels() - labels_t.numel();
+    for (int64_t c = 0; c < k; ++c) {
+      LabelStats s;
+      s.value = static_cast<int>(c);
+      s.voxels = counts[c].item<int64_t>() + (c == 0 ? outside : 0);
+      s.volume_ml = static_cast<double>(s.voxels) * voxel_ml;
+      out.stats.push_back(s);
+    }
+  } catch (const std::exception& e) {
+    return FromException("postprocessing", e);
+  }
+  return out;
+}
+
+absl::StatusOr<LabelMap> Segment(Volume volume, const Plan& plan, const BatchRunner& run,
+                                 int64_t batch_size, const JobOptions& options, StageTimes* times) {
+  auto job = SegmentationJob::Create(std::move(volume), plan, options);
+  if (!job.ok()) return job.status();
+  SegmentationJob& j = **job;
+  batch_size = std::max<int64_t>(1, batch_size);
+  std::vector<float> in(batch_size * j.input_floats());
+  std::vector<float> out(batch_size * j.output_floats());
+  for (int64_t first = 0; first < j.num_items(); first += batch_size) {
+    const int64_t n = std::min(batch_size, j.num_items() - first);
+    for (int64_t i = 0; i < n; ++i)
+      if (auto s = j.GetInput(first + i, in.data() + i * j.input_floats()); !s.ok()) return s;
+    if (auto s = run(in.data(), n, out.data()); !s.ok()) return s;
+    for (int64_t i = 0; i < n; ++i)
+      if (auto s = j.AddOutput(first + i, out.data() + i * j.output_floats()); !s.ok())
+        return s.status();
+  }
+  auto result = j.Finish();
+  if (times) *times = j.timings();
+  return result;
+}
+
+}  // namespace upp::preprocessing

@@ -1,0 +1,124 @@
+// The inference pipeline around the network: volume -> windows -> label map,
+// as the reference UNETR++ / nnU-Net (v1) inference does it, but with the
+// network left out: whoever holds a SegmentationJob runs its windows, in any
+// order, from any thread, in batches of any size (the server batches windows
+// of many jobs together).
+//
+//   Create():  crop to the non-zero box, transpose to the plan's axis order,
+//              resample to the target spacing, normalise, pad to the patch.
+//   GetInput() / AddOutput(): one item = one window x one mirror variant;
+//              AddOutput softmaxes the logits, un-flips them and accumulates
+//              probability x Gaussian importance into the stitcher.
+//   Finish():  divide by the accumulated weights, resample the class
+//              probabilities back to the cropped original grid (linear;
+//              nearest along the coarse axis when anisotropic), argmax, paste
+//              into the full volume; label statistics in voxels and mL.
+//
+// Torch-free header (the server includes it); the implementation uses LibTorch.
+// Memory: the job owns the preprocessed volume and the accumulators
+// (classes x network grid, float32 or float16); the input volume is released
+// at the end of Create(). Finish() works slab by slab, so its peak is the
+// label map plus a few slabs.
+#ifndef UPP_PREPROCESSING_PIPELINE_H_
+#define UPP_PREPROCESSING_PIPELINE_H_
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "preprocessing/geometry.h"
+#include "preprocessing/plan.h"
+#include "preprocessing/volume.h"
+
+namespace upp::preprocessing {
+
+enum class AccumulatorPrecision { kAuto, kFloat32, kFloat16 };
+
+struct JobOptions {
+  std::optional<double> step;                    // overrides plan.step
+  std::optional<std::vector<int>> mirror_axes;   // overrides plan.mirror_axes
+  AccumulatorPrecision accumulator = AccumulatorPrecision::kAuto;
+  // kAuto: float16 accumulators when float32 ones would exceed this.
+  int64_t float32_accumulator_limit_bytes = int64_t{1} << 30;
+};
+
+// Seconds spent per stage. The window stages are summed over all calls.
+struct StageTimes {
+  double crop = 0, resample = 0, normalize = 0;  // Create()
+  double extract = 0, stitch = 0;                // GetInput(), AddOutput()
+  double resample_back = 0, argmax_paste = 0;    // Finish()
+};
+
+struct LabelStats {
+  int value = 0;
+  int64_t voxels = 0;
+  double volume_ml = 0;  // voxels x voxel volume (mm^3) / 1000
+};
+
+// A label map on the input's exact grid.
+struct LabelMap {
+  Geometry geometry;
+  std::vector<uint16_t> labels;   // geometry.NumVoxels() values, x fastest
+  std::vector<LabelStats> stats;  // one per class 0..num_classes-1
+};
+
+class SegmentationJob {
+ public:
+  // Validates the plan and the volume (channels must equal the plan's), then
+  // preprocesses. CPU-heavy: call it on a worker thread, not a reactor.
+  static absl::StatusOr<std::unique_ptr<SegmentationJob>> Create(Volume volume, const Plan& plan,
+                                                                 const JobOptions& options = {});
+  // Bytes a job for this input will hold at its peak (preprocessed volume,
+  // accumulators, label map), for admission control before any work.
+  static int64_t EstimateBytes(const Geometry& geometry, int64_t channels, const Plan& plan,
+                               const JobOptions& options = {});
+  ~SegmentationJob();
+
+  int64_t num_windows() const;
+  int num_variants() const;  // 2^(number of mirror axes)
+  int64_t num_items() const { return num_windows() * num_variants(); }
+  int64_t items_done() const;
+  bool complete() const { return items_done() == num_items(); }
+  int64_t input_channels() const;
+  int64_t num_classes() const;
+  std::array<int64_t, 3> patch() const;         // (D, H, W)
+  std::array<int64_t, 3> network_grid() const;  // resampled size before padding, (D, H, W)
+  int64_t input_floats() const;   // per item: channels x patch
+  int64_t output_floats() const;  // per item: classes x patch
+
+  // Writes item `item`'s network input (channels, D, H, W), float32, to
+  // `dst`. Thread-safe; any order.
+  absl::Status GetInput(int64_t item, float* dst) const;
+  // Accumulates the network's logits (classes, D, H, W), float32, for `item`.
+  // Thread-safe; any order; each item once (FAILED_PRECONDITION otherwise).
+  // Returns true when this completed the job.
+  absl::StatusOr<bool> AddOutput(int64_t item, const float* logits);
+  // Once, after the last AddOutput: the label map on the input's grid.
+  absl::StatusOr<LabelMap> Finish();
+
+  StageTimes timings() const;
+
+ private:
+  struct Impl;
+  explicit SegmentationJob(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Runs a batch: `input` holds `batch` windows (channels x patch each), the
+// runner writes `batch` x classes x patch logits to `logits`.
+using BatchRunner =
+    std::function<absl::Status(const float* input, int64_t batch, float* logits)>;
+
+// The whole pipeline on one thread, in batches of `batch_size` items.
+absl::StatusOr<LabelMap> Segment(Volume volume, const Plan& plan, const BatchRunner& run,
+                                 int64_t batch_size = 1, const JobOptions& options = {},
+                                 StageTimes* times = nullptr);
+
+}  // namespace upp::preprocessing
+
+#endif  // UPP_PREPROCESSING_PIPELINE_H_

@@ -1,0 +1,85 @@
+// The inference plan of a model: everything between a volume and the
+// network's windows, and between the network's outputs and a label map, that
+// nnU-Net / UNETR++ stores next to the weights (nnU-Net's "plans" file).
+//
+// Axis order (docs/axes.md): every 3-vector here is in the *network's* tensor
+// order (D, H, W), i.e. after `transpose` has been applied to the volume's
+// (z, y, x) tensor axes.
+//
+// Stored as JSON, either in the safetensors metadata under "unetrpp_plan" or
+// in a file the server configuration names. Torch-free: the server includes it.
+#ifndef UPP_PREPROCESSING_PLAN_H_
+#define UPP_PREPROCESSING_PLAN_H_
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace upp::preprocessing {
+
+// How one input channel's intensities are normalised (nnU-Net v1 schemes).
+struct ChannelNormalization {
+  enum class Scheme {
+    kCT,      // clip to [clip_low, clip_high] (the training foreground's
+              // 0.5 / 99.5 percentiles), then (x - mean) / std.
+    kZScore,  // per image: (x - mean(x)) / (std(x) + 1e-8); with
+              // use_nonzero_mask, statistics and output only inside the
+              // non-zero region, 0 outside (MR, BraTS).
+    kNone,    // values passed through unchanged.
+  };
+  Scheme scheme = Scheme::kCT;
+  double clip_low = -1000.0, clip_high = 1000.0;  // kCT
+  double mean = 0.0, std = 1.0;                   // kCT
+  bool use_nonzero_mask = false;                  // kZScore
+};
+
+struct LabelInfo {
+  int value = 0;  // value in the label map (0 = background)
+  std::string name;
+  std::array<uint8_t, 3> rgb{0, 0, 0};
+};
+
+struct Plan {
+  // Voxel spacing (mm) of the grid the network was trained on, (D, H, W).
+  std::array<double, 3> target_spacing{3.0, 0.76, 0.76};
+  // nnU-Net's transpose_forward: network axis a is the volume's tensor axis
+  // transpose[a] (0 = z, 1 = y, 2 = x). A permutation of {0, 1, 2}.
+  std::array<int, 3> transpose{0, 1, 2};
+  std::vector<ChannelNormalization> normalization{ChannelNormalization{}};  // one per channel
+  bool crop_to_nonzero = true;  // crop to the bounding box of non-zero voxels first
+  std::array<int64_t, 3> patch{64, 128, 128};  // window size, (D, H, W)
+  double step = 0.5;                           // window step, fraction of the patch, (0, 1]
+  double gaussian_sigma_scale = 0.125;         // sigma = patch * scale
+  std::vector<int> mirror_axes;                // test-time flips, subset of {0, 1, 2} (D, H, W)
+  // Separate in-plane / out-of-plane resampling (nearest neighbour along the
+  // coarse axis) when max spacing / min spacing exceeds this (nnU-Net: 3).
+  double anisotropy_threshold = 3.0;
+  int num_classes = 14;
+  std::vector<LabelInfo> labels;  // names and colours; values < num_classes
+
+  int input_channels() const { return static_cast<int>(normalization.size()); }
+
+  // Every constraint; INVALID_ARGUMENT naming the field ("plan.step: ...").
+  absl::Status Validate() const;
+  std::string ToJson() const;
+  static absl::StatusOr<Plan> FromJson(const std::string& json);
+  // The plan stored in safetensors metadata ("unetrpp_plan"); NOT_FOUND if absent.
+  static absl::StatusOr<Plan> FromMetadata(const std::map<std::string, std::string>& metadata);
+};
+
+// A CT plan in the shape of UNETR++'s Synapse (BTCV) model: 14 classes with
+// the BTCV organ names, 3 x 0.76 x 0.76 mm, patch 64 x 128 x 128. The
+// intensity statistics are generic soft-tissue CT values, not those of the
+// published training set (which were not published): a real checkpoint
+// brings its own plan.
+Plan DefaultCtPlan(int num_classes = 14, std::array<int64_t, 3> patch = {64, 128, 128},
+                   int input_channels = 1);
+
+}  // namespace upp::preprocessing
+
+#endif  // UPP_PREPROCESSING_PLAN_H_

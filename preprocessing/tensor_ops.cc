@@ -1,0 +1,146 @@
+#include "preprocessing/tensor_ops.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace upp::preprocessing {
+
+Taps ResamplingTaps(int64_t in_size, int64_t out_size, Interp mode) {
+  // Computed in double on the host (a few hundred entries at most).
+  const double scale = static_cast<double>(in_size) / static_cast<double>(out_size);
+  Taps t{std::vector<int64_t>(out_size), std::vector<int64_t>(out_size),
+         std::vector<float>(out_size, 0.0f)};
+  for (int64_t o = 0; o < out_size; ++o) {
+    if (mode == Interp::kNearest) {
+      t.i0[o] = t.i1[o] = std::min(static_cast<int64_t>(std::floor((o + 0.5) * scale)), in_size - 1);
+      continue;
+    }
+    const double src = std::max((o + 0.5) * scale - 0.5, 0.0);
+    const int64_t lo = std::min(static_cast<int64_t>(src), in_size - 1);
+    t.i0[o] = lo;
+    t.i1[o] = lo < in_size - 1 ? lo + 1 : lo;
+    t.w1[o] = static_cast<float>(src - lo);
+  }
+  return t;
+}
+
+torch::Tensor Resample1D(const torch::Tensor& x, int64_t dim, int64_t out_size, Interp mode) {
+  const int64_t in_size = x.size(dim);
+  if (in_size == out_size) return x;
+  Taps taps = ResamplingTaps(in_size, out_size, mode);
+  const auto long_opts = torch::TensorOptions().dtype(torch::kLong);
+  const torch::Tensor idx0 = torch::from_blob(taps.i0.data(), {out_size}, long_opts).to(x.device());
+  torch::Tensor a = x.index_select(dim, idx0);
+  if (mode == Interp::kNearest) return a;
+  const torch::Tensor idx1 = torch::from_blob(taps.i1.data(), {out_size}, long_opts).to(x.device());
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[dim] = out_size;
+  const torch::Tensor w = torch::from_blob(taps.w1.data(), {out_size}, torch::kFloat)
+                              .to(x.device(), x.scalar_type())
+                              .view(shape);
+  // a + w * (b - a), in place on the gathered copy.
+  return a.add_(w * (x.index_select(dim, idx1) - a));
+}
+
+torch::Tensor ResampleSeparable(const torch::Tensor& x, const std::array<int64_t, 3>& out,
+                                const std::array<Interp, 3>& modes) {
+  TORCH_CHECK(x.dim() == 4, "ResampleSeparable wants (C, D, H, W)");
+  torch::Tensor y = Resample1D(x, 1, out[0], modes[0]);
+  if (y.size(2) == out[1] && y.size(3) == out[2]) return y;
+  if (modes[1] == Interp::kLinear && modes[2] == Interp::kLinear && y.is_floating_point()) {
+    // In-plane: LibTorch's bilinear kernel (the same arithmetic, but
+    // vectorised), with the slices as the batch.
+    namespace F = torch::nn::functional;
+    torch::Tensor planes = y.transpose(0, 1);  // (D, C, H, W)
+    planes = F::interpolate(planes, F::InterpolateFuncOptions()
+                                        .size(std::vector<int64_t>{out[1], out[2]})
+                                        .mode(torch::kBilinear)
+                                        .align_corners(false));
+    return planes.transpose(0, 1).contiguous();
+  }
+  y = Resample1D(y, 2, out[1], modes[1]);
+  return Resample1D(y, 3, out[2], modes[2]);
+}
+
+std::array<Interp, 3> ResamplingModes(const std::array<double, 3>& from_spacing,
+                                      const std::array<double, 3>& to_spacing, double threshold) {
+  std::array<Interp, 3> modes{Interp::kLinear, Interp::kLinear, Interp::kLinear};
+  auto coarse_axis = [&](const std::array<double, 3>& s) -> int {
+    const double mx = *std::max_element(s.begin(), s.end());
+    const double mn = *std::min_element(s.begin(), s.end());
+    if (!(mx / mn > threshold)) return -1;
+    int axis = -1;
+    for (int a = 0; a < 3; ++a) {
+      if (s[a] == mx) {
+        if (axis >= 0) return -2;  // two coarse axes: nnU-Net resamples jointly
+        axis = a;
+      }
+    }
+    return axis;
+  };
+  int axis = coarse_axis(from_spacing);
+  if (axis == -1) axis = coarse_axis(to_spacing);
+  if (axis >= 0) modes[axis] = Interp::kNearest;
+  return modes;
+}
+
+std::array<int64_t, 3> ResampledSize(const std::array<int64_t, 3>& size,
+                                     const std::array<double, 3>& from_spacing,
+                                     const std::array<double, 3>& to_spacing) {
+  std::array<int64_t, 3> out;
+  for (int a = 0; a < 3; ++a) {
+    // nearbyint rounds halves to even under the default rounding mode, as np.round.
+    const double v = std::nearbyint(static_cast<double>(size[a]) * from_spacing[a] / to_spacing[a]);
+    out[a] = std::max<int64_t>(1, static_cast<int64_t>(v));
+  }
+  return out;
+}
+
+std::vector<int64_t> WindowStarts(int64_t size, int64_t patch, double step) {
+  const double target_step = static_cast<double>(patch) * step;
+  const int64_t steps =
+      static_cast<int64_t>(std::ceil(static_cast<double>(size - patch) / target_step)) + 1;
+  std::vector<int64_t> starts(std::max<int64_t>(steps, 1), 0);
+  if (steps > 1) {
+    const double actual = static_cast<double>(size - patch) / static_cast<double>(steps - 1);
+    for (int64_t i = 0; i < steps; ++i)
+      starts[i] = static_cast<int64_t>(std::nearbyint(actual * static_cast<double>(i)));
+  }
+  return starts;
+}
+
+torch::Tensor GaussianImportance(const std::array<int64_t, 3>& patch, double sigma_scale) {
+  // A separable product of 1-D Gaussians equals nnU-Net's gaussian_filter of a
+  // centred delta (truncated at 4 sigma = patch / 2, i.e. not truncated inside
+  // the patch) after normalising to max 1.
+  torch::Tensor g = torch::ones({1}, torch::kDouble);
+  for (int a = 0; a < 3; ++a) {
+    const double sigma = static_cast<double>(patch[a]) * sigma_scale;
+    const torch::Tensor d = torch::arange(patch[a], torch::kDouble) - static_cast<double>(patch[a] / 2);
+    const torch::Tensor g1 = torch::exp(-(d * d) / (2.0 * sigma * sigma));
+    g = g.unsqueeze(-1) * g1;
+  }
+  g = g.reshape({patch[0], patch[1], patch[2]});
+  g = (g / g.max()).to(torch::kFloat);
+  const torch::Tensor positive = g.masked_select(g > 0);
+  if (positive.numel() > 0) g = torch::clamp_min(g, positive.min().item<float>());
+  return g;
+}
+
+std::array<std::array<int64_t, 2>, 3> NonzeroBoundingBox(const torch::Tensor& x) {
+  const torch::Tensor mask = (x != 0).any(0);  // (D, H, W)
+  std::array<std::array<int64_t, 2>, 3> box;
+  for (int a = 0; a < 3; ++a) box[a] = {0, mask.size(a)};
+  if (!mask.any().item<bool>()) return box;
+  for (int a = 0; a < 3; ++a) {
+    std::vector<int64_t> others;
+    for (int b = 0; b < 3; ++b)
+      if (b != a) others.push_back(b);
+    const torch::Tensor profile = mask.any(others[1]).any(others[0]);  // along axis a
+    const torch::Tensor idx = profile.nonzero().flatten();
+    box[a] = {idx.min().item<int64_t>(), idx.max().item<int64_t>() + 1};
+  }
+  return box;
+}
+
+}  // namespace upp::preprocessing
