@@ -29,6 +29,7 @@ enum class StatusCode : int {
   kFailedPrecondition = 9,
   kUnimplemented = 12,
   kInternal = 13,
+  kUnavailable = 14,
   kDataLoss = 15,
 };
 
@@ -62,6 +63,9 @@ inline Status UnimplementedError(std::string m) {
 }
 inline Status ResourceExhaustedError(std::string m) {
   return Status(StatusCode::kResourceExhausted, std::move(m));
+}
+inline Status UnavailableError(std::string m) {
+  return Status(StatusCode::kUnavailable, std::move(m));
 }
 inline Status FailedPreconditionError(std::string m) {
   return Status(StatusCode::kFailedPrecondition, std::move(m));

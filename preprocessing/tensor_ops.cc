@@ -109,22 +109,34 @@ std::vector<int64_t> WindowStarts(int64_t size, int64_t patch, double step) {
   return starts;
 }
 
-torch::Tensor GaussianImportance(const std::array<int64_t, 3>& patch, double sigma_scale) {
+std::array<torch::Tensor, 3> GaussianFactors(const std::array<int64_t, 3>& patch, double sigma_scale) {
   // A separable product of 1-D Gaussians equals nnU-Net's gaussian_filter of a
   // centred delta (truncated at 4 sigma = patch / 2, i.e. not truncated inside
   // the patch) after normalising to max 1.
-  torch::Tensor g = torch::ones({1}, torch::kDouble);
+  std::array<torch::Tensor, 3> factors;
   for (int a = 0; a < 3; ++a) {
     const double sigma = static_cast<double>(patch[a]) * sigma_scale;
     const torch::Tensor d = torch::arange(patch[a], torch::kDouble) - static_cast<double>(patch[a] / 2);
-    const torch::Tensor g1 = torch::exp(-(d * d) / (2.0 * sigma * sigma));
-    g = g.unsqueeze(-1) * g1;
+    torch::Tensor g = torch::exp(-(d * d) / (2.0 * sigma * sigma));
+    factors[a] = (g / g.max()).clamp_min(1e-12).to(torch::kFloat);
   }
-  g = g.reshape({patch[0], patch[1], patch[2]});
-  g = (g / g.max()).to(torch::kFloat);
-  const torch::Tensor positive = g.masked_select(g > 0);
-  if (positive.numel() > 0) g = torch::clamp_min(g, positive.min().item<float>());
-  return g;
+  return factors;
+}
+
+torch::Tensor GaussianImportance(const std::array<int64_t, 3>& patch, double sigma_scale) {
+  const auto f = GaussianFactors(patch, sigma_scale);
+  return f[0].view({-1, 1, 1}) * f[1].view({1, -1, 1}) * f[2].view({1, 1, -1});
+}
+
+torch::Tensor ArgmaxChannels(const torch::Tensor& p, torch::ScalarType dtype) {
+  torch::Tensor best = p[0].clone();
+  torch::Tensor index = torch::zeros(best.sizes(), best.options().dtype(dtype));
+  for (int64_t k = 1; k < p.size(0); ++k) {
+    const torch::Tensor plane = p[k];
+    index.masked_fill_(plane > best, k);
+    torch::maximum_out(best, best, plane);
+  }
+  return index;
 }
 
 std::array<std::array<int64_t, 2>, 3> NonzeroBoundingBox(const torch::Tensor& x) {

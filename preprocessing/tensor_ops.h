@@ -58,9 +58,16 @@ std::array<int64_t, 3> ResampledSize(const std::array<int64_t, 3>& size,
 std::vector<int64_t> WindowStarts(int64_t size, int64_t patch, double step);
 
 // The Gaussian importance map over a patch (D, H, W): centred at patch / 2
-// (integer division), sigma = patch * sigma_scale, normalised to max 1; no
-// zero weights (values below the smallest positive one are raised to it).
+// (integer division), sigma = patch * sigma_scale, normalised to max 1. It is
+// the product of the three GaussianFactors(); each factor is kept >= 1e-12
+// so that no weight is zero.
 torch::Tensor GaussianImportance(const std::array<int64_t, 3>& patch, double sigma_scale);
+std::array<torch::Tensor, 3> GaussianFactors(const std::array<int64_t, 3>& patch, double sigma_scale);
+
+// argmax over dim 0 of (K, ...) as `dtype` (the first maximum wins, as
+// torch::argmax). A running maximum over the K contiguous planes: LibTorch
+// 1.13's argmax over a strided outer dimension is several times slower.
+torch::Tensor ArgmaxChannels(const torch::Tensor& p, torch::ScalarType dtype);
 
 // Bounding box [begin, end) per axis (D, H, W) of voxels where any channel is
 // non-zero; the whole volume when none is.

@@ -134,6 +134,19 @@ TEST(Windows, GaussianIsSymmetricWithMaxOne) {
   EXPECT_NEAR(g[4][8][6 + 1].item<float>() / 1.0f, std::exp(-1.0 / (2 * 1.5 * 1.5)), 1e-6);
 }
 
+TEST(Argmax, EqualsTorchArgmax) {
+  torch::manual_seed(5);
+  torch::Tensor p = torch::randn({14, 3, 9, 7});
+  p[5][1][2][3] = p[2][1][2][3];  // a tie: torch picks the first
+  p[5][1][2][3] += 10;
+  p[2][1][2][3] += 10;
+  for (auto dtype : {torch::kByte, torch::kInt}) {
+    torch::Tensor mine = ArgmaxChannels(p, dtype);
+    EXPECT_EQ(mine.scalar_type(), dtype);
+    EXPECT_TRUE(torch::equal(mine.to(torch::kLong), p.argmax(0)));
+  }
+}
+
 // --- the job, with fake networks ---
 
 // A pointwise "network": class k's logit is -4 (x - k)^2 for the normalised

@@ -1,0 +1,125 @@
+#include "clients/cpp/client.h"
+
+#include <algorithm>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+
+namespace upp::client {
+namespace {
+
+absl::Status FromGrpc(const grpc::Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
+
+void ApplyDeadline(grpc::ClientContext& context, const std::optional<absl::Duration>& deadline) {
+  if (deadline) context.set_deadline(absl::ToChronoTime(absl::Now() + *deadline));
+}
+
+}  // namespace
+
+Client::Client(std::shared_ptr<grpc::Channel> channel)
+    : channel_(std::move(channel)), stub_(unetrpp::v1::Segmentation::NewStub(channel_)) {}
+
+std::unique_ptr<Client> Client::Connect(const std::string& target) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(4 << 20);
+  args.SetMaxSendMessageSize(4 << 20);
+  return std::make_unique<Client>(grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+}
+
+absl::StatusOr<SegmentResult> Client::Segment(const std::vector<std::string>& inputs, const SegmentOptions& options,
+                                              const ProgressCallback& progress) {
+  grpc::ClientContext context;
+  ApplyDeadline(context, options.deadline);
+  auto stream = stub_->Segment(&context);
+
+  unetrpp::v1::SegmentRequest request;
+  auto* h = request.mutable_header();
+  h->set_model(options.model);
+  h->set_format(options.format);
+  for (auto o : options.outputs) h->add_outputs(o);
+  h->set_mirror(options.mirror);
+  h->set_step(options.step);
+  h->set_priority(options.priority);
+  h->set_client_request_id(options.client_request_id);
+  uint64_t total = 0;
+  for (const auto& in : inputs) total += in.size();
+  h->set_expected_input_bytes(total);
+  bool open = stream->Write(request);
+  const size_t chunk = std::clamp<size_t>(options.chunk_bytes, 1, 3 << 20);
+  for (size_t i = 0; i < inputs.size() && open; ++i) {
+    for (size_t off = 0; off < inputs[i].size() && open; off += chunk) {
+      unetrpp::v1::SegmentRequest c;
+      c.mutable_chunk()->set_input_index(static_cast<uint32_t>(i));
+      c.mutable_chunk()->set_data(inputs[i].data() + off, std::min(chunk, inputs[i].size() - off));
+      open = stream->Write(c);
+    }
+  }
+  if (open) {
+    unetrpp::v1::SegmentRequest end;
+    end.mutable_end();
+    open = stream->Write(end);
+  }
+  stream->WritesDone();
+
+  SegmentResult result;
+  unetrpp::v1::SegmentResponse response;
+  while (stream->Read(&response)) {
+    switch (response.kind_case()) {
+      case unetrpp::v1::SegmentResponse::kAccepted:
+        result.server_request_id = response.accepted().server_request_id();
+        break;
+      case unetrpp::v1::SegmentResponse::kProgress:
+        if (progress) progress(response.progress());
+        break;
+      case unetrpp::v1::SegmentResponse::kResultHeader:
+        result.header = response.result_header();
+        for (size_t i = 0; i < static_cast<size_t>(result.header.outputs_size()); ++i)
+          result.outputs[result.header.outputs(i)].reserve(result.header.output_bytes(i));
+        break;
+      case unetrpp::v1::SegmentResponse::kResultChunk:
+        result.outputs[response.result_chunk().output()].append(response.result_chunk().data());
+        break;
+      case unetrpp::v1::SegmentResponse::kSummary:
+        result.summary = response.summary();
+        break;
+      default:
+        break;
+    }
+  }
+  if (auto s = FromGrpc(stream->Finish()); !s.ok()) return s;
+  for (int i = 0; i < result.header.outputs_size(); ++i)
+    if (result.outputs[result.header.outputs(i)].size() != result.header.output_bytes(i))
+      return absl::DataLossError("a result output arrived incomplete");
+  return result;
+}
+
+absl::StatusOr<unetrpp::v1::ListModelsResponse> Client::ListModels() {
+  grpc::ClientContext context;
+  unetrpp::v1::ListModelsResponse response;
+  if (auto s = FromGrpc(stub_->ListModels(&context, {}, &response)); !s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<unetrpp::v1::ModelInfo> Client::GetModel(const std::string& name) {
+  grpc::ClientContext context;
+  unetrpp::v1::GetModelRequest request;
+  request.set_name(name);
+  unetrpp::v1::ModelInfo response;
+  if (auto s = FromGrpc(stub_->GetModel(&context, request, &response)); !s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<bool> Client::Healthy(const std::string& service) {
+  auto stub = grpc::health::v1::Health::NewStub(channel_);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  if (auto s = FromGrpc(stub->Check(&context, request, &response)); !s.ok()) return s;
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+}
+
+}  // namespace upp::client

@@ -1,0 +1,73 @@
+// upp::client::Client: the C++ client library of unetrpp-serve, used by
+// upp-client and the integration tests.
+//
+// Segment() streams the inputs in chunks (never a message over 4 MiB),
+// reports progress through a callback, and collects the result. It uses
+// gRPC's synchronous client API on the calling thread: a client has no
+// reactor threads to protect, and the stream's reads and writes are
+// sequential (the server sends only small messages before EndOfInput).
+//
+// Threading: a Client may be shared by threads; each call is independent.
+#ifndef UPP_CLIENTS_CPP_CLIENT_H_
+#define UPP_CLIENTS_CPP_CLIENT_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "unetrpp/v1/segmentation.grpc.pb.h"
+
+namespace upp::client {
+
+struct SegmentOptions {
+  std::string model;  // empty: the server's default
+  unetrpp::v1::InputFormat format = unetrpp::v1::INPUT_FORMAT_NIFTI;
+  std::vector<unetrpp::v1::OutputKind> outputs{unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS};
+  bool mirror = false;
+  double step = 0;  // 0: the model's plan
+  int priority = 0;
+  std::string client_request_id;
+  std::optional<absl::Duration> deadline;
+  size_t chunk_bytes = 1 << 20;
+};
+
+struct SegmentResult {
+  std::string server_request_id;
+  unetrpp::v1::ResultHeader header;
+  std::map<unetrpp::v1::OutputKind, std::string> outputs;
+  unetrpp::v1::Summary summary;
+};
+
+using ProgressCallback = std::function<void(const unetrpp::v1::Progress&)>;
+
+class Client {
+ public:
+  explicit Client(std::shared_ptr<grpc::Channel> channel);
+  // An insecure channel to "host:port" with 4 MiB messages.
+  static std::unique_ptr<Client> Connect(const std::string& target);
+
+  // `inputs`: NIfTI files (one, or one per channel) or DICOM instances, as
+  // bytes. The gRPC status of a failed call comes back as an absl::Status
+  // with the same code and message.
+  absl::StatusOr<SegmentResult> Segment(const std::vector<std::string>& inputs, const SegmentOptions& options,
+                                        const ProgressCallback& progress = {});
+  absl::StatusOr<unetrpp::v1::ListModelsResponse> ListModels();
+  absl::StatusOr<unetrpp::v1::ModelInfo> GetModel(const std::string& name);
+  // grpc.health.v1 Check: true when SERVING. `service`: "" for the server.
+  absl::StatusOr<bool> Healthy(const std::string& service = "");
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<unetrpp::v1::Segmentation::Stub> stub_;
+};
+
+}  // namespace upp::client
+
+#endif  // UPP_CLIENTS_CPP_CLIENT_H_

@@ -1,0 +1,127 @@
+#include "server/config.h"
+
+#include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/text_format.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace upp::server {
+namespace {
+
+// Collects the first parse error with its position.
+class FirstError : public google::protobuf::io::ErrorCollector {
+ public:
+  void AddError(int line, google::protobuf::io::ColumnNumber column,
+                const std::string& message) override {
+    if (error_.empty()) error_ = absl::StrCat("line ", line + 1, ":", column + 1, ": ", message);
+  }
+  const std::string& error() const { return error_; }
+
+ private:
+  std::string error_;
+};
+
+absl::Status Bad(const std::string& field, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat("config: ", field, ": ", what));
+}
+
+bool ValidDevice(const std::string& d) {
+  if (d == "cpu" || d == "cuda") return true;
+  int n = 0;
+  return absl::StartsWith(d, "cuda:") && absl::SimpleAtoi(d.substr(5), &n) && n >= 0;
+}
+
+}  // namespace
+
+absl::StatusOr<unetrpp::v1::ServerConfig> ParseConfig(const std::string& text) {
+  unetrpp::v1::ServerConfig config;
+  google::protobuf::TextFormat::Parser parser;
+  FirstError errors;
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(text, &config))
+    return absl::InvalidArgumentError(absl::StrCat("config: ", errors.error()));
+  return config;
+}
+
+absl::StatusOr<unetrpp::v1::ServerConfig> LoadConfigFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("config file ", path, " cannot be read"));
+  std::stringstream text;
+  text << in.rdbuf();
+  auto config = ParseConfig(text.str());
+  if (!config.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", config.status().message()));
+  return config;
+}
+
+void ApplyDefaults(unetrpp::v1::ServerConfig& c) {
+  if (c.listen_address().empty()) c.set_listen_address("0.0.0.0:50051");
+  if (c.metrics_address().empty()) c.set_metrics_address("0.0.0.0:9464");
+  if (c.cpu_threads() == 0) c.set_cpu_threads(2);
+  if (c.drain_grace_seconds() == 0) c.set_drain_grace_seconds(30);
+  auto* l = c.mutable_limits();
+  if (l->max_input_bytes() == 0) l->set_max_input_bytes(uint64_t{2} << 30);
+  if (l->max_voxels() == 0) l->set_max_voxels(uint64_t{1} << 30);
+  if (l->max_bytes_in_flight() == 0) l->set_max_bytes_in_flight(uint64_t{8} << 30);
+  if (l->max_queued_windows() == 0) l->set_max_queued_windows(100000);
+  if (l->max_concurrent_requests() == 0) l->set_max_concurrent_requests(64);
+  if (l->max_input_chunks() == 0) l->set_max_input_chunks(1000000);
+  auto* b = c.mutable_batching();
+  if (b->max_batch_size() == 0) b->set_max_batch_size(4);
+  if (b->max_queue_delay_us() == 0) b->set_max_queue_delay_us(2000);
+  if (c.logging().level().empty()) c.mutable_logging()->set_level("info");
+  for (auto& m : *c.mutable_models()) {
+    if (m.devices().empty()) m.add_devices("cpu");
+    if (m.instances_per_device() == 0) m.set_instances_per_device(1);
+    if (m.precision().empty()) m.set_precision("fp32");
+    if (m.modality().empty()) m.set_modality("CT");
+    if (m.version().empty()) m.set_version("1");
+  }
+  if (c.default_model().empty() && c.models_size() > 0) c.set_default_model(c.models(0).name());
+}
+
+absl::Status ValidateConfig(const unetrpp::v1::ServerConfig& c) {
+  if (c.models().empty()) return Bad("models", "at least one model is needed");
+  std::set<std::string> names;
+  for (int i = 0; i < c.models_size(); ++i) {
+    const auto& m = c.models(i);
+    const std::string f = absl::StrCat("models[", i, "]");
+    if (m.name().empty() || m.name().size() > 64)
+      return Bad(f + ".name", "needs 1 to 64 characters");
+    for (char ch : m.name())
+      if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.'))
+        return Bad(f + ".name", "letters, digits, '-', '_' and '.' only");
+    if (!names.insert(m.name()).second) return Bad(f + ".name", "\"" + m.name() + "\" is used twice");
+    if (m.weights().empty()) return Bad(f + ".weights", "a safetensors file is needed");
+    for (int d = 0; d < m.devices_size(); ++d)
+      if (!ValidDevice(m.devices(d)))
+        return Bad(absl::StrCat(f, ".devices[", d, "]"), "\"" + m.devices(d) + "\" is not cpu, cuda or cuda:N");
+    if (m.instances_per_device() > 16) return Bad(f + ".instances_per_device", "at most 16");
+    if (m.precision() != "fp32" && m.precision() != "bf16")
+      return Bad(f + ".precision", "fp32 or bf16");
+    if (m.modality() != "CT" && m.modality() != "MR") return Bad(f + ".modality", "CT or MR");
+  }
+  if (!names.count(c.default_model()))
+    return Bad("default_model", "\"" + c.default_model() + "\" is not a configured model");
+  if (c.batching().max_batch_size() > 256) return Bad("batching.max_batch_size", "at most 256");
+  if (c.batching().max_queue_delay_us() > 10'000'000)
+    return Bad("batching.max_queue_delay_us", "at most 10 s");
+  if (c.cpu_threads() > 256) return Bad("cpu_threads", "at most 256");
+  if (c.drain_grace_seconds() < 0 || c.drain_grace_seconds() > 3600)
+    return Bad("drain_grace_seconds", "0 to 3600");
+  if (c.tls().cert_file().empty() != c.tls().key_file().empty())
+    return Bad("tls", "cert_file and key_file go together");
+  if (!c.tls().client_ca_file().empty() && c.tls().cert_file().empty())
+    return Bad("tls.client_ca_file", "needs cert_file and key_file");
+  static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "off"};
+  if (!kLevels.count(c.logging().level())) return Bad("logging.level", "trace, debug, info, warn, error or off");
+  if (c.limits().max_input_bytes() > (uint64_t{1} << 40)) return Bad("limits.max_input_bytes", "at most 1 TiB");
+  return absl::OkStatus();
+}
+
+}  // namespace upp::server

@@ -1,0 +1,28 @@
+// The server's configuration: unetrpp.v1.ServerConfig (proto/unetrpp/v1/
+// config.proto) read from protobuf text format, defaults filled in,
+// validated with messages that name the field.
+#ifndef UPP_SERVER_CONFIG_H_
+#define UPP_SERVER_CONFIG_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "unetrpp/v1/config.pb.h"
+
+namespace upp::server {
+
+// Parses `text` (protobuf text format). INVALID_ARGUMENT with the line,
+// column and field for syntax errors and unknown fields.
+absl::StatusOr<unetrpp::v1::ServerConfig> ParseConfig(const std::string& text);
+absl::StatusOr<unetrpp::v1::ServerConfig> LoadConfigFile(const std::string& path);
+
+// Fills every unset field with its documented default (in place).
+void ApplyDefaults(unetrpp::v1::ServerConfig& config);
+
+// Semantic checks after ApplyDefaults: "models[1].devices[0]: ..." style
+// messages. Does not touch files (model loading reports missing weights).
+absl::Status ValidateConfig(const unetrpp::v1::ServerConfig& config);
+
+}  // namespace upp::server
+
+#endif  // UPP_SERVER_CONFIG_H_

@@ -1,0 +1,72 @@
+#include "server/metrics.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace upp::server {
+namespace {
+
+prometheus::Histogram::BucketBoundaries SecondsBuckets() {
+  return {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
+}
+
+}  // namespace
+
+Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  using prometheus::BuildCounter;
+  using prometheus::BuildGauge;
+  using prometheus::BuildHistogram;
+  requests_ = &BuildCounter().Name("upp_requests_total").Help("Segment requests by model and gRPC status code").Register(*registry_);
+  request_seconds_ = &BuildHistogram().Name("upp_request_duration_seconds").Help("Segment request latency, first message to status").Register(*registry_);
+  stage_seconds_ = &BuildHistogram().Name("upp_stage_duration_seconds").Help("Time per request stage (receive, decode, preprocess, queue_wait, inference, stitch, postprocess, encode, send)").Register(*registry_);
+  batch_size_ = &BuildHistogram().Name("upp_batch_size_windows").Help("Windows per network call").Register(*registry_);
+  batch_seconds_ = &BuildHistogram().Name("upp_batch_inference_duration_seconds").Help("Network time per batch").Register(*registry_);
+  windows_ = &BuildCounter().Name("upp_windows_processed_total").Help("Windows run through the network").Register(*registry_);
+  queued_windows_ = &BuildGauge().Name("upp_queued_windows").Help("Windows waiting for a worker").Register(*registry_);
+  model_load_seconds_ = &BuildGauge().Name("upp_model_load_duration_seconds").Help("Time to load and warm up a model").Register(*registry_);
+  bytes_in_ = &BuildCounter().Name("upp_received_bytes_total").Help("Input bytes received").Register(*registry_).Add({});
+  bytes_out_ = &BuildCounter().Name("upp_sent_bytes_total").Help("Result bytes sent").Register(*registry_).Add({});
+  in_flight_ = &BuildGauge().Name("upp_requests_in_flight").Help("Segment requests being served").Register(*registry_).Add({});
+  bytes_in_flight_ = &BuildGauge().Name("upp_admitted_memory_bytes").Help("Estimated working memory of admitted requests").Register(*registry_).Add({});
+}
+
+absl::Status Metrics::Expose(const std::string& address) {
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(address);
+    exposer_->RegisterCollectable(registry_);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("metrics endpoint ", address, ": ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+int Metrics::port() const {
+  if (!exposer_) return 0;
+  auto ports = exposer_->GetListeningPorts();
+  return ports.empty() ? 0 : ports.front();
+}
+
+void Metrics::RequestFinished(const std::string& model, const std::string& code, double seconds) {
+  requests_->Add({{"model", model}, {"code", code}}).Increment();
+  request_seconds_->Add({{"model", model}}, SecondsBuckets()).Observe(seconds);
+}
+
+void Metrics::Stage(const std::string& stage, double seconds) {
+  stage_seconds_->Add({{"stage", stage}}, SecondsBuckets()).Observe(seconds);
+}
+
+void Metrics::Batch(const std::string& model, int size, double seconds) {
+  batch_size_->Add({{"model", model}}, prometheus::Histogram::BucketBoundaries{1, 2, 3, 4, 6, 8, 12, 16, 32, 64})
+      .Observe(size);
+  batch_seconds_->Add({{"model", model}}, SecondsBuckets()).Observe(seconds);
+  windows_->Add({{"model", model}}).Increment(size);
+}
+
+void Metrics::SetQueuedWindows(const std::string& model, int64_t n) {
+  queued_windows_->Add({{"model", model}}).Set(static_cast<double>(n));
+}
+
+void Metrics::ModelLoaded(const std::string& model, double seconds) {
+  model_load_seconds_->Add({{"model", model}}).Set(seconds);
+}
+
+}  // namespace upp::server

@@ -1,0 +1,61 @@
+// Prometheus metrics of the server (prometheus-cpp), exposed over HTTP at
+// /metrics on their own port. Names follow Prometheus conventions: base
+// units (seconds, bytes) in the name, `_total` on counters.
+//
+// Threading: every method is thread-safe (prometheus-cpp metrics are atomic;
+// families are created once, under prometheus-cpp's own lock).
+#ifndef UPP_SERVER_METRICS_H_
+#define UPP_SERVER_METRICS_H_
+
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace upp::server {
+
+class Metrics {
+ public:
+  Metrics();
+  // Serves /metrics on `address` ("host:port"; port 0 picks one).
+  absl::Status Expose(const std::string& address);
+  int port() const;  // of the exposer, 0 when not exposed
+
+  void RequestFinished(const std::string& model, const std::string& code, double seconds);
+  void Stage(const std::string& stage, double seconds);  // receive, decode, ... send
+  void Batch(const std::string& model, int size, double seconds);
+  void BytesIn(int64_t n) { bytes_in_->Increment(static_cast<double>(n)); }
+  void BytesOut(int64_t n) { bytes_out_->Increment(static_cast<double>(n)); }
+  void SetQueuedWindows(const std::string& model, int64_t n);
+  void AddInFlight(double delta) { in_flight_->Increment(delta); }
+  void AddBytesInFlight(double delta) { bytes_in_flight_->Increment(delta); }
+  void ModelLoaded(const std::string& model, double seconds);
+
+  prometheus::Registry& registry() { return *registry_; }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  prometheus::Family<prometheus::Counter>* requests_;
+  prometheus::Family<prometheus::Histogram>* request_seconds_;
+  prometheus::Family<prometheus::Histogram>* stage_seconds_;
+  prometheus::Family<prometheus::Histogram>* batch_size_;
+  prometheus::Family<prometheus::Histogram>* batch_seconds_;
+  prometheus::Family<prometheus::Counter>* windows_;
+  prometheus::Family<prometheus::Gauge>* queued_windows_;
+  prometheus::Family<prometheus::Gauge>* model_load_seconds_;
+  prometheus::Counter* bytes_in_;
+  prometheus::Counter* bytes_out_;
+  prometheus::Gauge* in_flight_;
+  prometheus::Gauge* bytes_in_flight_;
+};
+
+}  // namespace upp::server
+
+#endif  // UPP_SERVER_METRICS_H_

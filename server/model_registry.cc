@@ -1,0 +1,143 @@
+#include "server/model_registry.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "model/safetensors.h"
+#include "server/status.h"
+
+namespace upp::server {
+
+absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Load(const unetrpp::v1::ModelEntry& entry,
+                                                               const unetrpp::v1::ServerConfig& config,
+                                                               Metrics* metrics) {
+  const auto start = std::chrono::steady_clock::now();
+  BatcherOptions batching;
+  batching.max_batch_size = static_cast<int>(config.batching().max_batch_size());
+  batching.max_queue_delay = absl::Microseconds(config.batching().max_queue_delay_us());
+  std::unique_ptr<ServedModel> m(new ServedModel(entry, batching, metrics));
+  const std::string what = absl::StrCat("model \"", entry.name(), "\": ");
+
+  std::optional<model::ModelConfig> preset;
+  if (!entry.preset().empty()) {
+    auto p = model::Preset(entry.preset());
+    if (!p.ok()) return absl::InvalidArgumentError(what + p.status().message());
+    preset = *p;
+  }
+  for (const std::string& device : entry.devices()) {
+    for (uint32_t i = 0; i < entry.instances_per_device(); ++i) {
+      auto runner = model::WindowRunner::FromWeightsFile(entry.weights(), {device, entry.precision()},
+                                                         preset ? &*preset : nullptr);
+      if (!runner.ok()) {
+        const absl::Status s = FromModelStatus(runner.status());
+        return absl::Status(s.code(), what + std::string(s.message()));
+      }
+      m->runners_.push_back(std::move(*runner));
+    }
+  }
+  const model::WindowRunner& first = *m->runners_.front();
+  m->config_ = first.config();
+
+  absl::StatusOr<preprocessing::Plan> plan = absl::NotFoundError("");
+  if (!entry.plan_file().empty()) {
+    std::ifstream in(entry.plan_file());
+    if (!in) return absl::NotFoundError(what + "plan_file cannot be read");
+    std::stringstream text;
+    text << in.rdbuf();
+    plan = preprocessing::Plan::FromJson(text.str());
+  } else {
+    plan = preprocessing::Plan::FromMetadata(first.metadata());
+    if (plan.status().code() == absl::StatusCode::kNotFound)
+      plan = preprocessing::DefaultCtPlan(static_cast<int>(m->config_.num_classes), m->config_.patch,
+                                          static_cast<int>(m->config_.in_channels));
+  }
+  if (!plan.ok()) return absl::InvalidArgumentError(what + std::string(plan.status().message()));
+  m->plan_ = *plan;
+  if (m->plan_.patch != m->config_.patch || m->plan_.num_classes != m->config_.num_classes ||
+      m->plan_.input_channels() != m->config_.in_channels)
+    return absl::InvalidArgumentError(what + "the plan's patch, num_classes or channels differ from the network's");
+
+  // Warm-up: one window per instance (first calls allocate and pick kernels).
+  const auto& p = m->config_.patch;
+  const int64_t n = p[0] * p[1] * p[2];
+  std::vector<float> in(m->config_.in_channels * n, 0.0f), out(m->config_.num_classes * n);
+  for (auto& r : m->runners_) {
+    auto s = r->Run(in.data(), 1, out.data());
+    if (!s.ok()) return absl::InternalError(what + "warm-up failed: " + s.message());
+  }
+  for (auto& r : m->runners_) m->workers_.emplace_back([mp = m.get(), rp = r.get()] { mp->WorkerLoop(rp); });
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (metrics) metrics->ModelLoaded(entry.name(), seconds);
+  spdlog::info("model {} loaded: {} instance(s), patch {}x{}x{}, {} classes, {:.2f} s", entry.name(),
+               m->runners_.size(), p[0], p[1], p[2], m->config_.num_classes, seconds);
+  return m;
+}
+
+ServedModel::~ServedModel() { Shutdown(); }
+
+void ServedModel::Shutdown() {
+  batcher_.Shutdown();
+  for (auto& t : workers_)
+    if (t.joinable()) t.join();
+}
+
+void ServedModel::WorkerLoop(model::WindowRunner* runner) {
+  const auto& p = config_.patch;
+  const int64_t in_floats = config_.in_channels * p[0] * p[1] * p[2];
+  const int64_t out_floats = config_.num_classes * p[0] * p[1] * p[2];
+  std::vector<float> in, out;
+  for (;;) {
+    std::vector<WindowTask> batch = batcher_.NextBatch();
+    if (batch.empty()) return;  // shut down
+    if (metrics_) metrics_->SetQueuedWindows(name(), batcher_.queued_windows());
+    in.resize(batch.size() * in_floats);
+    out.resize(batch.size() * out_floats);
+    // A window that cannot be read fails its request only.
+    std::vector<WindowTask> ok;
+    for (auto& task : batch) {
+      absl::Status s = task.source->ReadWindow(task.item, in.data() + ok.size() * in_floats);
+      if (s.ok()) {
+        ok.push_back(std::move(task));
+      } else {
+        task.source->WindowsFailed(s);
+      }
+    }
+    if (ok.empty()) continue;
+    const auto start = std::chrono::steady_clock::now();
+    const model::Status s = runner->Run(in.data(), static_cast<int64_t>(ok.size()), out.data());
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (metrics_) metrics_->Batch(name(), static_cast<int>(ok.size()), seconds);
+    if (!s.ok()) {
+      spdlog::error("model {}: batch of {} failed: {}", name(), ok.size(), s.ToString());
+      for (auto& task : ok) task.source->WindowsFailed(absl::InternalError("inference failed"));
+      continue;
+    }
+    for (size_t i = 0; i < ok.size(); ++i) ok[i].source->WindowDone(ok[i].item, out.data() + i * out_floats);
+  }
+}
+
+absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(const unetrpp::v1::ServerConfig& config,
+                                                                   Metrics* metrics) {
+  std::unique_ptr<ModelRegistry> r(new ModelRegistry());
+  for (const auto& entry : config.models()) {
+    auto m = ServedModel::Load(entry, config, metrics);
+    if (!m.ok()) return m.status();
+    r->models_[entry.name()] = std::move(*m);
+  }
+  return r;
+}
+
+ServedModel* ModelRegistry::Find(const std::string& name) const {
+  auto it = models_.find(name);
+  return it == models_.end() ? nullptr : it->second.get();
+}
+
+void ModelRegistry::Shutdown() {
+  for (auto& [name, m] : models_) m->Shutdown();
+}
+
+}  // namespace upp::server

@@ -1,0 +1,550 @@
+#include "server/segment_call.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "preprocessing/dicom_seg.h"
+#include "server/status.h"
+
+namespace upp::server {
+namespace {
+
+using unetrpp::v1::OutputKind;
+using unetrpp::v1::SegmentResponse;
+using unetrpp::v1::Stage;
+
+constexpr size_t kResultChunkBytes = 1 << 20;
+constexpr absl::Duration kProgressInterval = absl::Milliseconds(200);
+
+const char* StageName(Stage s) {
+  switch (s) {
+    case unetrpp::v1::STAGE_RECEIVING: return "receive";
+    case unetrpp::v1::STAGE_DECODING: return "decode";
+    case unetrpp::v1::STAGE_PREPROCESSING: return "preprocess";
+    case unetrpp::v1::STAGE_INFERENCE: return "inference";
+    case unetrpp::v1::STAGE_POSTPROCESSING: return "postprocess";
+    case unetrpp::v1::STAGE_ENCODING: return "encode";
+    case unetrpp::v1::STAGE_SENDING: return "send";
+    default: return "other";
+  }
+}
+
+// Client-chosen ids go to logs only when they look like ids.
+std::string LoggableId(const std::string& id) {
+  if (id.empty() || id.size() > 64) return id.empty() ? "-" : "<long>";
+  for (char c : id)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return "<redacted>";
+  return id;
+}
+
+bool SameGeometry(const preprocessing::Geometry& a, const preprocessing::Geometry& b) {
+  if (a.size != b.size) return false;
+  for (int i = 0; i < 3; ++i) {
+    if (std::abs(a.spacing[i] - b.spacing[i]) > 1e-4 * std::max(1.0, a.spacing[i])) return false;
+    if (std::abs(a.origin[i] - b.origin[i]) > 1e-3) return false;
+  }
+  for (int i = 0; i < 9; ++i)
+    if (std::abs(a.direction[i] - b.direction[i]) > 1e-4) return false;
+  return true;
+}
+
+void FillGeometry(const preprocessing::Geometry& g, unetrpp::v1::Geometry* out) {
+  for (int i = 0; i < 3; ++i) {
+    out->add_size(g.size[i]);
+    out->add_spacing(g.spacing[i]);
+    out->add_origin(g.origin[i]);
+  }
+  for (double d : g.direction) out->add_direction(d);
+}
+
+}  // namespace
+
+grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, SegmentResponse>* SegmentCall::Start(
+    grpc::CallbackServerContext* context, ServiceState* state) {
+  std::shared_ptr<SegmentCall> call(new SegmentCall(context, state));
+  call->self_ = call;
+  call->StartRead(&call->request_);
+  return call.get();
+}
+
+SegmentCall::SegmentCall(grpc::CallbackServerContext* context, ServiceState* state)
+    : context_(context), state_(state), request_id_(state->NewRequestId()) {
+  const auto deadline = context->deadline();
+  if (deadline < std::chrono::system_clock::time_point::max()) deadline_ = absl::FromChrono(deadline);
+}
+
+SegmentCall::~SegmentCall() {
+  if (reserved_bytes_ > 0) state_->ReleaseBytes(reserved_bytes_);
+}
+
+bool SegmentCall::Alive() const { return alive_.load() && absl::Now() < deadline_; }
+
+// ------------------------------------------------------------------- reading
+
+void SegmentCall::OnReadDone(bool ok) {
+  if (!ok) {
+    // The client half-closed (or the call broke) before EndOfInput.
+    if (phase_ == Phase::kHeader || phase_ == Phase::kReceiving)
+      Fail(absl::InvalidArgumentError("the client closed its stream before EndOfInput"));
+    return;
+  }
+  absl::Status status;
+  switch (request_.kind_case()) {
+    case unetrpp::v1::SegmentRequest::kHeader:
+      status = phase_ == Phase::kHeader
+                   ? HandleHeader(request_.header())
+                   : absl::InvalidArgumentError("a second RequestHeader; send exactly one, first");
+      break;
+    case unetrpp::v1::SegmentRequest::kChunk:
+      status = phase_ == Phase::kHeader
+                   ? absl::InvalidArgumentError("an InputChunk before the RequestHeader")
+                   : HandleChunk(*request_.mutable_chunk());
+      break;
+    case unetrpp::v1::SegmentRequest::kEnd:
+      if (phase_ == Phase::kHeader) {
+        status = absl::InvalidArgumentError("EndOfInput before the RequestHeader");
+      } else if (inputs_.empty()) {
+        status = absl::InvalidArgumentError("EndOfInput without any input");
+      } else {
+        StageDone(unetrpp::v1::STAGE_RECEIVING, start_);
+        phase_ = Phase::kProcessing;
+        auto self = shared_from_this();
+        state_->cpu_pool().Schedule([self] { self->Process(); });
+        return;  // no further reads: the input is complete
+      }
+      break;
+    default:
+      status = absl::InvalidArgumentError("an empty SegmentRequest");
+  }
+  if (!status.ok()) return Fail(status);
+  StartRead(&request_);
+}
+
+absl::Status SegmentCall::HandleHeader(const unetrpp::v1::RequestHeader& header) {
+  header_ = header;
+  const std::string name = header.model().empty() ? state_->config().default_model() : header.model();
+  model_ = state_->models().Find(name);
+  if (!model_) return absl::NotFoundError(absl::StrCat("no model named \"", name, "\" (see ListModels)"));
+  header_.set_model(name);
+  if (header.format() != unetrpp::v1::INPUT_FORMAT_NIFTI && header.format() != unetrpp::v1::INPUT_FORMAT_DICOM)
+    return absl::InvalidArgumentError("RequestHeader.format must be NIFTI or DICOM");
+  if (header_.outputs().empty()) header_.add_outputs(unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS);
+  for (int o : header_.outputs()) {
+    if (o < unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS || o > unetrpp::v1::OUTPUT_KIND_RAW_LABELS)
+      return absl::InvalidArgumentError("RequestHeader.outputs: unknown output kind");
+    if (o == unetrpp::v1::OUTPUT_KIND_DICOM_SEG && header.format() != unetrpp::v1::INPUT_FORMAT_DICOM)
+      return absl::InvalidArgumentError("a DICOM SEG output needs a DICOM input");
+  }
+  if (header.priority() < 0 || header.priority() > WindowSource::kMaxPriority)
+    return absl::InvalidArgumentError("RequestHeader.priority must be 0, 1 or 2");
+  priority_ = header.priority();
+  for (int a : header.mirror_axes())
+    if (a < 0 || a > 2) return absl::InvalidArgumentError("RequestHeader.mirror_axes: axes are 0, 1, 2");
+  if (header.step() < 0 || header.step() > 1)
+    return absl::InvalidArgumentError("RequestHeader.step must be in (0, 1], or 0 for the plan's");
+  if (header.expected_input_bytes() > state_->config().limits().max_input_bytes())
+    return absl::ResourceExhaustedError(absl::StrCat("the input (", header.expected_input_bytes(),
+                                                     " bytes) exceeds the server's limit of ",
+                                                     state_->config().limits().max_input_bytes(), " bytes"));
+  uint32_t position = 0;
+  if (auto s = state_->BeginRequest(&position); !s.ok()) return s;
+  began_request_ = true;
+  phase_ = Phase::kReceiving;
+  SegmentResponse accepted;
+  accepted.mutable_accepted()->set_server_request_id(request_id_);
+  accepted.mutable_accepted()->set_queue_position(position);
+  Send(std::move(accepted));
+  return absl::OkStatus();
+}
+
+absl::Status SegmentCall::HandleChunk(unetrpp::v1::InputChunk& chunk) {
+  const auto& limits = state_->config().limits();
+  bytes_received_ += static_cast<int64_t>(chunk.data().size());
+  state_->metrics().BytesIn(static_cast<int64_t>(chunk.data().size()));
+  if (bytes_received_ > static_cast<int64_t>(limits.max_input_bytes()))
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the input exceeds the server's limit of ", limits.max_input_bytes(), " bytes"));
+  if (++chunks_received_ > static_cast<int64_t>(limits.max_input_chunks()))
+    return absl::ResourceExhaustedError(
+        absl::StrCat("more than ", limits.max_input_chunks(), " input chunks"));
+  if (header_.format() == unetrpp::v1::INPUT_FORMAT_NIFTI &&
+      chunk.input_index() >= static_cast<uint32_t>(model_->plan().input_channels()))
+    return absl::InvalidArgumentError(absl::StrCat("InputChunk.input_index ", chunk.input_index(),
+                                                   ": the model takes ", model_->plan().input_channels(),
+                                                   " channel(s)"));
+  std::string& target = inputs_[chunk.input_index()];
+  if (target.empty()) {
+    target.swap(*chunk.mutable_data());  // the common case: no copy
+  } else {
+    target.append(chunk.data());
+  }
+  if (bytes_received_ >= next_receive_progress_) {
+    next_receive_progress_ = bytes_received_ + (16 << 20);
+    const double total = static_cast<double>(header_.expected_input_bytes());
+    SendProgress(unetrpp::v1::STAGE_RECEIVING, total > 0 ? std::min(1.0, bytes_received_ / total) : 0.0);
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------- processing
+
+absl::StatusOr<preprocessing::Volume> SegmentCall::Decode() {
+  const int64_t max_voxels = static_cast<int64_t>(state_->config().limits().max_voxels());
+  if (header_.format() == unetrpp::v1::INPUT_FORMAT_DICOM) {
+    std::vector<std::string_view> files;
+    for (const auto& [index, bytes] : inputs_) files.emplace_back(bytes);
+    preprocessing::DicomSeriesOptions options;
+    options.modalities = {model_->entry().modality()};
+    options.max_voxels = max_voxels;
+    auto image = preprocessing::ReadDicomSeries(files, options);
+    if (!image.ok()) return image.status();
+    if (!image->info.file_indices.empty()) {
+      auto it = inputs_.begin();
+      std::advance(it, image->info.file_indices[0]);
+      dicom_source_instance_ = std::move(it->second);
+    }
+    dicom_info_ = std::move(image->info);
+    nifti_header_.qform_code = nifti_header_.sform_code = 1;  // scanner coordinates
+    return std::move(image->volume);
+  }
+  preprocessing::NiftiReadOptions options;
+  options.max_voxels = max_voxels;
+  const int channels = model_->plan().input_channels();
+  if (inputs_.size() == 1 && inputs_.begin()->first == 0) {
+    auto image = preprocessing::ReadNifti(inputs_.begin()->second, options);
+    if (!image.ok()) return image.status();
+    nifti_header_ = image->header;
+    return std::move(image->volume);
+  }
+  if (static_cast<int>(inputs_.size()) != channels)
+    return absl::InvalidArgumentError(absl::StrCat("the model takes ", channels, " channel(s); ",
+                                                   inputs_.size(), " NIfTI inputs were sent"));
+  preprocessing::Volume volume;
+  for (auto& [index, bytes] : inputs_) {
+    auto image = preprocessing::ReadNifti(bytes, options);
+    if (!image.ok())
+      return absl::Status(image.status().code(), absl::StrCat("input ", index, ": ", image.status().message()));
+    std::string().swap(bytes);
+    if (image->volume.channels != 1)
+      return absl::InvalidArgumentError(absl::StrCat("input ", index, " has ", image->volume.channels,
+                                                     " channels; one file per channel holds one"));
+    if (index == 0) {
+      volume.geometry = image->volume.geometry;
+      nifti_header_ = image->header;
+    } else if (!SameGeometry(volume.geometry, image->volume.geometry)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("input ", index, " does not share input 0's geometry (size, spacing, origin, direction)"));
+    }
+    volume.voxels.insert(volume.voxels.end(), image->volume.voxels.begin(), image->volume.voxels.end());
+  }
+  volume.channels = static_cast<int64_t>(inputs_.size());  // indices are 0..C-1 (HandleChunk)
+  return volume;
+}
+
+void SegmentCall::Process() {
+  if (!Alive()) return;
+  absl::Time t = absl::Now();
+  SendProgress(unetrpp::v1::STAGE_DECODING, 0, true);
+  auto volume = Decode();
+  inputs_.clear();
+  if (!volume.ok()) return Fail(volume.status());
+  StageDone(unetrpp::v1::STAGE_DECODING, t);
+  if (volume->channels != model_->plan().input_channels())
+    return Fail(absl::InvalidArgumentError(absl::StrCat("the model takes ", model_->plan().input_channels(),
+                                                        " channel(s); the input has ", volume->channels)));
+  voxels_ = volume->geometry.NumVoxels();
+  if (!Alive()) return;
+
+  preprocessing::JobOptions options;
+  if (header_.step() > 0) options.step = header_.step();
+  if (header_.mirror()) {
+    options.mirror_axes = std::vector<int>{0, 1, 2};
+  } else if (!header_.mirror_axes().empty()) {
+    options.mirror_axes = std::vector<int>(header_.mirror_axes().begin(), header_.mirror_axes().end());
+  }
+  // Admission: estimated working memory before any of it is allocated.
+  const int64_t bytes =
+      preprocessing::SegmentationJob::EstimateBytes(volume->geometry, volume->channels, model_->plan(), options);
+  if (auto s = state_->ReserveBytes(bytes); !s.ok()) return Fail(s);
+  reserved_bytes_ = bytes;
+
+  t = absl::Now();
+  SendProgress(unetrpp::v1::STAGE_PREPROCESSING, 0, true);
+  auto job = preprocessing::SegmentationJob::Create(std::move(*volume), model_->plan(), options);
+  if (!job.ok()) return Fail(job.status());
+  job_ = std::move(*job);
+  StageDone(unetrpp::v1::STAGE_PREPROCESSING, t);
+  const int64_t items = job_->num_items();
+  if (model_->batcher().queued_windows() + items > static_cast<int64_t>(state_->config().limits().max_queued_windows()))
+    return Fail(absl::ResourceExhaustedError(absl::StrCat(
+        "the window queue is full (", model_->batcher().queued_windows(), " windows waiting); retry in 30 s")));
+  if (!Alive()) return;
+  enqueued_at_ = absl::Now();
+  SendProgress(unetrpp::v1::STAGE_INFERENCE, 0, true);
+  model_->batcher().Enqueue(shared_from_this(), items);
+  state_->metrics().SetQueuedWindows(model_->name(), model_->batcher().queued_windows());
+}
+
+absl::Status SegmentCall::ReadWindow(int64_t item, float* dst) {
+  if (!Alive()) return absl::CancelledError("the request ended");
+  if (first_window_.exchange(false)) state_->metrics().Stage("queue_wait", absl::ToDoubleSeconds(absl::Now() - enqueued_at_));
+  return job_->GetInput(item, dst);
+}
+
+void SegmentCall::WindowDone(int64_t item, const float* logits) {
+  if (!Alive()) return;
+  auto done = job_->AddOutput(item, logits);
+  if (!done.ok()) return Fail(done.status());
+  ++windows_done_;
+  SendProgress(unetrpp::v1::STAGE_INFERENCE, static_cast<double>(windows_done_) / job_->num_items(), *done);
+  if (*done) {
+    StageDone(unetrpp::v1::STAGE_INFERENCE, enqueued_at_);
+    auto self = shared_from_this();
+    state_->cpu_pool().Schedule([self] { self->Postprocess(); });
+  }
+}
+
+void SegmentCall::WindowsFailed(const absl::Status& status) {
+  if (Alive()) Fail(status);
+}
+
+void SegmentCall::Postprocess() {
+  if (!Alive()) return;
+  absl::Time t = absl::Now();
+  SendProgress(unetrpp::v1::STAGE_POSTPROCESSING, 0, true);
+  const preprocessing::StageTimes times = job_->timings();
+  auto labels = job_->Finish();
+  job_.reset();  // accumulators and the network input go back now
+  if (!labels.ok()) return Fail(labels.status());
+  state_->metrics().Stage("stitch", times.stitch);
+  StageDone(unetrpp::v1::STAGE_POSTPROCESSING, t);
+
+  t = absl::Now();
+  SendProgress(unetrpp::v1::STAGE_ENCODING, 0, true);
+  const preprocessing::Plan& plan = model_->plan();
+  std::vector<std::pair<OutputKind, std::string>> outputs;
+  for (int o : header_.outputs()) {
+    const auto kind = static_cast<OutputKind>(o);
+    if (kind == unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS) {
+      auto bytes = preprocessing::WriteNiftiLabels(labels->geometry, labels->labels, nifti_header_);
+      if (!bytes.ok()) return Fail(bytes.status());
+      outputs.emplace_back(kind, std::move(*bytes));
+    } else if (kind == unetrpp::v1::OUTPUT_KIND_DICOM_SEG) {
+      std::vector<preprocessing::SegmentDescription> segments;
+      for (const auto& l : plan.labels)
+        if (l.value > 0) segments.push_back({static_cast<uint16_t>(l.value), l.name, l.rgb});
+      auto bytes = preprocessing::WriteDicomSeg(labels->geometry, labels->labels, *dicom_info_,
+                                                dicom_source_instance_, segments,
+                                                {"UNETR++ " + model_->name(), model_->entry().version()});
+      if (!bytes.ok()) return Fail(bytes.status());
+      outputs.emplace_back(kind, std::move(*bytes));
+    } else {
+      std::string raw(labels->labels.size() * 2, '\0');
+      for (size_t i = 0; i < labels->labels.size(); ++i) {  // little-endian, whatever the host
+        raw[2 * i] = static_cast<char>(labels->labels[i] & 0xff);
+        raw[2 * i + 1] = static_cast<char>(labels->labels[i] >> 8);
+      }
+      outputs.emplace_back(kind, std::move(raw));
+    }
+  }
+  StageDone(unetrpp::v1::STAGE_ENCODING, t);
+
+  SegmentResponse header;
+  auto* rh = header.mutable_result_header();
+  FillGeometry(labels->geometry, rh->mutable_geometry());
+  rh->set_dtype("uint16");
+  for (const auto& l : plan.labels) {
+    auto* label = rh->add_labels();
+    label->set_value(l.value);
+    label->set_name(l.name);
+    label->set_rgb(std::string(l.rgb.begin(), l.rgb.end()));
+  }
+  for (const auto& s : labels->stats) {
+    auto* v = rh->add_volumes();
+    v->set_value(s.value);
+    v->set_voxels(s.voxels);
+    v->set_volume_ml(s.volume_ml);
+  }
+  for (const auto& [kind, bytes] : outputs) {
+    rh->add_outputs(kind);
+    rh->add_output_bytes(bytes.size());
+  }
+  labels->labels.clear();
+  labels->labels.shrink_to_fit();
+  {
+    absl::MutexLock lock(&mu_);
+    if (finish_called_ || done_) return;
+    queue_.push_back(std::move(header));
+    outputs_ = std::move(outputs);
+    phase_ = Phase::kSending;
+    send_start_ = absl::Now();
+    progress_.reset();
+    MaybeWriteLocked();
+  }
+}
+
+// ------------------------------------------------------------------- writing
+
+void SegmentCall::Send(SegmentResponse message) {
+  absl::MutexLock lock(&mu_);
+  if (finish_called_ || done_) return;
+  queue_.push_back(std::move(message));
+  MaybeWriteLocked();
+}
+
+void SegmentCall::SendProgress(Stage stage, double fraction, bool force) {
+  const int64_t now_ns = absl::ToUnixNanos(absl::Now());
+  if (!force && now_ns - last_progress_ns_.load() < absl::ToInt64Nanoseconds(kProgressInterval)) return;
+  last_progress_ns_ = now_ns;
+  SegmentResponse m;
+  auto* p = m.mutable_progress();
+  p->set_stage(stage);
+  p->set_fraction(fraction);
+  p->set_bytes_received(bytes_received_);
+  if (stage == unetrpp::v1::STAGE_INFERENCE && job_) {
+    p->set_windows_done(windows_done_.load());
+    p->set_windows_total(job_->num_items());
+  }
+  absl::MutexLock lock(&mu_);
+  if (finish_called_ || done_ || phase_ == Phase::kSending) return;
+  progress_ = std::move(m);  // replaces an unsent older one
+  MaybeWriteLocked();
+}
+
+bool SegmentCall::NextResultChunkLocked(SegmentResponse* out) {
+  while (output_index_ < outputs_.size()) {
+    auto& [kind, bytes] = outputs_[output_index_];
+    if (output_offset_ < bytes.size()) {
+      const size_t n = std::min(kResultChunkBytes, bytes.size() - output_offset_);
+      out->Clear();
+      out->mutable_result_chunk()->set_output(kind);
+      out->mutable_result_chunk()->set_data(bytes.data() + output_offset_, n);
+      output_offset_ += n;
+      state_->metrics().BytesOut(static_cast<int64_t>(n));
+      return true;
+    }
+    std::string().swap(bytes);  // sent: free it
+    ++output_index_;
+    output_offset_ = 0;
+  }
+  return false;
+}
+
+void SegmentCall::MaybeWriteLocked() {
+  if (writing_ || done_ || finish_called_) return;
+  if (!queue_.empty()) {
+    in_flight_ = std::move(queue_.front());
+    queue_.pop_front();
+  } else if (progress_) {
+    in_flight_ = std::move(*progress_);
+    progress_.reset();
+  } else if (phase_ == Phase::kSending && NextResultChunkLocked(&in_flight_)) {
+  } else if (phase_ == Phase::kSending) {
+    // Everything is sent: the summary, then OK.
+    phase_ = Phase::kFinished;
+    SegmentResponse summary;
+    auto* s = summary.mutable_summary();
+    s->set_server_request_id(request_id_);
+    s->set_client_request_id(header_.client_request_id());
+    stage_seconds_[unetrpp::v1::STAGE_SENDING] = absl::ToDoubleSeconds(absl::Now() - send_start_);
+    for (const auto& [stage, seconds] : stage_seconds_) {
+      auto* timing = s->add_timings();
+      timing->set_stage(static_cast<Stage>(stage));
+      timing->set_seconds(seconds);
+    }
+    s->set_windows(windows_done_.load());
+    s->set_voxels(voxels_);
+    state_->metrics().Stage("send", stage_seconds_[unetrpp::v1::STAGE_SENDING]);
+    in_flight_ = std::move(summary);
+    pending_finish_ = grpc::Status::OK;
+  } else {
+    if (pending_finish_) FinishLocked(*pending_finish_);
+    return;
+  }
+  writing_ = true;
+  StartWrite(&in_flight_);
+}
+
+void SegmentCall::OnWriteDone(bool ok) {
+  absl::MutexLock lock(&mu_);
+  writing_ = false;
+  if (!ok) {  // the stream is broken (client gone); OnCancel or OnDone follows
+    if (!finish_called_) FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "the stream broke"));
+    return;
+  }
+  if (pending_finish_ && queue_.empty() && !progress_ && phase_ != Phase::kSending) {
+    FinishLocked(*pending_finish_);
+    return;
+  }
+  MaybeWriteLocked();
+}
+
+void SegmentCall::FinishLocked(const grpc::Status& status) {
+  if (finish_called_ || done_) return;
+  if (writing_) {  // after the write in flight
+    pending_finish_ = status;
+    return;
+  }
+  finish_called_ = true;
+  final_status_ = absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+  Finish(status);
+}
+
+void SegmentCall::Fail(const absl::Status& status) {
+  alive_ = false;
+  if (model_) model_->batcher().Remove(this);
+  absl::MutexLock lock(&mu_);
+  if (finish_called_ || done_ || pending_finish_) return;
+  queue_.clear();
+  progress_.reset();
+  outputs_.clear();
+  phase_ = Phase::kFinished;
+  if (status.code() == absl::StatusCode::kInternal)
+    spdlog::error("request {}: internal error: {}", request_id_, std::string(status.message()));
+  FinishLocked(ToGrpcStatus(status));
+}
+
+void SegmentCall::OnCancel() {
+  const bool expired = absl::Now() >= deadline_;
+  Fail(expired ? absl::DeadlineExceededError("the request's deadline passed")
+               : absl::CancelledError("the client cancelled the request"));
+}
+
+void SegmentCall::StageDone(Stage stage, absl::Time since) {
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - since);
+  state_->metrics().Stage(StageName(stage), seconds);
+  absl::MutexLock lock(&mu_);
+  stage_seconds_[stage] = seconds;
+}
+
+void SegmentCall::OnDone() {
+  alive_ = false;
+  if (model_) model_->batcher().Remove(this);
+  std::shared_ptr<SegmentCall> keep;
+  absl::Status status;
+  std::string timings;
+  {
+    absl::MutexLock lock(&mu_);
+    done_ = true;
+    status = final_status_;
+    for (const auto& [stage, seconds] : stage_seconds_)
+      absl::StrAppend(&timings, timings.empty() ? "" : " ", StageName(static_cast<Stage>(stage)), "=",
+                      absl::StrFormat("%.3f", seconds));
+    keep = std::move(self_);
+  }
+  if (began_request_) state_->EndRequest();
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start_);
+  const std::string code = absl::StatusCodeToString(status.code());
+  const std::string model = model_ ? model_->name() : "-";
+  state_->metrics().RequestFinished(model, code, seconds);
+  spdlog::info("request {} client_id={} model={} voxels={} windows={} seconds={:.3f} [{}] status={}", request_id_,
+               LoggableId(header_.client_request_id()), model, voxels_, windows_done_.load(), seconds, timings,
+               code);
+}
+
+}  // namespace upp::server

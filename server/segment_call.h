@@ -1,0 +1,135 @@
+// One Segment call (bidirectional stream): the reactor that receives the
+// input, the WindowSource the batcher and workers feed, and the writer that
+// streams progress and results back. One object per call.
+//
+// Threads: gRPC's threads run the reactions (OnReadDone, OnWriteDone,
+// OnCancel, OnDone) and never block: decoding, preprocessing, postprocessing
+// and encoding run on the service's CPU pool, windows on the model's workers.
+// Every path into the reactor's write side takes mu_; one write is in flight
+// at a time; Finish() waits for the write in flight.
+//
+// Lifetime: the object holds a reference to itself until OnDone(); pool and
+// worker closures hold their own references, so late events after OnDone
+// find a live object whose writes are no-ops.
+#ifndef UPP_SERVER_SEGMENT_CALL_H_
+#define UPP_SERVER_SEGMENT_CALL_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "preprocessing/dicom.h"
+#include "preprocessing/nifti.h"
+#include "preprocessing/pipeline.h"
+#include "server/batcher.h"
+#include "server/service_state.h"
+#include "unetrpp/v1/segmentation.pb.h"
+
+namespace upp::server {
+
+class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, unetrpp::v1::SegmentResponse>,
+                    public WindowSource,
+                    public std::enable_shared_from_this<SegmentCall> {
+ public:
+  // Creates the call and starts reading; gRPC owns the returned reactor
+  // until OnDone().
+  static grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, unetrpp::v1::SegmentResponse>* Start(
+      grpc::CallbackServerContext* context, ServiceState* state);
+  ~SegmentCall() override;
+
+  // grpc reactions.
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnCancel() override;
+  void OnDone() override;
+
+  // WindowSource (worker threads).
+  int priority() const override { return priority_; }
+  bool Alive() const override;
+  absl::Status ReadWindow(int64_t item, float* dst) override;
+  void WindowDone(int64_t item, const float* logits) override;
+  void WindowsFailed(const absl::Status& status) override;
+
+ private:
+  enum class Phase { kHeader, kReceiving, kProcessing, kSending, kFinished };
+  SegmentCall(grpc::CallbackServerContext* context, ServiceState* state);
+
+  absl::Status HandleHeader(const unetrpp::v1::RequestHeader& header);
+  absl::Status HandleChunk(unetrpp::v1::InputChunk& chunk);
+  // CPU pool: decode, admit, preprocess, enqueue windows.
+  void Process();
+  absl::StatusOr<preprocessing::Volume> Decode();
+  // CPU pool, after the last window: labels, encoding, result messages.
+  void Postprocess();
+
+  // Ends the call with `status` (first caller wins) after the write in flight.
+  void Fail(const absl::Status& status);
+  void Send(unetrpp::v1::SegmentResponse message);
+  void SendProgress(unetrpp::v1::Stage stage, double fraction, bool force = false);
+  void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool NextResultChunkLocked(unetrpp::v1::SegmentResponse* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StageDone(unetrpp::v1::Stage stage, absl::Time since);
+
+  grpc::CallbackServerContext* const context_;
+  ServiceState* const state_;
+  const std::string request_id_;
+  const absl::Time start_ = absl::Now();
+  std::shared_ptr<SegmentCall> self_;  // released in OnDone
+
+  // Read side: touched only by reactions, which gRPC serialises for reads.
+  unetrpp::v1::SegmentRequest request_;
+  std::atomic<Phase> phase_{Phase::kHeader};  // written by reads, the pool and Fail()
+  unetrpp::v1::RequestHeader header_;
+  ServedModel* model_ = nullptr;
+  std::map<uint32_t, std::string> inputs_;
+  int64_t bytes_received_ = 0, chunks_received_ = 0;
+  int64_t next_receive_progress_ = 0;
+  bool began_request_ = false;
+
+  // Processing (pool and workers).
+  int priority_ = 0;
+  absl::Time deadline_ = absl::InfiniteFuture();
+  std::atomic<bool> alive_{true};
+  std::unique_ptr<preprocessing::SegmentationJob> job_;
+  int64_t reserved_bytes_ = 0;
+  int64_t voxels_ = 0;
+  preprocessing::NiftiHeaderInfo nifti_header_;
+  std::optional<preprocessing::DicomSeriesInfo> dicom_info_;
+  std::string dicom_source_instance_;  // one instance of the series, for SEG
+  std::atomic<int64_t> windows_done_{0};
+  std::atomic<bool> first_window_{true};
+  absl::Time enqueued_at_;
+  std::atomic<int64_t> last_progress_ns_{0};
+
+  // Write side.
+  absl::Mutex mu_;
+  std::deque<unetrpp::v1::SegmentResponse> queue_ ABSL_GUARDED_BY(mu_);
+  std::optional<unetrpp::v1::SegmentResponse> progress_ ABSL_GUARDED_BY(mu_);
+  unetrpp::v1::SegmentResponse in_flight_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<grpc::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
+  bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status final_status_ ABSL_GUARDED_BY(mu_);
+  // Result outputs streamed in chunks after the result header.
+  std::vector<std::pair<unetrpp::v1::OutputKind, std::string>> outputs_ ABSL_GUARDED_BY(mu_);
+  size_t output_index_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t output_offset_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<unetrpp::v1::SegmentResponse> summary_ ABSL_GUARDED_BY(mu_);
+  std::map<int, double> stage_seconds_ ABSL_GUARDED_BY(mu_);
+  absl::Time send_start_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace upp::server
+
+#endif  // UPP_SERVER_SEGMENT_CALL_H_

@@ -1,0 +1,163 @@
+#include "server/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "server/config.h"
+#include "server/segment_call.h"
+#include "server/service_state.h"
+#include "unetrpp/v1/segmentation.grpc.pb.h"
+
+namespace upp::server {
+namespace {
+
+constexpr char kServiceName[] = "unetrpp.v1.Segmentation";
+constexpr int kMaxMessageBytes = 4 << 20;
+
+void FillModelInfo(const ServedModel& m, unetrpp::v1::ModelInfo* info) {
+  info->set_name(m.name());
+  info->set_version(m.entry().version());
+  info->set_architecture_json(m.config().ToJson());
+  info->set_plan_json(m.plan().ToJson());
+  for (const auto& l : m.plan().labels) {
+    auto* label = info->add_labels();
+    label->set_value(l.value);
+    label->set_name(l.name);
+    label->set_rgb(std::string(l.rgb.begin(), l.rgb.end()));
+  }
+  info->set_input_channels(static_cast<uint32_t>(m.config().in_channels));
+  info->set_modality(m.entry().modality());
+  for (const auto& d : m.entry().devices()) info->add_devices(d);
+  info->set_ready(true);
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, const char* field) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("config: ", field, ": cannot read ", path));
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+}  // namespace
+
+class SegmentationService final : public unetrpp::v1::Segmentation::CallbackService {
+ public:
+  explicit SegmentationService(ServiceState* state) : state_(state) {}
+
+  grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, unetrpp::v1::SegmentResponse>* Segment(
+      grpc::CallbackServerContext* context) override {
+    return SegmentCall::Start(context, state_);
+  }
+
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context, const unetrpp::v1::ListModelsRequest*,
+                                       unetrpp::v1::ListModelsResponse* response) override {
+    for (const auto& [name, m] : state_->models().models()) FillModelInfo(*m, response->add_models());
+    response->set_default_model(state_->config().default_model());
+    auto* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* GetModel(grpc::CallbackServerContext* context, const unetrpp::v1::GetModelRequest* request,
+                                     unetrpp::v1::ModelInfo* response) override {
+    auto* reactor = context->DefaultReactor();
+    const std::string name = request->name().empty() ? state_->config().default_model() : request->name();
+    const ServedModel* m = state_->models().Find(name);
+    if (!m) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "no model named \"" + name + "\""));
+    } else {
+      FillModelInfo(*m, response);
+      reactor->Finish(grpc::Status::OK);
+    }
+    return reactor;
+  }
+
+ private:
+  ServiceState* state_;
+};
+
+std::string Server::ModelHealthName(const std::string& model) { return absl::StrCat(kServiceName, "/", model); }
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Create(unetrpp::v1::ServerConfig config) {
+  ApplyDefaults(config);
+  if (auto s = ValidateConfig(config); !s.ok()) return s;
+  auto metrics = std::make_unique<Metrics>();
+  if (config.metrics_address() != "off")
+    if (auto s = metrics->Expose(config.metrics_address()); !s.ok()) return s;
+  auto models = ModelRegistry::Load(config, metrics.get());
+  if (!models.ok()) return models.status();
+
+  std::unique_ptr<Server> server(new Server());
+  server->state_ = std::make_unique<ServiceState>(config, std::move(*models), std::move(metrics));
+  server->service_ = std::make_unique<SegmentationService>(server->state_.get());
+
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!config.tls().cert_file().empty()) {
+    grpc::SslServerCredentialsOptions tls(
+        config.tls().client_ca_file().empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                              : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    auto cert = ReadFile(config.tls().cert_file(), "tls.cert_file");
+    auto key = ReadFile(config.tls().key_file(), "tls.key_file");
+    if (!cert.ok()) return cert.status();
+    if (!key.ok()) return key.status();
+    tls.pem_key_cert_pairs.push_back({*key, *cert});
+    if (!config.tls().client_ca_file().empty()) {
+      auto ca = ReadFile(config.tls().client_ca_file(), "tls.client_ca_file");
+      if (!ca.ok()) return ca.status();
+      tls.pem_root_certs = *ca;
+    }
+    credentials = grpc::SslServerCredentials(tls);
+  }
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(config.listen_address(), credentials, &server->port_);
+  builder.RegisterService(server->service_.get());
+  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  server->server_ = builder.BuildAndStart();
+  if (!server->server_ || server->port_ == 0)
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen_address()));
+  server->SetServing(true);
+  spdlog::info("unetrpp-serve listening on port {}, metrics on port {}", server->port_, server->metrics_port());
+  return server;
+}
+
+Server::~Server() {
+  if (server_) {
+    server_->Shutdown(std::chrono::system_clock::now());
+    server_->Wait();
+  }
+  server_.reset();
+  state_.reset();
+}
+
+int Server::metrics_port() const { return state_->metrics().port(); }
+
+void Server::SetServing(bool serving) {
+  auto* health = server_->GetHealthCheckService();
+  if (!health) return;
+  health->SetServingStatus(serving);  // every name, overall included
+  health->SetServingStatus(kServiceName, serving);
+  for (const auto& [name, m] : state_->models().models()) health->SetServingStatus(ModelHealthName(name), serving);
+}
+
+void Server::Drain(absl::Duration grace) {
+  spdlog::info("draining: {} request(s) in flight, grace {:.0f} s", state_->in_flight(), absl::ToDoubleSeconds(grace));
+  SetServing(false);
+  state_->StartDraining();
+  const bool idle = state_->WaitIdle(absl::Now() + grace);
+  if (!idle) spdlog::warn("grace period over with {} request(s) in flight; cancelling them", state_->in_flight());
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+}
+
+void Server::Wait() { server_->Wait(); }
+
+}  // namespace upp::server

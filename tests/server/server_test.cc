@@ -1,0 +1,350 @@
+// Integration tests: the real server in-process on ephemeral ports, the real
+// client library, the synapse-small fixture network. One server for the
+// suite (loading and warming up once).
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include "clients/cpp/client.h"
+#include "model/cpu_threads.h"
+#include "model/window_runner.h"
+#include "preprocessing/nifti.h"
+#include "preprocessing/pipeline.h"
+#include "server/config.h"
+#include "server/server.h"
+#include "tests/server/test_volumes.h"
+
+namespace upp::server {
+namespace {
+
+using client::SegmentOptions;
+using unetrpp::v1::OutputKind;
+
+std::string PlanFile() {
+  preprocessing::Plan plan = preprocessing::DefaultCtPlan(14, {32, 64, 64});
+  plan.target_spacing = {2.0, 2.0, 2.0};
+  const std::string path = ::testing::TempDir() + "/server_test_plan.json";
+  std::ofstream(path) << plan.ToJson();
+  return path;
+}
+
+std::string ConfigText() {
+  return "listen_address: '127.0.0.1:0'\n"
+         "metrics_address: '127.0.0.1:" + std::to_string(testing::FreePort()) + "'\n"
+         "cpu_threads: 2\n"
+         "limits { max_input_bytes: 33554432 }\n"
+         "batching { max_batch_size: 4 max_queue_delay_us: 20000 }\n"
+         "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '" +
+         PlanFile() + "' }\n";
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model::ConfigureCpuThreads(0);
+    auto config = ParseConfig(ConfigText());
+    ASSERT_TRUE(config.ok()) << config.status();
+    auto server = Server::Create(*config);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = server->release();
+    client_ = client::Client::Connect("127.0.0.1:" + std::to_string(server_->port())).release();
+  }
+  static void TearDownTestSuite() {
+    delete client_;
+    delete server_;
+  }
+  static Server* server_;
+  static client::Client* client_;
+};
+Server* ServerTest::server_ = nullptr;
+client::Client* ServerTest::client_ = nullptr;
+
+// The labels that calling the pipeline directly gives for `nifti`.
+std::vector<uint16_t> DirectLabels(const std::string& nifti) {
+  auto runner = model::WindowRunner::FromWeightsFile(UPP_FIXTURES_DIR "/synapse_small_weights.safetensors");
+  EXPECT_TRUE(runner.ok());
+  std::ifstream in(PlanFile());
+  std::stringstream text;
+  text << in.rdbuf();
+  auto plan = preprocessing::Plan::FromJson(text.str());
+  auto image = preprocessing::ReadNifti(nifti);
+  EXPECT_TRUE(plan.ok() && image.ok());
+  auto labels = preprocessing::Segment(
+      std::move(image->volume), *plan,
+      [&](const float* i, int64_t n, float* o) {
+        auto s = (*runner)->Run(i, n, o);
+        return s.ok() ? absl::OkStatus() : absl::InternalError(s.message());
+      },
+      1);
+  EXPECT_TRUE(labels.ok());
+  return labels->labels;
+}
+
+std::vector<uint16_t> RawLabels(const std::string& raw) {
+  std::vector<uint16_t> out(raw.size() / 2);
+  for (size_t i = 0; i < out.size(); ++i)
+    out[i] = static_cast<uint16_t>(static_cast<uint8_t>(raw[2 * i]) | (static_cast<uint8_t>(raw[2 * i + 1]) << 8));
+  return out;
+}
+
+double Agreement(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b) {
+  if (a.size() != b.size() || a.empty()) return 0;
+  size_t same = 0;
+  for (size_t i = 0; i < a.size(); ++i) same += a[i] == b[i];
+  return static_cast<double>(same) / a.size();
+}
+
+TEST_F(ServerTest, HealthModelsAndReflection) {
+  EXPECT_TRUE(client_->Healthy("").value_or(false));
+  EXPECT_TRUE(client_->Healthy("unetrpp.v1.Segmentation").value_or(false));
+  EXPECT_TRUE(client_->Healthy(Server::ModelHealthName("small")).value_or(false));
+  EXPECT_EQ(client_->Healthy("no-such-service").status().code(), absl::StatusCode::kNotFound);
+  auto models = client_->ListModels();
+  ASSERT_TRUE(models.ok());
+  ASSERT_EQ(models->models_size(), 1);
+  EXPECT_EQ(models->default_model(), "small");
+  EXPECT_EQ(models->models(0).labels_size(), 14);
+  EXPECT_EQ(models->models(0).labels(6).name(), "liver");
+  auto info = client_->GetModel("small");
+  ASSERT_TRUE(info.ok());
+  EXPECT_NE(info->plan_json().find("\"target_spacing\":[2.0,2.0,2.0]"), std::string::npos) << info->plan_json();
+  EXPECT_EQ(client_->GetModel("nope").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ServerTest, NiftiRoundTripEqualsThePipeline) {
+  const std::string nifti = testing::FloatNifti(testing::Phantom({61, 57, 23}, {1.6, 1.6, 3.0}));
+  SegmentOptions options;
+  options.outputs = {unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS, unetrpp::v1::OUTPUT_KIND_RAW_LABELS};
+  options.client_request_id = "round-trip-1";
+  std::vector<unetrpp::v1::Progress> progress;
+  auto result = client_->Segment({nifti}, options, [&](const auto& p) { progress.push_back(p); });
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_FALSE(result->server_request_id.empty());
+  EXPECT_EQ(result->summary.client_request_id(), "round-trip-1");
+  EXPECT_FALSE(progress.empty());
+  const auto& g = result->header.geometry();
+  ASSERT_EQ(g.size_size(), 3);
+  EXPECT_EQ(g.size(0), 61);
+  EXPECT_EQ(g.size(2), 23);
+  EXPECT_DOUBLE_EQ(g.spacing(2), 3.0);
+  uint64_t voxels = 0;
+  for (const auto& v : result->header.volumes()) voxels += v.voxels();
+  EXPECT_EQ(voxels, 61u * 57 * 23);
+
+  const auto raw = RawLabels(result->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]);
+  // The NIfTI output holds the same labels with the input's geometry.
+  auto labels_file = preprocessing::ReadNifti(result->outputs[unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS]);
+  ASSERT_TRUE(labels_file.ok()) << labels_file.status();
+  auto input = preprocessing::ReadNifti(nifti);
+  EXPECT_EQ(labels_file->volume.geometry.size, input->volume.geometry.size);
+  EXPECT_EQ(labels_file->volume.geometry.spacing, input->volume.geometry.spacing);
+  for (size_t i = 0; i < raw.size(); ++i) ASSERT_EQ(labels_file->volume.voxels[i], raw[i]);
+  // And they are the pipeline's labels (batching may reorder float sums).
+  EXPECT_GE(Agreement(raw, DirectLabels(nifti)), 0.9999);
+}
+
+TEST_F(ServerTest, DicomRoundTripWithSeg) {
+  auto series = testing::CtSeries(6);
+  if (series.empty()) GTEST_SKIP() << "python3-pydicom test data not installed";
+  SegmentOptions options;
+  options.format = unetrpp::v1::INPUT_FORMAT_DICOM;
+  options.outputs = {unetrpp::v1::OUTPUT_KIND_RAW_LABELS, unetrpp::v1::OUTPUT_KIND_DICOM_SEG};
+  options.chunk_bytes = 10000;  // several chunks per instance
+  auto result = client_->Segment(series, options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->header.geometry().size(2), 6);
+  EXPECT_EQ(result->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS].size(), 128u * 128 * 6 * 2);
+  const std::string& seg = result->outputs[unetrpp::v1::OUTPUT_KIND_DICOM_SEG];
+  ASSERT_GT(seg.size(), 132u);
+  EXPECT_EQ(seg.substr(128, 4), "DICM");
+  // A SEG for a NIfTI input is refused up front.
+  options.format = unetrpp::v1::INPUT_FORMAT_NIFTI;
+  EXPECT_EQ(client_->Segment({"x"}, options).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ServerTest, ConcurrentClientsAllSucceedAndBatchesForm) {
+  std::vector<std::string> inputs;
+  for (int i = 0; i < 8; ++i)
+    inputs.push_back(testing::FloatNifti(testing::Phantom({40 + 9 * i, 50 + 5 * i, 20 + 3 * i}, {2.0, 2.0, 2.0})));
+  std::vector<absl::StatusOr<client::SegmentResult>> results(8, absl::UnknownError(""));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i)
+    threads.emplace_back([&, i] {
+      SegmentOptions o;
+      o.outputs = {unetrpp::v1::OUTPUT_KIND_RAW_LABELS};
+      results[i] = client_->Segment({inputs[i]}, o);
+    });
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(results[i].ok()) << i << " " << results[i].status();
+    EXPECT_GE(Agreement(RawLabels(results[i]->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]), DirectLabels(inputs[i])),
+              0.9999)
+        << i;
+  }
+  const std::string metrics = testing::HttpGet(server_->metrics_port(), "/metrics");
+  // Batches of more than one window happened: the count of batches is
+  // larger than the count in the le="1" bucket.
+  const double ones = testing::MetricValue(metrics, "upp_batch_size_windows_bucket{model=\"small\",le=\"1\"}");
+  const double batches = testing::MetricValue(metrics, "upp_batch_size_windows_count{model=\"small\"}");
+  EXPECT_GT(batches, ones) << metrics;
+}
+
+TEST_F(ServerTest, BadRequestsGetTheirCodesWhileOthersSucceed) {
+  const std::string good = testing::FloatNifti(testing::Phantom({50, 50, 30}, {2.0, 2.0, 2.0}));
+  std::atomic<bool> good_ok{false};
+  std::thread concurrent([&] {
+    SegmentOptions o;
+    good_ok = client_->Segment({good}, o).ok();
+  });
+
+  auto stub = unetrpp::v1::Segmentation::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()), grpc::InsecureChannelCredentials()));
+  auto run = [&](const std::vector<unetrpp::v1::SegmentRequest>& messages, bool writes_done = true) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    auto stream = stub->Segment(&context);
+    for (const auto& m : messages)
+      if (!stream->Write(m)) break;
+    if (writes_done) stream->WritesDone();
+    unetrpp::v1::SegmentResponse r;
+    while (stream->Read(&r)) {
+    }
+    return stream->Finish();
+  };
+  unetrpp::v1::SegmentRequest header, chunk, end;
+  header.mutable_header()->set_model("small");
+  header.mutable_header()->set_format(unetrpp::v1::INPUT_FORMAT_NIFTI);
+  chunk.mutable_chunk()->set_data(good);
+  end.mutable_end();
+
+  auto s = run({chunk, header, end});
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("before the RequestHeader"), std::string::npos) << s.error_message();
+  s = run({header, header, chunk, end});
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("second RequestHeader"), std::string::npos);
+  s = run({header, chunk});  // no EndOfInput
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("before EndOfInput"), std::string::npos);
+  s = run({header, end});
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  unetrpp::v1::SegmentRequest unknown = header;
+  unknown.mutable_header()->set_model("no-such-model");
+  s = run({unknown, chunk, end});
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+
+  unetrpp::v1::SegmentRequest corrupt;
+  corrupt.mutable_chunk()->set_data(good.substr(0, 400));  // truncated NIfTI
+  s = run({header, corrupt, end});
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+
+  // Oversized: more than limits.max_input_bytes (32 MiB) in 3 MiB chunks.
+  std::vector<unetrpp::v1::SegmentRequest> big{header};
+  unetrpp::v1::SegmentRequest junk;
+  junk.mutable_chunk()->set_data(std::string(3 << 20, 'x'));
+  for (int i = 0; i < 12; ++i) big.push_back(junk);
+  big.push_back(end);
+  s = run(big);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  // Announced as oversized: refused at the header.
+  unetrpp::v1::SegmentRequest announced = header;
+  announced.mutable_header()->set_expected_input_bytes(uint64_t{1} << 40);
+  s = run({announced});
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+
+  concurrent.join();
+  EXPECT_TRUE(good_ok.load());
+}
+
+TEST_F(ServerTest, CancellationAndDeadlinesReachTheQueue) {
+  // ~216 windows: long enough to cancel in the middle of inference.
+  const std::string big = testing::FloatNifti(testing::Phantom({200, 200, 100}, {2.0, 2.0, 2.0}));
+  auto stub = unetrpp::v1::Segmentation::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()), grpc::InsecureChannelCredentials()));
+  {
+    grpc::ClientContext context;
+    auto stream = stub->Segment(&context);
+    unetrpp::v1::SegmentRequest m;
+    m.mutable_header()->set_format(unetrpp::v1::INPUT_FORMAT_NIFTI);
+    ASSERT_TRUE(stream->Write(m));
+    for (size_t off = 0; off < big.size(); off += 3 << 20) {
+      m.mutable_chunk()->set_data(big.substr(off, 3 << 20));
+      ASSERT_TRUE(stream->Write(m));
+    }
+    m.mutable_end();
+    ASSERT_TRUE(stream->Write(m));
+    unetrpp::v1::SegmentResponse r;
+    bool inference = false;
+    while (stream->Read(&r))
+      if (r.has_progress() && r.progress().stage() == unetrpp::v1::STAGE_INFERENCE && r.progress().windows_total() > 0) {
+        inference = true;
+        break;
+      }
+    ASSERT_TRUE(inference);
+    context.TryCancel();
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  {  // cancel during upload
+    grpc::ClientContext context;
+    auto stream = stub->Segment(&context);
+    unetrpp::v1::SegmentRequest m;
+    m.mutable_header()->set_format(unetrpp::v1::INPUT_FORMAT_NIFTI);
+    ASSERT_TRUE(stream->Write(m));
+    m.mutable_chunk()->set_data(big.substr(0, 1 << 20));
+    ASSERT_TRUE(stream->Write(m));
+    context.TryCancel();
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  {  // deadline
+    SegmentOptions o;
+    o.deadline = absl::Milliseconds(1500);
+    EXPECT_EQ(client_->Segment({big}, o).status().code(), absl::StatusCode::kDeadlineExceeded);
+  }
+  // The cancelled windows left the queue: a small request is served at once.
+  const auto start = absl::Now();
+  auto small = client_->Segment({testing::FloatNifti(testing::Phantom({40, 40, 20}, {2.0, 2.0, 2.0}))}, {});
+  ASSERT_TRUE(small.ok()) << small.status();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(20));
+  // Nothing is left queued or in flight.
+  const std::string metrics = testing::HttpGet(server_->metrics_port(), "/metrics");
+  EXPECT_EQ(testing::MetricValue(metrics, "upp_queued_windows{model=\"small\"}"), 0) << metrics;
+  EXPECT_GE(testing::MetricValue(metrics, "upp_requests_total{code=\"CANCELLED\",model=\"small\"}"), 2) << metrics;
+  EXPECT_GE(testing::MetricValue(metrics, "upp_requests_total{code=\"DEADLINE_EXCEEDED\",model=\"small\"}"), 1);
+  EXPECT_GT(testing::MetricValue(metrics, "upp_stage_duration_seconds_count{stage=\"preprocess\"}"), 0);
+  EXPECT_NE(metrics.find("upp_request_duration_seconds_bucket"), std::string::npos);
+  EXPECT_NE(metrics.find("upp_received_bytes_total"), std::string::npos);
+  EXPECT_NE(metrics.find("upp_model_load_duration_seconds{model=\"small\"}"), std::string::npos);
+}
+
+TEST(ConfigTest, ErrorsNameTheField) {
+  auto bad = ParseConfig("listen_adress: 'x'");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("listen_adress"), std::string::npos) << bad.status();
+  EXPECT_NE(bad.status().message().find("line 1"), std::string::npos);
+  auto c = ParseConfig("models { name: 'a' weights: 'w' devices: 'gpu0' }");
+  ASSERT_TRUE(c.ok());
+  ApplyDefaults(*c);
+  auto s = ValidateConfig(*c);
+  EXPECT_NE(s.message().find("models[0].devices[0]"), std::string::npos) << s;
+  c = ParseConfig("models { name: 'a' weights: 'w' } models { name: 'a' weights: 'v' }");
+  ApplyDefaults(*c);
+  EXPECT_NE(ValidateConfig(*c).message().find("models[1].name"), std::string::npos);
+  c = ParseConfig("default_model: 'b' models { name: 'a' weights: 'w' }");
+  ApplyDefaults(*c);
+  EXPECT_NE(ValidateConfig(*c).message().find("default_model"), std::string::npos);
+  c = ParseConfig("");
+  ApplyDefaults(*c);
+  EXPECT_NE(ValidateConfig(*c).message().find("models"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace upp::server

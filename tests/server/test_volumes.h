@@ -1,0 +1,31 @@
+// Test inputs for the server tests: synthetic volumes as NIfTI bytes, a DICOM
+// CT series made from pydicom's CT_small.dcm, and a tiny HTTP GET for /metrics.
+#ifndef UPP_TESTS_SERVER_TEST_VOLUMES_H_
+#define UPP_TESTS_SERVER_TEST_VOLUMES_H_
+
+#include <array>
+#include <string>
+#include <vector>
+
+#include "preprocessing/volume.h"
+
+namespace upp::testing {
+
+// A CT-like ellipse of soft tissue with a bright core in air; size (x, y, z).
+preprocessing::Volume Phantom(std::array<int64_t, 3> size, std::array<double, 3> spacing);
+// NIfTI-1 float32, pixdim-only geometry (spacing), uncompressed.
+std::string FloatNifti(const preprocessing::Volume& volume);
+// `slices` instances of one series (CT_small's pixels, positions 2.5 mm
+// apart, fresh UIDs); empty when pydicom's test data is not installed.
+std::vector<std::string> CtSeries(int slices);
+// A TCP port free at the time of the call (civetweb, behind prometheus-cpp,
+// cannot listen on port 0).
+int FreePort();
+// GET http://127.0.0.1:port/path; the body ("" on failure).
+std::string HttpGet(int port, const std::string& path);
+// The value of the Prometheus series `name{labels}` in `text`; -1 if absent.
+double MetricValue(const std::string& text, const std::string& series);
+
+}  // namespace upp::testing
+
+#endif  // UPP_TESTS_SERVER_TEST_VOLUMES_H_

@@ -1,0 +1,116 @@
+// upp-segment: the whole pipeline in one process, without the server: reads a
+// NIfTI file or a directory of DICOM files, segments it, writes the label map
+// (.nii.gz) and prints per-label voxel counts and volumes as JSON.
+//
+// The plan comes from --plan (a JSON file), else the weights' metadata
+// ("unetrpp_plan"), else DefaultCtPlan() for the network's classes and patch.
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+
+#include "model/cpu_threads.h"
+#include "model/window_runner.h"
+#include "preprocessing/dicom.h"
+#include "preprocessing/nifti.h"
+#include "preprocessing/pipeline.h"
+
+namespace {
+
+int Fail(const std::string& what) {
+  std::fprintf(stderr, "upp-segment: %s\n", what.c_str());
+  return 1;
+}
+
+std::string ReadFile(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  namespace pp = upp::preprocessing;
+  CLI::App app{"Segment a volume with UNETR++ (offline, no server)"};
+  std::string input, output, weights, plan_path, device = "cpu", precision = "fp32";
+  int threads = 0;
+  int64_t batch = 1;
+  std::vector<int> mirror;
+  app.add_option("input", input, "NIfTI file or DICOM directory")->required();
+  app.add_option("-o,--output", output, "label map to write (.nii.gz)");
+  app.add_option("--weights", weights, "safetensors weights (architecture in the metadata)")->required();
+  app.add_option("--plan", plan_path, "plan JSON (default: the weights' metadata, else a CT default)");
+  app.add_option("--device", device, "cpu, cuda, cuda:N");
+  app.add_option("--precision", precision, "fp32 | bf16");
+  app.add_option("--threads", threads, "CPU threads (0: all)");
+  app.add_option("--batch", batch, "windows per network call");
+  app.add_option("--mirror", mirror, "test-time mirroring axes (0=D 1=H 2=W)");
+  CLI11_PARSE(app, argc, argv);
+  upp::model::ConfigureCpuThreads(threads);
+
+  auto runner = upp::model::WindowRunner::FromWeightsFile(weights, {device, precision});
+  if (!runner.ok()) return Fail(runner.status().ToString());
+  const auto& config = (*runner)->config();
+  absl::StatusOr<pp::Plan> plan = absl::NotFoundError("");
+  if (!plan_path.empty()) {
+    plan = pp::Plan::FromJson(ReadFile(plan_path));
+  } else {
+    plan = pp::Plan::FromMetadata((*runner)->metadata());
+    if (plan.status().code() == absl::StatusCode::kNotFound)
+      plan = pp::DefaultCtPlan(config.num_classes, config.patch, config.in_channels);
+  }
+  if (!plan.ok()) return Fail(plan.status().ToString());
+  if (plan->patch != config.patch || plan->num_classes != config.num_classes ||
+      plan->input_channels() != config.in_channels)
+    return Fail("the plan's patch, classes or channels differ from the network's");
+
+  pp::NiftiHeaderInfo header;
+  header.qform_code = header.sform_code = 1;
+  pp::Volume volume;
+  if (std::filesystem::is_directory(input)) {
+    std::vector<std::string> files;
+    for (const auto& e : std::filesystem::directory_iterator(input))
+      if (e.is_regular_file()) files.push_back(ReadFile(e.path()));
+    auto dicom = pp::ReadDicomSeries(std::vector<std::string_view>(files.begin(), files.end()));
+    if (!dicom.ok()) return Fail(dicom.status().ToString());
+    volume = std::move(dicom->volume);
+  } else {
+    auto nifti = pp::ReadNiftiFile(input);
+    if (!nifti.ok()) return Fail(nifti.status().ToString());
+    volume = std::move(nifti->volume);
+    header = nifti->header;
+  }
+  pp::JobOptions options;
+  if (!mirror.empty()) options.mirror_axes = mirror;
+  const auto start = std::chrono::steady_clock::now();
+  pp::StageTimes times;
+  auto labels = pp::Segment(
+      std::move(volume), *plan,
+      [&](const float* in, int64_t n, float* out) {
+        auto s = (*runner)->Run(in, n, out);
+        return s.ok() ? absl::OkStatus() : absl::Status(static_cast<absl::StatusCode>(s.code()), s.message());
+      },
+      batch, options, &times);
+  if (!labels.ok()) return Fail(labels.status().ToString());
+  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!output.empty()) {
+    auto bytes = pp::WriteNiftiLabels(labels->geometry, labels->labels, header);
+    if (!bytes.ok()) return Fail(bytes.status().ToString());
+    std::ofstream(output, std::ios::binary) << *bytes;
+  }
+  nlohmann::json j;
+  j["seconds"] = total;
+  j["size"] = labels->geometry.size;
+  for (const auto& s : labels->stats) {
+    std::string name = "label " + std::to_string(s.value);
+    for (const auto& l : plan->labels)
+      if (l.value == s.value) name = l.name;
+    j["labels"].push_back({{"value", s.value}, {"name", name}, {"voxels", s.voxels}, {"volume_ml", s.volume_ml}});
+  }
+  std::printf("%s\n", j.dump(1).c_str());
+  return 0;
+}
