@@ -17,6 +17,8 @@ PACKAGES=(
   libdcmtk-dev dcmtk python3-pydicom dicom3tools
   # checkpoint converter (tools/convert_checkpoint.py) and its test
   python3 python3-torch python3-numpy
+  # proto/ + server/: gRPC and protobuf (with the C++ plugin), Prometheus, logging
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev libspdlog-dev
 )
 
 SUDO=""

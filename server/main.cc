@@ -6,6 +6,9 @@
 // SIGTERM / SIGINT: health NOT_SERVING, new calls UNAVAILABLE, in-flight
 // calls get drain_grace_seconds, exit 0.
 #include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -15,6 +18,10 @@
 #include "model/cpu_threads.h"
 #include "server/config.h"
 #include "server/server.h"
+
+namespace {
+int g_signal_pipe[2] = {-1, -1};
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"unetrpp-serve: UNETR++ segmentation over gRPC"};
@@ -29,12 +36,19 @@ int main(int argc, char** argv) {
   app.add_flag("--log-json", log_json, "log JSON lines");
   CLI11_PARSE(app, argc, argv);
 
-  // Signals go to the thread that waits for them, not to gRPC's or LibTorch's.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A handler, not sigwait(): libraries start threads before main() (OpenBLAS)
+  // with the signals unblocked, so any thread may receive them. The handler
+  // only writes the signal number to a pipe (async-signal-safe); a thread
+  // reads it and drains.
+  if (pipe(g_signal_pipe) != 0) return 1;
+  struct sigaction action {};
+  action.sa_handler = [](int sig) {
+    const char c = static_cast<char>(sig);
+    (void)!write(g_signal_pipe[1], &c, 1);
+  };
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
 
   unetrpp::v1::ServerConfig config;
   if (!config_path.empty()) {
@@ -75,9 +89,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::thread waiter([&] {
-    int sig = 0;
-    sigwait(&signals, &sig);
-    spdlog::info("signal {}: draining", sig);
+    char sig = 0;
+    while (read(g_signal_pipe[0], &sig, 1) < 0 && errno == EINTR) {
+    }
+    spdlog::info("signal {}: draining", static_cast<int>(sig));
     (*server)->Drain(absl::Seconds(config.drain_grace_seconds()));
   });
   (*server)->Wait();

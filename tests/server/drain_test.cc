@@ -1,0 +1,77 @@
+// SIGTERM under load, against the real unetrpp-serve binary: the request in
+// flight finishes, a new one gets UNAVAILABLE, health turns NOT_SERVING, and
+// the process exits 0.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <fstream>
+#include <thread>
+
+#include "clients/cpp/client.h"
+#include "preprocessing/plan.h"
+#include "tests/server/test_volumes.h"
+
+extern char** environ;
+
+namespace upp::server {
+namespace {
+
+TEST(DrainTest, SigtermLetsInFlightWorkFinishAndExitsZero) {
+  preprocessing::Plan plan = preprocessing::DefaultCtPlan(14, {32, 64, 64});
+  plan.target_spacing = {2.0, 2.0, 2.0};
+  const std::string dir = ::testing::TempDir();
+  std::ofstream(dir + "/drain_plan.json") << plan.ToJson();
+  const int port = testing::FreePort();
+  std::ofstream(dir + "/drain.textproto")
+      << "listen_address: '127.0.0.1:" << port << "'\nmetrics_address: 'off'\ndrain_grace_seconds: 60\n"
+      << "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '"
+      << dir << "/drain_plan.json' }\n";
+
+  const std::string config = dir + "/drain.textproto";
+  const char* argv[] = {UPP_SERVE_BINARY, "--config", config.c_str(), nullptr};
+  pid_t pid = 0;
+  ASSERT_EQ(posix_spawn(&pid, UPP_SERVE_BINARY, nullptr, nullptr, const_cast<char**>(argv), environ), 0);
+
+  auto client = client::Client::Connect("127.0.0.1:" + std::to_string(port));
+  bool healthy = false;
+  for (int i = 0; i < 600 && !healthy; ++i) {
+    healthy = client->Healthy().value_or(false);
+    if (!healthy) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(healthy) << "the server did not become healthy";
+
+  // ~64 windows: a few seconds of inference.
+  const std::string input = testing::FloatNifti(testing::Phantom({128, 128, 90}, {2.0, 2.0, 2.0}));
+  std::atomic<bool> inferring{false};
+  absl::StatusOr<client::SegmentResult> in_flight = absl::UnknownError("not run");
+  std::thread request([&] {
+    client::SegmentOptions o;
+    o.outputs = {unetrpp::v1::OUTPUT_KIND_RAW_LABELS};
+    in_flight = client->Segment({input}, o, [&](const unetrpp::v1::Progress& p) {
+      if (p.stage() == unetrpp::v1::STAGE_INFERENCE) inferring = true;
+    });
+  });
+  for (int i = 0; i < 600 && !inferring; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(inferring.load());
+  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+
+  auto refused = client->Segment({testing::FloatNifti(testing::Phantom({40, 40, 20}, {2.0, 2.0, 2.0}))}, {});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable) << refused.status();
+  auto health = client->Healthy();
+  EXPECT_TRUE(!health.ok() || !*health) << "health should be NOT_SERVING while draining";
+
+  request.join();
+  ASSERT_TRUE(in_flight.ok()) << in_flight.status();
+  EXPECT_EQ(in_flight->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS].size(), 128u * 128 * 90 * 2);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+}  // namespace
+}  // namespace upp::server
