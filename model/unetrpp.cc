@@ -23,10 +23,16 @@ torch::Tensor RegisterUniform(torch::nn::Module& m, const std::string& name,
 // with one group per channel (same statistics, same biased variance, same
 // eps); ATen's group_norm kernel is much faster on CPU than instance_norm,
 // which goes through batch_norm on a reshaped (1, B*C, ...) view.
-torch::Tensor InstanceNorm(const torch::Tensor& x) {
-  if (x.is_cpu() && x.scalar_type() == torch::kFloat32) return onednn::InstanceNorm(x, kNormEps);
+torch::Tensor InstanceNorm(const torch::Tensor& x, bool differentiable = false) {
+  if (!differentiable && x.is_cpu() && x.scalar_type() == torch::kFloat32)
+    return onednn::InstanceNorm(x, kNormEps);
   return torch::group_norm(x.contiguous(), x.size(1), {}, {}, kNormEps);
 }
+
+// Training (module in train mode, autograd on) takes plain differentiable ATen
+// ops, out of place; inference keeps the oneDNN, in-place and folded paths,
+// whose kernels autograd cannot see through.
+bool Differentiable(const torch::nn::Module& m) { return m.is_training() && torch::GradMode::is_enabled(); }
 
 }  // namespace
 
@@ -50,6 +56,12 @@ ConvLayerImpl::ConvLayerImpl(Kind kind, int64_t in, int64_t out, std::array<int6
 }
 
 torch::Tensor ConvLayerImpl::forward(const torch::Tensor& x) {
+  if (Differentiable(*this)) {
+    const std::vector<int64_t> stride(stride_.begin(), stride_.end());
+    if (kind_ == Kind::kTransposed) return torch::conv_transpose3d(x, weight_, bias_, stride);
+    const std::vector<int64_t> padding(padding_.begin(), padding_.end());
+    return torch::conv3d(x, weight_, bias_, stride, padding);
+  }
   if (kind_ == Kind::kTransposed) return TransposedAdd(x, torch::Tensor());
   if (compute_weight_.defined()) return Conv(x, compute_weight_, compute_bias_);
   return Conv(x, weight_, bias_);
@@ -64,6 +76,10 @@ torch::Tensor ConvLayerImpl::TransposedAdd(const torch::Tensor& x, const torch::
   // directly, so the upsampled tensor is written once.
   TORCH_CHECK(kind_ == Kind::kTransposed && kernel_ == stride_,
               "transposed conv supports kernel == stride only");
+  if (Differentiable(*this)) {
+    auto y = torch::conv_transpose3d(x, weight_, bias_, std::vector<int64_t>(stride_.begin(), stride_.end()));
+    return skip.defined() ? y + skip : y;
+  }
   const int64_t b = x.size(0), cin = x.size(1), d = x.size(2), h = x.size(3), w = x.size(4);
   const int64_t cout = weight_.size(1);
   auto [kd, kh, kw] = kernel_;
@@ -168,6 +184,8 @@ ResBlockImpl::ResBlockImpl(int64_t in, int64_t out, Norm norm) : norm_(norm) {
 }
 
 torch::Tensor ResBlockImpl::Normalize(const torch::Tensor& x, const torch::nn::BatchNorm3d& bn) {
+  if (Differentiable(*this))
+    return norm_ == Norm::kInstance ? InstanceNorm(x, true) : const_cast<torch::nn::BatchNorm3dImpl&>(*bn).forward(x);
   if (norm_ == Norm::kInstance) return InstanceNorm(x);
   return torch::batch_norm(x, bn->weight, bn->bias, bn->running_mean, bn->running_var,
                            /*training=*/false, /*momentum=*/0.1, kNormEps,
@@ -195,6 +213,12 @@ void ResBlockImpl::PrepareForInference(torch::ScalarType conv_dtype) {
 }
 
 torch::Tensor ResBlockImpl::forward(const torch::Tensor& x) {
+  if (Differentiable(*this)) {
+    auto out = torch::leaky_relu(Normalize(conv1_->forward(x), norm1_), kLeakySlope);
+    out = Normalize(conv2_->forward(out), norm2_);
+    const torch::Tensor residual = conv3_ ? Normalize(conv3_->forward(x), norm3_) : x;
+    return torch::leaky_relu(out + residual, kLeakySlope);
+  }
   if (folded_w1_.defined()) {
     auto out = conv1_->Conv(x, folded_w1_, folded_b1_);
     torch::leaky_relu_(out, kLeakySlope);
@@ -247,7 +271,7 @@ torch::Tensor EpaImpl::ProjectF(const torch::Tensor& t) {
 }
 
 torch::Tensor EpaImpl::forward(const torch::Tensor& x) {
-  if (!x.is_cpu()) return ForwardReference(x);
+  if (!x.is_cpu() || Differentiable(*this)) return ForwardReference(x);
   std::vector<torch::Tensor> outs;
   const int64_t b = x.size(0), n = x.size(1), c = x.size(2);
   // (B, N, 4C): columns q | k | v_CA | v_SA
@@ -388,7 +412,8 @@ torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x) {
   auto skip = attn.view({b, d, h, w, c}).permute({0, 4, 1, 2, 3});
   auto y = conv51_->forward(skip);
   if (conv52_) y = conv52_->forward(y);
-  // Dropout3d is the identity at inference.
+  // Dropout3d is the identity at inference (and left out in training).
+  if (Differentiable(*this)) return conv8_->forward(y) + skip;
   auto out = y.is_cpu() ? PointwiseConv(y, conv8_->weight, conv8_->bias) : conv8_->forward(y);
   return out.add_(skip);
 }

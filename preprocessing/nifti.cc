@@ -383,20 +383,14 @@ void PutField(std::string& h, size_t offset, T v) {
 
 }  // namespace
 
-absl::StatusOr<std::string> WriteNiftiLabels(const Geometry& geometry,
-                                             const std::vector<uint16_t>& labels,
-                                             const NiftiHeaderInfo& like) {
-  if (auto s = geometry.Validate(); !s.ok()) return s;
-  if (static_cast<int64_t>(labels.size()) != geometry.NumVoxels()) {
-    return absl::InvalidArgumentError(absl::StrCat("label map has ", labels.size(),
-                                                   " voxels, the geometry ",
-                                                   geometry.NumVoxels()));
-  }
-  uint16_t max_label = 0;
-  for (uint16_t l : labels) max_label = std::max(max_label, l);
-  const bool wide = max_label > 255;
-  const bool v2 = *std::max_element(geometry.size.begin(), geometry.size.end()) > 32767;
+namespace {
 
+// The header of a 3-D NIfTI file with exactly `geometry` (sform and qform
+// both written, LPS converted back to RAS, codes of `like`); NIfTI-2 only when
+// a dimension exceeds NIfTI-1's 32767.
+std::string NiftiHeader(const Geometry& geometry, const NiftiHeaderInfo& like, int16_t datatype,
+                        int16_t bitpix, int16_t intent, double cal_max, const char* description) {
+  const bool v2 = *std::max_element(geometry.size.begin(), geometry.size.end()) > 32767;
   // RAS affine: diag(-1, -1, 1) * [direction * diag(spacing) | origin].
   double affine[3][4], rot[3][3];
   for (int row = 0; row < 3; ++row) {
@@ -410,7 +404,7 @@ absl::StatusOr<std::string> WriteNiftiLabels(const Geometry& geometry,
   double quat[3], qfac;
   RotationToQuaternion(rot, quat, &qfac);
   const int qform_code = like.qform_code, sform_code = like.sform_code;
-  const int16_t datatype = wide ? 512 : 2, bitpix = wide ? 16 : 8;
+  const size_t description_length = std::min<size_t>(std::strlen(description), 79);
 
   std::string h;
   if (!v2) {
@@ -419,15 +413,15 @@ absl::StatusOr<std::string> WriteNiftiLabels(const Geometry& geometry,
     PutField<int16_t>(h, 40, 3);
     for (int i = 0; i < 3; ++i) PutField<int16_t>(h, 42 + 2 * i, static_cast<int16_t>(geometry.size[i]));
     for (int i = 3; i < 7; ++i) PutField<int16_t>(h, 42 + 2 * i, 1);
-    PutField<int16_t>(h, 68, 1002);  // NIFTI_INTENT_LABEL
+    PutField<int16_t>(h, 68, intent);
     PutField<int16_t>(h, 70, datatype);
     PutField<int16_t>(h, 72, bitpix);
     PutField<float>(h, 76, static_cast<float>(qfac));
     for (int i = 0; i < 3; ++i) PutField<float>(h, 80 + 4 * i, static_cast<float>(geometry.spacing[i]));
     PutField<float>(h, 108, 352.0f);
-    PutField<float>(h, 124, static_cast<float>(max_label));  // cal_max
+    PutField<float>(h, 124, static_cast<float>(cal_max));
     PutField<uint8_t>(h, 123, static_cast<uint8_t>(like.xyzt_units ? like.xyzt_units : 2));
-    std::memcpy(&h[148], "unetrpp-serve label map", 23);
+    std::memcpy(&h[148], description, description_length);
     PutField<int16_t>(h, 252, static_cast<int16_t>(qform_code));
     PutField<int16_t>(h, 254, static_cast<int16_t>(sform_code));
     for (int i = 0; i < 3; ++i) PutField<float>(h, 256 + 4 * i, static_cast<float>(quat[i]));
@@ -448,8 +442,8 @@ absl::StatusOr<std::string> WriteNiftiLabels(const Geometry& geometry,
     PutField<double>(h, 104, qfac);
     for (int i = 0; i < 3; ++i) PutField<double>(h, 112 + 8 * i, geometry.spacing[i]);
     PutField<int64_t>(h, 168, 544);
-    PutField<double>(h, 192, static_cast<double>(max_label));
-    std::memcpy(&h[240], "unetrpp-serve label map", 23);
+    PutField<double>(h, 192, cal_max);
+    std::memcpy(&h[240], description, description_length);
     PutField<int32_t>(h, 344, qform_code);
     PutField<int32_t>(h, 348, sform_code);
     for (int i = 0; i < 3; ++i) PutField<double>(h, 352 + 8 * i, quat[i]);
@@ -458,9 +452,27 @@ absl::StatusOr<std::string> WriteNiftiLabels(const Geometry& geometry,
       for (int c = 0; c < 4; ++c) PutField<double>(h, 400 + 32 * r + 8 * c, affine[r][c]);
     }
     PutField<int32_t>(h, 500, like.xyzt_units ? like.xyzt_units : 2);
-    PutField<int32_t>(h, 504, 1002);
+    PutField<int32_t>(h, 504, intent);
   }
-  std::string body = std::move(h);
+  return h;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> WriteNiftiLabels(const Geometry& geometry,
+                                             const std::vector<uint16_t>& labels,
+                                             const NiftiHeaderInfo& like) {
+  if (auto s = geometry.Validate(); !s.ok()) return s;
+  if (static_cast<int64_t>(labels.size()) != geometry.NumVoxels()) {
+    return absl::InvalidArgumentError(absl::StrCat("label map has ", labels.size(),
+                                                   " voxels, the geometry ",
+                                                   geometry.NumVoxels()));
+  }
+  uint16_t max_label = 0;
+  for (uint16_t l : labels) max_label = std::max(max_label, l);
+  const bool wide = max_label > 255;
+  std::string body = NiftiHeader(geometry, like, wide ? 512 : 2, wide ? 16 : 8, /*NIFTI_INTENT_LABEL*/ 1002,
+                                 max_label, "unetrpp-serve label map");
   const size_t header_size = body.size();
   body.resize(header_size + labels.size() * (wide ? 2 : 1));
   char* dst = body.data() + header_size;
@@ -469,6 +481,19 @@ absl::StatusOr<std::string> WriteNiftiLabels(const Geometry& geometry,
   } else {
     for (size_t i = 0; i < labels.size(); ++i) dst[i] = static_cast<char>(labels[i]);
   }
+  return Deflate(body);
+}
+
+absl::StatusOr<std::string> WriteNiftiInt16(const Geometry& geometry, const std::vector<int16_t>& voxels,
+                                            const NiftiHeaderInfo& like, const std::string& description) {
+  if (auto s = geometry.Validate(); !s.ok()) return s;
+  if (static_cast<int64_t>(voxels.size()) != geometry.NumVoxels())
+    return absl::InvalidArgumentError(
+        absl::StrCat("image has ", voxels.size(), " voxels, the geometry ", geometry.NumVoxels()));
+  std::string body = NiftiHeader(geometry, like, /*DT_INT16*/ 4, 16, 0, 0, description.c_str());
+  const size_t header_size = body.size();
+  body.resize(header_size + voxels.size() * 2);
+  std::memcpy(body.data() + header_size, voxels.data(), voxels.size() * 2);  // little endian host
   return Deflate(body);
 }
 

@@ -56,6 +56,10 @@ absl::StatusOr<NiftiImage> ReadNifti(std::string_view bytes, const NiftiReadOpti
 absl::StatusOr<std::string> WriteNiftiLabels(const Geometry& geometry,
                                              const std::vector<uint16_t>& labels,
                                              const NiftiHeaderInfo& like);
+// An int16 image (e.g. CT in HU) as .nii.gz with exactly `geometry`, written
+// like WriteNiftiLabels (no intent, no scaling).
+absl::StatusOr<std::string> WriteNiftiInt16(const Geometry& geometry, const std::vector<int16_t>& voxels,
+                                            const NiftiHeaderInfo& like, const std::string& description = "");
 absl::StatusOr<NiftiImage> ReadNiftiFile(const std::string& path,
                                          const NiftiReadOptions& options = {});
 

@@ -41,6 +41,7 @@ absl::Status FromException(const char* stage, const std::exception& e) {
 struct SegmentationJob::Impl {
   Plan plan;
   std::vector<int> mirror_axes;
+  torch::Device device = torch::kCPU;
   Geometry geometry;                            // the input's
   std::array<std::array<int64_t, 2>, 3> crop;   // (z, y, x) tensor axes, [begin, end)
   std::array<int64_t, 3> cropped_t;             // cropped size, network axis order
@@ -108,6 +109,15 @@ absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(Volume 
   const auto& g = volume.geometry;
 
   try {
+    impl->device = torch::Device(options.device);
+  } catch (const std::exception&) {
+    return absl::InvalidArgumentError(absl::StrCat("device \"", options.device, "\" is not cpu, cuda or cuda:N"));
+  }
+  if (impl->device.is_cuda() && !torch::cuda::is_available())
+    return absl::UnavailableError(absl::StrCat("device \"", options.device, "\": no CUDA in this build or machine"));
+  const torch::Device device = impl->device;
+
+  try {
     torch::NoGradGuard no_grad;
     auto start = Clock::now();
     // Zero-copy view of the caller's voxels, (C, z, y, x).
@@ -120,6 +130,7 @@ absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(Volume 
       x = x.narrow(a + 1, impl->crop[a][0], impl->crop[a][1] - impl->crop[a][0]);
     x = x.permute({0, 1 + p.transpose[0], 1 + p.transpose[1], 1 + p.transpose[2]});
     for (int a = 0; a < 3; ++a) impl->cropped_t[a] = x.size(a + 1);
+    if (device != torch::kCPU) x = x.to(device);
     impl->times.crop = Seconds(start);
 
     start = Clock::now();
@@ -182,11 +193,12 @@ absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(Volume 
     for (int64_t d : starts[0])
       for (int64_t h : starts[1])
         for (int64_t w : starts[2]) impl->windows.push_back({d, h, w});
-    impl->gaussian = GaussianImportance(p.patch, p.gaussian_sigma_scale);
+    impl->gaussian = GaussianImportance(p.patch, p.gaussian_sigma_scale).to(device);
     const auto factors = GaussianFactors(p.patch, p.gaussian_sigma_scale);
     for (int a = 0; a < 3; ++a) {
       impl->profile[a] = torch::zeros({data.size(a + 1)}, torch::kFloat);
       for (int64_t s : starts[a]) impl->profile[a].narrow(0, s, p.patch[a]).add_(factors[a]);
+      impl->profile[a] = impl->profile[a].to(device);
     }
 
     const int64_t padded_voxels = data.size(1) * data.size(2) * data.size(3);
@@ -195,7 +207,7 @@ absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(Volume 
       half = padded_voxels * p.num_classes * 4 > options.float32_accumulator_limit_bytes;
     absl::MutexLock lock(&impl->mu);
     impl->accumulator = torch::zeros({p.num_classes, data.size(1), data.size(2), data.size(3)},
-                                     half ? torch::kHalf : torch::kFloat);
+                                     torch::TensorOptions(device).dtype(half ? torch::kHalf : torch::kFloat));
     impl->done.assign(impl->windows.size() * impl->num_variants(), false);
   } catch (const std::exception& e) {
     return FromException("preprocessing", e);
@@ -284,6 +296,7 @@ absl::StatusOr<bool> SegmentationJob::AddOutput(int64_t item, const float* logit
     // Softmax, un-flip and weighting outside the lock; only the sums inside.
     torch::Tensor probs = torch::from_blob(const_cast<float*>(logits),
                                            {num_classes(), p[0], p[1], p[2]}, torch::kFloat)
+                              .to(m.device)
                               .softmax(0);
     const auto dims = m.FlipDims(static_cast<int>(item % nv));
     if (!dims.empty()) probs = probs.flip(dims);
@@ -344,15 +357,15 @@ absl::StatusOr<LabelMap> SegmentationJob::Finish() {
       for (auto& v : i0) v -= lo;
       for (auto& v : i1) v -= lo;
       const int64_t n = o1 - o0;
-      torch::Tensor a = src.index_select(1, torch::from_blob(i0.data(), {n}, torch::kLong));
+      torch::Tensor a = src.index_select(1, torch::from_blob(i0.data(), {n}, torch::kLong).to(m.device));
       if (m.modes[0] == Interp::kLinear) {
-        torch::Tensor b = src.index_select(1, torch::from_blob(i1.data(), {n}, torch::kLong));
-        a.add_(torch::from_blob(w1.data(), {1, n, 1, 1}, torch::kFloat) * (b - a));
+        torch::Tensor b = src.index_select(1, torch::from_blob(i1.data(), {n}, torch::kLong).to(m.device));
+        a.add_(torch::from_blob(w1.data(), {1, n, 1, 1}, torch::kFloat).to(m.device) * (b - a));
       }
       torch::Tensor probs = ResampleSeparable(a, {n, out_t[1], out_t[2]}, m.modes);
       const auto t_argmax = Clock::now();
       torch::Tensor lab = ArgmaxChannels(probs, label_type);  // (n, H, W)
-      counts += torch::bincount(lab.flatten().to(torch::kLong), {}, k);
+      counts += torch::bincount(lab.flatten().to(torch::kLong), {}, k).cpu();
       labels_t.narrow(0, o0, n).copy_(lab);
       argmax_s += Seconds(t_argmax);
     }

@@ -27,6 +27,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -40,6 +41,9 @@ namespace upp::preprocessing {
 enum class AccumulatorPrecision { kAuto, kFloat32, kFloat16 };
 
 struct JobOptions {
+  // Where the job's tensors live and its arithmetic runs: "cpu", "cuda",
+  // "cuda:N". GetInput/AddOutput still take host buffers.
+  std::string device = "cpu";
   std::optional<double> step;                    // overrides plan.step
   std::optional<std::vector<int>> mirror_axes;   // overrides plan.mirror_axes
   AccumulatorPrecision accumulator = AccumulatorPrecision::kAuto;

@@ -284,6 +284,15 @@ TEST(Job, MisuseGetsClearStatuses) {
   nan_spacing.geometry.spacing[1] = std::nan("");
   EXPECT_EQ(SegmentationJob::Create(std::move(nan_spacing), plan, {}).status().code(),
             absl::StatusCode::kInvalidArgument);
+  JobOptions bad_device;
+  bad_device.device = "gpu7";
+  EXPECT_EQ(SegmentationJob::Create(BlockVolume({20, 20, 10}), plan, bad_device).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  if (!torch::cuda::is_available()) {
+    bad_device.device = "cuda:0";
+    EXPECT_EQ(SegmentationJob::Create(BlockVolume({20, 20, 10}), plan, bad_device).status().code(),
+              absl::StatusCode::kUnavailable);
+  }
   JobOptions bad_step;
   bad_step.step = 0.0;
   auto s = SegmentationJob::Create(BlockVolume({20, 20, 10}), plan, bad_step).status();

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "clients/cpp/client.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "preprocessing/plan.h"
 #include "tests/server/test_volumes.h"
 
@@ -42,6 +43,25 @@ TEST(DrainTest, SigtermLetsInFlightWorkFinishAndExitsZero) {
     if (!healthy) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   ASSERT_TRUE(healthy) << "the server did not become healthy";
+  EXPECT_TRUE(client->Healthy("unetrpp.v1.Segmentation/small").value_or(false));
+
+  {  // Server reflection lists the service.
+    auto stub = grpc::reflection::v1alpha::ServerReflection::NewStub(
+        grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    auto stream = stub->ServerReflectionInfo(&context);
+    grpc::reflection::v1alpha::ServerReflectionRequest request;
+    request.set_list_services("");
+    ASSERT_TRUE(stream->Write(request));
+    stream->WritesDone();
+    grpc::reflection::v1alpha::ServerReflectionResponse response;
+    ASSERT_TRUE(stream->Read(&response));
+    bool listed = false;
+    for (const auto& s : response.list_services_response().service())
+      listed |= s.name() == "unetrpp.v1.Segmentation";
+    EXPECT_TRUE(listed) << response.DebugString();
+    EXPECT_TRUE(stream->Finish().ok());
+  }
 
   // ~64 windows: a few seconds of inference.
   const std::string input = testing::FloatNifti(testing::Phantom({128, 128, 90}, {2.0, 2.0, 2.0}));

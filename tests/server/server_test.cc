@@ -11,11 +11,13 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "clients/cpp/client.h"
 #include "model/cpu_threads.h"
 #include "model/window_runner.h"
+#include "preprocessing/dicom.h"
 #include "preprocessing/nifti.h"
 #include "preprocessing/pipeline.h"
 #include "server/config.h"
@@ -67,18 +69,17 @@ class ServerTest : public ::testing::Test {
 Server* ServerTest::server_ = nullptr;
 client::Client* ServerTest::client_ = nullptr;
 
-// The labels that calling the pipeline directly gives for `nifti`.
-std::vector<uint16_t> DirectLabels(const std::string& nifti) {
+// The labels that calling the pipeline directly gives for `volume`.
+std::vector<uint16_t> DirectLabels(preprocessing::Volume volume) {
   auto runner = model::WindowRunner::FromWeightsFile(UPP_FIXTURES_DIR "/synapse_small_weights.safetensors");
   EXPECT_TRUE(runner.ok());
   std::ifstream in(PlanFile());
   std::stringstream text;
   text << in.rdbuf();
   auto plan = preprocessing::Plan::FromJson(text.str());
-  auto image = preprocessing::ReadNifti(nifti);
-  EXPECT_TRUE(plan.ok() && image.ok());
+  EXPECT_TRUE(plan.ok());
   auto labels = preprocessing::Segment(
-      std::move(image->volume), *plan,
+      std::move(volume), *plan,
       [&](const float* i, int64_t n, float* o) {
         auto s = (*runner)->Run(i, n, o);
         return s.ok() ? absl::OkStatus() : absl::InternalError(s.message());
@@ -86,6 +87,12 @@ std::vector<uint16_t> DirectLabels(const std::string& nifti) {
       1);
   EXPECT_TRUE(labels.ok());
   return labels->labels;
+}
+
+std::vector<uint16_t> DirectLabels(const std::string& nifti) {
+  auto image = preprocessing::ReadNifti(nifti);
+  EXPECT_TRUE(image.ok());
+  return DirectLabels(std::move(image->volume));
 }
 
 std::vector<uint16_t> RawLabels(const std::string& raw) {
@@ -162,6 +169,11 @@ TEST_F(ServerTest, DicomRoundTripWithSeg) {
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->header.geometry().size(2), 6);
   EXPECT_EQ(result->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS].size(), 128u * 128 * 6 * 2);
+  auto direct = preprocessing::ReadDicomSeries(std::vector<std::string_view>(series.begin(), series.end()));
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  EXPECT_GE(Agreement(RawLabels(result->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]),
+                      DirectLabels(std::move(direct->volume))),
+            0.9999);
   const std::string& seg = result->outputs[unetrpp::v1::OUTPUT_KIND_DICOM_SEG];
   ASSERT_GT(seg.size(), 132u);
   EXPECT_EQ(seg.substr(128, 4), "DICM");
