@@ -19,6 +19,8 @@ PACKAGES=(
   python3 python3-torch python3-numpy
   # proto/ + server/: gRPC and protobuf (with the C++ plugin), Prometheus, logging
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev libspdlog-dev
+  # clients/: the Python client (grpcio, protobuf; stubs from protoc + grpc_python_plugin), the PNG overlay (cairo)
+  python3-grpcio python3-protobuf libcairo2-dev
 )
 
 SUDO=""

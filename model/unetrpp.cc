@@ -185,7 +185,7 @@ ResBlockImpl::ResBlockImpl(int64_t in, int64_t out, Norm norm) : norm_(norm) {
 
 torch::Tensor ResBlockImpl::Normalize(const torch::Tensor& x, const torch::nn::BatchNorm3d& bn) {
   if (Differentiable(*this))
-    return norm_ == Norm::kInstance ? InstanceNorm(x, true) : const_cast<torch::nn::BatchNorm3dImpl&>(*bn).forward(x);
+    return norm_ == Norm::kInstance ? InstanceNorm(x, true) : bn.ptr()->forward(x);
   if (norm_ == Norm::kInstance) return InstanceNorm(x);
   return torch::batch_norm(x, bn->weight, bn->bias, bn->running_mean, bn->running_var,
                            /*training=*/false, /*momentum=*/0.1, kNormEps,

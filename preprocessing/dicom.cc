@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "preprocessing/dicom_lengths.h"
 
 namespace upp::preprocessing {
 namespace {
@@ -143,6 +144,8 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
   if (files.empty()) return absl::InvalidArgumentError("no DICOM files were given");
   std::map<std::string, std::vector<std::unique_ptr<Source>>> by_series;
   for (size_t i = 0; i < files.size(); ++i) {
+    // Lengths first: DCMTK would allocate what a corrupt element claims.
+    if (auto s = CheckDicomLengths(files[i]); !s.ok()) return Refuse(i, std::string(s.message()));
     auto memory = MemFile::Create(files[i]);
     if (!memory.ok()) return memory.status();
     auto file = std::make_unique<DcmFileFormat>();

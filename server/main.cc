@@ -13,6 +13,8 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <filesystem>
 #include <thread>
 
 #include "model/cpu_threads.h"
@@ -66,8 +68,27 @@ int main(int argc, char** argv) {
     m->set_plan_file(plan);
   }
   if (config.models().empty()) {
-    std::fprintf(stderr, "unetrpp-serve: no model configured (--config or --weights)\n");
-    return 2;
+    // No configuration: the project's default model (synthetic-CT phantom
+    // model, docs/model_card.md), from $UPP_DEFAULT_MODEL, the install's
+    // share/ directory, or the source tree.
+    std::vector<std::string> candidates;
+    if (const char* env = std::getenv("UPP_DEFAULT_MODEL")) candidates.push_back(env);
+    std::error_code ec;
+    const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (!ec) candidates.push_back((exe.parent_path() / "../share/unetrpp-serve/phantom_ct_v1.safetensors").string());
+    candidates.push_back(UPP_SOURCE_DIR "/model/weights/phantom_ct_v1.safetensors");
+    for (const auto& c : candidates) {
+      if (!std::filesystem::exists(c)) continue;
+      auto* m = config.add_models();
+      m->set_name("phantom-ct");
+      m->set_version("1");
+      m->set_weights(c);
+      break;
+    }
+    if (config.models().empty()) {
+      std::fprintf(stderr, "unetrpp-serve: no model configured (--config or --weights) and no default model found\n");
+      return 2;
+    }
   }
   if (!listen.empty()) config.set_listen_address(listen);
   if (!metrics.empty()) config.set_metrics_address(metrics);

@@ -1,0 +1,255 @@
+// upp-client: the command-line client of unetrpp-serve.
+//
+//   upp-client [--server HOST:PORT] segment INPUT... [-o labels.nii.gz] [--seg out.dcm]
+//              [--png overview.png] [--model NAME] [--mirror] [--deadline SECONDS] [--json stats.json]
+//   upp-client [--server HOST:PORT] models
+//   upp-client [--server HOST:PORT] health [--service NAME]
+//
+// INPUT: a NIfTI file (several: one per channel) or a directory of DICOM files.
+// Exit codes: 0 done; 1 bad usage or unreadable input; 2 the server refused
+// the request (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, UNIMPLEMENTED);
+// 3 the server is unavailable or busy (UNAVAILABLE, RESOURCE_EXHAUSTED: retry);
+// 4 deadline exceeded or cancelled; 5 any other failure (INTERNAL, DATA_LOSS, ...);
+// health: 6 when the server answers NOT_SERVING.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+
+#include "clients/cpp/client.h"
+#include "clients/cpp/overlay.h"
+#include "preprocessing/dicom.h"
+#include "preprocessing/nifti.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+int ExitCode(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kOk: return 0;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kUnimplemented:
+    case absl::StatusCode::kOutOfRange: return 2;
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kResourceExhausted: return 3;
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kCancelled: return 4;
+    default: return 5;
+  }
+}
+
+int Fail(const absl::Status& s) {
+  std::fprintf(stderr, "upp-client: %s: %s\n", absl::StatusCodeToString(s.code()).c_str(),
+               std::string(s.message()).c_str());
+  return ExitCode(s);
+}
+
+bool ReadFile(const fs::path& path, std::string* out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  out->assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return true;
+}
+
+const char* StageName(unetrpp::v1::Stage s) {
+  switch (s) {
+    case unetrpp::v1::STAGE_RECEIVING: return "receiving";
+    case unetrpp::v1::STAGE_DECODING: return "decoding";
+    case unetrpp::v1::STAGE_PREPROCESSING: return "preprocessing";
+    case unetrpp::v1::STAGE_INFERENCE: return "inference";
+    case unetrpp::v1::STAGE_POSTPROCESSING: return "postprocessing";
+    case unetrpp::v1::STAGE_ENCODING: return "encoding";
+    case unetrpp::v1::STAGE_SENDING: return "sending";
+    default: return "working";
+  }
+}
+
+// A progress bar on a terminal, one line per stage change otherwise.
+class ProgressPrinter {
+ public:
+  ProgressPrinter() : tty_(isatty(STDERR_FILENO)) {}
+  ~ProgressPrinter() {
+    if (tty_ && drawn_) std::fprintf(stderr, "\n");
+  }
+  void operator()(const unetrpp::v1::Progress& p) {
+    const bool windows = p.windows_total() > 0;
+    if (tty_) {
+      const int width = 30, filled = static_cast<int>(p.fraction() * width + 0.5);
+      std::string bar(filled, '#');
+      bar.resize(width, '.');
+      std::fprintf(stderr, "\r%-15s [%s] %3.0f%%", StageName(p.stage()), bar.c_str(), 100 * p.fraction());
+      if (windows)
+        std::fprintf(stderr, "  windows %llu/%llu", static_cast<unsigned long long>(p.windows_done()),
+                     static_cast<unsigned long long>(p.windows_total()));
+      std::fprintf(stderr, "   ");
+      drawn_ = true;
+    } else if (p.stage() != last_stage_ || (windows && p.fraction() >= next_report_)) {
+      if (p.stage() != last_stage_) next_report_ = 0.25;
+      std::fprintf(stderr, "%s", StageName(p.stage()));
+      if (windows)
+        std::fprintf(stderr, " %llu/%llu windows", static_cast<unsigned long long>(p.windows_done()),
+                     static_cast<unsigned long long>(p.windows_total()));
+      std::fprintf(stderr, "\n");
+      if (windows) while (next_report_ <= p.fraction()) next_report_ += 0.25;
+    }
+    last_stage_ = p.stage();
+  }
+
+ private:
+  bool tty_;
+  bool drawn_ = false;
+  unetrpp::v1::Stage last_stage_ = unetrpp::v1::STAGE_UNSPECIFIED;
+  double next_report_ = 0.25;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"unetrpp-serve client"};
+  app.require_subcommand(1);
+  std::string server = "localhost:50051";
+  app.add_option("--server", server, "server address (host:port)");
+
+  auto* segment = app.add_subcommand("segment", "segment a volume");
+  std::vector<std::string> inputs;
+  std::string output, seg, png, json_path, model;
+  bool mirror = false;
+  double deadline = 0;
+  segment->add_option("input", inputs, "NIfTI file(s) (one per channel) or a DICOM directory")->required();
+  segment->add_option("-o,--output", output, "label map to write (.nii.gz)");
+  segment->add_option("--seg", seg, "DICOM SEG to write (DICOM input)");
+  segment->add_option("--png", png, "overview picture to write (PNG)");
+  segment->add_option("--json", json_path, "per-label volumes and timings to write (JSON)");
+  segment->add_option("--model", model, "model name (default: the server's)");
+  segment->add_flag("--mirror", mirror, "test-time mirroring along all axes (8x the work)");
+  segment->add_option("--deadline", deadline, "give up after this many seconds");
+
+  auto* models = app.add_subcommand("models", "list the server's models");
+  auto* health = app.add_subcommand("health", "check the server's health");
+  std::string service;
+  health->add_option("--service", service, "a service or \"unetrpp.v1.Segmentation/<model>\"");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 1;
+  }
+  auto client = upp::client::Client::Connect(server);
+
+  if (*health) {
+    auto ok = client->Healthy(service);
+    if (!ok.ok()) return Fail(ok.status());
+    std::printf("%s\n", *ok ? "SERVING" : "NOT_SERVING");
+    return *ok ? 0 : 6;
+  }
+  if (*models) {
+    auto list = client->ListModels();
+    if (!list.ok()) return Fail(list.status());
+    for (const auto& m : list->models()) {
+      std::printf("%s%s  version %s  %s, %u channel(s), %d labels:", m.name().c_str(),
+                  m.name() == list->default_model() ? " (default)" : "", m.version().c_str(), m.modality().c_str(),
+                  m.input_channels(), m.labels_size());
+      for (const auto& l : m.labels())
+        if (l.value() != 0) std::printf(" %s", l.name().c_str());
+      std::printf("\n");
+    }
+    return 0;
+  }
+
+  // segment
+  upp::client::SegmentOptions options;
+  options.model = model;
+  options.mirror = mirror;
+  if (deadline > 0) options.deadline = absl::Seconds(deadline);
+  std::vector<std::string> files;
+  const bool dicom = inputs.size() == 1 && fs::is_directory(inputs[0]);
+  if (dicom) {
+    options.format = unetrpp::v1::INPUT_FORMAT_DICOM;
+    std::vector<fs::path> paths;
+    for (const auto& e : fs::directory_iterator(inputs[0]))
+      if (e.is_regular_file()) paths.push_back(e.path());
+    std::sort(paths.begin(), paths.end());
+    for (const auto& p : paths) {
+      files.emplace_back();
+      if (!ReadFile(p, &files.back())) return Fail(absl::InvalidArgumentError("cannot read " + p.string()));
+    }
+    if (files.empty()) return std::fprintf(stderr, "upp-client: %s holds no files\n", inputs[0].c_str()), 1;
+  } else {
+    for (const auto& in : inputs) {
+      files.emplace_back();
+      if (!ReadFile(in, &files.back())) return std::fprintf(stderr, "upp-client: cannot read %s\n", in.c_str()), 1;
+    }
+  }
+  options.outputs = {unetrpp::v1::OUTPUT_KIND_RAW_LABELS};
+  if (!output.empty()) options.outputs.push_back(unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS);
+  if (!seg.empty()) {
+    if (!dicom) return std::fprintf(stderr, "upp-client: --seg needs a DICOM input\n"), 1;
+    options.outputs.push_back(unetrpp::v1::OUTPUT_KIND_DICOM_SEG);
+  }
+  absl::StatusOr<upp::client::SegmentResult> result = absl::UnknownError("");
+  {
+    ProgressPrinter progress;
+    result = client->Segment(files, options, [&](const unetrpp::v1::Progress& p) { progress(p); });
+  }
+  if (!result.ok()) return Fail(result.status());
+  if (!output.empty())
+    std::ofstream(output, std::ios::binary) << result->outputs[unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS];
+  if (!seg.empty()) std::ofstream(seg, std::ios::binary) << result->outputs[unetrpp::v1::OUTPUT_KIND_DICOM_SEG];
+
+  // Per-label volumes.
+  const auto& header = result->header;
+  std::map<uint32_t, const unetrpp::v1::Label*> names;
+  for (const auto& l : header.labels()) names[l.value()] = &l;
+  nlohmann::json j;
+  j["server_request_id"] = result->server_request_id;
+  std::printf("%-28s %12s %12s\n", "label", "voxels", "volume (mL)");
+  for (const auto& v : header.volumes()) {
+    if (v.value() == 0) continue;
+    const std::string name = names.count(v.value()) ? names[v.value()]->name() : std::to_string(v.value());
+    std::printf("%-28s %12llu %12.1f\n", name.c_str(), static_cast<unsigned long long>(v.voxels()), v.volume_ml());
+    j["labels"].push_back({{"value", v.value()}, {"name", name}, {"voxels", v.voxels()}, {"volume_ml", v.volume_ml()}});
+  }
+  for (const auto& t : result->summary.timings()) j["seconds"][StageName(t.stage())] = t.seconds();
+  if (!json_path.empty()) std::ofstream(json_path) << j.dump(1) << "\n";
+
+  if (!png.empty()) {
+    // Decode the input locally for the picture (the labels share its grid).
+    absl::StatusOr<upp::preprocessing::Volume> volume = absl::UnknownError("");
+    if (dicom) {
+      upp::preprocessing::DicomSeriesOptions o;
+      o.modalities.clear();
+      auto d = upp::preprocessing::ReadDicomSeries(std::vector<std::string_view>(files.begin(), files.end()), o);
+      volume = d.ok() ? absl::StatusOr<upp::preprocessing::Volume>(std::move(d->volume)) : d.status();
+    } else {
+      auto n = upp::preprocessing::ReadNifti(files[0]);
+      volume = n.ok() ? absl::StatusOr<upp::preprocessing::Volume>(std::move(n->volume)) : n.status();
+    }
+    if (!volume.ok()) return Fail(volume.status());
+    const std::string& raw = result->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS];
+    std::vector<uint16_t> labels(raw.size() / 2);
+    for (size_t i = 0; i < labels.size(); ++i)
+      labels[i] = static_cast<uint16_t>(static_cast<uint8_t>(raw[2 * i]) | (static_cast<uint8_t>(raw[2 * i + 1]) << 8));
+    std::vector<upp::client::OverlayLabel> legend;
+    for (const auto& v : header.volumes()) {
+      upp::client::OverlayLabel l;
+      l.value = static_cast<int>(v.value());
+      l.volume_ml = v.volume_ml();
+      if (names.count(v.value())) {
+        l.name = names[v.value()]->name();
+        const std::string& rgb = names[v.value()]->rgb();
+        for (size_t k = 0; k < 3 && k < rgb.size(); ++k) l.rgb[k] = static_cast<uint8_t>(rgb[k]);
+      }
+      legend.push_back(l);
+    }
+    auto picture = upp::client::RenderOverlayPng(*volume, labels, legend);
+    if (!picture.ok()) return Fail(picture.status());
+    std::ofstream(png, std::ios::binary) << *picture;
+  }
+  return 0;
+}

@@ -1,0 +1,132 @@
+"""The client: Segment (bidirectional stream), ListModels, GetModel, health."""
+import dataclasses
+import os
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+
+import grpc
+
+import health_pb2
+import health_pb2_grpc
+from unetrpp.v1 import segmentation_pb2 as pb
+from unetrpp.v1 import segmentation_pb2_grpc as pb_grpc
+
+CHUNK_BYTES = 1 << 20
+_OUTPUTS = {
+    "nifti": pb.OUTPUT_KIND_NIFTI_LABELS,
+    "seg": pb.OUTPUT_KIND_DICOM_SEG,
+    "raw": pb.OUTPUT_KIND_RAW_LABELS,
+}
+_OUTPUT_NAMES = {v: k for k, v in _OUTPUTS.items()}
+
+
+class ServerError(Exception):
+    """A call ended with a non-OK gRPC status."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclasses.dataclass
+class SegmentResult:
+    server_request_id: str
+    header: pb.ResultHeader
+    outputs: Dict[str, bytes]  # "nifti", "seg", "raw"
+    summary: pb.Summary
+
+    def volumes(self) -> Dict[str, dict]:
+        """Per label name: voxels and volume in mL (background left out)."""
+        names = {l.value: l.name for l in self.header.labels}
+        return {names.get(v.value, str(v.value)): {"voxels": v.voxels, "volume_ml": v.volume_ml}
+                for v in self.header.volumes if v.value != 0}
+
+
+def _read(item: Union[str, bytes, os.PathLike]) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    with open(item, "rb") as f:
+        return f.read()
+
+
+class Client:
+    def __init__(self, target: str = "localhost:50051", channel: Optional[grpc.Channel] = None):
+        options = [("grpc.max_receive_message_length", 4 << 20), ("grpc.max_send_message_length", 4 << 20)]
+        self._channel = channel or grpc.insecure_channel(target, options=options)
+        self._stub = pb_grpc.SegmentationStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def segment(self, inputs: Sequence[Union[str, bytes, os.PathLike]], *, dicom: bool = False,
+                outputs: Iterable[str] = ("nifti",), model: str = "", mirror: bool = False,
+                step: float = 0.0, priority: int = 0, client_request_id: str = "",
+                deadline: Optional[float] = None,
+                progress: Optional[Callable[[pb.Progress], None]] = None) -> SegmentResult:
+        """Segments one volume: NIfTI file(s) (one per channel), or the
+        instances of a DICOM series with dicom=True (a directory path is
+        expanded to its files). Raises ServerError on a non-OK status."""
+        if dicom and len(inputs) == 1 and isinstance(inputs[0], (str, os.PathLike)) and os.path.isdir(inputs[0]):
+            inputs = sorted(os.path.join(inputs[0], n) for n in os.listdir(inputs[0]))
+        blobs = [_read(i) for i in inputs]
+        header = pb.RequestHeader(
+            model=model, format=pb.INPUT_FORMAT_DICOM if dicom else pb.INPUT_FORMAT_NIFTI,
+            outputs=[_OUTPUTS[o] for o in outputs], mirror=mirror, step=step, priority=priority,
+            client_request_id=client_request_id, expected_input_bytes=sum(len(b) for b in blobs))
+
+        def requests() -> Iterator[pb.SegmentRequest]:
+            yield pb.SegmentRequest(header=header)
+            for index, blob in enumerate(blobs):
+                for off in range(0, len(blob), CHUNK_BYTES):
+                    yield pb.SegmentRequest(chunk=pb.InputChunk(input_index=index, data=blob[off:off + CHUNK_BYTES]))
+            yield pb.SegmentRequest(end=pb.EndOfInput())
+
+        result = SegmentResult("", pb.ResultHeader(), {}, pb.Summary())
+        chunks: Dict[str, List[bytes]] = {}
+        try:
+            for response in self._stub.Segment(requests(), timeout=deadline):
+                kind = response.WhichOneof("kind")
+                if kind == "accepted":
+                    result.server_request_id = response.accepted.server_request_id
+                elif kind == "progress" and progress:
+                    progress(response.progress)
+                elif kind == "result_header":
+                    result.header = response.result_header
+                elif kind == "result_chunk":
+                    chunks.setdefault(_OUTPUT_NAMES[response.result_chunk.output], []).append(
+                        response.result_chunk.data)
+                elif kind == "summary":
+                    result.summary = response.summary
+        except grpc.RpcError as e:
+            raise ServerError(e.code(), e.details()) from None
+        result.outputs = {k: b"".join(v) for k, v in chunks.items()}
+        for kind, size in zip(result.header.outputs, result.header.output_bytes):
+            if len(result.outputs.get(_OUTPUT_NAMES[kind], b"")) != size:
+                raise ServerError(grpc.StatusCode.DATA_LOSS, "a result output arrived incomplete")
+        return result
+
+    def models(self) -> pb.ListModelsResponse:
+        try:
+            return self._stub.ListModels(pb.ListModelsRequest(), timeout=30)
+        except grpc.RpcError as e:
+            raise ServerError(e.code(), e.details()) from None
+
+    def model(self, name: str = "") -> pb.ModelInfo:
+        try:
+            return self._stub.GetModel(pb.GetModelRequest(name=name), timeout=30)
+        except grpc.RpcError as e:
+            raise ServerError(e.code(), e.details()) from None
+
+    def healthy(self, service: str = "") -> bool:
+        try:
+            r = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+        except grpc.RpcError as e:
+            raise ServerError(e.code(), e.details()) from None
+        return r.status == health_pb2.HealthCheckResponse.SERVING

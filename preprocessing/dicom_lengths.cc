@@ -1,0 +1,220 @@
+#include "preprocessing/dicom_lengths.h"
+
+#include <cstdint>
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <string>
+
+#include "absl/strings/str_format.h"
+
+namespace upp::preprocessing {
+namespace {
+
+constexpr uint32_t kUndefined = 0xFFFFFFFFu;
+constexpr int kMaxDepth = 64;
+constexpr uint32_t kItem = 0xFFFEE000u, kItemEnd = 0xFFFEE00Du, kSequenceEnd = 0xFFFEE0DDu;
+constexpr uint32_t kPixelData = 0x7FE00010u;
+
+struct Syntax {
+  bool explicit_vr = true;
+  bool little = true;
+};
+
+class Walker {
+ public:
+  explicit Walker(std::string_view b) : b_(b) {}
+
+  // Elements of a data set in [pos, end); with `until_item_end`, stops after
+  // an item delimiter (undefined-length item).
+  absl::Status DataSet(size_t& pos, size_t end, Syntax syntax, int depth, bool until_item_end) {
+    if (depth > kMaxDepth) return absl::InvalidArgumentError("DICOM sequences nested too deeply");
+    while (pos < end) {
+      if (end - pos < 8) {
+        if (depth == 0 && !until_item_end) return absl::OkStatus();  // padding at the end of the file
+        return Short(pos, end);
+      }
+      const uint32_t tag = Tag(pos, syntax);
+      if (tag == kItemEnd) {
+        pos += 8;
+        if (until_item_end) return absl::OkStatus();
+        continue;  // tolerated stray delimiter, as DCMTK does
+      }
+      if (tag == kSequenceEnd) return absl::InvalidArgumentError(
+          absl::StrFormat("DICOM: a sequence delimiter outside a sequence at byte %d", pos));
+      std::string vr;
+      uint32_t length = 0;
+      size_t header = 8;
+      // Items and delimiters never have a VR; elements of explicit syntaxes do.
+      if (syntax.explicit_vr) {
+        vr.assign(b_.data() + pos + 4, 2);
+        if (vr == "OB" || vr == "OW" || vr == "OF" || vr == "SQ" || vr == "UT" || vr == "UN" || vr == "UC" ||
+            vr == "UR" || vr == "OD" || vr == "OL" || vr == "OV" || vr == "SV" || vr == "UV") {
+          if (end - pos < 12) return Short(pos, end);
+          length = U32(pos + 8, syntax.little);
+          header = 12;
+        } else {
+          length = U16(pos + 6, syntax.little);
+        }
+      } else {
+        length = U32(pos + 4, syntax.little);
+      }
+      pos += header;
+      if (length != kUndefined) {
+        if (vr == "SQ") {
+          // A container: DCMTK allocates its elements, not its length, and
+          // tolerates one that overruns the file; walk what is there.
+          const size_t sq_end = std::min<size_t>(b_.size(), pos + length);
+          size_t p = pos;
+          if (auto s = Sequence(p, sq_end, syntax, depth + 1); !s.ok()) return s;
+          pos = sq_end;
+          continue;
+        }
+        if (length > b_.size() - pos) return TooLong(tag, length, b_.size() - pos);
+        pos += length;
+        continue;
+      }
+      // Undefined length: encapsulated pixel data, or a sequence (SQ, UN, or
+      // any VR in an implicit syntax).
+      if (tag == kPixelData && vr != "SQ") {
+        if (auto s = Fragments(pos, end, syntax); !s.ok()) return s;
+        continue;
+      }
+      Syntax inner = syntax;
+      if (vr == "UN") inner = {false, true};  // PS3.5 6.2.2: implicit VR little endian inside
+      if (auto s = Sequence(pos, end, inner, depth + 1, /*undefined=*/true); !s.ok()) return s;
+    }
+    if (until_item_end) return absl::InvalidArgumentError("DICOM: an item has no end");
+    return absl::OkStatus();
+  }
+
+  absl::Status File() {
+    size_t pos = 0;
+    Syntax syntax;
+    if (b_.size() >= 132 && std::memcmp(b_.data() + 128, "DICM", 4) == 0) {
+      pos = 132;
+      // File meta group: explicit VR little endian; find the transfer syntax.
+      std::string ts;
+      while (pos + 8 <= b_.size() && U16(pos, true) == 0x0002) {
+        const size_t element_start = pos;
+        size_t p = pos;
+        size_t end_meta = b_.size();
+        if (auto s = OneElement(p, end_meta, {true, true}); !s.ok()) return s;
+        if (U16(element_start + 2, true) == 0x0010) {
+          const size_t header = 8;
+          ts.assign(b_.data() + element_start + header, p - element_start - header);
+          while (!ts.empty() && (ts.back() == '\0' || ts.back() == ' ')) ts.pop_back();
+        }
+        pos = p;
+      }
+      if (ts == "1.2.840.10008.1.2.1.99" || ts == "1.2.840.10008.1.2.4.95") return absl::OkStatus();  // deflated
+      if (ts == "1.2.840.10008.1.2") syntax = {false, true};
+      if (ts == "1.2.840.10008.1.2.2") syntax = {true, false};
+      if (!ts.empty()) return DataSet(pos, b_.size(), syntax, 0, false);
+    }
+    // No meta, or no transfer syntax in it: DCMTK guesses the encoding from
+    // the data; refused only if no encoding fits.
+    absl::Status first;
+    for (Syntax candidate : {Syntax{true, true}, Syntax{false, true}, Syntax{true, false}}) {
+      size_t p = pos;
+      absl::Status s = DataSet(p, b_.size(), candidate, 0, false);
+      if (s.ok()) return s;
+      if (first.ok()) first = s;
+    }
+    return first;
+  }
+
+ private:
+  absl::Status OneElement(size_t& pos, size_t end, Syntax syntax) {
+    // A single element (used for the file meta group, whose length is given
+    // by (0002,0000) but walked element by element).
+    const size_t saved_end = end;
+    size_t p = pos;
+    if (end - p < 8) return Short(p, end);
+    std::string vr(b_.data() + p + 4, 2);
+    uint32_t length;
+    size_t header = 8;
+    if (vr == "OB" || vr == "OW" || vr == "UN" || vr == "UT" || vr == "SQ") {
+      if (end - p < 12) return Short(p, end);
+      length = U32(p + 8, true);
+      header = 12;
+    } else {
+      length = U16(p + 6, true);
+    }
+    if (length == kUndefined || length > saved_end - p - header) return TooLong(Tag(p, syntax), length, end - p - header);
+    pos = p + header + length;
+    return absl::OkStatus();
+  }
+
+  // Items until the sequence's end (defined: `end`; undefined: a sequence
+  // delimiter).
+  absl::Status Sequence(size_t& pos, size_t end, Syntax syntax, int depth, bool undefined = false) {
+    if (depth > kMaxDepth) return absl::InvalidArgumentError("DICOM sequences nested too deeply");
+    while (pos < end) {
+      if (end - pos < 8) return Short(pos, end);
+      const uint32_t tag = Tag(pos, syntax);
+      const uint32_t length = U32(pos + 4, syntax.little);
+      pos += 8;
+      if (tag == kSequenceEnd) {
+        if (undefined) return absl::OkStatus();
+        continue;
+      }
+      if (tag != kItem) return absl::InvalidArgumentError(
+          absl::StrFormat("DICOM: a sequence holds (%04X,%04X) where an item belongs", tag >> 16, tag & 0xFFFF));
+      if (length == kUndefined) {
+        if (auto s = DataSet(pos, end, syntax, depth + 1, /*until_item_end=*/true); !s.ok()) return s;
+      } else {
+        const size_t item_end = std::min<size_t>(b_.size(), pos + length);  // a container, as above
+        size_t p = pos;
+        if (auto s = DataSet(p, item_end, syntax, depth + 1, false); !s.ok()) return s;
+        pos = item_end;
+      }
+    }
+    if (undefined) return absl::InvalidArgumentError("DICOM: a sequence has no end");
+    return absl::OkStatus();
+  }
+
+  // Encapsulated pixel data: items of defined length until a sequence delimiter.
+  absl::Status Fragments(size_t& pos, size_t end, Syntax syntax) {
+    while (pos < end) {
+      if (end - pos < 8) return Short(pos, end);
+      const uint32_t tag = Tag(pos, syntax);
+      const uint32_t length = U32(pos + 4, syntax.little);
+      pos += 8;
+      if (tag == kSequenceEnd) return absl::OkStatus();
+      if (tag != kItem || length == kUndefined)
+        return absl::InvalidArgumentError("DICOM: encapsulated pixel data holds something other than fragments");
+      if (length > b_.size() - pos) return TooLong(tag, length, b_.size() - pos);
+      pos += length;
+    }
+    return absl::InvalidArgumentError("DICOM: encapsulated pixel data has no end");
+  }
+
+  uint32_t Tag(size_t p, Syntax s) const { return (uint32_t{U16(p, s.little)} << 16) | U16(p + 2, s.little); }
+  uint16_t U16(size_t p, bool little) const {
+    const auto* u = reinterpret_cast<const uint8_t*>(b_.data() + p);
+    return little ? static_cast<uint16_t>(u[0] | (u[1] << 8)) : static_cast<uint16_t>((u[0] << 8) | u[1]);
+  }
+  uint32_t U32(size_t p, bool little) const {
+    const auto* u = reinterpret_cast<const uint8_t*>(b_.data() + p);
+    return little ? (uint32_t{u[0]} | (uint32_t{u[1]} << 8) | (uint32_t{u[2]} << 16) | (uint32_t{u[3]} << 24))
+                  : ((uint32_t{u[0]} << 24) | (uint32_t{u[1]} << 16) | (uint32_t{u[2]} << 8) | uint32_t{u[3]});
+  }
+  static absl::Status TooLong(uint32_t tag, uint64_t claimed, uint64_t left) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "DICOM element (%04X,%04X) claims %d bytes but only %d remain: truncated or corrupt file", tag >> 16,
+        tag & 0xFFFF, claimed, left));
+  }
+  static absl::Status Short(size_t pos, size_t end) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("DICOM: %d stray bytes at byte %d: truncated or corrupt file", end - pos, pos));
+  }
+
+  std::string_view b_;
+};
+
+}  // namespace
+
+absl::Status CheckDicomLengths(std::string_view file) { return Walker(file).File(); }
+
+}  // namespace upp::preprocessing

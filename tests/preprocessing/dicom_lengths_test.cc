@@ -1,0 +1,72 @@
+// CheckDicomLengths accepts every file of pydicom's test data that DCMTK
+// reads, and refuses elements, items and fragments that claim more bytes than
+// the file holds, before DCMTK allocates anything.
+#include "preprocessing/dicom_lengths.h"
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dctk.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "preprocessing/dicom.h"
+
+namespace upp::preprocessing {
+namespace {
+
+constexpr char kTestFiles[] = "/usr/lib/python3/dist-packages/pydicom/data/test_files";
+
+std::string Read(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+TEST(DicomLengthsTest, AcceptsEveryFileDcmtkReads) {
+  if (!std::filesystem::exists(kTestFiles)) GTEST_SKIP() << "python3-pydicom test data not installed";
+  OFLog::configure(OFLogger::FATAL_LOG_LEVEL);
+  int checked = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(kTestFiles)) {
+    if (!e.is_regular_file() || e.file_size() > (64 << 20)) continue;
+    DcmFileFormat file;
+    if (file.loadFile(e.path().c_str()).bad()) continue;  // not DICOM, or unreadable for DCMTK too
+    if (file.loadAllDataIntoMemory().bad()) continue;
+    const absl::Status s = CheckDicomLengths(Read(e.path()));
+    EXPECT_TRUE(s.ok()) << e.path() << ": " << s;
+    ++checked;
+  }
+  EXPECT_GT(checked, 50);
+}
+
+TEST(DicomLengthsTest, RefusesClaimsBeyondTheFile) {
+  const std::string ct = Read(std::string(kTestFiles) + "/CT_small.dcm");
+  if (ct.empty()) GTEST_SKIP() << "python3-pydicom test data not installed";
+  ASSERT_TRUE(CheckDicomLengths(ct).ok());
+  // Truncated: pixel data claims more than is left.
+  auto s = CheckDicomLengths(ct.substr(0, ct.size() - 1000));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("(7FE0,0010)"), std::string::npos) << s;
+  // A 4-byte length patched to ~4 GB in an element of the data set.
+  const size_t at = ct.find(std::string("\xe0\x7f\x10\x00OW", 6));
+  ASSERT_NE(at, std::string::npos);
+  std::string patched = ct;
+  const uint32_t huge = 0xFFFFFFF0u;
+  std::memcpy(&patched[at + 8], &huge, 4);
+  s = CheckDicomLengths(patched);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("4294967280"), std::string::npos) << s;
+  // ReadDicomSeries refuses it the same way, naming the file's index.
+  auto series = ReadDicomSeries({patched});
+  EXPECT_EQ(series.status().code(), absl::StatusCode::kInvalidArgument);
+  // A tiny file claiming a huge sequence item.
+  std::string tiny(132, '\0');
+  std::memcpy(&tiny[128], "DICM", 4);
+  tiny += std::string("\x08\x00\x15\x11SQ\x00\x00\xff\xff\xff\xff\xfe\xff\x00\xe0\x00\x00\x00\x40", 20);
+  s = CheckDicomLengths(tiny);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+}
+
+}  // namespace
+}  // namespace upp::preprocessing
