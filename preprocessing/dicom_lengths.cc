@@ -6,6 +6,10 @@
 #include <cstring>
 #include <string>
 
+#include <zlib.h>
+
+#include "absl/status/statusor.h"
+
 #include "absl/strings/str_format.h"
 
 namespace upp::preprocessing {
@@ -20,6 +24,34 @@ struct Syntax {
   bool explicit_vr = true;
   bool little = true;
 };
+
+// Raw deflate (PS3.5 A.5), at most kMaxInflated bytes.
+constexpr size_t kMaxInflated = size_t{1} << 30;
+absl::StatusOr<std::string> Inflate(std::string_view in) {
+  z_stream z{};
+  if (inflateInit2(&z, -MAX_WBITS) != Z_OK) return absl::InternalError("zlib inflateInit2 failed");
+  std::string out;
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  z.avail_in = static_cast<uInt>(std::min<size_t>(in.size(), UINT32_MAX));
+  int rc = Z_OK;
+  while (rc == Z_OK) {
+    if (out.size() >= kMaxInflated) {
+      inflateEnd(&z);
+      return absl::InvalidArgumentError("DICOM: the deflated data set inflates beyond 1 GiB");
+    }
+    const size_t old = out.size();
+    out.resize(std::min(kMaxInflated, std::max<size_t>(old * 2, 1 << 16)));
+    z.next_out = reinterpret_cast<Bytef*>(out.data() + old);
+    z.avail_out = static_cast<uInt>(out.size() - old);
+    rc = inflate(&z, Z_NO_FLUSH);
+    out.resize(out.size() - z.avail_out);
+    if (rc == Z_BUF_ERROR && z.avail_in == 0) break;  // truncated stream: walk what there is
+  }
+  inflateEnd(&z);
+  if (rc != Z_STREAM_END && rc != Z_OK && rc != Z_BUF_ERROR)
+    return absl::InvalidArgumentError("DICOM: the deflated data set is corrupt");
+  return out;
+}
 
 class Walker {
  public:
@@ -107,7 +139,14 @@ class Walker {
         }
         pos = p;
       }
-      if (ts == "1.2.840.10008.1.2.1.99" || ts == "1.2.840.10008.1.2.4.95") return absl::OkStatus();  // deflated
+      if (ts == "1.2.840.10008.1.2.1.99") {
+        // Deflated: the lengths refer to the inflated bytes, so inflate (raw
+        // deflate, bounded) and walk those, explicit VR little endian.
+        auto inflated = Inflate(b_.substr(pos));
+        if (!inflated.ok()) return inflated.status();
+        size_t p = 0;
+        return Walker(*inflated).DataSet(p, inflated->size(), {true, true}, 0, false);
+      }
       if (ts == "1.2.840.10008.1.2") syntax = {false, true};
       if (ts == "1.2.840.10008.1.2.2") syntax = {true, false};
       if (!ts.empty()) return DataSet(pos, b_.size(), syntax, 0, false);

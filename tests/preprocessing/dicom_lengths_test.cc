@@ -7,6 +7,8 @@
 #include <dcmtk/dcmdata/dctk.h>
 #include <gtest/gtest.h>
 
+#include <zlib.h>
+
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -66,6 +68,44 @@ TEST(DicomLengthsTest, RefusesClaimsBeyondTheFile) {
   tiny += std::string("\x08\x00\x15\x11SQ\x00\x00\xff\xff\xff\xff\xfe\xff\x00\xe0\x00\x00\x00\x40", 20);
   s = CheckDicomLengths(tiny);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+}
+
+TEST(DicomLengthsTest, WalksDeflatedDataSetsAfterInflating) {
+  // File meta declaring Deflated Explicit VR Little Endian, then a raw-deflated
+  // data set whose one element claims ~4 GB (the fuzzer's find: DCMTK
+  // inflates and allocates the claim).
+  auto element = [](const char* tag_vr, uint32_t length) {
+    std::string e(tag_vr, 6);
+    e += std::string(2, '\0');
+    e.append(reinterpret_cast<const char*>(&length), 4);
+    return e;
+  };
+  const std::string ts = "1.2.840.10008.1.2.1.99";
+  std::string file(128, '\0');
+  file += "DICM";
+  file += std::string("\x02\x00\x10\x00UI", 6);
+  const uint16_t ts_len = static_cast<uint16_t>(ts.size());
+  file.append(reinterpret_cast<const char*>(&ts_len), 2);
+  file += ts;
+  auto deflate_raw = [](const std::string& in) {
+    z_stream z{};
+    deflateInit2(&z, 6, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
+    std::string out(in.size() + 1024, '\0');
+    z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+    z.avail_in = static_cast<uInt>(in.size());
+    z.next_out = reinterpret_cast<Bytef*>(out.data());
+    z.avail_out = static_cast<uInt>(out.size());
+    deflate(&z, Z_FINISH);
+    out.resize(out.size() - z.avail_out);
+    deflateEnd(&z);
+    return out;
+  };
+  const std::string fine = element("\x09\x00\x10\x00OB", 4) + "abcd";
+  EXPECT_TRUE(CheckDicomLengths(file + deflate_raw(fine)).ok());
+  const std::string hostile = element("\x09\x00\x10\x00OB", 0xF0000000u) + "abcd";
+  const absl::Status s = CheckDicomLengths(file + deflate_raw(hostile));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("(0009,0010)"), std::string::npos) << s;
 }
 
 }  // namespace
