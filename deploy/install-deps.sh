@@ -21,6 +21,8 @@ PACKAGES=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev libspdlog-dev
   # clients/: the Python client (grpcio, protobuf; stubs from protoc + grpc_python_plugin), the PNG overlay (cairo)
   python3-grpcio python3-protobuf libcairo2-dev
+  # tests: a self-signed certificate for the TLS test
+  openssl
 )
 
 SUDO=""

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -335,6 +336,32 @@ TEST_F(ServerTest, CancellationAndDeadlinesReachTheQueue) {
   EXPECT_NE(metrics.find("upp_request_duration_seconds_bucket"), std::string::npos);
   EXPECT_NE(metrics.find("upp_received_bytes_total"), std::string::npos);
   EXPECT_NE(metrics.find("upp_model_load_duration_seconds{model=\"small\"}"), std::string::npos);
+}
+
+TEST(TlsTest, ServesOverTlsAndRefusesPlaintext) {
+  // A self-signed certificate for "localhost", made with the openssl tool.
+  const std::string dir = ::testing::TempDir();
+  const std::string key = dir + "/tls_test.key", cert = dir + "/tls_test.pem";
+  const std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -addext "
+                          "subjectAltName=DNS:localhost -days 1 -keyout " + key + " -out " + cert + " 2>/dev/null";
+  if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "openssl is not installed";
+  auto config = ParseConfig(ConfigText() + "tls { cert_file: '" + cert + "' key_file: '" + key + "' }\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  config->set_metrics_address("off");
+  auto server = Server::Create(*config);
+  ASSERT_TRUE(server.ok()) << server.status();
+  std::ifstream in(cert);
+  std::stringstream pem;
+  pem << in.rdbuf();
+  grpc::SslCredentialsOptions tls;
+  tls.pem_root_certs = pem.str();
+  const std::string target = "localhost:" + std::to_string((*server)->port());
+  client::Client secure(grpc::CreateChannel(target, grpc::SslCredentials(tls)));
+  auto models = secure.ListModels();
+  ASSERT_TRUE(models.ok()) << models.status();
+  EXPECT_EQ(models->models_size(), 1);
+  client::Client plain(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  EXPECT_FALSE(plain.ListModels().ok());
 }
 
 TEST(ConfigTest, ErrorsNameTheField) {
