@@ -88,7 +88,9 @@ bool SegmentCall::Alive() const { return alive_.load() && absl::Now() < deadline
 
 void SegmentCall::OnReadDone(bool ok) {
   if (!ok) {
-    // The client half-closed (or the call broke) before EndOfInput.
+    // The client half-closed before EndOfInput, or cancelled (OnCancel says
+    // which code; the failed read may arrive first).
+    if (context_->IsCancelled()) return OnCancel();
     if (phase_ == Phase::kHeader || phase_ == Phase::kReceiving)
       Fail(absl::InvalidArgumentError("the client closed its stream before EndOfInput"));
     return;

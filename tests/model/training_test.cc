@@ -31,7 +31,7 @@ TEST_P(TrainingPathTest, EqualsTheInferencePath) {
   UnetrPP module((*net)->config());
   auto weights = SafetensorsReader::Open(Fixture(GetParam(), "weights"));
   ASSERT_TRUE(weights.ok());
-  ASSERT_TRUE(LoadWeights(*module, **weights).ok());
+  ASSERT_TRUE(LoadWeights(*module, **weights, LoadOptions{}, nullptr).ok());
   module->train();
   for (auto& m : module->modules())
     if (m->as<torch::nn::BatchNorm3dImpl>()) m->eval();
