@@ -1,6 +1,10 @@
 #include "model/window_runner.h"
 
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 #include <torch/torch.h>
+
+#include <optional>
 
 #include "model/network.h"
 #include "model/safetensors.h"
@@ -31,6 +35,17 @@ StatusOr<NetworkOptions> ParseOptions(const RunnerOptions& o) {
 
 struct WindowRunner::Impl {
   std::unique_ptr<Network> network;
+  // On a GPU, each runner (= model instance) runs on its own stream from the
+  // device's pool, so that instances on one device overlap. Device-generic
+  // c10 API: no CUDA headers, so this builds against any LibTorch.
+  std::optional<c10::Stream> stream;
+
+  void PickStream() {
+    const torch::Device device = network->options().device;
+    if (device.is_cpu()) return;
+    c10::impl::VirtualGuardImpl guard_impl(device.type());
+    stream = guard_impl.getStreamFromGlobalPool(device);
+  }
 };
 
 WindowRunner::WindowRunner(std::unique_ptr<Impl> impl, RunnerOptions options,
@@ -60,6 +75,7 @@ StatusOr<std::unique_ptr<WindowRunner>> WindowRunner::FromWeightsFile(const std:
   UPP_RETURN_IF_ERROR((*network)->LoadWeights(**reader, load));
   auto impl = std::make_unique<Impl>();
   impl->network = std::move(*network);
+  impl->PickStream();
   return std::unique_ptr<WindowRunner>(
       new WindowRunner(std::move(impl), options, (*reader)->metadata()));
 }
@@ -72,6 +88,7 @@ StatusOr<std::unique_ptr<WindowRunner>> WindowRunner::FromConfig(const ModelConf
   if (!network.ok()) return network.status();
   auto impl = std::make_unique<Impl>();
   impl->network = std::move(*network);
+  impl->PickStream();
   return std::unique_ptr<WindowRunner>(new WindowRunner(std::move(impl), options, {}));
 }
 
@@ -82,6 +99,8 @@ Status WindowRunner::Run(const float* input, int64_t batch, float* logits) {
   if (batch < 1) return InvalidArgumentError("batch must be >= 1");
   try {
     torch::NoGradGuard no_grad;
+    std::optional<c10::StreamGuard> on_stream;
+    if (impl_->stream) on_stream.emplace(*impl_->stream);
     const torch::Tensor x = torch::from_blob(const_cast<float*>(input),
                                              {batch, c.in_channels, c.patch[0], c.patch[1], c.patch[2]},
                                              torch::kFloat);

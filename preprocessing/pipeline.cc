@@ -231,7 +231,8 @@ int64_t SegmentationJob::EstimateBytes(const Geometry& geometry, int64_t channel
   // Create(): input + resampled data and one resampling temporary.
   const int64_t create = input + 2 * channels * grid_voxels * 4;
   // Steady state and Finish(): data, accumulators, label map(s), slabs.
-  const int64_t run = channels * grid_voxels * 4 + acc + geometry.NumVoxels() * 3 + (int64_t{256} << 20);
+  const int64_t slabs = std::min<int64_t>(int64_t{256} << 20, 4 * plan.num_classes * geometry.NumVoxels() * 4);
+  const int64_t run = channels * grid_voxels * 4 + acc + geometry.NumVoxels() * 3 + slabs;
   return std::max(create, run);
 }
 

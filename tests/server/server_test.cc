@@ -39,11 +39,11 @@ std::string PlanFile() {
   return path;
 }
 
-std::string ConfigText() {
+std::string ConfigText(const std::string& limits = "max_input_bytes: 33554432") {
   return "listen_address: '127.0.0.1:0'\n"
          "metrics_address: '127.0.0.1:" + std::to_string(testing::FreePort()) + "'\n"
          "cpu_threads: 2\n"
-         "limits { max_input_bytes: 33554432 }\n"
+         "limits { " + limits + " }\n"
          "batching { max_batch_size: 4 max_queue_delay_us: 20000 }\n"
          "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '" +
          PlanFile() + "' }\n";
@@ -339,6 +339,22 @@ TEST_F(ServerTest, CancellationAndDeadlinesReachTheQueue) {
   EXPECT_NE(metrics.find("upp_request_duration_seconds_bucket"), std::string::npos);
   EXPECT_NE(metrics.find("upp_received_bytes_total"), std::string::npos);
   EXPECT_NE(metrics.find("upp_model_load_duration_seconds{model=\"small\"}"), std::string::npos);
+}
+
+TEST(AdmissionTest, WorkingMemoryOverTheLimitIsRefusedWithARetryHint) {
+  // 32 MiB of admitted working memory: a 200 x 200 x 100 volume needs ~250.
+  auto config = ParseConfig(ConfigText("max_bytes_in_flight: 33554432"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  config->set_metrics_address("off");
+  auto server = Server::Create(*config);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto c = client::Client::Connect("127.0.0.1:" + std::to_string((*server)->port()));
+  auto big = c->Segment({testing::FloatNifti(testing::Phantom({200, 200, 100}, {2.0, 2.0, 2.0}))}, {});
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(big.status().message().find("working memory"), std::string::npos) << big.status();
+  // A small one fits, and the refused one left nothing reserved behind.
+  EXPECT_TRUE(c->Segment({testing::FloatNifti(testing::Phantom({30, 30, 10}, {2.0, 2.0, 2.0}))}, {}).ok());
+  EXPECT_TRUE(c->Segment({testing::FloatNifti(testing::Phantom({30, 30, 10}, {2.0, 2.0, 2.0}))}, {}).ok());
 }
 
 TEST(TlsTest, ServesOverTlsAndRefusesPlaintext) {
