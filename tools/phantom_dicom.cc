@@ -1,10 +1,10 @@
 #include <dcmtk/config/osconfig.h>
-#include <dcmtk/dcmdata/dcostrmb.h>
 #include <dcmtk/dcmdata/dctk.h>
 
 #include <cmath>
 #include <cstdio>
 
+#include "preprocessing/dcmtk_io.h"
 #include "tools/phantom.h"
 
 namespace upp::tools {
@@ -47,8 +47,8 @@ std::vector<std::string> WriteCtSeries(const preprocessing::Geometry& g, const s
     d->putAndInsertString(DCM_PatientID, patient_id.c_str());
     d->putAndInsertString(DCM_PatientBirthDate, "");
     d->putAndInsertString(DCM_PatientSex, "O");
-    d->putAndInsertString(DCM_StudyDate, "");
-    d->putAndInsertString(DCM_StudyTime, "");
+    d->putAndInsertString(DCM_StudyDate, "20000101");  // fixed, obviously synthetic
+    d->putAndInsertString(DCM_StudyTime, "000000");
     d->putAndInsertString(DCM_StudyID, "1");
     d->putAndInsertString(DCM_AccessionNumber, "");
     d->putAndInsertString(DCM_ReferringPhysicianName, "");
@@ -56,6 +56,8 @@ std::vector<std::string> WriteCtSeries(const preprocessing::Geometry& g, const s
     d->putAndInsertString(DCM_Manufacturer, "unetrpp-serve phantom generator");
     d->putAndInsertString(DCM_SeriesNumber, "1");
     d->putAndInsertString(DCM_SeriesDescription, "synthetic abdominal CT phantom");
+    d->putAndInsertString(DCM_BodyPartExamined, "ABDOMEN");
+    d->putAndInsertString(DCM_PatientPosition, "HFS");
     d->putAndInsertString(DCM_InstanceNumber, std::to_string(z + 1).c_str());
     d->putAndInsertString(DCM_ImageType, "DERIVED\\SECONDARY\\AXIAL");
     d->putAndInsertString(DCM_ImagePositionPatient, position);
@@ -80,15 +82,9 @@ std::vector<std::string> WriteCtSeries(const preprocessing::Geometry& g, const s
     d->putAndInsertString(DCM_WindowWidth, "400");
     d->putAndInsertUint16Array(DCM_PixelData, reinterpret_cast<const Uint16*>(hu.data() + z * plane),
                                static_cast<unsigned long>(plane));
-    std::vector<char> buffer(static_cast<size_t>(plane) * 2 + 65536);
-    DcmOutputBufferStream os(buffer.data(), buffer.size());
-    file.transferInit();
-    if (file.write(os, EXS_LittleEndianExplicit, EET_ExplicitLength, nullptr).bad()) return {};
-    file.transferEnd();
-    void* data = nullptr;
-    offile_off_t length = 0;
-    os.flushBuffer(data, length);
-    files.emplace_back(static_cast<char*>(data), length);
+    auto bytes = preprocessing::SerializeDicom(file);
+    if (!bytes.ok()) return {};
+    files.push_back(std::move(*bytes));
   }
   return files;
 }

@@ -1,9 +1,10 @@
 #include "tests/server/test_volumes.h"
 
+#include "preprocessing/dcmtk_io.h"
+
 #include <arpa/inet.h>
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcistrmb.h>
-#include <dcmtk/dcmdata/dcostrmb.h>
 #include <dcmtk/dcmdata/dctk.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -83,15 +84,9 @@ std::vector<std::string> CtSeries(int slices) {
     std::snprintf(buf, sizeof(buf), "%.3f\\%.3f\\%.3f", x, y, z + 2.5 * s);
     d->putAndInsertString(DCM_ImagePositionPatient, buf);
     d->putAndInsertString(DCM_SliceThickness, "2.5");
-    std::vector<char> buffer(bytes.size() + 65536);
-    DcmOutputBufferStream os(buffer.data(), buffer.size());
-    file.transferInit();
-    if (file.write(os, EXS_LittleEndianExplicit, EET_ExplicitLength, nullptr).bad()) return {};
-    file.transferEnd();
-    void* data = nullptr;
-    offile_off_t length = 0;
-    os.flushBuffer(data, length);
-    out.emplace_back(static_cast<char*>(data), length);
+    auto encoded = preprocessing::SerializeDicom(file);
+    if (!encoded.ok()) return {};
+    out.push_back(std::move(*encoded));
   }
   return out;
 }

@@ -1,0 +1,24 @@
+#include "preprocessing/dcmtk_io.h"
+
+#include <dcmtk/dcmdata/dcostrmb.h>
+
+#include <vector>
+
+namespace upp::preprocessing {
+
+absl::StatusOr<std::string> SerializeDicom(DcmFileFormat& file, E_TransferSyntax transfer_syntax) {
+  // The encoded size plus room for the meta header that write() completes.
+  const size_t size = file.calcElementLength(transfer_syntax, EET_ExplicitLength) + 65536;
+  std::vector<char> buffer(size);
+  DcmOutputBufferStream out(buffer.data(), buffer.size());
+  file.transferInit();
+  const OFCondition written = file.write(out, transfer_syntax, EET_ExplicitLength, nullptr);
+  file.transferEnd();
+  if (written.bad()) return absl::InternalError(std::string("DICOM encoding failed: ") + written.text());
+  void* data = nullptr;
+  offile_off_t length = 0;
+  out.flushBuffer(data, length);
+  return std::string(static_cast<char*>(data), static_cast<size_t>(length));
+}
+
+}  // namespace upp::preprocessing
