@@ -50,7 +50,7 @@ struct SegmentationJob::Impl {
   std::array<Interp, 3> modes;                  // resampling per network axis
   std::vector<std::array<int64_t, 3>> windows;  // window starts in the padded grid
   torch::Tensor data;                           // (C, D, H, W) padded, normalised
-  torch::Tensor gaussian;                       // (pD, pH, pW)
+  torch::Tensor item_weight;  // (pD, pH, pW): Gaussian importance / num_variants, each item's share
   // The sum of the Gaussians of all windows, per voxel of the padded grid, is
   // separable because the windows form a grid and the Gaussian is a product
   // of 1-D factors: weight(d, h, w) = profile[0][d] profile[1][h] profile[2][w].
@@ -74,10 +74,10 @@ struct SegmentationJob::Impl {
       if (variant & (1 << b)) dims.push_back(1 + mirror_axes[b]);
     return dims;
   }
-  torch::Tensor Window(const torch::Tensor& t, int64_t w, int first_dim) const {
+  // Window w of a (C, D, H, W) tensor.
+  torch::Tensor Window(const torch::Tensor& t, int64_t w) const {
     torch::Tensor v = t;
-    for (int a = 0; a < 3; ++a)
-      v = v.narrow(first_dim + a, windows[w][a], plan.patch[a]);
+    for (int a = 0; a < 3; ++a) v = v.narrow(1 + a, windows[w][a], plan.patch[a]);
     return v;
   }
 };
@@ -193,7 +193,8 @@ absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(Volume 
     for (int64_t d : starts[0])
       for (int64_t h : starts[1])
         for (int64_t w : starts[2]) impl->windows.push_back({d, h, w});
-    impl->gaussian = GaussianImportance(p.patch, p.gaussian_sigma_scale).to(device);
+    impl->item_weight = (GaussianImportance(p.patch, p.gaussian_sigma_scale) /
+                         static_cast<float>(impl->num_variants())).to(device);
     const auto factors = GaussianFactors(p.patch, p.gaussian_sigma_scale);
     for (int a = 0; a < 3; ++a) {
       impl->profile[a] = torch::zeros({data.size(a + 1)}, torch::kFloat);
@@ -266,7 +267,7 @@ absl::Status SegmentationJob::GetInput(int64_t item, float* dst) const {
   try {
     torch::NoGradGuard no_grad;
     const int nv = impl_->num_variants();
-    torch::Tensor w = impl_->Window(impl_->data, item / nv, 1);
+    torch::Tensor w = impl_->Window(impl_->data, item / nv);
     const auto dims = impl_->FlipDims(static_cast<int>(item % nv));
     if (!dims.empty()) w = w.flip(dims);
     const auto& p = impl_->plan.patch;
@@ -301,10 +302,9 @@ absl::StatusOr<bool> SegmentationJob::AddOutput(int64_t item, const float* logit
                               .softmax(0);
     const auto dims = m.FlipDims(static_cast<int>(item % nv));
     if (!dims.empty()) probs = probs.flip(dims);
-    const torch::Tensor weight = nv == 1 ? m.gaussian : m.gaussian / static_cast<float>(nv);
-    probs.mul_(weight);
+    probs.mul_(m.item_weight);
     absl::MutexLock lock(&m.mu);
-    m.Window(m.accumulator, w, 1).add_(probs);
+    m.Window(m.accumulator, w).add_(probs);
   } catch (const std::exception& e) {
     return FromException("stitching", e);
   }

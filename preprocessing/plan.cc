@@ -185,6 +185,18 @@ absl::StatusOr<Plan> Plan::FromMetadata(const std::map<std::string, std::string>
   return FromJson(it->second);
 }
 
+absl::StatusOr<Plan> PlanForNetwork(const std::string& plan_json,
+                                    const std::map<std::string, std::string>& metadata, int num_classes,
+                                    std::array<int64_t, 3> patch, int input_channels) {
+  absl::StatusOr<Plan> plan = plan_json.empty() ? Plan::FromMetadata(metadata) : Plan::FromJson(plan_json);
+  if (plan_json.empty() && plan.status().code() == absl::StatusCode::kNotFound)
+    plan = DefaultCtPlan(num_classes, patch, input_channels);
+  if (!plan.ok()) return absl::InvalidArgumentError(plan.status().message());
+  if (plan->patch != patch || plan->num_classes != num_classes || plan->input_channels() != input_channels)
+    return absl::InvalidArgumentError("the plan's patch, num_classes or channels differ from the network's");
+  return plan;
+}
+
 Plan DefaultCtPlan(int num_classes, std::array<int64_t, 3> patch, int input_channels) {
   Plan plan;
   plan.patch = patch;

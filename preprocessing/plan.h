@@ -72,6 +72,14 @@ struct Plan {
   static absl::StatusOr<Plan> FromMetadata(const std::map<std::string, std::string>& metadata);
 };
 
+// The plan a network runs with: `plan_json` when not empty, else the weights'
+// metadata ("unetrpp_plan"), else DefaultCtPlan() for the network's classes,
+// patch and channels. INVALID_ARGUMENT when the plan is invalid or its patch,
+// classes or channels differ from the network's.
+absl::StatusOr<Plan> PlanForNetwork(const std::string& plan_json,
+                                    const std::map<std::string, std::string>& metadata, int num_classes,
+                                    std::array<int64_t, 3> patch, int input_channels);
+
 // A CT plan in the shape of UNETR++'s Synapse (BTCV) model: 14 classes with
 // the BTCV organ names, 3 x 0.76 x 0.76 mm, patch 64 x 128 x 128. The
 // intensity statistics are generic soft-tissue CT values, not those of the

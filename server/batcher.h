@@ -71,7 +71,6 @@ class Batcher {
   void Shutdown();
 
   int64_t queued_windows() const;
-  const BatcherOptions& options() const { return options_; }
 
  private:
   struct Entry {

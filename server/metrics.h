@@ -37,8 +37,6 @@ class Metrics {
   void AddBytesInFlight(double delta) { bytes_in_flight_->Increment(delta); }
   void ModelLoaded(const std::string& model, double seconds);
 
-  prometheus::Registry& registry() { return *registry_; }
-
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<prometheus::Exposer> exposer_;

@@ -42,24 +42,18 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Load(const unetrpp::v1
   const model::WindowRunner& first = *m->runners_.front();
   m->config_ = first.config();
 
-  absl::StatusOr<preprocessing::Plan> plan = absl::NotFoundError("");
+  std::string plan_json;
   if (!entry.plan_file().empty()) {
     std::ifstream in(entry.plan_file());
     if (!in) return absl::NotFoundError(what + "plan_file cannot be read");
     std::stringstream text;
     text << in.rdbuf();
-    plan = preprocessing::Plan::FromJson(text.str());
-  } else {
-    plan = preprocessing::Plan::FromMetadata(first.metadata());
-    if (plan.status().code() == absl::StatusCode::kNotFound)
-      plan = preprocessing::DefaultCtPlan(static_cast<int>(m->config_.num_classes), m->config_.patch,
-                                          static_cast<int>(m->config_.in_channels));
+    plan_json = text.str();
   }
+  auto plan = preprocessing::PlanForNetwork(plan_json, first.metadata(), static_cast<int>(m->config_.num_classes),
+                                            m->config_.patch, static_cast<int>(m->config_.in_channels));
   if (!plan.ok()) return absl::InvalidArgumentError(what + std::string(plan.status().message()));
-  m->plan_ = *plan;
-  if (m->plan_.patch != m->config_.patch || m->plan_.num_classes != m->config_.num_classes ||
-      m->plan_.input_channels() != m->config_.in_channels)
-    return absl::InvalidArgumentError(what + "the plan's patch, num_classes or channels differ from the network's");
+  m->plan_ = *std::move(plan);
 
   // Warm-up: one window per instance (first calls allocate and pick kernels).
   const auto& p = m->config_.patch;

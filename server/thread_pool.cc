@@ -19,11 +19,6 @@ void ThreadPool::Schedule(std::function<void()> work) {
   queue_.push_back(std::move(work));
 }
 
-int ThreadPool::queued() const {
-  absl::MutexLock lock(&mu_);
-  return static_cast<int>(queue_.size());
-}
-
 void ThreadPool::Loop() {
   for (;;) {
     std::function<void()> work;

@@ -26,11 +26,10 @@ class ThreadPool {
 
   // Any thread. The closure runs on a pool thread, in FIFO order of start.
   void Schedule(std::function<void()> work);
-  int queued() const;
 
  private:
   void Loop();
-  mutable absl::Mutex mu_;
+  absl::Mutex mu_;
   std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;

@@ -10,6 +10,7 @@
 #include "model/cpu_threads.h"
 #include "model/window_runner.h"
 #include "preprocessing/pipeline.h"
+#include "tools/batch_runner.h"
 #include "tools/phantom.h"
 
 int main(int argc, char** argv) {
@@ -45,10 +46,7 @@ int main(int argc, char** argv) {
     v.voxels.assign(hu.begin(), hu.end());
     auto labels = upp::preprocessing::Segment(
         std::move(v), *plan,
-        [&](const float* in, int64_t n, float* out) {
-          auto s = (*runner)->Run(in, n, out);
-          return s.ok() ? absl::OkStatus() : absl::InternalError(s.message());
-        },
+        upp::tools::RunnerFor(**runner),
         batch);
     if (!labels.ok()) return std::fprintf(stderr, "%s\n", labels.status().ToString().c_str()), 1;
     const auto dice = upp::tools::DicePerLabel(phantom.labels, labels->labels, classes);

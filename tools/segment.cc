@@ -18,6 +18,7 @@
 #include "preprocessing/dicom.h"
 #include "preprocessing/nifti.h"
 #include "preprocessing/pipeline.h"
+#include "tools/batch_runner.h"
 
 namespace {
 
@@ -55,18 +56,10 @@ int main(int argc, char** argv) {
   auto runner = upp::model::WindowRunner::FromWeightsFile(weights, {device, precision});
   if (!runner.ok()) return Fail(runner.status().ToString());
   const auto& config = (*runner)->config();
-  absl::StatusOr<pp::Plan> plan = absl::NotFoundError("");
-  if (!plan_path.empty()) {
-    plan = pp::Plan::FromJson(ReadFile(plan_path));
-  } else {
-    plan = pp::Plan::FromMetadata((*runner)->metadata());
-    if (plan.status().code() == absl::StatusCode::kNotFound)
-      plan = pp::DefaultCtPlan(config.num_classes, config.patch, config.in_channels);
-  }
+  auto plan = pp::PlanForNetwork(plan_path.empty() ? "" : ReadFile(plan_path), (*runner)->metadata(),
+                                 static_cast<int>(config.num_classes), config.patch,
+                                 static_cast<int>(config.in_channels));
   if (!plan.ok()) return Fail(plan.status().ToString());
-  if (plan->patch != config.patch || plan->num_classes != config.num_classes ||
-      plan->input_channels() != config.in_channels)
-    return Fail("the plan's patch, classes or channels differ from the network's");
 
   pp::NiftiHeaderInfo header;
   header.qform_code = header.sform_code = 1;
@@ -88,13 +81,7 @@ int main(int argc, char** argv) {
   if (!mirror.empty()) options.mirror_axes = mirror;
   const auto start = std::chrono::steady_clock::now();
   pp::StageTimes times;
-  auto labels = pp::Segment(
-      std::move(volume), *plan,
-      [&](const float* in, int64_t n, float* out) {
-        auto s = (*runner)->Run(in, n, out);
-        return s.ok() ? absl::OkStatus() : absl::Status(static_cast<absl::StatusCode>(s.code()), s.message());
-      },
-      batch, options, &times);
+  auto labels = pp::Segment(std::move(volume), *plan, upp::tools::RunnerFor(**runner), batch, options, &times);
   if (!labels.ok()) return Fail(labels.status().ToString());
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!output.empty()) {

@@ -8,20 +8,13 @@
 #include "model/cpu_threads.h"
 #include "model/window_runner.h"
 #include "preprocessing/pipeline.h"
+#include "tools/batch_runner.h"
 
 namespace upp::preprocessing {
 namespace {
 
 std::string Fixture(const std::string& name) {
   return std::string(UPP_FIXTURES_DIR) + "/" + name;
-}
-
-BatchRunner Runner(model::WindowRunner& r) {
-  return [&r](const float* in, int64_t n, float* out) {
-    auto s = r.Run(in, n, out);
-    return s.ok() ? absl::OkStatus()
-                  : absl::Status(static_cast<absl::StatusCode>(s.code()), s.message());
-  };
 }
 
 TEST(PipelineWithModel, SynapseSmallOnAnOddAnisotropicVolume) {
@@ -54,7 +47,7 @@ TEST(PipelineWithModel, SynapseSmallOnAnOddAnisotropicVolume) {
   EXPECT_EQ((*job)->num_windows(), 27);
 
   StageTimes times;
-  auto one = Segment(v, plan, Runner(**runner), 1, {}, &times);
+  auto one = Segment(v, plan, tools::RunnerFor(**runner), 1, {}, &times);
   ASSERT_TRUE(one.ok()) << one.status();
   EXPECT_EQ(one->geometry.size, geometry.size);
   EXPECT_EQ(one->geometry.spacing, geometry.spacing);
@@ -74,7 +67,7 @@ TEST(PipelineWithModel, SynapseSmallOnAnOddAnisotropicVolume) {
   EXPECT_GT(classes_seen, 1);
 
   // Batches of 4 give the same labels (up to float ties at a few voxels).
-  auto four = Segment(std::move(v), plan, Runner(**runner), 4);
+  auto four = Segment(std::move(v), plan, tools::RunnerFor(**runner), 4);
   ASSERT_TRUE(four.ok()) << four.status();
   int64_t differ = 0;
   for (size_t i = 0; i < one->labels.size(); ++i) differ += one->labels[i] != four->labels[i];

@@ -23,6 +23,7 @@
 #include "preprocessing/pipeline.h"
 #include "server/config.h"
 #include "server/server.h"
+#include "tools/batch_runner.h"
 #include "tests/server/test_volumes.h"
 
 namespace upp::server {
@@ -81,10 +82,7 @@ std::vector<uint16_t> DirectLabels(preprocessing::Volume volume) {
   EXPECT_TRUE(plan.ok());
   auto labels = preprocessing::Segment(
       std::move(volume), *plan,
-      [&](const float* i, int64_t n, float* o) {
-        auto s = (*runner)->Run(i, n, o);
-        return s.ok() ? absl::OkStatus() : absl::InternalError(s.message());
-      },
+      tools::RunnerFor(**runner),
       1);
   EXPECT_TRUE(labels.ok());
   return labels->labels;
