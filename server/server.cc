@@ -126,7 +126,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(unetrpp::v1::ServerConfig
   if (!server->server_ || server->port_ == 0)
     return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen_address()));
   server->SetServing(true);
-  spdlog::info("unetrpp-serve listening on port {}, metrics on port {}", server->port_, server->metrics_port());
+  if (server->metrics_port() > 0)
+    spdlog::info("unetrpp-serve listening on port {}, metrics on port {}", server->port_, server->metrics_port());
+  else
+    spdlog::info("unetrpp-serve listening on port {}, metrics off", server->port_);
   return server;
 }
 

@@ -71,21 +71,24 @@ class ServerTest : public ::testing::Test {
 Server* ServerTest::server_ = nullptr;
 client::Client* ServerTest::client_ = nullptr;
 
-// The labels that calling the pipeline directly gives for `volume`.
-std::vector<uint16_t> DirectLabels(preprocessing::Volume volume) {
-  auto runner = model::WindowRunner::FromWeightsFile(UPP_FIXTURES_DIR "/synapse_small_weights.safetensors");
+// The labels that calling the pipeline directly gives for `volume` with the
+// given network and plan file.
+std::vector<uint16_t> DirectLabels(preprocessing::Volume volume, const std::string& weights,
+                                   const std::string& plan_file) {
+  auto runner = model::WindowRunner::FromWeightsFile(weights);
   EXPECT_TRUE(runner.ok());
-  std::ifstream in(PlanFile());
+  std::ifstream in(plan_file);
   std::stringstream text;
   text << in.rdbuf();
   auto plan = preprocessing::Plan::FromJson(text.str());
   EXPECT_TRUE(plan.ok());
-  auto labels = preprocessing::Segment(
-      std::move(volume), *plan,
-      tools::RunnerFor(**runner),
-      1);
-  EXPECT_TRUE(labels.ok());
-  return labels->labels;
+  auto labels = preprocessing::Segment(std::move(volume), *plan, tools::RunnerFor(**runner), 1);
+  EXPECT_TRUE(labels.ok()) << labels.status();
+  return labels.ok() ? labels->labels : std::vector<uint16_t>{};
+}
+
+std::vector<uint16_t> DirectLabels(preprocessing::Volume volume) {
+  return DirectLabels(std::move(volume), UPP_FIXTURES_DIR "/synapse_small_weights.safetensors", PlanFile());
 }
 
 std::vector<uint16_t> DirectLabels(const std::string& nifti) {
@@ -379,6 +382,87 @@ TEST(TlsTest, ServesOverTlsAndRefusesPlaintext) {
   EXPECT_EQ(models->models_size(), 1);
   client::Client plain(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
   EXPECT_FALSE(plain.ListModels().ok());
+}
+
+// A 4-channel model (the BraTS-shaped "tumor" fixture, z-score per channel
+// inside the non-zero mask) takes one NIfTI per channel or one 4-D NIfTI.
+TEST(MultiChannelTest, OneFilePerChannelOrOne4dFile) {
+  preprocessing::Plan plan = preprocessing::DefaultCtPlan(4, {64, 64, 64}, 4);
+  for (auto& n : plan.normalization) {
+    n.scheme = preprocessing::ChannelNormalization::Scheme::kZScore;
+    n.use_nonzero_mask = true;
+  }
+  plan.target_spacing = {2.0, 2.0, 2.0};
+  const std::string plan_file = ::testing::TempDir() + "/server_test_tumor_plan.json";
+  std::ofstream(plan_file) << plan.ToJson();
+  const std::string weights = UPP_FIXTURES_DIR "/tumor_small_weights.safetensors";
+  auto config = ParseConfig("listen_address: '127.0.0.1:0'\nmetrics_address: 'off'\ncpu_threads: 2\n"
+                            "models { name: 'tumor' modality: 'MR' weights: '" + weights + "' plan_file: '" +
+                            plan_file + "' }\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto server = Server::Create(*config);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto c = client::Client::Connect("127.0.0.1:" + std::to_string((*server)->port()));
+  auto info = c->GetModel("tumor");
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->input_channels(), 4u);
+
+  // Four modalities of one geometry: each channel a differently scaled and
+  // shifted copy of the phantom, so that every channel matters.
+  const preprocessing::Volume base = testing::Phantom({70, 60, 40}, {1.5, 1.5, 2.0});
+  preprocessing::Volume four;
+  four.geometry = base.geometry;
+  four.channels = 4;
+  std::vector<std::string> per_channel;
+  for (int ch = 0; ch < 4; ++ch) {
+    preprocessing::Volume one;
+    one.geometry = base.geometry;
+    for (size_t i = 0; i < base.voxels.size(); ++i)
+      one.voxels.push_back(base.voxels[i] < -500 ? 0.0f : (1.0f + 0.5f * ch) * base.voxels[i] + 37.0f * ch);
+    four.voxels.insert(four.voxels.end(), one.voxels.begin(), one.voxels.end());
+    per_channel.push_back(testing::FloatNifti(one));
+  }
+  SegmentOptions options;
+  options.model = "tumor";
+  options.outputs = {unetrpp::v1::OUTPUT_KIND_RAW_LABELS};
+  auto separate = c->Segment(per_channel, options);
+  ASSERT_TRUE(separate.ok()) << separate.status();
+  auto together = c->Segment({testing::FloatNifti(four)}, options);
+  ASSERT_TRUE(together.ok()) << together.status();
+  const auto labels = RawLabels(separate->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]);
+  ASSERT_EQ(labels.size(), 70u * 60 * 40);
+  EXPECT_EQ(labels, RawLabels(together->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]));
+  const auto direct = DirectLabels(four, weights, plan_file);
+  EXPECT_GE(Agreement(labels, direct), 0.9999);
+  // The channels are not interchangeable: swapping two changes the result.
+  std::swap(per_channel[0], per_channel[3]);
+  auto swapped = c->Segment(per_channel, options);
+  ASSERT_TRUE(swapped.ok()) << swapped.status();
+  EXPECT_LT(Agreement(labels, RawLabels(swapped->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS])), 0.9999);
+  std::swap(per_channel[0], per_channel[3]);
+
+  // Wrong channel counts and a geometry mismatch are refused with a reason.
+  auto three = c->Segment({per_channel[0], per_channel[1], per_channel[2]}, options);
+  EXPECT_EQ(three.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(three.status().message().find("4 channel"), std::string::npos) << three.status();
+  auto one = c->Segment({per_channel[0]}, options);
+  EXPECT_EQ(one.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(one.status().message().find("4 channel"), std::string::npos) << one.status();
+  auto five = c->Segment({per_channel[0], per_channel[1], per_channel[2], per_channel[3], per_channel[0]}, options);
+  EXPECT_EQ(five.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(five.status().message().find("input_index 4"), std::string::npos) << five.status();
+  preprocessing::Volume shifted;
+  shifted.geometry = base.geometry;
+  shifted.geometry.spacing[2] = 2.5;
+  shifted.voxels = base.voxels;
+  auto mismatch = c->Segment({per_channel[0], per_channel[1], testing::FloatNifti(shifted), per_channel[3]}, options);
+  EXPECT_EQ(mismatch.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(mismatch.status().message().find("input 2 does not share input 0's geometry"), std::string::npos)
+      << mismatch.status();
+  // The server still serves after the refusals.
+  auto again = c->Segment(per_channel, options);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(RawLabels(again->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]), labels);
 }
 
 TEST(ConfigTest, ErrorsNameTheField) {

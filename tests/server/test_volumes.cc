@@ -38,8 +38,14 @@ std::string FloatNifti(const preprocessing::Volume& v) {
   std::string b(352 + v.voxels.size() * 4, '\0');
   auto put = [&](size_t off, auto value) { std::memcpy(&b[off], &value, sizeof(value)); };
   put(0, int32_t{348});
-  const int16_t dim[8] = {3, static_cast<int16_t>(g.size[0]), static_cast<int16_t>(g.size[1]),
-                          static_cast<int16_t>(g.size[2]), 1, 1, 1, 1};
+  const int16_t dim[8] = {static_cast<int16_t>(v.channels > 1 ? 4 : 3),
+                          static_cast<int16_t>(g.size[0]),
+                          static_cast<int16_t>(g.size[1]),
+                          static_cast<int16_t>(g.size[2]),
+                          static_cast<int16_t>(v.channels),
+                          1,
+                          1,
+                          1};
   std::memcpy(&b[40], dim, sizeof(dim));
   put(70, int16_t{16});  // float32
   put(72, int16_t{32});
