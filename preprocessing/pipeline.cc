@@ -36,6 +36,75 @@ absl::Status FromException(const char* stage, const std::exception& e) {
   return absl::InternalError(absl::StrCat(stage, " failed: ", e.what()));
 }
 
+// Back to the input grid on the CPU, label by label, without resampling
+// every class probability at every output voxel.
+//
+// Why this is exact: an output voxel's interpolated probabilities are one
+// convex combination (the same weights for every class) of the normalised
+// probabilities at the up to 8 source voxels it reads. If class k is the
+// first maximum at each of them (p_j < p_k for j < k, p_j <= p_k for j > k),
+// the combination keeps both inequalities, so k is the first maximum of the
+// interpolated probabilities too. Only voxels whose sources disagree (organ
+// borders: a few per cent) are interpolated in full, all classes at once.
+// Labels are written straight into the input-order output through strides,
+// which also does the transpose and the paste into the crop box.
+//
+// Hand-written rather than LibTorch calls because the saving is in what is
+// never computed: LibTorch would materialise K x output-grid probabilities
+// (nnU-Net's way, kept for CUDA and for full_back_resampling).
+struct BackResampling {
+  std::array<Taps, 3> taps;              // per network axis, output -> source
+  std::array<const float*, 3> profile;   // per network axis, source weights
+  std::array<int64_t, 3> src_size, out_size;
+  std::array<int64_t, 3> out_stride;     // in the output label buffer, per network axis
+  int64_t num_classes = 0;
+};
+
+template <typename Acc, typename Label>
+void BackResampleRows(const BackResampling& b, const Acc* acc, const std::array<int64_t, 4>& acc_stride,
+                      const Label* src_labels, int64_t o0_begin, int64_t o0_end, uint16_t* out,
+                      int64_t* counts) {
+  const int64_t H = b.src_size[1], W = b.src_size[2], K = b.num_classes;
+  std::vector<float> probs(K);
+  for (int64_t o0 = o0_begin; o0 < o0_end; ++o0) {
+    const int64_t z[2] = {b.taps[0].i0[o0], b.taps[0].i1[o0]};
+    const float wz[2] = {1.0f - b.taps[0].w1[o0], b.taps[0].w1[o0]};
+    for (int64_t o1 = 0; o1 < b.out_size[1]; ++o1) {
+      const int64_t y[2] = {b.taps[1].i0[o1], b.taps[1].i1[o1]};
+      const float wy[2] = {1.0f - b.taps[1].w1[o1], b.taps[1].w1[o1]};
+      const Label* rows[4] = {src_labels + (z[0] * H + y[0]) * W, src_labels + (z[0] * H + y[1]) * W,
+                              src_labels + (z[1] * H + y[0]) * W, src_labels + (z[1] * H + y[1]) * W};
+      uint16_t* dst = out + o0 * b.out_stride[0] + o1 * b.out_stride[1];
+      for (int64_t o2 = 0; o2 < b.out_size[2]; ++o2) {
+        const int64_t x0 = b.taps[2].i0[o2], x1 = b.taps[2].i1[o2];
+        const Label l = rows[0][x0];
+        Label label = l;
+        if (rows[0][x1] != l || rows[1][x0] != l || rows[1][x1] != l || rows[2][x0] != l ||
+            rows[2][x1] != l || rows[3][x0] != l || rows[3][x1] != l) {
+          const int64_t x[2] = {x0, x1};
+          const float wx[2] = {1.0f - b.taps[2].w1[o2], b.taps[2].w1[o2]};
+          std::fill(probs.begin(), probs.end(), 0.0f);
+          for (int c = 0; c < 8; ++c) {
+            const int dz = c >> 2, dy = (c >> 1) & 1, dx = c & 1;
+            // Each source's accumulated sum divided by its total window
+            // weight: the normalised probability there.
+            const float f = wz[dz] * wy[dy] * wx[dx] /
+                            (b.profile[0][z[dz]] * b.profile[1][y[dy]] * b.profile[2][x[dx]]);
+            if (f == 0.0f) continue;
+            const Acc* a = acc + z[dz] * acc_stride[1] + y[dy] * acc_stride[2] + x[dx] * acc_stride[3];
+            for (int64_t k = 0; k < K; ++k) probs[k] += f * static_cast<float>(a[k * acc_stride[0]]);
+          }
+          label = 0;
+          for (int64_t k = 1; k < K; ++k)
+            if (probs[k] > probs[label]) label = static_cast<Label>(k);
+        }
+        dst[o2 * b.out_stride[2]] = label;
+        ++counts[label];
+      }
+    }
+  }
+}
+
 }  // namespace
 
 struct SegmentationJob::Impl {
@@ -50,6 +119,7 @@ struct SegmentationJob::Impl {
   std::array<Interp, 3> modes;                  // resampling per network axis
   std::vector<std::array<int64_t, 3>> windows;  // window starts in the padded grid
   torch::Tensor data;                           // (C, D, H, W) padded, normalised
+  bool full_back_resampling = false;
   torch::Tensor item_weight;  // (pD, pH, pW): Gaussian importance / num_variants, each item's share
   // The sum of the Gaussians of all windows, per voxel of the padded grid, is
   // separable because the windows form a grid and the Gaussian is a product
@@ -66,6 +136,18 @@ struct SegmentationJob::Impl {
 
   StageTimes times;  // Create/Finish stages; the window stages below
   std::atomic<int64_t> extract_ns{0}, stitch_ns{0};
+
+  // Finish()'s two ways from the accumulators `acc` (K, D, H, W, unpadded)
+  // back to the input grid. Both write the labels into `labels` (the input's
+  // (z, y, x) order, already zero) inside the crop box, return the voxel
+  // count per class there, and record their stage times.
+  torch::Tensor BackResampleOnCpu(const torch::Tensor& acc, const std::array<torch::Tensor, 3>& profile,
+                                  uint16_t* labels);
+  torch::Tensor BackResampleTensors(const torch::Tensor& acc, const std::array<torch::Tensor, 3>& profile,
+                                    uint16_t* labels);
+  // The region of `labels` inside the crop box, as a (D, H, W) view in
+  // network axis order.
+  torch::Tensor OutputRegion(uint16_t* labels) const;
 
   int num_variants() const { return 1 << mirror_axes.size(); }
   std::vector<int64_t> FlipDims(int variant) const {
@@ -105,6 +187,7 @@ absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(Volume 
   if (auto s = impl->plan.Validate(); !s.ok()) return s;  // the overrides too
   impl->mirror_axes = impl->plan.mirror_axes;
   impl->geometry = volume.geometry;
+  impl->full_back_resampling = options.full_back_resampling;
   const Plan& p = impl->plan;
   const auto& g = volume.geometry;
 
@@ -312,6 +395,119 @@ absl::StatusOr<bool> SegmentationJob::AddOutput(int64_t item, const float* logit
   return ++m.items_done == num_items();
 }
 
+torch::Tensor SegmentationJob::Impl::OutputRegion(uint16_t* labels) const {
+  // uint16 has no LibTorch dtype; int16 has the same bits for 0..65535.
+  torch::Tensor region =
+      torch::from_blob(labels, {geometry.size[2], geometry.size[1], geometry.size[0]}, torch::kShort);
+  for (int a = 0; a < 3; ++a) region = region.narrow(a, crop[a][0], crop[a][1] - crop[a][0]);
+  return region.permute({plan.transpose[0], plan.transpose[1], plan.transpose[2]});
+}
+
+torch::Tensor SegmentationJob::Impl::BackResampleOnCpu(const torch::Tensor& acc,
+                                                      const std::array<torch::Tensor, 3>& profile,
+                                                      uint16_t* labels) {
+  const int64_t k = plan.num_classes;
+  const auto start = Clock::now();
+  // The label at every source voxel, a few slices at a time (the argmax of
+  // the sums is the argmax of the normalised probabilities).
+  const torch::ScalarType label_type = k <= 256 ? torch::kByte : torch::kInt;
+  torch::Tensor src = torch::empty({grid[0], grid[1], grid[2]}, label_type);
+  const int64_t slab = std::max<int64_t>(1, (int64_t{32} << 20) / std::max<int64_t>(1, k * grid[1] * grid[2] * 4));
+  for (int64_t d = 0; d < grid[0]; d += slab) {
+    const int64_t n = std::min(slab, grid[0] - d);
+    src.narrow(0, d, n).copy_(ArgmaxChannels(acc.narrow(1, d, n).to(torch::kFloat), label_type));
+  }
+  times.argmax_paste = Seconds(start);
+
+  const auto t_back = Clock::now();
+  BackResampling b;
+  std::array<torch::Tensor, 3> profile_f;
+  const torch::Tensor region = OutputRegion(labels);
+  for (int a = 0; a < 3; ++a) {
+    b.taps[a] = ResamplingTaps(grid[a], cropped_t[a], modes[a]);
+    profile_f[a] = profile[a].to(torch::kFloat).contiguous();
+    b.profile[a] = profile_f[a].data_ptr<float>();
+    b.src_size[a] = grid[a];
+    b.out_size[a] = cropped_t[a];
+    b.out_stride[a] = region.stride(a);
+  }
+  b.num_classes = k;
+  const std::array<int64_t, 4> acc_stride{acc.stride(0), acc.stride(1), acc.stride(2), acc.stride(3)};
+  uint16_t* out = reinterpret_cast<uint16_t*>(region.data_ptr<int16_t>());
+  absl::Mutex counts_mu;
+  std::vector<int64_t> counts(k, 0);
+  at::parallel_for(0, cropped_t[0], 1, [&](int64_t begin, int64_t end) {
+    std::vector<int64_t> local(k, 0);
+    const bool half = acc.scalar_type() == torch::kHalf;
+    if (label_type == torch::kByte) {
+      const auto* l = src.data_ptr<uint8_t>();
+      if (half)
+        BackResampleRows(b, acc.data_ptr<at::Half>(), acc_stride, l, begin, end, out, local.data());
+      else
+        BackResampleRows(b, acc.data_ptr<float>(), acc_stride, l, begin, end, out, local.data());
+    } else {
+      const auto* l = src.data_ptr<int32_t>();
+      if (half)
+        BackResampleRows(b, acc.data_ptr<at::Half>(), acc_stride, l, begin, end, out, local.data());
+      else
+        BackResampleRows(b, acc.data_ptr<float>(), acc_stride, l, begin, end, out, local.data());
+    }
+    absl::MutexLock lock(&counts_mu);
+    for (int64_t c = 0; c < k; ++c) counts[c] += local[c];
+  });
+  times.resample_back = Seconds(t_back);
+  return torch::tensor(counts, torch::kLong);
+}
+
+torch::Tensor SegmentationJob::Impl::BackResampleTensors(const torch::Tensor& acc,
+                                                        const std::array<torch::Tensor, 3>& profile,
+                                                        uint16_t* labels) {
+  // nnU-Net's way: every class probability resampled to the output grid
+  // (slab by slab), then the argmax.
+  const torch::Tensor plane_weights = profile[1].view({-1, 1}) * profile[2].view({1, -1});
+  const auto start = Clock::now();
+  double argmax_s = 0;
+  const int64_t k = plan.num_classes;
+  const auto& out_t = cropped_t;
+  const torch::ScalarType label_type = k <= 256 ? torch::kByte : torch::kInt;
+  torch::Tensor labels_t = torch::empty({out_t[0], out_t[1], out_t[2]}, label_type);
+  torch::Tensor counts = torch::zeros({k}, torch::kLong);
+  const Taps taps = ResamplingTaps(grid[0], out_t[0], modes[0]);
+  // Output slabs of about 64 MiB of probabilities on the output grid.
+  const int64_t slab =
+      std::max<int64_t>(1, (int64_t{64} << 20) / std::max<int64_t>(1, k * out_t[1] * out_t[2] * 4));
+  for (int64_t o0 = 0; o0 < out_t[0]; o0 += slab) {
+    const int64_t o1 = std::min(out_t[0], o0 + slab);
+    const int64_t lo = *std::min_element(taps.i0.begin() + o0, taps.i0.begin() + o1);
+    const int64_t hi = *std::max_element(taps.i1.begin() + o0, taps.i1.begin() + o1) + 1;
+    // Normalised probabilities of the source slices this slab reads.
+    torch::Tensor src = acc.narrow(1, lo, hi - lo).to(torch::kFloat);
+    src.div_((profile[0].narrow(0, lo, hi - lo).view({-1, 1, 1}) * plane_weights).unsqueeze(0));
+    std::vector<int64_t> i0(taps.i0.begin() + o0, taps.i0.begin() + o1);
+    std::vector<int64_t> i1(taps.i1.begin() + o0, taps.i1.begin() + o1);
+    std::vector<float> w1(taps.w1.begin() + o0, taps.w1.begin() + o1);
+    for (auto& v : i0) v -= lo;
+    for (auto& v : i1) v -= lo;
+    const int64_t n = o1 - o0;
+    torch::Tensor a = src.index_select(1, torch::from_blob(i0.data(), {n}, torch::kLong).to(device));
+    if (modes[0] == Interp::kLinear) {
+      torch::Tensor b = src.index_select(1, torch::from_blob(i1.data(), {n}, torch::kLong).to(device));
+      a.add_(torch::from_blob(w1.data(), {1, n, 1, 1}, torch::kFloat).to(device) * (b - a));
+    }
+    torch::Tensor probs = ResampleSeparable(a, {n, out_t[1], out_t[2]}, modes);
+    const auto t_argmax = Clock::now();
+    torch::Tensor lab = ArgmaxChannels(probs, label_type);  // (n, H, W)
+    counts += torch::bincount(lab.flatten().to(torch::kLong), {}, k).cpu();
+    labels_t.narrow(0, o0, n).copy_(lab);
+    argmax_s += Seconds(t_argmax);
+  }
+  times.resample_back = Seconds(start) - argmax_s;
+  const auto t_paste = Clock::now();
+  OutputRegion(labels).copy_(labels_t.cpu());
+  times.argmax_paste = argmax_s + Seconds(t_paste);
+  return counts;
+}
+
 absl::StatusOr<LabelMap> SegmentationJob::Finish() {
   Impl& m = *impl_;
   if (!complete())
@@ -333,60 +529,19 @@ absl::StatusOr<LabelMap> SegmentationJob::Finish() {
       acc = acc.narrow(a + 1, m.pad_before[a], m.grid[a]);
       profile[a] = m.profile[a].narrow(0, m.pad_before[a], m.grid[a]);
     }
-    const torch::Tensor plane_weights = profile[1].view({-1, 1}) * profile[2].view({1, -1});
-    const auto start = Clock::now();
-    double argmax_s = 0;
     const int64_t k = p.num_classes;
     const auto& out_t = m.cropped_t;
-    const torch::ScalarType label_type = k <= 256 ? torch::kByte : torch::kInt;
-    torch::Tensor labels_t = torch::empty({out_t[0], out_t[1], out_t[2]}, label_type);
-    torch::Tensor counts = torch::zeros({k}, torch::kLong);
-    const Taps taps = ResamplingTaps(m.grid[0], out_t[0], m.modes[0]);
-    // Output slabs of about 64 MiB of probabilities on the output grid.
-    const int64_t slab =
-        std::max<int64_t>(1, (int64_t{64} << 20) / std::max<int64_t>(1, k * out_t[1] * out_t[2] * 4));
-    for (int64_t o0 = 0; o0 < out_t[0]; o0 += slab) {
-      const int64_t o1 = std::min(out_t[0], o0 + slab);
-      const int64_t lo = *std::min_element(taps.i0.begin() + o0, taps.i0.begin() + o1);
-      const int64_t hi = *std::max_element(taps.i1.begin() + o0, taps.i1.begin() + o1) + 1;
-      // Normalised probabilities of the source slices this slab reads.
-      torch::Tensor src = acc.narrow(1, lo, hi - lo).to(torch::kFloat);
-      src.div_((profile[0].narrow(0, lo, hi - lo).view({-1, 1, 1}) * plane_weights).unsqueeze(0));
-      std::vector<int64_t> i0(taps.i0.begin() + o0, taps.i0.begin() + o1);
-      std::vector<int64_t> i1(taps.i1.begin() + o0, taps.i1.begin() + o1);
-      std::vector<float> w1(taps.w1.begin() + o0, taps.w1.begin() + o1);
-      for (auto& v : i0) v -= lo;
-      for (auto& v : i1) v -= lo;
-      const int64_t n = o1 - o0;
-      torch::Tensor a = src.index_select(1, torch::from_blob(i0.data(), {n}, torch::kLong).to(m.device));
-      if (m.modes[0] == Interp::kLinear) {
-        torch::Tensor b = src.index_select(1, torch::from_blob(i1.data(), {n}, torch::kLong).to(m.device));
-        a.add_(torch::from_blob(w1.data(), {1, n, 1, 1}, torch::kFloat).to(m.device) * (b - a));
-      }
-      torch::Tensor probs = ResampleSeparable(a, {n, out_t[1], out_t[2]}, m.modes);
-      const auto t_argmax = Clock::now();
-      torch::Tensor lab = ArgmaxChannels(probs, label_type);  // (n, H, W)
-      counts += torch::bincount(lab.flatten().to(torch::kLong), {}, k).cpu();
-      labels_t.narrow(0, o0, n).copy_(lab);
-      argmax_s += Seconds(t_argmax);
+    torch::Tensor counts;
+    out.labels.assign(g.NumVoxels(), 0);
+    if (m.device.is_cpu() && !m.full_back_resampling) {
+      counts = m.BackResampleOnCpu(acc, profile, out.labels.data());
+    } else {
+      counts = m.BackResampleTensors(acc, profile, out.labels.data());
     }
     m.accumulator = torch::Tensor();
-    m.times.resample_back = Seconds(start) - argmax_s;
-
-    const auto t_paste = Clock::now();
-    out.labels.assign(g.NumVoxels(), 0);
-    // uint16 has no LibTorch dtype; int16 has the same bits for 0..65535.
-    torch::Tensor full = torch::from_blob(out.labels.data(), {g.size[2], g.size[1], g.size[0]},
-                                          torch::kShort);
-    std::array<int64_t, 3> inverse;
-    for (int a = 0; a < 3; ++a) inverse[p.transpose[a]] = a;
-    torch::Tensor region = full;
-    for (int a = 0; a < 3; ++a) region = region.narrow(a, m.crop[a][0], m.crop[a][1] - m.crop[a][0]);
-    region.copy_(labels_t.permute({inverse[0], inverse[1], inverse[2]}));
-    m.times.argmax_paste = argmax_s + Seconds(t_paste);
 
     const double voxel_ml = g.spacing[0] * g.spacing[1] * g.spacing[2] / 1000.0;
-    const int64_t outside = g.NumVoxels() - labels_t.numel();
+    const int64_t outside = g.NumVoxels() - out_t[0] * out_t[1] * out_t[2];
     for (int64_t c = 0; c < k; ++c) {
       LabelStats s;
       s.value = static_cast<int>(c);

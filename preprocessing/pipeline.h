@@ -49,6 +49,11 @@ struct JobOptions {
   AccumulatorPrecision accumulator = AccumulatorPrecision::kAuto;
   // kAuto: float16 accumulators when float32 ones would exceed this.
   int64_t float32_accumulator_limit_bytes = int64_t{1} << 30;
+  // Finish() on the CPU resamples class probabilities only where the source
+  // voxels an output voxel reads disagree on the label (the same labels, see
+  // pipeline.cc). True: resample every class at every output voxel, as
+  // nnU-Net does (always so on CUDA, where that is fast).
+  bool full_back_resampling = false;
 };
 
 // Seconds spent per stage. The window stages are summed over all calls.

@@ -69,4 +69,25 @@ void Metrics::ModelLoaded(const std::string& model, double seconds) {
   model_load_seconds_->Add({{"model", model}}).Set(seconds);
 }
 
+Metrics::BatchTotals Metrics::Batches(const std::string& model) const {
+  BatchTotals totals;
+  for (const auto& family : registry_->Collect()) {
+    const bool sizes = family.name == "upp_batch_size_windows";
+    const bool seconds = family.name == "upp_batch_inference_duration_seconds";
+    if (!sizes && !seconds) continue;
+    for (const auto& metric : family.metric) {
+      bool match = false;
+      for (const auto& label : metric.label) match |= label.name == "model" && label.value == model;
+      if (!match) continue;
+      if (sizes) {
+        totals.batches = static_cast<double>(metric.histogram.sample_count);
+        totals.windows = metric.histogram.sample_sum;
+      } else {
+        totals.network_seconds = metric.histogram.sample_sum;
+      }
+    }
+  }
+  return totals;
+}
+
 }  // namespace upp::server

@@ -22,6 +22,12 @@ namespace upp::server {
 
 class Metrics {
  public:
+  // Running totals of one model's network calls, read from the registry
+  // (for benchmarks and tests that need numbers rather than text).
+  struct BatchTotals {
+    double batches = 0, windows = 0, network_seconds = 0;
+  };
+
   Metrics();
   // Serves /metrics on `address` ("host:port"; port 0 picks one).
   absl::Status Expose(const std::string& address);
@@ -36,6 +42,7 @@ class Metrics {
   void AddInFlight(double delta) { in_flight_->Increment(delta); }
   void AddBytesInFlight(double delta) { bytes_in_flight_->Increment(delta); }
   void ModelLoaded(const std::string& model, double seconds);
+  BatchTotals Batches(const std::string& model) const;
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;

@@ -144,6 +144,8 @@ Server::~Server() {
 
 int Server::metrics_port() const { return state_->metrics().port(); }
 
+Metrics::BatchTotals Server::Batches(const std::string& model) const { return state_->metrics().Batches(model); }
+
 void Server::SetServing(bool serving) {
   auto* health = server_->GetHealthCheckService();
   if (!health) return;

@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/metrics.h"
 #include "unetrpp/v1/config.pb.h"
 
 namespace upp::server {
@@ -31,6 +32,8 @@ class Server {
 
   int port() const { return port_; }
   int metrics_port() const;
+  // Totals of `model`'s network calls so far (batches, windows, seconds).
+  Metrics::BatchTotals Batches(const std::string& model) const;
 
   // Health NOT_SERVING, new calls get UNAVAILABLE, in-flight calls get up to
   // `grace` to finish, then the server shuts down (cancelling what is left).

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <set>
 
 #include "preprocessing/pipeline.h"
 #include "preprocessing/plan.h"
@@ -370,6 +371,83 @@ TEST(Job, CtAndZScoreNormalisation) {
   // Two equal halves: z-scores -1 and +1 -> classes 0 and 1.
   EXPECT_EQ(result->labels[0], 0);
   EXPECT_EQ(result->labels[200], 1);
+}
+
+// A "network" whose answer depends on the whole window (through its mean) as
+// well as on each voxel, with many classes: overlapping windows disagree, so
+// the stitched probabilities are a real blend and label borders are ragged.
+BatchRunner WindowDependentNet(int64_t classes, std::array<int64_t, 3> patch) {
+  return [=](const float* in, int64_t batch, float* out) {
+    const int64_t n = patch[0] * patch[1] * patch[2];
+    torch::Tensor x = torch::from_blob(const_cast<float*>(in), {batch, 1, n});
+    torch::Tensor mean = x.mean(2, /*keepdim=*/true);
+    torch::Tensor k = torch::arange(classes, torch::kFloat).view({1, classes, 1});
+    torch::from_blob(out, {batch, classes, n})
+        .copy_(2 * torch::sin(0.7 * k + 3 * x) + 0.1 * k * x + 0.5 * torch::sin(k * mean * 5));
+    return absl::OkStatus();
+  };
+}
+
+// A smooth random-looking field with a zero border (so the crop matters).
+Volume WavyVolume(std::array<int64_t, 3> size_xyz, std::array<double, 3> spacing) {
+  Volume v;
+  v.geometry.size = size_xyz;
+  v.geometry.spacing = spacing;
+  v.voxels.resize(v.geometry.NumVoxels());
+  size_t i = 0;
+  for (int64_t z = 0; z < size_xyz[2]; ++z)
+    for (int64_t y = 0; y < size_xyz[1]; ++y)
+      for (int64_t x = 0; x < size_xyz[0]; ++x, ++i) {
+        const bool border = x < 2 || y < 3 || z < 1 || x >= size_xyz[0] - 1;
+        v.voxels[i] = border ? 0.0f
+                             : static_cast<float>(std::sin(0.31 * x * spacing[0]) + std::cos(0.23 * y * spacing[1]) +
+                                                  0.8 * std::sin(0.17 * z * spacing[2] + 0.05 * x));
+      }
+  return v;
+}
+
+TEST(Job, BackResamplingShortcutEqualsFullResampling) {
+  // Finish() on the CPU interpolates class probabilities only where source
+  // labels disagree; it must give the labels of resampling everything.
+  struct Case {
+    std::array<int64_t, 3> size;
+    std::array<double, 3> spacing;
+    std::array<int, 3> transpose;
+    int classes;
+    AccumulatorPrecision acc;
+  };
+  const Case cases[] = {
+      {{61, 47, 13}, {0.7, 0.9, 4.0}, {0, 1, 2}, 6, AccumulatorPrecision::kFloat32},   // nearest along z
+      {{61, 47, 13}, {0.7, 0.9, 4.0}, {0, 1, 2}, 6, AccumulatorPrecision::kFloat16},
+      {{40, 35, 30}, {1.1, 1.3, 1.7}, {2, 0, 1}, 5, AccumulatorPrecision::kFloat32},   // trilinear, transposed
+      {{33, 29, 17}, {1.2, 0.8, 2.1}, {1, 2, 0}, 300, AccumulatorPrecision::kFloat32},  // labels beyond uint8
+  };
+  for (const auto& c : cases) {
+    Plan plan = IdentityPlan({8, 16, 16}, c.classes);
+    plan.target_spacing = {1.5, 1.5, 1.5};
+    plan.transpose = c.transpose;
+    plan.crop_to_nonzero = true;
+    const Volume v = WavyVolume(c.size, c.spacing);
+    JobOptions fast, full;
+    fast.accumulator = full.accumulator = c.acc;
+    full.full_back_resampling = true;
+    StageTimes times;
+    auto a = Segment(v, plan, WindowDependentNet(c.classes, plan.patch), 3, fast, &times);
+    auto b = Segment(v, plan, WindowDependentNet(c.classes, plan.patch), 3, full);
+    ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+    ASSERT_EQ(a->labels.size(), b->labels.size());
+    int64_t wrong = 0;
+    std::set<uint16_t> seen;
+    for (size_t i = 0; i < a->labels.size(); ++i) {
+      wrong += a->labels[i] != b->labels[i];
+      seen.insert(b->labels[i]);
+    }
+    // Float rounding may flip an exact near-tie; nothing else may differ.
+    EXPECT_LE(wrong, 2) << c.classes << " classes";
+    EXPECT_GE(seen.size(), 4u) << "the case should have many borders";
+    for (int k = 0; k < c.classes; ++k) EXPECT_NEAR(a->stats[k].voxels, b->stats[k].voxels, 2) << k;
+    EXPECT_GT(times.resample_back, 0);
+  }
 }
 
 TEST(Job, EstimateCoversTheAccumulators) {

@@ -1,0 +1,230 @@
+// upp-bench-load: the service under load, end to end over gRPC.
+//
+// Starts the real server in this process (loopback TCP, the real client
+// library), once with window batching on and once with it off, and sends
+// synthetic CT phantoms of three sizes as gzipped int16 NIfTI:
+//   1. one client, requests one after another: request latency against the
+//      network's own compute for that request (the server's summed network
+//      time per batch, upp_batch_inference_duration_seconds), giving the
+//      service overhead = everything but the network, as a share of latency;
+//   2. N clients at once, each cycling through the sizes from a different
+//      start: throughput in windows/s, p50/p95 latency, mean batch size.
+// Prints JSON on stdout and a table on stderr. Numbers go to BENCHMARKS.md.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "clients/cpp/client.h"
+#include "model/cpu_threads.h"
+#include "preprocessing/nifti.h"
+#include "server/config.h"
+#include "server/server.h"
+#include "tools/phantom.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+struct Input {
+  std::string name;
+  std::string nifti;  // .nii.gz bytes
+  std::array<int64_t, 3> size;
+};
+
+// A phantom CT of `size` voxels at `spacing` mm, centred on the patient.
+Input MakeInput(const std::string& name, std::array<int64_t, 3> size, std::array<double, 3> spacing,
+                uint64_t seed) {
+  const auto geometry = upp::tools::GridFor(
+      spacing, {size[0] * spacing[0], size[1] * spacing[1], size[2] * spacing[2]});
+  const auto phantom = upp::tools::Rasterize(upp::tools::RandomAnatomy(seed), geometry, seed);
+  upp::preprocessing::NiftiHeaderInfo header;
+  header.qform_code = header.sform_code = 1;
+  auto bytes = upp::preprocessing::WriteNiftiInt16(geometry, upp::tools::ToInt16(phantom.hu), header);
+  if (!bytes.ok()) {
+    std::fprintf(stderr, "%s\n", bytes.status().ToString().c_str());
+    std::exit(1);
+  }
+  return {name, std::move(*bytes), geometry.size};
+}
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const double pos = p * (v.size() - 1);
+  const size_t lo = static_cast<size_t>(pos);
+  const size_t hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (pos - lo) * (v[hi] - v[lo]);
+}
+
+struct Options {
+  std::string weights = "model/weights/phantom_ct_v1.safetensors";
+  int clients = 4, requests_per_client = 3, single_repeats = 3;
+  int cpu_threads = 2, intra_op_threads = 0, batch = 4, delay_us = 2000;
+};
+
+std::unique_ptr<upp::server::Server> StartServer(const Options& o, bool batching) {
+  const std::string text =
+      "listen_address: '127.0.0.1:0'\nmetrics_address: 'off'\ncpu_threads: " + std::to_string(o.cpu_threads) +
+      "\nintra_op_threads: " + std::to_string(o.intra_op_threads) +
+      "\nlogging { level: 'warn' }\nbatching { max_batch_size: " + std::to_string(batching ? o.batch : 1) +
+      " max_queue_delay_us: " + std::to_string(batching ? o.delay_us : 0) + " }\nmodels { name: 'm' weights: '" +
+      o.weights + "' }\n";
+  auto config = upp::server::ParseConfig(text);
+  if (!config.ok()) {
+    std::fprintf(stderr, "%s\n", config.status().ToString().c_str());
+    std::exit(1);
+  }
+  auto server = upp::server::Server::Create(*config);
+  if (!server.ok()) {
+    std::fprintf(stderr, "%s\n", server.status().ToString().c_str());
+    std::exit(1);
+  }
+  return std::move(*server);
+}
+
+upp::client::SegmentResult MustSegment(upp::client::Client& c, const Input& in) {
+  upp::client::SegmentOptions options;
+  options.model = "m";
+  auto result = c.Segment({in.nifti}, options);
+  if (!result.ok()) {
+    std::fprintf(stderr, "request failed: %s\n", result.status().ToString().c_str());
+    std::exit(1);
+  }
+  return std::move(*result);
+}
+
+nlohmann::json RunMode(const Options& o, bool batching, const std::vector<Input>& inputs) {
+  auto server = StartServer(o, batching);
+  auto c = upp::client::Client::Connect("127.0.0.1:" + std::to_string(server->port()));
+  MustSegment(*c, inputs.front());  // warm the connection and the allocator
+  nlohmann::json out;
+  out["batching"] = batching;
+  out["max_batch_size"] = batching ? o.batch : 1;
+
+  // 1. One client, sequential requests.
+  nlohmann::json single = nlohmann::json::array();
+  std::vector<double> all_latency, all_network;
+  for (const auto& in : inputs) {
+    std::vector<double> latency, network, overhead;
+    uint64_t windows = 0;
+    nlohmann::json stages;
+    for (int r = 0; r < o.single_repeats; ++r) {
+      const auto before = server->Batches("m");
+      const auto t = Clock::now();
+      const auto result = MustSegment(*c, in);
+      latency.push_back(Since(t));
+      const auto after = server->Batches("m");
+      network.push_back(after.network_seconds - before.network_seconds);
+      overhead.push_back(1.0 - network.back() / latency.back());
+      windows = result.summary.windows();
+      for (const auto& timing : result.summary.timings())
+        stages[unetrpp::v1::Stage_Name(timing.stage())].push_back(timing.seconds());
+    }
+    for (auto& [stage, seconds] : stages.items()) seconds = Percentile(seconds.get<std::vector<double>>(), 0.5);
+    all_latency.insert(all_latency.end(), latency.begin(), latency.end());
+    all_network.insert(all_network.end(), network.begin(), network.end());
+    single.push_back({{"input", in.name},
+                      {"size", in.size},
+                      {"nifti_bytes", in.nifti.size()},
+                      {"windows", windows},
+                      {"latency_s_median", Percentile(latency, 0.5)},
+                      {"network_s_median", Percentile(network, 0.5)},
+                      {"overhead_median", Percentile(overhead, 0.5)},
+                      {"stage_s_median", stages}});
+  }
+  double latency_sum = 0, network_sum = 0;
+  for (double v : all_latency) latency_sum += v;
+  for (double v : all_network) network_sum += v;
+  out["single_client"] = single;
+  out["single_client_overhead_all_requests"] = 1.0 - network_sum / latency_sum;
+
+  // 2. N clients at once, mixed sizes.
+  std::vector<std::vector<double>> latency(o.clients);
+  std::vector<uint64_t> windows(o.clients, 0);
+  const auto before = server->Batches("m");
+  const auto start = Clock::now();
+  std::vector<std::thread> threads;
+  for (int k = 0; k < o.clients; ++k)
+    threads.emplace_back([&, k] {
+      auto client = upp::client::Client::Connect("127.0.0.1:" + std::to_string(server->port()));
+      for (int r = 0; r < o.requests_per_client; ++r) {
+        const auto& in = inputs[(k + r) % inputs.size()];
+        const auto t = Clock::now();
+        windows[k] += MustSegment(*client, in).summary.windows();
+        latency[k].push_back(Since(t));
+      }
+    });
+  for (auto& t : threads) t.join();
+  const double wall = Since(start);
+  const auto after = server->Batches("m");
+  std::vector<double> all;
+  uint64_t total_windows = 0;
+  for (int k = 0; k < o.clients; ++k) {
+    all.insert(all.end(), latency[k].begin(), latency[k].end());
+    total_windows += windows[k];
+  }
+  out["load"] = {{"clients", o.clients},
+                 {"requests", all.size()},
+                 {"windows", total_windows},
+                 {"wall_s", wall},
+                 {"windows_per_s", total_windows / wall},
+                 {"latency_s_p50", Percentile(all, 0.5)},
+                 {"latency_s_p95", Percentile(all, 0.95)},
+                 {"mean_batch_windows", (after.windows - before.windows) / std::max(1.0, after.batches - before.batches)},
+                 {"network_s", after.network_seconds - before.network_seconds}};
+  server->Drain(absl::Seconds(5));
+  server->Wait();
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"unetrpp-serve under load: overhead at one client, throughput and latency at N clients"};
+  Options o;
+  std::string modes = "on,off";
+  app.add_option("--weights", o.weights, "model (safetensors with unetrpp_config / unetrpp_plan metadata)");
+  app.add_option("--clients", o.clients, "concurrent clients in the load phase");
+  app.add_option("--requests", o.requests_per_client, "requests per client in the load phase");
+  app.add_option("--repeats", o.single_repeats, "sequential requests per input size at one client");
+  app.add_option("--cpu-threads", o.cpu_threads, "server CPU pool (decode, preprocess, postprocess, encode)");
+  app.add_option("--intra-op-threads", o.intra_op_threads, "LibTorch threads of the model instance (0: all)");
+  app.add_option("--batch", o.batch, "max_batch_size with batching on");
+  app.add_option("--delay-us", o.delay_us, "max_queue_delay_us with batching on");
+  app.add_option("--modes", modes, "on,off | on | off");
+  CLI11_PARSE(app, argc, argv);
+  upp::model::ConfigureCpuThreads(o.intra_op_threads);
+  spdlog::set_level(spdlog::level::warn);  // stdout carries the JSON
+
+  // Three sizes: a small low-resolution scan, a typical abdomen, a fine one.
+  std::vector<Input> inputs{MakeInput("small 192x192x30 @1.25x1.25x5", {192, 192, 30}, {1.25, 1.25, 5.0}, 101),
+                            MakeInput("medium 384x384x80 @1x1x3", {384, 384, 80}, {1.0, 1.0, 3.0}, 102),
+                            MakeInput("large 512x512x120 @0.8x0.8x2.5", {512, 512, 120}, {0.8, 0.8, 2.5}, 103)};
+  nlohmann::json out;
+  out["weights"] = o.weights;
+  out["hardware_threads"] = std::thread::hardware_concurrency();
+  for (bool batching : {true, false}) {
+    if (modes.find(batching ? "on" : "off") == std::string::npos) continue;
+    auto r = RunMode(o, batching, inputs);
+    std::fprintf(stderr, "batching %-3s | one client:", batching ? "on" : "off");
+    for (const auto& s : r["single_client"])
+      std::fprintf(stderr, " %s %llu windows %.2f s (network %.2f s, overhead %.1f %%);",
+                   s["input"].get<std::string>().substr(0, s["input"].get<std::string>().find(' ')).c_str(),
+                   static_cast<unsigned long long>(s["windows"].get<uint64_t>()), s["latency_s_median"].get<double>(),
+                   s["network_s_median"].get<double>(), 100 * s["overhead_median"].get<double>());
+    const auto& l = r["load"];
+    std::fprintf(stderr, "\n              | %d clients: %.2f windows/s, p50 %.2f s, p95 %.2f s, mean batch %.2f\n",
+                 l["clients"].get<int>(), l["windows_per_s"].get<double>(), l["latency_s_p50"].get<double>(),
+                 l["latency_s_p95"].get<double>(), l["mean_batch_windows"].get<double>());
+    out[batching ? "batching_on" : "batching_off"] = r;
+  }
+  std::printf("%s\n", out.dump(1).c_str());
+  return 0;
+}
