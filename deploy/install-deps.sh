@@ -8,8 +8,8 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   # model/: LibTorch (CPU) with OpenBLAS, JSON, command-line parsing
   libtorch-dev libopenblas0-pthread libopenblas-dev libdnnl-dev nlohmann-json3-dev libcli11-dev
-  # preprocessing/: Abseil (status, strings), zlib (.nii.gz)
-  libabsl-dev zlib1g-dev
+  # preprocessing/: Abseil (status, strings), zlib and libdeflate (.nii.gz)
+  libabsl-dev zlib1g-dev libdeflate-dev
   # tests (python3-nibabel: the independent NIfTI reader the tests compare with;
   # clang + libclang-rt: the libFuzzer targets of deploy/fuzz.sh)
   libgtest-dev libgmock-dev python3-nibabel clang libclang-rt-14-dev

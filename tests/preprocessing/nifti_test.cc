@@ -188,6 +188,44 @@ TEST(NiftiTest, NotNiftiAndCorruptGzipAreRefused) {
   EXPECT_EQ(ReadNiftiFile("/nonexistent.nii").status().code(), absl::StatusCode::kNotFound);
 }
 
+// Images of a MiB or more are inflated in one piece (libdeflate); unusual
+// gzip files take the streaming path. Both must give the same answers.
+TEST(NiftiTest, LargeGzipImagesAndUnusualGzipFiles) {
+  Nifti1Builder b;
+  b.Dims({128, 96, 50});
+  b.Type(4, 16);
+  b.Spacing(1, 1, 2);
+  for (int64_t i = 0; i < 128 * 96 * 50; ++i) {
+    const int16_t v = static_cast<int16_t>((i * 7919) % 3001 - 1000);
+    b.data.append(reinterpret_cast<const char*>(&v), 2);
+  }
+  const std::string plain = b.Bytes();
+  auto expected = ReadNifti(plain);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  ASSERT_GT(plain.size(), size_t{1} << 20);
+  // One member.
+  auto one = ReadNifti(Gzip(plain));
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_EQ(one->volume.voxels, expected->volume.voxels);
+  // Two members (what concatenated gzip files or some writers produce).
+  const size_t half = plain.size() / 2;
+  auto two = ReadNifti(Gzip(plain.substr(0, half)) + Gzip(plain.substr(half)));
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_EQ(two->volume.voxels, expected->volume.voxels);
+  // Bytes after the image inside the stream.
+  auto trailing = ReadNifti(Gzip(plain + std::string(5000, 'z')));
+  ASSERT_TRUE(trailing.ok()) << trailing.status();
+  EXPECT_EQ(trailing->volume.voxels, expected->volume.voxels);
+  // A cut stream: "truncated", as without gzip; a damaged one: refused.
+  const std::string gz = Gzip(plain);
+  auto cut = ReadNifti(gz.substr(0, gz.size() * 2 / 3));
+  EXPECT_EQ(cut.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(cut.status().message().find("truncated"), std::string::npos) << cut.status();
+  std::string damaged = gz;
+  for (size_t i = gz.size() / 3; i < gz.size() / 3 + 64; ++i) damaged[i] ^= 0x5a;
+  EXPECT_FALSE(ReadNifti(damaged).ok());
+}
+
 TEST(NiftiTest, FourthDimensionBecomesChannels) {
   Nifti1Builder b;
   b.Dims({2, 2, 1, 3});
