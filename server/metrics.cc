@@ -33,6 +33,7 @@ absl::Status Metrics::Expose(const std::string& address) {
   try {
     exposer_ = std::make_unique<prometheus::Exposer>(address);
     exposer_->RegisterCollectable(registry_);
+    if (device_memory_) exposer_->RegisterCollectable(device_memory_);
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("metrics endpoint ", address, ": ", e.what()));
   }
@@ -67,6 +68,12 @@ void Metrics::SetQueuedWindows(const std::string& model, int64_t n) {
 
 void Metrics::ModelLoaded(const std::string& model, double seconds) {
   model_load_seconds_->Add({{"model", model}}).Set(seconds);
+}
+
+bool Metrics::WatchDevices(const std::vector<std::string>& devices) {
+  device_memory_ = DeviceMemoryCollector::Create(devices);
+  if (device_memory_ && exposer_) exposer_->RegisterCollectable(device_memory_);
+  return device_memory_ != nullptr;
 }
 
 Metrics::BatchTotals Metrics::Batches(const std::string& model) const {

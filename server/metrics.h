@@ -15,8 +15,10 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/device_memory.h"
 
 namespace upp::server {
 
@@ -43,10 +45,14 @@ class Metrics {
   void AddBytesInFlight(double delta) { bytes_in_flight_->Increment(delta); }
   void ModelLoaded(const std::string& model, double seconds);
   BatchTotals Batches(const std::string& model) const;
+  // Adds the device memory gauges of the "cuda:N" devices among `devices`
+  // where NVML can be read (device_memory.h); false when none can.
+  bool WatchDevices(const std::vector<std::string>& devices);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<prometheus::Exposer> exposer_;
+  std::shared_ptr<DeviceMemoryCollector> device_memory_;
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Histogram>* request_seconds_;
   prometheus::Family<prometheus::Histogram>* stage_seconds_;

@@ -88,6 +88,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(unetrpp::v1::ServerConfig
   ApplyDefaults(config);
   if (auto s = ValidateConfig(config); !s.ok()) return s;
   auto metrics = std::make_unique<Metrics>();
+  std::vector<std::string> devices;
+  for (const auto& m : config.models()) devices.insert(devices.end(), m.devices().begin(), m.devices().end());
+  if (metrics->WatchDevices(devices)) spdlog::info("device memory metrics from NVML");
   if (config.metrics_address() != "off")
     if (auto s = metrics->Expose(config.metrics_address()); !s.ok()) return s;
   auto models = ModelRegistry::Load(config, metrics.get());

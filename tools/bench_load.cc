@@ -146,6 +146,11 @@ nlohmann::json RunMode(const Options& o, bool batching, const std::vector<Input>
   out["single_client_overhead_all_requests"] = 1.0 - network_sum / latency_sum;
 
   // 2. N clients at once, mixed sizes.
+  if (o.clients <= 0) {
+    server->Drain(absl::Seconds(5));
+    server->Wait();
+    return out;
+  }
   std::vector<std::vector<double>> latency(o.clients);
   std::vector<uint64_t> windows(o.clients, 0);
   const auto before = server->Batches("m");
@@ -189,7 +194,7 @@ nlohmann::json RunMode(const Options& o, bool batching, const std::vector<Input>
 int main(int argc, char** argv) {
   CLI::App app{"unetrpp-serve under load: overhead at one client, throughput and latency at N clients"};
   Options o;
-  std::string modes = "on,off";
+  std::string modes = "on,off", sizes = "small,medium,large";
   app.add_option("--weights", o.weights, "model (safetensors with unetrpp_config / unetrpp_plan metadata)");
   app.add_option("--clients", o.clients, "concurrent clients in the load phase");
   app.add_option("--requests", o.requests_per_client, "requests per client in the load phase");
@@ -199,31 +204,39 @@ int main(int argc, char** argv) {
   app.add_option("--batch", o.batch, "max_batch_size with batching on");
   app.add_option("--delay-us", o.delay_us, "max_queue_delay_us with batching on");
   app.add_option("--modes", modes, "on,off | on | off");
+  app.add_option("--inputs", sizes, "input sizes to use: any of small,medium,large");
   CLI11_PARSE(app, argc, argv);
   upp::model::ConfigureCpuThreads(o.intra_op_threads);
   spdlog::set_level(spdlog::level::warn);  // stdout carries the JSON
 
   // Three sizes: a small low-resolution scan, a typical abdomen, a fine one.
-  std::vector<Input> inputs{MakeInput("small 192x192x30 @1.25x1.25x5", {192, 192, 30}, {1.25, 1.25, 5.0}, 101),
-                            MakeInput("medium 384x384x80 @1x1x3", {384, 384, 80}, {1.0, 1.0, 3.0}, 102),
-                            MakeInput("large 512x512x120 @0.8x0.8x2.5", {512, 512, 120}, {0.8, 0.8, 2.5}, 103)};
+  std::vector<Input> inputs;
+  if (sizes.find("small") != std::string::npos)
+    inputs.push_back(MakeInput("small 192x192x30 @1.25x1.25x5", {192, 192, 30}, {1.25, 1.25, 5.0}, 101));
+  if (sizes.find("medium") != std::string::npos)
+    inputs.push_back(MakeInput("medium 384x384x80 @1x1x3", {384, 384, 80}, {1.0, 1.0, 3.0}, 102));
+  if (sizes.find("large") != std::string::npos)
+    inputs.push_back(MakeInput("large 512x512x120 @0.8x0.8x2.5", {512, 512, 120}, {0.8, 0.8, 2.5}, 103));
+  if (inputs.empty()) return std::fprintf(stderr, "--inputs names none of small, medium, large\n"), 1;
   nlohmann::json out;
   out["weights"] = o.weights;
   out["hardware_threads"] = std::thread::hardware_concurrency();
   for (bool batching : {true, false}) {
     if (modes.find(batching ? "on" : "off") == std::string::npos) continue;
-    auto r = RunMode(o, batching, inputs);
+    const auto r = RunMode(o, batching, inputs);
+    out[batching ? "batching_on" : "batching_off"] = r;
     std::fprintf(stderr, "batching %-3s | one client:", batching ? "on" : "off");
     for (const auto& s : r["single_client"])
       std::fprintf(stderr, " %s %llu windows %.2f s (network %.2f s, overhead %.1f %%);",
                    s["input"].get<std::string>().substr(0, s["input"].get<std::string>().find(' ')).c_str(),
                    static_cast<unsigned long long>(s["windows"].get<uint64_t>()), s["latency_s_median"].get<double>(),
                    s["network_s_median"].get<double>(), 100 * s["overhead_median"].get<double>());
+    std::fprintf(stderr, "\n");
+    if (!r.contains("load")) continue;
     const auto& l = r["load"];
-    std::fprintf(stderr, "\n              | %d clients: %.2f windows/s, p50 %.2f s, p95 %.2f s, mean batch %.2f\n",
+    std::fprintf(stderr, "              | %d clients: %.2f windows/s, p50 %.2f s, p95 %.2f s, mean batch %.2f\n",
                  l["clients"].get<int>(), l["windows_per_s"].get<double>(), l["latency_s_p50"].get<double>(),
                  l["latency_s_p95"].get<double>(), l["mean_batch_windows"].get<double>());
-    out[batching ? "batching_on" : "batching_off"] = r;
   }
   std::printf("%s\n", out.dump(1).c_str());
   return 0;

@@ -22,6 +22,7 @@
 #include "preprocessing/nifti.h"
 #include "preprocessing/pipeline.h"
 #include "server/config.h"
+#include "server/device_memory.h"
 #include "server/server.h"
 #include "tools/batch_runner.h"
 #include "tests/server/test_volumes.h"
@@ -463,6 +464,32 @@ TEST(MultiChannelTest, OneFilePerChannelOrOne4dFile) {
   auto again = c->Segment(per_channel, options);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(RawLabels(again->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]), labels);
+}
+
+TEST(DeviceMemoryTest, CudaVisibleDevicesMapsLibTorchIndicesToPhysicalDevices) {
+  EXPECT_EQ(PhysicalDevice(1, nullptr), "1");
+  EXPECT_EQ(PhysicalDevice(0, "3,1"), "3");
+  EXPECT_EQ(PhysicalDevice(1, " 3, 1"), "1");
+  EXPECT_EQ(PhysicalDevice(2, "3,1"), std::nullopt);
+  EXPECT_EQ(PhysicalDevice(0, "GPU-8a1b2c3d-0000-1111-2222-333344445555"),
+            "GPU-8a1b2c3d-0000-1111-2222-333344445555");
+  EXPECT_EQ(PhysicalDevice(1, "2,x,5"), std::nullopt);  // the runtime stops at the first bad entry
+  EXPECT_EQ(PhysicalDevice(0, ""), std::nullopt);       // empty: no device visible
+  EXPECT_EQ(PhysicalDevice(-1, nullptr), std::nullopt);
+  // No CUDA device among the models: no collector, whatever the machine.
+  EXPECT_EQ(DeviceMemoryCollector::Create({"cpu"}), nullptr);
+}
+
+TEST(DeviceMemoryTest, ReadsNvmlWhereThereIsADriver) {
+  auto collector = DeviceMemoryCollector::Create({"cuda:0"});
+  if (!collector) GTEST_SKIP() << "no NVIDIA driver (libnvidia-ml.so.1) or no device 0 here";
+  const auto families = collector->Collect();
+  ASSERT_EQ(families.size(), 2u);
+  ASSERT_EQ(families[0].metric.size(), 1u);
+  ASSERT_EQ(families[1].metric.size(), 1u);
+  EXPECT_EQ(families[0].metric[0].label[0].value, "cuda:0");
+  EXPECT_GT(families[1].metric[0].gauge.value, 1e9);  // total: a GPU has more than 1 GB
+  EXPECT_LE(families[0].metric[0].gauge.value, families[1].metric[0].gauge.value);
 }
 
 TEST(ConfigTest, ErrorsNameTheField) {
