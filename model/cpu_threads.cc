@@ -15,6 +15,7 @@ std::atomic<bool> blas_single{false};
 int ConfigureCpuThreads(int threads) {
   if (threads > 0) torch::set_num_threads(threads);
   // Serve every allocation from the heap and never trim it (see the header).
+  mallopt(M_ARENA_MAX, 1);
   mallopt(M_MMAP_MAX, 0);
   mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
   mallopt(M_TOP_PAD, 64 << 20);

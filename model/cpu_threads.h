@@ -14,8 +14,15 @@
 // map and unmap each time, paying a page fault per 4 KiB on every touch of
 // fresh pages (measured: 0.45 s of a 1.5 s synapse window on 2 cores). The
 // cost is that the heap keeps its high-water mark, like a caching allocator.
+// Those settings hold for glibc's main arena only; threads other than the
+// main one (the server's model workers) get arenas of their own, built from
+// 64 MiB mmapped heaps that are unmapped again. So all threads share the
+// main arena (M_ARENA_MAX = 1): in the server, a synapse window on 2 cores
+// went from 2.3 s to 1.6 s and the kernel's share of CPU time from 13 % to
+// 3 % (tools/upp-bench-load, BENCHMARKS.md). The price is one malloc lock,
+// which inference's few large allocations do not notice.
 //
-// Call once at start-up, before any inference, from the main thread.
+// Call once at start-up, before any other thread starts, from the main thread.
 #ifndef UPP_MODEL_CPU_THREADS_H_
 #define UPP_MODEL_CPU_THREADS_H_
 
