@@ -1,7 +1,9 @@
 #include "preprocessing/tensor_ops.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
+#include <mutex>
 
 namespace upp::preprocessing {
 
@@ -139,7 +141,10 @@ torch::Tensor ArgmaxChannels(const torch::Tensor& p, torch::ScalarType dtype) {
   return index;
 }
 
-std::array<std::array<int64_t, 2>, 3> NonzeroBoundingBox(const torch::Tensor& x) {
+namespace {
+
+// The same with tensor reductions, for any device and dtype.
+std::array<std::array<int64_t, 2>, 3> NonzeroBoundingBoxTensors(const torch::Tensor& x) {
   const torch::Tensor mask = (x != 0).any(0);  // (D, H, W)
   std::array<std::array<int64_t, 2>, 3> box;
   for (int a = 0; a < 3; ++a) box[a] = {0, mask.size(a)};
@@ -153,6 +158,52 @@ std::array<std::array<int64_t, 2>, 3> NonzeroBoundingBox(const torch::Tensor& x)
     box[a] = {idx.min().item<int64_t>(), idx.max().item<int64_t>() + 1};
   }
   return box;
+}
+
+}  // namespace
+
+std::array<std::array<int64_t, 2>, 3> NonzeroBoundingBox(const torch::Tensor& x) {
+  if (!x.device().is_cpu() || x.scalar_type() != torch::kFloat || !x.is_contiguous())
+    return NonzeroBoundingBoxTensors(x);
+  // One pass over the voxels, rows in parallel: LibTorch 1.13's reductions
+  // over the non-contiguous axes made this 0.25 s of a 512 x 512 x 120 CT.
+  const int64_t C = x.size(0), D = x.size(1), H = x.size(2), W = x.size(3);
+  const float* data = x.data_ptr<float>();
+  struct Box {
+    int64_t lo[3] = {INT64_MAX, INT64_MAX, INT64_MAX}, hi[3] = {-1, -1, -1};
+  };
+  std::mutex mu;
+  Box all;
+  at::parallel_for(0, D, 1, [&](int64_t begin, int64_t end) {
+    Box b;
+    for (int64_t d = begin; d < end; ++d)
+      for (int64_t h = 0; h < H; ++h) {
+        int64_t first = W, last = -1;
+        for (int64_t c = 0; c < C; ++c) {
+          const float* row = data + ((c * D + d) * H + h) * W;
+          int64_t i = 0;
+          while (i < first && row[i] == 0.0f) ++i;
+          if (i < first) first = i;
+          int64_t j = W - 1;
+          while (j > last && row[j] == 0.0f) --j;
+          if (j > last) last = j;
+        }
+        if (last < 0) continue;  // an empty row
+        b.lo[0] = std::min(b.lo[0], d);
+        b.hi[0] = std::max(b.hi[0], d);
+        b.lo[1] = std::min(b.lo[1], h);
+        b.hi[1] = std::max(b.hi[1], h);
+        b.lo[2] = std::min(b.lo[2], first);
+        b.hi[2] = std::max(b.hi[2], last);
+      }
+    std::lock_guard<std::mutex> lock(mu);
+    for (int a = 0; a < 3; ++a) {
+      all.lo[a] = std::min(all.lo[a], b.lo[a]);
+      all.hi[a] = std::max(all.hi[a], b.hi[a]);
+    }
+  });
+  if (all.hi[0] < 0) return {{{0, D}, {0, H}, {0, W}}};  // no non-zero voxel: the whole volume
+  return {{{all.lo[0], all.hi[0] + 1}, {all.lo[1], all.hi[1] + 1}, {all.lo[2], all.hi[2] + 1}}};
 }
 
 }  // namespace upp::preprocessing

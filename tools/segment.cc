@@ -91,6 +91,17 @@ int main(int argc, char** argv) {
   }
   nlohmann::json j;
   j["seconds"] = total;
+  // Seconds per pipeline stage (the window stages summed over windows;
+  // "network" is what remains of the total).
+  j["stage_seconds"] = {{"crop", times.crop},
+                        {"resample", times.resample},
+                        {"normalize", times.normalize},
+                        {"extract", times.extract},
+                        {"stitch", times.stitch},
+                        {"resample_back", times.resample_back},
+                        {"argmax_paste", times.argmax_paste},
+                        {"network", total - times.crop - times.resample - times.normalize - times.extract -
+                                        times.stitch - times.resample_back - times.argmax_paste}};
   j["size"] = labels->geometry.size;
   for (const auto& s : labels->stats) {
     std::string name = "label " + std::to_string(s.value);

@@ -329,6 +329,31 @@ TEST(Job, ResamplingRoundTripKeepsGeometryAndLabels) {
   }
 }
 
+TEST(Crop, NonzeroBoundingBoxMatchesBruteForce) {
+  torch::manual_seed(3);
+  for (int trial = 0; trial < 20; ++trial) {
+    const int64_t C = 1 + trial % 3, D = 3 + trial % 5, H = 4 + trial % 7, W = 5 + trial % 11;
+    // Sparse non-zeros (some trials none at all), NaN and -0.0 among them.
+    torch::Tensor x = torch::zeros({C, D, H, W});
+    const int points = trial % 4 == 0 ? 0 : 1 + trial % 5;
+    std::array<std::array<int64_t, 2>, 3> expected{{{D, 0}, {H, 0}, {W, 0}}};
+    for (int p = 0; p < points; ++p) {
+      const int64_t c = torch::randint(C, {1}).item<int64_t>(), d = torch::randint(D, {1}).item<int64_t>(),
+                    h = torch::randint(H, {1}).item<int64_t>(), w = torch::randint(W, {1}).item<int64_t>();
+      x[c][d][h][w] = p == 1 ? std::nanf("") : 1.5f;
+      const int64_t at[3] = {d, h, w};
+      for (int a = 0; a < 3; ++a) expected[a] = {std::min(expected[a][0], at[a]), std::max(expected[a][1], at[a] + 1)};
+    }
+    x[0][D - 1][H - 1][W - 1] = x[0][D - 1][H - 1][W - 1].item<float>() == 0.0f ? -0.0f : 1.0f;
+    if (points == 0) expected = {{{0, D}, {0, H}, {0, W}}};
+    EXPECT_EQ(NonzeroBoundingBox(x), expected) << "trial " << trial;
+    // The general (tensor) path: a non-contiguous view of the same values.
+    torch::Tensor strided = x.transpose(2, 3).contiguous().transpose(2, 3);
+    ASSERT_FALSE(strided.is_contiguous());
+    EXPECT_EQ(NonzeroBoundingBox(strided), expected) << "trial " << trial;
+  }
+}
+
 TEST(Job, CropsToNonzeroAndPastesBackAsBackground) {
   Plan plan = IdentityPlan({8, 16, 16}, 4);
   plan.crop_to_nonzero = true;
