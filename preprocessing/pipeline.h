@@ -40,6 +40,14 @@ namespace upp::preprocessing {
 
 enum class AccumulatorPrecision { kAuto, kFloat32, kFloat16 };
 
+// How Finish() takes the class probabilities back to the input grid. Both
+// give the same labels (see pipeline.cc for why).
+enum class BackResampling {
+  kAuto,         // kBordersOnly on the CPU unless most source cells are on a label border
+  kFull,         // every class at every output voxel, slab by slab (nnU-Net's way; CUDA)
+  kBordersOnly,  // CPU only: labels first, full interpolation only where they disagree
+};
+
 struct JobOptions {
   // Where the job's tensors live and its arithmetic runs: "cpu", "cuda",
   // "cuda:N". GetInput/AddOutput still take host buffers.
@@ -49,11 +57,7 @@ struct JobOptions {
   AccumulatorPrecision accumulator = AccumulatorPrecision::kAuto;
   // kAuto: float16 accumulators when float32 ones would exceed this.
   int64_t float32_accumulator_limit_bytes = int64_t{1} << 30;
-  // Finish() on the CPU resamples class probabilities only where the source
-  // voxels an output voxel reads disagree on the label (the same labels, see
-  // pipeline.cc). True: resample every class at every output voxel, as
-  // nnU-Net does (always so on CUDA, where that is fast).
-  bool full_back_resampling = false;
+  BackResampling back_resampling = BackResampling::kAuto;
 };
 
 // Seconds spent per stage. The window stages are summed over all calls.
