@@ -23,7 +23,7 @@ PYD=$(/usr/bin/python3 -c 'import os, pydicom; print(os.path.join(os.path.dirnam
 DSEEDS="$BUILD/seeds/dicom"
 mkdir -p "$DSEEDS" "$BUILD/corpus/dicom"
 for f in CT_small.dcm MR_small.dcm MR_small_RLE.dcm MR_small_jpeg_ls_lossless.dcm MR_small_bigendian.dcm \
-         MR_small_implicit.dcm JPGExtended.dcm rtdose_1frame.dcm image_dfl.dcm; do
+         MR_small_implicit.dcm JPGExtended.dcm rtdose_1frame.dcm image_dfl.dcm MR_small_jp2klossless.dcm; do
   [ -f "$PYD/$f" ] && cp "$PYD/$f" "$DSEEDS/"
 done
 echo "fuzz: dicom_fuzzer for ${SECONDS_PER_TARGET}s, $(ls "$DSEEDS" | wc -l) seed files"

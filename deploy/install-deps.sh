@@ -15,6 +15,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev python3-nibabel clang libclang-rt-14-dev
   # preprocessing/: DICOM through DCMTK; tests compare with pydicom and use dcmtk's encoders
   libdcmtk-dev dcmtk python3-pydicom dicom3tools
+  # preprocessing/: JPEG 2000 DICOM through OpenJPEG (DCMTK's free edition has no JPEG 2000 codec)
+  libopenjp2-7-dev
   # checkpoint converter (tools/convert_checkpoint.py) and its test
   python3 python3-torch python3-numpy
   # proto/ + server/: gRPC and protobuf (with the C++ plugin), Prometheus, logging

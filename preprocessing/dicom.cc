@@ -2,7 +2,10 @@
 
 // DCMTK's configuration header must come first.
 #include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dccodec.h>
 #include <dcmtk/dcmdata/dcpixel.h>
+#include <dcmtk/dcmdata/dcpixseq.h>
+#include <dcmtk/dcmdata/dcpxitem.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/dcmdata/dctk.h>
 #include <dcmtk/dcmjpeg/djdecode.h>
@@ -24,6 +27,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "preprocessing/dicom_lengths.h"
+#include "preprocessing/jpeg2000.h"
 
 namespace upp::preprocessing {
 namespace {
@@ -77,6 +81,7 @@ struct Source {
   std::unique_ptr<DcmFileFormat> file;
   std::string series_uid, sop_uid, modality;
   const Uint8* pixels = nullptr;  // decoded, little endian; set by Decode()
+  std::vector<Uint8> decoded;     // owns `pixels` when we decoded them (JPEG 2000)
   Uint16 bits_allocated = 0, bits_stored = 0, representation = 0;
 };
 
@@ -134,6 +139,93 @@ bool FrameFloats(DcmItem* per_frame, DcmItem* shared, const DcmTagKey& macro, co
 
 absl::Status Refuse(size_t index, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat("DICOM file #", index + 1, ": ", what));
+}
+
+// Bits and photometric interpretation of the (decoded) pixel data; grayscale
+// with BitsAllocated 8, 16 or 32 and HighBit = BitsStored - 1 only.
+absl::Status ReadPixelLayout(DcmDataset* ds, Source& src) {
+  Uint16 samples = 1, high_bit = 0;
+  ds->findAndGetUint16(DCM_SamplesPerPixel, samples);
+  ds->findAndGetUint16(DCM_BitsAllocated, src.bits_allocated);
+  ds->findAndGetUint16(DCM_PixelRepresentation, src.representation);
+  if (ds->findAndGetUint16(DCM_BitsStored, src.bits_stored).bad()) src.bits_stored = src.bits_allocated;
+  if (ds->findAndGetUint16(DCM_HighBit, high_bit).bad()) high_bit = src.bits_stored - 1;
+  const std::string photometric = Str(ds, DCM_PhotometricInterpretation);
+  if (samples != 1 || (photometric != "MONOCHROME1" && photometric != "MONOCHROME2")) {
+    return absl::UnimplementedError(absl::StrCat("photometric interpretation '", photometric, "' with ", samples,
+                                                 " samples per pixel is not supported (grayscale only)"));
+  }
+  if ((src.bits_allocated != 8 && src.bits_allocated != 16 && src.bits_allocated != 32) || src.bits_stored == 0 ||
+      src.bits_stored > src.bits_allocated || high_bit != src.bits_stored - 1) {
+    return Refuse(src.file_index, absl::StrFormat("unsupported pixel layout (%s %d, %s %d, %s %d)",
+                                                  TagName(DCM_BitsAllocated), src.bits_allocated,
+                                                  TagName(DCM_BitsStored), src.bits_stored, TagName(DCM_HighBit),
+                                                  high_bit));
+  }
+  return absl::OkStatus();
+}
+
+// JPEG 2000 (1.2.840.10008.1.2.4.90/.91) frames decoded with OpenJPEG into
+// src.decoded as little-endian words of BitsAllocated, like DCMTK's decoders
+// leave theirs. A frame is the fragments from its start fragment (DCMTK's
+// rule: the offset table, else one fragment per frame, else all fragments
+// for one frame) to the next frame's. Where the codestream's signedness
+// differs from PixelRepresentation, PixelRepresentation wins and the sign bit
+// is the codestream's top bit (pydicom does the same): writers that stored
+// signed CT values as unsigned samples are the known case (pydicom's
+// J2K_pixelrep_mismatch.dcm: air reads -1000, not 7192).
+absl::Status DecodeJpeg2000Pixels(DcmDataset* ds, int rows, int cols, Sint32 frames, Source& src) {
+  DcmElement* element = nullptr;
+  DcmPixelSequence* sequence = nullptr;
+  if (ds->findAndGetElement(DCM_PixelData, element).bad() ||
+      static_cast<DcmPixelData*>(element)->getEncapsulatedRepresentation(ds->getOriginalXfer(), nullptr, sequence)
+          .bad() ||
+      sequence == nullptr) {
+    return absl::InvalidArgumentError("JPEG 2000 pixel data is not encapsulated");
+  }
+  const Uint32 items = static_cast<Uint32>(sequence->card());
+  if (items < 2) return absl::InvalidArgumentError("JPEG 2000 pixel data has no fragments");
+  std::vector<Uint32> starts;
+  for (Sint32 f = 0; f < frames; ++f) {
+    Uint32 start = 0;
+    if (DcmCodec::determineStartFragment(static_cast<Uint32>(f), frames, sequence, start).bad() || start < 1 ||
+        start >= items || (!starts.empty() && start <= starts.back())) {
+      return absl::InvalidArgumentError(absl::StrCat("cannot find the fragments of JPEG 2000 frame ", f + 1));
+    }
+    starts.push_back(start);
+  }
+  const size_t bytes = src.bits_allocated / 8;
+  const size_t frame_values = static_cast<size_t>(rows) * cols;
+  src.decoded.assign(frame_values * bytes * frames, 0);
+  std::vector<uint8_t> codestream;
+  for (Sint32 f = 0; f < frames; ++f) {
+    codestream.clear();
+    const Uint32 end = f + 1 < frames ? starts[f + 1] : items;
+    for (Uint32 i = starts[f]; i < end; ++i) {
+      DcmPixelItem* item = nullptr;
+      Uint8* data = nullptr;
+      if (sequence->getItem(item, i).bad() || item == nullptr) continue;
+      const Uint32 length = item->getLength();
+      if (length == 0) continue;
+      if (item->getUint8Array(data).bad() || data == nullptr)
+        return absl::InvalidArgumentError("a JPEG 2000 fragment cannot be read");
+      codestream.insert(codestream.end(), data, data + length);
+    }
+    auto frame = DecodeJpeg2000Frame(codestream.data(), codestream.size(), rows, cols);
+    if (!frame.ok()) return frame.status();
+    if (frame->precision > src.bits_allocated)
+      return absl::InvalidArgumentError(absl::StrCat("JPEG 2000 samples of ", frame->precision,
+                                                     " bits do not fit BitsAllocated ", src.bits_allocated));
+    if (frame->is_signed != (src.representation == 1))
+      src.bits_stored = static_cast<Uint16>(std::max<int>(frame->precision, 1));
+    Uint8* dst = src.decoded.data() + static_cast<size_t>(f) * frame_values * bytes;
+    for (size_t p = 0; p < frame_values; ++p) {
+      const uint32_t v = static_cast<uint32_t>(frame->values[p]);  // two's complement bits
+      std::memcpy(dst + p * bytes, &v, bytes);                      // little-endian host
+    }
+  }
+  src.pixels = src.decoded.data();
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -344,63 +436,50 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
     if (src.pixels == nullptr) {
       DcmDataset* ds = src.file->getDataset();
       const E_TransferSyntax xfer = ds->getOriginalXfer();
-      if (xfer == EXS_JPEG2000LosslessOnly || xfer == EXS_JPEG2000 ||
-          xfer == EXS_JPEG2000MulticomponentLosslessOnly || xfer == EXS_JPEG2000Multicomponent) {
-        return absl::UnimplementedError(absl::StrCat("JPEG 2000 compressed DICOM (transfer syntax ",
+      if (xfer == EXS_JPEG2000MulticomponentLosslessOnly || xfer == EXS_JPEG2000Multicomponent) {
+        return absl::UnimplementedError(absl::StrCat("JPEG 2000 Part 2 multi-component DICOM (transfer syntax ",
                                                      DcmXfer(xfer).getXferID(), ") is not supported"));
-      }
-      // Native pixel data longer than the file is a lie that loading would
-      // allocate for; compressed data decodes to Rows x Columns x BitsAllocated
-      // per frame, which the voxel limit above bounds.
-      if (!DcmXfer(xfer).isEncapsulated()) {
-        // Deflate expands at most ~1032:1.
-        const uint64_t bound = static_cast<uint64_t>(src.memory->size()) *
-                               (xfer == EXS_DeflatedLittleEndianExplicit ? 1032 : 1);
-        DcmElement* native = nullptr;
-        if (ds->findAndGetElement(DCM_PixelData, native).good() && native->getLength() > bound) {
-          return Refuse(src.file_index, "pixel data is longer than the file (truncated?)");
-        }
-      }
-      if (ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr).bad() ||
-          !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
-        return absl::UnimplementedError(absl::StrCat("cannot decode DICOM transfer syntax ",
-                                                     DcmXfer(xfer).getXferName(), " (",
-                                                     DcmXfer(xfer).getXferID(), ")"));
-      }
-      Uint16 samples = 1, high_bit = 0;
-      ds->findAndGetUint16(DCM_SamplesPerPixel, samples);
-      ds->findAndGetUint16(DCM_BitsAllocated, src.bits_allocated);
-      ds->findAndGetUint16(DCM_PixelRepresentation, src.representation);
-      if (ds->findAndGetUint16(DCM_BitsStored, src.bits_stored).bad()) src.bits_stored = src.bits_allocated;
-      if (ds->findAndGetUint16(DCM_HighBit, high_bit).bad()) high_bit = src.bits_stored - 1;
-      const std::string photometric = Str(ds, DCM_PhotometricInterpretation);
-      if (samples != 1 || (photometric != "MONOCHROME1" && photometric != "MONOCHROME2")) {
-        return absl::UnimplementedError(absl::StrCat(
-            "photometric interpretation '", photometric, "' with ", samples,
-            " samples per pixel is not supported (grayscale only)"));
-      }
-      if ((src.bits_allocated != 8 && src.bits_allocated != 16 && src.bits_allocated != 32) ||
-          src.bits_stored == 0 || src.bits_stored > src.bits_allocated || high_bit != src.bits_stored - 1) {
-        return Refuse(src.file_index, absl::StrFormat("unsupported pixel layout (%s %d, %s %d, %s %d)",
-                                                      TagName(DCM_BitsAllocated), src.bits_allocated,
-                                                      TagName(DCM_BitsStored), src.bits_stored,
-                                                      TagName(DCM_HighBit), high_bit));
-      }
-      DcmElement* element = nullptr;
-      Uint8* raw = nullptr;
-      if (ds->findAndGetElement(DCM_PixelData, element).bad() || element->getUint8Array(raw).bad() ||
-          raw == nullptr) {
-        return Refuse(src.file_index, "pixel data cannot be read");
       }
       Sint32 frames = 1;
       if (ds->findAndGetSint32(DCM_NumberOfFrames, frames).bad() || frames < 1) frames = 1;
-      const int64_t needed = nx * ny * (src.bits_allocated / 8) * frames;
-      if (element->getLength() < static_cast<Uint32>(needed)) {
-        return Refuse(src.file_index, absl::StrCat("pixel data holds ", element->getLength(),
-                                                   " bytes, Rows x Columns x BitsAllocated x frames needs ",
-                                                   needed));
+      if (xfer == EXS_JPEG2000LosslessOnly || xfer == EXS_JPEG2000) {
+        if (auto st = ReadPixelLayout(ds, src); !st.ok()) return st;
+        if (auto st = DecodeJpeg2000Pixels(ds, static_cast<int>(ny), static_cast<int>(nx), frames, src); !st.ok())
+          return absl::Status(st.code(), absl::StrCat("DICOM file #", src.file_index + 1, ": ", st.message()));
+      } else {
+        // Native pixel data longer than the file is a lie that loading would
+        // allocate for; compressed data decodes to Rows x Columns x BitsAllocated
+        // per frame, which the voxel limit above bounds.
+        if (!DcmXfer(xfer).isEncapsulated()) {
+          // Deflate expands at most ~1032:1.
+          const uint64_t bound = static_cast<uint64_t>(src.memory->size()) *
+                                 (xfer == EXS_DeflatedLittleEndianExplicit ? 1032 : 1);
+          DcmElement* native = nullptr;
+          if (ds->findAndGetElement(DCM_PixelData, native).good() && native->getLength() > bound) {
+            return Refuse(src.file_index, "pixel data is longer than the file (truncated?)");
+          }
+        }
+        if (ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr).bad() ||
+            !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
+          return absl::UnimplementedError(absl::StrCat("cannot decode DICOM transfer syntax ",
+                                                       DcmXfer(xfer).getXferName(), " (",
+                                                       DcmXfer(xfer).getXferID(), ")"));
+        }
+        if (auto st = ReadPixelLayout(ds, src); !st.ok()) return st;
+        DcmElement* element = nullptr;
+        Uint8* raw = nullptr;
+        if (ds->findAndGetElement(DCM_PixelData, element).bad() || element->getUint8Array(raw).bad() ||
+            raw == nullptr) {
+          return Refuse(src.file_index, "pixel data cannot be read");
+        }
+        const int64_t needed = nx * ny * (src.bits_allocated / 8) * frames;
+        if (element->getLength() < static_cast<Uint32>(needed)) {
+          return Refuse(src.file_index, absl::StrCat("pixel data holds ", element->getLength(),
+                                                     " bytes, Rows x Columns x BitsAllocated x frames needs ",
+                                                     needed));
+        }
+        src.pixels = raw;
       }
-      src.pixels = raw;
     }
     const size_t bytes_per = src.bits_allocated / 8;
     const Uint8* raw = src.pixels + s.frame * frame_bytes;
