@@ -432,7 +432,6 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
     out.info.frame_numbers.push_back(s.frame + 1);
     out.info.file_indices.push_back(s.file_index);
     Source& src = *s.source;
-    const int64_t frame_bytes = nx * ny * (src.bits_allocated / 8);
     if (src.pixels == nullptr) {
       DcmDataset* ds = src.file->getDataset();
       const E_TransferSyntax xfer = ds->getOriginalXfer();
@@ -481,7 +480,8 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
         src.pixels = raw;
       }
     }
-    const size_t bytes_per = src.bits_allocated / 8;
+    const size_t bytes_per = src.bits_allocated / 8;  // known once the file is decoded (above)
+    const int64_t frame_bytes = nx * ny * static_cast<int64_t>(bytes_per);
     const Uint8* raw = src.pixels + s.frame * frame_bytes;
     const double slope = std::isfinite(s.slope) ? s.slope : 1.0;
     const double intercept = std::isfinite(s.intercept) ? s.intercept : 0.0;

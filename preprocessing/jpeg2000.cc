@@ -100,6 +100,9 @@ absl::StatusOr<Jpeg2000Frame> DecodeJpeg2000Frame(const uint8_t* data, size_t si
                                                  "-bit or subsampled samples"));
   if (!opj_decode(codec.get(), stream.get(), image.get()) || !opj_end_decompress(codec.get(), stream.get()))
     return absl::InvalidArgumentError(absl::StrCat("JPEG 2000 data: ", error));
+  // A JP2 palette turns one component into three while decoding.
+  if (image->numcomps != 1)
+    return absl::UnimplementedError("JPEG 2000 frame decodes to several components (palette; grayscale only)");
   const opj_image_comp_t& comp = image->comps[0];
   if (comp.data == nullptr || static_cast<int64_t>(comp.w) != cols || static_cast<int64_t>(comp.h) != rows)
     return absl::InvalidArgumentError("JPEG 2000 frame decoded to an unexpected size");

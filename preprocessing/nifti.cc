@@ -23,6 +23,10 @@ namespace {
 constexpr size_t kNifti1HeaderSize = 348;
 constexpr size_t kNifti2HeaderSize = 540;
 
+// Deflate's largest expansion (a run of one byte): 258 bytes per 2 bits,
+// 1032:1.
+constexpr uint64_t kMaxDeflateRatio = 1032;
+
 bool IsGzip(std::string_view b) {
   return b.size() >= 2 && static_cast<uint8_t>(b[0]) == 0x1f && static_cast<uint8_t>(b[1]) == 0x8b;
 }
@@ -86,9 +90,14 @@ absl::StatusOr<std::string> InflateStreaming(std::string_view in, size_t limit, 
 // front and decodes one gzip member completely, so anything unusual (several
 // members, data beyond the image, a truncated or corrupt stream) goes to the
 // streaming path, which gives the usual answers. Both check the CRC-32 of
-// the member holding the image's end.
+// the member holding the image's end, except when more than 64 MiB of that
+// member follow the image or the file is cut after the image (the image is
+// then taken as it is).
 absl::StatusOr<std::string> Inflate(std::string_view in, size_t limit) {
-  if (limit < (size_t{1} << 20)) return InflateStreaming(in, limit);
+  // The whole-buffer path allocates `limit` up front; a header may promise
+  // more than the compressed bytes can hold (deflate expands at most
+  // kMaxDeflateRatio:1), which the streaming path only finds out gradually.
+  if (limit < (size_t{1} << 20) || limit / kMaxDeflateRatio > in.size() + 1024) return InflateStreaming(in, limit);
   std::unique_ptr<libdeflate_decompressor, decltype(&libdeflate_free_decompressor)> d(
       libdeflate_alloc_decompressor(), &libdeflate_free_decompressor);
   if (!d) return absl::ResourceExhaustedError("cannot allocate a gzip decompressor");
@@ -280,11 +289,21 @@ absl::StatusOr<NiftiImage> ReadNifti(std::string_view bytes, const NiftiReadOpti
     if (!head.ok()) return head.status();
     auto h = ParseHeader(*head);
     if (!h.ok()) return h.status();
-    // Only inflate what the header says the image needs (bounded below).
+    // Only inflate what the header says the image needs (bounded below),
+    // and never more than the compressed bytes can hold.
     int64_t n = 1;
-    for (int i = 1; i <= std::clamp<int64_t>(h->dim[0], 1, 7); ++i) n *= std::max<int64_t>(h->dim[i], 1);
+    for (int i = 1; i <= std::clamp<int64_t>(h->dim[0], 1, 7); ++i) {
+      const int64_t d = std::max<int64_t>(h->dim[i], 1);
+      if (d > options.max_voxels || n > options.max_voxels / d) {
+        n = options.max_voxels + 1;  // refused below, without overflow
+        break;
+      }
+      n *= d;
+    }
     const int bpv = BytesPerVoxel(h->datatype);
-    if (n > options.max_voxels || bpv == 0 || h->vox_offset < 0) {
+    const int64_t max_inflated = static_cast<int64_t>(std::min<uint64_t>(
+        static_cast<uint64_t>(bytes.size()) * kMaxDeflateRatio + 1024, uint64_t{1} << 62));
+    if (n > options.max_voxels || bpv == 0 || h->vox_offset < 0 || h->vox_offset > max_inflated) {
       inflated = std::move(*head);  // the header alone: the checks below report the problem
     } else {
       auto all = Inflate(bytes, static_cast<size_t>(std::max<int64_t>(h->vox_offset, 544) + n * bpv));

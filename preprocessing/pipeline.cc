@@ -46,6 +46,9 @@ absl::Status FromException(const char* stage, const std::exception& e) {
 // the combination keeps both inequalities, so k is the first maximum of the
 // interpolated probabilities too. Only voxels whose sources disagree (organ
 // borders: a few per cent) are interpolated in full, all classes at once.
+// Exact in exact arithmetic; in float32 the two ways round differently, so
+// where two classes are within an ulp of each other they may pick different
+// ones (the test allows 2 such voxels).
 // Labels are written straight into the input-order output through strides,
 // which also does the transpose and the paste into the crop box.
 //

@@ -32,6 +32,8 @@ struct DeviceMemoryCollector::Nvml {
   NvmlReturn (*shutdown)() = nullptr;
   NvmlReturn (*by_index)(unsigned int, NvmlDevice*) = nullptr;
   NvmlReturn (*by_uuid)(const char*, NvmlDevice*) = nullptr;
+  NvmlReturn (*by_pci)(const char*, NvmlDevice*) = nullptr;
+  NvmlReturn (*count)(unsigned int*) = nullptr;
   NvmlReturn (*memory)(NvmlDevice, NvmlMemory*) = nullptr;
 
   ~Nvml() {
@@ -45,16 +47,25 @@ struct DeviceMemoryCollector::Nvml {
     by_index = reinterpret_cast<decltype(by_index)>(dlsym(library, "nvmlDeviceGetHandleByIndex_v2"));
     by_uuid = reinterpret_cast<decltype(by_uuid)>(dlsym(library, "nvmlDeviceGetHandleByUUID"));
     memory = reinterpret_cast<decltype(memory)>(dlsym(library, "nvmlDeviceGetMemoryInfo"));
+    by_pci = reinterpret_cast<decltype(by_pci)>(dlsym(library, "nvmlDeviceGetHandleByPciBusId_v2"));
+    count = reinterpret_cast<decltype(count)>(dlsym(library, "nvmlDeviceGetCount_v2"));
     auto* stop = reinterpret_cast<decltype(shutdown)>(dlsym(library, "nvmlShutdown"));
-    if (!init || !by_index || !by_uuid || !memory || !stop || init() != kNvmlSuccess) return false;
+    if (!init || !by_index || !by_uuid || !by_pci || !count || !memory || !stop || init() != kNvmlSuccess)
+      return false;
     shutdown = stop;  // only after a successful init
     return true;
   }
 };
 
-std::optional<std::string> PhysicalDevice(int cuda_index, const char* cuda_visible_devices) {
+std::optional<std::string> PhysicalDevice(int cuda_index, const char* cuda_visible_devices,
+                                          const char* cuda_device_order, unsigned int nvml_devices) {
   if (cuda_index < 0) return std::nullopt;
-  if (cuda_visible_devices == nullptr) return std::to_string(cuda_index);
+  const bool pci_order = cuda_device_order != nullptr && absl::string_view(cuda_device_order) == "PCI_BUS_ID";
+  const bool numbers_agree = pci_order || nvml_devices == 1;
+  if (cuda_visible_devices == nullptr) {
+    if (!numbers_agree) return std::nullopt;
+    return std::to_string(cuda_index);
+  }
   // The CUDA runtime stops at the first invalid entry; so do we.
   std::vector<std::string> visible;
   for (absl::string_view entry : absl::StrSplit(cuda_visible_devices, ',')) {
@@ -69,7 +80,9 @@ std::optional<std::string> PhysicalDevice(int cuda_index, const char* cuda_visib
     }
   }
   if (cuda_index >= static_cast<int>(visible.size())) return std::nullopt;
-  return visible[cuda_index];
+  const std::string& chosen = visible[cuda_index];
+  if (!absl::StartsWith(chosen, "GPU-") && !absl::StartsWith(chosen, "MIG-") && !numbers_agree) return std::nullopt;
+  return chosen;
 }
 
 std::shared_ptr<DeviceMemoryCollector> DeviceMemoryCollector::Create(const std::vector<std::string>& devices) {
@@ -82,15 +95,25 @@ std::shared_ptr<DeviceMemoryCollector> DeviceMemoryCollector::Create(const std::
   if (cuda.empty()) return nullptr;
   auto nvml = std::make_unique<Nvml>();
   if (!nvml->Open()) return nullptr;
+  // The CUDA runtime, where a CUDA build of LibTorch has loaded it, names
+  // each of its devices by PCI bus id: no numbering to reconcile.
+  using PciBusIdFn = int (*)(char*, int, int);  // cudaDeviceGetPCIBusId(char*, int len, int device)
+  auto pci_bus_id = reinterpret_cast<PciBusIdFn>(dlsym(RTLD_DEFAULT, "cudaDeviceGetPCIBusId"));
+  unsigned int nvml_devices = 0;
+  if (nvml->count(&nvml_devices) != kNvmlSuccess) nvml_devices = 0;
   const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+  const char* order = std::getenv("CUDA_DEVICE_ORDER");
   std::vector<Device> found;
   for (int index : cuda) {
-    const auto physical = PhysicalDevice(index, visible);
-    if (!physical) continue;
     NvmlDevice handle = nullptr;
-    unsigned int n = 0;
-    const bool by_number = absl::SimpleAtoi(*physical, &n);
-    const NvmlReturn rc = by_number ? nvml->by_index(n, &handle) : nvml->by_uuid(physical->c_str(), &handle);
+    char bus[64] = {0};
+    NvmlReturn rc = -1;
+    if (pci_bus_id != nullptr && pci_bus_id(bus, sizeof(bus), index) == 0) {
+      rc = nvml->by_pci(bus, &handle);
+    } else if (const auto physical = PhysicalDevice(index, visible, order, nvml_devices)) {
+      unsigned int n = 0;
+      rc = absl::SimpleAtoi(*physical, &n) ? nvml->by_index(n, &handle) : nvml->by_uuid(physical->c_str(), &handle);
+    }
     if (rc == kNvmlSuccess) found.push_back({"cuda:" + std::to_string(index), handle});
   }
   if (found.empty()) return nullptr;

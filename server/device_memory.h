@@ -21,11 +21,17 @@
 
 namespace upp::server {
 
-// The physical device that LibTorch's "cuda:<index>" is, given the value of
-// CUDA_VISIBLE_DEVICES (nullptr: unset): an NVML index ("3") or a device
-// UUID ("GPU-..."); nullopt when the list hides it. The CUDA runtime numbers
-// the visible devices 0.. in the order listed.
-std::optional<std::string> PhysicalDevice(int cuda_index, const char* cuda_visible_devices);
+// The NVML device that LibTorch's "cuda:<index>" is, from the environment
+// alone, for when the CUDA runtime cannot be asked (its PCI bus id is used
+// first, see Create): an NVML index ("3") or a device UUID ("GPU-...").
+// `cuda_visible_devices` / `cuda_device_order`: the variables' values
+// (nullptr: unset). The runtime numbers the visible devices 0.. in the order
+// listed, and numbers devices fastest first unless CUDA_DEVICE_ORDER is
+// PCI_BUS_ID, while NVML numbers them in PCI order; so a number is trusted
+// only in PCI order or when NVML sees a single device. nullopt: hidden or
+// ambiguous (the metric is then left out rather than put on the wrong GPU).
+std::optional<std::string> PhysicalDevice(int cuda_index, const char* cuda_visible_devices,
+                                          const char* cuda_device_order, unsigned int nvml_devices);
 
 class DeviceMemoryCollector : public prometheus::Collectable {
  public:

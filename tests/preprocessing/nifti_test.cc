@@ -11,6 +11,8 @@
 #include <limits>
 #include <string>
 
+#include "absl/strings/escaping.h"
+
 namespace upp::preprocessing {
 namespace {
 
@@ -224,6 +226,33 @@ TEST(NiftiTest, LargeGzipImagesAndUnusualGzipFiles) {
   std::string damaged = gz;
   for (size_t i = gz.size() / 3; i < gz.size() / 3 + 64; ++i) damaged[i] ^= 0x5a;
   EXPECT_FALSE(ReadNifti(damaged).ok());
+}
+
+// A small .nii.gz whose header promises far more than its compressed bytes
+// can hold is refused without allocating what the header claims (found by
+// the fuzzer: a 200-byte file made the reader allocate exabytes and abort).
+TEST(NiftiTest, GzipHeaderPromisingTooMuchIsRefusedCheaply) {
+  Nifti1Builder b = Int16Cube();
+  b.Put<float>(108, 1e18f);  // vox_offset: an exabyte into a file of a few hundred bytes
+  auto img = ReadNifti(Gzip(b.Bytes()));
+  EXPECT_EQ(img.status().code(), absl::StatusCode::kInvalidArgument) << img.status();
+  Nifti1Builder big;
+  big.Dims({1024, 1024, 1024});  // 2^30 voxels (the default limit) of float64: 8 GiB
+  big.Type(64, 64);
+  big.Spacing(1, 1, 1);
+  big.data.assign(4096, '\0');
+  img = ReadNifti(Gzip(big.Bytes()));
+  EXPECT_EQ(img.status().code(), absl::StatusCode::kInvalidArgument) << img.status();
+  EXPECT_NE(img.status().message().find("truncated"), std::string::npos) << img.status();
+  // The fuzzer's input itself (deploy/fuzz.sh, 2026-11-26): it aborted in
+  // std::string's constructor before the fix.
+  std::string crash;
+  ASSERT_TRUE(absl::Base64Unescape(
+      "H4sIACjf12MC/4thZCAKMDOxMLAysDowQiGqJiYGDrBAgz0DAwg7OAC5QAzjw+gNzhAxsOJBQDDhcQPIzegA7C8MQXQBED9P2xAi/J+BAYLA"
+      "XCATISaqzCYGDrBAgz0DAwg7OAC5QAzjw+gNzhAxsOJBQDDhcQPIzegA7C8MQXQHERAI4YLFIVygGFQQlQKrQ1IO0QvSAARoaGhoaGhoBxEQ"
+      "CPQAhkHsAQAA",
+      &crash));
+  EXPECT_FALSE(ReadNifti(crash).ok());
 }
 
 TEST(NiftiTest, FourthDimensionBecomesChannels) {

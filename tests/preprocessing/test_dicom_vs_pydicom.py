@@ -213,9 +213,12 @@ class DicomVsPydicom(unittest.TestCase):
         for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
                     "RescaleSlope", "RescaleIntercept"):
             delattr(ds, tag)
-        order = [2, 0, 1]  # frames stored out of spatial order
+        order = [2, 0, 1]  # frames stored out of spatial order: stored frame j lies at position order[j]
         ds.NumberOfFrames = 3
-        ds.PixelData = src.PixelData * 3
+        # Each frame its own values (+100 per stored frame), so a frame read
+        # for another changes the sums below.
+        stored = [src.pixel_array.astype("<i2") + 100 * j for j in range(3)]
+        ds.PixelData = b"".join(a.astype("<i2").tobytes() for a in stored)
         shared = Dataset()
         o, m, t = Dataset(), Dataset(), Dataset()
         o.ImageOrientationPatient = iop
@@ -241,7 +244,12 @@ class DicomVsPydicom(unittest.TestCase):
         self.assertEqual(got["size"], [128, 128, 3])
         self.assertAlmostEqual(got["spacing"][2], 2.0, places=4)
         np.testing.assert_allclose(got["origin"], ipp0, atol=1e-4)
-        self.assertAlmostEqual(got["sum"], 3 * ref.sum(), delta=1e-6 * abs(3 * ref.sum()))
+        slope, intercept = float(getattr(src, "RescaleSlope", 1)), float(src.RescaleIntercept)
+        volume = np.stack([stored[order.index(k)] for k in range(3)]).astype(np.float64) * slope + intercept
+        self.assertAlmostEqual(got["sum"], volume.sum(), delta=1e-6 * abs(volume.sum()))
+        flat = volume.reshape(-1)
+        weighted = (flat * (np.arange(flat.size) % 9973)).sum()
+        self.assertAlmostEqual(got["weighted_sum"], weighted, delta=1e-6 * abs(weighted) + 1e-2)
         # A SEG on it references each frame by number, and passes dciodvfy.
         seg_path = os.path.join(self.tmp, "mf_seg.dcm")
         proc = subprocess.run([TOOL, d, "--write-seg", seg_path, "--label-mod", "2"],

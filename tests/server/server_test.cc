@@ -467,15 +467,21 @@ TEST(MultiChannelTest, OneFilePerChannelOrOne4dFile) {
 }
 
 TEST(DeviceMemoryTest, CudaVisibleDevicesMapsLibTorchIndicesToPhysicalDevices) {
-  EXPECT_EQ(PhysicalDevice(1, nullptr), "1");
-  EXPECT_EQ(PhysicalDevice(0, "3,1"), "3");
-  EXPECT_EQ(PhysicalDevice(1, " 3, 1"), "1");
-  EXPECT_EQ(PhysicalDevice(2, "3,1"), std::nullopt);
-  EXPECT_EQ(PhysicalDevice(0, "GPU-8a1b2c3d-0000-1111-2222-333344445555"),
+  // PCI order (or a single GPU): CUDA and NVML numbers agree.
+  EXPECT_EQ(PhysicalDevice(1, nullptr, "PCI_BUS_ID", 4), "1");
+  EXPECT_EQ(PhysicalDevice(0, nullptr, nullptr, 1), "0");
+  EXPECT_EQ(PhysicalDevice(0, "3,1", "PCI_BUS_ID", 4), "3");
+  EXPECT_EQ(PhysicalDevice(1, " 3, 1", "PCI_BUS_ID", 4), "1");
+  EXPECT_EQ(PhysicalDevice(2, "3,1", "PCI_BUS_ID", 4), std::nullopt);
+  EXPECT_EQ(PhysicalDevice(1, "2,x,5", "PCI_BUS_ID", 4), std::nullopt);  // the runtime stops at a bad entry
+  EXPECT_EQ(PhysicalDevice(0, "", "PCI_BUS_ID", 4), std::nullopt);       // empty: no device visible
+  EXPECT_EQ(PhysicalDevice(-1, nullptr, "PCI_BUS_ID", 4), std::nullopt);
+  // Default (fastest-first) order on a multi-GPU host: numbers are ambiguous,
+  // UUIDs are not.
+  EXPECT_EQ(PhysicalDevice(0, nullptr, nullptr, 2), std::nullopt);
+  EXPECT_EQ(PhysicalDevice(0, "1,0", "FASTEST_FIRST", 2), std::nullopt);
+  EXPECT_EQ(PhysicalDevice(1, "GPU-aaaa,GPU-8a1b2c3d-0000-1111-2222-333344445555", nullptr, 2),
             "GPU-8a1b2c3d-0000-1111-2222-333344445555");
-  EXPECT_EQ(PhysicalDevice(1, "2,x,5"), std::nullopt);  // the runtime stops at the first bad entry
-  EXPECT_EQ(PhysicalDevice(0, ""), std::nullopt);       // empty: no device visible
-  EXPECT_EQ(PhysicalDevice(-1, nullptr), std::nullopt);
   // No CUDA device among the models: no collector, whatever the machine.
   EXPECT_EQ(DeviceMemoryCollector::Create({"cpu"}), nullptr);
 }
