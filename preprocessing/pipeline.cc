@@ -75,13 +75,20 @@ constexpr double kMaxBorderShare = 0.25;
 // estimated from every 32nd slice: what the shortcut would have to
 // interpolate in full. Noisy outputs (random weights) are mostly border;
 // real segmentations a few per cent.
+// The label (first maximum over classes) of source slices [d, d + n) of the
+// accumulators; the argmax of the sums is the argmax of the normalised
+// probabilities, the weight being one positive number per voxel.
+torch::Tensor SourceLabels(const torch::Tensor& acc, int64_t d, int64_t n, torch::ScalarType type) {
+  return ArgmaxChannels(acc.narrow(1, d, n).to(torch::kFloat), type);
+}
+
 double BorderShare(const torch::Tensor& acc, Interp first_axis) {
   const int64_t D = acc.size(1), H = acc.size(2), W = acc.size(3);
   if (H < 2 || W < 2) return 0.0;
   const int64_t depth = first_axis == Interp::kLinear && D > 1 ? 2 : 1;
   int64_t cells = 0, border = 0;
   for (int64_t d = 0; d + depth <= D; d += 32) {
-    const torch::Tensor lab = ArgmaxChannels(acc.narrow(1, d, depth).to(torch::kFloat), torch::kInt);
+    const torch::Tensor lab = SourceLabels(acc, d, depth, torch::kInt);
     const torch::Tensor ref = lab[0].narrow(0, 0, H - 1).narrow(1, 0, W - 1);
     torch::Tensor differs = torch::zeros(ref.sizes(), torch::kBool);
     for (int64_t z = 0; z < depth; ++z)
@@ -443,14 +450,13 @@ torch::Tensor SegmentationJob::Impl::BackResampleOnCpu(const torch::Tensor& acc,
                                                       uint16_t* labels) {
   const int64_t k = plan.num_classes;
   const auto start = Clock::now();
-  // The label at every source voxel, a few slices at a time (the argmax of
-  // the sums is the argmax of the normalised probabilities).
+  // The label at every source voxel, a few slices at a time.
   const torch::ScalarType label_type = k <= 256 ? torch::kByte : torch::kInt;
   torch::Tensor src = torch::empty({grid[0], grid[1], grid[2]}, label_type);
   const int64_t slab = std::max<int64_t>(1, (int64_t{32} << 20) / std::max<int64_t>(1, k * grid[1] * grid[2] * 4));
   for (int64_t d = 0; d < grid[0]; d += slab) {
     const int64_t n = std::min(slab, grid[0] - d);
-    src.narrow(0, d, n).copy_(ArgmaxChannels(acc.narrow(1, d, n).to(torch::kFloat), label_type));
+    src.narrow(0, d, n).copy_(SourceLabels(acc, d, n, label_type));
   }
   times.argmax_paste = Seconds(start);
 
@@ -473,20 +479,17 @@ torch::Tensor SegmentationJob::Impl::BackResampleOnCpu(const torch::Tensor& acc,
   std::vector<int64_t> counts(k, 0);
   at::parallel_for(0, cropped_t[0], 1, [&](int64_t begin, int64_t end) {
     std::vector<int64_t> local(k, 0);
-    const bool half = acc.scalar_type() == torch::kHalf;
-    if (label_type == torch::kByte) {
-      const auto* l = src.data_ptr<uint8_t>();
-      if (half)
-        BackResampleRows(b, acc.data_ptr<at::Half>(), acc_stride, l, begin, end, out, local.data());
+    // One instantiation per accumulator type x label type.
+    auto rows = [&](const auto* accumulators) {
+      if (label_type == torch::kByte)
+        BackResampleRows(b, accumulators, acc_stride, src.data_ptr<uint8_t>(), begin, end, out, local.data());
       else
-        BackResampleRows(b, acc.data_ptr<float>(), acc_stride, l, begin, end, out, local.data());
-    } else {
-      const auto* l = src.data_ptr<int32_t>();
-      if (half)
-        BackResampleRows(b, acc.data_ptr<at::Half>(), acc_stride, l, begin, end, out, local.data());
-      else
-        BackResampleRows(b, acc.data_ptr<float>(), acc_stride, l, begin, end, out, local.data());
-    }
+        BackResampleRows(b, accumulators, acc_stride, src.data_ptr<int32_t>(), begin, end, out, local.data());
+    };
+    if (acc.scalar_type() == torch::kHalf)
+      rows(acc.data_ptr<at::Half>());
+    else
+      rows(acc.data_ptr<float>());
     absl::MutexLock lock(&counts_mu);
     for (int64_t c = 0; c < k; ++c) counts[c] += local[c];
   });

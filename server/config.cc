@@ -31,13 +31,16 @@ absl::Status Bad(const std::string& field, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat("config: ", field, ": ", what));
 }
 
-bool ValidDevice(const std::string& d) {
-  if (d == "cpu" || d == "cuda") return true;
-  int n = 0;
-  return absl::StartsWith(d, "cuda:") && absl::SimpleAtoi(d.substr(5), &n) && n >= 0;
-}
+bool ValidDevice(const std::string& d) { return d == "cpu" || CudaIndex(d).has_value(); }
 
 }  // namespace
+
+std::optional<int> CudaIndex(const std::string& device) {
+  if (device == "cuda") return 0;
+  int n = 0;
+  if (absl::StartsWith(device, "cuda:") && absl::SimpleAtoi(device.substr(5), &n) && n >= 0) return n;
+  return std::nullopt;
+}
 
 absl::StatusOr<unetrpp::v1::ServerConfig> ParseConfig(const std::string& text) {
   unetrpp::v1::ServerConfig config;

@@ -4,6 +4,7 @@
 #ifndef UPP_SERVER_CONFIG_H_
 #define UPP_SERVER_CONFIG_H_
 
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -22,6 +23,10 @@ void ApplyDefaults(unetrpp::v1::ServerConfig& config);
 // Semantic checks after ApplyDefaults: "models[1].devices[0]: ..." style
 // messages. Does not touch files (model loading reports missing weights).
 absl::Status ValidateConfig(const unetrpp::v1::ServerConfig& config);
+
+// The N of a device name "cuda" (0) or "cuda:N"; nullopt for "cpu" and for
+// anything that is not a device name.
+std::optional<int> CudaIndex(const std::string& device);
 
 }  // namespace upp::server
 

@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "server/config.h"
 
 namespace upp::server {
 namespace {
@@ -87,11 +88,8 @@ std::optional<std::string> PhysicalDevice(int cuda_index, const char* cuda_visib
 
 std::shared_ptr<DeviceMemoryCollector> DeviceMemoryCollector::Create(const std::vector<std::string>& devices) {
   std::set<int> cuda;
-  for (const std::string& d : devices) {
-    if (d == "cuda") cuda.insert(0);
-    int index = 0;
-    if (absl::StartsWith(d, "cuda:") && absl::SimpleAtoi(d.substr(5), &index)) cuda.insert(index);
-  }
+  for (const std::string& d : devices)
+    if (const auto index = CudaIndex(d)) cuda.insert(*index);
   if (cuda.empty()) return nullptr;
   auto nvml = std::make_unique<Nvml>();
   if (!nvml->Open()) return nullptr;

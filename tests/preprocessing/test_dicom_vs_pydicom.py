@@ -44,6 +44,18 @@ class DicomVsPydicom(unittest.TestCase):
         shutil.copy(get_testdata_file(name), d)
         return run(d)
 
+    def alone(self, name, content):
+        """Runs the tool on a directory holding one file: a pydicom dataset or bytes."""
+        d = os.path.join(self.tmp, name)
+        os.makedirs(d)
+        path = os.path.join(d, "x.dcm")
+        if isinstance(content, (bytes, bytearray)):
+            with open(path, "wb") as f:
+                f.write(bytes(content))
+        else:
+            content.save_as(path)
+        return run(d)
+
     def test_transfer_syntaxes_of_one_mr_slice(self):
         # Uncompressed MR_small is the truth for every lossless variant of it.
         ref = modality_values(pydicom.dcmread(get_testdata_file("MR_small.dcm")))
@@ -85,10 +97,7 @@ class DicomVsPydicom(unittest.TestCase):
         # refused with the reason, no crash.
         ds = pydicom.dcmread(get_testdata_file("MR_small_jp2klossless.dcm"))
         ds.Rows = 32
-        d = os.path.join(self.tmp, "rows")
-        os.makedirs(d)
-        ds.save_as(os.path.join(d, "x.dcm"))
-        rc, err = run(d)
+        rc, err = self.alone("rows", ds)
         self.assertNotEqual(rc, 0)
         self.assertIn("JPEG 2000 frame is 64 x 64, the DICOM header says 64 x 32", err)
         with open(get_testdata_file("MR_small_jp2klossless.dcm"), "rb") as f:
@@ -100,11 +109,7 @@ class DicomVsPydicom(unittest.TestCase):
         # (the SIZ segment: image and tile sizes) is caught.
         for i in range(start + 6, start + 30):
             data[i] ^= 0xA5
-        d = os.path.join(self.tmp, "damaged")
-        os.makedirs(d)
-        with open(os.path.join(d, "x.dcm"), "wb") as f:
-            f.write(bytes(data))
-        rc, err = run(d)
+        rc, err = self.alone("damaged", data)
         self.assertNotEqual(rc, 0)
         self.assertIn("INVALID_ARGUMENT", err)
         self.assertIn("JPEG 2000", err)
@@ -314,10 +319,7 @@ class DicomVsPydicom(unittest.TestCase):
         ds.PlanarConfiguration = 0
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
         ds.PixelData = bytes(128 * 128 * 3)
-        rgb = os.path.join(self.tmp, "rgb")
-        os.makedirs(rgb)
-        ds.save_as(os.path.join(rgb, "x.dcm"))
-        rc, err = run(rgb)
+        rc, err = self.alone("rgb", ds)
         self.assertNotEqual(rc, 0)
         self.assertIn("UNIMPLEMENTED", err)
         self.assertIn("'RGB'", err)

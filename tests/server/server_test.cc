@@ -33,12 +33,17 @@ namespace {
 using client::SegmentOptions;
 using unetrpp::v1::OutputKind;
 
+// `plan` as a JSON file in the test's temporary directory; its path.
+std::string WritePlanFile(const preprocessing::Plan& plan, const std::string& name) {
+  const std::string path = ::testing::TempDir() + "/" + name;
+  std::ofstream(path) << plan.ToJson();
+  return path;
+}
+
 std::string PlanFile() {
   preprocessing::Plan plan = preprocessing::DefaultCtPlan(14, {32, 64, 64});
   plan.target_spacing = {2.0, 2.0, 2.0};
-  const std::string path = ::testing::TempDir() + "/server_test_plan.json";
-  std::ofstream(path) << plan.ToJson();
-  return path;
+  return WritePlanFile(plan, "server_test_plan.json");
 }
 
 std::string ConfigText(const std::string& limits = "max_input_bytes: 33554432") {
@@ -394,8 +399,7 @@ TEST(MultiChannelTest, OneFilePerChannelOrOne4dFile) {
     n.use_nonzero_mask = true;
   }
   plan.target_spacing = {2.0, 2.0, 2.0};
-  const std::string plan_file = ::testing::TempDir() + "/server_test_tumor_plan.json";
-  std::ofstream(plan_file) << plan.ToJson();
+  const std::string plan_file = WritePlanFile(plan, "server_test_tumor_plan.json");
   const std::string weights = UPP_FIXTURES_DIR "/tumor_small_weights.safetensors";
   auto config = ParseConfig("listen_address: '127.0.0.1:0'\nmetrics_address: 'off'\ncpu_threads: 2\n"
                             "models { name: 'tumor' modality: 'MR' weights: '" + weights + "' plan_file: '" +
