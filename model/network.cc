@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "model/cpu_features.h"
+
 namespace upp::model {
 namespace {
 
@@ -16,6 +18,8 @@ std::string ShapeOf(const torch::Tensor& t) {
 StatusOr<std::unique_ptr<Network>> Network::Create(const ModelConfig& config,
                                                    const NetworkOptions& options) {
   UPP_RETURN_IF_ERROR(config.Validate());
+  if (options.precision == Precision::kBFloat16 && options.device.is_cpu())
+    UPP_RETURN_IF_ERROR(CheckPrecisionSupported("cpu", "bf16"));
   try {
     if (options.device.is_cuda() && options.precision == Precision::kFloat32) {
       // LibTorch lets cuDNN and cuBLAS round float32 to TF32 by default, which

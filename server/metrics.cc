@@ -5,6 +5,8 @@
 namespace upp::server {
 namespace {
 
+using prometheus::BuildGauge;
+
 prometheus::Histogram::BucketBoundaries SecondsBuckets() {
   return {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
 }
@@ -68,6 +70,15 @@ void Metrics::SetQueuedWindows(const std::string& model, int64_t n) {
 
 void Metrics::ModelLoaded(const std::string& model, double seconds) {
   model_load_seconds_->Add({{"model", model}}).Set(seconds);
+}
+
+void Metrics::CpuInfo(const std::string& isa, bool bf16, bool amx) {
+  BuildGauge()
+      .Name("upp_cpu_info")
+      .Help("CPU instruction set of the model kernels (oneDNN), bfloat16 convolutions and AMX")
+      .Register(*registry_)
+      .Add({{"isa", isa}, {"bf16", bf16 ? "true" : "false"}, {"amx", amx ? "true" : "false"}})
+      .Set(1);
 }
 
 bool Metrics::WatchDevices(const std::vector<std::string>& devices) {

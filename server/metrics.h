@@ -44,6 +44,9 @@ class Metrics {
   void AddInFlight(double delta) { in_flight_->Increment(delta); }
   void AddBytesInFlight(double delta) { bytes_in_flight_->Increment(delta); }
   void ModelLoaded(const std::string& model, double seconds);
+  // upp_cpu_info{isa, bf16, amx} 1: what the CPU kernels dispatch to, so
+  // dashboards can tell machines of different kinds apart.
+  void CpuInfo(const std::string& isa, bool bf16, bool amx);
   BatchTotals Batches(const std::string& model) const;
   // Adds the device memory gauges of the "cuda:N" devices among `devices`
   // where NVML can be read (device_memory.h); false when none can.

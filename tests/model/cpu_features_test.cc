@@ -1,0 +1,76 @@
+// CPU feature detection and the bfloat16 precision check (model/cpu_features.h).
+// ctest also runs this binary's CpuFeatures tests under ONEDNN_MAX_CPU_ISA=AVX2,
+// which makes oneDNN behave as on an AVX2-only CPU.
+#include "model/cpu_features.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "model/config.h"
+#include "model/network.h"
+
+namespace upp::model {
+namespace {
+
+bool EmulatingAvx2() {
+  const char* isa = std::getenv("ONEDNN_MAX_CPU_ISA");
+  return isa && std::string(isa) == "AVX2";
+}
+
+TEST(CpuFeaturesTest, LevelsAreConsistent) {
+  const CpuFeatures& f = DetectCpuFeatures();
+  std::printf("%s\n", DescribeCpuFeatures(f).c_str());
+  EXPECT_FALSE(f.isa.empty());
+  if (f.amx) {
+    EXPECT_TRUE(f.avx512_bf16);
+  }
+  if (f.avx512_bf16) {
+    EXPECT_TRUE(f.avx512);
+  }
+  EXPECT_EQ(f.bf16_error.empty(), f.bf16_convolutions);
+  EXPECT_EQ(&f, &DetectCpuFeatures());  // detected once
+}
+
+TEST(CpuFeaturesTest, Fp32AndGpuBf16AreAlwaysAccepted) {
+  EXPECT_TRUE(CheckPrecisionSupported("cpu", "fp32").ok());
+  EXPECT_TRUE(CheckPrecisionSupported("cuda:0", "bf16").ok());
+}
+
+TEST(CpuFeaturesTest, CpuBf16FollowsTheProbe) {
+  const CpuFeatures& f = DetectCpuFeatures();
+  const Status s = CheckPrecisionSupported("cpu", "bf16");
+  EXPECT_EQ(s.ok(), f.bf16_convolutions);
+  if (!s.ok()) {
+    EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+    EXPECT_NE(s.message().find("ISA " + f.isa), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find("use precision \"fp32\""), std::string::npos) << s.message();
+  }
+}
+
+TEST(CpuFeaturesTest, NetworkRefusesBf16WhereTheCpuCannot) {
+  auto config = Preset("synapse");
+  ASSERT_TRUE(config.ok());
+  NetworkOptions o;
+  o.precision = Precision::kBFloat16;
+  auto net = Network::Create(*config, o);
+  EXPECT_EQ(net.ok(), DetectCpuFeatures().bf16_convolutions);
+  if (!net.ok()) {
+    EXPECT_EQ(net.status().code(), StatusCode::kFailedPrecondition);
+  }
+}
+
+// The situation of an AVX2-only EPYC, reproduced through oneDNN's ISA cap:
+// no AVX-512, so no bfloat16 convolutions, and bf16 is refused with the reason.
+TEST(CpuFeaturesTest, Avx2CapMeansNoBf16) {
+  if (!EmulatingAvx2()) GTEST_SKIP() << "runs under ONEDNN_MAX_CPU_ISA=AVX2 (ctest sets it)";
+  const CpuFeatures& f = DetectCpuFeatures();
+  EXPECT_TRUE(f.isa == "avx2" || f.isa == "avx" || f.isa == "sse41 or older") << f.isa;
+  EXPECT_FALSE(f.avx512);
+  EXPECT_FALSE(f.bf16_convolutions);
+  EXPECT_FALSE(CheckPrecisionSupported("cpu", "bf16").ok());
+}
+
+}  // namespace
+}  // namespace upp::model
