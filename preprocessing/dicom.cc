@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "preprocessing/checked_math.h"
 #include "preprocessing/dicom_lengths.h"
 #include "preprocessing/jpeg2000.h"
 
@@ -228,6 +229,61 @@ absl::Status DecodeJpeg2000Pixels(DcmDataset* ds, int rows, int cols, Sint32 fra
   return absl::OkStatus();
 }
 
+// Decodes (or, for native data, checks and points at) the pixels of one file
+// of the series, whose slices are nx x ny. Every length is checked against
+// what the element really holds before any frame is read.
+absl::Status DecodeSourcePixels(Source& src, int64_t nx, int64_t ny) {
+  DcmDataset* ds = src.file->getDataset();
+  const E_TransferSyntax xfer = ds->getOriginalXfer();
+  if (xfer == EXS_JPEG2000MulticomponentLosslessOnly || xfer == EXS_JPEG2000Multicomponent) {
+    return absl::UnimplementedError(absl::StrCat("JPEG 2000 Part 2 multi-component DICOM (transfer syntax ",
+                                                 DcmXfer(xfer).getXferID(), ") is not supported"));
+  }
+  Sint32 frames = 1;
+  if (ds->findAndGetSint32(DCM_NumberOfFrames, frames).bad() || frames < 1) frames = 1;
+  if (xfer == EXS_JPEG2000LosslessOnly || xfer == EXS_JPEG2000) {
+    if (auto st = ReadPixelLayout(ds, src); !st.ok()) return st;
+    if (auto st = DecodeJpeg2000Pixels(ds, static_cast<int>(ny), static_cast<int>(nx), frames, src); !st.ok())
+      return absl::Status(st.code(), absl::StrCat("DICOM file #", src.file_index + 1, ": ", st.message()));
+  } else {
+    // Native pixel data longer than the file is a lie that loading would
+    // allocate for; compressed data decodes to Rows x Columns x BitsAllocated
+    // per frame, which the voxel limit above bounds.
+    if (!DcmXfer(xfer).isEncapsulated()) {
+      // Deflate expands at most ~1032:1.
+      const uint64_t bound = static_cast<uint64_t>(src.memory->size()) *
+                             (xfer == EXS_DeflatedLittleEndianExplicit ? 1032 : 1);
+      DcmElement* native = nullptr;
+      if (ds->findAndGetElement(DCM_PixelData, native).good() && native->getLength() > bound) {
+        return Refuse(src.file_index, "pixel data is longer than the file (truncated?)");
+      }
+    }
+    if (ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr).bad() ||
+        !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
+      return absl::UnimplementedError(absl::StrCat("cannot decode DICOM transfer syntax ",
+                                                   DcmXfer(xfer).getXferName(), " (",
+                                                   DcmXfer(xfer).getXferID(), ")"));
+    }
+    if (auto st = ReadPixelLayout(ds, src); !st.ok()) return st;
+    DcmElement* element = nullptr;
+    Uint8* raw = nullptr;
+    if (ds->findAndGetElement(DCM_PixelData, element).bad() || element->getUint8Array(raw).bad() ||
+        raw == nullptr) {
+      return Refuse(src.file_index, "pixel data cannot be read");
+    }
+    // 64-bit and checked: a product of exactly 2^32 bytes must not pass
+    // as 0 (every frame read below stays inside these bytes).
+    const int64_t needed = OrMax(CheckedProduct({nx, ny, src.bits_allocated / 8, frames}));
+    if (static_cast<int64_t>(element->getLength()) < needed) {
+      return Refuse(src.file_index, absl::StrCat("pixel data holds ", element->getLength(),
+                                                 " bytes, Rows x Columns x BitsAllocated x frames needs ",
+                                                 needed));
+    }
+    src.pixels = raw;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& files,
@@ -283,6 +339,7 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
   // multi-frame (enhanced) files from their per-frame and shared functional
   // groups (position, orientation, pixel measures, rescale).
   std::vector<Slice> slices;
+  int64_t series_frames = 0;
   for (auto& src : *chosen) {
     DcmDataset* ds = src->file->getDataset();
     Uint16 rows = 0, cols = 0;
@@ -298,7 +355,20 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
     if (frames > 1 && !enhanced) {
       return Refuse(src->file_index, "multi-frame image without per-frame functional groups");
     }
-    if (int64_t{rows} * cols * frames > options.max_voxels) {
+    // One record per frame is built below: the claimed count must be backed
+    // by a functional-group item per frame (items occupy bytes of the file,
+    // a count does not), and the series total must fit the voxel limit
+    // before any record exists.
+    if (enhanced && frames > 1) {
+      DcmSequenceOfItems* per_frame_groups = nullptr;
+      ds->findAndGetSequence(DCM_PerFrameFunctionalGroupsSequence, per_frame_groups);
+      const int64_t items = per_frame_groups ? static_cast<int64_t>(per_frame_groups->card()) : 0;
+      if (items < frames)
+        return Refuse(src->file_index, absl::StrCat("NumberOfFrames is ", frames, " but only ", items,
+                                                    " frames have their per-frame functional groups"));
+    }
+    series_frames += frames;
+    if (OrMax(CheckedProduct({rows, cols, series_frames})) > options.max_voxels) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "the DICOM series has more than the configured limit of ", options.max_voxels, " voxels"));
     }
@@ -417,7 +487,13 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
     return absl::InvalidArgumentError(absl::StrCat("DICOM geometry: ", s.message()));
   }
 
-  // Pixels.
+  if (options.admit)
+    if (auto st = options.admit(g); !st.ok()) return st;
+  // Pixels: every file decoded and its lengths checked before the volume is
+  // allocated, so that a lying file costs nothing of that size.
+  for (auto& s : slices)
+    if (s.source->pixels == nullptr)
+      if (auto st = DecodeSourcePixels(*s.source, nx, ny); !st.ok()) return st;
   out.volume.voxels.resize(static_cast<size_t>(nx * ny * nz));
   DcmDataset* ds0 = first.source->file->getDataset();
   out.info.study_instance_uid = Str(ds0, DCM_StudyInstanceUID);
@@ -432,54 +508,6 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
     out.info.frame_numbers.push_back(s.frame + 1);
     out.info.file_indices.push_back(s.file_index);
     Source& src = *s.source;
-    if (src.pixels == nullptr) {
-      DcmDataset* ds = src.file->getDataset();
-      const E_TransferSyntax xfer = ds->getOriginalXfer();
-      if (xfer == EXS_JPEG2000MulticomponentLosslessOnly || xfer == EXS_JPEG2000Multicomponent) {
-        return absl::UnimplementedError(absl::StrCat("JPEG 2000 Part 2 multi-component DICOM (transfer syntax ",
-                                                     DcmXfer(xfer).getXferID(), ") is not supported"));
-      }
-      Sint32 frames = 1;
-      if (ds->findAndGetSint32(DCM_NumberOfFrames, frames).bad() || frames < 1) frames = 1;
-      if (xfer == EXS_JPEG2000LosslessOnly || xfer == EXS_JPEG2000) {
-        if (auto st = ReadPixelLayout(ds, src); !st.ok()) return st;
-        if (auto st = DecodeJpeg2000Pixels(ds, static_cast<int>(ny), static_cast<int>(nx), frames, src); !st.ok())
-          return absl::Status(st.code(), absl::StrCat("DICOM file #", src.file_index + 1, ": ", st.message()));
-      } else {
-        // Native pixel data longer than the file is a lie that loading would
-        // allocate for; compressed data decodes to Rows x Columns x BitsAllocated
-        // per frame, which the voxel limit above bounds.
-        if (!DcmXfer(xfer).isEncapsulated()) {
-          // Deflate expands at most ~1032:1.
-          const uint64_t bound = static_cast<uint64_t>(src.memory->size()) *
-                                 (xfer == EXS_DeflatedLittleEndianExplicit ? 1032 : 1);
-          DcmElement* native = nullptr;
-          if (ds->findAndGetElement(DCM_PixelData, native).good() && native->getLength() > bound) {
-            return Refuse(src.file_index, "pixel data is longer than the file (truncated?)");
-          }
-        }
-        if (ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr).bad() ||
-            !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
-          return absl::UnimplementedError(absl::StrCat("cannot decode DICOM transfer syntax ",
-                                                       DcmXfer(xfer).getXferName(), " (",
-                                                       DcmXfer(xfer).getXferID(), ")"));
-        }
-        if (auto st = ReadPixelLayout(ds, src); !st.ok()) return st;
-        DcmElement* element = nullptr;
-        Uint8* raw = nullptr;
-        if (ds->findAndGetElement(DCM_PixelData, element).bad() || element->getUint8Array(raw).bad() ||
-            raw == nullptr) {
-          return Refuse(src.file_index, "pixel data cannot be read");
-        }
-        const int64_t needed = nx * ny * (src.bits_allocated / 8) * frames;
-        if (element->getLength() < static_cast<Uint32>(needed)) {
-          return Refuse(src.file_index, absl::StrCat("pixel data holds ", element->getLength(),
-                                                     " bytes, Rows x Columns x BitsAllocated x frames needs ",
-                                                     needed));
-        }
-        src.pixels = raw;
-      }
-    }
     const size_t bytes_per = src.bits_allocated / 8;  // known once the file is decoded (above)
     const int64_t frame_bytes = nx * ny * static_cast<int64_t>(bytes_per);
     const Uint8* raw = src.pixels + s.frame * frame_bytes;

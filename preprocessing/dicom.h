@@ -21,6 +21,7 @@
 #define UPP_PREPROCESSING_DICOM_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,6 +35,10 @@ struct DicomSeriesOptions {
   std::string series_instance_uid;  // empty: choose the largest allowed series
   std::vector<std::string> modalities{"CT", "MR", "PT"};  // empty: any modality
   int64_t max_voxels = int64_t{1} << 30;
+  // Called once the series' geometry is known and before any pixel is
+  // decoded, with that geometry; a non-OK status ends the read with it
+  // (admission before decoding, as for NIfTI).
+  std::function<absl::Status(const Geometry&)> admit;
   // Largest allowed deviation of any slice gap from the median gap, relative.
   double spacing_tolerance = 0.01;
 };

@@ -282,6 +282,7 @@ absl::Status SetGeometry(const Header& h, Geometry* g) {
 }  // namespace
 
 absl::StatusOr<NiftiImage> ReadNifti(std::string_view bytes, const NiftiReadOptions& options) {
+  bool admitted = false;  // options.admit called (before inflating)
   std::string inflated;
   std::string_view b = bytes;
   if (IsGzip(bytes)) {
@@ -306,6 +307,16 @@ absl::StatusOr<NiftiImage> ReadNifti(std::string_view bytes, const NiftiReadOpti
     if (n > options.max_voxels || bpv == 0 || h->vox_offset < 0 || h->vox_offset > max_inflated) {
       inflated = std::move(*head);  // the header alone: the checks below report the problem
     } else {
+      if (options.admit) {
+        Geometry g;
+        for (int i = 0; i < 3; ++i) g.size[i] = std::max<int64_t>(h->dim[0] > i ? h->dim[i + 1] : 1, 1);
+        if (auto s = SetGeometry(*h, &g); !s.ok())
+          return absl::InvalidArgumentError(absl::StrCat("NIfTI orientation: ", s.message()));
+        const int64_t channels = h->dim[0] > 3 ? std::max<int64_t>(h->dim[4], 1) : 1;
+        const int64_t read_bytes = std::max<int64_t>(h->vox_offset, 544) + n * bpv + n * 4;
+        if (auto s = options.admit(g, channels, read_bytes); !s.ok()) return s;
+        admitted = true;
+      }
       auto all = Inflate(bytes, static_cast<size_t>(std::max<int64_t>(h->vox_offset, 544) + n * bpv));
       if (!all.ok()) return all.status();
       inflated = std::move(*all);
@@ -362,6 +373,8 @@ absl::StatusOr<NiftiImage> ReadNifti(std::string_view bytes, const NiftiReadOpti
     return absl::InvalidArgumentError(absl::StrCat("NIfTI orientation: ", s.message()));
   }
   out.volume.channels = size[3];
+  if (options.admit && !admitted)
+    if (auto s = options.admit(g, size[3], voxels * 4); !s.ok()) return s;
   out.volume.voxels.resize(static_cast<size_t>(voxels));
   const char* src = b.data() + offset;
   float* dst = out.volume.voxels.data();

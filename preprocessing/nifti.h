@@ -16,6 +16,7 @@
 #define UPP_PREPROCESSING_NIFTI_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,6 +29,11 @@ namespace upp::preprocessing {
 struct NiftiReadOptions {
   // Voxels (all channels) a file may hold; more is RESOURCE_EXHAUSTED.
   int64_t max_voxels = int64_t{1} << 30;
+  // Called once the header is checked and before any voxel is inflated or
+  // converted, with the image's geometry, its channels and the bytes reading
+  // it will allocate; a non-OK status ends the read with that status. The
+  // server reserves memory here (admission before decoding).
+  std::function<absl::Status(const Geometry&, int64_t channels, int64_t read_bytes)> admit;
 };
 
 // What the writer needs to give a result the input's header conventions.

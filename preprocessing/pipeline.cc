@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <limits>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "preprocessing/checked_math.h"
 #include "preprocessing/tensor_ops.h"
 
 namespace upp::preprocessing {
@@ -261,6 +263,11 @@ absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(Volume 
     start = Clock::now();
     const std::array<double, 3> spacing = TensorSpacing(g, p.transpose);
     impl->grid = ResampledSize(impl->cropped_t, spacing, p.target_spacing);
+    // The accumulators are classes x grid floats: refuse a grid whose size
+    // cannot even be formed (the server's admission refuses far smaller).
+    if (!CheckedProduct({std::max(impl->grid[0], p.patch[0]), std::max(impl->grid[1], p.patch[1]),
+                         std::max(impl->grid[2], p.patch[2]), p.num_classes, 4, volume.channels + 1}))
+      return absl::InvalidArgumentError("the resampled grid is too large (check the input's spacing)");
     impl->modes = ResamplingModes(spacing, p.target_spacing, p.anisotropy_threshold);
     torch::Tensor nonzero;  // resampled non-zero mask, when a channel needs it
     for (const auto& norm : p.normalization)
@@ -341,25 +348,55 @@ absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(Volume 
   return std::unique_ptr<SegmentationJob>(new SegmentationJob(std::move(impl)));
 }
 
+namespace {
+
+// The network grid of an input: the resampled (uncropped: an upper bound)
+// size, at least one patch along each axis.
+std::array<int64_t, 3> PaddedGrid(const Geometry& geometry, const Plan& plan) {
+  const auto grid = ResampledSize(TensorSize(geometry, plan.transpose),
+                                  TensorSpacing(geometry, plan.transpose), plan.target_spacing);
+  std::array<int64_t, 3> padded;
+  for (int a = 0; a < 3; ++a) padded[a] = std::max(grid[a], plan.patch[a]);
+  return padded;
+}
+
+}  // namespace
+
+// Every product checked: a hostile spacing or size gives INT64_MAX, which no
+// admission limit accepts, never a wrapped (negative) figure.
 int64_t SegmentationJob::EstimateBytes(const Geometry& geometry, int64_t channels,
                                        const Plan& plan, const JobOptions& options) {
-  const auto cropped = TensorSize(geometry, plan.transpose);
-  const auto grid = ResampledSize(cropped, TensorSpacing(geometry, plan.transpose),
-                                  plan.target_spacing);
-  int64_t grid_voxels = 1;
-  for (int a = 0; a < 3; ++a) grid_voxels *= std::max(grid[a], plan.patch[a]);
-  const int64_t input = channels * geometry.NumVoxels() * 4;
-  int64_t acc = grid_voxels * plan.num_classes * 4;
-  if (options.accumulator == AccumulatorPrecision::kFloat16 ||
-      (options.accumulator == AccumulatorPrecision::kAuto &&
-       acc > options.float32_accumulator_limit_bytes))
+  const auto grid = PaddedGrid(geometry, plan);
+  const int64_t grid_voxels = OrMax(CheckedProduct({grid[0], grid[1], grid[2]}));
+  const int64_t voxels = OrMax(CheckedProduct({geometry.size[0], geometry.size[1], geometry.size[2]}));
+  const int64_t input = OrMax(CheckedProduct({channels, voxels, 4}));
+  int64_t acc = OrMax(CheckedProduct({grid_voxels, plan.num_classes, 4}));
+  if (acc != std::numeric_limits<int64_t>::max() &&
+      (options.accumulator == AccumulatorPrecision::kFloat16 ||
+       (options.accumulator == AccumulatorPrecision::kAuto &&
+        acc > options.float32_accumulator_limit_bytes)))
     acc /= 2;
+  const int64_t data = OrMax(CheckedProduct({channels, grid_voxels, 4}));
   // Create(): input + resampled data and one resampling temporary.
-  const int64_t create = input + 2 * channels * grid_voxels * 4;
+  const int64_t create = OrMax(CheckedAdd(input, OrMax(CheckedMul(2, data))));
   // Steady state and Finish(): data, accumulators, label map(s), slabs.
-  const int64_t slabs = std::min<int64_t>(int64_t{256} << 20, 4 * plan.num_classes * geometry.NumVoxels() * 4);
-  const int64_t run = channels * grid_voxels * 4 + acc + geometry.NumVoxels() * 3 + slabs;
+  const int64_t slabs =
+      std::min<int64_t>(int64_t{256} << 20, OrMax(CheckedProduct({16, plan.num_classes, voxels})));
+  const int64_t run = OrMax(CheckedAdd(OrMax(CheckedAdd(data, acc)),
+                                       OrMax(CheckedAdd(OrMax(CheckedMul(voxels, 3)), slabs))));
   return std::max(create, run);
+}
+
+int64_t SegmentationJob::CountItems(const Geometry& geometry, const Plan& plan,
+                                    const JobOptions& options) {
+  const auto grid = PaddedGrid(geometry, plan);
+  const double step = options.step.value_or(plan.step);
+  if (!(step > 0)) return std::numeric_limits<int64_t>::max();
+  int64_t windows = 1;
+  for (int a = 0; a < 3; ++a)
+    windows = OrMax(CheckedMul(windows, CountWindowStarts(grid[a], plan.patch[a], step)));
+  const size_t axes = options.mirror_axes ? options.mirror_axes->size() : plan.mirror_axes.size();
+  return OrMax(CheckedMul(windows, int64_t{1} << std::min<size_t>(axes, 3)));
 }
 
 int64_t SegmentationJob::num_windows() const { return impl_->windows.size(); }

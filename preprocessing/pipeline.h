@@ -88,8 +88,13 @@ class SegmentationJob {
                                                                  const JobOptions& options = {});
   // Bytes a job for this input will hold at its peak (preprocessed volume,
   // accumulators, label map), for admission control before any work.
+  // INT64_MAX when the figure would not fit (refuse it).
   static int64_t EstimateBytes(const Geometry& geometry, int64_t channels, const Plan& plan,
                                const JobOptions& options = {});
+  // An upper bound of num_items() for this input (windows of the uncropped
+  // grid x mirror variants), computed without building anything, for the
+  // window limits checked before Create(); INT64_MAX when it would not fit.
+  static int64_t CountItems(const Geometry& geometry, const Plan& plan, const JobOptions& options = {});
   ~SegmentationJob();
 
   int64_t num_windows() const;

@@ -65,6 +65,7 @@ absl::Status Plan::Validate() const {
     }
   }
   if (!(step > 0 && step <= 1)) return Bad("step", "must be in (0, 1]");
+  if (!(min_step > 0 && min_step <= 1)) return Bad("min_step", "must be in (0, 1]");
   if (!(gaussian_sigma_scale > 0 && gaussian_sigma_scale <= 10))
     return Bad("gaussian_sigma_scale", "must be in (0, 10]");
   std::set<int> axes;
@@ -105,6 +106,7 @@ std::string Plan::ToJson() const {
   j["crop_to_nonzero"] = crop_to_nonzero;
   j["patch"] = patch;
   j["step"] = step;
+  j["min_step"] = min_step;
   j["gaussian_sigma_scale"] = gaussian_sigma_scale;
   j["mirror_axes"] = mirror_axes;
   j["anisotropy_threshold"] = anisotropy_threshold;
@@ -120,7 +122,7 @@ absl::StatusOr<Plan> Plan::FromJson(const std::string& text) {
   if (j.is_discarded() || !j.is_object()) return Bad("json", "not a JSON object");
   static const std::set<std::string> kKnown = {
       "target_spacing", "transpose", "normalization", "crop_to_nonzero", "patch", "step",
-      "gaussian_sigma_scale", "mirror_axes", "anisotropy_threshold", "num_classes", "labels"};
+      "min_step", "gaussian_sigma_scale", "mirror_axes", "anisotropy_threshold", "num_classes", "labels"};
   for (const auto& [key, value] : j.items())
     if (!kKnown.count(key)) return Bad(key, "unknown field");
   Plan plan;
@@ -135,6 +137,7 @@ absl::StatusOr<Plan> Plan::FromJson(const std::string& text) {
     get("crop_to_nonzero", plan.crop_to_nonzero);
     get("patch", plan.patch);
     get("step", plan.step);
+    get("min_step", plan.min_step);
     get("gaussian_sigma_scale", plan.gaussian_sigma_scale);
     get("mirror_axes", plan.mirror_axes);
     get("anisotropy_threshold", plan.anisotropy_threshold);

@@ -11,6 +11,7 @@
 #ifndef UPP_PREPROCESSING_PLAN_H_
 #define UPP_PREPROCESSING_PLAN_H_
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <map>
@@ -54,6 +55,11 @@ struct Plan {
   bool crop_to_nonzero = true;  // crop to the bounding box of non-zero voxels first
   std::array<int64_t, 3> patch{64, 128, 128};  // window size, (D, H, W)
   double step = 0.5;                           // window step, fraction of the patch, (0, 1]
+  // The smallest step a request may ask for (below the plan's own step, the
+  // floor is the smaller of the two): the window count grows with 1/step^3,
+  // so a step of 1e-4 would ask for 10^12 windows.
+  double min_step = 0.25;
+  double StepFloor() const { return std::min(min_step, step); }
   double gaussian_sigma_scale = 0.125;         // sigma = patch * scale
   std::vector<int> mirror_axes;                // test-time flips, subset of {0, 1, 2} (D, H, W)
   // Separate in-plane / out-of-plane resampling (nearest neighbour along the

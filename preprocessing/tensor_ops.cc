@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <limits>
 #include <mutex>
+
+#include "preprocessing/checked_math.h"
 
 namespace upp::preprocessing {
 
@@ -93,9 +96,17 @@ std::array<int64_t, 3> ResampledSize(const std::array<int64_t, 3>& size,
   for (int a = 0; a < 3; ++a) {
     // nearbyint rounds halves to even under the default rounding mode, as np.round.
     const double v = std::nearbyint(static_cast<double>(size[a]) * from_spacing[a] / to_spacing[a]);
-    out[a] = std::max<int64_t>(1, static_cast<int64_t>(v));
+    // A hostile spacing ratio gives a size no cast may take: saturate, and
+    // let the callers' checked products refuse it.
+    out[a] = std::max<int64_t>(1, CheckedFloor(v).value_or(std::numeric_limits<int64_t>::max()));
   }
   return out;
+}
+
+int64_t CountWindowStarts(int64_t size, int64_t patch, double step) {
+  if (size <= patch) return 1;
+  const auto steps = CheckedFloor(std::ceil(static_cast<double>(size - patch) / (static_cast<double>(patch) * step)));
+  return steps ? OrMax(CheckedAdd(*steps, 1)) : std::numeric_limits<int64_t>::max();
 }
 
 std::vector<int64_t> WindowStarts(int64_t size, int64_t patch, double step) {

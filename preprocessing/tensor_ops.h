@@ -47,7 +47,7 @@ std::array<Interp, 3> ResamplingModes(const std::array<double, 3>& from_spacing,
                                       const std::array<double, 3>& to_spacing, double threshold);
 
 // The new grid size: round(size * from_spacing / to_spacing), at least 1,
-// rounding halves to even as numpy does.
+// rounding halves to even as numpy does; INT64_MAX where it would not fit.
 std::array<int64_t, 3> ResampledSize(const std::array<int64_t, 3>& size,
                                      const std::array<double, 3>& from_spacing,
                                      const std::array<double, 3>& to_spacing);
@@ -56,6 +56,9 @@ std::array<int64_t, 3> ResampledSize(const std::array<int64_t, 3>& size,
 // padded to >= patch): ceil((size - patch) / (patch * step)) + 1 evenly
 // spaced windows, the first at 0 and the last flush with the end.
 std::vector<int64_t> WindowStarts(int64_t size, int64_t patch, double step);
+// WindowStarts(size, patch, step).size() without building the list
+// (INT64_MAX when it would not fit): for limits checked before allocating.
+int64_t CountWindowStarts(int64_t size, int64_t patch, double step);
 
 // The Gaussian importance map over a patch (D, H, W): centred at patch / 2
 // (integer division), sigma = patch * sigma_scale, normalised to max 1. It is

@@ -8,7 +8,8 @@ void Batcher::Enqueue(std::shared_ptr<WindowSource> source, int64_t num_items) {
   if (num_items <= 0) return;
   const int p = std::clamp(source->priority(), 0, WindowSource::kMaxPriority);
   absl::MutexLock lock(&mu_);
-  rings_[p].push_back(Entry{std::move(source), 0, num_items, absl::Now()});
+  const absl::Time now = absl::Now();
+  rings_[p].push_back(Entry{std::move(source), 0, num_items, now, now});
   queued_ += num_items;
   changed_.SignalAll();
 }
@@ -38,6 +39,21 @@ void Batcher::Shutdown() {
 int64_t Batcher::queued_windows() const {
   absl::MutexLock lock(&mu_);
   return queued_;
+}
+
+void Batcher::AgeLocked(absl::Time now) {
+  for (int p = WindowSource::kMaxPriority - 1; p >= 0; --p) {
+    auto& ring = rings_[p];
+    for (auto it = ring.begin(); it != ring.end();) {
+      if (now - it->level_since >= options_.priority_aging) {
+        it->level_since = now;
+        rings_[p + 1].push_back(std::move(*it));
+        it = ring.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
 }
 
 void Batcher::DropDeadLocked() {
@@ -77,6 +93,7 @@ std::vector<WindowTask> Batcher::NextBatch() {
     // a short cap also notices sources that died without Remove().
     changed_.WaitWithDeadline(&mu_, std::min(wake, absl::Now() + absl::Milliseconds(50)));
   }
+  AgeLocked(absl::Now());
   std::vector<WindowTask> batch;
   for (int p = WindowSource::kMaxPriority; p >= 0; --p) {
     auto& ring = rings_[p];

@@ -4,8 +4,9 @@
 // - Batches hold up to max_batch_size windows, from any requests.
 // - A worker waits at most max_queue_delay after the oldest queued window
 //   arrived for a fuller batch (Triton's max_queue_delay_microseconds).
-// - Priorities are strict: a batch takes windows of priority 2 before 1
-//   before 0.
+// - Priorities: a batch takes windows of priority 2 before 1 before 0, but a
+//   request that has waited priority_aging at its level moves up one level
+//   (aging), so that no stream of higher-priority work starves it.
 // - Within a priority, requests take turns one window at a time (round
 //   robin), so a 20-window request admitted behind a 1000-window one waits
 //   for about 20 x (number of active requests) windows, not 1000.
@@ -55,6 +56,7 @@ struct WindowTask {
 struct BatcherOptions {
   int max_batch_size = 4;
   absl::Duration max_queue_delay = absl::Microseconds(2000);
+  absl::Duration priority_aging = absl::Seconds(30);
 };
 
 class Batcher {
@@ -77,7 +79,9 @@ class Batcher {
     std::shared_ptr<WindowSource> source;
     int64_t next = 0, end = 0;
     absl::Time enqueued;
+    absl::Time level_since;  // when it reached its current priority level
   };
+  void AgeLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropDeadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool ReadyLocked(absl::Time now, absl::Time* wake) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

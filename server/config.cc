@@ -3,6 +3,7 @@
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -10,6 +11,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "model/cpu_features.h"
+#include "server/system_memory.h"
 
 namespace upp::server {
 namespace {
@@ -68,12 +71,32 @@ void ApplyDefaults(unetrpp::v1::ServerConfig& c) {
   if (c.cpu_threads() == 0) c.set_cpu_threads(2);
   if (c.drain_grace_seconds() == 0) c.set_drain_grace_seconds(30);
   auto* l = c.mutable_limits();
-  if (l->max_input_bytes() == 0) l->set_max_input_bytes(uint64_t{2} << 30);
+  // Half of what the container may use: the rest holds the models, their
+  // workspaces, gRPC buffers and the allocator's slack.
+  if (l->max_bytes_in_flight() == 0) l->set_max_bytes_in_flight(static_cast<uint64_t>(AvailableMemoryBytes() / 2));
+  if (l->max_input_bytes() == 0)
+    l->set_max_input_bytes(std::min<uint64_t>(uint64_t{2} << 30, l->max_bytes_in_flight() / 4));
   if (l->max_voxels() == 0) l->set_max_voxels(uint64_t{1} << 30);
-  if (l->max_bytes_in_flight() == 0) l->set_max_bytes_in_flight(uint64_t{8} << 30);
   if (l->max_queued_windows() == 0) l->set_max_queued_windows(100000);
   if (l->max_concurrent_requests() == 0) l->set_max_concurrent_requests(64);
   if (l->max_input_chunks() == 0) l->set_max_input_chunks(1000000);
+  if (l->max_input_files() == 0) l->set_max_input_files(4096);
+  if (l->max_windows_per_request() == 0) l->set_max_windows_per_request(50000);
+  if (l->max_requests_per_peer() == 0) l->set_max_requests_per_peer(16);
+  if (l->max_pending_streams() == 0) l->set_max_pending_streams(64);
+  auto* t = c.mutable_timeouts();
+  if (t->header_seconds() == 0) t->set_header_seconds(10);
+  if (t->upload_idle_seconds() == 0) t->set_upload_idle_seconds(30);
+  if (t->send_stall_seconds() == 0) t->set_send_stall_seconds(60);
+  if (t->max_request_seconds() == 0) t->set_max_request_seconds(3600);
+  if (t->priority_aging_seconds() == 0) t->set_priority_aging_seconds(30);
+  auto* tr = c.mutable_transport();
+  if (tr->max_concurrent_streams() == 0) tr->set_max_concurrent_streams(16);
+  if (tr->keepalive_seconds() == 0) tr->set_keepalive_seconds(60);
+  if (tr->min_client_ping_seconds() == 0) tr->set_min_client_ping_seconds(10);
+  if (tr->max_connection_idle_seconds() == 0) tr->set_max_connection_idle_seconds(600);
+  if (tr->max_metadata_bytes() == 0) tr->set_max_metadata_bytes(16384);
+  if (c.nonfinite_voxels().empty()) c.set_nonfinite_voxels("replace");
   auto* b = c.mutable_batching();
   if (b->max_batch_size() == 0) b->set_max_batch_size(4);
   if (b->max_queue_delay_us() == 0) b->set_max_queue_delay_us(2000);
@@ -107,6 +130,12 @@ absl::Status ValidateConfig(const unetrpp::v1::ServerConfig& c) {
     if (m.instances_per_device() > 16) return Bad(f + ".instances_per_device", "at most 16");
     if (m.precision() != "fp32" && m.precision() != "bf16")
       return Bad(f + ".precision", "fp32 or bf16");
+    // Refused rather than silently run in fp32: an operator who asked for bf16
+    // is told at start, with the alternative, and the speed they get is the
+    // speed they configured (docs/server.md).
+    for (const auto& d : m.devices())
+      if (auto s = model::CheckPrecisionSupported(d, m.precision()); !s.ok())
+        return Bad(f + ".precision", s.message());
     if (m.modality() != "CT" && m.modality() != "MR") return Bad(f + ".modality", "CT or MR");
   }
   if (!names.count(c.default_model()))
@@ -124,6 +153,18 @@ absl::Status ValidateConfig(const unetrpp::v1::ServerConfig& c) {
   static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "off"};
   if (!kLevels.count(c.logging().level())) return Bad("logging.level", "trace, debug, info, warn, error or off");
   if (c.limits().max_input_bytes() > (uint64_t{1} << 40)) return Bad("limits.max_input_bytes", "at most 1 TiB");
+  if (c.nonfinite_voxels() != "replace" && c.nonfinite_voxels() != "refuse")
+    return Bad("nonfinite_voxels", "replace or refuse");
+  const auto& tr = c.transport();
+  if (tr.max_concurrent_streams() > 1000) return Bad("transport.max_concurrent_streams", "at most 1000");
+  if (tr.max_metadata_bytes() > (1u << 20)) return Bad("transport.max_metadata_bytes", "at most 1 MiB");
+  const auto& t = c.timeouts();
+  for (const auto& [name, v] : {std::pair<const char*, double>{"header_seconds", t.header_seconds()},
+                                {"upload_idle_seconds", t.upload_idle_seconds()},
+                                {"send_stall_seconds", t.send_stall_seconds()},
+                                {"max_request_seconds", t.max_request_seconds()},
+                                {"priority_aging_seconds", t.priority_aging_seconds()}})
+    if (!(v > 0 && v <= 7 * 86400)) return Bad(absl::StrCat("timeouts.", name), "must be in (0, 604800]");
   return absl::OkStatus();
 }
 

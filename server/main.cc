@@ -6,6 +6,8 @@
 // SIGTERM / SIGINT: health NOT_SERVING, new calls UNAVAILABLE, in-flight
 // calls get drain_grace_seconds, exit 0.
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -103,6 +105,12 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(config.logging().level()));
   spdlog::flush_on(spdlog::level::info);
 
+  if (!config.allow_core_dumps()) {
+    // A core file would hold the patient images in memory.
+    struct rlimit no_core {};
+    setrlimit(RLIMIT_CORE, &no_core);
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  }
   upp::model::ConfigureCpuThreads(static_cast<int>(config.intra_op_threads()));
   auto server = upp::server::Server::Create(config);
   if (!server.ok()) {

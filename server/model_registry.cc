@@ -19,6 +19,7 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Load(const unetrpp::v1
   BatcherOptions batching;
   batching.max_batch_size = static_cast<int>(config.batching().max_batch_size());
   batching.max_queue_delay = absl::Microseconds(config.batching().max_queue_delay_us());
+  batching.priority_aging = absl::Seconds(config.timeouts().priority_aging_seconds());
   std::unique_ptr<ServedModel> m(new ServedModel(entry, batching, metrics));
   const std::string what = absl::StrCat("model \"", entry.name(), "\": ");
 

@@ -4,10 +4,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
+#include <limits>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "preprocessing/checked_math.h"
 #include "preprocessing/dicom_seg.h"
 #include "server/status.h"
 
@@ -53,6 +57,19 @@ bool SameGeometry(const preprocessing::Geometry& a, const preprocessing::Geometr
   return true;
 }
 
+// "ipv4:10.1.2.3:5555" -> "10.1.2.3", "ipv6:[::1]:5555" -> "[::1]": one
+// client machine, whatever port its connection uses.
+std::string PeerAddress(const std::string& peer) {
+  std::string a = peer.substr(peer.find(':') + 1);
+  const size_t colon = a.rfind(':');
+  if (colon != std::string::npos && colon + 1 < a.size() &&
+      std::all_of(a.begin() + colon + 1, a.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
+    a.resize(colon);
+  return a;
+}
+
+int64_t NowNs() { return absl::ToUnixNanos(absl::Now()); }
+
 void FillGeometry(const preprocessing::Geometry& g, unetrpp::v1::Geometry* out) {
   for (int i = 0; i < 3; ++i) {
     out->add_size(g.size[i]);
@@ -68,18 +85,28 @@ grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, SegmentResponse>* SegmentCa
     grpc::CallbackServerContext* context, ServiceState* state) {
   std::shared_ptr<SegmentCall> call(new SegmentCall(context, state));
   call->self_ = call;
+  state->Watch(call);
+  if (auto s = state->BeginPendingStream(); !s.ok()) {
+    call->Fail(s);
+    return call.get();
+  }
+  call->pending_stream_ = true;
   call->StartRead(&call->request_);
   return call.get();
 }
 
 SegmentCall::SegmentCall(grpc::CallbackServerContext* context, ServiceState* state)
-    : context_(context), state_(state), request_id_(state->NewRequestId()) {
+    : context_(context),
+      state_(state),
+      request_id_(state->NewRequestId()),
+      peer_(PeerAddress(context->peer())),
+      last_read_ns_(NowNs()) {
   const auto deadline = context->deadline();
   if (deadline < std::chrono::system_clock::time_point::max()) deadline_ = absl::FromChrono(deadline);
 }
 
 SegmentCall::~SegmentCall() {
-  if (reserved_bytes_ > 0) state_->ReleaseBytes(reserved_bytes_);
+  if (reserved_bytes_ > 0) state_->ReleaseBytes(reserved_bytes_.load());
 }
 
 bool SegmentCall::Alive() const { return alive_.load() && absl::Now() < deadline_; }
@@ -87,6 +114,7 @@ bool SegmentCall::Alive() const { return alive_.load() && absl::Now() < deadline
 // ------------------------------------------------------------------- reading
 
 void SegmentCall::OnReadDone(bool ok) {
+  last_read_ns_ = NowNs();
   if (!ok) {
     // The client half-closed before EndOfInput, or cancelled (OnCancel says
     // which code; the failed read may arrive first).
@@ -96,6 +124,9 @@ void SegmentCall::OnReadDone(bool ok) {
     return;
   }
   absl::Status status;
+  // An exception escaping a reaction would end the process: it fails this
+  // request only.
+  try {
   switch (request_.kind_case()) {
     case unetrpp::v1::SegmentRequest::kHeader:
       status = phase_ == Phase::kHeader
@@ -115,19 +146,27 @@ void SegmentCall::OnReadDone(bool ok) {
       } else {
         StageDone(unetrpp::v1::STAGE_RECEIVING, start_);
         phase_ = Phase::kProcessing;
-        auto self = shared_from_this();
-        state_->cpu_pool().Schedule([self] { self->Process(); });
+        ScheduleGuarded(&SegmentCall::Process);
         return;  // no further reads: the input is complete
       }
       break;
     default:
       status = absl::InvalidArgumentError("an empty SegmentRequest");
   }
+  } catch (const std::bad_alloc&) {
+    status = absl::ResourceExhaustedError("the server ran out of memory receiving this request; retry later");
+  } catch (const std::exception&) {
+    status = absl::InternalError("an unexpected error ended the request");
+  }
   if (!status.ok()) return Fail(status);
   StartRead(&request_);
 }
 
 absl::Status SegmentCall::HandleHeader(const unetrpp::v1::RequestHeader& header) {
+  if (pending_stream_) {
+    pending_stream_ = false;
+    state_->EndPendingStream();
+  }
   header_ = header;
   const std::string name = header.model().empty() ? state_->config().default_model() : header.model();
   model_ = state_->models().Find(name);
@@ -136,7 +175,10 @@ absl::Status SegmentCall::HandleHeader(const unetrpp::v1::RequestHeader& header)
   if (header.format() != unetrpp::v1::INPUT_FORMAT_NIFTI && header.format() != unetrpp::v1::INPUT_FORMAT_DICOM)
     return absl::InvalidArgumentError("RequestHeader.format must be NIFTI or DICOM");
   if (header_.outputs().empty()) header_.add_outputs(unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS);
+  std::set<int> kinds;
   for (int o : header_.outputs()) {
+    if (!kinds.insert(o).second)
+      return absl::InvalidArgumentError("RequestHeader.outputs: an output kind is listed twice");
     if (o < unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS || o > unetrpp::v1::OUTPUT_KIND_RAW_LABELS)
       return absl::InvalidArgumentError("RequestHeader.outputs: unknown output kind");
     if (o == unetrpp::v1::OUTPUT_KIND_DICOM_SEG && header.format() != unetrpp::v1::INPUT_FORMAT_DICOM)
@@ -144,17 +186,26 @@ absl::Status SegmentCall::HandleHeader(const unetrpp::v1::RequestHeader& header)
   }
   if (header.priority() < 0 || header.priority() > WindowSource::kMaxPriority)
     return absl::InvalidArgumentError("RequestHeader.priority must be 0, 1 or 2");
+  if (header.priority() > 0 && !state_->config().allow_client_priority())
+    return absl::PermissionDeniedError(
+        "RequestHeader.priority above 0 is disabled on this server (allow_client_priority in its configuration)");
   priority_ = header.priority();
-  for (int a : header.mirror_axes())
+  std::set<int> axes;
+  for (int a : header.mirror_axes()) {
     if (a < 0 || a > 2) return absl::InvalidArgumentError("RequestHeader.mirror_axes: axes are 0, 1, 2");
-  if (header.step() < 0 || header.step() > 1)
+    if (!axes.insert(a).second) return absl::InvalidArgumentError("RequestHeader.mirror_axes: an axis is listed twice");
+  }
+  if (header.step() < 0 || header.step() > 1 || std::isnan(header.step()))
     return absl::InvalidArgumentError("RequestHeader.step must be in (0, 1], or 0 for the plan's");
+  if (header.step() > 0 && header.step() < model_->plan().StepFloor())
+    return absl::InvalidArgumentError(absl::StrCat("RequestHeader.step ", header.step(), " is below the model's floor of ",
+                                                   model_->plan().StepFloor(), " (plan min_step)"));
   if (header.expected_input_bytes() > state_->config().limits().max_input_bytes())
     return absl::ResourceExhaustedError(absl::StrCat("the input (", header.expected_input_bytes(),
                                                      " bytes) exceeds the server's limit of ",
                                                      state_->config().limits().max_input_bytes(), " bytes"));
   uint32_t position = 0;
-  if (auto s = state_->BeginRequest(&position); !s.ok()) return s;
+  if (auto s = state_->BeginRequest(peer_, &position); !s.ok()) return s;
   began_request_ = true;
   phase_ = Phase::kReceiving;
   SegmentResponse accepted;
@@ -179,6 +230,11 @@ absl::Status SegmentCall::HandleChunk(unetrpp::v1::InputChunk& chunk) {
     return absl::InvalidArgumentError(absl::StrCat("InputChunk.input_index ", chunk.input_index(),
                                                    ": the model takes ", model_->plan().input_channels(),
                                                    " channel(s)"));
+  if (!inputs_.count(chunk.input_index()) && inputs_.size() >= limits.max_input_files())
+    return absl::ResourceExhaustedError(absl::StrCat("more than ", limits.max_input_files(),
+                                                     " input files (InputChunk.input_index values; limits.max_input_files)"));
+  // Memory is counted from the first byte: the upload itself.
+  if (auto s = Reserve(static_cast<int64_t>(chunk.data().size())); !s.ok()) return s;
   std::string& target = inputs_[chunk.input_index()];
   if (target.empty()) {
     target.swap(*chunk.mutable_data());  // the common case: no copy
@@ -203,6 +259,11 @@ absl::StatusOr<preprocessing::Volume> SegmentCall::Decode() {
     preprocessing::DicomSeriesOptions options;
     options.modalities = {model_->entry().modality()};
     options.max_voxels = max_voxels;
+    // The float volume, and as much again for decoded frames.
+    options.admit = [this](const preprocessing::Geometry& g) {
+      return AdmitVolume(g, preprocessing::OrMax(preprocessing::CheckedProduct(
+                                {g.size[0], g.size[1], g.size[2], 8})));
+    };
     auto image = preprocessing::ReadDicomSeries(files, options);
     if (!image.ok()) return image.status();
     if (!image->info.file_indices.empty()) {
@@ -216,6 +277,9 @@ absl::StatusOr<preprocessing::Volume> SegmentCall::Decode() {
   }
   preprocessing::NiftiReadOptions options;
   options.max_voxels = max_voxels;
+  options.admit = [this](const preprocessing::Geometry& g, int64_t, int64_t read_bytes) {
+    return AdmitVolume(g, read_bytes);
+  };
   const int channels = model_->plan().input_channels();
   if (inputs_.size() == 1 && inputs_.begin()->first == 0) {
     auto image = preprocessing::ReadNifti(inputs_.begin()->second, options);
@@ -248,6 +312,86 @@ absl::StatusOr<preprocessing::Volume> SegmentCall::Decode() {
   return volume;
 }
 
+absl::Status SegmentCall::Reserve(int64_t bytes) {
+  if (bytes <= 0) return absl::OkStatus();
+  if (auto s = state_->ReserveBytes(bytes); !s.ok()) return s;
+  reserved_bytes_ += bytes;
+  return absl::OkStatus();
+}
+
+preprocessing::JobOptions SegmentCall::JobOptionsFromHeader() const {
+  preprocessing::JobOptions options;
+  if (header_.step() > 0) options.step = header_.step();
+  if (header_.mirror()) {
+    options.mirror_axes = std::vector<int>{0, 1, 2};
+  } else if (!header_.mirror_axes().empty()) {
+    options.mirror_axes = std::vector<int>(header_.mirror_axes().begin(), header_.mirror_axes().end());
+  }
+  return options;
+}
+
+absl::Status SegmentCall::AdmitVolume(const preprocessing::Geometry& g, int64_t read_bytes) {
+  int64_t bytes = read_bytes;
+  if (!estimate_reserved_) {
+    const auto& plan = model_->plan();
+    const auto options = JobOptionsFromHeader();
+    const int64_t items = preprocessing::SegmentationJob::CountItems(g, plan, options);
+    const auto max_items = static_cast<int64_t>(state_->config().limits().max_windows_per_request());
+    if (items > max_items)
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "this volume needs ", items == std::numeric_limits<int64_t>::max() ? std::string("too many") : absl::StrCat(items),
+          " windows, more than the server's limit of ", max_items, " per request (limits.max_windows_per_request)"));
+    bytes = preprocessing::OrMax(preprocessing::CheckedAdd(
+        bytes, preprocessing::SegmentationJob::EstimateBytes(g, plan.input_channels(), plan, options)));
+  }
+  if (auto s = Reserve(bytes); !s.ok()) return s;
+  estimate_reserved_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status SegmentCall::HandleNonFinite(preprocessing::Volume& volume) {
+  const int64_t per_channel = volume.geometry.NumVoxels();
+  int64_t count = 0;
+  for (int64_t c = 0; c < volume.channels; ++c) {
+    float* v = volume.voxels.data() + c * per_channel;
+    float lowest = std::numeric_limits<float>::infinity();
+    int64_t bad = 0;
+    for (int64_t i = 0; i < per_channel; ++i) {
+      if (std::isfinite(v[i])) {
+        lowest = std::min(lowest, v[i]);
+      } else {
+        ++bad;
+      }
+    }
+    if (bad == 0) continue;
+    count += bad;
+    if (state_->config().nonfinite_voxels() == "refuse")
+      return absl::InvalidArgumentError(absl::StrCat("the input holds ", bad,
+                                                     " NaN or infinite voxels (this server refuses them)"));
+    // The channel's lowest value is background-like (air in CT, nothing in
+    // MR), which is what NaN marks in masked research images.
+    const float fill = std::isfinite(lowest) ? lowest : 0.0f;
+    for (int64_t i = 0; i < per_channel; ++i)
+      if (!std::isfinite(v[i])) v[i] = fill;
+  }
+  nonfinite_replaced_ = count;
+  return absl::OkStatus();
+}
+
+void SegmentCall::ScheduleGuarded(void (SegmentCall::*work)()) {
+  auto self = shared_from_this();
+  state_->cpu_pool().Schedule([self, work] {
+    try {
+      ((*self).*work)();
+    } catch (const std::bad_alloc&) {
+      self->Fail(absl::ResourceExhaustedError("the server ran out of memory for this request; retry later"));
+    } catch (const std::exception& e) {
+      spdlog::error("request {}: unexpected exception: {:.200}", self->request_id_, e.what());
+      self->Fail(absl::InternalError("an unexpected error ended the request"));
+    }
+  });
+}
+
 void SegmentCall::Process() {
   if (!Alive()) return;
   absl::Time t = absl::Now();
@@ -261,19 +405,11 @@ void SegmentCall::Process() {
                                                         " channel(s); the input has ", volume->channels)));
   voxels_ = volume->geometry.NumVoxels();
   if (!Alive()) return;
-
-  preprocessing::JobOptions options;
-  if (header_.step() > 0) options.step = header_.step();
-  if (header_.mirror()) {
-    options.mirror_axes = std::vector<int>{0, 1, 2};
-  } else if (!header_.mirror_axes().empty()) {
-    options.mirror_axes = std::vector<int>(header_.mirror_axes().begin(), header_.mirror_axes().end());
-  }
-  // Admission: estimated working memory before any of it is allocated.
-  const int64_t bytes =
-      preprocessing::SegmentationJob::EstimateBytes(volume->geometry, volume->channels, model_->plan(), options);
-  if (auto s = state_->ReserveBytes(bytes); !s.ok()) return Fail(s);
-  reserved_bytes_ = bytes;
+  if (auto s = HandleNonFinite(*volume); !s.ok()) return Fail(s);
+  // Readers admit before decoding; a path that did not is admitted here.
+  if (!estimate_reserved_)
+    if (auto s = AdmitVolume(volume->geometry, 0); !s.ok()) return Fail(s);
+  const preprocessing::JobOptions options = JobOptionsFromHeader();
 
   t = absl::Now();
   SendProgress(unetrpp::v1::STAGE_PREPROCESSING, 0, true);
@@ -295,19 +431,28 @@ void SegmentCall::Process() {
 absl::Status SegmentCall::ReadWindow(int64_t item, float* dst) {
   if (!Alive()) return absl::CancelledError("the request ended");
   if (first_window_.exchange(false)) state_->metrics().Stage("queue_wait", absl::ToDoubleSeconds(absl::Now() - enqueued_at_));
-  return job_->GetInput(item, dst);
+  try {
+    return job_->GetInput(item, dst);
+  } catch (const std::exception&) {
+    return absl::InternalError("an unexpected error reading a window");
+  }
 }
 
 void SegmentCall::WindowDone(int64_t item, const float* logits) {
   if (!Alive()) return;
-  auto done = job_->AddOutput(item, logits);
+  absl::StatusOr<bool> done;
+  try {
+    done = job_->AddOutput(item, logits);
+  } catch (const std::exception&) {
+    done = absl::InternalError("an unexpected error stitching a window");
+  }
   if (!done.ok()) return Fail(done.status());
   ++windows_done_;
   SendProgress(unetrpp::v1::STAGE_INFERENCE, static_cast<double>(windows_done_) / job_->num_items(), *done);
   if (*done) {
     StageDone(unetrpp::v1::STAGE_INFERENCE, enqueued_at_);
     auto self = shared_from_this();
-    state_->cpu_pool().Schedule([self] { self->Postprocess(); });
+    ScheduleGuarded(&SegmentCall::Postprocess);
   }
 }
 
@@ -461,6 +606,7 @@ void SegmentCall::MaybeWriteLocked() {
     }
     s->set_windows(windows_done_.load());
     s->set_voxels(voxels_);
+    s->set_nonfinite_voxels_replaced(nonfinite_replaced_);
     state_->metrics().Stage("send", stage_seconds_[unetrpp::v1::STAGE_SENDING]);
     in_flight_ = std::move(summary);
     pending_finish_ = grpc::Status::OK;
@@ -469,14 +615,17 @@ void SegmentCall::MaybeWriteLocked() {
     return;
   }
   writing_ = true;
+  write_started_ns_ = NowNs();
   StartWrite(&in_flight_);
 }
 
 void SegmentCall::OnWriteDone(bool ok) {
   absl::MutexLock lock(&mu_);
   writing_ = false;
-  if (!ok) {  // the stream is broken (client gone); OnCancel or OnDone follows
-    if (!finish_called_) FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "the stream broke"));
+  write_started_ns_ = 0;
+  if (!ok) {  // the stream is broken (client gone, or abandoned); OnCancel or OnDone follows
+    if (!finish_called_)
+      FinishLocked(pending_finish_ ? *pending_finish_ : grpc::Status(grpc::StatusCode::CANCELLED, "the stream broke"));
     return;
   }
   if (pending_finish_ && queue_.empty() && !progress_ && phase_ != Phase::kSending) {
@@ -511,6 +660,37 @@ void SegmentCall::Fail(const absl::Status& status) {
   FinishLocked(ToGrpcStatus(status));
 }
 
+void SegmentCall::CheckTimeouts(absl::Time now) {
+  const auto& t = state_->config().timeouts();
+  const int64_t now_ns = absl::ToUnixNanos(now);
+  const int64_t write_ns = write_started_ns_.load();
+  const Phase phase = phase_.load();
+  auto over = [](int64_t ns, double seconds) { return static_cast<double>(ns) > seconds * 1e9; };
+  if (write_ns > 0 && over(now_ns - write_ns, t.send_stall_seconds()))
+    return Abandon(absl::DeadlineExceededError(
+        absl::StrCat("the client did not read its results for ", t.send_stall_seconds(), " s")));
+  if (phase == Phase::kFinished) return;
+  if (now - start_ > absl::Seconds(t.max_request_seconds()))
+    return Abandon(absl::DeadlineExceededError(
+        absl::StrCat("the request ran longer than the server's limit of ", t.max_request_seconds(), " s")));
+  if (phase == Phase::kHeader && now - start_ > absl::Seconds(t.header_seconds()))
+    return Abandon(absl::DeadlineExceededError(
+        absl::StrCat("no RequestHeader within ", t.header_seconds(), " s of opening the stream")));
+  if (phase == Phase::kReceiving && over(now_ns - last_read_ns_.load(), t.upload_idle_seconds()))
+    return Abandon(absl::DeadlineExceededError(absl::StrCat(
+        "no input for ", t.upload_idle_seconds(), " s; send InputChunks steadily, then EndOfInput")));
+}
+
+void SegmentCall::Abandon(const absl::Status& status) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (finish_called_ || done_) return;
+  }
+  Fail(status);
+  // A write or read the client never completes would hold the call for ever.
+  context_->TryCancel();
+}
+
 void SegmentCall::OnCancel() {
   // A client whose deadline passes cancels the stream itself, a few
   // milliseconds before the server's own timer (the deadline travels as a
@@ -530,6 +710,7 @@ void SegmentCall::StageDone(Stage stage, absl::Time since) {
 void SegmentCall::OnDone() {
   alive_ = false;
   if (model_) model_->batcher().Remove(this);
+  if (pending_stream_) state_->EndPendingStream();
   std::shared_ptr<SegmentCall> keep;
   absl::Status status;
   std::string timings;
@@ -542,7 +723,7 @@ void SegmentCall::OnDone() {
                       absl::StrFormat("%.3f", seconds));
     keep = std::move(self_);
   }
-  if (began_request_) state_->EndRequest();
+  if (began_request_) state_->EndRequest(peer_);
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start_);
   const std::string code = absl::StatusCodeToString(status.code());
   const std::string model = model_ ? model_->name() : "-";

@@ -38,6 +38,7 @@ namespace upp::server {
 
 class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, unetrpp::v1::SegmentResponse>,
                     public WindowSource,
+                    public TimedCall,
                     public std::enable_shared_from_this<SegmentCall> {
  public:
   // Creates the call and starts reading; gRPC owns the returned reactor
@@ -59,6 +60,10 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   void WindowDone(int64_t item, const float* logits) override;
   void WindowsFailed(const absl::Status& status) override;
 
+  // TimedCall (the watchdog thread): header, upload-idle, send-stall and
+  // whole-request timeouts.
+  void CheckTimeouts(absl::Time now) override;
+
  private:
   enum class Phase { kHeader, kReceiving, kProcessing, kSending, kFinished };
   SegmentCall(grpc::CallbackServerContext* context, ServiceState* state);
@@ -68,6 +73,20 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   // CPU pool: decode, admit, preprocess, enqueue windows.
   void Process();
   absl::StatusOr<preprocessing::Volume> Decode();
+  // Reserves `bytes` more for this call (RESOURCE_EXHAUSTED past the limit).
+  absl::Status Reserve(int64_t bytes);
+  // Called by the readers before decoding: the first time, the window limit
+  // and the job's working memory for an input of geometry `g`; every time,
+  // `read_bytes` (what decoding this file allocates).
+  absl::Status AdmitVolume(const preprocessing::Geometry& g, int64_t read_bytes);
+  preprocessing::JobOptions JobOptionsFromHeader() const;
+  // Replaces or refuses NaN / inf voxels (config nonfinite_voxels).
+  absl::Status HandleNonFinite(preprocessing::Volume& volume);
+  // Runs `work` on the CPU pool; an exception fails this request only.
+  void ScheduleGuarded(void (SegmentCall::*work)());
+  // Ends a call whose client stopped taking part: the status for the log,
+  // then the stream is cancelled (a pending write would never complete).
+  void Abandon(const absl::Status& status);
   // CPU pool, after the last window: labels, encoding, result messages.
   void Postprocess();
 
@@ -84,6 +103,10 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   ServiceState* const state_;
   const std::string request_id_;
   const absl::Time start_ = absl::Now();
+  const std::string peer_;  // client address without the port
+  bool pending_stream_ = false;  // counted by BeginPendingStream until the header
+  std::atomic<int64_t> last_read_ns_;
+  std::atomic<int64_t> write_started_ns_{0};  // 0: no write in flight
   std::shared_ptr<SegmentCall> self_;  // released in OnDone
 
   // Read side: touched only by reactions, which gRPC serialises for reads.
@@ -101,8 +124,10 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   absl::Time deadline_ = absl::InfiniteFuture();
   std::atomic<bool> alive_{true};
   std::unique_ptr<preprocessing::SegmentationJob> job_;
-  int64_t reserved_bytes_ = 0;
+  std::atomic<int64_t> reserved_bytes_{0};
   int64_t voxels_ = 0;
+  int64_t nonfinite_replaced_ = 0;
+  bool estimate_reserved_ = false;  // the job's working memory is in reserved_bytes_
   preprocessing::NiftiHeaderInfo nifti_header_;
   std::optional<preprocessing::DicomSeriesInfo> dicom_info_;
   std::string dicom_source_instance_;  // one instance of the series, for SEG

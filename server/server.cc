@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "model/cpu_features.h"
 #include "server/config.h"
 #include "server/segment_call.h"
 #include "server/service_state.h"
@@ -42,6 +43,26 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, const char* field)
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+// Bounds what one connection may hold: streams, metadata, idle and age, and
+// clients that ping too often (keepalive enforcement).
+void ApplyTransportLimits(const unetrpp::v1::Transport& t, grpc::ServerBuilder& builder) {
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, static_cast<int>(t.max_concurrent_streams()));
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, static_cast<int>(t.max_metadata_bytes()));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(t.keepalive_seconds()) * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             static_cast<int>(t.min_client_ping_seconds()) * 1000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                             static_cast<int>(std::min<uint32_t>(t.max_connection_idle_seconds(), 2000000)) * 1000);
+  if (t.max_connection_age_seconds() > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                               static_cast<int>(std::min<uint32_t>(t.max_connection_age_seconds(), 2000000)) * 1000);
+    // Streams in flight when the age is reached get time to finish.
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 3600 * 1000);
+  }
 }
 
 }  // namespace
@@ -88,6 +109,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(unetrpp::v1::ServerConfig
   ApplyDefaults(config);
   if (auto s = ValidateConfig(config); !s.ok()) return s;
   auto metrics = std::make_unique<Metrics>();
+  const model::CpuFeatures& cpu = model::DetectCpuFeatures();
+  spdlog::info("{}", model::DescribeCpuFeatures(cpu));
+  metrics->CpuInfo(cpu.isa, cpu.bf16_convolutions, cpu.amx);
   std::vector<std::string> devices;
   for (const auto& m : config.models()) devices.insert(devices.end(), m.devices().begin(), m.devices().end());
   if (metrics->WatchDevices(devices)) spdlog::info("device memory metrics from NVML");
@@ -125,6 +149,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(unetrpp::v1::ServerConfig
   builder.RegisterService(server->service_.get());
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  ApplyTransportLimits(config.transport(), builder);
   server->server_ = builder.BuildAndStart();
   if (!server->server_ || server->port_ == 0)
     return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen_address()));

@@ -1,9 +1,11 @@
 #include "server/service_state.h"
 
+#include <algorithm>
 #include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/system_memory.h"
 
 namespace upp::server {
 
@@ -12,29 +14,85 @@ ServiceState::ServiceState(unetrpp::v1::ServerConfig config, std::unique_ptr<Mod
     : config_(std::move(config)),
       models_(std::move(models)),
       metrics_(std::move(metrics)),
-      cpu_pool_(std::make_unique<ThreadPool>(static_cast<int>(config_.cpu_threads()))) {}
+      cpu_pool_(std::make_unique<ThreadPool>(static_cast<int>(config_.cpu_threads()))),
+      watchdog_([this] { WatchdogLoop(); }) {}
 
 ServiceState::~ServiceState() {
+  {
+    absl::MutexLock lock(&watch_mu_);
+    stopping_ = true;
+  }
+  watchdog_.join();
   models_->Shutdown();
   cpu_pool_.reset();  // runs what is queued, joins
 }
 
-absl::Status ServiceState::BeginRequest(uint32_t* queue_position) {
+absl::Status ServiceState::BeginRequest(const std::string& peer, uint32_t* queue_position) {
   if (draining_) return absl::UnavailableError("the server is shutting down; retry on another replica");
   absl::MutexLock lock(&mu_);
   if (in_flight_ >= config_.limits().max_concurrent_requests())
     return absl::ResourceExhaustedError(absl::StrCat(
         "too many concurrent requests (", in_flight_, "); retry in a few seconds"));
+  int64_t& mine = per_peer_[peer];
+  if (mine >= config_.limits().max_requests_per_peer())
+    return absl::ResourceExhaustedError(absl::StrCat("this client address already has ", mine,
+                                                     " requests running (limits.max_requests_per_peer); "
+                                                     "retry when one has finished"));
+  ++mine;
   *queue_position = static_cast<uint32_t>(in_flight_);
   ++in_flight_;
   metrics_->AddInFlight(1);
   return absl::OkStatus();
 }
 
-void ServiceState::EndRequest() {
+void ServiceState::EndRequest(const std::string& peer) {
+  bool idle = false;
+  {
+    absl::MutexLock lock(&mu_);
+    --in_flight_;
+    if (auto it = per_peer_.find(peer); it != per_peer_.end() && --it->second <= 0) per_peer_.erase(it);
+    metrics_->AddInFlight(-1);
+    idle = in_flight_ == 0;
+  }
+  // Idle: hand the freed heap back, so that one large request does not keep
+  // its peak resident (under load the heap is kept for speed).
+  if (idle) ReturnFreeMemory();
+}
+
+absl::Status ServiceState::BeginPendingStream() {
   absl::MutexLock lock(&mu_);
-  --in_flight_;
-  metrics_->AddInFlight(-1);
+  if (pending_streams_ >= config_.limits().max_pending_streams())
+    return absl::ResourceExhaustedError(absl::StrCat("too many streams without a RequestHeader (",
+                                                     pending_streams_, "); send the header first"));
+  ++pending_streams_;
+  return absl::OkStatus();
+}
+
+void ServiceState::EndPendingStream() {
+  absl::MutexLock lock(&mu_);
+  --pending_streams_;
+}
+
+void ServiceState::Watch(std::weak_ptr<TimedCall> call) {
+  absl::MutexLock lock(&watch_mu_);
+  watched_.push_back(std::move(call));
+}
+
+void ServiceState::WatchdogLoop() {
+  for (;;) {
+    std::vector<std::shared_ptr<TimedCall>> live;
+    {
+      absl::MutexLock lock(&watch_mu_);
+      watch_mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(250));
+      if (stopping_) return;
+      watched_.erase(std::remove_if(watched_.begin(), watched_.end(), [](const auto& w) { return w.expired(); }),
+                     watched_.end());
+      for (const auto& w : watched_)
+        if (auto c = w.lock()) live.push_back(std::move(c));
+    }
+    const absl::Time now = absl::Now();
+    for (auto& c : live) c->CheckTimeouts(now);
+  }
 }
 
 absl::Status ServiceState::ReserveBytes(int64_t bytes) {

@@ -8,17 +8,29 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <map>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "server/metrics.h"
 #include "server/model_registry.h"
 #include "server/thread_pool.h"
 #include "unetrpp/v1/config.pb.h"
 
 namespace upp::server {
+
+// A call with timeouts; the watchdog thread calls CheckTimeouts about four
+// times a second while the call is alive (it holds only a weak reference).
+class TimedCall {
+ public:
+  virtual ~TimedCall() = default;
+  virtual void CheckTimeouts(absl::Time now) = 0;
+};
 
 class ServiceState {
  public:
@@ -33,8 +45,17 @@ class ServiceState {
 
   // A new request: UNAVAILABLE while draining, RESOURCE_EXHAUSTED past
   // max_concurrent_requests. On OK the caller must EndRequest() once.
-  absl::Status BeginRequest(uint32_t* queue_position);
-  void EndRequest();
+  // `peer` is the client's address without its port: at most
+  // max_requests_per_peer of its requests run at once.
+  absl::Status BeginRequest(const std::string& peer, uint32_t* queue_position);
+  void EndRequest(const std::string& peer);
+  // Streams that have not yet sent their header (they hold no request slot
+  // yet, but a reactor and buffers): RESOURCE_EXHAUSTED past
+  // max_pending_streams. On OK the caller must EndPendingStream() once.
+  absl::Status BeginPendingStream();
+  void EndPendingStream();
+  // Watches `call` until it is destroyed.
+  void Watch(std::weak_ptr<TimedCall> call);
   // Reserves estimated working memory; RESOURCE_EXHAUSTED (with a retry
   // hint in the message) past max_bytes_in_flight. ReleaseBytes() gives back.
   absl::Status ReserveBytes(int64_t bytes);
@@ -52,11 +73,20 @@ class ServiceState {
   std::unique_ptr<ModelRegistry> models_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<ThreadPool> cpu_pool_;
+  void WatchdogLoop();
+
   std::atomic<bool> draining_{false};
   std::atomic<uint64_t> next_id_{1};
   mutable absl::Mutex mu_;
   int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t bytes_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t pending_streams_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, int64_t> per_peer_ ABSL_GUARDED_BY(mu_);
+
+  absl::Mutex watch_mu_;
+  std::vector<std::weak_ptr<TimedCall>> watched_ ABSL_GUARDED_BY(watch_mu_);
+  bool stopping_ ABSL_GUARDED_BY(watch_mu_) = false;
+  std::thread watchdog_;  // last: starts after everything it reads exists
 };
 
 }  // namespace upp::server

@@ -1,5 +1,9 @@
 #include "server/thread_pool.h"
 
+#include <spdlog/spdlog.h>
+
+#include <exception>
+
 namespace upp::server {
 
 ThreadPool::ThreadPool(int threads) {
@@ -33,7 +37,16 @@ void ThreadPool::Loop() {
       work = std::move(queue_.front());
       queue_.pop_front();
     }
-    work();
+    // An exception escaping a task would terminate the process and everyone
+    // else's requests; tasks that own a request catch their own (SegmentCall
+    // fails that request), this is the last line.
+    try {
+      work();
+    } catch (const std::exception& e) {
+      spdlog::error("cpu pool: a task ended with an exception: {}", e.what());
+    } catch (...) {
+      spdlog::error("cpu pool: a task ended with an unknown exception");
+    }
   }
 }
 

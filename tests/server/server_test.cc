@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "clients/cpp/client.h"
+#include "model/cpu_features.h"
 #include "model/cpu_threads.h"
 #include "model/window_runner.h"
 #include "preprocessing/dicom.h"
@@ -350,7 +351,7 @@ TEST_F(ServerTest, CancellationAndDeadlinesReachTheQueue) {
 
 TEST(AdmissionTest, WorkingMemoryOverTheLimitIsRefusedWithARetryHint) {
   // 32 MiB of admitted working memory: a 200 x 200 x 100 volume needs ~250.
-  auto config = ParseConfig(ConfigText("max_bytes_in_flight: 33554432"));
+  auto config = ParseConfig(ConfigText("max_bytes_in_flight: 33554432 max_input_bytes: 33554432"));
   ASSERT_TRUE(config.ok()) << config.status();
   config->set_metrics_address("off");
   auto server = Server::Create(*config);
@@ -521,6 +522,26 @@ TEST(ConfigTest, ErrorsNameTheField) {
   c = ParseConfig("");
   ApplyDefaults(*c);
   EXPECT_NE(ValidateConfig(*c).message().find("models"), std::string::npos);
+}
+
+// precision "bf16" on a CPU that cannot run it is refused at configuration
+// time, naming the field, the ISA and the alternative (ctest also runs this
+// under ONEDNN_MAX_CPU_ISA=AVX2, as on an AVX2-only EPYC).
+TEST(ConfigTest, Bf16IsRefusedWhereTheCpuCannotRunIt) {
+  auto c = ParseConfig("models { name: 'a' weights: 'w' precision: 'bf16' }");
+  ASSERT_TRUE(c.ok());
+  ApplyDefaults(*c);
+  const auto s = ValidateConfig(*c);
+  const auto& cpu = model::DetectCpuFeatures();
+  EXPECT_EQ(s.ok(), cpu.bf16_convolutions) << s;
+  if (!s.ok()) {
+    EXPECT_NE(s.message().find("models[0].precision"), std::string::npos) << s;
+    EXPECT_NE(s.message().find(cpu.isa), std::string::npos) << s;
+    EXPECT_NE(s.message().find("\"fp32\""), std::string::npos) << s;
+  }
+  c = ParseConfig("models { name: 'a' weights: 'w' precision: 'bf16' devices: 'cuda:0' }");
+  ApplyDefaults(*c);
+  EXPECT_TRUE(ValidateConfig(*c).ok());  // GPUs run bfloat16 regardless of the CPU
 }
 
 }  // namespace

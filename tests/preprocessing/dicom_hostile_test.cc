@@ -1,0 +1,137 @@
+// Hostile DICOM headers against ReadDicomSeries: sizes whose products wrap at
+// 32 bits and frame counts that nothing in the file backs are refused before
+// anything of their size is allocated or read.
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dctk.h>
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include "preprocessing/dicom.h"
+#include "tests/testing/rss.h"
+
+namespace upp::preprocessing {
+namespace {
+
+struct CtSpec {
+  Uint16 rows = 4, cols = 4, bits = 16;
+  Sint32 frames = 1;        // > 1: an enhanced (multi-frame) file
+  int per_frame_items = 1;  // per-frame functional group items written
+  size_t pixel_bytes = 32;
+};
+
+// A minimal CT image (or enhanced CT with functional groups) as file bytes.
+std::string MakeCt(const CtSpec& spec) {
+  DcmFileFormat file;
+  DcmDataset* ds = file.getDataset();
+  char uid[100];
+  ds->putAndInsertString(DCM_SOPClassUID,
+                         spec.frames > 1 ? UID_EnhancedCTImageStorage : UID_CTImageStorage);
+  ds->putAndInsertString(DCM_SOPInstanceUID,
+                         dcmGenerateUniqueIdentifier(uid, SITE_INSTANCE_UID_ROOT));
+  ds->putAndInsertString(DCM_SeriesInstanceUID, "1.2.3.4");
+  ds->putAndInsertString(DCM_StudyInstanceUID, "1.2.3");
+  ds->putAndInsertString(DCM_Modality, "CT");
+  ds->putAndInsertUint16(DCM_Rows, spec.rows);
+  ds->putAndInsertUint16(DCM_Columns, spec.cols);
+  ds->putAndInsertUint16(DCM_BitsAllocated, spec.bits);
+  ds->putAndInsertUint16(DCM_BitsStored, spec.bits);
+  ds->putAndInsertUint16(DCM_HighBit, spec.bits - 1);
+  ds->putAndInsertUint16(DCM_PixelRepresentation, 0);
+  ds->putAndInsertUint16(DCM_SamplesPerPixel, 1);
+  ds->putAndInsertString(DCM_PhotometricInterpretation, "MONOCHROME2");
+  if (spec.frames > 1) {
+    ds->putAndInsertString(DCM_NumberOfFrames, std::to_string(spec.frames).c_str());
+    DcmItem* shared = nullptr;
+    ds->findOrCreateSequenceItem(DCM_SharedFunctionalGroupsSequence, shared, 0);
+    DcmItem* g = nullptr;
+    shared->findOrCreateSequenceItem(DCM_PlaneOrientationSequence, g, 0);
+    g->putAndInsertString(DCM_ImageOrientationPatient, "1\\0\\0\\0\\1\\0");
+    shared->findOrCreateSequenceItem(DCM_PixelMeasuresSequence, g, 0);
+    g->putAndInsertString(DCM_PixelSpacing, "1\\1");
+    for (int f = 0; f < spec.per_frame_items; ++f) {
+      DcmItem* frame = nullptr;
+      ds->findOrCreateSequenceItem(DCM_PerFrameFunctionalGroupsSequence, frame, f);
+      frame->findOrCreateSequenceItem(DCM_PlanePositionSequence, g, 0);
+      g->putAndInsertString(DCM_ImagePositionPatient, ("0\\0\\" + std::to_string(f)).c_str());
+    }
+  } else {
+    ds->putAndInsertString(DCM_ImagePositionPatient, "0\\0\\0");
+    ds->putAndInsertString(DCM_ImageOrientationPatient, "1\\0\\0\\0\\1\\0");
+    ds->putAndInsertString(DCM_PixelSpacing, "1\\1");
+  }
+  std::vector<Uint8> pixels(spec.pixel_bytes, 7);
+  ds->putAndInsertUint8Array(DCM_PixelData, pixels.data(), pixels.size());
+  const std::string path = ::testing::TempDir() + "/hostile_ct.dcm";
+  EXPECT_TRUE(file.saveFile(path.c_str(), EXS_LittleEndianExplicit).good());
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::filesystem::remove(path);
+  return bytes;
+}
+
+TEST(DicomHostileTest, AWellFormedFileReads) {
+  auto image = ReadDicomSeries({MakeCt({})});
+  ASSERT_TRUE(image.ok()) << image.status();
+  EXPECT_EQ(image->volume.voxels.size(), 16u);
+  EXPECT_EQ(image->volume.voxels[0], 7 + 7 * 256);
+}
+
+// Rows x Columns x BitsAllocated / 8 = 32768 x 32768 x 4 = 2^32 bytes, at the
+// default voxel limit (2^30): a 32-bit length check saw 0 bytes needed and the
+// reader decoded gigabytes beyond a 4-byte buffer.
+TEST(DicomHostileTest, PixelProductOfExactly2To32BytesIsRefusedCheaply) {
+  CtSpec spec;
+  spec.rows = spec.cols = 32768;
+  spec.bits = 32;
+  spec.pixel_bytes = 4;
+  const std::string file = MakeCt(spec);
+  EXPECT_LT(file.size(), 2048u);
+  const int64_t rss = testing::ResetPeakRss();
+  auto image = ReadDicomSeries({file});
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument) << image.status();
+  EXPECT_NE(image.status().message().find("pixel data holds 4 bytes"), std::string::npos)
+      << image.status();
+  EXPECT_NE(image.status().message().find("4294967296"), std::string::npos) << image.status();
+  EXPECT_LT(testing::PeakRssBytes() - rss, int64_t{256} << 20);
+}
+
+// NumberOfFrames far beyond the functional-group items that exist: refused
+// before one record per claimed frame is built.
+TEST(DicomHostileTest, FramesWithoutTheirFunctionalGroupsAreRefused) {
+  CtSpec spec;
+  spec.rows = spec.cols = 1;
+  spec.frames = 1 << 30;
+  spec.per_frame_items = 2;
+  spec.pixel_bytes = 4;
+  const int64_t rss = testing::ResetPeakRss();
+  auto image = ReadDicomSeries({MakeCt(spec)});
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument) << image.status();
+  EXPECT_NE(image.status().message().find("only 2 frames"), std::string::npos) << image.status();
+  EXPECT_LT(testing::PeakRssBytes() - rss, int64_t{256} << 20);
+}
+
+// A series whose frames together exceed the voxel limit, counted before any
+// per-frame work.
+TEST(DicomHostileTest, SeriesTotalIsCheckedAgainstTheVoxelLimit) {
+  CtSpec spec;
+  spec.frames = 3;
+  spec.per_frame_items = 3;
+  spec.pixel_bytes = 4 * 4 * 2 * 3;
+  DicomSeriesOptions options;
+  options.max_voxels = 40;  // 3 frames of 16 voxels = 48
+  auto image = ReadDicomSeries({MakeCt(spec)}, options);
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kResourceExhausted) << image.status();
+  options.max_voxels = 48;
+  image = ReadDicomSeries({MakeCt(spec)}, options);
+  EXPECT_TRUE(image.ok()) << image.status();
+}
+
+}  // namespace
+}  // namespace upp::preprocessing

@@ -1,0 +1,307 @@
+// Hostile clients against the in-process server with small limits: each
+// class of attack gets its status code and message, costs the server little
+// memory, and a well-behaved client on another connection is served during
+// and after it.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <thread>
+
+#include "clients/cpp/client.h"
+#include "model/cpu_threads.h"
+#include "preprocessing/nifti.h"
+#include "preprocessing/plan.h"
+#include "server/config.h"
+#include "server/server.h"
+#include "server/system_memory.h"
+#include "tests/server/test_volumes.h"
+#include "tests/testing/rss.h"
+#include "unetrpp/v1/segmentation.grpc.pb.h"
+
+namespace upp::server {
+namespace {
+
+using unetrpp::v1::SegmentRequest;
+using unetrpp::v1::SegmentResponse;
+
+std::string PlanFile() {
+  preprocessing::Plan plan = preprocessing::DefaultCtPlan(14, {32, 64, 64});
+  plan.target_spacing = {2.0, 2.0, 2.0};
+  const std::string path = ::testing::TempDir() + "/hostile_test_plan.json";
+  std::ofstream(path) << plan.ToJson();
+  return path;
+}
+
+std::unique_ptr<Server> StartServer(const std::string& extra) {
+  auto config = ParseConfig(
+      "listen_address: '127.0.0.1:0'\n"
+      "metrics_address: 'off'\n"
+      "cpu_threads: 2\n"
+      "limits { max_input_bytes: 33554432 max_bytes_in_flight: 1073741824 max_pending_streams: 3 "
+      "max_requests_per_peer: 3 max_input_files: 8 max_windows_per_request: 400 }\n"
+      "timeouts { header_seconds: 1 upload_idle_seconds: 1 }\n"
+      "models { name: 'small' weights: '" UPP_FIXTURES_DIR
+      "/synapse_small_weights.safetensors' plan_file: '" +
+      PlanFile() + "' }\n" + extra);
+  EXPECT_TRUE(config.ok()) << config.status();
+  auto server = Server::Create(*config);
+  EXPECT_TRUE(server.ok()) << server.status();
+  return server.ok() ? std::move(*server) : nullptr;
+}
+
+class HostileTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model::ConfigureCpuThreads(0);
+    server_ = StartServer("").release();
+  }
+  static void TearDownTestSuite() { delete server_; }
+
+  std::string Address() const { return "127.0.0.1:" + std::to_string(server_->port()); }
+  // A fresh connection (its own channel), as another client would have.
+  std::unique_ptr<unetrpp::v1::Segmentation::Stub> NewStub() const {
+    grpc::ChannelArguments args;
+    args.SetInt("grpc.use_local_subchannel_pool", 1);  // not shared with other stubs
+    return unetrpp::v1::Segmentation::NewStub(
+        grpc::CreateCustomChannel(Address(), grpc::InsecureChannelCredentials(), args));
+  }
+  // Sends `messages`, then (optionally) half-closes; the final status.
+  grpc::Status Run(const std::vector<SegmentRequest>& messages, bool writes_done = true,
+                   SegmentResponse* summary = nullptr) {
+    auto stub = NewStub();
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+    auto stream = stub->Segment(&context);
+    for (const auto& m : messages)
+      if (!stream->Write(m)) break;
+    if (writes_done) stream->WritesDone();
+    SegmentResponse r;
+    while (stream->Read(&r))
+      if (summary && r.has_summary()) *summary = r;
+    return stream->Finish();
+  }
+  static SegmentRequest Header(int priority = 0) {
+    SegmentRequest h;
+    h.mutable_header()->set_model("small");
+    h.mutable_header()->set_format(unetrpp::v1::INPUT_FORMAT_NIFTI);
+    h.mutable_header()->set_priority(priority);
+    return h;
+  }
+  static SegmentRequest Chunk(const std::string& data, uint32_t index = 0) {
+    SegmentRequest c;
+    c.mutable_chunk()->set_data(data);
+    c.mutable_chunk()->set_input_index(index);
+    return c;
+  }
+  static SegmentRequest End() {
+    SegmentRequest e;
+    e.mutable_end();
+    return e;
+  }
+  // A well-behaved request on its own connection.
+  bool GoodRequestSucceeds() {
+    auto c = client::Client::Connect(Address());
+    auto r = c->Segment({testing::FloatNifti(testing::Phantom({40, 40, 20}, {2.0, 2.0, 2.0}))}, {});
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok();
+  }
+
+  static Server* server_;
+};
+Server* HostileTest::server_ = nullptr;
+
+// Streams that never send their header are counted and timed out.
+TEST_F(HostileTest, StreamsWithoutAHeaderAreCappedAndTimedOut) {
+  auto stub = NewStub();
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReaderWriter<SegmentRequest, SegmentResponse>>> streams;
+  for (int i = 0; i < 4; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    streams.push_back(stub->Segment(contexts.back().get()));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<grpc::Status> statuses;
+  for (auto& s : streams) {
+    SegmentResponse r;
+    while (s->Read(&r)) {
+    }
+    statuses.push_back(s->Finish());
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  int exhausted = 0, timed_out = 0;
+  for (const auto& st : statuses) {
+    if (st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      ++exhausted;
+      EXPECT_NE(st.error_message().find("without a RequestHeader"), std::string::npos)
+          << st.error_message();
+    }
+    if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      ++timed_out;
+      EXPECT_NE(st.error_message().find("no RequestHeader within 1 s"), std::string::npos)
+          << st.error_message();
+    }
+  }
+  EXPECT_EQ(exhausted, 1);  // max_pending_streams: 3
+  EXPECT_EQ(timed_out, 3);
+  EXPECT_LT(seconds, 5.0);
+  EXPECT_TRUE(GoodRequestSucceeds());
+}
+
+TEST_F(HostileTest, AnIdleUploadIsTimedOut) {
+  std::atomic<bool> good{false};
+  std::thread other([&] { good = GoodRequestSucceeds(); });
+  const auto start = std::chrono::steady_clock::now();
+  const auto s = Run({Header(), Chunk("partial")}, /*writes_done=*/false);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  other.join();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_NE(s.error_message().find("no input for 1 s"), std::string::npos) << s.error_message();
+  EXPECT_LT(seconds, 5.0);
+  EXPECT_TRUE(good);
+}
+
+TEST_F(HostileTest, CallerChosenCountsHaveLimits) {
+  const std::string good = testing::FloatNifti(testing::Phantom({40, 40, 20}, {2.0, 2.0, 2.0}));
+  // The same output kind twice.
+  SegmentRequest h = Header();
+  h.mutable_header()->add_outputs(unetrpp::v1::OUTPUT_KIND_RAW_LABELS);
+  h.mutable_header()->add_outputs(unetrpp::v1::OUTPUT_KIND_RAW_LABELS);
+  auto s = Run({h, Chunk(good), End()});
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("listed twice"), std::string::npos) << s.error_message();
+  // A step below the plan's floor (1e-4 would ask for ~10^12 windows).
+  h = Header();
+  h.mutable_header()->set_step(1e-4);
+  s = Run({h, Chunk(good), End()});
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("floor of 0.25"), std::string::npos) << s.error_message();
+  // Mirror axes repeated.
+  h = Header();
+  for (int i = 0; i < 4; ++i) h.mutable_header()->add_mirror_axes(1);
+  s = Run({h, Chunk(good), End()});
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // More input files than limits.max_input_files (8), DICOM-style.
+  h = Header();
+  h.mutable_header()->set_format(unetrpp::v1::INPUT_FORMAT_DICOM);
+  std::vector<SegmentRequest> many{h};
+  for (uint32_t i = 0; i < 20; ++i) many.push_back(Chunk("x", i));
+  many.push_back(End());
+  s = Run(many);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(s.error_message().find("limits.max_input_files"), std::string::npos)
+      << s.error_message();
+  EXPECT_TRUE(GoodRequestSucceeds());
+}
+
+TEST_F(HostileTest, PriorityAboveZeroNeedsTheConfiguration) {
+  const std::string good = testing::FloatNifti(testing::Phantom({40, 40, 20}, {2.0, 2.0, 2.0}));
+  auto s = Run({Header(2), Chunk(good), End()});
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_NE(s.error_message().find("allow_client_priority"), std::string::npos)
+      << s.error_message();
+  auto allowing = StartServer("allow_client_priority: true");
+  ASSERT_TRUE(allowing);
+  auto c = client::Client::Connect("127.0.0.1:" + std::to_string(allowing->port()));
+  client::SegmentOptions o;
+  o.priority = 2;
+  EXPECT_TRUE(c->Segment({good}, o).ok());
+}
+
+// A volume whose window count is over the per-request limit is refused from
+// its header, before inflating or decoding: a gzip NIfTI of 32 M voxels in
+// ~100 KB (RSS does not grow by its size).
+TEST_F(HostileTest, TooManyWindowsIsRefusedBeforeDecoding) {
+  preprocessing::Geometry g;
+  g.size = {400, 400, 200};
+  g.spacing = {2.0, 2.0, 2.0};
+  std::string gz;
+  {
+    const std::vector<int16_t> zeros(400 * 400 * 200, 0);
+    auto bytes = preprocessing::WriteNiftiInt16(g, zeros, {});
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    gz = std::move(*bytes);
+  }
+  ASSERT_LT(gz.size(), 4u << 20);
+  const int64_t rss = testing::ResetPeakRss();
+  const auto s = Run({Header(), Chunk(gz), End()});
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_NE(s.error_message().find("limits.max_windows_per_request"), std::string::npos)
+      << s.error_message();
+  EXPECT_LT(testing::PeakRssBytes() - rss, int64_t{64} << 20);
+  EXPECT_TRUE(GoodRequestSucceeds());
+}
+
+// A NIfTI header that promises 2^30 float voxels (4 GiB) in a few hundred
+// bytes: refused before anything of that size exists.
+TEST_F(HostileTest, AHeaderPromisingGigabytesCostsNothing) {
+  std::string nifti = testing::FloatNifti(testing::Phantom({8, 8, 8}, {2.0, 2.0, 2.0}));
+  const int16_t dims[4] = {3, 1024, 1024, 1024};
+  std::memcpy(&nifti[40], dims, sizeof(dims));
+  const int64_t rss = testing::ResetPeakRss();
+  const auto s = Run({Header(), Chunk(nifti), End()});
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_NE(s.error_message().find("truncated"), std::string::npos) << s.error_message();
+  EXPECT_LT(testing::PeakRssBytes() - rss, int64_t{64} << 20);
+  EXPECT_TRUE(GoodRequestSucceeds());
+}
+
+TEST_F(HostileTest, OneClientAddressCannotFillTheServer) {
+  // Three uploads held open from 127.0.0.1 (max_requests_per_peer: 3)...
+  std::vector<std::thread> holders;
+  for (int i = 0; i < 3; ++i)
+    holders.emplace_back([&] { Run({Header(), Chunk("partial")}, /*writes_done=*/false); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // ... so a fourth from the same address is refused with a retry hint.
+  const auto s = Run({Header(), Chunk("x"), End()});
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(s.error_message().find("max_requests_per_peer"), std::string::npos)
+      << s.error_message();
+  for (auto& t : holders) t.join();  // the idle timeout ends them
+  EXPECT_TRUE(GoodRequestSucceeds());
+}
+
+std::string NiftiWithNonFinite() {
+  preprocessing::Volume v = testing::Phantom({40, 40, 20}, {2.0, 2.0, 2.0});
+  v.voxels[5] = std::numeric_limits<float>::quiet_NaN();
+  v.voxels[77] = std::numeric_limits<float>::infinity();
+  v.voxels[900] = -std::numeric_limits<float>::infinity();
+  return testing::FloatNifti(v);
+}
+
+TEST_F(HostileTest, NonFiniteVoxelsAreReplacedAndCounted) {
+  SegmentResponse summary;
+  const auto s = Run({Header(), Chunk(NiftiWithNonFinite()), End()}, true, &summary);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(summary.summary().nonfinite_voxels_replaced(), 3u);
+}
+
+TEST(HostileConfigTest, NonFiniteVoxelsCanBeRefused) {
+  auto server = StartServer("nonfinite_voxels: 'refuse'");
+  ASSERT_TRUE(server);
+  auto c = client::Client::Connect("127.0.0.1:" + std::to_string(server->port()));
+  auto r = c->Segment({NiftiWithNonFinite()}, {});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("3 NaN or infinite voxels"), std::string::npos) << r.status();
+}
+
+TEST(SystemMemoryTest, CgroupLimitsParse) {
+  EXPECT_EQ(ParseCgroupLimit("max\n"), -1);
+  EXPECT_EQ(ParseCgroupLimit("12884901888\n"), int64_t{12} << 30);
+  EXPECT_EQ(ParseCgroupLimit("9223372036854771712\n"), -1);  // cgroup v1 "unlimited"
+  EXPECT_EQ(ParseCgroupLimit(""), -1);
+  const int64_t available = AvailableMemoryBytes();
+  EXPECT_GT(available, int64_t{256} << 20);
+  unetrpp::v1::ServerConfig c;
+  ApplyDefaults(c);
+  EXPECT_EQ(static_cast<int64_t>(c.limits().max_bytes_in_flight()), available / 2);
+  EXPECT_LE(c.limits().max_input_bytes(), c.limits().max_bytes_in_flight() / 4);
+}
+
+}  // namespace
+}  // namespace upp::server
