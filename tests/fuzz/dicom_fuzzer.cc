@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "preprocessing/dicom.h"
+#include "tests/fuzz/fuzz_admission.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view all(reinterpret_cast<const char*>(data), size);
@@ -21,7 +22,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   files.push_back(all);
   upp::preprocessing::DicomSeriesOptions options;
-  options.max_voxels = int64_t{1} << 22;
+  options.admit = upp::fuzz::AdmitSeries;  // production limits (fuzz_admission.h)
   options.modalities.clear();  // any modality: reach the pixel decoding
   auto image = upp::preprocessing::ReadDicomSeries(files, options);
   if (image.ok()) {

@@ -7,10 +7,14 @@
 #include <string_view>
 
 #include "preprocessing/nifti.h"
+#include "tests/fuzz/fuzz_admission.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   upp::preprocessing::NiftiReadOptions options;
-  options.max_voxels = int64_t{1} << 22;  // keep each input's work small
+  // Production limits (fuzz_admission.h).
+  options.admit = [](const upp::preprocessing::Geometry&, int64_t, int64_t read_bytes) {
+    return upp::fuzz::Admit(read_bytes);
+  };
   auto image = upp::preprocessing::ReadNifti(
       std::string_view(reinterpret_cast<const char*>(data), size), options);
   if (image.ok()) {

@@ -72,6 +72,30 @@ TEST(BatcherTest, HigherPriorityFirst) {
   EXPECT_EQ(second[1].source, low);
 }
 
+// Aging: a low-priority request behind a steady stream of high-priority work
+// moves up a level each time it has waited priority_aging, so it is served.
+TEST(BatcherTest, LowPriorityIsNotStarvedForever) {
+  BatcherOptions o = Options(1, absl::Milliseconds(1));
+  o.priority_aging = absl::Milliseconds(40);
+  Batcher b(o);
+  auto low = std::make_shared<FakeSource>(0), high = std::make_shared<FakeSource>(2);
+  b.Enqueue(low, 1);
+  b.Enqueue(high, 1000000);  // never runs out during the test
+  const absl::Time start = absl::Now();
+  bool low_served = false;
+  int batches = 0;
+  while (!low_served && absl::Now() - start < absl::Seconds(5)) {
+    for (const auto& t : b.NextBatch()) low_served |= t.source == low;
+    ++batches;
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  EXPECT_TRUE(low_served);
+  // Two levels of 40 ms each, then its turn at the top level.
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(80));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+  EXPECT_GT(batches, 5);
+}
+
 TEST(BatcherTest, PartialBatchAfterTheQueueDelay) {
   Batcher b(Options(8, absl::Milliseconds(50)));
   auto s = std::make_shared<FakeSource>();

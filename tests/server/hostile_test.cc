@@ -36,14 +36,23 @@ std::string PlanFile() {
   return path;
 }
 
-std::unique_ptr<Server> StartServer(const std::string& extra) {
+constexpr char kLimits[] =
+    "max_input_bytes: 33554432 max_bytes_in_flight: 1073741824 max_pending_streams: 3 "
+    "max_requests_per_peer: 3 max_input_files: 8 max_windows_per_request: 400";
+constexpr char kTimeouts[] = "header_seconds: 1 upload_idle_seconds: 1";
+
+std::unique_ptr<Server> StartServer(const std::string& extra, const std::string& limits = kLimits,
+                                    const std::string& timeouts = kTimeouts) {
   auto config = ParseConfig(
       "listen_address: '127.0.0.1:0'\n"
       "metrics_address: 'off'\n"
       "cpu_threads: 2\n"
-      "limits { max_input_bytes: 33554432 max_bytes_in_flight: 1073741824 max_pending_streams: 3 "
-      "max_requests_per_peer: 3 max_input_files: 8 max_windows_per_request: 400 }\n"
-      "timeouts { header_seconds: 1 upload_idle_seconds: 1 }\n"
+      "limits { " +
+      limits +
+      " }\n"
+      "timeouts { " +
+      timeouts +
+      " }\n"
       "models { name: 'small' weights: '" UPP_FIXTURES_DIR
       "/synapse_small_weights.safetensors' plan_file: '" +
       PlanFile() + "' }\n" + extra);
@@ -288,6 +297,53 @@ TEST(HostileConfigTest, NonFiniteVoxelsCanBeRefused) {
   auto r = c->Segment({NiftiWithNonFinite()}, {});
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(r.status().message().find("3 NaN or infinite voxels"), std::string::npos) << r.status();
+}
+
+// A client that sends its volume and never reads the result: its writes
+// stall, and after send_stall_seconds the call is cancelled and its slot
+// (here the only one for its address) is free again.
+TEST(HostileStallTest, AClientThatNeverReadsIsCutOff) {
+  auto server = StartServer("", "max_requests_per_peer: 1 max_input_bytes: 33554432",
+                            "send_stall_seconds: 1");
+  ASSERT_TRUE(server);
+  const std::string address = "127.0.0.1:" + std::to_string(server->port());
+  // Without BDP probing the client's flow-control window stays at 64 KiB,
+  // so a result of megabytes cannot be delivered to a client that never reads.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  auto stub = unetrpp::v1::Segmentation::NewStub(
+      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext context;
+  auto stream = stub->Segment(&context);
+  SegmentRequest header;
+  header.mutable_header()->set_format(unetrpp::v1::INPUT_FORMAT_NIFTI);
+  header.mutable_header()->add_outputs(
+      unetrpp::v1::OUTPUT_KIND_RAW_LABELS);  // 3 MB, beyond flow control
+  SegmentRequest chunk, end;
+  end.mutable_end();
+  ASSERT_TRUE(stream->Write(header));
+  const std::string nifti = testing::FloatNifti(testing::Phantom({160, 160, 60}, {2.0, 2.0, 2.0}));
+  for (size_t at = 0; at < nifti.size(); at += 1 << 20) {
+    chunk.mutable_chunk()->set_data(nifti.substr(at, 1 << 20));
+    ASSERT_TRUE(stream->Write(chunk));
+  }
+  ASSERT_TRUE(stream->Write(end));
+  stream->WritesDone();
+  SegmentResponse accepted;
+  ASSERT_TRUE(stream->Read(&accepted));
+  ASSERT_TRUE(accepted.has_accepted());
+  // Never read. Another request from this address is refused while the
+  // stalled one holds the slot, and accepted once the stall timeout freed it.
+  auto other = client::Client::Connect(address);
+  const std::string small = testing::FloatNifti(testing::Phantom({30, 30, 10}, {2.0, 2.0, 2.0}));
+  EXPECT_EQ(other->Segment({small}, {}).status().code(), absl::StatusCode::kResourceExhausted);
+  bool freed = false;
+  for (int i = 0; i < 60 && !freed; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    freed = other->Segment({small}, {}).ok();
+  }
+  EXPECT_TRUE(freed);
+  context.TryCancel();
 }
 
 TEST(SystemMemoryTest, CgroupLimitsParse) {

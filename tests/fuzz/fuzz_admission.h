@@ -1,0 +1,33 @@
+// The fuzz targets run the readers at the server's production limits
+// (max_voxels 2^30, the readers' defaults), with the admission the server
+// applies before decoding: here a fixed budget under libFuzzer's 2 GiB RSS
+// limit, where the server uses half the memory it may use
+// (server/system_memory.h). A fuzz input can then cost what a request
+// admitted by the server could, and no more.
+#ifndef UPP_TESTS_FUZZ_FUZZ_ADMISSION_H_
+#define UPP_TESTS_FUZZ_FUZZ_ADMISSION_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "preprocessing/checked_math.h"
+#include "preprocessing/geometry.h"
+
+namespace upp::fuzz {
+
+inline constexpr int64_t kAdmissionBudget = int64_t{1} << 30;
+
+inline absl::Status Admit(int64_t bytes) {
+  return bytes > kAdmissionBudget ? absl::ResourceExhaustedError("over the fuzz admission budget")
+                                  : absl::OkStatus();
+}
+
+// DICOM: the float volume and as much again for decoded frames, as the server reserves.
+inline absl::Status AdmitSeries(const preprocessing::Geometry& g) {
+  return Admit(
+      preprocessing::OrMax(preprocessing::CheckedProduct({g.size[0], g.size[1], g.size[2], 8})));
+}
+
+}  // namespace upp::fuzz
+
+#endif  // UPP_TESTS_FUZZ_FUZZ_ADMISSION_H_
