@@ -28,7 +28,7 @@ for f in CT_small.dcm MR_small.dcm MR_small_RLE.dcm MR_small_jpeg_ls_lossless.dc
 done
 echo "fuzz: dicom_fuzzer for ${SECONDS_PER_TARGET}s, $(ls "$DSEEDS" | wc -l) seed files"
 # libFuzzer's default malloc limit (= the RSS limit, 2 GiB) applies: element
-# lengths are checked before DCMTK parses (preprocessing/dicom_lengths.h), so
+# lengths are checked before DCMTK parses (imageio/dicom_lengths.h), so
 # no claim in a small input turns into a large allocation.
 "$BUILD"/tests/fuzz/dicom_fuzzer -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 \
   -max_len=262144 -print_final_stats=1 -artifact_prefix="$BUILD/" "$BUILD/corpus/dicom" "$DSEEDS" 2>&1 | tail -6

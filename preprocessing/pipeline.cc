@@ -10,7 +10,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "preprocessing/checked_math.h"
+#include "imageio/checked_math.h"
 #include "preprocessing/tensor_ops.h"
 
 namespace upp::preprocessing {
@@ -23,12 +23,12 @@ double Seconds(Clock::time_point since) {
 }
 
 // Spacing of the volume's tensor axes (z, y, x) after `transpose`.
-std::array<double, 3> TensorSpacing(const Geometry& g, const std::array<int, 3>& transpose) {
+std::array<double, 3> TensorSpacing(const imageio::Geometry& g, const std::array<int, 3>& transpose) {
   const std::array<double, 3> zyx{g.spacing[2], g.spacing[1], g.spacing[0]};
   return {zyx[transpose[0]], zyx[transpose[1]], zyx[transpose[2]]};
 }
 
-std::array<int64_t, 3> TensorSize(const Geometry& g, const std::array<int, 3>& transpose) {
+std::array<int64_t, 3> TensorSize(const imageio::Geometry& g, const std::array<int, 3>& transpose) {
   const std::array<int64_t, 3> zyx{g.size[2], g.size[1], g.size[0]};
   return {zyx[transpose[0]], zyx[transpose[1]], zyx[transpose[2]]};
 }
@@ -153,7 +153,7 @@ struct SegmentationJob::Impl {
   Plan plan;
   std::vector<int> mirror_axes;
   torch::Device device = torch::kCPU;
-  Geometry geometry;                            // the input's
+  imageio::Geometry geometry;                            // the input's
   std::array<std::array<int64_t, 2>, 3> crop;   // (z, y, x) tensor axes, [begin, end)
   std::array<int64_t, 3> cropped_t;             // cropped size, network axis order
   std::array<int64_t, 3> grid;                  // resampled size, network axis order
@@ -209,7 +209,7 @@ struct SegmentationJob::Impl {
 SegmentationJob::SegmentationJob(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 SegmentationJob::~SegmentationJob() = default;
 
-absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(Volume volume,
+absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(imageio::Volume volume,
                                                                          const Plan& plan,
                                                                          const JobOptions& options) {
   if (auto s = plan.Validate(); !s.ok()) return s;
@@ -265,7 +265,7 @@ absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(Volume 
     impl->grid = ResampledSize(impl->cropped_t, spacing, p.target_spacing);
     // The accumulators are classes x grid floats: refuse a grid whose size
     // cannot even be formed (the server's admission refuses far smaller).
-    if (!CheckedProduct({std::max(impl->grid[0], p.patch[0]), std::max(impl->grid[1], p.patch[1]),
+    if (!imageio::CheckedProduct({std::max(impl->grid[0], p.patch[0]), std::max(impl->grid[1], p.patch[1]),
                          std::max(impl->grid[2], p.patch[2]), p.num_classes, 4, volume.channels + 1}))
       return absl::InvalidArgumentError("the resampled grid is too large (check the input's spacing)");
     impl->modes = ResamplingModes(spacing, p.target_spacing, p.anisotropy_threshold);
@@ -352,7 +352,7 @@ namespace {
 
 // The network grid of an input: the resampled (uncropped: an upper bound)
 // size, at least one patch along each axis.
-std::array<int64_t, 3> PaddedGrid(const Geometry& geometry, const Plan& plan) {
+std::array<int64_t, 3> PaddedGrid(const imageio::Geometry& geometry, const Plan& plan) {
   const auto grid = ResampledSize(TensorSize(geometry, plan.transpose),
                                   TensorSpacing(geometry, plan.transpose), plan.target_spacing);
   std::array<int64_t, 3> padded;
@@ -364,39 +364,39 @@ std::array<int64_t, 3> PaddedGrid(const Geometry& geometry, const Plan& plan) {
 
 // Every product checked: a hostile spacing or size gives INT64_MAX, which no
 // admission limit accepts, never a wrapped (negative) figure.
-int64_t SegmentationJob::EstimateBytes(const Geometry& geometry, int64_t channels,
+int64_t SegmentationJob::EstimateBytes(const imageio::Geometry& geometry, int64_t channels,
                                        const Plan& plan, const JobOptions& options) {
   const auto grid = PaddedGrid(geometry, plan);
-  const int64_t grid_voxels = OrMax(CheckedProduct({grid[0], grid[1], grid[2]}));
-  const int64_t voxels = OrMax(CheckedProduct({geometry.size[0], geometry.size[1], geometry.size[2]}));
-  const int64_t input = OrMax(CheckedProduct({channels, voxels, 4}));
-  int64_t acc = OrMax(CheckedProduct({grid_voxels, plan.num_classes, 4}));
+  const int64_t grid_voxels = imageio::OrMax(imageio::CheckedProduct({grid[0], grid[1], grid[2]}));
+  const int64_t voxels = imageio::OrMax(imageio::CheckedProduct({geometry.size[0], geometry.size[1], geometry.size[2]}));
+  const int64_t input = imageio::OrMax(imageio::CheckedProduct({channels, voxels, 4}));
+  int64_t acc = imageio::OrMax(imageio::CheckedProduct({grid_voxels, plan.num_classes, 4}));
   if (acc != std::numeric_limits<int64_t>::max() &&
       (options.accumulator == AccumulatorPrecision::kFloat16 ||
        (options.accumulator == AccumulatorPrecision::kAuto &&
         acc > options.float32_accumulator_limit_bytes)))
     acc /= 2;
-  const int64_t data = OrMax(CheckedProduct({channels, grid_voxels, 4}));
+  const int64_t data = imageio::OrMax(imageio::CheckedProduct({channels, grid_voxels, 4}));
   // Create(): input + resampled data and one resampling temporary.
-  const int64_t create = OrMax(CheckedAdd(input, OrMax(CheckedMul(2, data))));
+  const int64_t create = imageio::OrMax(imageio::CheckedAdd(input, imageio::OrMax(imageio::CheckedMul(2, data))));
   // Steady state and Finish(): data, accumulators, label map(s), slabs.
   const int64_t slabs =
-      std::min<int64_t>(int64_t{256} << 20, OrMax(CheckedProduct({16, plan.num_classes, voxels})));
-  const int64_t run = OrMax(CheckedAdd(OrMax(CheckedAdd(data, acc)),
-                                       OrMax(CheckedAdd(OrMax(CheckedMul(voxels, 3)), slabs))));
+      std::min<int64_t>(int64_t{256} << 20, imageio::OrMax(imageio::CheckedProduct({16, plan.num_classes, voxels})));
+  const int64_t run = imageio::OrMax(imageio::CheckedAdd(imageio::OrMax(imageio::CheckedAdd(data, acc)),
+                                       imageio::OrMax(imageio::CheckedAdd(imageio::OrMax(imageio::CheckedMul(voxels, 3)), slabs))));
   return std::max(create, run);
 }
 
-int64_t SegmentationJob::CountItems(const Geometry& geometry, const Plan& plan,
+int64_t SegmentationJob::CountItems(const imageio::Geometry& geometry, const Plan& plan,
                                     const JobOptions& options) {
   const auto grid = PaddedGrid(geometry, plan);
   const double step = options.step.value_or(plan.step);
   if (!(step > 0)) return std::numeric_limits<int64_t>::max();
   int64_t windows = 1;
   for (int a = 0; a < 3; ++a)
-    windows = OrMax(CheckedMul(windows, CountWindowStarts(grid[a], plan.patch[a], step)));
+    windows = imageio::OrMax(imageio::CheckedMul(windows, CountWindowStarts(grid[a], plan.patch[a], step)));
   const size_t axes = options.mirror_axes ? options.mirror_axes->size() : plan.mirror_axes.size();
-  return OrMax(CheckedMul(windows, int64_t{1} << std::min<size_t>(axes, 3)));
+  return imageio::OrMax(imageio::CheckedMul(windows, int64_t{1} << std::min<size_t>(axes, 3)));
 }
 
 int64_t SegmentationJob::num_windows() const { return impl_->windows.size(); }
@@ -592,7 +592,7 @@ absl::StatusOr<LabelMap> SegmentationJob::Finish() {
   if (m.finished) return absl::FailedPreconditionError("Finish() called twice");
   m.finished = true;
   const Plan& p = m.plan;
-  const Geometry& g = m.geometry;
+  const imageio::Geometry& g = m.geometry;
   LabelMap out;
   out.geometry = g;
   try {
@@ -633,7 +633,7 @@ absl::StatusOr<LabelMap> SegmentationJob::Finish() {
   return out;
 }
 
-absl::StatusOr<LabelMap> Segment(Volume volume, const Plan& plan, const BatchRunner& run,
+absl::StatusOr<LabelMap> Segment(imageio::Volume volume, const Plan& plan, const BatchRunner& run,
                                  int64_t batch_size, const JobOptions& options, StageTimes* times) {
   auto job = SegmentationJob::Create(std::move(volume), plan, options);
   if (!job.ok()) return job.status();

@@ -32,9 +32,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "preprocessing/geometry.h"
+#include "imageio/geometry.h"
 #include "preprocessing/plan.h"
-#include "preprocessing/volume.h"
+#include "imageio/volume.h"
 
 namespace upp::preprocessing {
 
@@ -75,7 +75,7 @@ struct LabelStats {
 
 // A label map on the input's exact grid.
 struct LabelMap {
-  Geometry geometry;
+  imageio::Geometry geometry;
   std::vector<uint16_t> labels;   // geometry.NumVoxels() values, x fastest
   std::vector<LabelStats> stats;  // one per class 0..num_classes-1
 };
@@ -84,17 +84,17 @@ class SegmentationJob {
  public:
   // Validates the plan and the volume (channels must equal the plan's), then
   // preprocesses. CPU-heavy: call it on a worker thread, not a reactor.
-  static absl::StatusOr<std::unique_ptr<SegmentationJob>> Create(Volume volume, const Plan& plan,
+  static absl::StatusOr<std::unique_ptr<SegmentationJob>> Create(imageio::Volume volume, const Plan& plan,
                                                                  const JobOptions& options = {});
   // Bytes a job for this input will hold at its peak (preprocessed volume,
   // accumulators, label map), for admission control before any work.
   // INT64_MAX when the figure would not fit (refuse it).
-  static int64_t EstimateBytes(const Geometry& geometry, int64_t channels, const Plan& plan,
+  static int64_t EstimateBytes(const imageio::Geometry& geometry, int64_t channels, const Plan& plan,
                                const JobOptions& options = {});
   // An upper bound of num_items() for this input (windows of the uncropped
   // grid x mirror variants), computed without building anything, for the
   // window limits checked before Create(); INT64_MAX when it would not fit.
-  static int64_t CountItems(const Geometry& geometry, const Plan& plan, const JobOptions& options = {});
+  static int64_t CountItems(const imageio::Geometry& geometry, const Plan& plan, const JobOptions& options = {});
   ~SegmentationJob();
 
   int64_t num_windows() const;
@@ -133,7 +133,7 @@ using BatchRunner =
     std::function<absl::Status(const float* input, int64_t batch, float* logits)>;
 
 // The whole pipeline on one thread, in batches of `batch_size` items.
-absl::StatusOr<LabelMap> Segment(Volume volume, const Plan& plan, const BatchRunner& run,
+absl::StatusOr<LabelMap> Segment(imageio::Volume volume, const Plan& plan, const BatchRunner& run,
                                  int64_t batch_size = 1, const JobOptions& options = {},
                                  StageTimes* times = nullptr);
 

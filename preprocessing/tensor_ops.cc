@@ -6,7 +6,7 @@
 #include <limits>
 #include <mutex>
 
-#include "preprocessing/checked_math.h"
+#include "imageio/checked_math.h"
 
 namespace upp::preprocessing {
 
@@ -98,15 +98,15 @@ std::array<int64_t, 3> ResampledSize(const std::array<int64_t, 3>& size,
     const double v = std::nearbyint(static_cast<double>(size[a]) * from_spacing[a] / to_spacing[a]);
     // A hostile spacing ratio gives a size no cast may take: saturate, and
     // let the callers' checked products refuse it.
-    out[a] = std::max<int64_t>(1, CheckedFloor(v).value_or(std::numeric_limits<int64_t>::max()));
+    out[a] = std::max<int64_t>(1, imageio::CheckedFloor(v).value_or(std::numeric_limits<int64_t>::max()));
   }
   return out;
 }
 
 int64_t CountWindowStarts(int64_t size, int64_t patch, double step) {
   if (size <= patch) return 1;
-  const auto steps = CheckedFloor(std::ceil(static_cast<double>(size - patch) / (static_cast<double>(patch) * step)));
-  return steps ? OrMax(CheckedAdd(*steps, 1)) : std::numeric_limits<int64_t>::max();
+  const auto steps = imageio::CheckedFloor(std::ceil(static_cast<double>(size - patch) / (static_cast<double>(patch) * step)));
+  return steps ? imageio::OrMax(imageio::CheckedAdd(*steps, 1)) : std::numeric_limits<int64_t>::max();
 }
 
 std::vector<int64_t> WindowStarts(int64_t size, int64_t patch, double step) {

@@ -11,8 +11,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "preprocessing/checked_math.h"
-#include "preprocessing/dicom_seg.h"
+#include "imageio/checked_math.h"
+#include "imageio/dicom_seg.h"
 #include "server/status.h"
 
 namespace upp::server {
@@ -46,7 +46,7 @@ std::string LoggableId(const std::string& id) {
   return id;
 }
 
-bool SameGeometry(const preprocessing::Geometry& a, const preprocessing::Geometry& b) {
+bool SameGeometry(const imageio::Geometry& a, const imageio::Geometry& b) {
   if (a.size != b.size) return false;
   for (int i = 0; i < 3; ++i) {
     if (std::abs(a.spacing[i] - b.spacing[i]) > 1e-4 * std::max(1.0, a.spacing[i])) return false;
@@ -70,7 +70,7 @@ std::string PeerAddress(const std::string& peer) {
 
 int64_t NowNs() { return absl::ToUnixNanos(absl::Now()); }
 
-void FillGeometry(const preprocessing::Geometry& g, unetrpp::v1::Geometry* out) {
+void FillGeometry(const imageio::Geometry& g, unetrpp::v1::Geometry* out) {
   for (int i = 0; i < 3; ++i) {
     out->add_size(g.size[i]);
     out->add_spacing(g.spacing[i]);
@@ -251,20 +251,20 @@ absl::Status SegmentCall::HandleChunk(unetrpp::v1::InputChunk& chunk) {
 
 // ---------------------------------------------------------------- processing
 
-absl::StatusOr<preprocessing::Volume> SegmentCall::Decode() {
+absl::StatusOr<imageio::Volume> SegmentCall::Decode() {
   const int64_t max_voxels = static_cast<int64_t>(state_->config().limits().max_voxels());
   if (header_.format() == unetrpp::v1::INPUT_FORMAT_DICOM) {
     std::vector<std::string_view> files;
     for (const auto& [index, bytes] : inputs_) files.emplace_back(bytes);
-    preprocessing::DicomSeriesOptions options;
+    imageio::DicomSeriesOptions options;
     options.modalities = {model_->entry().modality()};
     options.max_voxels = max_voxels;
     // The float volume, and as much again for decoded frames.
-    options.admit = [this](const preprocessing::Geometry& g) {
-      return AdmitVolume(g, preprocessing::OrMax(preprocessing::CheckedProduct(
+    options.admit = [this](const imageio::Geometry& g) {
+      return AdmitVolume(g, imageio::OrMax(imageio::CheckedProduct(
                                 {g.size[0], g.size[1], g.size[2], 8})));
     };
-    auto image = preprocessing::ReadDicomSeries(files, options);
+    auto image = imageio::ReadDicomSeries(files, options);
     if (!image.ok()) return image.status();
     if (!image->info.file_indices.empty()) {
       auto it = inputs_.begin();
@@ -275,14 +275,14 @@ absl::StatusOr<preprocessing::Volume> SegmentCall::Decode() {
     nifti_header_.qform_code = nifti_header_.sform_code = 1;  // scanner coordinates
     return std::move(image->volume);
   }
-  preprocessing::NiftiReadOptions options;
+  imageio::NiftiReadOptions options;
   options.max_voxels = max_voxels;
-  options.admit = [this](const preprocessing::Geometry& g, int64_t, int64_t read_bytes) {
+  options.admit = [this](const imageio::Geometry& g, int64_t, int64_t read_bytes) {
     return AdmitVolume(g, read_bytes);
   };
   const int channels = model_->plan().input_channels();
   if (inputs_.size() == 1 && inputs_.begin()->first == 0) {
-    auto image = preprocessing::ReadNifti(inputs_.begin()->second, options);
+    auto image = imageio::ReadNifti(inputs_.begin()->second, options);
     if (!image.ok()) return image.status();
     nifti_header_ = image->header;
     return std::move(image->volume);
@@ -290,9 +290,9 @@ absl::StatusOr<preprocessing::Volume> SegmentCall::Decode() {
   if (static_cast<int>(inputs_.size()) != channels)
     return absl::InvalidArgumentError(absl::StrCat("the model takes ", channels, " channel(s); ",
                                                    inputs_.size(), " NIfTI inputs were sent"));
-  preprocessing::Volume volume;
+  imageio::Volume volume;
   for (auto& [index, bytes] : inputs_) {
-    auto image = preprocessing::ReadNifti(bytes, options);
+    auto image = imageio::ReadNifti(bytes, options);
     if (!image.ok())
       return absl::Status(image.status().code(), absl::StrCat("input ", index, ": ", image.status().message()));
     std::string().swap(bytes);
@@ -330,7 +330,7 @@ preprocessing::JobOptions SegmentCall::JobOptionsFromHeader() const {
   return options;
 }
 
-absl::Status SegmentCall::AdmitVolume(const preprocessing::Geometry& g, int64_t read_bytes) {
+absl::Status SegmentCall::AdmitVolume(const imageio::Geometry& g, int64_t read_bytes) {
   int64_t bytes = read_bytes;
   if (!estimate_reserved_) {
     const auto& plan = model_->plan();
@@ -341,7 +341,7 @@ absl::Status SegmentCall::AdmitVolume(const preprocessing::Geometry& g, int64_t 
       return absl::ResourceExhaustedError(absl::StrCat(
           "this volume needs ", items == std::numeric_limits<int64_t>::max() ? std::string("too many") : absl::StrCat(items),
           " windows, more than the server's limit of ", max_items, " per request (limits.max_windows_per_request)"));
-    bytes = preprocessing::OrMax(preprocessing::CheckedAdd(
+    bytes = imageio::OrMax(imageio::CheckedAdd(
         bytes, preprocessing::SegmentationJob::EstimateBytes(g, plan.input_channels(), plan, options)));
   }
   if (auto s = Reserve(bytes); !s.ok()) return s;
@@ -349,7 +349,7 @@ absl::Status SegmentCall::AdmitVolume(const preprocessing::Geometry& g, int64_t 
   return absl::OkStatus();
 }
 
-absl::Status SegmentCall::HandleNonFinite(preprocessing::Volume& volume) {
+absl::Status SegmentCall::HandleNonFinite(imageio::Volume& volume) {
   const int64_t per_channel = volume.geometry.NumVoxels();
   int64_t count = 0;
   for (int64_t c = 0; c < volume.channels; ++c) {
@@ -478,14 +478,14 @@ void SegmentCall::Postprocess() {
   for (int o : header_.outputs()) {
     const auto kind = static_cast<OutputKind>(o);
     if (kind == unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS) {
-      auto bytes = preprocessing::WriteNiftiLabels(labels->geometry, labels->labels, nifti_header_);
+      auto bytes = imageio::WriteNiftiLabels(labels->geometry, labels->labels, nifti_header_);
       if (!bytes.ok()) return Fail(bytes.status());
       outputs.emplace_back(kind, std::move(*bytes));
     } else if (kind == unetrpp::v1::OUTPUT_KIND_DICOM_SEG) {
-      std::vector<preprocessing::SegmentDescription> segments;
+      std::vector<imageio::SegmentDescription> segments;
       for (const auto& l : plan.labels)
         if (l.value > 0) segments.push_back({static_cast<uint16_t>(l.value), l.name, l.rgb});
-      auto bytes = preprocessing::WriteDicomSeg(labels->geometry, labels->labels, *dicom_info_,
+      auto bytes = imageio::WriteDicomSeg(labels->geometry, labels->labels, *dicom_info_,
                                                 dicom_source_instance_, segments,
                                                 {"UNETR++ " + model_->name(), model_->entry().version()});
       if (!bytes.ok()) return Fail(bytes.status());

@@ -27,8 +27,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "preprocessing/dicom.h"
-#include "preprocessing/nifti.h"
+#include "imageio/dicom.h"
+#include "imageio/nifti.h"
 #include "preprocessing/pipeline.h"
 #include "server/batcher.h"
 #include "server/service_state.h"
@@ -72,16 +72,16 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   absl::Status HandleChunk(unetrpp::v1::InputChunk& chunk);
   // CPU pool: decode, admit, preprocess, enqueue windows.
   void Process();
-  absl::StatusOr<preprocessing::Volume> Decode();
+  absl::StatusOr<imageio::Volume> Decode();
   // Reserves `bytes` more for this call (RESOURCE_EXHAUSTED past the limit).
   absl::Status Reserve(int64_t bytes);
   // Called by the readers before decoding: the first time, the window limit
   // and the job's working memory for an input of geometry `g`; every time,
   // `read_bytes` (what decoding this file allocates).
-  absl::Status AdmitVolume(const preprocessing::Geometry& g, int64_t read_bytes);
+  absl::Status AdmitVolume(const imageio::Geometry& g, int64_t read_bytes);
   preprocessing::JobOptions JobOptionsFromHeader() const;
   // Replaces or refuses NaN / inf voxels (config nonfinite_voxels).
-  absl::Status HandleNonFinite(preprocessing::Volume& volume);
+  absl::Status HandleNonFinite(imageio::Volume& volume);
   // Runs `work` on the CPU pool; an exception fails this request only.
   void ScheduleGuarded(void (SegmentCall::*work)());
   // Ends a call whose client stopped taking part: the status for the log,
@@ -128,8 +128,8 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   int64_t voxels_ = 0;
   int64_t nonfinite_replaced_ = 0;
   bool estimate_reserved_ = false;  // the job's working memory is in reserved_bytes_
-  preprocessing::NiftiHeaderInfo nifti_header_;
-  std::optional<preprocessing::DicomSeriesInfo> dicom_info_;
+  imageio::NiftiHeaderInfo nifti_header_;
+  std::optional<imageio::DicomSeriesInfo> dicom_info_;
   std::string dicom_source_instance_;  // one instance of the series, for SEG
   std::atomic<int64_t> windows_done_{0};
   std::atomic<bool> first_window_{true};

@@ -22,7 +22,7 @@
 
 #include "clients/cpp/client.h"
 #include "model/cpu_threads.h"
-#include "preprocessing/nifti.h"
+#include "imageio/nifti.h"
 #include "server/config.h"
 #include "server/server.h"
 #include "tools/phantom.h"
@@ -44,9 +44,9 @@ Input MakeInput(const std::string& name, std::array<int64_t, 3> size, std::array
   const auto geometry = upp::tools::GridFor(
       spacing, {size[0] * spacing[0], size[1] * spacing[1], size[2] * spacing[2]});
   const auto phantom = upp::tools::Rasterize(upp::tools::RandomAnatomy(seed), geometry, seed);
-  upp::preprocessing::NiftiHeaderInfo header;
+  upp::imageio::NiftiHeaderInfo header;
   header.qform_code = header.sform_code = 1;
-  auto bytes = upp::preprocessing::WriteNiftiInt16(geometry, upp::tools::ToInt16(phantom.hu), header);
+  auto bytes = upp::imageio::WriteNiftiInt16(geometry, upp::tools::ToInt16(phantom.hu), header);
   if (!bytes.ok()) {
     std::fprintf(stderr, "%s\n", bytes.status().ToString().c_str());
     std::exit(1);

@@ -16,7 +16,7 @@
 #include "model/config.h"
 #include "model/cpu_threads.h"
 #include "model/window_runner.h"
-#include "preprocessing/nifti.h"
+#include "imageio/nifti.h"
 #include "preprocessing/pipeline.h"
 
 namespace {
@@ -73,6 +73,7 @@ std::string SyntheticCt(int64_t nx, int64_t ny, int64_t nz, double sx, double sy
 
 int main(int argc, char** argv) {
   namespace pp = upp::preprocessing;
+  namespace io = upp::imageio;
   CLI::App app{"Benchmark the inference pipeline on a synthetic CT"};
   std::vector<int64_t> size{512, 512, 300};
   std::vector<double> spacing{0.8, 0.8, 2.5};
@@ -102,7 +103,7 @@ int main(int argc, char** argv) {
   const double rss_file = PeakRssMiB();
   const auto t_all = Clock::now();
   auto t = Clock::now();
-  auto image = pp::ReadNifti(file);
+  auto image = io::ReadNifti(file);
   if (!image.ok()) return std::fprintf(stderr, "%s\n", image.status().ToString().c_str()), 1;
   const double decode = Since(t);
   std::string().swap(file);  // a server frees the received bytes after decoding too

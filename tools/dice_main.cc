@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
-#include "preprocessing/nifti.h"
+#include "imageio/nifti.h"
 #include "tools/phantom.h"
 
 int main(int argc, char** argv) {
@@ -14,8 +14,8 @@ int main(int argc, char** argv) {
   app.add_option("truth", truth_path, "reference labels (.nii/.nii.gz)")->required();
   app.add_option("labels", labels_path, "labels to score (.nii/.nii.gz)")->required();
   CLI11_PARSE(app, argc, argv);
-  auto truth = upp::preprocessing::ReadNiftiFile(truth_path);
-  auto labels = upp::preprocessing::ReadNiftiFile(labels_path);
+  auto truth = upp::imageio::ReadNiftiFile(truth_path);
+  auto labels = upp::imageio::ReadNiftiFile(labels_path);
   if (!truth.ok() || !labels.ok()) {
     std::fprintf(stderr, "upp-dice: %s\n", (truth.ok() ? labels.status() : truth.status()).ToString().c_str());
     return 1;

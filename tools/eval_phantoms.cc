@@ -40,7 +40,7 @@ int main(int argc, char** argv) {
     const uint64_t seed = first_seed + static_cast<uint64_t>(i);
     const auto geometry = upp::tools::RandomGeometry(seed, max_inplane, max_slices);
     const auto phantom = upp::tools::Rasterize(upp::tools::RandomAnatomy(seed), geometry, seed);
-    upp::preprocessing::Volume v;
+    upp::imageio::Volume v;
     v.geometry = geometry;
     const auto hu = upp::tools::ToInt16(phantom.hu);  // what a CT file holds
     v.voxels.assign(hu.begin(), hu.end());

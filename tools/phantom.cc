@@ -95,8 +95,8 @@ Anatomy RandomAnatomy(uint64_t seed) {
   return a;
 }
 
-preprocessing::Geometry GridFor(std::array<double, 3> spacing, std::array<double, 3> fov_mm) {
-  preprocessing::Geometry g;
+imageio::Geometry GridFor(std::array<double, 3> spacing, std::array<double, 3> fov_mm) {
+  imageio::Geometry g;
   g.spacing = spacing;
   for (int a = 0; a < 3; ++a) {
     g.size[a] = std::max<int64_t>(1, std::llround(fov_mm[a] / spacing[a]));
@@ -105,7 +105,7 @@ preprocessing::Geometry GridFor(std::array<double, 3> spacing, std::array<double
   return g;
 }
 
-preprocessing::Geometry RandomGeometry(uint64_t seed, int64_t max_inplane, int64_t max_slices) {
+imageio::Geometry RandomGeometry(uint64_t seed, int64_t max_inplane, int64_t max_slices) {
   Draw d(seed * 0xD1B54A32D192ED03ULL + 7);
   const double s = d.U(0.6, 1.0), t = d.U(1.0, 5.0);
   const double fov = std::min(d.U(380, 460), max_inplane * s);
@@ -113,7 +113,7 @@ preprocessing::Geometry RandomGeometry(uint64_t seed, int64_t max_inplane, int64
   return GridFor({s, s, t}, {fov, fov, length});
 }
 
-PhantomImage Rasterize(const Anatomy& an, const preprocessing::Geometry& g, uint64_t noise_seed) {
+PhantomImage Rasterize(const Anatomy& an, const imageio::Geometry& g, uint64_t noise_seed) {
   PhantomImage out;
   out.geometry = g;
   const int64_t nx = g.size[0], ny = g.size[1], nz = g.size[2];

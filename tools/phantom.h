@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "preprocessing/geometry.h"
+#include "imageio/geometry.h"
 #include "preprocessing/plan.h"
 
 namespace upp::tools {
@@ -59,18 +59,18 @@ Anatomy RandomAnatomy(uint64_t seed);
 // A grid for the anatomy: in-plane spacing in [0.6, 1.0] mm, slices in
 // [1, 5] mm, a field of view of 380-460 mm (at most max_inplane voxels) and
 // 160-300 mm along z (at most max_slices), centred on the patient.
-preprocessing::Geometry RandomGeometry(uint64_t seed, int64_t max_inplane = 512, int64_t max_slices = 300);
+imageio::Geometry RandomGeometry(uint64_t seed, int64_t max_inplane = 512, int64_t max_slices = 300);
 // A grid with given spacing covering [-fov/2, fov/2] in x, y, z (mm).
-preprocessing::Geometry GridFor(std::array<double, 3> spacing, std::array<double, 3> fov_mm);
+imageio::Geometry GridFor(std::array<double, 3> spacing, std::array<double, 3> fov_mm);
 
 struct PhantomImage {
-  preprocessing::Geometry geometry;
+  imageio::Geometry geometry;
   std::vector<float> hu;         // x fastest
   std::vector<uint16_t> labels;  // x fastest
 };
 // Rasterises `anatomy` on `geometry` (labels at voxel centres; HU blurred by
 // one voxel's partial volume, plus noise drawn from `noise_seed`).
-PhantomImage Rasterize(const Anatomy& anatomy, const preprocessing::Geometry& geometry, uint64_t noise_seed);
+PhantomImage Rasterize(const Anatomy& anatomy, const imageio::Geometry& geometry, uint64_t noise_seed);
 
 // Mean Dice per label 1..kNumPhantomClasses-1 of `predicted` against `truth`
 // (equal sizes). A label absent from both counts as 1.
@@ -84,7 +84,7 @@ std::vector<int16_t> ToInt16(const std::vector<float>& hu);
 // little endian, CT Image Storage) through DCMTK. Identifiers are synthetic
 // ("PHANTOM^SYNTHETIC", ID "PHANTOM-<seed>", no dates of birth); UIDs are
 // generated. Slices run along +z with the geometry's direction and origin.
-std::vector<std::string> WriteCtSeries(const preprocessing::Geometry& geometry, const std::vector<int16_t>& hu,
+std::vector<std::string> WriteCtSeries(const imageio::Geometry& geometry, const std::vector<int16_t>& hu,
                                        uint64_t seed);
 
 }  // namespace upp::tools

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstdio>
 
-#include "preprocessing/dcmtk_io.h"
+#include "imageio/dcmtk_io.h"
 #include "tools/phantom.h"
 
 namespace upp::tools {
@@ -16,7 +16,7 @@ std::vector<int16_t> ToInt16(const std::vector<float>& hu) {
   return out;
 }
 
-std::vector<std::string> WriteCtSeries(const preprocessing::Geometry& g, const std::vector<int16_t>& hu,
+std::vector<std::string> WriteCtSeries(const imageio::Geometry& g, const std::vector<int16_t>& hu,
                                        uint64_t seed) {
   char study[100], series[100], frame[100];
   dcmGenerateUniqueIdentifier(study, SITE_STUDY_UID_ROOT);
@@ -82,7 +82,7 @@ std::vector<std::string> WriteCtSeries(const preprocessing::Geometry& g, const s
     d->putAndInsertString(DCM_WindowWidth, "400");
     d->putAndInsertUint16Array(DCM_PixelData, reinterpret_cast<const Uint16*>(hu.data() + z * plane),
                                static_cast<unsigned long>(plane));
-    auto bytes = preprocessing::SerializeDicom(file);
+    auto bytes = imageio::SerializeDicom(file);
     if (!bytes.ok()) return {};
     files.push_back(std::move(*bytes));
   }

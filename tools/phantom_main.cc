@@ -7,7 +7,7 @@
 #include <fstream>
 
 #include "model/cpu_threads.h"
-#include "preprocessing/nifti.h"
+#include "imageio/nifti.h"
 #include "tools/phantom.h"
 
 int main(int argc, char** argv) {
@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
   upp::model::ConfigureCpuThreads(0);
 
   const auto anatomy = upp::tools::RandomAnatomy(seed);
-  upp::preprocessing::Geometry geometry = upp::tools::RandomGeometry(seed, max_inplane, max_slices);
+  upp::imageio::Geometry geometry = upp::tools::RandomGeometry(seed, max_inplane, max_slices);
   if (!spacing.empty()) {
     const std::array<double, 3> f = fov.empty() ? std::array<double, 3>{400, 400, 240}
                                                 : std::array<double, 3>{fov[0], fov[1], fov[2]};
@@ -36,15 +36,15 @@ int main(int argc, char** argv) {
   }
   const auto phantom = upp::tools::Rasterize(anatomy, geometry, seed);
   const auto hu = upp::tools::ToInt16(phantom.hu);
-  upp::preprocessing::NiftiHeaderInfo header;
+  upp::imageio::NiftiHeaderInfo header;
   header.qform_code = header.sform_code = 1;
   if (!image_path.empty()) {
-    auto bytes = upp::preprocessing::WriteNiftiInt16(geometry, hu, header, "unetrpp-serve phantom");
+    auto bytes = upp::imageio::WriteNiftiInt16(geometry, hu, header, "unetrpp-serve phantom");
     if (!bytes.ok()) return std::fprintf(stderr, "%s\n", bytes.status().ToString().c_str()), 1;
     std::ofstream(image_path, std::ios::binary) << *bytes;
   }
   if (!labels_path.empty()) {
-    auto bytes = upp::preprocessing::WriteNiftiLabels(geometry, phantom.labels, header);
+    auto bytes = upp::imageio::WriteNiftiLabels(geometry, phantom.labels, header);
     if (!bytes.ok()) return std::fprintf(stderr, "%s\n", bytes.status().ToString().c_str()), 1;
     std::ofstream(labels_path, std::ios::binary) << *bytes;
   }

@@ -15,8 +15,8 @@
 
 #include "model/cpu_threads.h"
 #include "model/window_runner.h"
-#include "preprocessing/dicom.h"
-#include "preprocessing/nifti.h"
+#include "imageio/dicom.h"
+#include "imageio/nifti.h"
 #include "preprocessing/pipeline.h"
 #include "tools/batch_runner.h"
 
@@ -36,6 +36,7 @@ std::string ReadFile(const std::filesystem::path& path) {
 
 int main(int argc, char** argv) {
   namespace pp = upp::preprocessing;
+  namespace io = upp::imageio;
   CLI::App app{"Segment a volume with UNETR++ (offline, no server)"};
   std::string input, output, weights, plan_path, device = "cpu", precision = "fp32";
   int threads = 0;
@@ -61,18 +62,18 @@ int main(int argc, char** argv) {
                                  static_cast<int>(config.in_channels));
   if (!plan.ok()) return Fail(plan.status().ToString());
 
-  pp::NiftiHeaderInfo header;
+  io::NiftiHeaderInfo header;
   header.qform_code = header.sform_code = 1;
-  pp::Volume volume;
+  io::Volume volume;
   if (std::filesystem::is_directory(input)) {
     std::vector<std::string> files;
     for (const auto& e : std::filesystem::directory_iterator(input))
       if (e.is_regular_file()) files.push_back(ReadFile(e.path()));
-    auto dicom = pp::ReadDicomSeries(std::vector<std::string_view>(files.begin(), files.end()));
+    auto dicom = io::ReadDicomSeries(std::vector<std::string_view>(files.begin(), files.end()));
     if (!dicom.ok()) return Fail(dicom.status().ToString());
     volume = std::move(dicom->volume);
   } else {
-    auto nifti = pp::ReadNiftiFile(input);
+    auto nifti = io::ReadNiftiFile(input);
     if (!nifti.ok()) return Fail(nifti.status().ToString());
     volume = std::move(nifti->volume);
     header = nifti->header;
@@ -85,7 +86,7 @@ int main(int argc, char** argv) {
   if (!labels.ok()) return Fail(labels.status().ToString());
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!output.empty()) {
-    auto bytes = pp::WriteNiftiLabels(labels->geometry, labels->labels, header);
+    auto bytes = io::WriteNiftiLabels(labels->geometry, labels->labels, header);
     if (!bytes.ok()) return Fail(bytes.status().ToString());
     std::ofstream(output, std::ios::binary) << *bytes;
   }

@@ -14,9 +14,9 @@
 #include <cmath>
 #include <limits>
 
-#include "preprocessing/dicom.h"
-#include "preprocessing/dicom_seg.h"
-#include "preprocessing/nifti.h"
+#include "imageio/dicom.h"
+#include "imageio/dicom_seg.h"
+#include "imageio/nifti.h"
 
 // Test labels derived from the first channel: |round(value)| mod `mod`, NaN -> 0.
 std::vector<uint16_t> LabelsFromVoxels(const std::vector<float>& voxels, int64_t count, int mod) {
@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
   app.add_option("--label-mod", label_mod, "modulus for --write-labels (1..65536)")
       ->check(CLI::Range(1, 65536));
   CLI11_PARSE(app, argc, argv);
-  absl::StatusOr<upp::preprocessing::NiftiImage> image;
+  absl::StatusOr<upp::imageio::NiftiImage> image;
   if (std::filesystem::is_directory(path)) {
     // A DICOM series: every regular file in the directory.
     std::vector<std::string> contents;
@@ -59,19 +59,19 @@ int main(int argc, char** argv) {
       contents.emplace_back(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
     }
     std::vector<std::string_view> views(contents.begin(), contents.end());
-    upp::preprocessing::DicomSeriesOptions dicom_options;
+    upp::imageio::DicomSeriesOptions dicom_options;
     if (any_modality) dicom_options.modalities.clear();
     dicom_options.max_voxels = max_voxels;
-    auto dicom = upp::preprocessing::ReadDicomSeries(views, dicom_options);
+    auto dicom = upp::imageio::ReadDicomSeries(views, dicom_options);
     if (dicom.ok() && !write_seg.empty()) {
       const auto& g = dicom->volume.geometry;
       const auto labels = LabelsFromVoxels(dicom->volume.voxels, g.NumVoxels(), label_mod);
-      std::vector<upp::preprocessing::SegmentDescription> segments;
+      std::vector<upp::imageio::SegmentDescription> segments;
       for (int l = 1; l < label_mod; ++l) {
         segments.push_back({static_cast<uint16_t>(l), "label " + std::to_string(l),
                             {static_cast<uint8_t>(40 * l % 256), 128, static_cast<uint8_t>(255 - 30 * l % 256)}});
       }
-      auto seg = upp::preprocessing::WriteDicomSeg(g, labels, dicom->info,
+      auto seg = upp::imageio::WriteDicomSeg(g, labels, dicom->info,
                                                    views[dicom->info.file_indices[0]], segments,
                                                    {"UNETR++", "0.1.0"});
       if (!seg.ok()) {
@@ -83,15 +83,15 @@ int main(int argc, char** argv) {
     if (!dicom.ok()) {
       image = dicom.status();
     } else {
-      upp::preprocessing::NiftiImage as_nifti;
+      upp::imageio::NiftiImage as_nifti;
       as_nifti.volume = std::move(dicom->volume);
       as_nifti.header.qform_code = as_nifti.header.sform_code = 1;  // scanner coordinates
       image = std::move(as_nifti);
     }
   } else {
-    upp::preprocessing::NiftiReadOptions nifti_options;
+    upp::imageio::NiftiReadOptions nifti_options;
     nifti_options.max_voxels = max_voxels;
-    image = upp::preprocessing::ReadNiftiFile(path, nifti_options);
+    image = upp::imageio::ReadNiftiFile(path, nifti_options);
   }
   if (!image.ok()) {
     std::fprintf(stderr, "upp-volume-info: %s\n", image.status().ToString().c_str());
@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
   const auto& g = v.geometry;
   if (!write_labels.empty()) {
     const auto labels = LabelsFromVoxels(v.voxels, g.NumVoxels(), label_mod);
-    auto bytes = upp::preprocessing::WriteNiftiLabels(g, labels, image->header);
+    auto bytes = upp::imageio::WriteNiftiLabels(g, labels, image->header);
     if (!bytes.ok()) {
       std::fprintf(stderr, "upp-volume-info: %s\n", bytes.status().ToString().c_str());
       return 1;

@@ -26,7 +26,7 @@ cairo_status_t AppendToString(void* closure, const unsigned char* data, unsigned
 
 }  // namespace
 
-absl::StatusOr<std::string> RenderOverlayPng(const preprocessing::Volume& image, const std::vector<uint16_t>& labels,
+absl::StatusOr<std::string> RenderOverlayPng(const imageio::Volume& image, const std::vector<uint16_t>& labels,
                                              const std::vector<OverlayLabel>& legend, const OverlayOptions& options) {
   const auto& g = image.geometry;
   const int64_t nx = g.size[0], ny = g.size[1], nz = g.size[2];

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "preprocessing/volume.h"
+#include "imageio/volume.h"
 
 namespace upp::client {
 
@@ -35,7 +35,7 @@ struct OverlayOptions {
 // `image`: channel 0 is drawn; `labels`: one per voxel, same grid. Returns
 // the PNG bytes. Slices go through the centre of the labelled voxels (the
 // volume's centre when none is labelled).
-absl::StatusOr<std::string> RenderOverlayPng(const preprocessing::Volume& image, const std::vector<uint16_t>& labels,
+absl::StatusOr<std::string> RenderOverlayPng(const imageio::Volume& image, const std::vector<uint16_t>& labels,
                                              const std::vector<OverlayLabel>& legend,
                                              const OverlayOptions& options = {});
 

@@ -22,8 +22,8 @@
 
 #include "clients/cpp/client.h"
 #include "clients/cpp/overlay.h"
-#include "preprocessing/dicom.h"
-#include "preprocessing/nifti.h"
+#include "imageio/dicom.h"
+#include "imageio/nifti.h"
 
 namespace {
 
@@ -220,15 +220,15 @@ int main(int argc, char** argv) {
 
   if (!png.empty()) {
     // Decode the input locally for the picture (the labels share its grid).
-    absl::StatusOr<upp::preprocessing::Volume> volume = absl::UnknownError("");
+    absl::StatusOr<upp::imageio::Volume> volume = absl::UnknownError("");
     if (dicom) {
-      upp::preprocessing::DicomSeriesOptions o;
+      upp::imageio::DicomSeriesOptions o;
       o.modalities.clear();
-      auto d = upp::preprocessing::ReadDicomSeries(std::vector<std::string_view>(files.begin(), files.end()), o);
-      volume = d.ok() ? absl::StatusOr<upp::preprocessing::Volume>(std::move(d->volume)) : d.status();
+      auto d = upp::imageio::ReadDicomSeries(std::vector<std::string_view>(files.begin(), files.end()), o);
+      volume = d.ok() ? absl::StatusOr<upp::imageio::Volume>(std::move(d->volume)) : d.status();
     } else {
-      auto n = upp::preprocessing::ReadNifti(files[0]);
-      volume = n.ok() ? absl::StatusOr<upp::preprocessing::Volume>(std::move(n->volume)) : n.status();
+      auto n = upp::imageio::ReadNifti(files[0]);
+      volume = n.ok() ? absl::StatusOr<upp::imageio::Volume>(std::move(n->volume)) : n.status();
     }
     if (!volume.ok()) return Fail(volume.status());
     const std::string& raw = result->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS];

@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-#include "preprocessing/dicom.h"
+#include "imageio/dicom.h"
 #include "tests/fuzz/fuzz_admission.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -21,10 +21,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     all.remove_prefix(at + kMarker.size());
   }
   files.push_back(all);
-  upp::preprocessing::DicomSeriesOptions options;
+  upp::imageio::DicomSeriesOptions options;
   options.admit = upp::fuzz::AdmitSeries;  // production limits (fuzz_admission.h)
   options.modalities.clear();  // any modality: reach the pixel decoding
-  auto image = upp::preprocessing::ReadDicomSeries(files, options);
+  auto image = upp::imageio::ReadDicomSeries(files, options);
   if (image.ok()) {
     const auto& v = image->volume;
     if (!v.geometry.Validate().ok()) std::abort();

@@ -10,8 +10,8 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
-#include "preprocessing/checked_math.h"
-#include "preprocessing/geometry.h"
+#include "imageio/checked_math.h"
+#include "imageio/geometry.h"
 
 namespace upp::fuzz {
 
@@ -23,9 +23,9 @@ inline absl::Status Admit(int64_t bytes) {
 }
 
 // DICOM: the float volume and as much again for decoded frames, as the server reserves.
-inline absl::Status AdmitSeries(const preprocessing::Geometry& g) {
+inline absl::Status AdmitSeries(const imageio::Geometry& g) {
   return Admit(
-      preprocessing::OrMax(preprocessing::CheckedProduct({g.size[0], g.size[1], g.size[2], 8})));
+      imageio::OrMax(imageio::CheckedProduct({g.size[0], g.size[1], g.size[2], 8})));
 }
 
 }  // namespace upp::fuzz

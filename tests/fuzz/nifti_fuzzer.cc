@@ -6,16 +6,16 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "preprocessing/nifti.h"
+#include "imageio/nifti.h"
 #include "tests/fuzz/fuzz_admission.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  upp::preprocessing::NiftiReadOptions options;
+  upp::imageio::NiftiReadOptions options;
   // Production limits (fuzz_admission.h).
-  options.admit = [](const upp::preprocessing::Geometry&, int64_t, int64_t read_bytes) {
+  options.admit = [](const upp::imageio::Geometry&, int64_t, int64_t read_bytes) {
     return upp::fuzz::Admit(read_bytes);
   };
-  auto image = upp::preprocessing::ReadNifti(
+  auto image = upp::imageio::ReadNifti(
       std::string_view(reinterpret_cast<const char*>(data), size), options);
   if (image.ok()) {
     const auto& v = image->volume;

@@ -27,7 +27,7 @@ TEST(PipelineWithModel, SynapseSmallOnAnOddAnisotropicVolume) {
 
   // 257 x 301 x 97 voxels (x, y, z) of 0.78 x 0.78 x 2.5 mm: anisotropy 3.2,
   // so z is resampled by nearest neighbour, in-plane linearly.
-  Volume v;
+  imageio::Volume v;
   v.geometry.size = {257, 301, 97};
   v.geometry.spacing = {0.78, 0.78, 2.5};
   v.geometry.origin = {-100.0, -117.0, -300.0};
@@ -39,7 +39,7 @@ TEST(PipelineWithModel, SynapseSmallOnAnOddAnisotropicVolume) {
         const double r = std::hypot(x - 128.0, (y - 150.0) * 0.8);
         v.voxels[(z * 301 + y) * 257 + x] = r < 100 ? 40.0f + 30.0f * std::sin(0.1 * x + 0.05 * z) : -1000.0f;
       }
-  const Geometry geometry = v.geometry;
+  const imageio::Geometry geometry = v.geometry;
 
   auto job = SegmentationJob::Create(v, plan);
   ASSERT_TRUE(job.ok()) << job.status();

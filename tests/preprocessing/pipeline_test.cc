@@ -175,8 +175,8 @@ Plan IdentityPlan(std::array<int64_t, 3> patch, int classes) {
 }
 
 // A volume with values 0..3 in blocks (z, y, x sizes), unit spacing.
-Volume BlockVolume(std::array<int64_t, 3> size_xyz, std::array<double, 3> spacing = {1, 1, 1}) {
-  Volume v;
+imageio::Volume BlockVolume(std::array<int64_t, 3> size_xyz, std::array<double, 3> spacing = {1, 1, 1}) {
+  imageio::Volume v;
   v.geometry.size = size_xyz;
   v.geometry.spacing = spacing;
   v.geometry.origin = {-12.5, 40.0, 7.0};
@@ -191,7 +191,7 @@ Volume BlockVolume(std::array<int64_t, 3> size_xyz, std::array<double, 3> spacin
   return v;
 }
 
-void ExpectSameGeometry(const Geometry& a, const Geometry& b) {
+void ExpectSameGeometry(const imageio::Geometry& a, const imageio::Geometry& b) {
   EXPECT_EQ(a.size, b.size);
   EXPECT_EQ(a.spacing, b.spacing);
   EXPECT_EQ(a.origin, b.origin);
@@ -204,8 +204,8 @@ TEST(Job, StitchingPointwiseWindowsReturnsThem) {
   for (const auto& transpose : {std::array<int, 3>{0, 1, 2}, std::array<int, 3>{2, 0, 1}}) {
     Plan plan = IdentityPlan({8, 16, 16}, 4);
     plan.transpose = transpose;
-    Volume v = BlockVolume({30, 37, 5});
-    const Volume copy = v;
+    imageio::Volume v = BlockVolume({30, 37, 5});
+    const imageio::Volume copy = v;
     auto result = Segment(std::move(v), plan, PointwiseNet(4, 1, plan.patch), 3);
     ASSERT_TRUE(result.ok()) << result.status();
     ExpectSameGeometry(result->geometry, copy.geometry);
@@ -221,7 +221,7 @@ TEST(Job, StitchingPointwiseWindowsReturnsThem) {
 
 TEST(Job, MirroringAFlipEquivariantNetChangesNothing) {
   Plan plan = IdentityPlan({8, 16, 16}, 4);
-  Volume v = BlockVolume({23, 19, 17});
+  imageio::Volume v = BlockVolume({23, 19, 17});
   auto plain = Segment(v, plan, PointwiseNet(4, 1, plan.patch), 2);
   JobOptions mirrored;
   mirrored.mirror_axes = std::vector<int>{0, 1, 2};
@@ -235,8 +235,8 @@ TEST(Job, MirroringAFlipEquivariantNetChangesNothing) {
 
 TEST(Job, ItemsInAnyOrderFromAnyThread) {
   Plan plan = IdentityPlan({8, 16, 16}, 4);
-  Volume v = BlockVolume({40, 33, 20});
-  const Volume copy = v;
+  imageio::Volume v = BlockVolume({40, 33, 20});
+  const imageio::Volume copy = v;
   auto job_or = SegmentationJob::Create(std::move(v), plan, {});
   ASSERT_TRUE(job_or.ok());
   SegmentationJob& job = **job_or;
@@ -274,14 +274,14 @@ TEST(Job, MisuseGetsClearStatuses) {
   EXPECT_EQ((*job)->AddOutput((*job)->num_items(), out.data()).status().code(),
             absl::StatusCode::kOutOfRange);
 
-  Volume two = BlockVolume({20, 20, 10});
+  imageio::Volume two = BlockVolume({20, 20, 10});
   two.channels = 2;
   two.voxels.resize(two.voxels.size() * 2);
   auto bad = SegmentationJob::Create(std::move(two), plan, {});
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(bad.status().message().find("input channel"), std::string::npos);
 
-  Volume nan_spacing = BlockVolume({20, 20, 10});
+  imageio::Volume nan_spacing = BlockVolume({20, 20, 10});
   nan_spacing.geometry.spacing[1] = std::nan("");
   EXPECT_EQ(SegmentationJob::Create(std::move(nan_spacing), plan, {}).status().code(),
             absl::StatusCode::kInvalidArgument);
@@ -307,8 +307,8 @@ TEST(Job, ResamplingRoundTripKeepsGeometryAndLabels) {
   Plan plan = IdentityPlan({8, 16, 16}, 4);
   plan.target_spacing = {1.5, 1.5, 1.5};
   for (auto acc : {AccumulatorPrecision::kFloat32, AccumulatorPrecision::kFloat16}) {
-    Volume v = BlockVolume({61, 47, 13}, {0.7, 0.9, 4.0});
-    const Volume copy = v;
+    imageio::Volume v = BlockVolume({61, 47, 13}, {0.7, 0.9, 4.0});
+    const imageio::Volume copy = v;
     JobOptions options;
     options.accumulator = acc;
     auto job = SegmentationJob::Create(v, plan, options);
@@ -357,7 +357,7 @@ TEST(Crop, NonzeroBoundingBoxMatchesBruteForce) {
 TEST(Job, CropsToNonzeroAndPastesBackAsBackground) {
   Plan plan = IdentityPlan({8, 16, 16}, 4);
   plan.crop_to_nonzero = true;
-  Volume v = BlockVolume({30, 30, 12});
+  imageio::Volume v = BlockVolume({30, 30, 12});
   // Zero everything outside x in [5, 20), y in [3, 28), z in [2, 9); inside
   // values 1..3 (no zeros), so the crop is exactly that box.
   for (int64_t z = 0; z < 12; ++z)
@@ -367,7 +367,7 @@ TEST(Job, CropsToNonzeroAndPastesBackAsBackground) {
         const bool inside = x >= 5 && x < 20 && y >= 3 && y < 28 && z >= 2 && z < 9;
         val = inside ? 1.0f + static_cast<float>((x + y) % 3) : 0.0f;
       }
-  const Volume copy = v;
+  const imageio::Volume copy = v;
   auto job = SegmentationJob::Create(v, plan, {});
   ASSERT_TRUE(job.ok());
   EXPECT_EQ((*job)->network_grid(), (std::array<int64_t, 3>{7, 25, 15}));
@@ -381,7 +381,7 @@ TEST(Job, CtAndZScoreNormalisation) {
   // can read the normalisation back from the labels.
   Plan plan = IdentityPlan({4, 8, 8}, 8);
   plan.normalization[0] = {ChannelNormalization::Scheme::kCT, -100, 500, 100, 100, false};
-  Volume v;
+  imageio::Volume v;
   v.geometry.size = {8, 8, 4};
   v.voxels = std::vector<float>(256, -1000.0f);  // clipped to -100 -> class -2 -> 0
   for (int i = 128; i < 256; ++i) v.voxels[i] = 400.0f;  // (400 - 100) / 100 = 3
@@ -414,8 +414,8 @@ BatchRunner WindowDependentNet(int64_t classes, std::array<int64_t, 3> patch) {
 }
 
 // A smooth random-looking field with a zero border (so the crop matters).
-Volume WavyVolume(std::array<int64_t, 3> size_xyz, std::array<double, 3> spacing) {
-  Volume v;
+imageio::Volume WavyVolume(std::array<int64_t, 3> size_xyz, std::array<double, 3> spacing) {
+  imageio::Volume v;
   v.geometry.size = size_xyz;
   v.geometry.spacing = spacing;
   v.voxels.resize(v.geometry.NumVoxels());
@@ -452,7 +452,7 @@ TEST(Job, BackResamplingShortcutEqualsFullResampling) {
     plan.target_spacing = {1.5, 1.5, 1.5};
     plan.transpose = c.transpose;
     plan.crop_to_nonzero = true;
-    const Volume v = WavyVolume(c.size, c.spacing);
+    const imageio::Volume v = WavyVolume(c.size, c.spacing);
     JobOptions fast, full;
     fast.accumulator = full.accumulator = c.acc;
     fast.back_resampling = BackResampling::kBordersOnly;
@@ -484,7 +484,7 @@ TEST(Job, BackResamplingShortcutEqualsFullResampling) {
 
 TEST(Job, EstimateCoversTheAccumulators) {
   Plan plan = DefaultCtPlan();
-  Geometry g;
+  imageio::Geometry g;
   g.size = {512, 512, 300};
   g.spacing = {0.8, 0.8, 2.5};
   const int64_t bytes = SegmentationJob::EstimateBytes(g, 1, plan);

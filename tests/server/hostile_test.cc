@@ -13,7 +13,7 @@
 
 #include "clients/cpp/client.h"
 #include "model/cpu_threads.h"
-#include "preprocessing/nifti.h"
+#include "imageio/nifti.h"
 #include "preprocessing/plan.h"
 #include "server/config.h"
 #include "server/server.h"
@@ -226,13 +226,13 @@ TEST_F(HostileTest, PriorityAboveZeroNeedsTheConfiguration) {
 // its header, before inflating or decoding: a gzip NIfTI of 32 M voxels in
 // ~100 KB (RSS does not grow by its size).
 TEST_F(HostileTest, TooManyWindowsIsRefusedBeforeDecoding) {
-  preprocessing::Geometry g;
+  imageio::Geometry g;
   g.size = {400, 400, 200};
   g.spacing = {2.0, 2.0, 2.0};
   std::string gz;
   {
     const std::vector<int16_t> zeros(400 * 400 * 200, 0);
-    auto bytes = preprocessing::WriteNiftiInt16(g, zeros, {});
+    auto bytes = imageio::WriteNiftiInt16(g, zeros, {});
     ASSERT_TRUE(bytes.ok()) << bytes.status();
     gz = std::move(*bytes);
   }
@@ -276,7 +276,7 @@ TEST_F(HostileTest, OneClientAddressCannotFillTheServer) {
 }
 
 std::string NiftiWithNonFinite() {
-  preprocessing::Volume v = testing::Phantom({40, 40, 20}, {2.0, 2.0, 2.0});
+  imageio::Volume v = testing::Phantom({40, 40, 20}, {2.0, 2.0, 2.0});
   v.voxels[5] = std::numeric_limits<float>::quiet_NaN();
   v.voxels[77] = std::numeric_limits<float>::infinity();
   v.voxels[900] = -std::numeric_limits<float>::infinity();

@@ -19,8 +19,8 @@
 #include "model/cpu_features.h"
 #include "model/cpu_threads.h"
 #include "model/window_runner.h"
-#include "preprocessing/dicom.h"
-#include "preprocessing/nifti.h"
+#include "imageio/dicom.h"
+#include "imageio/nifti.h"
 #include "preprocessing/pipeline.h"
 #include "server/config.h"
 #include "server/device_memory.h"
@@ -80,7 +80,7 @@ client::Client* ServerTest::client_ = nullptr;
 
 // The labels that calling the pipeline directly gives for `volume` with the
 // given network and plan file.
-std::vector<uint16_t> DirectLabels(preprocessing::Volume volume, const std::string& weights,
+std::vector<uint16_t> DirectLabels(imageio::Volume volume, const std::string& weights,
                                    const std::string& plan_file) {
   auto runner = model::WindowRunner::FromWeightsFile(weights);
   EXPECT_TRUE(runner.ok());
@@ -94,12 +94,12 @@ std::vector<uint16_t> DirectLabels(preprocessing::Volume volume, const std::stri
   return labels.ok() ? labels->labels : std::vector<uint16_t>{};
 }
 
-std::vector<uint16_t> DirectLabels(preprocessing::Volume volume) {
+std::vector<uint16_t> DirectLabels(imageio::Volume volume) {
   return DirectLabels(std::move(volume), UPP_FIXTURES_DIR "/synapse_small_weights.safetensors", PlanFile());
 }
 
 std::vector<uint16_t> DirectLabels(const std::string& nifti) {
-  auto image = preprocessing::ReadNifti(nifti);
+  auto image = imageio::ReadNifti(nifti);
   EXPECT_TRUE(image.ok());
   return DirectLabels(std::move(image->volume));
 }
@@ -157,9 +157,9 @@ TEST_F(ServerTest, NiftiRoundTripEqualsThePipeline) {
 
   const auto raw = RawLabels(result->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]);
   // The NIfTI output holds the same labels with the input's geometry.
-  auto labels_file = preprocessing::ReadNifti(result->outputs[unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS]);
+  auto labels_file = imageio::ReadNifti(result->outputs[unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS]);
   ASSERT_TRUE(labels_file.ok()) << labels_file.status();
-  auto input = preprocessing::ReadNifti(nifti);
+  auto input = imageio::ReadNifti(nifti);
   EXPECT_EQ(labels_file->volume.geometry.size, input->volume.geometry.size);
   EXPECT_EQ(labels_file->volume.geometry.spacing, input->volume.geometry.spacing);
   for (size_t i = 0; i < raw.size(); ++i) ASSERT_EQ(labels_file->volume.voxels[i], raw[i]);
@@ -178,7 +178,7 @@ TEST_F(ServerTest, DicomRoundTripWithSeg) {
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->header.geometry().size(2), 6);
   EXPECT_EQ(result->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS].size(), 128u * 128 * 6 * 2);
-  auto direct = preprocessing::ReadDicomSeries(std::vector<std::string_view>(series.begin(), series.end()));
+  auto direct = imageio::ReadDicomSeries(std::vector<std::string_view>(series.begin(), series.end()));
   ASSERT_TRUE(direct.ok()) << direct.status();
   EXPECT_GE(Agreement(RawLabels(result->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]),
                       DirectLabels(std::move(direct->volume))),
@@ -415,13 +415,13 @@ TEST(MultiChannelTest, OneFilePerChannelOrOne4dFile) {
 
   // Four modalities of one geometry: each channel a differently scaled and
   // shifted copy of the phantom, so that every channel matters.
-  const preprocessing::Volume base = testing::Phantom({70, 60, 40}, {1.5, 1.5, 2.0});
-  preprocessing::Volume four;
+  const imageio::Volume base = testing::Phantom({70, 60, 40}, {1.5, 1.5, 2.0});
+  imageio::Volume four;
   four.geometry = base.geometry;
   four.channels = 4;
   std::vector<std::string> per_channel;
   for (int ch = 0; ch < 4; ++ch) {
-    preprocessing::Volume one;
+    imageio::Volume one;
     one.geometry = base.geometry;
     for (size_t i = 0; i < base.voxels.size(); ++i)
       one.voxels.push_back(base.voxels[i] < -500 ? 0.0f : (1.0f + 0.5f * ch) * base.voxels[i] + 37.0f * ch);
@@ -457,7 +457,7 @@ TEST(MultiChannelTest, OneFilePerChannelOrOne4dFile) {
   auto five = c->Segment({per_channel[0], per_channel[1], per_channel[2], per_channel[3], per_channel[0]}, options);
   EXPECT_EQ(five.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(five.status().message().find("input_index 4"), std::string::npos) << five.status();
-  preprocessing::Volume shifted;
+  imageio::Volume shifted;
   shifted.geometry = base.geometry;
   shifted.geometry.spacing[2] = 2.5;
   shifted.voxels = base.voxels;

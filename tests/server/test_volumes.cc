@@ -1,6 +1,6 @@
 #include "tests/server/test_volumes.h"
 
-#include "preprocessing/dcmtk_io.h"
+#include "imageio/dcmtk_io.h"
 
 #include <arpa/inet.h>
 #include <dcmtk/config/osconfig.h>
@@ -17,8 +17,8 @@
 
 namespace upp::testing {
 
-preprocessing::Volume Phantom(std::array<int64_t, 3> size, std::array<double, 3> spacing) {
-  preprocessing::Volume v;
+imageio::Volume Phantom(std::array<int64_t, 3> size, std::array<double, 3> spacing) {
+  imageio::Volume v;
   v.geometry.size = size;
   v.geometry.spacing = spacing;
   v.voxels.resize(v.geometry.NumVoxels());
@@ -33,7 +33,7 @@ preprocessing::Volume Phantom(std::array<int64_t, 3> size, std::array<double, 3>
   return v;
 }
 
-std::string FloatNifti(const preprocessing::Volume& v) {
+std::string FloatNifti(const imageio::Volume& v) {
   const auto& g = v.geometry;
   std::string b(352 + v.voxels.size() * 4, '\0');
   auto put = [&](size_t off, auto value) { std::memcpy(&b[off], &value, sizeof(value)); };
@@ -90,7 +90,7 @@ std::vector<std::string> CtSeries(int slices) {
     std::snprintf(buf, sizeof(buf), "%.3f\\%.3f\\%.3f", x, y, z + 2.5 * s);
     d->putAndInsertString(DCM_ImagePositionPatient, buf);
     d->putAndInsertString(DCM_SliceThickness, "2.5");
-    auto encoded = preprocessing::SerializeDicom(file);
+    auto encoded = imageio::SerializeDicom(file);
     if (!encoded.ok()) return {};
     out.push_back(std::move(*encoded));
   }

@@ -7,15 +7,15 @@
 #include <string>
 #include <vector>
 
-#include "preprocessing/volume.h"
+#include "imageio/volume.h"
 
 namespace upp::testing {
 
 // A CT-like ellipse of soft tissue with a bright core in air; size (x, y, z).
-preprocessing::Volume Phantom(std::array<int64_t, 3> size, std::array<double, 3> spacing);
+imageio::Volume Phantom(std::array<int64_t, 3> size, std::array<double, 3> spacing);
 // NIfTI-1 float32, pixdim-only geometry (spacing), uncompressed; 4-D
 // (x, y, z, channel) when the volume has several channels.
-std::string FloatNifti(const preprocessing::Volume& volume);
+std::string FloatNifti(const imageio::Volume& volume);
 // `slices` instances of one series (CT_small's pixels, positions 2.5 mm
 // apart, fresh UIDs); empty when pydicom's test data is not installed.
 std::vector<std::string> CtSeries(int slices);

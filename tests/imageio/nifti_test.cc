@@ -1,7 +1,7 @@
 // NIfTI reader: hand-made headers with known answers, and every kind of bad
 // input giving a clear status without a crash or a large allocation.
 // (tests/preprocessing/test_nifti_vs_nibabel.py checks real files against nibabel.)
-#include "preprocessing/nifti.h"
+#include "imageio/nifti.h"
 
 #include <gtest/gtest.h>
 #include <zlib.h>
@@ -13,7 +13,7 @@
 
 #include "absl/strings/escaping.h"
 
-namespace upp::preprocessing {
+namespace upp::imageio {
 namespace {
 
 // A single-file NIfTI-1 image (little endian), header fields settable.
@@ -331,4 +331,4 @@ TEST(NiftiWriterTest, WideImagesUseNifti2AndSizeMismatchIsRefused) {
 }
 
 }  // namespace
-}  // namespace upp::preprocessing
+}  // namespace upp::imageio

@@ -1,4 +1,4 @@
-#include "preprocessing/dicom.h"
+#include "imageio/dicom.h"
 
 // DCMTK's configuration header must come first.
 #include <dcmtk/config/osconfig.h>
@@ -26,11 +26,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "preprocessing/checked_math.h"
-#include "preprocessing/dicom_lengths.h"
-#include "preprocessing/jpeg2000.h"
+#include "imageio/checked_math.h"
+#include "imageio/dicom_lengths.h"
+#include "imageio/jpeg2000.h"
 
-namespace upp::preprocessing {
+namespace upp::imageio {
 namespace {
 
 void RegisterCodecsOnce() {
@@ -529,4 +529,4 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
   return out;
 }
 
-}  // namespace upp::preprocessing
+}  // namespace upp::imageio

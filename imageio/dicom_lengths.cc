@@ -1,4 +1,4 @@
-#include "preprocessing/dicom_lengths.h"
+#include "imageio/dicom_lengths.h"
 
 #include <cstdint>
 #include <algorithm>
@@ -12,7 +12,7 @@
 
 #include "absl/strings/str_format.h"
 
-namespace upp::preprocessing {
+namespace upp::imageio {
 namespace {
 
 constexpr uint32_t kUndefined = 0xFFFFFFFFu;
@@ -256,4 +256,4 @@ class Walker {
 
 absl::Status CheckDicomLengths(std::string_view file) { return Walker(file).File(); }
 
-}  // namespace upp::preprocessing
+}  // namespace upp::imageio

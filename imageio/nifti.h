@@ -12,8 +12,8 @@
 // and has no bound on what a header can make it allocate.
 //
 // Thread-safe (no shared state).
-#ifndef UPP_PREPROCESSING_NIFTI_H_
-#define UPP_PREPROCESSING_NIFTI_H_
+#ifndef UPP_IMAGEIO_NIFTI_H_
+#define UPP_IMAGEIO_NIFTI_H_
 
 #include <cstdint>
 #include <functional>
@@ -22,9 +22,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "preprocessing/volume.h"
+#include "imageio/volume.h"
 
-namespace upp::preprocessing {
+namespace upp::imageio {
 
 struct NiftiReadOptions {
   // Voxels (all channels) a file may hold; more is RESOURCE_EXHAUSTED.
@@ -69,6 +69,6 @@ absl::StatusOr<std::string> WriteNiftiInt16(const Geometry& geometry, const std:
 absl::StatusOr<NiftiImage> ReadNiftiFile(const std::string& path,
                                          const NiftiReadOptions& options = {});
 
-}  // namespace upp::preprocessing
+}  // namespace upp::imageio
 
-#endif  // UPP_PREPROCESSING_NIFTI_H_
+#endif  // UPP_IMAGEIO_NIFTI_H_

@@ -1,7 +1,7 @@
 // CheckDicomLengths accepts every file of pydicom's test data that DCMTK
 // reads, and refuses elements, items and fragments that claim more bytes than
 // the file holds, before DCMTK allocates anything.
-#include "preprocessing/dicom_lengths.h"
+#include "imageio/dicom_lengths.h"
 
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dctk.h>
@@ -14,9 +14,9 @@
 #include <fstream>
 #include <iterator>
 
-#include "preprocessing/dicom.h"
+#include "imageio/dicom.h"
 
-namespace upp::preprocessing {
+namespace upp::imageio {
 namespace {
 
 constexpr char kTestFiles[] = "/usr/lib/python3/dist-packages/pydicom/data/test_files";
@@ -109,4 +109,4 @@ TEST(DicomLengthsTest, WalksDeflatedDataSetsAfterInflating) {
 }
 
 }  // namespace
-}  // namespace upp::preprocessing
+}  // namespace upp::imageio

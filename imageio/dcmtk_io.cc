@@ -1,10 +1,10 @@
-#include "preprocessing/dcmtk_io.h"
+#include "imageio/dcmtk_io.h"
 
 #include <dcmtk/dcmdata/dcostrmb.h>
 
 #include <vector>
 
-namespace upp::preprocessing {
+namespace upp::imageio {
 
 absl::StatusOr<std::string> SerializeDicom(DcmFileFormat& file, E_TransferSyntax transfer_syntax) {
   // The encoded size plus room for the meta header that write() completes.
@@ -21,4 +21,4 @@ absl::StatusOr<std::string> SerializeDicom(DcmFileFormat& file, E_TransferSyntax
   return std::string(static_cast<char*>(data), static_cast<size_t>(length));
 }
 
-}  // namespace upp::preprocessing
+}  // namespace upp::imageio

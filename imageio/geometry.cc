@@ -1,11 +1,11 @@
-#include "preprocessing/geometry.h"
+#include "imageio/geometry.h"
 
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
-namespace upp::preprocessing {
+namespace upp::imageio {
 
 std::array<double, 3> Geometry::IndexToPhysical(const std::array<double, 3>& index) const {
   std::array<double, 3> p = origin;
@@ -48,4 +48,4 @@ std::string Geometry::DebugString() const {
       direction[5], direction[6], direction[7], direction[8]);
 }
 
-}  // namespace upp::preprocessing
+}  // namespace upp::imageio

@@ -2,7 +2,7 @@
 // frame carries the right segment, sits at its source slice's position and
 // holds exactly that segment's voxels. (test_dicom_vs_pydicom.py reads SEGs
 // of multi-slice series with pydicom and validates them with dciodvfy.)
-#include "preprocessing/dicom_seg.h"
+#include "imageio/dicom_seg.h"
 
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcistrmb.h>
@@ -18,9 +18,9 @@
 #include <memory>
 #include <set>
 
-#include "preprocessing/dicom.h"
+#include "imageio/dicom.h"
 
-namespace upp::preprocessing {
+namespace upp::imageio {
 namespace {
 
 // pydicom's CT_small.dcm, a real CT slice that Debian's python3-pydicom ships.
@@ -104,4 +104,4 @@ TEST(DicomSegTest, MismatchedInputsAreRefused) {
 }
 
 }  // namespace
-}  // namespace upp::preprocessing
+}  // namespace upp::imageio

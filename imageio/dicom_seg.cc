@@ -1,4 +1,4 @@
-#include "preprocessing/dicom_seg.h"
+#include "imageio/dicom_seg.h"
 
 // DCMTK's configuration header must come first.
 #include <dcmtk/config/osconfig.h>
@@ -24,7 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
-namespace upp::preprocessing {
+namespace upp::imageio {
 namespace {
 
 absl::Status Dcmtk(const OFCondition& c, const char* what) {
@@ -211,4 +211,4 @@ absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry,
   return out;
 }
 
-}  // namespace upp::preprocessing
+}  // namespace upp::imageio

@@ -11,10 +11,10 @@
 #include <iterator>
 #include <string>
 
-#include "preprocessing/dicom.h"
+#include "imageio/dicom.h"
 #include "tests/testing/rss.h"
 
-namespace upp::preprocessing {
+namespace upp::imageio {
 namespace {
 
 struct CtSpec {
@@ -134,4 +134,4 @@ TEST(DicomHostileTest, SeriesTotalIsCheckedAgainstTheVoxelLimit) {
 }
 
 }  // namespace
-}  // namespace upp::preprocessing
+}  // namespace upp::imageio

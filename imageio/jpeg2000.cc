@@ -1,4 +1,4 @@
-#include "preprocessing/jpeg2000.h"
+#include "imageio/jpeg2000.h"
 
 #include <openjpeg.h>
 
@@ -9,7 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace upp::preprocessing {
+namespace upp::imageio {
 namespace {
 
 // OpenJPEG reads through callbacks; this one serves a memory buffer.
@@ -113,4 +113,4 @@ absl::StatusOr<Jpeg2000Frame> DecodeJpeg2000Frame(const uint8_t* data, size_t si
   return frame;
 }
 
-}  // namespace upp::preprocessing
+}  // namespace upp::imageio

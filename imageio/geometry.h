@@ -9,8 +9,8 @@
 // physical = origin + direction * diag(spacing) * index
 //
 // Plain values; torch-free, so the server can include it.
-#ifndef UPP_PREPROCESSING_GEOMETRY_H_
-#define UPP_PREPROCESSING_GEOMETRY_H_
+#ifndef UPP_IMAGEIO_GEOMETRY_H_
+#define UPP_IMAGEIO_GEOMETRY_H_
 
 #include <array>
 #include <cstdint>
@@ -18,7 +18,7 @@
 
 #include "absl/status/status.h"
 
-namespace upp::preprocessing {
+namespace upp::imageio {
 
 struct Geometry {
   std::array<int64_t, 3> size{0, 0, 0};         // voxels along x, y, z
@@ -38,6 +38,6 @@ struct Geometry {
   std::string DebugString() const;
 };
 
-}  // namespace upp::preprocessing
+}  // namespace upp::imageio
 
-#endif  // UPP_PREPROCESSING_GEOMETRY_H_
+#endif  // UPP_IMAGEIO_GEOMETRY_H_

@@ -1,4 +1,4 @@
-#include "preprocessing/nifti.h"
+#include "imageio/nifti.h"
 
 #include <libdeflate.h>
 #include <zlib.h>
@@ -17,7 +17,7 @@
 #error "the NIfTI writer assumes a little-endian host"
 #endif
 
-namespace upp::preprocessing {
+namespace upp::imageio {
 namespace {
 
 constexpr size_t kNifti1HeaderSize = 348;
@@ -585,4 +585,4 @@ absl::StatusOr<NiftiImage> ReadNiftiFile(const std::string& path, const NiftiRea
   return ReadNifti(bytes, options);
 }
 
-}  // namespace upp::preprocessing
+}  // namespace upp::imageio

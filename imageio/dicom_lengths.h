@@ -11,18 +11,18 @@
 // items; UN elements of undefined length as implicit-VR sequences (PS3.5
 // 6.2.2). Deflated data sets are not walked (their lengths refer to inflated
 // bytes; DCMTK inflates them as a stream). Torch- and DCMTK-free.
-#ifndef UPP_PREPROCESSING_DICOM_LENGTHS_H_
-#define UPP_PREPROCESSING_DICOM_LENGTHS_H_
+#ifndef UPP_IMAGEIO_DICOM_LENGTHS_H_
+#define UPP_IMAGEIO_DICOM_LENGTHS_H_
 
 #include <string_view>
 
 #include "absl/status/status.h"
 
-namespace upp::preprocessing {
+namespace upp::imageio {
 
 // OK, or INVALID_ARGUMENT naming the element whose length does not fit.
 absl::Status CheckDicomLengths(std::string_view file);
 
-}  // namespace upp::preprocessing
+}  // namespace upp::imageio
 
-#endif  // UPP_PREPROCESSING_DICOM_LENGTHS_H_
+#endif  // UPP_IMAGEIO_DICOM_LENGTHS_H_

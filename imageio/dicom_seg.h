@@ -10,8 +10,8 @@
 // referencing its source image (derivation image sequence).
 //
 // Thread-safe (no shared state).
-#ifndef UPP_PREPROCESSING_DICOM_SEG_H_
-#define UPP_PREPROCESSING_DICOM_SEG_H_
+#ifndef UPP_IMAGEIO_DICOM_SEG_H_
+#define UPP_IMAGEIO_DICOM_SEG_H_
 
 #include <array>
 #include <cstdint>
@@ -20,10 +20,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "preprocessing/dicom.h"
-#include "preprocessing/geometry.h"
+#include "imageio/dicom.h"
+#include "imageio/geometry.h"
 
-namespace upp::preprocessing {
+namespace upp::imageio {
 
 struct SegmentDescription {
   uint16_t label = 1;             // value in the label map
@@ -46,6 +46,6 @@ absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry,
                                           const std::vector<SegmentDescription>& segments,
                                           const SegAlgorithm& algorithm);
 
-}  // namespace upp::preprocessing
+}  // namespace upp::imageio
 
-#endif  // UPP_PREPROCESSING_DICOM_SEG_H_
+#endif  // UPP_IMAGEIO_DICOM_SEG_H_

@@ -5,15 +5,15 @@
 // four BraTS modalities of a 4-D NIfTI) share one geometry.
 //
 // Torch-free; preprocessing sources wrap `voxels` in a tensor without copying.
-#ifndef UPP_PREPROCESSING_VOLUME_H_
-#define UPP_PREPROCESSING_VOLUME_H_
+#ifndef UPP_IMAGEIO_VOLUME_H_
+#define UPP_IMAGEIO_VOLUME_H_
 
 #include <cstdint>
 #include <vector>
 
-#include "preprocessing/geometry.h"
+#include "imageio/geometry.h"
 
-namespace upp::preprocessing {
+namespace upp::imageio {
 
 struct Volume {
   Geometry geometry;
@@ -26,6 +26,6 @@ struct Volume {
   }
 };
 
-}  // namespace upp::preprocessing
+}  // namespace upp::imageio
 
-#endif  // UPP_PREPROCESSING_VOLUME_H_
+#endif  // UPP_IMAGEIO_VOLUME_H_

@@ -1,57 +1,27 @@
-// The size-arithmetic guards at their exact wrap-around values.
-#include "preprocessing/checked_math.h"
-
+// Limits computed before anything is allocated: the resampled grid, the
+// window count and the working-memory estimate saturate instead of wrapping.
 #include <gtest/gtest.h>
 
 #include <limits>
 
+#include "imageio/checked_math.h"
 #include "preprocessing/pipeline.h"
 #include "preprocessing/tensor_ops.h"
 
 namespace upp::preprocessing {
 namespace {
 
+using imageio::Geometry;
+using imageio::Volume;
 constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
 
-TEST(CheckedMathTest, ProductsUpToAndBeyond2To63) {
-  // 2^32 is an ordinary value in 64 bits (it was 0 after a 32-bit cast).
-  EXPECT_EQ(CheckedProduct({32768, 32768, 4}), int64_t{1} << 32);
-  EXPECT_EQ(CheckedMul(int64_t{1} << 31, int64_t{1} << 31), int64_t{1} << 62);
-  // 2^63 does not fit.
-  EXPECT_FALSE(CheckedMul(int64_t{1} << 32, int64_t{1} << 31).has_value());
-  EXPECT_FALSE(CheckedProduct({int64_t{1} << 21, int64_t{1} << 21, int64_t{1} << 21}).has_value());
-  EXPECT_EQ(CheckedMul(kMax, 1), kMax);
-  EXPECT_FALSE(CheckedMul(kMax, 2).has_value());
-  EXPECT_EQ(CheckedProduct({}), 1);
-  EXPECT_EQ(CheckedProduct({5, 0, kMax}), 0);
-}
-
-TEST(CheckedMathTest, SumsAndNegatives) {
-  EXPECT_EQ(CheckedAdd(kMax - 1, 1), kMax);
-  EXPECT_FALSE(CheckedAdd(kMax, 1).has_value());
-  EXPECT_FALSE(CheckedMul(-1, 4).has_value());
-  EXPECT_FALSE(CheckedAdd(-1, 4).has_value());
-  EXPECT_EQ(OrMax(std::nullopt), kMax);
-  EXPECT_EQ(OrMax(7), 7);
-}
-
-TEST(CheckedMathTest, FloorOfDoubles) {
-  EXPECT_EQ(CheckedFloor(2.9), 2);
-  EXPECT_EQ(CheckedFloor(9223372036854774784.0),
-            int64_t{9223372036854774784});                        // largest double < 2^63
-  EXPECT_FALSE(CheckedFloor(9223372036854775808.0).has_value());  // 2^63
-  EXPECT_FALSE(CheckedFloor(std::numeric_limits<double>::infinity()).has_value());
-  EXPECT_FALSE(CheckedFloor(std::numeric_limits<double>::quiet_NaN()).has_value());
-  EXPECT_FALSE(CheckedFloor(-1.0).has_value());
-}
-
-TEST(CheckedMathTest, ResampledSizeSaturatesInsteadOfWrapping) {
+TEST(LimitsTest, ResampledSizeSaturatesInsteadOfWrapping) {
   const auto size = ResampledSize({1, 1, 1}, {1e300, 1, 1}, {1, 1, 1});
   EXPECT_EQ(size[0], kMax);
   EXPECT_EQ(size[1], 1);
 }
 
-TEST(CheckedMathTest, WindowCountsAreComputedWithoutBuilding) {
+TEST(LimitsTest, WindowCountsAreComputedWithoutBuilding) {
   EXPECT_EQ(CountWindowStarts(64, 64, 0.5), 1);
   EXPECT_EQ(CountWindowStarts(512, 128, 0.5),
             static_cast<int64_t>(WindowStarts(512, 128, 0.5).size()));
@@ -62,7 +32,7 @@ TEST(CheckedMathTest, WindowCountsAreComputedWithoutBuilding) {
 
 // A spacing chosen so that the resampled grid's byte count passes 2^63: the
 // estimate must saturate (refused by any limit), never wrap negative.
-TEST(CheckedMathTest, EstimateBytesNeverGoesNegative) {
+TEST(LimitsTest, EstimateBytesNeverGoesNegative) {
   Plan plan;
   plan.target_spacing = {1, 1, 1};
   Geometry g;
@@ -80,7 +50,7 @@ TEST(CheckedMathTest, EstimateBytesNeverGoesNegative) {
   EXPECT_EQ(SegmentationJob::CountItems(g, plan), kMax);
 }
 
-TEST(CheckedMathTest, CountItemsMatchesTheJob) {
+TEST(LimitsTest, CountItemsMatchesTheJob) {
   Plan plan;
   plan.target_spacing = {1, 1, 1};
   plan.patch = {16, 16, 16};

@@ -8,8 +8,8 @@
 // product to fit int64_t; a result that would not fit is "none", which
 // callers treat as over any limit. Header-only and dependency-free, so the
 // torch-free readers, the pipeline and the server share it.
-#ifndef UPP_PREPROCESSING_CHECKED_MATH_H_
-#define UPP_PREPROCESSING_CHECKED_MATH_H_
+#ifndef UPP_IMAGEIO_CHECKED_MATH_H_
+#define UPP_IMAGEIO_CHECKED_MATH_H_
 
 #include <cmath>
 #include <cstdint>
@@ -17,7 +17,7 @@
 #include <limits>
 #include <optional>
 
-namespace upp::preprocessing {
+namespace upp::imageio {
 
 // a * b, or nullopt when either is negative or the product overflows int64_t.
 constexpr std::optional<int64_t> CheckedMul(int64_t a, int64_t b) {
@@ -57,6 +57,6 @@ inline std::optional<int64_t> CheckedFloor(double v) {
   return static_cast<int64_t>(std::floor(v));
 }
 
-}  // namespace upp::preprocessing
+}  // namespace upp::imageio
 
-#endif  // UPP_PREPROCESSING_CHECKED_MATH_H_
+#endif  // UPP_IMAGEIO_CHECKED_MATH_H_

@@ -17,8 +17,8 @@
 // positions in the input, tag names and numbers.
 //
 // Thread-safe: the codecs are registered once, process-wide.
-#ifndef UPP_PREPROCESSING_DICOM_H_
-#define UPP_PREPROCESSING_DICOM_H_
+#ifndef UPP_IMAGEIO_DICOM_H_
+#define UPP_IMAGEIO_DICOM_H_
 
 #include <cstdint>
 #include <functional>
@@ -27,9 +27,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "preprocessing/volume.h"
+#include "imageio/volume.h"
 
-namespace upp::preprocessing {
+namespace upp::imageio {
 
 struct DicomSeriesOptions {
   std::string series_instance_uid;  // empty: choose the largest allowed series
@@ -61,6 +61,6 @@ struct DicomImage {
 absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& files,
                                            const DicomSeriesOptions& options = {});
 
-}  // namespace upp::preprocessing
+}  // namespace upp::imageio
 
-#endif  // UPP_PREPROCESSING_DICOM_H_
+#endif  // UPP_IMAGEIO_DICOM_H_

@@ -3,8 +3,8 @@
 // calls it for the transfer syntaxes 1.2.840.10008.1.2.4.90 / .91.
 //
 // Threading: pure function; OpenJPEG keeps no global state.
-#ifndef UPP_PREPROCESSING_JPEG2000_H_
-#define UPP_PREPROCESSING_JPEG2000_H_
+#ifndef UPP_IMAGEIO_JPEG2000_H_
+#define UPP_IMAGEIO_JPEG2000_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -12,7 +12,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace upp::preprocessing {
+namespace upp::imageio {
 
 struct Jpeg2000Frame {
   std::vector<int32_t> values;  // rows x cols, row by row
@@ -26,6 +26,6 @@ struct Jpeg2000Frame {
 // INVALID_ARGUMENT; corrupt data -> INVALID_ARGUMENT with OpenJPEG's reason.
 absl::StatusOr<Jpeg2000Frame> DecodeJpeg2000Frame(const uint8_t* data, size_t size, int rows, int cols);
 
-}  // namespace upp::preprocessing
+}  // namespace upp::imageio
 
-#endif  // UPP_PREPROCESSING_JPEG2000_H_
+#endif  // UPP_IMAGEIO_JPEG2000_H_
