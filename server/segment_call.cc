@@ -319,8 +319,8 @@ absl::Status SegmentCall::Reserve(int64_t bytes) {
   return absl::OkStatus();
 }
 
-preprocessing::JobOptions SegmentCall::JobOptionsFromHeader() const {
-  preprocessing::JobOptions options;
+inference::JobOptions SegmentCall::JobOptionsFromHeader() const {
+  inference::JobOptions options;
   if (header_.step() > 0) options.step = header_.step();
   if (header_.mirror()) {
     options.mirror_axes = std::vector<int>{0, 1, 2};
@@ -335,14 +335,14 @@ absl::Status SegmentCall::AdmitVolume(const imageio::Geometry& g, int64_t read_b
   if (!estimate_reserved_) {
     const auto& plan = model_->plan();
     const auto options = JobOptionsFromHeader();
-    const int64_t items = preprocessing::SegmentationJob::CountItems(g, plan, options);
+    const int64_t items = inference::SegmentationJob::CountItems(g, plan, options);
     const auto max_items = static_cast<int64_t>(state_->config().limits().max_windows_per_request());
     if (items > max_items)
       return absl::ResourceExhaustedError(absl::StrCat(
           "this volume needs ", items == std::numeric_limits<int64_t>::max() ? std::string("too many") : absl::StrCat(items),
           " windows, more than the server's limit of ", max_items, " per request (limits.max_windows_per_request)"));
     bytes = imageio::OrMax(imageio::CheckedAdd(
-        bytes, preprocessing::SegmentationJob::EstimateBytes(g, plan.input_channels(), plan, options)));
+        bytes, inference::SegmentationJob::EstimateBytes(g, plan.input_channels(), plan, options)));
   }
   if (auto s = Reserve(bytes); !s.ok()) return s;
   estimate_reserved_ = true;
@@ -409,11 +409,11 @@ void SegmentCall::Process() {
   // Readers admit before decoding; a path that did not is admitted here.
   if (!estimate_reserved_)
     if (auto s = AdmitVolume(volume->geometry, 0); !s.ok()) return Fail(s);
-  const preprocessing::JobOptions options = JobOptionsFromHeader();
+  const inference::JobOptions options = JobOptionsFromHeader();
 
   t = absl::Now();
   SendProgress(unetrpp::v1::STAGE_PREPROCESSING, 0, true);
-  auto job = preprocessing::SegmentationJob::Create(std::move(*volume), model_->plan(), options);
+  auto job = inference::SegmentationJob::Create(std::move(*volume), model_->plan(), options);
   if (!job.ok()) return Fail(job.status());
   job_ = std::move(*job);
   StageDone(unetrpp::v1::STAGE_PREPROCESSING, t);
@@ -464,7 +464,7 @@ void SegmentCall::Postprocess() {
   if (!Alive()) return;
   absl::Time t = absl::Now();
   SendProgress(unetrpp::v1::STAGE_POSTPROCESSING, 0, true);
-  const preprocessing::StageTimes times = job_->timings();
+  const inference::StageTimes times = job_->timings();
   auto labels = job_->Finish();
   job_.reset();  // accumulators and the network input go back now
   if (!labels.ok()) return Fail(labels.status());

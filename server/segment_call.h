@@ -29,7 +29,7 @@
 #include "absl/time/time.h"
 #include "imageio/dicom.h"
 #include "imageio/nifti.h"
-#include "preprocessing/pipeline.h"
+#include "inference/job.h"
 #include "server/batcher.h"
 #include "server/service_state.h"
 #include "unetrpp/v1/segmentation.pb.h"
@@ -79,7 +79,7 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   // and the job's working memory for an input of geometry `g`; every time,
   // `read_bytes` (what decoding this file allocates).
   absl::Status AdmitVolume(const imageio::Geometry& g, int64_t read_bytes);
-  preprocessing::JobOptions JobOptionsFromHeader() const;
+  inference::JobOptions JobOptionsFromHeader() const;
   // Replaces or refuses NaN / inf voxels (config nonfinite_voxels).
   absl::Status HandleNonFinite(imageio::Volume& volume);
   // Runs `work` on the CPU pool; an exception fails this request only.
@@ -123,7 +123,7 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   int priority_ = 0;
   absl::Time deadline_ = absl::InfiniteFuture();
   std::atomic<bool> alive_{true};
-  std::unique_ptr<preprocessing::SegmentationJob> job_;
+  std::unique_ptr<inference::SegmentationJob> job_;
   std::atomic<int64_t> reserved_bytes_{0};
   int64_t voxels_ = 0;
   int64_t nonfinite_replaced_ = 0;

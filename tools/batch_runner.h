@@ -8,12 +8,12 @@
 
 #include "absl/status/status.h"
 #include "model/window_runner.h"
-#include "preprocessing/pipeline.h"
+#include "inference/job.h"
 
 namespace upp::tools {
 
 // `runner` must outlive the returned function.
-inline preprocessing::BatchRunner RunnerFor(model::WindowRunner& runner) {
+inline inference::BatchRunner RunnerFor(model::WindowRunner& runner) {
   return [&runner](const float* input, int64_t batch, float* logits) {
     const model::Status s = runner.Run(input, batch, logits);
     return s.ok() ? absl::OkStatus() : absl::Status(static_cast<absl::StatusCode>(s.code()), s.message());

@@ -17,7 +17,7 @@
 #include "model/cpu_threads.h"
 #include "model/window_runner.h"
 #include "imageio/nifti.h"
-#include "preprocessing/pipeline.h"
+#include "inference/job.h"
 
 namespace {
 
@@ -74,6 +74,7 @@ std::string SyntheticCt(int64_t nx, int64_t ny, int64_t nz, double sx, double sy
 int main(int argc, char** argv) {
   namespace pp = upp::preprocessing;
   namespace io = upp::imageio;
+  namespace inference = upp::inference;
   CLI::App app{"Benchmark the inference pipeline on a synthetic CT"};
   std::vector<int64_t> size{512, 512, 300};
   std::vector<double> spacing{0.8, 0.8, 2.5};
@@ -94,10 +95,10 @@ int main(int argc, char** argv) {
   auto runner = upp::model::WindowRunner::FromConfig(*config);
   if (!runner.ok()) return std::fprintf(stderr, "%s\n", runner.status().ToString().c_str()), 1;
   pp::Plan plan = pp::DefaultCtPlan(config->num_classes, config->patch);
-  pp::JobOptions options;
-  options.accumulator = accumulator == "fp32"   ? pp::AccumulatorPrecision::kFloat32
-                        : accumulator == "fp16" ? pp::AccumulatorPrecision::kFloat16
-                                                : pp::AccumulatorPrecision::kAuto;
+  inference::JobOptions options;
+  options.accumulator = accumulator == "fp32"   ? inference::AccumulatorPrecision::kFloat32
+                        : accumulator == "fp16" ? inference::AccumulatorPrecision::kFloat16
+                                                : inference::AccumulatorPrecision::kAuto;
 
   std::string file = SyntheticCt(size[0], size[1], size[2], spacing[0], spacing[1], spacing[2]);
   const double rss_file = PeakRssMiB();
@@ -108,10 +109,10 @@ int main(int argc, char** argv) {
   const double decode = Since(t);
   std::string().swap(file);  // a server frees the received bytes after decoding too
   t = Clock::now();
-  auto job = pp::SegmentationJob::Create(std::move(image->volume), plan, options);
+  auto job = inference::SegmentationJob::Create(std::move(image->volume), plan, options);
   if (!job.ok()) return std::fprintf(stderr, "%s\n", job.status().ToString().c_str()), 1;
   const double create = Since(t);
-  pp::SegmentationJob& j = **job;
+  inference::SegmentationJob& j = **job;
   std::vector<float> in(batch * j.input_floats()), out(batch * j.output_floats());
   double network = 0;
   for (int64_t first = 0; first < j.num_items(); first += batch) {
@@ -131,7 +132,7 @@ int main(int argc, char** argv) {
   if (!labels.ok()) return std::fprintf(stderr, "%s\n", labels.status().ToString().c_str()), 1;
   const double finish = Since(t);
   const double total = Since(t_all);
-  const pp::StageTimes st = j.timings();
+  const inference::StageTimes st = j.timings();
   const double outside_network = total - network;
   std::printf(
       "{\"size\": [%lld, %lld, %lld], \"grid\": [%lld, %lld, %lld], \"windows\": %lld, "

@@ -9,7 +9,7 @@
 
 #include "model/cpu_threads.h"
 #include "model/window_runner.h"
-#include "preprocessing/pipeline.h"
+#include "inference/job.h"
 #include "tools/batch_runner.h"
 #include "tools/phantom.h"
 
@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
     v.geometry = geometry;
     const auto hu = upp::tools::ToInt16(phantom.hu);  // what a CT file holds
     v.voxels.assign(hu.begin(), hu.end());
-    auto labels = upp::preprocessing::Segment(
+    auto labels = upp::inference::SegmentVolume(
         std::move(v), *plan,
         upp::tools::RunnerFor(**runner),
         batch);

@@ -17,7 +17,7 @@
 #include "model/window_runner.h"
 #include "imageio/dicom.h"
 #include "imageio/nifti.h"
-#include "preprocessing/pipeline.h"
+#include "inference/job.h"
 #include "tools/batch_runner.h"
 
 namespace {
@@ -37,6 +37,7 @@ std::string ReadFile(const std::filesystem::path& path) {
 int main(int argc, char** argv) {
   namespace pp = upp::preprocessing;
   namespace io = upp::imageio;
+  namespace inference = upp::inference;
   CLI::App app{"Segment a volume with UNETR++ (offline, no server)"};
   std::string input, output, weights, plan_path, device = "cpu", precision = "fp32";
   int threads = 0;
@@ -78,11 +79,11 @@ int main(int argc, char** argv) {
     volume = std::move(nifti->volume);
     header = nifti->header;
   }
-  pp::JobOptions options;
+  inference::JobOptions options;
   if (!mirror.empty()) options.mirror_axes = mirror;
   const auto start = std::chrono::steady_clock::now();
-  pp::StageTimes times;
-  auto labels = pp::Segment(std::move(volume), *plan, upp::tools::RunnerFor(**runner), batch, options, &times);
+  inference::StageTimes times;
+  auto labels = inference::SegmentVolume(std::move(volume), *plan, upp::tools::RunnerFor(**runner), batch, options, &times);
   if (!labels.ok()) return Fail(labels.status().ToString());
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!output.empty()) {

@@ -21,7 +21,7 @@
 #include "model/window_runner.h"
 #include "imageio/dicom.h"
 #include "imageio/nifti.h"
-#include "preprocessing/pipeline.h"
+#include "inference/job.h"
 #include "server/config.h"
 #include "server/device_memory.h"
 #include "server/server.h"
@@ -89,7 +89,7 @@ std::vector<uint16_t> DirectLabels(imageio::Volume volume, const std::string& we
   text << in.rdbuf();
   auto plan = preprocessing::Plan::FromJson(text.str());
   EXPECT_TRUE(plan.ok());
-  auto labels = preprocessing::Segment(std::move(volume), *plan, tools::RunnerFor(**runner), 1);
+  auto labels = inference::SegmentVolume(std::move(volume), *plan, tools::RunnerFor(**runner), 1);
   EXPECT_TRUE(labels.ok()) << labels.status();
   return labels.ok() ? labels->labels : std::vector<uint16_t>{};
 }

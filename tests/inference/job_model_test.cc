@@ -7,10 +7,10 @@
 
 #include "model/cpu_threads.h"
 #include "model/window_runner.h"
-#include "preprocessing/pipeline.h"
+#include "inference/job.h"
 #include "tools/batch_runner.h"
 
-namespace upp::preprocessing {
+namespace upp::inference {
 namespace {
 
 std::string Fixture(const std::string& name) {
@@ -22,7 +22,7 @@ TEST(PipelineWithModel, SynapseSmallOnAnOddAnisotropicVolume) {
   auto runner = model::WindowRunner::FromWeightsFile(Fixture("synapse_small_weights.safetensors"));
   ASSERT_TRUE(runner.ok()) << runner.status().ToString();
   const auto& config = (*runner)->config();
-  Plan plan = DefaultCtPlan(config.num_classes, config.patch);
+  preprocessing::Plan plan = preprocessing::DefaultCtPlan(config.num_classes, config.patch);
   plan.target_spacing = {4.0, 2.0, 2.0};
 
   // 257 x 301 x 97 voxels (x, y, z) of 0.78 x 0.78 x 2.5 mm: anisotropy 3.2,
@@ -47,7 +47,7 @@ TEST(PipelineWithModel, SynapseSmallOnAnOddAnisotropicVolume) {
   EXPECT_EQ((*job)->num_windows(), 27);
 
   StageTimes times;
-  auto one = Segment(v, plan, tools::RunnerFor(**runner), 1, {}, &times);
+  auto one = SegmentVolume(v, plan, tools::RunnerFor(**runner), 1, {}, &times);
   ASSERT_TRUE(one.ok()) << one.status();
   EXPECT_EQ(one->geometry.size, geometry.size);
   EXPECT_EQ(one->geometry.spacing, geometry.spacing);
@@ -67,7 +67,7 @@ TEST(PipelineWithModel, SynapseSmallOnAnOddAnisotropicVolume) {
   EXPECT_GT(classes_seen, 1);
 
   // Batches of 4 give the same labels (up to float ties at a few voxels).
-  auto four = Segment(std::move(v), plan, tools::RunnerFor(**runner), 4);
+  auto four = SegmentVolume(std::move(v), plan, tools::RunnerFor(**runner), 4);
   ASSERT_TRUE(four.ok()) << four.status();
   int64_t differ = 0;
   for (size_t i = 0; i < one->labels.size(); ++i) differ += one->labels[i] != four->labels[i];
@@ -75,4 +75,4 @@ TEST(PipelineWithModel, SynapseSmallOnAnOddAnisotropicVolume) {
 }
 
 }  // namespace
-}  // namespace upp::preprocessing
+}  // namespace upp::inference

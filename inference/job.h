@@ -1,11 +1,11 @@
-// The inference pipeline around the network: volume -> windows -> label map,
+// The inference job around the network: volume -> windows -> label map,
 // as the reference UNETR++ / nnU-Net (v1) inference does it, but with the
 // network left out: whoever holds a SegmentationJob runs its windows, in any
 // order, from any thread, in batches of any size (the server batches windows
 // of many jobs together).
 //
-//   Create():  crop to the non-zero box, transpose to the plan's axis order,
-//              resample to the target spacing, normalise, pad to the patch.
+//   Create():  preprocessing (preprocessing/preprocess.h: crop, transpose,
+//              resample, normalise, pad), then the windows and accumulators.
 //   GetInput() / AddOutput(): one item = one window x one mirror variant;
 //              AddOutput softmaxes the logits, un-flips them and accumulates
 //              probability x Gaussian importance into the stitcher.
@@ -19,8 +19,8 @@
 // (classes x network grid, float32 or float16); the input volume is released
 // at the end of Create(). Finish() works slab by slab, so its peak is the
 // label map plus a few slabs.
-#ifndef UPP_PREPROCESSING_PIPELINE_H_
-#define UPP_PREPROCESSING_PIPELINE_H_
+#ifndef UPP_INFERENCE_JOB_H_
+#define UPP_INFERENCE_JOB_H_
 
 #include <array>
 #include <cstdint>
@@ -36,12 +36,12 @@
 #include "preprocessing/plan.h"
 #include "imageio/volume.h"
 
-namespace upp::preprocessing {
+namespace upp::inference {
 
 enum class AccumulatorPrecision { kAuto, kFloat32, kFloat16 };
 
 // How Finish() takes the class probabilities back to the input grid. Both
-// give the same labels (see pipeline.cc for why).
+// give the same labels (see job.cc for why).
 enum class BackResampling {
   kAuto,         // kBordersOnly on the CPU unless most source cells are on a label border
   kFull,         // every class at every output voxel, slab by slab (nnU-Net's way; CUDA)
@@ -84,17 +84,17 @@ class SegmentationJob {
  public:
   // Validates the plan and the volume (channels must equal the plan's), then
   // preprocesses. CPU-heavy: call it on a worker thread, not a reactor.
-  static absl::StatusOr<std::unique_ptr<SegmentationJob>> Create(imageio::Volume volume, const Plan& plan,
+  static absl::StatusOr<std::unique_ptr<SegmentationJob>> Create(imageio::Volume volume, const preprocessing::Plan& plan,
                                                                  const JobOptions& options = {});
   // Bytes a job for this input will hold at its peak (preprocessed volume,
   // accumulators, label map), for admission control before any work.
   // INT64_MAX when the figure would not fit (refuse it).
-  static int64_t EstimateBytes(const imageio::Geometry& geometry, int64_t channels, const Plan& plan,
+  static int64_t EstimateBytes(const imageio::Geometry& geometry, int64_t channels, const preprocessing::Plan& plan,
                                const JobOptions& options = {});
   // An upper bound of num_items() for this input (windows of the uncropped
   // grid x mirror variants), computed without building anything, for the
   // window limits checked before Create(); INT64_MAX when it would not fit.
-  static int64_t CountItems(const imageio::Geometry& geometry, const Plan& plan, const JobOptions& options = {});
+  static int64_t CountItems(const imageio::Geometry& geometry, const preprocessing::Plan& plan, const JobOptions& options = {});
   ~SegmentationJob();
 
   int64_t num_windows() const;
@@ -133,10 +133,10 @@ using BatchRunner =
     std::function<absl::Status(const float* input, int64_t batch, float* logits)>;
 
 // The whole pipeline on one thread, in batches of `batch_size` items.
-absl::StatusOr<LabelMap> Segment(imageio::Volume volume, const Plan& plan, const BatchRunner& run,
+absl::StatusOr<LabelMap> SegmentVolume(imageio::Volume volume, const preprocessing::Plan& plan, const BatchRunner& run,
                                  int64_t batch_size = 1, const JobOptions& options = {},
                                  StageTimes* times = nullptr);
 
-}  // namespace upp::preprocessing
+}  // namespace upp::inference
 
-#endif  // UPP_PREPROCESSING_PIPELINE_H_
+#endif  // UPP_INFERENCE_JOB_H_

@@ -1,11 +1,11 @@
-// The tensor building blocks of the inference pipeline (pipeline.h), in
+// Resampling and cropping, the tensor building blocks of preprocessing
+// (preprocess.h) and of the way back to the input grid (inference/job.h), in
 // LibTorch so that they run wherever their tensors live (CPU or CUDA).
 //
-// Internal to preprocessing/ (includes <torch/torch.h>; the server never
-// includes it). Tensors are (C, D, H, W) unless said otherwise; 3-vectors are
+// Includes <torch/torch.h>: the server never includes it. Tensors are (C, D, H, W) unless said otherwise; 3-vectors are
 // (D, H, W).
-#ifndef UPP_PREPROCESSING_TENSOR_OPS_H_
-#define UPP_PREPROCESSING_TENSOR_OPS_H_
+#ifndef UPP_PREPROCESSING_RESAMPLING_H_
+#define UPP_PREPROCESSING_RESAMPLING_H_
 
 #include <torch/torch.h>
 
@@ -52,30 +52,10 @@ std::array<int64_t, 3> ResampledSize(const std::array<int64_t, 3>& size,
                                      const std::array<double, 3>& from_spacing,
                                      const std::array<double, 3>& to_spacing);
 
-// nnU-Net's sliding-window start positions along one axis of `size` (already
-// padded to >= patch): ceil((size - patch) / (patch * step)) + 1 evenly
-// spaced windows, the first at 0 and the last flush with the end.
-std::vector<int64_t> WindowStarts(int64_t size, int64_t patch, double step);
-// WindowStarts(size, patch, step).size() without building the list
-// (INT64_MAX when it would not fit): for limits checked before allocating.
-int64_t CountWindowStarts(int64_t size, int64_t patch, double step);
-
-// The Gaussian importance map over a patch (D, H, W): centred at patch / 2
-// (integer division), sigma = patch * sigma_scale, normalised to max 1. It is
-// the product of the three GaussianFactors(); each factor is kept >= 1e-12
-// so that no weight is zero.
-torch::Tensor GaussianImportance(const std::array<int64_t, 3>& patch, double sigma_scale);
-std::array<torch::Tensor, 3> GaussianFactors(const std::array<int64_t, 3>& patch, double sigma_scale);
-
-// argmax over dim 0 of (K, ...) as `dtype` (the first maximum wins, as
-// torch::argmax). A running maximum over the K contiguous planes: LibTorch
-// 1.13's argmax over a strided outer dimension is several times slower.
-torch::Tensor ArgmaxChannels(const torch::Tensor& p, torch::ScalarType dtype);
-
 // Bounding box [begin, end) per axis (D, H, W) of voxels where any channel is
 // non-zero; the whole volume when none is.
 std::array<std::array<int64_t, 2>, 3> NonzeroBoundingBox(const torch::Tensor& x);
 
 }  // namespace upp::preprocessing
 
-#endif  // UPP_PREPROCESSING_TENSOR_OPS_H_
+#endif  // UPP_PREPROCESSING_RESAMPLING_H_

@@ -1,4 +1,4 @@
-#include "preprocessing/pipeline.h"
+#include "inference/job.h"
 
 #include <torch/torch.h>
 
@@ -11,9 +11,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "imageio/checked_math.h"
-#include "preprocessing/tensor_ops.h"
+#include "inference/windows.h"
+#include "preprocessing/preprocess.h"
+#include "preprocessing/resampling.h"
 
-namespace upp::preprocessing {
+namespace upp::inference {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -22,18 +24,7 @@ double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
 }
 
-// Spacing of the volume's tensor axes (z, y, x) after `transpose`.
-std::array<double, 3> TensorSpacing(const imageio::Geometry& g, const std::array<int, 3>& transpose) {
-  const std::array<double, 3> zyx{g.spacing[2], g.spacing[1], g.spacing[0]};
-  return {zyx[transpose[0]], zyx[transpose[1]], zyx[transpose[2]]};
-}
-
-std::array<int64_t, 3> TensorSize(const imageio::Geometry& g, const std::array<int, 3>& transpose) {
-  const std::array<int64_t, 3> zyx{g.size[2], g.size[1], g.size[0]};
-  return {zyx[transpose[0]], zyx[transpose[1]], zyx[transpose[2]]};
-}
-
-// Exceptions from LibTorch end here (the edge of preprocessing/).
+// Exceptions from LibTorch end here (the edge of inference/).
 absl::Status FromException(const char* stage, const std::exception& e) {
   return absl::InternalError(absl::StrCat(stage, " failed: ", e.what()));
 }
@@ -59,7 +50,7 @@ absl::Status FromException(const char* stage, const std::exception& e) {
 // (nnU-Net's way, kept for CUDA, for mostly-border outputs and for
 // BackResampling::kFull).
 struct BorderShortcut {
-  std::array<Taps, 3> taps;              // per network axis, output -> source
+  std::array<preprocessing::Taps, 3> taps;              // per network axis, output -> source
   std::array<const float*, 3> profile;   // per network axis, source weights
   std::array<int64_t, 3> src_size, out_size;
   std::array<int64_t, 3> out_stride;     // in the output label buffer, per network axis
@@ -84,10 +75,10 @@ torch::Tensor SourceLabels(const torch::Tensor& acc, int64_t d, int64_t n, torch
   return ArgmaxChannels(acc.narrow(1, d, n).to(torch::kFloat), type);
 }
 
-double BorderShare(const torch::Tensor& acc, Interp first_axis) {
+double BorderShare(const torch::Tensor& acc, preprocessing::Interp first_axis) {
   const int64_t D = acc.size(1), H = acc.size(2), W = acc.size(3);
   if (H < 2 || W < 2) return 0.0;
-  const int64_t depth = first_axis == Interp::kLinear && D > 1 ? 2 : 1;
+  const int64_t depth = first_axis == preprocessing::Interp::kLinear && D > 1 ? 2 : 1;
   int64_t cells = 0, border = 0;
   for (int64_t d = 0; d + depth <= D; d += 32) {
     const torch::Tensor lab = SourceLabels(acc, d, depth, torch::kInt);
@@ -150,7 +141,7 @@ void BackResampleRows(const BorderShortcut& b, const Acc* acc, const std::array<
 }  // namespace
 
 struct SegmentationJob::Impl {
-  Plan plan;
+  preprocessing::Plan plan;
   std::vector<int> mirror_axes;
   torch::Device device = torch::kCPU;
   imageio::Geometry geometry;                            // the input's
@@ -158,7 +149,7 @@ struct SegmentationJob::Impl {
   std::array<int64_t, 3> cropped_t;             // cropped size, network axis order
   std::array<int64_t, 3> grid;                  // resampled size, network axis order
   std::array<int64_t, 3> pad_before;            // padding to reach the patch
-  std::array<Interp, 3> modes;                  // resampling per network axis
+  std::array<preprocessing::Interp, 3> modes;                  // resampling per network axis
   std::vector<std::array<int64_t, 3>> windows;  // window starts in the padded grid
   torch::Tensor data;                           // (C, D, H, W) padded, normalised
   BackResampling back_resampling = BackResampling::kAuto;
@@ -210,7 +201,7 @@ SegmentationJob::SegmentationJob(std::unique_ptr<Impl> impl) : impl_(std::move(i
 SegmentationJob::~SegmentationJob() = default;
 
 absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(imageio::Volume volume,
-                                                                         const Plan& plan,
+                                                                         const preprocessing::Plan& plan,
                                                                          const JobOptions& options) {
   if (auto s = plan.Validate(); !s.ok()) return s;
   if (auto s = volume.geometry.Validate(); !s.ok()) return s;
@@ -232,7 +223,7 @@ absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(imageio
   impl->back_resampling = options.back_resampling;
   if (impl->back_resampling == BackResampling::kBordersOnly && options.device != "cpu")
     return absl::InvalidArgumentError("back_resampling kBordersOnly runs on the CPU only");
-  const Plan& p = impl->plan;
+  const preprocessing::Plan& p = impl->plan;
   const auto& g = volume.geometry;
 
   try {
@@ -246,79 +237,18 @@ absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(imageio
 
   try {
     torch::NoGradGuard no_grad;
-    auto start = Clock::now();
-    // Zero-copy view of the caller's voxels, (C, z, y, x).
-    torch::Tensor x = torch::from_blob(volume.voxels.data(),
-                                       {volume.channels, g.size[2], g.size[1], g.size[0]},
-                                       torch::kFloat);
-    for (int a = 0; a < 3; ++a) impl->crop[a] = {0, x.size(a + 1)};
-    if (p.crop_to_nonzero) impl->crop = NonzeroBoundingBox(x);
-    for (int a = 0; a < 3; ++a)
-      x = x.narrow(a + 1, impl->crop[a][0], impl->crop[a][1] - impl->crop[a][0]);
-    x = x.permute({0, 1 + p.transpose[0], 1 + p.transpose[1], 1 + p.transpose[2]});
-    for (int a = 0; a < 3; ++a) impl->cropped_t[a] = x.size(a + 1);
-    if (device != torch::kCPU) x = x.to(device);
-    impl->times.crop = Seconds(start);
-
-    start = Clock::now();
-    const std::array<double, 3> spacing = TensorSpacing(g, p.transpose);
-    impl->grid = ResampledSize(impl->cropped_t, spacing, p.target_spacing);
-    // The accumulators are classes x grid floats: refuse a grid whose size
-    // cannot even be formed (the server's admission refuses far smaller).
-    if (!imageio::CheckedProduct({std::max(impl->grid[0], p.patch[0]), std::max(impl->grid[1], p.patch[1]),
-                         std::max(impl->grid[2], p.patch[2]), p.num_classes, 4, volume.channels + 1}))
-      return absl::InvalidArgumentError("the resampled grid is too large (check the input's spacing)");
-    impl->modes = ResamplingModes(spacing, p.target_spacing, p.anisotropy_threshold);
-    torch::Tensor nonzero;  // resampled non-zero mask, when a channel needs it
-    for (const auto& norm : p.normalization)
-      if (norm.scheme == ChannelNormalization::Scheme::kZScore && norm.use_nonzero_mask) {
-        torch::Tensor mask = (x != 0).any(0, /*keepdim=*/true).to(torch::kFloat);
-        nonzero = ResampleSeparable(mask, impl->grid, impl->modes)[0] > 0.5f;
-        break;
-      }
-    torch::Tensor data = ResampleSeparable(x, impl->grid, impl->modes);
-    if (data.storage().data() == volume.voxels.data() || !data.is_contiguous())
-      data = data.contiguous().clone();  // unchanged size: still the caller's buffer
-    x = torch::Tensor();
-    std::vector<float>().swap(volume.voxels);  // the input's memory goes back now
-    impl->times.resample = Seconds(start);
-
-    start = Clock::now();
-    for (int64_t c = 0; c < data.size(0); ++c) {
-      const auto& norm = p.normalization[c];
-      torch::Tensor ch = data[c];
-      switch (norm.scheme) {
-        case ChannelNormalization::Scheme::kCT:
-          ch.clamp_(norm.clip_low, norm.clip_high).sub_(norm.mean).div_(norm.std);
-          break;
-        case ChannelNormalization::Scheme::kZScore: {
-          const bool masked = norm.use_nonzero_mask && nonzero.defined();
-          const torch::Tensor values = masked ? ch.masked_select(nonzero) : ch;
-          if (values.numel() == 0) break;
-          const torch::Tensor v64 = values.to(torch::kDouble);
-          const double mean = v64.mean().item<double>();
-          const double sd = v64.std(/*unbiased=*/false).item<double>();
-          ch.sub_(mean).div_(sd + 1e-8);
-          if (masked) ch.masked_fill_(nonzero.logical_not(), 0.0f);
-          break;
-        }
-        case ChannelNormalization::Scheme::kNone:
-          break;
-      }
-    }
-    // Pad with zeros (after normalisation, as nnU-Net) to at least the patch,
-    // symmetrically (the odd voxel after).
-    std::vector<int64_t> pad;  // F::pad order: last axis first
-    for (int a = 2; a >= 0; --a) {
-      const int64_t diff = std::max<int64_t>(0, p.patch[a] - impl->grid[a]);
-      impl->pad_before[a] = diff / 2;
-      pad.push_back(diff / 2);
-      pad.push_back(diff - diff / 2);
-    }
-    if (std::any_of(pad.begin(), pad.end(), [](int64_t v) { return v > 0; }))
-      data = torch::constant_pad_nd(data, pad, 0.0);
-    impl->data = data;
-    impl->times.normalize = Seconds(start);
+    auto pre = preprocessing::Preprocess(std::move(volume), p, device);
+    if (!pre.ok()) return pre.status();
+    impl->crop = pre->crop;
+    impl->cropped_t = pre->cropped_t;
+    impl->grid = pre->grid;
+    impl->pad_before = pre->pad_before;
+    impl->modes = pre->modes;
+    impl->times.crop = pre->crop_seconds;
+    impl->times.resample = pre->resample_seconds;
+    impl->times.normalize = pre->normalize_seconds;
+    impl->data = pre->data;
+    const torch::Tensor& data = impl->data;
 
     std::array<std::vector<int64_t>, 3> starts;
     for (int a = 0; a < 3; ++a) starts[a] = WindowStarts(data.size(a + 1), p.patch[a], p.step);
@@ -348,25 +278,12 @@ absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(imageio
   return std::unique_ptr<SegmentationJob>(new SegmentationJob(std::move(impl)));
 }
 
-namespace {
-
-// The network grid of an input: the resampled (uncropped: an upper bound)
-// size, at least one patch along each axis.
-std::array<int64_t, 3> PaddedGrid(const imageio::Geometry& geometry, const Plan& plan) {
-  const auto grid = ResampledSize(TensorSize(geometry, plan.transpose),
-                                  TensorSpacing(geometry, plan.transpose), plan.target_spacing);
-  std::array<int64_t, 3> padded;
-  for (int a = 0; a < 3; ++a) padded[a] = std::max(grid[a], plan.patch[a]);
-  return padded;
-}
-
-}  // namespace
 
 // Every product checked: a hostile spacing or size gives INT64_MAX, which no
 // admission limit accepts, never a wrapped (negative) figure.
 int64_t SegmentationJob::EstimateBytes(const imageio::Geometry& geometry, int64_t channels,
-                                       const Plan& plan, const JobOptions& options) {
-  const auto grid = PaddedGrid(geometry, plan);
+                                       const preprocessing::Plan& plan, const JobOptions& options) {
+  const auto grid = preprocessing::PaddedGridBound(geometry, plan);
   const int64_t grid_voxels = imageio::OrMax(imageio::CheckedProduct({grid[0], grid[1], grid[2]}));
   const int64_t voxels = imageio::OrMax(imageio::CheckedProduct({geometry.size[0], geometry.size[1], geometry.size[2]}));
   const int64_t input = imageio::OrMax(imageio::CheckedProduct({channels, voxels, 4}));
@@ -387,9 +304,9 @@ int64_t SegmentationJob::EstimateBytes(const imageio::Geometry& geometry, int64_
   return std::max(create, run);
 }
 
-int64_t SegmentationJob::CountItems(const imageio::Geometry& geometry, const Plan& plan,
+int64_t SegmentationJob::CountItems(const imageio::Geometry& geometry, const preprocessing::Plan& plan,
                                     const JobOptions& options) {
-  const auto grid = PaddedGrid(geometry, plan);
+  const auto grid = preprocessing::PaddedGridBound(geometry, plan);
   const double step = options.step.value_or(plan.step);
   if (!(step > 0)) return std::numeric_limits<int64_t>::max();
   int64_t windows = 1;
@@ -502,7 +419,7 @@ torch::Tensor SegmentationJob::Impl::BackResampleOnCpu(const torch::Tensor& acc,
   std::array<torch::Tensor, 3> profile_f;
   const torch::Tensor region = OutputRegion(labels);
   for (int a = 0; a < 3; ++a) {
-    b.taps[a] = ResamplingTaps(grid[a], cropped_t[a], modes[a]);
+    b.taps[a] = preprocessing::ResamplingTaps(grid[a], cropped_t[a], modes[a]);
     profile_f[a] = profile[a].to(torch::kFloat).contiguous();
     b.profile[a] = profile_f[a].data_ptr<float>();
     b.src_size[a] = grid[a];
@@ -547,7 +464,7 @@ torch::Tensor SegmentationJob::Impl::BackResampleTensors(const torch::Tensor& ac
   const torch::ScalarType label_type = k <= 256 ? torch::kByte : torch::kInt;
   torch::Tensor labels_t = torch::empty({out_t[0], out_t[1], out_t[2]}, label_type);
   torch::Tensor counts = torch::zeros({k}, torch::kLong);
-  const Taps taps = ResamplingTaps(grid[0], out_t[0], modes[0]);
+  const preprocessing::Taps taps = preprocessing::ResamplingTaps(grid[0], out_t[0], modes[0]);
   // Output slabs of about 64 MiB of probabilities on the output grid.
   const int64_t slab =
       std::max<int64_t>(1, (int64_t{64} << 20) / std::max<int64_t>(1, k * out_t[1] * out_t[2] * 4));
@@ -565,11 +482,11 @@ torch::Tensor SegmentationJob::Impl::BackResampleTensors(const torch::Tensor& ac
     for (auto& v : i1) v -= lo;
     const int64_t n = o1 - o0;
     torch::Tensor a = src.index_select(1, torch::from_blob(i0.data(), {n}, torch::kLong).to(device));
-    if (modes[0] == Interp::kLinear) {
+    if (modes[0] == preprocessing::Interp::kLinear) {
       torch::Tensor b = src.index_select(1, torch::from_blob(i1.data(), {n}, torch::kLong).to(device));
       a.add_(torch::from_blob(w1.data(), {1, n, 1, 1}, torch::kFloat).to(device) * (b - a));
     }
-    torch::Tensor probs = ResampleSeparable(a, {n, out_t[1], out_t[2]}, modes);
+    torch::Tensor probs = preprocessing::ResampleSeparable(a, {n, out_t[1], out_t[2]}, modes);
     const auto t_argmax = Clock::now();
     torch::Tensor lab = ArgmaxChannels(probs, label_type);  // (n, H, W)
     counts += torch::bincount(lab.flatten().to(torch::kLong), {}, k).cpu();
@@ -591,7 +508,7 @@ absl::StatusOr<LabelMap> SegmentationJob::Finish() {
   absl::MutexLock lock(&m.mu);
   if (m.finished) return absl::FailedPreconditionError("Finish() called twice");
   m.finished = true;
-  const Plan& p = m.plan;
+  const preprocessing::Plan& p = m.plan;
   const imageio::Geometry& g = m.geometry;
   LabelMap out;
   out.geometry = g;
@@ -633,7 +550,7 @@ absl::StatusOr<LabelMap> SegmentationJob::Finish() {
   return out;
 }
 
-absl::StatusOr<LabelMap> Segment(imageio::Volume volume, const Plan& plan, const BatchRunner& run,
+absl::StatusOr<LabelMap> SegmentVolume(imageio::Volume volume, const preprocessing::Plan& plan, const BatchRunner& run,
                                  int64_t batch_size, const JobOptions& options, StageTimes* times) {
   auto job = SegmentationJob::Create(std::move(volume), plan, options);
   if (!job.ok()) return job.status();
@@ -655,4 +572,4 @@ absl::StatusOr<LabelMap> Segment(imageio::Volume volume, const Plan& plan, const
   return result;
 }
 
-}  // namespace upp::preprocessing
+}  // namespace upp::inference

@@ -5,14 +5,18 @@
 #include <limits>
 
 #include "imageio/checked_math.h"
-#include "preprocessing/pipeline.h"
-#include "preprocessing/tensor_ops.h"
+#include "inference/job.h"
+#include "inference/windows.h"
+#include "preprocessing/plan.h"
+#include "preprocessing/resampling.h"
 
-namespace upp::preprocessing {
+namespace upp::inference {
 namespace {
 
 using imageio::Geometry;
 using imageio::Volume;
+using preprocessing::Plan;
+using preprocessing::ResampledSize;
 constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
 
 TEST(LimitsTest, ResampledSizeSaturatesInsteadOfWrapping) {
@@ -71,4 +75,4 @@ TEST(LimitsTest, CountItemsMatchesTheJob) {
 }
 
 }  // namespace
-}  // namespace upp::preprocessing
+}  // namespace upp::inference
