@@ -40,7 +40,7 @@ absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry,
                                           const std::vector<uint16_t>& labels,
                                           const DicomSeriesInfo& info,
                                           std::string_view source_instance,
-                                          const std::vector<SegmentDescription>& segments,
+                                          const std::vector<LabelInfo>& segments,
                                           const SegAlgorithm& algorithm) {
   if (auto s = geometry.Validate(); !s.ok()) return s;
   const int64_t nx = geometry.size[0], ny = geometry.size[1], nz = geometry.size[2];
@@ -120,7 +120,7 @@ absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry,
       std::any_of(info.frame_numbers.begin(), info.frame_numbers.end(), [](int f) { return f > 1; });
   std::vector<uint8_t> mask(static_cast<size_t>(nx * ny));
   for (const auto& description : segments) {
-    if (!present[description.label]) continue;
+    if (description.value < 1 || description.value > 65535 || !present[description.value]) continue;
     DcmSegment* segment = nullptr;
     if (auto s = Dcmtk(DcmSegment::create(segment, description.name.c_str(),
                                           CodeSequenceMacro("91723000", "SCT", "Anatomical Structure"),
@@ -148,7 +148,7 @@ absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry,
       bool any = false;
       const uint16_t* slice = labels.data() + k * nx * ny;
       for (int64_t p = 0; p < nx * ny; ++p) {
-        mask[p] = slice[p] == description.label ? 1 : 0;
+        mask[p] = slice[p] == description.value ? 1 : 0;
         any |= mask[p] != 0;
       }
       if (!any) continue;  // empty frames are left out

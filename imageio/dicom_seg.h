@@ -22,14 +22,9 @@
 #include "absl/status/statusor.h"
 #include "imageio/dicom.h"
 #include "imageio/geometry.h"
+#include "imageio/labels.h"
 
 namespace upp::imageio {
-
-struct SegmentDescription {
-  uint16_t label = 1;             // value in the label map
-  std::string name;               // e.g. "liver"
-  std::array<uint8_t, 3> rgb{};   // display colour
-};
 
 struct SegAlgorithm {
   std::string name = "UNETR++";
@@ -43,7 +38,7 @@ absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry,
                                           const std::vector<uint16_t>& labels,
                                           const DicomSeriesInfo& info,
                                           std::string_view source_instance,
-                                          const std::vector<SegmentDescription>& segments,
+                                          const std::vector<LabelInfo>& segments,
                                           const SegAlgorithm& algorithm);
 
 }  // namespace upp::imageio

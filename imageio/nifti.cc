@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "absl/strings/str_cat.h"
+#include "imageio/file_util.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the NIfTI writer assumes a little-endian host"
@@ -579,10 +580,9 @@ absl::StatusOr<std::string> WriteNiftiInt16(const Geometry& geometry, const std:
 }
 
 absl::StatusOr<NiftiImage> ReadNiftiFile(const std::string& path, const NiftiReadOptions& options) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open '", path, "'"));
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return ReadNifti(bytes, options);
+  auto bytes = ReadWholeFile(path);
+  if (!bytes.ok()) return bytes.status();
+  return ReadNifti(*bytes, options);
 }
 
 }  // namespace upp::imageio

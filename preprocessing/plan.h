@@ -20,6 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "imageio/labels.h"
 
 namespace upp::preprocessing {
 
@@ -39,11 +40,7 @@ struct ChannelNormalization {
   bool use_nonzero_mask = false;                  // kZScore
 };
 
-struct LabelInfo {
-  int value = 0;  // value in the label map (0 = background)
-  std::string name;
-  std::array<uint8_t, 3> rgb{0, 0, 0};
-};
+using imageio::LabelInfo;  // the label table entry (imageio/labels.h)
 
 struct Plan {
   // Voxel spacing (mm) of the grid the network was trained on, (D, H, W).

@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "imageio/file_util.h"
 #include "model/cpu_features.h"
 #include "server/system_memory.h"
 
@@ -56,11 +57,9 @@ absl::StatusOr<unetrpp::v1::ServerConfig> ParseConfig(const std::string& text) {
 }
 
 absl::StatusOr<unetrpp::v1::ServerConfig> LoadConfigFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("config file ", path, " cannot be read"));
-  std::stringstream text;
-  text << in.rdbuf();
-  auto config = ParseConfig(text.str());
+  auto text = imageio::ReadWholeFile(path, int64_t{16} << 20);
+  if (!text.ok()) return absl::NotFoundError(absl::StrCat("config file ", path, " cannot be read"));
+  auto config = ParseConfig(*text);
   if (!config.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", config.status().message()));
   return config;
 }

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "imageio/file_util.h"
 #include "model/safetensors.h"
 #include "server/status.h"
 
@@ -45,11 +46,9 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Load(const unetrpp::v1
 
   std::string plan_json;
   if (!entry.plan_file().empty()) {
-    std::ifstream in(entry.plan_file());
-    if (!in) return absl::NotFoundError(what + "plan_file cannot be read");
-    std::stringstream text;
-    text << in.rdbuf();
-    plan_json = text.str();
+    auto text = imageio::ReadWholeFile(entry.plan_file(), int64_t{16} << 20);
+    if (!text.ok()) return absl::NotFoundError(what + "plan_file cannot be read");
+    plan_json = std::move(*text);
   }
   auto plan = preprocessing::PlanForNetwork(plan_json, first.metadata(), static_cast<int>(m->config_.num_classes),
                                             m->config_.patch, static_cast<int>(m->config_.in_channels));

@@ -13,6 +13,8 @@
 #include "absl/strings/str_format.h"
 #include "imageio/checked_math.h"
 #include "imageio/dicom_seg.h"
+#include "imageio/labels.h"
+#include "proto/api.h"
 #include "server/status.h"
 
 namespace upp::server {
@@ -22,21 +24,7 @@ using unetrpp::v1::OutputKind;
 using unetrpp::v1::SegmentResponse;
 using unetrpp::v1::Stage;
 
-constexpr size_t kResultChunkBytes = 1 << 20;
 constexpr absl::Duration kProgressInterval = absl::Milliseconds(200);
-
-const char* StageName(Stage s) {
-  switch (s) {
-    case unetrpp::v1::STAGE_RECEIVING: return "receive";
-    case unetrpp::v1::STAGE_DECODING: return "decode";
-    case unetrpp::v1::STAGE_PREPROCESSING: return "preprocess";
-    case unetrpp::v1::STAGE_INFERENCE: return "inference";
-    case unetrpp::v1::STAGE_POSTPROCESSING: return "postprocess";
-    case unetrpp::v1::STAGE_ENCODING: return "encode";
-    case unetrpp::v1::STAGE_SENDING: return "send";
-    default: return "other";
-  }
-}
 
 // Client-chosen ids go to logs only when they look like ids.
 std::string LoggableId(const std::string& id) {
@@ -482,21 +470,16 @@ void SegmentCall::Postprocess() {
       if (!bytes.ok()) return Fail(bytes.status());
       outputs.emplace_back(kind, std::move(*bytes));
     } else if (kind == unetrpp::v1::OUTPUT_KIND_DICOM_SEG) {
-      std::vector<imageio::SegmentDescription> segments;
+      std::vector<imageio::LabelInfo> segments;
       for (const auto& l : plan.labels)
-        if (l.value > 0) segments.push_back({static_cast<uint16_t>(l.value), l.name, l.rgb});
+        if (l.value > 0) segments.push_back(l);
       auto bytes = imageio::WriteDicomSeg(labels->geometry, labels->labels, *dicom_info_,
                                                 dicom_source_instance_, segments,
                                                 {"UNETR++ " + model_->name(), model_->entry().version()});
       if (!bytes.ok()) return Fail(bytes.status());
       outputs.emplace_back(kind, std::move(*bytes));
     } else {
-      std::string raw(labels->labels.size() * 2, '\0');
-      for (size_t i = 0; i < labels->labels.size(); ++i) {  // little-endian, whatever the host
-        raw[2 * i] = static_cast<char>(labels->labels[i] & 0xff);
-        raw[2 * i + 1] = static_cast<char>(labels->labels[i] >> 8);
-      }
-      outputs.emplace_back(kind, std::move(raw));
+      outputs.emplace_back(kind, imageio::EncodeRawLabels(labels->labels));
     }
   }
   StageDone(unetrpp::v1::STAGE_ENCODING, t);
@@ -567,7 +550,7 @@ bool SegmentCall::NextResultChunkLocked(SegmentResponse* out) {
   while (output_index_ < outputs_.size()) {
     auto& [kind, bytes] = outputs_[output_index_];
     if (output_offset_ < bytes.size()) {
-      const size_t n = std::min(kResultChunkBytes, bytes.size() - output_offset_);
+      const size_t n = std::min(proto::kChunkBytes, bytes.size() - output_offset_);
       out->Clear();
       out->mutable_result_chunk()->set_output(kind);
       out->mutable_result_chunk()->set_data(bytes.data() + output_offset_, n);
@@ -657,7 +640,7 @@ void SegmentCall::Fail(const absl::Status& status) {
   phase_ = Phase::kFinished;
   if (status.code() == absl::StatusCode::kInternal)
     spdlog::error("request {}: internal error: {}", request_id_, std::string(status.message()));
-  FinishLocked(ToGrpcStatus(status));
+  FinishLocked(proto::ToGrpcStatus(status));
 }
 
 void SegmentCall::CheckTimeouts(absl::Time now) {
@@ -687,8 +670,12 @@ void SegmentCall::Abandon(const absl::Status& status) {
     if (finish_called_ || done_) return;
   }
   Fail(status);
-  // A write or read the client never completes would hold the call for ever.
-  context_->TryCancel();
+  // A write or read the client never completes would hold the call for ever:
+  // cancel the stream. gRPC destroys context_ after OnDone, which another
+  // thread may be running, so OnDone waits for this lock. Recursive because
+  // TryCancel may run the reactions, OnDone included, inline on this thread.
+  std::lock_guard<std::recursive_mutex> lock(context_mu_);
+  if (!context_done_) context_->TryCancel();
 }
 
 void SegmentCall::OnCancel() {
@@ -702,12 +689,16 @@ void SegmentCall::OnCancel() {
 
 void SegmentCall::StageDone(Stage stage, absl::Time since) {
   const double seconds = absl::ToDoubleSeconds(absl::Now() - since);
-  state_->metrics().Stage(StageName(stage), seconds);
+  state_->metrics().Stage(proto::StageName(stage), seconds);
   absl::MutexLock lock(&mu_);
   stage_seconds_[stage] = seconds;
 }
 
 void SegmentCall::OnDone() {
+  {
+    std::lock_guard<std::recursive_mutex> lock(context_mu_);
+    context_done_ = true;  // context_ goes away after this reaction
+  }
   alive_ = false;
   if (model_) model_->batcher().Remove(this);
   if (pending_stream_) state_->EndPendingStream();
@@ -719,7 +710,7 @@ void SegmentCall::OnDone() {
     done_ = true;
     status = final_status_;
     for (const auto& [stage, seconds] : stage_seconds_)
-      absl::StrAppend(&timings, timings.empty() ? "" : " ", StageName(static_cast<Stage>(stage)), "=",
+      absl::StrAppend(&timings, timings.empty() ? "" : " ", proto::StageName(static_cast<Stage>(stage)), "=",
                       absl::StrFormat("%.3f", seconds));
     keep = std::move(self_);
   }

@@ -20,6 +20,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -108,6 +109,10 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   std::atomic<int64_t> last_read_ns_;
   std::atomic<int64_t> write_started_ns_{0};  // 0: no write in flight
   std::shared_ptr<SegmentCall> self_;  // released in OnDone
+  // context_ is valid until OnDone returns; Abandon() uses it from the
+  // watchdog thread under this lock (see Abandon).
+  std::recursive_mutex context_mu_;
+  bool context_done_ = false;  // guarded by context_mu_
 
   // Read side: touched only by reactions, which gRPC serialises for reads.
   unetrpp::v1::SegmentRequest request_;

@@ -9,6 +9,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "model/cpu_features.h"
+#include "imageio/file_util.h"
+#include "proto/api.h"
 #include "server/config.h"
 #include "server/segment_call.h"
 #include "server/service_state.h"
@@ -18,7 +20,6 @@ namespace upp::server {
 namespace {
 
 constexpr char kServiceName[] = "unetrpp.v1.Segmentation";
-constexpr int kMaxMessageBytes = 4 << 20;
 
 void FillModelInfo(const ServedModel& m, unetrpp::v1::ModelInfo* info) {
   info->set_name(m.name());
@@ -38,11 +39,9 @@ void FillModelInfo(const ServedModel& m, unetrpp::v1::ModelInfo* info) {
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, const char* field) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("config: ", field, ": cannot read ", path));
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
+  auto bytes = imageio::ReadWholeFile(path, int64_t{1} << 20);
+  if (!bytes.ok()) return absl::NotFoundError(absl::StrCat("config: ", field, ": cannot read ", path));
+  return bytes;
 }
 
 // Bounds what one connection may hold: streams, metadata, idle and age, and
@@ -147,8 +146,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(unetrpp::v1::ServerConfig
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config.listen_address(), credentials, &server->port_);
   builder.RegisterService(server->service_.get());
-  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  builder.SetMaxReceiveMessageSize(proto::kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(proto::kMaxMessageBytes);
   ApplyTransportLimits(config.transport(), builder);
   server->server_ = builder.BuildAndStart();
   if (!server->server_ || server->port_ == 0)

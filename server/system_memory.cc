@@ -4,18 +4,15 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
+
+#include "imageio/file_util.h"
 
 namespace upp::server {
 namespace {
 
 int64_t ReadCgroupFile(const char* path) {
-  std::ifstream in(path);
-  if (!in) return -1;
-  std::stringstream text;
-  text << in.rdbuf();
-  return ParseCgroupLimit(text.str());
+  auto text = imageio::ReadWholeFile(path, 4096);
+  return text.ok() ? ParseCgroupLimit(*text) : -1;
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "model/window_runner.h"
 #include "imageio/dicom.h"
 #include "imageio/nifti.h"
+#include "imageio/file_util.h"
 #include "inference/job.h"
 #include "tools/batch_runner.h"
 
@@ -25,11 +26,6 @@ namespace {
 int Fail(const std::string& what) {
   std::fprintf(stderr, "upp-segment: %s\n", what.c_str());
   return 1;
-}
-
-std::string ReadFile(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 }  // namespace
@@ -58,7 +54,7 @@ int main(int argc, char** argv) {
   auto runner = upp::model::WindowRunner::FromWeightsFile(weights, {device, precision});
   if (!runner.ok()) return Fail(runner.status().ToString());
   const auto& config = (*runner)->config();
-  auto plan = pp::PlanForNetwork(plan_path.empty() ? "" : ReadFile(plan_path), (*runner)->metadata(),
+  auto plan = pp::PlanForNetwork(plan_path.empty() ? "" : io::ReadWholeFile(plan_path).value_or(""), (*runner)->metadata(),
                                  static_cast<int>(config.num_classes), config.patch,
                                  static_cast<int>(config.in_channels));
   if (!plan.ok()) return Fail(plan.status().ToString());
@@ -67,10 +63,9 @@ int main(int argc, char** argv) {
   header.qform_code = header.sform_code = 1;
   io::Volume volume;
   if (std::filesystem::is_directory(input)) {
-    std::vector<std::string> files;
-    for (const auto& e : std::filesystem::directory_iterator(input))
-      if (e.is_regular_file()) files.push_back(ReadFile(e.path()));
-    auto dicom = io::ReadDicomSeries(std::vector<std::string_view>(files.begin(), files.end()));
+    auto files = io::ReadDirectoryFiles(input);
+    if (!files.ok()) return Fail(files.status().ToString());
+    auto dicom = io::ReadDicomSeries(std::vector<std::string_view>(files->begin(), files->end()));
     if (!dicom.ok()) return Fail(dicom.status().ToString());
     volume = std::move(dicom->volume);
   } else {

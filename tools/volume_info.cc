@@ -15,6 +15,7 @@
 #include <limits>
 
 #include "imageio/dicom.h"
+#include "imageio/file_util.h"
 #include "imageio/dicom_seg.h"
 #include "imageio/nifti.h"
 
@@ -52,12 +53,12 @@ int main(int argc, char** argv) {
   absl::StatusOr<upp::imageio::NiftiImage> image;
   if (std::filesystem::is_directory(path)) {
     // A DICOM series: every regular file in the directory.
-    std::vector<std::string> contents;
-    for (const auto& entry : std::filesystem::directory_iterator(path)) {
-      if (!entry.is_regular_file()) continue;
-      std::ifstream in(entry.path(), std::ios::binary);
-      contents.emplace_back(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    auto read = upp::imageio::ReadDirectoryFiles(path);
+    if (!read.ok()) {
+      std::fprintf(stderr, "upp-volume-info: %s\n", read.status().ToString().c_str());
+      return 1;
     }
+    const std::vector<std::string>& contents = *read;
     std::vector<std::string_view> views(contents.begin(), contents.end());
     upp::imageio::DicomSeriesOptions dicom_options;
     if (any_modality) dicom_options.modalities.clear();
@@ -66,9 +67,9 @@ int main(int argc, char** argv) {
     if (dicom.ok() && !write_seg.empty()) {
       const auto& g = dicom->volume.geometry;
       const auto labels = LabelsFromVoxels(dicom->volume.voxels, g.NumVoxels(), label_mod);
-      std::vector<upp::imageio::SegmentDescription> segments;
+      std::vector<upp::imageio::LabelInfo> segments;
       for (int l = 1; l < label_mod; ++l) {
-        segments.push_back({static_cast<uint16_t>(l), "label " + std::to_string(l),
+        segments.push_back({l, "label " + std::to_string(l),
                             {static_cast<uint8_t>(40 * l % 256), 128, static_cast<uint8_t>(255 - 30 * l % 256)}});
       }
       auto seg = upp::imageio::WriteDicomSeg(g, labels, dicom->info,

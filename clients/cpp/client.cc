@@ -7,11 +7,6 @@
 namespace upp::client {
 namespace {
 
-absl::Status FromGrpc(const grpc::Status& s) {
-  if (s.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
-}
-
 void ApplyDeadline(grpc::ClientContext& context, const std::optional<absl::Duration>& deadline) {
   if (deadline) context.set_deadline(absl::ToChronoTime(absl::Now() + *deadline));
 }
@@ -23,8 +18,8 @@ Client::Client(std::shared_ptr<grpc::Channel> channel)
 
 std::unique_ptr<Client> Client::Connect(const std::string& target) {
   grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(4 << 20);
-  args.SetMaxSendMessageSize(4 << 20);
+  args.SetMaxReceiveMessageSize(proto::kMaxMessageBytes);
+  args.SetMaxSendMessageSize(proto::kMaxMessageBytes);
   return std::make_unique<Client>(grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
 }
 
@@ -88,7 +83,7 @@ absl::StatusOr<SegmentResult> Client::Segment(const std::vector<std::string>& in
         break;
     }
   }
-  if (auto s = FromGrpc(stream->Finish()); !s.ok()) return s;
+  if (auto s = proto::FromGrpcStatus(stream->Finish()); !s.ok()) return s;
   for (int i = 0; i < result.header.outputs_size(); ++i)
     if (result.outputs[result.header.outputs(i)].size() != result.header.output_bytes(i))
       return absl::DataLossError("a result output arrived incomplete");
@@ -98,7 +93,7 @@ absl::StatusOr<SegmentResult> Client::Segment(const std::vector<std::string>& in
 absl::StatusOr<unetrpp::v1::ListModelsResponse> Client::ListModels() {
   grpc::ClientContext context;
   unetrpp::v1::ListModelsResponse response;
-  if (auto s = FromGrpc(stub_->ListModels(&context, {}, &response)); !s.ok()) return s;
+  if (auto s = proto::FromGrpcStatus(stub_->ListModels(&context, {}, &response)); !s.ok()) return s;
   return response;
 }
 
@@ -107,7 +102,7 @@ absl::StatusOr<unetrpp::v1::ModelInfo> Client::GetModel(const std::string& name)
   unetrpp::v1::GetModelRequest request;
   request.set_name(name);
   unetrpp::v1::ModelInfo response;
-  if (auto s = FromGrpc(stub_->GetModel(&context, request, &response)); !s.ok()) return s;
+  if (auto s = proto::FromGrpcStatus(stub_->GetModel(&context, request, &response)); !s.ok()) return s;
   return response;
 }
 
@@ -118,7 +113,7 @@ absl::StatusOr<bool> Client::Healthy(const std::string& service) {
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(service);
   grpc::health::v1::HealthCheckResponse response;
-  if (auto s = FromGrpc(stub->Check(&context, request, &response)); !s.ok()) return s;
+  if (auto s = proto::FromGrpcStatus(stub->Check(&context, request, &response)); !s.ok()) return s;
   return response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
 }
 

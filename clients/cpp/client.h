@@ -22,6 +22,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "proto/api.h"
 #include "unetrpp/v1/segmentation.grpc.pb.h"
 
 namespace upp::client {
@@ -35,7 +36,7 @@ struct SegmentOptions {
   int priority = 0;
   std::string client_request_id;
   std::optional<absl::Duration> deadline;
-  size_t chunk_bytes = 1 << 20;
+  size_t chunk_bytes = proto::kChunkBytes;
 };
 
 struct SegmentResult {

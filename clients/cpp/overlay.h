@@ -15,14 +15,13 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "imageio/labels.h"
 #include "imageio/volume.h"
 
 namespace upp::client {
 
-struct OverlayLabel {
-  int value = 0;
-  std::string name;
-  std::array<uint8_t, 3> rgb{};
+// A label of the legend: its table entry and its volume.
+struct OverlayLabel : imageio::LabelInfo {
   double volume_ml = 0;
 };
 

@@ -22,7 +22,10 @@
 
 #include "clients/cpp/client.h"
 #include "clients/cpp/overlay.h"
+#include "proto/api.h"
 #include "imageio/dicom.h"
+#include "imageio/file_util.h"
+#include "imageio/labels.h"
 #include "imageio/nifti.h"
 
 namespace {
@@ -51,26 +54,6 @@ int Fail(const absl::Status& s) {
   return ExitCode(s);
 }
 
-bool ReadFile(const fs::path& path, std::string* out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  out->assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  return true;
-}
-
-const char* StageName(unetrpp::v1::Stage s) {
-  switch (s) {
-    case unetrpp::v1::STAGE_RECEIVING: return "receiving";
-    case unetrpp::v1::STAGE_DECODING: return "decoding";
-    case unetrpp::v1::STAGE_PREPROCESSING: return "preprocessing";
-    case unetrpp::v1::STAGE_INFERENCE: return "inference";
-    case unetrpp::v1::STAGE_POSTPROCESSING: return "postprocessing";
-    case unetrpp::v1::STAGE_ENCODING: return "encoding";
-    case unetrpp::v1::STAGE_SENDING: return "sending";
-    default: return "working";
-  }
-}
-
 // A progress bar on a terminal, one line per stage change otherwise.
 class ProgressPrinter {
  public:
@@ -84,7 +67,7 @@ class ProgressPrinter {
       const int width = 30, filled = static_cast<int>(p.fraction() * width + 0.5);
       std::string bar(filled, '#');
       bar.resize(width, '.');
-      std::fprintf(stderr, "\r%-15s [%s] %3.0f%%", StageName(p.stage()), bar.c_str(), 100 * p.fraction());
+      std::fprintf(stderr, "\r%-15s [%s] %3.0f%%", upp::proto::StageName(p.stage()), bar.c_str(), 100 * p.fraction());
       if (windows)
         std::fprintf(stderr, "  windows %llu/%llu", static_cast<unsigned long long>(p.windows_done()),
                      static_cast<unsigned long long>(p.windows_total()));
@@ -92,7 +75,7 @@ class ProgressPrinter {
       drawn_ = true;
     } else if (p.stage() != last_stage_ || (windows && p.fraction() >= next_report_)) {
       if (p.stage() != last_stage_) next_report_ = 0.25;
-      std::fprintf(stderr, "%s", StageName(p.stage()));
+      std::fprintf(stderr, "%s", upp::proto::StageName(p.stage()));
       if (windows)
         std::fprintf(stderr, " %llu/%llu windows", static_cast<unsigned long long>(p.windows_done()),
                      static_cast<unsigned long long>(p.windows_total()));
@@ -171,19 +154,14 @@ int main(int argc, char** argv) {
   const bool dicom = inputs.size() == 1 && fs::is_directory(inputs[0]);
   if (dicom) {
     options.format = unetrpp::v1::INPUT_FORMAT_DICOM;
-    std::vector<fs::path> paths;
-    for (const auto& e : fs::directory_iterator(inputs[0]))
-      if (e.is_regular_file()) paths.push_back(e.path());
-    std::sort(paths.begin(), paths.end());
-    for (const auto& p : paths) {
-      files.emplace_back();
-      if (!ReadFile(p, &files.back())) return Fail(absl::InvalidArgumentError("cannot read " + p.string()));
-    }
-    if (files.empty()) return std::fprintf(stderr, "upp-client: %s holds no files\n", inputs[0].c_str()), 1;
+    auto read = upp::imageio::ReadDirectoryFiles(inputs[0]);
+    if (!read.ok()) return std::fprintf(stderr, "upp-client: %s\n", std::string(read.status().message()).c_str()), 1;
+    files = std::move(*read);
   } else {
     for (const auto& in : inputs) {
-      files.emplace_back();
-      if (!ReadFile(in, &files.back())) return std::fprintf(stderr, "upp-client: cannot read %s\n", in.c_str()), 1;
+      auto bytes = upp::imageio::ReadWholeFile(in);
+      if (!bytes.ok()) return std::fprintf(stderr, "upp-client: cannot read %s\n", in.c_str()), 1;
+      files.push_back(std::move(*bytes));
     }
   }
   options.outputs = {unetrpp::v1::OUTPUT_KIND_RAW_LABELS};
@@ -215,7 +193,7 @@ int main(int argc, char** argv) {
     std::printf("%-28s %12llu %12.1f\n", name.c_str(), static_cast<unsigned long long>(v.voxels()), v.volume_ml());
     j["labels"].push_back({{"value", v.value()}, {"name", name}, {"voxels", v.voxels()}, {"volume_ml", v.volume_ml()}});
   }
-  for (const auto& t : result->summary.timings()) j["seconds"][StageName(t.stage())] = t.seconds();
+  for (const auto& t : result->summary.timings()) j["seconds"][upp::proto::StageName(t.stage())] = t.seconds();
   if (!json_path.empty()) std::ofstream(json_path) << j.dump(1) << "\n";
 
   if (!png.empty()) {
@@ -232,9 +210,7 @@ int main(int argc, char** argv) {
     }
     if (!volume.ok()) return Fail(volume.status());
     const std::string& raw = result->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS];
-    std::vector<uint16_t> labels(raw.size() / 2);
-    for (size_t i = 0; i < labels.size(); ++i)
-      labels[i] = static_cast<uint16_t>(static_cast<uint8_t>(raw[2 * i]) | (static_cast<uint8_t>(raw[2 * i + 1]) << 8));
+    const std::vector<uint16_t> labels = upp::imageio::DecodeRawLabels(raw);
     std::vector<upp::client::OverlayLabel> legend;
     for (const auto& v : header.volumes()) {
       upp::client::OverlayLabel l;

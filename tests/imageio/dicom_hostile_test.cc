@@ -12,6 +12,7 @@
 #include <string>
 
 #include "imageio/dicom.h"
+#include "imageio/file_util.h"
 #include "tests/testing/rss.h"
 
 namespace upp::imageio {
@@ -68,8 +69,7 @@ std::string MakeCt(const CtSpec& spec) {
   ds->putAndInsertUint8Array(DCM_PixelData, pixels.data(), pixels.size());
   const std::string path = ::testing::TempDir() + "/hostile_ct.dcm";
   EXPECT_TRUE(file.saveFile(path.c_str(), EXS_LittleEndianExplicit).good());
-  std::ifstream in(path, std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string bytes = ReadWholeFile(path).value_or("");
   std::filesystem::remove(path);
   return bytes;
 }

@@ -15,16 +15,14 @@
 #include <iterator>
 
 #include "imageio/dicom.h"
+#include "imageio/file_util.h"
 
 namespace upp::imageio {
 namespace {
 
 constexpr char kTestFiles[] = "/usr/lib/python3/dist-packages/pydicom/data/test_files";
 
-std::string Read(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
+std::string Read(const std::filesystem::path& p) { return ReadWholeFile(p.string()).value_or(""); }
 
 TEST(DicomLengthsTest, AcceptsEveryFileDcmtkReads) {
   if (!std::filesystem::exists(kTestFiles)) GTEST_SKIP() << "python3-pydicom test data not installed";

@@ -19,6 +19,7 @@
 #include <set>
 
 #include "imageio/dicom.h"
+#include "imageio/file_util.h"
 
 namespace upp::imageio {
 namespace {
@@ -27,9 +28,9 @@ namespace {
 constexpr char kCtSmall[] = "/usr/lib/python3/dist-packages/pydicom/data/test_files/CT_small.dcm";
 
 TEST(DicomSegTest, FramesReadBackWithDcmtkLandOnTheirSliceWithTheirVoxels) {
-  std::ifstream in(kCtSmall, std::ios::binary);
-  if (!in) GTEST_SKIP() << "python3-pydicom test data not installed";
-  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto ct = ReadWholeFile(kCtSmall);
+  if (!ct.ok()) GTEST_SKIP() << "python3-pydicom test data not installed";
+  const std::string& bytes = *ct;
   auto image = ReadDicomSeries({bytes});
   ASSERT_TRUE(image.ok()) << image.status();
   const auto& g = image->volume.geometry;
@@ -39,7 +40,7 @@ TEST(DicomSegTest, FramesReadBackWithDcmtkLandOnTheirSliceWithTheirVoxels) {
     const float v = image->volume.voxels[i];
     labels[i] = v > 100 ? 1 : (v < -500 ? 2 : 0);
   }
-  std::vector<SegmentDescription> segments{{1, "bone", {255, 255, 200}},
+  std::vector<LabelInfo> segments{{1, "bone", {255, 255, 200}},
                                            {2, "air", {0, 0, 255}},
                                            {3, "absent", {255, 0, 0}}};
   auto seg_bytes = WriteDicomSeg(g, labels, image->info, bytes, segments, {"UNETR++", "0.1.0"});

@@ -16,17 +16,19 @@
 #include <thread>
 
 #include "clients/cpp/client.h"
+#include "imageio/dicom.h"
+#include "imageio/file_util.h"
+#include "imageio/labels.h"
+#include "imageio/nifti.h"
+#include "inference/job.h"
 #include "model/cpu_features.h"
 #include "model/cpu_threads.h"
 #include "model/window_runner.h"
-#include "imageio/dicom.h"
-#include "imageio/nifti.h"
-#include "inference/job.h"
 #include "server/config.h"
 #include "server/device_memory.h"
 #include "server/server.h"
-#include "tools/batch_runner.h"
 #include "tests/server/test_volumes.h"
+#include "tools/batch_runner.h"
 
 namespace upp::server {
 namespace {
@@ -84,10 +86,7 @@ std::vector<uint16_t> DirectLabels(imageio::Volume volume, const std::string& we
                                    const std::string& plan_file) {
   auto runner = model::WindowRunner::FromWeightsFile(weights);
   EXPECT_TRUE(runner.ok());
-  std::ifstream in(plan_file);
-  std::stringstream text;
-  text << in.rdbuf();
-  auto plan = preprocessing::Plan::FromJson(text.str());
+  auto plan = preprocessing::Plan::FromJson(imageio::ReadWholeFile(plan_file).value_or(""));
   EXPECT_TRUE(plan.ok());
   auto labels = inference::SegmentVolume(std::move(volume), *plan, tools::RunnerFor(**runner), 1);
   EXPECT_TRUE(labels.ok()) << labels.status();
@@ -102,13 +101,6 @@ std::vector<uint16_t> DirectLabels(const std::string& nifti) {
   auto image = imageio::ReadNifti(nifti);
   EXPECT_TRUE(image.ok());
   return DirectLabels(std::move(image->volume));
-}
-
-std::vector<uint16_t> RawLabels(const std::string& raw) {
-  std::vector<uint16_t> out(raw.size() / 2);
-  for (size_t i = 0; i < out.size(); ++i)
-    out[i] = static_cast<uint16_t>(static_cast<uint8_t>(raw[2 * i]) | (static_cast<uint8_t>(raw[2 * i + 1]) << 8));
-  return out;
 }
 
 double Agreement(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b) {
@@ -155,7 +147,7 @@ TEST_F(ServerTest, NiftiRoundTripEqualsThePipeline) {
   for (const auto& v : result->header.volumes()) voxels += v.voxels();
   EXPECT_EQ(voxels, 61u * 57 * 23);
 
-  const auto raw = RawLabels(result->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]);
+  const auto raw = imageio::DecodeRawLabels(result->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]);
   // The NIfTI output holds the same labels with the input's geometry.
   auto labels_file = imageio::ReadNifti(result->outputs[unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS]);
   ASSERT_TRUE(labels_file.ok()) << labels_file.status();
@@ -180,7 +172,7 @@ TEST_F(ServerTest, DicomRoundTripWithSeg) {
   EXPECT_EQ(result->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS].size(), 128u * 128 * 6 * 2);
   auto direct = imageio::ReadDicomSeries(std::vector<std::string_view>(series.begin(), series.end()));
   ASSERT_TRUE(direct.ok()) << direct.status();
-  EXPECT_GE(Agreement(RawLabels(result->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]),
+  EXPECT_GE(Agreement(imageio::DecodeRawLabels(result->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]),
                       DirectLabels(std::move(direct->volume))),
             0.9999);
   const std::string& seg = result->outputs[unetrpp::v1::OUTPUT_KIND_DICOM_SEG];
@@ -206,7 +198,7 @@ TEST_F(ServerTest, ConcurrentClientsAllSucceedAndBatchesForm) {
   for (auto& t : threads) t.join();
   for (int i = 0; i < 8; ++i) {
     ASSERT_TRUE(results[i].ok()) << i << " " << results[i].status();
-    EXPECT_GE(Agreement(RawLabels(results[i]->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]), DirectLabels(inputs[i])),
+    EXPECT_GE(Agreement(imageio::DecodeRawLabels(results[i]->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]), DirectLabels(inputs[i])),
               0.9999)
         << i;
   }
@@ -435,16 +427,16 @@ TEST(MultiChannelTest, OneFilePerChannelOrOne4dFile) {
   ASSERT_TRUE(separate.ok()) << separate.status();
   auto together = c->Segment({testing::FloatNifti(four)}, options);
   ASSERT_TRUE(together.ok()) << together.status();
-  const auto labels = RawLabels(separate->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]);
+  const auto labels = imageio::DecodeRawLabels(separate->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]);
   ASSERT_EQ(labels.size(), 70u * 60 * 40);
-  EXPECT_EQ(labels, RawLabels(together->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]));
+  EXPECT_EQ(labels, imageio::DecodeRawLabels(together->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]));
   const auto direct = DirectLabels(four, weights, plan_file);
   EXPECT_GE(Agreement(labels, direct), 0.9999);
   // The channels are not interchangeable: swapping two changes the result.
   std::swap(per_channel[0], per_channel[3]);
   auto swapped = c->Segment(per_channel, options);
   ASSERT_TRUE(swapped.ok()) << swapped.status();
-  EXPECT_LT(Agreement(labels, RawLabels(swapped->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS])), 0.9999);
+  EXPECT_LT(Agreement(labels, imageio::DecodeRawLabels(swapped->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS])), 0.9999);
   std::swap(per_channel[0], per_channel[3]);
 
   // Wrong channel counts and a geometry mismatch are refused with a reason.
@@ -468,7 +460,7 @@ TEST(MultiChannelTest, OneFilePerChannelOrOne4dFile) {
   // The server still serves after the refusals.
   auto again = c->Segment(per_channel, options);
   ASSERT_TRUE(again.ok()) << again.status();
-  EXPECT_EQ(RawLabels(again->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]), labels);
+  EXPECT_EQ(imageio::DecodeRawLabels(again->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]), labels);
 }
 
 TEST(DeviceMemoryTest, CudaVisibleDevicesMapsLibTorchIndicesToPhysicalDevices) {

@@ -1,6 +1,7 @@
 #include "tests/server/test_volumes.h"
 
 #include "imageio/dcmtk_io.h"
+#include "imageio/file_util.h"
 
 #include <arpa/inet.h>
 #include <dcmtk/config/osconfig.h>
@@ -59,9 +60,9 @@ std::string FloatNifti(const imageio::Volume& v) {
 }
 
 std::vector<std::string> CtSeries(int slices) {
-  std::ifstream in("/usr/lib/python3/dist-packages/pydicom/data/test_files/CT_small.dcm", std::ios::binary);
-  if (!in) return {};
-  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto read = imageio::ReadWholeFile("/usr/lib/python3/dist-packages/pydicom/data/test_files/CT_small.dcm");
+  if (!read.ok()) return {};
+  const std::string& bytes = *read;
   char series_uid[100], study_uid[100];
   dcmGenerateUniqueIdentifier(series_uid, SITE_SERIES_UID_ROOT);
   dcmGenerateUniqueIdentifier(study_uid, SITE_STUDY_UID_ROOT);

@@ -1,0 +1,30 @@
+// Label maps' shared vocabulary: one label's value, name and display colour
+// (the plan's label table, the DICOM SEG's segments and the overview's legend
+// all use it), and the raw label encoding of the API (OUTPUT_KIND_RAW_LABELS:
+// uint16 little-endian, x fastest), which the server writes and clients read.
+// Thread-safe (plain values and pure functions).
+#ifndef UPP_IMAGEIO_LABELS_H_
+#define UPP_IMAGEIO_LABELS_H_
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace upp::imageio {
+
+struct LabelInfo {
+  int value = 0;  // value in the label map (0 = background)
+  std::string name;
+  std::array<uint8_t, 3> rgb{0, 0, 0};  // display colour
+};
+
+// uint16 little-endian, whatever the host's byte order.
+std::string EncodeRawLabels(const std::vector<uint16_t>& labels);
+// The inverse; an odd trailing byte is ignored.
+std::vector<uint16_t> DecodeRawLabels(std::string_view raw);
+
+}  // namespace upp::imageio
+
+#endif  // UPP_IMAGEIO_LABELS_H_
