@@ -3,6 +3,8 @@
 # bounded time, seeded with real files: nibabel's NIfTI and pydicom's DICOM
 # test data.
 # Usage: deploy/fuzz.sh [SECONDS_PER_TARGET]   (CI runs it with 30)
+# Three targets: the NIfTI reader, the DICOM series reader, and sequences of
+# SegmentRequest messages through the server's request logic.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET="${1:-30}"
@@ -33,3 +35,37 @@ echo "fuzz: dicom_fuzzer for ${SECONDS_PER_TARGET}s, $(ls "$DSEEDS" | wc -l) see
 "$BUILD"/tests/fuzz/dicom_fuzzer -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 \
   -max_len=262144 -print_final_stats=1 -artifact_prefix="$BUILD/" "$BUILD/corpus/dicom" "$DSEEDS" 2>&1 | tail -6
 echo "fuzz: dicom_fuzzer passed (no crash in ${SECONDS_PER_TARGET}s)"
+
+# Request sequences: seeds are a header, a NIfTI of nibabel's in one chunk,
+# and the end marker (tests/fuzz/request_fuzzer.cc gives the record format).
+RSEEDS="$BUILD/seeds/request"
+mkdir -p "$RSEEDS" "$BUILD/corpus/request"
+for f in "$NIB"/example4d.nii.gz "$NIB"/standard.nii.gz "$NIB"/anatomical.nii; do
+  [ -f "$f" ] || continue
+  [ "$(stat -c %s "$f")" -lt 65000 ] || continue
+  /usr/bin/python3 - "$f" "$RSEEDS/$(basename "$f").seq" <<'PY'
+import struct, sys
+data = open(sys.argv[1], "rb").read()
+def record(kind, payload):
+    return bytes([kind]) + struct.pack("<H", len(payload)) + payload
+header = b"\x10\x01"  # RequestHeader.format = NIFTI (field 2, varint 1)
+open(sys.argv[2], "wb").write(record(0, header) + record(1, b"\x00" + data) + record(2, b""))
+PY
+done
+# Two channels of a small synthetic volume, one NIfTI each (the multi-file path).
+/usr/bin/python3 - "$RSEEDS/two_channels.seq" <<'PY'
+import gzip, struct, sys
+import nibabel, numpy
+def nifti(seed):
+    data = (numpy.arange(6 * 5 * 4, dtype=numpy.float32).reshape(6, 5, 4) * seed)
+    img = nibabel.Nifti1Image(data, numpy.diag([1.5, 1.5, 3.0, 1.0]))
+    return gzip.compress(img.to_bytes()) if seed > 1 else img.to_bytes()
+def record(kind, payload):
+    return bytes([kind]) + struct.pack("<H", len(payload)) + payload
+header = b"\x10\x01\x18\x03"  # format NIFTI, outputs RAW_LABELS
+open(sys.argv[1], "wb").write(record(0, header) + record(1, b"\x00" + nifti(1)) + record(1, b"\x01" + nifti(2)) + record(2, b""))
+PY
+echo "fuzz: request_fuzzer for ${SECONDS_PER_TARGET}s, $(ls "$RSEEDS" | wc -l) seed files"
+"$BUILD"/tests/fuzz/request_fuzzer -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 \
+  -max_len=262144 -print_final_stats=1 -artifact_prefix="$BUILD/" "$BUILD/corpus/request" "$RSEEDS" 2>&1 | tail -6
+echo "fuzz: request_fuzzer passed (no crash in ${SECONDS_PER_TARGET}s)"

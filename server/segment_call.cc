@@ -12,15 +12,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "imageio/checked_math.h"
-#include "imageio/dicom_seg.h"
-#include "imageio/labels.h"
+#include "imageio/input_assembly.h"
 #include "proto/api.h"
+#include "server/request_validation.h"
+#include "server/result_encoder.h"
 #include "server/status.h"
 
 namespace upp::server {
 namespace {
 
-using unetrpp::v1::OutputKind;
 using unetrpp::v1::SegmentResponse;
 using unetrpp::v1::Stage;
 
@@ -32,17 +32,6 @@ std::string LoggableId(const std::string& id) {
   for (char c : id)
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return "<redacted>";
   return id;
-}
-
-bool SameGeometry(const imageio::Geometry& a, const imageio::Geometry& b) {
-  if (a.size != b.size) return false;
-  for (int i = 0; i < 3; ++i) {
-    if (std::abs(a.spacing[i] - b.spacing[i]) > 1e-4 * std::max(1.0, a.spacing[i])) return false;
-    if (std::abs(a.origin[i] - b.origin[i]) > 1e-3) return false;
-  }
-  for (int i = 0; i < 9; ++i)
-    if (std::abs(a.direction[i] - b.direction[i]) > 1e-4) return false;
-  return true;
 }
 
 // "ipv4:10.1.2.3:5555" -> "10.1.2.3", "ipv6:[::1]:5555" -> "[::1]": one
@@ -57,15 +46,6 @@ std::string PeerAddress(const std::string& peer) {
 }
 
 int64_t NowNs() { return absl::ToUnixNanos(absl::Now()); }
-
-void FillGeometry(const imageio::Geometry& g, unetrpp::v1::Geometry* out) {
-  for (int i = 0; i < 3; ++i) {
-    out->add_size(g.size[i]);
-    out->add_spacing(g.spacing[i]);
-    out->add_origin(g.origin[i]);
-  }
-  for (double d : g.direction) out->add_direction(d);
-}
 
 }  // namespace
 
@@ -115,32 +95,20 @@ void SegmentCall::OnReadDone(bool ok) {
   // An exception escaping a reaction would end the process: it fails this
   // request only.
   try {
-  switch (request_.kind_case()) {
-    case unetrpp::v1::SegmentRequest::kHeader:
-      status = phase_ == Phase::kHeader
-                   ? HandleHeader(request_.header())
-                   : absl::InvalidArgumentError("a second RequestHeader; send exactly one, first");
-      break;
-    case unetrpp::v1::SegmentRequest::kChunk:
-      status = phase_ == Phase::kHeader
-                   ? absl::InvalidArgumentError("an InputChunk before the RequestHeader")
-                   : HandleChunk(*request_.mutable_chunk());
-      break;
-    case unetrpp::v1::SegmentRequest::kEnd:
-      if (phase_ == Phase::kHeader) {
-        status = absl::InvalidArgumentError("EndOfInput before the RequestHeader");
-      } else if (inputs_.empty()) {
-        status = absl::InvalidArgumentError("EndOfInput without any input");
-      } else {
-        StageDone(unetrpp::v1::STAGE_RECEIVING, start_);
-        phase_ = Phase::kProcessing;
-        ScheduleGuarded(&SegmentCall::Process);
-        return;  // no further reads: the input is complete
-      }
-      break;
-    default:
-      status = absl::InvalidArgumentError("an empty SegmentRequest");
-  }
+    const bool header_seen = phase_ != Phase::kHeader;
+    auto kind = ClassifyMessage(request_, header_seen, header_seen && !collector_->inputs().empty());
+    if (!kind.ok()) {
+      status = kind.status();
+    } else if (*kind == MessageKind::kHeader) {
+      status = HandleHeader(request_.header());
+    } else if (*kind == MessageKind::kChunk) {
+      status = HandleChunk(*request_.mutable_chunk());
+    } else {
+      StageDone(unetrpp::v1::STAGE_RECEIVING, start_);
+      phase_ = Phase::kProcessing;
+      ScheduleGuarded(&SegmentCall::Process);
+      return;  // no further reads: the input is complete
+    }
   } catch (const std::bad_alloc&) {
     status = absl::ResourceExhaustedError("the server ran out of memory receiving this request; retry later");
   } catch (const std::exception&) {
@@ -160,38 +128,11 @@ absl::Status SegmentCall::HandleHeader(const unetrpp::v1::RequestHeader& header)
   model_ = state_->models().Find(name);
   if (!model_) return absl::NotFoundError(absl::StrCat("no model named \"", name, "\" (see ListModels)"));
   header_.set_model(name);
-  if (header.format() != unetrpp::v1::INPUT_FORMAT_NIFTI && header.format() != unetrpp::v1::INPUT_FORMAT_DICOM)
-    return absl::InvalidArgumentError("RequestHeader.format must be NIFTI or DICOM");
-  if (header_.outputs().empty()) header_.add_outputs(unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS);
-  std::set<int> kinds;
-  for (int o : header_.outputs()) {
-    if (!kinds.insert(o).second)
-      return absl::InvalidArgumentError("RequestHeader.outputs: an output kind is listed twice");
-    if (o < unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS || o > unetrpp::v1::OUTPUT_KIND_RAW_LABELS)
-      return absl::InvalidArgumentError("RequestHeader.outputs: unknown output kind");
-    if (o == unetrpp::v1::OUTPUT_KIND_DICOM_SEG && header.format() != unetrpp::v1::INPUT_FORMAT_DICOM)
-      return absl::InvalidArgumentError("a DICOM SEG output needs a DICOM input");
-  }
-  if (header.priority() < 0 || header.priority() > WindowSource::kMaxPriority)
-    return absl::InvalidArgumentError("RequestHeader.priority must be 0, 1 or 2");
-  if (header.priority() > 0 && !state_->config().allow_client_priority())
-    return absl::PermissionDeniedError(
-        "RequestHeader.priority above 0 is disabled on this server (allow_client_priority in its configuration)");
-  priority_ = header.priority();
-  std::set<int> axes;
-  for (int a : header.mirror_axes()) {
-    if (a < 0 || a > 2) return absl::InvalidArgumentError("RequestHeader.mirror_axes: axes are 0, 1, 2");
-    if (!axes.insert(a).second) return absl::InvalidArgumentError("RequestHeader.mirror_axes: an axis is listed twice");
-  }
-  if (header.step() < 0 || header.step() > 1 || std::isnan(header.step()))
-    return absl::InvalidArgumentError("RequestHeader.step must be in (0, 1], or 0 for the plan's");
-  if (header.step() > 0 && header.step() < model_->plan().StepFloor())
-    return absl::InvalidArgumentError(absl::StrCat("RequestHeader.step ", header.step(), " is below the model's floor of ",
-                                                   model_->plan().StepFloor(), " (plan min_step)"));
-  if (header.expected_input_bytes() > state_->config().limits().max_input_bytes())
-    return absl::ResourceExhaustedError(absl::StrCat("the input (", header.expected_input_bytes(),
-                                                     " bytes) exceeds the server's limit of ",
-                                                     state_->config().limits().max_input_bytes(), " bytes"));
+  const RequestLimits limits = RequestLimits::FromConfig(state_->config());
+  const ModelFacts facts{model_->plan().input_channels(), model_->plan().StepFloor()};
+  if (auto s = ValidateHeader(header_, facts, limits); !s.ok()) return s;
+  priority_ = header_.priority();
+  collector_.emplace(limits, header_.format(), facts.input_channels);
   uint32_t position = 0;
   if (auto s = state_->BeginRequest(peer_, &position); !s.ok()) return s;
   began_request_ = true;
@@ -204,31 +145,11 @@ absl::Status SegmentCall::HandleHeader(const unetrpp::v1::RequestHeader& header)
 }
 
 absl::Status SegmentCall::HandleChunk(unetrpp::v1::InputChunk& chunk) {
-  const auto& limits = state_->config().limits();
-  bytes_received_ += static_cast<int64_t>(chunk.data().size());
   state_->metrics().BytesIn(static_cast<int64_t>(chunk.data().size()));
-  if (bytes_received_ > static_cast<int64_t>(limits.max_input_bytes()))
-    return absl::ResourceExhaustedError(
-        absl::StrCat("the input exceeds the server's limit of ", limits.max_input_bytes(), " bytes"));
-  if (++chunks_received_ > static_cast<int64_t>(limits.max_input_chunks()))
-    return absl::ResourceExhaustedError(
-        absl::StrCat("more than ", limits.max_input_chunks(), " input chunks"));
-  if (header_.format() == unetrpp::v1::INPUT_FORMAT_NIFTI &&
-      chunk.input_index() >= static_cast<uint32_t>(model_->plan().input_channels()))
-    return absl::InvalidArgumentError(absl::StrCat("InputChunk.input_index ", chunk.input_index(),
-                                                   ": the model takes ", model_->plan().input_channels(),
-                                                   " channel(s)"));
-  if (!inputs_.count(chunk.input_index()) && inputs_.size() >= limits.max_input_files())
-    return absl::ResourceExhaustedError(absl::StrCat("more than ", limits.max_input_files(),
-                                                     " input files (InputChunk.input_index values; limits.max_input_files)"));
   // Memory is counted from the first byte: the upload itself.
   if (auto s = Reserve(static_cast<int64_t>(chunk.data().size())); !s.ok()) return s;
-  std::string& target = inputs_[chunk.input_index()];
-  if (target.empty()) {
-    target.swap(*chunk.mutable_data());  // the common case: no copy
-  } else {
-    target.append(chunk.data());
-  }
+  if (auto s = collector_->Add(chunk); !s.ok()) return s;
+  bytes_received_ = collector_->bytes();
   if (bytes_received_ >= next_receive_progress_) {
     next_receive_progress_ = bytes_received_ + (16 << 20);
     const double total = static_cast<double>(header_.expected_input_bytes());
@@ -240,64 +161,19 @@ absl::Status SegmentCall::HandleChunk(unetrpp::v1::InputChunk& chunk) {
 // ---------------------------------------------------------------- processing
 
 absl::StatusOr<imageio::Volume> SegmentCall::Decode() {
-  const int64_t max_voxels = static_cast<int64_t>(state_->config().limits().max_voxels());
-  if (header_.format() == unetrpp::v1::INPUT_FORMAT_DICOM) {
-    std::vector<std::string_view> files;
-    for (const auto& [index, bytes] : inputs_) files.emplace_back(bytes);
-    imageio::DicomSeriesOptions options;
-    options.modalities = {model_->entry().modality()};
-    options.max_voxels = max_voxels;
-    // The float volume, and as much again for decoded frames.
-    options.admit = [this](const imageio::Geometry& g) {
-      return AdmitVolume(g, imageio::OrMax(imageio::CheckedProduct(
-                                {g.size[0], g.size[1], g.size[2], 8})));
-    };
-    auto image = imageio::ReadDicomSeries(files, options);
-    if (!image.ok()) return image.status();
-    if (!image->info.file_indices.empty()) {
-      auto it = inputs_.begin();
-      std::advance(it, image->info.file_indices[0]);
-      dicom_source_instance_ = std::move(it->second);
-    }
-    dicom_info_ = std::move(image->info);
-    nifti_header_.qform_code = nifti_header_.sform_code = 1;  // scanner coordinates
-    return std::move(image->volume);
-  }
-  imageio::NiftiReadOptions options;
-  options.max_voxels = max_voxels;
-  options.admit = [this](const imageio::Geometry& g, int64_t, int64_t read_bytes) {
-    return AdmitVolume(g, read_bytes);
-  };
-  const int channels = model_->plan().input_channels();
-  if (inputs_.size() == 1 && inputs_.begin()->first == 0) {
-    auto image = imageio::ReadNifti(inputs_.begin()->second, options);
-    if (!image.ok()) return image.status();
-    nifti_header_ = image->header;
-    return std::move(image->volume);
-  }
-  if (static_cast<int>(inputs_.size()) != channels)
-    return absl::InvalidArgumentError(absl::StrCat("the model takes ", channels, " channel(s); ",
-                                                   inputs_.size(), " NIfTI inputs were sent"));
-  imageio::Volume volume;
-  for (auto& [index, bytes] : inputs_) {
-    auto image = imageio::ReadNifti(bytes, options);
-    if (!image.ok())
-      return absl::Status(image.status().code(), absl::StrCat("input ", index, ": ", image.status().message()));
-    std::string().swap(bytes);
-    if (image->volume.channels != 1)
-      return absl::InvalidArgumentError(absl::StrCat("input ", index, " has ", image->volume.channels,
-                                                     " channels; one file per channel holds one"));
-    if (index == 0) {
-      volume.geometry = image->volume.geometry;
-      nifti_header_ = image->header;
-    } else if (!SameGeometry(volume.geometry, image->volume.geometry)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("input ", index, " does not share input 0's geometry (size, spacing, origin, direction)"));
-    }
-    volume.voxels.insert(volume.voxels.end(), image->volume.voxels.begin(), image->volume.voxels.end());
-  }
-  volume.channels = static_cast<int64_t>(inputs_.size());  // indices are 0..C-1 (HandleChunk)
-  return volume;
+  imageio::AssemblyOptions options;
+  options.format = header_.format() == unetrpp::v1::INPUT_FORMAT_DICOM ? imageio::InputFormat::kDicom
+                                                                     : imageio::InputFormat::kNifti;
+  options.channels = model_->plan().input_channels();
+  options.modalities = {model_->entry().modality()};
+  options.max_voxels = static_cast<int64_t>(state_->config().limits().max_voxels());
+  options.admit = [this](const imageio::Geometry& g, int64_t read_bytes) { return AdmitVolume(g, read_bytes); };
+  auto input = imageio::AssembleInputs(collector_->inputs(), options);
+  if (!input.ok()) return input.status();
+  nifti_header_ = input->nifti_header;
+  dicom_info_ = std::move(input->dicom);
+  dicom_source_instance_ = std::move(input->dicom_source_instance);
+  return std::move(input->volume);
 }
 
 absl::Status SegmentCall::Reserve(int64_t bytes) {
@@ -385,7 +261,7 @@ void SegmentCall::Process() {
   absl::Time t = absl::Now();
   SendProgress(unetrpp::v1::STAGE_DECODING, 0, true);
   auto volume = Decode();
-  inputs_.clear();
+  collector_->inputs().clear();
   if (!volume.ok()) return Fail(volume.status());
   StageDone(unetrpp::v1::STAGE_DECODING, t);
   if (volume->channels != model_->plan().input_channels())
@@ -461,56 +337,24 @@ void SegmentCall::Postprocess() {
 
   t = absl::Now();
   SendProgress(unetrpp::v1::STAGE_ENCODING, 0, true);
-  const preprocessing::Plan& plan = model_->plan();
-  std::vector<std::pair<OutputKind, std::string>> outputs;
-  for (int o : header_.outputs()) {
-    const auto kind = static_cast<OutputKind>(o);
-    if (kind == unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS) {
-      auto bytes = imageio::WriteNiftiLabels(labels->geometry, labels->labels, nifti_header_);
-      if (!bytes.ok()) return Fail(bytes.status());
-      outputs.emplace_back(kind, std::move(*bytes));
-    } else if (kind == unetrpp::v1::OUTPUT_KIND_DICOM_SEG) {
-      std::vector<imageio::LabelInfo> segments;
-      for (const auto& l : plan.labels)
-        if (l.value > 0) segments.push_back(l);
-      auto bytes = imageio::WriteDicomSeg(labels->geometry, labels->labels, *dicom_info_,
-                                                dicom_source_instance_, segments,
-                                                {"UNETR++ " + model_->name(), model_->entry().version()});
-      if (!bytes.ok()) return Fail(bytes.status());
-      outputs.emplace_back(kind, std::move(*bytes));
-    } else {
-      outputs.emplace_back(kind, imageio::EncodeRawLabels(labels->labels));
-    }
-  }
+  EncodingContext context;
+  context.nifti_header = nifti_header_;
+  context.dicom = dicom_info_ ? &*dicom_info_ : nullptr;
+  context.dicom_source_instance = &dicom_source_instance_;
+  context.labels = model_->plan().labels;
+  context.algorithm_name = "UNETR++ " + model_->name();
+  context.algorithm_version = model_->entry().version();
+  auto outputs = EncodeOutputs(*labels, header_.outputs(), context);
+  if (!outputs.ok()) return Fail(outputs.status());
   StageDone(unetrpp::v1::STAGE_ENCODING, t);
-
-  SegmentResponse header;
-  auto* rh = header.mutable_result_header();
-  FillGeometry(labels->geometry, rh->mutable_geometry());
-  rh->set_dtype("uint16");
-  for (const auto& l : plan.labels) {
-    auto* label = rh->add_labels();
-    label->set_value(l.value);
-    label->set_name(l.name);
-    label->set_rgb(std::string(l.rgb.begin(), l.rgb.end()));
-  }
-  for (const auto& s : labels->stats) {
-    auto* v = rh->add_volumes();
-    v->set_value(s.value);
-    v->set_voxels(s.voxels);
-    v->set_volume_ml(s.volume_ml);
-  }
-  for (const auto& [kind, bytes] : outputs) {
-    rh->add_outputs(kind);
-    rh->add_output_bytes(bytes.size());
-  }
+  SegmentResponse header = ResultHeader(*labels, model_->plan().labels, *outputs);
   labels->labels.clear();
   labels->labels.shrink_to_fit();
   {
     absl::MutexLock lock(&mu_);
     if (finish_called_ || done_) return;
     queue_.push_back(std::move(header));
-    outputs_ = std::move(outputs);
+    outputs_ = std::move(*outputs);
     phase_ = Phase::kSending;
     send_start_ = absl::Now();
     progress_.reset();

@@ -32,6 +32,7 @@
 #include "imageio/nifti.h"
 #include "inference/job.h"
 #include "server/batcher.h"
+#include "server/request_validation.h"
 #include "server/service_state.h"
 #include "unetrpp/v1/segmentation.pb.h"
 
@@ -119,8 +120,8 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   std::atomic<Phase> phase_{Phase::kHeader};  // written by reads, the pool and Fail()
   unetrpp::v1::RequestHeader header_;
   ServedModel* model_ = nullptr;
-  std::map<uint32_t, std::string> inputs_;
-  int64_t bytes_received_ = 0, chunks_received_ = 0;
+  std::optional<InputCollector> collector_;  // from the header on
+  int64_t bytes_received_ = 0;
   int64_t next_receive_progress_ = 0;
   bool began_request_ = false;
 

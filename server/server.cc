@@ -12,6 +12,7 @@
 #include "imageio/file_util.h"
 #include "proto/api.h"
 #include "server/config.h"
+#include "server/result_encoder.h"
 #include "server/segment_call.h"
 #include "server/service_state.h"
 #include "unetrpp/v1/segmentation.grpc.pb.h"
@@ -26,12 +27,7 @@ void FillModelInfo(const ServedModel& m, unetrpp::v1::ModelInfo* info) {
   info->set_version(m.entry().version());
   info->set_architecture_json(m.config().ToJson());
   info->set_plan_json(m.plan().ToJson());
-  for (const auto& l : m.plan().labels) {
-    auto* label = info->add_labels();
-    label->set_value(l.value);
-    label->set_name(l.name);
-    label->set_rgb(std::string(l.rgb.begin(), l.rgb.end()));
-  }
+  FillLabels(m.plan().labels, info->mutable_labels());
   info->set_input_channels(static_cast<uint32_t>(m.config().in_channels));
   info->set_modality(m.entry().modality());
   for (const auto& d : m.entry().devices()) info->add_devices(d);

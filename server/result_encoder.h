@@ -1,0 +1,48 @@
+// A finished request's results in the API's terms: the label map encoded
+// into each output the request asked for (NIfTI, DICOM SEG, raw), and the
+// ResultHeader (geometry, label table, volumes per label, output sizes).
+// Also the one place a label table becomes API labels (ListModels/GetModel
+// use it too). Pure functions; called on the CPU pool.
+#ifndef UPP_SERVER_RESULT_ENCODER_H_
+#define UPP_SERVER_RESULT_ENCODER_H_
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "imageio/dicom.h"
+#include "imageio/labels.h"
+#include "imageio/nifti.h"
+#include "inference/job.h"
+#include "unetrpp/v1/segmentation.pb.h"
+
+namespace upp::server {
+
+using EncodedOutputs = std::vector<std::pair<unetrpp::v1::OutputKind, std::string>>;
+
+// What the encoders need of the request's input and the model.
+struct EncodingContext {
+  imageio::NiftiHeaderInfo nifti_header;          // conventions of a NIfTI result
+  const imageio::DicomSeriesInfo* dicom = nullptr;  // the series, for a SEG
+  const std::string* dicom_source_instance = nullptr;
+  std::vector<imageio::LabelInfo> labels;  // the model's label table
+  std::string algorithm_name, algorithm_version;
+};
+
+// One output per kind in `kinds`, in that order.
+absl::StatusOr<EncodedOutputs> EncodeOutputs(const inference::LabelMap& labels,
+                                             const google::protobuf::RepeatedField<int>& kinds,
+                                             const EncodingContext& context);
+
+unetrpp::v1::SegmentResponse ResultHeader(const inference::LabelMap& labels,
+                                          const std::vector<imageio::LabelInfo>& table,
+                                          const EncodedOutputs& outputs);
+
+void FillLabels(const std::vector<imageio::LabelInfo>& table,
+                google::protobuf::RepeatedPtrField<unetrpp::v1::Label>* out);
+
+}  // namespace upp::server
+
+#endif  // UPP_SERVER_RESULT_ENCODER_H_
