@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   # toolchain
-  build-essential cmake ninja-build ccache pkg-config git
+  build-essential cmake ninja-build ccache pkg-config git clang-format
   # model/: LibTorch (CPU) with OpenBLAS, JSON, command-line parsing
   libtorch-dev libopenblas0-pthread libopenblas-dev libdnnl-dev nlohmann-json3-dev libcli11-dev
   # preprocessing/: Abseil (status, strings), zlib and libdeflate (.nii.gz)

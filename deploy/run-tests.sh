@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/install-deps.sh
+bash deploy/check-format.sh
 bash deploy/build.sh
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT

@@ -46,9 +46,7 @@ constexpr std::optional<int64_t> CheckedProduct(std::initializer_list<int64_t> f
 
 // For estimates compared against limits: the value, or INT64_MAX when it
 // could not be formed (so the comparison refuses it).
-constexpr int64_t OrMax(std::optional<int64_t> v) {
-  return v ? *v : std::numeric_limits<int64_t>::max();
-}
+constexpr int64_t OrMax(std::optional<int64_t> v) { return v ? *v : std::numeric_limits<int64_t>::max(); }
 
 // A finite, non-negative double rounded down to int64_t, or nullopt when it
 // is NaN, negative or not below 2^63 (where the cast would be undefined).

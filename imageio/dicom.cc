@@ -11,14 +11,13 @@
 #include <dcmtk/dcmjpeg/djdecode.h>
 #include <dcmtk/dcmjpls/djdecode.h>
 #include <dcmtk/oflog/oflog.h>
-
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
-#include <cstring>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -119,9 +118,7 @@ bool Floats(DcmItem* ds, const DcmTagKey& tag, std::array<double, N>* out) {
   return true;
 }
 
-std::string TagName(const DcmTagKey& tag) {
-  return DcmTag(tag).getTagName();
-}
+std::string TagName(const DcmTagKey& tag) { return DcmTag(tag).getTagName(); }
 
 // A value inside a functional-group macro: group -> macro sequence item 0 -> tag.
 template <size_t N>
@@ -158,10 +155,10 @@ absl::Status ReadPixelLayout(DcmDataset* ds, Source& src) {
   }
   if ((src.bits_allocated != 8 && src.bits_allocated != 16 && src.bits_allocated != 32) || src.bits_stored == 0 ||
       src.bits_stored > src.bits_allocated || high_bit != src.bits_stored - 1) {
-    return Refuse(src.file_index, absl::StrFormat("unsupported pixel layout (%s %d, %s %d, %s %d)",
-                                                  TagName(DCM_BitsAllocated), src.bits_allocated,
-                                                  TagName(DCM_BitsStored), src.bits_stored, TagName(DCM_HighBit),
-                                                  high_bit));
+    return Refuse(
+        src.file_index,
+        absl::StrFormat("unsupported pixel layout (%s %d, %s %d, %s %d)", TagName(DCM_BitsAllocated),
+                        src.bits_allocated, TagName(DCM_BitsStored), src.bits_stored, TagName(DCM_HighBit), high_bit));
   }
   return absl::OkStatus();
 }
@@ -179,7 +176,8 @@ absl::Status DecodeJpeg2000Pixels(DcmDataset* ds, int rows, int cols, Sint32 fra
   DcmElement* element = nullptr;
   DcmPixelSequence* sequence = nullptr;
   if (ds->findAndGetElement(DCM_PixelData, element).bad() ||
-      static_cast<DcmPixelData*>(element)->getEncapsulatedRepresentation(ds->getOriginalXfer(), nullptr, sequence)
+      static_cast<DcmPixelData*>(element)
+          ->getEncapsulatedRepresentation(ds->getOriginalXfer(), nullptr, sequence)
           .bad() ||
       sequence == nullptr) {
     return absl::InvalidArgumentError("JPEG 2000 pixel data is not encapsulated");
@@ -222,7 +220,7 @@ absl::Status DecodeJpeg2000Pixels(DcmDataset* ds, int rows, int cols, Sint32 fra
     Uint8* dst = src.decoded.data() + static_cast<size_t>(f) * frame_values * bytes;
     for (size_t p = 0; p < frame_values; ++p) {
       const uint32_t v = static_cast<uint32_t>(frame->values[p]);  // two's complement bits
-      std::memcpy(dst + p * bytes, &v, bytes);                      // little-endian host
+      std::memcpy(dst + p * bytes, &v, bytes);                     // little-endian host
     }
   }
   src.pixels = src.decoded.data();
@@ -251,8 +249,8 @@ absl::Status DecodeSourcePixels(Source& src, int64_t nx, int64_t ny) {
     // per frame, which the voxel limit above bounds.
     if (!DcmXfer(xfer).isEncapsulated()) {
       // Deflate expands at most ~1032:1.
-      const uint64_t bound = static_cast<uint64_t>(src.memory->size()) *
-                             (xfer == EXS_DeflatedLittleEndianExplicit ? 1032 : 1);
+      const uint64_t bound =
+          static_cast<uint64_t>(src.memory->size()) * (xfer == EXS_DeflatedLittleEndianExplicit ? 1032 : 1);
       DcmElement* native = nullptr;
       if (ds->findAndGetElement(DCM_PixelData, native).good() && native->getLength() > bound) {
         return Refuse(src.file_index, "pixel data is longer than the file (truncated?)");
@@ -260,15 +258,13 @@ absl::Status DecodeSourcePixels(Source& src, int64_t nx, int64_t ny) {
     }
     if (ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr).bad() ||
         !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
-      return absl::UnimplementedError(absl::StrCat("cannot decode DICOM transfer syntax ",
-                                                   DcmXfer(xfer).getXferName(), " (",
-                                                   DcmXfer(xfer).getXferID(), ")"));
+      return absl::UnimplementedError(absl::StrCat("cannot decode DICOM transfer syntax ", DcmXfer(xfer).getXferName(),
+                                                   " (", DcmXfer(xfer).getXferID(), ")"));
     }
     if (auto st = ReadPixelLayout(ds, src); !st.ok()) return st;
     DcmElement* element = nullptr;
     Uint8* raw = nullptr;
-    if (ds->findAndGetElement(DCM_PixelData, element).bad() || element->getUint8Array(raw).bad() ||
-        raw == nullptr) {
+    if (ds->findAndGetElement(DCM_PixelData, element).bad() || element->getUint8Array(raw).bad() || raw == nullptr) {
       return Refuse(src.file_index, "pixel data cannot be read");
     }
     // 64-bit and checked: a product of exactly 2^32 bytes must not pass
@@ -276,8 +272,7 @@ absl::Status DecodeSourcePixels(Source& src, int64_t nx, int64_t ny) {
     const int64_t needed = OrMax(CheckedProduct({nx, ny, src.bits_allocated / 8, frames}));
     if (static_cast<int64_t>(element->getLength()) < needed) {
       return Refuse(src.file_index, absl::StrCat("pixel data holds ", element->getLength(),
-                                                 " bytes, Rows x Columns x BitsAllocated x frames needs ",
-                                                 needed));
+                                                 " bytes, Rows x Columns x BitsAllocated x frames needs ", needed));
     }
     src.pixels = raw;
   }
@@ -297,8 +292,8 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
     auto memory = MemFile::Create(files[i]);
     if (!memory.ok()) return memory.status();
     auto file = std::make_unique<DcmFileFormat>();
-    OFCondition cond = file->loadFile((*memory)->Path().c_str(), EXS_Unknown, EGL_noChange,
-                                      kLazyValueBytes, ERM_autoDetect);
+    OFCondition cond =
+        file->loadFile((*memory)->Path().c_str(), EXS_Unknown, EGL_noChange, kLazyValueBytes, ERM_autoDetect);
     if (cond.bad()) return Refuse(i, absl::StrCat("not a readable DICOM file (", cond.text(), ")"));
     DcmDataset* ds = file->getDataset();
     if (!ds->tagExists(DCM_PixelData)) continue;  // SR, RT plan, ...: not an image
@@ -325,14 +320,14 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
   } else {
     for (auto& [uid, slices] : by_series) {
       const bool allowed = options.modalities.empty() ||
-                           std::find(options.modalities.begin(), options.modalities.end(),
-                                     slices.front()->modality) != options.modalities.end();
+                           std::find(options.modalities.begin(), options.modalities.end(), slices.front()->modality) !=
+                               options.modalities.end();
       if (allowed && (chosen == nullptr || slices.size() > chosen->size())) chosen = &slices;
     }
     if (chosen == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "no image series of an allowed modality (", absl::StrJoin(options.modalities, ", "),
-          ") among ", by_series.size(), " series"));
+      return absl::InvalidArgumentError(absl::StrCat("no image series of an allowed modality (",
+                                                     absl::StrJoin(options.modalities, ", "), ") among ",
+                                                     by_series.size(), " series"));
     }
   }
   // Geometry of every slice: single-frame files from their top level,
@@ -343,8 +338,8 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
   for (auto& src : *chosen) {
     DcmDataset* ds = src->file->getDataset();
     Uint16 rows = 0, cols = 0;
-    if (ds->findAndGetUint16(DCM_Rows, rows).bad() || ds->findAndGetUint16(DCM_Columns, cols).bad() ||
-        rows == 0 || cols == 0) {
+    if (ds->findAndGetUint16(DCM_Rows, rows).bad() || ds->findAndGetUint16(DCM_Columns, cols).bad() || rows == 0 ||
+        cols == 0) {
       return Refuse(src->file_index, "missing or zero Rows/Columns");
     }
     Sint32 frames = 1;
@@ -369,8 +364,8 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
     }
     series_frames += frames;
     if (OrMax(CheckedProduct({rows, cols, series_frames})) > options.max_voxels) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "the DICOM series has more than the configured limit of ", options.max_voxels, " voxels"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the DICOM series has more than the configured limit of ", options.max_voxels, " voxels"));
     }
     for (int f = 0; f < frames; ++f) {
       Slice s;
@@ -395,8 +390,7 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
           return Refuse(s.file_index, absl::StrCat("frame ", f + 1, ": missing PixelSpacing"));
         }
         if (!FrameFloats(per_frame, shared, DCM_PixelValueTransformationSequence, DCM_RescaleSlope, &slope) ||
-            !FrameFloats(per_frame, shared, DCM_PixelValueTransformationSequence, DCM_RescaleIntercept,
-                         &intercept)) {
+            !FrameFloats(per_frame, shared, DCM_PixelValueTransformationSequence, DCM_RescaleIntercept, &intercept)) {
           Floats(ds, DCM_RescaleSlope, &slope);
           Floats(ds, DCM_RescaleIntercept, &intercept);
         }
@@ -430,8 +424,8 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
       }
     }
     if (s.rows != first.rows || s.cols != first.cols) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "the series mixes slice sizes (%dx%d and %dx%d)", first.cols, first.rows, s.cols, s.rows));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("the series mixes slice sizes (%dx%d and %dx%d)", first.cols, first.rows, s.cols, s.rows));
     }
     if (std::abs(s.pixel_spacing[0] - first.pixel_spacing[0]) > 1e-4 ||
         std::abs(s.pixel_spacing[1] - first.pixel_spacing[1]) > 1e-4) {
@@ -449,14 +443,14 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
     dz = sorted[sorted.size() / 2];
     for (size_t k = 0; k < gaps.size(); ++k) {
       if (gaps[k] < 1e-3 * std::max(dz, 1e-3)) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "two slices at the same position (z = %.3f mm along the slice normal)", slices[k].z));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("two slices at the same position (z = %.3f mm along the slice normal)", slices[k].z));
       }
       if (std::abs(gaps[k] - dz) > options.spacing_tolerance * dz) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "uneven slice spacing: %.3f mm between slices %d and %d (z = %.3f), the median gap is "
-            "%.3f mm; a slice is missing or the series mixes acquisitions",
-            gaps[k], k + 1, k + 2, slices[k].z, dz));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("uneven slice spacing: %.3f mm between slices %d and %d (z = %.3f), the median gap is "
+                            "%.3f mm; a slice is missing or the series mixes acquisitions",
+                            gaps[k], k + 1, k + 2, slices[k].z, dz));
       }
     }
   } else {
@@ -470,8 +464,8 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
 
   const int64_t nx = first.cols, ny = first.rows, nz = static_cast<int64_t>(slices.size());
   if (nx * ny > options.max_voxels / nz) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the DICOM series has more than the configured limit of ", options.max_voxels, " voxels"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the DICOM series has more than the configured limit of ", options.max_voxels, " voxels"));
   }
   DicomImage out;
   Geometry& g = out.volume.geometry;

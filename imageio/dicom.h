@@ -32,7 +32,7 @@
 namespace upp::imageio {
 
 struct DicomSeriesOptions {
-  std::string series_instance_uid;  // empty: choose the largest allowed series
+  std::string series_instance_uid;                        // empty: choose the largest allowed series
   std::vector<std::string> modalities{"CT", "MR", "PT"};  // empty: any modality
   int64_t max_voxels = int64_t{1} << 30;
   // Called once the series' geometry is known and before any pixel is

@@ -1,15 +1,14 @@
 #include "imageio/dicom_lengths.h"
 
-#include <cstdint>
+#include <zlib.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
 #include <cstring>
 #include <string>
 
-#include <zlib.h>
-
 #include "absl/status/statusor.h"
-
 #include "absl/strings/str_format.h"
 
 namespace upp::imageio {
@@ -72,8 +71,9 @@ class Walker {
         if (until_item_end) return absl::OkStatus();
         continue;  // tolerated stray delimiter, as DCMTK does
       }
-      if (tag == kSequenceEnd) return absl::InvalidArgumentError(
-          absl::StrFormat("DICOM: a sequence delimiter outside a sequence at byte %d", pos));
+      if (tag == kSequenceEnd)
+        return absl::InvalidArgumentError(
+            absl::StrFormat("DICOM: a sequence delimiter outside a sequence at byte %d", pos));
       std::string vr;
       uint32_t length = 0;
       size_t header = 8;
@@ -180,7 +180,8 @@ class Walker {
     } else {
       length = U16(p + 6, true);
     }
-    if (length == kUndefined || length > saved_end - p - header) return TooLong(Tag(p, syntax), length, end - p - header);
+    if (length == kUndefined || length > saved_end - p - header)
+      return TooLong(Tag(p, syntax), length, end - p - header);
     pos = p + header + length;
     return absl::OkStatus();
   }
@@ -198,8 +199,9 @@ class Walker {
         if (undefined) return absl::OkStatus();
         continue;
       }
-      if (tag != kItem) return absl::InvalidArgumentError(
-          absl::StrFormat("DICOM: a sequence holds (%04X,%04X) where an item belongs", tag >> 16, tag & 0xFFFF));
+      if (tag != kItem)
+        return absl::InvalidArgumentError(
+            absl::StrFormat("DICOM: a sequence holds (%04X,%04X) where an item belongs", tag >> 16, tag & 0xFFFF));
       if (length == kUndefined) {
         if (auto s = DataSet(pos, end, syntax, depth + 1, /*until_item_end=*/true); !s.ok()) return s;
       } else {
@@ -240,9 +242,9 @@ class Walker {
                   : ((uint32_t{u[0]} << 24) | (uint32_t{u[1]} << 16) | (uint32_t{u[2]} << 8) | uint32_t{u[3]});
   }
   static absl::Status TooLong(uint32_t tag, uint64_t claimed, uint64_t left) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "DICOM element (%04X,%04X) claims %d bytes but only %d remain: truncated or corrupt file", tag >> 16,
-        tag & 0xFFFF, claimed, left));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("DICOM element (%04X,%04X) claims %d bytes but only %d remain: truncated or corrupt file",
+                        tag >> 16, tag & 0xFFFF, claimed, left));
   }
   static absl::Status Short(size_t pos, size_t end) {
     return absl::InvalidArgumentError(

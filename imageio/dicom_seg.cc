@@ -36,12 +36,9 @@ std::string Num(double v) { return absl::StrFormat("%.6f", v); }
 
 }  // namespace
 
-absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry,
-                                          const std::vector<uint16_t>& labels,
-                                          const DicomSeriesInfo& info,
-                                          std::string_view source_instance,
-                                          const std::vector<LabelInfo>& segments,
-                                          const SegAlgorithm& algorithm) {
+absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry, const std::vector<uint16_t>& labels,
+                                          const DicomSeriesInfo& info, std::string_view source_instance,
+                                          const std::vector<LabelInfo>& segments, const SegAlgorithm& algorithm) {
   if (auto s = geometry.Validate(); !s.ok()) return s;
   const int64_t nx = geometry.size[0], ny = geometry.size[1], nz = geometry.size[2];
   if (static_cast<int64_t>(labels.size()) != nx * ny * nz) {
@@ -69,8 +66,8 @@ absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry,
                                                      algorithm.version.empty() ? "0" : algorithm.version);
   ContentIdentificationMacro ident("1", "SEGMENTATION", "UNETR++ segmentation", "Unetrpp^Serve");
   DcmSegmentation* raw = nullptr;
-  if (auto s = Dcmtk(DcmSegmentation::createBinarySegmentation(raw, static_cast<Uint16>(ny),
-                                                                static_cast<Uint16>(nx), equipment, ident),
+  if (auto s = Dcmtk(DcmSegmentation::createBinarySegmentation(raw, static_cast<Uint16>(ny), static_cast<Uint16>(nx),
+                                                               equipment, ident),
                      "creating the segmentation");
       !s.ok()) {
     return s;
@@ -96,9 +93,9 @@ absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry,
   measures.setSpacingBetweenSlices(Num(geometry.spacing[2]).c_str());
   if (auto s = Dcmtk(seg->addForAllFrames(measures), "pixel measures"); !s.ok()) return s;
   const auto& d = geometry.direction;
-  std::unique_ptr<FGPlaneOrientationPatient> orientation(FGPlaneOrientationPatient::createMinimal(
-      Num(d[0]).c_str(), Num(d[3]).c_str(), Num(d[6]).c_str(), Num(d[1]).c_str(), Num(d[4]).c_str(),
-      Num(d[7]).c_str()));
+  std::unique_ptr<FGPlaneOrientationPatient> orientation(
+      FGPlaneOrientationPatient::createMinimal(Num(d[0]).c_str(), Num(d[3]).c_str(), Num(d[6]).c_str(),
+                                               Num(d[1]).c_str(), Num(d[4]).c_str(), Num(d[7]).c_str()));
   if (!orientation) return absl::InternalError("DICOM SEG: plane orientation");
   if (auto s = Dcmtk(seg->addForAllFrames(*orientation), "plane orientation"); !s.ok()) return s;
 
@@ -107,8 +104,7 @@ absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry,
   auto& dims = seg->getDimensions();
   dims.addDimensionIndex(DCM_ReferencedSegmentNumber, dim_uid, DCM_SegmentIdentificationSequence,
                          "ReferencedSegmentNumber");
-  dims.addDimensionIndex(DCM_ImagePositionPatient, dim_uid, DCM_PlanePositionSequence,
-                         "ImagePositionPatient");
+  dims.addDimensionIndex(DCM_ImagePositionPatient, dim_uid, DCM_PlanePositionSequence, "ImagePositionPatient");
 
   // Labels that occur: a segment without any frame makes an invalid SEG, so
   // absent labels get no segment.
@@ -136,8 +132,7 @@ absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry,
     double l, a, b;
     IODCIELabUtil::rgb2DicomLab(l, a, b, description.rgb[0] / 255.0, description.rgb[1] / 255.0,
                                 description.rgb[2] / 255.0);
-    segment->setRecommendedDisplayCIELabValue(static_cast<Uint16>(std::lround(l)),
-                                              static_cast<Uint16>(std::lround(a)),
+    segment->setRecommendedDisplayCIELabValue(static_cast<Uint16>(std::lround(l)), static_cast<Uint16>(std::lround(a)),
                                               static_cast<Uint16>(std::lround(b)));
     Uint16 number = 0;
     if (auto s = Dcmtk(seg->addSegment(segment, number), "adding a segment"); !s.ok()) {
@@ -182,8 +177,7 @@ absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry,
   source.getDataset()->findAndGetOFString(DCM_PatientID, patient_id);
   for (int64_t k = 0; k < nz; ++k) {
     // IODReferences takes ownership of what add() accepts.
-    auto* ref = new IODImageReference(patient_id, info.study_instance_uid.c_str(),
-                                      info.series_instance_uid.c_str(),
+    auto* ref = new IODImageReference(patient_id, info.study_instance_uid.c_str(), info.series_instance_uid.c_str(),
                                       info.sop_instance_uids[k].c_str(), info.sop_class_uid.c_str());
     if (!references.add(ref)) delete ref;  // duplicates (frames of one instance) are refused
   }

@@ -34,12 +34,9 @@ struct SegAlgorithm {
 // `geometry` and `info` are those ReadDicomSeries returned for the series;
 // `labels` holds one label per voxel (x fastest); `source_instance` is one of
 // the series' Part 10 files (the patient/study modules are copied from it).
-absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry,
-                                          const std::vector<uint16_t>& labels,
-                                          const DicomSeriesInfo& info,
-                                          std::string_view source_instance,
-                                          const std::vector<LabelInfo>& segments,
-                                          const SegAlgorithm& algorithm);
+absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry, const std::vector<uint16_t>& labels,
+                                          const DicomSeriesInfo& info, std::string_view source_instance,
+                                          const std::vector<LabelInfo>& segments, const SegAlgorithm& algorithm);
 
 }  // namespace upp::imageio
 

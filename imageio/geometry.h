@@ -21,7 +21,7 @@
 namespace upp::imageio {
 
 struct Geometry {
-  std::array<int64_t, 3> size{0, 0, 0};         // voxels along x, y, z
+  std::array<int64_t, 3> size{0, 0, 0};          // voxels along x, y, z
   std::array<double, 3> spacing{1.0, 1.0, 1.0};  // mm between voxel centres
   std::array<double, 3> origin{0.0, 0.0, 0.0};   // centre of voxel (0,0,0), mm, LPS
   // Row-major 3x3; column a is the unit LPS direction of index axis a.

@@ -12,8 +12,7 @@
 namespace upp::imageio {
 namespace {
 
-absl::StatusOr<AssembledInput> AssembleDicom(std::map<uint32_t, std::string>& inputs,
-                                             const AssemblyOptions& options) {
+absl::StatusOr<AssembledInput> AssembleDicom(std::map<uint32_t, std::string>& inputs, const AssemblyOptions& options) {
   std::vector<std::string_view> files;
   for (const auto& [index, bytes] : inputs) files.emplace_back(bytes);
   DicomSeriesOptions dicom;
@@ -42,8 +41,8 @@ absl::StatusOr<AssembledInput> AssembleDicom(std::map<uint32_t, std::string>& in
 absl::StatusOr<AssembledInput> AssembleNiftiChannels(std::map<uint32_t, std::string>& inputs,
                                                      const NiftiReadOptions& nifti, int channels) {
   if (static_cast<int>(inputs.size()) != channels)
-    return absl::InvalidArgumentError(absl::StrCat("the model takes ", channels, " channel(s); ",
-                                                   inputs.size(), " NIfTI inputs were sent"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the model takes ", channels, " channel(s); ", inputs.size(), " NIfTI inputs were sent"));
   AssembledInput out;
   Volume& volume = out.volume;
   for (auto& [index, bytes] : inputs) {
@@ -54,8 +53,8 @@ absl::StatusOr<AssembledInput> AssembleNiftiChannels(std::map<uint32_t, std::str
       return absl::Status(image.status().code(), absl::StrCat("input ", index, ": ", image.status().message()));
     std::string().swap(bytes);
     if (image->volume.channels != 1)
-      return absl::InvalidArgumentError(absl::StrCat("input ", index, " has ", image->volume.channels,
-                                                     " channels; one file per channel holds one"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("input ", index, " has ", image->volume.channels, " channels; one file per channel holds one"));
     if (index == 0) {
       volume.geometry = image->volume.geometry;
       out.nifti_header = image->header;
@@ -83,8 +82,7 @@ bool SameGeometry(const Geometry& a, const Geometry& b) {
   return true;
 }
 
-absl::StatusOr<AssembledInput> AssembleInputs(std::map<uint32_t, std::string>& inputs,
-                                              const AssemblyOptions& options) {
+absl::StatusOr<AssembledInput> AssembleInputs(std::map<uint32_t, std::string>& inputs, const AssemblyOptions& options) {
   if (inputs.empty()) return absl::InvalidArgumentError("no input");
   if (options.format == InputFormat::kDicom) return AssembleDicom(inputs, options);
   NiftiReadOptions nifti;

@@ -27,9 +27,9 @@ enum class InputFormat { kNifti, kDicom };
 
 struct AssemblyOptions {
   InputFormat format = InputFormat::kNifti;
-  int channels = 1;                          // what the model takes
+  int channels = 1;                           // what the model takes
   std::vector<std::string> modalities{"CT"};  // DICOM: allowed series modalities
-  int64_t max_voxels = int64_t{1} << 30;     // per input volume
+  int64_t max_voxels = int64_t{1} << 30;      // per input volume
   // Called before each file's voxels are decoded, with the volume's geometry
   // and the bytes decoding that file allocates; a non-OK status ends the
   // assembly with it.
@@ -46,8 +46,7 @@ struct AssembledInput {
 // `inputs`: input index -> file bytes (NIfTI: the index is the channel;
 // DICOM: instances in any order). Consumed: each file's bytes are released
 // once decoded.
-absl::StatusOr<AssembledInput> AssembleInputs(std::map<uint32_t, std::string>& inputs,
-                                              const AssemblyOptions& options);
+absl::StatusOr<AssembledInput> AssembleInputs(std::map<uint32_t, std::string>& inputs, const AssemblyOptions& options);
 
 // Size equal; spacing, origin and direction equal within what rounding in
 // file headers leaves (1e-4 relative spacing, 1e-3 mm, 1e-4).

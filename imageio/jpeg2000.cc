@@ -78,8 +78,7 @@ absl::StatusOr<Jpeg2000Frame> DecodeJpeg2000Frame(const uint8_t* data, size_t si
   opj_set_info_handler(codec.get(), &Ignore, nullptr);
   opj_dparameters_t parameters;
   opj_set_default_decoder_parameters(&parameters);
-  if (!opj_setup_decoder(codec.get(), &parameters))
-    return absl::InternalError("JPEG 2000 decoder setup failed");
+  if (!opj_setup_decoder(codec.get(), &parameters)) return absl::InternalError("JPEG 2000 decoder setup failed");
 
   opj_image_t* raw_image = nullptr;
   const bool header = opj_read_header(stream.get(), codec.get(), &raw_image);
@@ -92,12 +91,12 @@ absl::StatusOr<Jpeg2000Frame> DecodeJpeg2000Frame(const uint8_t* data, size_t si
     return absl::UnimplementedError(
         absl::StrCat("JPEG 2000 frame with ", image->numcomps, " components (grayscale only)"));
   if (width != cols || height != rows)
-    return absl::InvalidArgumentError(absl::StrCat("JPEG 2000 frame is ", width, " x ", height,
-                                                   ", the DICOM header says ", cols, " x ", rows));
+    return absl::InvalidArgumentError(
+        absl::StrCat("JPEG 2000 frame is ", width, " x ", height, ", the DICOM header says ", cols, " x ", rows));
   const opj_image_comp_t& header_comp = image->comps[0];
   if (header_comp.prec < 1 || header_comp.prec > 16 || header_comp.dx != 1 || header_comp.dy != 1)
-    return absl::UnimplementedError(absl::StrCat("JPEG 2000 frame with ", header_comp.prec,
-                                                 "-bit or subsampled samples"));
+    return absl::UnimplementedError(
+        absl::StrCat("JPEG 2000 frame with ", header_comp.prec, "-bit or subsampled samples"));
   if (!opj_decode(codec.get(), stream.get(), image.get()) || !opj_end_decompress(codec.get(), stream.get()))
     return absl::InvalidArgumentError(absl::StrCat("JPEG 2000 data: ", error));
   // A JP2 palette turns one component into three while decoding.

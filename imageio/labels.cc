@@ -14,8 +14,7 @@ std::string EncodeRawLabels(const std::vector<uint16_t>& labels) {
 std::vector<uint16_t> DecodeRawLabels(std::string_view raw) {
   std::vector<uint16_t> labels(raw.size() / 2);
   for (size_t i = 0; i < labels.size(); ++i)
-    labels[i] = static_cast<uint16_t>(static_cast<uint8_t>(raw[2 * i]) |
-                                      (static_cast<uint8_t>(raw[2 * i + 1]) << 8));
+    labels[i] = static_cast<uint16_t>(static_cast<uint8_t>(raw[2 * i]) | (static_cast<uint8_t>(raw[2 * i + 1]) << 8));
   return labels;
 }
 

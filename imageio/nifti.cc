@@ -99,8 +99,8 @@ absl::StatusOr<std::string> Inflate(std::string_view in, size_t limit) {
   // more than the compressed bytes can hold (deflate expands at most
   // kMaxDeflateRatio:1), which the streaming path only finds out gradually.
   if (limit < (size_t{1} << 20) || limit / kMaxDeflateRatio > in.size() + 1024) return InflateStreaming(in, limit);
-  std::unique_ptr<libdeflate_decompressor, decltype(&libdeflate_free_decompressor)> d(
-      libdeflate_alloc_decompressor(), &libdeflate_free_decompressor);
+  std::unique_ptr<libdeflate_decompressor, decltype(&libdeflate_free_decompressor)> d(libdeflate_alloc_decompressor(),
+                                                                                      &libdeflate_free_decompressor);
   if (!d) return absl::ResourceExhaustedError("cannot allocate a gzip decompressor");
   std::string out(limit, '\0');
   size_t in_used = 0, produced = 0;
@@ -221,18 +221,28 @@ absl::StatusOr<Header> ParseHeader(std::string_view b) {
 
 int BytesPerVoxel(int datatype) {
   switch (datatype) {
-    case 2: case 256: return 1;            // uint8, int8
-    case 4: case 512: return 2;            // int16, uint16
-    case 8: case 768: case 16: return 4;   // int32, uint32, float32
-    case 64: case 1024: case 1280: return 8;  // float64, int64, uint64
-    default: return 0;
+    case 2:
+    case 256:
+      return 1;  // uint8, int8
+    case 4:
+    case 512:
+      return 2;  // int16, uint16
+    case 8:
+    case 768:
+    case 16:
+      return 4;  // int32, uint32, float32
+    case 64:
+    case 1024:
+    case 1280:
+      return 8;  // float64, int64, uint64
+    default:
+      return 0;
   }
 }
 
 template <typename T>
 void Convert(const char* src, int64_t n, bool swap, double slope, double inter, float* dst) {
-  const bool scale = slope != 0 && std::isfinite(slope) && std::isfinite(inter) &&
-                     !(slope == 1 && inter == 0);
+  const bool scale = slope != 0 && std::isfinite(slope) && std::isfinite(inter) && !(slope == 1 && inter == 0);
   for (int64_t i = 0; i < n; ++i) {
     T v;
     std::memcpy(&v, src + i * sizeof(T), sizeof(T));
@@ -303,8 +313,8 @@ absl::StatusOr<NiftiImage> ReadNifti(std::string_view bytes, const NiftiReadOpti
       n *= d;
     }
     const int bpv = BytesPerVoxel(h->datatype);
-    const int64_t max_inflated = static_cast<int64_t>(std::min<uint64_t>(
-        static_cast<uint64_t>(bytes.size()) * kMaxDeflateRatio + 1024, uint64_t{1} << 62));
+    const int64_t max_inflated = static_cast<int64_t>(
+        std::min<uint64_t>(static_cast<uint64_t>(bytes.size()) * kMaxDeflateRatio + 1024, uint64_t{1} << 62));
     if (n > options.max_voxels || bpv == 0 || h->vox_offset < 0 || h->vox_offset > max_inflated) {
       inflated = std::move(*head);  // the header alone: the checks below report the problem
     } else {
@@ -344,8 +354,8 @@ absl::StatusOr<NiftiImage> ReadNifti(std::string_view bytes, const NiftiReadOpti
   }
   const int bpv = BytesPerVoxel(h.datatype);
   if (bpv == 0) {
-    return absl::UnimplementedError(absl::StrCat(
-        "NIfTI datatype ", h.datatype, " is not supported (integer and real scalar types are)"));
+    return absl::UnimplementedError(
+        absl::StrCat("NIfTI datatype ", h.datatype, " is not supported (integer and real scalar types are)"));
   }
   int64_t size[4] = {1, 1, 1, 1};
   for (int i = 0; i < 4 && i < ndim; ++i) size[i] = h.dim[i + 1];
@@ -353,8 +363,8 @@ absl::StatusOr<NiftiImage> ReadNifti(std::string_view bytes, const NiftiReadOpti
   int64_t voxels = 1;
   for (int64_t s : size) {
     if (s > options.max_voxels || voxels > options.max_voxels / s) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "NIfTI image has more than the configured limit of ", options.max_voxels, " voxels"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("NIfTI image has more than the configured limit of ", options.max_voxels, " voxels"));
     }
     voxels *= s;
   }
@@ -362,9 +372,9 @@ absl::StatusOr<NiftiImage> ReadNifti(std::string_view bytes, const NiftiReadOpti
   const int64_t min_offset = h.version == 1 ? 352 : 544;
   const int64_t offset = std::max(h.vox_offset, min_offset);
   if (offset > static_cast<int64_t>(b.size()) || data_bytes > static_cast<int64_t>(b.size()) - offset) {
-    return absl::InvalidArgumentError(absl::StrCat("NIfTI file is truncated: the header promises ",
-                                                   data_bytes, " bytes of voxels at offset ", offset,
-                                                   ", the file has ", b.size(), " bytes"));
+    return absl::InvalidArgumentError(absl::StrCat("NIfTI file is truncated: the header promises ", data_bytes,
+                                                   " bytes of voxels at offset ", offset, ", the file has ", b.size(),
+                                                   " bytes"));
   }
 
   NiftiImage out;
@@ -381,16 +391,36 @@ absl::StatusOr<NiftiImage> ReadNifti(std::string_view bytes, const NiftiReadOpti
   float* dst = out.volume.voxels.data();
   const bool sw = h.swap;
   switch (h.datatype) {
-    case 2: Convert<uint8_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
-    case 256: Convert<int8_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
-    case 4: Convert<int16_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
-    case 512: Convert<uint16_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
-    case 8: Convert<int32_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
-    case 768: Convert<uint32_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
-    case 16: Convert<float>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
-    case 64: Convert<double>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
-    case 1024: Convert<int64_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
-    case 1280: Convert<uint64_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
+    case 2:
+      Convert<uint8_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst);
+      break;
+    case 256:
+      Convert<int8_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst);
+      break;
+    case 4:
+      Convert<int16_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst);
+      break;
+    case 512:
+      Convert<uint16_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst);
+      break;
+    case 8:
+      Convert<int32_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst);
+      break;
+    case 768:
+      Convert<uint32_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst);
+      break;
+    case 16:
+      Convert<float>(src, voxels, sw, h.scl_slope, h.scl_inter, dst);
+      break;
+    case 64:
+      Convert<double>(src, voxels, sw, h.scl_slope, h.scl_inter, dst);
+      break;
+    case 1024:
+      Convert<int64_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst);
+      break;
+    case 1280:
+      Convert<uint64_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst);
+      break;
   }
   out.header = {h.version, h.datatype, h.qform_code, h.sform_code, h.xyzt_units, h.swap};
   return out;
@@ -470,8 +500,8 @@ namespace {
 // The header of a 3-D NIfTI file with exactly `geometry` (sform and qform
 // both written, LPS converted back to RAS, codes of `like`); NIfTI-2 only when
 // a dimension exceeds NIfTI-1's 32767.
-std::string NiftiHeader(const Geometry& geometry, const NiftiHeaderInfo& like, int16_t datatype,
-                        int16_t bitpix, int16_t intent, double cal_max, const char* description) {
+std::string NiftiHeader(const Geometry& geometry, const NiftiHeaderInfo& like, int16_t datatype, int16_t bitpix,
+                        int16_t intent, double cal_max, const char* description) {
   const bool v2 = *std::max_element(geometry.size.begin(), geometry.size.end()) > 32767;
   // RAS affine: diag(-1, -1, 1) * [direction * diag(spacing) | origin].
   double affine[3][4], rot[3][3];
@@ -541,20 +571,18 @@ std::string NiftiHeader(const Geometry& geometry, const NiftiHeaderInfo& like, i
 
 }  // namespace
 
-absl::StatusOr<std::string> WriteNiftiLabels(const Geometry& geometry,
-                                             const std::vector<uint16_t>& labels,
+absl::StatusOr<std::string> WriteNiftiLabels(const Geometry& geometry, const std::vector<uint16_t>& labels,
                                              const NiftiHeaderInfo& like) {
   if (auto s = geometry.Validate(); !s.ok()) return s;
   if (static_cast<int64_t>(labels.size()) != geometry.NumVoxels()) {
-    return absl::InvalidArgumentError(absl::StrCat("label map has ", labels.size(),
-                                                   " voxels, the geometry ",
-                                                   geometry.NumVoxels()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("label map has ", labels.size(), " voxels, the geometry ", geometry.NumVoxels()));
   }
   uint16_t max_label = 0;
   for (uint16_t l : labels) max_label = std::max(max_label, l);
   const bool wide = max_label > 255;
-  std::string body = NiftiHeader(geometry, like, wide ? 512 : 2, wide ? 16 : 8, /*NIFTI_INTENT_LABEL*/ 1002,
-                                 max_label, "unetrpp-serve label map");
+  std::string body = NiftiHeader(geometry, like, wide ? 512 : 2, wide ? 16 : 8, /*NIFTI_INTENT_LABEL*/ 1002, max_label,
+                                 "unetrpp-serve label map");
   const size_t header_size = body.size();
   body.resize(header_size + labels.size() * (wide ? 2 : 1));
   char* dst = body.data() + header_size;

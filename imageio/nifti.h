@@ -59,15 +59,13 @@ absl::StatusOr<NiftiImage> ReadNifti(std::string_view bytes, const NiftiReadOpti
 // pixdim-only, as the input was; a non-NIfTI input should pass codes 1).
 // uint8 when every label is <= 255, else uint16; NIfTI-2 only when a
 // dimension exceeds NIfTI-1's 32767. Intent "label".
-absl::StatusOr<std::string> WriteNiftiLabels(const Geometry& geometry,
-                                             const std::vector<uint16_t>& labels,
+absl::StatusOr<std::string> WriteNiftiLabels(const Geometry& geometry, const std::vector<uint16_t>& labels,
                                              const NiftiHeaderInfo& like);
 // An int16 image (e.g. CT in HU) as .nii.gz with exactly `geometry`, written
 // like WriteNiftiLabels (no intent, no scaling).
 absl::StatusOr<std::string> WriteNiftiInt16(const Geometry& geometry, const std::vector<int16_t>& voxels,
                                             const NiftiHeaderInfo& like, const std::string& description = "");
-absl::StatusOr<NiftiImage> ReadNiftiFile(const std::string& path,
-                                         const NiftiReadOptions& options = {});
+absl::StatusOr<NiftiImage> ReadNiftiFile(const std::string& path, const NiftiReadOptions& options = {});
 
 }  // namespace upp::imageio
 

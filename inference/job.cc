@@ -20,9 +20,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double Seconds(Clock::time_point since) {
-  return std::chrono::duration<double>(Clock::now() - since).count();
-}
+double Seconds(Clock::time_point since) { return std::chrono::duration<double>(Clock::now() - since).count(); }
 
 // Exceptions from LibTorch end here (the edge of inference/).
 absl::Status FromException(const char* stage, const std::exception& e) {
@@ -50,10 +48,10 @@ absl::Status FromException(const char* stage, const std::exception& e) {
 // (nnU-Net's way, kept for CUDA, for mostly-border outputs and for
 // BackResampling::kFull).
 struct BorderShortcut {
-  std::array<preprocessing::Taps, 3> taps;              // per network axis, output -> source
-  std::array<const float*, 3> profile;   // per network axis, source weights
+  std::array<preprocessing::Taps, 3> taps;  // per network axis, output -> source
+  std::array<const float*, 3> profile;      // per network axis, source weights
   std::array<int64_t, 3> src_size, out_size;
-  std::array<int64_t, 3> out_stride;     // in the output label buffer, per network axis
+  std::array<int64_t, 3> out_stride;  // in the output label buffer, per network axis
   int64_t num_classes = 0;
 };
 
@@ -95,8 +93,7 @@ double BorderShare(const torch::Tensor& acc, preprocessing::Interp first_axis) {
 
 template <typename Acc, typename Label>
 void BackResampleRows(const BorderShortcut& b, const Acc* acc, const std::array<int64_t, 4>& acc_stride,
-                      const Label* src_labels, int64_t o0_begin, int64_t o0_end, uint16_t* out,
-                      int64_t* counts) {
+                      const Label* src_labels, int64_t o0_begin, int64_t o0_end, uint16_t* out, int64_t* counts) {
   const int64_t H = b.src_size[1], W = b.src_size[2], K = b.num_classes;
   std::vector<float> probs(K);
   for (int64_t o0 = o0_begin; o0 < o0_end; ++o0) {
@@ -112,8 +109,8 @@ void BackResampleRows(const BorderShortcut& b, const Acc* acc, const std::array<
         const int64_t x0 = b.taps[2].i0[o2], x1 = b.taps[2].i1[o2];
         const Label l = rows[0][x0];
         Label label = l;
-        if (rows[0][x1] != l || rows[1][x0] != l || rows[1][x1] != l || rows[2][x0] != l ||
-            rows[2][x1] != l || rows[3][x0] != l || rows[3][x1] != l) {
+        if (rows[0][x1] != l || rows[1][x0] != l || rows[1][x1] != l || rows[2][x0] != l || rows[2][x1] != l ||
+            rows[3][x0] != l || rows[3][x1] != l) {
           const int64_t x[2] = {x0, x1};
           const float wx[2] = {1.0f - b.taps[2].w1[o2], b.taps[2].w1[o2]};
           std::fill(probs.begin(), probs.end(), 0.0f);
@@ -121,8 +118,8 @@ void BackResampleRows(const BorderShortcut& b, const Acc* acc, const std::array<
             const int dz = c >> 2, dy = (c >> 1) & 1, dx = c & 1;
             // Each source's accumulated sum divided by its total window
             // weight: the normalised probability there.
-            const float f = wz[dz] * wy[dy] * wx[dx] /
-                            (b.profile[0][z[dz]] * b.profile[1][y[dy]] * b.profile[2][x[dx]]);
+            const float f =
+                wz[dz] * wy[dy] * wx[dx] / (b.profile[0][z[dz]] * b.profile[1][y[dy]] * b.profile[2][x[dx]]);
             if (f == 0.0f) continue;
             const Acc* a = acc + z[dz] * acc_stride[1] + y[dy] * acc_stride[2] + x[dx] * acc_stride[3];
             for (int64_t k = 0; k < K; ++k) probs[k] += f * static_cast<float>(a[k * acc_stride[0]]);
@@ -144,12 +141,12 @@ struct SegmentationJob::Impl {
   preprocessing::Plan plan;
   std::vector<int> mirror_axes;
   torch::Device device = torch::kCPU;
-  imageio::Geometry geometry;                            // the input's
+  imageio::Geometry geometry;                   // the input's
   std::array<std::array<int64_t, 2>, 3> crop;   // (z, y, x) tensor axes, [begin, end)
   std::array<int64_t, 3> cropped_t;             // cropped size, network axis order
   std::array<int64_t, 3> grid;                  // resampled size, network axis order
   std::array<int64_t, 3> pad_before;            // padding to reach the patch
-  std::array<preprocessing::Interp, 3> modes;                  // resampling per network axis
+  std::array<preprocessing::Interp, 3> modes;   // resampling per network axis
   std::vector<std::array<int64_t, 3>> windows;  // window starts in the padded grid
   torch::Tensor data;                           // (C, D, H, W) padded, normalised
   BackResampling back_resampling = BackResampling::kAuto;
@@ -206,9 +203,8 @@ absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(imageio
   if (auto s = plan.Validate(); !s.ok()) return s;
   if (auto s = volume.geometry.Validate(); !s.ok()) return s;
   if (volume.channels != plan.input_channels())
-    return absl::InvalidArgumentError(absl::StrCat("the model takes ", plan.input_channels(),
-                                                   " input channel(s), the volume has ",
-                                                   volume.channels));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the model takes ", plan.input_channels(), " input channel(s), the volume has ", volume.channels));
   const int64_t n = volume.geometry.NumVoxels();
   if (static_cast<int64_t>(volume.voxels.size()) != volume.channels * n)
     return absl::InvalidArgumentError("voxel buffer does not match the geometry");
@@ -255,8 +251,8 @@ absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(imageio
     for (int64_t d : starts[0])
       for (int64_t h : starts[1])
         for (int64_t w : starts[2]) impl->windows.push_back({d, h, w});
-    impl->item_weight = (GaussianImportance(p.patch, p.gaussian_sigma_scale) /
-                         static_cast<float>(impl->num_variants())).to(device);
+    impl->item_weight =
+        (GaussianImportance(p.patch, p.gaussian_sigma_scale) / static_cast<float>(impl->num_variants())).to(device);
     const auto factors = GaussianFactors(p.patch, p.gaussian_sigma_scale);
     for (int a = 0; a < 3; ++a) {
       impl->profile[a] = torch::zeros({data.size(a + 1)}, torch::kFloat);
@@ -278,20 +274,19 @@ absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(imageio
   return std::unique_ptr<SegmentationJob>(new SegmentationJob(std::move(impl)));
 }
 
-
 // Every product checked: a hostile spacing or size gives INT64_MAX, which no
 // admission limit accepts, never a wrapped (negative) figure.
 int64_t SegmentationJob::EstimateBytes(const imageio::Geometry& geometry, int64_t channels,
                                        const preprocessing::Plan& plan, const JobOptions& options) {
   const auto grid = preprocessing::PaddedGridBound(geometry, plan);
   const int64_t grid_voxels = imageio::OrMax(imageio::CheckedProduct({grid[0], grid[1], grid[2]}));
-  const int64_t voxels = imageio::OrMax(imageio::CheckedProduct({geometry.size[0], geometry.size[1], geometry.size[2]}));
+  const int64_t voxels =
+      imageio::OrMax(imageio::CheckedProduct({geometry.size[0], geometry.size[1], geometry.size[2]}));
   const int64_t input = imageio::OrMax(imageio::CheckedProduct({channels, voxels, 4}));
   int64_t acc = imageio::OrMax(imageio::CheckedProduct({grid_voxels, plan.num_classes, 4}));
   if (acc != std::numeric_limits<int64_t>::max() &&
       (options.accumulator == AccumulatorPrecision::kFloat16 ||
-       (options.accumulator == AccumulatorPrecision::kAuto &&
-        acc > options.float32_accumulator_limit_bytes)))
+       (options.accumulator == AccumulatorPrecision::kAuto && acc > options.float32_accumulator_limit_bytes)))
     acc /= 2;
   const int64_t data = imageio::OrMax(imageio::CheckedProduct({channels, grid_voxels, 4}));
   // Create(): input + resampled data and one resampling temporary.
@@ -299,8 +294,9 @@ int64_t SegmentationJob::EstimateBytes(const imageio::Geometry& geometry, int64_
   // Steady state and Finish(): data, accumulators, label map(s), slabs.
   const int64_t slabs =
       std::min<int64_t>(int64_t{256} << 20, imageio::OrMax(imageio::CheckedProduct({16, plan.num_classes, voxels})));
-  const int64_t run = imageio::OrMax(imageio::CheckedAdd(imageio::OrMax(imageio::CheckedAdd(data, acc)),
-                                       imageio::OrMax(imageio::CheckedAdd(imageio::OrMax(imageio::CheckedMul(voxels, 3)), slabs))));
+  const int64_t run = imageio::OrMax(
+      imageio::CheckedAdd(imageio::OrMax(imageio::CheckedAdd(data, acc)),
+                          imageio::OrMax(imageio::CheckedAdd(imageio::OrMax(imageio::CheckedMul(voxels, 3)), slabs))));
   return std::max(create, run);
 }
 
@@ -375,8 +371,7 @@ absl::StatusOr<bool> SegmentationJob::AddOutput(int64_t item, const float* logit
     const int64_t w = item / nv;
     const auto& p = m.plan.patch;
     // Softmax, un-flip and weighting outside the lock; only the sums inside.
-    torch::Tensor probs = torch::from_blob(const_cast<float*>(logits),
-                                           {num_classes(), p[0], p[1], p[2]}, torch::kFloat)
+    torch::Tensor probs = torch::from_blob(const_cast<float*>(logits), {num_classes(), p[0], p[1], p[2]}, torch::kFloat)
                               .to(m.device)
                               .softmax(0);
     const auto dims = m.FlipDims(static_cast<int>(item % nv));
@@ -400,8 +395,7 @@ torch::Tensor SegmentationJob::Impl::OutputRegion(uint16_t* labels) const {
 }
 
 torch::Tensor SegmentationJob::Impl::BackResampleOnCpu(const torch::Tensor& acc,
-                                                      const std::array<torch::Tensor, 3>& profile,
-                                                      uint16_t* labels) {
+                                                       const std::array<torch::Tensor, 3>& profile, uint16_t* labels) {
   const int64_t k = plan.num_classes;
   const auto start = Clock::now();
   // The label at every source voxel, a few slices at a time.
@@ -452,8 +446,8 @@ torch::Tensor SegmentationJob::Impl::BackResampleOnCpu(const torch::Tensor& acc,
 }
 
 torch::Tensor SegmentationJob::Impl::BackResampleTensors(const torch::Tensor& acc,
-                                                        const std::array<torch::Tensor, 3>& profile,
-                                                        uint16_t* labels) {
+                                                         const std::array<torch::Tensor, 3>& profile,
+                                                         uint16_t* labels) {
   // nnU-Net's way: every class probability resampled to the output grid
   // (slab by slab), then the argmax.
   const torch::Tensor plane_weights = profile[1].view({-1, 1}) * profile[2].view({1, -1});
@@ -466,8 +460,7 @@ torch::Tensor SegmentationJob::Impl::BackResampleTensors(const torch::Tensor& ac
   torch::Tensor counts = torch::zeros({k}, torch::kLong);
   const preprocessing::Taps taps = preprocessing::ResamplingTaps(grid[0], out_t[0], modes[0]);
   // Output slabs of about 64 MiB of probabilities on the output grid.
-  const int64_t slab =
-      std::max<int64_t>(1, (int64_t{64} << 20) / std::max<int64_t>(1, k * out_t[1] * out_t[2] * 4));
+  const int64_t slab = std::max<int64_t>(1, (int64_t{64} << 20) / std::max<int64_t>(1, k * out_t[1] * out_t[2] * 4));
   for (int64_t o0 = 0; o0 < out_t[0]; o0 += slab) {
     const int64_t o1 = std::min(out_t[0], o0 + slab);
     const int64_t lo = *std::min_element(taps.i0.begin() + o0, taps.i0.begin() + o1);
@@ -503,8 +496,8 @@ torch::Tensor SegmentationJob::Impl::BackResampleTensors(const torch::Tensor& ac
 absl::StatusOr<LabelMap> SegmentationJob::Finish() {
   Impl& m = *impl_;
   if (!complete())
-    return absl::FailedPreconditionError(absl::StrCat("Finish() after ", items_done(), " of ",
-                                                      num_items(), " window items"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("Finish() after ", items_done(), " of ", num_items(), " window items"));
   absl::MutexLock lock(&m.mu);
   if (m.finished) return absl::FailedPreconditionError("Finish() called twice");
   m.finished = true;
@@ -551,7 +544,7 @@ absl::StatusOr<LabelMap> SegmentationJob::Finish() {
 }
 
 absl::StatusOr<LabelMap> SegmentVolume(imageio::Volume volume, const preprocessing::Plan& plan, const BatchRunner& run,
-                                 int64_t batch_size, const JobOptions& options, StageTimes* times) {
+                                       int64_t batch_size, const JobOptions& options, StageTimes* times) {
   auto job = SegmentationJob::Create(std::move(volume), plan, options);
   if (!job.ok()) return job.status();
   SegmentationJob& j = **job;
@@ -564,8 +557,7 @@ absl::StatusOr<LabelMap> SegmentVolume(imageio::Volume volume, const preprocessi
       if (auto s = j.GetInput(first + i, in.data() + i * j.input_floats()); !s.ok()) return s;
     if (auto s = run(in.data(), n, out.data()); !s.ok()) return s;
     for (int64_t i = 0; i < n; ++i)
-      if (auto s = j.AddOutput(first + i, out.data() + i * j.output_floats()); !s.ok())
-        return s.status();
+      if (auto s = j.AddOutput(first + i, out.data() + i * j.output_floats()); !s.ok()) return s.status();
   }
   auto result = j.Finish();
   if (times) *times = j.timings();

@@ -33,8 +33,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "imageio/geometry.h"
-#include "preprocessing/plan.h"
 #include "imageio/volume.h"
+#include "preprocessing/plan.h"
 
 namespace upp::inference {
 
@@ -52,8 +52,8 @@ struct JobOptions {
   // Where the job's tensors live and its arithmetic runs: "cpu", "cuda",
   // "cuda:N". GetInput/AddOutput still take host buffers.
   std::string device = "cpu";
-  std::optional<double> step;                    // overrides plan.step
-  std::optional<std::vector<int>> mirror_axes;   // overrides plan.mirror_axes
+  std::optional<double> step;                   // overrides plan.step
+  std::optional<std::vector<int>> mirror_axes;  // overrides plan.mirror_axes
   AccumulatorPrecision accumulator = AccumulatorPrecision::kAuto;
   // kAuto: float16 accumulators when float32 ones would exceed this.
   int64_t float32_accumulator_limit_bytes = int64_t{1} << 30;
@@ -84,7 +84,8 @@ class SegmentationJob {
  public:
   // Validates the plan and the volume (channels must equal the plan's), then
   // preprocesses. CPU-heavy: call it on a worker thread, not a reactor.
-  static absl::StatusOr<std::unique_ptr<SegmentationJob>> Create(imageio::Volume volume, const preprocessing::Plan& plan,
+  static absl::StatusOr<std::unique_ptr<SegmentationJob>> Create(imageio::Volume volume,
+                                                                 const preprocessing::Plan& plan,
                                                                  const JobOptions& options = {});
   // Bytes a job for this input will hold at its peak (preprocessed volume,
   // accumulators, label map), for admission control before any work.
@@ -94,7 +95,8 @@ class SegmentationJob {
   // An upper bound of num_items() for this input (windows of the uncropped
   // grid x mirror variants), computed without building anything, for the
   // window limits checked before Create(); INT64_MAX when it would not fit.
-  static int64_t CountItems(const imageio::Geometry& geometry, const preprocessing::Plan& plan, const JobOptions& options = {});
+  static int64_t CountItems(const imageio::Geometry& geometry, const preprocessing::Plan& plan,
+                            const JobOptions& options = {});
   ~SegmentationJob();
 
   int64_t num_windows() const;
@@ -106,8 +108,8 @@ class SegmentationJob {
   int64_t num_classes() const;
   std::array<int64_t, 3> patch() const;         // (D, H, W)
   std::array<int64_t, 3> network_grid() const;  // resampled size before padding, (D, H, W)
-  int64_t input_floats() const;   // per item: channels x patch
-  int64_t output_floats() const;  // per item: classes x patch
+  int64_t input_floats() const;                 // per item: channels x patch
+  int64_t output_floats() const;                // per item: classes x patch
 
   // Writes item `item`'s network input (channels, D, H, W), float32, to
   // `dst`. Thread-safe; any order.
@@ -129,13 +131,12 @@ class SegmentationJob {
 
 // Runs a batch: `input` holds `batch` windows (channels x patch each), the
 // runner writes `batch` x classes x patch logits to `logits`.
-using BatchRunner =
-    std::function<absl::Status(const float* input, int64_t batch, float* logits)>;
+using BatchRunner = std::function<absl::Status(const float* input, int64_t batch, float* logits)>;
 
 // The whole pipeline on one thread, in batches of `batch_size` items.
 absl::StatusOr<LabelMap> SegmentVolume(imageio::Volume volume, const preprocessing::Plan& plan, const BatchRunner& run,
-                                 int64_t batch_size = 1, const JobOptions& options = {},
-                                 StageTimes* times = nullptr);
+                                       int64_t batch_size = 1, const JobOptions& options = {},
+                                       StageTimes* times = nullptr);
 
 }  // namespace upp::inference
 

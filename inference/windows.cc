@@ -8,17 +8,16 @@
 
 namespace upp::inference {
 
-
 int64_t CountWindowStarts(int64_t size, int64_t patch, double step) {
   if (size <= patch) return 1;
-  const auto steps = imageio::CheckedFloor(std::ceil(static_cast<double>(size - patch) / (static_cast<double>(patch) * step)));
+  const auto steps =
+      imageio::CheckedFloor(std::ceil(static_cast<double>(size - patch) / (static_cast<double>(patch) * step)));
   return steps ? imageio::OrMax(imageio::CheckedAdd(*steps, 1)) : std::numeric_limits<int64_t>::max();
 }
 
 std::vector<int64_t> WindowStarts(int64_t size, int64_t patch, double step) {
   const double target_step = static_cast<double>(patch) * step;
-  const int64_t steps =
-      static_cast<int64_t>(std::ceil(static_cast<double>(size - patch) / target_step)) + 1;
+  const int64_t steps = static_cast<int64_t>(std::ceil(static_cast<double>(size - patch) / target_step)) + 1;
   std::vector<int64_t> starts(std::max<int64_t>(steps, 1), 0);
   if (steps > 1) {
     const double actual = static_cast<double>(size - patch) / static_cast<double>(steps - 1);

@@ -7,16 +7,17 @@ namespace {
 
 const char* ProjectionName(Projection p) {
   switch (p) {
-    case Projection::kSharedLinear: return "shared_linear";
-    case Projection::kSeparateLinear: return "separate_linear";
-    case Projection::kSharedMatrix: return "shared_matrix";
+    case Projection::kSharedLinear:
+      return "shared_linear";
+    case Projection::kSeparateLinear:
+      return "separate_linear";
+    case Projection::kSharedMatrix:
+      return "shared_matrix";
   }
   return "?";
 }
 
-const char* FusionName(Fusion f) {
-  return f == Fusion::kSum ? "sum" : "concat_projected";
-}
+const char* FusionName(Fusion f) { return f == Fusion::kSum ? "sum" : "concat_projected"; }
 
 std::string Dims(const std::array<int64_t, 3>& a) {
   return std::to_string(a[0]) + "x" + std::to_string(a[1]) + "x" + std::to_string(a[2]);
@@ -45,9 +46,8 @@ Status ModelConfig::Validate() const {
     if (stem[i] < 1) return bad("stem must be positive in every axis, got " + Dims(stem));
     if (patch[i] < 1) return bad("patch must be positive in every axis, got " + Dims(patch));
     if (patch[i] % (stem[i] * 8) != 0) {
-      return bad("patch " + Dims(patch) + " is not divisible by stem x 8 = " +
-                 std::to_string(stem[0] * 8) + "x" + std::to_string(stem[1] * 8) + "x" +
-                 std::to_string(stem[2] * 8) + " (axis " + "DHW"[i] + ")");
+      return bad("patch " + Dims(patch) + " is not divisible by stem x 8 = " + std::to_string(stem[0] * 8) + "x" +
+                 std::to_string(stem[1] * 8) + "x" + std::to_string(stem[2] * 8) + " (axis " + "DHW"[i] + ")");
     }
   }
   for (int s = 0; s < 4; ++s) {
@@ -63,9 +63,8 @@ Status ModelConfig::Validate() const {
   }
   // The stem's GroupNorm uses in_channels groups over 2f channels.
   if (StageDim(0) % in_channels != 0) {
-    return bad("channels 2*feature_size = " + std::to_string(StageDim(0)) +
-               " not divisible by in_channels = " + std::to_string(in_channels) +
-               " (the stem's GroupNorm has in_channels groups)");
+    return bad("channels 2*feature_size = " + std::to_string(StageDim(0)) + " not divisible by in_channels = " +
+               std::to_string(in_channels) + " (the stem's GroupNorm has in_channels groups)");
   }
   if (res_blocks_after_epa < 1 || res_blocks_after_epa > 2) {
     return bad("res_blocks_after_epa must be 1 or 2, got " + std::to_string(res_blocks_after_epa));
@@ -132,16 +131,23 @@ StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& text) {
     get_int("res_blocks_after_epa", c.res_blocks_after_epa);
     if (j.contains("projection")) {
       auto p = j.at("projection").get<std::string>();
-      if (p == "shared_linear") c.projection = Projection::kSharedLinear;
-      else if (p == "separate_linear") c.projection = Projection::kSeparateLinear;
-      else if (p == "shared_matrix") c.projection = Projection::kSharedMatrix;
-      else return InvalidArgumentError("model config: unknown projection '" + p + "'");
+      if (p == "shared_linear")
+        c.projection = Projection::kSharedLinear;
+      else if (p == "separate_linear")
+        c.projection = Projection::kSeparateLinear;
+      else if (p == "shared_matrix")
+        c.projection = Projection::kSharedMatrix;
+      else
+        return InvalidArgumentError("model config: unknown projection '" + p + "'");
     }
     if (j.contains("fusion")) {
       auto f = j.at("fusion").get<std::string>();
-      if (f == "concat_projected") c.fusion = Fusion::kConcatProjected;
-      else if (f == "sum") c.fusion = Fusion::kSum;
-      else return InvalidArgumentError("model config: unknown fusion '" + f + "'");
+      if (f == "concat_projected")
+        c.fusion = Fusion::kConcatProjected;
+      else if (f == "sum")
+        c.fusion = Fusion::kSum;
+      else
+        return InvalidArgumentError("model config: unknown fusion '" + f + "'");
     }
   } catch (const nlohmann::json::exception& e) {
     return InvalidArgumentError(std::string("model config: ") + e.what());
@@ -160,8 +166,7 @@ StatusOr<ModelConfig> Preset(const std::string& name) {
   }
   if (name == "acdc" || name == "lung") {
     c.num_classes = name == "acdc" ? 4 : 2;
-    c.patch = name == "acdc" ? std::array<int64_t, 3>{16, 160, 160}
-                             : std::array<int64_t, 3>{32, 192, 192};
+    c.patch = name == "acdc" ? std::array<int64_t, 3>{16, 160, 160} : std::array<int64_t, 3>{32, 192, 192};
     c.stem = {1, 4, 4};
     c.projection = Projection::kSeparateLinear;
     c.res_blocks_after_epa = 2;

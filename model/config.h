@@ -42,7 +42,7 @@ struct ModelConfig {
   int64_t decoder_depth = 3;                   // EPA blocks per decoder stage.
   int64_t num_heads = 4;
   std::array<int64_t, 4> proj_sizes{64, 64, 64, 32};  // P per encoder stage.
-  int64_t decoder_proj_size = 64;                      // P in the decoders.
+  int64_t decoder_proj_size = 64;                     // P in the decoders.
   Projection projection = Projection::kSharedLinear;
   Fusion fusion = Fusion::kConcatProjected;
   int64_t res_blocks_after_epa = 1;  // conv51 (1) or conv51 + conv52 (2).

@@ -15,8 +15,7 @@ namespace {
 // oneDNN's ISA values are cumulative bit sets (each level includes the bits
 // of those below it), so "has at least X" is a mask test.
 bool AtLeast(dnnl_cpu_isa_t isa, dnnl_cpu_isa_t level) {
-  return (static_cast<unsigned>(isa) & static_cast<unsigned>(level)) ==
-         static_cast<unsigned>(level);
+  return (static_cast<unsigned>(isa) & static_cast<unsigned>(level)) == static_cast<unsigned>(level);
 }
 
 void QueryIsa(CpuFeatures& f) {
@@ -97,9 +96,8 @@ Status CheckPrecisionSupported(const std::string& device, const std::string& pre
   const CpuFeatures& f = DetectCpuFeatures();
   if (f.bf16_convolutions) return OkStatus();
   return FailedPreconditionError(
-      "precision \"bf16\" needs bfloat16 convolutions, which this CPU cannot run (oneDNN ISA " +
-      f.isa + "; needs AVX-512, natively AVX512-BF16 or AMX; " + f.bf16_error +
-      "); use precision \"fp32\" on this machine");
+      "precision \"bf16\" needs bfloat16 convolutions, which this CPU cannot run (oneDNN ISA " + f.isa +
+      "; needs AVX-512, natively AVX512-BF16 or AMX; " + f.bf16_error + "); use precision \"fp32\" on this machine");
 }
 
 }  // namespace upp::model

@@ -15,8 +15,7 @@ std::string ShapeOf(const torch::Tensor& t) {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<Network>> Network::Create(const ModelConfig& config,
-                                                   const NetworkOptions& options) {
+StatusOr<std::unique_ptr<Network>> Network::Create(const ModelConfig& config, const NetworkOptions& options) {
   UPP_RETURN_IF_ERROR(config.Validate());
   if (options.precision == Precision::kBFloat16 && options.device.is_cpu())
     UPP_RETURN_IF_ERROR(CheckPrecisionSupported("cpu", "bf16"));
@@ -54,13 +53,12 @@ Status Network::ApplyPrecisionAndDevice() {
     module_->PrepareForInference(ConvDtype());
     return OkStatus();
   } catch (const c10::Error& e) {
-    return InvalidArgumentError(std::string("moving the network to ") + options_.device.str() +
-                                ": " + e.what_without_backtrace());
+    return InvalidArgumentError(std::string("moving the network to ") + options_.device.str() + ": " +
+                                e.what_without_backtrace());
   }
 }
 
-StatusOr<std::unique_ptr<Network>> Network::FromWeightsFile(const std::string& path,
-                                                            const LoadOptions& load,
+StatusOr<std::unique_ptr<Network>> Network::FromWeightsFile(const std::string& path, const LoadOptions& load,
                                                             const NetworkOptions& options) {
   auto reader = SafetensorsReader::Open(path);
   if (!reader.ok()) return reader.status();
@@ -72,15 +70,13 @@ StatusOr<std::unique_ptr<Network>> Network::FromWeightsFile(const std::string& p
   return net;
 }
 
-Status Network::LoadWeights(const std::string& path, const LoadOptions& options,
-                            LoadReport* report) {
+Status Network::LoadWeights(const std::string& path, const LoadOptions& options, LoadReport* report) {
   auto reader = SafetensorsReader::Open(path);
   if (!reader.ok()) return reader.status();
   return LoadWeights(**reader, options, report);
 }
 
-Status Network::LoadWeights(const SafetensorsReader& reader, const LoadOptions& options,
-                            LoadReport* report) {
+Status Network::LoadWeights(const SafetensorsReader& reader, const LoadOptions& options, LoadReport* report) {
   UPP_RETURN_IF_ERROR(upp::model::LoadWeights(*module_, reader, options, report));
   deep_supervision_loaded_ = reader.Find("out2.conv.conv.weight") != nullptr;
   try {
@@ -91,16 +87,13 @@ Status Network::LoadWeights(const SafetensorsReader& reader, const LoadOptions& 
   return OkStatus();
 }
 
-StatusOr<std::vector<torch::Tensor>> Network::Forward(const torch::Tensor& input,
-                                                      bool deep_supervision) {
+StatusOr<std::vector<torch::Tensor>> Network::Forward(const torch::Tensor& input, bool deep_supervision) {
   const auto& p = config_.patch;
-  if (!input.defined() || input.dim() != 5 || input.size(1) != config_.in_channels ||
-      input.size(2) != p[0] || input.size(3) != p[1] || input.size(4) != p[2] ||
-      input.size(0) < 1) {
-    return InvalidArgumentError(
-        "network input must be (B>=1, " + std::to_string(config_.in_channels) + ", " +
-        std::to_string(p[0]) + ", " + std::to_string(p[1]) + ", " + std::to_string(p[2]) +
-        "), got " + (input.defined() ? ShapeOf(input) : std::string("undefined")));
+  if (!input.defined() || input.dim() != 5 || input.size(1) != config_.in_channels || input.size(2) != p[0] ||
+      input.size(3) != p[1] || input.size(4) != p[2] || input.size(0) < 1) {
+    return InvalidArgumentError("network input must be (B>=1, " + std::to_string(config_.in_channels) + ", " +
+                                std::to_string(p[0]) + ", " + std::to_string(p[1]) + ", " + std::to_string(p[2]) +
+                                "), got " + (input.defined() ? ShapeOf(input) : std::string("undefined")));
   }
   if (!input.is_floating_point()) return InvalidArgumentError("network input must be floating point");
   if (deep_supervision && !deep_supervision_loaded_) {

@@ -36,24 +36,19 @@ struct NetworkOptions {
 
 class Network {
  public:
-  static StatusOr<std::unique_ptr<Network>> Create(const ModelConfig& config,
-                                                   const NetworkOptions& options = {});
+  static StatusOr<std::unique_ptr<Network>> Create(const ModelConfig& config, const NetworkOptions& options = {});
   // Builds the network from the "unetrpp_config" metadata of a weights file
   // (or the fixture-style keys config/feature_size/depths/patch) and loads it.
-  static StatusOr<std::unique_ptr<Network>> FromWeightsFile(const std::string& path,
-                                                            const LoadOptions& load = {},
+  static StatusOr<std::unique_ptr<Network>> FromWeightsFile(const std::string& path, const LoadOptions& load = {},
                                                             const NetworkOptions& options = {});
 
-  Status LoadWeights(const std::string& path, const LoadOptions& options = {},
-                     LoadReport* report = nullptr);
-  Status LoadWeights(const SafetensorsReader& reader, const LoadOptions& options = {},
-                     LoadReport* report = nullptr);
+  Status LoadWeights(const std::string& path, const LoadOptions& options = {}, LoadReport* report = nullptr);
+  Status LoadWeights(const SafetensorsReader& reader, const LoadOptions& options = {}, LoadReport* report = nullptr);
 
   // input: (B, in_channels, patch D, H, W), any floating dtype, any device
   // (moved to the network's). Returns float32 logits (B, classes, D, H, W) on
   // the network's device; with deep_supervision also out2 and out3.
-  StatusOr<std::vector<torch::Tensor>> Forward(const torch::Tensor& input,
-                                               bool deep_supervision = false);
+  StatusOr<std::vector<torch::Tensor>> Forward(const torch::Tensor& input, bool deep_supervision = false);
 
   const ModelConfig& config() const { return config_; }
   const NetworkOptions& options() const { return options_; }

@@ -28,9 +28,12 @@ const dnnl::engine& Engine() {
 
 dnnl::memory::data_type DataType(const torch::Tensor& t) {
   switch (t.scalar_type()) {
-    case torch::kFloat32: return dnnl::memory::data_type::f32;
-    case torch::kBFloat16: return dnnl::memory::data_type::bf16;
-    default: TORCH_CHECK(false, "oneDNN path: unsupported dtype ", t.scalar_type());
+    case torch::kFloat32:
+      return dnnl::memory::data_type::f32;
+    case torch::kBFloat16:
+      return dnnl::memory::data_type::bf16;
+    default:
+      TORCH_CHECK(false, "oneDNN path: unsupported dtype ", t.scalar_type());
   }
 }
 
@@ -45,9 +48,7 @@ dnnl::memory::desc Desc(const torch::Tensor& t) {
   return dnnl::memory::desc({t.size(0), t.size(1)}, DataType(t), {s0, s1});
 }
 
-dnnl::memory Memory(const torch::Tensor& t) {
-  return dnnl::memory(Desc(t), Engine(), t.data_ptr());
-}
+dnnl::memory Memory(const torch::Tensor& t) { return dnnl::memory(Desc(t), Engine(), t.data_ptr()); }
 
 // A descriptor with the tensor's own dims and strides. Channels-last 5-D
 // tensors get the ndhwc tag instead of their strides: with a size-1 channel
@@ -67,8 +68,7 @@ dnnl::memory::desc StridedDesc(const torch::Tensor& t, dnnl::memory::data_type d
 
 bool Available() { return true; }
 
-void MatmulOut(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b,
-               const torch::Tensor& bias) {
+void MatmulOut(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias) {
   if (!a.is_cpu()) return AtenMatmulOut(out, a, b, bias);
   TORCH_CHECK(a.size(1) == b.size(0) && out.size(0) == a.size(0) && out.size(1) == b.size(1),
               "oneDNN matmul: shape mismatch");
@@ -80,11 +80,10 @@ void MatmulOut(const torch::Tensor& out, const torch::Tensor& a, const torch::Te
     bias2 = bias.dim() == 1 ? bias.view({1, bias.size(0)}) : bias;
     if (bias2.scalar_type() != out.scalar_type()) bias2 = bias2.to(out.scalar_type());
   }
-  auto pd = bias2.defined()
-                ? dnnl::matmul::primitive_desc(
-                      dnnl::matmul::desc(Desc(a), Desc(b), Desc(bias2), Desc(out)), attr, Engine())
-                : dnnl::matmul::primitive_desc(dnnl::matmul::desc(Desc(a), Desc(b), Desc(out)),
-                                               attr, Engine());
+  auto pd =
+      bias2.defined()
+          ? dnnl::matmul::primitive_desc(dnnl::matmul::desc(Desc(a), Desc(b), Desc(bias2), Desc(out)), attr, Engine())
+          : dnnl::matmul::primitive_desc(dnnl::matmul::desc(Desc(a), Desc(b), Desc(out)), attr, Engine());
   dnnl::stream stream(Engine());
   std::unordered_map<int, dnnl::memory> args{
       {DNNL_ARG_SRC, Memory(a)}, {DNNL_ARG_WEIGHTS, Memory(b)}, {DNNL_ARG_DST, Memory(out)}};
@@ -122,16 +121,14 @@ torch::Tensor Conv3d(const torch::Tensor& x, const torch::Tensor& weight, const 
   dnnl::memory::desc bias_md;
   if (bias.defined()) {
     bias_f = bias.to(torch::kFloat32).contiguous();
-    bias_md = dnnl::memory::desc({bias_f.size(0)}, dnnl::memory::data_type::f32,
-                                 dnnl::memory::format_tag::a);
+    bias_md = dnnl::memory::desc({bias_f.size(0)}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a);
   }
-  auto desc = bias.defined()
-                  ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
-                                                    dnnl::algorithm::convolution_direct, src_md,
-                                                    wei_any, bias_md, dst_md, strides, pads, pads)
-                  : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
-                                                    dnnl::algorithm::convolution_direct, src_md,
-                                                    wei_any, dst_md, strides, pads, pads);
+  auto desc =
+      bias.defined()
+          ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                            src_md, wei_any, bias_md, dst_md, strides, pads, pads)
+          : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                            src_md, wei_any, dst_md, strides, pads, pads);
   dnnl::convolution_forward::primitive_desc pd(desc, Engine());
   auto wc = weight.contiguous();
   dnnl::memory user_w(StridedDesc(wc, cdt), Engine(), wc.data_ptr());
@@ -140,10 +137,9 @@ torch::Tensor Conv3d(const torch::Tensor& x, const torch::Tensor& weight, const 
     conv_w = dnnl::memory(pd.weights_desc(), Engine());
     dnnl::reorder(user_w, conv_w).execute(stream, user_w, conv_w);
   }
-  std::unordered_map<int, dnnl::memory> args{
-      {DNNL_ARG_SRC, dnnl::memory(src_md, Engine(), src.data_ptr())},
-      {DNNL_ARG_WEIGHTS, conv_w},
-      {DNNL_ARG_DST, dnnl::memory(dst_md, Engine(), out.data_ptr())}};
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, dnnl::memory(src_md, Engine(), src.data_ptr())},
+                                             {DNNL_ARG_WEIGHTS, conv_w},
+                                             {DNNL_ARG_DST, dnnl::memory(dst_md, Engine(), out.data_ptr())}};
   if (bias.defined()) args.emplace(DNNL_ARG_BIAS, dnnl::memory(bias_md, Engine(), bias_f.data_ptr()));
   dnnl::convolution_forward(pd).execute(stream, args);
   stream.wait();
@@ -198,8 +194,7 @@ torch::Tensor InstanceNorm(const torch::Tensor& x, double eps) {
     auto s = x.narrow(0, i, 1), d = out.narrow(0, i, 1);
     auto md = StridedDesc(s, dnnl::memory::data_type::f32);
     dnnl::batch_normalization_forward::primitive_desc pd(
-        dnnl::batch_normalization_forward::desc(dnnl::prop_kind::forward_inference, md,
-                                                static_cast<float>(eps),
+        dnnl::batch_normalization_forward::desc(dnnl::prop_kind::forward_inference, md, static_cast<float>(eps),
                                                 dnnl::normalization_flags::use_global_stats),
         Engine());
     dnnl::batch_normalization_forward(pd).execute(
@@ -233,8 +228,7 @@ void SoftmaxLastDimInPlace(const torch::Tensor& x) {
 
 bool Available() { return false; }
 
-void MatmulOut(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b,
-               const torch::Tensor& bias) {
+void MatmulOut(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias) {
   AtenMatmulOut(out, a, b, bias);
 }
 

@@ -15,10 +15,8 @@ namespace {
 
 bool ParseDType(const std::string& s, DType* out) {
   static const std::pair<const char*, DType> kNames[] = {
-      {"F64", DType::kF64}, {"F32", DType::kF32}, {"F16", DType::kF16},
-      {"BF16", DType::kBF16}, {"I64", DType::kI64}, {"I32", DType::kI32},
-      {"I16", DType::kI16}, {"I8", DType::kI8},   {"U8", DType::kU8},
-      {"BOOL", DType::kBool}};
+      {"F64", DType::kF64}, {"F32", DType::kF32}, {"F16", DType::kF16}, {"BF16", DType::kBF16}, {"I64", DType::kI64},
+      {"I32", DType::kI32}, {"I16", DType::kI16}, {"I8", DType::kI8},   {"U8", DType::kU8},     {"BOOL", DType::kBool}};
   for (const auto& [name, dtype] : kNames) {
     if (s == name) {
       *out = dtype;
@@ -29,34 +27,52 @@ bool ParseDType(const std::string& s, DType* out) {
 }
 
 // a * b, false on overflow.
-bool MulOverflow(uint64_t a, uint64_t b, uint64_t* out) {
-  return __builtin_mul_overflow(a, b, out);
-}
+bool MulOverflow(uint64_t a, uint64_t b, uint64_t* out) { return __builtin_mul_overflow(a, b, out); }
 
 }  // namespace
 
 const char* DTypeName(DType d) {
   switch (d) {
-    case DType::kF64: return "F64";
-    case DType::kF32: return "F32";
-    case DType::kF16: return "F16";
-    case DType::kBF16: return "BF16";
-    case DType::kI64: return "I64";
-    case DType::kI32: return "I32";
-    case DType::kI16: return "I16";
-    case DType::kI8: return "I8";
-    case DType::kU8: return "U8";
-    case DType::kBool: return "BOOL";
+    case DType::kF64:
+      return "F64";
+    case DType::kF32:
+      return "F32";
+    case DType::kF16:
+      return "F16";
+    case DType::kBF16:
+      return "BF16";
+    case DType::kI64:
+      return "I64";
+    case DType::kI32:
+      return "I32";
+    case DType::kI16:
+      return "I16";
+    case DType::kI8:
+      return "I8";
+    case DType::kU8:
+      return "U8";
+    case DType::kBool:
+      return "BOOL";
   }
   return "?";
 }
 
 size_t DTypeSize(DType d) {
   switch (d) {
-    case DType::kF64: case DType::kI64: return 8;
-    case DType::kF32: case DType::kI32: return 4;
-    case DType::kF16: case DType::kBF16: case DType::kI16: return 2;
-    case DType::kI8: case DType::kU8: case DType::kBool: return 1;
+    case DType::kF64:
+    case DType::kI64:
+      return 8;
+    case DType::kF32:
+    case DType::kI32:
+      return 4;
+    case DType::kF16:
+    case DType::kBF16:
+    case DType::kI16:
+      return 2;
+    case DType::kI8:
+    case DType::kU8:
+    case DType::kBool:
+      return 1;
   }
   return 0;
 }
@@ -97,8 +113,7 @@ StatusOr<std::unique_ptr<SafetensorsReader>> SafetensorsReader::Open(const std::
   return r;
 }
 
-StatusOr<std::unique_ptr<SafetensorsReader>> SafetensorsReader::FromBytes(const void* data,
-                                                                           size_t size) {
+StatusOr<std::unique_ptr<SafetensorsReader>> SafetensorsReader::FromBytes(const void* data, size_t size) {
   std::unique_ptr<SafetensorsReader> r(new SafetensorsReader());
   const auto* p = static_cast<const uint8_t*>(data);
   r->owned_.assign(p, p + size);
@@ -121,13 +136,12 @@ Status SafetensorsReader::Parse(const std::string& origin) {
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = header_len << 8 | base_[i];  // little endian
   if (header_len > kMaxHeaderBytes) {
-    return InvalidArgumentError(origin + ": header length " + std::to_string(header_len) +
-                                " exceeds the " + std::to_string(kMaxHeaderBytes) +
-                                "-byte limit");
+    return InvalidArgumentError(origin + ": header length " + std::to_string(header_len) + " exceeds the " +
+                                std::to_string(kMaxHeaderBytes) + "-byte limit");
   }
   if (header_len > size_ - 8) {
-    return DataLossError(origin + ": header length " + std::to_string(header_len) +
-                         " runs past the end of the file (" + std::to_string(size_) + " bytes)");
+    return DataLossError(origin + ": header length " + std::to_string(header_len) + " runs past the end of the file (" +
+                         std::to_string(size_) + " bytes)");
   }
   data_ = base_ + 8 + header_len;
   const size_t data_size = size_ - 8 - header_len;
@@ -144,16 +158,14 @@ Status SafetensorsReader::Parse(const std::string& origin) {
       if (!v.is_object()) return InvalidArgumentError(origin + ": __metadata__ is not an object");
       for (auto m = v.begin(); m != v.end(); ++m) {
         if (!m.value().is_string()) {
-          return InvalidArgumentError(origin + ": __metadata__ value '" + m.key() +
-                                      "' is not a string");
+          return InvalidArgumentError(origin + ": __metadata__ value '" + m.key() + "' is not a string");
         }
         metadata_[m.key()] = m.value().get<std::string>();
       }
       continue;
     }
     const std::string where = origin + ": tensor '" + name + "'";
-    if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") ||
-        !v.contains("data_offsets")) {
+    if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") || !v.contains("data_offsets")) {
       return InvalidArgumentError(where + " lacks dtype, shape or data_offsets");
     }
     TensorInfo info;
@@ -169,15 +181,13 @@ Status SafetensorsReader::Parse(const std::string& origin) {
         return InvalidArgumentError(where + ": shape entries must be non-negative integers");
       }
       uint64_t dim = d.get<uint64_t>();
-      if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
-          MulOverflow(numel, dim, &numel)) {
+      if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) || MulOverflow(numel, dim, &numel)) {
         return InvalidArgumentError(where + ": shape overflows");
       }
       info.shape.push_back(static_cast<int64_t>(dim));
     }
     const auto& off = v["data_offsets"];
-    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
-        !off[1].is_number_unsigned()) {
+    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned()) {
       return InvalidArgumentError(where + ": data_offsets must be two non-negative integers");
     }
     uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
@@ -186,14 +196,13 @@ Status SafetensorsReader::Parse(const std::string& origin) {
       return InvalidArgumentError(where + ": byte size overflows");
     }
     if (begin > end || end - begin != expected) {
-      return InvalidArgumentError(where + ": data_offsets [" + std::to_string(begin) + ", " +
-                                  std::to_string(end) + ") do not match " + std::to_string(expected) +
-                                  " bytes of " + DTypeName(info.dtype) + " data for its shape");
+      return InvalidArgumentError(where + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+                                  ") do not match " + std::to_string(expected) + " bytes of " + DTypeName(info.dtype) +
+                                  " data for its shape");
     }
     if (end > data_size) {
-      return DataLossError(where + ": data ends at byte " + std::to_string(end) +
-                           " but the file holds only " + std::to_string(data_size) +
-                           " data bytes (truncated file?)");
+      return DataLossError(where + ": data ends at byte " + std::to_string(end) + " but the file holds only " +
+                           std::to_string(data_size) + " data bytes (truncated file?)");
     }
     info.offset = begin;
     info.nbytes = expected;

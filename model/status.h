@@ -52,24 +52,14 @@ class [[nodiscard]] Status {
 };
 
 inline Status OkStatus() { return Status(); }
-inline Status InvalidArgumentError(std::string m) {
-  return Status(StatusCode::kInvalidArgument, std::move(m));
-}
+inline Status InvalidArgumentError(std::string m) { return Status(StatusCode::kInvalidArgument, std::move(m)); }
 inline Status NotFoundError(std::string m) { return Status(StatusCode::kNotFound, std::move(m)); }
 inline Status DataLossError(std::string m) { return Status(StatusCode::kDataLoss, std::move(m)); }
 inline Status InternalError(std::string m) { return Status(StatusCode::kInternal, std::move(m)); }
-inline Status UnimplementedError(std::string m) {
-  return Status(StatusCode::kUnimplemented, std::move(m));
-}
-inline Status ResourceExhaustedError(std::string m) {
-  return Status(StatusCode::kResourceExhausted, std::move(m));
-}
-inline Status UnavailableError(std::string m) {
-  return Status(StatusCode::kUnavailable, std::move(m));
-}
-inline Status FailedPreconditionError(std::string m) {
-  return Status(StatusCode::kFailedPrecondition, std::move(m));
-}
+inline Status UnimplementedError(std::string m) { return Status(StatusCode::kUnimplemented, std::move(m)); }
+inline Status ResourceExhaustedError(std::string m) { return Status(StatusCode::kResourceExhausted, std::move(m)); }
+inline Status UnavailableError(std::string m) { return Status(StatusCode::kUnavailable, std::move(m)); }
+inline Status FailedPreconditionError(std::string m) { return Status(StatusCode::kFailedPrecondition, std::move(m)); }
 
 // Either a value or a non-OK Status.
 template <typename T>
@@ -94,10 +84,10 @@ class [[nodiscard]] StatusOr {
 
 }  // namespace upp::model
 
-#define UPP_RETURN_IF_ERROR(expr)          \
-  do {                                     \
-    ::upp::model::Status _st = (expr);     \
-    if (!_st.ok()) return _st;             \
+#define UPP_RETURN_IF_ERROR(expr)      \
+  do {                                 \
+    ::upp::model::Status _st = (expr); \
+    if (!_st.ok()) return _st;         \
   } while (0)
 
 #endif  // UPP_MODEL_STATUS_H_

@@ -1,9 +1,9 @@
 #include "model/unetrpp.h"
 
-#include "model/onednn.h"
-
 #include <cmath>
 #include <unordered_set>
+
+#include "model/onednn.h"
 
 namespace upp::model {
 namespace {
@@ -12,8 +12,8 @@ constexpr double kNormEps = 1e-5;
 constexpr double kLeakySlope = 0.01;
 using A3 = std::array<int64_t, 3>;
 
-torch::Tensor RegisterUniform(torch::nn::Module& m, const std::string& name,
-                              std::vector<int64_t> shape, int64_t fan_in) {
+torch::Tensor RegisterUniform(torch::nn::Module& m, const std::string& name, std::vector<int64_t> shape,
+                              int64_t fan_in) {
   // PyTorch's default init for conv/linear (kaiming_uniform with a = sqrt(5)).
   const double bound = 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(fan_in, 1)));
   return m.register_parameter(name, torch::empty(shape).uniform_(-bound, bound));
@@ -24,8 +24,7 @@ torch::Tensor RegisterUniform(torch::nn::Module& m, const std::string& name,
 // eps); ATen's group_norm kernel is much faster on CPU than instance_norm,
 // which goes through batch_norm on a reshaped (1, B*C, ...) view.
 torch::Tensor InstanceNorm(const torch::Tensor& x, bool differentiable = false) {
-  if (!differentiable && x.is_cpu() && x.scalar_type() == torch::kFloat32)
-    return onednn::InstanceNorm(x, kNormEps);
+  if (!differentiable && x.is_cpu() && x.scalar_type() == torch::kFloat32) return onednn::InstanceNorm(x, kNormEps);
   return torch::group_norm(x.contiguous(), x.size(1), {}, {}, kNormEps);
 }
 
@@ -43,8 +42,8 @@ ConvLayerImpl::ConvLayerImpl(Kind kind, int64_t in, int64_t out, std::array<int6
     : kind_(kind), kernel_(kernel), stride_(stride) {
   // MONAI's get_padding: (kernel - stride + 1) / 2, rounded down.
   for (int i = 0; i < 3; ++i) padding_[i] = (kernel[i] - stride[i] + 1) / 2;
-  auto holder = register_module("conv", std::make_shared<torch::nn::Module>(
-                                            kind == Kind::kConv ? "Conv3d" : "ConvTranspose3d"));
+  auto holder =
+      register_module("conv", std::make_shared<torch::nn::Module>(kind == Kind::kConv ? "Conv3d" : "ConvTranspose3d"));
   const int64_t k = kernel[0] * kernel[1] * kernel[2];
   if (kind == Kind::kConv) {
     weight_ = RegisterUniform(*holder, "weight", {out, in, kernel[0], kernel[1], kernel[2]}, in * k);
@@ -74,8 +73,7 @@ torch::Tensor ConvLayerImpl::TransposedAdd(const torch::Tensor& x, const torch::
   // interleaves the taps. ATen's CPU ConvTranspose3d takes a slow col2vol
   // route instead. The shuffle is a strided view that the skip addition reads
   // directly, so the upsampled tensor is written once.
-  TORCH_CHECK(kind_ == Kind::kTransposed && kernel_ == stride_,
-              "transposed conv supports kernel == stride only");
+  TORCH_CHECK(kind_ == Kind::kTransposed && kernel_ == stride_, "transposed conv supports kernel == stride only");
   if (Differentiable(*this)) {
     auto y = torch::conv_transpose3d(x, weight_, bias_, std::vector<int64_t>(stride_.begin(), stride_.end()));
     return skip.defined() ? y + skip : y;
@@ -107,8 +105,7 @@ torch::Tensor ConvLayerImpl::TransposedAdd(const torch::Tensor& x, const torch::
   return y;
 }
 
-torch::Tensor PointwiseConv(const torch::Tensor& x, const torch::Tensor& weight,
-                            const torch::Tensor& bias) {
+torch::Tensor PointwiseConv(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   const int64_t b = x.size(0), cin = x.size(1), cout = weight.size(0);
   const int64_t d = x.size(2), h = x.size(3), w = x.size(4);
   auto w2 = weight.to(x.scalar_type()).view({cout, cin});
@@ -177,15 +174,13 @@ ResBlockImpl::ResBlockImpl(int64_t in, int64_t out, Norm norm) : norm_(norm) {
   if (in != out) {
     conv3_ = register_module("conv3", ConvLayer(K::kConv, in, out, A3{1, 1, 1}, A3{1, 1, 1}, false));
     if (norm == Norm::kBatch) {
-      norm3_ = register_module("norm3",
-                               torch::nn::BatchNorm3d(torch::nn::BatchNorm3dOptions(out).eps(kNormEps)));
+      norm3_ = register_module("norm3", torch::nn::BatchNorm3d(torch::nn::BatchNorm3dOptions(out).eps(kNormEps)));
     }
   }
 }
 
 torch::Tensor ResBlockImpl::Normalize(const torch::Tensor& x, const torch::nn::BatchNorm3d& bn) {
-  if (Differentiable(*this))
-    return norm_ == Norm::kInstance ? InstanceNorm(x, true) : bn.ptr()->forward(x);
+  if (Differentiable(*this)) return norm_ == Norm::kInstance ? InstanceNorm(x, true) : bn.ptr()->forward(x);
   if (norm_ == Norm::kInstance) return InstanceNorm(x);
   return torch::batch_norm(x, bn->weight, bn->bias, bn->running_mean, bn->running_var,
                            /*training=*/false, /*momentum=*/0.1, kNormEps,
@@ -201,8 +196,7 @@ void ResBlockImpl::PrepareForInference(torch::ScalarType conv_dtype) {
   // conv (no bias) then eval-mode BN == conv with weight * s and bias t, where
   // s = gamma / sqrt(var + eps) and t = beta - mean * s (per output channel).
   auto fold = [conv_dtype](const ConvLayer& conv, const torch::nn::BatchNorm3d& bn) {
-    auto s = bn->weight.to(torch::kFloat32) /
-             torch::sqrt(bn->running_var.to(torch::kFloat32) + kNormEps);
+    auto s = bn->weight.to(torch::kFloat32) / torch::sqrt(bn->running_var.to(torch::kFloat32) + kNormEps);
     auto t = bn->bias.to(torch::kFloat32) - bn->running_mean.to(torch::kFloat32) * s;
     auto w = conv->weight().to(torch::kFloat32) * s.view({-1, 1, 1, 1, 1});
     return std::make_pair(w.to(conv_dtype).contiguous(), t.to(conv_dtype));
@@ -247,8 +241,7 @@ EpaImpl::EpaImpl(const ModelConfig& config, int64_t tokens, int64_t channels, in
     // The reference initialises EF with U(-1/sqrt(P), 1/sqrt(P)).
     ef_ = RegisterUniform(*this, "EF", {tokens, proj}, proj);
   }
-  qkvv_ = register_module("qkvv",
-                          torch::nn::Linear(torch::nn::LinearOptions(channels, 4 * channels).bias(false)));
+  qkvv_ = register_module("qkvv", torch::nn::Linear(torch::nn::LinearOptions(channels, 4 * channels).bias(false)));
   if (projection_ == Projection::kSharedLinear) {
     e_ = register_module("E", torch::nn::Linear(tokens, proj));
     f_ = e_;
@@ -305,8 +298,7 @@ torch::Tensor EpaImpl::ForwardReference(const torch::Tensor& x) {
   auto attn_sa = torch::softmax(torch::matmul(q.transpose(-2, -1), k_proj) * temperature2_, -1);
   // (B, h, N, d) -> (B, d, h, N) -> (B, N, C): the reference's reshape, which
   // does not merge heads the usual way; trained weights depend on it.
-  auto x_sa =
-      torch::matmul(attn_sa, v_proj.transpose(-2, -1)).permute({0, 3, 1, 2}).reshape({b, n, c});
+  auto x_sa = torch::matmul(attn_sa, v_proj.transpose(-2, -1)).permute({0, 3, 1, 2}).reshape({b, n, c});
 
   if (fusion_ == Fusion::kSum) return x_ca + x_sa;
   return torch::cat({out_proj_->forward(x_sa), out_proj2_->forward(x_ca)}, -1);
@@ -333,7 +325,7 @@ torch::Tensor EpaImpl::ForwardOne(const torch::Tensor& y) {
   // One Gram matrix of the q|k columns gives both the channel-attention
   // logits (its q-k block) and the squared token-axis norms (its diagonal).
   auto yqk = y.narrow(1, 0, 2 * c);
-  auto gram = onednn::Matmul(yqk.t(), yqk);  // (2C, 2C)
+  auto gram = onednn::Matmul(yqk.t(), yqk);              // (2C, 2C)
   auto norms = gram.diagonal().sqrt().clamp_min(1e-12);  // F.normalize: x / max(|x|, eps)
   auto q_norm = norms.narrow(0, 0, c), k_norm = norms.narrow(0, c, c);
 
@@ -341,7 +333,7 @@ torch::Tensor EpaImpl::ForwardOne(const torch::Tensor& y) {
   auto g = gram.narrow(0, 0, c).narrow(1, c, c);  // q^T k, (C, C); head blocks on the diagonal
   auto blocks = torch::diagonal(g.reshape({h, d, h, d}), 0, 0, 2).permute({2, 0, 1});  // (h, d, d)
   blocks = blocks / (q_norm.view({h, d, 1}) * k_norm.view({h, 1, d})) * temperature_;
-  auto attn_ca = torch::softmax(blocks, -1);  // (h, d, d)
+  auto attn_ca = torch::softmax(blocks, -1);                                    // (h, d, d)
   auto x_ca = onednn::Matmul(yv_ca, torch::block_diag(attn_ca.unbind(0)).t());  // (N, C)
 
   // Spatial attention.
@@ -354,8 +346,8 @@ torch::Tensor EpaImpl::ForwardOne(const torch::Tensor& y) {
     v_proj = onednn::Matmul(yv_sa.t(), f_->weight.t(), f_->bias);
   }
   auto scale = temperature2_.view({h, 1}).expand({h, d}).reshape({c}) / q_norm;  // (C)
-  auto k_scaled = (k_proj * scale.view({c, 1})).contiguous();                  // (C, P)
-  auto x_sa = torch::empty({d, h, n}, y.options());  // the reference's (d, h, N) order
+  auto k_scaled = (k_proj * scale.view({c, 1})).contiguous();                    // (C, P)
+  auto x_sa = torch::empty({d, h, n}, y.options());                              // the reference's (d, h, N) order
   constexpr int64_t kChunk = 4096;  // tokens; (kChunk x P) floats stay in L2
   // Heads run in parallel; inside the loop ATen and BLAS run single-threaded.
   at::parallel_for(0, h, 1, [&](int64_t h0, int64_t h1) {
@@ -385,14 +377,12 @@ torch::Tensor EpaImpl::ForwardOne(const torch::Tensor& y) {
 
 // ---------------------------------------------------------------- TransformerBlock
 
-TransformerBlockImpl::TransformerBlockImpl(const ModelConfig& config, int64_t tokens,
-                                           int64_t channels, int64_t proj) {
+TransformerBlockImpl::TransformerBlockImpl(const ModelConfig& config, int64_t tokens, int64_t channels, int64_t proj) {
   // Registration order follows the reference so StateDict() matches its order:
   // own parameters (gamma, pos_embed) first, then norm, epa_block, conv51, conv52, conv8.
   gamma_ = register_parameter("gamma", torch::full({channels}, 1e-6));
   pos_embed_ = register_parameter("pos_embed", torch::zeros({1, tokens, channels}));
-  norm_ = register_module("norm",
-                          torch::nn::LayerNorm(torch::nn::LayerNormOptions({channels}).eps(kNormEps)));
+  norm_ = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({channels}).eps(kNormEps)));
   epa_ = register_module("epa_block", Epa(config, tokens, channels, proj));
   conv51_ = register_module("conv51", ResBlock(channels, channels, ResBlockImpl::Norm::kBatch));
   if (config.res_blocks_after_epa > 1) {
@@ -442,8 +432,7 @@ EncoderImpl::EncoderImpl(const ModelConfig& config) : config_(config) {
   for (int s = 0; s < 4; ++s) {
     torch::nn::ModuleList blocks;
     for (int64_t j = 0; j < config.depths[s]; ++j) {
-      blocks->push_back(TransformerBlock(config, config.StageTokens(s), config.StageDim(s),
-                                         config.proj_sizes[s]));
+      blocks->push_back(TransformerBlock(config, config.StageTokens(s), config.StageDim(s), config.proj_sizes[s]));
     }
     stages_->push_back(blocks);
     stage_blocks_.push_back(blocks);
@@ -465,10 +454,9 @@ std::vector<torch::Tensor> EncoderImpl::forward(const torch::Tensor& x) {
 
 // ---------------------------------------------------------------- UpBlock
 
-UpBlockImpl::UpBlockImpl(const ModelConfig& config, int64_t in, int64_t out,
-                         std::array<int64_t, 3> up, int64_t tokens, bool conv_decoder) {
-  transp_conv_ = register_module(
-      "transp_conv", ConvLayer(ConvLayerImpl::Kind::kTransposed, in, out, up, up, false));
+UpBlockImpl::UpBlockImpl(const ModelConfig& config, int64_t in, int64_t out, std::array<int64_t, 3> up, int64_t tokens,
+                         bool conv_decoder) {
+  transp_conv_ = register_module("transp_conv", ConvLayer(ConvLayerImpl::Kind::kTransposed, in, out, up, up, false));
   decoder_block_ = register_module("decoder_block", torch::nn::ModuleList());
   if (conv_decoder) {
     res_block_ = ResBlock(out, out, ResBlockImpl::Norm::kInstance);
@@ -492,8 +480,7 @@ torch::Tensor UpBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& 
 
 OutBlockImpl::OutBlockImpl(int64_t in, int64_t classes) {
   // UnetOutBlock.conv is a MONAI Convolution whose child "conv" is the Conv3d.
-  conv_ = register_module("conv", ConvLayer(ConvLayerImpl::Kind::kConv, in, classes, A3{1, 1, 1},
-                                            A3{1, 1, 1}, true));
+  conv_ = register_module("conv", ConvLayer(ConvLayerImpl::Kind::kConv, in, classes, A3{1, 1, 1}, A3{1, 1, 1}, true));
 }
 
 // ---------------------------------------------------------------- UnetrPP

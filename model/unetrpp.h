@@ -24,23 +24,21 @@
 namespace upp::model {
 
 // A 1x1x1 convolution as one matrix product per batch element (CPU).
-torch::Tensor PointwiseConv(const torch::Tensor& x, const torch::Tensor& weight,
-                            const torch::Tensor& bias);
+torch::Tensor PointwiseConv(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
 
 // MONAI's "Convolution" wrapper: a module whose only child is "conv".
 // Kernel == stride for the transposed/strided cases used by UNETR++.
 class ConvLayerImpl : public torch::nn::Module {
  public:
   enum class Kind { kConv, kTransposed };
-  ConvLayerImpl(Kind kind, int64_t in, int64_t out, std::array<int64_t, 3> kernel,
-                std::array<int64_t, 3> stride, bool bias);
+  ConvLayerImpl(Kind kind, int64_t in, int64_t out, std::array<int64_t, 3> kernel, std::array<int64_t, 3> stride,
+                bool bias);
   torch::Tensor forward(const torch::Tensor& x);
   // Transposed layers only: the layer's output plus `skip` (same shape as the
   // output), computed in one pass; an undefined skip adds nothing.
   torch::Tensor TransposedAdd(const torch::Tensor& x, const torch::Tensor& skip) const;
   // The layer's convolution with other weights (e.g. batch norm folded in).
-  torch::Tensor Conv(const torch::Tensor& x, const torch::Tensor& weight,
-                     const torch::Tensor& bias) const;
+  torch::Tensor Conv(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) const;
   // Inference only: run the convolution in `dtype` (weights converted once,
   // inputs converted per call, outputs returned in the input's dtype).
   void SetComputeDtype(torch::ScalarType dtype);
@@ -93,8 +91,7 @@ class EpaImpl : public torch::nn::Module {
   Projection projection_;
   Fusion fusion_;
   torch::Tensor temperature_, temperature2_, ef_;
-  torch::nn::Linear qkvv_{nullptr}, e_{nullptr}, f_{nullptr}, out_proj_{nullptr},
-      out_proj2_{nullptr};
+  torch::nn::Linear qkvv_{nullptr}, e_{nullptr}, f_{nullptr}, out_proj_{nullptr}, out_proj2_{nullptr};
 };
 TORCH_MODULE(Epa);
 
@@ -138,8 +135,8 @@ TORCH_MODULE(Encoder);
 // blocks, or (last decoder) one instance-norm residual block.
 class UpBlockImpl : public torch::nn::Module {
  public:
-  UpBlockImpl(const ModelConfig& config, int64_t in, int64_t out, std::array<int64_t, 3> up,
-              int64_t tokens, bool conv_decoder);
+  UpBlockImpl(const ModelConfig& config, int64_t in, int64_t out, std::array<int64_t, 3> up, int64_t tokens,
+              bool conv_decoder);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& skip);
 
  private:

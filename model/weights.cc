@@ -13,33 +13,54 @@ namespace {
 
 torch::ScalarType ToTorch(DType d) {
   switch (d) {
-    case DType::kF64: return torch::kFloat64;
-    case DType::kF32: return torch::kFloat32;
-    case DType::kF16: return torch::kFloat16;
-    case DType::kBF16: return torch::kBFloat16;
-    case DType::kI64: return torch::kInt64;
-    case DType::kI32: return torch::kInt32;
-    case DType::kI16: return torch::kInt16;
-    case DType::kI8: return torch::kInt8;
-    case DType::kU8: return torch::kUInt8;
-    case DType::kBool: return torch::kBool;
+    case DType::kF64:
+      return torch::kFloat64;
+    case DType::kF32:
+      return torch::kFloat32;
+    case DType::kF16:
+      return torch::kFloat16;
+    case DType::kBF16:
+      return torch::kBFloat16;
+    case DType::kI64:
+      return torch::kInt64;
+    case DType::kI32:
+      return torch::kInt32;
+    case DType::kI16:
+      return torch::kInt16;
+    case DType::kI8:
+      return torch::kInt8;
+    case DType::kU8:
+      return torch::kUInt8;
+    case DType::kBool:
+      return torch::kBool;
   }
   return torch::kFloat32;
 }
 
 StatusOr<DType> FromTorch(torch::ScalarType t) {
   switch (t) {
-    case torch::kFloat64: return DType::kF64;
-    case torch::kFloat32: return DType::kF32;
-    case torch::kFloat16: return DType::kF16;
-    case torch::kBFloat16: return DType::kBF16;
-    case torch::kInt64: return DType::kI64;
-    case torch::kInt32: return DType::kI32;
-    case torch::kInt16: return DType::kI16;
-    case torch::kInt8: return DType::kI8;
-    case torch::kUInt8: return DType::kU8;
-    case torch::kBool: return DType::kBool;
-    default: return InvalidArgumentError(std::string("cannot store dtype ") + c10::toString(t));
+    case torch::kFloat64:
+      return DType::kF64;
+    case torch::kFloat32:
+      return DType::kF32;
+    case torch::kFloat16:
+      return DType::kF16;
+    case torch::kBFloat16:
+      return DType::kBF16;
+    case torch::kInt64:
+      return DType::kI64;
+    case torch::kInt32:
+      return DType::kI32;
+    case torch::kInt16:
+      return DType::kI16;
+    case torch::kInt8:
+      return DType::kI8;
+    case torch::kUInt8:
+      return DType::kU8;
+    case torch::kBool:
+      return DType::kBool;
+    default:
+      return InvalidArgumentError(std::string("cannot store dtype ") + c10::toString(t));
   }
 }
 
@@ -55,8 +76,7 @@ torch::Tensor View(const SafetensorsReader& reader, const TensorInfo& info) {
     std::memcpy(t.data_ptr(), p, info.nbytes);
     return t;
   }
-  return torch::from_blob(const_cast<uint8_t*>(p), info.shape,
-                          torch::TensorOptions().dtype(dtype));
+  return torch::from_blob(const_cast<uint8_t*>(p), info.shape, torch::TensorOptions().dtype(dtype));
 }
 
 std::string ShapeString(c10::IntArrayRef s) {
@@ -67,9 +87,7 @@ std::string ShapeString(c10::IntArrayRef s) {
   return os.str();
 }
 
-bool IsDeepSupervision(const std::string& name) {
-  return name.rfind("out2.", 0) == 0 || name.rfind("out3.", 0) == 0;
-}
+bool IsDeepSupervision(const std::string& name) { return name.rfind("out2.", 0) == 0 || name.rfind("out3.", 0) == 0; }
 
 }  // namespace
 
@@ -89,8 +107,7 @@ StatusOr<torch::Tensor> ReadTensorAsFloat(const SafetensorsReader& reader, const
   }
 }
 
-Status WriteSafetensors(const std::string& path,
-                        const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+Status WriteSafetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                         const std::map<std::string, std::string>& metadata) {
   try {
     nlohmann::ordered_json header;
@@ -102,9 +119,7 @@ Status WriteSafetensors(const std::string& path,
       if (!dtype.ok()) return InvalidArgumentError("tensor '" + name + "': " + dtype.status().message());
       auto c = t.detach().to(torch::kCPU).contiguous();
       const uint64_t n = c.numel() * c.element_size();
-      header[name] = {{"dtype", DTypeName(*dtype)},
-                      {"shape", c.sizes().vec()},
-                      {"data_offsets", {offset, offset + n}}};
+      header[name] = {{"dtype", DTypeName(*dtype)}, {"shape", c.sizes().vec()}, {"data_offsets", {offset, offset + n}}};
       offset += n;
       data.push_back(std::move(c));
     }
@@ -131,16 +146,15 @@ Status WriteSafetensors(const std::string& path,
 
 std::string LoadReport::Summary() const {
   std::ostringstream os;
-  os << missing.size() << " missing, " << unexpected.size() << " unexpected, "
-     << mismatched.size() << " mismatched";
+  os << missing.size() << " missing, " << unexpected.size() << " unexpected, " << mismatched.size() << " mismatched";
   for (const auto& k : missing) os << "\n  missing key: " << k;
   for (const auto& k : unexpected) os << "\n  unexpected key: " << k;
   for (const auto& k : mismatched) os << "\n  shape mismatch: " << k;
   return os.str();
 }
 
-Status LoadWeights(torch::nn::Module& module, const SafetensorsReader& reader,
-                   const LoadOptions& options, LoadReport* report_out) {
+Status LoadWeights(torch::nn::Module& module, const SafetensorsReader& reader, const LoadOptions& options,
+                   LoadReport* report_out) {
   LoadReport report;
   try {
     torch::NoGradGuard no_grad;
@@ -155,12 +169,11 @@ Status LoadWeights(torch::nn::Module& module, const SafetensorsReader& reader,
         continue;
       }
       const bool float_dst = dst.is_floating_point();
-      const bool float_src = info->dtype == DType::kF64 || info->dtype == DType::kF32 ||
-                             info->dtype == DType::kF16 || info->dtype == DType::kBF16;
+      const bool float_src = info->dtype == DType::kF64 || info->dtype == DType::kF32 || info->dtype == DType::kF16 ||
+                             info->dtype == DType::kBF16;
       if (c10::IntArrayRef(info->shape) != dst.sizes() || float_dst != float_src) {
-        report.mismatched.push_back(name + ": file " + ShapeString(info->shape) + " " +
-                                    DTypeName(info->dtype) + " vs model " +
-                                    ShapeString(dst.sizes()) + " " + c10::toString(dst.scalar_type()));
+        report.mismatched.push_back(name + ": file " + ShapeString(info->shape) + " " + DTypeName(info->dtype) +
+                                    " vs model " + ShapeString(dst.sizes()) + " " + c10::toString(dst.scalar_type()));
         continue;
       }
       dst.copy_(View(reader, *info));  // converts dtype and device in one pass

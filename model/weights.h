@@ -26,8 +26,7 @@ StatusOr<torch::Tensor> ReadTensor(const SafetensorsReader& reader, const Tensor
 StatusOr<torch::Tensor> ReadTensorAsFloat(const SafetensorsReader& reader, const TensorInfo& info);
 
 // Writes tensors (any device; copied to CPU, contiguous) in the given order.
-Status WriteSafetensors(const std::string& path,
-                        const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+Status WriteSafetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                         const std::map<std::string, std::string>& metadata = {});
 
 struct LoadOptions {
@@ -54,8 +53,8 @@ struct LoadReport {
 // parameter's dtype; each tensor is copied once, from the mapping into place.
 // With strict options any problem fails the load and nothing is guaranteed
 // about partially copied weights (reload or discard the module).
-Status LoadWeights(torch::nn::Module& module, const SafetensorsReader& reader,
-                   const LoadOptions& options, LoadReport* report = nullptr);
+Status LoadWeights(torch::nn::Module& module, const SafetensorsReader& reader, const LoadOptions& options,
+                   LoadReport* report = nullptr);
 
 }  // namespace upp::model
 

@@ -76,8 +76,7 @@ StatusOr<std::unique_ptr<WindowRunner>> WindowRunner::FromWeightsFile(const std:
   auto impl = std::make_unique<Impl>();
   impl->network = std::move(*network);
   impl->PickStream();
-  return std::unique_ptr<WindowRunner>(
-      new WindowRunner(std::move(impl), options, (*reader)->metadata()));
+  return std::unique_ptr<WindowRunner>(new WindowRunner(std::move(impl), options, (*reader)->metadata()));
 }
 
 StatusOr<std::unique_ptr<WindowRunner>> WindowRunner::FromConfig(const ModelConfig& config,
@@ -102,8 +101,7 @@ Status WindowRunner::Run(const float* input, int64_t batch, float* logits) {
     std::optional<c10::StreamGuard> on_stream;
     if (impl_->stream) on_stream.emplace(*impl_->stream);
     const torch::Tensor x = torch::from_blob(const_cast<float*>(input),
-                                             {batch, c.in_channels, c.patch[0], c.patch[1], c.patch[2]},
-                                             torch::kFloat);
+                                             {batch, c.in_channels, c.patch[0], c.patch[1], c.patch[2]}, torch::kFloat);
     auto out = impl_->network->Forward(x);
     if (!out.ok()) return out.status();
     torch::from_blob(logits, {batch, c.num_classes, c.patch[0], c.patch[1], c.patch[2]}, torch::kFloat)

@@ -47,8 +47,7 @@ class WindowRunner {
 
  private:
   struct Impl;
-  WindowRunner(std::unique_ptr<Impl> impl, RunnerOptions options,
-               std::map<std::string, std::string> metadata);
+  WindowRunner(std::unique_ptr<Impl> impl, RunnerOptions options, std::map<std::string, std::string> metadata);
   std::unique_ptr<Impl> impl_;
   RunnerOptions options_;
   std::map<std::string, std::string> metadata_;

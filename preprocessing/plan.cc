@@ -2,9 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -20,9 +19,12 @@ absl::Status Bad(const std::string& field, const std::string& what) {
 
 const char* SchemeName(ChannelNormalization::Scheme s) {
   switch (s) {
-    case ChannelNormalization::Scheme::kCT: return "ct";
-    case ChannelNormalization::Scheme::kZScore: return "zscore";
-    case ChannelNormalization::Scheme::kNone: return "none";
+    case ChannelNormalization::Scheme::kCT:
+      return "ct";
+    case ChannelNormalization::Scheme::kZScore:
+      return "zscore";
+    case ChannelNormalization::Scheme::kNone:
+      return "none";
   }
   return "?";
 }
@@ -30,13 +32,20 @@ const char* SchemeName(ChannelNormalization::Scheme s) {
 // The BTCV / Synapse label table (names as in the BTCV challenge), with
 // distinguishable colours.
 const LabelInfo kBtcvLabels[] = {
-    {0, "background", {0, 0, 0}},          {1, "spleen", {157, 108, 162}},
-    {2, "right kidney", {185, 102, 83}},   {3, "left kidney", {185, 102, 83}},
-    {4, "gallbladder", {139, 150, 98}},    {5, "esophagus", {211, 171, 143}},
-    {6, "liver", {221, 130, 101}},         {7, "stomach", {216, 132, 105}},
-    {8, "aorta", {224, 97, 76}},           {9, "inferior vena cava", {0, 151, 206}},
-    {10, "portal and splenic vein", {0, 112, 165}}, {11, "pancreas", {249, 180, 111}},
-    {12, "right adrenal gland", {244, 214, 49}},     {13, "left adrenal gland", {244, 214, 49}},
+    {0, "background", {0, 0, 0}},
+    {1, "spleen", {157, 108, 162}},
+    {2, "right kidney", {185, 102, 83}},
+    {3, "left kidney", {185, 102, 83}},
+    {4, "gallbladder", {139, 150, 98}},
+    {5, "esophagus", {211, 171, 143}},
+    {6, "liver", {221, 130, 101}},
+    {7, "stomach", {216, 132, 105}},
+    {8, "aorta", {224, 97, 76}},
+    {9, "inferior vena cava", {0, 151, 206}},
+    {10, "portal and splenic vein", {0, 112, 165}},
+    {11, "pancreas", {249, 180, 111}},
+    {12, "right adrenal gland", {244, 214, 49}},
+    {13, "left adrenal gland", {244, 214, 49}},
 };
 
 }  // namespace
@@ -45,13 +54,11 @@ absl::Status Plan::Validate() const {
   for (int a = 0; a < 3; ++a) {
     if (!std::isfinite(target_spacing[a]) || target_spacing[a] <= 0 || target_spacing[a] > 1e4)
       return Bad("target_spacing", absl::StrCat("axis ", a, " must be finite and > 0"));
-    if (patch[a] < 1 || patch[a] > 4096)
-      return Bad("patch", absl::StrCat("axis ", a, " must be in [1, 4096]"));
+    if (patch[a] < 1 || patch[a] > 4096) return Bad("patch", absl::StrCat("axis ", a, " must be in [1, 4096]"));
   }
   std::array<int, 3> sorted = transpose;
   std::sort(sorted.begin(), sorted.end());
-  if (sorted != std::array<int, 3>{0, 1, 2})
-    return Bad("transpose", "must be a permutation of 0, 1, 2");
+  if (sorted != std::array<int, 3>{0, 1, 2}) return Bad("transpose", "must be a permutation of 0, 1, 2");
   if (normalization.empty() || normalization.size() > 16)
     return Bad("normalization", "needs one entry per input channel (1 to 16)");
   for (size_t c = 0; c < normalization.size(); ++c) {
@@ -79,8 +86,7 @@ absl::Status Plan::Validate() const {
   for (const auto& l : labels) {
     if (l.value < 0 || l.value >= num_classes)
       return Bad("labels", absl::StrCat("value ", l.value, " is not a class (0..", num_classes - 1, ")"));
-    if (!values.insert(l.value).second)
-      return Bad("labels", absl::StrCat("value ", l.value, " is listed twice"));
+    if (!values.insert(l.value).second) return Bad("labels", absl::StrCat("value ", l.value, " is listed twice"));
   }
   return absl::OkStatus();
 }
@@ -121,8 +127,8 @@ absl::StatusOr<Plan> Plan::FromJson(const std::string& text) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return Bad("json", "not a JSON object");
   static const std::set<std::string> kKnown = {
-      "target_spacing", "transpose", "normalization", "crop_to_nonzero", "patch", "step",
-      "min_step", "gaussian_sigma_scale", "mirror_axes", "anisotropy_threshold", "num_classes", "labels"};
+      "target_spacing",       "transpose",   "normalization",        "crop_to_nonzero", "patch", "step", "min_step",
+      "gaussian_sigma_scale", "mirror_axes", "anisotropy_threshold", "num_classes",     "labels"};
   for (const auto& [key, value] : j.items())
     if (!kKnown.count(key)) return Bad(key, "unknown field");
   Plan plan;
@@ -188,9 +194,8 @@ absl::StatusOr<Plan> Plan::FromMetadata(const std::map<std::string, std::string>
   return FromJson(it->second);
 }
 
-absl::StatusOr<Plan> PlanForNetwork(const std::string& plan_json,
-                                    const std::map<std::string, std::string>& metadata, int num_classes,
-                                    std::array<int64_t, 3> patch, int input_channels) {
+absl::StatusOr<Plan> PlanForNetwork(const std::string& plan_json, const std::map<std::string, std::string>& metadata,
+                                    int num_classes, std::array<int64_t, 3> patch, int input_channels) {
   absl::StatusOr<Plan> plan = plan_json.empty() ? Plan::FromMetadata(metadata) : Plan::FromJson(plan_json);
   if (plan_json.empty() && plan.status().code() == absl::StatusCode::kNotFound)
     plan = DefaultCtPlan(num_classes, patch, input_channels);
@@ -213,9 +218,10 @@ Plan DefaultCtPlan(int num_classes, std::array<int64_t, 3> patch, int input_chan
   for (const auto& l : kBtcvLabels)
     if (l.value < num_classes) plan.labels.push_back(l);
   for (int v = static_cast<int>(plan.labels.size()); v < num_classes; ++v)
-    plan.labels.push_back({v, absl::StrCat("label ", v),
-                           {static_cast<uint8_t>(37 * v), static_cast<uint8_t>(91 * v),
-                            static_cast<uint8_t>(173 * v)}});
+    plan.labels.push_back(
+        {v,
+         absl::StrCat("label ", v),
+         {static_cast<uint8_t>(37 * v), static_cast<uint8_t>(91 * v), static_cast<uint8_t>(173 * v)}});
   return plan;
 }
 

@@ -49,7 +49,7 @@ struct Plan {
   // transpose[a] (0 = z, 1 = y, 2 = x). A permutation of {0, 1, 2}.
   std::array<int, 3> transpose{0, 1, 2};
   std::vector<ChannelNormalization> normalization{ChannelNormalization{}};  // one per channel
-  bool crop_to_nonzero = true;  // crop to the bounding box of non-zero voxels first
+  bool crop_to_nonzero = true;                 // crop to the bounding box of non-zero voxels first
   std::array<int64_t, 3> patch{64, 128, 128};  // window size, (D, H, W)
   double step = 0.5;                           // window step, fraction of the patch, (0, 1]
   // The smallest step a request may ask for (below the plan's own step, the
@@ -57,8 +57,8 @@ struct Plan {
   // so a step of 1e-4 would ask for 10^12 windows.
   double min_step = 0.25;
   double StepFloor() const { return std::min(min_step, step); }
-  double gaussian_sigma_scale = 0.125;         // sigma = patch * scale
-  std::vector<int> mirror_axes;                // test-time flips, subset of {0, 1, 2} (D, H, W)
+  double gaussian_sigma_scale = 0.125;  // sigma = patch * scale
+  std::vector<int> mirror_axes;         // test-time flips, subset of {0, 1, 2} (D, H, W)
   // Separate in-plane / out-of-plane resampling (nearest neighbour along the
   // coarse axis) when max spacing / min spacing exceeds this (nnU-Net: 3).
   double anisotropy_threshold = 3.0;
@@ -79,17 +79,15 @@ struct Plan {
 // metadata ("unetrpp_plan"), else DefaultCtPlan() for the network's classes,
 // patch and channels. INVALID_ARGUMENT when the plan is invalid or its patch,
 // classes or channels differ from the network's.
-absl::StatusOr<Plan> PlanForNetwork(const std::string& plan_json,
-                                    const std::map<std::string, std::string>& metadata, int num_classes,
-                                    std::array<int64_t, 3> patch, int input_channels);
+absl::StatusOr<Plan> PlanForNetwork(const std::string& plan_json, const std::map<std::string, std::string>& metadata,
+                                    int num_classes, std::array<int64_t, 3> patch, int input_channels);
 
 // A CT plan in the shape of UNETR++'s Synapse (BTCV) model: 14 classes with
 // the BTCV organ names, 3 x 0.76 x 0.76 mm, patch 64 x 128 x 128. The
 // intensity statistics are generic soft-tissue CT values, not those of the
 // published training set (which were not published): a real checkpoint
 // brings its own plan.
-Plan DefaultCtPlan(int num_classes = 14, std::array<int64_t, 3> patch = {64, 128, 128},
-                   int input_channels = 1);
+Plan DefaultCtPlan(int num_classes = 14, std::array<int64_t, 3> patch = {64, 128, 128}, int input_channels = 1);
 
 }  // namespace upp::preprocessing
 

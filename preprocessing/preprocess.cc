@@ -12,9 +12,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double Seconds(Clock::time_point since) {
-  return std::chrono::duration<double>(Clock::now() - since).count();
-}
+double Seconds(Clock::time_point since) { return std::chrono::duration<double>(Clock::now() - since).count(); }
 
 }  // namespace
 
@@ -29,8 +27,8 @@ std::array<int64_t, 3> TensorSize(const imageio::Geometry& g, const std::array<i
 }
 
 std::array<int64_t, 3> PaddedGridBound(const imageio::Geometry& geometry, const Plan& plan) {
-  const auto grid = ResampledSize(TensorSize(geometry, plan.transpose),
-                                  TensorSpacing(geometry, plan.transpose), plan.target_spacing);
+  const auto grid =
+      ResampledSize(TensorSize(geometry, plan.transpose), TensorSpacing(geometry, plan.transpose), plan.target_spacing);
   std::array<int64_t, 3> padded;
   for (int a = 0; a < 3; ++a) padded[a] = std::max(grid[a], plan.patch[a]);
   return padded;
@@ -42,13 +40,11 @@ absl::StatusOr<Preprocessed> Preprocess(imageio::Volume volume, const Plan& p, t
   const auto& g = volume.geometry;
   auto start = Clock::now();
   // Zero-copy view of the caller's voxels, (C, z, y, x).
-  torch::Tensor x = torch::from_blob(volume.voxels.data(),
-                                     {volume.channels, g.size[2], g.size[1], g.size[0]},
-                                     torch::kFloat);
+  torch::Tensor x =
+      torch::from_blob(volume.voxels.data(), {volume.channels, g.size[2], g.size[1], g.size[0]}, torch::kFloat);
   for (int a = 0; a < 3; ++a) out.crop[a] = {0, x.size(a + 1)};
   if (p.crop_to_nonzero) out.crop = NonzeroBoundingBox(x);
-  for (int a = 0; a < 3; ++a)
-    x = x.narrow(a + 1, out.crop[a][0], out.crop[a][1] - out.crop[a][0]);
+  for (int a = 0; a < 3; ++a) x = x.narrow(a + 1, out.crop[a][0], out.crop[a][1] - out.crop[a][0]);
   x = x.permute({0, 1 + p.transpose[0], 1 + p.transpose[1], 1 + p.transpose[2]});
   for (int a = 0; a < 3; ++a) out.cropped_t[a] = x.size(a + 1);
   if (device != torch::kCPU) x = x.to(device);
@@ -60,7 +56,7 @@ absl::StatusOr<Preprocessed> Preprocess(imageio::Volume volume, const Plan& p, t
   // The accumulators are classes x grid floats: refuse a grid whose size
   // cannot even be formed (the server's admission refuses far smaller).
   if (!imageio::CheckedProduct({std::max(out.grid[0], p.patch[0]), std::max(out.grid[1], p.patch[1]),
-                       std::max(out.grid[2], p.patch[2]), p.num_classes, 4, volume.channels + 1}))
+                                std::max(out.grid[2], p.patch[2]), p.num_classes, 4, volume.channels + 1}))
     return absl::InvalidArgumentError("the resampled grid is too large (check the input's spacing)");
   out.modes = ResamplingModes(spacing, p.target_spacing, p.anisotropy_threshold);
   torch::Tensor nonzero;  // resampled non-zero mask, when a channel needs it

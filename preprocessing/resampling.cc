@@ -13,8 +13,7 @@ namespace upp::preprocessing {
 Taps ResamplingTaps(int64_t in_size, int64_t out_size, Interp mode) {
   // Computed in double on the host (a few hundred entries at most).
   const double scale = static_cast<double>(in_size) / static_cast<double>(out_size);
-  Taps t{std::vector<int64_t>(out_size), std::vector<int64_t>(out_size),
-         std::vector<float>(out_size, 0.0f)};
+  Taps t{std::vector<int64_t>(out_size), std::vector<int64_t>(out_size), std::vector<float>(out_size, 0.0f)};
   for (int64_t o = 0; o < out_size; ++o) {
     if (mode == Interp::kNearest) {
       t.i0[o] = t.i1[o] = std::min(static_cast<int64_t>(std::floor((o + 0.5) * scale)), in_size - 1);
@@ -40,9 +39,8 @@ torch::Tensor Resample1D(const torch::Tensor& x, int64_t dim, int64_t out_size, 
   const torch::Tensor idx1 = torch::from_blob(taps.i1.data(), {out_size}, long_opts).to(x.device());
   std::vector<int64_t> shape(x.dim(), 1);
   shape[dim] = out_size;
-  const torch::Tensor w = torch::from_blob(taps.w1.data(), {out_size}, torch::kFloat)
-                              .to(x.device(), x.scalar_type())
-                              .view(shape);
+  const torch::Tensor w =
+      torch::from_blob(taps.w1.data(), {out_size}, torch::kFloat).to(x.device(), x.scalar_type()).view(shape);
   // a + w * (b - a), in place on the gathered copy.
   return a.add_(w * (x.index_select(dim, idx1) - a));
 }
@@ -89,8 +87,7 @@ std::array<Interp, 3> ResamplingModes(const std::array<double, 3>& from_spacing,
   return modes;
 }
 
-std::array<int64_t, 3> ResampledSize(const std::array<int64_t, 3>& size,
-                                     const std::array<double, 3>& from_spacing,
+std::array<int64_t, 3> ResampledSize(const std::array<int64_t, 3>& size, const std::array<double, 3>& from_spacing,
                                      const std::array<double, 3>& to_spacing) {
   std::array<int64_t, 3> out;
   for (int a = 0; a < 3; ++a) {

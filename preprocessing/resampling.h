@@ -48,8 +48,7 @@ std::array<Interp, 3> ResamplingModes(const std::array<double, 3>& from_spacing,
 
 // The new grid size: round(size * from_spacing / to_spacing), at least 1,
 // rounding halves to even as numpy does; INT64_MAX where it would not fit.
-std::array<int64_t, 3> ResampledSize(const std::array<int64_t, 3>& size,
-                                     const std::array<double, 3>& from_spacing,
+std::array<int64_t, 3> ResampledSize(const std::array<int64_t, 3>& size, const std::array<double, 3>& from_spacing,
                                      const std::array<double, 3>& to_spacing);
 
 // Bounding box [begin, end) per axis (D, H, W) of voxels where any channel is

@@ -21,8 +21,7 @@ namespace {
 // Collects the first parse error with its position.
 class FirstError : public google::protobuf::io::ErrorCollector {
  public:
-  void AddError(int line, google::protobuf::io::ColumnNumber column,
-                const std::string& message) override {
+  void AddError(int line, google::protobuf::io::ColumnNumber column, const std::string& message) override {
     if (error_.empty()) error_ = absl::StrCat("line ", line + 1, ":", column + 1, ": ", message);
   }
   const std::string& error() const { return error_; }
@@ -116,8 +115,7 @@ absl::Status ValidateConfig(const unetrpp::v1::ServerConfig& c) {
   for (int i = 0; i < c.models_size(); ++i) {
     const auto& m = c.models(i);
     const std::string f = absl::StrCat("models[", i, "]");
-    if (m.name().empty() || m.name().size() > 64)
-      return Bad(f + ".name", "needs 1 to 64 characters");
+    if (m.name().empty() || m.name().size() > 64) return Bad(f + ".name", "needs 1 to 64 characters");
     for (char ch : m.name())
       if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.'))
         return Bad(f + ".name", "letters, digits, '-', '_' and '.' only");
@@ -127,24 +125,20 @@ absl::Status ValidateConfig(const unetrpp::v1::ServerConfig& c) {
       if (!ValidDevice(m.devices(d)))
         return Bad(absl::StrCat(f, ".devices[", d, "]"), "\"" + m.devices(d) + "\" is not cpu, cuda or cuda:N");
     if (m.instances_per_device() > 16) return Bad(f + ".instances_per_device", "at most 16");
-    if (m.precision() != "fp32" && m.precision() != "bf16")
-      return Bad(f + ".precision", "fp32 or bf16");
+    if (m.precision() != "fp32" && m.precision() != "bf16") return Bad(f + ".precision", "fp32 or bf16");
     // Refused rather than silently run in fp32: an operator who asked for bf16
     // is told at start, with the alternative, and the speed they get is the
     // speed they configured (docs/server.md).
     for (const auto& d : m.devices())
-      if (auto s = model::CheckPrecisionSupported(d, m.precision()); !s.ok())
-        return Bad(f + ".precision", s.message());
+      if (auto s = model::CheckPrecisionSupported(d, m.precision()); !s.ok()) return Bad(f + ".precision", s.message());
     if (m.modality() != "CT" && m.modality() != "MR") return Bad(f + ".modality", "CT or MR");
   }
   if (!names.count(c.default_model()))
     return Bad("default_model", "\"" + c.default_model() + "\" is not a configured model");
   if (c.batching().max_batch_size() > 256) return Bad("batching.max_batch_size", "at most 256");
-  if (c.batching().max_queue_delay_us() > 10'000'000)
-    return Bad("batching.max_queue_delay_us", "at most 10 s");
+  if (c.batching().max_queue_delay_us() > 10'000'000) return Bad("batching.max_queue_delay_us", "at most 10 s");
   if (c.cpu_threads() > 256) return Bad("cpu_threads", "at most 256");
-  if (c.drain_grace_seconds() < 0 || c.drain_grace_seconds() > 3600)
-    return Bad("drain_grace_seconds", "0 to 3600");
+  if (c.drain_grace_seconds() < 0 || c.drain_grace_seconds() > 3600) return Bad("drain_grace_seconds", "0 to 3600");
   if (c.tls().cert_file().empty() != c.tls().key_file().empty())
     return Bad("tls", "cert_file and key_file go together");
   if (!c.tls().client_ca_file().empty() && c.tls().cert_file().empty())

@@ -51,8 +51,7 @@ struct DeviceMemoryCollector::Nvml {
     by_pci = reinterpret_cast<decltype(by_pci)>(dlsym(library, "nvmlDeviceGetHandleByPciBusId_v2"));
     count = reinterpret_cast<decltype(count)>(dlsym(library, "nvmlDeviceGetCount_v2"));
     auto* stop = reinterpret_cast<decltype(shutdown)>(dlsym(library, "nvmlShutdown"));
-    if (!init || !by_index || !by_uuid || !by_pci || !count || !memory || !stop || init() != kNvmlSuccess)
-      return false;
+    if (!init || !by_index || !by_uuid || !by_pci || !count || !memory || !stop || init() != kNvmlSuccess) return false;
     shutdown = stop;  // only after a successful init
     return true;
   }
@@ -128,8 +127,8 @@ std::vector<prometheus::MetricFamily> DeviceMemoryCollector::Collect() const {
                                 "GPU memory in use on the device (all processes), from NVML",
                                 prometheus::MetricType::Gauge,
                                 {}};
-  prometheus::MetricFamily total{"upp_device_memory_total_bytes", "GPU memory of the device, from NVML",
-                                 prometheus::MetricType::Gauge, {}};
+  prometheus::MetricFamily total{
+      "upp_device_memory_total_bytes", "GPU memory of the device, from NVML", prometheus::MetricType::Gauge, {}};
   for (const Device& d : devices_) {
     NvmlMemory m{};
     if (nvml_->memory(d.handle, &m) != kNvmlSuccess) continue;

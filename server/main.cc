@@ -6,15 +6,14 @@
 // SIGTERM / SIGINT: health NOT_SERVING, new calls UNAVAILABLE, in-flight
 // calls get drain_grace_seconds, exit 0.
 #include <signal.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <spdlog/sinks/stdout_sinks.h>
-#include <spdlog/spdlog.h>
-
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <thread>
@@ -99,8 +98,7 @@ int main(int argc, char** argv) {
   upp::server::ApplyDefaults(config);
 
   auto logger = spdlog::stdout_logger_mt("unetrpp-serve");
-  if (config.logging().json())
-    logger->set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%e%z","level":"%l","message":"%v"})");
+  if (config.logging().json()) logger->set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%e%z","level":"%l","message":"%v"})");
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(config.logging().level()));
   spdlog::flush_on(spdlog::level::info);

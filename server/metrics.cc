@@ -17,18 +17,42 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   using prometheus::BuildCounter;
   using prometheus::BuildGauge;
   using prometheus::BuildHistogram;
-  requests_ = &BuildCounter().Name("upp_requests_total").Help("Segment requests by model and gRPC status code").Register(*registry_);
-  request_seconds_ = &BuildHistogram().Name("upp_request_duration_seconds").Help("Segment request latency, first message to status").Register(*registry_);
-  stage_seconds_ = &BuildHistogram().Name("upp_stage_duration_seconds").Help("Time per request stage (receive, decode, preprocess, queue_wait, inference, stitch, postprocess, encode, send)").Register(*registry_);
+  requests_ = &BuildCounter()
+                   .Name("upp_requests_total")
+                   .Help("Segment requests by model and gRPC status code")
+                   .Register(*registry_);
+  request_seconds_ = &BuildHistogram()
+                          .Name("upp_request_duration_seconds")
+                          .Help("Segment request latency, first message to status")
+                          .Register(*registry_);
+  stage_seconds_ = &BuildHistogram()
+                        .Name("upp_stage_duration_seconds")
+                        .Help(
+                            "Time per request stage (receive, decode, preprocess, queue_wait, inference, stitch, "
+                            "postprocess, encode, send)")
+                        .Register(*registry_);
   batch_size_ = &BuildHistogram().Name("upp_batch_size_windows").Help("Windows per network call").Register(*registry_);
-  batch_seconds_ = &BuildHistogram().Name("upp_batch_inference_duration_seconds").Help("Network time per batch").Register(*registry_);
-  windows_ = &BuildCounter().Name("upp_windows_processed_total").Help("Windows run through the network").Register(*registry_);
+  batch_seconds_ = &BuildHistogram()
+                        .Name("upp_batch_inference_duration_seconds")
+                        .Help("Network time per batch")
+                        .Register(*registry_);
+  windows_ =
+      &BuildCounter().Name("upp_windows_processed_total").Help("Windows run through the network").Register(*registry_);
   queued_windows_ = &BuildGauge().Name("upp_queued_windows").Help("Windows waiting for a worker").Register(*registry_);
-  model_load_seconds_ = &BuildGauge().Name("upp_model_load_duration_seconds").Help("Time to load and warm up a model").Register(*registry_);
-  bytes_in_ = &BuildCounter().Name("upp_received_bytes_total").Help("Input bytes received").Register(*registry_).Add({});
+  model_load_seconds_ = &BuildGauge()
+                             .Name("upp_model_load_duration_seconds")
+                             .Help("Time to load and warm up a model")
+                             .Register(*registry_);
+  bytes_in_ =
+      &BuildCounter().Name("upp_received_bytes_total").Help("Input bytes received").Register(*registry_).Add({});
   bytes_out_ = &BuildCounter().Name("upp_sent_bytes_total").Help("Result bytes sent").Register(*registry_).Add({});
-  in_flight_ = &BuildGauge().Name("upp_requests_in_flight").Help("Segment requests being served").Register(*registry_).Add({});
-  bytes_in_flight_ = &BuildGauge().Name("upp_admitted_memory_bytes").Help("Estimated working memory of admitted requests").Register(*registry_).Add({});
+  in_flight_ =
+      &BuildGauge().Name("upp_requests_in_flight").Help("Segment requests being served").Register(*registry_).Add({});
+  bytes_in_flight_ = &BuildGauge()
+                          .Name("upp_admitted_memory_bytes")
+                          .Help("Estimated working memory of admitted requests")
+                          .Register(*registry_)
+                          .Add({});
 }
 
 absl::Status Metrics::Expose(const std::string& address) {

@@ -28,8 +28,7 @@ class ServedModel {
  public:
   // Loads the weights once per instance, runs one warm-up window on each.
   static absl::StatusOr<std::unique_ptr<ServedModel>> Load(const unetrpp::v1::ModelEntry& entry,
-                                                           const unetrpp::v1::ServerConfig& config,
-                                                           Metrics* metrics);
+                                                           const unetrpp::v1::ServerConfig& config, Metrics* metrics);
   ~ServedModel();
   void Shutdown();
 
@@ -55,8 +54,7 @@ class ServedModel {
 
 class ModelRegistry {
  public:
-  static absl::StatusOr<std::unique_ptr<ModelRegistry>> Load(const unetrpp::v1::ServerConfig& config,
-                                                             Metrics* metrics);
+  static absl::StatusOr<std::unique_ptr<ModelRegistry>> Load(const unetrpp::v1::ServerConfig& config, Metrics* metrics);
   ServedModel* Find(const std::string& name) const;  // nullptr if unknown
   const std::map<std::string, std::unique_ptr<ServedModel>>& models() const { return models_; }
   void Shutdown();

@@ -33,9 +33,8 @@ absl::Status ValidateWindows(const unetrpp::v1::RequestHeader& header, const Mod
   if (header.step() < 0 || header.step() > 1 || std::isnan(header.step()))
     return absl::InvalidArgumentError("RequestHeader.step must be in (0, 1], or 0 for the plan's");
   if (header.step() > 0 && header.step() < model.step_floor)
-    return absl::InvalidArgumentError(absl::StrCat("RequestHeader.step ", header.step(),
-                                                   " is below the model's floor of ", model.step_floor,
-                                                   " (plan min_step)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RequestHeader.step ", header.step(), " is below the model's floor of ", model.step_floor, " (plan min_step)"));
   return absl::OkStatus();
 }
 
@@ -68,8 +67,7 @@ RequestLimits RequestLimits::FromConfig(const unetrpp::v1::ServerConfig& config)
   return l;
 }
 
-absl::Status ValidateHeader(unetrpp::v1::RequestHeader& header, const ModelFacts& model,
-                            const RequestLimits& limits) {
+absl::Status ValidateHeader(unetrpp::v1::RequestHeader& header, const ModelFacts& model, const RequestLimits& limits) {
   if (header.format() != unetrpp::v1::INPUT_FORMAT_NIFTI && header.format() != unetrpp::v1::INPUT_FORMAT_DICOM)
     return absl::InvalidArgumentError("RequestHeader.format must be NIFTI or DICOM");
   if (auto s = ValidateOutputs(header); !s.ok()) return s;
@@ -81,8 +79,8 @@ absl::Status ValidateHeader(unetrpp::v1::RequestHeader& header, const ModelFacts
   if (auto s = ValidateWindows(header, model); !s.ok()) return s;
   if (header.expected_input_bytes() > limits.max_input_bytes)
     return absl::ResourceExhaustedError(absl::StrCat("the input (", header.expected_input_bytes(),
-                                                     " bytes) exceeds the server's limit of ",
-                                                     limits.max_input_bytes, " bytes"));
+                                                     " bytes) exceeds the server's limit of ", limits.max_input_bytes,
+                                                     " bytes"));
   return absl::OkStatus();
 }
 
@@ -94,8 +92,8 @@ absl::Status InputCollector::Add(unetrpp::v1::InputChunk& chunk) {
   if (++chunks_ > static_cast<int64_t>(limits_.max_input_chunks))
     return absl::ResourceExhaustedError(absl::StrCat("more than ", limits_.max_input_chunks, " input chunks"));
   if (format_ == unetrpp::v1::INPUT_FORMAT_NIFTI && chunk.input_index() >= static_cast<uint32_t>(channels_))
-    return absl::InvalidArgumentError(absl::StrCat("InputChunk.input_index ", chunk.input_index(),
-                                                   ": the model takes ", channels_, " channel(s)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("InputChunk.input_index ", chunk.input_index(), ": the model takes ", channels_, " channel(s)"));
   if (!inputs_.count(chunk.input_index()) && inputs_.size() >= limits_.max_input_files)
     return absl::ResourceExhaustedError(absl::StrCat(
         "more than ", limits_.max_input_files, " input files (InputChunk.input_index values; limits.max_input_files)"));

@@ -43,8 +43,7 @@ absl::StatusOr<MessageKind> ClassifyMessage(const unetrpp::v1::SegmentRequest& m
 // priority and whether it is allowed; mirror axes; step against the model's
 // floor; the announced size) and fills the default output. The first
 // violation, with a message naming the field.
-absl::Status ValidateHeader(unetrpp::v1::RequestHeader& header, const ModelFacts& model,
-                            const RequestLimits& limits);
+absl::Status ValidateHeader(unetrpp::v1::RequestHeader& header, const ModelFacts& model, const RequestLimits& limits);
 
 // The input chunks of one call: bytes, chunk and file counts against the
 // limits, NIfTI indices against the channels, and the bytes per input index.

@@ -47,8 +47,7 @@ absl::StatusOr<EncodedOutputs> EncodeOutputs(const inference::LabelMap& labels,
 }
 
 unetrpp::v1::SegmentResponse ResultHeader(const inference::LabelMap& labels,
-                                          const std::vector<imageio::LabelInfo>& table,
-                                          const EncodedOutputs& outputs) {
+                                          const std::vector<imageio::LabelInfo>& table, const EncodedOutputs& outputs) {
   unetrpp::v1::SegmentResponse response;
   auto* rh = response.mutable_result_header();
   FillGeometry(labels.geometry, rh->mutable_geometry());

@@ -24,7 +24,7 @@ using EncodedOutputs = std::vector<std::pair<unetrpp::v1::OutputKind, std::strin
 
 // What the encoders need of the request's input and the model.
 struct EncodingContext {
-  imageio::NiftiHeaderInfo nifti_header;          // conventions of a NIfTI result
+  imageio::NiftiHeaderInfo nifti_header;            // conventions of a NIfTI result
   const imageio::DicomSeriesInfo* dicom = nullptr;  // the series, for a SEG
   const std::string* dicom_source_instance = nullptr;
   std::vector<imageio::LabelInfo> labels;  // the model's label table
@@ -37,8 +37,7 @@ absl::StatusOr<EncodedOutputs> EncodeOutputs(const inference::LabelMap& labels,
                                              const EncodingContext& context);
 
 unetrpp::v1::SegmentResponse ResultHeader(const inference::LabelMap& labels,
-                                          const std::vector<imageio::LabelInfo>& table,
-                                          const EncodedOutputs& outputs);
+                                          const std::vector<imageio::LabelInfo>& table, const EncodedOutputs& outputs);
 
 void FillLabels(const std::vector<imageio::LabelInfo>& table,
                 google::protobuf::RepeatedPtrField<unetrpp::v1::Label>* out);

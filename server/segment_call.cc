@@ -18,6 +18,26 @@
 #include "server/result_encoder.h"
 #include "server/status.h"
 
+// gRPC runs one call's reactions one after another, possibly on different
+// threads; the ordering comes from gRPC's own (uninstrumented) locks. In a
+// ThreadSanitizer build (deploy/tsan.sh) each reaction says so, so that the
+// reactor's read-side state is not reported as racing between reactions.
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#define UPP_HAPPENS_AFTER(p) __tsan_acquire(p)
+#define UPP_HAPPENS_BEFORE(p) __tsan_release(p)
+#else
+#define UPP_HAPPENS_AFTER(p) (void)0
+#define UPP_HAPPENS_BEFORE(p) (void)0
+#endif
+// Acquire at the start of a reaction, release at its end (whatever path).
+#define UPP_REACTION() \
+  UPP_HAPPENS_AFTER(this); \
+  struct ReactionEnd { \
+    const void* p; \
+    ~ReactionEnd() { UPP_HAPPENS_BEFORE(const_cast<void*>(p)); } \
+  } reaction_end{this}
+
 namespace upp::server {
 namespace {
 
@@ -52,6 +72,7 @@ int64_t NowNs() { return absl::ToUnixNanos(absl::Now()); }
 grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, SegmentResponse>* SegmentCall::Start(
     grpc::CallbackServerContext* context, ServiceState* state) {
   std::shared_ptr<SegmentCall> call(new SegmentCall(context, state));
+  UPP_HAPPENS_BEFORE(call.get());  // constructed before any reaction
   call->self_ = call;
   state->Watch(call);
   if (auto s = state->BeginPendingStream(); !s.ok()) {
@@ -59,6 +80,7 @@ grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, SegmentResponse>* SegmentCa
     return call.get();
   }
   call->pending_stream_ = true;
+  UPP_HAPPENS_BEFORE(call.get());
   call->StartRead(&call->request_);
   return call.get();
 }
@@ -82,6 +104,7 @@ bool SegmentCall::Alive() const { return alive_.load() && absl::Now() < deadline
 // ------------------------------------------------------------------- reading
 
 void SegmentCall::OnReadDone(bool ok) {
+  UPP_REACTION();
   last_read_ns_ = NowNs();
   if (!ok) {
     // The client half-closed before EndOfInput, or cancelled (OnCancel says
@@ -115,6 +138,7 @@ void SegmentCall::OnReadDone(bool ok) {
     status = absl::InternalError("an unexpected error ended the request");
   }
   if (!status.ok()) return Fail(status);
+  UPP_HAPPENS_BEFORE(this);
   StartRead(&request_);
 }
 
@@ -162,8 +186,8 @@ absl::Status SegmentCall::HandleChunk(unetrpp::v1::InputChunk& chunk) {
 
 absl::StatusOr<imageio::Volume> SegmentCall::Decode() {
   imageio::AssemblyOptions options;
-  options.format = header_.format() == unetrpp::v1::INPUT_FORMAT_DICOM ? imageio::InputFormat::kDicom
-                                                                     : imageio::InputFormat::kNifti;
+  options.format =
+      header_.format() == unetrpp::v1::INPUT_FORMAT_DICOM ? imageio::InputFormat::kDicom : imageio::InputFormat::kNifti;
   options.channels = model_->plan().input_channels();
   options.modalities = {model_->entry().modality()};
   options.max_voxels = static_cast<int64_t>(state_->config().limits().max_voxels());
@@ -203,10 +227,11 @@ absl::Status SegmentCall::AdmitVolume(const imageio::Geometry& g, int64_t read_b
     const auto max_items = static_cast<int64_t>(state_->config().limits().max_windows_per_request());
     if (items > max_items)
       return absl::ResourceExhaustedError(absl::StrCat(
-          "this volume needs ", items == std::numeric_limits<int64_t>::max() ? std::string("too many") : absl::StrCat(items),
+          "this volume needs ",
+          items == std::numeric_limits<int64_t>::max() ? std::string("too many") : absl::StrCat(items),
           " windows, more than the server's limit of ", max_items, " per request (limits.max_windows_per_request)"));
-    bytes = imageio::OrMax(imageio::CheckedAdd(
-        bytes, inference::SegmentationJob::EstimateBytes(g, plan.input_channels(), plan, options)));
+    bytes = imageio::OrMax(
+        imageio::CheckedAdd(bytes, inference::SegmentationJob::EstimateBytes(g, plan.input_channels(), plan, options)));
   }
   if (auto s = Reserve(bytes); !s.ok()) return s;
   estimate_reserved_ = true;
@@ -230,8 +255,8 @@ absl::Status SegmentCall::HandleNonFinite(imageio::Volume& volume) {
     if (bad == 0) continue;
     count += bad;
     if (state_->config().nonfinite_voxels() == "refuse")
-      return absl::InvalidArgumentError(absl::StrCat("the input holds ", bad,
-                                                     " NaN or infinite voxels (this server refuses them)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("the input holds ", bad, " NaN or infinite voxels (this server refuses them)"));
     // The channel's lowest value is background-like (air in CT, nothing in
     // MR), which is what NaN marks in masked research images.
     const float fill = std::isfinite(lowest) ? lowest : 0.0f;
@@ -294,7 +319,8 @@ void SegmentCall::Process() {
 
 absl::Status SegmentCall::ReadWindow(int64_t item, float* dst) {
   if (!Alive()) return absl::CancelledError("the request ended");
-  if (first_window_.exchange(false)) state_->metrics().Stage("queue_wait", absl::ToDoubleSeconds(absl::Now() - enqueued_at_));
+  if (first_window_.exchange(false))
+    state_->metrics().Stage("queue_wait", absl::ToDoubleSeconds(absl::Now() - enqueued_at_));
   try {
     return job_->GetInput(item, dst);
   } catch (const std::exception&) {
@@ -447,6 +473,7 @@ void SegmentCall::MaybeWriteLocked() {
 }
 
 void SegmentCall::OnWriteDone(bool ok) {
+  UPP_REACTION();
   absl::MutexLock lock(&mu_);
   writing_ = false;
   write_started_ns_ = 0;
@@ -504,8 +531,8 @@ void SegmentCall::CheckTimeouts(absl::Time now) {
     return Abandon(absl::DeadlineExceededError(
         absl::StrCat("no RequestHeader within ", t.header_seconds(), " s of opening the stream")));
   if (phase == Phase::kReceiving && over(now_ns - last_read_ns_.load(), t.upload_idle_seconds()))
-    return Abandon(absl::DeadlineExceededError(absl::StrCat(
-        "no input for ", t.upload_idle_seconds(), " s; send InputChunks steadily, then EndOfInput")));
+    return Abandon(absl::DeadlineExceededError(
+        absl::StrCat("no input for ", t.upload_idle_seconds(), " s; send InputChunks steadily, then EndOfInput")));
 }
 
 void SegmentCall::Abandon(const absl::Status& status) {
@@ -523,6 +550,7 @@ void SegmentCall::Abandon(const absl::Status& status) {
 }
 
 void SegmentCall::OnCancel() {
+  UPP_REACTION();
   // A client whose deadline passes cancels the stream itself, a few
   // milliseconds before the server's own timer (the deadline travels as a
   // timeout and starts later here): within 250 ms it is the deadline.
@@ -539,6 +567,7 @@ void SegmentCall::StageDone(Stage stage, absl::Time since) {
 }
 
 void SegmentCall::OnDone() {
+  UPP_REACTION();
   {
     std::lock_guard<std::recursive_mutex> lock(context_mu_);
     context_done_ = true;  // context_ goes away after this reaction
@@ -564,8 +593,7 @@ void SegmentCall::OnDone() {
   const std::string model = model_ ? model_->name() : "-";
   state_->metrics().RequestFinished(model, code, seconds);
   spdlog::info("request {} client_id={} model={} voxels={} windows={} seconds={:.3f} [{}] status={}", request_id_,
-               LoggableId(header_.client_request_id()), model, voxels_, windows_done_.load(), seconds, timings,
-               code);
+               LoggableId(header_.client_request_id()), model, voxels_, windows_done_.load(), seconds, timings, code);
 }
 
 }  // namespace upp::server

@@ -105,11 +105,11 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   ServiceState* const state_;
   const std::string request_id_;
   const absl::Time start_ = absl::Now();
-  const std::string peer_;  // client address without the port
+  const std::string peer_;       // client address without the port
   bool pending_stream_ = false;  // counted by BeginPendingStream until the header
   std::atomic<int64_t> last_read_ns_;
   std::atomic<int64_t> write_started_ns_{0};  // 0: no write in flight
-  std::shared_ptr<SegmentCall> self_;  // released in OnDone
+  std::shared_ptr<SegmentCall> self_;         // released in OnDone
   // context_ is valid until OnDone returns; Abandon() uses it from the
   // watchdog thread under this lock (see Abandon).
   std::recursive_mutex context_mu_;

@@ -8,8 +8,8 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "model/cpu_features.h"
 #include "imageio/file_util.h"
+#include "model/cpu_features.h"
 #include "proto/api.h"
 #include "server/config.h"
 #include "server/result_encoder.h"
@@ -121,8 +121,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(unetrpp::v1::ServerConfig
 
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
   if (!config.tls().cert_file().empty()) {
-    grpc::SslServerCredentialsOptions tls(
-        config.tls().client_ca_file().empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+    grpc::SslServerCredentialsOptions tls(config.tls().client_ca_file().empty()
+                                              ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
                                               : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
     auto cert = ReadFile(config.tls().cert_file(), "tls.cert_file");
     auto key = ReadFile(config.tls().key_file(), "tls.key_file");

@@ -31,8 +31,8 @@ absl::Status ServiceState::BeginRequest(const std::string& peer, uint32_t* queue
   if (draining_) return absl::UnavailableError("the server is shutting down; retry on another replica");
   absl::MutexLock lock(&mu_);
   if (in_flight_ >= config_.limits().max_concurrent_requests())
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "too many concurrent requests (", in_flight_, "); retry in a few seconds"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("too many concurrent requests (", in_flight_, "); retry in a few seconds"));
   int64_t& mine = per_peer_[peer];
   if (mine >= config_.limits().max_requests_per_peer())
     return absl::ResourceExhaustedError(absl::StrCat("this client address already has ", mine,
@@ -62,8 +62,8 @@ void ServiceState::EndRequest(const std::string& peer) {
 absl::Status ServiceState::BeginPendingStream() {
   absl::MutexLock lock(&mu_);
   if (pending_streams_ >= config_.limits().max_pending_streams())
-    return absl::ResourceExhaustedError(absl::StrCat("too many streams without a RequestHeader (",
-                                                     pending_streams_, "); send the header first"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("too many streams without a RequestHeader (", pending_streams_, "); send the header first"));
   ++pending_streams_;
   return absl::OkStatus();
 }
@@ -99,13 +99,13 @@ absl::Status ServiceState::ReserveBytes(int64_t bytes) {
   absl::MutexLock lock(&mu_);
   const auto limit = static_cast<int64_t>(config_.limits().max_bytes_in_flight());
   if (bytes > limit)
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "this volume needs about %.1f GiB of working memory, more than the server's limit of %.1f GiB",
-        bytes / 1073741824.0, limit / 1073741824.0));
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("this volume needs about %.1f GiB of working memory, more than the server's limit of %.1f GiB",
+                        bytes / 1073741824.0, limit / 1073741824.0));
   if (bytes_in_flight_ + bytes > limit)
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "the server is at its memory limit (%.1f of %.1f GiB in use); retry in 30 s",
-        bytes_in_flight_ / 1073741824.0, limit / 1073741824.0));
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("the server is at its memory limit (%.1f of %.1f GiB in use); retry in 30 s",
+                        bytes_in_flight_ / 1073741824.0, limit / 1073741824.0));
   bytes_in_flight_ += bytes;
   metrics_->AddBytesInFlight(static_cast<double>(bytes));
   return absl::OkStatus();
@@ -126,8 +126,9 @@ int64_t ServiceState::in_flight() const {
 
 bool ServiceState::WaitIdle(absl::Time deadline) {
   absl::MutexLock lock(&mu_);
-  return mu_.AwaitWithDeadline(
-      absl::Condition(+[](int64_t* n) { return *n == 0; }, &in_flight_), deadline);
+  return mu_.AwaitWithDeadline(absl::Condition(
+                                   +[](int64_t* n) { return *n == 0; }, &in_flight_),
+                               deadline);
 }
 
 std::string ServiceState::NewRequestId() {

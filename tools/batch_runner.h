@@ -7,8 +7,8 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "model/window_runner.h"
 #include "inference/job.h"
+#include "model/window_runner.h"
 
 namespace upp::tools {
 

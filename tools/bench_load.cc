@@ -10,19 +10,20 @@
 //   2. N clients at once, each cycling through the sizes from a different
 //      start: throughput in windows/s, p50/p95 latency, mean batch size.
 // Prints JSON on stdout and a table on stderr. Numbers go to BENCHMARKS.md.
+#include <spdlog/spdlog.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "clients/cpp/client.h"
-#include "model/cpu_threads.h"
 #include "imageio/nifti.h"
+#include "model/cpu_threads.h"
 #include "server/config.h"
 #include "server/server.h"
 #include "tools/phantom.h"
@@ -39,10 +40,9 @@ struct Input {
 };
 
 // A phantom CT of `size` voxels at `spacing` mm, centred on the patient.
-Input MakeInput(const std::string& name, std::array<int64_t, 3> size, std::array<double, 3> spacing,
-                uint64_t seed) {
-  const auto geometry = upp::tools::GridFor(
-      spacing, {size[0] * spacing[0], size[1] * spacing[1], size[2] * spacing[2]});
+Input MakeInput(const std::string& name, std::array<int64_t, 3> size, std::array<double, 3> spacing, uint64_t seed) {
+  const auto geometry =
+      upp::tools::GridFor(spacing, {size[0] * spacing[0], size[1] * spacing[1], size[2] * spacing[2]});
   const auto phantom = upp::tools::Rasterize(upp::tools::RandomAnatomy(seed), geometry, seed);
   upp::imageio::NiftiHeaderInfo header;
   header.qform_code = header.sform_code = 1;
@@ -175,15 +175,16 @@ nlohmann::json RunMode(const Options& o, bool batching, const std::vector<Input>
     all.insert(all.end(), latency[k].begin(), latency[k].end());
     total_windows += windows[k];
   }
-  out["load"] = {{"clients", o.clients},
-                 {"requests", all.size()},
-                 {"windows", total_windows},
-                 {"wall_s", wall},
-                 {"windows_per_s", total_windows / wall},
-                 {"latency_s_p50", Percentile(all, 0.5)},
-                 {"latency_s_p95", Percentile(all, 0.95)},
-                 {"mean_batch_windows", (after.windows - before.windows) / std::max(1.0, after.batches - before.batches)},
-                 {"network_s", after.network_seconds - before.network_seconds}};
+  out["load"] = {
+      {"clients", o.clients},
+      {"requests", all.size()},
+      {"windows", total_windows},
+      {"wall_s", wall},
+      {"windows_per_s", total_windows / wall},
+      {"latency_s_p50", Percentile(all, 0.5)},
+      {"latency_s_p95", Percentile(all, 0.95)},
+      {"mean_batch_windows", (after.windows - before.windows) / std::max(1.0, after.batches - before.batches)},
+      {"network_s", after.network_seconds - before.network_seconds}};
   server->Drain(absl::Seconds(5));
   server->Wait();
   return out;

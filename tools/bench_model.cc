@@ -79,8 +79,8 @@ int main(int argc, char** argv) {
       "preset=%s patch=%ldx%ldx%ld batch=%d device=%s precision=%s threads=%d runs=%d\n"
       "median_ms_per_window=%.1f min_ms=%.1f max_ms=%.1f windows_per_s=%.3f "
       "effective_gflops=%.1f peak_rss_mib=%.0f\n",
-      config->preset.c_str(), p[0], p[1], p[2], batch, flags.device.c_str(),
-      flags.precision.c_str(), torch::get_num_threads(), runs, median, ms.front(), ms.back(),
-      1000.0 / median, 2 * gmacs / (median / 1000.0), ru.ru_maxrss / 1024.0);
+      config->preset.c_str(), p[0], p[1], p[2], batch, flags.device.c_str(), flags.precision.c_str(),
+      torch::get_num_threads(), runs, median, ms.front(), ms.back(), 1000.0 / median, 2 * gmacs / (median / 1000.0),
+      ru.ru_maxrss / 1024.0);
   return 0;
 }

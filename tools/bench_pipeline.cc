@@ -13,11 +13,11 @@
 #include <random>
 #include <string>
 
+#include "imageio/nifti.h"
+#include "inference/job.h"
 #include "model/config.h"
 #include "model/cpu_threads.h"
 #include "model/window_runner.h"
-#include "imageio/nifti.h"
-#include "inference/job.h"
 
 namespace {
 
@@ -41,8 +41,7 @@ void Put(std::string& b, size_t offset, T v) {
 std::string SyntheticCt(int64_t nx, int64_t ny, int64_t nz, double sx, double sy, double sz) {
   std::string b(352 + nx * ny * nz * 2, '\0');
   Put<int32_t>(b, 0, 348);
-  const int16_t dim[8] = {3, static_cast<int16_t>(nx), static_cast<int16_t>(ny),
-                          static_cast<int16_t>(nz), 1, 1, 1, 1};
+  const int16_t dim[8] = {3, static_cast<int16_t>(nx), static_cast<int16_t>(ny), static_cast<int16_t>(nz), 1, 1, 1, 1};
   std::memcpy(&b[40], dim, sizeof(dim));
   Put<int16_t>(b, 70, 4);   // datatype int16
   Put<int16_t>(b, 72, 16);  // bitpix
@@ -144,8 +143,8 @@ int main(int argc, char** argv) {
       static_cast<long long>(size[0]), static_cast<long long>(size[1]), static_cast<long long>(size[2]),
       static_cast<long long>(j.network_grid()[0]), static_cast<long long>(j.network_grid()[1]),
       static_cast<long long>(j.network_grid()[2]), static_cast<long long>(j.num_windows()),
-      static_cast<long long>(j.num_classes()), threads, static_cast<long long>(batch), decode, st.crop,
-      st.resample, st.normalize, create, st.extract, network, st.stitch, st.resample_back,
-      st.argmax_paste, finish, total, outside_network / total, PeakRssMiB(), rss_file);
+      static_cast<long long>(j.num_classes()), threads, static_cast<long long>(batch), decode, st.crop, st.resample,
+      st.normalize, create, st.extract, network, st.stitch, st.resample_back, st.argmax_paste, finish, total,
+      outside_network / total, PeakRssMiB(), rss_file);
   return 0;
 }

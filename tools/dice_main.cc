@@ -1,7 +1,6 @@
 // upp-dice: Dice per label of a label map against a reference (both NIfTI on
 // the same grid), with the phantom label names; JSON on stdout.
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 #include <nlohmann/json.hpp>
 

@@ -3,13 +3,12 @@
 // Seeds start at --first-seed (training used seeds derived from its own
 // seed; the default here, 900000, is far from them).
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "inference/job.h"
 #include "model/cpu_threads.h"
 #include "model/window_runner.h"
-#include "inference/job.h"
 #include "tools/batch_runner.h"
 #include "tools/phantom.h"
 
@@ -44,10 +43,7 @@ int main(int argc, char** argv) {
     v.geometry = geometry;
     const auto hu = upp::tools::ToInt16(phantom.hu);  // what a CT file holds
     v.voxels.assign(hu.begin(), hu.end());
-    auto labels = upp::inference::SegmentVolume(
-        std::move(v), *plan,
-        upp::tools::RunnerFor(**runner),
-        batch);
+    auto labels = upp::inference::SegmentVolume(std::move(v), *plan, upp::tools::RunnerFor(**runner), batch);
     if (!labels.ok()) return std::fprintf(stderr, "%s\n", labels.status().ToString().c_str()), 1;
     const auto dice = upp::tools::DicePerLabel(phantom.labels, labels->labels, classes);
     double mean = 0;
@@ -55,8 +51,8 @@ int main(int argc, char** argv) {
       sums[l] += dice[l];
       mean += dice[l] / (classes - 1);
     }
-    per_phantom.push_back({{"seed", seed}, {"size", geometry.size}, {"spacing", geometry.spacing},
-                           {"mean_dice", mean}});
+    per_phantom.push_back(
+        {{"seed", seed}, {"size", geometry.size}, {"spacing", geometry.spacing}, {"mean_dice", mean}});
     std::fprintf(stderr, "phantom %d/%d seed %llu: mean Dice %.4f\n", i + 1, count,
                  static_cast<unsigned long long>(seed), mean);
   }

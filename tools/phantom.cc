@@ -45,8 +45,8 @@ double Distance(const Organ& o, const std::array<double, 3>& q) {
     const double t = (q[a] - o.centre[a]) / o.radii[a];
     s += t * t;
   }
-  const double mean_r = std::isinf(o.radii[2]) ? 0.5 * (o.radii[0] + o.radii[1])
-                                              : (o.radii[0] + o.radii[1] + o.radii[2]) / 3.0;
+  const double mean_r =
+      std::isinf(o.radii[2]) ? 0.5 * (o.radii[0] + o.radii[1]) : (o.radii[0] + o.radii[1] + o.radii[2]) / 3.0;
   // |wave| <= 1: beyond 1 + amp / r the point is outside whatever the wave.
   const double bound = 1.0 + o.wave_amp / mean_r;
   if (s >= bound * bound) return bound;
@@ -58,10 +58,10 @@ double Distance(const Organ& o, const std::array<double, 3>& q) {
 }  // namespace
 
 std::vector<preprocessing::LabelInfo> PhantomLabels() {
-  return {{kBackground, "background", {0, 0, 0}},   {kLiver, "liver", {221, 130, 101}},
-          {kSpleen, "spleen", {157, 108, 162}},     {kRightKidney, "right kidney", {185, 102, 83}},
+  return {{kBackground, "background", {0, 0, 0}},       {kLiver, "liver", {221, 130, 101}},
+          {kSpleen, "spleen", {157, 108, 162}},         {kRightKidney, "right kidney", {185, 102, 83}},
           {kLeftKidney, "left kidney", {212, 126, 60}}, {kAorta, "aorta", {224, 97, 76}},
-          {kSpine, "spine", {241, 214, 145}},       {kStomach, "stomach", {216, 132, 105}}};
+          {kSpine, "spine", {241, 214, 145}},           {kStomach, "stomach", {216, 132, 105}}};
 }
 
 Anatomy RandomAnatomy(uint64_t seed) {
@@ -144,7 +144,7 @@ PhantomImage Rasterize(const Anatomy& an, const imageio::Geometry& g, uint64_t n
               if (r >= 1) continue;
               label = o.label;
               hu = o.hu;
-              if (o.label == kSpine) hu = r > 0.75 ? 800 : 350;       // cortical rim, cancellous core
+              if (o.label == kSpine) hu = r > 0.75 ? 800 : 350;  // cortical rim, cancellous core
               if (o.label == kStomach && q[1] - o.centre[1] < -0.45 * o.radii[1]) hu = -900;  // air cap, anterior
             }
           }

@@ -16,8 +16,7 @@ std::vector<int16_t> ToInt16(const std::vector<float>& hu) {
   return out;
 }
 
-std::vector<std::string> WriteCtSeries(const imageio::Geometry& g, const std::vector<int16_t>& hu,
-                                       uint64_t seed) {
+std::vector<std::string> WriteCtSeries(const imageio::Geometry& g, const std::vector<int16_t>& hu, uint64_t seed) {
   char study[100], series[100], frame[100];
   dcmGenerateUniqueIdentifier(study, SITE_STUDY_UID_ROOT);
   dcmGenerateUniqueIdentifier(series, SITE_SERIES_UID_ROOT);

@@ -1,13 +1,12 @@
 // upp-phantom: writes a synthetic abdominal CT phantom (tools/phantom.h) as
 // NIfTI (image, and its true labels) and, on request, as a DICOM CT series.
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 
-#include "model/cpu_threads.h"
 #include "imageio/nifti.h"
+#include "model/cpu_threads.h"
 #include "tools/phantom.h"
 
 int main(int argc, char** argv) {
@@ -30,8 +29,8 @@ int main(int argc, char** argv) {
   const auto anatomy = upp::tools::RandomAnatomy(seed);
   upp::imageio::Geometry geometry = upp::tools::RandomGeometry(seed, max_inplane, max_slices);
   if (!spacing.empty()) {
-    const std::array<double, 3> f = fov.empty() ? std::array<double, 3>{400, 400, 240}
-                                                : std::array<double, 3>{fov[0], fov[1], fov[2]};
+    const std::array<double, 3> f =
+        fov.empty() ? std::array<double, 3>{400, 400, 240} : std::array<double, 3>{fov[0], fov[1], fov[2]};
     geometry = upp::tools::GridFor({spacing[0], spacing[1], spacing[2]}, f);
   }
   const auto phantom = upp::tools::Rasterize(anatomy, geometry, seed);
@@ -60,7 +59,7 @@ int main(int argc, char** argv) {
   }
   std::printf("{\"seed\": %llu, \"size\": [%lld, %lld, %lld], \"spacing\": [%.3f, %.3f, %.3f]}\n",
               static_cast<unsigned long long>(seed), static_cast<long long>(geometry.size[0]),
-              static_cast<long long>(geometry.size[1]), static_cast<long long>(geometry.size[2]),
-              geometry.spacing[0], geometry.spacing[1], geometry.spacing[2]);
+              static_cast<long long>(geometry.size[1]), static_cast<long long>(geometry.size[2]), geometry.spacing[0],
+              geometry.spacing[1], geometry.spacing[2]);
   return 0;
 }

@@ -5,7 +5,6 @@
 // The plan comes from --plan (a JSON file), else the weights' metadata
 // ("unetrpp_plan"), else DefaultCtPlan() for the network's classes and patch.
 #include <CLI/CLI.hpp>
-
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -13,12 +12,12 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 
+#include "imageio/dicom.h"
+#include "imageio/file_util.h"
+#include "imageio/nifti.h"
+#include "inference/job.h"
 #include "model/cpu_threads.h"
 #include "model/window_runner.h"
-#include "imageio/dicom.h"
-#include "imageio/nifti.h"
-#include "imageio/file_util.h"
-#include "inference/job.h"
 #include "tools/batch_runner.h"
 
 namespace {
@@ -54,9 +53,9 @@ int main(int argc, char** argv) {
   auto runner = upp::model::WindowRunner::FromWeightsFile(weights, {device, precision});
   if (!runner.ok()) return Fail(runner.status().ToString());
   const auto& config = (*runner)->config();
-  auto plan = pp::PlanForNetwork(plan_path.empty() ? "" : io::ReadWholeFile(plan_path).value_or(""), (*runner)->metadata(),
-                                 static_cast<int>(config.num_classes), config.patch,
-                                 static_cast<int>(config.in_channels));
+  auto plan =
+      pp::PlanForNetwork(plan_path.empty() ? "" : io::ReadWholeFile(plan_path).value_or(""), (*runner)->metadata(),
+                         static_cast<int>(config.num_classes), config.patch, static_cast<int>(config.in_channels));
   if (!plan.ok()) return Fail(plan.status().ToString());
 
   io::NiftiHeaderInfo header;
@@ -78,7 +77,8 @@ int main(int argc, char** argv) {
   if (!mirror.empty()) options.mirror_axes = mirror;
   const auto start = std::chrono::steady_clock::now();
   inference::StageTimes times;
-  auto labels = inference::SegmentVolume(std::move(volume), *plan, upp::tools::RunnerFor(**runner), batch, options, &times);
+  auto labels =
+      inference::SegmentVolume(std::move(volume), *plan, upp::tools::RunnerFor(**runner), batch, options, &times);
   if (!labels.ok()) return Fail(labels.status().ToString());
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!output.empty()) {

@@ -47,7 +47,8 @@ struct Input {
 };
 
 std::string MakeNifti(std::array<int64_t, 3> size, std::array<double, 3> spacing, uint64_t seed) {
-  const auto geometry = upp::tools::GridFor(spacing, {size[0] * spacing[0], size[1] * spacing[1], size[2] * spacing[2]});
+  const auto geometry =
+      upp::tools::GridFor(spacing, {size[0] * spacing[0], size[1] * spacing[1], size[2] * spacing[2]});
   const auto phantom = upp::tools::Rasterize(upp::tools::RandomAnatomy(seed), geometry, seed);
   upp::imageio::NiftiHeaderInfo header;
   header.qform_code = header.sform_code = 1;
@@ -158,7 +159,8 @@ int main(int argc, char** argv) {
       "listen_address: '127.0.0.1:0'\nmetrics_address: 'off'\ncpu_threads: 2\n"
       "limits { max_requests_per_peer: 64 max_pending_streams: 64 max_concurrent_requests: 64 }\n"
       "timeouts { header_seconds: 2 upload_idle_seconds: 2 send_stall_seconds: 4 }\n"
-      "models { name: 'm' weights: '" + weights + "' }\n");
+      "models { name: 'm' weights: '" +
+      weights + "' }\n");
   auto server = upp::server::Server::Create(config.value());
   if (!server.ok()) return std::fprintf(stderr, "%s\n", server.status().ToString().c_str()), 1;
   const std::string address = "127.0.0.1:" + std::to_string((*server)->port());

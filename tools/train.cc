@@ -11,9 +11,9 @@
 //
 // The weights are written as safetensors with metadata: unetrpp_config,
 // unetrpp_plan, seed, steps, generator version.
-#include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <random>
@@ -81,7 +81,7 @@ std::vector<Sample> DrawSamples(uint64_t seed, const Plan& plan, int count) {
   std::mt19937_64 rng(seed);
   auto U = [&](double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); };
   upp::tools::Anatomy anatomy = upp::tools::RandomAnatomy(seed);
-  anatomy.noise_hu *= U(0.25, 1.0);  // resampling from a finer grid averages noise
+  anatomy.noise_hu *= U(0.25, 1.0);      // resampling from a finer grid averages noise
   const auto& ts = plan.target_spacing;  // (D, H, W) = (z, y, x)
   const auto geometry = upp::tools::GridFor({ts[2], ts[1], ts[0]}, {U(380, 460), U(380, 460), U(200, 300)});
   const auto ph = upp::tools::Rasterize(anatomy, geometry, seed + 17);
@@ -91,9 +91,9 @@ std::vector<Sample> DrawSamples(uint64_t seed, const Plan& plan, int count) {
                             .clamp(n.clip_low, n.clip_high)
                             .sub(n.mean)
                             .div(n.std);
-  torch::Tensor labels = torch::from_blob(const_cast<uint16_t*>(ph.labels.data()),
-                                          {g.size[2], g.size[1], g.size[0]}, torch::kShort)
-                             .to(torch::kLong);
+  torch::Tensor labels =
+      torch::from_blob(const_cast<uint16_t*>(ph.labels.data()), {g.size[2], g.size[1], g.size[0]}, torch::kShort)
+          .to(torch::kLong);
   std::vector<Sample> out;
   for (int i = 0; i < count; ++i) {
     std::array<int64_t, 3> start{};
@@ -168,8 +168,7 @@ int main(int argc, char** argv) {
   for (int64_t step = 0; step < steps; ++step) {
     const double rate = step < warmup ? lr * (step + 1) / warmup
                                       : lr * std::pow(1.0 - static_cast<double>(step - warmup) / (steps - warmup), 0.9);
-    for (auto& group : optimizer.param_groups())
-      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(rate);
+    for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(rate);
     auto samples = DrawSamples(seed * 1000003ULL + static_cast<uint64_t>(step), plan, static_cast<int>(batch));
     std::vector<torch::Tensor> images, labels;
     for (auto& s : samples) {
@@ -182,10 +181,10 @@ int main(int argc, char** argv) {
     const double ds_weights[] = {2.0 / 7.0, 1.0 / 7.0};
     for (int i = 1; i < 3; ++i) {
       std::vector<int64_t> size(outs[i].sizes().begin() + 2, outs[i].sizes().end());
-      auto yi = F::interpolate(y.unsqueeze(1).to(torch::kFloat),
-                               F::InterpolateFuncOptions().size(size).mode(torch::kNearest))
-                    .squeeze(1)
-                    .to(torch::kLong);
+      auto yi =
+          F::interpolate(y.unsqueeze(1).to(torch::kFloat), F::InterpolateFuncOptions().size(size).mode(torch::kNearest))
+              .squeeze(1)
+              .to(torch::kLong);
       loss = loss + DiceCe(outs[i], yi) * ds_weights[i - 1];
     }
     optimizer.zero_grad();

@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
       !s.ok()) {
     return fail(s);
   }
-  std::printf("wrote %s: logits [%ld, %ld, %ld, %ld, %ld]\n", output.c_str(), logits.size(0),
-              logits.size(1), logits.size(2), logits.size(3), logits.size(4));
+  std::printf("wrote %s: logits [%ld, %ld, %ld, %ld, %ld]\n", output.c_str(), logits.size(0), logits.size(1),
+              logits.size(2), logits.size(3), logits.size(4));
   return 0;
 }

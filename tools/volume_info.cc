@@ -3,20 +3,19 @@
 // readers (tests/preprocessing compares it with nibabel).
 //
 //   upp-volume-info FILE [--voxels i,j,k ...]
-#include <cstdio>
-#include <filesystem>
-#include <fstream>
-#include <string>
-#include <vector>
-
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <limits>
+#include <string>
+#include <vector>
 
 #include "imageio/dicom.h"
-#include "imageio/file_util.h"
 #include "imageio/dicom_seg.h"
+#include "imageio/file_util.h"
 #include "imageio/nifti.h"
 
 // Test labels derived from the first channel: |round(value)| mod `mod`, NaN -> 0.
@@ -24,9 +23,7 @@ std::vector<uint16_t> LabelsFromVoxels(const std::vector<float>& voxels, int64_t
   std::vector<uint16_t> labels(static_cast<size_t>(count));
   for (size_t i = 0; i < labels.size(); ++i) {
     const double x = voxels[i];
-    labels[i] = std::isfinite(x)
-                    ? static_cast<uint16_t>(static_cast<int64_t>(std::abs(std::llround(x))) % mod)
-                    : 0;
+    labels[i] = std::isfinite(x) ? static_cast<uint16_t>(static_cast<int64_t>(std::abs(std::llround(x))) % mod) : 0;
   }
   return labels;
 }
@@ -42,13 +39,11 @@ int main(int argc, char** argv) {
   int64_t max_voxels = int64_t{1} << 30;
   app.add_option("--max-voxels", max_voxels, "refuse volumes with more voxels");
   app.add_flag("--any-modality", any_modality, "DICOM: accept series of any modality");
-  app.add_option("file", path, "NIfTI file (.nii or .nii.gz), or a directory of DICOM files")
-      ->required();
+  app.add_option("file", path, "NIfTI file (.nii or .nii.gz), or a directory of DICOM files")->required();
   app.add_option("--write-labels", write_labels,
                  "also write a label map with the input's geometry: label = |round(value)| mod "
                  "--label-mod (NaN -> 0), from channel 0, as .nii.gz");
-  app.add_option("--label-mod", label_mod, "modulus for --write-labels (1..65536)")
-      ->check(CLI::Range(1, 65536));
+  app.add_option("--label-mod", label_mod, "modulus for --write-labels (1..65536)")->check(CLI::Range(1, 65536));
   CLI11_PARSE(app, argc, argv);
   absl::StatusOr<upp::imageio::NiftiImage> image;
   if (std::filesystem::is_directory(path)) {
@@ -69,12 +64,12 @@ int main(int argc, char** argv) {
       const auto labels = LabelsFromVoxels(dicom->volume.voxels, g.NumVoxels(), label_mod);
       std::vector<upp::imageio::LabelInfo> segments;
       for (int l = 1; l < label_mod; ++l) {
-        segments.push_back({l, "label " + std::to_string(l),
+        segments.push_back({l,
+                            "label " + std::to_string(l),
                             {static_cast<uint8_t>(40 * l % 256), 128, static_cast<uint8_t>(255 - 30 * l % 256)}});
       }
-      auto seg = upp::imageio::WriteDicomSeg(g, labels, dicom->info,
-                                                   views[dicom->info.file_indices[0]], segments,
-                                                   {"UNETR++", "0.1.0"});
+      auto seg = upp::imageio::WriteDicomSeg(g, labels, dicom->info, views[dicom->info.file_indices[0]], segments,
+                                             {"UNETR++", "0.1.0"});
       if (!seg.ok()) {
         std::fprintf(stderr, "upp-volume-info: %s\n", seg.status().ToString().c_str());
         return 1;
@@ -132,10 +127,9 @@ int main(int argc, char** argv) {
       "%.9g, %.9g], \"sum\": %.17g, \"weighted_sum\": %.17g, \"min\": %.9g, \"max\": %.9g, "
       "\"nan_count\": %ld, \"nifti_version\": %d, \"qform_code\": %d, \"sform_code\": %d, "
       "\"big_endian\": %s}\n",
-      g.size[0], g.size[1], g.size[2], v.channels, g.spacing[0], g.spacing[1], g.spacing[2],
-      g.origin[0], g.origin[1], g.origin[2], g.direction[0], g.direction[1], g.direction[2],
-      g.direction[3], g.direction[4], g.direction[5], g.direction[6], g.direction[7],
-      g.direction[8], sum, weighted, lo, hi, nan_count, image->header.version, image->header.qform_code,
-      image->header.sform_code, image->header.big_endian ? "true" : "false");
+      g.size[0], g.size[1], g.size[2], v.channels, g.spacing[0], g.spacing[1], g.spacing[2], g.origin[0], g.origin[1],
+      g.origin[2], g.direction[0], g.direction[1], g.direction[2], g.direction[3], g.direction[4], g.direction[5],
+      g.direction[6], g.direction[7], g.direction[8], sum, weighted, lo, hi, nan_count, image->header.version,
+      image->header.qform_code, image->header.sform_code, image->header.big_endian ? "true" : "false");
   return 0;
 }

@@ -30,8 +30,7 @@ absl::StatusOr<std::string> RenderOverlayPng(const imageio::Volume& image, const
                                              const std::vector<OverlayLabel>& legend, const OverlayOptions& options) {
   const auto& g = image.geometry;
   const int64_t nx = g.size[0], ny = g.size[1], nz = g.size[2];
-  if (static_cast<int64_t>(labels.size()) != g.NumVoxels() ||
-      static_cast<int64_t>(image.voxels.size()) < g.NumVoxels())
+  if (static_cast<int64_t>(labels.size()) != g.NumVoxels() || static_cast<int64_t>(image.voxels.size()) < g.NumVoxels())
     return absl::InvalidArgumentError("the label map and the image have different sizes");
   auto at = [&](int64_t x, int64_t y, int64_t z) { return static_cast<size_t>((z * ny + y) * nx + x); };
 

@@ -22,11 +22,11 @@
 
 #include "clients/cpp/client.h"
 #include "clients/cpp/overlay.h"
-#include "proto/api.h"
 #include "imageio/dicom.h"
 #include "imageio/file_util.h"
 #include "imageio/labels.h"
 #include "imageio/nifti.h"
+#include "proto/api.h"
 
 namespace {
 
@@ -34,17 +34,22 @@ namespace fs = std::filesystem;
 
 int ExitCode(const absl::Status& s) {
   switch (s.code()) {
-    case absl::StatusCode::kOk: return 0;
+    case absl::StatusCode::kOk:
+      return 0;
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kNotFound:
     case absl::StatusCode::kFailedPrecondition:
     case absl::StatusCode::kUnimplemented:
-    case absl::StatusCode::kOutOfRange: return 2;
+    case absl::StatusCode::kOutOfRange:
+      return 2;
     case absl::StatusCode::kUnavailable:
-    case absl::StatusCode::kResourceExhausted: return 3;
+    case absl::StatusCode::kResourceExhausted:
+      return 3;
     case absl::StatusCode::kDeadlineExceeded:
-    case absl::StatusCode::kCancelled: return 4;
-    default: return 5;
+    case absl::StatusCode::kCancelled:
+      return 4;
+    default:
+      return 5;
   }
 }
 
@@ -80,7 +85,8 @@ class ProgressPrinter {
         std::fprintf(stderr, " %llu/%llu windows", static_cast<unsigned long long>(p.windows_done()),
                      static_cast<unsigned long long>(p.windows_total()));
       std::fprintf(stderr, "\n");
-      if (windows) while (next_report_ <= p.fraction()) next_report_ += 0.25;
+      if (windows)
+        while (next_report_ <= p.fraction()) next_report_ += 0.25;
     }
     last_stage_ = p.stage();
   }

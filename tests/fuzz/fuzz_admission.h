@@ -18,14 +18,12 @@ namespace upp::fuzz {
 inline constexpr int64_t kAdmissionBudget = int64_t{1} << 30;
 
 inline absl::Status Admit(int64_t bytes) {
-  return bytes > kAdmissionBudget ? absl::ResourceExhaustedError("over the fuzz admission budget")
-                                  : absl::OkStatus();
+  return bytes > kAdmissionBudget ? absl::ResourceExhaustedError("over the fuzz admission budget") : absl::OkStatus();
 }
 
 // DICOM: the float volume and as much again for decoded frames, as the server reserves.
 inline absl::Status AdmitSeries(const imageio::Geometry& g) {
-  return Admit(
-      imageio::OrMax(imageio::CheckedProduct({g.size[0], g.size[1], g.size[2], 8})));
+  return Admit(imageio::OrMax(imageio::CheckedProduct({g.size[0], g.size[1], g.size[2], 8})));
 }
 
 }  // namespace upp::fuzz

@@ -15,8 +15,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   options.admit = [](const upp::imageio::Geometry&, int64_t, int64_t read_bytes) {
     return upp::fuzz::Admit(read_bytes);
   };
-  auto image = upp::imageio::ReadNifti(
-      std::string_view(reinterpret_cast<const char*>(data), size), options);
+  auto image = upp::imageio::ReadNifti(std::string_view(reinterpret_cast<const char*>(data), size), options);
   if (image.ok()) {
     const auto& v = image->volume;
     if (!v.geometry.Validate().ok()) std::abort();

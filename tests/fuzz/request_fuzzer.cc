@@ -66,7 +66,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     } else {
       upp::imageio::AssemblyOptions options;
       options.format = header->format() == unetrpp::v1::INPUT_FORMAT_DICOM ? upp::imageio::InputFormat::kDicom
-                                                                          : upp::imageio::InputFormat::kNifti;
+                                                                           : upp::imageio::InputFormat::kNifti;
       options.channels = model.input_channels;
       options.modalities.clear();  // any modality: reach the pixel decoding
       options.admit = [](const upp::imageio::Geometry&, int64_t bytes) { return upp::fuzz::Admit(bytes); };

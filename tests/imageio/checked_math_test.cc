@@ -5,7 +5,6 @@
 
 #include <limits>
 
-
 namespace upp::imageio {
 namespace {
 
@@ -35,9 +34,8 @@ TEST(CheckedMathTest, SumsAndNegatives) {
 
 TEST(CheckedMathTest, FloorOfDoubles) {
   EXPECT_EQ(CheckedFloor(2.9), 2);
-  EXPECT_EQ(CheckedFloor(9223372036854774784.0),
-            int64_t{9223372036854774784});                        // largest double < 2^63
-  EXPECT_FALSE(CheckedFloor(9223372036854775808.0).has_value());  // 2^63
+  EXPECT_EQ(CheckedFloor(9223372036854774784.0), int64_t{9223372036854774784});  // largest double < 2^63
+  EXPECT_FALSE(CheckedFloor(9223372036854775808.0).has_value());                 // 2^63
   EXPECT_FALSE(CheckedFloor(std::numeric_limits<double>::infinity()).has_value());
   EXPECT_FALSE(CheckedFloor(std::numeric_limits<double>::quiet_NaN()).has_value());
   EXPECT_FALSE(CheckedFloor(-1.0).has_value());

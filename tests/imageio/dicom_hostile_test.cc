@@ -30,10 +30,8 @@ std::string MakeCt(const CtSpec& spec) {
   DcmFileFormat file;
   DcmDataset* ds = file.getDataset();
   char uid[100];
-  ds->putAndInsertString(DCM_SOPClassUID,
-                         spec.frames > 1 ? UID_EnhancedCTImageStorage : UID_CTImageStorage);
-  ds->putAndInsertString(DCM_SOPInstanceUID,
-                         dcmGenerateUniqueIdentifier(uid, SITE_INSTANCE_UID_ROOT));
+  ds->putAndInsertString(DCM_SOPClassUID, spec.frames > 1 ? UID_EnhancedCTImageStorage : UID_CTImageStorage);
+  ds->putAndInsertString(DCM_SOPInstanceUID, dcmGenerateUniqueIdentifier(uid, SITE_INSTANCE_UID_ROOT));
   ds->putAndInsertString(DCM_SeriesInstanceUID, "1.2.3.4");
   ds->putAndInsertString(DCM_StudyInstanceUID, "1.2.3");
   ds->putAndInsertString(DCM_Modality, "CT");
@@ -95,8 +93,7 @@ TEST(DicomHostileTest, PixelProductOfExactly2To32BytesIsRefusedCheaply) {
   auto image = ReadDicomSeries({file});
   ASSERT_FALSE(image.ok());
   EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument) << image.status();
-  EXPECT_NE(image.status().message().find("pixel data holds 4 bytes"), std::string::npos)
-      << image.status();
+  EXPECT_NE(image.status().message().find("pixel data holds 4 bytes"), std::string::npos) << image.status();
   EXPECT_NE(image.status().message().find("4294967296"), std::string::npos) << image.status();
   EXPECT_LT(testing::PeakRssBytes() - rss, int64_t{256} << 20);
 }

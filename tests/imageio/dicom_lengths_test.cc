@@ -6,7 +6,6 @@
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dctk.h>
 #include <gtest/gtest.h>
-
 #include <zlib.h>
 
 #include <cstring>

@@ -40,9 +40,7 @@ TEST(DicomSegTest, FramesReadBackWithDcmtkLandOnTheirSliceWithTheirVoxels) {
     const float v = image->volume.voxels[i];
     labels[i] = v > 100 ? 1 : (v < -500 ? 2 : 0);
   }
-  std::vector<LabelInfo> segments{{1, "bone", {255, 255, 200}},
-                                           {2, "air", {0, 0, 255}},
-                                           {3, "absent", {255, 0, 0}}};
+  std::vector<LabelInfo> segments{{1, "bone", {255, 255, 200}}, {2, "air", {0, 0, 255}}, {3, "absent", {255, 0, 0}}};
   auto seg_bytes = WriteDicomSeg(g, labels, image->info, bytes, segments, {"UNETR++", "0.1.0"});
   ASSERT_TRUE(seg_bytes.ok()) << seg_bytes.status();
 

@@ -28,7 +28,9 @@ struct Nifti1Builder {
     Put<float>(76, 1.0f);  // pixdim[0] (qfac)
   }
   template <typename T>
-  void Put(size_t offset, T v) { std::memcpy(&header[offset], &v, sizeof(T)); }
+  void Put(size_t offset, T v) {
+    std::memcpy(&header[offset], &v, sizeof(T));
+  }
   void Dims(std::initializer_list<int16_t> dims) {
     Put<int16_t>(40, static_cast<int16_t>(dims.size()));
     int i = 1;

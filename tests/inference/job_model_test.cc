@@ -5,17 +5,15 @@
 #include <cmath>
 #include <filesystem>
 
+#include "inference/job.h"
 #include "model/cpu_threads.h"
 #include "model/window_runner.h"
-#include "inference/job.h"
 #include "tools/batch_runner.h"
 
 namespace upp::inference {
 namespace {
 
-std::string Fixture(const std::string& name) {
-  return std::string(UPP_FIXTURES_DIR) + "/" + name;
-}
+std::string Fixture(const std::string& name) { return std::string(UPP_FIXTURES_DIR) + "/" + name; }
 
 TEST(PipelineWithModel, SynapseSmallOnAnOddAnisotropicVolume) {
   model::ConfigureCpuThreads(0);

@@ -1,12 +1,13 @@
 // The inference job on small synthetic volumes with known answers, using fake
 // "networks" whose answers are known too.
+#include "inference/job.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <cmath>
 #include <set>
 
-#include "inference/job.h"
 #include "inference/windows.h"
 #include "preprocessing/plan.h"
 #include "preprocessing/resampling.h"
@@ -135,8 +136,7 @@ TEST(Job, MisuseGetsClearStatuses) {
   EXPECT_EQ((*job)->Finish().status().code(), absl::StatusCode::kFailedPrecondition);
   ASSERT_TRUE((*job)->AddOutput(0, out.data()).ok());
   EXPECT_EQ((*job)->AddOutput(0, out.data()).status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ((*job)->AddOutput((*job)->num_items(), out.data()).status().code(),
-            absl::StatusCode::kOutOfRange);
+  EXPECT_EQ((*job)->AddOutput((*job)->num_items(), out.data()).status().code(), absl::StatusCode::kOutOfRange);
 
   imageio::Volume two = BlockVolume({20, 20, 10});
   two.channels = 2;
@@ -222,7 +222,7 @@ TEST(Job, CtAndZScoreNormalisation) {
   plan.normalization[0] = {ChannelNormalization::Scheme::kCT, -100, 500, 100, 100, false};
   imageio::Volume v;
   v.geometry.size = {8, 8, 4};
-  v.voxels = std::vector<float>(256, -1000.0f);  // clipped to -100 -> class -2 -> 0
+  v.voxels = std::vector<float>(256, -1000.0f);          // clipped to -100 -> class -2 -> 0
   for (int i = 128; i < 256; ++i) v.voxels[i] = 400.0f;  // (400 - 100) / 100 = 3
   auto result = SegmentVolume(v, plan, PointwiseNet(8, 1, plan.patch));
   ASSERT_TRUE(result.ok());
@@ -281,9 +281,9 @@ TEST(Job, BackResamplingShortcutEqualsFullResampling) {
     AccumulatorPrecision acc;
   };
   const Case cases[] = {
-      {{61, 47, 13}, {0.7, 0.9, 4.0}, {0, 1, 2}, 6, AccumulatorPrecision::kFloat32},   // nearest along z
+      {{61, 47, 13}, {0.7, 0.9, 4.0}, {0, 1, 2}, 6, AccumulatorPrecision::kFloat32},  // nearest along z
       {{61, 47, 13}, {0.7, 0.9, 4.0}, {0, 1, 2}, 6, AccumulatorPrecision::kFloat16},
-      {{40, 35, 30}, {1.1, 1.3, 1.7}, {2, 0, 1}, 5, AccumulatorPrecision::kFloat32},   // trilinear, transposed
+      {{40, 35, 30}, {1.1, 1.3, 1.7}, {2, 0, 1}, 5, AccumulatorPrecision::kFloat32},    // trilinear, transposed
       {{33, 29, 17}, {1.2, 0.8, 2.1}, {1, 2, 0}, 300, AccumulatorPrecision::kFloat32},  // labels beyond uint8
   };
   for (const auto& c : cases) {

@@ -27,10 +27,8 @@ TEST(LimitsTest, ResampledSizeSaturatesInsteadOfWrapping) {
 
 TEST(LimitsTest, WindowCountsAreComputedWithoutBuilding) {
   EXPECT_EQ(CountWindowStarts(64, 64, 0.5), 1);
-  EXPECT_EQ(CountWindowStarts(512, 128, 0.5),
-            static_cast<int64_t>(WindowStarts(512, 128, 0.5).size()));
-  EXPECT_EQ(CountWindowStarts(301, 64, 0.37),
-            static_cast<int64_t>(WindowStarts(301, 64, 0.37).size()));
+  EXPECT_EQ(CountWindowStarts(512, 128, 0.5), static_cast<int64_t>(WindowStarts(512, 128, 0.5).size()));
+  EXPECT_EQ(CountWindowStarts(301, 64, 0.37), static_cast<int64_t>(WindowStarts(301, 64, 0.37).size()));
   EXPECT_EQ(CountWindowStarts(kMax, 1, 1e-300), kMax);
 }
 

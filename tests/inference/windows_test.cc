@@ -1,12 +1,12 @@
 // Window positions, the Gaussian importance and the argmax (inference/windows.h)
 // against nnU-Net's formulas and torch.
+#include "inference/windows.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <cmath>
 #include <set>
-
-#include "inference/windows.h"
 
 namespace upp::inference {
 namespace {
@@ -31,8 +31,7 @@ TEST(Windows, StartsMatchNnUnet) {
       {200, 64, 0.25, {0, 15, 30, 45, 60, 76, 91, 106, 121, 136}},
       {65, 64, 0.5, {0, 1}},
   };
-  for (const auto& c : cases)
-    EXPECT_EQ(WindowStarts(c.size, c.patch, c.step), c.starts) << c.size << " " << c.patch;
+  for (const auto& c : cases) EXPECT_EQ(WindowStarts(c.size, c.patch, c.step), c.starts) << c.size << " " << c.patch;
 }
 
 TEST(Windows, GaussianIsSymmetricWithMaxOne) {
@@ -44,11 +43,9 @@ TEST(Windows, GaussianIsSymmetricWithMaxOne) {
   EXPECT_GT(g.min().item<float>(), 0.0f);
   // Mirror-symmetric about the centre along each axis.
   torch::Tensor inner = g.narrow(0, 1, 7).narrow(1, 1, 15).narrow(2, 1, 11);
-  for (int64_t a = 0; a < 3; ++a)
-    EXPECT_LT((inner - inner.flip({a})).abs().max().item<float>(), 1e-7);
+  for (int64_t a = 0; a < 3; ++a) EXPECT_LT((inner - inner.flip({a})).abs().max().item<float>(), 1e-7);
   // Separable: g(d, h, w) = g(d, c, c) g(c, h, c) g(c, c, w).
-  torch::Tensor prod = g.select(1, 8).select(1, 6).view({8, 1, 1}) *
-                       g.select(0, 4).select(1, 6).view({1, 16, 1}) *
+  torch::Tensor prod = g.select(1, 8).select(1, 6).view({8, 1, 1}) * g.select(0, 4).select(1, 6).view({1, 16, 1}) *
                        g.select(0, 4).select(0, 8).view({1, 1, 12});
   EXPECT_LT((prod - g).abs().max().item<float>(), 1e-6);
   // sigma = patch / 8: one sigma from the centre along W the weight is e^-1/2.

@@ -1,6 +1,7 @@
+#include "model/config.h"
+
 #include <gtest/gtest.h>
 
-#include "model/config.h"
 #include "model/network.h"
 
 namespace upp::model {
@@ -38,13 +39,21 @@ struct BadCase {
 
 TEST(ConfigTest, InvalidCombinationsAreRefusedWithAClearMessage) {
   const BadCase cases[] = {
-      {"patch not divisible", [](ModelConfig& c) { c.patch = {64, 100, 128}; }, "not divisible by stem x 8"},
+      {"patch not divisible",
+       [](ModelConfig& c) {
+         c.patch = {64, 100, 128};
+       },
+       "not divisible by stem x 8"},
       {"heads", [](ModelConfig& c) { c.num_heads = 5; }, "not divisible by num_heads"},
       {"in channels vs groups", [](ModelConfig& c) { c.in_channels = 3; }, "in_channels"},
       {"zero classes", [](ModelConfig& c) { c.num_classes = 0; }, "num_classes"},
       {"zero feature size", [](ModelConfig& c) { c.feature_size = 0; }, "feature_size"},
       {"zero depth", [](ModelConfig& c) { c.depths[2] = 0; }, "depths[2]"},
-      {"negative stem", [](ModelConfig& c) { c.stem = {0, 4, 4}; }, "stem"},
+      {"negative stem",
+       [](ModelConfig& c) {
+         c.stem = {0, 4, 4};
+       },
+       "stem"},
       {"res blocks", [](ModelConfig& c) { c.res_blocks_after_epa = 3; }, "res_blocks_after_epa"},
   };
   for (const auto& bc : cases) {

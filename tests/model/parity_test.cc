@@ -36,8 +36,8 @@ Io ReadIo(const std::string& name) {
 class ParityTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ParityTest, ReproducesReferenceLogitsAndLabels) {
-  auto net = Network::FromWeightsFile(std::string(UPP_FIXTURES_DIR) + "/" + GetParam() +
-                                      "_small_weights.safetensors", {}, TestOptions());
+  auto net = Network::FromWeightsFile(std::string(UPP_FIXTURES_DIR) + "/" + GetParam() + "_small_weights.safetensors",
+                                      {}, TestOptions());
   ASSERT_TRUE(net.ok()) << net.status().ToString();
   Io io = ReadIo(GetParam());
   auto out = (*net)->Forward(io.input);
@@ -45,18 +45,16 @@ TEST_P(ParityTest, ReproducesReferenceLogitsAndLabels) {
   auto logits = (*out)[0].cpu();
   ASSERT_EQ(logits.sizes(), io.logits.sizes());
   const double max_err = (logits - io.logits).abs().max().item<double>();
-  const double agree =
-      logits.argmax(1).to(torch::kUInt8).eq(io.labels).to(torch::kFloat64).mean().item<double>();
+  const double agree = logits.argmax(1).to(torch::kUInt8).eq(io.labels).to(torch::kFloat64).mean().item<double>();
   RecordProperty("max_abs_err", std::to_string(max_err));
-  std::printf("[%s] max |logit - reference| = %.3g, label agreement = %.6f\n", GetParam().c_str(),
-              max_err, agree);
+  std::printf("[%s] max |logit - reference| = %.3g, label agreement = %.6f\n", GetParam().c_str(), max_err, agree);
   EXPECT_LT(max_err, 1e-3);
   EXPECT_GE(agree, 0.9999);
 }
 
 TEST_P(ParityTest, DeepSupervisionHeadsRunOnRequest) {
-  auto net = Network::FromWeightsFile(std::string(UPP_FIXTURES_DIR) + "/" + GetParam() +
-                                      "_small_weights.safetensors", {}, TestOptions());
+  auto net = Network::FromWeightsFile(std::string(UPP_FIXTURES_DIR) + "/" + GetParam() + "_small_weights.safetensors",
+                                      {}, TestOptions());
   ASSERT_TRUE(net.ok()) << net.status().ToString();
   Io io = ReadIo(GetParam());
   auto out = (*net)->Forward(io.input, /*deep_supervision=*/true);
@@ -80,8 +78,7 @@ TEST_P(ParityTest, BFloat16AgreesWithFloat32) {
   const CpuFeatures& cpu = DetectCpuFeatures();
   if (TestOptions().device.is_cpu() && !cpu.bf16_convolutions)
     GTEST_SKIP() << "no bfloat16 on this CPU: " << DescribeCpuFeatures(cpu);
-  const std::string weights =
-      std::string(UPP_FIXTURES_DIR) + "/" + GetParam() + "_small_weights.safetensors";
+  const std::string weights = std::string(UPP_FIXTURES_DIR) + "/" + GetParam() + "_small_weights.safetensors";
   auto fp32 = Network::FromWeightsFile(weights, {}, TestOptions());
   auto bf16 = Network::FromWeightsFile(weights, {}, TestOptions(Precision::kBFloat16));
   ASSERT_TRUE(fp32.ok() && bf16.ok());
@@ -93,8 +90,7 @@ TEST_P(ParityTest, BFloat16AgreesWithFloat32) {
   EXPECT_EQ(lb.scalar_type(), torch::kFloat32);
   const double agree = la.argmax(1).eq(lb.argmax(1)).to(torch::kFloat64).mean().item<double>();
   const double max_err = (la - lb).abs().max().item<double>();
-  std::printf("[%s] bf16 vs fp32: label agreement %.6f, max |dlogit| %.3g\n", GetParam().c_str(),
-              agree, max_err);
+  std::printf("[%s] bf16 vs fp32: label agreement %.6f, max |dlogit| %.3g\n", GetParam().c_str(), agree, max_err);
   EXPECT_GE(agree, 0.99);
 }
 
@@ -106,8 +102,7 @@ TEST(NetworkTest, RejectsWrongInputShapeWithMessage) {
   auto out = (*net)->Forward(torch::zeros({1, 1, 32, 64, 32}));
   ASSERT_FALSE(out.ok());
   EXPECT_EQ(out.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(out.status().message().find("(B>=1, 1, 32, 64, 64)"), std::string::npos)
-      << out.status().message();
+  EXPECT_NE(out.status().message().find("(B>=1, 1, 32, 64, 64)"), std::string::npos) << out.status().message();
   out = (*net)->Forward(torch::zeros({1, 2, 32, 64, 64}));
   EXPECT_FALSE(out.ok());
 }

@@ -1,11 +1,12 @@
 // Reading safetensors and loading weights: round trips, dtype conversion,
 // and every kind of broken file giving a clear error and no crash.
+#include "model/safetensors.h"
+
 #include <gtest/gtest.h>
 
 #include <fstream>
 
 #include "model/network.h"
-#include "model/safetensors.h"
 #include "model/weights.h"
 
 namespace upp::model {
@@ -32,8 +33,7 @@ std::string Header(const std::string& json) {
 }
 
 // All tensors of the fixture, as stored, plus its metadata.
-std::pair<std::vector<std::pair<std::string, torch::Tensor>>, std::map<std::string, std::string>>
-FixtureTensors() {
+std::pair<std::vector<std::pair<std::string, torch::Tensor>>, std::map<std::string, std::string>> FixtureTensors() {
   auto r = SafetensorsReader::Open(kWeights);
   EXPECT_TRUE(r.ok());
   std::vector<std::pair<std::string, torch::Tensor>> out;
@@ -133,8 +133,7 @@ TEST(SafetensorsTest, WrongShapeIsListedWithBothShapes) {
   ASSERT_TRUE(WriteSafetensors(path, tensors, meta).ok());
   Status s = LoadInto(path);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("out1.conv.conv.bias: file [13] F16 vs model [14]"), std::string::npos)
-      << s.message();
+  EXPECT_NE(s.message().find("out1.conv.conv.bias: file [13] F16 vs model [14]"), std::string::npos) << s.message();
 }
 
 TEST(SafetensorsTest, DeepSupervisionHeadsCanBeIgnored) {
@@ -202,18 +201,17 @@ TEST(SafetensorsTest, UnknownDtypeIsNamed) {
   auto r = SafetensorsReader::FromBytes(bytes.data(), bytes.size());
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(r.status().message().find("unsupported dtype \"F8_E4M3\""), std::string::npos)
-      << r.status().message();
+  EXPECT_NE(r.status().message().find("unsupported dtype \"F8_E4M3\""), std::string::npos) << r.status().message();
 }
 
 TEST(SafetensorsTest, InconsistentOffsetsAndShapesAreRejected) {
   const char* bad[] = {
-      R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})",           // size mismatch
-      R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})",          // negative dim
-      R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}})",           // reversed
+      R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})",                      // size mismatch
+      R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})",                     // negative dim
+      R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}})",                      // reversed
       R"({"w":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,4]}})",  // overflow
-      R"({"w":{"dtype":"F32","shape":[1]}})",                               // no offsets
-      R"({"__metadata__":{"a":1}})",                                        // non-string metadata
+      R"({"w":{"dtype":"F32","shape":[1]}})",                                           // no offsets
+      R"({"__metadata__":{"a":1}})",                                                    // non-string metadata
   };
   for (const char* json : bad) {
     std::string bytes = Header(json) + "abcd";

@@ -22,8 +22,7 @@ TEST_P(StructureTest, StateDictMatchesReference) {
   ASSERT_TRUE(config.ok()) << config.status().ToString();
   EXPECT_EQ(config->in_channels, ref["in_channels"].get<int64_t>());
   EXPECT_EQ(config->num_classes, ref["classes"].get<int64_t>());
-  EXPECT_EQ(std::vector<int64_t>(config->patch.begin(), config->patch.end()),
-            ref["patch"].get<std::vector<int64_t>>());
+  EXPECT_EQ(std::vector<int64_t>(config->patch.begin(), config->patch.end()), ref["patch"].get<std::vector<int64_t>>());
 
   torch::NoGradGuard no_grad;
   UnetrPP net(*config);
@@ -41,8 +40,7 @@ TEST_P(StructureTest, StateDictMatchesReference) {
   EXPECT_EQ(CountTrainableParameters(*net), ref["trainable_parameters"].get<int64_t>());
 }
 
-INSTANTIATE_TEST_SUITE_P(Presets, StructureTest,
-                         ::testing::Values("synapse", "acdc", "lung", "tumor"));
+INSTANTIATE_TEST_SUITE_P(Presets, StructureTest, ::testing::Values("synapse", "acdc", "lung", "tumor"));
 
 TEST(StructureTest, SynapseSharesOneProjectionUnderTwoNames) {
   auto config = Preset("synapse");

@@ -1,11 +1,11 @@
 // The plan: JSON round trip and errors that name the field.
+#include "preprocessing/plan.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <cmath>
 #include <set>
-
-#include "preprocessing/plan.h"
 
 namespace upp::preprocessing {
 namespace {
@@ -33,9 +33,10 @@ TEST(Plan, JsonRoundTripAndFieldNamesInErrors) {
   expect_field("{\"mirror_axes\": [3]}", "plan.mirror_axes");
   expect_field("{\"target_spacing\": \"x\"}", "plan.target_spacing");
   expect_field("{\"num_classes\": 3, \"labels\": [{\"value\": 3}]}", "plan.labels");
-  expect_field("{\"normalization\": [{\"scheme\": \"ct\", \"clip_low\": 5, \"clip_high\": 1, "
-               "\"mean\": 0, \"std\": 1}]}",
-               "plan.normalization[0]");
+  expect_field(
+      "{\"normalization\": [{\"scheme\": \"ct\", \"clip_low\": 5, \"clip_high\": 1, "
+      "\"mean\": 0, \"std\": 1}]}",
+      "plan.normalization[0]");
   expect_field("{\"stepp\": 0.5}", "plan.stepp");
   expect_field("[1]", "plan.json");
   EXPECT_EQ(Plan::FromMetadata({}).status().code(), absl::StatusCode::kNotFound);

@@ -1,11 +1,11 @@
 // Resampling and cropping (preprocessing/resampling.h) on small tensors with known answers.
+#include "preprocessing/resampling.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <cmath>
 #include <set>
-
-#include "preprocessing/resampling.h"
 
 namespace upp::preprocessing {
 namespace {
@@ -66,9 +66,8 @@ TEST(Resample, NearestAlongOneAxisIsNearestExact) {
   torch::manual_seed(4);
   torch::Tensor x = torch::randn({1, 5, 6, 6});
   torch::Tensor mine = Resample1D(x, 1, 13, Interp::kNearest);
-  torch::Tensor ref = F::interpolate(x.unsqueeze(0), F::InterpolateFuncOptions()
-                                                         .size(std::vector<int64_t>{13, 6, 6})
-                                                         .mode(torch::kNearestExact))[0];
+  torch::Tensor ref = F::interpolate(
+      x.unsqueeze(0), F::InterpolateFuncOptions().size(std::vector<int64_t>{13, 6, 6}).mode(torch::kNearestExact))[0];
   EXPECT_TRUE(torch::equal(mine, ref));
 }
 
@@ -82,8 +81,7 @@ TEST(Resample, ModesFollowNnUnetSeparateZ) {
   EXPECT_EQ(m, (std::array<I, 3>{I::kLinear, I::kNearest, I::kLinear}));
   m = ResamplingModes({5.0, 5.0, 1.0}, {1.0, 1.0, 1.0}, 3.0);  // two coarse axes
   EXPECT_EQ(m, (std::array<I, 3>{I::kLinear, I::kLinear, I::kLinear}));
-  EXPECT_EQ(ResampledSize({10, 100, 100}, {5.0, 0.8, 0.8}, {3.0, 0.76, 0.76}),
-            (std::array<int64_t, 3>{17, 105, 105}));
+  EXPECT_EQ(ResampledSize({10, 100, 100}, {5.0, 0.8, 0.8}, {3.0, 0.76, 0.76}), (std::array<int64_t, 3>{17, 105, 105}));
   // 5 * 1 / 2 = 2.5 rounds to 2 (half to even, as np.round).
   EXPECT_EQ(ResampledSize({5, 7, 9}, {1, 1, 1}, {2, 2, 2}), (std::array<int64_t, 3>{2, 4, 4}));
 }

@@ -28,8 +28,8 @@ TEST(DrainTest, SigtermLetsInFlightWorkFinishAndExitsZero) {
   const int port = testing::FreePort();
   std::ofstream(dir + "/drain.textproto")
       << "listen_address: '127.0.0.1:" << port << "'\nmetrics_address: 'off'\ndrain_grace_seconds: 60\n"
-      << "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '"
-      << dir << "/drain_plan.json' }\n";
+      << "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '" << dir
+      << "/drain_plan.json' }\n";
 
   const std::string config = dir + "/drain.textproto";
   const char* argv[] = {UPP_SERVE_BINARY, "--config", config.c_str(), nullptr};
@@ -57,8 +57,7 @@ TEST(DrainTest, SigtermLetsInFlightWorkFinishAndExitsZero) {
     grpc::reflection::v1alpha::ServerReflectionResponse response;
     ASSERT_TRUE(stream->Read(&response));
     bool listed = false;
-    for (const auto& s : response.list_services_response().service())
-      listed |= s.name() == "unetrpp.v1.Segmentation";
+    for (const auto& s : response.list_services_response().service()) listed |= s.name() == "unetrpp.v1.Segmentation";
     EXPECT_TRUE(listed) << response.DebugString();
     EXPECT_TRUE(stream->Finish().ok());
   }

@@ -12,8 +12,8 @@
 #include <thread>
 
 #include "clients/cpp/client.h"
-#include "model/cpu_threads.h"
 #include "imageio/nifti.h"
+#include "model/cpu_threads.h"
 #include "preprocessing/plan.h"
 #include "server/config.h"
 #include "server/server.h"
@@ -53,8 +53,7 @@ std::unique_ptr<Server> StartServer(const std::string& extra, const std::string&
       "timeouts { " +
       timeouts +
       " }\n"
-      "models { name: 'small' weights: '" UPP_FIXTURES_DIR
-      "/synapse_small_weights.safetensors' plan_file: '" +
+      "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '" +
       PlanFile() + "' }\n" + extra);
   EXPECT_TRUE(config.ok()) << config.status();
   auto server = Server::Create(*config);
@@ -140,19 +139,16 @@ TEST_F(HostileTest, StreamsWithoutAHeaderAreCappedAndTimedOut) {
     }
     statuses.push_back(s->Finish());
   }
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   int exhausted = 0, timed_out = 0;
   for (const auto& st : statuses) {
     if (st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
       ++exhausted;
-      EXPECT_NE(st.error_message().find("without a RequestHeader"), std::string::npos)
-          << st.error_message();
+      EXPECT_NE(st.error_message().find("without a RequestHeader"), std::string::npos) << st.error_message();
     }
     if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
       ++timed_out;
-      EXPECT_NE(st.error_message().find("no RequestHeader within 1 s"), std::string::npos)
-          << st.error_message();
+      EXPECT_NE(st.error_message().find("no RequestHeader within 1 s"), std::string::npos) << st.error_message();
     }
   }
   EXPECT_EQ(exhausted, 1);  // max_pending_streams: 3
@@ -166,8 +162,7 @@ TEST_F(HostileTest, AnIdleUploadIsTimedOut) {
   std::thread other([&] { good = GoodRequestSucceeds(); });
   const auto start = std::chrono::steady_clock::now();
   const auto s = Run({Header(), Chunk("partial")}, /*writes_done=*/false);
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   other.join();
   EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_NE(s.error_message().find("no input for 1 s"), std::string::npos) << s.error_message();
@@ -203,8 +198,7 @@ TEST_F(HostileTest, CallerChosenCountsHaveLimits) {
   many.push_back(End());
   s = Run(many);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-  EXPECT_NE(s.error_message().find("limits.max_input_files"), std::string::npos)
-      << s.error_message();
+  EXPECT_NE(s.error_message().find("limits.max_input_files"), std::string::npos) << s.error_message();
   EXPECT_TRUE(GoodRequestSucceeds());
 }
 
@@ -212,8 +206,7 @@ TEST_F(HostileTest, PriorityAboveZeroNeedsTheConfiguration) {
   const std::string good = testing::FloatNifti(testing::Phantom({40, 40, 20}, {2.0, 2.0, 2.0}));
   auto s = Run({Header(2), Chunk(good), End()});
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_NE(s.error_message().find("allow_client_priority"), std::string::npos)
-      << s.error_message();
+  EXPECT_NE(s.error_message().find("allow_client_priority"), std::string::npos) << s.error_message();
   auto allowing = StartServer("allow_client_priority: true");
   ASSERT_TRUE(allowing);
   auto c = client::Client::Connect("127.0.0.1:" + std::to_string(allowing->port()));
@@ -240,8 +233,7 @@ TEST_F(HostileTest, TooManyWindowsIsRefusedBeforeDecoding) {
   const int64_t rss = testing::ResetPeakRss();
   const auto s = Run({Header(), Chunk(gz), End()});
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
-  EXPECT_NE(s.error_message().find("limits.max_windows_per_request"), std::string::npos)
-      << s.error_message();
+  EXPECT_NE(s.error_message().find("limits.max_windows_per_request"), std::string::npos) << s.error_message();
   EXPECT_LT(testing::PeakRssBytes() - rss, int64_t{64} << 20);
   EXPECT_TRUE(GoodRequestSucceeds());
 }
@@ -263,14 +255,12 @@ TEST_F(HostileTest, AHeaderPromisingGigabytesCostsNothing) {
 TEST_F(HostileTest, OneClientAddressCannotFillTheServer) {
   // Three uploads held open from 127.0.0.1 (max_requests_per_peer: 3)...
   std::vector<std::thread> holders;
-  for (int i = 0; i < 3; ++i)
-    holders.emplace_back([&] { Run({Header(), Chunk("partial")}, /*writes_done=*/false); });
+  for (int i = 0; i < 3; ++i) holders.emplace_back([&] { Run({Header(), Chunk("partial")}, /*writes_done=*/false); });
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   // ... so a fourth from the same address is refused with a retry hint.
   const auto s = Run({Header(), Chunk("x"), End()});
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-  EXPECT_NE(s.error_message().find("max_requests_per_peer"), std::string::npos)
-      << s.error_message();
+  EXPECT_NE(s.error_message().find("max_requests_per_peer"), std::string::npos) << s.error_message();
   for (auto& t : holders) t.join();  // the idle timeout ends them
   EXPECT_TRUE(GoodRequestSucceeds());
 }
@@ -303,22 +293,20 @@ TEST(HostileConfigTest, NonFiniteVoxelsCanBeRefused) {
 // stall, and after send_stall_seconds the call is cancelled and its slot
 // (here the only one for its address) is free again.
 TEST(HostileStallTest, AClientThatNeverReadsIsCutOff) {
-  auto server = StartServer("", "max_requests_per_peer: 1 max_input_bytes: 33554432",
-                            "send_stall_seconds: 1");
+  auto server = StartServer("", "max_requests_per_peer: 1 max_input_bytes: 33554432", "send_stall_seconds: 1");
   ASSERT_TRUE(server);
   const std::string address = "127.0.0.1:" + std::to_string(server->port());
   // Without BDP probing the client's flow-control window stays at 64 KiB,
   // so a result of megabytes cannot be delivered to a client that never reads.
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-  auto stub = unetrpp::v1::Segmentation::NewStub(
-      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+  auto stub =
+      unetrpp::v1::Segmentation::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
   grpc::ClientContext context;
   auto stream = stub->Segment(&context);
   SegmentRequest header;
   header.mutable_header()->set_format(unetrpp::v1::INPUT_FORMAT_NIFTI);
-  header.mutable_header()->add_outputs(
-      unetrpp::v1::OUTPUT_KIND_RAW_LABELS);  // 3 MB, beyond flow control
+  header.mutable_header()->add_outputs(unetrpp::v1::OUTPUT_KIND_RAW_LABELS);  // 3 MB, beyond flow control
   SegmentRequest chunk, end;
   end.mutable_end();
   ASSERT_TRUE(stream->Write(header));

@@ -1,6 +1,8 @@
 // Integration tests: the real server in-process on ephemeral ports, the real
 // client library, the synapse-small fixture network. One server for the
 // suite (loading and warming up once).
+#include "server/server.h"
+
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -9,8 +11,8 @@
 
 #include <atomic>
 #include <cmath>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -26,7 +28,6 @@
 #include "model/window_runner.h"
 #include "server/config.h"
 #include "server/device_memory.h"
-#include "server/server.h"
 #include "tests/server/test_volumes.h"
 #include "tools/batch_runner.h"
 
@@ -51,9 +52,13 @@ std::string PlanFile() {
 
 std::string ConfigText(const std::string& limits = "max_input_bytes: 33554432") {
   return "listen_address: '127.0.0.1:0'\n"
-         "metrics_address: '127.0.0.1:" + std::to_string(testing::FreePort()) + "'\n"
+         "metrics_address: '127.0.0.1:" +
+         std::to_string(testing::FreePort()) +
+         "'\n"
          "cpu_threads: 2\n"
-         "limits { " + limits + " }\n"
+         "limits { " +
+         limits +
+         " }\n"
          "batching { max_batch_size: 4 max_queue_delay_us: 20000 }\n"
          "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '" +
          PlanFile() + "' }\n";
@@ -82,8 +87,7 @@ client::Client* ServerTest::client_ = nullptr;
 
 // The labels that calling the pipeline directly gives for `volume` with the
 // given network and plan file.
-std::vector<uint16_t> DirectLabels(imageio::Volume volume, const std::string& weights,
-                                   const std::string& plan_file) {
+std::vector<uint16_t> DirectLabels(imageio::Volume volume, const std::string& weights, const std::string& plan_file) {
   auto runner = model::WindowRunner::FromWeightsFile(weights);
   EXPECT_TRUE(runner.ok());
   auto plan = preprocessing::Plan::FromJson(imageio::ReadWholeFile(plan_file).value_or(""));
@@ -198,7 +202,8 @@ TEST_F(ServerTest, ConcurrentClientsAllSucceedAndBatchesForm) {
   for (auto& t : threads) t.join();
   for (int i = 0; i < 8; ++i) {
     ASSERT_TRUE(results[i].ok()) << i << " " << results[i].status();
-    EXPECT_GE(Agreement(imageio::DecodeRawLabels(results[i]->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]), DirectLabels(inputs[i])),
+    EXPECT_GE(Agreement(imageio::DecodeRawLabels(results[i]->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]),
+                        DirectLabels(inputs[i])),
               0.9999)
         << i;
   }
@@ -298,7 +303,8 @@ TEST_F(ServerTest, CancellationAndDeadlinesReachTheQueue) {
     unetrpp::v1::SegmentResponse r;
     bool inference = false;
     while (stream->Read(&r))
-      if (r.has_progress() && r.progress().stage() == unetrpp::v1::STAGE_INFERENCE && r.progress().windows_total() > 0) {
+      if (r.has_progress() && r.progress().stage() == unetrpp::v1::STAGE_INFERENCE &&
+          r.progress().windows_total() > 0) {
         inference = true;
         break;
       }
@@ -361,8 +367,10 @@ TEST(TlsTest, ServesOverTlsAndRefusesPlaintext) {
   // A self-signed certificate for "localhost", made with the openssl tool.
   const std::string dir = ::testing::TempDir();
   const std::string key = dir + "/tls_test.key", cert = dir + "/tls_test.pem";
-  const std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -addext "
-                          "subjectAltName=DNS:localhost -days 1 -keyout " + key + " -out " + cert + " 2>/dev/null";
+  const std::string cmd =
+      "openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -addext "
+      "subjectAltName=DNS:localhost -days 1 -keyout " +
+      key + " -out " + cert + " 2>/dev/null";
   if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "openssl is not installed";
   auto config = ParseConfig(ConfigText() + "tls { cert_file: '" + cert + "' key_file: '" + key + "' }\n");
   ASSERT_TRUE(config.ok()) << config.status();
@@ -394,9 +402,10 @@ TEST(MultiChannelTest, OneFilePerChannelOrOne4dFile) {
   plan.target_spacing = {2.0, 2.0, 2.0};
   const std::string plan_file = WritePlanFile(plan, "server_test_tumor_plan.json");
   const std::string weights = UPP_FIXTURES_DIR "/tumor_small_weights.safetensors";
-  auto config = ParseConfig("listen_address: '127.0.0.1:0'\nmetrics_address: 'off'\ncpu_threads: 2\n"
-                            "models { name: 'tumor' modality: 'MR' weights: '" + weights + "' plan_file: '" +
-                            plan_file + "' }\n");
+  auto config = ParseConfig(
+      "listen_address: '127.0.0.1:0'\nmetrics_address: 'off'\ncpu_threads: 2\n"
+      "models { name: 'tumor' modality: 'MR' weights: '" +
+      weights + "' plan_file: '" + plan_file + "' }\n");
   ASSERT_TRUE(config.ok()) << config.status();
   auto server = Server::Create(*config);
   ASSERT_TRUE(server.ok()) << server.status();

@@ -1,8 +1,5 @@
 #include "tests/server/test_volumes.h"
 
-#include "imageio/dcmtk_io.h"
-#include "imageio/file_util.h"
-
 #include <arpa/inet.h>
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcistrmb.h>
@@ -15,6 +12,9 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+
+#include "imageio/dcmtk_io.h"
+#include "imageio/file_util.h"
 
 namespace upp::testing {
 
@@ -50,8 +50,9 @@ std::string FloatNifti(const imageio::Volume& v) {
   std::memcpy(&b[40], dim, sizeof(dim));
   put(70, int16_t{16});  // float32
   put(72, int16_t{32});
-  const float pixdim[8] = {1, static_cast<float>(g.spacing[0]), static_cast<float>(g.spacing[1]),
-                           static_cast<float>(g.spacing[2]), 1, 1, 1, 1};
+  const float pixdim[8] = {
+      1, static_cast<float>(g.spacing[0]), static_cast<float>(g.spacing[1]), static_cast<float>(g.spacing[2]), 1, 1, 1,
+      1};
   std::memcpy(&b[76], pixdim, sizeof(pixdim));
   put(108, 352.0f);
   std::memcpy(&b[344], "n+1\0", 4);
