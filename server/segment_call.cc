@@ -31,12 +31,14 @@
 #define UPP_HAPPENS_BEFORE(p) (void)0
 #endif
 // Acquire at the start of a reaction, release at its end (whatever path).
-#define UPP_REACTION() \
-  UPP_HAPPENS_AFTER(this); \
-  struct ReactionEnd { \
-    const void* p; \
+#define UPP_REACTION()                                           \
+  UPP_HAPPENS_AFTER(this);                                       \
+  struct ReactionEnd {                                           \
+    const void* p;                                               \
     ~ReactionEnd() { UPP_HAPPENS_BEFORE(const_cast<void*>(p)); } \
-  } reaction_end{this}
+  } reaction_end {                                               \
+    this                                                         \
+  }
 
 namespace upp::server {
 namespace {

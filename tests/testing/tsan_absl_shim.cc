@@ -60,9 +60,9 @@ void UPP_WRAP(_ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE)(Mutex* m, const Co
   __tsan_acquire(m);
 }
 bool UPP_REAL(_ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE)(Mutex*, const Condition&,
-                                                                                       Duration);
+                                                                                        Duration);
 bool UPP_WRAP(_ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE)(Mutex* m, const Condition& c,
-                                                                                       Duration d) {
+                                                                                        Duration d) {
   __tsan_release(m);
   const bool r = UPP_REAL(_ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE)(m, c, d);
   __tsan_acquire(m);
@@ -70,7 +70,7 @@ bool UPP_WRAP(_ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8Dur
 }
 bool UPP_REAL(_ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE)(Mutex*, const Condition&, Time);
 bool UPP_WRAP(_ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE)(Mutex* m, const Condition& c,
-                                                                                    Time t) {
+                                                                                     Time t) {
   __tsan_release(m);
   const bool r = UPP_REAL(_ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE)(m, c, t);
   __tsan_acquire(m);
@@ -90,8 +90,7 @@ void UPP_WRAP(_ZN4absl7debian37CondVar4WaitEPNS0_5MutexE)(CondVar* cv, Mutex* m)
   __tsan_acquire(m);
 }
 bool UPP_REAL(_ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE)(CondVar*, Mutex*, Duration);
-bool UPP_WRAP(_ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE)(CondVar* cv, Mutex* m,
-                                                                                   Duration d) {
+bool UPP_WRAP(_ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE)(CondVar* cv, Mutex* m, Duration d) {
   __tsan_release(m);
   const bool r = UPP_REAL(_ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE)(cv, m, d);
   __tsan_acquire(m);
