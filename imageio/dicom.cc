@@ -279,13 +279,12 @@ absl::Status DecodeSourcePixels(Source& src, int64_t nx, int64_t ny) {
   return absl::OkStatus();
 }
 
-}  // namespace
+using SeriesMap = std::map<std::string, std::vector<std::unique_ptr<Source>>>;
 
-absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& files,
-                                           const DicomSeriesOptions& options) {
-  RegisterCodecsOnce();
-  if (files.empty()) return absl::InvalidArgumentError("no DICOM files were given");
-  std::map<std::string, std::vector<std::unique_ptr<Source>>> by_series;
+// Phase 1: every file's lengths checked, parsed lazily, grouped by series
+// (files without pixel data, e.g. SR or RT plans, are left out).
+absl::StatusOr<SeriesMap> GroupBySeries(const std::vector<std::string_view>& files) {
+  SeriesMap by_series;
   for (size_t i = 0; i < files.size(); ++i) {
     // Lengths first: DCMTK would allocate what a corrupt element claims.
     if (auto s = CheckDicomLengths(files[i]); !s.ok()) return Refuse(i, std::string(s.message()));
@@ -310,6 +309,12 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
   }
   if (by_series.empty()) return absl::InvalidArgumentError("none of the DICOM files is an image");
 
+  return by_series;
+}
+
+// Phase 2: the requested series, else the largest of an allowed modality.
+absl::StatusOr<std::vector<std::unique_ptr<Source>>*> ChooseSeries(SeriesMap& by_series,
+                                                                   const DicomSeriesOptions& options) {
   std::vector<std::unique_ptr<Source>>* chosen = nullptr;
   if (!options.series_instance_uid.empty()) {
     auto it = by_series.find(options.series_instance_uid);
@@ -330,88 +335,101 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
                                                      by_series.size(), " series"));
     }
   }
-  // Geometry of every slice: single-frame files from their top level,
-  // multi-frame (enhanced) files from their per-frame and shared functional
-  // groups (position, orientation, pixel measures, rescale).
-  std::vector<Slice> slices;
-  int64_t series_frames = 0;
-  for (auto& src : *chosen) {
-    DcmDataset* ds = src->file->getDataset();
-    Uint16 rows = 0, cols = 0;
-    if (ds->findAndGetUint16(DCM_Rows, rows).bad() || ds->findAndGetUint16(DCM_Columns, cols).bad() || rows == 0 ||
-        cols == 0) {
-      return Refuse(src->file_index, "missing or zero Rows/Columns");
-    }
-    Sint32 frames = 1;
-    if (ds->findAndGetSint32(DCM_NumberOfFrames, frames).bad() || frames < 1) frames = 1;
-    DcmItem* shared = nullptr;
-    ds->findAndGetSequenceItem(DCM_SharedFunctionalGroupsSequence, shared, 0);
-    const bool enhanced = ds->tagExists(DCM_PerFrameFunctionalGroupsSequence);
-    if (frames > 1 && !enhanced) {
-      return Refuse(src->file_index, "multi-frame image without per-frame functional groups");
-    }
-    // One record per frame is built below: the claimed count must be backed
-    // by a functional-group item per frame (items occupy bytes of the file,
-    // a count does not), and the series total must fit the voxel limit
-    // before any record exists.
-    if (enhanced && frames > 1) {
-      DcmSequenceOfItems* per_frame_groups = nullptr;
-      ds->findAndGetSequence(DCM_PerFrameFunctionalGroupsSequence, per_frame_groups);
-      const int64_t items = per_frame_groups ? static_cast<int64_t>(per_frame_groups->card()) : 0;
-      if (items < frames)
-        return Refuse(src->file_index, absl::StrCat("NumberOfFrames is ", frames, " but only ", items,
-                                                    " frames have their per-frame functional groups"));
-    }
-    series_frames += frames;
-    if (OrMax(CheckedProduct({rows, cols, series_frames})) > options.max_voxels) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("the DICOM series has more than the configured limit of ", options.max_voxels, " voxels"));
-    }
-    for (int f = 0; f < frames; ++f) {
-      Slice s;
-      s.source = src.get();
-      s.file_index = src->file_index;
-      s.frame = f;
-      s.sop_uid = src->sop_uid;
-      s.rows = rows;
-      s.cols = cols;
-      std::array<double, 1> slope{1}, intercept{0};
-      if (enhanced) {
-        DcmItem* per_frame = nullptr;
-        ds->findAndGetSequenceItem(DCM_PerFrameFunctionalGroupsSequence, per_frame, f);
-        if (!FrameFloats(per_frame, shared, DCM_PlanePositionSequence, DCM_ImagePositionPatient, &s.position)) {
-          return Refuse(s.file_index, absl::StrCat("frame ", f + 1, ": missing ImagePositionPatient"));
-        }
-        if (!FrameFloats(per_frame, shared, DCM_PlaneOrientationSequence, DCM_ImageOrientationPatient,
-                         &s.orientation)) {
-          return Refuse(s.file_index, absl::StrCat("frame ", f + 1, ": missing ImageOrientationPatient"));
-        }
-        if (!FrameFloats(per_frame, shared, DCM_PixelMeasuresSequence, DCM_PixelSpacing, &s.pixel_spacing)) {
-          return Refuse(s.file_index, absl::StrCat("frame ", f + 1, ": missing PixelSpacing"));
-        }
-        if (!FrameFloats(per_frame, shared, DCM_PixelValueTransformationSequence, DCM_RescaleSlope, &slope) ||
-            !FrameFloats(per_frame, shared, DCM_PixelValueTransformationSequence, DCM_RescaleIntercept, &intercept)) {
-          Floats(ds, DCM_RescaleSlope, &slope);
-          Floats(ds, DCM_RescaleIntercept, &intercept);
-        }
-      } else {
-        if (!Floats(ds, DCM_ImagePositionPatient, &s.position)) {
-          return Refuse(s.file_index, "missing or invalid ImagePositionPatient");
-        }
-        if (!Floats(ds, DCM_ImageOrientationPatient, &s.orientation)) {
-          return Refuse(s.file_index, "missing or invalid ImageOrientationPatient");
-        }
-        if (!Floats(ds, DCM_PixelSpacing, &s.pixel_spacing)) {
-          return Refuse(s.file_index, "missing or invalid PixelSpacing");
-        }
+  return chosen;
+}
+
+// Phase 3: one record per 2-D image with its geometry: single-frame files
+// from their top level, multi-frame (enhanced) files from their per-frame
+// and shared functional groups (position, orientation, pixel measures,
+// rescale). Frame counts are checked before any record is built.
+absl::Status AppendSlices(Source& source, const DicomSeriesOptions& options, int64_t& series_frames,
+                          std::vector<Slice>& slices) {
+  Source* const src_ptr = &source;
+  DcmDataset* ds = src_ptr->file->getDataset();
+  Uint16 rows = 0, cols = 0;
+  if (ds->findAndGetUint16(DCM_Rows, rows).bad() || ds->findAndGetUint16(DCM_Columns, cols).bad() || rows == 0 ||
+      cols == 0) {
+    return Refuse(src_ptr->file_index, "missing or zero Rows/Columns");
+  }
+  Sint32 frames = 1;
+  if (ds->findAndGetSint32(DCM_NumberOfFrames, frames).bad() || frames < 1) frames = 1;
+  DcmItem* shared = nullptr;
+  ds->findAndGetSequenceItem(DCM_SharedFunctionalGroupsSequence, shared, 0);
+  const bool enhanced = ds->tagExists(DCM_PerFrameFunctionalGroupsSequence);
+  if (frames > 1 && !enhanced) {
+    return Refuse(src_ptr->file_index, "multi-frame image without per-frame functional groups");
+  }
+  // One record per frame is built below: the claimed count must be backed
+  // by a functional-group item per frame (items occupy bytes of the file,
+  // a count does not), and the series total must fit the voxel limit
+  // before any record exists.
+  if (enhanced && frames > 1) {
+    DcmSequenceOfItems* per_frame_groups = nullptr;
+    ds->findAndGetSequence(DCM_PerFrameFunctionalGroupsSequence, per_frame_groups);
+    const int64_t items = per_frame_groups ? static_cast<int64_t>(per_frame_groups->card()) : 0;
+    if (items < frames)
+      return Refuse(src_ptr->file_index, absl::StrCat("NumberOfFrames is ", frames, " but only ", items,
+                                                      " frames have their per-frame functional groups"));
+  }
+  series_frames += frames;
+  if (OrMax(CheckedProduct({rows, cols, series_frames})) > options.max_voxels) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the DICOM series has more than the configured limit of ", options.max_voxels, " voxels"));
+  }
+  for (int f = 0; f < frames; ++f) {
+    Slice s;
+    s.source = src_ptr;
+    s.file_index = src_ptr->file_index;
+    s.frame = f;
+    s.sop_uid = src_ptr->sop_uid;
+    s.rows = rows;
+    s.cols = cols;
+    std::array<double, 1> slope{1}, intercept{0};
+    if (enhanced) {
+      DcmItem* per_frame = nullptr;
+      ds->findAndGetSequenceItem(DCM_PerFrameFunctionalGroupsSequence, per_frame, f);
+      if (!FrameFloats(per_frame, shared, DCM_PlanePositionSequence, DCM_ImagePositionPatient, &s.position)) {
+        return Refuse(s.file_index, absl::StrCat("frame ", f + 1, ": missing ImagePositionPatient"));
+      }
+      if (!FrameFloats(per_frame, shared, DCM_PlaneOrientationSequence, DCM_ImageOrientationPatient, &s.orientation)) {
+        return Refuse(s.file_index, absl::StrCat("frame ", f + 1, ": missing ImageOrientationPatient"));
+      }
+      if (!FrameFloats(per_frame, shared, DCM_PixelMeasuresSequence, DCM_PixelSpacing, &s.pixel_spacing)) {
+        return Refuse(s.file_index, absl::StrCat("frame ", f + 1, ": missing PixelSpacing"));
+      }
+      if (!FrameFloats(per_frame, shared, DCM_PixelValueTransformationSequence, DCM_RescaleSlope, &slope) ||
+          !FrameFloats(per_frame, shared, DCM_PixelValueTransformationSequence, DCM_RescaleIntercept, &intercept)) {
         Floats(ds, DCM_RescaleSlope, &slope);
         Floats(ds, DCM_RescaleIntercept, &intercept);
       }
-      s.slope = slope[0];
-      s.intercept = intercept[0];
-      slices.push_back(std::move(s));
+    } else {
+      if (!Floats(ds, DCM_ImagePositionPatient, &s.position)) {
+        return Refuse(s.file_index, "missing or invalid ImagePositionPatient");
+      }
+      if (!Floats(ds, DCM_ImageOrientationPatient, &s.orientation)) {
+        return Refuse(s.file_index, "missing or invalid ImageOrientationPatient");
+      }
+      if (!Floats(ds, DCM_PixelSpacing, &s.pixel_spacing)) {
+        return Refuse(s.file_index, "missing or invalid PixelSpacing");
+      }
+      Floats(ds, DCM_RescaleSlope, &slope);
+      Floats(ds, DCM_RescaleIntercept, &intercept);
     }
+    s.slope = slope[0];
+    s.intercept = intercept[0];
+    slices.push_back(std::move(s));
   }
+  return absl::OkStatus();
+}
+
+struct SeriesGeometry {
+  std::array<double, 3> row, col, normal;
+  double dz = 0;
+};
+
+// Phase 4: one orientation, size and pixel spacing for all slices; sorted
+// along the normal, evenly spaced (a missing slice is refused).
+absl::StatusOr<SeriesGeometry> SortAndSpace(std::vector<Slice>& slices, const DicomSeriesOptions& options) {
   const Slice& first = slices.front();
   const auto& o = first.orientation;
   const std::array<double, 3> row{o[0], o[1], o[2]}, col{o[3], o[4], o[5]};
@@ -462,13 +480,23 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
              : 1.0;
   }
 
+  return SeriesGeometry{row, col, normal, dz};
+}
+
+// Phase 5: the volume's grid, checked against the voxel limit.
+absl::StatusOr<Geometry> SeriesGrid(const std::vector<Slice>& slices, const SeriesGeometry& sg,
+                                    const DicomSeriesOptions& options) {
+  const Slice& first = slices.front();
+  const auto& row = sg.row;
+  const auto& col = sg.col;
+  const auto& normal = sg.normal;
+  const double dz = sg.dz;
   const int64_t nx = first.cols, ny = first.rows, nz = static_cast<int64_t>(slices.size());
   if (nx * ny > options.max_voxels / nz) {
     return absl::ResourceExhaustedError(
         absl::StrCat("the DICOM series has more than the configured limit of ", options.max_voxels, " voxels"));
   }
-  DicomImage out;
-  Geometry& g = out.volume.geometry;
+  Geometry g;
   g.size = {nx, ny, nz};
   g.spacing = {first.pixel_spacing[1], first.pixel_spacing[0], dz};
   g.origin = slices.front().position;
@@ -481,6 +509,17 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
     return absl::InvalidArgumentError(absl::StrCat("DICOM geometry: ", s.message()));
   }
 
+  return g;
+}
+
+// Phase 6: every file decoded (lengths checked) before the volume exists,
+// then each slice's values rescaled into it; the series' references.
+absl::StatusOr<DicomImage> DecodeSlices(std::vector<Slice>& slices, const Geometry& g,
+                                        const DicomSeriesOptions& options) {
+  const Slice& first = slices.front();
+  const int64_t nx = g.size[0], ny = g.size[1], nz = g.size[2];
+  DicomImage out;
+  out.volume.geometry = g;
   if (options.admit)
     if (auto st = options.admit(g); !st.ok()) return st;
   // Pixels: every file decoded and its lengths checked before the volume is
@@ -521,6 +560,27 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
     }
   }
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& files,
+                                           const DicomSeriesOptions& options) {
+  RegisterCodecsOnce();
+  if (files.empty()) return absl::InvalidArgumentError("no DICOM files were given");
+  auto by_series = GroupBySeries(files);
+  if (!by_series.ok()) return by_series.status();
+  auto chosen = ChooseSeries(*by_series, options);
+  if (!chosen.ok()) return chosen.status();
+  std::vector<Slice> slices;
+  int64_t series_frames = 0;
+  for (auto& src : **chosen)
+    if (auto s = AppendSlices(*src, options, series_frames, slices); !s.ok()) return s;
+  auto spacing = SortAndSpace(slices, options);
+  if (!spacing.ok()) return spacing.status();
+  auto grid = SeriesGrid(slices, *spacing, options);
+  if (!grid.ok()) return grid.status();
+  return DecodeSlices(slices, *grid, options);
 }
 
 }  // namespace upp::imageio

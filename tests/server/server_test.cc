@@ -23,11 +23,9 @@
 #include "imageio/labels.h"
 #include "imageio/nifti.h"
 #include "inference/job.h"
-#include "model/cpu_features.h"
 #include "model/cpu_threads.h"
 #include "model/window_runner.h"
 #include "server/config.h"
-#include "server/device_memory.h"
 #include "tests/server/test_volumes.h"
 #include "tools/batch_runner.h"
 
@@ -470,79 +468,6 @@ TEST(MultiChannelTest, OneFilePerChannelOrOne4dFile) {
   auto again = c->Segment(per_channel, options);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(imageio::DecodeRawLabels(again->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]), labels);
-}
-
-TEST(DeviceMemoryTest, CudaVisibleDevicesMapsLibTorchIndicesToPhysicalDevices) {
-  // PCI order (or a single GPU): CUDA and NVML numbers agree.
-  EXPECT_EQ(PhysicalDevice(1, nullptr, "PCI_BUS_ID", 4), "1");
-  EXPECT_EQ(PhysicalDevice(0, nullptr, nullptr, 1), "0");
-  EXPECT_EQ(PhysicalDevice(0, "3,1", "PCI_BUS_ID", 4), "3");
-  EXPECT_EQ(PhysicalDevice(1, " 3, 1", "PCI_BUS_ID", 4), "1");
-  EXPECT_EQ(PhysicalDevice(2, "3,1", "PCI_BUS_ID", 4), std::nullopt);
-  EXPECT_EQ(PhysicalDevice(1, "2,x,5", "PCI_BUS_ID", 4), std::nullopt);  // the runtime stops at a bad entry
-  EXPECT_EQ(PhysicalDevice(0, "", "PCI_BUS_ID", 4), std::nullopt);       // empty: no device visible
-  EXPECT_EQ(PhysicalDevice(-1, nullptr, "PCI_BUS_ID", 4), std::nullopt);
-  // Default (fastest-first) order on a multi-GPU host: numbers are ambiguous,
-  // UUIDs are not.
-  EXPECT_EQ(PhysicalDevice(0, nullptr, nullptr, 2), std::nullopt);
-  EXPECT_EQ(PhysicalDevice(0, "1,0", "FASTEST_FIRST", 2), std::nullopt);
-  EXPECT_EQ(PhysicalDevice(1, "GPU-aaaa,GPU-8a1b2c3d-0000-1111-2222-333344445555", nullptr, 2),
-            "GPU-8a1b2c3d-0000-1111-2222-333344445555");
-  // No CUDA device among the models: no collector, whatever the machine.
-  EXPECT_EQ(DeviceMemoryCollector::Create({"cpu"}), nullptr);
-}
-
-TEST(DeviceMemoryTest, ReadsNvmlWhereThereIsADriver) {
-  auto collector = DeviceMemoryCollector::Create({"cuda:0"});
-  if (!collector) GTEST_SKIP() << "no NVIDIA driver (libnvidia-ml.so.1) or no device 0 here";
-  const auto families = collector->Collect();
-  ASSERT_EQ(families.size(), 2u);
-  ASSERT_EQ(families[0].metric.size(), 1u);
-  ASSERT_EQ(families[1].metric.size(), 1u);
-  EXPECT_EQ(families[0].metric[0].label[0].value, "cuda:0");
-  EXPECT_GT(families[1].metric[0].gauge.value, 1e9);  // total: a GPU has more than 1 GB
-  EXPECT_LE(families[0].metric[0].gauge.value, families[1].metric[0].gauge.value);
-}
-
-TEST(ConfigTest, ErrorsNameTheField) {
-  auto bad = ParseConfig("listen_adress: 'x'");
-  ASSERT_FALSE(bad.ok());
-  EXPECT_NE(bad.status().message().find("listen_adress"), std::string::npos) << bad.status();
-  EXPECT_NE(bad.status().message().find("line 1"), std::string::npos);
-  auto c = ParseConfig("models { name: 'a' weights: 'w' devices: 'gpu0' }");
-  ASSERT_TRUE(c.ok());
-  ApplyDefaults(*c);
-  auto s = ValidateConfig(*c);
-  EXPECT_NE(s.message().find("models[0].devices[0]"), std::string::npos) << s;
-  c = ParseConfig("models { name: 'a' weights: 'w' } models { name: 'a' weights: 'v' }");
-  ApplyDefaults(*c);
-  EXPECT_NE(ValidateConfig(*c).message().find("models[1].name"), std::string::npos);
-  c = ParseConfig("default_model: 'b' models { name: 'a' weights: 'w' }");
-  ApplyDefaults(*c);
-  EXPECT_NE(ValidateConfig(*c).message().find("default_model"), std::string::npos);
-  c = ParseConfig("");
-  ApplyDefaults(*c);
-  EXPECT_NE(ValidateConfig(*c).message().find("models"), std::string::npos);
-}
-
-// precision "bf16" on a CPU that cannot run it is refused at configuration
-// time, naming the field, the ISA and the alternative (ctest also runs this
-// under ONEDNN_MAX_CPU_ISA=AVX2, as on an AVX2-only EPYC).
-TEST(ConfigTest, Bf16IsRefusedWhereTheCpuCannotRunIt) {
-  auto c = ParseConfig("models { name: 'a' weights: 'w' precision: 'bf16' }");
-  ASSERT_TRUE(c.ok());
-  ApplyDefaults(*c);
-  const auto s = ValidateConfig(*c);
-  const auto& cpu = model::DetectCpuFeatures();
-  EXPECT_EQ(s.ok(), cpu.bf16_convolutions) << s;
-  if (!s.ok()) {
-    EXPECT_NE(s.message().find("models[0].precision"), std::string::npos) << s;
-    EXPECT_NE(s.message().find(cpu.isa), std::string::npos) << s;
-    EXPECT_NE(s.message().find("\"fp32\""), std::string::npos) << s;
-  }
-  c = ParseConfig("models { name: 'a' weights: 'w' precision: 'bf16' devices: 'cuda:0' }");
-  ApplyDefaults(*c);
-  EXPECT_TRUE(ValidateConfig(*c).ok());  // GPUs run bfloat16 regardless of the CPU
 }
 
 }  // namespace

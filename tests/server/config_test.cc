@@ -1,0 +1,54 @@
+// The configuration: parsing, defaults, validation with field names
+// (server/config.h).
+#include "server/config.h"
+
+#include <gtest/gtest.h>
+
+#include "model/cpu_features.h"
+
+namespace upp::server {
+namespace {
+
+TEST(ConfigTest, ErrorsNameTheField) {
+  auto bad = ParseConfig("listen_adress: 'x'");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("listen_adress"), std::string::npos) << bad.status();
+  EXPECT_NE(bad.status().message().find("line 1"), std::string::npos);
+  auto c = ParseConfig("models { name: 'a' weights: 'w' devices: 'gpu0' }");
+  ASSERT_TRUE(c.ok());
+  ApplyDefaults(*c);
+  auto s = ValidateConfig(*c);
+  EXPECT_NE(s.message().find("models[0].devices[0]"), std::string::npos) << s;
+  c = ParseConfig("models { name: 'a' weights: 'w' } models { name: 'a' weights: 'v' }");
+  ApplyDefaults(*c);
+  EXPECT_NE(ValidateConfig(*c).message().find("models[1].name"), std::string::npos);
+  c = ParseConfig("default_model: 'b' models { name: 'a' weights: 'w' }");
+  ApplyDefaults(*c);
+  EXPECT_NE(ValidateConfig(*c).message().find("default_model"), std::string::npos);
+  c = ParseConfig("");
+  ApplyDefaults(*c);
+  EXPECT_NE(ValidateConfig(*c).message().find("models"), std::string::npos);
+}
+
+// precision "bf16" on a CPU that cannot run it is refused at configuration
+// time, naming the field, the ISA and the alternative (ctest also runs this
+// under ONEDNN_MAX_CPU_ISA=AVX2, as on an AVX2-only EPYC).
+TEST(ConfigTest, Bf16IsRefusedWhereTheCpuCannotRunIt) {
+  auto c = ParseConfig("models { name: 'a' weights: 'w' precision: 'bf16' }");
+  ASSERT_TRUE(c.ok());
+  ApplyDefaults(*c);
+  const auto s = ValidateConfig(*c);
+  const auto& cpu = model::DetectCpuFeatures();
+  EXPECT_EQ(s.ok(), cpu.bf16_convolutions) << s;
+  if (!s.ok()) {
+    EXPECT_NE(s.message().find("models[0].precision"), std::string::npos) << s;
+    EXPECT_NE(s.message().find(cpu.isa), std::string::npos) << s;
+    EXPECT_NE(s.message().find("\"fp32\""), std::string::npos) << s;
+  }
+  c = ParseConfig("models { name: 'a' weights: 'w' precision: 'bf16' devices: 'cuda:0' }");
+  ApplyDefaults(*c);
+  EXPECT_TRUE(ValidateConfig(*c).ok());  // GPUs run bfloat16 regardless of the CPU
+}
+
+}  // namespace
+}  // namespace upp::server
