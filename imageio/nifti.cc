@@ -4,6 +4,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -292,52 +293,54 @@ absl::Status SetGeometry(const Header& h, Geometry* g) {
 
 }  // namespace
 
-absl::StatusOr<NiftiImage> ReadNifti(std::string_view bytes, const NiftiReadOptions& options) {
-  bool admitted = false;  // options.admit called (before inflating)
-  std::string inflated;
-  std::string_view b = bytes;
-  if (IsGzip(bytes)) {
-    auto head = Inflate(bytes, kNifti2HeaderSize);
-    if (!head.ok()) return head.status();
-    auto h = ParseHeader(*head);
-    if (!h.ok()) return h.status();
-    // Only inflate what the header says the image needs (bounded below),
-    // and never more than the compressed bytes can hold.
-    int64_t n = 1;
-    for (int i = 1; i <= std::clamp<int64_t>(h->dim[0], 1, 7); ++i) {
-      const int64_t d = std::max<int64_t>(h->dim[i], 1);
-      if (d > options.max_voxels || n > options.max_voxels / d) {
-        n = options.max_voxels + 1;  // refused below, without overflow
-        break;
-      }
-      n *= d;
-    }
-    const int bpv = BytesPerVoxel(h->datatype);
-    const int64_t max_inflated = static_cast<int64_t>(
-        std::min<uint64_t>(static_cast<uint64_t>(bytes.size()) * kMaxDeflateRatio + 1024, uint64_t{1} << 62));
-    if (n > options.max_voxels || bpv == 0 || h->vox_offset < 0 || h->vox_offset > max_inflated) {
-      inflated = std::move(*head);  // the header alone: the checks below report the problem
-    } else {
-      if (options.admit) {
-        Geometry g;
-        for (int i = 0; i < 3; ++i) g.size[i] = std::max<int64_t>(h->dim[0] > i ? h->dim[i + 1] : 1, 1);
-        if (auto s = SetGeometry(*h, &g); !s.ok())
-          return absl::InvalidArgumentError(absl::StrCat("NIfTI orientation: ", s.message()));
-        const int64_t channels = h->dim[0] > 3 ? std::max<int64_t>(h->dim[4], 1) : 1;
-        const int64_t read_bytes = std::max<int64_t>(h->vox_offset, 544) + n * bpv + n * 4;
-        if (auto s = options.admit(g, channels, read_bytes); !s.ok()) return s;
-        admitted = true;
-      }
-      auto all = Inflate(bytes, static_cast<size_t>(std::max<int64_t>(h->vox_offset, 544) + n * bpv));
-      if (!all.ok()) return all.status();
-      inflated = std::move(*all);
-    }
-    b = inflated;
-  }
-  auto parsed = ParseHeader(b);
-  if (!parsed.ok()) return parsed.status();
-  const Header& h = *parsed;
+// Admission before inflating: the image's geometry and what reading it will
+// allocate (the inflated bytes and the float volume).
+absl::Status AdmitBeforeInflating(const Header& h, int64_t n, int bpv, const NiftiReadOptions& options) {
+  Geometry g;
+  for (int i = 0; i < 3; ++i) g.size[i] = std::max<int64_t>(h.dim[0] > i ? h.dim[i + 1] : 1, 1);
+  if (auto s = SetGeometry(h, &g); !s.ok())
+    return absl::InvalidArgumentError(absl::StrCat("NIfTI orientation: ", s.message()));
+  const int64_t channels = h.dim[0] > 3 ? std::max<int64_t>(h.dim[4], 1) : 1;
+  const int64_t read_bytes = std::max<int64_t>(h.vox_offset, 544) + n * bpv + n * 4;
+  return options.admit(g, channels, read_bytes);
+}
 
+// A .nii.gz: the header inflated first; then, after admission, only what the
+// header says the image needs (never more than the compressed bytes can
+// hold). A header that fails its checks comes back alone, for ReadNifti's
+// checks to report.
+absl::StatusOr<std::string> InflateNifti(std::string_view bytes, const NiftiReadOptions& options, bool* admitted) {
+  auto head = Inflate(bytes, kNifti2HeaderSize);
+  if (!head.ok()) return head.status();
+  auto h = ParseHeader(*head);
+  if (!h.ok()) return h.status();
+  // Only inflate what the header says the image needs (bounded below),
+  // and never more than the compressed bytes can hold.
+  int64_t n = 1;
+  for (int i = 1; i <= std::clamp<int64_t>(h->dim[0], 1, 7); ++i) {
+    const int64_t d = std::max<int64_t>(h->dim[i], 1);
+    if (d > options.max_voxels || n > options.max_voxels / d) {
+      n = options.max_voxels + 1;  // refused below, without overflow
+      break;
+    }
+    n *= d;
+  }
+  const int bpv = BytesPerVoxel(h->datatype);
+  const int64_t max_inflated = static_cast<int64_t>(
+      std::min<uint64_t>(static_cast<uint64_t>(bytes.size()) * kMaxDeflateRatio + 1024, uint64_t{1} << 62));
+  if (n > options.max_voxels || bpv == 0 || h->vox_offset < 0 || h->vox_offset > max_inflated)
+    return std::move(*head);  // the header alone: ReadNifti's checks report the problem
+  if (options.admit) {
+    if (auto s = AdmitBeforeInflating(*h, n, bpv, options); !s.ok()) return s;
+    *admitted = true;
+  }
+  return Inflate(bytes, static_cast<size_t>(std::max<int64_t>(h->vox_offset, 544) + n * bpv));
+}
+
+// dim[] checked (1..7 dimensions, >= 1 each, at most 4 used) and the voxel
+// count bounded before any allocation, without overflow.
+absl::Status CheckDimensions(const Header& h, const NiftiReadOptions& options, std::array<int64_t, 4>& size,
+                             int64_t* voxels_out) {
   const int64_t ndim = h.dim[0];
   if (ndim < 1 || ndim > 7) {
     return absl::InvalidArgumentError(absl::StrCat("NIfTI dim[0] must be 1..7, got ", ndim));
@@ -352,12 +355,6 @@ absl::StatusOr<NiftiImage> ReadNifti(std::string_view bytes, const NiftiReadOpti
       return absl::UnimplementedError("NIfTI images with more than 4 dimensions are not supported");
     }
   }
-  const int bpv = BytesPerVoxel(h.datatype);
-  if (bpv == 0) {
-    return absl::UnimplementedError(
-        absl::StrCat("NIfTI datatype ", h.datatype, " is not supported (integer and real scalar types are)"));
-  }
-  int64_t size[4] = {1, 1, 1, 1};
   for (int i = 0; i < 4 && i < ndim; ++i) size[i] = h.dim[i + 1];
   // Bound the voxel count before any allocation, without overflow.
   int64_t voxels = 1;
@@ -368,27 +365,11 @@ absl::StatusOr<NiftiImage> ReadNifti(std::string_view bytes, const NiftiReadOpti
     }
     voxels *= s;
   }
-  const int64_t data_bytes = voxels * bpv;
-  const int64_t min_offset = h.version == 1 ? 352 : 544;
-  const int64_t offset = std::max(h.vox_offset, min_offset);
-  if (offset > static_cast<int64_t>(b.size()) || data_bytes > static_cast<int64_t>(b.size()) - offset) {
-    return absl::InvalidArgumentError(absl::StrCat("NIfTI file is truncated: the header promises ", data_bytes,
-                                                   " bytes of voxels at offset ", offset, ", the file has ", b.size(),
-                                                   " bytes"));
-  }
+  *voxels_out = voxels;
+  return absl::OkStatus();
+}
 
-  NiftiImage out;
-  Geometry& g = out.volume.geometry;
-  g.size = {size[0], size[1], size[2]};
-  if (auto s = SetGeometry(h, &g); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("NIfTI orientation: ", s.message()));
-  }
-  out.volume.channels = size[3];
-  if (options.admit && !admitted)
-    if (auto s = options.admit(g, size[3], voxels * 4); !s.ok()) return s;
-  out.volume.voxels.resize(static_cast<size_t>(voxels));
-  const char* src = b.data() + offset;
-  float* dst = out.volume.voxels.data();
+void ConvertVoxels(const Header& h, const char* src, int64_t voxels, float* dst) {
   const bool sw = h.swap;
   switch (h.datatype) {
     case 2:
@@ -422,6 +403,49 @@ absl::StatusOr<NiftiImage> ReadNifti(std::string_view bytes, const NiftiReadOpti
       Convert<uint64_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst);
       break;
   }
+}
+
+absl::StatusOr<NiftiImage> ReadNifti(std::string_view bytes, const NiftiReadOptions& options) {
+  bool admitted = false;  // options.admit called (before inflating)
+  std::string inflated;
+  std::string_view b = bytes;
+  if (IsGzip(bytes)) {
+    auto all = InflateNifti(bytes, options, &admitted);
+    if (!all.ok()) return all.status();
+    inflated = std::move(*all);
+    b = inflated;
+  }
+  auto parsed = ParseHeader(b);
+  if (!parsed.ok()) return parsed.status();
+  const Header& h = *parsed;
+  const int bpv = BytesPerVoxel(h.datatype);
+  std::array<int64_t, 4> size{1, 1, 1, 1};
+  int64_t voxels = 0;
+  if (auto s = CheckDimensions(h, options, size, &voxels); !s.ok()) return s;
+  if (bpv == 0) {
+    return absl::UnimplementedError(
+        absl::StrCat("NIfTI datatype ", h.datatype, " is not supported (integer and real scalar types are)"));
+  }
+  const int64_t data_bytes = voxels * bpv;
+  const int64_t min_offset = h.version == 1 ? 352 : 544;
+  const int64_t offset = std::max(h.vox_offset, min_offset);
+  if (offset > static_cast<int64_t>(b.size()) || data_bytes > static_cast<int64_t>(b.size()) - offset) {
+    return absl::InvalidArgumentError(absl::StrCat("NIfTI file is truncated: the header promises ", data_bytes,
+                                                   " bytes of voxels at offset ", offset, ", the file has ", b.size(),
+                                                   " bytes"));
+  }
+
+  NiftiImage out;
+  Geometry& g = out.volume.geometry;
+  g.size = {size[0], size[1], size[2]};
+  if (auto s = SetGeometry(h, &g); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("NIfTI orientation: ", s.message()));
+  }
+  out.volume.channels = size[3];
+  if (options.admit && !admitted)
+    if (auto s = options.admit(g, size[3], voxels * 4); !s.ok()) return s;
+  out.volume.voxels.resize(static_cast<size_t>(voxels));
+  ConvertVoxels(h, b.data() + offset, voxels, out.volume.voxels.data());
   out.header = {h.version, h.datatype, h.qform_code, h.sform_code, h.xyzt_units, h.swap};
   return out;
 }

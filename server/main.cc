@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
 #include "model/cpu_threads.h"
@@ -24,26 +25,17 @@
 
 namespace {
 int g_signal_pipe[2] = {-1, -1};
-}  // namespace
-
-int main(int argc, char** argv) {
-  CLI::App app{"unetrpp-serve: UNETR++ segmentation over gRPC"};
+struct Flags {
   std::string config_path, listen, metrics, weights, plan, log_level;
   bool log_json = false;
-  app.add_option("--config", config_path, "server configuration (protobuf text format)");
-  app.add_option("--listen", listen, "override listen_address, e.g. 0.0.0.0:50051");
-  app.add_option("--metrics", metrics, "override metrics_address (\"off\" disables)");
-  app.add_option("--weights", weights, "serve this safetensors file as model \"default\" (no --config)");
-  app.add_option("--plan", plan, "plan JSON for --weights");
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
-  app.add_flag("--log-json", log_json, "log JSON lines");
-  CLI11_PARSE(app, argc, argv);
+};
 
-  // A handler, not sigwait(): libraries start threads before main() (OpenBLAS)
-  // with the signals unblocked, so any thread may receive them. The handler
-  // only writes the signal number to a pipe (async-signal-safe); a thread
-  // reads it and drains.
-  if (pipe(g_signal_pipe) != 0) return 1;
+// A handler, not sigwait(): libraries start threads before main() (OpenBLAS)
+// with the signals unblocked, so any thread may receive them. The handler
+// only writes the signal number to a pipe (async-signal-safe); a thread
+// reads it and drains.
+bool InstallSignalPipe() {
+  if (pipe(g_signal_pipe) != 0) return false;
   struct sigaction action {};
   action.sa_handler = [](int sig) {
     const char c = static_cast<char>(sig);
@@ -53,20 +45,25 @@ int main(int argc, char** argv) {
   sigaction(SIGTERM, &action, nullptr);
   sigaction(SIGINT, &action, nullptr);
 
+  return true;
+}
+
+// Defaults < the file < explicit flags; the default model when none is named.
+std::optional<unetrpp::v1::ServerConfig> AssembleConfig(const Flags& f) {
   unetrpp::v1::ServerConfig config;
-  if (!config_path.empty()) {
-    auto loaded = upp::server::LoadConfigFile(config_path);
+  if (!f.config_path.empty()) {
+    auto loaded = upp::server::LoadConfigFile(f.config_path);
     if (!loaded.ok()) {
       std::fprintf(stderr, "unetrpp-serve: %s\n", std::string(loaded.status().message()).c_str());
-      return 2;
+      return std::nullopt;
     }
     config = *loaded;
   }
-  if (!weights.empty()) {
+  if (!f.weights.empty()) {
     auto* m = config.add_models();
     m->set_name("default");
-    m->set_weights(weights);
-    m->set_plan_file(plan);
+    m->set_weights(f.weights);
+    m->set_plan_file(f.plan);
   }
   if (config.models().empty()) {
     // No configuration: the project's default model (synthetic-CT phantom
@@ -88,27 +85,53 @@ int main(int argc, char** argv) {
     }
     if (config.models().empty()) {
       std::fprintf(stderr, "unetrpp-serve: no model configured (--config or --weights) and no default model found\n");
-      return 2;
+      return std::nullopt;
     }
   }
-  if (!listen.empty()) config.set_listen_address(listen);
-  if (!metrics.empty()) config.set_metrics_address(metrics);
-  if (!log_level.empty()) config.mutable_logging()->set_level(log_level);
-  if (log_json) config.mutable_logging()->set_json(true);
+  if (!f.listen.empty()) config.set_listen_address(f.listen);
+  if (!f.metrics.empty()) config.set_metrics_address(f.metrics);
+  if (!f.log_level.empty()) config.mutable_logging()->set_level(f.log_level);
+  if (f.log_json) config.mutable_logging()->set_json(true);
   upp::server::ApplyDefaults(config);
+  return config;
+}
 
+void SetUpLogging(const unetrpp::v1::ServerConfig& config) {
   auto logger = spdlog::stdout_logger_mt("unetrpp-serve");
   if (config.logging().json()) logger->set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%e%z","level":"%l","message":"%v"})");
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(config.logging().level()));
   spdlog::flush_on(spdlog::level::info);
+}
 
+// Core files would hold the patient images in memory.
+void HardenProcess(const unetrpp::v1::ServerConfig& config) {
   if (!config.allow_core_dumps()) {
-    // A core file would hold the patient images in memory.
     struct rlimit no_core {};
     setrlimit(RLIMIT_CORE, &no_core);
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"unetrpp-serve: UNETR++ segmentation over gRPC"};
+  Flags f;
+  app.add_option("--config", f.config_path, "server configuration (protobuf text format)");
+  app.add_option("--listen", f.listen, "override listen_address, e.g. 0.0.0.0:50051");
+  app.add_option("--metrics", f.metrics, "override metrics_address (\"off\" disables)");
+  app.add_option("--weights", f.weights, "serve this safetensors file as model \"default\" (no --config)");
+  app.add_option("--plan", f.plan, "plan JSON for --weights");
+  app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error");
+  app.add_flag("--log-json", f.log_json, "log JSON lines");
+  CLI11_PARSE(app, argc, argv);
+  if (!InstallSignalPipe()) return 1;
+  auto assembled = AssembleConfig(f);
+  if (!assembled) return 2;
+  const unetrpp::v1::ServerConfig& config = *assembled;
+  SetUpLogging(config);
+  HardenProcess(config);
   upp::model::ConfigureCpuThreads(static_cast<int>(config.intra_op_threads()));
   auto server = upp::server::Server::Create(config);
   if (!server.ok()) {
