@@ -1,10 +1,22 @@
 #include "imageio/dcmtk_io.h"
 
+#include <dcmtk/dcmdata/dcistrmb.h>
 #include <dcmtk/dcmdata/dcostrmb.h>
 
 #include <vector>
 
 namespace upp::imageio {
+
+absl::Status ParseDicom(std::string_view bytes, DcmFileFormat& file) {
+  DcmInputBufferStream stream;
+  stream.setBuffer(bytes.data(), static_cast<offile_off_t>(bytes.size()));
+  stream.setEos();
+  file.transferInit();
+  const OFCondition read = file.read(stream);
+  file.transferEnd();
+  if (read.bad()) return absl::InvalidArgumentError(std::string("DICOM parsing failed: ") + read.text());
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::string> SerializeDicom(DcmFileFormat& file, E_TransferSyntax transfer_syntax) {
   // The encoded size plus room for the meta header that write() completes.

@@ -7,6 +7,7 @@
 #include <dcmtk/dcmdata/dcfilefo.h>
 
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 
@@ -14,6 +15,11 @@ namespace upp::imageio {
 
 // A DICOM Part 10 file (preamble, meta header, data set) in memory, in
 // `transfer_syntax` (explicit VR little endian by default).
+// The bytes of a whole DICOM file parsed in memory, all values loaded. Only
+// for bytes whose element lengths were checked (CheckDicomLengths) or that
+// this process wrote.
+absl::Status ParseDicom(std::string_view bytes, DcmFileFormat& file);
+
 absl::StatusOr<std::string> SerializeDicom(DcmFileFormat& file,
                                            E_TransferSyntax transfer_syntax = EXS_LittleEndianExplicit);
 

@@ -2,7 +2,6 @@
 
 // DCMTK's configuration header must come first.
 #include <dcmtk/config/osconfig.h>
-#include <dcmtk/dcmdata/dcistrmb.h>
 #include <dcmtk/dcmdata/dctk.h>
 #include <dcmtk/dcmfg/fgderimg.h>
 #include <dcmtk/dcmfg/fgfracon.h>
@@ -14,8 +13,6 @@
 #include <dcmtk/dcmseg/segdoc.h>
 #include <dcmtk/dcmseg/segment.h>
 #include <dcmtk/oflog/oflog.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -23,6 +20,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "imageio/dcmtk_io.h"
 
 namespace upp::imageio {
 namespace {
@@ -34,34 +32,10 @@ absl::Status Dcmtk(const OFCondition& c, const char* what) {
 
 std::string Num(double v) { return absl::StrFormat("%.6f", v); }
 
-}  // namespace
-
-absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry, const std::vector<uint16_t>& labels,
-                                          const DicomSeriesInfo& info, std::string_view source_instance,
-                                          const std::vector<LabelInfo>& segments, const SegAlgorithm& algorithm) {
-  if (auto s = geometry.Validate(); !s.ok()) return s;
-  const int64_t nx = geometry.size[0], ny = geometry.size[1], nz = geometry.size[2];
-  if (static_cast<int64_t>(labels.size()) != nx * ny * nz) {
-    return absl::InvalidArgumentError("DICOM SEG: label map size does not match the geometry");
-  }
-  if (static_cast<int64_t>(info.sop_instance_uids.size()) != nz || nx > 65535 || ny > 65535) {
-    return absl::InvalidArgumentError("DICOM SEG: the series information does not match the geometry");
-  }
-  if (segments.empty()) return absl::InvalidArgumentError("DICOM SEG: no segments");
-  // DCMTK's log lines can quote element values (patient data): keep it quiet.
-  OFLog::configure(OFLogger::FATAL_LOG_LEVEL);
-
-  // The source instance (already parsed once by ReadDicomSeries, so its
-  // element lengths fit the buffer).
-  DcmFileFormat source;
-  DcmInputBufferStream stream;
-  stream.setBuffer(source_instance.data(), static_cast<offile_off_t>(source_instance.size()));
-  stream.setEos();
-  source.transferInit();
-  OFCondition read = source.read(stream);
-  source.transferEnd();
-  if (auto s = Dcmtk(read, "reading the source instance"); !s.ok()) return s;
-
+// The SEG document: equipment, content identification, the source's
+// patient, study and frame of reference, a series after the source's.
+absl::StatusOr<std::unique_ptr<DcmSegmentation>> CreateSegmentation(DcmFileFormat& source, int64_t nx, int64_t ny,
+                                                                    const SegAlgorithm& algorithm) {
   IODGeneralEquipmentModule::EquipmentInfo equipment("unetrpp-serve", "1", "unetrpp-serve",
                                                      algorithm.version.empty() ? "0" : algorithm.version);
   ContentIdentificationMacro ident("1", "SEGMENTATION", "UNETR++ segmentation", "Unetrpp^Serve");
@@ -86,7 +60,12 @@ absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry, const std::v
       std::to_string(std::max<Sint32>(0, source_series_number) + 1000).c_str());
   seg->getSeries().setSeriesDescription("UNETR++ segmentation");
 
-  // Shared functional groups: pixel measures and orientation.
+  return seg;
+}
+
+// Pixel measures, orientation and the dimension index, the same for all frames.
+absl::Status AddSharedGroups(DcmSegmentation& seg_ref, const Geometry& geometry) {
+  DcmSegmentation* seg = &seg_ref;
   FGPixelMeasures measures;
   measures.setPixelSpacing(OFString((Num(geometry.spacing[1]) + "\\" + Num(geometry.spacing[0])).c_str()));
   measures.setSliceThickness(Num(geometry.spacing[2]).c_str());
@@ -106,72 +85,82 @@ absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry, const std::v
                          "ReferencedSegmentNumber");
   dims.addDimensionIndex(DCM_ImagePositionPatient, dim_uid, DCM_PlanePositionSequence, "ImagePositionPatient");
 
-  // Labels that occur: a segment without any frame makes an invalid SEG, so
-  // absent labels get no segment.
-  std::vector<bool> present(65536, false);
-  for (uint16_t l : labels) present[l] = true;
+  return absl::OkStatus();
+}
+
+// One segment's description: label, anatomy code, algorithm, colour.
+absl::StatusOr<Uint16> AddSegmentDescription(DcmSegmentation& seg, const LabelInfo& description,
+                                             const SegAlgorithm& algorithm) {
+  DcmSegment* segment = nullptr;
+  if (auto s = Dcmtk(DcmSegment::create(segment, description.name.c_str(),
+                                        CodeSequenceMacro("91723000", "SCT", "Anatomical Structure"),
+                                        CodeSequenceMacro("91723000", "SCT", "Anatomical Structure"),
+                                        DcmSegTypes::SAT_AUTOMATIC, algorithm.name.c_str()),
+                     "creating a segment");
+      !s.ok()) {
+    return s;
+  }
+  auto& algo = segment->getSegmentationAlgorithmIdentification();
+  algo.getAlgorithmFamilyCode().set("123110", "DCM", "Artificial Intelligence");
+  if (!algorithm.version.empty()) algo.setAlgorithmVersion(algorithm.version.c_str());
+  double l, a, b;
+  IODCIELabUtil::rgb2DicomLab(l, a, b, description.rgb[0] / 255.0, description.rgb[1] / 255.0,
+                              description.rgb[2] / 255.0);
+  segment->setRecommendedDisplayCIELabValue(static_cast<Uint16>(std::lround(l)), static_cast<Uint16>(std::lround(a)),
+                                            static_cast<Uint16>(std::lround(b)));
+  Uint16 number = 0;
+  if (auto s = Dcmtk(seg.addSegment(segment, number), "adding a segment"); !s.ok()) {
+    delete segment;
+    return s;
+  }
+  return number;
+}
+
+// The segment's frames: one per slice where the label occurs, on the source
+// slice's position, referencing the source instance (and frame).
+absl::Status AddSegmentFrames(DcmSegmentation& seg, const Geometry& geometry, const std::vector<uint16_t>& labels,
+                              const DicomSeriesInfo& info, const LabelInfo& description, Uint16 number) {
+  const int64_t nx = geometry.size[0], ny = geometry.size[1], nz = geometry.size[2];
   // Slices that are frames of one multi-frame instance are referenced by frame number.
   const bool multi_frame_source =
       info.frame_numbers.size() == static_cast<size_t>(nz) &&
       std::any_of(info.frame_numbers.begin(), info.frame_numbers.end(), [](int f) { return f > 1; });
   std::vector<uint8_t> mask(static_cast<size_t>(nx * ny));
-  for (const auto& description : segments) {
-    if (description.value < 1 || description.value > 65535 || !present[description.value]) continue;
-    DcmSegment* segment = nullptr;
-    if (auto s = Dcmtk(DcmSegment::create(segment, description.name.c_str(),
-                                          CodeSequenceMacro("91723000", "SCT", "Anatomical Structure"),
-                                          CodeSequenceMacro("91723000", "SCT", "Anatomical Structure"),
-                                          DcmSegTypes::SAT_AUTOMATIC, algorithm.name.c_str()),
-                       "creating a segment");
-        !s.ok()) {
-      return s;
+  for (int64_t k = 0; k < nz; ++k) {
+    bool any = false;
+    const uint16_t* slice = labels.data() + k * nx * ny;
+    for (int64_t p = 0; p < nx * ny; ++p) {
+      mask[p] = slice[p] == description.value ? 1 : 0;
+      any |= mask[p] != 0;
     }
-    auto& algo = segment->getSegmentationAlgorithmIdentification();
-    algo.getAlgorithmFamilyCode().set("123110", "DCM", "Artificial Intelligence");
-    if (!algorithm.version.empty()) algo.setAlgorithmVersion(algorithm.version.c_str());
-    double l, a, b;
-    IODCIELabUtil::rgb2DicomLab(l, a, b, description.rgb[0] / 255.0, description.rgb[1] / 255.0,
-                                description.rgb[2] / 255.0);
-    segment->setRecommendedDisplayCIELabValue(static_cast<Uint16>(std::lround(l)), static_cast<Uint16>(std::lround(a)),
-                                              static_cast<Uint16>(std::lround(b)));
-    Uint16 number = 0;
-    if (auto s = Dcmtk(seg->addSegment(segment, number), "adding a segment"); !s.ok()) {
-      delete segment;
-      return s;
+    if (!any) continue;  // empty frames are left out
+    const auto pos = geometry.IndexToPhysical({0, 0, static_cast<double>(k)});
+    std::unique_ptr<FGPlanePosPatient> position(
+        FGPlanePosPatient::createMinimal(Num(pos[0]).c_str(), Num(pos[1]).c_str(), Num(pos[2]).c_str()));
+    FGFrameContent content;
+    content.setDimensionIndexValues(number, 0);
+    content.setDimensionIndexValues(static_cast<Uint32>(k + 1), 1);
+    OFVector<ImageSOPInstanceReferenceMacro> refs(1);
+    refs[0].setReferencedSOPClassUID(info.sop_class_uid.c_str());
+    refs[0].setReferencedSOPInstanceUID(info.sop_instance_uids[k].c_str());
+    if (multi_frame_source) {
+      refs[0].addReferencedFrameNumber(static_cast<Uint16>(info.frame_numbers[k]));
     }
-    for (int64_t k = 0; k < nz; ++k) {
-      bool any = false;
-      const uint16_t* slice = labels.data() + k * nx * ny;
-      for (int64_t p = 0; p < nx * ny; ++p) {
-        mask[p] = slice[p] == description.value ? 1 : 0;
-        any |= mask[p] != 0;
-      }
-      if (!any) continue;  // empty frames are left out
-      const auto pos = geometry.IndexToPhysical({0, 0, static_cast<double>(k)});
-      std::unique_ptr<FGPlanePosPatient> position(
-          FGPlanePosPatient::createMinimal(Num(pos[0]).c_str(), Num(pos[1]).c_str(), Num(pos[2]).c_str()));
-      FGFrameContent content;
-      content.setDimensionIndexValues(number, 0);
-      content.setDimensionIndexValues(static_cast<Uint32>(k + 1), 1);
-      OFVector<ImageSOPInstanceReferenceMacro> refs(1);
-      refs[0].setReferencedSOPClassUID(info.sop_class_uid.c_str());
-      refs[0].setReferencedSOPInstanceUID(info.sop_instance_uids[k].c_str());
-      if (multi_frame_source) {
-        refs[0].addReferencedFrameNumber(static_cast<Uint16>(info.frame_numbers[k]));
-      }
-      std::unique_ptr<FGDerivationImage> derivation(FGDerivationImage::createMinimal(
-          refs, "Segmentation", CodeSequenceMacro("113076", "DCM", "Segmentation"),
-          CodeSequenceMacro("121322", "DCM", "Source image for image processing operation")));
-      if (!position || !derivation) return absl::InternalError("DICOM SEG: frame functional groups");
-      OFVector<FGBase*> groups;
-      groups.push_back(position.get());
-      groups.push_back(&content);
-      groups.push_back(derivation.get());
-      if (auto s = Dcmtk(seg->addFrame(mask.data(), number, groups), "adding a frame"); !s.ok()) return s;
-    }
+    std::unique_ptr<FGDerivationImage> derivation(FGDerivationImage::createMinimal(
+        refs, "Segmentation", CodeSequenceMacro("113076", "DCM", "Segmentation"),
+        CodeSequenceMacro("121322", "DCM", "Source image for image processing operation")));
+    if (!position || !derivation) return absl::InternalError("DICOM SEG: frame functional groups");
+    OFVector<FGBase*> groups;
+    groups.push_back(position.get());
+    groups.push_back(&content);
+    groups.push_back(derivation.get());
+    if (auto s = Dcmtk(seg.addFrame(mask.data(), number, groups), "adding a frame"); !s.ok()) return s;
   }
+  return absl::OkStatus();
+}
 
-  // Common Instance Reference: the source series and its instances.
+// Common Instance Reference: the source series and its instances.
+void AddReferences(DcmSegmentation& seg, DcmFileFormat& source, const DicomSeriesInfo& info, int64_t nz) {
   IODReferences references;
   OFString patient_id;
   source.getDataset()->findAndGetOFString(DCM_PatientID, patient_id);
@@ -181,28 +170,47 @@ absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry, const std::v
                                       info.sop_instance_uids[k].c_str(), info.sop_class_uid.c_str());
     if (!references.add(ref)) delete ref;  // duplicates (frames of one instance) are refused
   }
-  seg->getCommonInstanceReference().addReferences(references, info.study_instance_uid.c_str());
+  seg.getCommonInstanceReference().addReferences(references, info.study_instance_uid.c_str());
+}
 
-  // Serialise through an in-memory file.
-  int fd = memfd_create("upp-seg", MFD_CLOEXEC);
-  if (fd < 0) return absl::InternalError("memfd_create failed");
-  const std::string path = "/proc/self/fd/" + std::to_string(fd);
-  OFCondition saved = seg->saveFile(path.c_str(), EXS_LittleEndianExplicit);
-  std::string out;
-  if (saved.good()) {
-    const off_t size = lseek(fd, 0, SEEK_END);
-    out.resize(static_cast<size_t>(std::max<off_t>(size, 0)));
-    size_t done = 0;
-    while (done < out.size()) {
-      const ssize_t n = pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(done));
-      if (n <= 0) break;
-      done += static_cast<size_t>(n);
-    }
-    out.resize(done);
+}  // namespace
+
+absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry, const std::vector<uint16_t>& labels,
+                                          const DicomSeriesInfo& info, std::string_view source_instance,
+                                          const std::vector<LabelInfo>& segments, const SegAlgorithm& algorithm) {
+  if (auto s = geometry.Validate(); !s.ok()) return s;
+  const int64_t nx = geometry.size[0], ny = geometry.size[1], nz = geometry.size[2];
+  if (static_cast<int64_t>(labels.size()) != nx * ny * nz) {
+    return absl::InvalidArgumentError("DICOM SEG: label map size does not match the geometry");
   }
-  close(fd);
-  if (auto s = Dcmtk(saved, "writing"); !s.ok()) return s;
-  return out;
+  if (static_cast<int64_t>(info.sop_instance_uids.size()) != nz || nx > 65535 || ny > 65535) {
+    return absl::InvalidArgumentError("DICOM SEG: the series information does not match the geometry");
+  }
+  if (segments.empty()) return absl::InvalidArgumentError("DICOM SEG: no segments");
+  // DCMTK's log lines can quote element values (patient data): keep it quiet.
+  OFLog::configure(OFLogger::FATAL_LOG_LEVEL);
+  // The source instance was parsed once by ReadDicomSeries, so its element
+  // lengths fit the buffer.
+  DcmFileFormat source;
+  if (auto s = ParseDicom(source_instance, source); !s.ok())
+    return absl::InvalidArgumentError(absl::StrCat("DICOM SEG: reading the source instance: ", s.message()));
+  auto seg = CreateSegmentation(source, nx, ny, algorithm);
+  if (!seg.ok()) return seg.status();
+  if (auto s = AddSharedGroups(**seg, geometry); !s.ok()) return s;
+  // Labels that occur: a segment without any frame makes an invalid SEG, so
+  // absent labels get no segment.
+  std::vector<bool> present(65536, false);
+  for (uint16_t l : labels) present[l] = true;
+  for (const auto& description : segments) {
+    if (description.value < 1 || description.value > 65535 || !present[description.value]) continue;
+    auto number = AddSegmentDescription(**seg, description, algorithm);
+    if (!number.ok()) return number.status();
+    if (auto s = AddSegmentFrames(**seg, geometry, labels, info, description, *number); !s.ok()) return s;
+  }
+  AddReferences(**seg, source, info, nz);
+  DcmFileFormat file;
+  if (auto s = Dcmtk((*seg)->writeDataset(*file.getDataset()), "writing"); !s.ok()) return s;
+  return SerializeDicom(file);
 }
 
 }  // namespace upp::imageio

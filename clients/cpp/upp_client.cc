@@ -98,6 +98,136 @@ class ProgressPrinter {
   double next_report_ = 0.25;
 };
 
+struct SegmentArgs {
+  std::vector<std::string> inputs;
+  std::string output, seg, png, json_path, model;
+  bool mirror = false;
+  double deadline = 0;
+};
+
+int Health(upp::client::Client& client, const std::string& service) {
+  auto ok = client.Healthy(service);
+  if (!ok.ok()) return Fail(ok.status());
+  std::printf("%s\n", *ok ? "SERVING" : "NOT_SERVING");
+  return *ok ? 0 : 6;
+}
+
+int Models(upp::client::Client& client) {
+  auto list = client.ListModels();
+  if (!list.ok()) return Fail(list.status());
+  for (const auto& m : list->models()) {
+    std::printf("%s%s  version %s  %s, %u channel(s), %d labels:", m.name().c_str(),
+                m.name() == list->default_model() ? " (default)" : "", m.version().c_str(), m.modality().c_str(),
+                m.input_channels(), m.labels_size());
+    for (const auto& l : m.labels())
+      if (l.value() != 0) std::printf(" %s", l.name().c_str());
+    std::printf("\n");
+  }
+  return 0;
+}
+
+// The inputs' bytes: every file of a DICOM directory, or the NIfTI files.
+absl::Status ReadInputs(const std::vector<std::string>& inputs, bool dicom, std::vector<std::string>* files) {
+  if (dicom) {
+    auto read = upp::imageio::ReadDirectoryFiles(inputs[0]);
+    if (!read.ok()) return read.status();
+    *files = std::move(*read);
+    return absl::OkStatus();
+  }
+  for (const auto& in : inputs) {
+    auto bytes = upp::imageio::ReadWholeFile(in);
+    if (!bytes.ok()) return absl::InvalidArgumentError("cannot read " + in);
+    files->push_back(std::move(*bytes));
+  }
+  return absl::OkStatus();
+}
+
+// Prints the per-label volumes; writes them with the timings as JSON.
+void ReportVolumes(const upp::client::SegmentResult& result, const std::string& json_path) {
+  const auto& header = result.header;
+  std::map<uint32_t, const unetrpp::v1::Label*> names;
+  for (const auto& l : header.labels()) names[l.value()] = &l;
+  nlohmann::json j;
+  j["server_request_id"] = result.server_request_id;
+  std::printf("%-28s %12s %12s\n", "label", "voxels", "volume (mL)");
+  for (const auto& v : header.volumes()) {
+    if (v.value() == 0) continue;
+    const std::string name = names.count(v.value()) ? names[v.value()]->name() : std::to_string(v.value());
+    std::printf("%-28s %12llu %12.1f\n", name.c_str(), static_cast<unsigned long long>(v.voxels()), v.volume_ml());
+    j["labels"].push_back({{"value", v.value()}, {"name", name}, {"voxels", v.voxels()}, {"volume_ml", v.volume_ml()}});
+  }
+  for (const auto& t : result.summary.timings()) j["seconds"][upp::proto::StageName(t.stage())] = t.seconds();
+  if (!json_path.empty()) std::ofstream(json_path) << j.dump(1) << "\n";
+}
+
+// The overview picture: the input decoded locally (the labels share its grid).
+int WriteOverview(const upp::client::SegmentResult& result, const std::vector<std::string>& files, bool dicom,
+                  const std::string& png) {
+  const auto& header = result.header;
+  std::map<uint32_t, const unetrpp::v1::Label*> names;
+  for (const auto& l : header.labels()) names[l.value()] = &l;
+  // Decode the input locally for the picture (the labels share its grid).
+  absl::StatusOr<upp::imageio::Volume> volume = absl::UnknownError("");
+  if (dicom) {
+    upp::imageio::DicomSeriesOptions o;
+    o.modalities.clear();
+    auto d = upp::imageio::ReadDicomSeries(std::vector<std::string_view>(files.begin(), files.end()), o);
+    volume = d.ok() ? absl::StatusOr<upp::imageio::Volume>(std::move(d->volume)) : d.status();
+  } else {
+    auto n = upp::imageio::ReadNifti(files[0]);
+    volume = n.ok() ? absl::StatusOr<upp::imageio::Volume>(std::move(n->volume)) : n.status();
+  }
+  if (!volume.ok()) return Fail(volume.status());
+  const std::string& raw = result.outputs.at(unetrpp::v1::OUTPUT_KIND_RAW_LABELS);
+  const std::vector<uint16_t> labels = upp::imageio::DecodeRawLabels(raw);
+  std::vector<upp::client::OverlayLabel> legend;
+  for (const auto& v : header.volumes()) {
+    upp::client::OverlayLabel l;
+    l.value = static_cast<int>(v.value());
+    l.volume_ml = v.volume_ml();
+    if (names.count(v.value())) {
+      l.name = names[v.value()]->name();
+      const std::string& rgb = names[v.value()]->rgb();
+      for (size_t k = 0; k < 3 && k < rgb.size(); ++k) l.rgb[k] = static_cast<uint8_t>(rgb[k]);
+    }
+    legend.push_back(l);
+  }
+  auto picture = upp::client::RenderOverlayPng(*volume, labels, legend);
+  if (!picture.ok()) return Fail(picture.status());
+  std::ofstream(png, std::ios::binary) << *picture;
+  return 0;
+}
+
+int Segment(upp::client::Client& client, const SegmentArgs& args) {
+  upp::client::SegmentOptions options;
+  options.model = args.model;
+  options.mirror = args.mirror;
+  if (args.deadline > 0) options.deadline = absl::Seconds(args.deadline);
+  const bool dicom = args.inputs.size() == 1 && fs::is_directory(args.inputs[0]);
+  if (dicom) options.format = unetrpp::v1::INPUT_FORMAT_DICOM;
+  std::vector<std::string> files;
+  if (auto s = ReadInputs(args.inputs, dicom, &files); !s.ok())
+    return std::fprintf(stderr, "upp-client: %s\n", std::string(s.message()).c_str()), 1;
+  options.outputs = {unetrpp::v1::OUTPUT_KIND_RAW_LABELS};
+  if (!args.output.empty()) options.outputs.push_back(unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS);
+  if (!args.seg.empty()) {
+    if (!dicom) return std::fprintf(stderr, "upp-client: --seg needs a DICOM input\n"), 1;
+    options.outputs.push_back(unetrpp::v1::OUTPUT_KIND_DICOM_SEG);
+  }
+  absl::StatusOr<upp::client::SegmentResult> result = absl::UnknownError("");
+  {
+    ProgressPrinter progress;
+    result = client.Segment(files, options, [&](const unetrpp::v1::Progress& p) { progress(p); });
+  }
+  if (!result.ok()) return Fail(result.status());
+  if (!args.output.empty())
+    std::ofstream(args.output, std::ios::binary) << result->outputs[unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS];
+  if (!args.seg.empty())
+    std::ofstream(args.seg, std::ios::binary) << result->outputs[unetrpp::v1::OUTPUT_KIND_DICOM_SEG];
+  ReportVolumes(*result, args.json_path);
+  return args.png.empty() ? 0 : WriteOverview(*result, files, dicom, args.png);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -107,18 +237,15 @@ int main(int argc, char** argv) {
   app.add_option("--server", server, "server address (host:port)");
 
   auto* segment = app.add_subcommand("segment", "segment a volume");
-  std::vector<std::string> inputs;
-  std::string output, seg, png, json_path, model;
-  bool mirror = false;
-  double deadline = 0;
-  segment->add_option("input", inputs, "NIfTI file(s) (one per channel) or a DICOM directory")->required();
-  segment->add_option("-o,--output", output, "label map to write (.nii.gz)");
-  segment->add_option("--seg", seg, "DICOM SEG to write (DICOM input)");
-  segment->add_option("--png", png, "overview picture to write (PNG)");
-  segment->add_option("--json", json_path, "per-label volumes and timings to write (JSON)");
-  segment->add_option("--model", model, "model name (default: the server's)");
-  segment->add_flag("--mirror", mirror, "test-time mirroring along all axes (8x the work)");
-  segment->add_option("--deadline", deadline, "give up after this many seconds");
+  SegmentArgs args;
+  segment->add_option("input", args.inputs, "NIfTI file(s) (one per channel) or a DICOM directory")->required();
+  segment->add_option("-o,--output", args.output, "label map to write (.nii.gz)");
+  segment->add_option("--seg", args.seg, "DICOM SEG to write (DICOM input)");
+  segment->add_option("--png", args.png, "overview picture to write (PNG)");
+  segment->add_option("--json", args.json_path, "per-label volumes and timings to write (JSON)");
+  segment->add_option("--model", args.model, "model name (default: the server's)");
+  segment->add_flag("--mirror", args.mirror, "test-time mirroring along all axes (8x the work)");
+  segment->add_option("--deadline", args.deadline, "give up after this many seconds");
 
   auto* models = app.add_subcommand("models", "list the server's models");
   auto* health = app.add_subcommand("health", "check the server's health");
@@ -130,108 +257,7 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 1;
   }
   auto client = upp::client::Client::Connect(server);
-
-  if (*health) {
-    auto ok = client->Healthy(service);
-    if (!ok.ok()) return Fail(ok.status());
-    std::printf("%s\n", *ok ? "SERVING" : "NOT_SERVING");
-    return *ok ? 0 : 6;
-  }
-  if (*models) {
-    auto list = client->ListModels();
-    if (!list.ok()) return Fail(list.status());
-    for (const auto& m : list->models()) {
-      std::printf("%s%s  version %s  %s, %u channel(s), %d labels:", m.name().c_str(),
-                  m.name() == list->default_model() ? " (default)" : "", m.version().c_str(), m.modality().c_str(),
-                  m.input_channels(), m.labels_size());
-      for (const auto& l : m.labels())
-        if (l.value() != 0) std::printf(" %s", l.name().c_str());
-      std::printf("\n");
-    }
-    return 0;
-  }
-
-  // segment
-  upp::client::SegmentOptions options;
-  options.model = model;
-  options.mirror = mirror;
-  if (deadline > 0) options.deadline = absl::Seconds(deadline);
-  std::vector<std::string> files;
-  const bool dicom = inputs.size() == 1 && fs::is_directory(inputs[0]);
-  if (dicom) {
-    options.format = unetrpp::v1::INPUT_FORMAT_DICOM;
-    auto read = upp::imageio::ReadDirectoryFiles(inputs[0]);
-    if (!read.ok()) return std::fprintf(stderr, "upp-client: %s\n", std::string(read.status().message()).c_str()), 1;
-    files = std::move(*read);
-  } else {
-    for (const auto& in : inputs) {
-      auto bytes = upp::imageio::ReadWholeFile(in);
-      if (!bytes.ok()) return std::fprintf(stderr, "upp-client: cannot read %s\n", in.c_str()), 1;
-      files.push_back(std::move(*bytes));
-    }
-  }
-  options.outputs = {unetrpp::v1::OUTPUT_KIND_RAW_LABELS};
-  if (!output.empty()) options.outputs.push_back(unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS);
-  if (!seg.empty()) {
-    if (!dicom) return std::fprintf(stderr, "upp-client: --seg needs a DICOM input\n"), 1;
-    options.outputs.push_back(unetrpp::v1::OUTPUT_KIND_DICOM_SEG);
-  }
-  absl::StatusOr<upp::client::SegmentResult> result = absl::UnknownError("");
-  {
-    ProgressPrinter progress;
-    result = client->Segment(files, options, [&](const unetrpp::v1::Progress& p) { progress(p); });
-  }
-  if (!result.ok()) return Fail(result.status());
-  if (!output.empty())
-    std::ofstream(output, std::ios::binary) << result->outputs[unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS];
-  if (!seg.empty()) std::ofstream(seg, std::ios::binary) << result->outputs[unetrpp::v1::OUTPUT_KIND_DICOM_SEG];
-
-  // Per-label volumes.
-  const auto& header = result->header;
-  std::map<uint32_t, const unetrpp::v1::Label*> names;
-  for (const auto& l : header.labels()) names[l.value()] = &l;
-  nlohmann::json j;
-  j["server_request_id"] = result->server_request_id;
-  std::printf("%-28s %12s %12s\n", "label", "voxels", "volume (mL)");
-  for (const auto& v : header.volumes()) {
-    if (v.value() == 0) continue;
-    const std::string name = names.count(v.value()) ? names[v.value()]->name() : std::to_string(v.value());
-    std::printf("%-28s %12llu %12.1f\n", name.c_str(), static_cast<unsigned long long>(v.voxels()), v.volume_ml());
-    j["labels"].push_back({{"value", v.value()}, {"name", name}, {"voxels", v.voxels()}, {"volume_ml", v.volume_ml()}});
-  }
-  for (const auto& t : result->summary.timings()) j["seconds"][upp::proto::StageName(t.stage())] = t.seconds();
-  if (!json_path.empty()) std::ofstream(json_path) << j.dump(1) << "\n";
-
-  if (!png.empty()) {
-    // Decode the input locally for the picture (the labels share its grid).
-    absl::StatusOr<upp::imageio::Volume> volume = absl::UnknownError("");
-    if (dicom) {
-      upp::imageio::DicomSeriesOptions o;
-      o.modalities.clear();
-      auto d = upp::imageio::ReadDicomSeries(std::vector<std::string_view>(files.begin(), files.end()), o);
-      volume = d.ok() ? absl::StatusOr<upp::imageio::Volume>(std::move(d->volume)) : d.status();
-    } else {
-      auto n = upp::imageio::ReadNifti(files[0]);
-      volume = n.ok() ? absl::StatusOr<upp::imageio::Volume>(std::move(n->volume)) : n.status();
-    }
-    if (!volume.ok()) return Fail(volume.status());
-    const std::string& raw = result->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS];
-    const std::vector<uint16_t> labels = upp::imageio::DecodeRawLabels(raw);
-    std::vector<upp::client::OverlayLabel> legend;
-    for (const auto& v : header.volumes()) {
-      upp::client::OverlayLabel l;
-      l.value = static_cast<int>(v.value());
-      l.volume_ml = v.volume_ml();
-      if (names.count(v.value())) {
-        l.name = names[v.value()]->name();
-        const std::string& rgb = names[v.value()]->rgb();
-        for (size_t k = 0; k < 3 && k < rgb.size(); ++k) l.rgb[k] = static_cast<uint8_t>(rgb[k]);
-      }
-      legend.push_back(l);
-    }
-    auto picture = upp::client::RenderOverlayPng(*volume, labels, legend);
-    if (!picture.ok()) return Fail(picture.status());
-    std::ofstream(png, std::ios::binary) << *picture;
-  }
-  return 0;
+  if (*health) return Health(*client, service);
+  if (*models) return Models(*client);
+  return Segment(*client, args);
 }
