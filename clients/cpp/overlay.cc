@@ -24,17 +24,16 @@ cairo_status_t AppendToString(void* closure, const unsigned char* data, unsigned
   return CAIRO_STATUS_SUCCESS;
 }
 
-}  // namespace
+// Index of voxel (x, y, z) in a volume of nx x ny x ...
+struct Indexer {
+  int64_t nx, ny;
+  size_t operator()(int64_t x, int64_t y, int64_t z) const { return static_cast<size_t>((z * ny + y) * nx + x); }
+};
 
-absl::StatusOr<std::string> RenderOverlayPng(const imageio::Volume& image, const std::vector<uint16_t>& labels,
-                                             const std::vector<OverlayLabel>& legend, const OverlayOptions& options) {
-  const auto& g = image.geometry;
+// The centre of the labelled voxels (the volume's centre when none is).
+std::array<int64_t, 3> LabelCentre(const std::vector<uint16_t>& labels, const imageio::Geometry& g) {
   const int64_t nx = g.size[0], ny = g.size[1], nz = g.size[2];
-  if (static_cast<int64_t>(labels.size()) != g.NumVoxels() || static_cast<int64_t>(image.voxels.size()) < g.NumVoxels())
-    return absl::InvalidArgumentError("the label map and the image have different sizes");
-  auto at = [&](int64_t x, int64_t y, int64_t z) { return static_cast<size_t>((z * ny + y) * nx + x); };
-
-  // Slice positions: the centre of the labelled voxels.
+  const Indexer at{nx, ny};
   double cx = 0, cy = 0, cz = 0;
   int64_t count = 0;
   for (int64_t z = 0; z < nz; ++z)
@@ -47,16 +46,32 @@ absl::StatusOr<std::string> RenderOverlayPng(const imageio::Volume& image, const
   const int64_t sx = count ? std::llround(cx / count) : nx / 2, sy = count ? std::llround(cy / count) : ny / 2,
                 sz = count ? std::llround(cz / count) : nz / 2;
 
+  return {sx, sy, sz};
+}
+
+// Grey levels: the CT soft-tissue window, else the 1st-99th percentiles.
+std::pair<float, float> GrayWindow(const imageio::Volume& image, bool ct_window) {
   float lo = -160, hi = 240;  // W 400, L 40
-  if (!options.ct_window) {
+  if (!ct_window) {
     std::vector<float> sample;
-    for (size_t i = 0; i < static_cast<size_t>(g.NumVoxels()); i += 97) sample.push_back(image.voxels[i]);
+    for (size_t i = 0; i < static_cast<size_t>(image.geometry.NumVoxels()); i += 97) sample.push_back(image.voxels[i]);
     std::sort(sample.begin(), sample.end());
     lo = sample[sample.size() / 100];
     hi = std::max(lo + 1e-3f, sample[sample.size() * 99 / 100]);
   }
-  auto gray = [&](float v) { return std::clamp((v - lo) / (hi - lo), 0.0f, 1.0f); };
 
+  return {lo, hi};
+}
+
+// Axial, coronal and sagittal slices through `centre`, grey and labels.
+std::vector<Panel> SlicePanels(const imageio::Volume& image, const std::vector<uint16_t>& labels,
+                               const std::array<int64_t, 3>& centre, std::pair<float, float> window) {
+  const auto& g = image.geometry;
+  const int64_t nx = g.size[0], ny = g.size[1], nz = g.size[2];
+  const int64_t sx = centre[0], sy = centre[1], sz = centre[2];
+  const Indexer at{nx, ny};
+  const auto [lo, hi] = window;
+  auto gray = [&](float v) { return std::clamp((v - lo) / (hi - lo), 0.0f, 1.0f); };
   std::vector<Panel> panels(3);
   // Axial (z = sz): rows y (anterior up), columns x (patient's left on the right).
   panels[0] = {static_cast<int>(nx), static_cast<int>(ny), g.spacing[0], g.spacing[1], {}, {}};
@@ -78,6 +93,60 @@ absl::StatusOr<std::string> RenderOverlayPng(const imageio::Volume& image, const
         pn.label[static_cast<size_t>(r) * pn.width + c] = labels[i];
       }
   }
+  return panels;
+}
+
+// One panel as a cairo image: grey, labels blended in their colours.
+std::unique_ptr<cairo_surface_t, decltype(&cairo_surface_destroy)> PanelTile(
+    const Panel& pn, const std::map<int, std::array<uint8_t, 3>>& colours, double alpha) {
+  std::unique_ptr<cairo_surface_t, decltype(&cairo_surface_destroy)> tile(
+      cairo_image_surface_create(CAIRO_FORMAT_RGB24, pn.width, pn.height), cairo_surface_destroy);
+  cairo_surface_flush(tile.get());
+  unsigned char* data = cairo_image_surface_get_data(tile.get());
+  const int stride = cairo_image_surface_get_stride(tile.get());
+  for (int r = 0; r < pn.height; ++r)
+    for (int c = 0; c < pn.width; ++c) {
+      const size_t i = static_cast<size_t>(r) * pn.width + c;
+      double rgb[3] = {pn.gray[i], pn.gray[i], pn.gray[i]};
+      auto it = colours.find(pn.label[i]);
+      if (pn.label[i] != 0 && it != colours.end())
+        for (int k = 0; k < 3; ++k) rgb[k] = (1 - alpha) * rgb[k] + alpha * it->second[k] / 255.0;
+      uint32_t* px = reinterpret_cast<uint32_t*>(data + r * stride) + c;
+      *px = (static_cast<uint32_t>(rgb[0] * 255) << 16) | (static_cast<uint32_t>(rgb[1] * 255) << 8) |
+            static_cast<uint32_t>(rgb[2] * 255);
+    }
+  cairo_surface_mark_dirty(tile.get());
+  return tile;
+}
+
+void DrawLegend(cairo_t* cr, const std::vector<OverlayLabel>& legend, int x0, int margin, int title_h) {
+  int y = margin + title_h;
+  cairo_set_source_rgb(cr, 0.9, 0.9, 0.9);
+  cairo_move_to(cr, x0, margin + 16);
+  cairo_show_text(cr, "label (volume)");
+  for (const auto& l : legend) {
+    if (l.value == 0) continue;
+    cairo_set_source_rgb(cr, l.rgb[0] / 255.0, l.rgb[1] / 255.0, l.rgb[2] / 255.0);
+    cairo_rectangle(cr, x0, y, 14, 14);
+    cairo_fill(cr);
+    cairo_set_source_rgb(cr, 0.9, 0.9, 0.9);
+    cairo_move_to(cr, x0 + 22, y + 12);
+    cairo_show_text(cr, absl::StrFormat("%s  %.1f mL", l.name, l.volume_ml).c_str());
+    y += 22;
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> RenderOverlayPng(const imageio::Volume& image, const std::vector<uint16_t>& labels,
+                                             const std::vector<OverlayLabel>& legend, const OverlayOptions& options) {
+  const auto& g = image.geometry;
+  if (static_cast<int64_t>(labels.size()) != g.NumVoxels() || static_cast<int64_t>(image.voxels.size()) < g.NumVoxels())
+    return absl::InvalidArgumentError("the label map and the image have different sizes");
+
+  const auto centre = LabelCentre(labels, g);
+  const auto window = GrayWindow(image, options.ct_window);
+  const std::vector<Panel> panels = SlicePanels(image, labels, centre, window);
   std::map<int, std::array<uint8_t, 3>> colours;
   for (const auto& l : legend) colours[l.value] = l.rgb;
 
@@ -105,23 +174,7 @@ absl::StatusOr<std::string> RenderOverlayPng(const imageio::Volume& image, const
   int x0 = margin;
   for (int p = 0; p < 3; ++p) {
     const Panel& pn = panels[p];
-    std::unique_ptr<cairo_surface_t, decltype(&cairo_surface_destroy)> tile(
-        cairo_image_surface_create(CAIRO_FORMAT_RGB24, pn.width, pn.height), cairo_surface_destroy);
-    cairo_surface_flush(tile.get());
-    unsigned char* data = cairo_image_surface_get_data(tile.get());
-    const int stride = cairo_image_surface_get_stride(tile.get());
-    for (int r = 0; r < pn.height; ++r)
-      for (int c = 0; c < pn.width; ++c) {
-        const size_t i = static_cast<size_t>(r) * pn.width + c;
-        double rgb[3] = {pn.gray[i], pn.gray[i], pn.gray[i]};
-        auto it = colours.find(pn.label[i]);
-        if (pn.label[i] != 0 && it != colours.end())
-          for (int k = 0; k < 3; ++k) rgb[k] = (1 - options.alpha) * rgb[k] + options.alpha * it->second[k] / 255.0;
-        uint32_t* px = reinterpret_cast<uint32_t*>(data + r * stride) + c;
-        *px = (static_cast<uint32_t>(rgb[0] * 255) << 16) | (static_cast<uint32_t>(rgb[1] * 255) << 8) |
-              static_cast<uint32_t>(rgb[2] * 255);
-      }
-    cairo_surface_mark_dirty(tile.get());
+    auto tile = PanelTile(pn, colours, options.alpha);
     cairo_save(cr.get());
     cairo_translate(cr.get(), x0, margin + title_h);
     cairo_scale(cr.get(), static_cast<double>(widths[p]) / pn.width,
@@ -135,21 +188,7 @@ absl::StatusOr<std::string> RenderOverlayPng(const imageio::Volume& image, const
     cairo_show_text(cr.get(), titles[p]);
     x0 += widths[p] + margin;
   }
-  // Legend.
-  int y = margin + title_h;
-  cairo_set_source_rgb(cr.get(), 0.9, 0.9, 0.9);
-  cairo_move_to(cr.get(), x0, margin + 16);
-  cairo_show_text(cr.get(), "label (volume)");
-  for (const auto& l : legend) {
-    if (l.value == 0) continue;
-    cairo_set_source_rgb(cr.get(), l.rgb[0] / 255.0, l.rgb[1] / 255.0, l.rgb[2] / 255.0);
-    cairo_rectangle(cr.get(), x0, y, 14, 14);
-    cairo_fill(cr.get());
-    cairo_set_source_rgb(cr.get(), 0.9, 0.9, 0.9);
-    cairo_move_to(cr.get(), x0 + 22, y + 12);
-    cairo_show_text(cr.get(), absl::StrFormat("%s  %.1f mL", l.name, l.volume_ml).c_str());
-    y += 22;
-  }
+  DrawLegend(cr.get(), legend, x0, margin, title_h);
   cairo_surface_flush(canvas.get());
   std::string png;
   if (cairo_surface_write_to_png_stream(canvas.get(), AppendToString, &png) != CAIRO_STATUS_SUCCESS)
