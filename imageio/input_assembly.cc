@@ -69,6 +69,24 @@ absl::StatusOr<AssembledInput> AssembleNiftiChannels(std::map<uint32_t, std::str
   return out;
 }
 
+absl::StatusOr<AssembledInput> AssembleNifti(std::map<uint32_t, std::string>& inputs, const AssemblyOptions& options) {
+  NiftiReadOptions nifti;
+  nifti.max_voxels = options.max_voxels;
+  if (options.admit)
+    nifti.admit = [&](const Geometry& g, int64_t, int64_t read_bytes) { return options.admit(g, read_bytes); };
+  absl::StatusOr<AssembledInput> out = absl::UnknownError("");
+  if (inputs.size() == 1 && inputs.begin()->first == 0) {
+    auto image = ReadNifti(inputs.begin()->second, nifti);
+    if (!image.ok()) return image.status();
+    out = AssembledInput{};
+    out->nifti_header = image->header;
+    out->volume = std::move(image->volume);
+  } else {
+    out = AssembleNiftiChannels(inputs, nifti, options.channels);
+  }
+  return out;
+}
+
 }  // namespace
 
 bool SameGeometry(const Geometry& a, const Geometry& b) {
@@ -84,20 +102,11 @@ bool SameGeometry(const Geometry& a, const Geometry& b) {
 
 absl::StatusOr<AssembledInput> AssembleInputs(std::map<uint32_t, std::string>& inputs, const AssemblyOptions& options) {
   if (inputs.empty()) return absl::InvalidArgumentError("no input");
-  if (options.format == InputFormat::kDicom) return AssembleDicom(inputs, options);
-  NiftiReadOptions nifti;
-  nifti.max_voxels = options.max_voxels;
-  if (options.admit)
-    nifti.admit = [&](const Geometry& g, int64_t, int64_t read_bytes) { return options.admit(g, read_bytes); };
-  if (inputs.size() == 1 && inputs.begin()->first == 0) {
-    auto image = ReadNifti(inputs.begin()->second, nifti);
-    if (!image.ok()) return image.status();
-    AssembledInput out;
-    out.nifti_header = image->header;
-    out.volume = std::move(image->volume);
-    return out;
-  }
-  return AssembleNiftiChannels(inputs, nifti, options.channels);
+  auto out = options.format == InputFormat::kDicom ? AssembleDicom(inputs, options) : AssembleNifti(inputs, options);
+  if (out.ok() && out->volume.channels != options.channels)
+    return absl::InvalidArgumentError(
+        absl::StrCat("the model takes ", options.channels, " channel(s); the input has ", out->volume.channels));
+  return out;
 }
 
 }  // namespace upp::imageio

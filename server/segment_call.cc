@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -77,6 +78,13 @@ grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, SegmentResponse>* SegmentCa
   UPP_HAPPENS_BEFORE(call.get());  // constructed before any reaction
   call->self_ = call;
   state->Watch(call);
+  auto principal = state->auth().Authenticate(*context);
+  const absl::Status allowed = principal.ok() ? Authenticator::Authorize(*principal, kPermSegment) : principal.status();
+  if (principal.ok()) call->principal_ = *principal;
+  if (!allowed.ok()) {
+    call->Fail(allowed);
+    return call.get();
+  }
   if (auto s = state->BeginPendingStream(); !s.ok()) {
     call->Fail(s);
     return call.get();
@@ -154,13 +162,19 @@ absl::Status SegmentCall::HandleHeader(const unetrpp::v1::RequestHeader& header)
   model_ = state_->models().Find(name);
   if (!model_) return absl::NotFoundError(absl::StrCat("no model named \"", name, "\" (see ListModels)"));
   header_.set_model(name);
-  const RequestLimits limits = RequestLimits::FromConfig(state_->config());
+  RequestLimits limits = RequestLimits::FromConfig(state_->config());
+  if (header.priority() > 0 && principal_.authenticated) {
+    // With credentials, the permission decides (not the anonymous switch).
+    if (auto s = Authenticator::Authorize(principal_, kPermSegmentPriority); !s.ok()) return s;
+    limits.allow_client_priority = true;
+  }
   const ModelFacts facts{model_->plan().input_channels(), model_->plan().StepFloor()};
   if (auto s = ValidateHeader(header_, facts, limits); !s.ok()) return s;
   priority_ = header_.priority();
   collector_.emplace(limits, header_.format(), facts.input_channels);
   uint32_t position = 0;
-  if (auto s = state_->BeginRequest(peer_, &position); !s.ok()) return s;
+  const std::string counted_as = principal_.authenticated ? "principal:" + principal_.name : peer_;
+  if (auto s = state_->BeginRequest(counted_as, &position); !s.ok()) return s;
   began_request_ = true;
   phase_ = Phase::kReceiving;
   SegmentResponse accepted;
@@ -291,9 +305,6 @@ void SegmentCall::Process() {
   collector_->inputs().clear();
   if (!volume.ok()) return Fail(volume.status());
   StageDone(unetrpp::v1::STAGE_DECODING, t);
-  if (volume->channels != model_->plan().input_channels())
-    return Fail(absl::InvalidArgumentError(absl::StrCat("the model takes ", model_->plan().input_channels(),
-                                                        " channel(s); the input has ", volume->channels)));
   voxels_ = volume->geometry.NumVoxels();
   if (!Alive()) return;
   if (auto s = HandleNonFinite(*volume); !s.ok()) return Fail(s);
@@ -538,15 +549,18 @@ void SegmentCall::CheckTimeouts(absl::Time now) {
 }
 
 void SegmentCall::Abandon(const absl::Status& status) {
+  bool writing = false;
   {
     absl::MutexLock lock(&mu_);
     if (finish_called_ || done_) return;
+    writing = writing_;
   }
-  Fail(status);
-  // A write or read the client never completes would hold the call for ever:
-  // cancel the stream. gRPC destroys context_ after OnDone, which another
-  // thread may be running, so OnDone waits for this lock. Recursive because
-  // TryCancel may run the reactions, OnDone included, inline on this thread.
+  Fail(status);  // with no write in flight this finishes the call (a pending read ends with it)
+  if (!writing) return;
+  // A write the client never takes would hold the call for ever: cancel the
+  // stream. gRPC destroys context_ after OnDone, which another thread may be
+  // running, so OnDone waits for this lock. Recursive because TryCancel may
+  // run the reactions, OnDone included, inline on this thread.
   std::lock_guard<std::recursive_mutex> lock(context_mu_);
   if (!context_done_) context_->TryCancel();
 }
@@ -589,13 +603,24 @@ void SegmentCall::OnDone() {
                       absl::StrFormat("%.3f", seconds));
     keep = std::move(self_);
   }
-  if (began_request_) state_->EndRequest(peer_);
+  if (began_request_) state_->EndRequest(principal_.authenticated ? "principal:" + principal_.name : peer_);
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start_);
   const std::string code = absl::StatusCodeToString(status.code());
   const std::string model = model_ ? model_->name() : "-";
   state_->metrics().RequestFinished(model, code, seconds);
   spdlog::info("request {} client_id={} model={} voxels={} windows={} seconds={:.3f} [{}] status={}", request_id_,
                LoggableId(header_.client_request_id()), model, voxels_, windows_done_.load(), seconds, timings, code);
+  nlohmann::json audit{{"time", absl::FormatTime(absl::RFC3339_full, absl::Now(), absl::UTCTimeZone())},
+                       {"principal", principal_.name},
+                       {"peer", peer_},
+                       {"method", "Segment"},
+                       {"model", model},
+                       {"request_id", request_id_},
+                       {"input_bytes", bytes_received_},
+                       {"windows", windows_done_.load()},
+                       {"status", code},
+                       {"seconds", seconds}};
+  state_->Audit(audit.dump());
 }
 
 }  // namespace upp::server

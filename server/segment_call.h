@@ -31,6 +31,7 @@
 #include "imageio/dicom.h"
 #include "imageio/nifti.h"
 #include "inference/job.h"
+#include "server/auth.h"
 #include "server/batcher.h"
 #include "server/request_validation.h"
 #include "server/service_state.h"
@@ -86,8 +87,8 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   absl::Status HandleNonFinite(imageio::Volume& volume);
   // Runs `work` on the CPU pool; an exception fails this request only.
   void ScheduleGuarded(void (SegmentCall::*work)());
-  // Ends a call whose client stopped taking part: the status for the log,
-  // then the stream is cancelled (a pending write would never complete).
+  // Ends a call whose client stopped taking part, with `status`; when a
+  // write is in flight (it would never complete) the stream is cancelled.
   void Abandon(const absl::Status& status);
   // CPU pool, after the last window: labels, encoding, result messages.
   void Postprocess();
@@ -106,6 +107,7 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   const std::string request_id_;
   const absl::Time start_ = absl::Now();
   const std::string peer_;       // client address without the port
+  Principal principal_;          // set in Start, before any reaction
   bool pending_stream_ = false;  // counted by BeginPendingStream until the header
   std::atomic<int64_t> last_read_ns_;
   std::atomic<int64_t> write_started_ns_{0};  // 0: no write in flight

@@ -2,9 +2,11 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/spdlog.h>
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -73,28 +75,50 @@ class SegmentationService final : public unetrpp::v1::Segmentation::CallbackServ
 
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context, const unetrpp::v1::ListModelsRequest*,
                                        unetrpp::v1::ListModelsResponse* response) override {
-    for (const auto& [name, m] : state_->models().models()) FillModelInfo(*m, response->add_models());
-    response->set_default_model(state_->config().default_model());
     auto* reactor = context->DefaultReactor();
-    reactor->Finish(grpc::Status::OK);
+    const auto principal = AuthorizeModelsRead(*context);
+    if (principal.ok()) {
+      for (const auto& [name, m] : state_->models().models()) FillModelInfo(*m, response->add_models());
+      response->set_default_model(state_->config().default_model());
+    }
+    Finish(*context, reactor, "ListModels", principal.ok() ? principal->name : "-", principal.status());
     return reactor;
   }
 
   grpc::ServerUnaryReactor* GetModel(grpc::CallbackServerContext* context, const unetrpp::v1::GetModelRequest* request,
                                      unetrpp::v1::ModelInfo* response) override {
     auto* reactor = context->DefaultReactor();
+    const auto principal = AuthorizeModelsRead(*context);
+    if (!principal.ok()) {
+      Finish(*context, reactor, "GetModel", "-", principal.status());
+      return reactor;
+    }
     const std::string name = request->name().empty() ? state_->config().default_model() : request->name();
     const ServedModel* m = state_->models().Find(name);
-    if (!m) {
-      reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "no model named \"" + name + "\""));
-    } else {
-      FillModelInfo(*m, response);
-      reactor->Finish(grpc::Status::OK);
-    }
+    if (m) FillModelInfo(*m, response);
+    Finish(*context, reactor, "GetModel", principal->name,
+           m ? absl::OkStatus() : absl::NotFoundError("no model named \"" + name + "\""));
     return reactor;
   }
 
  private:
+  absl::StatusOr<Principal> AuthorizeModelsRead(const grpc::CallbackServerContext& context) {
+    auto principal = state_->auth().Authenticate(context);
+    if (!principal.ok()) return principal.status();
+    if (auto s = Authenticator::Authorize(*principal, kPermModelsRead); !s.ok()) return s;
+    return principal;
+  }
+  void Finish(const grpc::CallbackServerContext& context, grpc::ServerUnaryReactor* reactor, const char* method,
+              const std::string& principal, const absl::Status& status) {
+    nlohmann::json audit{{"time", absl::FormatTime(absl::RFC3339_full, absl::Now(), absl::UTCTimeZone())},
+                         {"principal", principal},
+                         {"peer", context.peer()},
+                         {"method", method},
+                         {"status", absl::StatusCodeToString(status.code())}};
+    state_->Audit(audit.dump());
+    reactor->Finish(proto::ToGrpcStatus(status));
+  }
+
   ServiceState* state_;
 };
 
@@ -112,11 +136,26 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(unetrpp::v1::ServerConfig
   if (metrics->WatchDevices(devices)) spdlog::info("device memory metrics from NVML");
   if (config.metrics_address() != "off")
     if (auto s = metrics->Expose(config.metrics_address()); !s.ok()) return s;
+  auto auth = Authenticator::Create(config.auth());
+  if (!auth.ok()) return auth.status();
+  std::shared_ptr<spdlog::logger> audit;
+  if (!config.auth().audit_log_file().empty()) {
+    try {
+      // Not registered with spdlog: one per server, shipped on its own.
+      audit = std::make_shared<spdlog::logger>(
+          "audit", std::make_shared<spdlog::sinks::basic_file_sink_mt>(config.auth().audit_log_file()));
+      audit->set_pattern("%v");
+      audit->flush_on(spdlog::level::info);
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(absl::StrCat("config: auth.audit_log_file: ", e.what()));
+    }
+  }
   auto models = ModelRegistry::Load(config, metrics.get());
   if (!models.ok()) return models.status();
 
   std::unique_ptr<Server> server(new Server());
-  server->state_ = std::make_unique<ServiceState>(config, std::move(*models), std::move(metrics));
+  server->state_ = std::make_unique<ServiceState>(config, std::move(*models), std::move(metrics), std::move(*auth),
+                                                  std::move(audit));
   server->service_ = std::make_unique<SegmentationService>(server->state_.get());
 
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
@@ -138,7 +177,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(unetrpp::v1::ServerConfig
   }
 
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  // Reflection tells anyone who can connect what the server offers: off
+  // unless configured (development).
+  if (config.enable_reflection()) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config.listen_address(), credentials, &server->port_);
   builder.RegisterService(server->service_.get());

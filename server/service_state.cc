@@ -10,11 +10,14 @@
 namespace upp::server {
 
 ServiceState::ServiceState(unetrpp::v1::ServerConfig config, std::unique_ptr<ModelRegistry> models,
-                           std::unique_ptr<Metrics> metrics)
+                           std::unique_ptr<Metrics> metrics, std::unique_ptr<Authenticator> auth,
+                           std::shared_ptr<spdlog::logger> audit)
     : config_(std::move(config)),
       models_(std::move(models)),
       metrics_(std::move(metrics)),
       cpu_pool_(std::make_unique<ThreadPool>(static_cast<int>(config_.cpu_threads()))),
+      auth_(std::move(auth)),
+      audit_(std::move(audit)),
       watchdog_([this] { WatchdogLoop(); }) {}
 
 ServiceState::~ServiceState() {
@@ -33,11 +36,17 @@ absl::Status ServiceState::BeginRequest(const std::string& peer, uint32_t* queue
   if (in_flight_ >= config_.limits().max_concurrent_requests())
     return absl::ResourceExhaustedError(
         absl::StrCat("too many concurrent requests (", in_flight_, "); retry in a few seconds"));
+  // Authenticated callers are counted per principal, others per address.
+  const bool principal = peer.rfind("principal:", 0) == 0;
+  const uint32_t limit = principal && config_.auth().max_requests_per_principal() > 0
+                             ? config_.auth().max_requests_per_principal()
+                             : config_.limits().max_requests_per_peer();
   int64_t& mine = per_peer_[peer];
-  if (mine >= config_.limits().max_requests_per_peer())
-    return absl::ResourceExhaustedError(absl::StrCat("this client address already has ", mine,
-                                                     " requests running (limits.max_requests_per_peer); "
-                                                     "retry when one has finished"));
+  if (mine >= limit)
+    return absl::ResourceExhaustedError(
+        absl::StrCat(principal ? "this caller" : "this client address", " already has ", mine, " requests running (",
+                     principal ? "auth.max_requests_per_principal" : "limits.max_requests_per_peer",
+                     "); retry when one has finished"));
   ++mine;
   *queue_position = static_cast<uint32_t>(in_flight_);
   ++in_flight_;
@@ -115,6 +124,14 @@ void ServiceState::ReleaseBytes(int64_t bytes) {
   absl::MutexLock lock(&mu_);
   bytes_in_flight_ -= bytes;
   metrics_->AddBytesInFlight(-static_cast<double>(bytes));
+}
+
+void ServiceState::Audit(const std::string& json_line) const {
+  if (audit_) {
+    audit_->info("{}", json_line);
+  } else {
+    spdlog::info("audit {}", json_line);
+  }
 }
 
 void ServiceState::StartDraining() { draining_ = true; }

@@ -5,6 +5,8 @@
 #ifndef UPP_SERVER_SERVICE_STATE_H_
 #define UPP_SERVER_SERVICE_STATE_H_
 
+#include <spdlog/spdlog.h>
+
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -17,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/auth.h"
 #include "server/metrics.h"
 #include "server/model_registry.h"
 #include "server/thread_pool.h"
@@ -35,18 +38,23 @@ class TimedCall {
 class ServiceState {
  public:
   ServiceState(unetrpp::v1::ServerConfig config, std::unique_ptr<ModelRegistry> models,
-               std::unique_ptr<Metrics> metrics);
+               std::unique_ptr<Metrics> metrics, std::unique_ptr<Authenticator> auth,
+               std::shared_ptr<spdlog::logger> audit);
   ~ServiceState();
 
   const unetrpp::v1::ServerConfig& config() const { return config_; }
   ModelRegistry& models() { return *models_; }
   Metrics& metrics() { return *metrics_; }
   ThreadPool& cpu_pool() { return *cpu_pool_; }
+  const Authenticator& auth() const { return *auth_; }
+  // One JSON line per call (no patient data): the audit trail.
+  void Audit(const std::string& json_line) const;
 
   // A new request: UNAVAILABLE while draining, RESOURCE_EXHAUSTED past
   // max_concurrent_requests. On OK the caller must EndRequest() once.
-  // `peer` is the client's address without its port: at most
-  // max_requests_per_peer of its requests run at once.
+  // `peer` is "principal:<name>" for an authenticated caller (at most
+  // auth.max_requests_per_principal at once), else the client's address
+  // without its port (at most limits.max_requests_per_peer).
   absl::Status BeginRequest(const std::string& peer, uint32_t* queue_position);
   void EndRequest(const std::string& peer);
   // Streams that have not yet sent their header (they hold no request slot
@@ -73,6 +81,8 @@ class ServiceState {
   std::unique_ptr<ModelRegistry> models_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<ThreadPool> cpu_pool_;
+  std::unique_ptr<Authenticator> auth_;
+  std::shared_ptr<spdlog::logger> audit_;
   void WatchdogLoop();
 
   std::atomic<bool> draining_{false};

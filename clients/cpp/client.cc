@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "imageio/file_util.h"
 
 namespace upp::client {
 namespace {
@@ -13,8 +14,35 @@ void ApplyDeadline(grpc::ClientContext& context, const std::optional<absl::Durat
 
 }  // namespace
 
-Client::Client(std::shared_ptr<grpc::Channel> channel)
-    : channel_(std::move(channel)), stub_(unetrpp::v1::Segmentation::NewStub(channel_)) {}
+Client::Client(std::shared_ptr<grpc::Channel> channel, std::string token)
+    : channel_(std::move(channel)), stub_(unetrpp::v1::Segmentation::NewStub(channel_)), token_(std::move(token)) {}
+
+void Client::Prepare(grpc::ClientContext& context) const {
+  if (!token_.empty()) context.AddMetadata("authorization", "Bearer " + token_);
+}
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& target, const ConnectOptions& options) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(proto::kMaxMessageBytes);
+  args.SetMaxSendMessageSize(proto::kMaxMessageBytes);
+  if (!options.server_name.empty()) args.SetSslTargetNameOverride(options.server_name);
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (!options.tls_ca_file.empty()) {
+    grpc::SslCredentialsOptions tls;
+    auto ca = imageio::ReadWholeFile(options.tls_ca_file, 1 << 20);
+    if (!ca.ok()) return absl::InvalidArgumentError("cannot read the CA file " + options.tls_ca_file);
+    tls.pem_root_certs = *ca;
+    if (!options.tls_cert_file.empty()) {
+      auto cert = imageio::ReadWholeFile(options.tls_cert_file, 1 << 20);
+      auto key = imageio::ReadWholeFile(options.tls_key_file, 1 << 20);
+      if (!cert.ok() || !key.ok()) return absl::InvalidArgumentError("cannot read the client certificate or key");
+      tls.pem_cert_chain = *cert;
+      tls.pem_private_key = *key;
+    }
+    credentials = grpc::SslCredentials(tls);
+  }
+  return std::make_unique<Client>(grpc::CreateCustomChannel(target, credentials, args), options.token);
+}
 
 std::unique_ptr<Client> Client::Connect(const std::string& target) {
   grpc::ChannelArguments args;
@@ -26,6 +54,7 @@ std::unique_ptr<Client> Client::Connect(const std::string& target) {
 absl::StatusOr<SegmentResult> Client::Segment(const std::vector<std::string>& inputs, const SegmentOptions& options,
                                               const ProgressCallback& progress) {
   grpc::ClientContext context;
+  Prepare(context);
   ApplyDeadline(context, options.deadline);
   auto stream = stub_->Segment(&context);
 
@@ -92,6 +121,7 @@ absl::StatusOr<SegmentResult> Client::Segment(const std::vector<std::string>& in
 
 absl::StatusOr<unetrpp::v1::ListModelsResponse> Client::ListModels() {
   grpc::ClientContext context;
+  Prepare(context);
   unetrpp::v1::ListModelsResponse response;
   if (auto s = proto::FromGrpcStatus(stub_->ListModels(&context, {}, &response)); !s.ok()) return s;
   return response;
@@ -99,6 +129,7 @@ absl::StatusOr<unetrpp::v1::ListModelsResponse> Client::ListModels() {
 
 absl::StatusOr<unetrpp::v1::ModelInfo> Client::GetModel(const std::string& name) {
   grpc::ClientContext context;
+  Prepare(context);
   unetrpp::v1::GetModelRequest request;
   request.set_name(name);
   unetrpp::v1::ModelInfo response;
@@ -109,6 +140,7 @@ absl::StatusOr<unetrpp::v1::ModelInfo> Client::GetModel(const std::string& name)
 absl::StatusOr<bool> Client::Healthy(const std::string& service) {
   auto stub = grpc::health::v1::Health::NewStub(channel_);
   grpc::ClientContext context;
+  Prepare(context);
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(service);

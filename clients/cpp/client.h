@@ -48,11 +48,22 @@ struct SegmentResult {
 
 using ProgressCallback = std::function<void(const unetrpp::v1::Progress&)>;
 
+// How to reach a server: TLS (with a CA, optionally a client certificate for
+// mTLS, and the name the server's certificate carries) and a bearer token.
+struct ConnectOptions {
+  std::string tls_ca_file;                  // PEM; set: TLS
+  std::string tls_cert_file, tls_key_file;  // PEM; mTLS
+  std::string server_name;                  // overrides the name checked in the server's certificate
+  std::string token;                        // sent as "authorization: Bearer <token>"
+};
+
 class Client {
  public:
-  explicit Client(std::shared_ptr<grpc::Channel> channel);
+  explicit Client(std::shared_ptr<grpc::Channel> channel, std::string token = "");
   // An insecure channel to "host:port" with 4 MiB messages.
   static std::unique_ptr<Client> Connect(const std::string& target);
+  // Per `options`; INVALID_ARGUMENT when a certificate file cannot be read.
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(const std::string& target, const ConnectOptions& options);
 
   // `inputs`: NIfTI files (one, or one per channel) or DICOM instances, as
   // bytes. The gRPC status of a failed call comes back as an absl::Status
@@ -65,8 +76,11 @@ class Client {
   absl::StatusOr<bool> Healthy(const std::string& service = "");
 
  private:
+  void Prepare(grpc::ClientContext& context) const;
+
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<unetrpp::v1::Segmentation::Stub> stub_;
+  const std::string token_;
 };
 
 }  // namespace upp::client

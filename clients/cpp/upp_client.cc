@@ -20,6 +20,7 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/ascii.h"
 #include "clients/cpp/client.h"
 #include "clients/cpp/overlay.h"
 #include "imageio/dicom.h"
@@ -48,12 +49,19 @@ int ExitCode(const absl::Status& s) {
     case absl::StatusCode::kDeadlineExceeded:
     case absl::StatusCode::kCancelled:
       return 4;
+    case absl::StatusCode::kUnauthenticated:
+    case absl::StatusCode::kPermissionDenied:
+      return 7;
     default:
       return 5;
   }
 }
 
 int Fail(const absl::Status& s) {
+  if (s.code() == absl::StatusCode::kUnauthenticated)
+    std::fprintf(stderr, "upp-client: the server wants a valid credential (--token, --token-file or $UPP_TOKEN)\n");
+  if (s.code() == absl::StatusCode::kPermissionDenied)
+    std::fprintf(stderr, "upp-client: the credential is valid but its roles do not allow this call\n");
   std::fprintf(stderr, "upp-client: %s: %s\n", absl::StatusCodeToString(s.code()).c_str(),
                std::string(s.message()).c_str());
   return ExitCode(s);
@@ -233,8 +241,15 @@ int Segment(upp::client::Client& client, const SegmentArgs& args) {
 int main(int argc, char** argv) {
   CLI::App app{"unetrpp-serve client"};
   app.require_subcommand(1);
-  std::string server = "localhost:50051";
+  std::string server = "localhost:50051", token_file;
+  upp::client::ConnectOptions connect;
   app.add_option("--server", server, "server address (host:port)");
+  app.add_option("--tls-ca", connect.tls_ca_file, "CA certificate (PEM): connect with TLS");
+  app.add_option("--tls-cert", connect.tls_cert_file, "client certificate (PEM) for mTLS");
+  app.add_option("--tls-key", connect.tls_key_file, "client key (PEM) for mTLS");
+  app.add_option("--server-name", connect.server_name, "the name in the server's certificate, if not the host");
+  app.add_option("--token", connect.token, "bearer token (API key); also $UPP_TOKEN");
+  app.add_option("--token-file", token_file, "file holding the bearer token");
 
   auto* segment = app.add_subcommand("segment", "segment a volume");
   SegmentArgs args;
@@ -256,8 +271,16 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 1;
   }
-  auto client = upp::client::Client::Connect(server);
-  if (*health) return Health(*client, service);
-  if (*models) return Models(*client);
-  return Segment(*client, args);
+  if (!token_file.empty()) {
+    auto token = upp::imageio::ReadWholeFile(token_file, 1 << 16);
+    if (!token.ok()) return std::fprintf(stderr, "upp-client: cannot read %s\n", token_file.c_str()), 1;
+    connect.token = std::string(absl::StripAsciiWhitespace(*token));
+  } else if (const char* env = std::getenv("UPP_TOKEN"); connect.token.empty() && env) {
+    connect.token = env;
+  }
+  auto client = upp::client::Client::Connect(server, connect);
+  if (!client.ok()) return Fail(client.status());
+  if (*health) return Health(**client, service);
+  if (*models) return Models(**client);
+  return Segment(**client, args);
 }

@@ -3,6 +3,7 @@
 #include "server/device_memory.h"
 
 #include <gtest/gtest.h>
+#include <prometheus/metric_family.h>
 
 #include <cstdlib>
 
