@@ -27,7 +27,8 @@ TEST(DrainTest, SigtermLetsInFlightWorkFinishAndExitsZero) {
   std::ofstream(dir + "/drain_plan.json") << plan.ToJson();
   const int port = testing::FreePort();
   std::ofstream(dir + "/drain.textproto")
-      << "listen_address: '127.0.0.1:" << port << "'\nmetrics_address: 'off'\ndrain_grace_seconds: 60\nenable_reflection: true\n"
+      << "listen_address: '127.0.0.1:" << port
+      << "'\nmetrics_address: 'off'\ndrain_grace_seconds: 60\nenable_reflection: true\n"
       << "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '" << dir
       << "/drain_plan.json' }\n";
 
