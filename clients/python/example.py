@@ -14,8 +14,14 @@ def main() -> int:
     parser.add_argument("input")
     parser.add_argument("output")
     parser.add_argument("--server", default="localhost:50051")
+    parser.add_argument("--token", help="bearer token (default: $UPP_TOKEN)")
+    parser.add_argument("--tls-ca", help="CA certificate (PEM): connect with TLS")
+    parser.add_argument("--tls-cert", help="client certificate (PEM) for mTLS")
+    parser.add_argument("--tls-key", help="client key (PEM) for mTLS")
+    parser.add_argument("--server-name", help="the name in the server's certificate, if not the host")
     args = parser.parse_args()
-    with Client(args.server) as client:
+    with Client(args.server, token=args.token, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                server_name=args.server_name) as client:
         try:
             result = client.segment([args.input], outputs=["nifti"],
                                     progress=lambda p: print(f"\r{p.stage} {p.fraction:4.0%}", end="", file=sys.stderr))

@@ -16,11 +16,12 @@ def free_port() -> int:
 class ServerProcess:
     """`with ServerProcess(args) as server:` -> server.address; stops with SIGTERM."""
 
-    def __init__(self, extra_args=(), config_text=None):
+    def __init__(self, extra_args=(), config_text=None, client_kwargs=None):
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.args = [os.environ["UPP_SERVE"], "--listen", self.address, "--metrics", "off", *extra_args]
         self.config_text = config_text
+        self.client_kwargs = client_kwargs or {}  # how the health check connects (TLS, token)
         self.log = tempfile.TemporaryFile()
         self.exit_code = None
 
@@ -33,7 +34,7 @@ class ServerProcess:
         self.process = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT)
         from unetrpp_client import Client, ServerError
         deadline = time.time() + 120
-        with Client(self.address) as client:
+        with Client(self.address, **self.client_kwargs) as client:
             while time.time() < deadline:
                 if self.process.poll() is not None:
                     raise RuntimeError("the server exited: " + self.output())

@@ -1,4 +1,5 @@
 """The Python client against the real server (synapse-small fixture model)."""
+import hashlib
 import json
 import os
 import subprocess
@@ -73,6 +74,55 @@ class PythonClientTest(unittest.TestCase):
             with self.assertRaises(ServerError) as e:
                 client.segment([b"not a nifti file at all"])
             self.assertEqual(e.exception.code.name, "INVALID_ARGUMENT")
+
+
+class SecuredServerTest(unittest.TestCase):
+    """TLS (a self-signed certificate made with openssl) and a required API key."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        d = cls.tmp.name
+        cls.cert, key = os.path.join(d, "server.pem"), os.path.join(d, "server.key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost", "-days", "1", "-keyout", key, "-out", cls.cert],
+                       check=True, capture_output=True)
+        cls.token = "py-client-key-5e1f"
+        keys = os.path.join(d, "keys.txt")
+        with open(keys, "w") as f:
+            f.write(f"pyclient {hashlib.sha256(cls.token.encode()).hexdigest()} user\n")
+        config = (f"tls {{ cert_file: '{cls.cert}' key_file: '{key}' }}\n"
+                  f"auth {{ required: true api_keys_file: '{keys}' }}\n")
+        secure = {"tls_ca": cls.cert, "server_name": "localhost"}
+        cls.server = ServerProcess(["--weights", os.path.join(FIXTURES, "synapse_small_weights.safetensors")],
+                                   config_text=config, client_kwargs=dict(secure, token=cls.token)).__enter__()
+        cls.secure = secure
+        img = nibabel.Nifti1Image(numpy.full((40, 40, 12), -100, dtype=numpy.int16), numpy.diag([2.0, 2.0, 4.0, 1.0]))
+        cls.ct = os.path.join(d, "small.nii.gz")
+        nibabel.save(img, cls.ct)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.__exit__(None, None, None)
+        cls.tmp.cleanup()
+
+    def test_token_over_tls(self):
+        with Client(self.server.address, token=self.token, **self.secure) as client:
+            result = client.segment([self.ct], outputs=["raw"])
+        self.assertEqual(len(result.outputs["raw"]), 2 * 40 * 40 * 12)
+
+    def test_missing_and_wrong_tokens_are_refused(self):
+        for token in ("", "wrong-key"):
+            with Client(self.server.address, token=token, **self.secure) as client:
+                with self.assertRaises(ServerError) as e:
+                    client.models()
+                self.assertEqual(e.exception.code.name, "UNAUTHENTICATED")
+
+    def test_plaintext_is_refused(self):
+        with Client(self.server.address, token=self.token) as client:
+            with self.assertRaises(ServerError) as e:
+                client.models()
+            self.assertEqual(e.exception.code.name, "UNAVAILABLE")
 
 
 if __name__ == "__main__":

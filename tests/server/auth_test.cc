@@ -8,6 +8,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -165,6 +166,39 @@ TEST_F(AuthTest, AuditLinesNameThePrincipalAndHoldNoPatientData) {
     EXPECT_EQ(text.find("1CT1"), std::string::npos);
     EXPECT_EQ(text.find(kBobKey), std::string::npos);  // nor credentials
   }
+}
+
+// The C++ client over TLS with a token (certificate made with openssl).
+TEST(AuthTlsTest, CppClientWithTokenOverTls) {
+  const std::string key = TempPath("auth_tls.key"), cert = TempPath("auth_tls.pem");
+  const std::string cmd =
+      "openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -addext "
+      "subjectAltName=DNS:localhost -days 1 -keyout " +
+      key + " -out " + cert + " 2>/dev/null";
+  if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "openssl is not installed";
+  const std::string tls = "tls { cert_file: '" + cert + "' key_file: '" + key + "' }\n";
+  const std::string auth = "auth { required: true api_keys_file: '" + KeysFile() +
+                           "' roles { name: 'viewer' permissions: 'models.read' } }\n";
+  auto config = ParseConfig("listen_address: '127.0.0.1:0'\nmetrics_address: 'off'\n" + tls + auth +
+                            "models { name: 'small' weights: '" UPP_FIXTURES_DIR
+                            "/synapse_small_weights.safetensors' plan_file: '" +
+                            PlanFile() + "' }\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto server = Server::Create(*config);
+  ASSERT_TRUE(server.ok()) << server.status();
+  client::ConnectOptions o;
+  o.tls_ca_file = cert;
+  o.server_name = "localhost";
+  o.token = kAliceKey;
+  const std::string target = "127.0.0.1:" + std::to_string((*server)->port());
+  auto alice = client::Client::Connect(target, o);
+  ASSERT_TRUE(alice.ok()) << alice.status();
+  EXPECT_TRUE((*alice)->Segment({testing::FloatNifti(testing::Phantom({30, 30, 10}, {2.0, 2.0, 2.0}))}, {}).ok());
+  o.token = "";
+  EXPECT_EQ(client::Client::Connect(target, o).value()->ListModels().status().code(),
+            absl::StatusCode::kUnauthenticated);
+  o.tls_ca_file = TempPath("missing.pem");
+  EXPECT_EQ(client::Client::Connect(target, o).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(AuthConfigTest, KeyFileErrorsNameTheLine) {

@@ -50,9 +50,30 @@ def _read(item: Union[str, bytes, os.PathLike]) -> bytes:
 
 
 class Client:
-    def __init__(self, target: str = "localhost:50051", channel: Optional[grpc.Channel] = None):
+    def __init__(self, target: str = "localhost:50051", channel: Optional[grpc.Channel] = None, *,
+                 token: Optional[str] = None, tls_ca: Optional[str] = None, tls_cert: Optional[str] = None,
+                 tls_key: Optional[str] = None, server_name: Optional[str] = None):
+        """token: sent as "authorization: Bearer <token>" (default: $UPP_TOKEN).
+        tls_ca: a CA file (PEM) turns TLS on; tls_cert/tls_key add a client
+        certificate (mTLS); server_name overrides the name checked in the
+        server's certificate."""
         options = [("grpc.max_receive_message_length", 4 << 20), ("grpc.max_send_message_length", 4 << 20)]
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        if channel is None and tls_ca:
+            with open(tls_ca, "rb") as f:
+                ca = f.read()
+            cert = key = None
+            if tls_cert:
+                with open(tls_cert, "rb") as f:
+                    cert = f.read()
+                with open(tls_key, "rb") as f:
+                    key = f.read()
+            credentials = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+            channel = grpc.secure_channel(target, credentials, options=options)
         self._channel = channel or grpc.insecure_channel(target, options=options)
+        token = token if token is not None else os.environ.get("UPP_TOKEN")
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._stub = pb_grpc.SegmentationStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -91,7 +112,7 @@ class Client:
         result = SegmentResult("", pb.ResultHeader(), {}, pb.Summary())
         chunks: Dict[str, List[bytes]] = {}
         try:
-            for response in self._stub.Segment(requests(), timeout=deadline):
+            for response in self._stub.Segment(requests(), timeout=deadline, metadata=self._metadata):
                 kind = response.WhichOneof("kind")
                 if kind == "accepted":
                     result.server_request_id = response.accepted.server_request_id
@@ -114,13 +135,13 @@ class Client:
 
     def models(self) -> pb.ListModelsResponse:
         try:
-            return self._stub.ListModels(pb.ListModelsRequest(), timeout=30)
+            return self._stub.ListModels(pb.ListModelsRequest(), timeout=30, metadata=self._metadata)
         except grpc.RpcError as e:
             raise ServerError(e.code(), e.details()) from None
 
     def model(self, name: str = "") -> pb.ModelInfo:
         try:
-            return self._stub.GetModel(pb.GetModelRequest(name=name), timeout=30)
+            return self._stub.GetModel(pb.GetModelRequest(name=name), timeout=30, metadata=self._metadata)
         except grpc.RpcError as e:
             raise ServerError(e.code(), e.details()) from None
 
