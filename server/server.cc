@@ -2,6 +2,9 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/spdlog.h>
 
@@ -9,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "imageio/file_util.h"
 #include "model/cpu_features.h"
@@ -36,6 +40,11 @@ void FillModelInfo(const ServedModel& m, unetrpp::v1::ModelInfo* info) {
   info->set_ready(true);
 }
 
+bool IsLoopback(const std::string& address) {
+  return absl::StartsWith(address, "127.") || absl::StartsWith(address, "localhost:") ||
+         absl::StartsWith(address, "[::1]:") || absl::StartsWith(address, "unix:");
+}
+
 absl::StatusOr<std::string> ReadFile(const std::string& path, const char* field) {
   auto bytes = imageio::ReadWholeFile(path, int64_t{1} << 20);
   if (!bytes.ok()) return absl::NotFoundError(absl::StrCat("config: ", field, ": cannot read ", path));
@@ -60,6 +69,40 @@ void ApplyTransportLimits(const unetrpp::v1::Transport& t, grpc::ServerBuilder& 
     // Streams in flight when the age is reached get time to finish.
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 3600 * 1000);
   }
+}
+
+// TLS from files that are watched: a rotated certificate, key or client CA
+// (a Kubernetes secret update) takes effect within tls.reload_seconds,
+// without a restart (gRPC's FileWatcherCertificateProvider). The files are
+// read once here so that a missing one is a configuration error.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const unetrpp::v1::ServerConfig& config) {
+  const auto& tls = config.tls();
+  if (tls.cert_file().empty()) {
+    if (!IsLoopback(config.listen_address()))
+      spdlog::warn("serving plaintext on {}: anyone on the network can read the images (configure tls)",
+                   config.listen_address());
+    return grpc::InsecureServerCredentials();
+  }
+  for (const auto& [path, field] : {std::pair<std::string, const char*>{tls.cert_file(), "tls.cert_file"},
+                                    {tls.key_file(), "tls.key_file"},
+                                    {tls.client_ca_file(), "tls.client_ca_file"}})
+    if (!path.empty())
+      if (auto read = ReadFile(path, field); !read.ok()) return read.status();
+  const unsigned reload = tls.reload_seconds() > 0 ? tls.reload_seconds() : 60;
+  std::shared_ptr<grpc::experimental::CertificateProviderInterface> provider =
+      tls.client_ca_file().empty() ? std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+                                         tls.key_file(), tls.cert_file(), reload)
+                                   : std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+                                         tls.key_file(), tls.cert_file(), tls.client_ca_file(), reload);
+  grpc::experimental::TlsServerCredentialsOptions options(provider);
+  options.watch_identity_key_cert_pairs();
+  if (tls.client_ca_file().empty()) {
+    options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  } else {
+    options.watch_root_certs();
+    options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  }
+  return grpc::experimental::TlsServerCredentials(options);
 }
 
 }  // namespace
@@ -158,30 +201,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(unetrpp::v1::ServerConfig
                                                   std::move(audit));
   server->service_ = std::make_unique<SegmentationService>(server->state_.get());
 
-  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
-  if (!config.tls().cert_file().empty()) {
-    grpc::SslServerCredentialsOptions tls(config.tls().client_ca_file().empty()
-                                              ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
-                                              : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-    auto cert = ReadFile(config.tls().cert_file(), "tls.cert_file");
-    auto key = ReadFile(config.tls().key_file(), "tls.key_file");
-    if (!cert.ok()) return cert.status();
-    if (!key.ok()) return key.status();
-    tls.pem_key_cert_pairs.push_back({*key, *cert});
-    if (!config.tls().client_ca_file().empty()) {
-      auto ca = ReadFile(config.tls().client_ca_file(), "tls.client_ca_file");
-      if (!ca.ok()) return ca.status();
-      tls.pem_root_certs = *ca;
-    }
-    credentials = grpc::SslServerCredentials(tls);
-  }
+  auto credentials = Credentials(config);
+  if (!credentials.ok()) return credentials.status();
 
   grpc::EnableDefaultHealthCheckService(true);
   // Reflection tells anyone who can connect what the server offers: off
   // unless configured (development).
   if (config.enable_reflection()) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(config.listen_address(), credentials, &server->port_);
+  builder.AddListeningPort(config.listen_address(), *credentials, &server->port_);
   builder.RegisterService(server->service_.get());
   builder.SetMaxReceiveMessageSize(proto::kMaxMessageBytes);
   builder.SetMaxSendMessageSize(proto::kMaxMessageBytes);

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -199,6 +200,57 @@ TEST(AuthTlsTest, CppClientWithTokenOverTls) {
             absl::StatusCode::kUnauthenticated);
   o.tls_ca_file = TempPath("missing.pem");
   EXPECT_EQ(client::Client::Connect(target, o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+bool MakeCertificate(const std::string& key, const std::string& cert) {
+  const std::string cmd =
+      "openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -addext "
+      "subjectAltName=DNS:localhost -days 1 -keyout " +
+      key + " -out " + cert + " 2>/dev/null";
+  return std::system(cmd.c_str()) == 0;
+}
+
+// A rotated certificate takes effect without a restart, while a client
+// keeps calling on its established connection.
+TEST(AuthTlsTest, CertificateReloadWithoutRestart) {
+  const std::string a_key = TempPath("rot_a.key"), a_cert = TempPath("rot_a.pem");
+  const std::string b_key = TempPath("rot_b.key"), b_cert = TempPath("rot_b.pem");
+  if (!MakeCertificate(a_key, a_cert) || !MakeCertificate(b_key, b_cert)) GTEST_SKIP() << "openssl is not installed";
+  const std::string key = TempPath("rot_live.key"), cert = TempPath("rot_live.pem");
+  std::filesystem::copy_file(a_key, key, std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::copy_file(a_cert, cert, std::filesystem::copy_options::overwrite_existing);
+  auto config = ParseConfig(
+      "listen_address: '127.0.0.1:0'\nmetrics_address: 'off'\n"
+      "tls { cert_file: '" +
+      cert + "' key_file: '" + key +
+      "' reload_seconds: 1 }\n"
+      "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '" +
+      PlanFile() + "' }\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto server = Server::Create(*config);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string target = "127.0.0.1:" + std::to_string((*server)->port());
+  auto trusting = [&](const std::string& ca) {
+    client::ConnectOptions o;
+    o.tls_ca_file = ca;
+    o.server_name = "localhost";
+    return client::Client::Connect(target, o).value();
+  };
+  auto old_client = trusting(a_cert);
+  ASSERT_TRUE(old_client->ListModels().ok());
+  // Rotate: the new pair replaces the files (each renamed into place).
+  std::filesystem::copy_file(b_key, key + ".new", std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::copy_file(b_cert, cert + ".new", std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::rename(key + ".new", key);
+  std::filesystem::rename(cert + ".new", cert);
+  bool rotated = false;
+  for (int i = 0; i < 40 && !rotated; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    EXPECT_TRUE(old_client->ListModels().ok());  // the established connection keeps working
+    rotated = trusting(b_cert)->ListModels().ok();
+  }
+  EXPECT_TRUE(rotated);
+  EXPECT_FALSE(trusting(a_cert)->ListModels().ok());  // new connections see the new certificate
 }
 
 TEST(AuthConfigTest, KeyFileErrorsNameTheLine) {
