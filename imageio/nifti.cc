@@ -223,21 +223,16 @@ absl::StatusOr<Header> ParseHeader(std::string_view b) {
 int BytesPerVoxel(int datatype) {
   switch (datatype) {
     case 2:
-    case 256:
-      return 1;  // uint8, int8
+    case 256: return 1;  // uint8, int8
     case 4:
-    case 512:
-      return 2;  // int16, uint16
+    case 512: return 2;  // int16, uint16
     case 8:
     case 768:
-    case 16:
-      return 4;  // int32, uint32, float32
+    case 16: return 4;  // int32, uint32, float32
     case 64:
     case 1024:
-    case 1280:
-      return 8;  // float64, int64, uint64
-    default:
-      return 0;
+    case 1280: return 8;  // float64, int64, uint64
+    default: return 0;
   }
 }
 
@@ -372,36 +367,16 @@ absl::Status CheckDimensions(const Header& h, const NiftiReadOptions& options, s
 void ConvertVoxels(const Header& h, const char* src, int64_t voxels, float* dst) {
   const bool sw = h.swap;
   switch (h.datatype) {
-    case 2:
-      Convert<uint8_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst);
-      break;
-    case 256:
-      Convert<int8_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst);
-      break;
-    case 4:
-      Convert<int16_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst);
-      break;
-    case 512:
-      Convert<uint16_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst);
-      break;
-    case 8:
-      Convert<int32_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst);
-      break;
-    case 768:
-      Convert<uint32_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst);
-      break;
-    case 16:
-      Convert<float>(src, voxels, sw, h.scl_slope, h.scl_inter, dst);
-      break;
-    case 64:
-      Convert<double>(src, voxels, sw, h.scl_slope, h.scl_inter, dst);
-      break;
-    case 1024:
-      Convert<int64_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst);
-      break;
-    case 1280:
-      Convert<uint64_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst);
-      break;
+    case 2: Convert<uint8_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
+    case 256: Convert<int8_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
+    case 4: Convert<int16_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
+    case 512: Convert<uint16_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
+    case 8: Convert<int32_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
+    case 768: Convert<uint32_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
+    case 16: Convert<float>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
+    case 64: Convert<double>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
+    case 1024: Convert<int64_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
+    case 1280: Convert<uint64_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
   }
 }
 

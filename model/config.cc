@@ -7,12 +7,9 @@ namespace {
 
 const char* ProjectionName(Projection p) {
   switch (p) {
-    case Projection::kSharedLinear:
-      return "shared_linear";
-    case Projection::kSeparateLinear:
-      return "separate_linear";
-    case Projection::kSharedMatrix:
-      return "shared_matrix";
+    case Projection::kSharedLinear: return "shared_linear";
+    case Projection::kSeparateLinear: return "separate_linear";
+    case Projection::kSharedMatrix: return "shared_matrix";
   }
   return "?";
 }

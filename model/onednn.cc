@@ -28,12 +28,9 @@ const dnnl::engine& Engine() {
 
 dnnl::memory::data_type DataType(const torch::Tensor& t) {
   switch (t.scalar_type()) {
-    case torch::kFloat32:
-      return dnnl::memory::data_type::f32;
-    case torch::kBFloat16:
-      return dnnl::memory::data_type::bf16;
-    default:
-      TORCH_CHECK(false, "oneDNN path: unsupported dtype ", t.scalar_type());
+    case torch::kFloat32: return dnnl::memory::data_type::f32;
+    case torch::kBFloat16: return dnnl::memory::data_type::bf16;
+    default: TORCH_CHECK(false, "oneDNN path: unsupported dtype ", t.scalar_type());
   }
 }
 

@@ -13,54 +13,33 @@ namespace {
 
 torch::ScalarType ToTorch(DType d) {
   switch (d) {
-    case DType::kF64:
-      return torch::kFloat64;
-    case DType::kF32:
-      return torch::kFloat32;
-    case DType::kF16:
-      return torch::kFloat16;
-    case DType::kBF16:
-      return torch::kBFloat16;
-    case DType::kI64:
-      return torch::kInt64;
-    case DType::kI32:
-      return torch::kInt32;
-    case DType::kI16:
-      return torch::kInt16;
-    case DType::kI8:
-      return torch::kInt8;
-    case DType::kU8:
-      return torch::kUInt8;
-    case DType::kBool:
-      return torch::kBool;
+    case DType::kF64: return torch::kFloat64;
+    case DType::kF32: return torch::kFloat32;
+    case DType::kF16: return torch::kFloat16;
+    case DType::kBF16: return torch::kBFloat16;
+    case DType::kI64: return torch::kInt64;
+    case DType::kI32: return torch::kInt32;
+    case DType::kI16: return torch::kInt16;
+    case DType::kI8: return torch::kInt8;
+    case DType::kU8: return torch::kUInt8;
+    case DType::kBool: return torch::kBool;
   }
   return torch::kFloat32;
 }
 
 StatusOr<DType> FromTorch(torch::ScalarType t) {
   switch (t) {
-    case torch::kFloat64:
-      return DType::kF64;
-    case torch::kFloat32:
-      return DType::kF32;
-    case torch::kFloat16:
-      return DType::kF16;
-    case torch::kBFloat16:
-      return DType::kBF16;
-    case torch::kInt64:
-      return DType::kI64;
-    case torch::kInt32:
-      return DType::kI32;
-    case torch::kInt16:
-      return DType::kI16;
-    case torch::kInt8:
-      return DType::kI8;
-    case torch::kUInt8:
-      return DType::kU8;
-    case torch::kBool:
-      return DType::kBool;
-    default:
-      return InvalidArgumentError(std::string("cannot store dtype ") + c10::toString(t));
+    case torch::kFloat64: return DType::kF64;
+    case torch::kFloat32: return DType::kF32;
+    case torch::kFloat16: return DType::kF16;
+    case torch::kBFloat16: return DType::kBF16;
+    case torch::kInt64: return DType::kI64;
+    case torch::kInt32: return DType::kI32;
+    case torch::kInt16: return DType::kI16;
+    case torch::kInt8: return DType::kI8;
+    case torch::kUInt8: return DType::kU8;
+    case torch::kBool: return DType::kBool;
+    default: return InvalidArgumentError(std::string("cannot store dtype ") + c10::toString(t));
   }
 }
 

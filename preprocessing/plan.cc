@@ -19,12 +19,9 @@ absl::Status Bad(const std::string& field, const std::string& what) {
 
 const char* SchemeName(ChannelNormalization::Scheme s) {
   switch (s) {
-    case ChannelNormalization::Scheme::kCT:
-      return "ct";
-    case ChannelNormalization::Scheme::kZScore:
-      return "zscore";
-    case ChannelNormalization::Scheme::kNone:
-      return "none";
+    case ChannelNormalization::Scheme::kCT: return "ct";
+    case ChannelNormalization::Scheme::kZScore: return "zscore";
+    case ChannelNormalization::Scheme::kNone: return "none";
   }
   return "?";
 }

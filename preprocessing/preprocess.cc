@@ -92,8 +92,7 @@ absl::StatusOr<Preprocessed> Preprocess(imageio::Volume volume, const Plan& p, t
         if (masked) ch.masked_fill_(nonzero.logical_not(), 0.0f);
         break;
       }
-      case ChannelNormalization::Scheme::kNone:
-        break;
+      case ChannelNormalization::Scheme::kNone: break;
     }
   }
   // Pad with zeros (after normalisation, as nnU-Net) to at least the patch,

@@ -6,22 +6,14 @@ namespace upp::proto {
 
 const char* StageName(unetrpp::v1::Stage stage) {
   switch (stage) {
-    case unetrpp::v1::STAGE_RECEIVING:
-      return "receive";
-    case unetrpp::v1::STAGE_DECODING:
-      return "decode";
-    case unetrpp::v1::STAGE_PREPROCESSING:
-      return "preprocess";
-    case unetrpp::v1::STAGE_INFERENCE:
-      return "inference";
-    case unetrpp::v1::STAGE_POSTPROCESSING:
-      return "postprocess";
-    case unetrpp::v1::STAGE_ENCODING:
-      return "encode";
-    case unetrpp::v1::STAGE_SENDING:
-      return "send";
-    default:
-      return "other";
+    case unetrpp::v1::STAGE_RECEIVING: return "receive";
+    case unetrpp::v1::STAGE_DECODING: return "decode";
+    case unetrpp::v1::STAGE_PREPROCESSING: return "preprocess";
+    case unetrpp::v1::STAGE_INFERENCE: return "inference";
+    case unetrpp::v1::STAGE_POSTPROCESSING: return "postprocess";
+    case unetrpp::v1::STAGE_ENCODING: return "encode";
+    case unetrpp::v1::STAGE_SENDING: return "send";
+    default: return "other";
   }
 }
 

@@ -53,8 +53,7 @@ absl::StatusOr<MessageKind> ClassifyMessage(const unetrpp::v1::SegmentRequest& m
       if (!header_seen) return absl::InvalidArgumentError("EndOfInput before the RequestHeader");
       if (!have_input) return absl::InvalidArgumentError("EndOfInput without any input");
       return MessageKind::kEnd;
-    default:
-      return absl::InvalidArgumentError("an empty SegmentRequest");
+    default: return absl::InvalidArgumentError("an empty SegmentRequest");
   }
 }
 

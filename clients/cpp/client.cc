@@ -105,11 +105,8 @@ absl::StatusOr<SegmentResult> Client::Segment(const std::vector<std::string>& in
       case unetrpp::v1::SegmentResponse::kResultChunk:
         result.outputs[response.result_chunk().output()].append(response.result_chunk().data());
         break;
-      case unetrpp::v1::SegmentResponse::kSummary:
-        result.summary = response.summary();
-        break;
-      default:
-        break;
+      case unetrpp::v1::SegmentResponse::kSummary: result.summary = response.summary(); break;
+      default: break;
     }
   }
   if (auto s = proto::FromGrpcStatus(stream->Finish()); !s.ok()) return s;

@@ -35,25 +35,19 @@ namespace fs = std::filesystem;
 
 int ExitCode(const absl::Status& s) {
   switch (s.code()) {
-    case absl::StatusCode::kOk:
-      return 0;
+    case absl::StatusCode::kOk: return 0;
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kNotFound:
     case absl::StatusCode::kFailedPrecondition:
     case absl::StatusCode::kUnimplemented:
-    case absl::StatusCode::kOutOfRange:
-      return 2;
+    case absl::StatusCode::kOutOfRange: return 2;
     case absl::StatusCode::kUnavailable:
-    case absl::StatusCode::kResourceExhausted:
-      return 3;
+    case absl::StatusCode::kResourceExhausted: return 3;
     case absl::StatusCode::kDeadlineExceeded:
-    case absl::StatusCode::kCancelled:
-      return 4;
+    case absl::StatusCode::kCancelled: return 4;
     case absl::StatusCode::kUnauthenticated:
-    case absl::StatusCode::kPermissionDenied:
-      return 7;
-    default:
-      return 5;
+    case absl::StatusCode::kPermissionDenied: return 7;
+    default: return 5;
   }
 }
 
