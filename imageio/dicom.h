@@ -10,8 +10,9 @@
 // slope/intercept, PixelRepresentation, BitsAllocated/BitsStored are honoured;
 // compressed transfer syntaxes are decoded by DCMTK's JPEG, JPEG-LS and RLE
 // codecs (deflate by dcmdata). Multi-frame (enhanced) images contribute one
-// slice per frame, placed by their per-frame functional groups. Not yet:
-// JPEG 2000 (UNIMPLEMENTED naming the transfer syntax).
+// slice per frame, placed by their per-frame functional groups. JPEG 2000
+// (Part 1) is decoded with OpenJPEG; Part 2 multi-component is UNIMPLEMENTED,
+// naming the transfer syntax.
 //
 // Messages never contain patient data (names, IDs, dates): only UIDs'
 // positions in the input, tag names and numbers.

@@ -7,9 +7,9 @@
 #include <nlohmann/json.hpp>
 
 #include "inference/job.h"
+#include "inference/model_runner.h"
 #include "model/cpu_threads.h"
 #include "model/window_runner.h"
-#include "tools/batch_runner.h"
 #include "tools/phantom.h"
 
 int main(int argc, char** argv) {
@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
     v.geometry = geometry;
     const auto hu = upp::tools::ToInt16(phantom.hu);  // what a CT file holds
     v.voxels.assign(hu.begin(), hu.end());
-    auto labels = upp::inference::SegmentVolume(std::move(v), *plan, upp::tools::RunnerFor(**runner), batch);
+    auto labels = upp::inference::SegmentVolume(std::move(v), *plan, upp::inference::RunnerFor(**runner), batch);
     if (!labels.ok()) return std::fprintf(stderr, "%s\n", labels.status().ToString().c_str()), 1;
     const auto dice = upp::tools::DicePerLabel(phantom.labels, labels->labels, classes);
     double mean = 0;

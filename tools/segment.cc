@@ -16,9 +16,9 @@
 #include "imageio/file_util.h"
 #include "imageio/nifti.h"
 #include "inference/job.h"
+#include "inference/model_runner.h"
 #include "model/cpu_threads.h"
 #include "model/window_runner.h"
-#include "tools/batch_runner.h"
 
 namespace {
 
@@ -78,7 +78,7 @@ int main(int argc, char** argv) {
   const auto start = std::chrono::steady_clock::now();
   inference::StageTimes times;
   auto labels =
-      inference::SegmentVolume(std::move(volume), *plan, upp::tools::RunnerFor(**runner), batch, options, &times);
+      inference::SegmentVolume(std::move(volume), *plan, upp::inference::RunnerFor(**runner), batch, options, &times);
   if (!labels.ok()) return Fail(labels.status().ToString());
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!output.empty()) {

@@ -28,82 +28,50 @@ std::vector<uint16_t> LabelsFromVoxels(const std::vector<float>& voxels, int64_t
   return labels;
 }
 
-int main(int argc, char** argv) {
-  CLI::App app{"Print a volume's geometry and voxel statistics as JSON"};
-  std::string path, write_labels;
+namespace {
+
+struct Args {
+  std::string path, write_labels, write_seg;
   int label_mod = 256;
   bool any_modality = false;
-  std::string write_seg;
-  app.add_option("--write-seg", write_seg,
-                 "DICOM input: also write a DICOM SEG of the labels defined as for --write-labels");
   int64_t max_voxels = int64_t{1} << 30;
-  app.add_option("--max-voxels", max_voxels, "refuse volumes with more voxels");
-  app.add_flag("--any-modality", any_modality, "DICOM: accept series of any modality");
-  app.add_option("file", path, "NIfTI file (.nii or .nii.gz), or a directory of DICOM files")->required();
-  app.add_option("--write-labels", write_labels,
-                 "also write a label map with the input's geometry: label = |round(value)| mod "
-                 "--label-mod (NaN -> 0), from channel 0, as .nii.gz");
-  app.add_option("--label-mod", label_mod, "modulus for --write-labels (1..65536)")->check(CLI::Range(1, 65536));
-  CLI11_PARSE(app, argc, argv);
-  absl::StatusOr<upp::imageio::NiftiImage> image;
-  if (std::filesystem::is_directory(path)) {
-    // A DICOM series: every regular file in the directory.
-    auto read = upp::imageio::ReadDirectoryFiles(path);
-    if (!read.ok()) {
-      std::fprintf(stderr, "upp-volume-info: %s\n", read.status().ToString().c_str());
-      return 1;
-    }
-    const std::vector<std::string>& contents = *read;
-    std::vector<std::string_view> views(contents.begin(), contents.end());
-    upp::imageio::DicomSeriesOptions dicom_options;
-    if (any_modality) dicom_options.modalities.clear();
-    dicom_options.max_voxels = max_voxels;
-    auto dicom = upp::imageio::ReadDicomSeries(views, dicom_options);
-    if (dicom.ok() && !write_seg.empty()) {
-      const auto& g = dicom->volume.geometry;
-      const auto labels = LabelsFromVoxels(dicom->volume.voxels, g.NumVoxels(), label_mod);
-      std::vector<upp::imageio::LabelInfo> segments;
-      for (int l = 1; l < label_mod; ++l) {
-        segments.push_back({l,
-                            "label " + std::to_string(l),
-                            {static_cast<uint8_t>(40 * l % 256), 128, static_cast<uint8_t>(255 - 30 * l % 256)}});
-      }
-      auto seg = upp::imageio::WriteDicomSeg(g, labels, dicom->info, views[dicom->info.file_indices[0]], segments,
-                                             {"UNETR++", "0.1.0"});
-      if (!seg.ok()) {
-        std::fprintf(stderr, "upp-volume-info: %s\n", seg.status().ToString().c_str());
-        return 1;
-      }
-      std::ofstream(write_seg, std::ios::binary) << *seg;
-    }
-    if (!dicom.ok()) {
-      image = dicom.status();
-    } else {
-      upp::imageio::NiftiImage as_nifti;
-      as_nifti.volume = std::move(dicom->volume);
-      as_nifti.header.qform_code = as_nifti.header.sform_code = 1;  // scanner coordinates
-      image = std::move(as_nifti);
-    }
-  } else {
-    upp::imageio::NiftiReadOptions nifti_options;
-    nifti_options.max_voxels = max_voxels;
-    image = upp::imageio::ReadNiftiFile(path, nifti_options);
+};
+
+// A DICOM series: every regular file in the directory; with --write-seg, a
+// DICOM SEG of the labels derived from the values.
+absl::StatusOr<upp::imageio::NiftiImage> ReadDicomDirectory(const Args& args) {
+  auto read = upp::imageio::ReadDirectoryFiles(args.path);
+  if (!read.ok()) return read.status();
+  const std::vector<std::string>& contents = *read;
+  std::vector<std::string_view> views(contents.begin(), contents.end());
+  upp::imageio::DicomSeriesOptions dicom_options;
+  if (args.any_modality) dicom_options.modalities.clear();
+  dicom_options.max_voxels = args.max_voxels;
+  auto dicom = upp::imageio::ReadDicomSeries(views, dicom_options);
+  if (!dicom.ok()) return dicom.status();
+  if (!args.write_seg.empty()) {
+    const auto& g = dicom->volume.geometry;
+    const auto labels = LabelsFromVoxels(dicom->volume.voxels, g.NumVoxels(), args.label_mod);
+    std::vector<upp::imageio::LabelInfo> segments;
+    for (int l = 1; l < args.label_mod; ++l)
+      segments.push_back({l,
+                          "label " + std::to_string(l),
+                          {static_cast<uint8_t>(40 * l % 256), 128, static_cast<uint8_t>(255 - 30 * l % 256)}});
+    auto seg = upp::imageio::WriteDicomSeg(g, labels, dicom->info, views[dicom->info.file_indices[0]], segments,
+                                           {"UNETR++", "0.1.0"});
+    if (!seg.ok()) return seg.status();
+    std::ofstream(args.write_seg, std::ios::binary) << *seg;
   }
-  if (!image.ok()) {
-    std::fprintf(stderr, "upp-volume-info: %s\n", image.status().ToString().c_str());
-    return 1;
-  }
-  const auto& v = image->volume;
+  upp::imageio::NiftiImage as_nifti;
+  as_nifti.volume = std::move(dicom->volume);
+  as_nifti.header.qform_code = as_nifti.header.sform_code = 1;  // scanner coordinates
+  return as_nifti;
+}
+
+// The geometry and voxel statistics as one JSON line.
+void PrintInfo(const upp::imageio::NiftiImage& image) {
+  const auto& v = image.volume;
   const auto& g = v.geometry;
-  if (!write_labels.empty()) {
-    const auto labels = LabelsFromVoxels(v.voxels, g.NumVoxels(), label_mod);
-    auto bytes = upp::imageio::WriteNiftiLabels(g, labels, image->header);
-    if (!bytes.ok()) {
-      std::fprintf(stderr, "upp-volume-info: %s\n", bytes.status().ToString().c_str());
-      return 1;
-    }
-    std::ofstream(write_labels, std::ios::binary) << *bytes;
-  }
   // NaN voxels (legal in float NIfTI files) are counted, not summed, so the
   // output stays valid JSON.
   double sum = 0, weighted = 0;
@@ -129,7 +97,47 @@ int main(int argc, char** argv) {
       "\"big_endian\": %s}\n",
       g.size[0], g.size[1], g.size[2], v.channels, g.spacing[0], g.spacing[1], g.spacing[2], g.origin[0], g.origin[1],
       g.origin[2], g.direction[0], g.direction[1], g.direction[2], g.direction[3], g.direction[4], g.direction[5],
-      g.direction[6], g.direction[7], g.direction[8], sum, weighted, lo, hi, nan_count, image->header.version,
-      image->header.qform_code, image->header.sform_code, image->header.big_endian ? "true" : "false");
+      g.direction[6], g.direction[7], g.direction[8], sum, weighted, lo, hi, nan_count, image.header.version,
+      image.header.qform_code, image.header.sform_code, image.header.big_endian ? "true" : "false");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Print a volume's geometry and voxel statistics as JSON"};
+  Args args;
+  app.add_option("--write-seg", args.write_seg,
+                 "DICOM input: also write a DICOM SEG of the labels defined as for --write-labels");
+  app.add_option("--max-voxels", args.max_voxels, "refuse volumes with more voxels");
+  app.add_flag("--any-modality", args.any_modality, "DICOM: accept series of any modality");
+  app.add_option("file", args.path, "NIfTI file (.nii or .nii.gz), or a directory of DICOM files")->required();
+  app.add_option("--write-labels", args.write_labels,
+                 "also write a label map with the input's geometry: label = |round(value)| mod "
+                 "--label-mod (NaN -> 0), from channel 0, as .nii.gz");
+  app.add_option("--label-mod", args.label_mod, "modulus for --write-labels (1..65536)")->check(CLI::Range(1, 65536));
+  CLI11_PARSE(app, argc, argv);
+  absl::StatusOr<upp::imageio::NiftiImage> image;
+  if (std::filesystem::is_directory(args.path)) {
+    image = ReadDicomDirectory(args);
+  } else {
+    upp::imageio::NiftiReadOptions nifti_options;
+    nifti_options.max_voxels = args.max_voxels;
+    image = upp::imageio::ReadNiftiFile(args.path, nifti_options);
+  }
+  if (!image.ok()) {
+    std::fprintf(stderr, "upp-volume-info: %s\n", image.status().ToString().c_str());
+    return 1;
+  }
+  if (!args.write_labels.empty()) {
+    const auto& g = image->volume.geometry;
+    const auto labels = LabelsFromVoxels(image->volume.voxels, g.NumVoxels(), args.label_mod);
+    auto bytes = upp::imageio::WriteNiftiLabels(g, labels, image->header);
+    if (!bytes.ok()) {
+      std::fprintf(stderr, "upp-volume-info: %s\n", bytes.status().ToString().c_str());
+      return 1;
+    }
+    std::ofstream(args.write_labels, std::ios::binary) << *bytes;
+  }
+  PrintInfo(*image);
   return 0;
 }

@@ -6,9 +6,9 @@
 #include <filesystem>
 
 #include "inference/job.h"
+#include "inference/model_runner.h"
 #include "model/cpu_threads.h"
 #include "model/window_runner.h"
-#include "tools/batch_runner.h"
 
 namespace upp::inference {
 namespace {
@@ -45,7 +45,7 @@ TEST(PipelineWithModel, SynapseSmallOnAnOddAnisotropicVolume) {
   EXPECT_EQ((*job)->num_windows(), 27);
 
   StageTimes times;
-  auto one = SegmentVolume(v, plan, tools::RunnerFor(**runner), 1, {}, &times);
+  auto one = SegmentVolume(v, plan, inference::RunnerFor(**runner), 1, {}, &times);
   ASSERT_TRUE(one.ok()) << one.status();
   EXPECT_EQ(one->geometry.size, geometry.size);
   EXPECT_EQ(one->geometry.spacing, geometry.spacing);
@@ -65,7 +65,7 @@ TEST(PipelineWithModel, SynapseSmallOnAnOddAnisotropicVolume) {
   EXPECT_GT(classes_seen, 1);
 
   // Batches of 4 give the same labels (up to float ties at a few voxels).
-  auto four = SegmentVolume(std::move(v), plan, tools::RunnerFor(**runner), 4);
+  auto four = SegmentVolume(std::move(v), plan, inference::RunnerFor(**runner), 4);
   ASSERT_TRUE(four.ok()) << four.status();
   int64_t differ = 0;
   for (size_t i = 0; i < one->labels.size(); ++i) differ += one->labels[i] != four->labels[i];

@@ -23,11 +23,11 @@
 #include "imageio/labels.h"
 #include "imageio/nifti.h"
 #include "inference/job.h"
+#include "inference/model_runner.h"
 #include "model/cpu_threads.h"
 #include "model/window_runner.h"
 #include "server/config.h"
 #include "tests/server/test_volumes.h"
-#include "tools/batch_runner.h"
 
 namespace upp::server {
 namespace {
@@ -90,7 +90,7 @@ std::vector<uint16_t> DirectLabels(imageio::Volume volume, const std::string& we
   EXPECT_TRUE(runner.ok());
   auto plan = preprocessing::Plan::FromJson(imageio::ReadWholeFile(plan_file).value_or(""));
   EXPECT_TRUE(plan.ok());
-  auto labels = inference::SegmentVolume(std::move(volume), *plan, tools::RunnerFor(**runner), 1);
+  auto labels = inference::SegmentVolume(std::move(volume), *plan, inference::RunnerFor(**runner), 1);
   EXPECT_TRUE(labels.ok()) << labels.status();
   return labels.ok() ? labels->labels : std::vector<uint16_t>{};
 }
