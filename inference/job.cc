@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "imageio/checked_math.h"
 #include "inference/windows.h"
+#include "model/device.h"
 #include "preprocessing/preprocess.h"
 #include "preprocessing/resampling.h"
 
@@ -220,13 +221,11 @@ absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(imageio
   if (impl->back_resampling == BackResampling::kBordersOnly && options.device != "cpu")
     return absl::InvalidArgumentError("back_resampling kBordersOnly runs on the CPU only");
   const preprocessing::Plan& p = impl->plan;
-  const auto& g = volume.geometry;
 
-  try {
-    impl->device = torch::Device(options.device);
-  } catch (const std::exception&) {
+  const auto spec = model::ParseDevice(options.device);
+  if (!spec)
     return absl::InvalidArgumentError(absl::StrCat("device \"", options.device, "\" is not cpu, cuda or cuda:N"));
-  }
+  impl->device = spec->cuda ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(spec->index)) : torch::kCPU;
   if (impl->device.is_cuda() && !torch::cuda::is_available())
     return absl::UnavailableError(absl::StrCat("device \"", options.device, "\": no CUDA in this build or machine"));
   const torch::Device device = impl->device;

@@ -6,6 +6,7 @@
 
 #include <optional>
 
+#include "model/device.h"
 #include "model/network.h"
 #include "model/safetensors.h"
 
@@ -14,11 +15,9 @@ namespace {
 
 StatusOr<NetworkOptions> ParseOptions(const RunnerOptions& o) {
   NetworkOptions n;
-  try {
-    n.device = torch::Device(o.device);
-  } catch (const std::exception&) {
-    return InvalidArgumentError("device '" + o.device + "' is not cpu, cuda or cuda:N");
-  }
+  const auto spec = ParseDevice(o.device);
+  if (!spec) return InvalidArgumentError("device '" + o.device + "' is not cpu, cuda or cuda:N");
+  n.device = spec->cuda ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(spec->index)) : torch::kCPU;
   if (n.device.is_cuda() && !torch::cuda::is_available())
     return UnavailableError("device '" + o.device + "': this LibTorch or machine has no CUDA");
   if (o.precision == "fp32") {

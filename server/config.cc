@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "imageio/file_util.h"
 #include "model/cpu_features.h"
+#include "model/device.h"
 #include "server/system_memory.h"
 
 namespace upp::server {
@@ -34,15 +35,14 @@ absl::Status Bad(const std::string& field, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat("config: ", field, ": ", what));
 }
 
-bool ValidDevice(const std::string& d) { return d == "cpu" || CudaIndex(d).has_value(); }
+bool ValidDevice(const std::string& d) { return model::ParseDevice(d).has_value(); }
 
 }  // namespace
 
 std::optional<int> CudaIndex(const std::string& device) {
-  if (device == "cuda") return 0;
-  int n = 0;
-  if (absl::StartsWith(device, "cuda:") && absl::SimpleAtoi(device.substr(5), &n) && n >= 0) return n;
-  return std::nullopt;
+  const auto spec = model::ParseDevice(device);
+  if (!spec || !spec->cuda) return std::nullopt;
+  return spec->index;
 }
 
 absl::StatusOr<unetrpp::v1::ServerConfig> ParseConfig(const std::string& text) {

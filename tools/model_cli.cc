@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "model/cpu_threads.h"
+#include "model/device.h"
 #include "model/safetensors.h"
 
 namespace upp::tools {
@@ -49,11 +50,9 @@ model::StatusOr<model::ModelConfig> ModelFlags::Resolve(const std::string& weigh
 
 model::StatusOr<model::NetworkOptions> ModelFlags::Options() const {
   model::NetworkOptions o;
-  try {
-    o.device = torch::Device(device);
-  } catch (const c10::Error&) {
-    return model::InvalidArgumentError("bad --device '" + device + "'");
-  }
+  const auto spec = model::ParseDevice(device);
+  if (!spec) return model::InvalidArgumentError("bad --device '" + device + "' (cpu, cuda or cuda:N)");
+  o.device = spec->cuda ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(spec->index)) : torch::kCPU;
   o.precision = precision == "bf16" ? model::Precision::kBFloat16 : model::Precision::kFloat32;
   return o;
 }
