@@ -173,8 +173,7 @@ absl::Status SegmentCall::HandleHeader(const unetrpp::v1::RequestHeader& header)
   priority_ = header_.priority();
   collector_.emplace(limits, header_.format(), facts.input_channels);
   uint32_t position = 0;
-  const std::string counted_as = principal_.authenticated ? "principal:" + principal_.name : peer_;
-  if (auto s = state_->BeginRequest(counted_as, &position); !s.ok()) return s;
+  if (auto s = state_->BeginRequest(CountedAs(), &position); !s.ok()) return s;
   began_request_ = true;
   phase_ = Phase::kReceiving;
   SegmentResponse accepted;
@@ -215,6 +214,8 @@ absl::StatusOr<imageio::Volume> SegmentCall::Decode() {
   dicom_source_instance_ = std::move(input->dicom_source_instance);
   return std::move(input->volume);
 }
+
+std::string SegmentCall::CountedAs() const { return principal_.authenticated ? "principal:" + principal_.name : peer_; }
 
 absl::Status SegmentCall::Reserve(int64_t bytes) {
   if (bytes <= 0) return absl::OkStatus();
@@ -603,7 +604,7 @@ void SegmentCall::OnDone() {
                       absl::StrFormat("%.3f", seconds));
     keep = std::move(self_);
   }
-  if (began_request_) state_->EndRequest(principal_.authenticated ? "principal:" + principal_.name : peer_);
+  if (began_request_) state_->EndRequest(CountedAs());
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start_);
   const std::string code = absl::StatusCodeToString(status.code());
   const std::string model = model_ ? model_->name() : "-";

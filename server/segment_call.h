@@ -76,6 +76,9 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   // CPU pool: decode, admit, preprocess, enqueue windows.
   void Process();
   absl::StatusOr<imageio::Volume> Decode();
+  // Whom the per-caller concurrency limit counts this call against: the
+  // principal when authenticated, else the client address.
+  std::string CountedAs() const;
   // Reserves `bytes` more for this call (RESOURCE_EXHAUSTED past the limit).
   absl::Status Reserve(int64_t bytes);
   // Called by the readers before decoding: the first time, the window limit

@@ -144,17 +144,22 @@ absl::Status ReadInputs(const std::vector<std::string>& inputs, bool dicom, std:
   return absl::OkStatus();
 }
 
+std::map<uint32_t, const unetrpp::v1::Label*> LabelsByValue(const unetrpp::v1::ResultHeader& header) {
+  std::map<uint32_t, const unetrpp::v1::Label*> names;
+  for (const auto& l : header.labels()) names[l.value()] = &l;
+  return names;
+}
+
 // Prints the per-label volumes; writes them with the timings as JSON.
 void ReportVolumes(const upp::client::SegmentResult& result, const std::string& json_path) {
   const auto& header = result.header;
-  std::map<uint32_t, const unetrpp::v1::Label*> names;
-  for (const auto& l : header.labels()) names[l.value()] = &l;
+  const auto names = LabelsByValue(header);
   nlohmann::json j;
   j["server_request_id"] = result.server_request_id;
   std::printf("%-28s %12s %12s\n", "label", "voxels", "volume (mL)");
   for (const auto& v : header.volumes()) {
     if (v.value() == 0) continue;
-    const std::string name = names.count(v.value()) ? names[v.value()]->name() : std::to_string(v.value());
+    const std::string name = names.count(v.value()) ? names.at(v.value())->name() : std::to_string(v.value());
     std::printf("%-28s %12llu %12.1f\n", name.c_str(), static_cast<unsigned long long>(v.voxels()), v.volume_ml());
     j["labels"].push_back({{"value", v.value()}, {"name", name}, {"voxels", v.voxels()}, {"volume_ml", v.volume_ml()}});
   }
@@ -166,8 +171,7 @@ void ReportVolumes(const upp::client::SegmentResult& result, const std::string& 
 int WriteOverview(const upp::client::SegmentResult& result, const std::vector<std::string>& files, bool dicom,
                   const std::string& png) {
   const auto& header = result.header;
-  std::map<uint32_t, const unetrpp::v1::Label*> names;
-  for (const auto& l : header.labels()) names[l.value()] = &l;
+  const auto names = LabelsByValue(header);
   // Decode the input locally for the picture (the labels share its grid).
   absl::StatusOr<upp::imageio::Volume> volume = absl::UnknownError("");
   if (dicom) {
@@ -188,8 +192,8 @@ int WriteOverview(const upp::client::SegmentResult& result, const std::vector<st
     l.value = static_cast<int>(v.value());
     l.volume_ml = v.volume_ml();
     if (names.count(v.value())) {
-      l.name = names[v.value()]->name();
-      const std::string& rgb = names[v.value()]->rgb();
+      l.name = names.at(v.value())->name();
+      const std::string& rgb = names.at(v.value())->rgb();
       for (size_t k = 0; k < 3 && k < rgb.size(); ++k) l.rgb[k] = static_cast<uint8_t>(rgb[k]);
     }
     legend.push_back(l);

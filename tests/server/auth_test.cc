@@ -40,13 +40,7 @@ std::string KeysFile() {
   return path;
 }
 
-std::string PlanFile() {
-  preprocessing::Plan plan = preprocessing::DefaultCtPlan(14, {32, 64, 64});
-  plan.target_spacing = {2.0, 2.0, 2.0};
-  const std::string path = TempPath("auth_test_plan.json");
-  std::ofstream(path) << plan.ToJson();
-  return path;
-}
+std::string PlanFile() { return testing::SmallPlanFile("auth_test_plan.json"); }
 
 class AuthTest : public ::testing::Test {
  protected:

@@ -28,13 +28,7 @@ namespace {
 using unetrpp::v1::SegmentRequest;
 using unetrpp::v1::SegmentResponse;
 
-std::string PlanFile() {
-  preprocessing::Plan plan = preprocessing::DefaultCtPlan(14, {32, 64, 64});
-  plan.target_spacing = {2.0, 2.0, 2.0};
-  const std::string path = ::testing::TempDir() + "/hostile_test_plan.json";
-  std::ofstream(path) << plan.ToJson();
-  return path;
-}
+std::string PlanFile() { return testing::SmallPlanFile("hostile_test_plan.json"); }
 
 constexpr char kLimits[] =
     "max_input_bytes: 33554432 max_bytes_in_flight: 1073741824 max_pending_streams: 3 "

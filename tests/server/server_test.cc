@@ -42,11 +42,7 @@ std::string WritePlanFile(const preprocessing::Plan& plan, const std::string& na
   return path;
 }
 
-std::string PlanFile() {
-  preprocessing::Plan plan = preprocessing::DefaultCtPlan(14, {32, 64, 64});
-  plan.target_spacing = {2.0, 2.0, 2.0};
-  return WritePlanFile(plan, "server_test_plan.json");
-}
+std::string PlanFile() { return testing::SmallPlanFile("server_test_plan.json"); }
 
 std::string ConfigText(const std::string& limits = "max_input_bytes: 33554432") {
   return "listen_address: '127.0.0.1:0'\n"

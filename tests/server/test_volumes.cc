@@ -4,6 +4,7 @@
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcistrmb.h>
 #include <dcmtk/dcmdata/dctk.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 
 #include "imageio/dcmtk_io.h"
 #include "imageio/file_util.h"
+#include "preprocessing/plan.h"
 
 namespace upp::testing {
 
@@ -97,6 +99,14 @@ std::vector<std::string> CtSeries(int slices) {
     out.push_back(std::move(*encoded));
   }
   return out;
+}
+
+std::string SmallPlanFile(const std::string& name) {
+  preprocessing::Plan plan = preprocessing::DefaultCtPlan(14, {32, 64, 64});
+  plan.target_spacing = {2.0, 2.0, 2.0};
+  const std::string path = ::testing::TempDir() + "/" + name;
+  std::ofstream(path) << plan.ToJson();
+  return path;
 }
 
 int FreePort() {

@@ -19,6 +19,10 @@ std::string FloatNifti(const imageio::Volume& volume);
 // `slices` instances of one series (CT_small's pixels, positions 2.5 mm
 // apart, fresh UIDs); empty when pydicom's test data is not installed.
 std::vector<std::string> CtSeries(int slices);
+// The plan the server tests serve the synapse-small fixture with (14
+// classes, 32 x 64 x 64 windows at 2 mm), as a JSON file named `name` in the
+// test's temporary directory; its path.
+std::string SmallPlanFile(const std::string& name);
 // A TCP port free at the time of the call (civetweb, behind prometheus-cpp,
 // cannot listen on port 0).
 int FreePort();
