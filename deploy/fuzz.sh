@@ -12,14 +12,28 @@ BUILD="${UPP_FUZZ_BUILD_DIR:-build-fuzz}"
 CC=clang CXX=clang++ cmake -S . -B "$BUILD" -G Ninja -DUPP_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$BUILD" -j "${UPP_JOBS:-2}"
 
+# Runs one target; on a finding prints libFuzzer's whole report (the stack of
+# the crash or of the oversized allocation), not only the statistics, so that
+# a CI log is enough to reproduce and fix it.
+run_target() {
+  local name="$1" corpus="$2" seeds="$3" max_len="$4" log="$BUILD/$1.log"
+  if "$BUILD/tests/fuzz/$name" -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 -max_len="$max_len" \
+    -print_final_stats=1 -artifact_prefix="$BUILD/$name-" "$corpus" "$seeds" >"$log" 2>&1; then
+    tail -6 "$log"
+    echo "fuzz: $name passed (no crash in ${SECONDS_PER_TARGET}s)"
+  else
+    sed -n '/^==[0-9]*==\|ERROR: libFuzzer\|out-of-memory/,$p' "$log" | head -120
+    echo "fuzz: $name FAILED; the input is $(ls "$BUILD/$name-"* 2>/dev/null | tail -1)"
+    return 1
+  fi
+}
+
 NIB=$(/usr/bin/python3 -c 'import os, nibabel; print(os.path.join(os.path.dirname(nibabel.__file__), "tests", "data"))')
 SEEDS="$BUILD/seeds/nifti"
 mkdir -p "$SEEDS" "$BUILD/corpus/nifti"
 cp "$NIB"/*.nii "$NIB"/*.nii.gz "$SEEDS"/ 2>/dev/null || true
 echo "fuzz: nifti_fuzzer for ${SECONDS_PER_TARGET}s, $(ls "$SEEDS" | wc -l) seed files"
-"$BUILD"/tests/fuzz/nifti_fuzzer -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 \
-  -max_len=1048576 -print_final_stats=1 -artifact_prefix="$BUILD/" "$BUILD/corpus/nifti" "$SEEDS" 2>&1 | tail -15
-echo "fuzz: nifti_fuzzer passed (no crash in ${SECONDS_PER_TARGET}s)"
+run_target nifti_fuzzer "$BUILD/corpus/nifti" "$SEEDS" 1048576
 
 PYD=$(/usr/bin/python3 -c 'import os, pydicom; print(os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files"))')
 DSEEDS="$BUILD/seeds/dicom"
@@ -30,11 +44,10 @@ for f in CT_small.dcm MR_small.dcm MR_small_RLE.dcm MR_small_jpeg_ls_lossless.dc
 done
 echo "fuzz: dicom_fuzzer for ${SECONDS_PER_TARGET}s, $(ls "$DSEEDS" | wc -l) seed files"
 # libFuzzer's default malloc limit (= the RSS limit, 2 GiB) applies: element
-# lengths are checked before DCMTK parses (imageio/dicom_lengths.h), so
+# lengths are checked before DCMTK parses (imageio/dicom_lengths.h), the
+# pixel layout and each JPEG frame header before DCMTK decodes (dicom.cc), so
 # no claim in a small input turns into a large allocation.
-"$BUILD"/tests/fuzz/dicom_fuzzer -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 \
-  -max_len=262144 -print_final_stats=1 -artifact_prefix="$BUILD/" "$BUILD/corpus/dicom" "$DSEEDS" 2>&1 | tail -6
-echo "fuzz: dicom_fuzzer passed (no crash in ${SECONDS_PER_TARGET}s)"
+run_target dicom_fuzzer "$BUILD/corpus/dicom" "$DSEEDS" 262144
 
 # Request sequences: seeds are a header, a NIfTI of nibabel's in one chunk,
 # and the end marker (tests/fuzz/request_fuzzer.cc gives the record format).
@@ -66,6 +79,4 @@ header = b"\x10\x01\x18\x03"  # format NIFTI, outputs RAW_LABELS
 open(sys.argv[1], "wb").write(record(0, header) + record(1, b"\x00" + nifti(1)) + record(1, b"\x01" + nifti(2)) + record(2, b""))
 PY
 echo "fuzz: request_fuzzer for ${SECONDS_PER_TARGET}s, $(ls "$RSEEDS" | wc -l) seed files"
-"$BUILD"/tests/fuzz/request_fuzzer -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 \
-  -max_len=262144 -print_final_stats=1 -artifact_prefix="$BUILD/" "$BUILD/corpus/request" "$RSEEDS" 2>&1 | tail -6
-echo "fuzz: request_fuzzer passed (no crash in ${SECONDS_PER_TARGET}s)"
+run_target request_fuzzer "$BUILD/corpus/request" "$RSEEDS" 262144

@@ -21,13 +21,16 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string_view>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "imageio/checked_math.h"
 #include "imageio/dicom_lengths.h"
 #include "imageio/jpeg2000.h"
+#include "imageio/jpeg_header.h"
 
 namespace upp::imageio {
 namespace {
@@ -163,16 +166,13 @@ absl::Status ReadPixelLayout(DcmDataset* ds, Source& src) {
   return absl::OkStatus();
 }
 
-// JPEG 2000 (1.2.840.10008.1.2.4.90/.91) frames decoded with OpenJPEG into
-// src.decoded as little-endian words of BitsAllocated, like DCMTK's decoders
-// leave theirs. A frame is the fragments from its start fragment (DCMTK's
-// rule: the offset table, else one fragment per frame, else all fragments
-// for one frame) to the next frame's. Where the codestream's signedness
-// differs from PixelRepresentation, PixelRepresentation wins and the sign bit
-// is the codestream's top bit (pydicom does the same): writers that stored
-// signed CT values as unsigned samples are the known case (pydicom's
-// J2K_pixelrep_mismatch.dcm: air reads -1000, not 7192).
-absl::Status DecodeJpeg2000Pixels(DcmDataset* ds, int rows, int cols, Sint32 frames, Source& src) {
+// Calls `fn` with each frame's codestream (the concatenation of its
+// fragments) of encapsulated pixel data, in frame order. A frame is the
+// fragments from its start fragment (DCMTK's rule: the offset table, else one
+// fragment per frame, else all fragments for one frame) to the next frame's.
+// The copy is bounded by the file's size.
+absl::Status ForEachFrameCodestream(DcmDataset* ds, Sint32 frames, const char* codec,
+                                    absl::FunctionRef<absl::Status(Sint32, std::string_view)> fn) {
   DcmElement* element = nullptr;
   DcmPixelSequence* sequence = nullptr;
   if (ds->findAndGetElement(DCM_PixelData, element).bad() ||
@@ -180,23 +180,20 @@ absl::Status DecodeJpeg2000Pixels(DcmDataset* ds, int rows, int cols, Sint32 fra
           ->getEncapsulatedRepresentation(ds->getOriginalXfer(), nullptr, sequence)
           .bad() ||
       sequence == nullptr) {
-    return absl::InvalidArgumentError("JPEG 2000 pixel data is not encapsulated");
+    return absl::InvalidArgumentError(absl::StrCat(codec, " pixel data is not encapsulated"));
   }
   const Uint32 items = static_cast<Uint32>(sequence->card());
-  if (items < 2) return absl::InvalidArgumentError("JPEG 2000 pixel data has no fragments");
+  if (items < 2) return absl::InvalidArgumentError(absl::StrCat(codec, " pixel data has no fragments"));
   std::vector<Uint32> starts;
   for (Sint32 f = 0; f < frames; ++f) {
     Uint32 start = 0;
     if (DcmCodec::determineStartFragment(static_cast<Uint32>(f), frames, sequence, start).bad() || start < 1 ||
         start >= items || (!starts.empty() && start <= starts.back())) {
-      return absl::InvalidArgumentError(absl::StrCat("cannot find the fragments of JPEG 2000 frame ", f + 1));
+      return absl::InvalidArgumentError(absl::StrCat("cannot find the fragments of ", codec, " frame ", f + 1));
     }
     starts.push_back(start);
   }
-  const size_t bytes = src.bits_allocated / 8;
-  const size_t frame_values = static_cast<size_t>(rows) * cols;
-  src.decoded.assign(frame_values * bytes * frames, 0);
-  std::vector<uint8_t> codestream;
+  std::string codestream;
   for (Sint32 f = 0; f < frames; ++f) {
     codestream.clear();
     const Uint32 end = f + 1 < frames ? starts[f + 1] : items;
@@ -207,24 +204,67 @@ absl::Status DecodeJpeg2000Pixels(DcmDataset* ds, int rows, int cols, Sint32 fra
       const Uint32 length = item->getLength();
       if (length == 0) continue;
       if (item->getUint8Array(data).bad() || data == nullptr)
-        return absl::InvalidArgumentError("a JPEG 2000 fragment cannot be read");
-      codestream.insert(codestream.end(), data, data + length);
+        return absl::InvalidArgumentError(absl::StrCat("a ", codec, " fragment cannot be read"));
+      codestream.append(reinterpret_cast<const char*>(data), length);
     }
-    auto frame = DecodeJpeg2000Frame(codestream.data(), codestream.size(), rows, cols);
-    if (!frame.ok()) return frame.status();
-    if (frame->precision > src.bits_allocated)
-      return absl::InvalidArgumentError(absl::StrCat("JPEG 2000 samples of ", frame->precision,
-                                                     " bits do not fit BitsAllocated ", src.bits_allocated));
-    if (frame->is_signed != (src.representation == 1))
-      src.bits_stored = static_cast<Uint16>(std::max<int>(frame->precision, 1));
-    Uint8* dst = src.decoded.data() + static_cast<size_t>(f) * frame_values * bytes;
-    for (size_t p = 0; p < frame_values; ++p) {
-      const uint32_t v = static_cast<uint32_t>(frame->values[p]);  // two's complement bits
-      std::memcpy(dst + p * bytes, &v, bytes);                     // little-endian host
-    }
+    if (auto st = fn(f, codestream); !st.ok()) return st;
   }
+  return absl::OkStatus();
+}
+
+// JPEG and JPEG-LS: every frame's own header must describe the image the
+// DICOM header describes before DCMTK decodes it (imageio/jpeg_header.h says
+// why).
+absl::Status CheckJpegFrameHeaders(DcmDataset* ds, int64_t rows, int64_t cols, Sint32 frames, const Source& src) {
+  return ForEachFrameCodestream(ds, frames, "JPEG", [&](Sint32 f, std::string_view codestream) -> absl::Status {
+    auto header = ReadJpegFrameHeader(codestream);
+    if (!header.ok()) return Refuse(src.file_index, absl::StrCat("frame ", f + 1, ": ", header.status().message()));
+    if (header->rows != rows || header->columns != cols || header->components != 1 ||
+        header->precision > src.bits_allocated) {
+      return Refuse(src.file_index, absl::StrCat("frame ", f + 1, ": the JPEG frame header says ", header->columns,
+                                                 " x ", header->rows, ", ", header->components, " component(s) of ",
+                                                 header->precision, " bits; the DICOM header says ", cols, " x ", rows,
+                                                 ", 1 of at most ", src.bits_allocated));
+    }
+    return absl::OkStatus();
+  });
+}
+
+// JPEG 2000 (1.2.840.10008.1.2.4.90/.91) frames decoded with OpenJPEG into
+// src.decoded as little-endian words of BitsAllocated, like DCMTK's decoders
+// leave theirs. Where the codestream's signedness
+// differs from PixelRepresentation, PixelRepresentation wins and the sign bit
+// is the codestream's top bit (pydicom does the same): writers that stored
+// signed CT values as unsigned samples are the known case (pydicom's
+// J2K_pixelrep_mismatch.dcm: air reads -1000, not 7192).
+absl::Status DecodeJpeg2000Pixels(DcmDataset* ds, int rows, int cols, Sint32 frames, Source& src) {
+  const size_t bytes = src.bits_allocated / 8;
+  const size_t frame_values = static_cast<size_t>(rows) * cols;
+  src.decoded.assign(frame_values * bytes * frames, 0);
+  const absl::Status decoded =
+      ForEachFrameCodestream(ds, frames, "JPEG 2000", [&](Sint32 f, std::string_view codestream) -> absl::Status {
+        auto frame =
+            DecodeJpeg2000Frame(reinterpret_cast<const uint8_t*>(codestream.data()), codestream.size(), rows, cols);
+        if (!frame.ok()) return frame.status();
+        if (frame->precision > src.bits_allocated)
+          return absl::InvalidArgumentError(absl::StrCat("JPEG 2000 samples of ", frame->precision,
+                                                         " bits do not fit BitsAllocated ", src.bits_allocated));
+        if (frame->is_signed != (src.representation == 1))
+          src.bits_stored = static_cast<Uint16>(std::max<int>(frame->precision, 1));
+        Uint8* dst = src.decoded.data() + static_cast<size_t>(f) * frame_values * bytes;
+        for (size_t p = 0; p < frame_values; ++p) {
+          const uint32_t v = static_cast<uint32_t>(frame->values[p]);  // two's complement bits
+          std::memcpy(dst + p * bytes, &v, bytes);                     // little-endian host
+        }
+        return absl::OkStatus();
+      });
+  if (!decoded.ok()) return decoded;
   src.pixels = src.decoded.data();
   return absl::OkStatus();
+}
+
+bool IsJpegOrJpegLs(E_TransferSyntax xfer) {
+  return DcmXfer(xfer).getJPEGProcess8Bit() != 0 || xfer == EXS_JPEGLSLossless || xfer == EXS_JPEGLSLossy;
 }
 
 // Decodes (or, for native data, checks and points at) the pixels of one file
@@ -256,6 +296,12 @@ absl::Status DecodeSourcePixels(Source& src, int64_t nx, int64_t ny) {
         return Refuse(src.file_index, "pixel data is longer than the file (truncated?)");
       }
     }
+    // The layout (grayscale, 8/16/32 bits) bounds what DCMTK's decoders
+    // allocate: they size their output from these attributes, so a claimed
+    // BitsAllocated of 65528 would cost 8191 bytes per pixel.
+    if (auto st = ReadPixelLayout(ds, src); !st.ok()) return st;
+    if (IsJpegOrJpegLs(xfer))
+      if (auto st = CheckJpegFrameHeaders(ds, ny, nx, frames, src); !st.ok()) return st;
     if (ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr).bad() ||
         !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
       return absl::UnimplementedError(absl::StrCat("cannot decode DICOM transfer syntax ", DcmXfer(xfer).getXferName(),

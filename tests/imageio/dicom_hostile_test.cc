@@ -2,12 +2,16 @@
 // 32 bits and frame counts that nothing in the file backs are refused before
 // anything of their size is allocated or read.
 #include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcrleerg.h>
 #include <dcmtk/dcmdata/dctk.h>
+#include <dcmtk/dcmjpeg/djencode.h>
+#include <dcmtk/dcmjpeg/djrplol.h>
 #include <gtest/gtest.h>
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <string>
 
@@ -72,6 +76,29 @@ std::string MakeCt(const CtSpec& spec) {
   return bytes;
 }
 
+// The file `MakeCt` made, re-encoded in `xfer` by DCMTK's own encoders, with
+// `lie` applied to the dataset after encoding.
+std::string Reencode(const std::string& bytes, E_TransferSyntax xfer, const std::function<void(DcmDataset*)>& lie) {
+  static const bool registered = [] {
+    DJEncoderRegistration::registerCodecs();
+    DcmRLEEncoderRegistration::registerCodecs();
+    return true;
+  }();
+  (void)registered;
+  const std::string path = ::testing::TempDir() + "/hostile_reencoded.dcm";
+  std::ofstream(path, std::ios::binary) << bytes;
+  DcmFileFormat file;
+  EXPECT_TRUE(file.loadFile(path.c_str()).good());
+  DcmDataset* ds = file.getDataset();
+  const DJ_RPLossless lossless;
+  EXPECT_TRUE(ds->chooseRepresentation(xfer, xfer == EXS_RLELossless ? nullptr : &lossless).good());
+  lie(ds);
+  EXPECT_TRUE(file.saveFile(path.c_str(), xfer).good());
+  std::string out = ReadWholeFile(path).value_or("");
+  std::filesystem::remove(path);
+  return out;
+}
+
 TEST(DicomHostileTest, AWellFormedFileReads) {
   auto image = ReadDicomSeries({MakeCt({})});
   ASSERT_TRUE(image.ok()) << image.status();
@@ -128,6 +155,55 @@ TEST(DicomHostileTest, SeriesTotalIsCheckedAgainstTheVoxelLimit) {
   options.max_voxels = 48;
   image = ReadDicomSeries({MakeCt(spec)}, options);
   EXPECT_TRUE(image.ok()) << image.status();
+}
+
+CtSpec Ct64() {
+  CtSpec spec;
+  spec.rows = spec.cols = 64;
+  spec.pixel_bytes = 64 * 64 * 2;
+  return spec;
+}
+
+// The control for the two below: the same file, honestly encoded, reads.
+TEST(DicomHostileTest, HonestlyCompressedFilesRead) {
+  for (E_TransferSyntax xfer : {EXS_RLELossless, EXS_JPEGProcess14SV1}) {
+    auto image = ReadDicomSeries({Reencode(MakeCt(Ct64()), xfer, [](DcmDataset*) {})});
+    ASSERT_TRUE(image.ok()) << DcmXfer(xfer).getXferName() << ": " << image.status();
+    EXPECT_EQ(image->volume.voxels[100], 7 + 7 * 256);
+  }
+}
+
+// DCMTK's decoders size their output from BitsAllocated: 65528 bits claimed
+// by a small RLE file cost 8191 bytes per pixel before the layout was checked
+// (536 MB for 256 x 256). The layout is now checked before decoding.
+TEST(DicomHostileTest, AnImpossiblePixelLayoutIsRefusedBeforeDecoding) {
+  CtSpec spec = Ct64();
+  spec.rows = spec.cols = 256;
+  spec.pixel_bytes = 256 * 256 * 2;
+  const std::string file =
+      Reencode(MakeCt(spec), EXS_RLELossless, [](DcmDataset* ds) { ds->putAndInsertUint16(DCM_BitsAllocated, 65528); });
+  const int64_t rss = testing::ResetPeakRss();
+  auto image = ReadDicomSeries({file});
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument) << image.status();
+  EXPECT_NE(image.status().message().find("unsupported pixel layout"), std::string::npos) << image.status();
+  EXPECT_LT(testing::PeakRssBytes() - rss, int64_t{64} << 20);
+}
+
+// A JPEG frame header claiming 65000 x 65000 inside a 64 x 64 image: DCMTK's
+// decoder sized its buffers from it (a 7 KB progressive JPEG cost 8 GiB and
+// 34 s). Refused from the header, before DCMTK decodes.
+TEST(DicomHostileTest, AJpegFrameLargerThanTheImageIsRefusedBeforeDecoding) {
+  std::string file = Reencode(MakeCt(Ct64()), EXS_JPEGProcess14SV1, [](DcmDataset*) {});
+  const size_t sof = file.find("\xFF\xC3");  // lossless, Huffman: SOF3
+  ASSERT_NE(sof, std::string::npos);
+  for (size_t at : {sof + 5, sof + 7}) file.replace(at, 2, "\xFD\xE8");  // 65000
+  const int64_t rss = testing::ResetPeakRss();
+  auto image = ReadDicomSeries({file});
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument) << image.status();
+  EXPECT_NE(image.status().message().find("frame header says 65000 x 65000"), std::string::npos) << image.status();
+  EXPECT_LT(testing::PeakRssBytes() - rss, int64_t{64} << 20);
 }
 
 }  // namespace
