@@ -17,6 +17,17 @@ cmake --build "$BUILD" -j "${UPP_JOBS:-2}"
 # a CI log is enough to reproduce and fix it.
 run_target() {
   local name="$1" corpus="$2" seeds="$3" max_len="$4" log="$BUILD/$1.log"
+  local regressions="tests/fuzz/regressions/${name%_fuzzer}"
+  # Past findings first: each must now run clean (libFuzzer runs the files
+  # given and exits non-zero on any finding).
+  if [ -d "$regressions" ]; then
+    "$BUILD/tests/fuzz/$name" -rss_limit_mb=2048 "$regressions"/* >"$log" 2>&1 || {
+      sed -n '/^==[0-9]*==\|ERROR: libFuzzer\|out-of-memory/,$p' "$log" | head -120
+      echo "fuzz: $name FAILED on a past finding in $regressions"
+      return 1
+    }
+    echo "fuzz: $name: $(ls "$regressions" | wc -l) past findings run clean"
+  fi
   if "$BUILD/tests/fuzz/$name" -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 -max_len="$max_len" \
     -print_final_stats=1 -artifact_prefix="$BUILD/$name-" "$corpus" "$seeds" >"$log" 2>&1; then
     tail -6 "$log"

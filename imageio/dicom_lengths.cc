@@ -6,7 +6,9 @@
 #include <cctype>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
@@ -80,8 +82,7 @@ class Walker {
       // Items and delimiters never have a VR; elements of explicit syntaxes do.
       if (syntax.explicit_vr) {
         vr.assign(b_.data() + pos + 4, 2);
-        if (vr == "OB" || vr == "OW" || vr == "OF" || vr == "SQ" || vr == "UT" || vr == "UN" || vr == "UC" ||
-            vr == "UR" || vr == "OD" || vr == "OL" || vr == "OV" || vr == "SV" || vr == "UV") {
+        if (UsesLongLengthField(vr[0], vr[1])) {
           if (end - pos < 12) return Short(pos, end);
           length = U32(pos + 8, syntax.little);
           header = 12;
@@ -173,7 +174,7 @@ class Walker {
     std::string vr(b_.data() + p + 4, 2);
     uint32_t length;
     size_t header = 8;
-    if (vr == "OB" || vr == "OW" || vr == "UN" || vr == "UT" || vr == "SQ") {
+    if (UsesLongLengthField(vr[0], vr[1])) {
       if (end - p < 12) return Short(p, end);
       length = U32(p + 8, true);
       header = 12;
@@ -255,6 +256,17 @@ class Walker {
 };
 
 }  // namespace
+
+bool UsesLongLengthField(char first, char second) {
+  const auto upper = [](char c) { return c >= 'A' && c <= 'Z'; };
+  const char chars[2] = {first, second};
+  const std::string_view vr(chars, 2);
+  static constexpr std::string_view kShort[] = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO",
+                                                "LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US"};
+  if (upper(first) && upper(second)) return std::find(std::begin(kShort), std::end(kShort), vr) == std::end(kShort);
+  // DCMTK's internal VR names, which it also accepts from a stream.
+  return vr == "lt" || vr == "ox" || vr == "px";
+}
 
 absl::Status CheckDicomLengths(std::string_view file) { return Walker(file).File(); }
 

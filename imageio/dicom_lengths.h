@@ -9,8 +9,8 @@
 // the transfer syntax's VR rule and byte order; sequences and items of
 // defined or undefined length, nested; encapsulated pixel data as fragment
 // items; UN elements of undefined length as implicit-VR sequences (PS3.5
-// 6.2.2). Deflated data sets are not walked (their lengths refer to inflated
-// bytes; DCMTK inflates them as a stream). Torch- and DCMTK-free.
+// 6.2.2). Deflated data sets are inflated (at most 1 GiB) and walked as
+// explicit VR little endian. Torch- and DCMTK-free.
 #ifndef UPP_IMAGEIO_DICOM_LENGTHS_H_
 #define UPP_IMAGEIO_DICOM_LENGTHS_H_
 
@@ -22,6 +22,15 @@ namespace upp::imageio {
 
 // OK, or INVALID_ARGUMENT naming the element whose length does not fit.
 absl::Status CheckDicomLengths(std::string_view file);
+
+// Whether an explicit-VR element with these two VR bytes has a 4-byte length
+// (after 2 reserved bytes) rather than a 2-byte one, as DCMTK reads it: the
+// long-form VRs, and also any two upper-case letters that are not a known
+// short VR (DCMTK assumes an unknown VR is a future one, which has a 4-byte
+// length), plus DCMTK's internal names "lt", "ox", "px". The walk must read
+// the structure exactly as DCMTK will, else DCMTK allocates a length that
+// the walk never saw (a fuzzed 9 KB file made it allocate 2.7 GB).
+bool UsesLongLengthField(char first, char second);
 
 }  // namespace upp::imageio
 

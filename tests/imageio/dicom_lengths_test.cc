@@ -15,6 +15,7 @@
 
 #include "imageio/dicom.h"
 #include "imageio/file_util.h"
+#include "tests/testing/rss.h"
 
 namespace upp::imageio {
 namespace {
@@ -103,6 +104,36 @@ TEST(DicomLengthsTest, WalksDeflatedDataSetsAfterInflating) {
   const absl::Status s = CheckDicomLengths(file + deflate_raw(hostile));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("(0009,0010)"), std::string::npos) << s;
+}
+
+// The walk must read every element's length field as DCMTK will: for each of
+// the 65536 two-byte VRs, the walk's rule is DCMTK's own.
+TEST(DicomLengthsTest, LengthFieldRuleIsDcmtksForEveryVr) {
+  int long_form = 0;
+  for (int a = 0; a < 256; ++a) {
+    for (int b = 0; b < 256; ++b) {
+      const char name[3] = {static_cast<char>(a), static_cast<char>(b), '\0'};
+      const bool dcmtk = DcmVR(name).usesExtendedLengthEncoding();
+      ASSERT_EQ(UsesLongLengthField(name[0], name[1]), dcmtk) << "VR bytes " << a << " " << b;
+      long_form += dcmtk;
+    }
+  }
+  EXPECT_GT(long_form, 600);  // 26 x 26 upper-case pairs less 21 short VRs, plus lt/ox/px
+}
+
+// The fuzzer's find (reduced): an unknown but upper-case VR "MM" has a 4-byte
+// length for DCMTK; read with a 2-byte length, the walk saw a harmless short
+// element while DCMTK allocated the 2.7 GB claimed in the next four bytes.
+TEST(DicomLengthsTest, UnknownUpperCaseVrHasALongLength) {
+  const std::string ct = Read(std::string(kTestFiles) + "/CT_small.dcm");
+  if (ct.empty()) GTEST_SKIP() << "python3-pydicom test data not installed";
+  std::string file = ct + std::string("\xa4\x54\x4d\x4dMM\x00\x00\x4d\x4d\xa4\xa4", 12) + std::string(64, 'x');
+  const absl::Status s = CheckDicomLengths(file);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("2762231117"), std::string::npos) << s;
+  const int64_t rss = testing::ResetPeakRss();
+  EXPECT_EQ(ReadDicomSeries({file}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_LT(testing::PeakRssBytes() - rss, int64_t{64} << 20);
 }
 
 }  // namespace
