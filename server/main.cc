@@ -16,19 +16,16 @@
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
-#include <optional>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "model/cpu_threads.h"
-#include "server/config.h"
+#include "server/command_line.h"
 #include "server/server.h"
 
 namespace {
 int g_signal_pipe[2] = {-1, -1};
-struct Flags {
-  std::string config_path, listen, metrics, weights, plan, log_level;
-  bool log_json = false;
-};
 
 // A handler, not sigwait(): libraries start threads before main() (OpenBLAS)
 // with the signals unblocked, so any thread may receive them. The handler
@@ -48,52 +45,17 @@ bool InstallSignalPipe() {
   return true;
 }
 
-// Defaults < the file < explicit flags; the default model when none is named.
-std::optional<unetrpp::v1::ServerConfig> AssembleConfig(const Flags& f) {
-  unetrpp::v1::ServerConfig config;
-  if (!f.config_path.empty()) {
-    auto loaded = upp::server::LoadConfigFile(f.config_path);
-    if (!loaded.ok()) {
-      std::fprintf(stderr, "unetrpp-serve: %s\n", std::string(loaded.status().message()).c_str());
-      return std::nullopt;
-    }
-    config = *loaded;
-  }
-  if (!f.weights.empty()) {
-    auto* m = config.add_models();
-    m->set_name("default");
-    m->set_weights(f.weights);
-    m->set_plan_file(f.plan);
-  }
-  if (config.models().empty()) {
-    // No configuration: the project's default model (synthetic-CT phantom
-    // model, docs/model_card.md), from $UPP_DEFAULT_MODEL, the install's
-    // share/ directory, or the source tree.
-    std::vector<std::string> candidates;
-    if (const char* env = std::getenv("UPP_DEFAULT_MODEL")) candidates.push_back(env);
-    std::error_code ec;
-    const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-    if (!ec) candidates.push_back((exe.parent_path() / "../share/unetrpp-serve/phantom_ct_v1.safetensors").string());
-    candidates.push_back(UPP_SOURCE_DIR "/model/weights/phantom_ct_v1.safetensors");
-    for (const auto& c : candidates) {
-      if (!std::filesystem::exists(c)) continue;
-      auto* m = config.add_models();
-      m->set_name("phantom-ct");
-      m->set_version("1");
-      m->set_weights(c);
-      break;
-    }
-    if (config.models().empty()) {
-      std::fprintf(stderr, "unetrpp-serve: no model configured (--config or --weights) and no default model found\n");
-      return std::nullopt;
-    }
-  }
-  if (!f.listen.empty()) config.set_listen_address(f.listen);
-  if (!f.metrics.empty()) config.set_metrics_address(f.metrics);
-  if (!f.log_level.empty()) config.mutable_logging()->set_level(f.log_level);
-  if (f.log_json) config.mutable_logging()->set_json(true);
-  upp::server::ApplyDefaults(config);
-  return config;
+// The project's default model (synthetic-CT phantom model,
+// docs/model_card.md), for a start without configuration: from
+// $UPP_DEFAULT_MODEL, the install's share/ directory, or the source tree.
+std::vector<std::string> DefaultModelCandidates() {
+  std::vector<std::string> candidates;
+  if (const char* env = std::getenv("UPP_DEFAULT_MODEL")) candidates.push_back(env);
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) candidates.push_back((exe.parent_path() / "../share/unetrpp-serve/phantom_ct_v1.safetensors").string());
+  candidates.push_back(UPP_SOURCE_DIR "/model/weights/phantom_ct_v1.safetensors");
+  return candidates;
 }
 
 void SetUpLogging(const unetrpp::v1::ServerConfig& config) {
@@ -117,7 +79,7 @@ void HardenProcess(const unetrpp::v1::ServerConfig& config) {
 
 int main(int argc, char** argv) {
   CLI::App app{"unetrpp-serve: UNETR++ segmentation over gRPC"};
-  Flags f;
+  upp::server::CommandLine f;
   app.add_option("--config", f.config_path, "server configuration (protobuf text format)");
   app.add_option("--listen", f.listen, "override listen_address, e.g. 0.0.0.0:50051");
   app.add_option("--metrics", f.metrics, "override metrics_address (\"off\" disables)");
@@ -127,8 +89,11 @@ int main(int argc, char** argv) {
   app.add_flag("--log-json", f.log_json, "log JSON lines");
   CLI11_PARSE(app, argc, argv);
   if (!InstallSignalPipe()) return 1;
-  auto assembled = AssembleConfig(f);
-  if (!assembled) return 2;
+  auto assembled = upp::server::AssembleConfig(f, DefaultModelCandidates());
+  if (!assembled.ok()) {
+    std::fprintf(stderr, "unetrpp-serve: %s\n", std::string(assembled.status().message()).c_str());
+    return 2;
+  }
   const unetrpp::v1::ServerConfig& config = *assembled;
   SetUpLogging(config);
   HardenProcess(config);

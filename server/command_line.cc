@@ -1,0 +1,44 @@
+#include "server/command_line.h"
+
+#include <filesystem>
+
+#include "server/config.h"
+
+namespace upp::server {
+
+absl::StatusOr<unetrpp::v1::ServerConfig> AssembleConfig(const CommandLine& f,
+                                                         const std::vector<std::string>& default_models) {
+  unetrpp::v1::ServerConfig config;
+  if (!f.config_path.empty()) {
+    auto loaded = LoadConfigFile(f.config_path);
+    if (!loaded.ok()) return loaded.status();
+    config = *std::move(loaded);
+  }
+  if (!f.weights.empty()) {
+    auto* m = config.add_models();
+    m->set_name("default");
+    m->set_weights(f.weights);
+    m->set_plan_file(f.plan);
+  }
+  if (config.models().empty()) {
+    for (const auto& candidate : default_models) {
+      std::error_code ec;
+      if (!std::filesystem::exists(candidate, ec)) continue;
+      auto* m = config.add_models();
+      m->set_name("phantom-ct");
+      m->set_version("1");
+      m->set_weights(candidate);
+      break;
+    }
+    if (config.models().empty())
+      return absl::FailedPreconditionError("no model configured (--config or --weights) and no default model found");
+  }
+  if (!f.listen.empty()) config.set_listen_address(f.listen);
+  if (!f.metrics.empty()) config.set_metrics_address(f.metrics);
+  if (!f.log_level.empty()) config.mutable_logging()->set_level(f.log_level);
+  if (f.log_json) config.mutable_logging()->set_json(true);
+  ApplyDefaults(config);
+  return config;
+}
+
+}  // namespace upp::server

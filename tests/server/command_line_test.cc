@@ -1,0 +1,80 @@
+// Configuration precedence: defaults < the file < explicit flags, and the
+// default model only when nothing names one.
+#include "server/command_line.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace upp::server {
+namespace {
+
+std::string WriteFile(const std::string& name, const std::string& text) {
+  const std::string path = ::testing::TempDir() + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+class CommandLineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    weights_ = WriteFile("cl_weights.safetensors", "not read here");
+    file_ = WriteFile("cl_server.textproto",
+                      "listen_address: \"127.0.0.1:7001\"\n"
+                      "logging { level: \"warn\" }\n"
+                      "models { name: \"m\" weights: \"" +
+                          weights_ + "\" }\n");
+  }
+  std::string weights_, file_;
+};
+
+TEST_F(CommandLineTest, TheFileOverridesDefaults) {
+  CommandLine flags;
+  flags.config_path = file_;
+  auto config = AssembleConfig(flags, {});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->listen_address(), "127.0.0.1:7001");  // from the file
+  EXPECT_EQ(config->metrics_address(), "0.0.0.0:9464");   // default: the file is silent
+  EXPECT_EQ(config->logging().level(), "warn");
+  ASSERT_EQ(config->models_size(), 1);
+  EXPECT_EQ(config->models(0).name(), "m");
+}
+
+TEST_F(CommandLineTest, ExplicitFlagsOverrideTheFile) {
+  CommandLine flags;
+  flags.config_path = file_;
+  flags.listen = "127.0.0.1:7002";
+  flags.log_level = "debug";
+  auto config = AssembleConfig(flags, {});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->listen_address(), "127.0.0.1:7002");
+  EXPECT_EQ(config->logging().level(), "debug");
+  EXPECT_EQ(config->metrics_address(), "0.0.0.0:9464");
+}
+
+TEST_F(CommandLineTest, TheDefaultModelOnlyWhenNoneIsNamed) {
+  const std::string missing = ::testing::TempDir() + "/cl_missing.safetensors";
+  CommandLine flags;
+  auto config = AssembleConfig(flags, {missing, weights_});
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->models_size(), 1);
+  EXPECT_EQ(config->models(0).name(), "phantom-ct");
+  EXPECT_EQ(config->models(0).weights(), weights_);  // the first candidate that exists
+  EXPECT_EQ(config->listen_address(), "0.0.0.0:50051");
+
+  flags.config_path = file_;
+  config = AssembleConfig(flags, {weights_});
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->models_size(), 1);
+  EXPECT_EQ(config->models(0).name(), "m");
+
+  flags = CommandLine{};
+  EXPECT_EQ(AssembleConfig(flags, {missing}).status().code(), absl::StatusCode::kFailedPrecondition);
+  flags.config_path = missing;
+  EXPECT_FALSE(AssembleConfig(flags, {weights_}).ok());
+}
+
+}  // namespace
+}  // namespace upp::server
