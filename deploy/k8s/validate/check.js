@@ -1,0 +1,111 @@
+// Validates rendered Kubernetes manifests: every object against the
+// Kubernetes API schema of its kind (the npm package kubernetes-models),
+// then the deployment rules this project relies on, which a schema cannot
+// express (hardening, probes, grace period above the drain grace, selectors
+// that select, an HPA that targets something). Exit status 1 on any finding.
+// Usage: node check.js FILE.yaml...   (run by deploy/k8s/validate.sh)
+"use strict";
+const fs = require("fs");
+const YAML = require("yaml");
+
+const problems = [];
+const problem = (where, what) => problems.push(`${where}: ${what}`);
+
+// kubernetes-models lays out one module per API group and version.
+function modelFor(apiVersion, kind) {
+  const [group, version] = apiVersion.includes("/") ? apiVersion.split("/") : ["", apiVersion];
+  const path = group ? `kubernetes-models/${group}/${version}` : `kubernetes-models/${version}`;
+  try {
+    return require(path)[kind];
+  } catch (e) {
+    return undefined;
+  }
+}
+
+function validateSchema(doc, where) {
+  const Model = modelFor(doc.apiVersion, doc.kind);
+  if (!Model) return problem(where, `no schema for ${doc.apiVersion} ${doc.kind}`);
+  try {
+    new Model(doc).validate();
+  } catch (e) {
+    problem(where, `schema: ${e.message}`);
+  }
+}
+
+const matches = (selector, labels) =>
+  Object.entries(selector || {}).every(([k, v]) => labels && labels[k] === v);
+
+function checkDeployment(d, where, all) {
+  const pod = d.spec.template;
+  const spec = pod.spec;
+  const psc = spec.securityContext || {};
+  if (psc.runAsNonRoot !== true) problem(where, "pod securityContext.runAsNonRoot is not true");
+  if (!psc.seccompProfile || psc.seccompProfile.type !== "RuntimeDefault")
+    problem(where, "pod seccompProfile is not RuntimeDefault");
+  if (!matches(d.spec.selector.matchLabels, pod.metadata.labels)) problem(where, "selector does not select its pods");
+  const grace = spec.terminationGracePeriodSeconds;
+  for (const c of spec.containers) {
+    const at = `${where} container ${c.name}`;
+    const sc = c.securityContext || {};
+    if (sc.allowPrivilegeEscalation !== false) problem(at, "allowPrivilegeEscalation is not false");
+    if (sc.readOnlyRootFilesystem !== true) problem(at, "readOnlyRootFilesystem is not true");
+    if (!sc.capabilities || !(sc.capabilities.drop || []).includes("ALL")) problem(at, "capabilities do not drop ALL");
+    if (!/:[0-9A-Za-z._-]+$/.test(c.image) || c.image.endsWith(":latest")) problem(at, `image ${c.image}: no version tag`);
+    for (const probe of ["startupProbe", "readinessProbe", "livenessProbe"])
+      if (!c[probe]) problem(at, `no ${probe}`);
+    if (!c.resources || !c.resources.limits || !c.resources.limits.memory) problem(at, "no memory limit");
+    if (!c.resources || !c.resources.requests || !c.resources.requests.cpu) problem(at, "no cpu request");
+  }
+  // The configuration mounted: its drain grace must fit in the pod's.
+  for (const v of spec.volumes || []) {
+    if (!v.configMap) continue;
+    const cm = all.find((o) => o.kind === "ConfigMap" && o.metadata.name === v.configMap.name);
+    if (!cm) return problem(where, `configMap ${v.configMap.name} is not among the manifests`);
+    const text = cm.data["server.textproto"] || "";
+    const m = /^\s*drain_grace_seconds:\s*(\d+)/m.exec(text);
+    const drain = m ? Number(m[1]) : 30;
+    if (!(grace > drain)) problem(where, `terminationGracePeriodSeconds ${grace} is not above drain_grace_seconds ${drain}`);
+  }
+}
+
+function podsOf(all) {
+  return all.filter((o) => o.kind === "Deployment").map((d) => d.spec.template.metadata.labels);
+}
+
+function checkSelects(o, where, all, selector) {
+  if (!podsOf(all).some((labels) => matches(selector, labels))) problem(where, "selects no pods of the deployment");
+}
+
+function check(all, file) {
+  for (const [i, o] of all.entries()) {
+    const where = `${file} #${i + 1} ${o.kind}/${o.metadata && o.metadata.name}`;
+    validateSchema(o, where);
+    if (o.kind === "Deployment") checkDeployment(o, where, all);
+    if (o.kind === "Service") checkSelects(o, where, all, o.spec.selector);
+    if (o.kind === "PodDisruptionBudget") checkSelects(o, where, all, o.spec.selector.matchLabels);
+    if (o.kind === "NetworkPolicy") checkSelects(o, where, all, o.spec.podSelector.matchLabels);
+    if (o.kind === "HorizontalPodAutoscaler") {
+      const t = o.spec.scaleTargetRef;
+      if (!all.some((d) => d.kind === t.kind && d.metadata.name === t.name)) problem(where, `targets no ${t.kind} ${t.name}`);
+    }
+  }
+}
+
+let objects = 0;
+for (const file of process.argv.slice(2)) {
+  const docs = YAML.parseAllDocuments(fs.readFileSync(file, "utf8"));
+  const all = [];
+  for (const doc of docs) {
+    if (doc.errors.length) problem(file, `YAML: ${doc.errors[0].message}`);
+    const o = doc.toJS();
+    if (o) all.push(o);
+  }
+  objects += all.length;
+  // Objects of other files (the monitoring rules) are checked alone.
+  check(all, file);
+}
+if (problems.length) {
+  for (const p of problems) console.error(`manifests: ${p}`);
+  process.exit(1);
+}
+console.log(`manifests: ${objects} objects valid (Kubernetes API schemas + deployment rules)`);
