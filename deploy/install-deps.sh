@@ -1,31 +1,41 @@
 #!/usr/bin/env bash
 # Installs exactly the Debian 12 packages that unetrpp-serve's build, tests and
 # demo need. Idempotent and non-interactive; run as root (or with sudo).
+#   deploy/install-deps.sh           everything: build, tests, demo, image and manifest checks
+#   deploy/install-deps.sh --build   only what building the binaries needs (the Dockerfile's build stage)
 set -euo pipefail
 
-PACKAGES=(
+BUILD_PACKAGES=(
   # toolchain
-  build-essential cmake ninja-build ccache pkg-config git clang-format
+  build-essential cmake ninja-build ccache pkg-config
   # model/: LibTorch (CPU) with OpenBLAS, JSON, command-line parsing
   libtorch-dev libopenblas0-pthread libopenblas-dev libdnnl-dev nlohmann-json3-dev libcli11-dev
-  # preprocessing/: Abseil (status, strings), zlib and libdeflate (.nii.gz)
-  libabsl-dev zlib1g-dev libdeflate-dev
+  # imageio/: Abseil (status, strings), zlib and libdeflate (.nii.gz), DCMTK, OpenJPEG
+  libabsl-dev zlib1g-dev libdeflate-dev libdcmtk-dev libopenjp2-7-dev
+  # proto/ + server/: gRPC and protobuf (with the C++ and Python plugins), Prometheus, logging, OpenSSL
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev libspdlog-dev libssl-dev
+  # clients/: the PNG overlay (cairo)
+  libcairo2-dev
+)
+
+PACKAGES=(
+  "${BUILD_PACKAGES[@]}"
+  git clang-format
   # tests (python3-nibabel: the independent NIfTI reader the tests compare with;
   # clang + libclang-rt: the libFuzzer targets of deploy/fuzz.sh)
   libgtest-dev libgmock-dev python3-nibabel clang libclang-rt-14-dev
-  # preprocessing/: DICOM through DCMTK; tests compare with pydicom and use dcmtk's encoders
-  libdcmtk-dev dcmtk python3-pydicom dicom3tools
-  # preprocessing/: JPEG 2000 DICOM through OpenJPEG (DCMTK's free edition has no JPEG 2000 codec)
-  libopenjp2-7-dev
+  # tests compare DICOM reading with pydicom and use dcmtk's encoders and validators
+  dcmtk python3-pydicom dicom3tools
   # checkpoint converter (tools/convert_checkpoint.py) and its test
   python3 python3-torch python3-numpy
-  # proto/ + server/: gRPC and protobuf (with the C++ plugin), Prometheus, logging
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev libspdlog-dev
-  # clients/: the Python client (grpcio, protobuf; stubs from protoc + grpc_python_plugin), the PNG overlay (cairo)
-  python3-grpcio python3-protobuf libcairo2-dev
+  # clients/: the Python client (grpcio, protobuf; stubs from protoc + grpc_python_plugin)
+  python3-grpcio python3-protobuf
   # tests: a self-signed certificate for the TLS test
   openssl
+  # deploy/docker: the image built and run (Docker engine, a local base image), manifests checked
+  docker.io debootstrap yamllint nodejs
 )
+if [ "${1:-}" = "--build" ]; then PACKAGES=("${BUILD_PACKAGES[@]}"); fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -36,6 +46,12 @@ for p in "${PACKAGES[@]}"; do
     missing+=("$p")
   fi
 done
+
+# npm: Debian's package unless a Node.js that brings its own npm is installed.
+# kubectl (its built-in kustomize renders deploy/k8s): Debian's kubernetes-client
+# unless another kubectl is installed.
+if [ "${1:-}" != "--build" ] && ! command -v npm >/dev/null; then missing+=(npm); fi
+if [ "${1:-}" != "--build" ] && ! command -v kubectl >/dev/null; then missing+=(kubernetes-client); fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
   echo "install-deps: all ${#PACKAGES[@]} packages present"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh Debian 12 machine: install what is missing,
-# build, run every test with CTest, then fuzz the input parsers for a bounded
-# time. This is what .ci/run runs.
+# build, run every test with CTest, fuzz the input parsers for a bounded time,
+# then build the Docker image and test it as it runs (deploy/docker-test.sh).
+# This is what .ci/run runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/install-deps.sh
@@ -14,4 +15,6 @@ TOTAL=$(sed -n 's/.*tests failed out of \([0-9]*\).*/\1/p' "$LOG" | tail -1)
 # Fuzz the input parsers and the request logic for a bounded time (clang,
 # ASan + UBSan): 3 targets.
 bash deploy/fuzz.sh 30
-echo "tests: $((TOTAL + 3)) passed, 0 failed"
+# The image: built (cold on a fresh machine: the longest step) and run hardened.
+bash deploy/docker-test.sh
+echo "tests: $((TOTAL + 4)) passed, 0 failed"

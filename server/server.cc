@@ -21,6 +21,7 @@
 #include "server/result_encoder.h"
 #include "server/segment_call.h"
 #include "server/service_state.h"
+#include "server/system_memory.h"
 #include "unetrpp/v1/segmentation.grpc.pb.h"
 
 namespace upp::server {
@@ -173,6 +174,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(unetrpp::v1::ServerConfig
   auto metrics = std::make_unique<Metrics>();
   const model::CpuFeatures& cpu = model::DetectCpuFeatures();
   spdlog::info("{}", model::DescribeCpuFeatures(cpu));
+  // Operators check this against the container's memory limit.
+  spdlog::info("admission: at most {} MiB of request working memory at once (memory available: {} MiB)",
+               config.limits().max_bytes_in_flight() >> 20, AvailableMemoryBytes() >> 20);
   metrics->CpuInfo(cpu.isa, cpu.bf16_convolutions, cpu.amx);
   std::vector<std::string> devices;
   for (const auto& m : config.models()) devices.insert(devices.end(), m.devices().begin(), m.devices().end());

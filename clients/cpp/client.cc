@@ -2,14 +2,18 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "imageio/file_util.h"
 
 namespace upp::client {
 namespace {
 
-void ApplyDeadline(grpc::ClientContext& context, const std::optional<absl::Duration>& deadline) {
-  if (deadline) context.set_deadline(absl::ToChronoTime(absl::Now() + *deadline));
+// Client-side health checking makes round_robin skip servers that answer
+// NOT_SERVING (draining), not only those whose connection fails.
+std::string ServiceConfig(const std::string& load_balancing) {
+  return absl::StrCat(R"({"loadBalancingConfig": [{")", load_balancing,
+                      R"(": {}}], "healthCheckConfig": {"serviceName": ""}})");
 }
 
 }  // namespace
@@ -26,6 +30,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& targe
   args.SetMaxReceiveMessageSize(proto::kMaxMessageBytes);
   args.SetMaxSendMessageSize(proto::kMaxMessageBytes);
   if (!options.server_name.empty()) args.SetSslTargetNameOverride(options.server_name);
+  if (!options.load_balancing.empty()) args.SetServiceConfigJSON(ServiceConfig(options.load_balancing));
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
   if (!options.tls_ca_file.empty()) {
     grpc::SslCredentialsOptions tls;
@@ -53,9 +58,25 @@ std::unique_ptr<Client> Client::Connect(const std::string& target) {
 
 absl::StatusOr<SegmentResult> Client::Segment(const std::vector<std::string>& inputs, const SegmentOptions& options,
                                               const ProgressCallback& progress) {
+  const absl::Time deadline = options.deadline ? absl::Now() + *options.deadline : absl::InfiniteFuture();
+  absl::Duration backoff = absl::Milliseconds(200);
+  for (int attempt = 1;; ++attempt) {
+    auto result = SegmentOnce(inputs, options, deadline, progress);
+    if (result.ok()) result->attempts = attempt;
+    if (result.ok() || result.status().code() != absl::StatusCode::kUnavailable || attempt >= options.max_attempts ||
+        absl::Now() + backoff >= deadline) {
+      return result;
+    }
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+  }
+}
+
+absl::StatusOr<SegmentResult> Client::SegmentOnce(const std::vector<std::string>& inputs, const SegmentOptions& options,
+                                                  absl::Time deadline, const ProgressCallback& progress) {
   grpc::ClientContext context;
   Prepare(context);
-  ApplyDeadline(context, options.deadline);
+  if (deadline != absl::InfiniteFuture()) context.set_deadline(absl::ToChronoTime(deadline));
   auto stream = stub_->Segment(&context);
 
   unetrpp::v1::SegmentRequest request;

@@ -35,8 +35,12 @@ struct SegmentOptions {
   double step = 0;  // 0: the model's plan
   int priority = 0;
   std::string client_request_id;
-  std::optional<absl::Duration> deadline;
+  std::optional<absl::Duration> deadline;  // for all attempts together
   size_t chunk_bytes = proto::kChunkBytes;
+  // Attempts on UNAVAILABLE (a replica draining or gone, no replica ready):
+  // the whole request is sent again after 200 ms, 400 ms, ... (at most 2 s,
+  // within the deadline). Safe because a segmentation has no side effects.
+  int max_attempts = 1;
 };
 
 struct SegmentResult {
@@ -44,6 +48,7 @@ struct SegmentResult {
   unetrpp::v1::ResultHeader header;
   std::map<unetrpp::v1::OutputKind, std::string> outputs;
   unetrpp::v1::Summary summary;
+  int attempts = 1;  // calls made, retries included
 };
 
 using ProgressCallback = std::function<void(const unetrpp::v1::Progress&)>;
@@ -55,6 +60,11 @@ struct ConnectOptions {
   std::string tls_cert_file, tls_key_file;  // PEM; mTLS
   std::string server_name;                  // overrides the name checked in the server's certificate
   std::string token;                        // sent as "authorization: Bearer <token>"
+  // "round_robin": spread calls over every address the target resolves to
+  // (a headless Kubernetes service, "dns:///name:port", or a list
+  // "ipv4:a:port,b:port"), skipping servers whose health is not SERVING, so
+  // a draining replica gets no new calls. Empty: gRPC's default (pick_first).
+  std::string load_balancing;
 };
 
 class Client {
@@ -77,6 +87,8 @@ class Client {
 
  private:
   void Prepare(grpc::ClientContext& context) const;
+  absl::StatusOr<SegmentResult> SegmentOnce(const std::vector<std::string>& inputs, const SegmentOptions& options,
+                                            absl::Time deadline, const ProgressCallback& progress);
 
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<unetrpp::v1::Segmentation::Stub> stub_;

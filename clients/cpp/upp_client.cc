@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -105,6 +106,7 @@ struct SegmentArgs {
   std::string output, seg, png, json_path, model;
   bool mirror = false;
   double deadline = 0;
+  int attempts = 4;
 };
 
 int Health(upp::client::Client& client, const std::string& service) {
@@ -209,6 +211,7 @@ int Segment(upp::client::Client& client, const SegmentArgs& args) {
   options.model = args.model;
   options.mirror = args.mirror;
   if (args.deadline > 0) options.deadline = absl::Seconds(args.deadline);
+  options.max_attempts = std::max(1, args.attempts);
   const bool dicom = args.inputs.size() == 1 && fs::is_directory(args.inputs[0]);
   if (dicom) options.format = unetrpp::v1::INPUT_FORMAT_DICOM;
   std::vector<std::string> files;
@@ -248,6 +251,9 @@ int main(int argc, char** argv) {
   app.add_option("--server-name", connect.server_name, "the name in the server's certificate, if not the host");
   app.add_option("--token", connect.token, "bearer token (API key); also $UPP_TOKEN");
   app.add_option("--token-file", token_file, "file holding the bearer token");
+  app.add_option("--lb", connect.load_balancing,
+                 "\"round_robin\": spread calls over all addresses of the server name (headless service, "
+                 "or ipv4:a:port,b:port)");
 
   auto* segment = app.add_subcommand("segment", "segment a volume");
   SegmentArgs args;
@@ -259,6 +265,8 @@ int main(int argc, char** argv) {
   segment->add_option("--model", args.model, "model name (default: the server's)");
   segment->add_flag("--mirror", args.mirror, "test-time mirroring along all axes (8x the work)");
   segment->add_option("--deadline", args.deadline, "give up after this many seconds");
+  segment->add_option("--attempts", args.attempts, "tries on UNAVAILABLE (replica draining or down), with backoff")
+      ->capture_default_str();
 
   auto* models = app.add_subcommand("models", "list the server's models");
   auto* health = app.add_subcommand("health", "check the server's health");

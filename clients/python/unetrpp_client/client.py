@@ -1,6 +1,8 @@
 """The client: Segment (bidirectional stream), ListModels, GetModel, health."""
 import dataclasses
+import json
 import os
+import time
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import grpc
@@ -52,14 +54,21 @@ def _read(item: Union[str, bytes, os.PathLike]) -> bytes:
 class Client:
     def __init__(self, target: str = "localhost:50051", channel: Optional[grpc.Channel] = None, *,
                  token: Optional[str] = None, tls_ca: Optional[str] = None, tls_cert: Optional[str] = None,
-                 tls_key: Optional[str] = None, server_name: Optional[str] = None):
+                 tls_key: Optional[str] = None, server_name: Optional[str] = None,
+                 load_balancing: Optional[str] = None):
         """token: sent as "authorization: Bearer <token>" (default: $UPP_TOKEN).
         tls_ca: a CA file (PEM) turns TLS on; tls_cert/tls_key add a client
         certificate (mTLS); server_name overrides the name checked in the
-        server's certificate."""
+        server's certificate. load_balancing="round_robin" spreads calls over
+        every address the target resolves to (a headless Kubernetes service,
+        "dns:///name:port", or "ipv4:a:port,b:port"), skipping servers that
+        are not SERVING (draining)."""
         options = [("grpc.max_receive_message_length", 4 << 20), ("grpc.max_send_message_length", 4 << 20)]
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
+        if load_balancing:
+            options.append(("grpc.service_config", json.dumps({
+                "loadBalancingConfig": [{load_balancing: {}}], "healthCheckConfig": {"serviceName": ""}})))
         if channel is None and tls_ca:
             with open(tls_ca, "rb") as f:
                 ca = f.read()
@@ -90,10 +99,14 @@ class Client:
                 outputs: Iterable[str] = ("nifti",), model: str = "", mirror: bool = False,
                 step: float = 0.0, priority: int = 0, client_request_id: str = "",
                 deadline: Optional[float] = None,
-                progress: Optional[Callable[[pb.Progress], None]] = None) -> SegmentResult:
+                progress: Optional[Callable[[pb.Progress], None]] = None,
+                attempts: int = 1) -> SegmentResult:
         """Segments one volume: NIfTI file(s) (one per channel), or the
         instances of a DICOM series with dicom=True (a directory path is
-        expanded to its files). Raises ServerError on a non-OK status."""
+        expanded to its files). Raises ServerError on a non-OK status.
+        attempts: tries on UNAVAILABLE (a replica draining or gone), the whole
+        request again after 0.2 s, 0.4 s, ... (at most 2 s), within the
+        deadline: a segmentation has no side effects."""
         if dicom and len(inputs) == 1 and isinstance(inputs[0], (str, os.PathLike)) and os.path.isdir(inputs[0]):
             inputs = sorted(os.path.join(inputs[0], n) for n in os.listdir(inputs[0]))
         blobs = [_read(i) for i in inputs]
@@ -109,6 +122,21 @@ class Client:
                     yield pb.SegmentRequest(chunk=pb.InputChunk(input_index=index, data=blob[off:off + CHUNK_BYTES]))
             yield pb.SegmentRequest(end=pb.EndOfInput())
 
+        end = None if deadline is None else time.monotonic() + deadline
+        backoff = 0.2
+        for attempt in range(1, max(1, attempts) + 1):
+            try:
+                left = None if end is None else max(0.0, end - time.monotonic())
+                return self._segment_once(requests, left, progress)
+            except ServerError as e:
+                if (e.code != grpc.StatusCode.UNAVAILABLE or attempt >= attempts
+                        or (end is not None and time.monotonic() + backoff >= end)):
+                    raise
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+        raise AssertionError("unreachable")
+
+    def _segment_once(self, requests, deadline, progress) -> SegmentResult:
         result = SegmentResult("", pb.ResultHeader(), {}, pb.Summary())
         chunks: Dict[str, List[bytes]] = {}
         try:
