@@ -6,9 +6,11 @@
 # middle of the load, as a scale-down or node drain does. Checks: every
 # request ends OK (none lost), the stopped replica drains and exits 0, every
 # replica served requests. Records per replica, once a second, the HPA's
-# metric (upp_queued_windows) and what the HPA (deploy/k8s/base/hpa.yaml)
-# would decide, and the requests each served.
+# metric (the one deploy/k8s/base/hpa.yaml names) and what the HPA would
+# decide (seconds spent at each desired replica count), and the requests
+# each served.
 # Usage: deploy/scale-test.sh [SECONDS] [CLIENTS]   (after deploy/build.sh)
+# UPP_SCALE_INPLANE / UPP_SCALE_SLICES: the phantom's largest size (default 96 x 48: one window).
 # Output: $UPP_SCALE_DIR (default scale-output/): samples.csv, load.json, summary.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,7 +51,8 @@ for ip in "${REPLICAS[@]}"; do
 done
 echo "scale-test: 3 replicas serving on ${REPLICAS[*]} (port $PORT)"
 
-"$B/tools/upp-phantom" --seed 11 --max-inplane 96 --max-slices 48 -o "$OUT/ct.nii.gz" >/dev/null
+"$B/tools/upp-phantom" --seed 11 --max-inplane "${UPP_SCALE_INPLANE:-96}" --max-slices "${UPP_SCALE_SLICES:-48}" \
+  -o "$OUT/ct.nii.gz" >/dev/null
 
 # Once a second: each replica's queue, requests in flight and requests served.
 /usr/bin/python3 - "$OUT/samples.csv" "$METRICS_PORT" "${REPLICAS[@]}" <<'PY' &
@@ -92,7 +95,10 @@ kill "$SAMPLER" 2>/dev/null || true
 /usr/bin/python3 - "$OUT" "$stopped_status" "$STOPPED" deploy/k8s/base/hpa.yaml <<'PY'
 import csv, json, math, re, sys
 out, stopped_status, stopped, hpa = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-target = float(re.search(r'averageValue: "(\d+)"', open(hpa).read()).group(1))
+hpa_text = open(hpa).read()
+target = float(re.search(r'averageValue: "(\d+)"', hpa_text).group(1))
+metric = re.search(r'metric:\s*\n\s*name: (\S+)', hpa_text).group(1)
+column = {"upp_requests_in_flight": "in_flight", "upp_queued_windows": "queued_windows"}[metric]
 load = json.load(open(f"{out}/load.json"))
 rows = list(csv.DictReader(open(f"{out}/samples.csv")))
 served, decisions = {}, []
@@ -101,13 +107,14 @@ for t in sorted({r["t"] for r in rows}, key=float):
     for r in up:
         served[r["replica"]] = max(served.get(r["replica"], 0), float(r["requests_ok"]))
     if up:  # the HPA formula: desired = ceil(ready * mean(metric) / target)
-        mean = sum(float(r["queued_windows"]) for r in up) / len(up)
-        decisions.append({"t": float(t), "ready": len(up), "mean_queued_windows": mean,
+        mean = sum(float(r[column]) for r in up) / len(up)
+        decisions.append({"t": float(t), "ready": len(up), "mean": mean,
                           "desired": max(1, math.ceil(len(up) * mean / target))})
 summary = {"load": load, "served_per_replica": served, "stopped_replica": stopped,
-           "stopped_exit_status": stopped_status, "hpa_target_queued_windows": target,
-           "hpa_max_desired": max(d["desired"] for d in decisions),
-           "hpa_peak_mean_queued_windows": max(d["mean_queued_windows"] for d in decisions)}
+           "stopped_exit_status": stopped_status, "hpa_metric": metric, "hpa_target_per_pod": target,
+           "hpa_peak_mean_per_pod": max(d["mean"] for d in decisions),
+           "hpa_desired_replicas": {str(n): sum(d["desired"] == n for d in decisions)
+                                    for n in sorted({d["desired"] for d in decisions})}}
 json.dump({**summary, "hpa_decisions": decisions}, open(f"{out}/summary.json", "w"), indent=2)
 print(json.dumps(summary, indent=2))
 problems = []
