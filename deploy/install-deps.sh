@@ -12,8 +12,10 @@ BUILD_PACKAGES=(
   libtorch-dev libopenblas0-pthread libopenblas-dev libdnnl-dev nlohmann-json3-dev libcli11-dev
   # imageio/: Abseil (status, strings), zlib and libdeflate (.nii.gz), DCMTK, OpenJPEG
   libabsl-dev zlib1g-dev libdeflate-dev libdcmtk-dev libopenjp2-7-dev
-  # proto/ + server/: gRPC and protobuf (with the C++ and Python plugins), Prometheus, logging, OpenSSL
+  # proto/ + server/: gRPC and protobuf (with the C++ and Python plugins), Prometheus, logging,
+  # OpenSSL (key hashes, JWK keys), libjwt (JWT signatures)
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev libspdlog-dev libssl-dev
+  libjwt-dev
   # clients/: the PNG overlay (cairo)
   libcairo2-dev
 )

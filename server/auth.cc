@@ -1,6 +1,8 @@
 #include "server/auth.h"
 
+#include <grpc/grpc_security_constants.h>
 #include <openssl/evp.h>
+#include <spdlog/spdlog.h>
 
 #include <sstream>
 
@@ -12,6 +14,8 @@
 
 namespace upp::server {
 namespace {
+
+constexpr int64_t kMaxKeyFileBytes = int64_t{16} << 20;
 
 std::map<std::string, std::set<std::string>> DefaultRoles() {
   return {{"user", {kPermSegment, kPermModelsRead}},
@@ -57,7 +61,7 @@ std::string Authenticator::HashKey(const std::string& key) {
 absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Create(const unetrpp::v1::Auth& config) {
   std::unique_ptr<Authenticator> a(new Authenticator());
   a->required_ = config.required();
-  auto roles = DefaultRoles();
+  a->roles_ = DefaultRoles();
   for (int i = 0; i < config.roles_size(); ++i) {
     const auto& r = config.roles(i);
     if (r.name().empty()) return absl::InvalidArgumentError(absl::StrCat("config: auth.roles[", i, "].name is empty"));
@@ -65,16 +69,50 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Create(const unetr
       if (p != kPermSegment && p != kPermSegmentPriority && p != kPermModelsRead && p != kPermAdmin)
         return absl::InvalidArgumentError(absl::StrCat("config: auth.roles[", i, "].permissions: \"", p,
                                                        "\" is not segment, segment.priority, models.read or admin"));
-    roles[r.name()] = std::set<std::string>(r.permissions().begin(), r.permissions().end());
+    a->roles_[r.name()] = std::set<std::string>(r.permissions().begin(), r.permissions().end());
   }
-  if (config.api_keys_file().empty()) {
-    if (a->required_) return absl::InvalidArgumentError("config: auth.required needs auth.api_keys_file");
-    return a;
+  if (!config.api_keys_file().empty()) {
+    auto text = imageio::ReadWholeFile(config.api_keys_file(), kMaxKeyFileBytes);
+    if (!text.ok()) return absl::NotFoundError("config: auth.api_keys_file cannot be read");
+    auto keys = a->ParseKeyFile(*text);
+    if (!keys.ok()) return keys.status();
+    a->api_keys_file_ = config.api_keys_file();
+    if (config.api_keys_reload_seconds() > 0) a->keys_reload_ = absl::Seconds(config.api_keys_reload_seconds());
+    absl::MutexLock lock(&a->keys_mu_);
+    a->keys_ = std::make_shared<const KeyTable>(*std::move(keys));
+    a->keys_text_ = *std::move(text);
+    a->keys_next_check_ = absl::Now() + a->keys_reload_;
   }
-  auto text = imageio::ReadWholeFile(config.api_keys_file(), int64_t{16} << 20);
-  if (!text.ok()) return absl::NotFoundError("config: auth.api_keys_file cannot be read");
+  if (!config.jwt().jwks_file().empty()) {
+    auto jwt = JwtVerifier::Create(config.jwt());
+    if (!jwt.ok()) return jwt.status();
+    a->jwt_ = *std::move(jwt);
+  }
+  for (int i = 0; i < config.certificate_identities_size(); ++i) {
+    const auto& c = config.certificate_identities(i);
+    const std::string where = absl::StrCat("config: auth.certificate_identities[", i, "]");
+    if (c.name().empty()) return absl::InvalidArgumentError(where + ".name is empty");
+    for (const auto& role : c.roles())
+      if (!a->roles_.count(role)) return absl::InvalidArgumentError(where + ": unknown role \"" + role + "\"");
+    a->cert_identities_[c.name()] = a->Permissions({c.roles().begin(), c.roles().end()});
+  }
+  if (a->required_ && !a->Enabled())
+    return absl::InvalidArgumentError(
+        "config: auth.required needs a credential source: api_keys_file, jwt.jwks_file or certificate_identities");
+  return a;
+}
+
+std::set<std::string> Authenticator::Permissions(const std::vector<std::string>& roles) const {
+  std::set<std::string> permissions;
+  for (const auto& role : roles)  // unknown roles (e.g. from a token) grant nothing
+    if (const auto it = roles_.find(role); it != roles_.end()) permissions.insert(it->second.begin(), it->second.end());
+  return permissions;
+}
+
+absl::StatusOr<Authenticator::KeyTable> Authenticator::ParseKeyFile(const std::string& text) const {
+  KeyTable table;
   int line_number = 0;
-  for (absl::string_view line : absl::StrSplit(*text, '\n')) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
     ++line_number;
     line = absl::StripAsciiWhitespace(line);
     if (line.empty() || line[0] == '#') continue;
@@ -83,43 +121,85 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Create(const unetr
     if (fields.size() != 3) return absl::InvalidArgumentError(where + "expected \"<name> <sha256 hex> <roles>\"");
     const std::string hash = absl::AsciiStrToLower(fields[1]);
     if (!IsHex64(hash)) return absl::InvalidArgumentError(where + "the key hash must be 64 hex digits (SHA-256)");
-    Key key;
-    key.name = fields[0];
-    for (const std::string& role : std::vector<std::string>(absl::StrSplit(fields[2], ',', absl::SkipEmpty()))) {
-      const auto it = roles.find(role);
-      if (it == roles.end()) return absl::InvalidArgumentError(where + "unknown role \"" + role + "\"");
-      key.permissions.insert(it->second.begin(), it->second.end());
-    }
-    if (!a->keys_by_hash_.emplace(hash, std::move(key)).second)
+    std::vector<std::string> roles = absl::StrSplit(fields[2], ',', absl::SkipEmpty());
+    for (const auto& role : roles)
+      if (!roles_.count(role)) return absl::InvalidArgumentError(where + "unknown role \"" + role + "\"");
+    if (!table.emplace(hash, Key{fields[0], Permissions(roles)}).second)
       return absl::InvalidArgumentError(where + "the same key is listed twice");
   }
-  return a;
+  return table;
+}
+
+std::shared_ptr<const Authenticator::KeyTable> Authenticator::Keys() const {
+  const absl::Time now = absl::Now();
+  absl::MutexLock lock(&keys_mu_);
+  if (now < keys_next_check_) return keys_;
+  keys_next_check_ = now + keys_reload_;
+  auto text = imageio::ReadWholeFile(api_keys_file_, kMaxKeyFileBytes);
+  if (!text.ok() || *text == keys_text_) return keys_;
+  auto keys = ParseKeyFile(*text);
+  if (!keys.ok()) {  // half-written or broken: keep the keys that work
+    spdlog::warn("auth: the API key file changed but cannot be used ({}); keeping the previous keys",
+                 std::string(keys.status().message()));
+    return keys_;
+  }
+  keys_text_ = *std::move(text);
+  keys_ = std::make_shared<const KeyTable>(*std::move(keys));
+  spdlog::info("auth: API key file reloaded, {} key(s)", keys_->size());
+  return keys_;
+}
+
+absl::StatusOr<Principal> Authenticator::FromToken(const std::string& token) const {
+  Principal p;
+  p.authenticated = true;
+  if (jwt_ && JwtVerifier::LooksLikeJwt(token)) {
+    auto identity = jwt_->Verify(token, absl::Now());
+    if (!identity.ok()) return identity.status();
+    p.name = "jwt:" + identity->subject;
+    p.permissions = Permissions(identity->roles);
+    return p;
+  }
+  const auto keys = api_keys_file_.empty() ? nullptr : Keys();
+  const auto it = keys ? keys->find(HashKey(token)) : KeyTable::const_iterator();
+  // The message does not say whether such a key ever existed.
+  if (!keys || it == keys->end()) return absl::UnauthenticatedError("the credential is not valid");
+  p.name = it->second.name;
+  p.permissions = it->second.permissions;
+  return p;
+}
+
+absl::StatusOr<Principal> Authenticator::FromCertificate(const grpc::ServerContextBase& context) const {
+  const auto auth = context.auth_context();
+  if (cert_identities_.empty() || !auth || !auth->IsPeerAuthenticated()) return absl::NotFoundError("no certificate");
+  // The subject CN first, then the SANs, as gRPC's TLS layer reports them.
+  for (const char* property : {GRPC_X509_CN_PROPERTY_NAME, GRPC_X509_SAN_PROPERTY_NAME}) {
+    for (const auto& value : auth->FindPropertyValues(property)) {
+      const auto it = cert_identities_.find(std::string(value.data(), value.size()));
+      if (it == cert_identities_.end()) continue;
+      Principal p;
+      p.name = "cert:" + it->first;
+      p.authenticated = true;
+      p.permissions = it->second;
+      return p;
+    }
+  }
+  return absl::NotFoundError("no listed certificate identity");
 }
 
 absl::StatusOr<Principal> Authenticator::Authenticate(const grpc::ServerContextBase& context) const {
   Principal anonymous;
   anonymous.name = "anonymous";
-  if (keys_by_hash_.empty()) {
-    anonymous.permissions = {kPermSegment, kPermModelsRead};  // auth is off
-    return anonymous;
-  }
+  anonymous.permissions = {kPermSegment, kPermModelsRead};
+  if (!Enabled()) return anonymous;  // auth is off
   auto token = BearerToken(context);
   if (!token.ok()) return token.status();
-  if (token->empty()) {
-    if (required_)
-      return absl::UnauthenticatedError(
-          "this server needs a credential: send \"authorization: Bearer <key>\" (upp-client --token)");
-    anonymous.permissions = {kPermSegment, kPermModelsRead};
-    return anonymous;
-  }
-  const auto it = keys_by_hash_.find(HashKey(*token));
-  // The message does not say whether such a key ever existed.
-  if (it == keys_by_hash_.end()) return absl::UnauthenticatedError("the credential is not valid");
-  Principal p;
-  p.name = it->second.name;
-  p.authenticated = true;
-  p.permissions = it->second.permissions;
-  return p;
+  if (!token->empty()) return FromToken(*token);
+  if (auto p = FromCertificate(context); p.ok()) return p;
+  if (required_)
+    return absl::UnauthenticatedError(
+        "this server needs a credential: send \"authorization: Bearer <key or token>\" (upp-client --token) or a "
+        "client certificate it knows");
+  return anonymous;
 }
 
 absl::Status Authenticator::Authorize(const Principal& principal, const std::string& permission) {

@@ -1,12 +1,15 @@
-// Who is calling and what they may do. A call's credential (an API key in
-// "authorization: Bearer <key>") names a principal; the principal's roles
-// grant permissions; each RPC needs one. Keys are stored hashed (SHA-256):
-// the file holds no secret worth stealing.
+// Who is calling and what they may do. A call's credential names a
+// principal: a bearer JWT ("jwt:<sub>", verified by JwtVerifier), an API key
+// in "authorization: Bearer <key>" (its name), or, without a bearer token,
+// the mTLS client certificate's CN or SAN ("cert:<name>"). The principal's
+// roles grant permissions; each RPC needs one. Keys are stored hashed
+// (SHA-256): the file holds no secret worth stealing.
 //
-// Not yet here (see the authentication issue): JWTs against a JWKS, mTLS
-// client identities, reloading the key file without a restart.
+// The API key file and the JWKS file are re-read periodically and replaced
+// when they changed, without a restart.
 //
-// Thread-safe after Create (read-only).
+// Thread-safe after Create: the key table is an immutable snapshot swapped
+// under keys_mu_.
 #ifndef UPP_SERVER_AUTH_H_
 #define UPP_SERVER_AUTH_H_
 
@@ -18,7 +21,11 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/jwt.h"
 #include "unetrpp/v1/config.pb.h"
 
 namespace upp::server {
@@ -57,9 +64,29 @@ class Authenticator {
     std::string name;
     std::set<std::string> permissions;
   };
+  using RoleTable = std::map<std::string, std::set<std::string>>;
+  using KeyTable = std::map<std::string, Key>;  // by SHA-256 hex
   Authenticator() = default;
+  absl::StatusOr<KeyTable> ParseKeyFile(const std::string& text) const;
+  // The current key table, re-read from the file when it is due.
+  std::shared_ptr<const KeyTable> Keys() const;
+  absl::StatusOr<Principal> FromToken(const std::string& token) const;
+  // The principal of a client certificate listed in certificate_identities;
+  // NOT_FOUND when the call has none that is listed.
+  absl::StatusOr<Principal> FromCertificate(const grpc::ServerContextBase& context) const;
+  std::set<std::string> Permissions(const std::vector<std::string>& roles) const;
+  bool Enabled() const { return !api_keys_file_.empty() || jwt_ != nullptr || !cert_identities_.empty(); }
+
   bool required_ = false;
-  std::map<std::string, Key> keys_by_hash_;
+  RoleTable roles_;
+  std::string api_keys_file_;
+  absl::Duration keys_reload_ = absl::Seconds(60);
+  mutable absl::Mutex keys_mu_;
+  mutable std::shared_ptr<const KeyTable> keys_ ABSL_GUARDED_BY(keys_mu_);
+  mutable std::string keys_text_ ABSL_GUARDED_BY(keys_mu_);
+  mutable absl::Time keys_next_check_ ABSL_GUARDED_BY(keys_mu_);
+  std::unique_ptr<JwtVerifier> jwt_;
+  std::map<std::string, std::set<std::string>> cert_identities_;  // name -> permissions
 };
 
 }  // namespace upp::server

@@ -143,6 +143,10 @@ absl::Status ValidateConfig(const unetrpp::v1::ServerConfig& c) {
     return Bad("tls", "cert_file and key_file go together");
   if (!c.tls().client_ca_file().empty() && c.tls().cert_file().empty())
     return Bad("tls.client_ca_file", "needs cert_file and key_file");
+  if (c.auth().certificate_identities_size() > 0 && c.tls().client_ca_file().empty())
+    return Bad("auth.certificate_identities", "needs tls.client_ca_file (client certificates)");
+  if (c.auth().jwt().clock_skew_seconds() < 0 || c.auth().jwt().clock_skew_seconds() > 600)
+    return Bad("auth.jwt.clock_skew_seconds", "0 to 600");
   static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "off"};
   if (!kLevels.count(c.logging().level())) return Bad("logging.level", "trace, debug, info, warn, error or off");
   if (c.limits().max_input_bytes() > (uint64_t{1} << 40)) return Bad("limits.max_input_bytes", "at most 1 TiB");

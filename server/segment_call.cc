@@ -106,7 +106,8 @@ SegmentCall::SegmentCall(grpc::CallbackServerContext* context, ServiceState* sta
 }
 
 SegmentCall::~SegmentCall() {
-  if (reserved_bytes_ > 0) state_->ReleaseBytes(reserved_bytes_.load());
+  if (reserved_bytes_ > 0) state_->ReleaseBytes(CountedAs(), reserved_bytes_.load());
+  if (reserved_windows_ > 0) state_->ReleaseWindows(CountedAs(), reserved_windows_);
 }
 
 bool SegmentCall::Alive() const { return alive_.load() && absl::Now() < deadline_; }
@@ -219,7 +220,7 @@ std::string SegmentCall::CountedAs() const { return principal_.authenticated ? "
 
 absl::Status SegmentCall::Reserve(int64_t bytes) {
   if (bytes <= 0) return absl::OkStatus();
-  if (auto s = state_->ReserveBytes(bytes); !s.ok()) return s;
+  if (auto s = state_->ReserveBytes(CountedAs(), bytes); !s.ok()) return s;
   reserved_bytes_ += bytes;
   return absl::OkStatus();
 }
@@ -324,6 +325,8 @@ void SegmentCall::Process() {
   if (model_->batcher().queued_windows() + items > static_cast<int64_t>(state_->config().limits().max_queued_windows()))
     return Fail(absl::ResourceExhaustedError(absl::StrCat(
         "the window queue is full (", model_->batcher().queued_windows(), " windows waiting); retry in 30 s")));
+  if (auto s = state_->ReserveWindows(CountedAs(), items); !s.ok()) return Fail(s);
+  reserved_windows_ = items;
   if (!Alive()) return;
   enqueued_at_ = absl::Now();
   SendProgress(unetrpp::v1::STAGE_INFERENCE, 0, true);

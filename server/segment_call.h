@@ -136,6 +136,7 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   std::atomic<bool> alive_{true};
   std::unique_ptr<inference::SegmentationJob> job_;
   std::atomic<int64_t> reserved_bytes_{0};
+  int64_t reserved_windows_ = 0;  // set once, on the CPU pool, before the batcher sees the call
   int64_t voxels_ = 0;
   int64_t nonfinite_replaced_ = 0;
   bool estimate_reserved_ = false;  // the job's working memory is in reserved_bytes_

@@ -104,7 +104,7 @@ void ServiceState::WatchdogLoop() {
   }
 }
 
-absl::Status ServiceState::ReserveBytes(int64_t bytes) {
+absl::Status ServiceState::ReserveBytes(const std::string& who, int64_t bytes) {
   absl::MutexLock lock(&mu_);
   const auto limit = static_cast<int64_t>(config_.limits().max_bytes_in_flight());
   if (bytes > limit)
@@ -115,15 +115,45 @@ absl::Status ServiceState::ReserveBytes(int64_t bytes) {
     return absl::ResourceExhaustedError(
         absl::StrFormat("the server is at its memory limit (%.1f of %.1f GiB in use); retry in 30 s",
                         bytes_in_flight_ / 1073741824.0, limit / 1073741824.0));
+  const auto own_limit = static_cast<int64_t>(config_.auth().max_bytes_per_principal());
+  const auto it = bytes_per_peer_.find(who);
+  const int64_t own = it == bytes_per_peer_.end() ? 0 : it->second;
+  if (own_limit > 0 && own + bytes > own_limit)
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("this request needs about %.2f GiB of working memory and your requests in flight hold %.2f GiB "
+                        "(your limit: %.2f GiB); retry when one has finished",
+                        bytes / 1073741824.0, own / 1073741824.0, own_limit / 1073741824.0));
+  bytes_per_peer_[who] = own + bytes;
   bytes_in_flight_ += bytes;
   metrics_->AddBytesInFlight(static_cast<double>(bytes));
   return absl::OkStatus();
 }
 
-void ServiceState::ReleaseBytes(int64_t bytes) {
+void ServiceState::ReleaseBytes(const std::string& who, int64_t bytes) {
   absl::MutexLock lock(&mu_);
   bytes_in_flight_ -= bytes;
+  if (auto it = bytes_per_peer_.find(who); it != bytes_per_peer_.end() && (it->second -= bytes) <= 0)
+    bytes_per_peer_.erase(it);
   metrics_->AddBytesInFlight(-static_cast<double>(bytes));
+}
+
+absl::Status ServiceState::ReserveWindows(const std::string& who, int64_t windows) {
+  absl::MutexLock lock(&mu_);
+  const auto limit = static_cast<int64_t>(config_.auth().max_windows_per_principal());
+  const auto it = windows_per_peer_.find(who);
+  const int64_t own = it == windows_per_peer_.end() ? 0 : it->second;
+  if (limit > 0 && own + windows > limit)
+    return absl::ResourceExhaustedError(absl::StrCat("this request needs ", windows, " windows and your requests have ",
+                                                     own, " queued or running (your limit: ", limit,
+                                                     "); retry when one has finished"));
+  windows_per_peer_[who] = own + windows;
+  return absl::OkStatus();
+}
+
+void ServiceState::ReleaseWindows(const std::string& who, int64_t windows) {
+  absl::MutexLock lock(&mu_);
+  if (auto it = windows_per_peer_.find(who); it != windows_per_peer_.end() && (it->second -= windows) <= 0)
+    windows_per_peer_.erase(it);
 }
 
 void ServiceState::Audit(const std::string& json_line) const {

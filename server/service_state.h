@@ -64,10 +64,16 @@ class ServiceState {
   void EndPendingStream();
   // Watches `call` until it is destroyed.
   void Watch(std::weak_ptr<TimedCall> call);
-  // Reserves estimated working memory; RESOURCE_EXHAUSTED (with a retry
-  // hint in the message) past max_bytes_in_flight. ReleaseBytes() gives back.
-  absl::Status ReserveBytes(int64_t bytes);
-  void ReleaseBytes(int64_t bytes);
+  // Reserves estimated working memory for a request of `who` (as in
+  // BeginRequest); RESOURCE_EXHAUSTED (with a retry hint in the message)
+  // past max_bytes_in_flight or auth.max_bytes_per_principal.
+  // ReleaseBytes() gives back.
+  absl::Status ReserveBytes(const std::string& who, int64_t bytes);
+  void ReleaseBytes(const std::string& who, int64_t bytes);
+  // Windows of `who`'s requests queued or running: RESOURCE_EXHAUSTED past
+  // auth.max_windows_per_principal. ReleaseWindows() gives back.
+  absl::Status ReserveWindows(const std::string& who, int64_t windows);
+  void ReleaseWindows(const std::string& who, int64_t windows);
 
   void StartDraining();
   bool draining() const { return draining_.load(); }
@@ -92,6 +98,8 @@ class ServiceState {
   int64_t bytes_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t pending_streams_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, int64_t> per_peer_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int64_t> bytes_per_peer_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int64_t> windows_per_peer_ ABSL_GUARDED_BY(mu_);
 
   absl::Mutex watch_mu_;
   std::vector<std::weak_ptr<TimedCall>> watched_ ABSL_GUARDED_BY(watch_mu_);

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 import unittest
 
 import nibabel
@@ -74,6 +75,44 @@ class PythonClientTest(unittest.TestCase):
             with self.assertRaises(ServerError) as e:
                 client.segment([b"not a nifti file at all"])
             self.assertEqual(e.exception.code.name, "INVALID_ARGUMENT")
+
+
+class RoundRobinTest(unittest.TestCase):
+    """load_balancing="round_robin" over two replicas, and attempts= across a replica stopped."""
+
+    def test_calls_spread_and_survive_a_stopped_replica(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            plan = {"target_spacing": [4.0, 4.0, 4.0], "patch": [32, 64, 64], "num_classes": 14,
+                    "normalization": [{"scheme": "ct", "clip_low": -200, "clip_high": 400, "mean": 50, "std": 120}],
+                    "labels": [{"value": 1, "name": "spleen", "rgb": [157, 108, 162]}]}
+            with open(os.path.join(tmp, "plan.json"), "w") as f:
+                json.dump(plan, f)
+            weights = ["--weights", os.path.join(FIXTURES, "synapse_small_weights.safetensors"),
+                       "--plan", os.path.join(tmp, "plan.json")]
+            ct = os.path.join(tmp, "ct.nii.gz")
+            subprocess.run([os.environ["UPP_PHANTOM"], "--seed", "6", "--spacing", "4", "4", "4", "--fov", "128",
+                            "128", "96", "-o", ct], check=True, capture_output=True)
+            with ServerProcess(weights) as a, ServerProcess(weights) as b:
+                target = f"ipv4:{a.address},{b.address}"
+                with Client(target, load_balancing="round_robin") as client:
+                    for _ in range(6):
+                        client.segment([ct], outputs=["raw"])
+                    # Each server logs a request just after its status is sent.
+                    deadline = time.time() + 10
+                    served = [0, 0]
+                    while sum(served) < 6 and time.time() < deadline:
+                        served = [s.output().count("status=OK") for s in (a, b)]
+                        time.sleep(0.1)
+                    self.assertEqual(sum(served), 6)
+                    self.assertTrue(all(n >= 2 for n in served), served)  # both replicas took calls
+                    a.__exit__(None, None, None)  # SIGTERM: drains, exits
+                    self.assertEqual(a.exit_code, 0)
+                    for _ in range(3):
+                        client.segment([ct], outputs=["raw"], attempts=4)
+                    deadline = time.time() + 10
+                    while b.output().count("status=OK") < served[1] + 3 and time.time() < deadline:
+                        time.sleep(0.1)
+                    self.assertEqual(b.output().count("status=OK"), served[1] + 3)
 
 
 class SecuredServerTest(unittest.TestCase):

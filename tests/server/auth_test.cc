@@ -7,6 +7,7 @@
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -29,7 +30,11 @@ constexpr char kAliceKey[] = "alice-key-7f3a9c";  // role user
 constexpr char kBobKey[] = "bob-key-22d1e0";      // roles user, priority
 constexpr char kViewerKey[] = "viewer-key-91b4";  // custom role: models.read only
 
-std::string TempPath(const std::string& name) { return ::testing::TempDir() + "/" + name; }
+// Per process: ctest runs each test in its own process, two at a time, and
+// they must not share key, audit or certificate files.
+std::string TempPath(const std::string& name) {
+  return ::testing::TempDir() + "/" + std::to_string(getpid()) + "_" + name;
+}
 
 std::string KeysFile() {
   const std::string path = TempPath("auth_test_keys.txt");
@@ -151,7 +156,13 @@ TEST_F(AuthTest, AuditLinesNameThePrincipalAndHoldNoPatientData) {
   options.client_request_id = "CompressedSamples^CT1";  // a careless client
   ASSERT_TRUE(As(kBobKey)->Segment(series, options).ok());
   (void)As("bad")->ListModels();
-  const std::string audit = imageio::ReadWholeFile(TempPath("audit.jsonl")).value_or("");
+  // A call's audit line is written when the server finishes it, just after
+  // the client has its status: wait for it.
+  std::string audit;
+  for (int i = 0; i < 100 && audit.find(R"("method":"Segment")") == std::string::npos; ++i) {
+    if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    audit = imageio::ReadWholeFile(TempPath("audit.jsonl")).value_or("");
+  }
   EXPECT_NE(audit.find(R"("principal":"bob")"), std::string::npos) << audit;
   EXPECT_NE(audit.find(R"("method":"Segment")"), std::string::npos);
   EXPECT_NE(audit.find(R"("method":"ListModels")"), std::string::npos);
@@ -245,6 +256,158 @@ TEST(AuthTlsTest, CertificateReloadWithoutRestart) {
   }
   EXPECT_TRUE(rotated);
   EXPECT_FALSE(trusting(a_cert)->ListModels().ok());  // new connections see the new certificate
+}
+
+// A CA and certificates signed by it (openssl): the server's for
+// "localhost", and clients' with the given subject CN.
+bool MakeSignedCertificate(const std::string& stem, const std::string& cn, const std::string& ca_stem) {
+  const std::string ext = stem + ".ext";
+  std::ofstream(ext) << "subjectAltName=DNS:" << cn << "\n";
+  const std::string cmd = "openssl req -newkey rsa:2048 -nodes -subj /CN=" + cn + " -keyout " + stem + ".key -out " +
+                          stem + ".csr 2>/dev/null && openssl x509 -req -in " + stem + ".csr -CA " + ca_stem +
+                          ".pem -CAkey " + ca_stem + ".key -CAcreateserial -days 1 -extfile " + ext + " -out " + stem +
+                          ".pem 2>/dev/null";
+  return std::system(cmd.c_str()) == 0;
+}
+
+// mTLS: a listed certificate identity is a principal with its roles; a
+// listed one without roles may call nothing; an unlisted one from the same
+// CA is not authenticated.
+TEST(AuthTlsTest, CertificateIdentitiesArePrincipals) {
+  const std::string ca = TempPath("mtls_ca");
+  if (std::system(("openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=test-ca -days 1 -keyout " + ca + ".key -out " +
+                   ca + ".pem 2>/dev/null")
+                      .c_str()) != 0 ||
+      !MakeSignedCertificate(TempPath("mtls_server"), "localhost", ca)) {
+    GTEST_SKIP() << "openssl is not installed";
+  }
+  for (const char* who : {"pacs-bridge", "monitor", "stranger"})
+    ASSERT_TRUE(MakeSignedCertificate(TempPath(std::string("mtls_") + who), who, ca));
+  std::remove(TempPath("mtls_audit.jsonl").c_str());
+  auto config = ParseConfig(
+      "listen_address: '127.0.0.1:0'\nmetrics_address: 'off'\n"
+      "tls { cert_file: '" +
+      TempPath("mtls_server.pem") + "' key_file: '" + TempPath("mtls_server.key") + "' client_ca_file: '" + ca +
+      ".pem' }\n"
+      "auth { required: true audit_log_file: '" +
+      TempPath("mtls_audit.jsonl") +
+      "' certificate_identities { name: 'pacs-bridge' roles: 'user' } certificate_identities { name: 'monitor' } }\n"
+      "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '" +
+      PlanFile() + "' }\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto server = Server::Create(*config);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string target = "127.0.0.1:" + std::to_string((*server)->port());
+  auto as = [&](const std::string& who) {
+    client::ConnectOptions o;
+    o.tls_ca_file = ca + ".pem";
+    o.server_name = "localhost";
+    o.tls_cert_file = TempPath("mtls_" + who + ".pem");
+    o.tls_key_file = TempPath("mtls_" + who + ".key");
+    return client::Client::Connect(target, o).value();
+  };
+  EXPECT_TRUE(
+      as("pacs-bridge")->Segment({testing::FloatNifti(testing::Phantom({30, 30, 10}, {2.0, 2.0, 2.0}))}, {}).ok());
+  auto monitor = as("monitor")->ListModels();
+  EXPECT_EQ(monitor.status().code(), absl::StatusCode::kPermissionDenied) << monitor.status();
+  EXPECT_NE(monitor.status().message().find("cert:monitor"), std::string::npos) << monitor.status();
+  EXPECT_EQ(as("stranger")->ListModels().status().code(), absl::StatusCode::kUnauthenticated);
+  server->reset();  // flushes the audit log
+  const std::string audit = imageio::ReadWholeFile(TempPath("mtls_audit.jsonl")).value_or("");
+  EXPECT_NE(audit.find("\"cert:pacs-bridge\""), std::string::npos) << audit;
+}
+
+// Per-caller limits on windows queued or running and on working memory:
+// refused with RESOURCE_EXHAUSTED naming the caller's own limit, and nothing
+// stays counted after a refusal or a completed request.
+TEST(AuthLimitsTest, WindowsAndBytesPerPrincipal) {
+  model::ConfigureCpuThreads(0);
+  auto start = [](const std::string& limits) {
+    auto config = ParseConfig(
+        "listen_address: '127.0.0.1:0'\nmetrics_address: 'off'\n"
+        "auth { required: true api_keys_file: '" +
+        KeysFile() + "' roles { name: 'viewer' permissions: 'models.read' } " + limits +
+        " }\n"
+        "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '" +
+        PlanFile() + "' }\n");
+    EXPECT_TRUE(config.ok()) << config.status();
+    return std::move(Server::Create(*config).value());
+  };
+  auto as = [](Server& server, const std::string& key) {
+    client::ConnectOptions o;
+    o.token = key;
+    return std::move(client::Client::Connect("127.0.0.1:" + std::to_string(server.port()), o).value());
+  };
+  const std::string one_window = testing::FloatNifti(testing::Phantom({30, 30, 10}, {2.0, 2.0, 2.0}));
+  const std::string many_windows = testing::FloatNifti(testing::Phantom({150, 150, 40}, {2.0, 2.0, 2.0}));
+  {
+    auto server = start("max_windows_per_principal: 8");
+    auto refused = as(*server, kAliceKey)->Segment({many_windows}, {});
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+    EXPECT_NE(refused.status().message().find("your limit: 8"), std::string::npos) << refused.status();
+    for (int i = 0; i < 3; ++i) EXPECT_TRUE(as(*server, kAliceKey)->Segment({one_window}, {}).ok());
+  }
+  {
+    auto server = start("max_bytes_per_principal: 1000000");
+    auto refused = as(*server, kBobKey)->Segment({one_window}, {});
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+    EXPECT_NE(refused.status().message().find("your limit"), std::string::npos) << refused.status();
+  }
+}
+
+// A key added to the file works, a removed one stops working, a broken
+// file keeps the keys that work: without a restart.
+TEST(AuthKeysTest, KeyFileReloadWithoutRestart) {
+  model::ConfigureCpuThreads(0);
+  const std::string path = TempPath("reload_keys.txt");
+  auto write = [&](const std::string& text) {
+    std::ofstream(path + ".tmp") << text;
+    std::filesystem::rename(path + ".tmp", path);
+  };
+  write("alice " + Authenticator::HashKey(kAliceKey) + " user\n");
+  auto config = ParseConfig(
+      "listen_address: '127.0.0.1:0'\nmetrics_address: 'off'\n"
+      "auth { required: true api_keys_reload_seconds: 1 api_keys_file: '" +
+      path +
+      "' }\n"
+      "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '" +
+      PlanFile() + "' }\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto server = Server::Create(*config);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto code = [&](const std::string& key) {
+    client::ConnectOptions o;
+    o.token = key;
+    return client::Client::Connect("127.0.0.1:" + std::to_string((*server)->port()), o)
+        .value()
+        ->ListModels()
+        .status()
+        .code();
+  };
+  auto eventually = [&](const std::string& key, absl::StatusCode want) {
+    for (int i = 0; i < 40 && code(key) != want; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    return code(key) == want;
+  };
+  EXPECT_EQ(code(kAliceKey), absl::StatusCode::kOk);
+  EXPECT_EQ(code(kBobKey), absl::StatusCode::kUnauthenticated);
+  write("alice " + Authenticator::HashKey(kAliceKey) + " user\nbob " + Authenticator::HashKey(kBobKey) + " user\n");
+  EXPECT_TRUE(eventually(kBobKey, absl::StatusCode::kOk));
+  write("bob " + Authenticator::HashKey(kBobKey) + " user\n");
+  EXPECT_TRUE(eventually(kAliceKey, absl::StatusCode::kUnauthenticated));
+  write("bob not-a-hash user\n");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  EXPECT_EQ(code(kBobKey), absl::StatusCode::kOk);
+}
+
+// Configuration: certificate identities need client certificates.
+TEST(AuthConfigTest, CertificateIdentitiesNeedAClientCa) {
+  auto config = ParseConfig(
+      "auth { certificate_identities { name: 'x' roles: 'user' } }\n"
+      "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' }\n");
+  ASSERT_TRUE(config.ok());
+  auto server = Server::Create(*config);
+  ASSERT_FALSE(server.ok());
+  EXPECT_NE(server.status().message().find("auth.certificate_identities"), std::string::npos) << server.status();
 }
 
 TEST(AuthConfigTest, KeyFileErrorsNameTheLine) {
