@@ -22,6 +22,13 @@ namespace {
 
 constexpr int64_t kMaxJwksBytes = 1 << 20;
 
+// A string member, or "" when absent or of another type. (json::value()
+// throws on a type mismatch, and these objects come from callers.)
+std::string StringField(const nlohmann::json& object, const char* name) {
+  const auto it = object.find(name);
+  return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
 absl::Status Unauthenticated(absl::string_view why) {
   return absl::UnauthenticatedError(absl::StrCat("the bearer token is not valid: ", why));
 }
@@ -91,7 +98,7 @@ absl::StatusOr<std::string> P256Pem(const nlohmann::json& key) {
 
 // One JWK; nullopt-like NOT_FOUND for a key of a type this server skips.
 absl::StatusOr<Jwk> ParseJwk(const nlohmann::json& key, bool allow_hs256) {
-  const std::string kty = key.value("kty", "");
+  const std::string kty = StringField(key, "kty");
   if (key.contains("use") && key["use"] != "sig") return absl::NotFoundError("not a signing key");
   Jwk jwk;
   if (kty == "RSA") {
@@ -99,7 +106,7 @@ absl::StatusOr<Jwk> ParseJwk(const nlohmann::json& key, bool allow_hs256) {
     auto pem = RsaPem(key);
     if (!pem.ok()) return pem.status();
     jwk.material = *std::move(pem);
-  } else if (kty == "EC" && key.value("crv", "") == "P-256") {
+  } else if (kty == "EC" && StringField(key, "crv") == "P-256") {
     jwk.alg = "ES256";
     auto pem = P256Pem(key);
     if (!pem.ok()) return pem.status();
@@ -147,7 +154,7 @@ absl::StatusOr<JwkSet> ParseJwks(absl::string_view text, bool allow_hs256) {
     auto jwk = ParseJwk(key, allow_hs256);
     if (absl::IsNotFound(jwk.status())) continue;
     if (!jwk.ok()) return absl::InvalidArgumentError(absl::StrCat("keys[", i, "]: ", jwk.status().message()));
-    const std::string kid = key.value("kid", "");
+    const std::string kid = StringField(key, "kid");
     if (!set.emplace(kid, *std::move(jwk)).second)
       return absl::InvalidArgumentError(absl::StrCat("keys[", i, "]: the kid \"", kid, "\" is listed twice"));
   }
@@ -204,7 +211,7 @@ absl::StatusOr<JwtIdentity> JwtVerifier::Verify(const std::string& token, absl::
   if (alg != "RS256" && alg != "ES256" && !(alg == "HS256" && config_.allow_hs256()))
     return Unauthenticated(absl::StrCat("the algorithm \"", alg, "\" is not accepted"));
   const auto keys = Keys(now);
-  const std::string kid = header.value("kid", "");
+  const std::string kid = StringField(header, "kid");
   const Jwk* key = nullptr;
   if (const auto it = keys->find(kid); it != keys->end()) {
     key = &it->second;
@@ -235,7 +242,7 @@ absl::StatusOr<JwtIdentity> JwtVerifier::CheckClaims(const std::string& payload_
   if (!NumericDate(claims, "exp", &exp)) return Unauthenticated("it has no expiry (\"exp\")");
   if (t > exp + skew) return Unauthenticated("it has expired");
   if (NumericDate(claims, "nbf", &nbf) && t < nbf - skew) return Unauthenticated("it is not valid yet (\"nbf\")");
-  if (claims.value("iss", "") != config_.issuer()) return Unauthenticated("it is from another issuer");
+  if (StringField(claims, "iss") != config_.issuer()) return Unauthenticated("it is from another issuer");
   const auto& aud = claims.contains("aud") ? claims["aud"] : nlohmann::json();
   const bool for_us = (aud.is_string() && aud == config_.audience()) ||
                       (aud.is_array() && std::find(aud.begin(), aud.end(), config_.audience()) != aud.end());

@@ -211,6 +211,11 @@ TEST_F(JwtTest, ForgedTokensAreRefused) {
   EXPECT_NE(Refusal(*v, Sign(JWT_ALG_HS256, std::string(32, 's'), "", Claims{})).find("HS256"), std::string::npos);
   EXPECT_NE(Refusal(*v, Sign(JWT_ALG_RS256, rsa_->private_pem, "rsa-9", Claims{})).find("no key"), std::string::npos);
   EXPECT_FALSE(v->Verify("not.a.jwt", absl::Now()).ok());
+  // Members of unexpected types are refused, not thrown on.
+  const std::string odd_header = absl::WebSafeBase64Escape(R"({"alg":"RS256","kid":7})");
+  EXPECT_FALSE(v->Verify(odd_header + good.substr(dot1), absl::Now()).ok());
+  const std::string odd_claims = absl::WebSafeBase64Escape(R"({"iss":1,"sub":[],"aud":{},"exp":"soon"})");
+  EXPECT_FALSE(v->Verify(good.substr(0, dot1 + 1) + odd_claims + good.substr(dot2), absl::Now()).ok());
 }
 
 TEST_F(JwtTest, Hs256WhenAllowed) {
