@@ -21,7 +21,7 @@ run_target() {
   # Past findings first: each must now run clean (libFuzzer runs the files
   # given and exits non-zero on any finding).
   if [ -d "$regressions" ]; then
-    "$BUILD/tests/fuzz/$name" -rss_limit_mb=2048 "$regressions"/* >"$log" 2>&1 || {
+    "$BUILD/tests/fuzz/$name" -rss_limit_mb=2048 -timeout=10 "$regressions"/* >"$log" 2>&1 || {
       sed -n '/^==[0-9]*==\|ERROR: libFuzzer\|out-of-memory/,$p' "$log" | head -120
       echo "fuzz: $name FAILED on a past finding in $regressions"
       return 1
