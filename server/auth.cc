@@ -2,7 +2,6 @@
 
 #include <grpc/grpc_security_constants.h>
 #include <openssl/evp.h>
-#include <spdlog/spdlog.h>
 
 #include <sstream>
 
@@ -72,16 +71,13 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Create(const unetr
     a->roles_[r.name()] = std::set<std::string>(r.permissions().begin(), r.permissions().end());
   }
   if (!config.api_keys_file().empty()) {
-    auto text = imageio::ReadWholeFile(config.api_keys_file(), kMaxKeyFileBytes);
-    if (!text.ok()) return absl::NotFoundError("config: auth.api_keys_file cannot be read");
-    auto keys = a->ParseKeyFile(*text);
+    const Authenticator* parser = a.get();  // the roles are known by now
+    auto keys = ReloadingFile<KeyTable>::Create(
+        config.api_keys_file(), kMaxKeyFileBytes,
+        absl::Seconds(config.api_keys_reload_seconds() ? config.api_keys_reload_seconds() : 60),
+        [parser](const std::string& text) { return parser->ParseKeyFile(text); }, "auth.api_keys_file");
     if (!keys.ok()) return keys.status();
-    a->api_keys_file_ = config.api_keys_file();
-    if (config.api_keys_reload_seconds() > 0) a->keys_reload_ = absl::Seconds(config.api_keys_reload_seconds());
-    absl::MutexLock lock(&a->keys_mu_);
-    a->keys_ = std::make_shared<const KeyTable>(*std::move(keys));
-    a->keys_text_ = *std::move(text);
-    a->keys_next_check_ = absl::Now() + a->keys_reload_;
+    a->keys_ = *std::move(keys);
   }
   if (!config.jwt().jwks_file().empty()) {
     auto jwt = JwtVerifier::Create(config.jwt());
@@ -130,25 +126,6 @@ absl::StatusOr<Authenticator::KeyTable> Authenticator::ParseKeyFile(const std::s
   return table;
 }
 
-std::shared_ptr<const Authenticator::KeyTable> Authenticator::Keys() const {
-  const absl::Time now = absl::Now();
-  absl::MutexLock lock(&keys_mu_);
-  if (now < keys_next_check_) return keys_;
-  keys_next_check_ = now + keys_reload_;
-  auto text = imageio::ReadWholeFile(api_keys_file_, kMaxKeyFileBytes);
-  if (!text.ok() || *text == keys_text_) return keys_;
-  auto keys = ParseKeyFile(*text);
-  if (!keys.ok()) {  // half-written or broken: keep the keys that work
-    spdlog::warn("auth: the API key file changed but cannot be used ({}); keeping the previous keys",
-                 std::string(keys.status().message()));
-    return keys_;
-  }
-  keys_text_ = *std::move(text);
-  keys_ = std::make_shared<const KeyTable>(*std::move(keys));
-  spdlog::info("auth: API key file reloaded, {} key(s)", keys_->size());
-  return keys_;
-}
-
 absl::StatusOr<Principal> Authenticator::FromToken(const std::string& token) const {
   Principal p;
   p.authenticated = true;
@@ -159,7 +136,7 @@ absl::StatusOr<Principal> Authenticator::FromToken(const std::string& token) con
     p.permissions = Permissions(identity->roles);
     return p;
   }
-  const auto keys = api_keys_file_.empty() ? nullptr : Keys();
+  const auto keys = keys_ ? keys_->Get(absl::Now()) : nullptr;
   const auto it = keys ? keys->find(HashKey(token)) : KeyTable::const_iterator();
   // The message does not say whether such a key ever existed.
   if (!keys || it == keys->end()) return absl::UnauthenticatedError("the credential is not valid");

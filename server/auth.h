@@ -8,8 +8,8 @@
 // The API key file and the JWKS file are re-read periodically and replaced
 // when they changed, without a restart.
 //
-// Thread-safe after Create: the key table is an immutable snapshot swapped
-// under keys_mu_.
+// Thread-safe after Create: the key table is an immutable snapshot
+// (ReloadingFile).
 #ifndef UPP_SERVER_AUTH_H_
 #define UPP_SERVER_AUTH_H_
 
@@ -21,11 +21,9 @@
 #include <string>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
-#include "absl/time/time.h"
 #include "server/jwt.h"
+#include "server/reloading_file.h"
 #include "unetrpp/v1/config.pb.h"
 
 namespace upp::server {
@@ -68,23 +66,16 @@ class Authenticator {
   using KeyTable = std::map<std::string, Key>;  // by SHA-256 hex
   Authenticator() = default;
   absl::StatusOr<KeyTable> ParseKeyFile(const std::string& text) const;
-  // The current key table, re-read from the file when it is due.
-  std::shared_ptr<const KeyTable> Keys() const;
   absl::StatusOr<Principal> FromToken(const std::string& token) const;
   // The principal of a client certificate listed in certificate_identities;
   // NOT_FOUND when the call has none that is listed.
   absl::StatusOr<Principal> FromCertificate(const grpc::ServerContextBase& context) const;
   std::set<std::string> Permissions(const std::vector<std::string>& roles) const;
-  bool Enabled() const { return !api_keys_file_.empty() || jwt_ != nullptr || !cert_identities_.empty(); }
+  bool Enabled() const { return keys_ != nullptr || jwt_ != nullptr || !cert_identities_.empty(); }
 
   bool required_ = false;
   RoleTable roles_;
-  std::string api_keys_file_;
-  absl::Duration keys_reload_ = absl::Seconds(60);
-  mutable absl::Mutex keys_mu_;
-  mutable std::shared_ptr<const KeyTable> keys_ ABSL_GUARDED_BY(keys_mu_);
-  mutable std::string keys_text_ ABSL_GUARDED_BY(keys_mu_);
-  mutable absl::Time keys_next_check_ ABSL_GUARDED_BY(keys_mu_);
+  std::unique_ptr<ReloadingFile<KeyTable>> keys_;  // the API key file
   std::unique_ptr<JwtVerifier> jwt_;
   std::map<std::string, std::set<std::string>> cert_identities_;  // name -> permissions
 };

@@ -7,7 +7,6 @@
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
-#include <spdlog/spdlog.h>
 
 #include <cmath>
 #include <nlohmann/json.hpp>
@@ -165,38 +164,21 @@ absl::StatusOr<JwkSet> ParseJwks(absl::string_view text, bool allow_hs256) {
 absl::StatusOr<std::unique_ptr<JwtVerifier>> JwtVerifier::Create(const unetrpp::v1::Jwt& config) {
   if (config.issuer().empty() || config.audience().empty())
     return absl::InvalidArgumentError("config: auth.jwt needs issuer and audience");
-  auto text = imageio::ReadWholeFile(config.jwks_file(), kMaxJwksBytes);
-  if (!text.ok()) return absl::NotFoundError("config: auth.jwt.jwks_file cannot be read");
-  auto keys = ParseJwks(*text, config.allow_hs256());
-  if (!keys.ok())
-    return absl::InvalidArgumentError(absl::StrCat("config: auth.jwt.jwks_file: ", keys.status().message()));
-  std::unique_ptr<JwtVerifier> v(new JwtVerifier(config));
-  absl::MutexLock lock(&v->mu_);
-  v->keys_ = std::make_shared<const JwkSet>(*std::move(keys));
-  v->file_bytes_ = *std::move(text);
-  v->next_check_ = absl::Now() + absl::Seconds(config.reload_seconds() ? config.reload_seconds() : 60);
-  return v;
+  const bool allow_hs256 = config.allow_hs256();
+  auto keys = ReloadingFile<JwkSet>::Create(
+      config.jwks_file(), kMaxJwksBytes, absl::Seconds(config.reload_seconds() ? config.reload_seconds() : 60),
+      [allow_hs256](const std::string& text) -> absl::StatusOr<JwkSet> {
+        auto set = ParseJwks(text, allow_hs256);
+        if (!set.ok())
+          return absl::InvalidArgumentError(absl::StrCat("config: auth.jwt.jwks_file: ", set.status().message()));
+        return set;
+      },
+      "auth.jwt.jwks_file");
+  if (!keys.ok()) return keys.status();
+  return std::unique_ptr<JwtVerifier>(new JwtVerifier(config, *std::move(keys)));
 }
 
 bool JwtVerifier::LooksLikeJwt(absl::string_view token) { return std::count(token.begin(), token.end(), '.') == 2; }
-
-std::shared_ptr<const JwkSet> JwtVerifier::Keys(absl::Time now) const {
-  absl::MutexLock lock(&mu_);
-  if (now < next_check_) return keys_;
-  next_check_ = now + absl::Seconds(config_.reload_seconds() ? config_.reload_seconds() : 60);
-  auto text = imageio::ReadWholeFile(config_.jwks_file(), kMaxJwksBytes);
-  if (!text.ok() || *text == file_bytes_) return keys_;
-  auto keys = ParseJwks(*text, config_.allow_hs256());
-  if (!keys.ok()) {  // a half-written or broken file: keep the keys that work
-    spdlog::warn("auth: the JWKS file changed but cannot be used ({}); keeping the previous keys",
-                 std::string(keys.status().message()));
-    return keys_;
-  }
-  file_bytes_ = *std::move(text);
-  keys_ = std::make_shared<const JwkSet>(*std::move(keys));
-  spdlog::info("auth: JWKS reloaded, {} key(s)", keys_->size());
-  return keys_;
-}
 
 absl::StatusOr<JwtIdentity> JwtVerifier::Verify(const std::string& token, absl::Time now) const {
   const std::vector<absl::string_view> parts = absl::StrSplit(token, '.');
@@ -210,7 +192,7 @@ absl::StatusOr<JwtIdentity> JwtVerifier::Verify(const std::string& token, absl::
   if (alg == "none" || parts[2].empty()) return Unauthenticated("unsigned tokens (alg \"none\") are not accepted");
   if (alg != "RS256" && alg != "ES256" && !(alg == "HS256" && config_.allow_hs256()))
     return Unauthenticated(absl::StrCat("the algorithm \"", alg, "\" is not accepted"));
-  const auto keys = Keys(now);
+  const auto keys = keys_->Get(now);
   const std::string kid = StringField(header, "kid");
   const Jwk* key = nullptr;
   if (const auto it = keys->find(kid); it != keys->end()) {

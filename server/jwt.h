@@ -11,7 +11,7 @@
 // with an RSA public key used as the HMAC secret is the classic forgery).
 //
 // Threading: Verify() is called from gRPC's threads concurrently; the key
-// set is an immutable snapshot swapped under mu_.
+// set is an immutable snapshot (ReloadingFile).
 #ifndef UPP_SERVER_JWT_H_
 #define UPP_SERVER_JWT_H_
 
@@ -20,11 +20,10 @@
 #include <string>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/reloading_file.h"
 #include "unetrpp/v1/config.pb.h"
 
 namespace upp::server {
@@ -58,16 +57,12 @@ class JwtVerifier {
   absl::StatusOr<JwtIdentity> Verify(const std::string& token, absl::Time now) const;
 
  private:
-  explicit JwtVerifier(unetrpp::v1::Jwt config) : config_(std::move(config)) {}
-  // The current key set, re-read from the file when it is due.
-  std::shared_ptr<const JwkSet> Keys(absl::Time now) const;
+  JwtVerifier(unetrpp::v1::Jwt config, std::unique_ptr<ReloadingFile<JwkSet>> keys)
+      : config_(std::move(config)), keys_(std::move(keys)) {}
   absl::StatusOr<JwtIdentity> CheckClaims(const std::string& payload_json, absl::Time now) const;
 
   const unetrpp::v1::Jwt config_;
-  mutable absl::Mutex mu_;
-  mutable std::shared_ptr<const JwkSet> keys_ ABSL_GUARDED_BY(mu_);
-  mutable std::string file_bytes_ ABSL_GUARDED_BY(mu_);
-  mutable absl::Time next_check_ ABSL_GUARDED_BY(mu_);
+  const std::unique_ptr<ReloadingFile<JwkSet>> keys_;  // the JWKS file
 };
 
 }  // namespace upp::server
