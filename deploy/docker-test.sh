@@ -88,8 +88,9 @@ print(f"docker-test: /metrics: {ok:.0f} requests OK")
 PY
 
 # 4. SIGTERM during a request: it finishes, the container exits 0.
-"$B/tools/upp-phantom" --seed 8 --max-inplane 192 --max-slices 96 -o "$WORK/big.nii.gz" >/dev/null
-"$B/clients/upp-client" --server 127.0.0.1:50051 segment "$WORK/big.nii.gz" -o "$WORK/drained.nii.gz" \
+# Long enough (test-time mirroring: 8x the windows) that SIGTERM finds it in flight.
+"$B/tools/upp-phantom" --seed 8 --max-inplane 256 --max-slices 128 -o "$WORK/big.nii.gz" >/dev/null
+"$B/clients/upp-client" --server 127.0.0.1:50051 segment "$WORK/big.nii.gz" --mirror -o "$WORK/drained.nii.gz" \
   >"$WORK/drained.log" 2>&1 &
 CLIENT=$!
 for _ in $(seq 1 100); do
