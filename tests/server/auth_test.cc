@@ -47,6 +47,26 @@ std::string KeysFile() {
 
 std::string PlanFile() { return testing::SmallPlanFile("auth_test_plan.json"); }
 
+// A server on a free loopback port, metrics off, the small fixture model,
+// with `middle` (tls, auth, ...) in between.
+absl::StatusOr<std::unique_ptr<Server>> StartSmall(const std::string& middle) {
+  auto config = ParseConfig("listen_address: '127.0.0.1:0'\nmetrics_address: 'off'\n" + middle +
+                            "\nmodels { name: 'small' weights: '" UPP_FIXTURES_DIR
+                            "/synapse_small_weights.safetensors' plan_file: '" +
+                            PlanFile() + "' }\n");
+  if (!config.ok()) return config.status();
+  return Server::Create(*config);
+}
+
+// A self-signed certificate for "localhost"; false without openssl.
+bool MakeCertificate(const std::string& key, const std::string& cert) {
+  const std::string cmd =
+      "openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -addext "
+      "subjectAltName=DNS:localhost -days 1 -keyout " +
+      key + " -out " + cert + " 2>/dev/null";
+  return std::system(cmd.c_str()) == 0;
+}
+
 class AuthTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -177,20 +197,11 @@ TEST_F(AuthTest, AuditLinesNameThePrincipalAndHoldNoPatientData) {
 // The C++ client over TLS with a token (certificate made with openssl).
 TEST(AuthTlsTest, CppClientWithTokenOverTls) {
   const std::string key = TempPath("auth_tls.key"), cert = TempPath("auth_tls.pem");
-  const std::string cmd =
-      "openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -addext "
-      "subjectAltName=DNS:localhost -days 1 -keyout " +
-      key + " -out " + cert + " 2>/dev/null";
-  if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "openssl is not installed";
+  if (!MakeCertificate(key, cert)) GTEST_SKIP() << "openssl is not installed";
   const std::string tls = "tls { cert_file: '" + cert + "' key_file: '" + key + "' }\n";
   const std::string auth = "auth { required: true api_keys_file: '" + KeysFile() +
                            "' roles { name: 'viewer' permissions: 'models.read' } }\n";
-  auto config = ParseConfig("listen_address: '127.0.0.1:0'\nmetrics_address: 'off'\n" + tls + auth +
-                            "models { name: 'small' weights: '" UPP_FIXTURES_DIR
-                            "/synapse_small_weights.safetensors' plan_file: '" +
-                            PlanFile() + "' }\n");
-  ASSERT_TRUE(config.ok()) << config.status();
-  auto server = Server::Create(*config);
+  auto server = StartSmall(tls + auth);
   ASSERT_TRUE(server.ok()) << server.status();
   client::ConnectOptions o;
   o.tls_ca_file = cert;
@@ -207,14 +218,6 @@ TEST(AuthTlsTest, CppClientWithTokenOverTls) {
   EXPECT_EQ(client::Client::Connect(target, o).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-bool MakeCertificate(const std::string& key, const std::string& cert) {
-  const std::string cmd =
-      "openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -addext "
-      "subjectAltName=DNS:localhost -days 1 -keyout " +
-      key + " -out " + cert + " 2>/dev/null";
-  return std::system(cmd.c_str()) == 0;
-}
-
 // A rotated certificate takes effect without a restart, while a client
 // keeps calling on its established connection.
 TEST(AuthTlsTest, CertificateReloadWithoutRestart) {
@@ -224,15 +227,7 @@ TEST(AuthTlsTest, CertificateReloadWithoutRestart) {
   const std::string key = TempPath("rot_live.key"), cert = TempPath("rot_live.pem");
   std::filesystem::copy_file(a_key, key, std::filesystem::copy_options::overwrite_existing);
   std::filesystem::copy_file(a_cert, cert, std::filesystem::copy_options::overwrite_existing);
-  auto config = ParseConfig(
-      "listen_address: '127.0.0.1:0'\nmetrics_address: 'off'\n"
-      "tls { cert_file: '" +
-      cert + "' key_file: '" + key +
-      "' reload_seconds: 1 }\n"
-      "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '" +
-      PlanFile() + "' }\n");
-  ASSERT_TRUE(config.ok()) << config.status();
-  auto server = Server::Create(*config);
+  auto server = StartSmall("tls { cert_file: '" + cert + "' key_file: '" + key + "' reload_seconds: 1 }");
   ASSERT_TRUE(server.ok()) << server.status();
   const std::string target = "127.0.0.1:" + std::to_string((*server)->port());
   auto trusting = [&](const std::string& ca) {
@@ -284,18 +279,11 @@ TEST(AuthTlsTest, CertificateIdentitiesArePrincipals) {
   for (const char* who : {"pacs-bridge", "monitor", "stranger"})
     ASSERT_TRUE(MakeSignedCertificate(TempPath(std::string("mtls_") + who), who, ca));
   std::remove(TempPath("mtls_audit.jsonl").c_str());
-  auto config = ParseConfig(
-      "listen_address: '127.0.0.1:0'\nmetrics_address: 'off'\n"
-      "tls { cert_file: '" +
-      TempPath("mtls_server.pem") + "' key_file: '" + TempPath("mtls_server.key") + "' client_ca_file: '" + ca +
-      ".pem' }\n"
-      "auth { required: true audit_log_file: '" +
-      TempPath("mtls_audit.jsonl") +
-      "' certificate_identities { name: 'pacs-bridge' roles: 'user' } certificate_identities { name: 'monitor' } }\n"
-      "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '" +
-      PlanFile() + "' }\n");
-  ASSERT_TRUE(config.ok()) << config.status();
-  auto server = Server::Create(*config);
+  auto server = StartSmall("tls { cert_file: '" + TempPath("mtls_server.pem") + "' key_file: '" +
+                           TempPath("mtls_server.key") + "' client_ca_file: '" + ca +
+                           ".pem' }\nauth { required: true audit_log_file: '" + TempPath("mtls_audit.jsonl") +
+                           "' certificate_identities { name: 'pacs-bridge' roles: 'user' } "
+                           "certificate_identities { name: 'monitor' } }");
   ASSERT_TRUE(server.ok()) << server.status();
   const std::string target = "127.0.0.1:" + std::to_string((*server)->port());
   auto as = [&](const std::string& who) {
@@ -323,15 +311,9 @@ TEST(AuthTlsTest, CertificateIdentitiesArePrincipals) {
 TEST(AuthLimitsTest, WindowsAndBytesPerPrincipal) {
   model::ConfigureCpuThreads(0);
   auto start = [](const std::string& limits) {
-    auto config = ParseConfig(
-        "listen_address: '127.0.0.1:0'\nmetrics_address: 'off'\n"
-        "auth { required: true api_keys_file: '" +
-        KeysFile() + "' roles { name: 'viewer' permissions: 'models.read' } " + limits +
-        " }\n"
-        "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '" +
-        PlanFile() + "' }\n");
-    EXPECT_TRUE(config.ok()) << config.status();
-    return std::move(Server::Create(*config).value());
+    return std::move(StartSmall("auth { required: true api_keys_file: '" + KeysFile() +
+                                "' roles { name: 'viewer' permissions: 'models.read' } " + limits + " }")
+                         .value());
   };
   auto as = [](Server& server, const std::string& key) {
     client::ConnectOptions o;
@@ -365,15 +347,7 @@ TEST(AuthKeysTest, KeyFileReloadWithoutRestart) {
     std::filesystem::rename(path + ".tmp", path);
   };
   write("alice " + Authenticator::HashKey(kAliceKey) + " user\n");
-  auto config = ParseConfig(
-      "listen_address: '127.0.0.1:0'\nmetrics_address: 'off'\n"
-      "auth { required: true api_keys_reload_seconds: 1 api_keys_file: '" +
-      path +
-      "' }\n"
-      "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '" +
-      PlanFile() + "' }\n");
-  ASSERT_TRUE(config.ok()) << config.status();
-  auto server = Server::Create(*config);
+  auto server = StartSmall("auth { required: true api_keys_reload_seconds: 1 api_keys_file: '" + path + "' }");
   ASSERT_TRUE(server.ok()) << server.status();
   auto code = [&](const std::string& key) {
     client::ConnectOptions o;
