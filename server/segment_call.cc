@@ -154,10 +154,7 @@ void SegmentCall::OnReadDone(bool ok) {
 }
 
 absl::Status SegmentCall::HandleHeader(const unetrpp::v1::RequestHeader& header) {
-  if (pending_stream_) {
-    pending_stream_ = false;
-    state_->EndPendingStream();
-  }
+  ReleasePendingStream();
   header_ = header;
   const std::string name = header.model().empty() ? state_->config().default_model() : header.model();
   model_ = state_->models().Find(name);
@@ -506,6 +503,10 @@ void SegmentCall::OnWriteDone(bool ok) {
   MaybeWriteLocked();
 }
 
+void SegmentCall::ReleasePendingStream() {
+  if (pending_stream_.exchange(false)) state_->EndPendingStream();
+}
+
 void SegmentCall::FinishLocked(const grpc::Status& status) {
   if (finish_called_ || done_) return;
   if (writing_) {  // after the write in flight
@@ -513,6 +514,9 @@ void SegmentCall::FinishLocked(const grpc::Status& status) {
     return;
   }
   finish_called_ = true;
+  // The header can no longer come: the slot is free before the client sees
+  // the status (a client that retries at once must find it free).
+  ReleasePendingStream();
   final_status_ = absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
   Finish(status);
 }
@@ -594,7 +598,7 @@ void SegmentCall::OnDone() {
   }
   alive_ = false;
   if (model_) model_->batcher().Remove(this);
-  if (pending_stream_) state_->EndPendingStream();
+  ReleasePendingStream();
   std::shared_ptr<SegmentCall> keep;
   absl::Status status;
   std::string timings;

@@ -103,15 +103,18 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool NextResultChunkLocked(unetrpp::v1::SegmentResponse* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleasePendingStream();  // once: the first caller returns the BeginPendingStream slot
   void StageDone(unetrpp::v1::Stage stage, absl::Time since);
 
   grpc::CallbackServerContext* const context_;
   ServiceState* const state_;
   const std::string request_id_;
   const absl::Time start_ = absl::Now();
-  const std::string peer_;       // client address without the port
-  Principal principal_;          // set in Start, before any reaction
-  bool pending_stream_ = false;  // counted by BeginPendingStream until the header
+  const std::string peer_;  // client address without the port
+  Principal principal_;     // set in Start, before any reaction
+  // Counted by BeginPendingStream until the header arrives or the call's
+  // status is decided (whichever thread gets there first releases it).
+  std::atomic<bool> pending_stream_{false};
   std::atomic<int64_t> last_read_ns_;
   std::atomic<int64_t> write_started_ns_{0};  // 0: no write in flight
   std::shared_ptr<SegmentCall> self_;         // released in OnDone

@@ -1,0 +1,114 @@
+#include "gateway/config.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "proto/text_config.h"
+
+namespace upp::gateway {
+namespace {
+
+absl::Status Bad(const std::string& field, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat("config: ", field, ": ", what));
+}
+
+// DICOM AE titles: 1 to 16 characters of the default repertoire, no
+// backslash or control characters (PS3.5 6.2, VR AE).
+bool ValidAeTitle(const std::string& ae) {
+  if (ae.empty() || ae.size() > 16) return false;
+  return std::all_of(ae.begin(), ae.end(), [](char c) { return c >= 0x20 && c < 0x7f && c != '\\'; });
+}
+
+bool Positive(double seconds) { return std::isfinite(seconds) && seconds > 0 && seconds <= 7 * 24 * 3600; }
+
+absl::Status ValidateListener(const unetrpp::v1::DicomListener& l) {
+  if (!ValidAeTitle(l.ae_title())) return Bad("listener.ae_title", "1 to 16 printable characters, no backslash");
+  if (l.port() > 65535) return Bad("listener.port", "must be at most 65535");
+  for (int i = 0; i < l.allowed_calling_aes_size(); ++i)
+    if (!ValidAeTitle(l.allowed_calling_aes(i)))
+      return Bad(absl::StrCat("listener.allowed_calling_aes[", i, "]"), "not an AE title");
+  if (l.max_associations() > 256) return Bad("listener.max_associations", "at most 256");
+  if (l.max_pdu_bytes() < 4096 || l.max_pdu_bytes() > (1u << 24))
+    return Bad("listener.max_pdu_bytes", "must be in [4096, 16777216]");
+  if (!Positive(l.association_idle_seconds())) return Bad("listener.association_idle_seconds", "must be > 0");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRule(const unetrpp::v1::RoutingRule& r, const std::string& f) {
+  if (r.name().empty() || r.name().size() > 64) return Bad(f + ".name", "needs 1 to 64 characters");
+  for (int i = 0; i < r.orientations_size(); ++i) {
+    const std::string& o = r.orientations(i);
+    if (o != "axial" && o != "coronal" && o != "sagittal" && o != "oblique")
+      return Bad(absl::StrCat(f, ".orientations[", i, "]"), "must be axial, coronal, sagittal or oblique");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void ApplyDefaults(unetrpp::v1::GatewayConfig& c) {
+  auto* l = c.mutable_listener();
+  if (l->ae_title().empty()) l->set_ae_title("UNETRPP");
+  if (l->port() == 0) l->set_port(11112);
+  if (l->max_associations() == 0) l->set_max_associations(8);
+  if (l->max_pdu_bytes() == 0) l->set_max_pdu_bytes(65536);
+  if (l->association_idle_seconds() == 0) l->set_association_idle_seconds(60);
+  if (l->max_instance_bytes() == 0) l->set_max_instance_bytes(uint64_t{1} << 30);
+  if (c.quiet_period_seconds() == 0) c.set_quiet_period_seconds(10);
+  if (c.service().deadline_seconds() == 0) c.mutable_service()->set_deadline_seconds(1800);
+  auto* d = c.mutable_destination();
+  if (d->calling_ae_title().empty()) d->set_calling_ae_title(l->ae_title());
+  if (d->timeout_seconds() == 0) d->set_timeout_seconds(60);
+  if (c.unmatched().empty()) c.set_unmatched("drop");
+  if (c.max_attempts() == 0) c.set_max_attempts(5);
+  if (c.retry_backoff_seconds() == 0) c.set_retry_backoff_seconds(10);
+  if (c.metrics_address().empty()) c.set_metrics_address("0.0.0.0:9465");
+  if (c.drain_grace_seconds() == 0) c.set_drain_grace_seconds(120);
+  if (c.max_series_bytes() == 0) c.set_max_series_bytes(uint64_t{2} << 30);
+  if (c.max_series_instances() == 0) c.set_max_series_instances(5000);
+  auto* r = c.mutable_report();
+  if (r->manufacturer().empty()) r->set_manufacturer("unetrpp-serve");
+  if (r->series_description().empty()) r->set_series_description("UNETR++ segmentation");
+  for (auto& rule : *c.mutable_rules()) {
+    if (rule.min_instances() == 0) rule.set_min_instances(1);
+    if (!rule.send_seg() && !rule.send_report()) {
+      rule.set_send_seg(true);
+      rule.set_send_report(true);
+    }
+  }
+}
+
+absl::Status Validate(const unetrpp::v1::GatewayConfig& c) {
+  if (auto s = ValidateListener(c.listener()); !s.ok()) return s;
+  if (c.spool_dir().empty()) return Bad("spool_dir", "required");
+  if (!Positive(c.quiet_period_seconds())) return Bad("quiet_period_seconds", "must be > 0");
+  if (c.service().target().empty()) return Bad("service.target", "required");
+  if (!Positive(c.service().deadline_seconds())) return Bad("service.deadline_seconds", "must be > 0");
+  if (!c.service().tls_cert_file().empty() && c.service().tls_ca_file().empty())
+    return Bad("service.tls_cert_file", "needs tls_ca_file (mTLS is TLS)");
+  const auto& d = c.destination();
+  if (d.host().empty()) return Bad("destination.host", "required");
+  if (d.port() == 0 || d.port() > 65535) return Bad("destination.port", "must be in [1, 65535]");
+  if (!ValidAeTitle(d.ae_title())) return Bad("destination.ae_title", "1 to 16 printable characters, no backslash");
+  if (!ValidAeTitle(d.calling_ae_title())) return Bad("destination.calling_ae_title", "not an AE title");
+  if (!Positive(d.timeout_seconds())) return Bad("destination.timeout_seconds", "must be > 0");
+  if (c.unmatched() != "drop" && c.unmatched() != "keep") return Bad("unmatched", "must be drop or keep");
+  if (c.max_attempts() > 100) return Bad("max_attempts", "at most 100");
+  if (!Positive(c.retry_backoff_seconds())) return Bad("retry_backoff_seconds", "must be > 0");
+  if (!Positive(c.drain_grace_seconds())) return Bad("drain_grace_seconds", "must be > 0");
+  if (c.rules().empty()) return Bad("rules", "at least one rule is needed (a gateway that routes nothing)");
+  for (int i = 0; i < c.rules_size(); ++i)
+    if (auto s = ValidateRule(c.rules(i), absl::StrCat("rules[", i, "]")); !s.ok()) return s;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<unetrpp::v1::GatewayConfig> LoadConfig(const std::string& path) {
+  unetrpp::v1::GatewayConfig config;
+  if (auto s = proto::LoadTextConfigFile(path, config); !s.ok()) return s;
+  ApplyDefaults(config);
+  if (auto s = Validate(config); !s.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", s.message()));
+  return config;
+}
+
+}  // namespace upp::gateway

@@ -1,0 +1,102 @@
+// unetrpp-dicom-gateway: receives DICOM series (C-STORE), has the
+// segmentation service segment those that match a routing rule, and sends
+// the DICOM SEG and a TID 1500 volume report to the configured AE.
+//   unetrpp-dicom-gateway --config gateway.textproto
+// SIGTERM/SIGINT: stop accepting associations, finish the associations and
+// the series in flight (at most drain_grace_seconds), exit 0; what was not
+// started stays in the spool for the next start.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+
+#include <CLI/CLI.hpp>
+#include <future>
+#include <thread>
+
+#include "gateway/config.h"
+#include "gateway/metrics.h"
+#include "gateway/processor.h"
+#include "gateway/spool.h"
+#include "gateway/store_scp.h"
+
+namespace {
+
+// The spool holds patient images: a core dump would copy them anywhere.
+void DisableCoreDumps() {
+  struct rlimit none {};
+  setrlimit(RLIMIT_CORE, &none);
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
+
+// Blocks SIGTERM and SIGINT in this thread and every thread started after
+// (no library here starts threads before main), so sigwait() receives them.
+sigset_t BlockStopSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return set;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app("unetrpp-dicom-gateway: DICOM C-STORE in, segmentation out (SEG and volume report)");
+  std::string config_path;
+  app.add_option("--config", config_path, "gateway configuration (protobuf text)")->required();
+  CLI11_PARSE(app, argc, argv);
+  DisableCoreDumps();
+  const sigset_t stop_signals = BlockStopSignals();
+
+  auto config = upp::gateway::LoadConfig(config_path);
+  if (!config.ok()) {
+    spdlog::error("{}", std::string(config.status().message()));
+    return 2;
+  }
+  auto spool = upp::gateway::Spool::Create(config->spool_dir());
+  if (!spool.ok()) {
+    spdlog::error("{}", std::string(spool.status().message()));
+    return 1;
+  }
+  upp::gateway::GatewayMetrics metrics;
+  if (config->metrics_address() != "off") {
+    if (auto s = metrics.Expose(config->metrics_address()); !s.ok()) {
+      spdlog::error("{}", std::string(s.message()));
+      return 1;
+    }
+  }
+  upp::gateway::StoreScp scp(config->listener(), spool->get(),
+                             [&metrics](const std::string& outcome) { metrics.Instance(outcome); });
+  upp::gateway::Processor processor(*config, spool->get(), &metrics);
+  auto listening = std::async(std::launch::async, [&scp] { return scp.Run(); });
+  std::thread processing([&processor] { processor.Run(); });
+  spdlog::info("unetrpp-dicom-gateway: AE {} on port {}, metrics {}, service {}, destination {}@{}:{}",
+               config->listener().ae_title(), config->listener().port(),
+               metrics.port() ? std::to_string(metrics.port()) : "off", config->service().target(),
+               config->destination().ae_title(), config->destination().host(), config->destination().port());
+
+  // Wait for a stop signal, or for the listener to fail (port taken).
+  int signal_number = 0;
+  while (listening.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+    const timespec tick{1, 0};
+    siginfo_t info;
+    if ((signal_number = sigtimedwait(&stop_signals, &info, &tick)) > 0) break;
+  }
+  spdlog::info(signal_number > 0 ? "signal {}: finishing the associations and the series in flight"
+                                 : "listener stopped{}",
+               signal_number > 0 ? std::to_string(signal_number) : "");
+  scp.Stop();
+  processor.Stop();
+  const auto grace = std::chrono::duration<double>(config->drain_grace_seconds());
+  absl::Status listener_status = absl::OkStatus();
+  if (listening.wait_for(grace) == std::future_status::ready) listener_status = listening.get();
+  processing.join();  // returns after the series in flight
+  if (!listener_status.ok()) {
+    spdlog::error("{}", std::string(listener_status.message()));
+    return 1;
+  }
+  spdlog::info("stopped");
+  return 0;
+}

@@ -1,0 +1,51 @@
+// Prometheus metrics of the DICOM gateway (prometheus-cpp), served at
+// /metrics on their own port, named like the server's (upp_gateway_...).
+//
+// Threading: every method is thread-safe (prometheus-cpp metrics are
+// atomic; families are created once, in the constructor).
+#ifndef UPP_GATEWAY_METRICS_H_
+#define UPP_GATEWAY_METRICS_H_
+
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace upp::gateway {
+
+class GatewayMetrics {
+ public:
+  GatewayMetrics();
+  // Serves /metrics on `address` ("host:port"; port 0 picks one).
+  absl::Status Expose(const std::string& address);
+  int port() const;
+
+  // outcome: stored, not_allowed, too_large, invalid, spool_error.
+  void Instance(const std::string& outcome);
+  // outcome: completed, failed, unmatched, retried; rule "" when none.
+  void Series(const std::string& outcome, const std::string& rule);
+  // stage: summarize, segment, report, send.
+  void Stage(const std::string& stage, double seconds);
+  // From claiming a series to its answer being sent.
+  void SeriesLatency(double seconds) { series_seconds_->Observe(seconds); }
+  void SetQueued(int64_t series) { queued_->Set(static_cast<double>(series)); }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  prometheus::Family<prometheus::Counter>* instances_;
+  prometheus::Family<prometheus::Counter>* series_;
+  prometheus::Family<prometheus::Histogram>* stage_seconds_;
+  prometheus::Histogram* series_seconds_;
+  prometheus::Gauge* queued_;
+};
+
+}  // namespace upp::gateway
+
+#endif  // UPP_GATEWAY_METRICS_H_

@@ -1,0 +1,201 @@
+#include "gateway/processor.h"
+
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "clients/cpp/client.h"
+#include "gateway/report.h"
+#include "gateway/rules.h"
+#include "gateway/series.h"
+#include "gateway/store_scu.h"
+#include "imageio/file_util.h"
+
+namespace upp::gateway {
+namespace fs = std::filesystem;
+namespace {
+
+// Worth another attempt later: the service or the destination was down,
+// overloaded or too slow this time.
+bool Retryable(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kUnknown:
+      return true;
+    default:
+      return false;
+  }
+}
+
+double SecondsSince(absl::Time t) { return absl::ToDoubleSeconds(absl::Now() - t); }
+
+absl::Status WriteFile(const std::string& path, const std::string& bytes) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    if (!out) return absl::InternalError("spool: cannot write a result");
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  return ec ? absl::InternalError("spool: cannot write a result") : absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<client::Client>> Connect(const unetrpp::v1::SegmentationService& s) {
+  client::ConnectOptions options;
+  options.tls_ca_file = s.tls_ca_file();
+  options.tls_cert_file = s.tls_cert_file();
+  options.tls_key_file = s.tls_key_file();
+  options.server_name = s.server_name();
+  options.load_balancing = s.load_balancing();
+  if (!s.token_file().empty()) {  // read at each series: a rotated token is picked up
+    auto token = imageio::ReadWholeFile(s.token_file(), 1 << 16);
+    if (!token.ok()) return absl::UnavailableError("the service token file cannot be read");
+    options.token = std::string(absl::StripAsciiWhitespace(*token));
+  }
+  return client::Client::Connect(s.target(), options);
+}
+
+}  // namespace
+
+struct Processor::Attempt {
+  std::string dir;  // the claimed series' active directory
+  std::string name;  // for logs: the spool counter, not patient data
+  SeriesSummary series;
+  const unetrpp::v1::RoutingRule* rule = nullptr;
+  std::string seg_path, report_path;
+};
+
+Processor::Processor(const unetrpp::v1::GatewayConfig& config, Spool* spool, GatewayMetrics* metrics)
+    : config_(config), spool_(spool), metrics_(metrics) {}
+
+void Processor::Run() {
+  const absl::Duration quiet = absl::Seconds(config_.quiet_period_seconds());
+  while (!stop_.HasBeenNotified()) {
+    for (const auto& dir : spool_->ClaimDue(quiet, absl::Now())) {
+      if (stop_.HasBeenNotified()) break;
+      metrics_->SetQueued(spool_->QueuedSeries());
+      ProcessSeries(dir);
+    }
+    metrics_->SetQueued(spool_->QueuedSeries());
+    stop_.WaitForNotificationWithTimeout(absl::Seconds(1));
+  }
+}
+
+Processor::Outcome Processor::ProcessSeries(const std::string& dir) {
+  const absl::Time start = absl::Now();
+  Attempt a;
+  a.dir = dir;
+  a.name = fs::path(dir).filename().string();
+  a.seg_path = Spool::ResultsDir(dir) + "/seg.dcm";
+  a.report_path = Spool::ResultsDir(dir) + "/report.dcm";
+  const int attempts = Spool::ReadState(dir).attempts + 1;
+
+  SeriesLimits limits;
+  limits.max_instances = config_.max_series_instances();
+  limits.max_bytes = static_cast<int64_t>(config_.max_series_bytes());
+  limits.max_instance_bytes = static_cast<int64_t>(config_.listener().max_instance_bytes());
+  auto series = SummarizeSeries(Spool::InstancesDir(dir), limits);
+  metrics_->Stage("summarize", SecondsSince(start));
+  if (!series.ok()) return Settle(dir, "", config_.max_attempts(), series.status());  // never better next time
+  a.series = *std::move(series);
+  a.rule = MatchRule(config_, a.series);
+  if (!a.rule) {
+    spdlog::info("series {}: {} instances, modality {}, matched no rule; {}", a.name, a.series.files.size(),
+                 a.series.modality, config_.unmatched() == "keep" ? "kept in unmatched/" : "dropped");
+    metrics_->Series("unmatched", "");
+    if (config_.unmatched() == "keep") spool_->Keep(dir, "unmatched", "matched no routing rule").IgnoreError();
+    else spool_->Remove(dir).IgnoreError();
+    return Outcome::kUnmatched;
+  }
+  absl::Status status;
+  if (!fs::exists(a.seg_path) || !fs::exists(a.report_path)) status = SegmentAndReport(a);
+  if (status.ok()) status = Send(a);
+  if (status.ok()) {
+    spdlog::info("series {}: {} instances, rule {}: SEG{} sent in {:.1f} s (attempt {})", a.name,
+                 a.series.files.size(), a.rule->name(), a.rule->send_report() ? " and report" : "",
+                 SecondsSince(start), attempts);
+    metrics_->SeriesLatency(SecondsSince(start));
+  }
+  return Settle(dir, a.rule->name(), attempts, status);
+}
+
+absl::Status Processor::SegmentAndReport(Attempt& a) {
+  absl::Time t = absl::Now();
+  auto client = Connect(config_.service());
+  if (!client.ok()) return client.status();
+  client::SegmentOptions options;
+  options.model = a.rule->model();
+  options.format = unetrpp::v1::INPUT_FORMAT_DICOM;
+  options.outputs = {unetrpp::v1::OUTPUT_KIND_DICOM_SEG};
+  options.deadline = absl::Seconds(config_.service().deadline_seconds());
+  options.max_attempts = 3;  // quick retries within the call; the spool retries later
+  options.client_request_id = absl::StrCat("gateway-", a.name);
+  auto result = (*client)->SegmentFiles(a.series.files, options);
+  metrics_->Stage("segment", SecondsSince(t));
+  if (!result.ok()) return result.status();
+  const std::string& seg = result->outputs[unetrpp::v1::OUTPUT_KIND_DICOM_SEG];
+
+  t = absl::Now();
+  std::map<int, std::string> names;
+  for (const auto& l : result->header.labels()) names[static_cast<int>(l.value())] = l.name();
+  ReportInput input;
+  input.seg = seg;
+  for (const auto& v : result->header.volumes()) input.volume_ml_by_segment_label[names[v.value()]] = v.volume_ml();
+  auto source = imageio::ReadWholeFile(a.series.files.front(), config_.listener().max_instance_bytes());
+  if (!source.ok()) return source.status();
+  input.source_instance = *source;
+  input.source_series_uid = a.series.series_instance_uid;
+  input.manufacturer = config_.report().manufacturer();
+  input.series_description = config_.report().series_description();
+  auto report = WriteVolumeReport(input);
+  metrics_->Stage("report", SecondsSince(t));
+  if (!report.ok()) return absl::FailedPreconditionError(report.status().message());
+  std::error_code ec;
+  fs::create_directories(Spool::ResultsDir(a.dir), ec);
+  if (auto s = WriteFile(a.report_path, *report); !s.ok()) return s;
+  return WriteFile(a.seg_path, seg);
+}
+
+absl::Status Processor::Send(const Attempt& a) {
+  const absl::Time t = absl::Now();
+  std::vector<std::string> files;
+  if (a.rule->send_seg()) files.push_back(a.seg_path);
+  if (a.rule->send_report()) files.push_back(a.report_path);
+  auto status = SendFiles(config_.destination(), files);
+  metrics_->Stage("send", SecondsSince(t));
+  return status;
+}
+
+Processor::Outcome Processor::Settle(const std::string& dir, const std::string& rule, int attempts,
+                                     const absl::Status& status) {
+  const std::string name = fs::path(dir).filename().string();
+  if (status.ok()) {
+    metrics_->Series("completed", rule);
+    spool_->Remove(dir).IgnoreError();
+    return Outcome::kCompleted;
+  }
+  if (Retryable(status) && attempts < static_cast<int>(config_.max_attempts())) {
+    const double backoff = std::min(300.0, config_.retry_backoff_seconds() * double(1 << std::min(attempts - 1, 16)));
+    spdlog::warn("series {}: attempt {} of {} failed ({}); next in {:.0f} s", name, attempts, config_.max_attempts(),
+                 std::string(status.message()), backoff);
+    metrics_->Series("retried", rule);
+    Spool::WriteState(dir, {attempts, absl::ToUnixSeconds(absl::Now()) + static_cast<int64_t>(backoff)}).IgnoreError();
+    return Outcome::kRetry;
+  }
+  spdlog::error("series {}: failed after {} attempt(s), nothing sent: {}", name, attempts,
+                std::string(status.message()));
+  metrics_->Series("failed", rule);
+  spool_->Keep(dir, "failed", std::string(status.message())).IgnoreError();
+  return Outcome::kFailed;
+}
+
+}  // namespace upp::gateway

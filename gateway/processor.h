@@ -1,0 +1,55 @@
+// The gateway's work loop: claims complete series from the spool, routes
+// them by the configured rules, has the segmentation service segment them
+// (streamed from the spool files over gRPC), writes the volume report, and
+// sends SEG and report to the destination AE. Failures are retried with
+// backoff up to max_attempts (server unavailable, destination down); a
+// series that cannot succeed (refused by the server, e.g. slices missing)
+// is moved to <spool>/failed with a reason, never sent half-done.
+//
+// Threading: Run() on one thread processes one series at a time (the
+// service batches across its callers; one gateway keeps one request in
+// flight). Stop() may be called from any thread: the series in flight is
+// finished, then Run() returns; the rest stays in the spool.
+#ifndef UPP_GATEWAY_PROCESSOR_H_
+#define UPP_GATEWAY_PROCESSOR_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/notification.h"
+#include "gateway/metrics.h"
+#include "gateway/spool.h"
+#include "unetrpp/v1/gateway.pb.h"
+
+namespace upp::gateway {
+
+class Processor {
+ public:
+  // `spool` and `metrics` must outlive the processor.
+  Processor(const unetrpp::v1::GatewayConfig& config, Spool* spool, GatewayMetrics* metrics);
+
+  void Run();
+  void Stop() {
+    if (!stop_.HasBeenNotified()) stop_.Notify();
+  }
+
+  // What became of one claimed series.
+  enum class Outcome { kCompleted, kUnmatched, kRetry, kFailed };
+  // Processes one claimed series and settles it in the spool.
+  Outcome ProcessSeries(const std::string& active_dir);
+
+ private:
+  struct Attempt;
+  absl::Status SegmentAndReport(Attempt& attempt);
+  absl::Status Send(const Attempt& attempt);
+  Outcome Settle(const std::string& active_dir, const std::string& rule, int attempts, const absl::Status& status);
+
+  const unetrpp::v1::GatewayConfig config_;
+  Spool* const spool_;
+  GatewayMetrics* const metrics_;
+  absl::Notification stop_;
+};
+
+}  // namespace upp::gateway
+
+#endif  // UPP_GATEWAY_PROCESSOR_H_

@@ -1,0 +1,134 @@
+#include "gateway/spool.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
+namespace upp::gateway {
+namespace fs = std::filesystem;
+namespace {
+
+absl::Status FsError(const std::string& what, const std::error_code& ec) {
+  return absl::InternalError(absl::StrCat("spool: ", what, ": ", ec.message()));
+}
+
+absl::Time ModifiedAt(const fs::path& p, std::error_code& ec) {
+  const auto t = fs::last_write_time(p, ec);
+  // file_clock and system_clock share their epoch offset on Linux (C++20
+  // makes it official); the difference is what matters here.
+  const auto since = t.time_since_epoch() - fs::file_time_type::clock::now().time_since_epoch();
+  return absl::Now() + absl::FromChrono(std::chrono::duration_cast<std::chrono::nanoseconds>(since));
+}
+
+}  // namespace
+
+bool IsValidUid(const std::string& uid) {
+  if (uid.empty() || uid.size() > 64 || uid.front() == '.' || uid.back() == '.') return false;
+  return std::all_of(uid.begin(), uid.end(), [](char c) { return (c >= '0' && c <= '9') || c == '.'; }) &&
+         uid.find("..") == std::string::npos;
+}
+
+absl::StatusOr<std::unique_ptr<Spool>> Spool::Create(const std::string& root) {
+  std::error_code ec;
+  for (const char* sub : {"incoming", "series", "active", "failed", "unmatched"}) {
+    fs::create_directories(fs::path(root) / sub, ec);
+    if (ec) return FsError(absl::StrCat("cannot create ", root, "/", sub), ec);
+  }
+  fs::permissions(root, fs::perms::owner_all, ec);
+  // Parts of instances whose association broke before a previous exit.
+  for (const auto& e : fs::directory_iterator(fs::path(root) / "incoming", ec)) fs::remove(e.path(), ec);
+  return std::unique_ptr<Spool>(new Spool(root));
+}
+
+std::string Spool::Unique() { return absl::StrCat(getpid(), "-", counter_.fetch_add(1), "-", absl::ToUnixNanos(absl::Now())); }
+
+std::string Spool::IncomingPath() { return absl::StrCat(root_, "/incoming/", Unique(), ".part"); }
+
+absl::Status Spool::Commit(const std::string& incoming_path, const std::string& series_uid,
+                           const std::string& sop_uid) {
+  if (!IsValidUid(series_uid) || !IsValidUid(sop_uid))
+    return absl::InvalidArgumentError("the series or SOP instance UID is not a valid UID");
+  const fs::path dir = fs::path(root_) / "series" / series_uid / "instances";
+  std::error_code ec;
+  // The processor may claim (rename) the series directory between creating
+  // it and renaming into it: then the instance starts a new one.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    fs::create_directories(dir, ec);
+    if (ec) continue;
+    fs::rename(incoming_path, dir / (sop_uid + ".dcm"), ec);
+    if (!ec) return absl::OkStatus();
+  }
+  return FsError("cannot commit an instance", ec);
+}
+
+std::vector<std::string> Spool::ClaimDue(absl::Duration quiet, absl::Time now) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(fs::path(root_) / "series", ec)) {
+    std::error_code ec2;
+    const absl::Time last = ModifiedAt(e.path() / "instances", ec2);
+    if (ec2 || now - last < quiet) continue;
+    fs::rename(e.path(), fs::path(root_) / "active" / Unique(), ec2);
+  }
+  std::vector<std::string> due;
+  for (const auto& e : fs::directory_iterator(fs::path(root_) / "active", ec))
+    if (ReadState(e.path().string()).next_attempt_unix <= absl::ToUnixSeconds(now)) due.push_back(e.path().string());
+  std::sort(due.begin(), due.end());
+  return due;
+}
+
+int64_t Spool::QueuedSeries() const {
+  int64_t n = 0;
+  std::error_code ec;
+  for (const char* sub : {"series", "active"})
+    for (auto it = fs::directory_iterator(fs::path(root_) / sub, ec); !ec && it != fs::directory_iterator(); ++it) ++n;
+  return n;
+}
+
+Spool::State Spool::ReadState(const std::string& active_dir) {
+  State state;
+  std::ifstream in(active_dir + "/state");
+  std::string line;
+  if (std::getline(in, line)) {
+    std::vector<std::string> parts = absl::StrSplit(line, ' ');
+    if (parts.size() == 2 && absl::SimpleAtoi(parts[0], &state.attempts) &&
+        absl::SimpleAtoi(parts[1], &state.next_attempt_unix))
+      return state;
+  }
+  return {};
+}
+
+absl::Status Spool::WriteState(const std::string& active_dir, const State& state) {
+  const std::string tmp = active_dir + "/state.tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << state.attempts << " " << state.next_attempt_unix << "\n";
+    if (!out) return absl::InternalError("spool: cannot write a series' state");
+  }
+  std::error_code ec;
+  fs::rename(tmp, active_dir + "/state", ec);
+  return ec ? FsError("cannot write a series' state", ec) : absl::OkStatus();
+}
+
+absl::Status Spool::Remove(const std::string& active_dir) {
+  std::error_code ec;
+  fs::remove_all(active_dir, ec);
+  return ec ? FsError("cannot remove a series", ec) : absl::OkStatus();
+}
+
+absl::Status Spool::Keep(const std::string& active_dir, const std::string& where, const std::string& reason) {
+  {
+    std::ofstream out(active_dir + "/reason", std::ios::trunc);
+    out << reason << "\n";
+  }
+  std::error_code ec;
+  fs::rename(active_dir, fs::path(root_) / where / fs::path(active_dir).filename(), ec);
+  return ec ? FsError(absl::StrCat("cannot move a series to ", where), ec) : absl::OkStatus();
+}
+
+}  // namespace upp::gateway

@@ -1,0 +1,162 @@
+#include "gateway/store_scp.h"
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcuid.h>
+#include <dcmtk/dcmnet/diutil.h>
+#include <dcmtk/dcmnet/scppool.h>
+#include <dcmtk/dcmnet/scpthrd.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "absl/strings/strip.h"
+#include "gateway/series.h"
+
+namespace upp::gateway {
+namespace {
+
+// DIMSE status codes of a C-STORE response (PS3.4 B.2.3).
+constexpr Uint16 kStoreSuccess = 0x0000;
+constexpr Uint16 kStoreOutOfResources = 0xA700;
+constexpr Uint16 kStoreCannotUnderstand = 0xC000;
+constexpr Uint16 kStoreRefused = 0xA900;  // "data set does not match SOP class": used for a refused instance
+
+const char* const kStorageClasses[] = {UID_CTImageStorage,
+                                       UID_EnhancedCTImageStorage,
+                                       UID_LegacyConvertedEnhancedCTImageStorage,
+                                       UID_MRImageStorage,
+                                       UID_EnhancedMRImageStorage,
+                                       UID_LegacyConvertedEnhancedMRImageStorage};
+
+// What the series reader (imageio/dicom.h) can decode: accepting more
+// would only defer the failure.
+const char* const kTransferSyntaxes[] = {
+    UID_LittleEndianExplicitTransferSyntax, UID_LittleEndianImplicitTransferSyntax,
+    UID_DeflatedExplicitVRLittleEndianTransferSyntax, UID_JPEGProcess1TransferSyntax,
+    UID_JPEGProcess2_4TransferSyntax, UID_JPEGProcess14SV1TransferSyntax,
+    UID_JPEGLSLosslessTransferSyntax, UID_JPEGLSLossyTransferSyntax,
+    UID_JPEG2000LosslessOnlyTransferSyntax, UID_JPEG2000TransferSyntax,
+    UID_RLELosslessTransferSyntax};
+
+// What each association's worker thread needs; owned by the pool.
+struct Context {
+  unetrpp::v1::DicomListener config;
+  Spool* spool;
+  StoreScp::InstanceCallback on_instance;
+};
+
+// One association: a DcmThreadSCP that stores to the spool.
+class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
+ public:
+  Worker(DcmBaseSCPPool& pool, const Context& context) : DcmBaseSCPWorker(pool), context_(context) {}
+
+  OFCondition setSharedConfig(const DcmSharedSCPConfig& config) override {
+    return DcmThreadSCP::setSharedConfig(config);
+  }
+  OFBool busy() override { return DcmThreadSCP::isConnected(); }
+
+ protected:
+  OFCondition workerListen(T_ASC_Association* const assoc) override { return DcmThreadSCP::run(assoc); }
+
+  OFBool checkCallingAETitleAccepted(const OFString& calling_ae) override {
+    const auto& allowed = context_.config.allowed_calling_aes();
+    if (allowed.empty()) return OFTrue;
+    const std::string trimmed(absl::StripAsciiWhitespace(calling_ae.c_str()));
+    return std::find(allowed.begin(), allowed.end(), trimmed) != allowed.end();
+  }
+
+  OFBool checkCalledAETitleAccepted(const OFString& called_ae) override {
+    return absl::StripAsciiWhitespace(called_ae.c_str()) == context_.config.ae_title();
+  }
+
+  OFCondition handleIncomingCommand(T_DIMSE_Message* message, const DcmPresentationContextInfo& info) override {
+    if (message->CommandField != DIMSE_C_STORE_RQ) return DcmThreadSCP::handleIncomingCommand(message, info);
+    T_DIMSE_C_StoreRQ& request = message->msg.CStoreRQ;
+    const std::string path = context_.spool->IncomingPath();
+    OFCondition cond = receiveSTORERequest(request, info.presentationContextID, path.c_str());
+    if (cond.bad()) {
+      std::error_code ec;
+      std::filesystem::remove(path, ec);
+      context_.on_instance("invalid");
+      return cond;  // the association is broken: DcmSCP ends it
+    }
+    const auto [status, outcome] = Commit(path, request);
+    context_.on_instance(outcome);
+    return sendSTOREResponse(info.presentationContextID, request, status);
+  }
+
+ private:
+  std::pair<Uint16, const char*> Commit(const std::string& path, const T_DIMSE_C_StoreRQ& request) {
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(path, ec);
+    std::pair<Uint16, const char*> result{kStoreSuccess, "stored"};
+    if (ec) {
+      result = {kStoreOutOfResources, "spool_error"};
+    } else if (size > context_.config.max_instance_bytes()) {
+      result = {kStoreOutOfResources, "too_large"};
+    } else {
+      auto header = ReadInstanceHeader(path, static_cast<int64_t>(context_.config.max_instance_bytes()));
+      if (!header.ok() || header->sop_instance_uid != request.AffectedSOPInstanceUID) {
+        result = {kStoreCannotUnderstand, "invalid"};
+      } else if (!context_.spool->Commit(path, header->series_instance_uid, header->sop_instance_uid).ok()) {
+        result = {IsValidUid(header->series_instance_uid) ? kStoreOutOfResources : kStoreRefused,
+                  IsValidUid(header->series_instance_uid) ? "spool_error" : "invalid"};
+      }
+    }
+    if (result.first != kStoreSuccess) std::filesystem::remove(path, ec);
+    return result;
+  }
+
+  const Context& context_;
+};
+
+}  // namespace
+
+class StoreScp::Pool : public DcmBaseSCPPool {
+ public:
+  explicit Pool(Context context) : context_(std::move(context)) {}
+
+ protected:
+  DcmBaseSCPWorker* createSCPWorker() override { return new Worker(*this, context_); }
+
+ private:
+  const Context context_;
+};
+
+StoreScp::StoreScp(const unetrpp::v1::DicomListener& config, Spool* spool, InstanceCallback on_instance)
+    : pool_(std::make_unique<Pool>(Context{config, spool, std::move(on_instance)})) {
+  DcmSCPConfig& c = pool_->getConfig();
+  c.setAETitle(config.ae_title().c_str());
+  c.setPort(static_cast<Uint16>(config.port()));
+  c.setMaxReceivePDULength(config.max_pdu_bytes());
+  const auto idle = static_cast<Uint32>(config.association_idle_seconds());
+  c.setACSETimeout(idle);
+  c.setDIMSETimeout(idle);
+  c.setDIMSEBlockingMode(DIMSE_NONBLOCKING);
+  // The listening loop wakes every second to notice Stop().
+  c.setConnectionBlockingMode(DUL_NOBLOCK);
+  c.setConnectionTimeout(1);
+  c.setHostLookupEnabled(OFFalse);
+  OFList<OFString> syntaxes;
+  for (const char* ts : kTransferSyntaxes) syntaxes.push_back(ts);
+  for (const char* sop : kStorageClasses) c.addPresentationContext(sop, syntaxes);
+  OFList<OFString> echo;
+  echo.push_back(UID_LittleEndianExplicitTransferSyntax);
+  echo.push_back(UID_LittleEndianImplicitTransferSyntax);
+  c.addPresentationContext(UID_VerificationSOPClass, echo);
+  pool_->setMaxThreads(static_cast<Uint16>(config.max_associations()));
+}
+
+StoreScp::~StoreScp() = default;
+
+absl::Status StoreScp::Run() {
+  OFCondition cond = pool_->listen();
+  if (cond.bad()) return absl::UnavailableError(std::string("DICOM listener: ") + cond.text());
+  return absl::OkStatus();
+}
+
+void StoreScp::Stop() { pool_->stopAfterCurrentAssociations(); }
+
+int StoreScp::port() const { return pool_->getConfig().getPort(); }
+
+}  // namespace upp::gateway

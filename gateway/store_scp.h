@@ -1,0 +1,51 @@
+// The gateway's C-STORE SCP (DCMTK dcmnet): accepts CT and MR image storage
+// (and C-ECHO) from the configured calling AE titles, writes each instance
+// straight to the spool as it arrives (DcmSCP::receiveSTORERequest to a
+// file: never a series in memory), reads its header back (lengths checked
+// first), and commits it to its series.
+//
+// One thread listens; each association runs on its own worker thread, at
+// most listener.max_associations at once (more are rejected as "local limit
+// exceeded", which senders retry). A peer silent for association_idle_seconds
+// is dropped.
+//
+// Threading: Run() blocks the calling thread until Stop() (from any thread)
+// and the associations in flight have ended. The spool and the counters it
+// is given must outlive Run().
+#ifndef UPP_GATEWAY_STORE_SCP_H_
+#define UPP_GATEWAY_STORE_SCP_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "gateway/spool.h"
+#include "unetrpp/v1/gateway.pb.h"
+
+namespace upp::gateway {
+
+class StoreScp {
+ public:
+  // Called for every C-STORE with "stored" or the reason it was refused
+  // ("not_allowed", "too_large", "invalid", "spool_error").
+  using InstanceCallback = std::function<void(const std::string& outcome)>;
+
+  StoreScp(const unetrpp::v1::DicomListener& config, Spool* spool, InstanceCallback on_instance);
+  ~StoreScp();
+
+  // Listens on config.port (0: any) until Stop(). Returns when the listening
+  // socket cannot be opened or after Stop() and the last association.
+  absl::Status Run();
+  void Stop();
+  // The configured port.
+  int port() const;
+
+ private:
+  class Pool;
+  std::unique_ptr<Pool> pool_;
+};
+
+}  // namespace upp::gateway
+
+#endif  // UPP_GATEWAY_STORE_SCP_H_

@@ -1,0 +1,68 @@
+#include "gateway/store_scu.h"
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcuid.h>
+#include <dcmtk/dcmnet/scu.h>
+
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace upp::gateway {
+namespace {
+
+absl::Status Unavailable(const char* what, const OFCondition& cond) {
+  return absl::UnavailableError(absl::StrCat("destination AE: ", what, ": ", cond.text()));
+}
+
+}  // namespace
+
+absl::Status SendFiles(const unetrpp::v1::DicomDestination& d, const std::vector<std::string>& files) {
+  std::vector<std::pair<std::string, std::string>> objects;  // SOP class, path
+  std::set<std::string> classes;
+  for (const auto& f : files) {
+    DcmFileFormat file;
+    OFString sop_class;
+    if (file.loadFile(f.c_str()).bad() || file.getMetaInfo()->findAndGetOFString(DCM_MediaStorageSOPClassUID, sop_class).bad())
+      return absl::InternalError("a result to send cannot be read back");
+    objects.emplace_back(sop_class.c_str(), f);
+    classes.insert(sop_class.c_str());
+  }
+  DcmSCU scu;
+  scu.setAETitle(d.calling_ae_title().c_str());
+  scu.setPeerAETitle(d.ae_title().c_str());
+  scu.setPeerHostName(d.host().c_str());
+  scu.setPeerPort(static_cast<Uint16>(d.port()));
+  const auto timeout = static_cast<Uint32>(d.timeout_seconds());
+  scu.setConnectionTimeout(static_cast<Sint32>(timeout));
+  scu.setACSETimeout(timeout);
+  scu.setDIMSETimeout(timeout);
+  scu.setDIMSEBlockingMode(DIMSE_NONBLOCKING);
+  OFList<OFString> syntaxes;
+  syntaxes.push_back(UID_LittleEndianExplicitTransferSyntax);
+  for (const auto& c : classes) scu.addPresentationContext(c.c_str(), syntaxes);
+  if (OFCondition c = scu.initNetwork(); c.bad()) return Unavailable("network", c);
+  if (OFCondition c = scu.negotiateAssociation(); c.bad()) return Unavailable("association", c);
+  absl::Status status;
+  for (const auto& [sop_class, path] : objects) {
+    const T_ASC_PresentationContextID id = scu.findPresentationContextID(sop_class.c_str(), UID_LittleEndianExplicitTransferSyntax);
+    Uint16 response = 0;
+    OFCondition c = id == 0 ? OFCondition(EC_IllegalCall) : scu.sendSTORERequest(id, path.c_str(), nullptr, response);
+    if (c.bad()) {
+      status = Unavailable("C-STORE", c);
+      break;
+    }
+    if (response != 0x0000 && (response & 0xF000) != 0xB000) {  // success or warning
+      status = absl::FailedPreconditionError(absl::StrFormat("destination AE: C-STORE answered 0x%04X", response));
+      break;
+    }
+  }
+  if (status.ok()) scu.releaseAssociation();
+  else scu.abortAssociation();
+  return status;
+}
+
+}  // namespace upp::gateway

@@ -1,0 +1,64 @@
+#include "gateway/config.h"
+
+#include <gtest/gtest.h>
+
+#include "proto/text_config.h"
+
+namespace upp::gateway {
+namespace {
+
+constexpr char kMinimal[] = R"(
+  spool_dir: "/var/spool/unetrpp"
+  service { target: "unetrpp:50051" }
+  destination { host: "pacs" port: 104 ae_title: "PACS" }
+  rules { name: "ct" modalities: "CT" })";
+
+absl::Status Check(const std::string& extra) {
+  unetrpp::v1::GatewayConfig c;
+  if (auto s = proto::ParseTextConfig(std::string(kMinimal) + extra, c); !s.ok()) return s;
+  ApplyDefaults(c);
+  return Validate(c);
+}
+
+TEST(GatewayConfigTest, DefaultsAreFilledIn) {
+  unetrpp::v1::GatewayConfig c;
+  ASSERT_TRUE(proto::ParseTextConfig(kMinimal, c).ok());
+  ApplyDefaults(c);
+  ASSERT_TRUE(Validate(c).ok()) << Validate(c);
+  EXPECT_EQ(c.listener().ae_title(), "UNETRPP");
+  EXPECT_EQ(c.listener().port(), 11112u);
+  EXPECT_EQ(c.destination().calling_ae_title(), "UNETRPP");
+  EXPECT_EQ(c.unmatched(), "drop");
+  EXPECT_EQ(c.max_attempts(), 5u);
+  EXPECT_TRUE(c.rules(0).send_seg());
+  EXPECT_TRUE(c.rules(0).send_report());
+}
+
+TEST(GatewayConfigTest, ErrorsNameTheField) {
+  auto expect = [](const std::string& extra, const std::string& field) {
+    const auto s = Check(extra);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << extra;
+    EXPECT_NE(s.message().find(field), std::string::npos) << s;
+  };
+  expect(R"(listener { ae_title: "A\\B" })", "listener.ae_title");
+  expect(R"(listener { ae_title: "SEVENTEEN_CHARS_X" })", "listener.ae_title");
+  expect(R"(listener { allowed_calling_aes: "" })", "listener.allowed_calling_aes[0]");
+  expect(R"(listener { max_pdu_bytes: 100 })", "listener.max_pdu_bytes");
+  expect(R"(unmatched: "archive")", "unmatched");
+  expect(R"(rules { name: "x" orientations: "diagonal" })", "rules[1].orientations[0]");
+  expect(R"(quiet_period_seconds: -1)", "quiet_period_seconds");
+  expect(R"(no_such_field: 1)", "line");
+}
+
+TEST(GatewayConfigTest, MutualTlsToTheServiceNeedsItsCa) {
+  unetrpp::v1::GatewayConfig c;
+  ASSERT_TRUE(proto::ParseTextConfig(kMinimal, c).ok());
+  c.mutable_service()->set_tls_cert_file("client.pem");
+  ApplyDefaults(c);
+  EXPECT_NE(Validate(c).message().find("service.tls_cert_file"), std::string::npos) << Validate(c);
+  c.mutable_service()->set_tls_ca_file("ca.pem");
+  EXPECT_TRUE(Validate(c).ok());
+}
+
+}  // namespace
+}  // namespace upp::gateway

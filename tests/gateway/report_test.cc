@@ -1,0 +1,122 @@
+// The TID 1500 volume report, read back with DCMTK's dcmsr: one volumetric
+// group per SEG segment, its volume, the referenced SEG and segment, the
+// source series, patient and study from the source; and the refusals.
+#include "gateway/report.h"
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dctk.h>
+#include <dcmtk/dcmsr/dsrdoc.h>
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "imageio/dcmtk_io.h"
+#include "imageio/dicom.h"
+#include "imageio/dicom_seg.h"
+#include "imageio/file_util.h"
+
+namespace upp::gateway {
+namespace {
+
+constexpr char kCtSmall[] = "/usr/lib/python3/dist-packages/pydicom/data/test_files/CT_small.dcm";
+
+struct Fixture {
+  std::string ct, seg;
+  imageio::DicomSeriesInfo info;
+};
+
+// pydicom's CT slice and a two-segment SEG of it (bone, air).
+std::optional<Fixture> MakeFixture() {
+  auto ct = imageio::ReadWholeFile(kCtSmall);
+  if (!ct.ok()) return std::nullopt;
+  auto image = imageio::ReadDicomSeries({*ct});
+  if (!image.ok()) return std::nullopt;
+  std::vector<uint16_t> labels(image->volume.voxels.size());
+  for (size_t i = 0; i < labels.size(); ++i)
+    labels[i] = image->volume.voxels[i] > 100 ? 1 : (image->volume.voxels[i] < -500 ? 2 : 0);
+  auto seg = imageio::WriteDicomSeg(image->volume.geometry, labels, image->info, *ct,
+                                    {{1, "bone", {255, 255, 200}}, {2, "air", {0, 0, 255}}}, {"UNETR++", "1"});
+  if (!seg.ok()) return std::nullopt;
+  return Fixture{*ct, *seg, image->info};
+}
+
+std::string Get(DcmItem& item, const DcmTagKey& tag) {
+  OFString v;
+  item.findAndGetOFStringArray(tag, v, OFTrue);
+  return v.c_str();
+}
+
+TEST(ReportTest, OneVolumeGroupPerSegmentReferencingTheSegAndTheSource) {
+  auto f = MakeFixture();
+  if (!f) GTEST_SKIP() << "python3-pydicom test data not installed";
+  ReportInput input;
+  input.seg = f->seg;
+  input.source_instance = f->ct;
+  input.source_series_uid = f->info.series_instance_uid;
+  input.volume_ml_by_segment_label = {{"bone", 12.3456}, {"air", 0.5}, {"unused", 7}};
+  auto sr = WriteVolumeReport(input);
+  ASSERT_TRUE(sr.ok()) << sr.status();
+
+  DcmFileFormat file, seg_file, ct_file;
+  ASSERT_TRUE(imageio::ParseDicom(*sr, file).ok());
+  ASSERT_TRUE(imageio::ParseDicom(f->seg, seg_file).ok());
+  ASSERT_TRUE(imageio::ParseDicom(f->ct, ct_file).ok());
+  DcmDataset& d = *file.getDataset();
+  EXPECT_EQ(Get(d, DCM_SOPClassUID), UID_EnhancedSRStorage);
+  EXPECT_EQ(Get(d, DCM_StudyInstanceUID), Get(*ct_file.getDataset(), DCM_StudyInstanceUID));
+  EXPECT_EQ(Get(d, DCM_PatientID), Get(*ct_file.getDataset(), DCM_PatientID));
+  EXPECT_NE(Get(d, DCM_SeriesInstanceUID), f->info.series_instance_uid);
+
+  DSRDocument doc;
+  ASSERT_TRUE(doc.read(d).good());
+  DSRDocumentTree& tree = doc.getTree();
+  // Volumes by tracking identifier, walking the tree in order.
+  std::map<std::string, std::string> volumes;
+  std::string tracking;
+  int referenced_segments = 0, source_series = 0;
+  if (tree.gotoRoot() > 0) {
+    do {
+      const DSRContentItem& item = tree.getCurrentContentItem();
+      const std::string code = item.getConceptName().getCodeValue().c_str();
+      if (code == "112039") tracking = item.getStringValue().c_str();
+      if (code == "118565006") {
+        volumes[tracking] = item.getNumericValue().getNumericValue().c_str();
+        EXPECT_EQ(item.getNumericValue().getMeasurementUnit().getCodeValue(), "cm3");
+      }
+      if (code == "121191") {  // Referenced Segment
+        ++referenced_segments;
+        EXPECT_EQ(item.getImageReference().getSOPInstanceUID(), Get(*seg_file.getDataset(), DCM_SOPInstanceUID));
+      }
+      if (code == "121232") {  // Source series for segmentation
+        ++source_series;
+        EXPECT_EQ(item.getStringValue(), f->info.series_instance_uid.c_str());
+      }
+    } while (tree.iterate() > 0);
+  }
+  EXPECT_EQ(volumes, (std::map<std::string, std::string>{{"bone", "12.346"}, {"air", "0.500"}}));
+  EXPECT_EQ(referenced_segments, 2);
+  EXPECT_EQ(source_series, 2);
+  // The SEG is the report's evidence.
+  OFString study, series, sop_class, sop_instance;
+  ASSERT_TRUE(doc.getCurrentRequestedProcedureEvidence().gotoFirstItem().good());
+  doc.getCurrentRequestedProcedureEvidence().getSOPInstanceUID(sop_instance);
+  EXPECT_EQ(sop_instance, Get(*seg_file.getDataset(), DCM_SOPInstanceUID).c_str());
+}
+
+TEST(ReportTest, RefusesASegmentWithoutVolumeAndInputsThatAreNotDicom) {
+  auto f = MakeFixture();
+  if (!f) GTEST_SKIP() << "python3-pydicom test data not installed";
+  ReportInput input;
+  input.seg = f->seg;
+  input.source_instance = f->ct;
+  input.source_series_uid = f->info.series_instance_uid;
+  input.volume_ml_by_segment_label = {{"bone", 1}};
+  auto r = WriteVolumeReport(input);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("no volume for SEG segment 2"), std::string::npos) << r.status();
+  input.seg = "not dicom";
+  EXPECT_EQ(WriteVolumeReport(input).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace upp::gateway

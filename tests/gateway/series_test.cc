@@ -1,0 +1,70 @@
+#include "gateway/series.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "imageio/file_util.h"
+
+namespace upp::gateway {
+namespace {
+
+constexpr char kCtSmall[] = "/usr/lib/python3/dist-packages/pydicom/data/test_files/CT_small.dcm";
+
+TEST(SeriesTest, OrientationNameFollowsTheSliceNormalWithinTenDegrees) {
+  EXPECT_EQ(OrientationName({1, 0, 0, 0, 1, 0}), "axial");
+  EXPECT_EQ(OrientationName({1, 0, 0, 0, 0, -1}), "coronal");
+  EXPECT_EQ(OrientationName({0, 1, 0, 0, 0, -1}), "sagittal");
+  const double c = std::cos(0.15), s = std::sin(0.15);  // 8.6 degrees: still axial
+  EXPECT_EQ(OrientationName({1, 0, 0, 0, c, s}), "axial");
+  const double c2 = std::cos(0.3), s2 = std::sin(0.3);  // 17 degrees
+  EXPECT_EQ(OrientationName({1, 0, 0, 0, c2, s2}), "oblique");
+  EXPECT_EQ(OrientationName({0, 0, 0, 0, 0, 0}), "oblique");
+}
+
+class SeriesDirTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("upp-series-test-" + std::to_string(getpid()));
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void Write(const std::string& name, const std::string& bytes) {
+    std::ofstream(dir_ / name, std::ios::binary) << bytes;
+  }
+  std::filesystem::path dir_;
+};
+
+TEST_F(SeriesDirTest, SummarizesARealCtSlice) {
+  auto ct = imageio::ReadWholeFile(kCtSmall);
+  if (!ct.ok()) GTEST_SKIP() << "python3-pydicom test data not installed";
+  Write("a.dcm", *ct);
+  auto s = SummarizeSeries(dir_.string(), {});
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->modality, "CT");
+  EXPECT_EQ(s->files.size(), 1u);
+  EXPECT_EQ(s->bytes, static_cast<int64_t>(ct->size()));
+  EXPECT_FALSE(s->series_instance_uid.empty());
+  EXPECT_FALSE(s->orientation.empty());
+}
+
+TEST_F(SeriesDirTest, LimitsAreCheckedBeforeAnyFileIsRead) {
+  auto ct = imageio::ReadWholeFile(kCtSmall);
+  if (!ct.ok()) GTEST_SKIP() << "python3-pydicom test data not installed";
+  Write("a.dcm", *ct);
+  Write("b.dcm", "not DICOM at all");
+  SeriesLimits few;
+  few.max_instances = 1;
+  EXPECT_EQ(SummarizeSeries(dir_.string(), few).status().code(), absl::StatusCode::kResourceExhausted);
+  SeriesLimits small;
+  small.max_bytes = static_cast<int64_t>(ct->size());
+  EXPECT_EQ(SummarizeSeries(dir_.string(), small).status().code(), absl::StatusCode::kResourceExhausted);
+  auto s = SummarizeSeries(dir_.string(), {});
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.status().message().find("instance 2"), std::string::npos) << s.status();
+}
+
+}  // namespace
+}  // namespace upp::gateway

@@ -1,0 +1,363 @@
+"""unetrpp-dicom-gateway against a real PACS: Debian's Orthanc on loopback.
+
+Orthanc (generated configuration, its own ports and storage) sends phantom
+CT series to the gateway with C-STORE; the gateway has the segmentation
+server (default model) segment them and sends a DICOM SEG and a TID 1500
+volume report back to Orthanc. Checked through Orthanc's REST API and
+pydicom: references, Dice against the phantom's truth, the report's
+volumes against the server's own, dciodvfy. Also: a series that matches no
+rule, a series with slices missing, the server down for a while, SIGTERM
+while a series is in flight.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.request
+
+import nibabel
+import numpy as np
+import pydicom
+from pydicom.uid import generate_uid
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "clients"))
+from server_process import ServerProcess, free_port  # noqa: E402
+
+VOLUME_CODE = "118565006"       # SCT "Volume"
+TRACKING_ID_CODE = "112039"     # DCM "Tracking Identifier"
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Orthanc:
+    """Orthanc from Debian with a generated configuration, on free loopback ports."""
+
+    def __init__(self, root, gateway_port):
+        self.http_port, self.dicom_port = free_port(), free_port()
+        config = {
+            "Name": "upp-gateway-test", "StorageDirectory": os.path.join(root, "db"),
+            "IndexDirectory": os.path.join(root, "db"), "HttpPort": self.http_port, "DicomPort": self.dicom_port,
+            "DicomAet": "ORTHANC", "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+            "HttpServerEnabled": True, "DicomServerEnabled": True, "Plugins": [],
+            "DicomModalities": {"gateway": ["UNETRPP", "127.0.0.1", gateway_port]},
+            "DicomAlwaysAllowStore": True, "DicomCheckModalityHost": False, "StableAge": 1,
+        }
+        self.config_path = os.path.join(root, "orthanc.json")
+        with open(self.config_path, "w") as f:
+            json.dump(config, f)
+        self.log = open(os.path.join(root, "orthanc.log"), "wb")
+        self.process = subprocess.Popen(["Orthanc", self.config_path], stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(self._up, 60, "Orthanc's REST API")
+
+    def _up(self):
+        try:
+            self.get("/system")
+            return True
+        except OSError:
+            return False
+
+    def request(self, method, path, body=None, raw=False):
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data, method=method)
+        with urllib.request.urlopen(req, timeout=300) as r:
+            content = r.read()
+        return content if raw else json.loads(content)
+
+    def get(self, path, raw=False):
+        return self.request("GET", path, raw=raw)
+
+    def upload_series(self, directory):
+        """Uploads every file; returns Orthanc's series ID."""
+        series = None
+        for name in sorted(os.listdir(directory)):
+            with open(os.path.join(directory, name), "rb") as f:
+                series = self.request("POST", "/instances", f.read())["ParentSeries"]
+        return series
+
+    def send_to_gateway(self, series_id):
+        self.request("POST", "/modalities/gateway/store", {"Resources": [series_id], "Synchronous": True})
+
+    def series_of_study(self, study_uid):
+        found = self.request("POST", "/tools/find", {"Level": "Series", "Query": {"StudyInstanceUID": study_uid},
+                                                      "Expand": True})
+        return {s["MainDicomTags"].get("Modality"): s for s in found}
+
+    def first_instance(self, series):
+        return self.get(f"/instances/{series['Instances'][0]}/file", raw=True)
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+def make_variant(source_dir, out_dir, drop_slices=(), body_part=None):
+    """The phantom series as a new study and series (new UIDs), optionally
+    with slices left out or another BodyPartExamined."""
+    os.makedirs(out_dir)
+    study, series = generate_uid(), generate_uid()
+    files = sorted(os.listdir(source_dir))
+    for i, name in enumerate(files):
+        if i in drop_slices:
+            continue
+        ds = pydicom.dcmread(os.path.join(source_dir, name))
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        if body_part is not None:
+            ds.BodyPartExamined = body_part
+        ds.save_as(os.path.join(out_dir, name))
+    return study, series
+
+
+def seg_label_map(seg, source_positions, rows, cols):
+    """Label volume (slice, row, col) on the source grid from a binary SEG."""
+    labels = np.zeros((len(source_positions), rows, cols), np.uint16)
+    number_to_value = {s.SegmentNumber: s.SegmentNumber for s in seg.SegmentSequence}
+    frames = seg.pixel_array.reshape(-1, rows, cols)
+    for f, group in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        number = group.SegmentIdentificationSequence[0].ReferencedSegmentNumber
+        pos = np.array([float(v) for v in group.PlanePositionSequence[0].ImagePositionPatient])
+        distances = np.linalg.norm(source_positions - pos, axis=1)
+        k = int(np.argmin(distances))
+        assert distances[k] < 0.01, f"a SEG frame at {pos} lies on no source slice"
+        labels[k][frames[f] > 0] = number_to_value[number]
+    return labels
+
+
+def truth_on_dicom_grid(truth_path, slices):
+    """The phantom's truth (NIfTI, RAS) sampled at every DICOM pixel centre (LPS)."""
+    img = nibabel.load(truth_path)
+    data = np.asarray(img.dataobj)
+    inverse = np.linalg.inv(img.affine)
+    out = np.zeros((len(slices), slices[0].Rows, slices[0].Columns), np.uint16)
+    for k, ds in enumerate(slices):
+        row_dir = np.array(ds.ImageOrientationPatient[:3], float)
+        col_dir = np.array(ds.ImageOrientationPatient[3:], float)
+        dr, dc = (float(v) for v in ds.PixelSpacing)  # row spacing, column spacing
+        j, i = np.mgrid[0:ds.Rows, 0:ds.Columns]
+        lps = (np.array(ds.ImagePositionPatient, float)[None, None, :] + i[..., None] * dc * row_dir
+               + j[..., None] * dr * col_dir)
+        ras = lps * np.array([-1.0, -1.0, 1.0])
+        vox = np.rint(ras @ inverse[:3, :3].T + inverse[:3, 3]).astype(int)
+        inside = np.all((vox >= 0) & (vox < np.array(data.shape[:3])), axis=-1)
+        v = vox[inside]
+        out[k][inside] = data[v[:, 0], v[:, 1], v[:, 2]]
+    return out
+
+
+def report_volumes(sr):
+    """{tracking identifier: volume} from a TID 1500 report."""
+    volumes = {}
+
+    def walk(items, tracking=None):
+        for item in items:
+            code = item.ConceptNameCodeSequence[0].CodeValue if "ConceptNameCodeSequence" in item else None
+            if code == TRACKING_ID_CODE:
+                tracking = item.TextValue
+            if code == VOLUME_CODE and item.ValueType == "NUM":
+                volumes[tracking] = float(item.MeasuredValueSequence[0].NumericValue)
+            if "ContentSequence" in item:
+                tracking_here = tracking
+                for child in item.ContentSequence:
+                    if child.get("ConceptNameCodeSequence") and \
+                            child.ConceptNameCodeSequence[0].CodeValue == TRACKING_ID_CODE:
+                        tracking_here = child.TextValue
+                walk(item.ContentSequence, tracking_here)
+
+    walk(sr.ContentSequence)
+    return volumes
+
+
+def dciodvfy_errors(path):
+    run = subprocess.run(["dciodvfy", path], capture_output=True, text=True)
+    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+
+
+class GatewayOrthancTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="upp-gateway-")
+        cls.phantom = os.path.join(cls.tmp, "phantom")
+        cls.truth = os.path.join(cls.tmp, "truth.nii.gz")
+        subprocess.run([os.environ["UPP_PHANTOM"], "--seed", "31",
+                        "-o", os.path.join(cls.tmp, "ct.nii.gz"), "--labels", cls.truth, "--dicom", cls.phantom],
+                       check=True, capture_output=True)
+        cls.server_port = free_port()
+        cls.server = cls.start_server()
+        cls.gateway_port, cls.metrics_port = free_port(), free_port()
+        cls.orthanc = Orthanc(cls.tmp, cls.gateway_port)
+        cls.spool = os.path.join(cls.tmp, "spool")
+        cls.config = os.path.join(cls.tmp, "gateway.textproto")
+        with open(cls.config, "w") as f:
+            f.write(f"""
+listener {{ ae_title: "UNETRPP" port: {cls.gateway_port} allowed_calling_aes: "ORTHANC" }}
+spool_dir: "{cls.spool}"
+quiet_period_seconds: 2
+service {{ target: "127.0.0.1:{cls.server_port}" deadline_seconds: 300 }}
+destination {{ host: "127.0.0.1" port: {cls.orthanc.dicom_port} ae_title: "ORTHANC" }}
+rules {{ name: "abdomen-ct" modalities: "CT" body_parts: "*abdomen*" min_instances: 10 orientations: "axial" }}
+unmatched: "keep"
+max_attempts: 20
+retry_backoff_seconds: 1
+metrics_address: "127.0.0.1:{cls.metrics_port}"
+""")
+        cls.gateway_log = open(os.path.join(cls.tmp, "gateway.log"), "wb")
+        cls.gateway = cls.start_gateway()
+
+    @classmethod
+    def start_server(cls):
+        return ServerProcess(port=cls.server_port).__enter__()
+
+    @classmethod
+    def start_gateway(cls):
+        process = subprocess.Popen([os.environ["UPP_GATEWAY"], "--config", cls.config], stdout=cls.gateway_log,
+                                   stderr=subprocess.STDOUT)
+        wait_for(lambda: cls.metric("upp_gateway_queued_series") is not None, 30, "the gateway's metrics")
+        return process
+
+    @classmethod
+    def metric(cls, name, **labels):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{cls.metrics_port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return None
+        total = None
+        for line in text.splitlines():
+            if not line.startswith(name):
+                continue
+            head, value = line.rsplit(" ", 1)
+            if all(f'{k}="{v}"' in head for k, v in labels.items()):
+                total = (total or 0.0) + float(value)
+        return total if total is not None else (0.0 if f"# TYPE {name}" in text else None)
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.gateway.poll() is None:
+            cls.gateway.send_signal(signal.SIGTERM)
+            cls.gateway.wait(timeout=120)
+        cls.gateway_log.close()
+        cls.orthanc.stop()
+        cls.server.__exit__(None, None, None)
+        if os.environ.get("UPP_KEEP_TEST_OUTPUT"):
+            print("gateway test output kept in", cls.tmp)
+        else:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def gateway_output(self):
+        with open(os.path.join(self.tmp, "gateway.log"), "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def send_variant(self, name, **kwargs):
+        directory = os.path.join(self.tmp, name)
+        study, series = make_variant(self.phantom, directory, **kwargs)
+        self.orthanc.send_to_gateway(self.orthanc.upload_series(directory))
+        return directory, study, series
+
+    def wait_for_results(self, study, timeout=300):
+        return wait_for(lambda: (lambda s: s if "SEG" in s and "SR" in s else None)(self.orthanc.series_of_study(study)),
+                        timeout, "a SEG and an SR in Orthanc\n" + self.gateway_output())
+
+    def test_1_series_comes_back_with_seg_and_volume_report(self):
+        directory, study, series_uid = self.send_variant("happy")
+        results = self.wait_for_results(study)
+        seg_bytes = self.orthanc.first_instance(results["SEG"])
+        sr_bytes = self.orthanc.first_instance(results["SR"])
+        seg_path, sr_path = os.path.join(self.tmp, "seg.dcm"), os.path.join(self.tmp, "sr.dcm")
+        for path, data in ((seg_path, seg_bytes), (sr_path, sr_bytes)):
+            with open(path, "wb") as f:
+                f.write(data)
+        seg, sr = pydicom.dcmread(seg_path), pydicom.dcmread(sr_path)
+
+        # The SEG refers to the source series and lies on its slices.
+        self.assertEqual(seg.StudyInstanceUID, study)
+        self.assertEqual(seg.ReferencedSeriesSequence[0].SeriesInstanceUID, series_uid)
+        source = sorted((pydicom.dcmread(os.path.join(directory, n)) for n in os.listdir(directory)),
+                        key=lambda d: float(d.ImagePositionPatient[2]))
+        positions = np.array([[float(v) for v in d.ImagePositionPatient] for d in source])
+        labels = seg_label_map(seg, positions, source[0].Rows, source[0].Columns)
+        names = {s.SegmentNumber: s.SegmentLabel for s in seg.SegmentSequence}
+
+        # Dice against the truth, per structure, through the SEG's names.
+        truth = truth_on_dicom_grid(self.truth, source)
+        truth_names = {}
+        from_server = None
+        sys.path.insert(0, os.path.join(os.environ["UPP_BUILD"], "python"))
+        from unetrpp_client import Client
+        with Client(f"127.0.0.1:{self.server_port}") as client:
+            from_server = client.segment([os.path.join(directory, n) for n in sorted(os.listdir(directory))],
+                                         dicom=True, outputs=["raw"])
+            truth_names = {l.value: l.name for l in from_server.header.labels}
+        dice = []
+        for number, name in names.items():
+            value = next(v for v, n in truth_names.items() if n == name)
+            a, b = labels == number, truth == value
+            dice.append(2.0 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum()))
+        self.assertGreaterEqual(float(np.mean(dice)), 0.8, dict(zip(names.values(), dice)))
+
+        # The report's volumes are the server's, for every segment of the SEG.
+        self.assertEqual(sr.StudyInstanceUID, study)
+        self.assertEqual(sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+                         .ReferencedSOPSequence[0].ReferencedSOPInstanceUID, seg.SOPInstanceUID)
+        volumes = report_volumes(sr)
+        server_volumes = from_server.volumes()
+        self.assertEqual(set(volumes), set(names.values()))
+        for name, volume in volumes.items():
+            self.assertAlmostEqual(volume, server_volumes[name]["volume_ml"], delta=0.001, msg=name)
+
+        for path in (seg_path, sr_path):
+            self.assertEqual(dciodvfy_errors(path), [], path)
+        self.assertGreaterEqual(self.metric("upp_gateway_series_total", outcome="completed"), 1)
+
+    def test_2_series_matching_no_rule_is_kept_and_not_answered(self):
+        before = self.metric("upp_gateway_series_total", outcome="unmatched")
+        _, study, _ = self.send_variant("head", body_part="HEAD")
+        wait_for(lambda: self.metric("upp_gateway_series_total", outcome="unmatched") > before, 60,
+                 "the unmatched series")
+        self.assertEqual(set(self.orthanc.series_of_study(study)), {"CT"})
+        self.assertTrue(os.listdir(os.path.join(self.spool, "unmatched")))
+        self.assertIn("matched no rule", self.gateway_output())
+
+    def test_3_series_with_slices_missing_fails_clearly_and_sends_nothing(self):
+        before = self.metric("upp_gateway_series_total", outcome="failed")
+        _, study, _ = self.send_variant("cut", drop_slices=(20, 21, 22))
+        wait_for(lambda: self.metric("upp_gateway_series_total", outcome="failed") > before, 120, "the failure")
+        self.assertEqual(set(self.orthanc.series_of_study(study)), {"CT"})
+        self.assertRegex(self.gateway_output(), r"failed after 1 attempt\(s\), nothing sent: .*(gap|spacing|missing)")
+        failed = os.listdir(os.path.join(self.spool, "failed"))
+        self.assertTrue(failed)
+
+    def test_4_server_down_for_a_while_gateway_retries_and_succeeds(self):
+        type(self).server.__exit__(None, None, None)
+        before = self.metric("upp_gateway_series_total", outcome="retried")
+        _, study, _ = self.send_variant("retry")
+        wait_for(lambda: self.metric("upp_gateway_series_total", outcome="retried") > before, 120, "a retry")
+        type(self).server = self.start_server()
+        self.wait_for_results(study)
+
+    def test_5_sigterm_finishes_the_series_in_flight(self):
+        _, study, _ = self.send_variant("sigterm")
+        active = os.path.join(self.spool, "active")
+        wait_for(lambda: os.listdir(active), 60, "the series to be claimed")
+        self.gateway.send_signal(signal.SIGTERM)
+        self.assertEqual(self.gateway.wait(timeout=300), 0, self.gateway_output())
+        self.wait_for_results(study, timeout=30)
+        self.assertEqual(os.listdir(active), [])
+        type(self).gateway = self.start_gateway()  # for tearDownClass
+
+
+if __name__ == "__main__":
+    unittest.main()
