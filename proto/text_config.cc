@@ -42,7 +42,8 @@ absl::Status LoadTextConfigFile(const std::string& path, google::protobuf::Messa
   if (!in) return absl::NotFoundError(absl::StrCat("config file ", path, " cannot be read"));
   in.seekg(0, std::ios::end);
   const std::streamoff size = in.tellg();
-  if (size < 0 || size > kMaxConfigBytes) return absl::InvalidArgumentError(absl::StrCat(path, ": not a file of at most 16 MiB"));
+  if (size < 0 || size > kMaxConfigBytes)
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a file of at most 16 MiB"));
   in.seekg(0);
   std::string text(static_cast<size_t>(size), '\0');
   if (!in.read(text.data(), size)) return absl::NotFoundError(absl::StrCat("config file ", path, " cannot be read"));

@@ -1,35 +1,18 @@
 #include "server/config.h"
 
-#include <google/protobuf/io/tokenizer.h>
-#include <google/protobuf/text_format.h>
-
 #include <algorithm>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "imageio/file_util.h"
 #include "model/cpu_features.h"
 #include "model/device.h"
+#include "proto/text_config.h"
 #include "server/system_memory.h"
 
 namespace upp::server {
 namespace {
-
-// Collects the first parse error with its position.
-class FirstError : public google::protobuf::io::ErrorCollector {
- public:
-  void AddError(int line, google::protobuf::io::ColumnNumber column, const std::string& message) override {
-    if (error_.empty()) error_ = absl::StrCat("line ", line + 1, ":", column + 1, ": ", message);
-  }
-  const std::string& error() const { return error_; }
-
- private:
-  std::string error_;
-};
 
 absl::Status Bad(const std::string& field, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat("config: ", field, ": ", what));
@@ -47,19 +30,13 @@ std::optional<int> CudaIndex(const std::string& device) {
 
 absl::StatusOr<unetrpp::v1::ServerConfig> ParseConfig(const std::string& text) {
   unetrpp::v1::ServerConfig config;
-  google::protobuf::TextFormat::Parser parser;
-  FirstError errors;
-  parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(text, &config))
-    return absl::InvalidArgumentError(absl::StrCat("config: ", errors.error()));
+  if (auto s = proto::ParseTextConfig(text, config); !s.ok()) return s;
   return config;
 }
 
 absl::StatusOr<unetrpp::v1::ServerConfig> LoadConfigFile(const std::string& path) {
-  auto text = imageio::ReadWholeFile(path, int64_t{16} << 20);
-  if (!text.ok()) return absl::NotFoundError(absl::StrCat("config file ", path, " cannot be read"));
-  auto config = ParseConfig(*text);
-  if (!config.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", config.status().message()));
+  unetrpp::v1::ServerConfig config;
+  if (auto s = proto::LoadTextConfigFile(path, config); !s.ok()) return s;
   return config;
 }
 
