@@ -1,6 +1,8 @@
 #include "clients/cpp/client.h"
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -15,6 +17,62 @@ std::string ServiceConfig(const std::string& load_balancing) {
   return absl::StrCat(R"({"loadBalancingConfig": [{")", load_balancing,
                       R"(": {}}], "healthCheckConfig": {"serviceName": ""}})");
 }
+
+}  // namespace
+
+// Where a call's inputs come from; Send() streams input `i` in chunks
+// through `write` and stops when it returns false.
+class InputSource {
+ public:
+  virtual ~InputSource() = default;
+  virtual size_t count() const = 0;
+  virtual absl::StatusOr<uint64_t> bytes(size_t i) const = 0;
+  virtual absl::Status Send(size_t i, size_t chunk, const std::function<bool(std::string_view)>& write) const = 0;
+};
+
+namespace {
+
+class MemoryInputs : public InputSource {
+ public:
+  explicit MemoryInputs(const std::vector<std::string>& inputs) : inputs_(inputs) {}
+  size_t count() const override { return inputs_.size(); }
+  absl::StatusOr<uint64_t> bytes(size_t i) const override { return inputs_[i].size(); }
+  absl::Status Send(size_t i, size_t chunk, const std::function<bool(std::string_view)>& write) const override {
+    const std::string& in = inputs_[i];
+    for (size_t off = 0; off < in.size(); off += chunk)
+      if (!write(std::string_view(in).substr(off, chunk))) break;
+    return absl::OkStatus();
+  }
+
+ private:
+  const std::vector<std::string>& inputs_;
+};
+
+class FileInputs : public InputSource {
+ public:
+  explicit FileInputs(const std::vector<std::string>& paths) : paths_(paths) {}
+  size_t count() const override { return paths_.size(); }
+  absl::StatusOr<uint64_t> bytes(size_t i) const override {
+    std::error_code ec;
+    const auto n = std::filesystem::file_size(paths_[i], ec);
+    if (ec) return absl::NotFoundError(absl::StrCat("cannot read input ", i + 1));
+    return n;
+  }
+  absl::Status Send(size_t i, size_t chunk, const std::function<bool(std::string_view)>& write) const override {
+    std::ifstream in(paths_[i], std::ios::binary);
+    if (!in) return absl::NotFoundError(absl::StrCat("cannot read input ", i + 1));
+    std::string buffer(chunk, '\0');
+    while (in) {
+      in.read(buffer.data(), static_cast<std::streamsize>(chunk));
+      if (in.gcount() > 0 && !write(std::string_view(buffer.data(), static_cast<size_t>(in.gcount())))) break;
+    }
+    if (in.bad()) return absl::DataLossError(absl::StrCat("reading input ", i + 1, " failed"));
+    return absl::OkStatus();
+  }
+
+ private:
+  const std::vector<std::string>& paths_;
+};
 
 }  // namespace
 
@@ -58,6 +116,16 @@ std::unique_ptr<Client> Client::Connect(const std::string& target) {
 
 absl::StatusOr<SegmentResult> Client::Segment(const std::vector<std::string>& inputs, const SegmentOptions& options,
                                               const ProgressCallback& progress) {
+  return SegmentWithRetries(MemoryInputs(inputs), options, progress);
+}
+
+absl::StatusOr<SegmentResult> Client::SegmentFiles(const std::vector<std::string>& paths, const SegmentOptions& options,
+                                                   const ProgressCallback& progress) {
+  return SegmentWithRetries(FileInputs(paths), options, progress);
+}
+
+absl::StatusOr<SegmentResult> Client::SegmentWithRetries(const InputSource& inputs, const SegmentOptions& options,
+                                                         const ProgressCallback& progress) {
   const absl::Time deadline = options.deadline ? absl::Now() + *options.deadline : absl::InfiniteFuture();
   absl::Duration backoff = absl::Milliseconds(200);
   for (int attempt = 1;; ++attempt) {
@@ -72,7 +140,7 @@ absl::StatusOr<SegmentResult> Client::Segment(const std::vector<std::string>& in
   }
 }
 
-absl::StatusOr<SegmentResult> Client::SegmentOnce(const std::vector<std::string>& inputs, const SegmentOptions& options,
+absl::StatusOr<SegmentResult> Client::SegmentOnce(const InputSource& inputs, const SegmentOptions& options,
                                                   absl::Time deadline, const ProgressCallback& progress) {
   grpc::ClientContext context;
   Prepare(context);
@@ -89,16 +157,25 @@ absl::StatusOr<SegmentResult> Client::SegmentOnce(const std::vector<std::string>
   h->set_priority(options.priority);
   h->set_client_request_id(options.client_request_id);
   uint64_t total = 0;
-  for (const auto& in : inputs) total += in.size();
+  for (size_t i = 0; i < inputs.count(); ++i) {
+    auto n = inputs.bytes(i);
+    if (!n.ok()) return n.status();
+    total += *n;
+  }
   h->set_expected_input_bytes(total);
   bool open = stream->Write(request);
   const size_t chunk = std::clamp<size_t>(options.chunk_bytes, 1, 3 << 20);
-  for (size_t i = 0; i < inputs.size() && open; ++i) {
-    for (size_t off = 0; off < inputs[i].size() && open; off += chunk) {
+  for (size_t i = 0; i < inputs.count() && open; ++i) {
+    auto s = inputs.Send(i, chunk, [&](std::string_view data) {
       unetrpp::v1::SegmentRequest c;
       c.mutable_chunk()->set_input_index(static_cast<uint32_t>(i));
-      c.mutable_chunk()->set_data(inputs[i].data() + off, std::min(chunk, inputs[i].size() - off));
-      open = stream->Write(c);
+      c.mutable_chunk()->set_data(data.data(), data.size());
+      return open = stream->Write(c);
+    });
+    if (!s.ok()) {
+      context.TryCancel();
+      stream->Finish();
+      return s;
     }
   }
   if (open) {

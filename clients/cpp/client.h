@@ -67,6 +67,8 @@ struct ConnectOptions {
   std::string load_balancing;
 };
 
+class InputSource;  // client.cc: inputs in memory or in files
+
 class Client {
  public:
   explicit Client(std::shared_ptr<grpc::Channel> channel, std::string token = "");
@@ -80,6 +82,11 @@ class Client {
   // with the same code and message.
   absl::StatusOr<SegmentResult> Segment(const std::vector<std::string>& inputs, const SegmentOptions& options,
                                         const ProgressCallback& progress = {});
+  // The same with the inputs read from files as they are sent, a chunk at a
+  // time (a series of thousands of instances is never in memory at once).
+  // NOT_FOUND when a file cannot be read.
+  absl::StatusOr<SegmentResult> SegmentFiles(const std::vector<std::string>& paths, const SegmentOptions& options,
+                                             const ProgressCallback& progress = {});
   absl::StatusOr<unetrpp::v1::ListModelsResponse> ListModels();
   absl::StatusOr<unetrpp::v1::ModelInfo> GetModel(const std::string& name);
   // grpc.health.v1 Check: true when SERVING. `service`: "" for the server.
@@ -87,7 +94,9 @@ class Client {
 
  private:
   void Prepare(grpc::ClientContext& context) const;
-  absl::StatusOr<SegmentResult> SegmentOnce(const std::vector<std::string>& inputs, const SegmentOptions& options,
+  absl::StatusOr<SegmentResult> SegmentWithRetries(const InputSource& inputs, const SegmentOptions& options,
+                                                   const ProgressCallback& progress);
+  absl::StatusOr<SegmentResult> SegmentOnce(const InputSource& inputs, const SegmentOptions& options,
                                             absl::Time deadline, const ProgressCallback& progress);
 
   std::shared_ptr<grpc::Channel> channel_;

@@ -16,8 +16,8 @@ def free_port() -> int:
 class ServerProcess:
     """`with ServerProcess(args) as server:` -> server.address; stops with SIGTERM."""
 
-    def __init__(self, extra_args=(), config_text=None, client_kwargs=None):
-        self.port = free_port()
+    def __init__(self, extra_args=(), config_text=None, client_kwargs=None, port=None):
+        self.port = port or free_port()  # a given port: a server restarted where its clients expect it
         self.address = f"127.0.0.1:{self.port}"
         self.args = [os.environ["UPP_SERVE"], "--listen", self.address, "--metrics", "off", *extra_args]
         self.config_text = config_text
