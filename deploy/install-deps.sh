@@ -36,6 +36,8 @@ PACKAGES=(
   openssl
   # deploy/docker: the image built and run (Docker engine, a local base image), manifests checked
   docker.io debootstrap yamllint nodejs
+  # tests/gateway: a real PACS for the DICOM gateway's integration test
+  orthanc
 )
 if [ "${1:-}" = "--build" ]; then PACKAGES=("${BUILD_PACKAGES[@]}"); fi
 

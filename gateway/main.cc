@@ -84,9 +84,9 @@ int main(int argc, char** argv) {
     siginfo_t info;
     if ((signal_number = sigtimedwait(&stop_signals, &info, &tick)) > 0) break;
   }
-  spdlog::info(signal_number > 0 ? "signal {}: finishing the associations and the series in flight"
-                                 : "listener stopped{}",
-               signal_number > 0 ? std::to_string(signal_number) : "");
+  spdlog::info(
+      signal_number > 0 ? "signal {}: finishing the associations and the series in flight" : "listener stopped{}",
+      signal_number > 0 ? std::to_string(signal_number) : "");
   scp.Stop();
   processor.Stop();
   const auto grace = std::chrono::duration<double>(config->drain_grace_seconds());

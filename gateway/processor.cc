@@ -28,10 +28,8 @@ bool Retryable(const absl::Status& s) {
     case absl::StatusCode::kResourceExhausted:
     case absl::StatusCode::kAborted:
     case absl::StatusCode::kInternal:
-    case absl::StatusCode::kUnknown:
-      return true;
-    default:
-      return false;
+    case absl::StatusCode::kUnknown: return true;
+    default: return false;
   }
 }
 
@@ -67,7 +65,7 @@ absl::StatusOr<std::unique_ptr<client::Client>> Connect(const unetrpp::v1::Segme
 }  // namespace
 
 struct Processor::Attempt {
-  std::string dir;  // the claimed series' active directory
+  std::string dir;   // the claimed series' active directory
   std::string name;  // for logs: the spool counter, not patient data
   SeriesSummary series;
   const unetrpp::v1::RoutingRule* rule = nullptr;
@@ -112,17 +110,18 @@ Processor::Outcome Processor::ProcessSeries(const std::string& dir) {
     spdlog::info("series {}: {} instances, modality {}, matched no rule; {}", a.name, a.series.files.size(),
                  a.series.modality, config_.unmatched() == "keep" ? "kept in unmatched/" : "dropped");
     metrics_->Series("unmatched", "");
-    if (config_.unmatched() == "keep") spool_->Keep(dir, "unmatched", "matched no routing rule").IgnoreError();
-    else spool_->Remove(dir).IgnoreError();
+    if (config_.unmatched() == "keep")
+      spool_->Keep(dir, "unmatched", "matched no routing rule").IgnoreError();
+    else
+      spool_->Remove(dir).IgnoreError();
     return Outcome::kUnmatched;
   }
   absl::Status status;
   if (!fs::exists(a.seg_path) || !fs::exists(a.report_path)) status = SegmentAndReport(a);
   if (status.ok()) status = Send(a);
   if (status.ok()) {
-    spdlog::info("series {}: {} instances, rule {}: SEG{} sent in {:.1f} s (attempt {})", a.name,
-                 a.series.files.size(), a.rule->name(), a.rule->send_report() ? " and report" : "",
-                 SecondsSince(start), attempts);
+    spdlog::info("series {}: {} instances, rule {}: SEG{} sent in {:.1f} s (attempt {})", a.name, a.series.files.size(),
+                 a.rule->name(), a.rule->send_report() ? " and report" : "", SecondsSince(start), attempts);
     metrics_->SeriesLatency(SecondsSince(start));
   }
   return Settle(dir, a.rule->name(), attempts, status);

@@ -54,9 +54,10 @@ absl::Status Parse(std::string_view bytes, DcmFileFormat& file, const char* what
 // to the SEG, not to single images).
 absl::Status StartReport(TID1500_MeasurementReport& report, const ReportInput& input) {
   char uid[100];
-  if (auto s = Check(report.getObservationContext().addDeviceObserver(
-                         dcmGenerateUniqueIdentifier(uid, SITE_INSTANCE_UID_ROOT), "UNETR++", input.manufacturer.c_str()),
-                     "device observer");
+  if (auto s =
+          Check(report.getObservationContext().addDeviceObserver(
+                    dcmGenerateUniqueIdentifier(uid, SITE_INSTANCE_UID_ROOT), "UNETR++", input.manufacturer.c_str()),
+                "device observer");
       !s.ok())
     return s;
   if (auto s = Check(report.getImageLibrary().createNewImageLibrary(), "image library"); !s.ok()) return s;
@@ -81,8 +82,8 @@ absl::Status AddSegmentGroup(TID1500_MeasurementReport& report, DcmDataset& seg,
       !s.ok())
     return s;
   const std::string value = absl::StrFormat("%.3f", volume_ml);  // cm3 = ml; 1 mm3 resolution
-  return Check(group.addMeasurement(CMR_CID7469::Volume,
-                                    CMR_TID1411_in_TID1500::MeasurementValue(value.c_str(), CMR_CID7181::CubicCentimeter)),
+  return Check(group.addMeasurement(CMR_CID7469::Volume, CMR_TID1411_in_TID1500::MeasurementValue(
+                                                             value.c_str(), CMR_CID7181::CubicCentimeter)),
                "volume");
 }
 

@@ -28,7 +28,7 @@ struct InstanceHeader {
 struct SeriesSummary {
   std::string study_instance_uid, series_instance_uid;
   std::string modality, body_part, series_description, protocol_name;  // of the first instance
-  std::string orientation;  // "axial", "coronal", "sagittal", "oblique" or "" (none given)
+  std::string orientation;         // "axial", "coronal", "sagittal", "oblique" or "" (none given)
   std::vector<std::string> files;  // sorted by name
   int64_t bytes = 0;
 };

@@ -46,7 +46,9 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::Create(const std::string& root) {
   return std::unique_ptr<Spool>(new Spool(root));
 }
 
-std::string Spool::Unique() { return absl::StrCat(getpid(), "-", counter_.fetch_add(1), "-", absl::ToUnixNanos(absl::Now())); }
+std::string Spool::Unique() {
+  return absl::StrCat(getpid(), "-", counter_.fetch_add(1), "-", absl::ToUnixNanos(absl::Now()));
+}
 
 std::string Spool::IncomingPath() { return absl::StrCat(root_, "/incoming/", Unique(), ".part"); }
 

@@ -37,7 +37,7 @@ bool IsValidUid(const std::string& uid);
 class Spool {
  public:
   struct State {
-    int attempts = 0;           // made so far
+    int attempts = 0;  // made so far
     int64_t next_attempt_unix = 0;
   };
 

@@ -21,22 +21,23 @@ constexpr Uint16 kStoreOutOfResources = 0xA700;
 constexpr Uint16 kStoreCannotUnderstand = 0xC000;
 constexpr Uint16 kStoreRefused = 0xA900;  // "data set does not match SOP class": used for a refused instance
 
-const char* const kStorageClasses[] = {UID_CTImageStorage,
-                                       UID_EnhancedCTImageStorage,
-                                       UID_LegacyConvertedEnhancedCTImageStorage,
-                                       UID_MRImageStorage,
-                                       UID_EnhancedMRImageStorage,
-                                       UID_LegacyConvertedEnhancedMRImageStorage};
+const char* const kStorageClasses[] = {
+    UID_CTImageStorage, UID_EnhancedCTImageStorage, UID_LegacyConvertedEnhancedCTImageStorage,
+    UID_MRImageStorage, UID_EnhancedMRImageStorage, UID_LegacyConvertedEnhancedMRImageStorage};
 
 // What the series reader (imageio/dicom.h) can decode: accepting more
 // would only defer the failure.
-const char* const kTransferSyntaxes[] = {
-    UID_LittleEndianExplicitTransferSyntax, UID_LittleEndianImplicitTransferSyntax,
-    UID_DeflatedExplicitVRLittleEndianTransferSyntax, UID_JPEGProcess1TransferSyntax,
-    UID_JPEGProcess2_4TransferSyntax, UID_JPEGProcess14SV1TransferSyntax,
-    UID_JPEGLSLosslessTransferSyntax, UID_JPEGLSLossyTransferSyntax,
-    UID_JPEG2000LosslessOnlyTransferSyntax, UID_JPEG2000TransferSyntax,
-    UID_RLELosslessTransferSyntax};
+const char* const kTransferSyntaxes[] = {UID_LittleEndianExplicitTransferSyntax,
+                                         UID_LittleEndianImplicitTransferSyntax,
+                                         UID_DeflatedExplicitVRLittleEndianTransferSyntax,
+                                         UID_JPEGProcess1TransferSyntax,
+                                         UID_JPEGProcess2_4TransferSyntax,
+                                         UID_JPEGProcess14SV1TransferSyntax,
+                                         UID_JPEGLSLosslessTransferSyntax,
+                                         UID_JPEGLSLossyTransferSyntax,
+                                         UID_JPEG2000LosslessOnlyTransferSyntax,
+                                         UID_JPEG2000TransferSyntax,
+                                         UID_RLELosslessTransferSyntax};
 
 // What each association's worker thread needs; owned by the pool.
 struct Context {

@@ -26,7 +26,8 @@ absl::Status SendFiles(const unetrpp::v1::DicomDestination& d, const std::vector
   for (const auto& f : files) {
     DcmFileFormat file;
     OFString sop_class;
-    if (file.loadFile(f.c_str()).bad() || file.getMetaInfo()->findAndGetOFString(DCM_MediaStorageSOPClassUID, sop_class).bad())
+    if (file.loadFile(f.c_str()).bad() ||
+        file.getMetaInfo()->findAndGetOFString(DCM_MediaStorageSOPClassUID, sop_class).bad())
       return absl::InternalError("a result to send cannot be read back");
     objects.emplace_back(sop_class.c_str(), f);
     classes.insert(sop_class.c_str());
@@ -48,7 +49,8 @@ absl::Status SendFiles(const unetrpp::v1::DicomDestination& d, const std::vector
   if (OFCondition c = scu.negotiateAssociation(); c.bad()) return Unavailable("association", c);
   absl::Status status;
   for (const auto& [sop_class, path] : objects) {
-    const T_ASC_PresentationContextID id = scu.findPresentationContextID(sop_class.c_str(), UID_LittleEndianExplicitTransferSyntax);
+    const T_ASC_PresentationContextID id =
+        scu.findPresentationContextID(sop_class.c_str(), UID_LittleEndianExplicitTransferSyntax);
     Uint16 response = 0;
     OFCondition c = id == 0 ? OFCondition(EC_IllegalCall) : scu.sendSTORERequest(id, path.c_str(), nullptr, response);
     if (c.bad()) {
@@ -60,8 +62,10 @@ absl::Status SendFiles(const unetrpp::v1::DicomDestination& d, const std::vector
       break;
     }
   }
-  if (status.ok()) scu.releaseAssociation();
-  else scu.abortAssociation();
+  if (status.ok())
+    scu.releaseAssociation();
+  else
+    scu.abortAssociation();
   return status;
 }
 
