@@ -20,6 +20,14 @@ struct LabelInfo {
   std::array<uint8_t, 3> rgb{0, 0, 0};  // display colour
 };
 
+// How different two display colours look: CIE76 distance in CIELAB (about 2
+// is just noticeable; label tables keep every pair of structures >= 20 apart
+// so that overlays and the SEG's recommended colours tell them apart).
+double ColourDistance(const std::array<uint8_t, 3>& a, const std::array<uint8_t, 3>& b);
+// The smallest ColourDistance between two labels of `labels` other than
+// background (value 0); infinity for fewer than two.
+double SmallestColourDistance(const std::vector<LabelInfo>& labels);
+
 // uint16 little-endian, whatever the host's byte order.
 std::string EncodeRawLabels(const std::vector<uint16_t>& labels);
 // The inverse; an odd trailing byte is ignored.

@@ -26,23 +26,26 @@ const char* SchemeName(ChannelNormalization::Scheme s) {
   return "?";
 }
 
-// The BTCV / Synapse label table (names as in the BTCV challenge), with
-// distinguishable colours.
+// The BTCV / Synapse label table (names as in the BTCV challenge). Colours:
+// conventional hues where anatomy has one (liver brown, arteries red, veins
+// blue, spleen Slicer's purple), every pair at least 20 CIELAB units apart
+// (tested): 3D Slicer's generic anatomy colours, used before, are salmon
+// shades for most abdominal organs (liver and stomach 3.7 apart).
 const LabelInfo kBtcvLabels[] = {
     {0, "background", {0, 0, 0}},
     {1, "spleen", {157, 108, 162}},
-    {2, "right kidney", {185, 102, 83}},
-    {3, "left kidney", {185, 102, 83}},
-    {4, "gallbladder", {139, 150, 98}},
-    {5, "esophagus", {211, 171, 143}},
-    {6, "liver", {221, 130, 101}},
-    {7, "stomach", {216, 132, 105}},
-    {8, "aorta", {224, 97, 76}},
-    {9, "inferior vena cava", {0, 151, 206}},
-    {10, "portal and splenic vein", {0, 112, 165}},
-    {11, "pancreas", {249, 180, 111}},
-    {12, "right adrenal gland", {244, 214, 49}},
-    {13, "left adrenal gland", {244, 214, 49}},
+    {2, "right kidney", {241, 196, 15}},
+    {3, "left kidney", {52, 152, 219}},
+    {4, "gallbladder", {0, 128, 0}},
+    {5, "esophagus", {255, 160, 122}},
+    {6, "liver", {196, 98, 50}},
+    {7, "stomach", {46, 204, 113}},
+    {8, "aorta", {220, 30, 50}},
+    {9, "inferior vena cava", {0, 0, 180}},
+    {10, "portal and splenic vein", {0, 200, 200}},
+    {11, "pancreas", {255, 128, 255}},
+    {12, "right adrenal gland", {128, 128, 0}},
+    {13, "left adrenal gland", {180, 255, 120}},
 };
 
 }  // namespace

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <set>
 
+#include "imageio/labels.h"
+
 namespace upp::preprocessing {
 namespace {
 
@@ -40,6 +42,12 @@ TEST(Plan, JsonRoundTripAndFieldNamesInErrors) {
   expect_field("{\"stepp\": 0.5}", "plan.stepp");
   expect_field("[1]", "plan.json");
   EXPECT_EQ(Plan::FromMetadata({}).status().code(), absl::StatusCode::kNotFound);
+}
+
+// Overlays, legends and the SEG's recommended colours tell every organ apart.
+TEST(Plan, BtcvLabelColoursAreDistinct) {
+  const Plan plan = DefaultCtPlan(14);
+  EXPECT_GE(imageio::SmallestColourDistance(plan.labels), 20.0);
 }
 
 }  // namespace
