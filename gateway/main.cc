@@ -1,7 +1,7 @@
 // unetrpp-dicom-gateway: receives DICOM series (C-STORE), has the
 // segmentation service segment those that match a routing rule, and sends
 // the DICOM SEG and a TID 1500 volume report to the configured AE.
-//   unetrpp-dicom-gateway --config gateway.textproto
+//   unetrpp-dicom-gateway --config gateway.textproto [--check-config]
 // SIGTERM/SIGINT: stop accepting associations, finish the associations and
 // the series in flight (at most drain_grace_seconds), exit 0; what was not
 // started stays in the spool for the next start.
@@ -45,7 +45,9 @@ sigset_t BlockStopSignals() {
 int main(int argc, char** argv) {
   CLI::App app("unetrpp-dicom-gateway: DICOM C-STORE in, segmentation out (SEG and volume report)");
   std::string config_path;
+  bool check_only = false;
   app.add_option("--config", config_path, "gateway configuration (protobuf text)")->required();
+  app.add_flag("--check-config", check_only, "validate the configuration and exit (0: valid)");
   CLI11_PARSE(app, argc, argv);
   DisableCoreDumps();
   const sigset_t stop_signals = BlockStopSignals();
@@ -54,6 +56,10 @@ int main(int argc, char** argv) {
   if (!config.ok()) {
     spdlog::error("{}", std::string(config.status().message()));
     return 2;
+  }
+  if (check_only) {
+    spdlog::info("{}: valid ({} routing rules)", config_path, config->rules_size());
+    return 0;
   }
   auto spool = upp::gateway::Spool::Create(config->spool_dir());
   if (!spool.ok()) {

@@ -61,9 +61,11 @@ function checkDeployment(d, where, all) {
     if (!v.configMap) continue;
     const cm = all.find((o) => o.kind === "ConfigMap" && o.metadata.name === v.configMap.name);
     if (!cm) return problem(where, `configMap ${v.configMap.name} is not among the manifests`);
-    const text = cm.data["server.textproto"] || "";
+    // The server's default drain is 30 s, the gateway's 120 s.
+    const gateway = "gateway.textproto" in cm.data;
+    const text = cm.data[gateway ? "gateway.textproto" : "server.textproto"] || "";
     const m = /^\s*drain_grace_seconds:\s*(\d+)/m.exec(text);
-    const drain = m ? Number(m[1]) : 30;
+    const drain = m ? Number(m[1]) : gateway ? 120 : 30;
     if (!(grace > drain)) problem(where, `terminationGracePeriodSeconds ${grace} is not above drain_grace_seconds ${drain}`);
   }
 }
