@@ -320,7 +320,30 @@ metrics_address: "127.0.0.1:{cls.metrics_port}"
 
         for path in (seg_path, sr_path):
             self.assertEqual(dciodvfy_errors(path), [], path)
+        self.check_seg_with_dcmjs(seg_path, directory, seg, series_uid)
         self.assertGreaterEqual(self.metric("upp_gateway_series_total", outcome="completed"), 1)
+
+    def check_seg_with_dcmjs(self, seg_path, source_dir, seg, series_uid):
+        """A third reader, the one OHIF uses: the same segments, frames and
+        positions as pydicom sees, every frame on a source slice."""
+        here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dcmjs")
+        subprocess.run(["npm", "ci", "--silent", "--no-audit", "--no-fund"], cwd=here, check=True,
+                       capture_output=True)
+        run = subprocess.run(["node", os.path.join(here, "check_seg.js"), seg_path, source_dir], check=True,
+                             capture_output=True, text=True)
+        seen = json.loads(run.stdout)
+        self.assertEqual([(s["number"], s["label"]) for s in seen["segments"]],
+                         [(s.SegmentNumber, s.SegmentLabel) for s in seg.SegmentSequence])
+        per_segment = {}
+        for group in seg.PerFrameFunctionalGroupsSequence:
+            number = str(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+            per_segment[number] = per_segment.get(number, 0) + 1
+        self.assertEqual(seen["frames_per_segment"], per_segment)
+        self.assertEqual(len(per_segment), len(seg.SegmentSequence))  # no empty segment
+        self.assertEqual(seen["number_of_frames"], sum(per_segment.values()))
+        self.assertEqual(seen["frames_off_slice"], 0)
+        self.assertEqual(seen["unknown_references"], 0)
+        self.assertEqual(seen["referenced_series"], [series_uid])
 
     def test_2_series_matching_no_rule_is_kept_and_not_answered(self):
         before = self.metric("upp_gateway_series_total", outcome="unmatched")
