@@ -22,6 +22,13 @@ bool ValidAeTitle(const std::string& ae) {
 
 bool Positive(double seconds) { return std::isfinite(seconds) && seconds > 0 && seconds <= 7 * 24 * 3600; }
 
+absl::Status ValidateTls(const unetrpp::v1::DicomTls& t, const std::string& f, bool ca_required) {
+  if (t.cert_file().empty() && t.key_file().empty() && t.ca_file().empty()) return absl::OkStatus();
+  if (t.cert_file().empty() || t.key_file().empty()) return Bad(f, "cert_file and key_file are both needed for TLS");
+  if (ca_required && t.ca_file().empty()) return Bad(f + ".ca_file", "needed to verify the destination");
+  return absl::OkStatus();
+}
+
 absl::Status ValidateListener(const unetrpp::v1::DicomListener& l) {
   if (!ValidAeTitle(l.ae_title())) return Bad("listener.ae_title", "1 to 16 printable characters, no backslash");
   if (l.port() > 65535) return Bad("listener.port", "must be at most 65535");
@@ -32,7 +39,7 @@ absl::Status ValidateListener(const unetrpp::v1::DicomListener& l) {
   if (l.max_pdu_bytes() < 4096 || l.max_pdu_bytes() > (1u << 24))
     return Bad("listener.max_pdu_bytes", "must be in [4096, 16777216]");
   if (!Positive(l.association_idle_seconds())) return Bad("listener.association_idle_seconds", "must be > 0");
-  return absl::OkStatus();
+  return ValidateTls(l.tls(), "listener.tls", false);
 }
 
 absl::Status ValidateRule(const unetrpp::v1::RoutingRule& r, const std::string& f) {
@@ -93,6 +100,7 @@ absl::Status Validate(const unetrpp::v1::GatewayConfig& c) {
   if (!ValidAeTitle(d.ae_title())) return Bad("destination.ae_title", "1 to 16 printable characters, no backslash");
   if (!ValidAeTitle(d.calling_ae_title())) return Bad("destination.calling_ae_title", "not an AE title");
   if (!Positive(d.timeout_seconds())) return Bad("destination.timeout_seconds", "must be > 0");
+  if (auto s = ValidateTls(d.tls(), "destination.tls", true); !s.ok()) return s;
   if (c.unmatched() != "drop" && c.unmatched() != "keep") return Bad("unmatched", "must be drop or keep");
   if (c.max_attempts() > 100) return Bad("max_attempts", "at most 100");
   if (!Positive(c.retry_backoff_seconds())) return Bad("retry_backoff_seconds", "must be > 0");

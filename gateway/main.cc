@@ -5,6 +5,8 @@
 // SIGTERM/SIGINT: stop accepting associations, finish the associations and
 // the series in flight (at most drain_grace_seconds), exit 0; what was not
 // started stays in the spool for the next start.
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/oflog/oflog.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/prctl.h>
@@ -50,6 +52,9 @@ int main(int argc, char** argv) {
   app.add_flag("--check-config", check_only, "validate the configuration and exit (0: valid)");
   CLI11_PARSE(app, argc, argv);
   DisableCoreDumps();
+  // DCMTK's own log: warnings and errors only (its INFO lines narrate every
+  // C-STORE; the gateway logs per series).
+  OFLog::configure(OFLogger::WARN_LOG_LEVEL);
   const sigset_t stop_signals = BlockStopSignals();
 
   auto config = upp::gateway::LoadConfig(config_path);

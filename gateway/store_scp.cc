@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "absl/strings/strip.h"
+#include "gateway/dicom_tls.h"
 #include "gateway/series.h"
 
 namespace upp::gateway {
@@ -125,7 +126,7 @@ class StoreScp::Pool : public DcmBaseSCPPool {
 };
 
 StoreScp::StoreScp(const unetrpp::v1::DicomListener& config, Spool* spool, InstanceCallback on_instance)
-    : pool_(std::make_unique<Pool>(Context{config, spool, std::move(on_instance)})) {
+    : pool_(std::make_unique<Pool>(Context{config, spool, std::move(on_instance)})), tls_(config.tls()) {
   DcmSCPConfig& c = pool_->getConfig();
   c.setAETitle(config.ae_title().c_str());
   c.setPort(static_cast<Uint16>(config.port()));
@@ -151,6 +152,12 @@ StoreScp::StoreScp(const unetrpp::v1::DicomListener& config, Spool* spool, Insta
 StoreScp::~StoreScp() = default;
 
 absl::Status StoreScp::Run() {
+  if (!tls_.cert_file().empty()) {
+    auto layer = MakeTlsLayer(tls_, /*acceptor=*/true);
+    if (!layer.ok()) return layer.status();
+    pool_->getConfig().setTransportLayer(layer->get());
+    tls_layer_ = std::shared_ptr<DcmTLSTransportLayer>(std::move(*layer));
+  }
   OFCondition cond = pool_->listen();
   if (cond.bad()) return absl::UnavailableError(std::string("DICOM listener: ") + cond.text());
   return absl::OkStatus();

@@ -34,8 +34,9 @@ class StoreScp {
   StoreScp(const unetrpp::v1::DicomListener& config, Spool* spool, InstanceCallback on_instance);
   ~StoreScp();
 
-  // Listens on config.port (0: any) until Stop(). Returns when the listening
-  // socket cannot be opened or after Stop() and the last association.
+  // Listens on config.port until Stop(). Returns when the TLS files cannot
+  // be loaded or the listening socket opened, or after Stop() and the last
+  // association.
   absl::Status Run();
   void Stop();
   // The configured port.
@@ -44,6 +45,8 @@ class StoreScp {
  private:
   class Pool;
   std::unique_ptr<Pool> pool_;
+  const unetrpp::v1::DicomTls tls_;
+  std::shared_ptr<void> tls_layer_;  // DcmTLSTransportLayer while listening with TLS (DCMTK type kept out of here)
 };
 
 }  // namespace upp::gateway

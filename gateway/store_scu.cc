@@ -10,9 +10,16 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "gateway/dicom_tls.h"
 
 namespace upp::gateway {
 namespace {
+
+// DCMTK 3.6.7 keeps DcmSCU::useSecureConnection protected (public later).
+class Scu : public DcmSCU {
+ public:
+  using DcmSCU::useSecureConnection;
+};
 
 absl::Status Unavailable(const char* what, const OFCondition& cond) {
   return absl::UnavailableError(absl::StrCat("destination AE: ", what, ": ", cond.text()));
@@ -32,7 +39,8 @@ absl::Status SendFiles(const unetrpp::v1::DicomDestination& d, const std::vector
     objects.emplace_back(sop_class.c_str(), f);
     classes.insert(sop_class.c_str());
   }
-  DcmSCU scu;
+  std::unique_ptr<DcmTLSTransportLayer> tls;  // outlives the SCU, which uses it until destroyed
+  Scu scu;
   scu.setAETitle(d.calling_ae_title().c_str());
   scu.setPeerAETitle(d.ae_title().c_str());
   scu.setPeerHostName(d.host().c_str());
@@ -46,6 +54,12 @@ absl::Status SendFiles(const unetrpp::v1::DicomDestination& d, const std::vector
   syntaxes.push_back(UID_LittleEndianExplicitTransferSyntax);
   for (const auto& c : classes) scu.addPresentationContext(c.c_str(), syntaxes);
   if (OFCondition c = scu.initNetwork(); c.bad()) return Unavailable("network", c);
+  if (!d.tls().cert_file().empty()) {  // after initNetwork: the layer is set on its network
+    auto layer = MakeTlsLayer(d.tls(), /*acceptor=*/false);
+    if (!layer.ok()) return layer.status();
+    tls = *std::move(layer);
+    if (OFCondition c = scu.useSecureConnection(tls.get()); c.bad()) return Unavailable("TLS", c);
+  }
   if (OFCondition c = scu.negotiateAssociation(); c.bad()) return Unavailable("association", c);
   absl::Status status;
   for (const auto& [sop_class, path] : objects) {

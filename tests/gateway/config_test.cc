@@ -48,6 +48,18 @@ TEST(GatewayConfigTest, ErrorsNameTheField) {
   expect(R"(rules { name: "x" orientations: "diagonal" })", "rules[1].orientations[0]");
   expect(R"(quiet_period_seconds: -1)", "quiet_period_seconds");
   expect(R"(no_such_field: 1)", "line");
+  expect(R"(listener { tls { cert_file: "c.pem" } })", "listener.tls");
+}
+
+TEST(GatewayConfigTest, TlsToTheDestinationVerifiesIt) {
+  unetrpp::v1::GatewayConfig c;
+  ASSERT_TRUE(proto::ParseTextConfig(kMinimal, c).ok());
+  c.mutable_destination()->mutable_tls()->set_cert_file("g.crt");
+  c.mutable_destination()->mutable_tls()->set_key_file("g.key");
+  ApplyDefaults(c);
+  EXPECT_NE(Validate(c).message().find("destination.tls.ca_file"), std::string::npos) << Validate(c);
+  c.mutable_destination()->mutable_tls()->set_ca_file("ca.crt");
+  EXPECT_TRUE(Validate(c).ok());
 }
 
 TEST(GatewayConfigTest, MutualTlsToTheServiceNeedsItsCa) {

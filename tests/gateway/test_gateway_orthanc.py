@@ -45,8 +45,9 @@ def wait_for(predicate, timeout, what):
 class Orthanc:
     """Orthanc from Debian with a generated configuration, on free loopback ports."""
 
-    def __init__(self, root, gateway_port):
+    def __init__(self, root, gateway_port, tls=None):
         self.http_port, self.dicom_port = free_port(), free_port()
+        os.makedirs(root, exist_ok=True)
         config = {
             "Name": "upp-gateway-test", "StorageDirectory": os.path.join(root, "db"),
             "IndexDirectory": os.path.join(root, "db"), "HttpPort": self.http_port, "DicomPort": self.dicom_port,
@@ -55,6 +56,12 @@ class Orthanc:
             "DicomModalities": {"gateway": ["UNETRPP", "127.0.0.1", gateway_port]},
             "DicomAlwaysAllowStore": True, "DicomCheckModalityHost": False, "StableAge": 1,
         }
+        if tls:  # DICOM TLS both ways: Orthanc's server and its sends to the gateway
+            config.update({"DicomTlsEnabled": True, "DicomTlsCertificate": tls["cert"],
+                           "DicomTlsPrivateKey": tls["key"], "DicomTlsTrustedCertificates": tls["ca"],
+                           "DicomTlsRemoteCertificateRequired": True,
+                           "DicomModalities": {"gateway": {"AET": "UNETRPP", "Host": "127.0.0.1",
+                                                           "Port": gateway_port, "UseDicomTls": True}}})
         self.config_path = os.path.join(root, "orthanc.json")
         with open(self.config_path, "w") as f:
             json.dump(config, f)
@@ -380,6 +387,81 @@ metrics_address: "127.0.0.1:{cls.metrics_port}"
         self.wait_for_results(study, timeout=30)
         self.assertEqual(os.listdir(active), [])
         type(self).gateway = self.start_gateway()  # for tearDownClass
+
+
+def make_certificates(root):
+    """A CA and two leaf certificates (gateway, orthanc) signed by it."""
+    os.makedirs(root, exist_ok=True)
+    run = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=root)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=test DICOM CA", "-days", "2",
+        "-keyout", "ca.key", "-out", "ca.crt")
+    paths = {"ca": os.path.join(root, "ca.crt")}
+    for name in ("gateway", "orthanc"):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
+            "-out", f"{name}.csr")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-out", f"{name}.crt")
+        paths[name] = {"cert": os.path.join(root, f"{name}.crt"), "key": os.path.join(root, f"{name}.key"),
+                       "ca": paths["ca"]}
+    return paths
+
+
+class GatewayTlsTest(unittest.TestCase):
+    """DICOM TLS both ways: Orthanc sends over TLS with its certificate, the
+    gateway requires one signed by the CA and sends the results over TLS."""
+
+    def test_series_over_tls_comes_back_over_tls_and_plain_dicom_is_refused(self):
+        tmp = tempfile.mkdtemp(prefix="upp-gateway-tls-")
+        try:
+            certs = make_certificates(os.path.join(tmp, "tls"))
+            phantom = os.path.join(tmp, "phantom")
+            subprocess.run([os.environ["UPP_PHANTOM"], "--seed", "32", "--dicom", phantom,
+                            "-o", os.path.join(tmp, "ct.nii.gz")], check=True, capture_output=True)
+            gateway_port, metrics_port = free_port(), free_port()
+            orthanc = Orthanc(os.path.join(tmp, "orthanc"), gateway_port, tls=certs["orthanc"])
+            server = ServerProcess().__enter__()
+            config = os.path.join(tmp, "gateway.textproto")
+            g = certs["gateway"]
+            with open(config, "w") as f:
+                f.write(f"""
+listener {{ ae_title: "UNETRPP" port: {gateway_port}
+           tls {{ cert_file: "{g['cert']}" key_file: "{g['key']}" ca_file: "{g['ca']}" }} }}
+spool_dir: "{os.path.join(tmp, 'spool')}"
+quiet_period_seconds: 2
+service {{ target: "{server.address}" }}
+destination {{ host: "127.0.0.1" port: {orthanc.dicom_port} ae_title: "ORTHANC"
+              tls {{ cert_file: "{g['cert']}" key_file: "{g['key']}" ca_file: "{g['ca']}" }} }}
+rules {{ name: "ct" modalities: "CT" }}
+metrics_address: "127.0.0.1:{metrics_port}"
+""")
+            log = open(os.path.join(tmp, "gateway.log"), "wb")
+            gateway = subprocess.Popen([os.environ["UPP_GATEWAY"], "--config", config], stdout=log,
+                                       stderr=subprocess.STDOUT)
+            try:
+                time.sleep(1)
+                # Plain DICOM to the TLS port: no association, nothing stored.
+                plain = subprocess.run(["storescu", "-aec", "UNETRPP", "127.0.0.1", str(gateway_port),
+                                        os.path.join(phantom, sorted(os.listdir(phantom))[0])],
+                                       capture_output=True, text=True, timeout=60)
+                self.assertNotEqual(plain.returncode, 0, plain.stdout + plain.stderr)
+                study, _ = make_variant(phantom, os.path.join(tmp, "series"))
+                orthanc.send_to_gateway(orthanc.upload_series(os.path.join(tmp, "series")))
+                try:
+                    wait_for(lambda: (lambda s: "SEG" in s and "SR" in s)(orthanc.series_of_study(study)), 300,
+                             "a SEG and an SR over TLS")
+                except AssertionError:
+                    with open(os.path.join(tmp, "gateway.log"), "rb") as g_log, \
+                            open(os.path.join(tmp, "orthanc", "orthanc.log"), "rb") as o_log:
+                        raise AssertionError("no SEG and SR over TLS; gateway:\n" + g_log.read().decode()[-3000:]
+                                             + "\nOrthanc:\n" + o_log.read().decode()[-3000:])
+            finally:
+                gateway.send_signal(signal.SIGTERM)
+                self.assertEqual(gateway.wait(timeout=120), 0)
+                log.close()
+                orthanc.stop()
+                server.__exit__(None, None, None)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
