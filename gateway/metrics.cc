@@ -32,6 +32,11 @@ GatewayMetrics::GatewayMetrics() : registry_(std::make_shared<prometheus::Regist
                          .Help("A series from being claimed to its results sent")
                          .Register(*registry_)
                          .Add({}, SecondsBuckets());
+  series_received_ = &BuildCounter()
+                          .Name("upp_gateway_series_received_total")
+                          .Help("Complete series taken from the spool (first attempts)")
+                          .Register(*registry_)
+                          .Add({});
   queued_ = &BuildGauge()
                  .Name("upp_gateway_queued_series")
                  .Help("Series in the spool: arriving, waiting or being processed")

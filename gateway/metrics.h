@@ -28,6 +28,8 @@ class GatewayMetrics {
 
   // outcome: stored, not_allowed, too_large, invalid, spool_error.
   void Instance(const std::string& outcome);
+  // A complete series taken from the spool for the first time.
+  void SeriesReceived() { series_received_->Increment(); }
   // outcome: completed, failed, unmatched, retried; rule "" when none.
   void Series(const std::string& outcome, const std::string& rule);
   // stage: summarize, segment, report, send.
@@ -43,6 +45,7 @@ class GatewayMetrics {
   prometheus::Family<prometheus::Counter>* series_;
   prometheus::Family<prometheus::Histogram>* stage_seconds_;
   prometheus::Histogram* series_seconds_;
+  prometheus::Counter* series_received_;
   prometheus::Gauge* queued_;
 };
 

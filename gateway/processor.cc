@@ -96,6 +96,7 @@ Processor::Outcome Processor::ProcessSeries(const std::string& dir) {
   a.seg_path = Spool::ResultsDir(dir) + "/seg.dcm";
   a.report_path = Spool::ResultsDir(dir) + "/report.dcm";
   const int attempts = Spool::ReadState(dir).attempts + 1;
+  if (attempts == 1) metrics_->SeriesReceived();
 
   SeriesLimits limits;
   limits.max_instances = config_.max_series_instances();

@@ -40,6 +40,15 @@ std::optional<Fixture> MakeFixture() {
   return Fixture{*ct, *seg, image->info};
 }
 
+ReportInput InputFor(const Fixture& f, std::map<std::string, double> volumes) {
+  ReportInput input;
+  input.seg = f.seg;
+  input.source_instance = f.ct;
+  input.source_series_uid = f.info.series_instance_uid;
+  input.volume_ml_by_segment_label = std::move(volumes);
+  return input;
+}
+
 std::string Get(DcmItem& item, const DcmTagKey& tag) {
   OFString v;
   item.findAndGetOFStringArray(tag, v, OFTrue);
@@ -49,12 +58,7 @@ std::string Get(DcmItem& item, const DcmTagKey& tag) {
 TEST(ReportTest, OneVolumeGroupPerSegmentReferencingTheSegAndTheSource) {
   auto f = MakeFixture();
   if (!f) GTEST_SKIP() << "python3-pydicom test data not installed";
-  ReportInput input;
-  input.seg = f->seg;
-  input.source_instance = f->ct;
-  input.source_series_uid = f->info.series_instance_uid;
-  input.volume_ml_by_segment_label = {{"bone", 12.3456}, {"air", 0.5}, {"unused", 7}};
-  auto sr = WriteVolumeReport(input);
+  auto sr = WriteVolumeReport(InputFor(*f, {{"bone", 12.3456}, {"air", 0.5}, {"unused", 7}}));
   ASSERT_TRUE(sr.ok()) << sr.status();
 
   DcmFileFormat file, seg_file, ct_file;
@@ -106,11 +110,7 @@ TEST(ReportTest, OneVolumeGroupPerSegmentReferencingTheSegAndTheSource) {
 TEST(ReportTest, RefusesASegmentWithoutVolumeAndInputsThatAreNotDicom) {
   auto f = MakeFixture();
   if (!f) GTEST_SKIP() << "python3-pydicom test data not installed";
-  ReportInput input;
-  input.seg = f->seg;
-  input.source_instance = f->ct;
-  input.source_series_uid = f->info.series_instance_uid;
-  input.volume_ml_by_segment_label = {{"bone", 1}};
+  ReportInput input = InputFor(*f, {{"bone", 1}});
   auto r = WriteVolumeReport(input);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(r.status().message().find("no volume for SEG segment 2"), std::string::npos) << r.status();

@@ -9,6 +9,7 @@ volumes against the server's own, dciodvfy. Also: a series that matches no
 rule, a series with slices missing, the server down for a while, SIGTERM
 while a series is in flight.
 """
+import hashlib
 import json
 import os
 import shutil
@@ -329,6 +330,9 @@ metrics_address: "127.0.0.1:{cls.metrics_port}"
             self.assertEqual(dciodvfy_errors(path), [], path)
         self.check_seg_with_dcmjs(seg_path, directory, seg, series_uid)
         self.assertGreaterEqual(self.metric("upp_gateway_series_total", outcome="completed"), 1)
+        self.assertGreaterEqual(self.metric("upp_gateway_series_received_total"), 1)
+        self.assertGreaterEqual(self.metric("upp_gateway_instances_received_total", outcome="stored"),
+                                len(os.listdir(directory)))
 
     def check_seg_with_dcmjs(self, seg_path, source_dir, seg, series_uid):
         """A third reader, the one OHIF uses: the same segments, frames and
@@ -406,9 +410,30 @@ def make_certificates(root):
     return paths
 
 
+def secured_server(root):
+    """unetrpp-serve with TLS (self-signed for localhost) and a required API
+    key; returns (server, its certificate, a file holding the key)."""
+    cert, key = os.path.join(root, "server.pem"), os.path.join(root, "server.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-days", "1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    token = "gateway-key-7c2d"
+    keys, token_file = os.path.join(root, "keys.txt"), os.path.join(root, "token")
+    with open(keys, "w") as f:
+        f.write(f"gateway {hashlib.sha256(token.encode()).hexdigest()} user\n")
+    with open(token_file, "w") as f:
+        f.write(token + "\n")
+    config = (f"tls {{ cert_file: '{cert}' key_file: '{key}' }}\n"
+              f"auth {{ required: true api_keys_file: '{keys}' }}\n")
+    server = ServerProcess(config_text=config, client_kwargs={"tls_ca": cert, "server_name": "localhost",
+                                                              "token": token}).__enter__()
+    return server, cert, token_file
+
+
 class GatewayTlsTest(unittest.TestCase):
     """DICOM TLS both ways: Orthanc sends over TLS with its certificate, the
-    gateway requires one signed by the CA and sends the results over TLS."""
+    gateway requires one signed by the CA and sends the results over TLS; and
+    the gateway reaches a server that requires TLS and an API key."""
 
     def test_series_over_tls_comes_back_over_tls_and_plain_dicom_is_refused(self):
         tmp = tempfile.mkdtemp(prefix="upp-gateway-tls-")
@@ -419,7 +444,7 @@ class GatewayTlsTest(unittest.TestCase):
                             "-o", os.path.join(tmp, "ct.nii.gz")], check=True, capture_output=True)
             gateway_port, metrics_port = free_port(), free_port()
             orthanc = Orthanc(os.path.join(tmp, "orthanc"), gateway_port, tls=certs["orthanc"])
-            server = ServerProcess().__enter__()
+            server, server_cert, token_file = secured_server(tmp)
             config = os.path.join(tmp, "gateway.textproto")
             g = certs["gateway"]
             with open(config, "w") as f:
@@ -428,7 +453,8 @@ listener {{ ae_title: "UNETRPP" port: {gateway_port}
            tls {{ cert_file: "{g['cert']}" key_file: "{g['key']}" ca_file: "{g['ca']}" }} }}
 spool_dir: "{os.path.join(tmp, 'spool')}"
 quiet_period_seconds: 2
-service {{ target: "{server.address}" }}
+service {{ target: "{server.address}" tls_ca_file: "{server_cert}" server_name: "localhost"
+          token_file: "{token_file}" }}
 destination {{ host: "127.0.0.1" port: {orthanc.dicom_port} ae_title: "ORTHANC"
               tls {{ cert_file: "{g['cert']}" key_file: "{g['key']}" ca_file: "{g['ca']}" }} }}
 rules {{ name: "ct" modalities: "CT" }}
