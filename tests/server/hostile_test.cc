@@ -319,8 +319,10 @@ TEST(HostileStallTest, AClientThatNeverReadsIsCutOff) {
   auto other = client::Client::Connect(address);
   const std::string small = testing::FloatNifti(testing::Phantom({30, 30, 10}, {2.0, 2.0, 2.0}));
   EXPECT_EQ(other->Segment({small}, {}).status().code(), absl::StatusCode::kResourceExhausted);
+  // The slot frees once the results are ready and then stall for 1 s: a few
+  // seconds here, much longer under ThreadSanitizer (the loop ends when freed).
   bool freed = false;
-  for (int i = 0; i < 60 && !freed; ++i) {
+  for (int i = 0; i < 360 && !freed; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     freed = other->Segment({small}, {}).ok();
   }
