@@ -104,7 +104,8 @@ Processor::Outcome Processor::ProcessSeries(const std::string& dir) {
   limits.max_instance_bytes = static_cast<int64_t>(config_.listener().max_instance_bytes());
   auto series = SummarizeSeries(Spool::InstancesDir(dir), limits);
   metrics_->Stage("summarize", SecondsSince(start));
-  if (!series.ok()) return Settle(dir, "", config_.max_attempts(), series.status());  // never better next time
+  if (!series.ok())  // a series that cannot be read or is over the limits will not be better next time
+    return Settle(dir, "", attempts, absl::FailedPreconditionError(series.status().message()));
   a.series = *std::move(series);
   a.rule = MatchRule(config_, a.series);
   if (!a.rule) {
