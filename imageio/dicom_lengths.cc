@@ -9,6 +9,7 @@
 #include <iterator>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
@@ -199,11 +200,9 @@ class Walker {
   absl::Status Sequence(size_t& pos, size_t end, Syntax syntax, int depth, bool undefined = false) {
     if (depth > kMaxDepth) return absl::InvalidArgumentError("DICOM sequences nested too deeply");
     while (pos < end) {
-      if (end - pos < 8) return Short(pos, end);
-      if (auto s = Visit(); !s.ok()) return s;
-      const uint32_t tag = Tag(pos, syntax);
-      const uint32_t length = U32(pos + 4, syntax.little);
-      pos += 8;
+      auto item = NextItemHeader(pos, end, syntax);
+      if (!item.ok()) return item.status();
+      const auto [tag, length] = *item;
       if (tag == kSequenceEnd) {
         if (undefined) return absl::OkStatus();
         continue;
@@ -227,11 +226,9 @@ class Walker {
   // Encapsulated pixel data: items of defined length until a sequence delimiter.
   absl::Status Fragments(size_t& pos, size_t end, Syntax syntax) {
     while (pos < end) {
-      if (end - pos < 8) return Short(pos, end);
-      if (auto s = Visit(); !s.ok()) return s;
-      const uint32_t tag = Tag(pos, syntax);
-      const uint32_t length = U32(pos + 4, syntax.little);
-      pos += 8;
+      auto item = NextItemHeader(pos, end, syntax);
+      if (!item.ok()) return item.status();
+      const auto [tag, length] = *item;
       if (tag == kSequenceEnd) return absl::OkStatus();
       if (tag != kItem || length == kUndefined)
         return absl::InvalidArgumentError("DICOM: encapsulated pixel data holds something other than fragments");
@@ -239,6 +236,17 @@ class Walker {
       pos += length;
     }
     return absl::InvalidArgumentError("DICOM: encapsulated pixel data has no end");
+  }
+
+  // The tag and length of the item or delimiter at `pos` (8 bytes, in
+  // sequences and encapsulated pixel data alike), stepping past them.
+  absl::StatusOr<std::pair<uint32_t, uint32_t>> NextItemHeader(size_t& pos, size_t end, Syntax syntax) {
+    if (end - pos < 8) return Short(pos, end);
+    if (auto s = Visit(); !s.ok()) return s;
+    const uint32_t tag = Tag(pos, syntax);
+    const uint32_t length = U32(pos + 4, syntax.little);
+    pos += 8;
+    return std::make_pair(tag, length);
   }
 
   uint32_t Tag(size_t p, Syntax s) const { return (uint32_t{U16(p, s.little)} << 16) | U16(p + 2, s.little); }

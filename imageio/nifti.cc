@@ -149,6 +149,41 @@ struct Header {
   double srow[3][4] = {};
 };
 
+// Where the fields lie in each version. NIfTI-2 holds the same fields as
+// NIfTI-1, moved and widened (int16 -> int64 dimensions, float -> double
+// reals, int16 -> int32 codes), so one reader serves both with these offsets
+// and the widths as template arguments.
+struct FieldOffsets {
+  size_t dim, datatype, bitpix, pixdim, vox_offset, scl_slope, scl_inter, qform_code, sform_code, quatern, qoffset,
+      srow, xyzt_units;
+};
+constexpr FieldOffsets kNifti1Fields{40, 70, 72, 76, 108, 112, 116, 252, 254, 256, 268, 280, 123};
+constexpr FieldOffsets kNifti2Fields{16, 12, 14, 104, 168, 176, 184, 344, 348, 352, 376, 400, 500};
+
+template <typename Dim, typename Real, typename Offset, typename Code, typename Units>
+absl::Status ReadFields(const HeaderReader& r, const FieldOffsets& at, Header& h) {
+  for (int i = 0; i < 8; ++i) h.dim[i] = r.Get<Dim>(at.dim + sizeof(Dim) * i);
+  h.datatype = r.Get<int16_t>(at.datatype);
+  h.bitpix = r.Get<int16_t>(at.bitpix);
+  for (int i = 0; i < 8; ++i) h.pixdim[i] = r.Get<Real>(at.pixdim + sizeof(Real) * i);
+  // NIfTI-1 stores the offset as a float: bounded before the conversion,
+  // which is undefined for values out of range.
+  const double vox = static_cast<double>(r.Get<Offset>(at.vox_offset));
+  if (!std::isfinite(vox) || vox < 0 || vox > 1e9) return absl::InvalidArgumentError("NIfTI vox_offset is invalid");
+  h.vox_offset = static_cast<int64_t>(vox);
+  h.scl_slope = r.Get<Real>(at.scl_slope);
+  h.scl_inter = r.Get<Real>(at.scl_inter);
+  h.qform_code = r.Get<Code>(at.qform_code);
+  h.sform_code = r.Get<Code>(at.sform_code);
+  for (int i = 0; i < 3; ++i) h.quatern[i] = r.Get<Real>(at.quatern + sizeof(Real) * i);
+  for (int i = 0; i < 3; ++i) h.qoffset[i] = r.Get<Real>(at.qoffset + sizeof(Real) * i);
+  for (int row = 0; row < 3; ++row) {
+    for (int c = 0; c < 4; ++c) h.srow[row][c] = r.Get<Real>(at.srow + sizeof(Real) * (4 * row + c));
+  }
+  h.xyzt_units = r.Get<Units>(at.xyzt_units);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Header> ParseHeader(std::string_view b) {
   if (b.size() < kNifti1HeaderSize) {
     return absl::InvalidArgumentError(
@@ -175,48 +210,14 @@ absl::StatusOr<Header> ParseHeader(std::string_view b) {
               ? "NIfTI header/image pairs (.hdr/.img) are not supported; send a single .nii"
               : "not a NIfTI-1 file (bad magic)");
     }
-    for (int i = 0; i < 8; ++i) h.dim[i] = r.Get<int16_t>(40 + 2 * i);
-    h.datatype = r.Get<int16_t>(70);
-    h.bitpix = r.Get<int16_t>(72);
-    for (int i = 0; i < 8; ++i) h.pixdim[i] = r.Get<float>(76 + 4 * i);
-    const double vox = r.Get<float>(108);
-    if (!std::isfinite(vox) || vox < 0 || vox > 1e9) {
-      return absl::InvalidArgumentError("NIfTI vox_offset is invalid");
-    }
-    h.vox_offset = static_cast<int64_t>(vox);
-    h.scl_slope = r.Get<float>(112);
-    h.scl_inter = r.Get<float>(116);
-    h.xyzt_units = r.Get<uint8_t>(123);
-    h.qform_code = r.Get<int16_t>(252);
-    h.sform_code = r.Get<int16_t>(254);
-    for (int i = 0; i < 3; ++i) h.quatern[i] = r.Get<float>(256 + 4 * i);
-    for (int i = 0; i < 3; ++i) h.qoffset[i] = r.Get<float>(268 + 4 * i);
-    for (int row = 0; row < 3; ++row) {
-      for (int c = 0; c < 4; ++c) h.srow[row][c] = r.Get<float>(280 + 16 * row + 4 * c);
-    }
-  } else {
-    if (b.size() < kNifti2HeaderSize) {
-      return absl::InvalidArgumentError("truncated NIfTI-2 header");
-    }
-    if (std::memcmp(b.data() + 4, "n+2", 4) != 0) {
-      return absl::InvalidArgumentError("not a single-file NIfTI-2 image (bad magic)");
-    }
-    h.datatype = r.Get<int16_t>(12);
-    h.bitpix = r.Get<int16_t>(14);
-    for (int i = 0; i < 8; ++i) h.dim[i] = r.Get<int64_t>(16 + 8 * i);
-    for (int i = 0; i < 8; ++i) h.pixdim[i] = r.Get<double>(104 + 8 * i);
-    h.vox_offset = r.Get<int64_t>(168);
-    h.scl_slope = r.Get<double>(176);
-    h.scl_inter = r.Get<double>(184);
-    h.qform_code = r.Get<int32_t>(344);
-    h.sform_code = r.Get<int32_t>(348);
-    for (int i = 0; i < 3; ++i) h.quatern[i] = r.Get<double>(352 + 8 * i);
-    for (int i = 0; i < 3; ++i) h.qoffset[i] = r.Get<double>(376 + 8 * i);
-    for (int row = 0; row < 3; ++row) {
-      for (int c = 0; c < 4; ++c) h.srow[row][c] = r.Get<double>(400 + 32 * row + 8 * c);
-    }
-    h.xyzt_units = r.Get<int32_t>(500);
+    if (auto s = ReadFields<int16_t, float, float, int16_t, uint8_t>(r, kNifti1Fields, h); !s.ok()) return s;
+    return h;
   }
+  if (b.size() < kNifti2HeaderSize) return absl::InvalidArgumentError("truncated NIfTI-2 header");
+  if (std::memcmp(b.data() + 4, "n+2", 4) != 0) {
+    return absl::InvalidArgumentError("not a single-file NIfTI-2 image (bad magic)");
+  }
+  if (auto s = ReadFields<int64_t, double, int64_t, int32_t, int32_t>(r, kNifti2Fields, h); !s.ok()) return s;
   return h;
 }
 

@@ -1,20 +1,41 @@
 #include "model/config.h"
 
 #include <nlohmann/json.hpp>
+#include <utility>
 
 namespace upp::model {
 namespace {
 
-const char* ProjectionName(Projection p) {
-  switch (p) {
-    case Projection::kSharedLinear: return "shared_linear";
-    case Projection::kSeparateLinear: return "separate_linear";
-    case Projection::kSharedMatrix: return "shared_matrix";
-  }
+// The enums' names in configurations, one table each for both directions.
+constexpr std::pair<Projection, const char*> kProjectionNames[] = {{Projection::kSharedLinear, "shared_linear"},
+                                                                   {Projection::kSeparateLinear, "separate_linear"},
+                                                                   {Projection::kSharedMatrix, "shared_matrix"}};
+constexpr std::pair<Fusion, const char*> kFusionNames[] = {{Fusion::kConcatProjected, "concat_projected"},
+                                                           {Fusion::kSum, "sum"}};
+
+template <typename Enum, size_t N>
+const char* NameOf(Enum value, const std::pair<Enum, const char*> (&names)[N]) {
+  for (const auto& [v, name] : names)
+    if (v == value) return name;
   return "?";
 }
 
-const char* FusionName(Fusion f) { return f == Fusion::kSum ? "sum" : "concat_projected"; }
+// Reads j[key], when present, as one of `names`.
+template <typename Enum, size_t N>
+Status ReadEnum(const nlohmann::json& j, const char* key, const std::pair<Enum, const char*> (&names)[N], Enum& out) {
+  if (!j.contains(key)) return OkStatus();
+  const auto text = j.at(key).get<std::string>();
+  for (const auto& [v, name] : names) {
+    if (text == name) {
+      out = v;
+      return OkStatus();
+    }
+  }
+  return InvalidArgumentError("model config: unknown " + std::string(key) + " '" + text + "'");
+}
+
+const char* ProjectionName(Projection p) { return NameOf(p, kProjectionNames); }
+const char* FusionName(Fusion f) { return NameOf(f, kFusionNames); }
 
 std::string Dims(const std::array<int64_t, 3>& a) {
   return std::to_string(a[0]) + "x" + std::to_string(a[1]) + "x" + std::to_string(a[2]);
@@ -106,46 +127,22 @@ StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& text) {
     c.preset = "custom";
   }
   try {
-    auto get_int = [&](const char* key, int64_t& out) {
-      if (j.contains(key)) out = j.at(key).get<int64_t>();
+    auto get = [&](const char* key, auto& out) {
+      if (j.contains(key)) j.at(key).get_to(out);
     };
-    auto get3 = [&](const char* key, std::array<int64_t, 3>& out) {
-      if (j.contains(key)) out = j.at(key).get<std::array<int64_t, 3>>();
-    };
-    auto get4 = [&](const char* key, std::array<int64_t, 4>& out) {
-      if (j.contains(key)) out = j.at(key).get<std::array<int64_t, 4>>();
-    };
-    get_int("in_channels", c.in_channels);
-    get_int("num_classes", c.num_classes);
-    get3("patch", c.patch);
-    get3("stem", c.stem);
-    get_int("feature_size", c.feature_size);
-    get4("depths", c.depths);
-    get_int("decoder_depth", c.decoder_depth);
-    get_int("num_heads", c.num_heads);
-    get4("proj_sizes", c.proj_sizes);
-    get_int("decoder_proj_size", c.decoder_proj_size);
-    get_int("res_blocks_after_epa", c.res_blocks_after_epa);
-    if (j.contains("projection")) {
-      auto p = j.at("projection").get<std::string>();
-      if (p == "shared_linear")
-        c.projection = Projection::kSharedLinear;
-      else if (p == "separate_linear")
-        c.projection = Projection::kSeparateLinear;
-      else if (p == "shared_matrix")
-        c.projection = Projection::kSharedMatrix;
-      else
-        return InvalidArgumentError("model config: unknown projection '" + p + "'");
-    }
-    if (j.contains("fusion")) {
-      auto f = j.at("fusion").get<std::string>();
-      if (f == "concat_projected")
-        c.fusion = Fusion::kConcatProjected;
-      else if (f == "sum")
-        c.fusion = Fusion::kSum;
-      else
-        return InvalidArgumentError("model config: unknown fusion '" + f + "'");
-    }
+    get("in_channels", c.in_channels);
+    get("num_classes", c.num_classes);
+    get("patch", c.patch);
+    get("stem", c.stem);
+    get("feature_size", c.feature_size);
+    get("depths", c.depths);
+    get("decoder_depth", c.decoder_depth);
+    get("num_heads", c.num_heads);
+    get("proj_sizes", c.proj_sizes);
+    get("decoder_proj_size", c.decoder_proj_size);
+    get("res_blocks_after_epa", c.res_blocks_after_epa);
+    UPP_RETURN_IF_ERROR(ReadEnum(j, "projection", kProjectionNames, c.projection));
+    UPP_RETURN_IF_ERROR(ReadEnum(j, "fusion", kFusionNames, c.fusion));
   } catch (const nlohmann::json::exception& e) {
     return InvalidArgumentError(std::string("model config: ") + e.what());
   }

@@ -16,8 +16,12 @@
 #include "imageio/nifti.h"
 #include "inference/job.h"
 #include "model/config.h"
-#include "model/cpu_threads.h"
 #include "model/window_runner.h"
+#include "tools/cli_flags.h"
+
+namespace pp = upp::preprocessing;
+namespace io = upp::imageio;
+namespace inference = upp::inference;
 
 namespace {
 
@@ -68,31 +72,28 @@ std::string SyntheticCt(int64_t nx, int64_t ny, int64_t nz, double sx, double sy
   return b;
 }
 
+constexpr char kTool[] = "upp-bench-pipeline";
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  namespace pp = upp::preprocessing;
-  namespace io = upp::imageio;
-  namespace inference = upp::inference;
   CLI::App app{"Benchmark the inference pipeline on a synthetic CT"};
   std::vector<int64_t> size{512, 512, 300};
   std::vector<double> spacing{0.8, 0.8, 2.5};
   std::string preset = "synapse", accumulator = "auto";
-  int threads = 0;
-  int64_t batch = 1;
+  upp::tools::RunFlags run;
   app.add_option("--size", size, "x y z")->expected(3);
   app.add_option("--spacing", spacing, "x y z mm")->expected(3);
   app.add_option("--preset", preset, "UNETR++ preset (random weights)");
-  app.add_option("--threads", threads, "CPU threads (0: all)");
-  app.add_option("--batch", batch, "windows per network call");
+  run.Register(app);
   app.add_option("--accumulator", accumulator, "auto | fp32 | fp16");
   CLI11_PARSE(app, argc, argv);
-  upp::model::ConfigureCpuThreads(threads);
+  run.Apply();
 
   auto config = upp::model::Preset(preset);
-  if (!config.ok()) return std::fprintf(stderr, "%s\n", config.status().ToString().c_str()), 1;
+  if (!config.ok()) return upp::tools::FailWith(kTool, config.status());
   auto runner = upp::model::WindowRunner::FromConfig(*config);
-  if (!runner.ok()) return std::fprintf(stderr, "%s\n", runner.status().ToString().c_str()), 1;
+  if (!runner.ok()) return upp::tools::FailWith(kTool, runner.status());
   pp::Plan plan = pp::DefaultCtPlan(config->num_classes, config->patch);
   inference::JobOptions options;
   options.accumulator = accumulator == "fp32"   ? inference::AccumulatorPrecision::kFloat32
@@ -104,14 +105,15 @@ int main(int argc, char** argv) {
   const auto t_all = Clock::now();
   auto t = Clock::now();
   auto image = io::ReadNifti(file);
-  if (!image.ok()) return std::fprintf(stderr, "%s\n", image.status().ToString().c_str()), 1;
+  if (!image.ok()) return upp::tools::FailWith(kTool, image.status());
   const double decode = Since(t);
   std::string().swap(file);  // a server frees the received bytes after decoding too
   t = Clock::now();
   auto job = inference::SegmentationJob::Create(std::move(image->volume), plan, options);
-  if (!job.ok()) return std::fprintf(stderr, "%s\n", job.status().ToString().c_str()), 1;
+  if (!job.ok()) return upp::tools::FailWith(kTool, job.status());
   const double create = Since(t);
   inference::SegmentationJob& j = **job;
+  const int64_t batch = run.batch;
   std::vector<float> in(batch * j.input_floats()), out(batch * j.output_floats());
   double network = 0;
   for (int64_t first = 0; first < j.num_items(); first += batch) {
@@ -120,7 +122,7 @@ int main(int argc, char** argv) {
     t = Clock::now();
     auto s = (*runner)->Run(in.data(), n, out.data());
     network += Since(t);
-    if (!s.ok()) return std::fprintf(stderr, "%s\n", s.ToString().c_str()), 1;
+    if (!s.ok()) return upp::tools::FailWith(kTool, s);
     for (int64_t i = 0; i < n; ++i) (void)j.AddOutput(first + i, out.data() + i * j.output_floats());
     std::fprintf(stderr, "\r%lld / %lld windows", static_cast<long long>(first + n),
                  static_cast<long long>(j.num_items()));
@@ -128,7 +130,7 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "\n");
   t = Clock::now();
   auto labels = j.Finish();
-  if (!labels.ok()) return std::fprintf(stderr, "%s\n", labels.status().ToString().c_str()), 1;
+  if (!labels.ok()) return upp::tools::FailWith(kTool, labels.status());
   const double finish = Since(t);
   const double total = Since(t_all);
   const inference::StageTimes st = j.timings();
@@ -143,7 +145,7 @@ int main(int argc, char** argv) {
       static_cast<long long>(size[0]), static_cast<long long>(size[1]), static_cast<long long>(size[2]),
       static_cast<long long>(j.network_grid()[0]), static_cast<long long>(j.network_grid()[1]),
       static_cast<long long>(j.network_grid()[2]), static_cast<long long>(j.num_windows()),
-      static_cast<long long>(j.num_classes()), threads, static_cast<long long>(batch), decode, st.crop, st.resample,
+      static_cast<long long>(j.num_classes()), run.threads, static_cast<long long>(batch), decode, st.crop, st.resample,
       st.normalize, create, st.extract, network, st.stitch, st.resample_back, st.argmax_paste, finish, total,
       outside_network / total, PeakRssMiB(), rss_file);
   return 0;

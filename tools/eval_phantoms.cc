@@ -8,43 +8,43 @@
 
 #include "inference/job.h"
 #include "inference/model_runner.h"
-#include "model/cpu_threads.h"
 #include "model/window_runner.h"
+#include "tools/cli_flags.h"
 #include "tools/phantom.h"
+
+constexpr char kTool[] = "upp-eval-phantoms";
 
 int main(int argc, char** argv) {
   CLI::App app{"Dice of a model on unseen synthetic phantoms"};
   std::string weights;
   int count = 20;
   uint64_t first_seed = 900000;
-  int64_t max_inplane = 512, max_slices = 300, batch = 2;
-  int threads = 0;
+  upp::tools::RunFlags run(/*default_batch=*/2);
+  upp::tools::PhantomGridFlags grid;
   app.add_option("--weights", weights, "safetensors with unetrpp_config and unetrpp_plan metadata")->required();
   app.add_option("--count", count, "phantoms");
   app.add_option("--first-seed", first_seed, "seed of the first phantom");
-  app.add_option("--max-inplane", max_inplane, "largest in-plane size");
-  app.add_option("--max-slices", max_slices, "largest number of slices");
-  app.add_option("--batch", batch, "windows per network call");
-  app.add_option("--threads", threads, "CPU threads (0: all)");
+  grid.Register(app);
+  run.Register(app);
   CLI11_PARSE(app, argc, argv);
-  upp::model::ConfigureCpuThreads(threads);
+  run.Apply();
   auto runner = upp::model::WindowRunner::FromWeightsFile(weights);
-  if (!runner.ok()) return std::fprintf(stderr, "%s\n", runner.status().ToString().c_str()), 1;
+  if (!runner.ok()) return upp::tools::FailWith(kTool, runner.status());
   auto plan = upp::preprocessing::Plan::FromMetadata((*runner)->metadata());
-  if (!plan.ok()) return std::fprintf(stderr, "%s\n", plan.status().ToString().c_str()), 1;
+  if (!plan.ok()) return upp::tools::FailWith(kTool, plan.status());
   const int classes = plan->num_classes;
   std::vector<double> sums(classes - 1, 0.0);
   nlohmann::json per_phantom = nlohmann::json::array();
   for (int i = 0; i < count; ++i) {
     const uint64_t seed = first_seed + static_cast<uint64_t>(i);
-    const auto geometry = upp::tools::RandomGeometry(seed, max_inplane, max_slices);
+    const auto geometry = upp::tools::RandomGeometry(seed, grid.max_inplane, grid.max_slices);
     const auto phantom = upp::tools::Rasterize(upp::tools::RandomAnatomy(seed), geometry, seed);
     upp::imageio::Volume v;
     v.geometry = geometry;
     const auto hu = upp::tools::ToInt16(phantom.hu);  // what a CT file holds
     v.voxels.assign(hu.begin(), hu.end());
-    auto labels = upp::inference::SegmentVolume(std::move(v), *plan, upp::inference::RunnerFor(**runner), batch);
-    if (!labels.ok()) return std::fprintf(stderr, "%s\n", labels.status().ToString().c_str()), 1;
+    auto labels = upp::inference::SegmentVolume(std::move(v), *plan, upp::inference::RunnerFor(**runner), run.batch);
+    if (!labels.ok()) return upp::tools::FailWith(kTool, labels.status());
     const auto dice = upp::tools::DicePerLabel(phantom.labels, labels->labels, classes);
     double mean = 0;
     for (int l = 0; l < classes - 1; ++l) {

@@ -17,15 +17,12 @@
 #include "imageio/nifti.h"
 #include "inference/job.h"
 #include "inference/model_runner.h"
-#include "model/cpu_threads.h"
 #include "model/window_runner.h"
+#include "tools/cli_flags.h"
 
 namespace {
 
-int Fail(const std::string& what) {
-  std::fprintf(stderr, "upp-segment: %s\n", what.c_str());
-  return 1;
-}
+constexpr char kTool[] = "upp-segment";
 
 }  // namespace
 
@@ -35,8 +32,7 @@ int main(int argc, char** argv) {
   namespace inference = upp::inference;
   CLI::App app{"Segment a volume with UNETR++ (offline, no server)"};
   std::string input, output, weights, plan_path, device = "cpu", precision = "fp32";
-  int threads = 0;
-  int64_t batch = 1;
+  upp::tools::RunFlags run;
   std::vector<int> mirror;
   app.add_option("input", input, "NIfTI file or DICOM directory")->required();
   app.add_option("-o,--output", output, "label map to write (.nii.gz)");
@@ -44,32 +40,31 @@ int main(int argc, char** argv) {
   app.add_option("--plan", plan_path, "plan JSON (default: the weights' metadata, else a CT default)");
   app.add_option("--device", device, "cpu, cuda, cuda:N");
   app.add_option("--precision", precision, "fp32 | bf16");
-  app.add_option("--threads", threads, "CPU threads (0: all)");
-  app.add_option("--batch", batch, "windows per network call");
+  run.Register(app);
   app.add_option("--mirror", mirror, "test-time mirroring axes (0=D 1=H 2=W)");
   CLI11_PARSE(app, argc, argv);
-  upp::model::ConfigureCpuThreads(threads);
+  run.Apply();
 
   auto runner = upp::model::WindowRunner::FromWeightsFile(weights, {device, precision});
-  if (!runner.ok()) return Fail(runner.status().ToString());
+  if (!runner.ok()) return upp::tools::FailWith(kTool, runner.status());
   const auto& config = (*runner)->config();
   auto plan =
       pp::PlanForNetwork(plan_path.empty() ? "" : io::ReadWholeFile(plan_path).value_or(""), (*runner)->metadata(),
                          static_cast<int>(config.num_classes), config.patch, static_cast<int>(config.in_channels));
-  if (!plan.ok()) return Fail(plan.status().ToString());
+  if (!plan.ok()) return upp::tools::FailWith(kTool, plan.status());
 
   io::NiftiHeaderInfo header;
   header.qform_code = header.sform_code = 1;
   io::Volume volume;
   if (std::filesystem::is_directory(input)) {
     auto files = io::ReadDirectoryFiles(input);
-    if (!files.ok()) return Fail(files.status().ToString());
+    if (!files.ok()) return upp::tools::FailWith(kTool, files.status());
     auto dicom = io::ReadDicomSeries(std::vector<std::string_view>(files->begin(), files->end()));
-    if (!dicom.ok()) return Fail(dicom.status().ToString());
+    if (!dicom.ok()) return upp::tools::FailWith(kTool, dicom.status());
     volume = std::move(dicom->volume);
   } else {
     auto nifti = io::ReadNiftiFile(input);
-    if (!nifti.ok()) return Fail(nifti.status().ToString());
+    if (!nifti.ok()) return upp::tools::FailWith(kTool, nifti.status());
     volume = std::move(nifti->volume);
     header = nifti->header;
   }
@@ -77,13 +72,13 @@ int main(int argc, char** argv) {
   if (!mirror.empty()) options.mirror_axes = mirror;
   const auto start = std::chrono::steady_clock::now();
   inference::StageTimes times;
-  auto labels =
-      inference::SegmentVolume(std::move(volume), *plan, upp::inference::RunnerFor(**runner), batch, options, &times);
-  if (!labels.ok()) return Fail(labels.status().ToString());
+  auto labels = inference::SegmentVolume(std::move(volume), *plan, upp::inference::RunnerFor(**runner), run.batch,
+                                         options, &times);
+  if (!labels.ok()) return upp::tools::FailWith(kTool, labels.status());
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!output.empty()) {
     auto bytes = io::WriteNiftiLabels(labels->geometry, labels->labels, header);
-    if (!bytes.ok()) return Fail(bytes.status().ToString());
+    if (!bytes.ok()) return upp::tools::FailWith(kTool, bytes.status());
     std::ofstream(output, std::ios::binary) << *bytes;
   }
   nlohmann::json j;

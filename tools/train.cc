@@ -18,11 +18,11 @@
 #include <cstdio>
 #include <random>
 
-#include "model/cpu_threads.h"
 #include "model/network.h"
 #include "model/unetrpp.h"
 #include "model/weights.h"
 #include "preprocessing/plan.h"
+#include "tools/cli_flags.h"
 #include "tools/phantom.h"
 
 namespace {
@@ -132,30 +132,31 @@ std::vector<Sample> DrawSamples(uint64_t seed, const Plan& plan, int count) {
   return out;
 }
 
+constexpr char kTool[] = "upp-train";
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"Train the default UNETR++ on synthetic CT phantoms (CPU)"};
   std::string output = "default_model.safetensors";
   uint64_t seed = 1;
-  int64_t steps = 3000, batch = 2, log_every = 50;
+  int64_t steps = 3000, log_every = 50;
   double lr = 2e-3;
-  int threads = 0;
+  upp::tools::RunFlags run(/*default_batch=*/2);
   app.add_option("-o,--output", output, "weights to write (safetensors)");
   app.add_option("--seed", seed, "seed of everything random");
   app.add_option("--steps", steps, "optimizer steps");
-  app.add_option("--batch", batch, "crops per step (one phantom per step)");
   app.add_option("--lr", lr, "peak learning rate (AdamW)");
-  app.add_option("--threads", threads, "CPU threads (0: all)");
+  run.Register(app, "crops per step (one phantom per step)");
   app.add_option("--log-every", log_every, "steps between progress lines");
   bool half = false;
   app.add_flag("--half", half, "store the weights as float16 (half the file; loaded as float32)");
   CLI11_PARSE(app, argc, argv);
-  upp::model::ConfigureCpuThreads(threads);
+  run.Apply();
   torch::manual_seed(seed);
 
   const ModelConfig config = DefaultModelConfig();
-  if (auto s = config.Validate(); !s.ok()) return std::fprintf(stderr, "%s\n", s.ToString().c_str()), 1;
+  if (auto s = config.Validate(); !s.ok()) return upp::tools::FailWith(kTool, s);
   const Plan plan = DefaultModelPlan(config);
   upp::model::UnetrPP model(config);
   model->train();
@@ -169,7 +170,7 @@ int main(int argc, char** argv) {
     const double rate = step < warmup ? lr * (step + 1) / warmup
                                       : lr * std::pow(1.0 - static_cast<double>(step - warmup) / (steps - warmup), 0.9);
     for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(rate);
-    auto samples = DrawSamples(seed * 1000003ULL + static_cast<uint64_t>(step), plan, static_cast<int>(batch));
+    auto samples = DrawSamples(seed * 1000003ULL + static_cast<uint64_t>(step), plan, static_cast<int>(run.batch));
     std::vector<torch::Tensor> images, labels;
     for (auto& s : samples) {
       images.push_back(s.image);
@@ -205,7 +206,7 @@ int main(int argc, char** argv) {
       {"unetrpp_plan", plan.ToJson()},
       {"seed", std::to_string(seed)},
       {"steps", std::to_string(steps)},
-      {"batch", std::to_string(batch)},
+      {"batch", std::to_string(run.batch)},
       {"weights_dtype", half ? "float16" : "float32"},
       {"phantom_generator_version", std::to_string(upp::tools::kPhantomGeneratorVersion)},
       {"trained_by", "upp-train (unetrpp-serve)"},
@@ -216,8 +217,7 @@ int main(int argc, char** argv) {
     if (half && v.is_floating_point()) v = v.to(torch::kHalf);
     tensors.emplace_back(name, v);
   }
-  if (auto s = upp::model::WriteSafetensors(output, tensors, metadata); !s.ok())
-    return std::fprintf(stderr, "%s\n", s.ToString().c_str()), 1;
+  if (auto s = upp::model::WriteSafetensors(output, tensors, metadata); !s.ok()) return upp::tools::FailWith(kTool, s);
   std::printf("wrote %s\n", output.c_str());
   return 0;
 }

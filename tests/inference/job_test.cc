@@ -11,6 +11,7 @@
 #include "inference/windows.h"
 #include "preprocessing/plan.h"
 #include "preprocessing/resampling.h"
+#include "tests/testing/volumes.h"
 
 namespace upp::inference {
 namespace {
@@ -254,20 +255,12 @@ BatchRunner WindowDependentNet(int64_t classes, std::array<int64_t, 3> patch) {
 
 // A smooth random-looking field with a zero border (so the crop matters).
 imageio::Volume WavyVolume(std::array<int64_t, 3> size_xyz, std::array<double, 3> spacing) {
-  imageio::Volume v;
-  v.geometry.size = size_xyz;
-  v.geometry.spacing = spacing;
-  v.voxels.resize(v.geometry.NumVoxels());
-  size_t i = 0;
-  for (int64_t z = 0; z < size_xyz[2]; ++z)
-    for (int64_t y = 0; y < size_xyz[1]; ++y)
-      for (int64_t x = 0; x < size_xyz[0]; ++x, ++i) {
-        const bool border = x < 2 || y < 3 || z < 1 || x >= size_xyz[0] - 1;
-        v.voxels[i] = border ? 0.0f
-                             : static_cast<float>(std::sin(0.31 * x * spacing[0]) + std::cos(0.23 * y * spacing[1]) +
-                                                  0.8 * std::sin(0.17 * z * spacing[2] + 0.05 * x));
-      }
-  return v;
+  return upp::testing::VolumeFrom(size_xyz, spacing, [&](int64_t x, int64_t y, int64_t z) {
+    const bool border = x < 2 || y < 3 || z < 1 || x >= size_xyz[0] - 1;
+    return border ? 0.0
+                  : std::sin(0.31 * x * spacing[0]) + std::cos(0.23 * y * spacing[1]) +
+                        0.8 * std::sin(0.17 * z * spacing[2] + 0.05 * x);
+  });
 }
 
 TEST(Job, BackResamplingShortcutEqualsFullResampling) {

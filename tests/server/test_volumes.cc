@@ -17,23 +17,16 @@
 #include "imageio/dcmtk_io.h"
 #include "imageio/file_util.h"
 #include "preprocessing/plan.h"
+#include "tests/testing/volumes.h"
 
 namespace upp::testing {
 
 imageio::Volume Phantom(std::array<int64_t, 3> size, std::array<double, 3> spacing) {
-  imageio::Volume v;
-  v.geometry.size = size;
-  v.geometry.spacing = spacing;
-  v.voxels.resize(v.geometry.NumVoxels());
-  size_t i = 0;
-  for (int64_t z = 0; z < size[2]; ++z)
-    for (int64_t y = 0; y < size[1]; ++y)
-      for (int64_t x = 0; x < size[0]; ++x) {
-        const double u = (x - size[0] / 2.0) / (0.4 * size[0]), w = (y - size[1] / 2.0) / (0.3 * size[1]);
-        const double r = u * u + w * w;
-        v.voxels[i++] = r < 1 ? (r < 0.2 ? 300.0f : 40.0f + 20.0f * static_cast<float>(std::sin(0.3 * z))) : -1000.0f;
-      }
-  return v;
+  return VolumeFrom(size, spacing, [&](int64_t x, int64_t y, int64_t z) {
+    const double u = (x - size[0] / 2.0) / (0.4 * size[0]), w = (y - size[1] / 2.0) / (0.3 * size[1]);
+    const double r = u * u + w * w;
+    return r < 1 ? (r < 0.2 ? 300.0f : 40.0f + 20.0f * static_cast<float>(std::sin(0.3 * z))) : -1000.0f;
+  });
 }
 
 std::string FloatNifti(const imageio::Volume& v) {
