@@ -15,13 +15,14 @@ namespace upp::server {
 
 absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Load(const unetrpp::v1::ModelEntry& entry,
                                                                const unetrpp::v1::ServerConfig& config,
-                                                               Metrics* metrics) {
+                                                               Metrics* metrics, ThreadPool* stitch_pool) {
   const auto start = std::chrono::steady_clock::now();
   BatcherOptions batching;
   batching.max_batch_size = static_cast<int>(config.batching().max_batch_size());
   batching.max_queue_delay = absl::Microseconds(config.batching().max_queue_delay_us());
   batching.priority_aging = absl::Seconds(config.timeouts().priority_aging_seconds());
-  std::unique_ptr<ServedModel> m(new ServedModel(entry, batching, metrics));
+  if (config.batching().stitch_on_worker()) stitch_pool = nullptr;
+  std::unique_ptr<ServedModel> m(new ServedModel(entry, batching, metrics, stitch_pool));
   const std::string what = absl::StrCat("model \"", entry.name(), "\": ");
 
   std::optional<model::ModelConfig> preset;
@@ -79,17 +80,52 @@ void ServedModel::Shutdown() {
     if (t.joinable()) t.join();
 }
 
+namespace {
+
+// The logits buffers of one worker: it runs each batch into a free one, and
+// the stitching task gives it back. Two let the worker run the next batch
+// while the last one is stitched, and make it wait when stitching falls
+// behind, so that what waits for the CPU pool stays bounded (one batch of
+// logits per worker: batch x classes x patch floats).
+class LogitsBuffers {
+ public:
+  explicit LogitsBuffers(int count) : free_(count) {}
+  // Blocks until a buffer is free.
+  std::vector<float> Take() {
+    absl::MutexLock lock(&mu_, absl::Condition(this, &LogitsBuffers::AnyFreeLocked));
+    std::vector<float> b = std::move(free_.back());
+    free_.pop_back();
+    return b;
+  }
+  void Give(std::vector<float> b) {
+    absl::MutexLock lock(&mu_);
+    free_.push_back(std::move(b));
+  }
+
+ private:
+  bool AnyFreeLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !free_.empty(); }
+  absl::Mutex mu_;
+  std::vector<std::vector<float>> free_ ABSL_GUARDED_BY(mu_);
+};
+
+// Hands each window's logits to its request (which stitches them).
+void Stitch(const std::vector<WindowTask>& batch, const std::vector<float>& out, int64_t out_floats) {
+  for (size_t i = 0; i < batch.size(); ++i) batch[i].source->WindowDone(batch[i].item, out.data() + i * out_floats);
+}
+
+}  // namespace
+
 void ServedModel::WorkerLoop(model::WindowRunner* runner) {
   const auto& p = config_.patch;
   const int64_t in_floats = config_.in_channels * p[0] * p[1] * p[2];
   const int64_t out_floats = config_.num_classes * p[0] * p[1] * p[2];
-  std::vector<float> in, out;
+  auto buffers = std::make_shared<LogitsBuffers>(stitch_pool_ ? 2 : 1);
+  std::vector<float> in;
   for (;;) {
     std::vector<WindowTask> batch = batcher_.NextBatch();
     if (batch.empty()) return;  // shut down
     if (metrics_) metrics_->SetQueuedWindows(name(), batcher_.queued_windows());
     in.resize(batch.size() * in_floats);
-    out.resize(batch.size() * out_floats);
     // A window that cannot be read fails its request only.
     std::vector<WindowTask> ok;
     for (auto& task : batch) {
@@ -101,24 +137,39 @@ void ServedModel::WorkerLoop(model::WindowRunner* runner) {
       }
     }
     if (ok.empty()) continue;
-    const auto start = std::chrono::steady_clock::now();
-    const model::Status s = runner->Run(in.data(), static_cast<int64_t>(ok.size()), out.data());
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (metrics_) metrics_->Batch(name(), static_cast<int>(ok.size()), seconds);
-    if (!s.ok()) {
-      spdlog::error("model {}: batch of {} failed: {}", name(), ok.size(), s.ToString());
-      for (auto& task : ok) task.source->WindowsFailed(absl::InternalError("inference failed"));
-      continue;
+    std::vector<float> out = buffers->Take();
+    out.resize(ok.size() * out_floats);
+    if (!RunBatch(runner, ok, in, out)) {
+      buffers->Give(std::move(out));
+    } else if (!stitch_pool_) {
+      Stitch(ok, out, out_floats);
+      buffers->Give(std::move(out));
+    } else {
+      stitch_pool_->Schedule([ok = std::move(ok), out = std::move(out), buffers, out_floats]() mutable {
+        Stitch(ok, out, out_floats);
+        buffers->Give(std::move(out));
+      });
     }
-    for (size_t i = 0; i < ok.size(); ++i) ok[i].source->WindowDone(ok[i].item, out.data() + i * out_floats);
   }
 }
 
+bool ServedModel::RunBatch(model::WindowRunner* runner, const std::vector<WindowTask>& batch,
+                           const std::vector<float>& in, std::vector<float>& out) {
+  const auto start = std::chrono::steady_clock::now();
+  const model::Status s = runner->Run(in.data(), static_cast<int64_t>(batch.size()), out.data());
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (metrics_) metrics_->Batch(name(), static_cast<int>(batch.size()), seconds);
+  if (s.ok()) return true;
+  spdlog::error("model {}: batch of {} failed: {}", name(), batch.size(), s.ToString());
+  for (auto& task : batch) task.source->WindowsFailed(absl::InternalError("inference failed"));
+  return false;
+}
+
 absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(const unetrpp::v1::ServerConfig& config,
-                                                                   Metrics* metrics) {
+                                                                   Metrics* metrics, ThreadPool* stitch_pool) {
   std::unique_ptr<ModelRegistry> r(new ModelRegistry());
   for (const auto& entry : config.models()) {
-    auto m = ServedModel::Load(entry, config, metrics);
+    auto m = ServedModel::Load(entry, config, metrics, stitch_pool);
     if (!m.ok()) return m.status();
     r->models_[entry.name()] = std::move(*m);
   }

@@ -5,6 +5,9 @@
 // Ownership: the registry owns the models; a model owns its runners, batcher
 // and worker threads. Threading: Find() from any thread; workers run until
 // Shutdown() (or destruction), which stops them after their current batch.
+// A worker hands each batch's logits to the stitch pool (the server's CPU
+// pool, which must outlive the workers) and runs the next batch meanwhile;
+// two logits buffers per worker bound what waits there.
 #ifndef UPP_SERVER_MODEL_REGISTRY_H_
 #define UPP_SERVER_MODEL_REGISTRY_H_
 
@@ -20,6 +23,7 @@
 #include "preprocessing/plan.h"
 #include "server/batcher.h"
 #include "server/metrics.h"
+#include "server/thread_pool.h"
 #include "unetrpp/v1/config.pb.h"
 
 namespace upp::server {
@@ -27,8 +31,11 @@ namespace upp::server {
 class ServedModel {
  public:
   // Loads the weights once per instance, runs one warm-up window on each.
+  // `stitch_pool`: where stitching runs; nullptr (or the configuration's
+  // batching.stitch_on_worker): on the worker, before its next batch.
   static absl::StatusOr<std::unique_ptr<ServedModel>> Load(const unetrpp::v1::ModelEntry& entry,
-                                                           const unetrpp::v1::ServerConfig& config, Metrics* metrics);
+                                                           const unetrpp::v1::ServerConfig& config, Metrics* metrics,
+                                                           ThreadPool* stitch_pool);
   ~ServedModel();
   void Shutdown();
 
@@ -39,22 +46,28 @@ class ServedModel {
   Batcher& batcher() { return batcher_; }
 
  private:
-  ServedModel(unetrpp::v1::ModelEntry entry, BatcherOptions batching, Metrics* metrics)
-      : entry_(std::move(entry)), batcher_(batching), metrics_(metrics) {}
+  ServedModel(unetrpp::v1::ModelEntry entry, BatcherOptions batching, Metrics* metrics, ThreadPool* stitch_pool)
+      : entry_(std::move(entry)), batcher_(batching), metrics_(metrics), stitch_pool_(stitch_pool) {}
   void WorkerLoop(model::WindowRunner* runner);
+  // Runs `batch` (read into `in`) into `out`; false when it failed (its
+  // requests are told).
+  bool RunBatch(model::WindowRunner* runner, const std::vector<WindowTask>& batch, const std::vector<float>& in,
+                std::vector<float>& out);
 
   unetrpp::v1::ModelEntry entry_;
   preprocessing::Plan plan_;
   model::ModelConfig config_;
   Batcher batcher_;
   Metrics* metrics_;
+  ThreadPool* stitch_pool_;  // not owned; nullptr: stitch on the worker
   std::vector<std::unique_ptr<model::WindowRunner>> runners_;
   std::vector<std::thread> workers_;
 };
 
 class ModelRegistry {
  public:
-  static absl::StatusOr<std::unique_ptr<ModelRegistry>> Load(const unetrpp::v1::ServerConfig& config, Metrics* metrics);
+  static absl::StatusOr<std::unique_ptr<ModelRegistry>> Load(const unetrpp::v1::ServerConfig& config, Metrics* metrics,
+                                                             ThreadPool* stitch_pool);
   ServedModel* Find(const std::string& name) const;  // nullptr if unknown
   const std::map<std::string, std::unique_ptr<ServedModel>>& models() const { return models_; }
   void Shutdown();

@@ -197,12 +197,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(unetrpp::v1::ServerConfig
       return absl::UnavailableError(absl::StrCat("config: auth.audit_log_file: ", e.what()));
     }
   }
-  auto models = ModelRegistry::Load(config, metrics.get());
+  auto cpu_pool = std::make_unique<ThreadPool>(static_cast<int>(config.cpu_threads()));
+  auto models = ModelRegistry::Load(config, metrics.get(), cpu_pool.get());
   if (!models.ok()) return models.status();
 
   std::unique_ptr<Server> server(new Server());
-  server->state_ = std::make_unique<ServiceState>(config, std::move(*models), std::move(metrics), std::move(*auth),
-                                                  std::move(audit));
+  server->state_ = std::make_unique<ServiceState>(config, std::move(cpu_pool), std::move(*models), std::move(metrics),
+                                                  std::move(*auth), std::move(audit));
   server->service_ = std::make_unique<SegmentationService>(server->state_.get());
 
   auto credentials = Credentials(config);

@@ -9,13 +9,13 @@
 
 namespace upp::server {
 
-ServiceState::ServiceState(unetrpp::v1::ServerConfig config, std::unique_ptr<ModelRegistry> models,
-                           std::unique_ptr<Metrics> metrics, std::unique_ptr<Authenticator> auth,
-                           std::shared_ptr<spdlog::logger> audit)
+ServiceState::ServiceState(unetrpp::v1::ServerConfig config, std::unique_ptr<ThreadPool> cpu_pool,
+                           std::unique_ptr<ModelRegistry> models, std::unique_ptr<Metrics> metrics,
+                           std::unique_ptr<Authenticator> auth, std::shared_ptr<spdlog::logger> audit)
     : config_(std::move(config)),
       models_(std::move(models)),
       metrics_(std::move(metrics)),
-      cpu_pool_(std::make_unique<ThreadPool>(static_cast<int>(config_.cpu_threads()))),
+      cpu_pool_(std::move(cpu_pool)),
       auth_(std::move(auth)),
       audit_(std::move(audit)),
       watchdog_([this] { WatchdogLoop(); }) {}
@@ -26,8 +26,8 @@ ServiceState::~ServiceState() {
     stopping_ = true;
   }
   watchdog_.join();
-  models_->Shutdown();
-  cpu_pool_.reset();  // runs what is queued, joins
+  models_->Shutdown();  // the workers' last stitching tasks are queued on the pool
+  cpu_pool_.reset();    // runs what is queued, joins
 }
 
 absl::Status ServiceState::BeginRequest(const std::string& peer, uint32_t* queue_position) {

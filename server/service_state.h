@@ -37,9 +37,10 @@ class TimedCall {
 
 class ServiceState {
  public:
-  ServiceState(unetrpp::v1::ServerConfig config, std::unique_ptr<ModelRegistry> models,
-               std::unique_ptr<Metrics> metrics, std::unique_ptr<Authenticator> auth,
-               std::shared_ptr<spdlog::logger> audit);
+  // `cpu_pool` is made before the models, whose workers stitch on it.
+  ServiceState(unetrpp::v1::ServerConfig config, std::unique_ptr<ThreadPool> cpu_pool,
+               std::unique_ptr<ModelRegistry> models, std::unique_ptr<Metrics> metrics,
+               std::unique_ptr<Authenticator> auth, std::shared_ptr<spdlog::logger> audit);
   ~ServiceState();
 
   const unetrpp::v1::ServerConfig& config() const { return config_; }

@@ -67,6 +67,7 @@ struct Options {
   std::string weights = "model/weights/phantom_ct_v1.safetensors";
   int clients = 4, requests_per_client = 3, single_repeats = 3;
   int cpu_threads = 2, intra_op_threads = 0, batch = 4, delay_us = 2000;
+  bool stitch_on_worker = false;  // batching.stitch_on_worker
 };
 
 std::unique_ptr<upp::server::Server> StartServer(const Options& o, bool batching) {
@@ -74,8 +75,8 @@ std::unique_ptr<upp::server::Server> StartServer(const Options& o, bool batching
       "listen_address: '127.0.0.1:0'\nmetrics_address: 'off'\ncpu_threads: " + std::to_string(o.cpu_threads) +
       "\nintra_op_threads: " + std::to_string(o.intra_op_threads) +
       "\nlogging { level: 'warn' }\nbatching { max_batch_size: " + std::to_string(batching ? o.batch : 1) +
-      " max_queue_delay_us: " + std::to_string(batching ? o.delay_us : 0) + " }\nmodels { name: 'm' weights: '" +
-      o.weights + "' }\n";
+      " max_queue_delay_us: " + std::to_string(batching ? o.delay_us : 0) +
+      (o.stitch_on_worker ? " stitch_on_worker: true" : "") + " }\nmodels { name: 'm' weights: '" + o.weights + "' }\n";
   auto config = upp::server::ParseConfig(text);
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", config.status().ToString().c_str());
@@ -107,6 +108,7 @@ nlohmann::json RunMode(const Options& o, bool batching, const std::vector<Input>
   nlohmann::json out;
   out["batching"] = batching;
   out["max_batch_size"] = batching ? o.batch : 1;
+  out["stitch"] = o.stitch_on_worker ? "worker" : "cpu pool";
 
   // 1. One client, sequential requests.
   nlohmann::json single = nlohmann::json::array();
@@ -190,12 +192,29 @@ nlohmann::json RunMode(const Options& o, bool batching, const std::vector<Input>
   return out;
 }
 
+// One line per mode on stderr (stdout carries the JSON).
+void PrintMode(const nlohmann::json& r, bool batching, bool on_worker) {
+  std::fprintf(stderr, "batching %-3s stitch on %-6s | one client:", batching ? "on" : "off",
+               on_worker ? "worker" : "pool");
+  for (const auto& s : r["single_client"])
+    std::fprintf(stderr, " %s %llu windows %.2f s (network %.2f s, overhead %.1f %%);",
+                 s["input"].get<std::string>().substr(0, s["input"].get<std::string>().find(' ')).c_str(),
+                 static_cast<unsigned long long>(s["windows"].get<uint64_t>()), s["latency_s_median"].get<double>(),
+                 s["network_s_median"].get<double>(), 100 * s["overhead_median"].get<double>());
+  std::fprintf(stderr, "\n");
+  if (!r.contains("load")) return;
+  const auto& l = r["load"];
+  std::fprintf(stderr, "              | %d clients: %.2f windows/s, p50 %.2f s, p95 %.2f s, mean batch %.2f\n",
+               l["clients"].get<int>(), l["windows_per_s"].get<double>(), l["latency_s_p50"].get<double>(),
+               l["latency_s_p95"].get<double>(), l["mean_batch_windows"].get<double>());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"unetrpp-serve under load: overhead at one client, throughput and latency at N clients"};
   Options o;
-  std::string modes = "on,off", sizes = "small,medium,large";
+  std::string modes = "on,off", sizes = "small,medium,large", stitch = "pool";
   app.add_option("--weights", o.weights, "model (safetensors with unetrpp_config / unetrpp_plan metadata)");
   app.add_option("--clients", o.clients, "concurrent clients in the load phase");
   app.add_option("--requests", o.requests_per_client, "requests per client in the load phase");
@@ -205,6 +224,7 @@ int main(int argc, char** argv) {
   app.add_option("--batch", o.batch, "max_batch_size with batching on");
   app.add_option("--delay-us", o.delay_us, "max_queue_delay_us with batching on");
   app.add_option("--modes", modes, "on,off | on | off");
+  app.add_option("--stitch", stitch, "where windows are stitched: pool (the CPU pool), worker, or pool,worker (both)");
   app.add_option("--inputs", sizes, "input sizes to use: any of small,medium,large");
   CLI11_PARSE(app, argc, argv);
   upp::model::ConfigureCpuThreads(o.intra_op_threads);
@@ -222,22 +242,15 @@ int main(int argc, char** argv) {
   nlohmann::json out;
   out["weights"] = o.weights;
   out["hardware_threads"] = std::thread::hardware_concurrency();
-  for (bool batching : {true, false}) {
-    if (modes.find(batching ? "on" : "off") == std::string::npos) continue;
-    const auto r = RunMode(o, batching, inputs);
-    out[batching ? "batching_on" : "batching_off"] = r;
-    std::fprintf(stderr, "batching %-3s | one client:", batching ? "on" : "off");
-    for (const auto& s : r["single_client"])
-      std::fprintf(stderr, " %s %llu windows %.2f s (network %.2f s, overhead %.1f %%);",
-                   s["input"].get<std::string>().substr(0, s["input"].get<std::string>().find(' ')).c_str(),
-                   static_cast<unsigned long long>(s["windows"].get<uint64_t>()), s["latency_s_median"].get<double>(),
-                   s["network_s_median"].get<double>(), 100 * s["overhead_median"].get<double>());
-    std::fprintf(stderr, "\n");
-    if (!r.contains("load")) continue;
-    const auto& l = r["load"];
-    std::fprintf(stderr, "              | %d clients: %.2f windows/s, p50 %.2f s, p95 %.2f s, mean batch %.2f\n",
-                 l["clients"].get<int>(), l["windows_per_s"].get<double>(), l["latency_s_p50"].get<double>(),
-                 l["latency_s_p95"].get<double>(), l["mean_batch_windows"].get<double>());
+  for (const bool on_worker : {false, true}) {
+    if (stitch.find(on_worker ? "worker" : "pool") == std::string::npos) continue;
+    o.stitch_on_worker = on_worker;
+    for (bool batching : {true, false}) {
+      if (modes.find(batching ? "on" : "off") == std::string::npos) continue;
+      const auto r = RunMode(o, batching, inputs);
+      out[std::string(batching ? "batching_on" : "batching_off") + (on_worker ? "_stitch_on_worker" : "")] = r;
+      PrintMode(r, batching, on_worker);
+    }
   }
   std::printf("%s\n", out.dump(1).c_str());
   return 0;

@@ -341,6 +341,27 @@ TEST_F(ServerTest, CancellationAndDeadlinesReachTheQueue) {
   EXPECT_NE(metrics.find("upp_model_load_duration_seconds{model=\"small\"}"), std::string::npos);
 }
 
+// The default hands stitching to the CPU pool (ServerTest above); a worker
+// that stitches itself gives the same labels.
+TEST(StitchTest, StitchingOnTheWorkerGivesThePipelinesLabels) {
+  std::string text = ConfigText();
+  const std::string batching = "max_queue_delay_us: 20000";
+  text.replace(text.find(batching), batching.size(), batching + " stitch_on_worker: true");
+  auto config = ParseConfig(text);
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_TRUE(config->batching().stitch_on_worker());
+  auto server = Server::Create(*config);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto client = client::Client::Connect("127.0.0.1:" + std::to_string((*server)->port()));
+  const std::string nifti = testing::FloatNifti(testing::Phantom({61, 57, 23}, {1.6, 1.6, 3.0}));
+  SegmentOptions options;
+  options.outputs = {unetrpp::v1::OUTPUT_KIND_RAW_LABELS};
+  auto result = client->Segment({nifti}, options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const auto raw = imageio::DecodeRawLabels(result->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]);
+  EXPECT_GE(Agreement(raw, DirectLabels(nifti)), 0.9999);
+}
+
 TEST(AdmissionTest, WorkingMemoryOverTheLimitIsRefusedWithARetryHint) {
   // 32 MiB of admitted working memory: a 200 x 200 x 100 volume needs ~250.
   auto config = ParseConfig(ConfigText("max_bytes_in_flight: 33554432 max_input_bytes: 33554432"));
