@@ -100,4 +100,10 @@ Status CheckPrecisionSupported(const std::string& device, const std::string& pre
       "; needs AVX-512, natively AVX512-BF16 or AMX; " + f.bf16_error + "); use precision \"fp32\" on this machine");
 }
 
+std::string DefaultPrecision(const std::vector<std::string>& devices, const CpuFeatures& f) {
+  for (const auto& d : devices)
+    if (d.rfind("cpu", 0) != 0) return "fp32";
+  return f.amx && f.bf16_convolutions ? "bf16" : "fp32";
+}
+
 }  // namespace upp::model

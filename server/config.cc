@@ -79,7 +79,8 @@ void ApplyDefaults(unetrpp::v1::ServerConfig& c) {
   for (auto& m : *c.mutable_models()) {
     if (m.devices().empty()) m.add_devices("cpu");
     if (m.instances_per_device() == 0) m.set_instances_per_device(1);
-    if (m.precision().empty()) m.set_precision("fp32");
+    if (m.precision().empty())
+      m.set_precision(model::DefaultPrecision({m.devices().begin(), m.devices().end()}, model::DetectCpuFeatures()));
     if (m.modality().empty()) m.set_modality("CT");
     if (m.version().empty()) m.set_version("1");
   }

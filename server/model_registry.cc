@@ -67,8 +67,8 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Load(const unetrpp::v1
   for (auto& r : m->runners_) m->workers_.emplace_back([mp = m.get(), rp = r.get()] { mp->WorkerLoop(rp); });
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (metrics) metrics->ModelLoaded(entry.name(), seconds);
-  spdlog::info("model {} loaded: {} instance(s), patch {}x{}x{}, {} classes, {:.2f} s", entry.name(),
-               m->runners_.size(), p[0], p[1], p[2], m->config_.num_classes, seconds);
+  spdlog::info("model {} loaded: {} instance(s), {}, patch {}x{}x{}, {} classes, {:.2f} s", entry.name(),
+               m->runners_.size(), entry.precision(), p[0], p[1], p[2], m->config_.num_classes, seconds);
   return m;
 }
 

@@ -68,6 +68,7 @@ struct Options {
   int clients = 4, requests_per_client = 3, single_repeats = 3;
   int cpu_threads = 2, intra_op_threads = 0, batch = 4, delay_us = 2000;
   bool stitch_on_worker = false;  // batching.stitch_on_worker
+  std::string device = "cpu";     // the model's device
 };
 
 std::unique_ptr<upp::server::Server> StartServer(const Options& o, bool batching) {
@@ -76,7 +77,8 @@ std::unique_ptr<upp::server::Server> StartServer(const Options& o, bool batching
       "\nintra_op_threads: " + std::to_string(o.intra_op_threads) +
       "\nlogging { level: 'warn' }\nbatching { max_batch_size: " + std::to_string(batching ? o.batch : 1) +
       " max_queue_delay_us: " + std::to_string(batching ? o.delay_us : 0) +
-      (o.stitch_on_worker ? " stitch_on_worker: true" : "") + " }\nmodels { name: 'm' weights: '" + o.weights + "' }\n";
+      (o.stitch_on_worker ? " stitch_on_worker: true" : "") + " }\nmodels { name: 'm' weights: '" + o.weights +
+      "' devices: '" + o.device + "' }\n";
   auto config = upp::server::ParseConfig(text);
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", config.status().ToString().c_str());
@@ -224,6 +226,7 @@ int main(int argc, char** argv) {
   app.add_option("--batch", o.batch, "max_batch_size with batching on");
   app.add_option("--delay-us", o.delay_us, "max_queue_delay_us with batching on");
   app.add_option("--modes", modes, "on,off | on | off");
+  app.add_option("--device", o.device, "the model's device: cpu, cuda:N");
   app.add_option("--stitch", stitch, "where windows are stitched: pool (the CPU pool), worker, or pool,worker (both)");
   app.add_option("--inputs", sizes, "input sizes to use: any of small,medium,large");
   CLI11_PARSE(app, argc, argv);
@@ -242,6 +245,7 @@ int main(int argc, char** argv) {
   nlohmann::json out;
   out["weights"] = o.weights;
   out["hardware_threads"] = std::thread::hardware_concurrency();
+  out["device"] = o.device;
   for (const bool on_worker : {false, true}) {
     if (stitch.find(on_worker ? "worker" : "pool") == std::string::npos) continue;
     o.stitch_on_worker = on_worker;

@@ -2,8 +2,15 @@
 // the whole pipeline (native random grid -> plan grid -> windows -> back).
 // Seeds start at --first-seed (training used seeds derived from its own
 // seed; the default here, 900000, is far from them).
+//
+// With --versus PRECISION the same phantoms also go through the model at that
+// precision (e.g. bf16 against fp32): per-label Dice of both, their
+// difference, and the share of voxels whose labels agree.
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "inference/job.h"
@@ -12,11 +19,41 @@
 #include "tools/cli_flags.h"
 #include "tools/phantom.h"
 
+namespace {
+
 constexpr char kTool[] = "upp-eval-phantoms";
+
+// The share of voxels with the same label in `a` and `b`.
+double Agreement(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b) {
+  if (a.size() != b.size() || a.empty()) return 0;
+  size_t same = 0;
+  for (size_t i = 0; i < a.size(); ++i) same += a[i] == b[i];
+  return static_cast<double>(same) / static_cast<double>(a.size());
+}
+
+// Per-label means of `sums` over `count` phantoms, named from the plan.
+nlohmann::json PerLabel(const std::vector<double>& sums, int count, const upp::preprocessing::Plan& plan) {
+  nlohmann::json out = nlohmann::json::object();
+  for (size_t l = 0; l < sums.size(); ++l) {
+    std::string name = "label " + std::to_string(l + 1);
+    for (const auto& info : plan.labels)
+      if (info.value == static_cast<int>(l + 1)) name = info.name;
+    out[name] = sums[l] / count;
+  }
+  return out;
+}
+
+double Mean(const std::vector<double>& v) {
+  double m = 0;
+  for (double x : v) m += x / static_cast<double>(v.size());
+  return m;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"Dice of a model on unseen synthetic phantoms"};
-  std::string weights;
+  std::string weights, precision = "fp32", versus;
   int count = 20;
   uint64_t first_seed = 900000;
   upp::tools::RunFlags run(/*default_batch=*/2);
@@ -24,16 +61,24 @@ int main(int argc, char** argv) {
   app.add_option("--weights", weights, "safetensors with unetrpp_config and unetrpp_plan metadata")->required();
   app.add_option("--count", count, "phantoms");
   app.add_option("--first-seed", first_seed, "seed of the first phantom");
+  app.add_option("--precision", precision, "fp32 | bf16");
+  app.add_option("--versus", versus, "also run this precision and compare (e.g. bf16)");
   grid.Register(app);
   run.Register(app);
   CLI11_PARSE(app, argc, argv);
   run.Apply();
-  auto runner = upp::model::WindowRunner::FromWeightsFile(weights);
+  auto runner = upp::model::WindowRunner::FromWeightsFile(weights, {"cpu", precision});
   if (!runner.ok()) return upp::tools::FailWith(kTool, runner.status());
+  std::unique_ptr<upp::model::WindowRunner> other;
+  if (!versus.empty()) {
+    auto r = upp::model::WindowRunner::FromWeightsFile(weights, {"cpu", versus});
+    if (!r.ok()) return upp::tools::FailWith(kTool, r.status());
+    other = std::move(*r);
+  }
   auto plan = upp::preprocessing::Plan::FromMetadata((*runner)->metadata());
   if (!plan.ok()) return upp::tools::FailWith(kTool, plan.status());
   const int classes = plan->num_classes;
-  std::vector<double> sums(classes - 1, 0.0);
+  std::vector<double> sums(classes - 1, 0.0), other_sums(classes - 1, 0.0), agreements;
   nlohmann::json per_phantom = nlohmann::json::array();
   for (int i = 0; i < count; ++i) {
     const uint64_t seed = first_seed + static_cast<uint64_t>(i);
@@ -43,29 +88,44 @@ int main(int argc, char** argv) {
     v.geometry = geometry;
     const auto hu = upp::tools::ToInt16(phantom.hu);  // what a CT file holds
     v.voxels.assign(hu.begin(), hu.end());
-    auto labels = upp::inference::SegmentVolume(std::move(v), *plan, upp::inference::RunnerFor(**runner), run.batch);
+    auto labels = upp::inference::SegmentVolume(v, *plan, upp::inference::RunnerFor(**runner), run.batch);
     if (!labels.ok()) return upp::tools::FailWith(kTool, labels.status());
     const auto dice = upp::tools::DicePerLabel(phantom.labels, labels->labels, classes);
-    double mean = 0;
-    for (int l = 0; l < classes - 1; ++l) {
-      sums[l] += dice[l];
-      mean += dice[l] / (classes - 1);
+    for (int l = 0; l < classes - 1; ++l) sums[l] += dice[l];
+    nlohmann::json row = {
+        {"seed", seed}, {"size", geometry.size}, {"spacing", geometry.spacing}, {"mean_dice", Mean(dice)}};
+    if (other) {
+      auto other_labels =
+          upp::inference::SegmentVolume(std::move(v), *plan, upp::inference::RunnerFor(*other), run.batch);
+      if (!other_labels.ok()) return upp::tools::FailWith(kTool, other_labels.status());
+      const auto other_dice = upp::tools::DicePerLabel(phantom.labels, other_labels->labels, classes);
+      for (int l = 0; l < classes - 1; ++l) other_sums[l] += other_dice[l];
+      agreements.push_back(Agreement(labels->labels, other_labels->labels));
+      row["mean_dice_versus"] = Mean(other_dice);
+      row["label_agreement"] = agreements.back();
     }
-    per_phantom.push_back(
-        {{"seed", seed}, {"size", geometry.size}, {"spacing", geometry.spacing}, {"mean_dice", mean}});
-    std::fprintf(stderr, "phantom %d/%d seed %llu: mean Dice %.4f\n", i + 1, count,
-                 static_cast<unsigned long long>(seed), mean);
+    per_phantom.push_back(row);
+    std::fprintf(stderr, "phantom %d/%d seed %llu: mean Dice %.4f%s\n", i + 1, count,
+                 static_cast<unsigned long long>(seed), Mean(dice),
+                 other ? (", " + versus + " " + std::to_string(row["mean_dice_versus"].get<double>()) + ", agreement " +
+                          std::to_string(agreements.back()))
+                             .c_str()
+                       : "");
   }
   nlohmann::json out;
-  double mean = 0;
-  for (int l = 0; l < classes - 1; ++l) {
-    std::string name = "label " + std::to_string(l + 1);
-    for (const auto& info : plan->labels)
-      if (info.value == l + 1) name = info.name;
-    out["dice"][name] = sums[l] / count;
-    mean += sums[l] / count / (classes - 1);
+  out["precision"] = precision;
+  out["dice"] = PerLabel(sums, count, *plan);
+  out["mean_dice"] = Mean(sums) / count;
+  if (other) {
+    out["versus"] = versus;
+    out["dice_versus"] = PerLabel(other_sums, count, *plan);
+    double max_difference = 0;
+    for (int l = 0; l < classes - 1; ++l)
+      max_difference = std::max(max_difference, std::abs(other_sums[l] - sums[l]) / count);
+    out["max_abs_dice_difference"] = max_difference;
+    out["label_agreement_min"] = *std::min_element(agreements.begin(), agreements.end());
+    out["label_agreement_mean"] = Mean(agreements);
   }
-  out["mean_dice"] = mean;
   out["phantoms"] = per_phantom;
   std::printf("%s\n", out.dump(1).c_str());
   return 0;

@@ -19,6 +19,26 @@ bool EmulatingAvx2() {
   return isa && std::string(isa) == "AVX2";
 }
 
+TEST(CpuFeaturesTest, Bf16IsTheDefaultOnAmxCpusOnly) {
+  CpuFeatures amx;
+  amx.avx512 = amx.avx512_bf16 = amx.amx = amx.bf16_convolutions = true;
+  CpuFeatures avx512_bf16 = amx;
+  avx512_bf16.amx = false;
+  CpuFeatures avx2;
+  EXPECT_EQ(DefaultPrecision({"cpu"}, amx), "bf16");
+  EXPECT_EQ(DefaultPrecision({"cpu", "cpu"}, amx), "bf16");
+  EXPECT_EQ(DefaultPrecision({"cpu"}, avx512_bf16), "fp32");
+  EXPECT_EQ(DefaultPrecision({"cpu"}, avx2), "fp32");
+  EXPECT_EQ(DefaultPrecision({"cuda:0"}, amx), "fp32");
+  EXPECT_EQ(DefaultPrecision({"cpu", "cuda:0"}, amx), "fp32");
+  // An AMX CPU whose probe failed falls back to fp32.
+  amx.bf16_convolutions = false;
+  EXPECT_EQ(DefaultPrecision({"cpu"}, amx), "fp32");
+  // This machine's default is one it can run.
+  const CpuFeatures& here = DetectCpuFeatures();
+  EXPECT_TRUE(CheckPrecisionSupported("cpu", DefaultPrecision({"cpu"}, here)).ok());
+}
+
 TEST(CpuFeaturesTest, LevelsAreConsistent) {
   const CpuFeatures& f = DetectCpuFeatures();
   std::printf("%s\n", DescribeCpuFeatures(f).c_str());

@@ -44,6 +44,13 @@ std::string WritePlanFile(const preprocessing::Plan& plan, const std::string& na
 
 std::string PlanFile() { return testing::SmallPlanFile("server_test_plan.json"); }
 
+// The model's devices: $UPP_TEST_DEVICE (e.g. "cuda:0", deploy/gpu-check.sh)
+// where set, else the default (the CPU).
+std::string TestDevices() {
+  const char* device = std::getenv("UPP_TEST_DEVICE");
+  return device && *device ? std::string(" devices: '") + device + "'" : "";
+}
+
 std::string ConfigText(const std::string& limits = "max_input_bytes: 33554432") {
   return "listen_address: '127.0.0.1:0'\n"
          "metrics_address: '127.0.0.1:" +
@@ -55,7 +62,7 @@ std::string ConfigText(const std::string& limits = "max_input_bytes: 33554432") 
          " }\n"
          "batching { max_batch_size: 4 max_queue_delay_us: 20000 }\n"
          "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '" +
-         PlanFile() + "' }\n";
+         PlanFile() + "'" + TestDevices() + " }\n";
 }
 
 class ServerTest : public ::testing::Test {
