@@ -63,6 +63,16 @@ find "$DIR" -type l -lname '/*' | while read -r link; do
   ln -sfn "$(realpath -m --relative-to="$(dirname "$link")" "$DIR$target")" "$link"
 done
 
+# CMake packages that name the libraries they depend on by absolute path
+# (DCMTK: zlib, libxml2, OpenSSL, ...): relative to the package's own
+# location instead, which CMake computes as _IMPORT_PREFIX.
+find "$DIR/usr/lib/x86_64-linux-gnu/cmake" -name '*.cmake' -exec \
+  sed -i -E 's#([";])/usr/lib/x86_64-linux-gnu/lib#\1${_IMPORT_PREFIX}/lib/x86_64-linux-gnu/lib#g' {} +
+if grep -rlE '[";]/usr/lib/x86_64-linux-gnu/lib' "$DIR/usr/lib/x86_64-linux-gnu/cmake"; then
+  echo "gpu-bundle: absolute library paths left in the CMake packages above" >&2
+  exit 1
+fi
+
 # pkg-config files name /usr; env.sh rewrites them for wherever the prefix
 # is, each time it is sourced (the prefix moves with the archive).
 cat >"$DIR/env.sh" <<'ENV'

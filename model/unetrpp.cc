@@ -1,5 +1,7 @@
 #include "model/unetrpp.h"
 
+#include <ATen/record_function.h>
+
 #include <cmath>
 #include <unordered_set>
 
@@ -265,6 +267,7 @@ torch::Tensor EpaImpl::ProjectF(const torch::Tensor& t) {
 
 torch::Tensor EpaImpl::forward(const torch::Tensor& x) {
   if (!x.is_cpu() || Differentiable(*this)) return ForwardReference(x);
+  RECORD_FUNCTION("upp::epa", std::vector<c10::IValue>());  // the whole attention block, in profiles
   std::vector<torch::Tensor> outs;
   const int64_t b = x.size(0), n = x.size(1), c = x.size(2);
   // (B, N, 4C): columns q | k | v_CA | v_SA

@@ -2,12 +2,14 @@
 //
 //   upp-bench-model [--preset synapse] [--threads 2] [--runs 5] [--warmup 1]
 //                   [--batch 1] [--precision fp32|bf16] [--device cpu|cuda]
+//                   [--profile trace.json]
 //
 // Prints the median wall time per window over --runs timed passes (after
 // --warmup untimed ones), windows/s and effective GFLOP/s, counting the
 // reference's 47.98 G multiply-adds per full synapse window (scaled by voxel
 // count for other patches, which is only indicative), plus peak RSS.
 #include <sys/resource.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/cuda.h>
 
 #include <algorithm>
@@ -23,11 +25,14 @@ int main(int argc, char** argv) {
   flags.preset = "synapse";
   flags.Register(app);
   int runs = 5, warmup = 1, batch = 1;
-  std::string weights;
+  std::string weights, profile;
   app.add_option("--runs", runs, "timed runs");
   app.add_option("--warmup", warmup, "untimed runs first");
   app.add_option("--batch", batch, "windows per forward pass");
   app.add_option("--weights", weights, "load these weights instead of random ones");
+  app.add_option("--profile", profile,
+                 "after timing, one more pass under LibTorch's profiler: a Chrome trace to this file "
+                 "(tools/profile_model.py sums it per operator)");
   CLI11_PARSE(app, argc, argv);
   flags.ApplyThreads();
 
@@ -68,6 +73,12 @@ int main(int argc, char** argv) {
     if (cuda) torch::cuda::synchronize();
     double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (i >= warmup) ms.push_back(t / batch);
+  }
+  if (!profile.empty()) {
+    torch::autograd::profiler::RecordProfile guard(profile);
+    if (auto out = (*net)->Forward(x); !out.ok())
+      return std::fprintf(stderr, "%s\n", out.status().ToString().c_str()), 1;
+    if (cuda) torch::cuda::synchronize();
   }
   std::sort(ms.begin(), ms.end());
   const double median = ms[ms.size() / 2];
