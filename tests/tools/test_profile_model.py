@@ -1,0 +1,51 @@
+"""tools/profile_model.py: self times from nested trace events, and kinds."""
+import importlib.util
+import json
+import os
+import tempfile
+import unittest
+
+SPEC = importlib.util.spec_from_file_location(
+    "profile_model", os.path.join(os.path.dirname(__file__), "..", "..", "tools", "profile_model.py"))
+profile_model = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(profile_model)
+
+
+def event(name, ts, dur, tid=1):
+    return {"name": name, "ph": "X", "ts": ts, "dur": dur, "tid": tid, "pid": "CPU Functions", "args": {}}
+
+
+class ProfileModelTest(unittest.TestCase):
+    def test_self_time_subtracts_nested_events_per_thread(self):
+        events = [
+            event("upp::epa", 0, 100),            # holds a matmul and a softmax
+            event("upp::onednn_matmul", 10, 30),
+            event("upp::onednn_softmax", 50, 20),
+            event("aten::copy_", 120, 5),          # after the block
+            event("upp::onednn_conv3d", 0, 60, tid=2),  # another thread, overlapping in time
+        ]
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(events, f)
+        try:
+            rows = profile_model.self_times(profile_model.load_events(f.name))
+        finally:
+            os.unlink(f.name)
+        self_by_name = {name: s for name, _, s in rows}
+        self.assertEqual(self_by_name["upp::epa"], 50)
+        self.assertEqual(self_by_name["upp::onednn_matmul"], 30)
+        self.assertEqual(self_by_name["aten::copy_"], 5)
+        self.assertEqual(self_by_name["upp::onednn_conv3d"], 60)
+
+    def test_kinds(self):
+        kind = profile_model.kind_of
+        self.assertEqual(kind("upp::onednn_conv3d"), "convolutions")
+        self.assertEqual(kind("aten::slow_conv_transpose3d"), "transposed convolutions")
+        self.assertEqual(kind("upp::onednn_instance_norm"), "normalisation (instance/group/batch norm)")
+        self.assertTrue(kind("aten::linalg_vector_norm").startswith("attention"))
+        self.assertTrue(kind("upp::onednn_softmax").startswith("attention"))
+        self.assertEqual(kind("aten::copy_"), "copies and reorders")
+        self.assertEqual(kind("aten::leaky_relu_"), "elementwise")
+
+
+if __name__ == "__main__":
+    unittest.main()
