@@ -1,5 +1,17 @@
 #!/usr/bin/env python3
-"""Sums a LibTorch profiler trace of one UNETR++ forward pass per operator.
+"""Sums the time of one UNETR++ forward pass per kind of work.
+
+Two sources:
+
+    ONEDNN_VERBOSE=1 build/tools/upp-bench-model --threads 2 --runs 2 --warmup 1 > /tmp/v.txt
+    python3 tools/profile_model.py --onednn /tmp/v.txt --passes 3
+
+sums oneDNN's own execution times (convolutions, matmuls, softmax, the
+normalisation step of instance norm, reorders) of the last of `passes`
+forward passes, per primitive and per convolution shape: no profiler
+overhead, and the last pass shows the steady state (the first two also pay
+for fresh memory). What runs outside oneDNN (instance-norm statistics,
+elementwise ATen operators) is the window's time less this sum.
 
     build/tools/upp-bench-model --threads 2 --runs 3 --profile /tmp/trace.json
     python3 tools/profile_model.py /tmp/trace.json
@@ -76,7 +88,38 @@ def kind_of(name):
     return "other"
 
 
+def onednn_last_pass(path, passes):
+    """(kind, shape, ms) of each oneDNN primitive execution in the last pass."""
+    rows = []
+    with open(path) as f:
+        for line in f:
+            if line.startswith("onednn_verbose,exec,"):
+                fields = line.strip().split(",")
+                rows.append((fields[3], fields[-2], float(fields[-1])))
+    per_pass = len(rows) // passes
+    return rows[(passes - 1) * per_pass:]
+
+
+def print_onednn(path, passes):
+    rows = onednn_last_pass(path, passes)
+    total = sum(ms for _, _, ms in rows)
+    per_kind, calls, per_shape = collections.Counter(), collections.Counter(), collections.Counter()
+    for kind, shape, ms in rows:
+        per_kind[kind] += ms
+        calls[kind] += 1
+        per_shape[(kind, shape)] += ms
+    print(f"oneDNN primitives in the last of {passes} passes: {total:.1f} ms\n")
+    print("| primitive | calls | ms | share |\n|---|---|---|---|")
+    for kind, ms in per_kind.most_common():
+        print(f"| {kind} | {calls[kind]} | {ms:.1f} | {100 * ms / total:.1f} % |")
+    print("\n| primitive | shape | ms |\n|---|---|---|")
+    for (kind, shape), ms in per_shape.most_common(8):
+        print(f"| {kind} | `{shape}` | {ms:.1f} |")
+
+
 def main():
+    if len(sys.argv) == 5 and sys.argv[1] == "--onednn" and sys.argv[3] == "--passes":
+        return print_onednn(sys.argv[2], int(sys.argv[4]))
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     rows = self_times(load_events(sys.argv[1]))

@@ -46,6 +46,19 @@ class ProfileModelTest(unittest.TestCase):
         self.assertEqual(kind("aten::copy_"), "copies and reorders")
         self.assertEqual(kind("aten::leaky_relu_"), "elementwise")
 
+    def test_onednn_verbose_takes_the_last_pass(self):
+        lines = []
+        for ms in (100.0, 5.0):  # a slow first pass, a fast second one
+            lines.append(f"onednn_verbose,exec,cpu,convolution,jit,fwd,src,,alg,mb1_ic16oc16,{ms}")
+            lines.append(f"onednn_verbose,exec,cpu,matmul,brg,undef,src,,,32x8:8x64,{ms / 5}")
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+            f.write("onednn_verbose,info,cpu,runtime:OpenMP\n" + "\n".join(lines) + "\nmedian_ms=1\n")
+        try:
+            rows = profile_model.onednn_last_pass(f.name, 2)
+        finally:
+            os.unlink(f.name)
+        self.assertEqual(rows, [("convolution", "mb1_ic16oc16", 5.0), ("matmul", "32x8:8x64", 1.0)])
+
 
 if __name__ == "__main__":
     unittest.main()
