@@ -382,7 +382,11 @@ absl::StatusOr<bool> SegmentationJob::AddOutput(int64_t item, const float* logit
     return FromException("stitching", e);
   }
   m.stitch_ns += std::chrono::nanoseconds(Clock::now() - start).count();
-  return ++m.items_done == num_items();
+  // Nothing of the job may be touched after the increment: once the last
+  // item is counted, its caller may finish and free the job while this
+  // thread is still returning.
+  const int64_t total = num_items();
+  return ++m.items_done == total;
 }
 
 torch::Tensor SegmentationJob::Impl::OutputRegion(uint16_t* labels) const {

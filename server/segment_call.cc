@@ -319,6 +319,7 @@ void SegmentCall::Process() {
   job_ = std::move(*job);
   StageDone(unetrpp::v1::STAGE_PREPROCESSING, t);
   const int64_t items = job_->num_items();
+  items_total_ = items;
   if (model_->batcher().queued_windows() + items > static_cast<int64_t>(state_->config().limits().max_queued_windows()))
     return Fail(absl::ResourceExhaustedError(absl::StrCat(
         "the window queue is full (", model_->batcher().queued_windows(), " windows waiting); retry in 30 s")));
@@ -352,7 +353,9 @@ void SegmentCall::WindowDone(int64_t item, const float* logits) {
   }
   if (!done.ok()) return Fail(done.status());
   ++windows_done_;
-  SendProgress(unetrpp::v1::STAGE_INFERENCE, static_cast<double>(windows_done_) / job_->num_items(), *done);
+  // Not job_: once another thread has added the last window, Postprocess
+  // may already have released it.
+  SendProgress(unetrpp::v1::STAGE_INFERENCE, static_cast<double>(windows_done_) / items_total_, *done);
   if (*done) {
     StageDone(unetrpp::v1::STAGE_INFERENCE, enqueued_at_);
     auto self = shared_from_this();
@@ -420,9 +423,9 @@ void SegmentCall::SendProgress(Stage stage, double fraction, bool force) {
   p->set_stage(stage);
   p->set_fraction(fraction);
   p->set_bytes_received(bytes_received_);
-  if (stage == unetrpp::v1::STAGE_INFERENCE && job_) {
+  if (stage == unetrpp::v1::STAGE_INFERENCE && items_total_ > 0) {
     p->set_windows_done(windows_done_.load());
-    p->set_windows_total(job_->num_items());
+    p->set_windows_total(items_total_);
   }
   absl::MutexLock lock(&mu_);
   if (finish_called_ || done_ || phase_ == Phase::kSending) return;

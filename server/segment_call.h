@@ -147,6 +147,9 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   std::optional<imageio::DicomSeriesInfo> dicom_info_;
   std::string dicom_source_instance_;  // one instance of the series, for SEG
   std::atomic<int64_t> windows_done_{0};
+  // The job's window items, set before they are queued (read by the threads
+  // that stitch, which must not touch job_ once the last window is in).
+  int64_t items_total_ = 0;
   std::atomic<bool> first_window_{true};
   absl::Time enqueued_at_;
   std::atomic<int64_t> last_progress_ns_{0};
