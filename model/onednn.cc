@@ -161,10 +161,11 @@ namespace {
 // the float sums of squares hold the spread itself, not mean^2 + spread,
 // which one-pass float statistics lose when the mean is large against the
 // spread; the raw sums are rebuilt in double at the end. Compiled for
-// AVX-512, AVX2 and the baseline, chosen at load time (the build targets plain
-// x86-64).
-__attribute__((target_clones("avx512f", "avx2", "default"))) void ChannelSums(const float* data, int64_t v0, int64_t v1,
-                                                                              int64_t c, double* sum, double* sq) {
+// AVX-512, AVX2 and the baseline (the build targets plain x86-64) and chosen
+// on first use (ChannelSums below); not with target_clones, whose load-time
+// resolver crashes under the sanitizers (deploy/tsan.sh).
+__attribute__((always_inline)) inline void ChannelSumsBody(const float* data, int64_t v0, int64_t v1, int64_t c,
+                                                           double* sum, double* sq) {
   if (v1 <= v0) return;
   constexpr int64_t kBlock = 256;
   std::vector<float> pivot_v(data + v0 * c, data + (v0 + 1) * c), block_sum(static_cast<size_t>(c)),
@@ -196,6 +197,30 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void ChannelSums(co
     sum[ch] += s1[ch] + n * p;
     sq[ch] += s2[ch] + 2 * p * s1[ch] + n * p * p;
   }
+}
+
+using ChannelSumsFn = void (*)(const float*, int64_t, int64_t, int64_t, double*, double*);
+
+__attribute__((target("avx512f"))) void ChannelSumsAvx512(const float* data, int64_t v0, int64_t v1, int64_t c,
+                                                          double* sum, double* sq) {
+  ChannelSumsBody(data, v0, v1, c, sum, sq);
+}
+__attribute__((target("avx2,fma"))) void ChannelSumsAvx2(const float* data, int64_t v0, int64_t v1, int64_t c,
+                                                         double* sum, double* sq) {
+  ChannelSumsBody(data, v0, v1, c, sum, sq);
+}
+void ChannelSumsBaseline(const float* data, int64_t v0, int64_t v1, int64_t c, double* sum, double* sq) {
+  ChannelSumsBody(data, v0, v1, c, sum, sq);
+}
+
+void ChannelSums(const float* data, int64_t v0, int64_t v1, int64_t c, double* sum, double* sq) {
+  static const ChannelSumsFn fn = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return &ChannelSumsAvx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &ChannelSumsAvx2;
+    return &ChannelSumsBaseline;
+  }();
+  fn(data, v0, v1, c, sum, sq);
 }
 
 }  // namespace
