@@ -146,7 +146,14 @@ void ServedModel::WorkerLoop(model::WindowRunner* runner) {
       buffers->Give(std::move(out));
     } else {
       stitch_pool_->Schedule([ok = std::move(ok), out = std::move(out), buffers, out_floats]() mutable {
-        Stitch(ok, out, out_floats);
+        // The buffer goes back whatever happens: a lost one would stop the
+        // worker for good (the pool logs what escaped).
+        try {
+          Stitch(ok, out, out_floats);
+        } catch (...) {
+          buffers->Give(std::move(out));
+          throw;
+        }
         buffers->Give(std::move(out));
       });
     }
