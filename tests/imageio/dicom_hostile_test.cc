@@ -18,6 +18,7 @@
 #include "imageio/dicom.h"
 #include "imageio/file_util.h"
 #include "tests/testing/rss.h"
+#include "tests/testing/temp_path.h"
 
 namespace upp::imageio {
 namespace {
@@ -69,7 +70,7 @@ std::string MakeCt(const CtSpec& spec) {
   }
   std::vector<Uint8> pixels(spec.pixel_bytes, 7);
   ds->putAndInsertUint8Array(DCM_PixelData, pixels.data(), pixels.size());
-  const std::string path = ::testing::TempDir() + "/hostile_ct.dcm";
+  const std::string path = upp::testing::UniqueTempPath("hostile_ct.dcm");
   EXPECT_TRUE(file.saveFile(path.c_str(), EXS_LittleEndianExplicit).good());
   std::string bytes = ReadWholeFile(path).value_or("");
   std::filesystem::remove(path);
@@ -85,7 +86,7 @@ std::string Reencode(const std::string& bytes, E_TransferSyntax xfer, const std:
     return true;
   }();
   (void)registered;
-  const std::string path = ::testing::TempDir() + "/hostile_reencoded.dcm";
+  const std::string path = upp::testing::UniqueTempPath("hostile_reencoded.dcm");
   std::ofstream(path, std::ios::binary) << bytes;
   DcmFileFormat file;
   EXPECT_TRUE(file.loadFile(path.c_str()).good());

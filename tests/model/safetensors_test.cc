@@ -8,13 +8,14 @@
 
 #include "model/network.h"
 #include "model/weights.h"
+#include "tests/testing/temp_path.h"
 
 namespace upp::model {
 namespace {
 
 const std::string kWeights = std::string(UPP_FIXTURES_DIR) + "/synapse_small_weights.safetensors";
 
-std::string TempPath(const std::string& name) { return ::testing::TempDir() + "/" + name; }
+std::string TempPath(const std::string& name) { return upp::testing::UniqueTempPath(name); }
 
 std::string ReadBytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

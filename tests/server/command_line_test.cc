@@ -8,11 +8,13 @@
 #include <fstream>
 #include <string>
 
+#include "tests/testing/temp_path.h"
+
 namespace upp::server {
 namespace {
 
 std::string WriteFile(const std::string& name, const std::string& text) {
-  const std::string path = ::testing::TempDir() + "/" + name;
+  const std::string path = upp::testing::UniqueTempPath(name);
   std::ofstream(path) << text;
   return path;
 }
@@ -55,7 +57,7 @@ TEST_F(CommandLineTest, ExplicitFlagsOverrideTheFile) {
 }
 
 TEST_F(CommandLineTest, TheDefaultModelOnlyWhenNoneIsNamed) {
-  const std::string missing = ::testing::TempDir() + "/cl_missing.safetensors";
+  const std::string missing = upp::testing::UniqueTempPath("cl_missing.safetensors");
   CommandLine flags;
   auto config = AssembleConfig(flags, {missing, weights_});
   ASSERT_TRUE(config.ok()) << config.status();

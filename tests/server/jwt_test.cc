@@ -22,6 +22,7 @@
 #include "server/config.h"
 #include "server/server.h"
 #include "tests/server/test_volumes.h"
+#include "tests/testing/temp_path.h"
 
 namespace upp::server {
 namespace {
@@ -84,7 +85,7 @@ TestKey EcKey(const std::string& kid) {
 }
 
 std::string WriteJwks(const std::string& name, const std::vector<nlohmann::json>& keys) {
-  const std::string path = ::testing::TempDir() + "/" + name;
+  const std::string path = upp::testing::UniqueTempPath(name);
   std::ofstream(path + ".tmp") << nlohmann::json{{"keys", keys}}.dump();
   std::rename((path + ".tmp").c_str(), path.c_str());
   return path;
@@ -225,7 +226,7 @@ TEST_F(JwtTest, Hs256WhenAllowed) {
   EXPECT_TRUE(v->Verify(Sign(JWT_ALG_HS256, secret, "shared", Claims{}), absl::Now()).ok());
   EXPECT_FALSE(v->Verify(Sign(JWT_ALG_HS256, std::string(40, 'x'), "shared", Claims{}), absl::Now()).ok());
   unetrpp::v1::Jwt config;  // without allow_hs256 the oct key is not usable: no key at all
-  config.set_jwks_file(::testing::TempDir() + "/jwks_hs.json");
+  config.set_jwks_file(upp::testing::UniqueTempPath("jwks_hs.json"));
   config.set_issuer(kIssuer);
   config.set_audience(kAudience);
   EXPECT_EQ(JwtVerifier::Create(config).status().code(), absl::StatusCode::kInvalidArgument);

@@ -28,6 +28,7 @@
 #include "model/window_runner.h"
 #include "server/config.h"
 #include "tests/server/test_volumes.h"
+#include "tests/testing/temp_path.h"
 
 namespace upp::server {
 namespace {
@@ -37,7 +38,7 @@ using unetrpp::v1::OutputKind;
 
 // `plan` as a JSON file in the test's temporary directory; its path.
 std::string WritePlanFile(const preprocessing::Plan& plan, const std::string& name) {
-  const std::string path = ::testing::TempDir() + "/" + name;
+  const std::string path = upp::testing::UniqueTempPath(name);
   std::ofstream(path) << plan.ToJson();
   return path;
 }

@@ -17,6 +17,7 @@
 #include "imageio/dcmtk_io.h"
 #include "imageio/file_util.h"
 #include "preprocessing/plan.h"
+#include "tests/testing/temp_path.h"
 #include "tests/testing/volumes.h"
 
 namespace upp::testing {
@@ -97,7 +98,7 @@ std::vector<std::string> CtSeries(int slices) {
 std::string SmallPlanFile(const std::string& name) {
   preprocessing::Plan plan = preprocessing::DefaultCtPlan(14, {32, 64, 64});
   plan.target_spacing = {2.0, 2.0, 2.0};
-  const std::string path = ::testing::TempDir() + "/" + name;
+  const std::string path = upp::testing::UniqueTempPath(name);
   std::ofstream(path) << plan.ToJson();
   return path;
 }
