@@ -23,14 +23,6 @@ namespace {
 
 constexpr char kTool[] = "upp-eval-phantoms";
 
-// The share of voxels with the same label in `a` and `b`.
-double Agreement(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b) {
-  if (a.size() != b.size() || a.empty()) return 0;
-  size_t same = 0;
-  for (size_t i = 0; i < a.size(); ++i) same += a[i] == b[i];
-  return static_cast<double>(same) / static_cast<double>(a.size());
-}
-
 // Per-label means of `sums` over `count` phantoms, named from the plan.
 nlohmann::json PerLabel(const std::vector<double>& sums, int count, const upp::preprocessing::Plan& plan) {
   nlohmann::json out = nlohmann::json::object();
@@ -88,7 +80,9 @@ int main(int argc, char** argv) {
     v.geometry = geometry;
     const auto hu = upp::tools::ToInt16(phantom.hu);  // what a CT file holds
     v.voxels.assign(hu.begin(), hu.end());
-    auto labels = upp::inference::SegmentVolume(v, *plan, upp::inference::RunnerFor(**runner), run.batch);
+    // The volume is copied only when a second precision needs it.
+    upp::imageio::Volume for_other = other ? v : upp::imageio::Volume{};
+    auto labels = upp::inference::SegmentVolume(std::move(v), *plan, upp::inference::RunnerFor(**runner), run.batch);
     if (!labels.ok()) return upp::tools::FailWith(kTool, labels.status());
     const auto dice = upp::tools::DicePerLabel(phantom.labels, labels->labels, classes);
     for (int l = 0; l < classes - 1; ++l) sums[l] += dice[l];
@@ -96,11 +90,11 @@ int main(int argc, char** argv) {
         {"seed", seed}, {"size", geometry.size}, {"spacing", geometry.spacing}, {"mean_dice", Mean(dice)}};
     if (other) {
       auto other_labels =
-          upp::inference::SegmentVolume(std::move(v), *plan, upp::inference::RunnerFor(*other), run.batch);
+          upp::inference::SegmentVolume(std::move(for_other), *plan, upp::inference::RunnerFor(*other), run.batch);
       if (!other_labels.ok()) return upp::tools::FailWith(kTool, other_labels.status());
       const auto other_dice = upp::tools::DicePerLabel(phantom.labels, other_labels->labels, classes);
       for (int l = 0; l < classes - 1; ++l) other_sums[l] += other_dice[l];
-      agreements.push_back(Agreement(labels->labels, other_labels->labels));
+      agreements.push_back(upp::tools::LabelAgreement(labels->labels, other_labels->labels));
       row["mean_dice_versus"] = Mean(other_dice);
       row["label_agreement"] = agreements.back();
     }

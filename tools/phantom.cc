@@ -192,4 +192,11 @@ std::vector<double> DicePerLabel(const std::vector<uint16_t>& truth, const std::
   return dice;
 }
 
+double LabelAgreement(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b) {
+  if (a.size() != b.size() || a.empty()) return 0;
+  size_t same = 0;
+  for (size_t i = 0; i < a.size(); ++i) same += a[i] == b[i];
+  return static_cast<double>(same) / static_cast<double>(a.size());
+}
+
 }  // namespace upp::tools

@@ -77,6 +77,10 @@ PhantomImage Rasterize(const Anatomy& anatomy, const imageio::Geometry& geometry
 std::vector<double> DicePerLabel(const std::vector<uint16_t>& truth, const std::vector<uint16_t>& predicted,
                                  int num_classes = kNumPhantomClasses);
 
+// The share of voxels with the same label in `a` and `b`; 0 when their sizes
+// differ or they are empty.
+double LabelAgreement(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b);
+
 // HU rounded to int16.
 std::vector<int16_t> ToInt16(const std::vector<float>& hu);
 

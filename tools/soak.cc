@@ -55,13 +55,6 @@ std::string MakeNifti(std::array<int64_t, 3> size, std::array<double, 3> spacing
   return upp::imageio::WriteNiftiInt16(geometry, upp::tools::ToInt16(phantom.hu), header).value();
 }
 
-double Agreement(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b) {
-  if (a.size() != b.size() || a.empty()) return 0;
-  size_t same = 0;
-  for (size_t i = 0; i < a.size(); ++i) same += a[i] == b[i];
-  return static_cast<double>(same) / static_cast<double>(a.size());
-}
-
 struct Tally {
   std::mutex mu;
   std::map<std::string, int64_t> counts;
@@ -85,7 +78,7 @@ void Client(const std::string& address, const std::vector<Input>& inputs, Clock:
     auto result = client->Segment({in.nifti}, options);
     if (result.ok()) {
       const auto labels = upp::imageio::DecodeRawLabels(result->outputs[unetrpp::v1::OUTPUT_KIND_RAW_LABELS]);
-      tally.Add(Agreement(labels, in.reference) >= 0.9999 ? "ok_matching" : "LOST_wrong_labels");
+      tally.Add(upp::tools::LabelAgreement(labels, in.reference) >= 0.9999 ? "ok_matching" : "LOST_wrong_labels");
     } else if (behaviour == 0 && result.status().code() == absl::StatusCode::kDeadlineExceeded) {
       tally.Add("deadline_as_asked");
     } else if (result.status().code() == absl::StatusCode::kResourceExhausted) {
