@@ -3,14 +3,17 @@
 # and no Debian development packages (the project's device machine):
 #   1. builds the whole server, its tests and benchmarks against PyTorch's
 #      LibTorch and the Debian packages of deploy/gpu-bundle.sh's archive;
-#   2. runs the model's parity tests on the GPU and server_tests with the
-#      model on cuda:0 (batching, the per-instance CUDA streams, device
-#      memory metrics);
+#   2. runs the model's parity tests on the GPU, the inference job's tests
+#      (a job on the GPU gives the CPU's labels) and server_tests with the
+#      model and its jobs on cuda:0 (batching, the per-instance CUDA streams,
+#      stitching on the GPU, device memory admission and metrics);
 #   3. times a synapse window in float32 and bfloat16 at batch 1/4/8, with
 #      PyTorch running the same network (tools/reference_unetrpp.py) as the
 #      baseline on the same GPU, and the service end to end (upp-bench-load)
 #      with batching on and off;
-#   4. prints one summary.
+#   4. packs the build for the CUDA image (deploy/docker/package-prebuilt.sh)
+#      and runs the server from that package alone on cuda:0;
+#   5. prints one summary.
 # Logs go to ${OUT:-gpu-out}. Needs, carried from a Debian machine:
 #   .gpu/bundle.tar.xz   deploy/gpu-bundle.sh
 #   .gpu/fixtures/       the synapse fixtures (the 64 MiB that travel hold no more):
@@ -52,7 +55,7 @@ elapsed() { echo $(($(date +%s) - START)); }
     exit 1
   }
   log "build"
-  if cmake --build build-gpu -j "$(nproc)" --target unetrpp-serve server_tests model_tests upp-bench-model \
+  if cmake --build build-gpu -j "$(nproc)" --target unetrpp-serve server_tests model_tests inference_tests upp-bench-model \
     upp-bench-load upp-random-weights >"$OUT/build.log" 2>&1; then
     note "build: ok after $(elapsed) s"
   else
@@ -69,7 +72,15 @@ elapsed() { echo $(($(date +%s) - START)); }
     tail -30 "$OUT/model_tests.log"
     note "FAIL: model_tests on cuda: $(grep -cE '^\[  FAILED  \] [A-Z]' "$OUT/model_tests.log") failed"
   fi
-  log "server tests with the model on cuda:0"
+  log "inference job tests (the job on cuda:0 against the CPU)"
+  if ./build-gpu/tests/inference/inference_tests >"$OUT/inference_tests.log" 2>&1 &&
+    grep -q "^\[       OK \] Job.OnTheGpuGivesTheCpusLabels" "$OUT/inference_tests.log"; then
+    note "inference_tests (job on cuda:0 included): $(grep -E '^\[  PASSED' "$OUT/inference_tests.log")"
+  else
+    tail -30 "$OUT/inference_tests.log"
+    note "FAIL or skipped: inference_tests (inference_tests.log)"
+  fi
+  log "server tests with the model and its jobs on cuda:0"
   if UPP_TEST_DEVICE=cuda:0 timeout 240 ./build-gpu/tests/server/server_tests --gtest_brief=1 >"$OUT/server_tests.log" 2>&1; then
     note "server_tests on cuda:0: $(grep -E '^\[  PASSED' "$OUT/server_tests.log")"
   else
@@ -77,6 +88,34 @@ elapsed() { echo $(($(date +%s) - START)); }
     note "FAIL: server_tests on cuda:0 (server_tests.log)"
   fi
   note "tests done after $(elapsed) s"
+
+  log "the CUDA image's package: the server run from it alone, model and jobs on cuda:0"
+  TORCH_LIB=$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+  NV_LIBS=$(python3 -c 'import torch, os, glob; sp = os.path.dirname(os.path.dirname(torch.__file__)); print(" ".join(glob.glob(os.path.join(sp, "nvidia", "*", "lib"))))')
+  # shellcheck disable=SC2086
+  if bash deploy/docker/package-prebuilt.sh build-gpu /tmp/upp-cuda-package "$TORCH_LIB" $NV_LIBS >"$OUT/package.log" 2>&1; then
+    printf 'listen_address: "127.0.0.1:50081"\nmetrics_address: "127.0.0.1:9481"\nmodels { name: "m" weights: "%s" devices: "cuda:0" job_device: "cuda:0" }\n' \
+      /tmp/upp-cuda-package/share/unetrpp-serve/phantom_ct_v1.safetensors >/tmp/upp-cuda.textproto
+    env -i PATH=/usr/bin:/bin LD_LIBRARY_PATH=/tmp/upp-cuda-package/lib /tmp/upp-cuda-package/bin/unetrpp-serve \
+      --config /tmp/upp-cuda.textproto >"$OUT/packaged-server.log" 2>&1 &
+    PKG_SERVER=$!
+    M=""
+    for _ in $(seq 1 60); do
+      M=$(python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:9481/metrics", timeout=2).read().decode())' 2>/dev/null) && break
+      sleep 1
+    done
+    kill "$PKG_SERVER" 2>/dev/null
+    wait "$PKG_SERVER" 2>/dev/null
+    if echo "$M" | grep -q 'upp_model_load_duration_seconds{model="m"}' && echo "$M" | grep -q 'upp_device_memory_total_bytes{device="cuda:0"}'; then
+      note "packaged server: loaded on cuda:0 from its own libraries ($(tail -1 "$OUT/package.log"))"
+    else
+      tail -20 "$OUT/packaged-server.log"
+      note "FAIL: the packaged server did not load on cuda:0 (packaged-server.log)"
+    fi
+  else
+    tail -20 "$OUT/package.log"
+    note "FAIL: package-prebuilt.sh (package.log)"
+  fi
 
   log "model benchmark: ours vs PyTorch (synapse window, random weights)"
   B=./build-gpu/tools/upp-bench-model
@@ -96,7 +135,7 @@ elapsed() { echo $(($(date +%s) - START)); }
 
   log "service under load, model on cuda:0 (full synapse preset, random weights)"
   ./build-gpu/tools/upp-random-weights -o /tmp/synapse_random.safetensors >/dev/null 2>&1
-  ./build-gpu/tools/upp-bench-load --weights /tmp/synapse_random.safetensors --device cuda:0 --clients 4 \
+  ./build-gpu/tools/upp-bench-load --weights /tmp/synapse_random.safetensors --device cuda:0 --job-devices cpu,cuda:0 --clients 4 \
     --requests 2 --repeats 2 --inputs small,medium --cpu-threads 8 --batch 8 \
     >"$OUT/bench_load.json" 2>"$OUT/bench_load.err"
   grep -E "batching|clients" "$OUT/bench_load.err" | tee -a "$SUMMARY"

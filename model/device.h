@@ -1,7 +1,7 @@
 // The one parser of device strings ("cpu", "cuda", "cuda:N") for the model,
-// the inference job and the server's configuration. Header-only and
-// torch-free: the server validates its configuration with it, and the
-// LibTorch code turns the result into a torch::Device.
+// the inference job and the server's configuration. Torch-free: the server
+// validates its configuration with it, and the LibTorch code turns the
+// result into a torch::Device.
 #ifndef UPP_MODEL_DEVICE_H_
 #define UPP_MODEL_DEVICE_H_
 
@@ -26,6 +26,11 @@ inline std::optional<DeviceSpec> ParseDevice(const std::string& device) {
   if (digits.size() > 4 || digits.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
   return DeviceSpec{true, std::atoi(digits.c_str())};
 }
+
+// Whether this LibTorch build and machine can run on `device` (always for
+// the CPU; for CUDA, a CUDA build that sees a device of that number).
+// device.cc (LibTorch); any thread.
+bool DeviceAvailable(const DeviceSpec& device);
 
 }  // namespace upp::model
 

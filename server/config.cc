@@ -83,6 +83,8 @@ void ApplyDefaults(unetrpp::v1::ServerConfig& c) {
       m.set_precision(model::DefaultPrecision({m.devices().begin(), m.devices().end()}, model::DetectCpuFeatures()));
     if (m.modality().empty()) m.set_modality("CT");
     if (m.version().empty()) m.set_version("1");
+    if (m.job_device().empty()) m.set_job_device("cpu");
+    if (m.job_device() == "cuda") m.set_job_device("cuda:0");  // one name per device for its memory budget
   }
   if (c.default_model().empty() && c.models_size() > 0) c.set_default_model(c.models(0).name());
 }
@@ -110,6 +112,8 @@ absl::Status ValidateConfig(const unetrpp::v1::ServerConfig& c) {
     for (const auto& d : m.devices())
       if (auto s = model::CheckPrecisionSupported(d, m.precision()); !s.ok()) return Bad(f + ".precision", s.message());
     if (m.modality() != "CT" && m.modality() != "MR") return Bad(f + ".modality", "CT or MR");
+    if (!ValidDevice(m.job_device()))
+      return Bad(f + ".job_device", "\"" + m.job_device() + "\" is not cpu, cuda or cuda:N");
   }
   if (!names.count(c.default_model()))
     return Bad("default_model", "\"" + c.default_model() + "\" is not a configured model");

@@ -122,6 +122,14 @@ DeviceMemoryCollector::DeviceMemoryCollector(std::unique_ptr<Nvml> nvml, std::ve
 
 DeviceMemoryCollector::~DeviceMemoryCollector() = default;
 
+std::optional<int64_t> DeviceMemoryCollector::TotalBytes(const std::string& device) const {
+  for (const Device& d : devices_) {
+    NvmlMemory m{};
+    if (d.name == device && nvml_->memory(d.handle, &m) == kNvmlSuccess) return static_cast<int64_t>(m.total);
+  }
+  return std::nullopt;
+}
+
 std::vector<prometheus::MetricFamily> DeviceMemoryCollector::Collect() const {
   prometheus::MetricFamily used{"upp_device_memory_used_bytes",
                                 "GPU memory in use on the device (all processes), from NVML",

@@ -44,6 +44,9 @@ class DeviceMemoryCollector : public prometheus::Collectable {
   // upp_device_memory_used_bytes and upp_device_memory_total_bytes, one
   // series per device (label device="cuda:N").
   std::vector<prometheus::MetricFamily> Collect() const override;
+  // The memory of `device` ("cuda:N"); nullopt when it is not one of this
+  // collector's or NVML cannot read it. Any thread.
+  std::optional<int64_t> TotalBytes(const std::string& device) const;
 
  private:
   struct Nvml;

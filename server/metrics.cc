@@ -53,6 +53,14 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                           .Help("Estimated working memory of admitted requests")
                           .Register(*registry_)
                           .Add({});
+  device_bytes_in_flight_ = &BuildGauge()
+                                 .Name("upp_device_admitted_memory_bytes")
+                                 .Help("Estimated GPU memory of the jobs admitted to each job device")
+                                 .Register(*registry_);
+  jobs_ = &BuildCounter()
+               .Name("upp_jobs_total")
+               .Help("Segmentation jobs created, by model and the device they live on")
+               .Register(*registry_);
 }
 
 absl::Status Metrics::Expose(const std::string& address) {
@@ -90,6 +98,18 @@ void Metrics::Batch(const std::string& model, int size, double seconds) {
 
 void Metrics::SetQueuedWindows(const std::string& model, int64_t n) {
   queued_windows_->Add({{"model", model}}).Set(static_cast<double>(n));
+}
+
+void Metrics::AddDeviceBytesInFlight(const std::string& device, double delta) {
+  device_bytes_in_flight_->Add({{"device", device}}).Increment(delta);
+}
+
+void Metrics::JobCreated(const std::string& model, const std::string& device) {
+  jobs_->Add({{"model", model}, {"device", device}}).Increment();
+}
+
+std::optional<int64_t> Metrics::DeviceTotalBytes(const std::string& device) const {
+  return device_memory_ ? device_memory_->TotalBytes(device) : std::nullopt;
 }
 
 void Metrics::ModelLoaded(const std::string& model, double seconds) {

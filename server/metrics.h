@@ -13,7 +13,9 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +45,10 @@ class Metrics {
   void SetQueuedWindows(const std::string& model, int64_t n);
   void AddInFlight(double delta) { in_flight_->Increment(delta); }
   void AddBytesInFlight(double delta) { bytes_in_flight_->Increment(delta); }
+  // GPU memory admitted for jobs on `device` (upp_device_admitted_memory_bytes).
+  void AddDeviceBytesInFlight(const std::string& device, double delta);
+  // A job of `model` created on `device` (upp_jobs_total).
+  void JobCreated(const std::string& model, const std::string& device);
   void ModelLoaded(const std::string& model, double seconds);
   // upp_cpu_info{isa, bf16, amx} 1: what the CPU kernels dispatch to, so
   // dashboards can tell machines of different kinds apart.
@@ -51,6 +57,9 @@ class Metrics {
   // Adds the device memory gauges of the "cuda:N" devices among `devices`
   // where NVML can be read (device_memory.h); false when none can.
   bool WatchDevices(const std::vector<std::string>& devices);
+  // The memory of GPU `device` ("cuda:N") as NVML reports it, where
+  // WatchDevices found it; nullopt otherwise.
+  std::optional<int64_t> DeviceTotalBytes(const std::string& device) const;
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -68,6 +77,8 @@ class Metrics {
   prometheus::Counter* bytes_out_;
   prometheus::Gauge* in_flight_;
   prometheus::Gauge* bytes_in_flight_;
+  prometheus::Family<prometheus::Gauge>* device_bytes_in_flight_;
+  prometheus::Family<prometheus::Counter>* jobs_;
 };
 
 }  // namespace upp::server

@@ -106,6 +106,7 @@ SegmentCall::SegmentCall(grpc::CallbackServerContext* context, ServiceState* sta
 }
 
 SegmentCall::~SegmentCall() {
+  ReleaseJob();
   if (reserved_bytes_ > 0) state_->ReleaseBytes(CountedAs(), reserved_bytes_.load());
   if (reserved_windows_ > 0) state_->ReleaseWindows(CountedAs(), reserved_windows_);
 }
@@ -253,6 +254,24 @@ absl::Status SegmentCall::AdmitVolume(const imageio::Geometry& g, int64_t read_b
   return absl::OkStatus();
 }
 
+std::string SegmentCall::PlaceJob(const imageio::Geometry& g, const inference::JobOptions& options) {
+  const std::string& device = model_->entry().job_device();
+  if (device == "cpu") return device;
+  const auto& plan = model_->plan();
+  const int64_t bytes = inference::SegmentationJob::EstimateBytes(g, plan.input_channels(), plan, options);
+  // A full GPU sends the job to the CPU rather than the client away: its
+  // host memory is admitted already, and it is only slower there.
+  if (!state_->ReserveDeviceBytes(device, bytes)) return "cpu";
+  device_bytes_ = bytes;
+  return device;
+}
+
+void SegmentCall::ReleaseJob() {
+  job_.reset();
+  if (device_bytes_ > 0) state_->ReleaseDeviceBytes(model_->entry().job_device(), device_bytes_);
+  device_bytes_ = 0;
+}
+
 absl::Status SegmentCall::HandleNonFinite(imageio::Volume& volume) {
   const int64_t per_channel = volume.geometry.NumVoxels();
   int64_t count = 0;
@@ -310,13 +329,15 @@ void SegmentCall::Process() {
   // Readers admit before decoding; a path that did not is admitted here.
   if (!estimate_reserved_)
     if (auto s = AdmitVolume(volume->geometry, 0); !s.ok()) return Fail(s);
-  const inference::JobOptions options = JobOptionsFromHeader();
+  inference::JobOptions options = JobOptionsFromHeader();
+  options.device = PlaceJob(volume->geometry, options);
 
   t = absl::Now();
   SendProgress(unetrpp::v1::STAGE_PREPROCESSING, 0, true);
   auto job = inference::SegmentationJob::Create(std::move(*volume), model_->plan(), options);
   if (!job.ok()) return Fail(job.status());
   job_ = std::move(*job);
+  state_->metrics().JobCreated(model_->name(), options.device);
   StageDone(unetrpp::v1::STAGE_PREPROCESSING, t);
   const int64_t items = job_->num_items();
   items_total_ = items;
@@ -373,7 +394,7 @@ void SegmentCall::Postprocess() {
   SendProgress(unetrpp::v1::STAGE_POSTPROCESSING, 0, true);
   const inference::StageTimes times = job_->timings();
   auto labels = job_->Finish();
-  job_.reset();  // accumulators and the network input go back now
+  ReleaseJob();  // accumulators and the network input go back now
   if (!labels.ok()) return Fail(labels.status());
   state_->metrics().Stage("stitch", times.stitch);
   StageDone(unetrpp::v1::STAGE_POSTPROCESSING, t);

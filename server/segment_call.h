@@ -86,6 +86,12 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   // `read_bytes` (what decoding this file allocates).
   absl::Status AdmitVolume(const imageio::Geometry& g, int64_t read_bytes);
   inference::JobOptions JobOptionsFromHeader() const;
+  // The device the job for an input of geometry `g` lives on: the model's
+  // job_device while its GPU memory budget has room for the job's estimate
+  // (reserved here, into device_bytes_), else the CPU.
+  std::string PlaceJob(const imageio::Geometry& g, const inference::JobOptions& options);
+  // Frees the job, then gives its GPU memory reservation back.
+  void ReleaseJob();
   // Replaces or refuses NaN / inf voxels (config nonfinite_voxels).
   absl::Status HandleNonFinite(imageio::Volume& volume);
   // Runs `work` on the CPU pool; an exception fails this request only.
@@ -139,6 +145,9 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   std::atomic<bool> alive_{true};
   std::unique_ptr<inference::SegmentationJob> job_;
   std::atomic<int64_t> reserved_bytes_{0};
+  // GPU memory reserved for job_ on the model's job_device: set on the pool
+  // before the job exists, released with it (Postprocess or the destructor).
+  int64_t device_bytes_ = 0;
   int64_t reserved_windows_ = 0;  // set once, on the CPU pool, before the batcher sees the call
   int64_t voxels_ = 0;
   int64_t nonfinite_replaced_ = 0;

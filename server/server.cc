@@ -10,12 +10,15 @@
 
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
 #include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "imageio/file_util.h"
 #include "model/cpu_features.h"
+#include "model/device.h"
 #include "proto/api.h"
 #include "server/config.h"
 #include "server/result_encoder.h"
@@ -166,6 +169,39 @@ class SegmentationService final : public unetrpp::v1::Segmentation::CallbackServ
   ServiceState* state_;
 };
 
+namespace {
+
+// Checks each models[].job_device that is a GPU and sets the default of
+// limits.max_device_bytes_in_flight from the device's memory.
+absl::Status SetUpJobDevices(const Metrics& metrics, unetrpp::v1::ServerConfig& config) {
+  std::set<std::string> job_devices;
+  for (const auto& m : config.models()) {
+    if (m.job_device() == "cpu") continue;
+    // Refused at start, not at the first request: every job would fail there.
+    if (!model::DeviceAvailable(*model::ParseDevice(m.job_device())))
+      return absl::FailedPreconditionError(absl::StrCat("config: models \"", m.name(), "\": job_device \"",
+                                                        m.job_device(),
+                                                        "\": no such CUDA device in this build or machine"));
+    job_devices.insert(m.job_device());
+  }
+  auto* limits = config.mutable_limits();
+  for (const std::string& d : job_devices) {
+    if (limits->max_device_bytes_in_flight() == 0) {
+      const std::optional<int64_t> total = metrics.DeviceTotalBytes(d);
+      if (!total)
+        return absl::FailedPreconditionError(
+            absl::StrCat("config: limits.max_device_bytes_in_flight is needed: the memory of job device ", d,
+                         " cannot be read (NVML)"));
+      limits->set_max_device_bytes_in_flight(static_cast<uint64_t>(*total / 2));
+    }
+    spdlog::info("jobs on {}: at most {} MiB of their estimated memory there at once", d,
+                 limits->max_device_bytes_in_flight() >> 20);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 std::string Server::ModelHealthName(const std::string& model) { return absl::StrCat(kServiceName, "/", model); }
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Create(unetrpp::v1::ServerConfig config) {
@@ -180,7 +216,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(unetrpp::v1::ServerConfig
   metrics->CpuInfo(cpu.isa, cpu.bf16_convolutions, cpu.amx);
   std::vector<std::string> devices;
   for (const auto& m : config.models()) devices.insert(devices.end(), m.devices().begin(), m.devices().end());
+  for (const auto& m : config.models())
+    if (m.job_device() != "cpu") devices.push_back(m.job_device());
   if (metrics->WatchDevices(devices)) spdlog::info("device memory metrics from NVML");
+  if (auto s = SetUpJobDevices(*metrics, config); !s.ok()) return s;
   if (config.metrics_address() != "off")
     if (auto s = metrics->Expose(config.metrics_address()); !s.ok()) return s;
   auto auth = Authenticator::Create(config.auth());

@@ -1,6 +1,7 @@
 #include "server/service_state.h"
 
 #include <algorithm>
+#include <limits>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -18,6 +19,8 @@ ServiceState::ServiceState(unetrpp::v1::ServerConfig config, std::unique_ptr<Thr
       cpu_pool_(std::move(cpu_pool)),
       auth_(std::move(auth)),
       audit_(std::move(audit)),
+      device_budget_(static_cast<int64_t>(
+          std::min<uint64_t>(config_.limits().max_device_bytes_in_flight(), std::numeric_limits<int64_t>::max()))),
       watchdog_([this] { WatchdogLoop(); }) {}
 
 ServiceState::~ServiceState() {
@@ -135,6 +138,17 @@ void ServiceState::ReleaseBytes(const std::string& who, int64_t bytes) {
   if (auto it = bytes_per_peer_.find(who); it != bytes_per_peer_.end() && (it->second -= bytes) <= 0)
     bytes_per_peer_.erase(it);
   metrics_->AddBytesInFlight(-static_cast<double>(bytes));
+}
+
+bool ServiceState::ReserveDeviceBytes(const std::string& device, int64_t bytes) {
+  if (!device_budget_.Reserve(device, bytes)) return false;
+  metrics_->AddDeviceBytesInFlight(device, static_cast<double>(bytes));
+  return true;
+}
+
+void ServiceState::ReleaseDeviceBytes(const std::string& device, int64_t bytes) {
+  device_budget_.Release(device, bytes);
+  metrics_->AddDeviceBytesInFlight(device, -static_cast<double>(bytes));
 }
 
 absl::Status ServiceState::ReserveWindows(const std::string& who, int64_t windows) {

@@ -20,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/auth.h"
+#include "server/device_budget.h"
 #include "server/metrics.h"
 #include "server/model_registry.h"
 #include "server/thread_pool.h"
@@ -71,6 +72,12 @@ class ServiceState {
   // ReleaseBytes() gives back.
   absl::Status ReserveBytes(const std::string& who, int64_t bytes);
   void ReleaseBytes(const std::string& who, int64_t bytes);
+  // Reserves estimated GPU memory for a job on `device` ("cuda:N"): false,
+  // reserving nothing, when the device's jobs would then hold more than
+  // limits.max_device_bytes_in_flight (the job then lives on the CPU, whose
+  // memory ReserveBytes counted already). ReleaseDeviceBytes() gives back.
+  bool ReserveDeviceBytes(const std::string& device, int64_t bytes);
+  void ReleaseDeviceBytes(const std::string& device, int64_t bytes);
   // Windows of `who`'s requests queued or running: RESOURCE_EXHAUSTED past
   // auth.max_windows_per_principal. ReleaseWindows() gives back.
   absl::Status ReserveWindows(const std::string& who, int64_t windows);
@@ -101,6 +108,7 @@ class ServiceState {
   std::map<std::string, int64_t> per_peer_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int64_t> bytes_per_peer_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int64_t> windows_per_peer_ ABSL_GUARDED_BY(mu_);
+  DeviceBudget device_budget_;
 
   absl::Mutex watch_mu_;
   std::vector<std::weak_ptr<TimedCall>> watched_ ABSL_GUARDED_BY(watch_mu_);

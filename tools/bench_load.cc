@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_split.h"
 #include "clients/cpp/client.h"
 #include "imageio/nifti.h"
 #include "model/cpu_threads.h"
@@ -67,8 +68,9 @@ struct Options {
   std::string weights = "model/weights/phantom_ct_v1.safetensors";
   int clients = 4, requests_per_client = 3, single_repeats = 3;
   int cpu_threads = 2, intra_op_threads = 0, batch = 4, delay_us = 2000;
-  bool stitch_on_worker = false;  // batching.stitch_on_worker
-  std::string device = "cpu";     // the model's device
+  bool stitch_on_worker = false;   // batching.stitch_on_worker
+  std::string device = "cpu";      // the model's device
+  std::string job_device = "cpu";  // where its jobs stitch and resample (models.job_device)
 };
 
 std::unique_ptr<upp::server::Server> StartServer(const Options& o, bool batching) {
@@ -78,7 +80,7 @@ std::unique_ptr<upp::server::Server> StartServer(const Options& o, bool batching
       "\nlogging { level: 'warn' }\nbatching { max_batch_size: " + std::to_string(batching ? o.batch : 1) +
       " max_queue_delay_us: " + std::to_string(batching ? o.delay_us : 0) +
       (o.stitch_on_worker ? " stitch_on_worker: true" : "") + " }\nmodels { name: 'm' weights: '" + o.weights +
-      "' devices: '" + o.device + "' }\n";
+      "' devices: '" + o.device + "' job_device: '" + o.job_device + "' }\n";
   auto config = upp::server::ParseConfig(text);
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", config.status().ToString().c_str());
@@ -195,9 +197,9 @@ nlohmann::json RunMode(const Options& o, bool batching, const std::vector<Input>
 }
 
 // One line per mode on stderr (stdout carries the JSON).
-void PrintMode(const nlohmann::json& r, bool batching, bool on_worker) {
-  std::fprintf(stderr, "batching %-3s stitch on %-6s | one client:", batching ? "on" : "off",
-               on_worker ? "worker" : "pool");
+void PrintMode(const nlohmann::json& r, bool batching, bool on_worker, const std::string& job_device) {
+  std::fprintf(stderr, "batching %-3s stitch on %-6s jobs on %-6s | one client:", batching ? "on" : "off",
+               on_worker ? "worker" : "pool", job_device.c_str());
   for (const auto& s : r["single_client"])
     std::fprintf(stderr, " %s %llu windows %.2f s (network %.2f s, overhead %.1f %%);",
                  s["input"].get<std::string>().substr(0, s["input"].get<std::string>().find(' ')).c_str(),
@@ -229,6 +231,8 @@ int main(int argc, char** argv) {
   app.add_option("--device", o.device, "the model's device: cpu, cuda:N");
   app.add_option("--stitch", stitch, "where windows are stitched: pool (the CPU pool), worker, or pool,worker (both)");
   app.add_option("--inputs", sizes, "input sizes to use: any of small,medium,large");
+  std::string job_devices = "cpu";
+  app.add_option("--job-devices", job_devices, "where jobs live, each measured: cpu, cuda:N or cpu,cuda:N");
   CLI11_PARSE(app, argc, argv);
   upp::model::ConfigureCpuThreads(o.intra_op_threads);
   spdlog::set_level(spdlog::level::warn);  // stdout carries the JSON
@@ -246,14 +250,18 @@ int main(int argc, char** argv) {
   out["weights"] = o.weights;
   out["hardware_threads"] = std::thread::hardware_concurrency();
   out["device"] = o.device;
-  for (const bool on_worker : {false, true}) {
-    if (stitch.find(on_worker ? "worker" : "pool") == std::string::npos) continue;
-    o.stitch_on_worker = on_worker;
-    for (bool batching : {true, false}) {
-      if (modes.find(batching ? "on" : "off") == std::string::npos) continue;
-      const auto r = RunMode(o, batching, inputs);
-      out[std::string(batching ? "batching_on" : "batching_off") + (on_worker ? "_stitch_on_worker" : "")] = r;
-      PrintMode(r, batching, on_worker);
+  for (const std::string& job_device : std::vector<std::string>(absl::StrSplit(job_devices, ','))) {
+    o.job_device = job_device;
+    for (const bool on_worker : {false, true}) {
+      if (stitch.find(on_worker ? "worker" : "pool") == std::string::npos) continue;
+      o.stitch_on_worker = on_worker;
+      for (bool batching : {true, false}) {
+        if (modes.find(batching ? "on" : "off") == std::string::npos) continue;
+        const auto r = RunMode(o, batching, inputs);
+        out[std::string(batching ? "batching_on" : "batching_off") + (on_worker ? "_stitch_on_worker" : "") +
+            (job_device == "cpu" ? "" : "_jobs_on_" + job_device)] = r;
+        PrintMode(r, batching, on_worker, job_device);
+      }
     }
   }
   std::printf("%s\n", out.dump(1).c_str());

@@ -314,6 +314,33 @@ TEST(Job, BackResamplingShortcutEqualsFullResampling) {
   }
 }
 
+// A job on a GPU (JobOptions::device; the server's models[].job_device)
+// preprocesses, stitches and back-resamples there: the same labels as on the
+// CPU. Runs where LibTorch sees a CUDA device (deploy/gpu-check.sh).
+TEST(Job, OnTheGpuGivesTheCpusLabels) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device in this LibTorch build or machine";
+  for (auto acc : {AccumulatorPrecision::kFloat32, AccumulatorPrecision::kFloat16}) {
+    Plan plan = IdentityPlan({8, 16, 16}, 6);
+    plan.target_spacing = {1.5, 1.5, 1.5};
+    plan.transpose = {2, 0, 1};
+    plan.crop_to_nonzero = true;
+    plan.mirror_axes = {0, 2};
+    const imageio::Volume v = WavyVolume({61, 47, 13}, {0.7, 0.9, 4.0});
+    JobOptions cpu, gpu;
+    cpu.accumulator = gpu.accumulator = acc;
+    cpu.back_resampling = BackResampling::kFull;
+    gpu.device = "cuda:0";
+    auto a = SegmentVolume(v, plan, WindowDependentNet(6, plan.patch), 3, cpu);
+    auto b = SegmentVolume(v, plan, WindowDependentNet(6, plan.patch), 3, gpu);
+    ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+    ASSERT_EQ(a->labels.size(), b->labels.size());
+    int64_t wrong = 0;
+    for (size_t i = 0; i < a->labels.size(); ++i) wrong += a->labels[i] != b->labels[i];
+    EXPECT_LE(wrong, 2) << "float rounding may flip an exact near-tie; nothing else may differ";
+    for (int k = 0; k < 6; ++k) EXPECT_NEAR(a->stats[k].voxels, b->stats[k].voxels, 2) << k;
+  }
+}
+
 TEST(Job, EstimateCoversTheAccumulators) {
   Plan plan = DefaultCtPlan();
   imageio::Geometry g;

@@ -50,5 +50,21 @@ TEST(ConfigTest, Bf16IsRefusedWhereTheCpuCannotRunIt) {
   EXPECT_TRUE(ValidateConfig(*c).ok());  // GPUs run bfloat16 regardless of the CPU
 }
 
+TEST(ConfigTest, JobDeviceDefaultsToTheCpuAndIsOneNamePerGpu) {
+  auto c = ParseConfig(
+      "models { name: 'a' weights: 'w' devices: 'cuda:1' } models { name: 'b' weights: 'w' "
+      "job_device: 'cuda' }");
+  ASSERT_TRUE(c.ok());
+  ApplyDefaults(*c);
+  ASSERT_TRUE(ValidateConfig(*c).ok());
+  EXPECT_EQ(c->models(0).job_device(), "cpu");              // not the model's GPU unless asked
+  EXPECT_EQ(c->models(1).job_device(), "cuda:0");           // its memory budget is kept under one name
+  EXPECT_EQ(c->limits().max_device_bytes_in_flight(), 0u);  // the server sets it from the device (NVML)
+  c = ParseConfig("models { name: 'a' weights: 'w' } models { name: 'b' weights: 'w' job_device: 'gpu1' }");
+  ApplyDefaults(*c);
+  const auto s = ValidateConfig(*c);
+  EXPECT_NE(s.message().find("models[1].job_device"), std::string::npos) << s;
+}
+
 }  // namespace
 }  // namespace upp::server

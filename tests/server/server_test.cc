@@ -25,6 +25,7 @@
 #include "inference/job.h"
 #include "inference/model_runner.h"
 #include "model/cpu_threads.h"
+#include "model/device.h"
 #include "model/window_runner.h"
 #include "server/config.h"
 #include "tests/server/test_volumes.h"
@@ -45,11 +46,15 @@ std::string WritePlanFile(const preprocessing::Plan& plan, const std::string& na
 
 std::string PlanFile() { return testing::SmallPlanFile("server_test_plan.json"); }
 
-// The model's devices: $UPP_TEST_DEVICE (e.g. "cuda:0", deploy/gpu-check.sh)
-// where set, else the default (the CPU).
-std::string TestDevices() {
+// The device of the model and its jobs: $UPP_TEST_DEVICE (e.g. "cuda:0",
+// deploy/gpu-check.sh) where set, else the CPU.
+std::string TestDevice() {
   const char* device = std::getenv("UPP_TEST_DEVICE");
-  return device && *device ? std::string(" devices: '") + device + "'" : "";
+  return device && *device ? device : "cpu";
+}
+
+std::string TestDevices() {
+  return TestDevice() == "cpu" ? "" : " devices: '" + TestDevice() + "' job_device: '" + TestDevice() + "'";
 }
 
 std::string ConfigText(const std::string& limits = "max_input_bytes: 33554432") {
@@ -215,6 +220,18 @@ TEST_F(ServerTest, ConcurrentClientsAllSucceedAndBatchesForm) {
   const double ones = testing::MetricValue(metrics, "upp_batch_size_windows_bucket{model=\"small\",le=\"1\"}");
   const double batches = testing::MetricValue(metrics, "upp_batch_size_windows_count{model=\"small\"}");
   EXPECT_GT(batches, ones) << metrics;
+}
+
+TEST_F(ServerTest, JobsLiveOnTheJobDeviceAndGiveItsMemoryBack) {
+  auto r = client_->Segment({testing::FloatNifti(testing::Phantom({40, 40, 20}, {2.0, 2.0, 2.0}))}, {});
+  ASSERT_TRUE(r.ok()) << r.status();
+  const std::string metrics = testing::HttpGet(server_->metrics_port(), "/metrics");
+  const std::string device = TestDevice();
+  EXPECT_GE(testing::MetricValue(metrics, "upp_jobs_total{device=\"" + device + "\",model=\"small\"}"), 1) << metrics;
+  if (device != "cpu") {
+    EXPECT_EQ(metrics.find("upp_jobs_total{device=\"cpu\""), std::string::npos) << metrics;  // none fell back
+    EXPECT_EQ(testing::MetricValue(metrics, "upp_device_admitted_memory_bytes{device=\"" + device + "\"}"), 0);
+  }
 }
 
 TEST_F(ServerTest, BadRequestsGetTheirCodesWhileOthersSucceed) {
@@ -384,6 +401,33 @@ TEST(AdmissionTest, WorkingMemoryOverTheLimitIsRefusedWithARetryHint) {
   // A small one fits, and the refused one left nothing reserved behind.
   EXPECT_TRUE(c->Segment({testing::FloatNifti(testing::Phantom({30, 30, 10}, {2.0, 2.0, 2.0}))}, {}).ok());
   EXPECT_TRUE(c->Segment({testing::FloatNifti(testing::Phantom({30, 30, 10}, {2.0, 2.0, 2.0}))}, {}).ok());
+}
+
+// A GPU job device is checked at start; where there is one, jobs that do not
+// fit its memory budget run on the CPU instead of being refused.
+TEST(JobDeviceTest, CheckedAtStartAndFullDevicesSendJobsToTheCpu) {
+  const std::string text = ConfigText("max_input_bytes: 33554432 max_device_bytes_in_flight: 1") +
+                           "models { name: 'gpu_jobs' weights: '" UPP_FIXTURES_DIR
+                           "/synapse_small_weights.safetensors' plan_file: '" +
+                           PlanFile() + "' job_device: 'cuda:0' }\n";
+  auto config = ParseConfig(text);
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto server = Server::Create(*config);
+  if (!model::DeviceAvailable({true, 0})) {
+    ASSERT_FALSE(server.ok());
+    EXPECT_EQ(server.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_NE(server.status().message().find("job_device \"cuda:0\""), std::string::npos) << server.status();
+    return;
+  }
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto c = client::Client::Connect("127.0.0.1:" + std::to_string((*server)->port()));
+  SegmentOptions o;
+  o.model = "gpu_jobs";
+  const std::string nifti = testing::FloatNifti(testing::Phantom({40, 40, 20}, {2.0, 2.0, 2.0}));
+  auto r = c->Segment({nifti}, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const std::string metrics = testing::HttpGet((*server)->metrics_port(), "/metrics");
+  EXPECT_EQ(testing::MetricValue(metrics, "upp_jobs_total{device=\"cpu\",model=\"gpu_jobs\"}"), 1) << metrics;
 }
 
 TEST(TlsTest, ServesOverTlsAndRefusesPlaintext) {
