@@ -17,8 +17,8 @@ cd "$(dirname "$0")/.."
 DIR="${1:-.gpu/bundle}"
 
 # What the build needs (deploy/install-deps.sh's BUILD_PACKAGES less the
-# toolchain, LibTorch and cairo: build with -DUPP_WITH_CAIRO=OFF, no overview
-# picture or upp-client; cairo and X11 would double the archive) and the test
+# toolchain, LibTorch and cairo: build with -DUPP_WITH_CAIRO=OFF, upp-client
+# without its overview picture; cairo and X11 would double the archive) and the test
 # framework.
 PACKAGES=(
   libabsl-dev zlib1g-dev libdeflate-dev libdcmtk-dev libopenjp2-7-dev

@@ -55,7 +55,7 @@ elapsed() { echo $(($(date +%s) - START)); }
     exit 1
   }
   log "build"
-  if cmake --build build-gpu -j "$(nproc)" --target unetrpp-serve server_tests model_tests inference_tests upp-bench-model \
+  if cmake --build build-gpu -j "$(nproc)" --target unetrpp-serve upp-client server_tests model_tests inference_tests upp-bench-model \
     upp-bench-load upp-random-weights >"$OUT/build.log" 2>&1; then
     note "build: ok after $(elapsed) s"
   else

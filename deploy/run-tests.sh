@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh Debian 12 machine: install what is missing,
 # build, run every test with CTest, fuzz the input parsers for a bounded time,
-# then build the Docker image and test it as it runs (deploy/docker-test.sh).
+# then build the Docker image and test it as it runs (deploy/docker-test.sh),
+# and the image made from a prebuilt package (the CUDA image's path,
+# deploy/docker/prebuilt-image-test.sh).
 # This is what .ci/run runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,4 +19,5 @@ TOTAL=$(sed -n 's/.*tests failed out of \([0-9]*\).*/\1/p' "$LOG" | tail -1)
 bash deploy/fuzz.sh 30
 # The image: built (cold on a fresh machine: the longest step) and run hardened.
 bash deploy/docker-test.sh
-echo "tests: $((TOTAL + 4)) passed, 0 failed"
+bash deploy/docker/prebuilt-image-test.sh
+echo "tests: $((TOTAL + 5)) passed, 0 failed"

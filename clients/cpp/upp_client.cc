@@ -23,7 +23,9 @@
 
 #include "absl/strings/ascii.h"
 #include "clients/cpp/client.h"
+#ifdef UPP_HAVE_OVERVIEW
 #include "clients/cpp/overlay.h"
+#endif
 #include "imageio/dicom.h"
 #include "imageio/file_util.h"
 #include "imageio/labels.h"
@@ -172,6 +174,10 @@ void ReportVolumes(const upp::client::SegmentResult& result, const std::string& 
 // The overview picture: the input decoded locally (the labels share its grid).
 int WriteOverview(const upp::client::SegmentResult& result, const std::vector<std::string>& files, bool dicom,
                   const std::string& png) {
+#ifndef UPP_HAVE_OVERVIEW
+  (void)result, (void)files, (void)dicom, (void)png;
+  return Fail(absl::UnimplementedError("this upp-client was built without cairo (UPP_WITH_CAIRO=OFF): no --png"));
+#else
   const auto& header = result.header;
   const auto names = LabelsByValue(header);
   // Decode the input locally for the picture (the labels share its grid).
@@ -204,6 +210,7 @@ int WriteOverview(const upp::client::SegmentResult& result, const std::vector<st
   if (!picture.ok()) return Fail(picture.status());
   std::ofstream(png, std::ios::binary) << *picture;
   return 0;
+#endif
 }
 
 int Segment(upp::client::Client& client, const SegmentArgs& args) {
