@@ -125,9 +125,9 @@ def window(args):
 
 
 def sliding(args):
-    from monai.inferers import sliding_window_inference
     torch.manual_seed(0)
-    net = official_network(args.official)
+    net = official_network(args.official)  # puts the laid-out packages on the path first
+    from monai.inferers import sliding_window_inference
     volume = torch.randn(1, 1, *args.size)
     with torch.inference_mode():
         t0 = time.perf_counter()
