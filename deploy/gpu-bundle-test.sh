@@ -50,7 +50,7 @@ mkdir -p /var/cache/upp-gpu-bundle-ccache
   cmake -S /src -B /work/build -G Ninja -DCMAKE_BUILD_TYPE=Release -DUPP_DEPS_PREFIX="$UPP_DEPS_PREFIX" \
     -DUPP_WITH_CAIRO=OFF -DUPP_FIXTURES_DIR=/fixtures > /work/configure.log || { tail -30 /work/configure.log; exit 1; }
   grep -E "dependencies from|Found (Protobuf|PkgConfig)" /work/configure.log || true
-  cmake --build /work/build -j 2 --target unetrpp-serve server_tests model_tests upp-bench-model upp-bench-load \
+  cmake --build /work/build -j 2 --target unetrpp-serve upp-client server_tests model_tests inference_tests upp-bench-model upp-bench-load \
     > /work/build.log || { grep -B5 -A20 -m3 "error" /work/build.log; exit 1; }
   # 4. What was linked comes from the bundle.
   ldd /work/build/server/unetrpp-serve | grep -E "grpc|protobuf|dcmdata|absl_status\.|spdlog|prometheus" | head -6
@@ -59,5 +59,10 @@ mkdir -p /var/cache/upp-gpu-bundle-ccache
   cd /work/build
   ./tests/server/server_tests --gtest_brief=1 2>&1 | grep -vE "^\[[0-9-]+ [0-9:.]+\] \[info\]" | tail -8
   ./tests/model/model_tests --gtest_brief=1 2>&1 | tail -4
+  ./tests/inference/inference_tests --gtest_brief=1 2>&1 | tail -4
+  # 6. The CUDA image package (package-prebuilt.sh) of this build runs from its own libraries.
+  bash /src/deploy/docker/package-prebuilt.sh /work/build /work/package | tail -1
+  env -i /usr/bin/env LD_LIBRARY_PATH=/work/package/lib /work/package/bin/unetrpp-serve --help | head -1
+  env -i /usr/bin/env LD_LIBRARY_PATH=/work/package/lib /work/package/bin/upp-client --help | head -1
   echo "gpu-bundle-test: PASSED"
 '

@@ -3,6 +3,7 @@
 #include <ATen/record_function.h>
 
 #include <algorithm>
+#include <mutex>
 #include <vector>
 
 #ifdef UPP_HAVE_ONEDNN
@@ -70,6 +71,36 @@ dnnl::memory::desc StridedDesc(const torch::Tensor& t, dnnl::memory::data_type d
 
 bool Available() { return true; }
 
+struct PackedWeights::Impl {
+  struct Entry {
+    const void* data;
+    int64_t version;
+    dnnl::memory::desc desc;
+    dnnl::memory packed;
+  };
+  static constexpr size_t kMaxEntries = 4;
+  std::mutex mu;
+  std::vector<Entry> entries;  // most recently made last
+
+  // `user` (the weights as stored) in layout `desc`: the kept copy when
+  // `weight` is still the tensor it was made from, else a new one, kept.
+  dnnl::memory Get(const torch::Tensor& weight, dnnl::memory user, const dnnl::memory::desc& desc,
+                   dnnl::stream& stream) {
+    // In-place changes of the weights (loading) bump the version counter;
+    // inference tensors have none, and cannot be changed in place outside
+    // inference mode either.
+    const int64_t version = weight.is_inference() ? 0 : weight._version();
+    std::lock_guard<std::mutex> lock(mu);
+    for (const Entry& e : entries)
+      if (e.data == weight.data_ptr() && e.version == version && e.desc == desc) return e.packed;
+    dnnl::memory packed(desc, Engine());
+    dnnl::reorder(user, packed).execute(stream, user, packed);
+    if (entries.size() == kMaxEntries) entries.erase(entries.begin());
+    entries.push_back({weight.data_ptr(), version, desc, packed});
+    return packed;
+  }
+};
+
 void MatmulOut(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias) {
   if (!a.is_cpu()) return AtenMatmulOut(out, a, b, bias);
   RECORD_FUNCTION("upp::onednn_matmul", std::vector<c10::IValue>());  // named in profiles (tools/profile_model.py)
@@ -96,7 +127,7 @@ void MatmulOut(const torch::Tensor& out, const torch::Tensor& a, const torch::Te
 }
 
 torch::Tensor Conv3d(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
-                     c10::IntArrayRef stride, c10::IntArrayRef padding) {
+                     c10::IntArrayRef stride, c10::IntArrayRef padding, PackedWeights* packed) {
   TORCH_CHECK(x.dim() == 5 && weight.dim() == 5 && x.scalar_type() == torch::kFloat32,
               "oneDNN conv: expected float32 5-D input");
   RECORD_FUNCTION("upp::onednn_conv3d", std::vector<c10::IValue>());
@@ -138,8 +169,12 @@ torch::Tensor Conv3d(const torch::Tensor& x, const torch::Tensor& weight, const 
   dnnl::memory user_w(StridedDesc(wc, cdt), Engine(), wc.data_ptr());
   dnnl::memory conv_w = user_w;
   if (pd.weights_desc() != user_w.get_desc()) {
-    conv_w = dnnl::memory(pd.weights_desc(), Engine());
-    dnnl::reorder(user_w, conv_w).execute(stream, user_w, conv_w);
+    if (packed) {
+      conv_w = packed->impl_->Get(wc, user_w, pd.weights_desc(), stream);
+    } else {
+      conv_w = dnnl::memory(pd.weights_desc(), Engine());
+      dnnl::reorder(user_w, conv_w).execute(stream, user_w, conv_w);
+    }
   }
   std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, dnnl::memory(src_md, Engine(), src.data_ptr())},
                                              {DNNL_ARG_WEIGHTS, conv_w},
@@ -301,12 +336,14 @@ void SoftmaxLastDimInPlace(const torch::Tensor& x) {
 
 bool Available() { return false; }
 
+struct PackedWeights::Impl {};  // ATen's convolution packs nothing here
+
 void MatmulOut(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias) {
   AtenMatmulOut(out, a, b, bias);
 }
 
 torch::Tensor Conv3d(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
-                     c10::IntArrayRef stride, c10::IntArrayRef padding) {
+                     c10::IntArrayRef stride, c10::IntArrayRef padding, PackedWeights*) {
   return torch::conv3d(x.to(weight.scalar_type()), weight, bias, stride, padding).to(x.scalar_type());
 }
 
@@ -317,6 +354,18 @@ torch::Tensor InstanceNorm(const torch::Tensor& x, double eps) {
 void SoftmaxLastDimInPlace(const torch::Tensor& x) { x.copy_(torch::softmax(x, -1)); }
 
 #endif
+
+PackedWeights::PackedWeights() : impl_(std::make_unique<Impl>()) {}
+PackedWeights::~PackedWeights() = default;
+
+int64_t PackedWeights::size() const {
+#ifdef UPP_HAVE_ONEDNN
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return static_cast<int64_t>(impl_->entries.size());
+#else
+  return 0;
+#endif
+}
 
 torch::Tensor Matmul(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias) {
   auto out = torch::empty({a.size(0), b.size(1)}, a.options());

@@ -18,6 +18,8 @@
 
 #include <torch/torch.h>
 
+#include <memory>
+
 namespace upp::model::onednn {
 
 bool Available();
@@ -36,8 +38,33 @@ torch::Tensor Matmul(const torch::Tensor& a, const torch::Tensor& b, const torch
 // native layout for these convolutions, so a network that stays in it pays no
 // layout conversions around each convolution (ATen's mkldnn_convolution
 // converts NCDHW to a blocked layout and back on every call).
+//
+// `packed` (optional) keeps the weights in the layout the convolution's
+// kernel wants, made on the first call and reused while the weight tensor
+// (storage and version) and that layout stay the same: without it, bfloat16
+// weights were reordered into oneDNN's blocked layout at every call (9 % of
+// a bfloat16 window, docs/model.md).
+class PackedWeights;
 torch::Tensor Conv3d(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
-                     c10::IntArrayRef stride, c10::IntArrayRef padding);
+                     c10::IntArrayRef stride, c10::IntArrayRef padding, PackedWeights* packed = nullptr);
+
+// Reordered copies of a layer's weights (at most a few: its own, and e.g.
+// batch norm folded in), owned by the layer. Thread-safe: instances that
+// share the layer run it from their own threads.
+class PackedWeights {
+ public:
+  PackedWeights();
+  ~PackedWeights();
+  PackedWeights(const PackedWeights&) = delete;
+  PackedWeights& operator=(const PackedWeights&) = delete;
+  int64_t size() const;  // copies held (tests)
+
+ private:
+  friend torch::Tensor Conv3d(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&, c10::IntArrayRef,
+                              c10::IntArrayRef, PackedWeights*);
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 // Instance normalisation without affine parameters (per sample and channel,
 // over D, H, W; biased variance; eps), as oneDNN batch normalisation on each

@@ -154,7 +154,7 @@ torch::Tensor ConvLayerImpl::Conv(const torch::Tensor& x, const torch::Tensor& w
   // bfloat16 (AMX/AVX512-BF16) and still return float32, so norms and
   // attention stay in float32.
   if (x.is_cpu() && onednn::Available() && x.scalar_type() == torch::kFloat32) {
-    return onednn::Conv3d(x, weight, bias, stride, padding);
+    return onednn::Conv3d(x, weight, bias, stride, padding, packed_.get());
   }
   if (weight.scalar_type() != x.scalar_type()) {
     return Conv(x.to(weight.scalar_type()), weight, bias).to(x.scalar_type());

@@ -15,11 +15,13 @@
 
 #include <torch/torch.h>
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "model/config.h"
+#include "model/onednn.h"
 
 namespace upp::model {
 
@@ -50,6 +52,8 @@ class ConvLayerImpl : public torch::nn::Module {
   std::array<int64_t, 3> kernel_, stride_, padding_;
   torch::Tensor weight_, bias_;
   torch::Tensor compute_weight_, compute_bias_;  // weight_ in the compute dtype, if different
+  // The weights Conv() ran with, in the convolution kernel's layout (CPU).
+  mutable std::shared_ptr<onednn::PackedWeights> packed_ = std::make_shared<onednn::PackedWeights>();
 };
 TORCH_MODULE(ConvLayer);
 

@@ -89,25 +89,27 @@ def kind_of(name):
 
 
 def onednn_last_pass(path, passes):
-    """(kind, shape, ms) of each oneDNN primitive execution in the last pass."""
+    """(kind, shape, ms, implementation) of each oneDNN primitive execution in the last pass."""
     rows = []
     with open(path) as f:
         for line in f:
             if line.startswith("onednn_verbose,exec,"):
                 fields = line.strip().split(",")
-                rows.append((fields[3], fields[-2], float(fields[-1])))
+                rows.append((fields[3], fields[-2], float(fields[-1]), fields[4]))
     per_pass = len(rows) // passes
     return rows[(passes - 1) * per_pass:]
 
 
 def print_onednn(path, passes):
     rows = onednn_last_pass(path, passes)
-    total = sum(ms for _, _, ms in rows)
+    total = sum(row[2] for row in rows)
     per_kind, calls, per_shape = collections.Counter(), collections.Counter(), collections.Counter()
-    for kind, shape, ms in rows:
+    per_impl = collections.Counter()
+    for kind, shape, ms, impl in rows:
         per_kind[kind] += ms
         calls[kind] += 1
         per_shape[(kind, shape)] += ms
+        per_impl[(kind, impl)] += ms
     print(f"oneDNN primitives in the last of {passes} passes: {total:.1f} ms\n")
     print("| primitive | calls | ms | share |\n|---|---|---|---|")
     for kind, ms in per_kind.most_common():
@@ -115,6 +117,11 @@ def print_onednn(path, passes):
     print("\n| primitive | shape | ms |\n|---|---|---|")
     for (kind, shape), ms in per_shape.most_common(8):
         print(f"| {kind} | `{shape}` | {ms:.1f} |")
+    # The implementation names the instruction set the kernels use
+    # (e.g. brg:avx512_core_amx, jit:avx2): which ISA the time went to.
+    print("\n| primitive | implementation | ms | share |\n|---|---|---|---|")
+    for (kind, impl), ms in per_impl.most_common(10):
+        print(f"| {kind} | `{impl}` | {ms:.1f} | {100 * ms / total:.1f} % |")
 
 
 def main():

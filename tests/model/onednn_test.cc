@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "model/cpu_features.h"
+
 namespace upp::model {
 namespace {
 
@@ -21,6 +23,40 @@ TEST(OnednnTest, InstanceNormMatchesDoublePrecision) {
     const double max_error = (got.to(torch::kFloat64) - want).abs().max().item<double>();
     EXPECT_LT(max_error, 2e-4) << channels << " channels";
     EXPECT_TRUE(got.is_contiguous(at::MemoryFormat::ChannelsLast3d));
+  }
+}
+
+// Packed weights give the unpacked convolution's result, are made once per
+// weight tensor and layout, and are remade when the weights change in place.
+TEST(OnednnTest, PackedWeightsAreReusedAndFollowTheWeights) {
+  if (!onednn::Available()) GTEST_SKIP() << "built without oneDNN";
+  torch::manual_seed(3);
+  const auto cl = at::MemoryFormat::ChannelsLast3d;
+  torch::Tensor x = torch::randn({1, 16, 12, 20, 20}).contiguous(cl);
+  torch::Tensor w = torch::randn({32, 16, 3, 3, 3}) * 0.1;
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    // bfloat16 convolutions need AVX512-BF16 or AMX (an AVX2-only CPU refuses them).
+    if (dtype == torch::kBFloat16 && !DetectCpuFeatures().bf16_convolutions) continue;
+    torch::Tensor wd = w.to(dtype);
+    onednn::PackedWeights packed;
+    const torch::Tensor plain = onednn::Conv3d(x, wd, {}, {1, 1, 1}, {1, 1, 1});
+    const torch::Tensor first = onednn::Conv3d(x, wd, {}, {1, 1, 1}, {1, 1, 1}, &packed);
+    const int64_t held = packed.size();
+    EXPECT_EQ(held, 1) << "channels-last kernels want blocked weights: one packed copy";
+    const torch::Tensor again = onednn::Conv3d(x, wd, {}, {1, 1, 1}, {1, 1, 1}, &packed);
+    EXPECT_TRUE(torch::equal(plain, first));
+    EXPECT_TRUE(torch::equal(plain, again));
+    EXPECT_EQ(packed.size(), held) << "reused, not made again";
+    {
+      torch::NoGradGuard no_grad;
+      wd.mul_(-1);  // the layer's weights changed in place (e.g. loaded)
+    }
+    const torch::Tensor negated = onednn::Conv3d(x, wd, {}, {1, 1, 1}, {1, 1, 1}, &packed);
+    EXPECT_TRUE(torch::allclose(negated, -plain, 1e-5, 1e-5)) << dtype;
+    // Another weight tensor of the same shape is packed on its own.
+    const torch::Tensor other = torch::randn({32, 16, 3, 3, 3}).to(dtype);
+    EXPECT_TRUE(torch::equal(onednn::Conv3d(x, other, {}, {1, 1, 1}, {1, 1, 1}, &packed),
+                             onednn::Conv3d(x, other, {}, {1, 1, 1}, {1, 1, 1})));
   }
 }
 

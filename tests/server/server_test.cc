@@ -57,6 +57,14 @@ std::string TestDevices() {
   return TestDevice() == "cpu" ? "" : " devices: '" + TestDevice() + "' job_device: '" + TestDevice() + "'";
 }
 
+// Jobs on a GPU get a fixed memory budget unless the test sets one: the
+// default (half the device, read through NVML) needs the driver's NVML,
+// which deploy/gpu-check.sh's packaged-server step checks instead.
+std::string DeviceLimit(const std::string& limits) {
+  if (TestDevice() == "cpu" || limits.find("max_device_bytes_in_flight") != std::string::npos) return "";
+  return " max_device_bytes_in_flight: 17179869184";
+}
+
 std::string ConfigText(const std::string& limits = "max_input_bytes: 33554432") {
   return "listen_address: '127.0.0.1:0'\n"
          "metrics_address: '127.0.0.1:" +
@@ -64,7 +72,7 @@ std::string ConfigText(const std::string& limits = "max_input_bytes: 33554432") 
          "'\n"
          "cpu_threads: 2\n"
          "limits { " +
-         limits +
+         limits + DeviceLimit(limits) +
          " }\n"
          "batching { max_batch_size: 4 max_queue_delay_us: 20000 }\n"
          "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '" +

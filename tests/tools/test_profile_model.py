@@ -1,6 +1,8 @@
 """tools/profile_model.py: self times from nested trace events, and kinds."""
 import importlib.util
 import json
+import contextlib
+import io
 import os
 import tempfile
 import unittest
@@ -49,15 +51,33 @@ class ProfileModelTest(unittest.TestCase):
     def test_onednn_verbose_takes_the_last_pass(self):
         lines = []
         for ms in (100.0, 5.0):  # a slow first pass, a fast second one
-            lines.append(f"onednn_verbose,exec,cpu,convolution,jit,fwd,src,,alg,mb1_ic16oc16,{ms}")
-            lines.append(f"onednn_verbose,exec,cpu,matmul,brg,undef,src,,,32x8:8x64,{ms / 5}")
+            lines.append(f"onednn_verbose,exec,cpu,convolution,jit:avx2,fwd,src,,alg,mb1_ic16oc16,{ms}")
+            lines.append(f"onednn_verbose,exec,cpu,matmul,brg:avx512_core_amx,undef,src,,,32x8:8x64,{ms / 5}")
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
             f.write("onednn_verbose,info,cpu,runtime:OpenMP\n" + "\n".join(lines) + "\nmedian_ms=1\n")
         try:
             rows = profile_model.onednn_last_pass(f.name, 2)
         finally:
             os.unlink(f.name)
-        self.assertEqual(rows, [("convolution", "mb1_ic16oc16", 5.0), ("matmul", "32x8:8x64", 1.0)])
+        self.assertEqual(rows, [("convolution", "mb1_ic16oc16", 5.0, "jit:avx2"),
+                                ("matmul", "32x8:8x64", 1.0, "brg:avx512_core_amx")])
+
+    def test_onednn_report_names_the_implementations(self):
+        lines = [f"onednn_verbose,exec,cpu,convolution,brg:avx512_core_amx,fwd,src,,alg,mb1_ic16oc16,{ms}"
+                 for ms in (30.0, 3.0)]
+        lines += [f"onednn_verbose,exec,cpu,reorder,jit:uni,undef,src,,,8x8,{ms}" for ms in (10.0, 1.0)]
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+            f.write("\n".join([lines[0], lines[2], lines[1], lines[3]]) + "\n")
+        out = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out):
+                profile_model.print_onednn(f.name, 2)
+        finally:
+            os.unlink(f.name)
+        text = out.getvalue()
+        self.assertIn("last of 2 passes: 4.0 ms", text)
+        self.assertIn("| convolution | `brg:avx512_core_amx` | 3.0 | 75.0 % |", text)
+        self.assertIn("| reorder | `jit:uni` | 1.0 | 25.0 % |", text)
 
 
 if __name__ == "__main__":
