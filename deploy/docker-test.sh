@@ -12,24 +12,10 @@
 # Usage: deploy/docker-test.sh        (root: starts dockerd and builds the image if needed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-B="${UPP_BUILD_DIR:-build}"
-DOCKER="${DOCKER:-$(command -v /usr/bin/docker || command -v docker)}"
-export DOCKER
-WORK="$(mktemp -d /tmp/upp-docker-test.XXXXXX)"
-NAME="upp-docker-test-$$"
+# shellcheck source=deploy/docker/test-lib.sh
+source deploy/docker/test-lib.sh
+upp_test_init docker-test
 HOST_PORT=50072
-HOST_SERVER=""
-cleanup() {
-  "$DOCKER" rm -f "$NAME" >/dev/null 2>&1 || true
-  [ -n "$HOST_SERVER" ] && kill "$HOST_SERVER" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-fail() {
-  echo "docker-test: FAILED: $*" >&2
-  "$DOCKER" logs "$NAME" 2>&1 | tail -20 >&2 || true
-  exit 1
-}
 
 IMAGE="$(bash deploy/docker/build-image.sh | tail -1)"
 echo "docker-test: image $IMAGE"
@@ -52,13 +38,7 @@ admitted_mib=$("$DOCKER" logs "$NAME" 2>&1 | sed -n 's/.*admission: at most \([0
 echo "docker-test: uid 10001, read-only root; admission ${admitted_mib} MiB under a $((MEMORY_LIMIT >> 20)) MiB limit"
 
 # 2. The same requests against the server built here, same model.
-"$B/server/unetrpp-serve" --listen "127.0.0.1:$HOST_PORT" --metrics off \
-  --weights model/weights/phantom_ct_v1.safetensors >"$WORK/host-server.log" 2>&1 &
-HOST_SERVER=$!
-for _ in $(seq 1 300); do
-  "$B/clients/upp-client" --server "127.0.0.1:$HOST_PORT" health >/dev/null 2>&1 && break
-  sleep 0.2
-done
+upp_start_host_server "$HOST_PORT"
 "$B/tools/upp-phantom" --seed 7 --max-inplane 96 --max-slices 48 -o "$WORK/ct.nii.gz" --dicom "$WORK/ct-dicom" >/dev/null
 for where in container:50051 host:$HOST_PORT; do
   port=${where#*:}

@@ -73,7 +73,9 @@ bool Available() { return true; }
 
 struct PackedWeights::Impl {
   struct Entry {
-    const void* data;
+    // Held, so that its storage cannot be freed and reused by another
+    // tensor that would then match by address.
+    torch::Tensor weight;
     int64_t version;
     dnnl::memory::desc desc;
     dnnl::memory packed;
@@ -92,11 +94,11 @@ struct PackedWeights::Impl {
     const int64_t version = weight.is_inference() ? 0 : weight._version();
     std::lock_guard<std::mutex> lock(mu);
     for (const Entry& e : entries)
-      if (e.data == weight.data_ptr() && e.version == version && e.desc == desc) return e.packed;
+      if (e.weight.is_same(weight) && e.version == version && e.desc == desc) return e.packed;
     dnnl::memory packed(desc, Engine());
     dnnl::reorder(user, packed).execute(stream, user, packed);
     if (entries.size() == kMaxEntries) entries.erase(entries.begin());
-    entries.push_back({weight.data_ptr(), version, desc, packed});
+    entries.push_back({weight, version, desc, packed});
     return packed;
   }
 };
@@ -357,6 +359,13 @@ void SoftmaxLastDimInPlace(const torch::Tensor& x) { x.copy_(torch::softmax(x, -
 
 PackedWeights::PackedWeights() : impl_(std::make_unique<Impl>()) {}
 PackedWeights::~PackedWeights() = default;
+
+void PackedWeights::Clear() {
+#ifdef UPP_HAVE_ONEDNN
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->entries.clear();
+#endif
+}
 
 int64_t PackedWeights::size() const {
 #ifdef UPP_HAVE_ONEDNN

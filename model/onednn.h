@@ -41,7 +41,7 @@ torch::Tensor Matmul(const torch::Tensor& a, const torch::Tensor& b, const torch
 //
 // `packed` (optional) keeps the weights in the layout the convolution's
 // kernel wants, made on the first call and reused while the weight tensor
-// (storage and version) and that layout stay the same: without it, bfloat16
+// (the same tensor, unchanged in place) and that layout stay: without it, bfloat16
 // weights were reordered into oneDNN's blocked layout at every call (9 % of
 // a bfloat16 window, docs/model.md).
 class PackedWeights;
@@ -57,6 +57,7 @@ class PackedWeights {
   ~PackedWeights();
   PackedWeights(const PackedWeights&) = delete;
   PackedWeights& operator=(const PackedWeights&) = delete;
+  void Clear();          // when the layer's weights are replaced (frees the copies)
   int64_t size() const;  // copies held (tests)
 
  private:

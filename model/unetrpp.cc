@@ -133,6 +133,7 @@ torch::Tensor PointwiseConv(const torch::Tensor& x, const torch::Tensor& weight,
 
 void ConvLayerImpl::SetComputeDtype(torch::ScalarType dtype) {
   torch::NoGradGuard no_grad;
+  packed_->Clear();  // the weights it ran with are replaced below (and by folding, ResBlock)
   if (dtype == weight_.scalar_type()) {
     compute_weight_ = torch::Tensor();
     compute_bias_ = torch::Tensor();

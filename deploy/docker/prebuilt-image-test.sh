@@ -9,25 +9,11 @@
 # Usage: deploy/docker/prebuilt-image-test.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-B="${UPP_BUILD_DIR:-build}"
-DOCKER="${DOCKER:-$(command -v /usr/bin/docker || command -v docker)}"
-export DOCKER
-WORK="$(mktemp -d /tmp/upp-prebuilt-test.XXXXXX)"
-NAME="upp-prebuilt-test-$$"
+# shellcheck source=deploy/docker/test-lib.sh
+source deploy/docker/test-lib.sh
+upp_test_init prebuilt-image-test
 PORT=50073
 HOST_PORT=50074
-HOST_SERVER=""
-cleanup() {
-  "$DOCKER" rm -f "$NAME" >/dev/null 2>&1 || true
-  [ -n "$HOST_SERVER" ] && kill "$HOST_SERVER" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-fail() {
-  echo "prebuilt-image-test: FAILED: $*" >&2
-  "$DOCKER" logs "$NAME" 2>&1 | tail -20 >&2 || true
-  exit 1
-}
 
 bash deploy/docker/package-prebuilt.sh "$B" "$WORK/package"
 IMAGE="$(bash deploy/docker/build-prebuilt-image.sh "$WORK/package" unetrpp-serve-prebuilt:test | tail -1)"
@@ -45,13 +31,7 @@ done
 "$B/clients/upp-client" --server "127.0.0.1:$PORT" segment "$WORK/ct.nii.gz" -o "$WORK/image.nii.gz" \
   >"$WORK/client.log" 2>&1 || { cat "$WORK/client.log" >&2; fail "segmenting through the image"; }
 # The same request against the server built here, same model.
-"$B/server/unetrpp-serve" --listen "127.0.0.1:$HOST_PORT" --metrics off \
-  --weights model/weights/phantom_ct_v1.safetensors >"$WORK/host-server.log" 2>&1 &
-HOST_SERVER=$!
-for _ in $(seq 1 300); do
-  "$B/clients/upp-client" --server "127.0.0.1:$HOST_PORT" health >/dev/null 2>&1 && break
-  sleep 0.2
-done
+upp_start_host_server "$HOST_PORT"
 "$B/clients/upp-client" --server "127.0.0.1:$HOST_PORT" segment "$WORK/ct.nii.gz" -o "$WORK/host.nii.gz" \
   >"$WORK/client.log" 2>&1 || { cat "$WORK/client.log" >&2; fail "segmenting through the host build"; }
 /usr/bin/python3 - "$WORK" <<'PY' || fail "labels differ between the image and the host build"

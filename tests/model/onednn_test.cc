@@ -53,6 +53,9 @@ TEST(OnednnTest, PackedWeightsAreReusedAndFollowTheWeights) {
     }
     const torch::Tensor negated = onednn::Conv3d(x, wd, {}, {1, 1, 1}, {1, 1, 1}, &packed);
     EXPECT_TRUE(torch::allclose(negated, -plain, 1e-5, 1e-5)) << dtype;
+    packed.Clear();
+    EXPECT_EQ(packed.size(), 0);
+    EXPECT_TRUE(torch::equal(onednn::Conv3d(x, wd, {}, {1, 1, 1}, {1, 1, 1}, &packed), negated));
     // Another weight tensor of the same shape is packed on its own.
     const torch::Tensor other = torch::randn({32, 16, 3, 3, 3}).to(dtype);
     EXPECT_TRUE(torch::equal(onednn::Conv3d(x, other, {}, {1, 1, 1}, {1, 1, 1}, &packed),
