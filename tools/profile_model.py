@@ -96,8 +96,28 @@ def onednn_last_pass(path, passes):
             if line.startswith("onednn_verbose,exec,"):
                 fields = line.strip().split(",")
                 rows.append((fields[3], fields[-2], float(fields[-1]), fields[4]))
-    per_pass = len(rows) // passes
-    return rows[(passes - 1) * per_pass:]
+    return rows[len(rows) - pass_length(rows, passes):]
+
+
+def pass_length(rows, passes):
+    """Rows in one steady-state pass.
+
+    The first pass runs more primitives than the later ones (weights are
+    converted to the kernels' layouts once), so len(rows) // passes would cut
+    the last "pass" from the middle of the one before it. The later passes are
+    identical in kind and shape: the longest length whose last passes - 1
+    blocks repeat each other, leaving at least as many rows for the first
+    pass, is one pass. With fewer than three passes there is nothing to
+    compare, and the passes are taken as equal.
+    """
+    if passes < 3:
+        return len(rows) // passes
+    kinds = [(row[0], row[1]) for row in rows]
+    for length in range(len(rows) // passes, 0, -1):
+        blocks = [kinds[len(kinds) - (i + 1) * length:len(kinds) - i * length] for i in range(passes - 1)]
+        if all(block == blocks[0] for block in blocks[1:]):
+            return length
+    raise ValueError("no repeating pass found: were all passes logged?")
 
 
 def print_onednn(path, passes):

@@ -62,6 +62,26 @@ class ProfileModelTest(unittest.TestCase):
         self.assertEqual(rows, [("convolution", "mb1_ic16oc16", 5.0, "jit:avx2"),
                                 ("matmul", "32x8:8x64", 1.0, "brg:avx512_core_amx")])
 
+    def test_onednn_verbose_finds_the_last_pass_when_the_first_runs_more(self):
+        # The first pass also converts weights (extra reorders): an even split
+        # of the rows would start the "last pass" inside the second one.
+        def one_pass(ms, first):
+            rows = [f"onednn_verbose,exec,cpu,reorder,jit:uni,undef,src,,,16x16,{ms}"] * (3 if first else 0)
+            rows += [f"onednn_verbose,exec,cpu,convolution,jit:avx2,fwd,src,,alg,mb1_ic16oc16,{ms}",
+                     f"onednn_verbose,exec,cpu,matmul,gemm:jit,undef,src,,,8x8:8x8,{ms}",
+                     f"onednn_verbose,exec,cpu,matmul,gemm:jit,undef,src,,,8x8:8x8,{ms}"]
+            return rows
+        lines = one_pass(100.0, True) + one_pass(10.0, False) + one_pass(1.0, False)
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+            f.write("\n".join(lines) + "\n")
+        try:
+            rows = profile_model.onednn_last_pass(f.name, 3)
+        finally:
+            os.unlink(f.name)
+        self.assertEqual(rows, [("convolution", "mb1_ic16oc16", 1.0, "jit:avx2"),
+                                ("matmul", "8x8:8x8", 1.0, "gemm:jit"),
+                                ("matmul", "8x8:8x8", 1.0, "gemm:jit")])
+
     def test_onednn_report_names_the_implementations(self):
         lines = [f"onednn_verbose,exec,cpu,convolution,brg:avx512_core_amx,fwd,src,,alg,mb1_ic16oc16,{ms}"
                  for ms in (30.0, 3.0)]
