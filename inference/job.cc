@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "imageio/checked_math.h"
+#include "inference/stitch.h"
 #include "inference/windows.h"
 #include "model/device.h"
 #include "preprocessing/preprocess.h"
@@ -176,6 +177,10 @@ struct SegmentationJob::Impl {
                                   uint16_t* labels);
   torch::Tensor BackResampleTensors(const torch::Tensor& acc, const std::array<torch::Tensor, 3>& profile,
                                     uint16_t* labels);
+  // AddOutput's stitching of one item's logits (host memory): in one pass on
+  // the CPU (stitch.h), with ATen's operators on a GPU.
+  void AddOnCpu(int64_t item, const float* logits);
+  void AddOnDevice(int64_t item, const float* logits);
   // The region of `labels` inside the crop box, as a (D, H, W) view in
   // network axis order.
   torch::Tensor OutputRegion(uint16_t* labels) const;
@@ -366,18 +371,11 @@ absl::StatusOr<bool> SegmentationJob::AddOutput(int64_t item, const float* logit
   }
   try {
     torch::NoGradGuard no_grad;
-    const int nv = m.num_variants();
-    const int64_t w = item / nv;
-    const auto& p = m.plan.patch;
-    // Softmax, un-flip and weighting outside the lock; only the sums inside.
-    torch::Tensor probs = torch::from_blob(const_cast<float*>(logits), {num_classes(), p[0], p[1], p[2]}, torch::kFloat)
-                              .to(m.device)
-                              .softmax(0);
-    const auto dims = m.FlipDims(static_cast<int>(item % nv));
-    if (!dims.empty()) probs = probs.flip(dims);
-    probs.mul_(m.item_weight);
-    absl::MutexLock lock(&m.mu);
-    m.Window(m.accumulator, w).add_(probs);
+    if (m.device.is_cpu()) {
+      m.AddOnCpu(item, logits);
+    } else {
+      m.AddOnDevice(item, logits);
+    }
   } catch (const std::exception& e) {
     return FromException("stitching", e);
   }
@@ -387,6 +385,37 @@ absl::StatusOr<bool> SegmentationJob::AddOutput(int64_t item, const float* logit
   // thread is still returning.
   const int64_t total = num_items();
   return ++m.items_done == total;
+}
+
+void SegmentationJob::Impl::AddOnCpu(int64_t item, const float* logits) {
+  const int variant = static_cast<int>(item % num_variants());
+  std::array<bool, 3> flip{false, false, false};
+  for (int64_t dim : FlipDims(variant)) flip[dim - 1] = true;
+  // One pass (stitch.h), all of it under the lock: the same work as the
+  // device path's part outside the lock took longer than this whole call.
+  absl::MutexLock lock(&mu);
+  const torch::Tensor window = Window(accumulator, item / num_variants());
+  AccumulatorWindow acc;
+  acc.data = window.data_ptr();
+  acc.half = window.scalar_type() == torch::kHalf;
+  acc.class_stride = window.stride(0);
+  acc.d_stride = window.stride(1);
+  acc.h_stride = window.stride(2);
+  AddSoftmaxWindow(logits, plan.num_classes, plan.patch, flip, item_weight.data_ptr<float>(), acc);
+}
+
+void SegmentationJob::Impl::AddOnDevice(int64_t item, const float* logits) {
+  const auto& p = plan.patch;
+  // Softmax, un-flip and weighting outside the lock; only the sums inside.
+  torch::Tensor probs =
+      torch::from_blob(const_cast<float*>(logits), {plan.num_classes, p[0], p[1], p[2]}, torch::kFloat)
+          .to(device)
+          .softmax(0);
+  const auto dims = FlipDims(static_cast<int>(item % num_variants()));
+  if (!dims.empty()) probs = probs.flip(dims);
+  probs.mul_(item_weight);
+  absl::MutexLock lock(&mu);
+  Window(accumulator, item / num_variants()).add_(probs);
 }
 
 torch::Tensor SegmentationJob::Impl::OutputRegion(uint16_t* labels) const {
