@@ -13,7 +13,7 @@ FILTER="${1:-*}"
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" \
   -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=thread" \
-  -DUPP_TSAN_ABSL_SHIM=ON >/dev/null
+  -DUPP_TSAN_ABSL_SHIM=ON -DUPP_OPENMP=OFF >/dev/null
 cmake --build "$BUILD" -j "${UPP_JOBS:-2}" --target batcher_tests hostile_tests server_tests
 export TSAN_OPTIONS="suppressions=$PWD/deploy/tsan.supp halt_on_error=1 second_deadlock_stack=1 history_size=4"
 status=0
