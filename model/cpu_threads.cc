@@ -6,6 +6,9 @@
 
 #include <atomic>
 #include <limits>
+#include <mutex>
+#include <set>
+#include <thread>
 
 namespace upp::model {
 namespace {
@@ -30,5 +33,15 @@ int ConfigureCpuThreads(int threads) {
 }
 
 bool BlasIsSingleThreaded() { return blas_single; }
+
+int ParallelLoopThreads() {
+  std::mutex mu;
+  std::set<std::thread::id> seen;
+  at::parallel_for(0, 64 * at::get_num_threads(), 1, [&](int64_t, int64_t) {
+    std::lock_guard<std::mutex> lock(mu);
+    seen.insert(std::this_thread::get_id());
+  });
+  return static_cast<int>(seen.size());
+}
 
 }  // namespace upp::model

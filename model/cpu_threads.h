@@ -35,6 +35,14 @@ int ConfigureCpuThreads(int threads);
 // True when an OpenBLAS with openblas_set_num_threads was found and set to 1.
 bool BlasIsSingleThreaded();
 
+// How many threads at::parallel_for runs this project's own loops on (EPA
+// heads, instance-norm statistics, resampling, stitching), measured by
+// running one. Its OpenMP backend is a template expanded in the caller's
+// source file, so a library built without OpenMP runs them on one thread
+// whatever the intra-op setting says (the case until 2026-11-30; CMake's
+// upp_use_openmp). Logged at start-up; any thread may call it.
+int ParallelLoopThreads();
+
 }  // namespace upp::model
 
 #endif  // UPP_MODEL_CPU_THREADS_H_

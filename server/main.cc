@@ -97,7 +97,9 @@ int main(int argc, char** argv) {
   const unetrpp::v1::ServerConfig& config = *assembled;
   SetUpLogging(config);
   HardenProcess(config);
-  upp::model::ConfigureCpuThreads(static_cast<int>(config.intra_op_threads()));
+  const int threads = upp::model::ConfigureCpuThreads(static_cast<int>(config.intra_op_threads()));
+  spdlog::info("cpu: {} intra-op threads, the project's parallel loops on {}", threads,
+               upp::model::ParallelLoopThreads());
   auto server = upp::server::Server::Create(config);
   if (!server.ok()) {
     spdlog::error("{}", std::string(server.status().message()));

@@ -1,0 +1,21 @@
+// model/cpu_threads.h: the project's own parallel loops really use the
+// intra-op threads (a library built without OpenMP ran them on one).
+#include "model/cpu_threads.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+namespace upp::model {
+namespace {
+
+TEST(CpuThreadsTest, ParallelLoopsUseTheIntraOpThreads) {
+  const int before = torch::get_num_threads();
+  EXPECT_EQ(ConfigureCpuThreads(2), 2);
+  EXPECT_EQ(ParallelLoopThreads(), 2);
+  torch::set_num_threads(1);
+  EXPECT_EQ(ParallelLoopThreads(), 1);
+  torch::set_num_threads(before);
+}
+
+}  // namespace
+}  // namespace upp::model
