@@ -107,9 +107,10 @@ __attribute__((always_inline)) inline void StitchBody(const float* logits, int64
     for (int64_t h = 0; h < ph; ++h) {
       const float* src = src_row(d, h);
       const int64_t offset = d * acc.d_stride + h * acc.h_stride;
-      // The next row's logits and accumulators, 2k short rows far apart in
-      // memory: too short for the hardware prefetchers to ramp up on, so the
-      // additions waited on memory (half of this function's time without).
+      // The next row's logits and accumulators: 2k short rows far apart in
+      // memory, too short for the hardware prefetchers to ramp up on (a
+      // synapse window on one thread into 14 x 64 x 539 x 539 accumulators:
+      // 20 -> 18 ms on the Zen 5 EPYC).
       if (h + 1 < ph || d + 1 < d1) {
         const int64_t nd = h + 1 < ph ? d : d + 1, nh = h + 1 < ph ? h + 1 : 0;
         Prefetch(src_row(nd, nh), volume * 4, k, pw * 4, false);
