@@ -28,10 +28,56 @@ Taps ResamplingTaps(int64_t in_size, int64_t out_size, Interp mode) {
   return t;
 }
 
+namespace {
+
+// Rows of at least this many contiguous elements after the resampled axis
+// are blended whole (ResampleRows); shorter ones go through index_select.
+constexpr int64_t kMinRow = 16;
+
+// Resampling along `dim` of a contiguous float32 CPU tensor, row by row: the
+// elements after `dim` are contiguous, so each output row is one input row
+// (nearest) or the blend of two (linear), with the arithmetic of the
+// index_select path below. Why not that path here: LibTorch 1.13's
+// index_select along an outer axis copies element by element; picking 60 of
+// 80 slices of a 384 x 384 CT took 122 ms and the linear blend (two gathers
+// and the arithmetic) 212 ms, most of a request's preprocessing.
+torch::Tensor ResampleRows(const torch::Tensor& x, int64_t dim, int64_t out_size, const Taps& taps) {
+  const int64_t in_size = x.size(dim);
+  int64_t outer = 1, inner = 1;
+  for (int64_t a = 0; a < dim; ++a) outer *= x.size(a);
+  for (int64_t a = dim + 1; a < x.dim(); ++a) inner *= x.size(a);
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape[dim] = out_size;
+  torch::Tensor y = torch::empty(shape, x.options());
+  const float* src = x.data_ptr<float>();
+  float* dst = y.data_ptr<float>();
+  at::parallel_for(0, outer * out_size, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t b = r / out_size, o = r % out_size;
+      const float* a = src + (b * in_size + taps.i0[o]) * inner;
+      float* out = dst + r * inner;
+      if (taps.w1[o] == 0.0f) {
+        std::copy(a, a + inner, out);
+        continue;
+      }
+      const float* c = src + (b * in_size + taps.i1[o]) * inner;
+      const float w = taps.w1[o];
+      for (int64_t i = 0; i < inner; ++i) out[i] = a[i] + w * (c[i] - a[i]);
+    }
+  });
+  return y;
+}
+
+}  // namespace
+
 torch::Tensor Resample1D(const torch::Tensor& x, int64_t dim, int64_t out_size, Interp mode) {
   const int64_t in_size = x.size(dim);
   if (in_size == out_size) return x;
   Taps taps = ResamplingTaps(in_size, out_size, mode);
+  int64_t row = 1;  // contiguous elements after `dim`
+  for (int64_t a = dim + 1; a < x.dim(); ++a) row *= x.size(a);
+  if (x.is_cpu() && x.scalar_type() == torch::kFloat && x.is_contiguous() && row >= kMinRow)
+    return ResampleRows(x, dim, out_size, taps);
   const auto long_opts = torch::TensorOptions().dtype(torch::kLong);
   const torch::Tensor idx0 = torch::from_blob(taps.i0.data(), {out_size}, long_opts).to(x.device());
   torch::Tensor a = x.index_select(dim, idx0);

@@ -71,6 +71,25 @@ TEST(Resample, NearestAlongOneAxisIsNearestExact) {
   EXPECT_TRUE(torch::equal(mine, ref));
 }
 
+TEST(Resample, RowByRowEqualsTheGatherPath) {
+  // A contiguous float CPU tensor is resampled row by row along its outer
+  // axes; the same values in a non-contiguous layout take index_select.
+  torch::manual_seed(5);
+  torch::Tensor x = torch::randn({2, 9, 17, 20});
+  torch::Tensor strided = x.transpose(2, 3).contiguous().transpose(2, 3);
+  ASSERT_FALSE(strided.is_contiguous());
+  for (int64_t dim : {1, 2}) {
+    for (Interp mode : {Interp::kLinear, Interp::kNearest}) {
+      for (int64_t out : {4, 13, 31}) {
+        torch::Tensor rows = Resample1D(x, dim, out, mode);
+        torch::Tensor gather = Resample1D(strided, dim, out, mode);
+        ASSERT_EQ(rows.sizes(), gather.sizes());
+        EXPECT_LT((rows - gather).abs().max().item<float>(), 1e-6) << dim << " " << out;
+      }
+    }
+  }
+}
+
 TEST(Resample, ModesFollowNnUnetSeparateZ) {
   using I = Interp;
   auto m = ResamplingModes({5.0, 0.8, 0.8}, {3.0, 0.76, 0.76}, 3.0);
