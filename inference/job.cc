@@ -401,6 +401,8 @@ void SegmentationJob::Impl::AddOnCpu(int64_t item, const float* logits) {
   acc.class_stride = window.stride(0);
   acc.d_stride = window.stride(1);
   acc.h_stride = window.stride(2);
+  TORCH_CHECK(item_weight.is_contiguous() && item_weight.scalar_type() == torch::kFloat,
+              "stitching: the window weights must be contiguous float32");
   AddSoftmaxWindow(logits, plan.num_classes, plan.patch, flip, item_weight.data_ptr<float>(), acc);
 }
 
