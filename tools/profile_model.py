@@ -106,7 +106,7 @@ def pass_length(rows, passes):
     converted to the kernels' layouts once), so len(rows) // passes would cut
     the last "pass" from the middle of the one before it. The later passes are
     identical in kind and shape: the longest length whose last passes - 1
-    blocks repeat each other, leaving at least as many rows for the first
+    blocks hold the same primitives, leaving at least as many rows for the first
     pass, is one pass. With fewer than three passes there is nothing to
     compare, and the passes are taken as equal.
     """
@@ -114,7 +114,10 @@ def pass_length(rows, passes):
         return len(rows) // passes
     kinds = [(row[0], row[1]) for row in rows]
     for length in range(len(rows) // passes, 0, -1):
-        blocks = [kinds[len(kinds) - (i + 1) * length:len(kinds) - i * length] for i in range(passes - 1)]
+        # Compared as multisets: primitives run from parallel loops (EPA's
+        # heads) log in whichever order their threads finish.
+        blocks = [collections.Counter(kinds[len(kinds) - (i + 1) * length:len(kinds) - i * length])
+                  for i in range(passes - 1)]
         if all(block == blocks[0] for block in blocks[1:]):
             return length
     raise ValueError("no repeating pass found: were all passes logged?")
