@@ -2,19 +2,23 @@
 # The GPU check, one run of under 10 minutes on a CUDA host with a pip PyTorch
 # and no Debian development packages (the project's device machine):
 #   1. builds the whole server, its tests and benchmarks against PyTorch's
-#      LibTorch and the Debian packages of deploy/gpu-bundle.sh's archive;
+#      LibTorch and the Debian packages of deploy/gpu-bundle.sh's archive
+#      (ninja -k 0: what builds is checked even if one target does not);
 #   2. runs the model's parity tests on the GPU, the inference job's tests
 #      (a job on the GPU gives the CPU's labels) and server_tests with the
 #      model and its jobs on cuda:0 (batching, the per-instance CUDA streams,
 #      stitching on the GPU, device memory admission and metrics);
-#   3. times a synapse window in float32 and bfloat16 at batch 1/4/8, with
+#   3. times a synapse window in float32 and bfloat16 at batch 1/4/8 and the
+#      service end to end (upp-bench-load) with batching on and off;
+#   4. where time is left (each later step is skipped with a note otherwise):
 #      PyTorch running the same network (tools/reference_unetrpp.py) as the
-#      baseline on the same GPU, and the service end to end (upp-bench-load)
-#      with batching on and off;
-#   4. packs the build for the CUDA image (deploy/docker/package-prebuilt.sh)
-#      and runs the server from that package alone on cuda:0;
+#      baseline on the same GPU, then the CUDA image's package
+#      (deploy/docker/package-prebuilt.sh) with the server run from it alone;
 #   5. prints one summary.
-# Logs go to ${OUT:-gpu-out}. Needs, carried from a Debian machine:
+# Every step has its own time limit, so that one hang cannot take the run.
+# Files under ${OUT:-gpu-out} (the device tool brings back at most 8):
+# summary.txt, gpu-check.log (everything printed), logs.tar.gz (each step's
+# own log) and bench_load.json. Needs, carried from a Debian machine:
 #   .gpu/bundle.tar.xz   deploy/gpu-bundle.sh
 #   .gpu/fixtures/       the synapse fixtures (the 64 MiB that travel hold no more):
 #     mkdir -p .gpu/fixtures && cp ../shared/fixtures/unetrpp/{manifest.json,synapse_small_*.safetensors} .gpu/fixtures/
@@ -22,14 +26,26 @@
 set -u
 OUT="${OUT:-gpu-out}"
 mkdir -p "$OUT"
-cd "$(dirname "$0")/.."
-LOG="$OUT/gpu-check.log"
+cd "$(dirname "$0")/.." || exit 1
+LOGS=/tmp/upp-gpu-logs # the steps' logs, packed into $OUT/logs.tar.gz at the end
+rm -rf "$LOGS" && mkdir -p "$LOGS"
 SUMMARY="$OUT/summary.txt"
 : >"$SUMMARY"
 log() { echo "== $*"; }
 note() { echo "$*" | tee -a "$SUMMARY"; }
 START=$(date +%s)
 elapsed() { echo $(($(date +%s) - START)); }
+# Seconds left before $1 (of the run's time), for `timeout`; at least 1.
+until_s() { local left=$(($1 - $(elapsed))); echo $((left > 1 ? left : 1)); }
+# True (and a note) when fewer than $2 seconds are left before $1.
+short_of() {
+  if [ $(($1 - $(elapsed))) -lt "$2" ]; then
+    note "$3 skipped: $(elapsed) s used (rerun it alone)"
+    return 0
+  fi
+  return 1
+}
+BIN=./build-gpu
 
 {
   log "machine"
@@ -40,6 +56,9 @@ elapsed() { echo $(($(date +%s) - START)); }
     exit 1
   fi
   TP=$(python3 -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')
+  # The host's own library path (the driver's folder, for instance), kept for
+  # the packaged server below, which env.sh's bundle folders must not reach.
+  HOST_LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}"
 
   log "bundle"
   rm -rf /tmp/upp-bundle && mkdir -p /tmp/upp-bundle && tar -C /tmp/upp-bundle -xJf .gpu/bundle.tar.xz || exit 1
@@ -47,106 +66,136 @@ elapsed() { echo $(($(date +%s) - START)); }
   source /tmp/upp-bundle/bundle/env.sh
 
   log "configure"
-  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TP" \
-    -DUPP_DEPS_PREFIX="$UPP_DEPS_PREFIX" -DUPP_WITH_CAIRO=OFF -DCMAKE_CUDA_ARCHITECTURES=90 \
-    -DTORCH_CUDA_ARCH_LIST=9.0 -DUPP_FIXTURES_DIR="$PWD/.gpu/fixtures" >"$OUT/configure.log" 2>&1 || {
-    tail -40 "$OUT/configure.log"
+  GEN=(-G Ninja)
+  command -v ninja >/dev/null || GEN=()
+  timeout 120 cmake -S . -B build-gpu "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TP" \
+    -DCMAKE_LIBRARY_ARCHITECTURE=x86_64-linux-gnu -DUPP_DEPS_PREFIX="$UPP_DEPS_PREFIX" -DUPP_WITH_CAIRO=OFF \
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DTORCH_CUDA_ARCH_LIST=9.0 -DUPP_FIXTURES_DIR="$PWD/.gpu/fixtures" \
+    >"$LOGS/configure.log" 2>&1 || {
+    tail -40 "$LOGS/configure.log"
     note "FAIL: configure (configure.log)"
     exit 1
   }
   log "build"
-  if cmake --build build-gpu -j "$(nproc)" --target unetrpp-serve upp-client server_tests model_tests inference_tests upp-bench-model \
-    upp-bench-load upp-random-weights >"$OUT/build.log" 2>&1; then
+  KEEP_GOING=(-- -k 0)
+  [ ${#GEN[@]} -eq 0 ] && KEEP_GOING=(-- -k)
+  if timeout "$(until_s 330)" cmake --build build-gpu -j "$(nproc)" --target unetrpp-serve upp-client server_tests \
+    model_tests inference_tests upp-bench-model upp-bench-load upp-random-weights "${KEEP_GOING[@]}" \
+    >"$LOGS/build.log" 2>&1; then
     note "build: ok after $(elapsed) s"
   else
-    grep -m5 -A12 "error" "$OUT/build.log"
-    note "FAIL: build (build.log)"
-    exit 1
+    grep -m5 -A12 "error" "$LOGS/build.log"
+    note "FAIL: build after $(elapsed) s (build.log); the steps below run what was built"
   fi
+  built() { [ -x "$BIN/$1" ] || { note "FAIL: $1 was not built"; return 1; }; }
 
   log "model parity tests on cuda (synapse: the fixtures that travel)"
-  if UPP_TEST_DEVICE=cuda ./build-gpu/tests/model/model_tests --gtest_brief=1 --gtest_filter='Fixtures/ParityTest.*/0' \
-    >"$OUT/model_tests.log" 2>&1; then
-    note "model_tests on cuda: $(grep -E '^\[  PASSED' "$OUT/model_tests.log")"
-  else
-    tail -30 "$OUT/model_tests.log"
-    note "FAIL: model_tests on cuda: $(grep -cE '^\[  FAILED  \] [A-Z]' "$OUT/model_tests.log") failed"
+  if built tests/model/model_tests; then
+    if UPP_TEST_DEVICE=cuda timeout 120 $BIN/tests/model/model_tests --gtest_brief=1 \
+      --gtest_filter='Fixtures/ParityTest.*/0' >"$LOGS/model_tests.log" 2>&1; then
+      note "model_tests on cuda: $(grep -E '^\[  PASSED' "$LOGS/model_tests.log")"
+    else
+      tail -30 "$LOGS/model_tests.log"
+      note "FAIL: model_tests on cuda: $(grep -cE '^\[  FAILED  \] [A-Z]' "$LOGS/model_tests.log") failed"
+    fi
   fi
   log "inference job tests (the job on cuda:0 against the CPU)"
-  if ./build-gpu/tests/inference/inference_tests >"$OUT/inference_tests.log" 2>&1 &&
-    grep -q "^\[       OK \] Job.OnTheGpuGivesTheCpusLabels" "$OUT/inference_tests.log"; then
-    note "inference_tests (job on cuda:0 included): $(grep -E '^\[  PASSED' "$OUT/inference_tests.log")"
-  else
-    tail -30 "$OUT/inference_tests.log"
-    note "FAIL or skipped: inference_tests (inference_tests.log)"
+  if built tests/inference/inference_tests; then
+    if timeout 120 $BIN/tests/inference/inference_tests >"$LOGS/inference_tests.log" 2>&1 &&
+      grep -q "^\[       OK \] Job.OnTheGpuGivesTheCpusLabels" "$LOGS/inference_tests.log"; then
+      note "inference_tests (job on cuda:0 included): $(grep -E '^\[  PASSED' "$LOGS/inference_tests.log")"
+    else
+      tail -30 "$LOGS/inference_tests.log"
+      note "FAIL or skipped: inference_tests (inference_tests.log)"
+    fi
   fi
   log "server tests with the model and its jobs on cuda:0"
-  if UPP_TEST_DEVICE=cuda:0 timeout 240 ./build-gpu/tests/server/server_tests --gtest_brief=1 >"$OUT/server_tests.log" 2>&1; then
-    note "server_tests on cuda:0: $(grep -E '^\[  PASSED' "$OUT/server_tests.log")"
-  else
-    grep -vE "\[info\]" "$OUT/server_tests.log" | tail -30
-    note "FAIL: server_tests on cuda:0 (server_tests.log)"
+  # MultiChannelTest needs the tumor fixtures, which do not travel (size).
+  if built tests/server/server_tests; then
+    if UPP_TEST_DEVICE=cuda:0 timeout 180 $BIN/tests/server/server_tests --gtest_brief=1 \
+      --gtest_filter='-MultiChannelTest.*' >"$LOGS/server_tests.log" 2>&1; then
+      note "server_tests on cuda:0: $(grep -E '^\[  PASSED' "$LOGS/server_tests.log")"
+    else
+      grep -vE "\[info\]" "$LOGS/server_tests.log" | tail -30
+      note "FAIL: server_tests on cuda:0 (server_tests.log)"
+    fi
   fi
   note "tests done after $(elapsed) s"
 
-  log "the CUDA image's package: the server run from it alone, model and jobs on cuda:0"
-  TORCH_LIB=$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
-  NV_LIBS=$(python3 -c 'import torch, os, glob; sp = os.path.dirname(os.path.dirname(torch.__file__)); print(" ".join(glob.glob(os.path.join(sp, "nvidia", "*", "lib"))))')
-  # shellcheck disable=SC2086
-  if bash deploy/docker/package-prebuilt.sh build-gpu /tmp/upp-cuda-package "$TORCH_LIB" $NV_LIBS >"$OUT/package.log" 2>&1; then
-    printf 'listen_address: "127.0.0.1:50081"\nmetrics_address: "127.0.0.1:9481"\nmodels { name: "m" weights: "%s" devices: "cuda:0" job_device: "cuda:0" }\n' \
-      /tmp/upp-cuda-package/share/unetrpp-serve/phantom_ct_v1.safetensors >/tmp/upp-cuda.textproto
-    env -i PATH=/usr/bin:/bin LD_LIBRARY_PATH=/tmp/upp-cuda-package/lib /tmp/upp-cuda-package/bin/unetrpp-serve \
-      --config /tmp/upp-cuda.textproto >"$OUT/packaged-server.log" 2>&1 &
-    PKG_SERVER=$!
-    M=""
-    for _ in $(seq 1 60); do
-      M=$(python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:9481/metrics", timeout=2).read().decode())' 2>/dev/null) && break
-      sleep 1
+  log "model benchmark: ours (synapse window, random weights)"
+  if built tools/upp-bench-model; then
+    for prec in fp32 bf16; do
+      for batch in 1 4 8; do
+        r=$(timeout 60 $BIN/tools/upp-bench-model --device cuda --precision $prec --batch $batch --runs 20 \
+          --warmup 3 2>&1 | tail -1)
+        note "ours $prec batch $batch: $r"
+      done
     done
-    kill "$PKG_SERVER" 2>/dev/null
-    wait "$PKG_SERVER" 2>/dev/null
-    if echo "$M" | grep -q 'upp_model_load_duration_seconds{model="m"}' && echo "$M" | grep -q 'upp_device_memory_total_bytes{device="cuda:0"}'; then
-      note "packaged server: loaded on cuda:0 from its own libraries ($(tail -1 "$OUT/package.log"))"
-    else
-      tail -20 "$OUT/packaged-server.log"
-      note "FAIL: the packaged server did not load on cuda:0 (packaged-server.log)"
-    fi
-  else
-    tail -20 "$OUT/package.log"
-    note "FAIL: package-prebuilt.sh (package.log)"
   fi
-
-  log "model benchmark: ours vs PyTorch (synapse window, random weights)"
-  B=./build-gpu/tools/upp-bench-model
-  for prec in fp32 bf16; do
-    for batch in 1 4 8; do
-      r=$($B --device cuda --precision $prec --batch $batch --runs 20 --warmup 3 2>&1 | tail -1)
-      note "ours $prec batch $batch: $r"
-    done
-  done
-  for batch in 1 4 8; do
-    r=$(python3 -c 'import torch; torch.backends.cudnn.allow_tf32=False; torch.backends.cuda.matmul.allow_tf32=False; import runpy, sys; sys.argv=["r","bench","--device","cuda","--runs","20","--warmup","3","--batch","'$batch'"]; runpy.run_path("tools/reference_unetrpp.py", run_name="__main__")' 2>&1 | tail -1)
-    note "pytorch fp32 batch $batch: $r"
-    r=$(python3 tools/reference_unetrpp.py bench --device cuda --runs 20 --warmup 3 --batch $batch --bf16 2>&1 | tail -1)
-    note "pytorch bf16 autocast batch $batch: $r"
-  done
   note "model benchmark done after $(elapsed) s"
 
   log "service under load, model on cuda:0 (full synapse preset, random weights)"
-  # The device tool allows 600 s per command: the load benchmark (about 2
-  # minutes: jobs on the CPU and on the GPU, batching on and off) only
-  # where that leaves room.
-  if [ "$(elapsed)" -lt 420 ]; then
-    ./build-gpu/tools/upp-random-weights -o /tmp/synapse_random.safetensors >/dev/null 2>&1
-    timeout $((570 - $(elapsed))) ./build-gpu/tools/upp-bench-load --weights /tmp/synapse_random.safetensors \
+  # About 2 minutes: jobs on the CPU and on the GPU, batching on and off.
+  if ! short_of 560 150 "load benchmark" && built tools/upp-bench-load && built tools/upp-random-weights; then
+    timeout 60 $BIN/tools/upp-random-weights -o /tmp/synapse_random.safetensors >/dev/null 2>&1
+    if timeout "$(until_s 560)" $BIN/tools/upp-bench-load --weights /tmp/synapse_random.safetensors \
       --device cuda:0 --job-devices cpu,cuda:0 --clients 4 --requests 2 --repeats 1 --inputs small,medium \
-      --cpu-threads 8 --batch 8 >"$OUT/bench_load.json" 2>"$OUT/bench_load.err"
-    grep -E "batching|clients" "$OUT/bench_load.err" | tee -a "$SUMMARY"
-  else
-    note "load benchmark skipped: $(elapsed) s used of the 600 (rerun it alone)"
+      --cpu-threads 8 --batch 8 >"$OUT/bench_load.json" 2>"$LOGS/bench_load.err"; then
+      grep -E "batching|clients" "$LOGS/bench_load.err" | tee -a "$SUMMARY"
+    else
+      tail -20 "$LOGS/bench_load.err"
+      note "FAIL: upp-bench-load after $(elapsed) s (bench_load.err)"
+    fi
+  fi
+
+  log "baseline: PyTorch running the same network on the same GPU"
+  for batch in 1 4 8; do
+    short_of 575 25 "pytorch baseline batch $batch" && break
+    r=$(timeout 40 python3 -c 'import torch; torch.backends.cudnn.allow_tf32=False; torch.backends.cuda.matmul.allow_tf32=False; import runpy, sys; sys.argv=["r","bench","--device","cuda","--runs","20","--warmup","3","--batch","'$batch'"]; runpy.run_path("tools/reference_unetrpp.py", run_name="__main__")' 2>&1 | tail -1)
+    note "pytorch fp32 batch $batch: $r"
+    r=$(timeout 40 python3 tools/reference_unetrpp.py bench --device cuda --runs 20 --warmup 3 --batch $batch \
+      --bf16 2>&1 | tail -1)
+    note "pytorch bf16 autocast batch $batch: $r"
+  done
+
+  log "the CUDA image's package: the server run from it alone, model and jobs on cuda:0"
+  if ! short_of 580 90 "packaged server" && built server/unetrpp-serve; then
+    TORCH_LIB=$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+    NV_LIBS=$(python3 -c 'import torch, os, glob; sp = os.path.dirname(os.path.dirname(torch.__file__)); print(" ".join(glob.glob(os.path.join(sp, "nvidia", "*", "lib"))))')
+    # shellcheck disable=SC2086
+    if timeout "$(until_s 560)" bash deploy/docker/package-prebuilt.sh build-gpu /tmp/upp-cuda-package "$TORCH_LIB" \
+      $NV_LIBS >"$LOGS/package.log" 2>&1; then
+      printf 'listen_address: "127.0.0.1:50081"\nmetrics_address: "127.0.0.1:9481"\nmodels { name: "m" weights: "%s" devices: "cuda:0" job_device: "cuda:0" }\n' \
+        /tmp/upp-cuda-package/share/unetrpp-serve/phantom_ct_v1.safetensors >/tmp/upp-cuda.textproto
+      # The package's libraries, then the host's (the driver's, as a
+      # container runtime would mount them), not the bundle's.
+      env -i PATH=/usr/bin:/bin LD_LIBRARY_PATH="/tmp/upp-cuda-package/lib${HOST_LD_LIBRARY_PATH:+:$HOST_LD_LIBRARY_PATH}" \
+        /tmp/upp-cuda-package/bin/unetrpp-serve --config /tmp/upp-cuda.textproto >"$LOGS/packaged-server.log" 2>&1 &
+      PKG_SERVER=$!
+      M=""
+      # Until the model has loaded (the metrics endpoint answers before), the
+      # server has died, or the time is up.
+      while kill -0 "$PKG_SERVER" 2>/dev/null && [ "$(elapsed)" -lt 585 ]; do
+        M=$(python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:9481/metrics", timeout=2).read().decode())' 2>/dev/null)
+        echo "$M" | grep -q 'upp_model_load_duration_seconds{model="m"}' && break
+        sleep 1
+      done
+      kill "$PKG_SERVER" 2>/dev/null
+      wait "$PKG_SERVER" 2>/dev/null
+      if echo "$M" | grep -q 'upp_model_load_duration_seconds{model="m"}' &&
+        echo "$M" | grep -q 'upp_device_memory_total_bytes{device="cuda:0"}'; then
+        note "packaged server: loaded on cuda:0 from its own libraries ($(tail -1 "$LOGS/package.log"))"
+      else
+        tail -20 "$LOGS/packaged-server.log"
+        note "FAIL: the packaged server did not load on cuda:0 (packaged-server.log)"
+      fi
+    else
+      tail -20 "$LOGS/package.log"
+      note "FAIL: package-prebuilt.sh (package.log)"
+    fi
   fi
   note "all done after $(elapsed) s"
-} 2>&1 | tee "$LOG"
+} 2>&1 | tee "$OUT/gpu-check.log"
+tar -C "$LOGS" -czf "$OUT/logs.tar.gz" .
 echo "== summary"
 cat "$SUMMARY"

@@ -403,6 +403,8 @@ void SegmentationJob::Impl::AddOnCpu(int64_t item, const float* logits) {
   acc.h_stride = window.stride(2);
   TORCH_CHECK(item_weight.is_contiguous() && item_weight.scalar_type() == torch::kFloat,
               "stitching: the window weights must be contiguous float32");
+  TORCH_CHECK(window.stride(3) == 1 && (acc.half || window.scalar_type() == torch::kFloat),
+              "stitching: the accumulators must be float32 or float16 with contiguous rows");
   AddSoftmaxWindow(logits, plan.num_classes, plan.patch, flip, item_weight.data_ptr<float>(), acc);
 }
 

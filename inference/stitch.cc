@@ -187,7 +187,13 @@ struct Variant {
 // Chosen with __builtin_cpu_supports rather than target_clones, whose
 // load-time resolver crashes under the sanitizers (as in model/onednn.cc).
 const Variant kVariants[] = {
-    {"avx512", &StitchAvx512, [] { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c"); }},
+    // The AVX-512 variant runs AVX2/FMA code too (its float16 rows): a
+    // virtual CPU may offer AVX-512F and hide FMA.
+    {"avx512", &StitchAvx512,
+     [] {
+       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+              __builtin_cpu_supports("f16c");
+     }},
     {"avx2", &StitchAvx2,
      [] { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"); }},
     {"baseline", &StitchBaseline, [] { return true; }},

@@ -44,4 +44,12 @@ int ParallelLoopThreads() {
   return static_cast<int>(seen.size());
 }
 
+bool ParallelLoopsCompiledWithOpenMP() {
+#ifdef _OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
 }  // namespace upp::model

@@ -43,6 +43,10 @@ bool BlasIsSingleThreaded();
 // upp_use_openmp). Logged at start-up; any thread may call it.
 int ParallelLoopThreads();
 
+// Whether this library was compiled with OpenMP (CMake option UPP_OPENMP and
+// a compiler that has it); without, ParallelLoopThreads() is 1.
+bool ParallelLoopsCompiledWithOpenMP();
+
 }  // namespace upp::model
 
 #endif  // UPP_MODEL_CPU_THREADS_H_

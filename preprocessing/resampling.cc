@@ -71,6 +71,7 @@ torch::Tensor ResampleRows(const torch::Tensor& x, int64_t dim, int64_t inner, i
 
 torch::Tensor Resample1D(const torch::Tensor& x, int64_t dim, int64_t out_size, Interp mode) {
   const int64_t in_size = x.size(dim);
+  TORCH_CHECK(in_size > 0 && out_size > 0, "resampling: empty axis");
   if (in_size == out_size) return x;
   Taps taps = ResamplingTaps(in_size, out_size, mode);
   int64_t row = 1;  // contiguous elements after `dim`

@@ -30,8 +30,10 @@ for extra in gateway/unetrpp-dicom-gateway clients/upp-client; do
 done
 install -m 644 model/weights/phantom_ct_v1.safetensors "$DEST/share/unetrpp-serve/"
 
-# The base system's libraries (glibc, the compiler runtime) and the driver's.
-SKIP='^(ld-linux-x86-64|libc|libm|libdl|libpthread|librt|libutil|libresolv|libanl|libstdc\+\+|libgcc_s|libcuda|libnvidia-.*)\.so'
+# The base system's libraries (glibc, libmvec included: it reads the loader's
+# private CPU data, so it must be the image's own glibc's; the compiler
+# runtime) and the driver's.
+SKIP='^(ld-linux-x86-64|libc|libm|libmvec|libdl|libpthread|librt|libutil|libresolv|libanl|libstdc\+\+|libgcc_s|libcuda|libnvidia-.*)\.so'
 copy_lib() {
   local name
   name=$(basename "$1")

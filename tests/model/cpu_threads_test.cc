@@ -9,6 +9,9 @@ namespace upp::model {
 namespace {
 
 TEST(CpuThreadsTest, ParallelLoopsUseTheIntraOpThreads) {
+  if (!ParallelLoopsCompiledWithOpenMP()) {
+    GTEST_SKIP() << "built without OpenMP (UPP_OPENMP=OFF or no compiler support): the loops run on one thread";
+  }
   const int before = torch::get_num_threads();
   EXPECT_EQ(ConfigureCpuThreads(2), 2);
   // Exactly 2 where LibTorch and this project share libgomp (Debian); a pip
