@@ -3,9 +3,11 @@
 # its compiler, CMake and LibTorch: in a Debian 12 container holding only
 # build-essential, CMake, Ninja and a LibTorch (Debian's, standing in for
 # PyTorch's: its packaged protobuf headers removed, so protobuf too must come
-# from the bundle), it checks that none of the server's other dependencies is
-# installed, unpacks the archive, builds the server and the test binaries the
-# GPU check runs against it alone, and runs them on the CPU.
+# from the bundle, and its CMake package made to define protobuf's target as
+# an empty one, as PyTorch's wheels do), it checks that none of the server's
+# other dependencies is installed, unpacks the archive, builds the server and
+# the test binaries the GPU check runs against it alone, and runs them on the
+# CPU.
 #
 # Usage: deploy/gpu-bundle-test.sh   (root; starts dockerd where needed; needs
 # .gpu/bundle.tar.xz from deploy/gpu-bundle.sh and the fixtures in ../shared)
@@ -43,6 +45,12 @@ mkdir -p /var/cache/upp-gpu-bundle-ccache
     if command -v $tool >/dev/null; then echo "gpu-bundle-test: $tool is installed" >&2; exit 1; fi
   done
   echo "gpu-bundle-test: no server dependency installed besides LibTorch"
+  # As a pip LibTorch (which links its own protobuf) configures itself:
+  # protobuf::libprotobuf made an empty target when no protobuf was found
+  # before it (the server must still link the libprotobuf of the bundle).
+  c2=/usr/lib/x86_64-linux-gnu/cmake/Caffe2/Caffe2Config.cmake
+  sed -i "/^# Protobuf$/{n;s/^if(OFF)$/if(ON)/}" $c2
+  grep -A1 "^# Protobuf$" $c2 | grep -qx "if(ON)" || { echo "gpu-bundle-test: $c2 not as expected" >&2; exit 1; }
   # 2. The archive, unpacked as on the GPU host.
   mkdir -p /work && tar -C /work -xJf /src/.gpu/bundle.tar.xz
   source /work/bundle/env.sh

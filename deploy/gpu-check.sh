@@ -34,7 +34,9 @@ SUMMARY="$OUT/summary.txt"
 log() { echo "== $*"; }
 note() { echo "$*" | tee -a "$SUMMARY"; }
 START=$(date +%s)
-elapsed() { echo $(($(date +%s) - START)); }
+# GPU_CHECK_EXTRA_S: seconds added to every step's deadline, for trying the
+# script on a slower machine (a CPU-only one builds for half an hour).
+elapsed() { echo $(($(date +%s) - START - ${GPU_CHECK_EXTRA_S:-0})); }
 # Seconds left before $1 (of the run's time), for `timeout`; at least 1.
 until_s() { local left=$(($1 - $(elapsed))); echo $((left > 1 ? left : 1)); }
 # True (and a note) when fewer than $2 seconds are left before $1.
@@ -50,7 +52,10 @@ BIN=./build-gpu
 {
   log "machine"
   nvidia-smi -L
-  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cxx11 abi", torch._C._GLIBCXX_USE_CXX11_ABI)'
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cxx11 abi", torch._C._GLIBCXX_USE_CXX11_ABI)' || {
+    note "FAIL: $(command -v python3) has no torch"
+    exit 1
+  }
   if [ "$(python3 -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')" != 1 ]; then
     note "FAIL: this LibTorch uses the pre-C++11 string ABI; Debian's libraries use the C++11 one"
     exit 1
@@ -127,7 +132,7 @@ BIN=./build-gpu
     for prec in fp32 bf16; do
       for batch in 1 4 8; do
         r=$(timeout 60 $BIN/tools/upp-bench-model --device cuda --precision $prec --batch $batch --runs 20 \
-          --warmup 3 2>&1 | tail -1)
+          --warmup 3 2>&1 | grep -v '^$' | tail -1)
         note "ours $prec batch $batch: $r"
       done
     done
