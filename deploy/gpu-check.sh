@@ -48,6 +48,28 @@ short_of() {
   return 1
 }
 BIN=./build-gpu
+LOADED='upp_model_load_duration_seconds{model="m"}'
+# Runs the server from the package alone, model and jobs on cuda:0, with the
+# package's libraries, then the host's (the driver's, as a container runtime
+# would mount them), not the bundle's; polls its metrics until the model has
+# loaded (the endpoint answers before), the server has died, or the time is
+# up, and prints the last metrics read.
+packaged_server_metrics() {
+  local m="" pid
+  printf 'listen_address: "127.0.0.1:50081"\nmetrics_address: "127.0.0.1:9481"\nmodels { name: "m" weights: "%s" devices: "cuda:0" job_device: "cuda:0" }\n' \
+    /tmp/upp-cuda-package/share/unetrpp-serve/phantom_ct_v1.safetensors >/tmp/upp-cuda.textproto
+  env -i PATH=/usr/bin:/bin LD_LIBRARY_PATH="/tmp/upp-cuda-package/lib${HOST_LD_LIBRARY_PATH:+:$HOST_LD_LIBRARY_PATH}" \
+    /tmp/upp-cuda-package/bin/unetrpp-serve --config /tmp/upp-cuda.textproto >"$LOGS/packaged-server.log" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null && [ "$(elapsed)" -lt 585 ]; do
+    m=$(python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:9481/metrics", timeout=2).read().decode())' 2>/dev/null)
+    echo "$m" | grep -qF "$LOADED" && break
+    sleep 1
+  done
+  kill "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  echo "$m"
+}
 
 {
   log "machine"
@@ -132,7 +154,7 @@ BIN=./build-gpu
     for prec in fp32 bf16; do
       for batch in 1 4 8; do
         r=$(timeout 60 $BIN/tools/upp-bench-model --device cuda --precision $prec --batch $batch --runs 20 \
-          --warmup 3 2>&1 | grep -v '^$' | tail -1)
+          --warmup 3 2>&1 | grep -m1 -E '^median_ms|^[A-Z_]+: ' | cut -c1-200)
         note "ours $prec batch $batch: $r"
       done
     done
@@ -170,24 +192,8 @@ BIN=./build-gpu
     # shellcheck disable=SC2086
     if timeout "$(until_s 560)" bash deploy/docker/package-prebuilt.sh build-gpu /tmp/upp-cuda-package "$TORCH_LIB" \
       $NV_LIBS >"$LOGS/package.log" 2>&1; then
-      printf 'listen_address: "127.0.0.1:50081"\nmetrics_address: "127.0.0.1:9481"\nmodels { name: "m" weights: "%s" devices: "cuda:0" job_device: "cuda:0" }\n' \
-        /tmp/upp-cuda-package/share/unetrpp-serve/phantom_ct_v1.safetensors >/tmp/upp-cuda.textproto
-      # The package's libraries, then the host's (the driver's, as a
-      # container runtime would mount them), not the bundle's.
-      env -i PATH=/usr/bin:/bin LD_LIBRARY_PATH="/tmp/upp-cuda-package/lib${HOST_LD_LIBRARY_PATH:+:$HOST_LD_LIBRARY_PATH}" \
-        /tmp/upp-cuda-package/bin/unetrpp-serve --config /tmp/upp-cuda.textproto >"$LOGS/packaged-server.log" 2>&1 &
-      PKG_SERVER=$!
-      M=""
-      # Until the model has loaded (the metrics endpoint answers before), the
-      # server has died, or the time is up.
-      while kill -0 "$PKG_SERVER" 2>/dev/null && [ "$(elapsed)" -lt 585 ]; do
-        M=$(python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:9481/metrics", timeout=2).read().decode())' 2>/dev/null)
-        echo "$M" | grep -q 'upp_model_load_duration_seconds{model="m"}' && break
-        sleep 1
-      done
-      kill "$PKG_SERVER" 2>/dev/null
-      wait "$PKG_SERVER" 2>/dev/null
-      if echo "$M" | grep -q 'upp_model_load_duration_seconds{model="m"}' &&
+      M=$(packaged_server_metrics)
+      if echo "$M" | grep -qF "$LOADED" &&
         echo "$M" | grep -q 'upp_device_memory_total_bytes{device="cuda:0"}'; then
         note "packaged server: loaded on cuda:0 from its own libraries ($(tail -1 "$LOGS/package.log"))"
       else

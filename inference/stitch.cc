@@ -186,16 +186,14 @@ struct Variant {
 
 // Chosen with __builtin_cpu_supports rather than target_clones, whose
 // load-time resolver crashes under the sanitizers (as in model/onednn.cc).
+bool HasAvx2() {
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
 const Variant kVariants[] = {
     // The AVX-512 variant runs AVX2/FMA code too (its float16 rows): a
     // virtual CPU may offer AVX-512F and hide FMA.
-    {"avx512", &StitchAvx512,
-     [] {
-       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-              __builtin_cpu_supports("f16c");
-     }},
-    {"avx2", &StitchAvx2,
-     [] { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"); }},
+    {"avx512", &StitchAvx512, [] { return __builtin_cpu_supports("avx512f") && HasAvx2(); }},
+    {"avx2", &StitchAvx2, &HasAvx2},
     {"baseline", &StitchBaseline, [] { return true; }},
 };
 

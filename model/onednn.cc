@@ -253,9 +253,9 @@ void ChannelSumsBaseline(const float* data, int64_t v0, int64_t v1, int64_t c, d
 void ChannelSums(const float* data, int64_t v0, int64_t v1, int64_t c, double* sum, double* sq) {
   static const ChannelSumsFn fn = [] {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-      return &ChannelSumsAvx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &ChannelSumsAvx2;
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (avx2 && __builtin_cpu_supports("avx512f")) return &ChannelSumsAvx512;
+    if (avx2) return &ChannelSumsAvx2;
     return &ChannelSumsBaseline;
   }();
   fn(data, v0, v1, c, sum, sq);
