@@ -47,21 +47,22 @@ __attribute__((target("avx2,fma,f16c"))) void AddHalfRowAvx2(uint16_t* acc, cons
   AddHalfRowBaseline(acc + i, e + i, scale + i, n - i);
 }
 
-// One chunk of a row: e holds the classes' logits (k rows of kChunk), turned
-// in place into exponentials; scale receives weight / sum of exponentials.
-__attribute__((always_inline)) inline void SoftmaxChunk(float* __restrict e, int64_t k, int64_t n,
+// One chunk of a row: e holds the classes' logits (k rows, `stride` floats
+// apart), turned in place into exponentials; scale receives weight / sum of
+// exponentials.
+__attribute__((always_inline)) inline void SoftmaxChunk(float* __restrict e, int64_t k, int64_t stride, int64_t n,
                                                         const float* __restrict weight, float* __restrict scale,
                                                         float* __restrict sum) {
   // Subtracting the largest logit keeps expf finite, as every softmax does.
   std::copy(e, e + n, scale);
   for (int64_t c = 1; c < k; ++c) {
-    const float* __restrict ec = e + c * kChunk;
+    const float* __restrict ec = e + c * stride;
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) scale[i] = ec[i] > scale[i] ? ec[i] : scale[i];
   }
   std::fill(sum, sum + n, 0.0f);
   for (int64_t c = 0; c < k; ++c) {
-    float* __restrict ec = e + c * kChunk;
+    float* __restrict ec = e + c * stride;
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
       ec[i] = expf(ec[i] - scale[i]);
@@ -75,8 +76,10 @@ __attribute__((always_inline)) inline void SoftmaxChunk(float* __restrict e, int
 // Asks for `rows` rows of `bytes` bytes, `stride` bytes apart, to be brought
 // into the caches.
 inline void Prefetch(const void* first, int64_t stride, int64_t rows, int64_t bytes, bool for_writing) {
-  const char* p = static_cast<const char*>(first);
-  for (int64_t r = 0; r < rows; ++r, p += stride)
+  for (int64_t r = 0; r < rows; ++r) {
+    // Only addresses inside the rows are formed: one stride past the last
+    // row may lie beyond the tensor.
+    const char* p = static_cast<const char*>(first) + r * stride;
     for (int64_t b = 0; b < bytes; b += 64) {
       if (for_writing) {
         __builtin_prefetch(p + b, 1);
@@ -84,6 +87,7 @@ inline void Prefetch(const void* first, int64_t stride, int64_t rows, int64_t by
         __builtin_prefetch(p + b, 0);
       }
     }
+  }
 }
 
 // Slices [d0, d1) of the window, row by row; inlined into each ISA's function below so
@@ -95,10 +99,13 @@ __attribute__((always_inline)) inline void StitchBody(const float* logits, int64
                                                       const AccumulatorWindow& acc, int64_t d0, int64_t d1) {
   const int64_t pd = patch[0], ph = patch[1], pw = patch[2];
   const int64_t plane = ph * pw, volume = pd * plane;
-  std::vector<float> buffer(static_cast<size_t>((k + 2) * kChunk));
+  // Narrow windows get a narrow buffer: k rows of `chunk` logits, then the
+  // scales and sums.
+  const int64_t chunk = std::min(kChunk, pw);
+  std::vector<float> buffer(static_cast<size_t>((k + 2) * chunk));
   float* __restrict e = buffer.data();
-  float* __restrict scale = e + k * kChunk;
-  float* __restrict sum = scale + kChunk;
+  float* __restrict scale = e + k * chunk;
+  float* __restrict sum = scale + chunk;
   auto src_row = [&](int64_t d, int64_t h) {
     return logits + (flip[0] ? pd - 1 - d : d) * plane + (flip[1] ? ph - 1 - h : h) * pw;
   };
@@ -117,10 +124,10 @@ __attribute__((always_inline)) inline void StitchBody(const float* logits, int64
         Prefetch(static_cast<const char*>(acc.data) + (nd * acc.d_stride + nh * acc.h_stride) * acc_bytes,
                  acc.class_stride * acc_bytes, k, pw * acc_bytes, true);
       }
-      for (int64_t w0 = 0; w0 < pw; w0 += kChunk) {
-        const int64_t n = std::min(kChunk, pw - w0);
+      for (int64_t w0 = 0; w0 < pw; w0 += chunk) {
+        const int64_t n = std::min(chunk, pw - w0);
         for (int64_t c = 0; c < k; ++c) {  // the row, un-mirrored along W
-          float* __restrict ec = e + c * kChunk;
+          float* __restrict ec = e + c * chunk;
           if (flip[2]) {
             const float* __restrict r = src + c * volume + (pw - 1 - w0);
 #pragma omp simd
@@ -129,9 +136,9 @@ __attribute__((always_inline)) inline void StitchBody(const float* logits, int64
             std::copy(src + c * volume + w0, src + c * volume + w0 + n, ec);
           }
         }
-        SoftmaxChunk(e, k, n, weight + d * plane + h * pw + w0, scale, sum);
+        SoftmaxChunk(e, k, chunk, n, weight + d * plane + h * pw + w0, scale, sum);
         for (int64_t c = 0; c < k; ++c) {
-          const float* __restrict ec = e + c * kChunk;
+          const float* __restrict ec = e + c * chunk;
           const int64_t at = offset + c * acc.class_stride + w0;
           if (acc.half) {
             kAddHalf(static_cast<uint16_t*>(acc.data) + at, ec, scale, n);

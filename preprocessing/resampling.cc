@@ -67,17 +67,24 @@ torch::Tensor ResampleRows(const torch::Tensor& x, int64_t dim, int64_t inner, i
   return y;
 }
 
+int64_t RowLength(const torch::Tensor& x, int64_t dim) {
+  int64_t row = 1;  // contiguous elements after `dim`
+  for (int64_t a = dim + 1; a < x.dim(); ++a) row *= x.size(a);
+  return row;
+}
+
 }  // namespace
+
+bool ResamplesRowByRow(const torch::Tensor& x, int64_t dim) {
+  return x.is_cpu() && x.scalar_type() == torch::kFloat && x.is_contiguous() && RowLength(x, dim) >= kMinRow;
+}
 
 torch::Tensor Resample1D(const torch::Tensor& x, int64_t dim, int64_t out_size, Interp mode) {
   const int64_t in_size = x.size(dim);
   TORCH_CHECK(in_size > 0 && out_size > 0, "resampling: empty axis");
   if (in_size == out_size) return x;
   Taps taps = ResamplingTaps(in_size, out_size, mode);
-  int64_t row = 1;  // contiguous elements after `dim`
-  for (int64_t a = dim + 1; a < x.dim(); ++a) row *= x.size(a);
-  if (x.is_cpu() && x.scalar_type() == torch::kFloat && x.is_contiguous() && row >= kMinRow)
-    return ResampleRows(x, dim, row, out_size, taps);
+  if (ResamplesRowByRow(x, dim)) return ResampleRows(x, dim, RowLength(x, dim), out_size, taps);
   const auto long_opts = torch::TensorOptions().dtype(torch::kLong);
   const torch::Tensor idx0 = torch::from_blob(taps.i0.data(), {out_size}, long_opts).to(x.device());
   torch::Tensor a = x.index_select(dim, idx0);

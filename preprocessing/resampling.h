@@ -33,6 +33,11 @@ Taps ResamplingTaps(int64_t in_size, int64_t out_size, Interp mode);
 // (source = (o + 0.5) * in / out - 0.5, clamped to the edge).
 torch::Tensor Resample1D(const torch::Tensor& x, int64_t dim, int64_t out_size, Interp mode);
 
+// Whether Resample1D blends whole rows of `x` along `dim` (a contiguous
+// float32 CPU tensor with at least 16 elements after `dim`) rather than
+// gathering with index_select; both compute the same values.
+bool ResamplesRowByRow(const torch::Tensor& x, int64_t dim);
+
 // Separable resampling of (C, D, H, W) to `out` with one interpolation per
 // axis. With all axes linear it equals trilinear interpolation
 // (align_corners=false).

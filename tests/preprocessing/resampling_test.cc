@@ -78,7 +78,10 @@ TEST(Resample, RowByRowEqualsTheGatherPath) {
   torch::Tensor x = torch::randn({2, 9, 17, 20});
   torch::Tensor strided = x.transpose(2, 3).contiguous().transpose(2, 3);
   ASSERT_FALSE(strided.is_contiguous());
+  EXPECT_FALSE(ResamplesRowByRow(x, 3));  // rows of one element: gathered
   for (int64_t dim : {1, 2}) {
+    ASSERT_TRUE(ResamplesRowByRow(x, dim)) << dim;
+    ASSERT_FALSE(ResamplesRowByRow(strided, dim)) << dim;
     for (Interp mode : {Interp::kLinear, Interp::kNearest}) {
       for (int64_t out : {4, 13, 31}) {
         torch::Tensor rows = Resample1D(x, dim, out, mode);
