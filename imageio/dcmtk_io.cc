@@ -27,6 +27,9 @@ absl::StatusOr<std::string> SerializeDicom(DcmFileFormat& file, E_TransferSyntax
   const OFCondition written = file.write(out, transfer_syntax, EET_ExplicitLength, nullptr);
   file.transferEnd();
   if (written.bad()) return absl::InternalError(std::string("DICOM encoding failed: ") + written.text());
+  // A deflated syntax leaves the compressor's tail in its filter until the
+  // stream is flushed (without this the deflate stream had no end).
+  out.flush();
   void* data = nullptr;
   offile_off_t length = 0;
   out.flushBuffer(data, length);

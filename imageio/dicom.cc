@@ -329,9 +329,16 @@ using SeriesMap = std::map<std::string, std::vector<std::unique_ptr<Source>>>;
 
 // Phase 1: every file's lengths checked, parsed lazily, grouped by series
 // (files without pixel data, e.g. SR or RT plans, are left out).
-absl::StatusOr<SeriesMap> GroupBySeries(const std::vector<std::string_view>& files) {
+absl::StatusOr<SeriesMap> GroupBySeries(const std::vector<std::string_view>& files, const DicomSeriesOptions& options) {
   SeriesMap by_series;
   for (size_t i = 0; i < files.size(); ++i) {
+    // A deflated file is read whole, not lazily: a few MB can inflate to a
+    // GB that DCMTK keeps until the read ends, so that memory is reserved
+    // before anything inflates it.
+    auto held = DicomBytesHeldWhole(files[i]);
+    if (!held.ok()) return Refuse(i, std::string(held.status().message()));
+    if (*held > 0 && options.reserve)
+      if (auto s = options.reserve(OrMax(CheckedMul(*held, 2))); !s.ok()) return s;
     // Lengths first: DCMTK would allocate what a corrupt element claims.
     if (auto s = CheckDicomLengths(files[i]); !s.ok()) return Refuse(i, std::string(s.message()));
     auto memory = MemFile::Create(files[i]);
@@ -614,7 +621,7 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
                                            const DicomSeriesOptions& options) {
   RegisterCodecsOnce();
   if (files.empty()) return absl::InvalidArgumentError("no DICOM files were given");
-  auto by_series = GroupBySeries(files);
+  auto by_series = GroupBySeries(files, options);
   if (!by_series.ok()) return by_series.status();
   auto chosen = ChooseSeries(*by_series, options);
   if (!chosen.ok()) return chosen.status();

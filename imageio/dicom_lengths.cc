@@ -27,33 +27,40 @@ struct Syntax {
   bool little = true;
 };
 
-// Raw deflate (PS3.5 A.5), at most kMaxInflated bytes.
+// Raw deflate (PS3.5 A.5) of at most kMaxInflated bytes: into `out`, or,
+// without one, only counted (through a small scratch buffer).
 constexpr size_t kMaxInflated = size_t{1} << 30;
-absl::StatusOr<std::string> Inflate(std::string_view in) {
+absl::StatusOr<size_t> Inflate(std::string_view in, std::string* out) {
   z_stream z{};
   if (inflateInit2(&z, -MAX_WBITS) != Z_OK) return absl::InternalError("zlib inflateInit2 failed");
-  std::string out;
+  std::string scratch;
+  std::string& buffer = out != nullptr ? *out : scratch;
+  size_t total = 0;
   z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
   z.avail_in = static_cast<uInt>(std::min<size_t>(in.size(), UINT32_MAX));
   int rc = Z_OK;
   while (rc == Z_OK) {
-    if (out.size() >= kMaxInflated) {
+    if (total >= kMaxInflated) {
       inflateEnd(&z);
       return absl::InvalidArgumentError("DICOM: the deflated data set inflates beyond 1 GiB");
     }
-    const size_t old = out.size();
-    out.resize(std::min(kMaxInflated, std::max<size_t>(old * 2, 1 << 16)));
-    z.next_out = reinterpret_cast<Bytef*>(out.data() + old);
-    z.avail_out = static_cast<uInt>(out.size() - old);
+    const size_t old = out != nullptr ? buffer.size() : 0;
+    const size_t grow = std::min(kMaxInflated - total, out != nullptr ? std::max<size_t>(old, 1 << 16) : 1 << 18);
+    buffer.resize(old + grow);
+    z.next_out = reinterpret_cast<Bytef*>(buffer.data() + old);
+    z.avail_out = static_cast<uInt>(grow);
     rc = inflate(&z, Z_NO_FLUSH);
-    out.resize(out.size() - z.avail_out);
+    buffer.resize(buffer.size() - z.avail_out);
+    total += grow - z.avail_out;
     if (rc == Z_BUF_ERROR && z.avail_in == 0) break;  // truncated stream: walk what there is
   }
   inflateEnd(&z);
   if (rc != Z_STREAM_END && rc != Z_OK && rc != Z_BUF_ERROR)
     return absl::InvalidArgumentError("DICOM: the deflated data set is corrupt");
-  return out;
+  return total;
 }
+
+constexpr std::string_view kDeflated = "1.2.840.10008.1.2.1.99";
 
 class Walker {
  public:
@@ -129,37 +136,44 @@ class Walker {
     return absl::OkStatus();
   }
 
+  // The file meta group (explicit VR little endian) after the preamble, if
+  // there is one: `pos` moves past it, `ts` receives its transfer syntax
+  // (empty without one).
+  absl::Status Meta(size_t& pos, std::string& ts) {
+    ts.clear();
+    if (b_.size() < 132 || std::memcmp(b_.data() + 128, "DICM", 4) != 0) return absl::OkStatus();
+    pos = 132;
+    while (pos + 8 <= b_.size() && U16(pos, true) == 0x0002) {
+      const size_t element_start = pos;
+      size_t p = pos;
+      size_t end_meta = b_.size();
+      if (auto s = OneElement(p, end_meta, {true, true}); !s.ok()) return s;
+      if (U16(element_start + 2, true) == 0x0010) {
+        const size_t header = 8;
+        ts.assign(b_.data() + element_start + header, p - element_start - header);
+        while (!ts.empty() && (ts.back() == '\0' || ts.back() == ' ')) ts.pop_back();
+      }
+      pos = p;
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status File() {
     size_t pos = 0;
-    Syntax syntax;
-    if (b_.size() >= 132 && std::memcmp(b_.data() + 128, "DICM", 4) == 0) {
-      pos = 132;
-      // File meta group: explicit VR little endian; find the transfer syntax.
-      std::string ts;
-      while (pos + 8 <= b_.size() && U16(pos, true) == 0x0002) {
-        const size_t element_start = pos;
-        size_t p = pos;
-        size_t end_meta = b_.size();
-        if (auto s = OneElement(p, end_meta, {true, true}); !s.ok()) return s;
-        if (U16(element_start + 2, true) == 0x0010) {
-          const size_t header = 8;
-          ts.assign(b_.data() + element_start + header, p - element_start - header);
-          while (!ts.empty() && (ts.back() == '\0' || ts.back() == ' ')) ts.pop_back();
-        }
-        pos = p;
-      }
-      if (ts == "1.2.840.10008.1.2.1.99") {
-        // Deflated: the lengths refer to the inflated bytes, so inflate (raw
-        // deflate, bounded) and walk those, explicit VR little endian.
-        auto inflated = Inflate(b_.substr(pos));
-        if (!inflated.ok()) return inflated.status();
-        size_t p = 0;
-        return Walker(*inflated).DataSet(p, inflated->size(), {true, true}, 0, false);
-      }
-      if (ts == "1.2.840.10008.1.2") syntax = {false, true};
-      if (ts == "1.2.840.10008.1.2.2") syntax = {true, false};
-      if (!ts.empty()) return DataSet(pos, b_.size(), syntax, 0, false);
+    std::string ts;
+    if (auto s = Meta(pos, ts); !s.ok()) return s;
+    if (ts == kDeflated) {
+      // Deflated: the lengths refer to the inflated bytes, so inflate (raw
+      // deflate, bounded) and walk those, explicit VR little endian.
+      std::string inflated;
+      if (auto n = Inflate(b_.substr(pos), &inflated); !n.ok()) return n.status();
+      size_t p = 0;
+      return Walker(inflated).DataSet(p, inflated.size(), {true, true}, 0, false);
     }
+    Syntax syntax;
+    if (ts == "1.2.840.10008.1.2") syntax = {false, true};
+    if (ts == "1.2.840.10008.1.2.2") syntax = {true, false};
+    if (!ts.empty()) return DataSet(pos, b_.size(), syntax, 0, false);
     // No meta, or no transfer syntax in it: DCMTK guesses the encoding from
     // the data; refused only if no encoding fits.
     absl::Status first;
@@ -293,5 +307,16 @@ bool UsesLongLengthField(char first, char second) {
 }
 
 absl::Status CheckDicomLengths(std::string_view file) { return Walker(file).File(); }
+
+absl::StatusOr<int64_t> DicomBytesHeldWhole(std::string_view file) {
+  Walker walker(file);
+  size_t pos = 0;
+  std::string ts;
+  if (auto s = walker.Meta(pos, ts); !s.ok()) return s;
+  if (ts != kDeflated) return 0;
+  auto n = Inflate(file.substr(pos), nullptr);
+  if (!n.ok()) return n.status();
+  return static_cast<int64_t>(*n);
+}
 
 }  // namespace upp::imageio

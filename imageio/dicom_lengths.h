@@ -14,14 +14,24 @@
 #ifndef UPP_IMAGEIO_DICOM_LENGTHS_H_
 #define UPP_IMAGEIO_DICOM_LENGTHS_H_
 
+#include <cstdint>
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace upp::imageio {
 
 // OK, or INVALID_ARGUMENT naming the element whose length does not fit.
 absl::Status CheckDicomLengths(std::string_view file);
+
+// The bytes DCMTK will hold in memory at once for this file beyond what it
+// reads lazily: the inflated data set of a Deflated Explicit VR Little Endian
+// file (DCMTK reads a compressed stream whole, every value included), else 0.
+// Counted by inflating through a small buffer, nothing kept; INVALID_ARGUMENT
+// beyond 1 GiB. Readers reserve this before CheckDicomLengths (which inflates
+// the data set once more to walk it) and DCMTK see the file.
+absl::StatusOr<int64_t> DicomBytesHeldWhole(std::string_view file);
 
 // Whether an explicit-VR element with these two VR bytes has a 4-byte length
 // (after 2 reserved bytes) rather than a 2-byte one, as DCMTK reads it: the

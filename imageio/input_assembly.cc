@@ -24,6 +24,7 @@ absl::StatusOr<AssembledInput> AssembleDicom(std::map<uint32_t, std::string>& in
       return options.admit(g, OrMax(CheckedProduct({g.size[0], g.size[1], g.size[2], 8})));
     };
   }
+  dicom.reserve = options.reserve;
   auto image = ReadDicomSeries(files, dicom);
   if (!image.ok()) return image.status();
   AssembledInput out;

@@ -34,6 +34,10 @@ struct AssemblyOptions {
   // and the bytes decoding that file allocates; a non-OK status ends the
   // assembly with it.
   std::function<absl::Status(const Geometry&, int64_t read_bytes)> admit;
+  // Called before a reader holds memory that no geometry accounts for (a
+  // deflated DICOM file, read whole: DicomSeriesOptions::reserve), with its
+  // bytes; a non-OK status ends the assembly with it.
+  std::function<absl::Status(int64_t bytes)> reserve;
 };
 
 struct AssembledInput {

@@ -206,6 +206,7 @@ absl::StatusOr<imageio::Volume> SegmentCall::Decode() {
   options.modalities = {model_->entry().modality()};
   options.max_voxels = static_cast<int64_t>(state_->config().limits().max_voxels());
   options.admit = [this](const imageio::Geometry& g, int64_t read_bytes) { return AdmitVolume(g, read_bytes); };
+  options.reserve = [this](int64_t bytes) { return Reserve(bytes); };
   auto input = imageio::AssembleInputs(collector_->inputs(), options);
   if (!input.ok()) return input.status();
   nifti_header_ = input->nifti_header;

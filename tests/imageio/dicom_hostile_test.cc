@@ -16,7 +16,9 @@
 #include <string>
 
 #include "imageio/dicom.h"
+#include "imageio/dicom_lengths.h"
 #include "imageio/file_util.h"
+#include "tests/testing/deflated_dicom.h"
 #include "tests/testing/rss.h"
 #include "tests/testing/temp_path.h"
 
@@ -205,6 +207,38 @@ TEST(DicomHostileTest, AJpegFrameLargerThanTheImageIsRefusedBeforeDecoding) {
   EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument) << image.status();
   EXPECT_NE(image.status().message().find("frame header says 65000 x 65000"), std::string::npos) << image.status();
   EXPECT_LT(testing::PeakRssBytes() - rss, int64_t{64} << 20);
+}
+
+// A deflated file is read whole (DCMTK has no lazy reading through its
+// inflater): 64 KB on the wire held 64 MiB, and 32 such files in a request
+// held 32 GB before anything was admitted. The inflated bytes are counted
+// without keeping them and reserved before anything inflates them.
+TEST(DicomHostileTest, ADeflatedFileReservesWhatItInflatesTo) {
+  constexpr int64_t kZeros = int64_t{64} << 20;
+  const std::string file = testing::DeflatedWithZeros(MakeCt({}), kZeros);
+  ASSERT_FALSE(file.empty());
+  EXPECT_LT(file.size(), 1u << 20);
+  auto held = DicomBytesHeldWhole(file);
+  ASSERT_TRUE(held.ok()) << held.status();
+  EXPECT_GT(*held, kZeros);
+  EXPECT_EQ(*DicomBytesHeldWhole(MakeCt({})), 0);  // read lazily
+
+  DicomSeriesOptions options;
+  int64_t asked = 0;
+  options.reserve = [&](int64_t bytes) {
+    asked += bytes;
+    return absl::ResourceExhaustedError("over the test's limit");
+  };
+  const int64_t rss = testing::ResetPeakRss();
+  auto image = ReadDicomSeries({file}, options);
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kResourceExhausted) << image.status();
+  EXPECT_EQ(asked, 2 * *held);  // DCMTK's copy and the length check's
+  EXPECT_LT(testing::PeakRssBytes() - rss, int64_t{16} << 20);
+
+  options.reserve = [](int64_t) { return absl::OkStatus(); };  // within the limit: reads
+  image = ReadDicomSeries({file}, options);
+  ASSERT_TRUE(image.ok()) << image.status();
+  EXPECT_EQ(image->volume.voxels[0], 7 + 7 * 256);
 }
 
 }  // namespace

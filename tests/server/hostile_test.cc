@@ -19,6 +19,7 @@
 #include "server/server.h"
 #include "server/system_memory.h"
 #include "tests/server/test_volumes.h"
+#include "tests/testing/deflated_dicom.h"
 #include "tests/testing/rss.h"
 #include "unetrpp/v1/segmentation.grpc.pb.h"
 
@@ -286,6 +287,30 @@ TEST(HostileConfigTest, NonFiniteVoxelsCanBeRefused) {
 // A client that sends its volume and never reads the result: its writes
 // stall, and after send_stall_seconds the call is cancelled and its slot
 // (here the only one for its address) is free again.
+// A deflated DICOM instance is read whole: 160 KB on the wire that inflate
+// to 160 MiB (twice that while its lengths are checked) are reserved against
+// limits.max_bytes_in_flight before anything inflates them, not found out by
+// the kernel's OOM killer.
+TEST(HostileDicomTest, ADeflatedInstanceIsReservedBeforeItInflates) {
+  auto series = testing::CtSeries(1);
+  if (series.empty()) GTEST_SKIP() << "python3-pydicom test data not installed";
+  const std::string deflated = testing::DeflatedWithZeros(series[0], size_t{160} << 20);
+  ASSERT_FALSE(deflated.empty());
+  ASSERT_LT(deflated.size(), 1u << 20);
+  auto server = StartServer("", "max_input_bytes: 33554432 max_bytes_in_flight: 268435456");
+  ASSERT_TRUE(server);
+  auto c = client::Client::Connect("127.0.0.1:" + std::to_string(server->port()));
+  client::SegmentOptions options;
+  options.format = unetrpp::v1::INPUT_FORMAT_DICOM;
+  const int64_t rss = testing::ResetPeakRss();
+  auto r = c->Segment({deflated}, options);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
+  EXPECT_LT(testing::PeakRssBytes() - rss, int64_t{64} << 20);
+  r = c->Segment(series, options);  // the same instance, not deflated
+  EXPECT_TRUE(r.ok()) << r.status();
+}
+
 TEST(HostileStallTest, AClientThatNeverReadsIsCutOff) {
   auto server = StartServer("", "max_requests_per_peer: 1 max_input_bytes: 33554432", "send_stall_seconds: 1");
   ASSERT_TRUE(server);
