@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -55,6 +56,8 @@ class MemFile {
  public:
   static absl::StatusOr<std::unique_ptr<MemFile>> Create(std::string_view bytes) {
     int fd = memfd_create("upp-dicom", MFD_CLOEXEC);
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE))  // one descriptor per instance until decoded
+      return absl::ResourceExhaustedError("out of file descriptors for the DICOM instances: too many at once");
     if (fd < 0) return absl::InternalError("memfd_create failed");
     auto f = std::unique_ptr<MemFile>(new MemFile(fd, bytes.size()));
     size_t done = 0;

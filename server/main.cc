@@ -22,6 +22,7 @@
 
 #include "model/cpu_threads.h"
 #include "server/command_line.h"
+#include "server/open_files.h"
 #include "server/server.h"
 
 namespace {
@@ -97,6 +98,13 @@ int main(int argc, char** argv) {
   const unetrpp::v1::ServerConfig& config = *assembled;
   SetUpLogging(config);
   HardenProcess(config);
+  const upp::server::OpenFileLimit files = upp::server::RaiseOpenFileLimit();
+  const uint64_t needed = upp::server::DescriptorsNeeded(config);
+  if (files.now != RLIM_INFINITY && files.now < needed)
+    spdlog::warn(
+        "open files: the process may hold {} descriptors (hard limit), a DICOM decode on every CPU thread needs up to "
+        "{}: raise the container's nofile limit or lower limits.max_input_files",
+        files.now, needed);
   const int threads = upp::model::ConfigureCpuThreads(static_cast<int>(config.intra_op_threads()));
   spdlog::info("cpu: {} intra-op threads, the project's parallel loops on {}", threads,
                upp::model::ParallelLoopThreads());
