@@ -7,11 +7,20 @@ namespace upp::server {
 void Batcher::Enqueue(std::shared_ptr<WindowSource> source, int64_t num_items) {
   if (num_items <= 0) return;
   const int p = std::clamp(source->priority(), 0, WindowSource::kMaxPriority);
-  absl::MutexLock lock(&mu_);
-  const absl::Time now = absl::Now();
-  rings_[p].push_back(Entry{std::move(source), 0, num_items, now, now});
-  queued_ += num_items;
-  changed_.SignalAll();
+  {
+    absl::MutexLock lock(&mu_);
+    if (!shutdown_) {
+      const absl::Time now = absl::Now();
+      rings_[p].push_back(Entry{std::move(source), 0, num_items, now, now});
+      queued_ += num_items;
+      changed_.SignalAll();
+      return;
+    }
+  }
+  // Stopped: the workers are gone, and a queued source would outlive the
+  // server's state (the server shuts the batchers before the CPU pool, whose
+  // last tasks can still get here).
+  source->WindowsFailed(absl::UnavailableError("the server is shutting down; retry on another replica"));
 }
 
 void Batcher::Remove(const WindowSource* source) {

@@ -63,7 +63,8 @@ class Batcher {
  public:
   explicit Batcher(BatcherOptions options) : options_(options) {}
 
-  // Queues items [0, num_items) of `source`.
+  // Queues items [0, num_items) of `source`; after Shutdown(), fails them
+  // (WindowsFailed: UNAVAILABLE) and keeps nothing.
   void Enqueue(std::shared_ptr<WindowSource> source, int64_t num_items);
   // Drops the windows of `source` still queued.
   void Remove(const WindowSource* source);

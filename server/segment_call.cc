@@ -158,8 +158,8 @@ absl::Status SegmentCall::HandleHeader(const unetrpp::v1::RequestHeader& header)
   ReleasePendingStream();
   header_ = header;
   const std::string name = header.model().empty() ? state_->config().default_model() : header.model();
-  model_ = state_->models().Find(name);
-  if (!model_) return absl::NotFoundError(absl::StrCat("no model named \"", name, "\" (see ListModels)"));
+  model_.store(state_->models().Find(name), std::memory_order_release);
+  if (!model()) return absl::NotFoundError(absl::StrCat("no model named \"", name, "\" (see ListModels)"));
   header_.set_model(name);
   RequestLimits limits = RequestLimits::FromConfig(state_->config());
   if (header.priority() > 0 && principal_.authenticated) {
@@ -167,7 +167,7 @@ absl::Status SegmentCall::HandleHeader(const unetrpp::v1::RequestHeader& header)
     if (auto s = Authenticator::Authorize(principal_, kPermSegmentPriority); !s.ok()) return s;
     limits.allow_client_priority = true;
   }
-  const ModelFacts facts{model_->plan().input_channels(), model_->plan().StepFloor()};
+  const ModelFacts facts{model()->plan().input_channels(), model()->plan().StepFloor()};
   if (auto s = ValidateHeader(header_, facts, limits); !s.ok()) return s;
   priority_ = header_.priority();
   collector_.emplace(limits, header_.format(), facts.input_channels);
@@ -202,8 +202,8 @@ absl::StatusOr<imageio::Volume> SegmentCall::Decode() {
   imageio::AssemblyOptions options;
   options.format =
       header_.format() == unetrpp::v1::INPUT_FORMAT_DICOM ? imageio::InputFormat::kDicom : imageio::InputFormat::kNifti;
-  options.channels = model_->plan().input_channels();
-  options.modalities = {model_->entry().modality()};
+  options.channels = model()->plan().input_channels();
+  options.modalities = {model()->entry().modality()};
   options.max_voxels = static_cast<int64_t>(state_->config().limits().max_voxels());
   options.admit = [this](const imageio::Geometry& g, int64_t read_bytes) { return AdmitVolume(g, read_bytes); };
   options.reserve = [this](int64_t bytes) { return Reserve(bytes); };
@@ -238,7 +238,7 @@ inference::JobOptions SegmentCall::JobOptionsFromHeader() const {
 absl::Status SegmentCall::AdmitVolume(const imageio::Geometry& g, int64_t read_bytes) {
   int64_t bytes = read_bytes;
   if (!estimate_reserved_) {
-    const auto& plan = model_->plan();
+    const auto& plan = model()->plan();
     const auto options = JobOptionsFromHeader();
     const int64_t items = inference::SegmentationJob::CountItems(g, plan, options);
     const auto max_items = static_cast<int64_t>(state_->config().limits().max_windows_per_request());
@@ -256,9 +256,9 @@ absl::Status SegmentCall::AdmitVolume(const imageio::Geometry& g, int64_t read_b
 }
 
 std::string SegmentCall::PlaceJob(const imageio::Geometry& g, const inference::JobOptions& options) {
-  const std::string& device = model_->entry().job_device();
+  const std::string& device = model()->entry().job_device();
   if (device == "cpu") return device;
-  const auto& plan = model_->plan();
+  const auto& plan = model()->plan();
   const int64_t bytes = inference::SegmentationJob::EstimateBytes(g, plan.input_channels(), plan, options);
   // A full GPU sends the job to the CPU rather than the client away: its
   // host memory is admitted already, and it is only slower there.
@@ -269,7 +269,7 @@ std::string SegmentCall::PlaceJob(const imageio::Geometry& g, const inference::J
 
 void SegmentCall::ReleaseJob() {
   job_.reset();
-  if (device_bytes_ > 0) state_->ReleaseDeviceBytes(model_->entry().job_device(), device_bytes_);
+  if (device_bytes_ > 0) state_->ReleaseDeviceBytes(model()->entry().job_device(), device_bytes_);
   device_bytes_ = 0;
 }
 
@@ -335,23 +335,24 @@ void SegmentCall::Process() {
 
   t = absl::Now();
   SendProgress(unetrpp::v1::STAGE_PREPROCESSING, 0, true);
-  auto job = inference::SegmentationJob::Create(std::move(*volume), model_->plan(), options);
+  auto job = inference::SegmentationJob::Create(std::move(*volume), model()->plan(), options);
   if (!job.ok()) return Fail(job.status());
   job_ = std::move(*job);
-  state_->metrics().JobCreated(model_->name(), options.device);
+  state_->metrics().JobCreated(model()->name(), options.device);
   StageDone(unetrpp::v1::STAGE_PREPROCESSING, t);
   const int64_t items = job_->num_items();
   items_total_ = items;
-  if (model_->batcher().queued_windows() + items > static_cast<int64_t>(state_->config().limits().max_queued_windows()))
+  if (model()->batcher().queued_windows() + items >
+      static_cast<int64_t>(state_->config().limits().max_queued_windows()))
     return Fail(absl::ResourceExhaustedError(absl::StrCat(
-        "the window queue is full (", model_->batcher().queued_windows(), " windows waiting); retry in 30 s")));
+        "the window queue is full (", model()->batcher().queued_windows(), " windows waiting); retry in 30 s")));
   if (auto s = state_->ReserveWindows(CountedAs(), items); !s.ok()) return Fail(s);
   reserved_windows_ = items;
   if (!Alive()) return;
   enqueued_at_ = absl::Now();
   SendProgress(unetrpp::v1::STAGE_INFERENCE, 0, true);
-  model_->batcher().Enqueue(shared_from_this(), items);
-  state_->metrics().SetQueuedWindows(model_->name(), model_->batcher().queued_windows());
+  model()->batcher().Enqueue(shared_from_this(), items);
+  state_->metrics().SetQueuedWindows(model()->name(), model()->batcher().queued_windows());
 }
 
 absl::Status SegmentCall::ReadWindow(int64_t item, float* dst) {
@@ -406,13 +407,13 @@ void SegmentCall::Postprocess() {
   context.nifti_header = nifti_header_;
   context.dicom = dicom_info_ ? &*dicom_info_ : nullptr;
   context.dicom_source_instance = &dicom_source_instance_;
-  context.labels = model_->plan().labels;
-  context.algorithm_name = "UNETR++ " + model_->name();
-  context.algorithm_version = model_->entry().version();
+  context.labels = model()->plan().labels;
+  context.algorithm_name = "UNETR++ " + model()->name();
+  context.algorithm_version = model()->entry().version();
   auto outputs = EncodeOutputs(*labels, header_.outputs(), context);
   if (!outputs.ok()) return Fail(outputs.status());
   StageDone(unetrpp::v1::STAGE_ENCODING, t);
-  SegmentResponse header = ResultHeader(*labels, model_->plan().labels, *outputs);
+  SegmentResponse header = ResultHeader(*labels, model()->plan().labels, *outputs);
   labels->labels.clear();
   labels->labels.shrink_to_fit();
   {
@@ -497,8 +498,8 @@ void SegmentCall::MaybeWriteLocked() {
       timing->set_seconds(seconds);
     }
     s->set_windows(windows_done_.load());
-    s->set_voxels(voxels_);
-    s->set_nonfinite_voxels_replaced(nonfinite_replaced_);
+    s->set_voxels(voxels_.load());
+    s->set_nonfinite_voxels_replaced(nonfinite_replaced_.load());
     state_->metrics().Stage("send", stage_seconds_[unetrpp::v1::STAGE_SENDING]);
     in_flight_ = std::move(summary);
     pending_finish_ = grpc::Status::OK;
@@ -548,7 +549,7 @@ void SegmentCall::FinishLocked(const grpc::Status& status) {
 
 void SegmentCall::Fail(const absl::Status& status) {
   alive_ = false;
-  if (model_) model_->batcher().Remove(this);
+  if (model()) model()->batcher().Remove(this);
   absl::MutexLock lock(&mu_);
   if (finish_called_ || done_ || pending_finish_) return;
   queue_.clear();
@@ -622,7 +623,7 @@ void SegmentCall::OnDone() {
     context_done_ = true;  // context_ goes away after this reaction
   }
   alive_ = false;
-  if (model_) model_->batcher().Remove(this);
+  if (model()) model()->batcher().Remove(this);
   ReleasePendingStream();
   std::shared_ptr<SegmentCall> keep;
   absl::Status status;
@@ -639,15 +640,16 @@ void SegmentCall::OnDone() {
   if (began_request_) state_->EndRequest(CountedAs());
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start_);
   const std::string code = absl::StatusCodeToString(status.code());
-  const std::string model = model_ ? model_->name() : "-";
-  state_->metrics().RequestFinished(model, code, seconds);
+  const std::string model_name = model() ? model()->name() : "-";
+  state_->metrics().RequestFinished(model_name, code, seconds);
   spdlog::info("request {} client_id={} model={} voxels={} windows={} seconds={:.3f} [{}] status={}", request_id_,
-               LoggableId(header_.client_request_id()), model, voxels_, windows_done_.load(), seconds, timings, code);
+               LoggableId(header_.client_request_id()), model_name, voxels_.load(), windows_done_.load(), seconds,
+               timings, code);
   nlohmann::json audit{{"time", absl::FormatTime(absl::RFC3339_full, absl::Now(), absl::UTCTimeZone())},
                        {"principal", principal_.name},
                        {"peer", peer_},
                        {"method", "Segment"},
-                       {"model", model},
+                       {"model", model_name},
                        {"request_id", request_id_},
                        {"input_bytes", bytes_received_},
                        {"windows", windows_done_.load()},

@@ -133,7 +133,10 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   unetrpp::v1::SegmentRequest request_;
   std::atomic<Phase> phase_{Phase::kHeader};  // written by reads, the pool and Fail()
   unetrpp::v1::RequestHeader header_;
-  ServedModel* model_ = nullptr;
+  // Set once by the header's reaction; read by the pool, workers and the
+  // watchdog (Fail through Abandon), hence atomic.
+  std::atomic<ServedModel*> model_{nullptr};
+  ServedModel* model() const { return model_.load(std::memory_order_acquire); }
   std::optional<InputCollector> collector_;  // from the header on
   int64_t bytes_received_ = 0;
   int64_t next_receive_progress_ = 0;
@@ -149,8 +152,10 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   // before the job exists, released with it (Postprocess or the destructor).
   int64_t device_bytes_ = 0;
   int64_t reserved_windows_ = 0;  // set once, on the CPU pool, before the batcher sees the call
-  int64_t voxels_ = 0;
-  int64_t nonfinite_replaced_ = 0;
+  // Written on the pool, read by OnDone (which can run while the pool
+  // still decodes a cancelled call's input).
+  std::atomic<int64_t> voxels_{0};
+  std::atomic<int64_t> nonfinite_replaced_{0};
   bool estimate_reserved_ = false;  // the job's working memory is in reserved_bytes_
   imageio::NiftiHeaderInfo nifti_header_;
   std::optional<imageio::DicomSeriesInfo> dicom_info_;

@@ -18,8 +18,9 @@ class FakeSource : public WindowSource {
   bool Alive() const override { return alive.load(); }
   absl::Status ReadWindow(int64_t, float*) override { return absl::OkStatus(); }
   void WindowDone(int64_t, const float*) override {}
-  void WindowsFailed(const absl::Status&) override {}
+  void WindowsFailed(const absl::Status& s) override { failed = s; }
   std::atomic<bool> alive{true};
+  absl::Status failed;
 
  private:
   int priority_;
@@ -144,6 +145,19 @@ TEST(BatcherTest, ShutdownWakesWorkers) {
   b.Shutdown();
   worker.join();
   EXPECT_TRUE(returned.load());
+}
+
+// The server stops its batchers before its CPU pool, whose last tasks may
+// still enqueue: nothing is kept (it would outlive the server's state) and
+// the source is told.
+TEST(BatcherTest, AfterShutdownSourcesAreFailedNotKept) {
+  Batcher b(Options(4, absl::Milliseconds(1)));
+  b.Shutdown();
+  auto late = std::make_shared<FakeSource>();
+  b.Enqueue(late, 3);
+  EXPECT_EQ(b.queued_windows(), 0);
+  EXPECT_EQ(late.use_count(), 1);
+  EXPECT_EQ(late->failed.code(), absl::StatusCode::kUnavailable) << late->failed;
 }
 
 }  // namespace
