@@ -73,7 +73,7 @@ void ApplyDefaults(unetrpp::v1::GatewayConfig& c) {
   if (c.metrics_address().empty()) c.set_metrics_address("0.0.0.0:9465");
   if (c.drain_grace_seconds() == 0) c.set_drain_grace_seconds(120);
   if (c.max_series_bytes() == 0) c.set_max_series_bytes(uint64_t{2} << 30);
-  if (c.max_series_instances() == 0) c.set_max_series_instances(5000);
+  if (c.max_series_instances() == 0) c.set_max_series_instances(4096);  // the service's max_input_files
   auto* r = c.mutable_report();
   if (r->manufacturer().empty()) r->set_manufacturer("unetrpp-serve");
   if (r->series_description().empty()) r->set_series_description("UNETR++ segmentation");

@@ -14,24 +14,11 @@
 #include "gateway/series.h"
 #include "gateway/store_scu.h"
 #include "imageio/file_util.h"
+#include "proto/api.h"
 
 namespace upp::gateway {
 namespace fs = std::filesystem;
 namespace {
-
-// Worth another attempt later: the service or the destination was down,
-// overloaded or too slow this time.
-bool Retryable(const absl::Status& s) {
-  switch (s.code()) {
-    case absl::StatusCode::kUnavailable:
-    case absl::StatusCode::kDeadlineExceeded:
-    case absl::StatusCode::kResourceExhausted:
-    case absl::StatusCode::kAborted:
-    case absl::StatusCode::kInternal:
-    case absl::StatusCode::kUnknown: return true;
-    default: return false;
-  }
-}
 
 double SecondsSince(absl::Time t) { return absl::ToDoubleSeconds(absl::Now() - t); }
 
@@ -63,6 +50,18 @@ absl::StatusOr<std::unique_ptr<client::Client>> Connect(const unetrpp::v1::Segme
 }
 
 }  // namespace
+
+bool Retryable(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kResourceExhausted: return proto::RetryAfter(s).has_value();
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kUnknown: return true;
+    default: return false;
+  }
+}
 
 struct Processor::Attempt {
   std::string dir;   // the claimed series' active directory

@@ -23,6 +23,12 @@
 
 namespace upp::gateway {
 
+// Whether a failed series is worth another attempt later: the service or the
+// destination was down, overloaded or too slow. RESOURCE_EXHAUSTED only with
+// the service's retry hint (proto::RetryAfter): without one the series is
+// over a per-request limit of the service, and sending it again cannot help.
+bool Retryable(const absl::Status& s);
+
 class Processor {
  public:
   // `spool` and `metrics` must outlive the processor.

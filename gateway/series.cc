@@ -72,7 +72,7 @@ absl::StatusOr<SeriesSummary> SummarizeSeries(const std::string& dir, const Seri
     std::error_code ec;
     const auto size = std::filesystem::file_size(f, ec);
     if (ec) return absl::NotFoundError("a spooled instance cannot be read");
-    summary.bytes += static_cast<int64_t>(size);  // at most 5000 x 1 GiB: no overflow
+    summary.bytes += static_cast<int64_t>(size);  // at most max_instances x 1 GiB: no overflow
   }
   if (summary.bytes > limits.max_bytes)
     return absl::ResourceExhaustedError(

@@ -34,7 +34,7 @@ struct SeriesSummary {
 };
 
 struct SeriesLimits {
-  int64_t max_instances = 5000;
+  int64_t max_instances = 4096;  // the service's default limits.max_input_files
   int64_t max_bytes = int64_t{2} << 30;
   int64_t max_instance_bytes = int64_t{1} << 30;
 };

@@ -1,6 +1,11 @@
 #include "proto/api.h"
 
+#include <cstdint>
 #include <string>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 
 namespace upp::proto {
 
@@ -25,6 +30,33 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 absl::Status FromGrpcStatus(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+namespace {
+constexpr char kRetryAfterUrl[] = "type.unetrpp.v1/retry-after-ms";
+}  // namespace
+
+absl::Status WithRetryAfter(absl::Status status, absl::Duration after) {
+  status.SetPayload(kRetryAfterUrl, absl::Cord(absl::StrCat(absl::ToInt64Milliseconds(after))));
+  return status;
+}
+
+std::optional<absl::Duration> RetryAfter(const absl::Status& status) {
+  const auto payload = status.GetPayload(kRetryAfterUrl);  // absl::optional: not std:: in every Abseil build
+  int64_t ms = 0;
+  if (!payload || !absl::SimpleAtoi(std::string(*payload), &ms) || ms < 0) return std::nullopt;
+  return absl::Milliseconds(ms);
+}
+
+absl::Status FromGrpcCall(const grpc::Status& status, const grpc::ClientContext& context) {
+  absl::Status out = FromGrpcStatus(status);
+  if (out.ok()) return out;
+  const auto& trailers = context.GetServerTrailingMetadata();
+  const auto hint = trailers.find(kRetryAfterKey);
+  int64_t ms = 0;
+  if (hint != trailers.end() && absl::SimpleAtoi(std::string(hint->second.data(), hint->second.size()), &ms) && ms >= 0)
+    out = WithRetryAfter(std::move(out), absl::Milliseconds(ms));
+  return out;
 }
 
 }  // namespace upp::proto

@@ -5,11 +5,14 @@
 #ifndef UPP_PROTO_API_H_
 #define UPP_PROTO_API_H_
 
+#include <grpcpp/client_context.h>
 #include <grpcpp/support/status.h>
 
 #include <cstddef>
+#include <optional>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "unetrpp/v1/segmentation.pb.h"
 
 namespace upp::proto {
@@ -25,6 +28,18 @@ const char* StageName(unetrpp::v1::Stage stage);
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
+
+// Refusals that a later attempt may get past (the server's load, a caller's
+// quota in use) carry a retry hint; refusals of the request itself (over a
+// per-request limit) carry none, so that clients do not send it again. On the
+// wire the hint is the trailing metadata kRetryAfterKey (milliseconds, as
+// text); in an absl::Status it is a payload that these functions set and read.
+inline constexpr char kRetryAfterKey[] = "retry-after-ms";
+absl::Status WithRetryAfter(absl::Status status, absl::Duration after);
+std::optional<absl::Duration> RetryAfter(const absl::Status& status);
+// A finished call's status, with the server's retry hint from `context`'s
+// trailing metadata as its payload.
+absl::Status FromGrpcCall(const grpc::Status& status, const grpc::ClientContext& context);
 
 }  // namespace upp::proto
 

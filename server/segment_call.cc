@@ -145,7 +145,9 @@ void SegmentCall::OnReadDone(bool ok) {
       return;  // no further reads: the input is complete
     }
   } catch (const std::bad_alloc&) {
-    status = absl::ResourceExhaustedError("the server ran out of memory receiving this request; retry later");
+    status = proto::WithRetryAfter(
+        absl::ResourceExhaustedError("the server ran out of memory receiving this request; retry later"),
+        absl::Seconds(30));
   } catch (const std::exception&) {
     status = absl::InternalError("an unexpected error ended the request");
   }
@@ -308,7 +310,9 @@ void SegmentCall::ScheduleGuarded(void (SegmentCall::*work)()) {
     try {
       ((*self).*work)();
     } catch (const std::bad_alloc&) {
-      self->Fail(absl::ResourceExhaustedError("the server ran out of memory for this request; retry later"));
+      self->Fail(proto::WithRetryAfter(
+          absl::ResourceExhaustedError("the server ran out of memory for this request; retry later"),
+          absl::Seconds(30)));
     } catch (const std::exception& e) {
       spdlog::error("request {}: unexpected exception: {:.200}", self->request_id_, e.what());
       self->Fail(absl::InternalError("an unexpected error ended the request"));
@@ -344,8 +348,10 @@ void SegmentCall::Process() {
   items_total_ = items;
   if (model()->batcher().queued_windows() + items >
       static_cast<int64_t>(state_->config().limits().max_queued_windows()))
-    return Fail(absl::ResourceExhaustedError(absl::StrCat(
-        "the window queue is full (", model()->batcher().queued_windows(), " windows waiting); retry in 30 s")));
+    return Fail(proto::WithRetryAfter(
+        absl::ResourceExhaustedError(absl::StrCat("the window queue is full (", model()->batcher().queued_windows(),
+                                                  " windows waiting); retry in 30 s")),
+        absl::Seconds(30)));
   if (auto s = state_->ReserveWindows(CountedAs(), items); !s.ok()) return Fail(s);
   reserved_windows_ = items;
   if (!Alive()) return;
@@ -544,6 +550,8 @@ void SegmentCall::FinishLocked(const grpc::Status& status) {
   // the status (a client that retries at once must find it free).
   ReleasePendingStream();
   final_status_ = absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+  if (retry_after_)
+    context_->AddTrailingMetadata(proto::kRetryAfterKey, absl::StrCat(absl::ToInt64Milliseconds(*retry_after_)));
   Finish(status);
 }
 
@@ -552,6 +560,7 @@ void SegmentCall::Fail(const absl::Status& status) {
   if (model()) model()->batcher().Remove(this);
   absl::MutexLock lock(&mu_);
   if (finish_called_ || done_ || pending_finish_) return;
+  retry_after_ = proto::RetryAfter(status);
   queue_.clear();
   progress_.reset();
   outputs_.clear();

@@ -178,6 +178,8 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status final_status_ ABSL_GUARDED_BY(mu_);
+  // The failure's retry hint (proto::RetryAfter), sent in the trailers.
+  std::optional<absl::Duration> retry_after_ ABSL_GUARDED_BY(mu_);
   // Result outputs streamed in chunks after the result header.
   std::vector<std::pair<unetrpp::v1::OutputKind, std::string>> outputs_ ABSL_GUARDED_BY(mu_);
   size_t output_index_ ABSL_GUARDED_BY(mu_) = 0;

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "proto/api.h"
 #include "server/system_memory.h"
 
 namespace upp::server {
@@ -37,8 +38,9 @@ absl::Status ServiceState::BeginRequest(const std::string& peer, uint32_t* queue
   if (draining_) return absl::UnavailableError("the server is shutting down; retry on another replica");
   absl::MutexLock lock(&mu_);
   if (in_flight_ >= config_.limits().max_concurrent_requests())
-    return absl::ResourceExhaustedError(
-        absl::StrCat("too many concurrent requests (", in_flight_, "); retry in a few seconds"));
+    return proto::WithRetryAfter(absl::ResourceExhaustedError(absl::StrCat("too many concurrent requests (", in_flight_,
+                                                                           "); retry in a few seconds")),
+                                 absl::Seconds(5));
   // Authenticated callers are counted per principal, others per address.
   const bool principal = peer.rfind("principal:", 0) == 0;
   const uint32_t limit = principal && config_.auth().max_requests_per_principal() > 0
@@ -46,10 +48,12 @@ absl::Status ServiceState::BeginRequest(const std::string& peer, uint32_t* queue
                              : config_.limits().max_requests_per_peer();
   int64_t& mine = per_peer_[peer];
   if (mine >= limit)
-    return absl::ResourceExhaustedError(
-        absl::StrCat(principal ? "this caller" : "this client address", " already has ", mine, " requests running (",
-                     principal ? "auth.max_requests_per_principal" : "limits.max_requests_per_peer",
-                     "); retry when one has finished"));
+    return proto::WithRetryAfter(
+        absl::ResourceExhaustedError(absl::StrCat(
+            principal ? "this caller" : "this client address", " already has ", mine, " requests running (",
+            principal ? "auth.max_requests_per_principal" : "limits.max_requests_per_peer",
+            "); retry when one has finished")),
+        absl::Seconds(10));
   ++mine;
   *queue_position = static_cast<uint32_t>(in_flight_);
   ++in_flight_;
@@ -74,8 +78,10 @@ void ServiceState::EndRequest(const std::string& peer) {
 absl::Status ServiceState::BeginPendingStream() {
   absl::MutexLock lock(&mu_);
   if (pending_streams_ >= config_.limits().max_pending_streams())
-    return absl::ResourceExhaustedError(
-        absl::StrCat("too many streams without a RequestHeader (", pending_streams_, "); send the header first"));
+    return proto::WithRetryAfter(
+        absl::ResourceExhaustedError(
+            absl::StrCat("too many streams without a RequestHeader (", pending_streams_, "); send the header first")),
+        absl::Seconds(5));
   ++pending_streams_;
   return absl::OkStatus();
 }
@@ -115,17 +121,20 @@ absl::Status ServiceState::ReserveBytes(const std::string& who, int64_t bytes) {
         absl::StrFormat("this volume needs about %.1f GiB of working memory, more than the server's limit of %.1f GiB",
                         bytes / 1073741824.0, limit / 1073741824.0));
   if (bytes_in_flight_ + bytes > limit)
-    return absl::ResourceExhaustedError(
-        absl::StrFormat("the server is at its memory limit (%.1f of %.1f GiB in use); retry in 30 s",
-                        bytes_in_flight_ / 1073741824.0, limit / 1073741824.0));
+    return proto::WithRetryAfter(absl::ResourceExhaustedError(absl::StrFormat(
+                                     "the server is at its memory limit (%.1f of %.1f GiB in use); retry in 30 s",
+                                     bytes_in_flight_ / 1073741824.0, limit / 1073741824.0)),
+                                 absl::Seconds(30));
   const auto own_limit = static_cast<int64_t>(config_.auth().max_bytes_per_principal());
   const auto it = bytes_per_peer_.find(who);
   const int64_t own = it == bytes_per_peer_.end() ? 0 : it->second;
   if (own_limit > 0 && own + bytes > own_limit)
-    return absl::ResourceExhaustedError(
-        absl::StrFormat("this request needs about %.2f GiB of working memory and your requests in flight hold %.2f GiB "
-                        "(your limit: %.2f GiB); retry when one has finished",
-                        bytes / 1073741824.0, own / 1073741824.0, own_limit / 1073741824.0));
+    return proto::WithRetryAfter(
+        absl::ResourceExhaustedError(absl::StrFormat(
+            "this request needs about %.2f GiB of working memory and your requests in flight hold %.2f GiB "
+            "(your limit: %.2f GiB); retry when one has finished",
+            bytes / 1073741824.0, own / 1073741824.0, own_limit / 1073741824.0)),
+        absl::Seconds(10));
   bytes_per_peer_[who] = own + bytes;
   bytes_in_flight_ += bytes;
   metrics_->AddBytesInFlight(static_cast<double>(bytes));
@@ -157,9 +166,10 @@ absl::Status ServiceState::ReserveWindows(const std::string& who, int64_t window
   const auto it = windows_per_peer_.find(who);
   const int64_t own = it == windows_per_peer_.end() ? 0 : it->second;
   if (limit > 0 && own + windows > limit)
-    return absl::ResourceExhaustedError(absl::StrCat("this request needs ", windows, " windows and your requests have ",
-                                                     own, " queued or running (your limit: ", limit,
-                                                     "); retry when one has finished"));
+    return proto::WithRetryAfter(absl::ResourceExhaustedError(absl::StrCat(
+                                     "this request needs ", windows, " windows and your requests have ", own,
+                                     " queued or running (your limit: ", limit, "); retry when one has finished")),
+                                 absl::Seconds(10));
   windows_per_peer_[who] = own + windows;
   return absl::OkStatus();
 }

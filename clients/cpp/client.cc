@@ -207,7 +207,7 @@ absl::StatusOr<SegmentResult> Client::SegmentOnce(const InputSource& inputs, con
       default: break;
     }
   }
-  if (auto s = proto::FromGrpcStatus(stream->Finish()); !s.ok()) return s;
+  if (auto s = proto::FromGrpcCall(stream->Finish(), context); !s.ok()) return s;
   for (int i = 0; i < result.header.outputs_size(); ++i)
     if (result.outputs[result.header.outputs(i)].size() != result.header.output_bytes(i))
       return absl::DataLossError("a result output arrived incomplete");

@@ -7,8 +7,10 @@
 //
 // INPUT: a NIfTI file (several: one per channel) or a directory of DICOM files.
 // Exit codes: 0 done; 1 bad usage or unreadable input; 2 the server refused
-// the request (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, UNIMPLEMENTED);
-// 3 the server is unavailable or busy (UNAVAILABLE, RESOURCE_EXHAUSTED: retry);
+// the request (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, UNIMPLEMENTED,
+// RESOURCE_EXHAUSTED for a request over a per-request limit);
+// 3 the server is unavailable or busy (UNAVAILABLE, RESOURCE_EXHAUSTED with the
+// server's retry hint: retry);
 // 4 deadline exceeded or cancelled; 5 any other failure (INTERNAL, DATA_LOSS, ...);
 // health: 6 when the server answers NOT_SERVING.
 #include <unistd.h>
@@ -44,8 +46,8 @@ int ExitCode(const absl::Status& s) {
     case absl::StatusCode::kFailedPrecondition:
     case absl::StatusCode::kUnimplemented:
     case absl::StatusCode::kOutOfRange: return 2;
-    case absl::StatusCode::kUnavailable:
-    case absl::StatusCode::kResourceExhausted: return 3;
+    case absl::StatusCode::kResourceExhausted: return upp::proto::RetryAfter(s) ? 3 : 2;
+    case absl::StatusCode::kUnavailable: return 3;
     case absl::StatusCode::kDeadlineExceeded:
     case absl::StatusCode::kCancelled: return 4;
     case absl::StatusCode::kUnauthenticated:
@@ -61,6 +63,9 @@ int Fail(const absl::Status& s) {
     std::fprintf(stderr, "upp-client: the credential is valid but its roles do not allow this call\n");
   std::fprintf(stderr, "upp-client: %s: %s\n", absl::StatusCodeToString(s.code()).c_str(),
                std::string(s.message()).c_str());
+  if (auto after = upp::proto::RetryAfter(s))
+    std::fprintf(stderr, "upp-client: the server suggests a retry in %lld s\n",
+                 static_cast<long long>(absl::ToInt64Seconds(*after)));
   return ExitCode(s);
 }
 

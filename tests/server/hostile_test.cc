@@ -15,6 +15,7 @@
 #include "imageio/nifti.h"
 #include "model/cpu_threads.h"
 #include "preprocessing/plan.h"
+#include "proto/api.h"
 #include "server/config.h"
 #include "server/server.h"
 #include "server/system_memory.h"
@@ -73,8 +74,9 @@ class HostileTest : public ::testing::Test {
         grpc::CreateCustomChannel(Address(), grpc::InsecureChannelCredentials(), args));
   }
   // Sends `messages`, then (optionally) half-closes; the final status.
+  // `retry_after`: the server's retry hint (proto::RetryAfter), if any.
   grpc::Status Run(const std::vector<SegmentRequest>& messages, bool writes_done = true,
-                   SegmentResponse* summary = nullptr) {
+                   SegmentResponse* summary = nullptr, std::optional<absl::Duration>* retry_after = nullptr) {
     auto stub = NewStub();
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
@@ -85,7 +87,9 @@ class HostileTest : public ::testing::Test {
     SegmentResponse r;
     while (stream->Read(&r))
       if (summary && r.has_summary()) *summary = r;
-    return stream->Finish();
+    const grpc::Status status = stream->Finish();
+    if (retry_after) *retry_after = proto::RetryAfter(proto::FromGrpcCall(status, context));
+    return status;
   }
   static SegmentRequest Header(int priority = 0) {
     SegmentRequest h;
@@ -191,9 +195,11 @@ TEST_F(HostileTest, CallerChosenCountsHaveLimits) {
   std::vector<SegmentRequest> many{h};
   for (uint32_t i = 0; i < 20; ++i) many.push_back(Chunk("x", i));
   many.push_back(End());
-  s = Run(many);
+  std::optional<absl::Duration> retry_after;
+  s = Run(many, true, nullptr, &retry_after);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_NE(s.error_message().find("limits.max_input_files"), std::string::npos) << s.error_message();
+  EXPECT_FALSE(retry_after.has_value());  // the request itself is over the limit: no retry hint
   EXPECT_TRUE(GoodRequestSucceeds());
 }
 
@@ -226,9 +232,11 @@ TEST_F(HostileTest, TooManyWindowsIsRefusedBeforeDecoding) {
   }
   ASSERT_LT(gz.size(), 4u << 20);
   const int64_t rss = testing::ResetPeakRss();
-  const auto s = Run({Header(), Chunk(gz), End()});
+  std::optional<absl::Duration> retry_after;
+  const auto s = Run({Header(), Chunk(gz), End()}, true, nullptr, &retry_after);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
   EXPECT_NE(s.error_message().find("limits.max_windows_per_request"), std::string::npos) << s.error_message();
+  EXPECT_FALSE(retry_after.has_value());
   EXPECT_LT(testing::PeakRssBytes() - rss, int64_t{64} << 20);
   EXPECT_TRUE(GoodRequestSucceeds());
 }
@@ -253,9 +261,12 @@ TEST_F(HostileTest, OneClientAddressCannotFillTheServer) {
   for (int i = 0; i < 3; ++i) holders.emplace_back([&] { Run({Header(), Chunk("partial")}, /*writes_done=*/false); });
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   // ... so a fourth from the same address is refused with a retry hint.
-  const auto s = Run({Header(), Chunk("x"), End()});
+  std::optional<absl::Duration> retry_after;
+  const auto s = Run({Header(), Chunk("x"), End()}, true, nullptr, &retry_after);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_NE(s.error_message().find("max_requests_per_peer"), std::string::npos) << s.error_message();
+  ASSERT_TRUE(retry_after.has_value());  // in the trailers, for clients that retry
+  EXPECT_EQ(*retry_after, absl::Seconds(10));
   for (auto& t : holders) t.join();  // the idle timeout ends them
   EXPECT_TRUE(GoodRequestSucceeds());
 }
