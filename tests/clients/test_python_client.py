@@ -75,6 +75,14 @@ class PythonClientTest(unittest.TestCase):
             with self.assertRaises(ServerError) as e:
                 client.segment([b"not a nifti file at all"])
             self.assertEqual(e.exception.code.name, "INVALID_ARGUMENT")
+            self.assertIsNone(e.exception.retry_after)
+
+    def test_retry_hints_are_read_from_the_trailers(self):
+        from unetrpp_client.client import _retry_after
+        self.assertEqual(_retry_after((("retry-after-ms", "30000"),)), 30.0)
+        self.assertIsNone(_retry_after((("other", "1"),)))
+        self.assertIsNone(_retry_after((("retry-after-ms", "soon"),)))
+        self.assertIsNone(_retry_after(None))
 
 
 class RoundRobinTest(unittest.TestCase):

@@ -22,12 +22,28 @@ _OUTPUT_NAMES = {v: k for k, v in _OUTPUTS.items()}
 
 
 class ServerError(Exception):
-    """A call ended with a non-OK gRPC status."""
+    """A call ended with a non-OK gRPC status. retry_after: seconds the server
+    suggests waiting before sending the request again (its "retry-after-ms"
+    trailer, on RESOURCE_EXHAUSTED for load or quotas); None when a retry
+    cannot help (the request is over a per-request limit) or for other codes."""
 
-    def __init__(self, code: grpc.StatusCode, message: str):
+    def __init__(self, code: grpc.StatusCode, message: str, retry_after: Optional[float] = None):
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
+        self.retry_after = retry_after
+
+
+def _retry_after(trailing_metadata) -> Optional[float]:
+    """The server's retry hint in seconds, from a call's trailing metadata."""
+    for key, value in trailing_metadata or ():
+        if key == "retry-after-ms":
+            try:
+                ms = int(value)
+            except ValueError:
+                return None
+            return ms / 1000.0 if ms >= 0 else None
+    return None
 
 
 @dataclasses.dataclass
@@ -154,7 +170,7 @@ class Client:
                 elif kind == "summary":
                     result.summary = response.summary
         except grpc.RpcError as e:
-            raise ServerError(e.code(), e.details()) from None
+            raise ServerError(e.code(), e.details(), _retry_after(e.trailing_metadata())) from None
         result.outputs = {k: b"".join(v) for k, v in chunks.items()}
         for kind, size in zip(result.header.outputs, result.header.output_bytes):
             if len(result.outputs.get(_OUTPUT_NAMES[kind], b"")) != size:
