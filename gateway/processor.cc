@@ -151,7 +151,8 @@ absl::Status Processor::SegmentAndReport(Attempt& a) {
   input.seg = seg;
   for (const auto& v : result->header.volumes()) input.volume_ml_by_segment_label[names[v.value()]] = v.volume_ml();
   auto source = imageio::ReadWholeFile(a.series.files.front(), config_.listener().max_instance_bytes());
-  if (!source.ok()) return source.status();
+  // Not its message: spooled files are named by their SOP Instance UID.
+  if (!source.ok()) return absl::Status(source.status().code(), "the series' first instance cannot be read");
   input.source_instance = *source;
   input.source_series_uid = a.series.series_instance_uid;
   input.manufacturer = config_.report().manufacturer();

@@ -8,7 +8,6 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "imageio/dcmtk_io.h"
 #include "imageio/dicom_lengths.h"
 #include "imageio/file_util.h"
 
@@ -36,11 +35,22 @@ std::string OrientationName(const std::array<double, 6>& iop) {
 }
 
 absl::StatusOr<InstanceHeader> ReadInstanceHeader(const std::string& path, int64_t max_bytes) {
-  auto bytes = imageio::ReadWholeFile(path, max_bytes);
-  if (!bytes.ok()) return bytes.status();
-  if (auto s = imageio::CheckDicomLengths(*bytes); !s.ok()) return s;
+  // Mapped, not read, and parsed lazily from the file: up to a GiB per
+  // instance on every association thread would otherwise be heap.
+  auto mapped = imageio::MappedFile::Open(path, max_bytes);
+  if (!mapped.ok()) return mapped.status();
+  const std::string_view bytes = (*mapped)->bytes();
+  // A deflated instance is parsed whole (no lazy values): its inflated size
+  // is what it costs, and what the limit applies to.
+  auto held = imageio::DicomBytesHeldWhole(bytes);
+  if (!held.ok()) return held.status();
+  if (*held > max_bytes)
+    return absl::ResourceExhaustedError(absl::StrCat("the instance inflates to more than ", max_bytes, " bytes"));
+  if (auto s = imageio::CheckDicomLengths(bytes); !s.ok()) return s;
   DcmFileFormat file;
-  if (auto s = imageio::ParseDicom(*bytes, file); !s.ok()) return s;
+  constexpr Uint32 kLazyValueBytes = 64 * 1024;  // longer values stay in the file
+  if (file.loadFile(path.c_str(), EXS_Unknown, EGL_noChange, kLazyValueBytes, ERM_autoDetect).bad())
+    return absl::InvalidArgumentError("the instance is not a readable DICOM file");
   DcmDataset& d = *file.getDataset();
   InstanceHeader h;
   h.sop_class_uid = Text(d, DCM_SOPClassUID);

@@ -74,17 +74,38 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
   OFCondition handleIncomingCommand(T_DIMSE_Message* message, const DcmPresentationContextInfo& info) override {
     if (message->CommandField != DIMSE_C_STORE_RQ) return DcmThreadSCP::handleIncomingCommand(message, info);
     T_DIMSE_C_StoreRQ& request = message->msg.CStoreRQ;
+    if (!SpoolHasRoom()) {
+      // The data set still arrives (DIMSE has no way to refuse it before);
+      // it goes nowhere and the sender is told to try again later.
+      OFCondition cond = receiveSTORERequest(request, info.presentationContextID, "/dev/null");
+      context_.on_instance("spool_full");
+      if (cond.bad()) return cond;
+      return sendSTOREResponse(info.presentationContextID, request, kStoreOutOfResources);
+    }
     const std::string path = context_.spool->IncomingPath();
+    receiving_ = true;
+    cut_off_ = false;
     OFCondition cond = receiveSTORERequest(request, info.presentationContextID, path.c_str());
+    receiving_ = false;
     if (cond.bad()) {
       std::error_code ec;
       std::filesystem::remove(path, ec);
-      context_.on_instance("invalid");
+      context_.on_instance(cut_off_ ? "too_large" : "invalid");
       return cond;  // the association is broken: DcmSCP ends it
     }
     const auto [status, outcome] = Commit(path, request);
     context_.on_instance(outcome);
     return sendSTOREResponse(info.presentationContextID, request, status);
+  }
+
+  // DCMTK reports the bytes of a data set received so far. An instance past
+  // max_instance_bytes is cut off there (the association aborted): DIMSE
+  // announces no size, and without this a sender could fill the spool's
+  // disk with one endless instance before the size check after it.
+  void notifyRECEIVEProgress(const unsigned long byte_count) override {
+    if (!receiving_ || cut_off_ || byte_count <= context_.config.max_instance_bytes()) return;
+    cut_off_ = true;
+    abortAssociation();
   }
 
  private:
@@ -109,7 +130,19 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
     return result;
   }
 
+  // Room for one more instance of the largest allowed size, with the
+  // configured margin left free.
+  bool SpoolHasRoom() const {
+    std::error_code ec;
+    const auto space = std::filesystem::space(context_.spool->root(), ec);
+    if (ec) return false;
+    const uint64_t needed = context_.config.max_instance_bytes() + context_.config.min_free_spool_bytes();
+    return space.available >= needed;
+  }
+
   const Context& context_;
+  bool receiving_ = false;  // a C-STORE data set is being written to the spool
+  bool cut_off_ = false;    // ... and was cut off for its size
 };
 
 }  // namespace

@@ -1,5 +1,10 @@
 #include "imageio/file_util.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -30,6 +35,35 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path, int64_t max_b
   std::string bytes(static_cast<size_t>(size), '\0');
   if (!in.read(bytes.data(), size)) return absl::DataLossError(absl::StrCat("reading ", path, " failed"));
   return bytes;
+}
+
+absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path, int64_t max_bytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::NotFoundError("a file cannot be opened");
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::NotFoundError("a file cannot be read");
+  }
+  if (st.st_size > max_bytes) {
+    ::close(fd);
+    return absl::ResourceExhaustedError(absl::StrCat("a file is larger than ", max_bytes, " bytes"));
+  }
+  const size_t size = static_cast<size_t>(st.st_size);
+  void* data = nullptr;
+  if (size > 0) {
+    data = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (data == MAP_FAILED) {
+      ::close(fd);
+      return absl::ResourceExhaustedError("a file cannot be mapped");
+    }
+  }
+  ::close(fd);  // the mapping keeps the file
+  return std::unique_ptr<MappedFile>(new MappedFile(data, size));
+}
+
+MappedFile::~MappedFile() {
+  if (size_ > 0) ::munmap(data_, size_);
 }
 
 absl::StatusOr<std::vector<std::string>> ListFiles(const std::string& dir) {

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "imageio/file_util.h"
+#include "tests/testing/deflated_dicom.h"
 
 namespace upp::gateway {
 namespace {
@@ -64,6 +65,27 @@ TEST_F(SeriesDirTest, LimitsAreCheckedBeforeAnyFileIsRead) {
   auto s = SummarizeSeries(dir_.string(), {});
   EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.status().message().find("instance 2"), std::string::npos) << s.status();
+}
+
+// Headers are read from a mapping of the file, lazily; a deflated instance is
+// parsed whole, so its inflated size is what the limit applies to. Messages
+// never carry the file's name (spooled files are named by their UID).
+TEST_F(SeriesDirTest, ADeflatedInstanceIsMeasuredInflated) {
+  auto ct = imageio::ReadWholeFile(kCtSmall);
+  if (!ct.ok()) GTEST_SKIP() << "python3-pydicom test data not installed";
+  const std::string deflated = testing::DeflatedWithZeros(*ct, size_t{8} << 20);
+  ASSERT_FALSE(deflated.empty());
+  Write("1.2.3.4.dcm", deflated);
+  const std::string path = (dir_ / "1.2.3.4.dcm").string();
+  auto h = ReadInstanceHeader(path, int64_t{4} << 20);  // the file is far smaller, its data set is not
+  EXPECT_EQ(h.status().code(), absl::StatusCode::kResourceExhausted) << h.status();
+  EXPECT_EQ(h.status().message().find("1.2.3.4"), std::string::npos) << h.status();
+  h = ReadInstanceHeader(path, int64_t{16} << 20);
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(h->modality, "CT");
+  h = ReadInstanceHeader((dir_ / "9.9.9.dcm").string(), int64_t{16} << 20);  // no such file
+  EXPECT_EQ(h.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(h.status().message().find("9.9.9"), std::string::npos) << h.status();
 }
 
 }  // namespace

@@ -490,5 +490,78 @@ metrics_address: "127.0.0.1:{metrics_port}"
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+class GatewayLimitsTest(unittest.TestCase):
+    """What a sender cannot do to the gateway's disk: an instance over
+    max_instance_bytes is cut off while it arrives (the association aborted,
+    nothing left in the spool), and while the spool's file system is short of
+    room every C-STORE is answered "out of resources" with nothing written.
+    The gateway keeps answering either way."""
+
+    def run_gateway(self, tmp, listener_extra):
+        port, metrics_port = free_port(), free_port()
+        os.makedirs(tmp, exist_ok=True)
+        config = os.path.join(tmp, "gateway.textproto")
+        with open(config, "w") as f:
+            f.write(f"""
+listener {{ ae_title: "UNETRPP" port: {port} {listener_extra} }}
+spool_dir: "{os.path.join(tmp, 'spool')}"
+service {{ target: "127.0.0.1:{free_port()}" }}
+destination {{ host: "127.0.0.1" port: {free_port()} ae_title: "NOBODY" }}
+rules {{ name: "ct" modalities: "CT" }}
+metrics_address: "127.0.0.1:{metrics_port}"
+""")
+        log = open(os.path.join(tmp, "gateway.log"), "wb")
+        process = subprocess.Popen([os.environ["UPP_GATEWAY"], "--config", config], stdout=log,
+                                   stderr=subprocess.STDOUT)
+        self.addCleanup(log.close)
+        self.addCleanup(lambda: (process.send_signal(signal.SIGTERM), process.wait(timeout=60)))
+
+        def metric(outcome):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+                    text = r.read().decode()
+            except OSError:
+                return None
+            for line in text.splitlines():
+                if line.startswith(f'upp_gateway_instances_received_total{{outcome="{outcome}"}}'):
+                    return float(line.rsplit(" ", 1)[1])
+            return 0.0
+        wait_for(lambda: metric("stored") is not None, 30, "the gateway's metrics")
+        return port, metric
+
+    def spooled_files(self, tmp):
+        return [os.path.join(d, n) for d, _, names in os.walk(os.path.join(tmp, "spool")) for n in names
+                if not n.startswith("state")]
+
+    def test_oversized_instances_are_cut_off_and_a_full_spool_refuses(self):
+        tmp = tempfile.mkdtemp(prefix="upp-gateway-limits-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        phantom = os.path.join(tmp, "phantom")
+        subprocess.run([os.environ["UPP_PHANTOM"], "--seed", "5", "--dicom", phantom,
+                        "-o", os.path.join(tmp, "ct.nii.gz")], check=True, capture_output=True)
+        instance = os.path.join(phantom, sorted(os.listdir(phantom))[0])
+        self.assertGreater(os.path.getsize(instance), 200000)
+
+        limited = os.path.join(tmp, "limited")
+        port, metric = self.run_gateway(limited, "max_instance_bytes: 100000")
+        sent = subprocess.run(["storescu", "-aec", "UNETRPP", "127.0.0.1", str(port), instance],
+                              capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(sent.returncode, 0, sent.stdout + sent.stderr)
+        self.assertIn("aborted", sent.stdout + sent.stderr)
+        wait_for(lambda: metric("too_large") == 1.0, 10, "the instance counted as too_large")
+        self.assertEqual(self.spooled_files(limited), [])
+        echo = subprocess.run(["echoscu", "-aec", "UNETRPP", "127.0.0.1", str(port)], capture_output=True, timeout=30)
+        self.assertEqual(echo.returncode, 0)
+
+        full = os.path.join(tmp, "full")  # asks for a petabyte free
+        port, metric = self.run_gateway(full, "min_free_spool_bytes: 1000000000000000")
+        sent = subprocess.run(["storescu", "-aec", "UNETRPP", "127.0.0.1", str(port), instance],
+                              capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(sent.returncode, 0, sent.stdout + sent.stderr)
+        wait_for(lambda: metric("spool_full") == 1.0, 10, "the instance counted as spool_full")
+        self.assertEqual(metric("stored"), 0.0)
+        self.assertEqual(self.spooled_files(full), [])
+
+
 if __name__ == "__main__":
     unittest.main()
