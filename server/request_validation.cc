@@ -1,5 +1,6 @@
 #include "server/request_validation.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -83,6 +84,18 @@ absl::Status ValidateHeader(unetrpp::v1::RequestHeader& header, const ModelFacts
   return absl::OkStatus();
 }
 
+size_t InputCollector::NextCapacity(const std::string& input, size_t more) const {
+  const size_t needed = input.size() + more;
+  if (needed <= input.capacity()) return input.capacity();
+  return std::max(needed, std::min<size_t>(input.capacity() * 2, limits_.max_input_bytes));
+}
+
+int64_t InputCollector::BytesToAdd(const unetrpp::v1::InputChunk& chunk) const {
+  const auto it = inputs_.find(chunk.input_index());
+  if (it == inputs_.end() || it->second.empty()) return static_cast<int64_t>(chunk.data().size());
+  return static_cast<int64_t>(NextCapacity(it->second, chunk.data().size()) - it->second.capacity());
+}
+
 absl::Status InputCollector::Add(unetrpp::v1::InputChunk& chunk) {
   bytes_ += static_cast<int64_t>(chunk.data().size());
   if (bytes_ > static_cast<int64_t>(limits_.max_input_bytes))
@@ -100,6 +113,16 @@ absl::Status InputCollector::Add(unetrpp::v1::InputChunk& chunk) {
   if (target.empty()) {
     target.swap(*chunk.mutable_data());  // the common case: no copy
   } else {
+    const size_t capacity = NextCapacity(target, chunk.data().size());
+    if (capacity > target.capacity()) {
+      // Grown here rather than by append (or reserve, which libstdc++ rounds
+      // up to twice the old capacity), so that it is exactly what
+      // BytesToAdd said, limit included.
+      std::string grown;
+      grown.reserve(capacity);
+      grown.append(target);
+      target.swap(grown);
+    }
     target.append(chunk.data());
   }
   return absl::OkStatus();

@@ -51,12 +51,19 @@ class InputCollector {
  public:
   InputCollector(const RequestLimits& limits, unetrpp::v1::InputFormat format, int channels)
       : limits_(limits), format_(format), channels_(channels) {}
+  // The memory Add(chunk) will allocate: the chunk's bytes for a new input
+  // (its buffer is taken over), else the growth of that input's buffer,
+  // which grows by doubling (capped by the upload limit) under this class's
+  // control, so that a caller can reserve exactly that before it happens.
+  int64_t BytesToAdd(const unetrpp::v1::InputChunk& chunk) const;
   // Checks the chunk, then takes its bytes (moved, not copied, for a new index).
   absl::Status Add(unetrpp::v1::InputChunk& chunk);
   int64_t bytes() const { return bytes_; }
   std::map<uint32_t, std::string>& inputs() { return inputs_; }
 
  private:
+  size_t NextCapacity(const std::string& input, size_t more) const;
+
   const RequestLimits limits_;
   const unetrpp::v1::InputFormat format_;
   const int channels_;

@@ -186,8 +186,8 @@ absl::Status SegmentCall::HandleHeader(const unetrpp::v1::RequestHeader& header)
 
 absl::Status SegmentCall::HandleChunk(unetrpp::v1::InputChunk& chunk) {
   state_->metrics().BytesIn(static_cast<int64_t>(chunk.data().size()));
-  // Memory is counted from the first byte: the upload itself.
-  if (auto s = Reserve(static_cast<int64_t>(chunk.data().size())); !s.ok()) return s;
+  // Memory is counted from the first byte: the upload itself, as allocated.
+  if (auto s = Reserve(collector_->BytesToAdd(chunk)); !s.ok()) return s;
   if (auto s = collector_->Add(chunk); !s.ok()) return s;
   bytes_received_ = collector_->bytes();
   if (bytes_received_ >= next_receive_progress_) {
