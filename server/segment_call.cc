@@ -422,6 +422,10 @@ void SegmentCall::Postprocess() {
   SegmentResponse header = ResultHeader(*labels, model()->plan().labels, *outputs);
   labels->labels.clear();
   labels->labels.shrink_to_fit();
+  std::string().swap(dicom_source_instance_);
+  int64_t result_bytes = 0;
+  for (const auto& [kind, bytes] : *outputs) result_bytes += static_cast<int64_t>(bytes.size());
+  ShrinkReservations(result_bytes);
   {
     absl::MutexLock lock(&mu_);
     if (finish_called_ || done_) return;
@@ -431,6 +435,18 @@ void SegmentCall::Postprocess() {
     send_start_ = absl::Now();
     progress_.reset();
     MaybeWriteLocked();
+  }
+}
+
+void SegmentCall::ShrinkReservations(int64_t result_bytes) {
+  const int64_t held = reserved_bytes_.load();
+  if (held > result_bytes) {
+    state_->ReleaseBytes(CountedAs(), held - result_bytes);
+    reserved_bytes_ = result_bytes;
+  }
+  if (reserved_windows_ > 0) {
+    state_->ReleaseWindows(CountedAs(), reserved_windows_);
+    reserved_windows_ = 0;
   }
 }
 

@@ -101,6 +101,10 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   void Abandon(const absl::Status& status);
   // CPU pool, after the last window: labels, encoding, result messages.
   void Postprocess();
+  // Once encoded, only the results remain: the memory reservation shrinks to
+  // them and the windows are given back, so that a client that reads slowly
+  // holds what it really holds, not the job's working memory (CPU pool).
+  void ShrinkReservations(int64_t result_bytes);
 
   // Ends the call with `status` (first caller wins) after the write in flight.
   void Fail(const absl::Status& status);
@@ -151,7 +155,7 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   // GPU memory reserved for job_ on the model's job_device: set on the pool
   // before the job exists, released with it (Postprocess or the destructor).
   int64_t device_bytes_ = 0;
-  int64_t reserved_windows_ = 0;  // set once, on the CPU pool, before the batcher sees the call
+  int64_t reserved_windows_ = 0;  // on the CPU pool: set before the batcher sees the call, 0 once encoded
   // Written on the pool, read by OnDone (which can run while the pool
   // still decodes a cancelled call's input).
   std::atomic<int64_t> voxels_{0};

@@ -366,6 +366,55 @@ TEST(HostileStallTest, AClientThatNeverReadsIsCutOff) {
   context.TryCancel();
 }
 
+// A client that stops reading its results holds the results (3 MB of raw
+// labels here), not the job's working memory and its upload: the
+// reservation shrinks once they are encoded.
+TEST(HostileStallTest, AStalledClientHoldsOnlyItsResults) {
+  const int metrics_port = testing::FreePort();
+  auto config = ParseConfig(
+      "listen_address: '127.0.0.1:0' metrics_address: '127.0.0.1:" + std::to_string(metrics_port) +
+      "' cpu_threads: 2 limits { max_input_bytes: 33554432 } timeouts { send_stall_seconds: 120 } "
+      "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '" +
+      PlanFile() + "' }");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto server = Server::Create(*config);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string address = "127.0.0.1:" + std::to_string((*server)->port());
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);  // the window stays at 64 KiB: the results cannot all leave
+  auto stub =
+      unetrpp::v1::Segmentation::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext context;
+  auto stream = stub->Segment(&context);
+  SegmentRequest header;
+  header.mutable_header()->set_format(unetrpp::v1::INPUT_FORMAT_NIFTI);
+  header.mutable_header()->add_outputs(unetrpp::v1::OUTPUT_KIND_RAW_LABELS);
+  ASSERT_TRUE(stream->Write(header));
+  const std::string nifti = testing::FloatNifti(testing::Phantom({160, 160, 60}, {2.0, 2.0, 2.0}));
+  SegmentRequest chunk, end;
+  for (size_t at = 0; at < nifti.size(); at += 1 << 20) {
+    chunk.mutable_chunk()->set_data(nifti.substr(at, 1 << 20));
+    ASSERT_TRUE(stream->Write(chunk));
+  }
+  end.mutable_end();
+  ASSERT_TRUE(stream->Write(end));
+  stream->WritesDone();
+  SegmentResponse accepted;
+  ASSERT_TRUE(stream->Read(&accepted));  // then never read again
+  const double results = 160.0 * 160 * 60 * 2;
+  double admitted = -1, peak = 0;
+  for (int i = 0; i < 600; ++i) {  // until it settles on the results (minutes under ThreadSanitizer)
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    admitted = testing::MetricValue(testing::HttpGet(metrics_port, "/metrics"), "upp_admitted_memory_bytes");
+    peak = std::max(peak, admitted);
+    if (peak > nifti.size() && admitted <= results) break;
+  }
+  EXPECT_GT(peak, static_cast<double>(nifti.size()));  // the upload and the job were held...
+  EXPECT_LE(admitted, results);                        // ...and only the results remain
+  EXPECT_GT(admitted, 0.0);
+  context.TryCancel();
+}
+
 TEST(SystemMemoryTest, CgroupLimitsParse) {
   EXPECT_EQ(ParseCgroupLimit("max\n"), -1);
   EXPECT_EQ(ParseCgroupLimit("12884901888\n"), int64_t{12} << 30);
