@@ -85,7 +85,7 @@ grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, SegmentResponse>* SegmentCa
     call->Fail(allowed);
     return call.get();
   }
-  if (auto s = state->BeginPendingStream(); !s.ok()) {
+  if (auto s = state->BeginPendingStream(call->CountedAs()); !s.ok()) {
     call->Fail(s);
     return call.get();
   }
@@ -552,7 +552,7 @@ void SegmentCall::OnWriteDone(bool ok) {
 }
 
 void SegmentCall::ReleasePendingStream() {
-  if (pending_stream_.exchange(false)) state_->EndPendingStream();
+  if (pending_stream_.exchange(false)) state_->EndPendingStream(CountedAs());
 }
 
 void SegmentCall::FinishLocked(const grpc::Status& status) {

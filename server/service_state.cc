@@ -43,9 +43,7 @@ absl::Status ServiceState::BeginRequest(const std::string& peer, uint32_t* queue
                                  absl::Seconds(5));
   // Authenticated callers are counted per principal, others per address.
   const bool principal = peer.rfind("principal:", 0) == 0;
-  const uint32_t limit = principal && config_.auth().max_requests_per_principal() > 0
-                             ? config_.auth().max_requests_per_principal()
-                             : config_.limits().max_requests_per_peer();
+  const uint32_t limit = RequestsAllowed(peer);
   int64_t& mine = per_peer_[peer];
   if (mine >= limit)
     return proto::WithRetryAfter(
@@ -75,20 +73,36 @@ void ServiceState::EndRequest(const std::string& peer) {
   if (idle) ReturnFreeMemory();
 }
 
-absl::Status ServiceState::BeginPendingStream() {
+uint32_t ServiceState::RequestsAllowed(const std::string& who) const {
+  const bool principal = who.rfind("principal:", 0) == 0;
+  return principal && config_.auth().max_requests_per_principal() > 0 ? config_.auth().max_requests_per_principal()
+                                                                      : config_.limits().max_requests_per_peer();
+}
+
+absl::Status ServiceState::BeginPendingStream(const std::string& who) {
   absl::MutexLock lock(&mu_);
   if (pending_streams_ >= config_.limits().max_pending_streams())
     return proto::WithRetryAfter(
         absl::ResourceExhaustedError(
             absl::StrCat("too many streams without a RequestHeader (", pending_streams_, "); send the header first")),
         absl::Seconds(5));
+  // Per caller too, as requests are: one address must not hold every slot.
+  int64_t& mine = pending_per_peer_[who];
+  if (mine >= RequestsAllowed(who))
+    return proto::WithRetryAfter(
+        absl::ResourceExhaustedError(
+            absl::StrCat("this caller already has ", mine, " streams without a RequestHeader; send the header first")),
+        absl::Seconds(5));
+  ++mine;
   ++pending_streams_;
   return absl::OkStatus();
 }
 
-void ServiceState::EndPendingStream() {
+void ServiceState::EndPendingStream(const std::string& who) {
   absl::MutexLock lock(&mu_);
   --pending_streams_;
+  auto it = pending_per_peer_.find(who);
+  if (it != pending_per_peer_.end() && --it->second <= 0) pending_per_peer_.erase(it);
 }
 
 void ServiceState::Watch(std::weak_ptr<TimedCall> call) {

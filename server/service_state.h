@@ -61,9 +61,10 @@ class ServiceState {
   void EndRequest(const std::string& peer);
   // Streams that have not yet sent their header (they hold no request slot
   // yet, but a reactor and buffers): RESOURCE_EXHAUSTED past
-  // max_pending_streams. On OK the caller must EndPendingStream() once.
-  absl::Status BeginPendingStream();
-  void EndPendingStream();
+  // max_pending_streams, or past as many for `who` (as in BeginRequest) as
+  // it may have requests. On OK the caller must EndPendingStream(who) once.
+  absl::Status BeginPendingStream(const std::string& who);
+  void EndPendingStream(const std::string& who);
   // Watches `call` until it is destroyed.
   void Watch(std::weak_ptr<TimedCall> call);
   // Reserves estimated working memory for a request of `who` (as in
@@ -104,8 +105,13 @@ class ServiceState {
   mutable absl::Mutex mu_;
   int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t bytes_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  // max_requests_per_principal for an authenticated caller ("principal:..."),
+  // else max_requests_per_peer.
+  uint32_t RequestsAllowed(const std::string& who) const;
+
   int64_t pending_streams_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, int64_t> per_peer_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int64_t> pending_per_peer_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int64_t> bytes_per_peer_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int64_t> windows_per_peer_ ABSL_GUARDED_BY(mu_);
   DeviceBudget device_budget_;

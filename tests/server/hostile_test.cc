@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <future>
 #include <limits>
 #include <thread>
 
@@ -154,6 +155,52 @@ TEST_F(HostileTest, StreamsWithoutAHeaderAreCappedAndTimedOut) {
   EXPECT_EQ(timed_out, 3);
   EXPECT_LT(seconds, 5.0);
   EXPECT_TRUE(GoodRequestSucceeds());
+}
+
+// Header-less streams are counted per caller as well: one address cannot
+// hold every slot (max_pending_streams) and lock everyone else out. The
+// second caller is the same machine over IPv6.
+TEST(HostilePendingTest, OneAddressCannotHoldEveryHeaderlessSlot) {
+  auto config = ParseConfig(
+      "listen_address: '[::]:0' metrics_address: 'off' cpu_threads: 1 "
+      "limits { max_pending_streams: 4 max_requests_per_peer: 2 } timeouts { header_seconds: 2 } "
+      "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '" +
+      PlanFile() + "' }");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto server = Server::Create(*config);
+  if (!server.ok()) GTEST_SKIP() << "no IPv6 listener here: " << server.status();
+  const int port = (*server)->port();
+  // Each stream waits for its end on its own thread; the first status read wins.
+  auto open_stream = [](const std::string& address) {
+    auto stub = unetrpp::v1::Segmentation::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    auto stream = stub->Segment(&context);
+    SegmentResponse r;
+    while (stream->Read(&r)) {
+    }
+    return stream->Finish();
+  };
+  const std::string v4 = "ipv4:127.0.0.1:" + std::to_string(port), v6 = "ipv6:[::1]:" + std::to_string(port);
+  std::vector<std::future<grpc::Status>> from_v4;
+  for (int i = 0; i < 3; ++i) from_v4.push_back(std::async(std::launch::async, open_stream, v4));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  auto from_v6 = std::async(std::launch::async, open_stream, v6);
+  int exhausted = 0;
+  for (auto& f : from_v4) {
+    const grpc::Status st = f.get();
+    if (st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      ++exhausted;
+      EXPECT_NE(st.error_message().find("this caller already has 2 streams"), std::string::npos) << st.error_message();
+    } else {
+      EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << st.error_message();
+    }
+  }
+  EXPECT_EQ(exhausted, 1);  // the third from 127.0.0.1
+  const grpc::Status v6_status = from_v6.get();
+  if (v6_status.error_code() == grpc::StatusCode::UNAVAILABLE) GTEST_SKIP() << "no IPv6 loopback here";
+  // Another caller got a slot (and was timed out for sending no header).
+  EXPECT_EQ(v6_status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << v6_status.error_message();
 }
 
 TEST_F(HostileTest, AnIdleUploadIsTimedOut) {
