@@ -63,6 +63,7 @@ void ApplyDefaults(unetrpp::v1::GatewayConfig& c) {
   if (l->association_idle_seconds() == 0) l->set_association_idle_seconds(60);
   if (l->max_instance_bytes() == 0) l->set_max_instance_bytes(uint64_t{1} << 30);
   if (l->min_free_spool_bytes() == 0) l->set_min_free_spool_bytes(uint64_t{1} << 30);
+  if (l->max_association_seconds() == 0) l->set_max_association_seconds(3600);
   if (c.quiet_period_seconds() == 0) c.set_quiet_period_seconds(10);
   if (c.service().deadline_seconds() == 0) c.mutable_service()->set_deadline_seconds(1800);
   auto* d = c.mutable_destination();

@@ -10,6 +10,8 @@
 #include <filesystem>
 
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gateway/dicom_tls.h"
 #include "gateway/series.h"
 
@@ -71,7 +73,17 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
     return absl::StripAsciiWhitespace(called_ae.c_str()) == context_.config.ae_title();
   }
 
+  void notifyAssociationRequest(const T_ASC_Parameters& params, DcmSCPActionType& action) override {
+    association_start_ = absl::Now();
+    DcmThreadSCP::notifyAssociationRequest(params, action);
+  }
+
   OFCondition handleIncomingCommand(T_DIMSE_Message* message, const DcmPresentationContextInfo& info) override {
+    if (OverTime()) {
+      context_.on_instance("association_too_long");
+      abortAssociation();
+      return DUL_PEERABORTEDASSOCIATION;  // ends DcmSCP's command loop without a second abort
+    }
     if (message->CommandField != DIMSE_C_STORE_RQ) return DcmThreadSCP::handleIncomingCommand(message, info);
     T_DIMSE_C_StoreRQ& request = message->msg.CStoreRQ;
     if (!SpoolHasRoom()) {
@@ -84,13 +96,13 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
     }
     const std::string path = context_.spool->IncomingPath();
     receiving_ = true;
-    cut_off_ = false;
+    cut_off_ = nullptr;
     OFCondition cond = receiveSTORERequest(request, info.presentationContextID, path.c_str());
     receiving_ = false;
     if (cond.bad()) {
       std::error_code ec;
       std::filesystem::remove(path, ec);
-      context_.on_instance(cut_off_ ? "too_large" : "invalid");
+      context_.on_instance(cut_off_ != nullptr ? cut_off_ : "invalid");
       return cond;  // the association is broken: DcmSCP ends it
     }
     const auto [status, outcome] = Commit(path, request);
@@ -103,9 +115,19 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
   // announces no size, and without this a sender could fill the spool's
   // disk with one endless instance before the size check after it.
   void notifyRECEIVEProgress(const unsigned long byte_count) override {
-    if (!receiving_ || cut_off_ || byte_count <= context_.config.max_instance_bytes()) return;
-    cut_off_ = true;
+    if (!receiving_ || cut_off_ != nullptr) return;
+    if (byte_count > context_.config.max_instance_bytes()) {
+      cut_off_ = "too_large";
+    } else if (OverTime()) {
+      cut_off_ = "association_too_long";
+    } else {
+      return;
+    }
     abortAssociation();
+  }
+
+  bool OverTime() const {
+    return absl::Now() - association_start_ > absl::Seconds(context_.config.max_association_seconds());
   }
 
  private:
@@ -141,8 +163,9 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
   }
 
   const Context& context_;
-  bool receiving_ = false;  // a C-STORE data set is being written to the spool
-  bool cut_off_ = false;    // ... and was cut off for its size
+  absl::Time association_start_ = absl::Now();
+  bool receiving_ = false;         // a C-STORE data set is being written to the spool
+  const char* cut_off_ = nullptr;  // ... and was cut off: the outcome's name
 };
 
 }  // namespace

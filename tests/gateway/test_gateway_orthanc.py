@@ -491,11 +491,12 @@ metrics_address: "127.0.0.1:{metrics_port}"
 
 
 class GatewayLimitsTest(unittest.TestCase):
-    """What a sender cannot do to the gateway's disk: an instance over
-    max_instance_bytes is cut off while it arrives (the association aborted,
-    nothing left in the spool), and while the spool's file system is short of
-    room every C-STORE is answered "out of resources" with nothing written.
-    The gateway keeps answering either way."""
+    """What a sender cannot do to the gateway's disk and slots: an instance
+    over max_instance_bytes is cut off while it arrives (the association
+    aborted, nothing left in the spool); while the spool's file system is
+    short of room every C-STORE is answered "out of resources" with nothing
+    written; an association ends after max_association_seconds. The gateway
+    keeps answering each time."""
 
     def run_gateway(self, tmp, listener_extra):
         port, metrics_port = free_port(), free_port()
@@ -533,7 +534,7 @@ metrics_address: "127.0.0.1:{metrics_port}"
         return [os.path.join(d, n) for d, _, names in os.walk(os.path.join(tmp, "spool")) for n in names
                 if not n.startswith("state")]
 
-    def test_oversized_instances_are_cut_off_and_a_full_spool_refuses(self):
+    def test_oversized_instances_a_full_spool_and_endless_associations_are_stopped(self):
         tmp = tempfile.mkdtemp(prefix="upp-gateway-limits-")
         self.addCleanup(shutil.rmtree, tmp, True)
         phantom = os.path.join(tmp, "phantom")
@@ -561,6 +562,20 @@ metrics_address: "127.0.0.1:{metrics_port}"
         wait_for(lambda: metric("spool_full") == 1.0, 10, "the instance counted as spool_full")
         self.assertEqual(metric("stored"), 0.0)
         self.assertEqual(self.spooled_files(full), [])
+
+        # One association may last max_association_seconds, whatever it does.
+        timed = os.path.join(tmp, "timed")
+        port, metric = self.run_gateway(timed, "max_association_seconds: 1")
+        start = time.time()
+        sent = subprocess.run(["storescu", "-aec", "UNETRPP", "--repeat", "100000", "127.0.0.1", str(port), instance],
+                              capture_output=True, text=True, timeout=120)
+        self.assertNotEqual(sent.returncode, 0, sent.stdout + sent.stderr)
+        self.assertIn("aborted", sent.stdout + sent.stderr)
+        self.assertLess(time.time() - start, 30)
+        wait_for(lambda: metric("association_too_long") == 1.0, 10, "the association counted as too long")
+        self.assertGreater(metric("stored"), 0.0)
+        echo = subprocess.run(["echoscu", "-aec", "UNETRPP", "127.0.0.1", str(port)], capture_output=True, timeout=30)
+        self.assertEqual(echo.returncode, 0)
 
 
 if __name__ == "__main__":
