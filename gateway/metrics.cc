@@ -17,7 +17,9 @@ GatewayMetrics::GatewayMetrics() : registry_(std::make_shared<prometheus::Regist
   using prometheus::BuildHistogram;
   instances_ = &BuildCounter()
                     .Name("upp_gateway_instances_received_total")
-                    .Help("C-STORE requests by outcome (stored, too_large, invalid, spool_error, spool_full, association_too_long)")
+                    .Help(
+                        "C-STORE requests by outcome (stored, too_large, invalid, spool_error, spool_full, "
+                        "association_too_long)")
                     .Register(*registry_);
   series_ = &BuildCounter()
                  .Name("upp_gateway_series_total")
