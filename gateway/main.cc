@@ -87,6 +87,8 @@ int main(int argc, char** argv) {
                config->listener().ae_title(), config->listener().port(),
                metrics.port() ? std::to_string(metrics.port()) : "off", config->service().target(),
                config->destination().ae_title(), config->destination().host(), config->destination().port());
+  if (config->listener().allowed_calling_aes().empty())
+    spdlog::warn("listener.allowed_calling_aes is empty: any calling AE title may store; list the PACS' titles");
 
   // Wait for a stop signal, or for the listener to fail (port taken).
   int signal_number = 0;
