@@ -39,10 +39,12 @@ constexpr char kLimits[] =
 constexpr char kTimeouts[] = "header_seconds: 1 upload_idle_seconds: 1";
 
 std::unique_ptr<Server> StartServer(const std::string& extra, const std::string& limits = kLimits,
-                                    const std::string& timeouts = kTimeouts) {
+                                    const std::string& timeouts = kTimeouts, const std::string& metrics = "off") {
   auto config = ParseConfig(
       "listen_address: '127.0.0.1:0'\n"
-      "metrics_address: 'off'\n"
+      "metrics_address: '" +
+      metrics +
+      "'\n"
       "cpu_threads: 2\n"
       "limits { " +
       limits +
@@ -369,34 +371,45 @@ TEST(HostileDicomTest, ADeflatedInstanceIsReservedBeforeItInflates) {
   EXPECT_TRUE(r.ok()) << r.status();
 }
 
+// A client that has sent a whole NIfTI upload asking for raw labels (3 MB
+// for this phantom, beyond the 64 KiB flow-control window of a channel
+// without BDP probing) and then reads nothing after the acceptance.
+struct StalledClient {
+  std::unique_ptr<unetrpp::v1::Segmentation::Stub> stub;
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientReaderWriter<SegmentRequest, SegmentResponse>> stream;
+  int64_t upload_bytes = 0;
+};
+
+std::unique_ptr<StalledClient> StartStalledClient(const std::string& address) {
+  auto c = std::make_unique<StalledClient>();
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  c->stub =
+      unetrpp::v1::Segmentation::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+  c->stream = c->stub->Segment(&c->context);
+  SegmentRequest header, chunk, end;
+  header.mutable_header()->set_format(unetrpp::v1::INPUT_FORMAT_NIFTI);
+  header.mutable_header()->add_outputs(unetrpp::v1::OUTPUT_KIND_RAW_LABELS);
+  end.mutable_end();
+  const std::string nifti = testing::FloatNifti(testing::Phantom({160, 160, 60}, {2.0, 2.0, 2.0}));
+  c->upload_bytes = static_cast<int64_t>(nifti.size());
+  bool sent = c->stream->Write(header);
+  for (size_t at = 0; at < nifti.size() && sent; at += 1 << 20) {
+    chunk.mutable_chunk()->set_data(nifti.substr(at, 1 << 20));
+    sent = c->stream->Write(chunk);
+  }
+  sent = sent && c->stream->Write(end) && c->stream->WritesDone();
+  SegmentResponse accepted;
+  EXPECT_TRUE(sent && c->stream->Read(&accepted) && accepted.has_accepted());
+  return c;
+}
+
 TEST(HostileStallTest, AClientThatNeverReadsIsCutOff) {
   auto server = StartServer("", "max_requests_per_peer: 1 max_input_bytes: 33554432", "send_stall_seconds: 1");
   ASSERT_TRUE(server);
   const std::string address = "127.0.0.1:" + std::to_string(server->port());
-  // Without BDP probing the client's flow-control window stays at 64 KiB,
-  // so a result of megabytes cannot be delivered to a client that never reads.
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-  auto stub =
-      unetrpp::v1::Segmentation::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
-  grpc::ClientContext context;
-  auto stream = stub->Segment(&context);
-  SegmentRequest header;
-  header.mutable_header()->set_format(unetrpp::v1::INPUT_FORMAT_NIFTI);
-  header.mutable_header()->add_outputs(unetrpp::v1::OUTPUT_KIND_RAW_LABELS);  // 3 MB, beyond flow control
-  SegmentRequest chunk, end;
-  end.mutable_end();
-  ASSERT_TRUE(stream->Write(header));
-  const std::string nifti = testing::FloatNifti(testing::Phantom({160, 160, 60}, {2.0, 2.0, 2.0}));
-  for (size_t at = 0; at < nifti.size(); at += 1 << 20) {
-    chunk.mutable_chunk()->set_data(nifti.substr(at, 1 << 20));
-    ASSERT_TRUE(stream->Write(chunk));
-  }
-  ASSERT_TRUE(stream->Write(end));
-  stream->WritesDone();
-  SegmentResponse accepted;
-  ASSERT_TRUE(stream->Read(&accepted));
-  ASSERT_TRUE(accepted.has_accepted());
+  auto stalled = StartStalledClient(address);
   // Never read. Another request from this address is refused while the
   // stalled one holds the slot, and accepted once the stall timeout freed it.
   auto other = client::Client::Connect(address);
@@ -410,7 +423,7 @@ TEST(HostileStallTest, AClientThatNeverReadsIsCutOff) {
     freed = other->Segment({small}, {}).ok();
   }
   EXPECT_TRUE(freed);
-  context.TryCancel();
+  stalled->context.TryCancel();
 }
 
 // A client that stops reading its results holds the results (3 MB of raw
@@ -418,48 +431,22 @@ TEST(HostileStallTest, AClientThatNeverReadsIsCutOff) {
 // reservation shrinks once they are encoded.
 TEST(HostileStallTest, AStalledClientHoldsOnlyItsResults) {
   const int metrics_port = testing::FreePort();
-  auto config = ParseConfig(
-      "listen_address: '127.0.0.1:0' metrics_address: '127.0.0.1:" + std::to_string(metrics_port) +
-      "' cpu_threads: 2 limits { max_input_bytes: 33554432 } timeouts { send_stall_seconds: 120 } "
-      "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '" +
-      PlanFile() + "' }");
-  ASSERT_TRUE(config.ok()) << config.status();
-  auto server = Server::Create(*config);
-  ASSERT_TRUE(server.ok()) << server.status();
-  const std::string address = "127.0.0.1:" + std::to_string((*server)->port());
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);  // the window stays at 64 KiB: the results cannot all leave
-  auto stub =
-      unetrpp::v1::Segmentation::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
-  grpc::ClientContext context;
-  auto stream = stub->Segment(&context);
-  SegmentRequest header;
-  header.mutable_header()->set_format(unetrpp::v1::INPUT_FORMAT_NIFTI);
-  header.mutable_header()->add_outputs(unetrpp::v1::OUTPUT_KIND_RAW_LABELS);
-  ASSERT_TRUE(stream->Write(header));
-  const std::string nifti = testing::FloatNifti(testing::Phantom({160, 160, 60}, {2.0, 2.0, 2.0}));
-  SegmentRequest chunk, end;
-  for (size_t at = 0; at < nifti.size(); at += 1 << 20) {
-    chunk.mutable_chunk()->set_data(nifti.substr(at, 1 << 20));
-    ASSERT_TRUE(stream->Write(chunk));
-  }
-  end.mutable_end();
-  ASSERT_TRUE(stream->Write(end));
-  stream->WritesDone();
-  SegmentResponse accepted;
-  ASSERT_TRUE(stream->Read(&accepted));  // then never read again
+  auto server = StartServer("", "max_input_bytes: 33554432", "send_stall_seconds: 120",
+                            "127.0.0.1:" + std::to_string(metrics_port));
+  ASSERT_TRUE(server);
+  auto stalled = StartStalledClient("127.0.0.1:" + std::to_string(server->port()));
   const double results = 160.0 * 160 * 60 * 2;
   double admitted = -1, peak = 0;
   for (int i = 0; i < 600; ++i) {  // until it settles on the results (minutes under ThreadSanitizer)
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     admitted = testing::MetricValue(testing::HttpGet(metrics_port, "/metrics"), "upp_admitted_memory_bytes");
     peak = std::max(peak, admitted);
-    if (peak > nifti.size() && admitted <= results) break;
+    if (peak > stalled->upload_bytes && admitted <= results) break;
   }
-  EXPECT_GT(peak, static_cast<double>(nifti.size()));  // the upload and the job were held...
-  EXPECT_LE(admitted, results);                        // ...and only the results remain
+  EXPECT_GT(peak, static_cast<double>(stalled->upload_bytes));  // the upload and the job were held...
+  EXPECT_LE(admitted, results);                                 // ...and only the results remain
   EXPECT_GT(admitted, 0.0);
-  context.TryCancel();
+  stalled->context.TryCancel();
 }
 
 TEST(SystemMemoryTest, CgroupLimitsParse) {
