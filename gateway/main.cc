@@ -52,9 +52,12 @@ int main(int argc, char** argv) {
   app.add_flag("--check-config", check_only, "validate the configuration and exit (0: valid)");
   CLI11_PARSE(app, argc, argv);
   DisableCoreDumps();
-  // DCMTK's own log: warnings and errors only (its INFO lines narrate every
-  // C-STORE; the gateway logs per series).
+  // DCMTK's own log: the network's warnings and errors only (its INFO lines
+  // narrate every C-STORE; the gateway logs per series). Its data-set parser
+  // can quote element values in warnings and errors: fatal only there, as in
+  // the server (the gateway says itself which instance was refused).
   OFLog::configure(OFLogger::WARN_LOG_LEVEL);
+  OFLog::getLogger("dcmtk.dcmdata").setLogLevel(OFLogger::FATAL_LOG_LEVEL);
   const sigset_t stop_signals = BlockStopSignals();
 
   auto config = upp::gateway::LoadConfig(config_path);
