@@ -39,6 +39,12 @@ absl::Status ValidateListener(const unetrpp::v1::DicomListener& l) {
   if (l.max_pdu_bytes() < 4096 || l.max_pdu_bytes() > (1u << 24))
     return Bad("listener.max_pdu_bytes", "must be in [4096, 16777216]");
   if (!Positive(l.association_idle_seconds())) return Bad("listener.association_idle_seconds", "must be > 0");
+  if (!Positive(l.max_association_seconds())) return Bad("listener.max_association_seconds", "must be > 0");
+  // DCMTK counts a data set's bytes in 32 bits while it arrives.
+  if (l.max_instance_bytes() > (uint64_t{1} << 31))
+    return Bad("listener.max_instance_bytes", "at most 2147483648 (2 GiB)");
+  if (l.min_free_spool_bytes() > (uint64_t{1} << 50))
+    return Bad("listener.min_free_spool_bytes", "at most 2^50 (1 PiB)");
   return ValidateTls(l.tls(), "listener.tls", false);
 }
 

@@ -7,6 +7,7 @@
 #include <dcmtk/dcmnet/scpthrd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 
 #include "absl/strings/strip.h"
@@ -47,6 +48,9 @@ struct Context {
   unetrpp::v1::DicomListener config;
   Spool* spool;
   StoreScp::InstanceCallback on_instance;
+  // Instances being written to the spool by all associations: each may
+  // still grow to max_instance_bytes, which the free-space check counts.
+  mutable std::atomic<int> storing{0};
 };
 
 // One association: a DcmThreadSCP that stores to the spool.
@@ -86,28 +90,52 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
     }
     if (message->CommandField != DIMSE_C_STORE_RQ) return DcmThreadSCP::handleIncomingCommand(message, info);
     T_DIMSE_C_StoreRQ& request = message->msg.CStoreRQ;
-    if (!SpoolHasRoom()) {
-      // The data set still arrives (DIMSE has no way to refuse it before);
-      // it goes nowhere and the sender is told to try again later.
-      OFCondition cond = receiveSTORERequest(request, info.presentationContextID, "/dev/null");
-      context_.on_instance("spool_full");
-      if (cond.bad()) return cond;
-      return sendSTOREResponse(info.presentationContextID, request, kStoreOutOfResources);
-    }
     const std::string path = context_.spool->IncomingPath();
-    receiving_ = true;
-    cut_off_ = nullptr;
-    OFCondition cond = receiveSTORERequest(request, info.presentationContextID, path.c_str());
-    receiving_ = false;
-    if (cond.bad()) {
+    // Counted before the check, so that associations storing at once each
+    // see the others' instances as taken.
+    context_.storing.fetch_add(1);
+    const bool room = SpoolHasRoom();
+    if (!room) {
+      // The data set still arrives (DIMSE has no way to refuse it before):
+      // it goes to /dev/null through a link of this store's own (DCMTK
+      // deletes the file it was given when a receive fails), and the
+      // sender is told to try again later.
+      std::error_code ec;
+      std::filesystem::create_symlink("/dev/null", path, ec);
+      if (ec) {
+        context_.storing.fetch_sub(1);
+        context_.on_instance("spool_error");
+        abortAssociation();
+        return DUL_PEERABORTEDASSOCIATION;
+      }
+    }
+    OFCondition cond = Receive(request, info.presentationContextID, path);
+    context_.storing.fetch_sub(1);
+    if (cond.bad() || cut_off_ != nullptr) {
+      // A cut-off on the data set's last packet still ends the receive well.
       std::error_code ec;
       std::filesystem::remove(path, ec);
       context_.on_instance(cut_off_ != nullptr ? cut_off_ : "invalid");
-      return cond;  // the association is broken: DcmSCP ends it
+      return cond.bad() ? cond : DUL_PEERABORTEDASSOCIATION;  // DcmSCP ends the association
+    }
+    if (!room) {
+      std::error_code ec;
+      std::filesystem::remove(path, ec);  // the link
+      context_.on_instance("spool_full");
+      return sendSTOREResponse(info.presentationContextID, request, kStoreOutOfResources);
     }
     const auto [status, outcome] = Commit(path, request);
     context_.on_instance(outcome);
     return sendSTOREResponse(info.presentationContextID, request, status);
+  }
+
+  // One C-STORE data set to `path`, under the size and time limits below.
+  OFCondition Receive(T_DIMSE_C_StoreRQ& request, T_ASC_PresentationContextID id, const std::string& path) {
+    receiving_ = true;
+    cut_off_ = nullptr;
+    OFCondition cond = receiveSTORERequest(request, id, path.c_str());
+    receiving_ = false;
+    return cond;
   }
 
   // DCMTK reports the bytes of a data set received so far. An instance past
@@ -152,13 +180,15 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
     return result;
   }
 
-  // Room for one more instance of the largest allowed size, with the
-  // configured margin left free.
+  // Room for every instance being stored (this one included) at the
+  // largest allowed size, with the configured margin left free. The
+  // configuration caps both sizes (gateway/config.cc): no overflow.
   bool SpoolHasRoom() const {
     std::error_code ec;
     const auto space = std::filesystem::space(context_.spool->root(), ec);
     if (ec) return false;
-    const uint64_t needed = context_.config.max_instance_bytes() + context_.config.min_free_spool_bytes();
+    const uint64_t storing = static_cast<uint64_t>(std::max(1, context_.storing.load()));
+    const uint64_t needed = storing * context_.config.max_instance_bytes() + context_.config.min_free_spool_bytes();
     return space.available >= needed;
   }
 
@@ -172,7 +202,8 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
 
 class StoreScp::Pool : public DcmBaseSCPPool {
  public:
-  explicit Pool(Context context) : context_(std::move(context)) {}
+  Pool(const unetrpp::v1::DicomListener& config, Spool* spool, StoreScp::InstanceCallback on_instance)
+      : context_{config, spool, std::move(on_instance)} {}
 
  protected:
   DcmBaseSCPWorker* createSCPWorker() override { return new Worker(*this, context_); }
@@ -182,7 +213,7 @@ class StoreScp::Pool : public DcmBaseSCPPool {
 };
 
 StoreScp::StoreScp(const unetrpp::v1::DicomListener& config, Spool* spool, InstanceCallback on_instance)
-    : pool_(std::make_unique<Pool>(Context{config, spool, std::move(on_instance)})), tls_(config.tls()) {
+    : pool_(std::make_unique<Pool>(config, spool, std::move(on_instance))), tls_(config.tls()) {
   DcmSCPConfig& c = pool_->getConfig();
   c.setAETitle(config.ae_title().c_str());
   c.setPort(static_cast<Uint16>(config.port()));

@@ -56,8 +56,10 @@ class MemFile {
  public:
   static absl::StatusOr<std::unique_ptr<MemFile>> Create(std::string_view bytes) {
     int fd = memfd_create("upp-dicom", MFD_CLOEXEC);
-    if (fd < 0 && (errno == EMFILE || errno == ENFILE))  // one descriptor per instance until decoded
-      return absl::ResourceExhaustedError("out of file descriptors for the DICOM instances: too many at once");
+    // One descriptor per instance until decoded: out of them is the load of
+    // the moment (UNAVAILABLE: retried), not this request's fault.
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE))
+      return absl::UnavailableError("out of file descriptors for the DICOM instances: too many at once; retry");
     if (fd < 0) return absl::InternalError("memfd_create failed");
     auto f = std::unique_ptr<MemFile>(new MemFile(fd, bytes.size()));
     size_t done = 0;

@@ -44,6 +44,9 @@ TEST(GatewayConfigTest, ErrorsNameTheField) {
   expect(R"(listener { ae_title: "SEVENTEEN_CHARS_X" })", "listener.ae_title");
   expect(R"(listener { allowed_calling_aes: "" })", "listener.allowed_calling_aes[0]");
   expect(R"(listener { max_pdu_bytes: 100 })", "listener.max_pdu_bytes");
+  expect(R"(listener { max_association_seconds: -1 })", "listener.max_association_seconds");
+  expect(R"(listener { max_instance_bytes: 5000000000 })", "listener.max_instance_bytes");
+  expect(R"(listener { min_free_spool_bytes: 18446744073709551615 })", "listener.min_free_spool_bytes");
   expect(R"(unmatched: "archive")", "unmatched");
   expect(R"(rules { name: "x" orientations: "diagonal" })", "rules[1].orientations[0]");
   expect(R"(quiet_period_seconds: -1)", "quiet_period_seconds");

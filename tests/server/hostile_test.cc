@@ -165,7 +165,7 @@ TEST_F(HostileTest, StreamsWithoutAHeaderAreCappedAndTimedOut) {
 TEST(HostilePendingTest, OneAddressCannotHoldEveryHeaderlessSlot) {
   auto config = ParseConfig(
       "listen_address: '[::]:0' metrics_address: 'off' cpu_threads: 1 "
-      "limits { max_pending_streams: 4 max_requests_per_peer: 2 } timeouts { header_seconds: 2 } "
+      "limits { max_pending_streams: 4 max_requests_per_peer: 2 } timeouts { header_seconds: 5 } "
       "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '" +
       PlanFile() + "' }");
   ASSERT_TRUE(config.ok()) << config.status();
@@ -436,15 +436,18 @@ TEST(HostileStallTest, AStalledClientHoldsOnlyItsResults) {
   ASSERT_TRUE(server);
   auto stalled = StartStalledClient("127.0.0.1:" + std::to_string(server->port()));
   const double results = 160.0 * 160 * 60 * 2;
-  double admitted = -1, peak = 0;
+  double admitted = -1;
+  bool seen_upload = false;
   for (int i = 0; i < 600; ++i) {  // until it settles on the results (minutes under ThreadSanitizer)
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     admitted = testing::MetricValue(testing::HttpGet(metrics_port, "/metrics"), "upp_admitted_memory_bytes");
-    peak = std::max(peak, admitted);
-    if (peak > stalled->upload_bytes && admitted <= results) break;
+    // Past the upload: it was seen held, or 5 s have gone (a fast machine
+    // can encode before the first sample).
+    seen_upload = seen_upload || admitted > static_cast<double>(stalled->upload_bytes);
+    if (admitted > 0 && admitted <= results && (seen_upload || i >= 25)) break;
   }
-  EXPECT_GT(peak, static_cast<double>(stalled->upload_bytes));  // the upload and the job were held...
-  EXPECT_LE(admitted, results);                                 // ...and only the results remain
+  // Without the shrink the upload (6 MB) and the job's estimate stay.
+  EXPECT_LE(admitted, results);
   EXPECT_GT(admitted, 0.0);
   stalled->context.TryCancel();
 }
