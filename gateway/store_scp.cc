@@ -89,27 +89,24 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
       return DUL_PEERABORTEDASSOCIATION;  // ends DcmSCP's command loop without a second abort
     }
     if (message->CommandField != DIMSE_C_STORE_RQ) return DcmThreadSCP::handleIncomingCommand(message, info);
-    T_DIMSE_C_StoreRQ& request = message->msg.CStoreRQ;
+    return HandleStore(message->msg.CStoreRQ, info.presentationContextID);
+  }
+
+  // One C-STORE: into the spool, or, without room there, nowhere (answered
+  // "out of resources").
+  OFCondition HandleStore(T_DIMSE_C_StoreRQ& request, T_ASC_PresentationContextID id) {
     const std::string path = context_.spool->IncomingPath();
     // Counted before the check, so that associations storing at once each
     // see the others' instances as taken.
     context_.storing.fetch_add(1);
     const bool room = SpoolHasRoom();
-    if (!room) {
-      // The data set still arrives (DIMSE has no way to refuse it before):
-      // it goes to /dev/null through a link of this store's own (DCMTK
-      // deletes the file it was given when a receive fails), and the
-      // sender is told to try again later.
-      std::error_code ec;
-      std::filesystem::create_symlink("/dev/null", path, ec);
-      if (ec) {
-        context_.storing.fetch_sub(1);
-        context_.on_instance("spool_error");
-        abortAssociation();
-        return DUL_PEERABORTEDASSOCIATION;
-      }
+    if (!room && !LinkToDevNull(path)) {
+      context_.storing.fetch_sub(1);
+      context_.on_instance("spool_error");
+      abortAssociation();
+      return DUL_PEERABORTEDASSOCIATION;
     }
-    OFCondition cond = Receive(request, info.presentationContextID, path);
+    OFCondition cond = Receive(request, id, path);
     context_.storing.fetch_sub(1);
     if (cond.bad() || cut_off_ != nullptr) {
       // A cut-off on the data set's last packet still ends the receive well.
@@ -122,11 +119,21 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
       std::error_code ec;
       std::filesystem::remove(path, ec);  // the link
       context_.on_instance("spool_full");
-      return sendSTOREResponse(info.presentationContextID, request, kStoreOutOfResources);
+      return sendSTOREResponse(id, request, kStoreOutOfResources);
     }
     const auto [status, outcome] = Commit(path, request);
     context_.on_instance(outcome);
-    return sendSTOREResponse(info.presentationContextID, request, status);
+    return sendSTOREResponse(id, request, status);
+  }
+
+  // The data set of a store that finds no room still arrives (DIMSE has no
+  // way to refuse it before): it goes to /dev/null through a link of this
+  // store's own, since DCMTK deletes the file it was given when a receive
+  // fails.
+  static bool LinkToDevNull(const std::string& path) {
+    std::error_code ec;
+    std::filesystem::create_symlink("/dev/null", path, ec);
+    return !ec;
   }
 
   // One C-STORE data set to `path`, under the size and time limits below.

@@ -33,19 +33,32 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
 }
 
 namespace {
+
 constexpr char kRetryAfterUrl[] = "type.unetrpp.v1/retry-after-ms";
+
+// The hint's text, in payloads and trailers alike: whole milliseconds.
+std::string MillisecondsText(absl::Duration d) { return absl::StrCat(absl::ToInt64Milliseconds(d)); }
+std::optional<absl::Duration> ParseMilliseconds(absl::string_view text) {
+  int64_t ms = 0;
+  if (!absl::SimpleAtoi(text, &ms) || ms < 0) return std::nullopt;
+  return absl::Milliseconds(ms);
+}
+
 }  // namespace
 
 absl::Status WithRetryAfter(absl::Status status, absl::Duration after) {
-  status.SetPayload(kRetryAfterUrl, absl::Cord(absl::StrCat(absl::ToInt64Milliseconds(after))));
+  status.SetPayload(kRetryAfterUrl, absl::Cord(MillisecondsText(after)));
   return status;
 }
 
 std::optional<absl::Duration> RetryAfter(const absl::Status& status) {
   const auto payload = status.GetPayload(kRetryAfterUrl);  // absl::optional: not std:: in every Abseil build
-  int64_t ms = 0;
-  if (!payload || !absl::SimpleAtoi(std::string(*payload), &ms) || ms < 0) return std::nullopt;
-  return absl::Milliseconds(ms);
+  if (!payload) return std::nullopt;
+  return ParseMilliseconds(std::string(*payload));
+}
+
+void AddRetryAfterTrailer(grpc::ServerContextBase& context, absl::Duration after) {
+  context.AddTrailingMetadata(kRetryAfterKey, MillisecondsText(after));
 }
 
 absl::Status FromGrpcCall(const grpc::Status& status, const grpc::ClientContext& context) {
@@ -53,9 +66,9 @@ absl::Status FromGrpcCall(const grpc::Status& status, const grpc::ClientContext&
   if (out.ok()) return out;
   const auto& trailers = context.GetServerTrailingMetadata();
   const auto hint = trailers.find(kRetryAfterKey);
-  int64_t ms = 0;
-  if (hint != trailers.end() && absl::SimpleAtoi(std::string(hint->second.data(), hint->second.size()), &ms) && ms >= 0)
-    out = WithRetryAfter(std::move(out), absl::Milliseconds(ms));
+  if (hint == trailers.end()) return out;
+  if (auto after = ParseMilliseconds(absl::string_view(hint->second.data(), hint->second.size())))
+    out = WithRetryAfter(std::move(out), *after);
   return out;
 }
 

@@ -6,6 +6,7 @@
 #define UPP_PROTO_API_H_
 
 #include <grpcpp/client_context.h>
+#include <grpcpp/server_context.h>
 #include <grpcpp/support/status.h>
 
 #include <cstddef>
@@ -37,8 +38,10 @@ absl::Status FromGrpcStatus(const grpc::Status& status);
 inline constexpr char kRetryAfterKey[] = "retry-after-ms";
 absl::Status WithRetryAfter(absl::Status status, absl::Duration after);
 std::optional<absl::Duration> RetryAfter(const absl::Status& status);
-// A finished call's status, with the server's retry hint from `context`'s
-// trailing metadata as its payload.
+// Server side: `after` as the trailing metadata of a call not yet finished.
+void AddRetryAfterTrailer(grpc::ServerContextBase& context, absl::Duration after);
+// Client side: a finished call's status, with the server's retry hint from
+// `context`'s trailing metadata as its payload.
 absl::Status FromGrpcCall(const grpc::Status& status, const grpc::ClientContext& context);
 
 }  // namespace upp::proto

@@ -566,8 +566,7 @@ void SegmentCall::FinishLocked(const grpc::Status& status) {
   // the status (a client that retries at once must find it free).
   ReleasePendingStream();
   final_status_ = absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
-  if (retry_after_)
-    context_->AddTrailingMetadata(proto::kRetryAfterKey, absl::StrCat(absl::ToInt64Milliseconds(*retry_after_)));
+  if (retry_after_) proto::AddRetryAfterTrailer(*context_, *retry_after_);
   Finish(status);
 }
 

@@ -43,6 +43,24 @@ def wait_for(predicate, timeout, what):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def read_metric(port, name, **labels):
+    """The sum of the gateway's series `name` with these labels; 0.0 for a
+    family without them, None when the endpoint does not answer or lacks it."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    total = None
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        head, value = line.rsplit(" ", 1)
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            total = (total or 0.0) + float(value)
+    return total if total is not None else (0.0 if f"# TYPE {name}" in text else None)
+
+
 class Orthanc:
     """Orthanc from Debian with a generated configuration, on free loopback ports."""
 
@@ -238,19 +256,7 @@ metrics_address: "127.0.0.1:{cls.metrics_port}"
 
     @classmethod
     def metric(cls, name, **labels):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{cls.metrics_port}/metrics", timeout=5) as r:
-                text = r.read().decode()
-        except OSError:
-            return None
-        total = None
-        for line in text.splitlines():
-            if not line.startswith(name):
-                continue
-            head, value = line.rsplit(" ", 1)
-            if all(f'{k}="{v}"' in head for k, v in labels.items()):
-                total = (total or 0.0) + float(value)
-        return total if total is not None else (0.0 if f"# TYPE {name}" in text else None)
+        return read_metric(cls.metrics_port, name, **labels)
 
     @classmethod
     def tearDownClass(cls):
@@ -518,16 +524,8 @@ metrics_address: "127.0.0.1:{metrics_port}"
         self.addCleanup(lambda: (process.send_signal(signal.SIGTERM), process.wait(timeout=60)))
 
         def metric(outcome):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
-                    text = r.read().decode()
-            except OSError:
-                return None
-            for line in text.splitlines():
-                if line.startswith(f'upp_gateway_instances_received_total{{outcome="{outcome}"}}'):
-                    return float(line.rsplit(" ", 1)[1])
-            return 0.0
-        wait_for(lambda: metric("stored") is not None, 30, "the gateway's metrics")
+            return read_metric(metrics_port, "upp_gateway_instances_received_total", outcome=outcome)
+        wait_for(lambda: read_metric(metrics_port, "upp_gateway_queued_series") is not None, 30, "the gateway's metrics")
         return port, metric
 
     def spooled_files(self, tmp):
