@@ -139,6 +139,9 @@ absl::Status Processor::SegmentAndReport(Attempt& a) {
   options.deadline = absl::Seconds(config_.service().deadline_seconds());
   options.max_attempts = 3;  // quick retries within the call; the spool retries later
   options.client_request_id = absl::StrCat("gateway-", a.name);
+  // A job is one spooled series: naming it has the service segment exactly
+  // that one (and refuse the job if its files were of another).
+  options.series_instance_uid = a.series.series_instance_uid;
   auto result = (*client)->SegmentFiles(a.series.files, options);
   metrics_->Stage("segment", SecondsSince(t));
   if (!result.ok()) return result.status();

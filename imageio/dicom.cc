@@ -332,11 +332,52 @@ absl::Status DecodeSourcePixels(Source& src, int64_t nx, int64_t ny) {
 
 using SeriesMap = std::map<std::string, std::vector<std::unique_ptr<Source>>>;
 
-// Phase 1: every file's lengths checked, parsed lazily, grouped by series
-// (files without pixel data, e.g. SR or RT plans, are left out).
-absl::StatusOr<SeriesMap> GroupBySeries(const std::vector<std::string_view>& files, const DicomSeriesOptions& options) {
+// What phase 1 found: the image series, and who the files belong to
+// (counts per PatientID and StudyInstanceUID; the values stay in here).
+struct GroupedFiles {
   SeriesMap by_series;
+  std::map<std::string, int64_t> patients, studies;
+  std::map<std::string, int64_t> skipped;  // reason -> files
+};
+
+// Counts only: an identifier must not reach a message.
+std::string CountsOf(const std::map<std::string, int64_t>& values) {
+  std::vector<int64_t> counts;
+  for (const auto& [value, n] : values) counts.push_back(n);
+  std::sort(counts.rbegin(), counts.rend());
+  return absl::StrJoin(counts, ", ");
+}
+
+// A request is one patient's study: instances of two patients (or of two
+// studies, which may be two patients whose IDs were not filled in) in one
+// folder would otherwise come back as one of them, silently.
+absl::Status CheckOnePatientAndStudy(const GroupedFiles& grouped) {
+  if (grouped.patients.size() > 1) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the DICOM instances belong to ", grouped.patients.size(),
+                     " patients (PatientID differs; instances per patient: ", CountsOf(grouped.patients),
+                     "): send one patient's series per request"));
+  }
+  if (grouped.studies.size() > 1) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the DICOM instances belong to ", grouped.studies.size(),
+                     " studies (StudyInstanceUID differs; instances per study: ", CountsOf(grouped.studies),
+                     "): send one study's series per request"));
+  }
+  return absl::OkStatus();
+}
+
+// Phase 1: every file's lengths checked, parsed lazily, grouped by series
+// (files without pixel data, e.g. SR or RT plans, are left out, counted).
+absl::StatusOr<GroupedFiles> GroupBySeries(const std::vector<std::string_view>& files,
+                                           const DicomSeriesOptions& options) {
+  GroupedFiles grouped;
   for (size_t i = 0; i < files.size(); ++i) {
+    // Before any length is read: a text file's first bytes read as a tag
+    // claiming thousands of bytes, and "truncated" would mislead.
+    if (!LooksLikeDicom(files[i]))
+      return absl::InvalidArgumentError(
+          absl::StrCat("file #", i + 1, " is not a DICOM file (no DICM prefix at byte 128, no data set at its start)"));
     // A deflated file is read whole, not lazily: a few MB can inflate to a
     // GB that DCMTK keeps until the read ends, so that memory is reserved
     // before anything inflates it.
@@ -353,7 +394,12 @@ absl::StatusOr<SeriesMap> GroupBySeries(const std::vector<std::string_view>& fil
         file->loadFile((*memory)->Path().c_str(), EXS_Unknown, EGL_noChange, kLazyValueBytes, ERM_autoDetect);
     if (cond.bad()) return Refuse(i, absl::StrCat("not a readable DICOM file (", cond.text(), ")"));
     DcmDataset* ds = file->getDataset();
-    if (!ds->tagExists(DCM_PixelData)) continue;  // SR, RT plan, ...: not an image
+    ++grouped.patients[Str(ds, DCM_PatientID)];
+    ++grouped.studies[Str(ds, DCM_StudyInstanceUID)];
+    if (!ds->tagExists(DCM_PixelData)) {  // SR, RT plan, ...: not an image
+      ++grouped.skipped["not an image (no pixel data)"];
+      continue;
+    }
     auto s = std::make_unique<Source>();
     s->file_index = i;
     s->series_uid = Str(ds, DCM_SeriesInstanceUID);
@@ -363,35 +409,61 @@ absl::StatusOr<SeriesMap> GroupBySeries(const std::vector<std::string_view>& fil
     s->file = std::move(file);
     s->memory = std::move(*memory);
     const std::string uid = s->series_uid;
-    by_series[uid].push_back(std::move(s));
+    grouped.by_series[uid].push_back(std::move(s));
   }
-  if (by_series.empty()) return absl::InvalidArgumentError("none of the DICOM files is an image");
-
-  return by_series;
+  if (auto s = CheckOnePatientAndStudy(grouped); !s.ok()) return s;
+  if (grouped.by_series.empty()) return absl::InvalidArgumentError("none of the DICOM files is an image");
+  return grouped;
 }
 
-// Phase 2: the requested series, else the largest of an allowed modality.
-absl::StatusOr<std::vector<std::unique_ptr<Source>>*> ChooseSeries(SeriesMap& by_series,
+bool AllowedModality(const DicomSeriesOptions& options, const std::string& modality) {
+  return options.modalities.empty() ||
+         std::find(options.modalities.begin(), options.modalities.end(), modality) != options.modalities.end();
+}
+
+// Several candidate series: refused with their sizes and first files (the
+// UIDs stay out of the message; the caller has the files and names one).
+absl::Status SeveralSeries(const std::vector<std::vector<std::unique_ptr<Source>>*>& candidates) {
+  std::vector<std::string> each;
+  for (const auto* slices : candidates) {
+    size_t first = slices->front()->file_index;
+    for (const auto& s : *slices) first = std::min(first, s->file_index);
+    each.push_back(absl::StrCat(slices->size(), " instances from file #", first + 1));
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the DICOM instances hold ", candidates.size(), " image series of one study (", absl::StrJoin(each, "; "),
+      "): name the one to segment (the request header's series_instance_uid; upp-client --series UID)"));
+}
+
+// Phase 2: the requested series, else the only one of an allowed modality;
+// the other series are counted as skipped.
+absl::StatusOr<std::vector<std::unique_ptr<Source>>*> ChooseSeries(GroupedFiles& grouped,
                                                                    const DicomSeriesOptions& options) {
   std::vector<std::unique_ptr<Source>>* chosen = nullptr;
   if (!options.series_instance_uid.empty()) {
-    auto it = by_series.find(options.series_instance_uid);
-    if (it == by_series.end()) {
-      return absl::InvalidArgumentError("the requested SeriesInstanceUID is not among the images");
+    auto it = grouped.by_series.find(options.series_instance_uid);
+    if (it == grouped.by_series.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("the requested SeriesInstanceUID is not among the images (",
+                                                     grouped.by_series.size(), " image series)"));
     }
     chosen = &it->second;
   } else {
-    for (auto& [uid, slices] : by_series) {
-      const bool allowed = options.modalities.empty() ||
-                           std::find(options.modalities.begin(), options.modalities.end(), slices.front()->modality) !=
-                               options.modalities.end();
-      if (allowed && (chosen == nullptr || slices.size() > chosen->size())) chosen = &slices;
-    }
-    if (chosen == nullptr) {
+    std::vector<std::vector<std::unique_ptr<Source>>*> candidates;
+    for (auto& [uid, slices] : grouped.by_series)
+      if (AllowedModality(options, slices.front()->modality)) candidates.push_back(&slices);
+    if (candidates.empty()) {
       return absl::InvalidArgumentError(absl::StrCat("no image series of an allowed modality (",
                                                      absl::StrJoin(options.modalities, ", "), ") among ",
-                                                     by_series.size(), " series"));
+                                                     grouped.by_series.size(), " series"));
     }
+    if (candidates.size() > 1) return SeveralSeries(candidates);
+    chosen = candidates.front();
+  }
+  for (auto& [uid, slices] : grouped.by_series) {
+    if (&slices == chosen) continue;
+    const bool allowed = AllowedModality(options, slices.front()->modality);
+    grouped.skipped[allowed ? "another series" : "a series of a modality the model does not take"] +=
+        static_cast<int64_t>(slices.size());
   }
   return chosen;
 }
@@ -622,13 +694,29 @@ absl::StatusOr<DicomImage> DecodeSlices(std::vector<Slice>& slices, const Geomet
 
 }  // namespace
 
+bool LooksLikeDicom(std::string_view bytes) {
+  constexpr size_t kPreamble = 128;
+  if (bytes.size() >= kPreamble + 4 && bytes.substr(kPreamble, 4) == "DICM") return true;
+  // A bare data set: its first element's group, little endian, and an
+  // element number below the group's largest standard one (0x0008's
+  // elements are < 0x2000; 0x0002's < 0x0200) so that text such as "\x08\0"
+  // does not pass by accident.
+  if (bytes.size() < 8) return false;
+  const auto u16 = [&](size_t at) {
+    return static_cast<unsigned>(static_cast<unsigned char>(bytes[at])) |
+           static_cast<unsigned>(static_cast<unsigned char>(bytes[at + 1])) << 8;
+  };
+  const unsigned group = u16(0), element = u16(2);
+  return (group == 0x0008 && element < 0x2000) || (group == 0x0002 && element < 0x0200);
+}
+
 absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& files,
                                            const DicomSeriesOptions& options) {
   RegisterCodecsOnce();
   if (files.empty()) return absl::InvalidArgumentError("no DICOM files were given");
-  auto by_series = GroupBySeries(files, options);
-  if (!by_series.ok()) return by_series.status();
-  auto chosen = ChooseSeries(*by_series, options);
+  auto grouped = GroupBySeries(files, options);
+  if (!grouped.ok()) return grouped.status();
+  auto chosen = ChooseSeries(*grouped, options);
   if (!chosen.ok()) return chosen.status();
   std::vector<Slice> slices;
   int64_t series_frames = 0;
@@ -638,7 +726,11 @@ absl::StatusOr<DicomImage> ReadDicomSeries(const std::vector<std::string_view>& 
   if (!spacing.ok()) return spacing.status();
   auto grid = SeriesGrid(slices, *spacing, options);
   if (!grid.ok()) return grid.status();
-  return DecodeSlices(slices, *grid, options);
+  auto image = DecodeSlices(slices, *grid, options);
+  if (!image.ok()) return image.status();
+  image->info.instances_used = static_cast<int64_t>((*chosen)->size());
+  image->info.skipped = std::move(grouped->skipped);
+  return image;
 }
 
 }  // namespace upp::imageio

@@ -17,6 +17,7 @@ absl::StatusOr<AssembledInput> AssembleDicom(std::map<uint32_t, std::string>& in
   for (const auto& [index, bytes] : inputs) files.emplace_back(bytes);
   DicomSeriesOptions dicom;
   dicom.modalities = options.modalities;
+  dicom.series_instance_uid = options.series_instance_uid;
   dicom.max_voxels = options.max_voxels;
   if (options.admit) {
     // The float volume, and as much again for decoded frames.
@@ -103,10 +104,12 @@ bool SameGeometry(const Geometry& a, const Geometry& b) {
 
 absl::StatusOr<AssembledInput> AssembleInputs(std::map<uint32_t, std::string>& inputs, const AssemblyOptions& options) {
   if (inputs.empty()) return absl::InvalidArgumentError("no input");
+  const auto files = static_cast<int64_t>(inputs.size());
   auto out = options.format == InputFormat::kDicom ? AssembleDicom(inputs, options) : AssembleNifti(inputs, options);
   if (out.ok() && out->volume.channels != options.channels)
     return absl::InvalidArgumentError(
         absl::StrCat("the model takes ", options.channels, " channel(s); the input has ", out->volume.channels));
+  if (out.ok()) out->files = files;
   return out;
 }
 

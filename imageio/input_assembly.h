@@ -29,6 +29,7 @@ struct AssemblyOptions {
   InputFormat format = InputFormat::kNifti;
   int channels = 1;                           // what the model takes
   std::vector<std::string> modalities{"CT"};  // DICOM: allowed series modalities
+  std::string series_instance_uid;            // DICOM: the series to read; empty: the only one
   int64_t max_voxels = int64_t{1} << 30;      // per input volume
   // Called before each file's voxels are decoded, with the volume's geometry
   // and the bytes decoding that file allocates; a non-OK status ends the
@@ -45,6 +46,7 @@ struct AssembledInput {
   NiftiHeaderInfo nifti_header;          // the conventions a NIfTI result follows
   std::optional<DicomSeriesInfo> dicom;  // the series, for a DICOM SEG result
   std::string dicom_source_instance;     // one instance of that series
+  int64_t files = 0;                     // input files received
 };
 
 // `inputs`: input index -> file bytes (NIfTI: the index is the channel;

@@ -39,6 +39,17 @@ absl::Status ValidateWindows(const unetrpp::v1::RequestHeader& header, const Mod
   return absl::OkStatus();
 }
 
+// A UID is at most 64 characters of digits and dots (DICOM PS3.5 9.1).
+absl::Status ValidateSeriesUid(const unetrpp::v1::RequestHeader& header) {
+  const std::string& uid = header.series_instance_uid();
+  if (uid.empty()) return absl::OkStatus();
+  if (header.format() != unetrpp::v1::INPUT_FORMAT_DICOM)
+    return absl::InvalidArgumentError("RequestHeader.series_instance_uid is for DICOM input");
+  if (uid.size() > 64 || uid.find_first_not_of("0123456789.") != std::string::npos)
+    return absl::InvalidArgumentError("RequestHeader.series_instance_uid is not a DICOM UID (digits and dots, <= 64)");
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<MessageKind> ClassifyMessage(const unetrpp::v1::SegmentRequest& message, bool header_seen,
@@ -77,6 +88,7 @@ absl::Status ValidateHeader(unetrpp::v1::RequestHeader& header, const ModelFacts
     return absl::PermissionDeniedError(
         "RequestHeader.priority above 0 is disabled on this server (allow_client_priority in its configuration)");
   if (auto s = ValidateWindows(header, model); !s.ok()) return s;
+  if (auto s = ValidateSeriesUid(header); !s.ok()) return s;
   if (header.expected_input_bytes() > limits.max_input_bytes)
     return absl::ResourceExhaustedError(absl::StrCat("the input (", header.expected_input_bytes(),
                                                      " bytes) exceeds the server's limit of ", limits.max_input_bytes,

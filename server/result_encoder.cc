@@ -66,6 +66,20 @@ unetrpp::v1::SegmentResponse ResultHeader(const inference::LabelMap& labels,
   return response;
 }
 
+void FillInputSummary(const imageio::DicomSeriesInfo* dicom, int64_t files, unetrpp::v1::InputSummary* out) {
+  if (dicom == nullptr) {
+    out->set_instances_used(static_cast<uint32_t>(files));
+    return;
+  }
+  out->set_series_instance_uid(dicom->series_instance_uid);
+  out->set_instances_used(static_cast<uint32_t>(dicom->instances_used));
+  for (const auto& [reason, count] : dicom->skipped) {
+    auto* s = out->add_skipped();
+    s->set_reason(reason);
+    s->set_count(static_cast<uint32_t>(count));
+  }
+}
+
 void FillLabels(const std::vector<imageio::LabelInfo>& table,
                 google::protobuf::RepeatedPtrField<unetrpp::v1::Label>* out) {
   for (const auto& l : table) {

@@ -39,6 +39,10 @@ absl::StatusOr<EncodedOutputs> EncodeOutputs(const inference::LabelMap& labels,
 unetrpp::v1::SegmentResponse ResultHeader(const inference::LabelMap& labels,
                                           const std::vector<imageio::LabelInfo>& table, const EncodedOutputs& outputs);
 
+// Which series was segmented and what was left out, by reason (`dicom`
+// null: `files` NIfTI files, all used).
+void FillInputSummary(const imageio::DicomSeriesInfo* dicom, int64_t files, unetrpp::v1::InputSummary* out);
+
 void FillLabels(const std::vector<imageio::LabelInfo>& table,
                 google::protobuf::RepeatedPtrField<unetrpp::v1::Label>* out);
 

@@ -31,7 +31,7 @@ std::vector<uint16_t> LabelsFromVoxels(const std::vector<float>& voxels, int64_t
 namespace {
 
 struct Args {
-  std::string path, write_labels, write_seg;
+  std::string path, write_labels, write_seg, series;
   int label_mod = 256;
   bool any_modality = false;
   int64_t max_voxels = int64_t{1} << 30;
@@ -47,6 +47,7 @@ absl::StatusOr<upp::imageio::NiftiImage> ReadDicomDirectory(const Args& args) {
   upp::imageio::DicomSeriesOptions dicom_options;
   if (args.any_modality) dicom_options.modalities.clear();
   dicom_options.max_voxels = args.max_voxels;
+  dicom_options.series_instance_uid = args.series;
   auto dicom = upp::imageio::ReadDicomSeries(views, dicom_options);
   if (!dicom.ok()) return dicom.status();
   if (!args.write_seg.empty()) {
@@ -110,6 +111,7 @@ int main(int argc, char** argv) {
                  "DICOM input: also write a DICOM SEG of the labels defined as for --write-labels");
   app.add_option("--max-voxels", args.max_voxels, "refuse volumes with more voxels");
   app.add_flag("--any-modality", args.any_modality, "DICOM: accept series of any modality");
+  app.add_option("--series", args.series, "DICOM: the SeriesInstanceUID to read when the folder holds several");
   app.add_option("file", args.path, "NIfTI file (.nii or .nii.gz), or a directory of DICOM files")->required();
   app.add_option("--write-labels", args.write_labels,
                  "also write a label map with the input's geometry: label = |round(value)| mod "

@@ -2,6 +2,8 @@
 // 32 bits and frame counts that nothing in the file backs are refused before
 // anything of their size is allocated or read.
 #include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcistrmb.h>
+#include <dcmtk/dcmdata/dcostrmb.h>
 #include <dcmtk/dcmdata/dcrleerg.h>
 #include <dcmtk/dcmdata/dctk.h>
 #include <dcmtk/dcmjpeg/djencode.h>
@@ -107,6 +109,44 @@ TEST(DicomHostileTest, AWellFormedFileReads) {
   ASSERT_TRUE(image.ok()) << image.status();
   EXPECT_EQ(image->volume.voxels.size(), 16u);
   EXPECT_EQ(image->volume.voxels[0], 7 + 7 * 256);
+}
+
+// A README or a NIfTI sent as DICOM: named as not DICOM, not as a corrupt
+// element (its text read as a tag claiming thousands of bytes).
+TEST(DicomHostileTest, FilesThatAreNotDicomAreNamedSo) {
+  const std::string part10 = MakeCt({});
+  EXPECT_TRUE(LooksLikeDicom(part10));
+  // The same data set without its preamble and file meta (a bare data set).
+  DcmFileFormat file;
+  DcmInputBufferStream in;
+  in.setBuffer(part10.data(), static_cast<offile_off_t>(part10.size()));
+  in.setEos();
+  file.transferInit();
+  ASSERT_TRUE(file.read(in).good());
+  file.transferEnd();
+  std::string bare(4096, '\0');
+  DcmOutputBufferStream out(bare.data(), bare.size());
+  file.getDataset()->transferInit();
+  ASSERT_TRUE(file.getDataset()->write(out, EXS_LittleEndianExplicit, EET_ExplicitLength, nullptr).good());
+  file.getDataset()->transferEnd();
+  void* written = nullptr;
+  offile_off_t length = 0;
+  out.flushBuffer(written, length);
+  bare.resize(static_cast<size_t>(length));
+  EXPECT_TRUE(LooksLikeDicom(bare));
+  auto read_bare = ReadDicomSeries({bare});
+  EXPECT_TRUE(read_bare.ok()) << read_bare.status();
+
+  std::string nifti(352, '\0');
+  nifti[0] = 0x5c, nifti[1] = 0x01;  // sizeof_hdr = 348
+  const std::string text = "This folder holds the export of 2024-03-01.\n" + std::string(200, '-');
+  for (const std::string& not_dicom : {text, nifti, std::string("\x08\x00"), std::string()}) {
+    EXPECT_FALSE(LooksLikeDicom(not_dicom));
+    auto image = ReadDicomSeries({part10, not_dicom});
+    EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(image.status().message(),
+              "file #2 is not a DICOM file (no DICM prefix at byte 128, no data set at its start)");
+  }
 }
 
 // Rows x Columns x BitsAllocated / 8 = 32768 x 32768 x 4 = 2^32 bytes, at the

@@ -171,13 +171,58 @@ class DicomVsPydicom(unittest.TestCase):
             ds.save_as(os.path.join(d, f"f{random.random():.6f}.dcm"))
         return d, ipp0, normal
 
+    def test_instances_of_two_patients_are_refused_without_naming_them(self):
+        d, _, _ = self.write_series([0.0, 2.5, 5.0])
+        shutil.copy(get_testdata_file("MR_small.dcm"), d)  # another patient, another study
+        proc = subprocess.run([TOOL, "--any-modality", d], capture_output=True, text=True)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("belong to 2 patients", proc.stderr)
+        self.assertIn("3, 1", proc.stderr)  # instances per patient
+        for identifier in ("1CT1", "4MR1", "1.3.6.1.4.1.5962"):
+            self.assertNotIn(identifier, proc.stderr)
+
+    def test_two_studies_of_one_patient_are_refused(self):
+        d, _, _ = self.write_series([0.0, 2.5, 5.0])
+        other = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        other.StudyInstanceUID, other.SeriesInstanceUID = generate_uid(), generate_uid()
+        other.save_as(os.path.join(d, "other-study.dcm"))
+        rc, err = run(d)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("belong to 2 studies", err)
+
+    def test_two_series_of_one_study_need_the_series_named(self):
+        uid = generate_uid()
+        d, _, _ = self.write_series([0.0, 2.5, 5.0, 7.5], uid=uid)
+        second, _, _ = self.write_series([0.0, 5.0])
+        for name in os.listdir(second):
+            shutil.copy(os.path.join(second, name), d)
+        rc, err = run(d)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("2 image series of one study", err)
+        self.assertIn("4 instances from file #", err)
+        self.assertNotIn(uid, err)
+        proc = subprocess.run([TOOL, "--series", uid, d], capture_output=True, text=True)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertEqual(json.loads(proc.stdout)["size"], [128, 128, 4])
+
+    def test_a_text_file_is_named_as_not_dicom(self):
+        d, _, _ = self.write_series([0.0, 2.5, 5.0])
+        with open(os.path.join(d, "zz-README.txt"), "w") as f:
+            f.write("export notes: " + "x" * 200)
+        rc, err = run(d)
+        self.assertNotEqual(rc, 0)
+        self.assertRegex(err, r"file #\d+ is not a DICOM file")
+        self.assertNotIn("claims", err)
+
     def test_series_is_sorted_by_position_not_instance_number(self):
         positions = [0.0, 2.5, 5.0, 7.5, 10.0, 12.5]
         order = [3, 0, 5, 1, 4, 2]
         d, ipp0, normal = self.write_series(positions, order)
-        # Another, smaller series and a non-image file in the same request.
-        shutil.copy(get_testdata_file("MR_small.dcm"), d)
-        shutil.copy(get_testdata_file("rtplan.dcm"), d)
+        # A non-image file of the same patient and study in the same request.
+        ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        plan = pydicom.dcmread(get_testdata_file("rtplan.dcm"))
+        plan.PatientID, plan.StudyInstanceUID = ct.PatientID, ct.StudyInstanceUID
+        plan.save_as(os.path.join(d, "plan.dcm"))
         rc, got = run(d)
         self.assertEqual(rc, 0, got)
         self.assertEqual(got["size"], [128, 128, 6])

@@ -56,13 +56,15 @@ std::string FloatNifti(const imageio::Volume& v) {
   return b;
 }
 
-std::vector<std::string> CtSeries(int slices) {
+std::vector<std::string> CtSeries(int slices, const SeriesIds& ids) {
   const auto read = imageio::ReadWholeFile("/usr/lib/python3/dist-packages/pydicom/data/test_files/CT_small.dcm");
   if (!read.ok()) return {};
   const std::string& bytes = *read;
   char series_uid[100], study_uid[100];
   dcmGenerateUniqueIdentifier(series_uid, SITE_SERIES_UID_ROOT);
   dcmGenerateUniqueIdentifier(study_uid, SITE_STUDY_UID_ROOT);
+  if (!ids.series_uid.empty()) std::snprintf(series_uid, sizeof(series_uid), "%s", ids.series_uid.c_str());
+  if (!ids.study_uid.empty()) std::snprintf(study_uid, sizeof(study_uid), "%s", ids.study_uid.c_str());
   std::vector<std::string> out;
   for (int s = 0; s < slices; ++s) {
     DcmFileFormat file;
@@ -79,6 +81,7 @@ std::vector<std::string> CtSeries(int slices) {
     file.getMetaInfo()->putAndInsertString(DCM_MediaStorageSOPInstanceUID, sop_uid);
     d->putAndInsertString(DCM_SeriesInstanceUID, series_uid);
     d->putAndInsertString(DCM_StudyInstanceUID, study_uid);
+    if (!ids.patient_id.empty()) d->putAndInsertString(DCM_PatientID, ids.patient_id.c_str());
     d->putAndInsertString(DCM_InstanceNumber, std::to_string(slices - s).c_str());  // not the order
     OFString position;
     d->findAndGetOFStringArray(DCM_ImagePositionPatient, position);

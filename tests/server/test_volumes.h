@@ -16,9 +16,14 @@ imageio::Volume Phantom(std::array<int64_t, 3> size, std::array<double, 3> spaci
 // NIfTI-1 float32, pixdim-only geometry (spacing), uncompressed; 4-D
 // (x, y, z, channel) when the volume has several channels.
 std::string FloatNifti(const imageio::Volume& volume);
+// Who a test series belongs to: empty fields get fresh UIDs (study,
+// series) or keep CT_small's PatientID.
+struct SeriesIds {
+  std::string study_uid, series_uid, patient_id;
+};
 // `slices` instances of one series (CT_small's pixels, positions 2.5 mm
-// apart, fresh UIDs); empty when pydicom's test data is not installed.
-std::vector<std::string> CtSeries(int slices);
+// apart); empty when pydicom's test data is not installed.
+std::vector<std::string> CtSeries(int slices, const SeriesIds& ids = {});
 // The plan the server tests serve the synapse-small fixture with (14
 // classes, 32 x 64 x 64 windows at 2 mm), as a JSON file named `name` in the
 // test's temporary directory; its path.
