@@ -2,8 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
+#include <type_traits>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -12,10 +16,6 @@ namespace upp::preprocessing {
 namespace {
 
 using nlohmann::json;
-
-absl::Status Bad(const std::string& field, const std::string& what) {
-  return absl::InvalidArgumentError(absl::StrCat("plan.", field, ": ", what));
-}
 
 const char* SchemeName(ChannelNormalization::Scheme s) {
   switch (s) {
@@ -48,48 +48,353 @@ const LabelInfo kBtcvLabels[] = {
     {13, "left adrenal gland", {180, 255, 120}},
 };
 
+std::string Field(const std::string& field, const std::string& what) {
+  return absl::StrCat("plan.", field, ": ", what);
+}
+
+absl::Status ProblemsStatus(const std::vector<std::string>& problems) {
+  if (problems.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrJoin(problems, "; "));
+}
+
+// A JSON value as the file has it, shortened for a message.
+std::string Shown(const json& v) {
+  std::string s = v.dump();
+  if (s.size() > 60) s = s.substr(0, 57) + "...";
+  return s;
+}
+
+template <typename T, size_t N>
+std::string Shown(const std::array<T, N>& a) {
+  return absl::StrCat("[", absl::StrJoin(a, ","), "]");
+}
+
+std::optional<double> AsNumber(const json& v) {
+  if (!v.is_number()) return std::nullopt;
+  return v.get<double>();
+}
+
+// An integral float (64.0, as numpy-based writers may emit) counts as an
+// integer: refusing it would only make converted plans fail.
+std::optional<int64_t> AsInteger(const json& v) {
+  if (v.is_number_integer()) return v.get<int64_t>();
+  if (v.is_number_float()) {
+    const double d = v.get<double>();
+    if (std::isfinite(d) && d == std::floor(d) && std::abs(d) < 9e15) return static_cast<int64_t>(d);
+  }
+  return std::nullopt;
+}
+
+// The names nnU-Net's plans (and other tools) use for our fields: an unknown
+// field that is one of these gets a "did you mean" instead of a bare refusal.
+const std::map<std::string, std::string>& TopLevelHints() {
+  static const auto* hints = new std::map<std::string, std::string>{
+      {"patch_size", "patch"},
+      {"crop_size", "patch"},
+      {"spacing", "target_spacing"},
+      {"current_spacing", "target_spacing"},
+      {"transpose_forward", "transpose"},
+      {"normalization_schemes", "normalization"},
+      {"normalisation", "normalization"},
+      {"intensityproperties", "normalization (per channel: clip_low, clip_high, mean, std)"},
+      {"use_mask_for_norm", "normalization[c].use_nonzero_mask"},
+      {"step_size", "step"},
+      {"mirror", "mirror_axes"},
+      {"mirroring", "mirror_axes"},
+      {"classes", "num_classes"},
+      {"label_names", "labels"},
+      {"all_classes", "labels"},
+  };
+  return *hints;
+}
+
+const std::map<std::string, std::string>& ChannelHints() {
+  static const auto* hints = new std::map<std::string, std::string>{
+      {"sd", "std"},
+      {"percentile_00_5", "clip_low"},
+      {"percentile_99_5", "clip_high"},
+      {"use_mask_for_norm", "use_nonzero_mask"},
+      {"type", "scheme"},
+  };
+  return *hints;
+}
+
+constexpr const char* kKnownFields[] = {
+    "target_spacing",       "transpose",   "normalization",        "crop_to_nonzero", "patch", "step", "min_step",
+    "gaussian_sigma_scale", "mirror_axes", "anisotropy_threshold", "num_classes",     "labels"};
+
+// Reads a parsed plan, collecting one message for every field that is
+// unknown, missing or of the wrong type. A field with a problem keeps its
+// default (a normalization entry is replaced by a "none" one, so the channel
+// count stays right) so that the value checks that follow (Plan::Problems)
+// neither repeat it nor stop early.
+Plan ReadPlan(const json& j, std::vector<std::string>* problems) {
+  Plan plan;
+  auto problem = [&](const std::string& field, const std::string& what) { problems->push_back(Field(field, what)); };
+  auto number = [&](const json& v, const std::string& field, double* out) {
+    if (auto d = AsNumber(v)) {
+      *out = *d;
+    } else {
+      problem(field, "must be a number, got " + Shown(v));
+    }
+  };
+  auto integer = [&](const json& v, const std::string& field, auto* out) {
+    using T = std::remove_pointer_t<decltype(out)>;
+    auto i = AsInteger(v);
+    if (!i) return problem(field, "must be an integer, got " + Shown(v));
+    if (*i < std::numeric_limits<T>::min() || *i > std::numeric_limits<T>::max())
+      return problem(field, "is out of range, got " + Shown(v));
+    *out = static_cast<T>(*i);
+  };
+  auto boolean = [&](const json& v, const std::string& field, bool* out) {
+    if (v.is_boolean()) {
+      *out = v.get<bool>();
+    } else {
+      problem(field, "must be true or false, got " + Shown(v));
+    }
+  };
+  // Three numbers or integers, (D, H, W); all or nothing.
+  auto triple = [&](const json& v, const std::string& field, auto* out) {
+    using T = typename std::remove_pointer_t<decltype(out)>::value_type;
+    constexpr bool kIntegers = std::is_integral_v<T>;
+    const std::string expected = absl::StrCat("must be an array of 3 ", kIntegers ? "integers" : "numbers");
+    if (!v.is_array() || v.size() != 3) return problem(field, absl::StrCat(expected, ", got ", Shown(v)));
+    auto values = *out;
+    for (size_t a = 0; a < 3; ++a) {
+      if constexpr (kIntegers) {
+        auto i = AsInteger(v[a]);
+        if (!i || *i < std::numeric_limits<T>::min() || *i > std::numeric_limits<T>::max())
+          return problem(field, absl::StrCat(expected, ", got ", Shown(v)));
+        values[a] = static_cast<T>(*i);
+      } else {
+        auto d = AsNumber(v[a]);
+        if (!d) return problem(field, absl::StrCat(expected, ", got ", Shown(v)));
+        values[a] = *d;
+      }
+    }
+    *out = values;
+  };
+  auto unknown = [&](const std::string& field, const std::string& key, const std::map<std::string, std::string>& hints,
+                     const std::string& known) {
+    auto hint = hints.find(key);
+    problem(field, hint != hints.end() ? absl::StrCat("unknown field (did you mean \"", hint->second, "\"?)")
+                                       : absl::StrCat("unknown field (known: ", known, ")"));
+  };
+
+  const std::string known_fields = absl::StrJoin(kKnownFields, ", ");
+  for (const auto& [key, value] : j.items()) {
+    if (std::find(std::begin(kKnownFields), std::end(kKnownFields), key) == std::end(kKnownFields))
+      unknown(key, key, TopLevelHints(), known_fields);
+  }
+  if (j.contains("target_spacing")) triple(j["target_spacing"], "target_spacing", &plan.target_spacing);
+  if (j.contains("transpose")) triple(j["transpose"], "transpose", &plan.transpose);
+  if (j.contains("patch")) triple(j["patch"], "patch", &plan.patch);
+  if (j.contains("crop_to_nonzero")) boolean(j["crop_to_nonzero"], "crop_to_nonzero", &plan.crop_to_nonzero);
+  if (j.contains("step")) number(j["step"], "step", &plan.step);
+  if (j.contains("min_step")) number(j["min_step"], "min_step", &plan.min_step);
+  if (j.contains("gaussian_sigma_scale"))
+    number(j["gaussian_sigma_scale"], "gaussian_sigma_scale", &plan.gaussian_sigma_scale);
+  if (j.contains("anisotropy_threshold"))
+    number(j["anisotropy_threshold"], "anisotropy_threshold", &plan.anisotropy_threshold);
+  if (j.contains("num_classes")) integer(j["num_classes"], "num_classes", &plan.num_classes);
+  if (j.contains("mirror_axes")) {
+    const json& v = j["mirror_axes"];
+    if (!v.is_array()) {
+      problem("mirror_axes", "must be an array of axes (0 = D, 1 = H, 2 = W), got " + Shown(v));
+    } else {
+      for (size_t i = 0; i < v.size(); ++i) {
+        int axis = 0;
+        const size_t before = problems->size();
+        integer(v[i], absl::StrCat("mirror_axes[", i, "]"), &axis);
+        if (problems->size() == before) plan.mirror_axes.push_back(axis);
+      }
+    }
+  }
+
+  if (j.contains("normalization")) {
+    const json& v = j["normalization"];
+    if (!v.is_array()) {
+      problem("normalization", "must be an array with one object per input channel, got " + Shown(v));
+    } else {
+      plan.normalization.clear();
+      for (size_t c = 0; c < v.size(); ++c) {
+        const std::string f = absl::StrCat("normalization[", c, "]");
+        ChannelNormalization n;
+        n.scheme = ChannelNormalization::Scheme::kNone;  // the stand-in when the entry is unusable
+        const json& e = v[c];
+        if (!e.is_object()) {
+          problem(f, "must be an object such as {\"scheme\": \"zscore\"}, got " + Shown(e));
+          plan.normalization.push_back(n);
+          continue;
+        }
+        std::vector<std::string> keys;  // what the scheme takes besides "scheme"
+        if (!e.contains("scheme")) {
+          problem(f + ".scheme", "missing (\"ct\", \"zscore\" or \"none\")");
+        } else if (!e["scheme"].is_string() ||
+                   (e["scheme"] != "ct" && e["scheme"] != "zscore" && e["scheme"] != "none")) {
+          problem(f + ".scheme", "must be \"ct\", \"zscore\" or \"none\", got " + Shown(e["scheme"]));
+        } else if (e["scheme"] == "ct") {
+          keys = {"clip_low", "clip_high", "mean", "std"};
+          ChannelNormalization ct;  // defaults stand in for fields with problems
+          for (const std::string& k : keys) {
+            double* out = k == "clip_low"    ? &ct.clip_low
+                          : k == "clip_high" ? &ct.clip_high
+                          : k == "mean"      ? &ct.mean
+                                             : &ct.std;
+            if (!e.contains(k)) {
+              problem(absl::StrCat(f, ".", k), "missing (scheme \"ct\" needs clip_low, clip_high, mean and std)");
+            } else {
+              number(e[k], absl::StrCat(f, ".", k), out);
+            }
+          }
+          n = ct;
+        } else if (e["scheme"] == "zscore") {
+          keys = {"use_nonzero_mask"};
+          n.scheme = ChannelNormalization::Scheme::kZScore;
+          if (e.contains("use_nonzero_mask"))
+            boolean(e["use_nonzero_mask"], f + ".use_nonzero_mask", &n.use_nonzero_mask);
+        }
+        if (e.contains("scheme") && e["scheme"].is_string()) {
+          const std::string scheme = e["scheme"].get<std::string>();
+          const std::string takes = keys.empty() ? "nothing else" : absl::StrJoin(keys, ", ");
+          for (const auto& [key, value] : e.items()) {
+            if (key == "scheme" || std::find(keys.begin(), keys.end(), key) != keys.end()) continue;
+            if (scheme != "ct" && scheme != "zscore" && scheme != "none") continue;  // reported above
+            auto hint = ChannelHints().find(key);
+            problem(absl::StrCat(f, ".", key),
+                    hint != ChannelHints().end() && (std::find(keys.begin(), keys.end(), hint->second) != keys.end() ||
+                                                     hint->second == "scheme")
+                        ? absl::StrCat("unknown field (did you mean \"", hint->second, "\"?)")
+                        : absl::StrCat("unknown field for scheme \"", scheme, "\" (it takes ", takes, ")"));
+          }
+        }
+        plan.normalization.push_back(n);
+      }
+    }
+  }
+
+  if (j.contains("labels")) {
+    const json& v = j["labels"];
+    if (!v.is_array()) {
+      problem("labels", "must be an array of {\"value\", \"name\", \"rgb\"} objects, got " + Shown(v));
+    } else {
+      for (size_t i = 0; i < v.size(); ++i) {
+        const std::string f = absl::StrCat("labels[", i, "]");
+        const json& e = v[i];
+        if (!e.is_object()) {
+          problem(f, "must be an object such as {\"value\": 1, \"name\": \"liver\", \"rgb\": [196, 98, 50]}, got " +
+                         Shown(e));
+          continue;
+        }
+        for (const auto& [key, value] : e.items())
+          if (key != "value" && key != "name" && key != "rgb") unknown(f + "." + key, key, {}, "value, name, rgb");
+        LabelInfo info;
+        const size_t before = problems->size();
+        if (!e.contains("value")) {
+          problem(f + ".value", "missing (the label's value in the label map)");
+        } else {
+          integer(e["value"], f + ".value", &info.value);
+        }
+        const bool value_ok = problems->size() == before;
+        if (e.contains("name")) {
+          if (e["name"].is_string()) {
+            info.name = e["name"].get<std::string>();
+          } else {
+            problem(f + ".name", "must be a string, got " + Shown(e["name"]));
+          }
+        }
+        if (e.contains("rgb")) {
+          std::array<int64_t, 3> rgb{};
+          const size_t before_rgb = problems->size();
+          triple(e["rgb"], f + ".rgb", &rgb);
+          if (problems->size() == before_rgb) {
+            if (std::any_of(rgb.begin(), rgb.end(), [](int64_t c) { return c < 0 || c > 255; })) {
+              problem(f + ".rgb", "every component must be in [0, 255], got " + Shown(e["rgb"]));
+            } else {
+              for (int a = 0; a < 3; ++a) info.rgb[a] = static_cast<uint8_t>(rgb[a]);
+            }
+          }
+        }
+        if (value_ok) plan.labels.push_back(info);
+      }
+    }
+  }
+  return plan;
+}
+
+// Parse and value problems of a plan's JSON text, all of them.
+Plan ReadPlanText(const std::string& text, std::vector<std::string>* problems) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    problems->push_back(Field("json", absl::StrCat("not valid JSON (", e.what(), ")")));
+    return Plan();
+  }
+  if (!j.is_object()) {
+    problems->push_back(Field("json", "not a JSON object, got " + Shown(j)));
+    return Plan();
+  }
+  Plan plan = ReadPlan(j, problems);
+  for (std::string& p : plan.Problems()) problems->push_back(std::move(p));
+  return plan;
+}
+
 }  // namespace
 
-absl::Status Plan::Validate() const {
-  for (int a = 0; a < 3; ++a) {
-    if (!std::isfinite(target_spacing[a]) || target_spacing[a] <= 0 || target_spacing[a] > 1e4)
-      return Bad("target_spacing", absl::StrCat("axis ", a, " must be finite and > 0"));
-    if (patch[a] < 1 || patch[a] > 4096) return Bad("patch", absl::StrCat("axis ", a, " must be in [1, 4096]"));
-  }
+std::vector<std::string> Plan::Problems() const {
+  std::vector<std::string> problems;
+  auto bad = [&](const std::string& field, const std::string& what) { problems.push_back(Field(field, what)); };
+  if (std::any_of(target_spacing.begin(), target_spacing.end(),
+                  [](double s) { return !std::isfinite(s) || s <= 0 || s > 1e4; }))
+    bad("target_spacing", "every axis must be finite, > 0 and at most 1e4 (mm), got " + Shown(target_spacing));
+  if (std::any_of(patch.begin(), patch.end(), [](int64_t p) { return p < 1 || p > 4096; }))
+    bad("patch", "every axis must be in [1, 4096], got " + Shown(patch));
   std::array<int, 3> sorted = transpose;
   std::sort(sorted.begin(), sorted.end());
-  if (sorted != std::array<int, 3>{0, 1, 2}) return Bad("transpose", "must be a permutation of 0, 1, 2");
+  if (sorted != std::array<int, 3>{0, 1, 2})
+    bad("transpose", "must be a permutation of 0, 1, 2, got " + Shown(transpose));
   if (normalization.empty() || normalization.size() > 16)
-    return Bad("normalization", "needs one entry per input channel (1 to 16)");
+    bad("normalization", absl::StrCat("needs one entry per input channel (1 to 16), got ", normalization.size()));
   for (size_t c = 0; c < normalization.size(); ++c) {
     const auto& n = normalization[c];
     const std::string f = absl::StrCat("normalization[", c, "]");
-    if (n.scheme == ChannelNormalization::Scheme::kCT) {
-      if (!std::isfinite(n.clip_low) || !std::isfinite(n.clip_high) || n.clip_low >= n.clip_high)
-        return Bad(f, "clip_low must be finite and below clip_high");
-      if (!std::isfinite(n.mean) || !std::isfinite(n.std) || n.std <= 0)
-        return Bad(f, "mean must be finite and std finite and > 0");
-    }
+    if (n.scheme != ChannelNormalization::Scheme::kCT) continue;
+    if (!std::isfinite(n.clip_low) || !std::isfinite(n.clip_high) || n.clip_low >= n.clip_high)
+      bad(f, absl::StrCat("clip_low must be finite and below clip_high, got ", n.clip_low, " and ", n.clip_high));
+    if (!std::isfinite(n.mean) || !std::isfinite(n.std) || n.std <= 0)
+      bad(f, absl::StrCat("mean must be finite and std finite and > 0, got ", n.mean, " and ", n.std));
   }
-  if (!(step > 0 && step <= 1)) return Bad("step", "must be in (0, 1]");
-  if (!(min_step > 0 && min_step <= 1)) return Bad("min_step", "must be in (0, 1]");
+  if (!(step > 0 && step <= 1)) bad("step", absl::StrCat("must be in (0, 1], got ", step));
+  if (!(min_step > 0 && min_step <= 1)) bad("min_step", absl::StrCat("must be in (0, 1], got ", min_step));
   if (!(gaussian_sigma_scale > 0 && gaussian_sigma_scale <= 10))
-    return Bad("gaussian_sigma_scale", "must be in (0, 10]");
+    bad("gaussian_sigma_scale", absl::StrCat("must be in (0, 10], got ", gaussian_sigma_scale));
   std::set<int> axes;
   for (int a : mirror_axes) {
-    if (a < 0 || a > 2) return Bad("mirror_axes", "axes are 0 (D), 1 (H), 2 (W)");
-    if (!axes.insert(a).second) return Bad("mirror_axes", "an axis is listed twice");
+    if (a < 0 || a > 2) {
+      bad("mirror_axes", absl::StrCat("axes are 0 (D), 1 (H), 2 (W), got ", a));
+    } else if (!axes.insert(a).second) {
+      bad("mirror_axes", absl::StrCat("axis ", a, " is listed twice"));
+    }
   }
-  if (!(anisotropy_threshold >= 1)) return Bad("anisotropy_threshold", "must be >= 1");
-  if (num_classes < 2 || num_classes > 65535) return Bad("num_classes", "must be in [2, 65535]");
-  std::set<int> values;
-  for (const auto& l : labels) {
-    if (l.value < 0 || l.value >= num_classes)
-      return Bad("labels", absl::StrCat("value ", l.value, " is not a class (0..", num_classes - 1, ")"));
-    if (!values.insert(l.value).second) return Bad("labels", absl::StrCat("value ", l.value, " is listed twice"));
+  if (!(anisotropy_threshold >= 1))
+    bad("anisotropy_threshold", absl::StrCat("must be >= 1, got ", anisotropy_threshold));
+  if (num_classes < 2 || num_classes > 65535) {
+    bad("num_classes", absl::StrCat("must be in [2, 65535], got ", num_classes));
+  } else {
+    std::set<int> values;
+    for (const auto& l : labels) {
+      if (l.value < 0 || l.value >= num_classes) {
+        bad("labels", absl::StrCat("value ", l.value, " is not a class (0..", num_classes - 1, ")"));
+      } else if (!values.insert(l.value).second) {
+        bad("labels", absl::StrCat("value ", l.value, " is listed twice"));
+      }
+    }
   }
-  return absl::OkStatus();
+  return problems;
 }
+
+absl::Status Plan::Validate() const { return ProblemsStatus(Problems()); }
 
 std::string Plan::ToJson() const {
   json j;
@@ -124,67 +429,9 @@ std::string Plan::ToJson() const {
 }
 
 absl::StatusOr<Plan> Plan::FromJson(const std::string& text) {
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) return Bad("json", "not a JSON object");
-  static const std::set<std::string> kKnown = {
-      "target_spacing",       "transpose",   "normalization",        "crop_to_nonzero", "patch", "step", "min_step",
-      "gaussian_sigma_scale", "mirror_axes", "anisotropy_threshold", "num_classes",     "labels"};
-  for (const auto& [key, value] : j.items())
-    if (!kKnown.count(key)) return Bad(key, "unknown field");
-  Plan plan;
-  std::string field;  // the field being read, for the message of a type error
-  try {
-    auto get = [&](const char* name, auto& out) {
-      field = name;
-      if (j.contains(name)) j.at(name).get_to(out);
-    };
-    get("target_spacing", plan.target_spacing);
-    get("transpose", plan.transpose);
-    get("crop_to_nonzero", plan.crop_to_nonzero);
-    get("patch", plan.patch);
-    get("step", plan.step);
-    get("min_step", plan.min_step);
-    get("gaussian_sigma_scale", plan.gaussian_sigma_scale);
-    get("mirror_axes", plan.mirror_axes);
-    get("anisotropy_threshold", plan.anisotropy_threshold);
-    get("num_classes", plan.num_classes);
-    if (j.contains("normalization")) {
-      field = "normalization";
-      plan.normalization.clear();
-      for (const auto& c : j.at("normalization")) {
-        ChannelNormalization n;
-        const std::string scheme = c.at("scheme").get<std::string>();
-        if (scheme == "ct") {
-          n.scheme = ChannelNormalization::Scheme::kCT;
-          n.clip_low = c.at("clip_low").get<double>();
-          n.clip_high = c.at("clip_high").get<double>();
-          n.mean = c.at("mean").get<double>();
-          n.std = c.at("std").get<double>();
-        } else if (scheme == "zscore") {
-          n.scheme = ChannelNormalization::Scheme::kZScore;
-          n.use_nonzero_mask = c.value("use_nonzero_mask", false);
-        } else if (scheme == "none") {
-          n.scheme = ChannelNormalization::Scheme::kNone;
-        } else {
-          return Bad("normalization", "scheme must be ct, zscore or none");
-        }
-        plan.normalization.push_back(n);
-      }
-    }
-    if (j.contains("labels")) {
-      field = "labels";
-      for (const auto& l : j.at("labels")) {
-        LabelInfo info;
-        info.value = l.at("value").get<int>();
-        info.name = l.value("name", "");
-        if (l.contains("rgb")) l.at("rgb").get_to(info.rgb);
-        plan.labels.push_back(info);
-      }
-    }
-  } catch (const json::exception& e) {
-    return Bad(field, absl::StrCat("wrong type or shape (", e.what(), ")"));
-  }
-  if (auto s = plan.Validate(); !s.ok()) return s;
+  std::vector<std::string> problems;
+  Plan plan = ReadPlanText(text, &problems);
+  if (!problems.empty()) return ProblemsStatus(problems);
   return plan;
 }
 
@@ -194,14 +441,38 @@ absl::StatusOr<Plan> Plan::FromMetadata(const std::map<std::string, std::string>
   return FromJson(it->second);
 }
 
+std::vector<std::string> CheckPlanJson(const std::string& json_text, Plan* read) {
+  std::vector<std::string> problems;
+  Plan plan = ReadPlanText(json_text, &problems);
+  if (read) *read = std::move(plan);
+  return problems;
+}
+
+std::vector<std::string> PlanNetworkMismatches(const Plan& plan, int num_classes, std::array<int64_t, 3> patch,
+                                               int input_channels) {
+  std::vector<std::string> mismatches;
+  if (plan.patch != patch)
+    mismatches.push_back(absl::StrCat("plan.patch ", Shown(plan.patch), " but the network's is ", Shown(patch)));
+  if (plan.num_classes != num_classes)
+    mismatches.push_back(absl::StrCat("plan.num_classes ", plan.num_classes, " but the network's is ", num_classes));
+  if (plan.input_channels() != input_channels)
+    mismatches.push_back(absl::StrCat("plan.normalization has ", plan.input_channels(),
+                                      " entries (one per input channel) but the network takes ", input_channels,
+                                      " channel(s)"));
+  return mismatches;
+}
+
 absl::StatusOr<Plan> PlanForNetwork(const std::string& plan_json, const std::map<std::string, std::string>& metadata,
                                     int num_classes, std::array<int64_t, 3> patch, int input_channels) {
+  const std::string source = plan_json.empty() ? "the weights' \"unetrpp_plan\"" : "the plan file";
   absl::StatusOr<Plan> plan = plan_json.empty() ? Plan::FromMetadata(metadata) : Plan::FromJson(plan_json);
   if (plan_json.empty() && plan.status().code() == absl::StatusCode::kNotFound)
     plan = DefaultCtPlan(num_classes, patch, input_channels);
-  if (!plan.ok()) return absl::InvalidArgumentError(plan.status().message());
-  if (plan->patch != patch || plan->num_classes != num_classes || plan->input_channels() != input_channels)
-    return absl::InvalidArgumentError("the plan's patch, num_classes or channels differ from the network's");
+  if (!plan.ok()) return absl::InvalidArgumentError(absl::StrCat(source, ": ", plan.status().message()));
+  const auto mismatches = PlanNetworkMismatches(*plan, num_classes, patch, input_channels);
+  if (!mismatches.empty())
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, " differs from the network's: ", absl::StrJoin(mismatches, "; ")));
   return plan;
 }
 

@@ -67,18 +67,38 @@ struct Plan {
 
   int input_channels() const { return static_cast<int>(normalization.size()); }
 
-  // Every constraint; INVALID_ARGUMENT naming the field ("plan.step: ...").
+  // Every constraint, one message per problem naming the field and the value
+  // ("plan.step: must be in (0, 1], got 1.5"); empty when the plan is valid.
+  std::vector<std::string> Problems() const;
+  // Problems() as one INVALID_ARGUMENT (all of them, "; "-separated).
   absl::Status Validate() const;
   std::string ToJson() const;
+  // Unknown fields, wrong types, missing keys of a normalization entry and
+  // invalid values are all reported at once (INVALID_ARGUMENT,
+  // "; "-separated), so that one server start shows every mistake.
   static absl::StatusOr<Plan> FromJson(const std::string& json);
   // The plan stored in safetensors metadata ("unetrpp_plan"); NOT_FOUND if absent.
   static absl::StatusOr<Plan> FromMetadata(const std::map<std::string, std::string>& metadata);
 };
 
+// Every problem of a plan's JSON text (FromJson's, one message each); empty
+// when FromJson accepts it. `read`, when given, receives the plan as read,
+// with the defaults in place of the fields that have problems. For tools that
+// check a plan before a server start (upp-plan --check).
+std::vector<std::string> CheckPlanJson(const std::string& json, Plan* read = nullptr);
+
+// How a plan disagrees with the network it would run with: one message per
+// field, naming both values ("plan.patch [64,128,128] but the network's is
+// [32,64,64]"); empty when the patch, classes and channels agree.
+std::vector<std::string> PlanNetworkMismatches(const Plan& plan, int num_classes, std::array<int64_t, 3> patch,
+                                               int input_channels);
+
 // The plan a network runs with: `plan_json` when not empty, else the weights'
 // metadata ("unetrpp_plan"), else DefaultCtPlan() for the network's classes,
 // patch and channels. INVALID_ARGUMENT when the plan is invalid or its patch,
-// classes or channels differ from the network's.
+// classes or channels differ from the network's (every mismatch named, with
+// both values). Callers that want to warn about the DefaultCtPlan fallback
+// check for an empty `plan_json` and no "unetrpp_plan" in `metadata`.
 absl::StatusOr<Plan> PlanForNetwork(const std::string& plan_json, const std::map<std::string, std::string>& metadata,
                                     int num_classes, std::array<int64_t, 3> patch, int input_channels);
 

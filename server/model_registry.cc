@@ -55,6 +55,16 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Load(const unetrpp::v1
                                             m->config_.patch, static_cast<int>(m->config_.in_channels));
   if (!plan.ok()) return absl::InvalidArgumentError(what + std::string(plan.status().message()));
   m->plan_ = *std::move(plan);
+  // The fallback keeps a bare checkpoint servable, but its spacing,
+  // intensity statistics and label names are generic: results are only as
+  // right as the model's training matched them, so say so at every start.
+  if (plan_json.empty() && first.metadata().count("unetrpp_plan") == 0)
+    spdlog::warn(
+        "model \"{}\": no plan (no --plan / plan_file, no \"unetrpp_plan\" in the weights' metadata): using generic CT "
+        "settings ({} x {} x {} mm, CT statistics not of this model's training data, BTCV label names). Give the "
+        "model's plan with --plan FILE or plan_file, or embed it with tools/convert_checkpoint.py --plan "
+        "(docs/preprocessing.md, \"The plan file\"); build/tools/upp-plan --check checks one",
+        entry.name(), m->plan_.target_spacing[0], m->plan_.target_spacing[1], m->plan_.target_spacing[2]);
 
   // Warm-up: one window per instance (first calls allocate and pick kernels).
   const auto& p = m->config_.patch;

@@ -4,8 +4,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "imageio/labels.h"
 
@@ -42,6 +45,63 @@ TEST(Plan, JsonRoundTripAndFieldNamesInErrors) {
   expect_field("{\"stepp\": 0.5}", "plan.stepp");
   expect_field("[1]", "plan.json");
   EXPECT_EQ(Plan::FromMetadata({}).status().code(), absl::StatusCode::kNotFound);
+}
+
+// One read reports every mistake: a server start costs seconds of loading.
+TEST(Plan, CheckPlanJsonReportsEveryProblemAtOnce) {
+  const std::string text = R"({
+    "patch_size": [64, 128, 128], "step": 2, "num_classes": "many", "transpose": [0, 0, 1],
+    "normalization": [{"scheme": "ct", "clip_low": 5, "sd": 3}, {"scheme": "mr"}],
+    "labels": [{"value": "x"}, {"value": 1, "rgb": [300, 0, 0]}]})";
+  Plan read;
+  const std::vector<std::string> problems = CheckPlanJson(text, &read);
+  const std::vector<std::string> expected = {
+      "plan.patch_size: unknown field (did you mean \"patch\"?)",
+      "plan.num_classes: must be an integer, got \"many\"",
+      "plan.normalization[0].clip_high: missing",
+      "plan.normalization[0].mean: missing",
+      "plan.normalization[0].std: missing",
+      "plan.normalization[0].sd: unknown field (did you mean \"std\"?)",
+      "plan.normalization[1].scheme: must be \"ct\", \"zscore\" or \"none\", got \"mr\"",
+      "plan.labels[0].value: must be an integer, got \"x\"",
+      "plan.labels[1].rgb: every component must be in [0, 255]",
+      "plan.transpose: must be a permutation of 0, 1, 2, got [0,0,1]",
+      "plan.step: must be in (0, 1], got 2",
+  };
+  for (const auto& e : expected) {
+    EXPECT_TRUE(std::any_of(problems.begin(), problems.end(),
+                            [&](const std::string& p) { return p.find(e) != std::string::npos; }))
+        << "missing: " << e;
+  }
+  EXPECT_EQ(problems.size(), expected.size());
+  // The entry with an unknown scheme still counts as a channel.
+  EXPECT_EQ(read.input_channels(), 2);
+  // FromJson refuses with all of them, not the first.
+  auto plan = Plan::FromJson(text);
+  ASSERT_FALSE(plan.ok());
+  EXPECT_NE(plan.status().message().find("plan.patch_size"), std::string::npos);
+  EXPECT_NE(plan.status().message().find("plan.step"), std::string::npos);
+  EXPECT_TRUE(CheckPlanJson(DefaultCtPlan(14).ToJson()).empty());
+}
+
+TEST(Plan, MismatchesWithTheNetworkNameBothValues) {
+  const Plan plan = DefaultCtPlan(14, {64, 128, 128}, 1);
+  EXPECT_TRUE(PlanNetworkMismatches(plan, 14, {64, 128, 128}, 1).empty());
+  const auto m = PlanNetworkMismatches(plan, 8, {32, 64, 64}, 4);
+  ASSERT_EQ(m.size(), 3u);
+  EXPECT_EQ(m[0], "plan.patch [64,128,128] but the network's is [32,64,64]");
+  EXPECT_EQ(m[1], "plan.num_classes 14 but the network's is 8");
+  EXPECT_NE(m[2].find("but the network takes 4 channel"), std::string::npos) << m[2];
+
+  auto s = PlanForNetwork(plan.ToJson(), {}, 8, {32, 64, 64}, 1);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.status().message().find("differs from the network's"), std::string::npos) << s.status();
+  EXPECT_NE(s.status().message().find("plan.patch [64,128,128] but the network's is [32,64,64]"), std::string::npos);
+  EXPECT_NE(s.status().message().find("plan.num_classes 14 but the network's is 8"), std::string::npos);
+  // No plan anywhere: the CT default, shaped like the network.
+  auto fallback = PlanForNetwork("", {}, 8, {32, 64, 64}, 1);
+  ASSERT_TRUE(fallback.ok()) << fallback.status();
+  EXPECT_EQ(fallback->patch, (std::array<int64_t, 3>{32, 64, 64}));
 }
 
 // Overlays, legends and the SEG's recommended colours tell every organ apart.
