@@ -4,7 +4,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
+#include "clients/cpp/transport_probe.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "imageio/file_util.h"
 
@@ -16,6 +18,30 @@ namespace {
 std::string ServiceConfig(const std::string& load_balancing) {
   return absl::StrCat(R"({"loadBalancingConfig": [{")", load_balancing,
                       R"(": {}}], "healthCheckConfig": {"serviceName": ""}})");
+}
+
+constexpr char kTransportMismatch[] = "type.unetrpp/transport-mismatch";
+// A probe is one TCP connection and a TLS handshake: a server that does not
+// answer within this is treated as unknown, never as a mismatch.
+constexpr absl::Duration kProbeTimeout = absl::Seconds(2);
+
+// The mismatch between `tls` (the client's setting) and what the server at
+// `target` speaks, as a status; OK when they agree or the server is unknown.
+absl::Status TransportMismatch(const std::string& target, bool tls) {
+  if (target.empty()) return absl::OkStatus();
+  const auto server = ProbeTransport(target, kProbeTimeout);
+  absl::Status s;
+  if (server == Transport::kTls && !tls) {
+    s = absl::FailedPreconditionError(absl::StrCat("the server at ", target,
+                                                   " speaks TLS and this client connects without it: give the "
+                                                   "client the server's CA certificate (upp-client --tls-ca FILE)"));
+  } else if (server == Transport::kNotTls && tls) {
+    s = absl::FailedPreconditionError(absl::StrCat("the server at ", target,
+                                                   " does not speak TLS (plaintext): connect without TLS "
+                                                   "(leave out upp-client --tls-ca)"));
+  }
+  if (!s.ok()) s.SetPayload(kTransportMismatch, absl::Cord("1"));
+  return s;
 }
 
 }  // namespace
@@ -83,6 +109,33 @@ void Client::Prepare(grpc::ClientContext& context) const {
   if (!token_.empty()) context.AddMetadata("authorization", "Bearer " + token_);
 }
 
+bool IsTransportMismatch(const absl::Status& status) { return status.GetPayload(kTransportMismatch).has_value(); }
+
+bool Client::WaitForServer(absl::Time until) {
+  bool probed = false;
+  for (;;) {
+    const grpc_connectivity_state state = channel_->GetState(/*try_to_connect=*/true);
+    if (state == GRPC_CHANNEL_READY) return true;
+    if (absl::Now() >= until) return false;
+    if (state == GRPC_CHANNEL_TRANSIENT_FAILURE) {
+      // A server that answers in the wrong protocol will never connect:
+      // no point waiting for it.
+      if (!probed && !TransportMismatch(target_, tls_).ok()) return false;
+      probed = true;
+      // gRPC waits 1 s, 1.6 s, 2.6 s, ... between connection attempts (up
+      // to 2 min); a server that has just come up should not wait for that.
+      grpc::experimental::ChannelResetConnectionBackoff(channel_.get());
+    }
+    channel_->WaitForStateChange(state, absl::ToChronoTime(std::min(until, absl::Now() + absl::Milliseconds(250))));
+  }
+}
+
+absl::Status Client::Explain(absl::Status status) const {
+  if (status.code() != absl::StatusCode::kUnavailable) return status;
+  if (auto mismatch = TransportMismatch(target_, tls_); !mismatch.ok()) return mismatch;
+  return status;
+}
+
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& target, const ConnectOptions& options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(proto::kMaxMessageBytes);
@@ -104,7 +157,11 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& targe
     }
     credentials = grpc::SslCredentials(tls);
   }
-  return std::make_unique<Client>(grpc::CreateCustomChannel(target, credentials, args), options.token);
+  auto client = std::make_unique<Client>(grpc::CreateCustomChannel(target, credentials, args), options.token);
+  client->target_ = target;
+  client->tls_ = !options.tls_ca_file.empty();
+  client->wait_for_server_ = options.wait_for_server;
+  return client;
 }
 
 std::unique_ptr<Client> Client::Connect(const std::string& target) {
@@ -128,14 +185,19 @@ absl::StatusOr<SegmentResult> Client::SegmentWithRetries(const InputSource& inpu
                                                          const ProgressCallback& progress) {
   const absl::Time deadline = options.deadline ? absl::Now() + *options.deadline : absl::InfiniteFuture();
   absl::Duration backoff = absl::Milliseconds(200);
+  if (wait_for_server_ > absl::ZeroDuration()) WaitForServer(std::min(deadline, absl::Now() + wait_for_server_));
   for (int attempt = 1;; ++attempt) {
     auto result = SegmentOnce(inputs, options, deadline, progress);
     if (result.ok()) result->attempts = attempt;
-    if (result.ok() || result.status().code() != absl::StatusCode::kUnavailable || attempt >= options.max_attempts ||
-        absl::Now() + backoff >= deadline) {
-      return result;
+    if (result.ok() || result.status().code() != absl::StatusCode::kUnavailable) return result;
+    if (attempt >= options.max_attempts || absl::Now() + backoff >= deadline) return Explain(result.status());
+    // A server that answered (draining) gets its pause; one that cannot be
+    // reached is reconnected to throughout it, and tried as soon as it is.
+    if (channel_->GetState(false) == GRPC_CHANNEL_READY) {
+      absl::SleepFor(backoff);
+    } else {
+      WaitForServer(absl::Now() + backoff);
     }
-    absl::SleepFor(backoff);
     backoff = std::min(backoff * 2, absl::Seconds(2));
   }
 }
@@ -156,6 +218,7 @@ absl::StatusOr<SegmentResult> Client::SegmentOnce(const InputSource& inputs, con
   h->set_step(options.step);
   h->set_priority(options.priority);
   h->set_client_request_id(options.client_request_id);
+  h->set_series_instance_uid(options.series_instance_uid);
   uint64_t total = 0;
   for (size_t i = 0; i < inputs.count(); ++i) {
     auto n = inputs.bytes(i);
@@ -218,7 +281,8 @@ absl::StatusOr<unetrpp::v1::ListModelsResponse> Client::ListModels() {
   grpc::ClientContext context;
   Prepare(context);
   unetrpp::v1::ListModelsResponse response;
-  if (auto s = proto::FromGrpcStatus(stub_->ListModels(&context, {}, &response)); !s.ok()) return s;
+  if (wait_for_server_ > absl::ZeroDuration()) WaitForServer(absl::Now() + wait_for_server_);
+  if (auto s = proto::FromGrpcStatus(stub_->ListModels(&context, {}, &response)); !s.ok()) return Explain(s);
   return response;
 }
 
@@ -228,7 +292,8 @@ absl::StatusOr<unetrpp::v1::ModelInfo> Client::GetModel(const std::string& name)
   unetrpp::v1::GetModelRequest request;
   request.set_name(name);
   unetrpp::v1::ModelInfo response;
-  if (auto s = proto::FromGrpcStatus(stub_->GetModel(&context, request, &response)); !s.ok()) return s;
+  if (wait_for_server_ > absl::ZeroDuration()) WaitForServer(absl::Now() + wait_for_server_);
+  if (auto s = proto::FromGrpcStatus(stub_->GetModel(&context, request, &response)); !s.ok()) return Explain(s);
   return response;
 }
 
@@ -240,7 +305,8 @@ absl::StatusOr<bool> Client::Healthy(const std::string& service) {
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(service);
   grpc::health::v1::HealthCheckResponse response;
-  if (auto s = proto::FromGrpcStatus(stub->Check(&context, request, &response)); !s.ok()) return s;
+  if (wait_for_server_ > absl::ZeroDuration()) WaitForServer(absl::Now() + wait_for_server_);
+  if (auto s = proto::FromGrpcStatus(stub->Check(&context, request, &response)); !s.ok()) return Explain(s);
   return response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
 }
 

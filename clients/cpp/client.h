@@ -35,11 +35,15 @@ struct SegmentOptions {
   double step = 0;  // 0: the model's plan
   int priority = 0;
   std::string client_request_id;
+  std::string series_instance_uid;         // DICOM: the series to segment when the instances hold several
   std::optional<absl::Duration> deadline;  // for all attempts together
   size_t chunk_bytes = proto::kChunkBytes;
   // Attempts on UNAVAILABLE (a replica draining or gone, no replica ready):
   // the whole request is sent again after 200 ms, 400 ms, ... (at most 2 s,
   // within the deadline). Safe because a segmentation has no side effects.
+  // While the server cannot be reached, each wait is spent reconnecting
+  // (gRPC's own reconnect backoff reset), so a server that comes back is
+  // used at once rather than after up to two minutes of that backoff.
   int max_attempts = 1;
 };
 
@@ -65,7 +69,17 @@ struct ConnectOptions {
   // "ipv4:a:port,b:port"), skipping servers whose health is not SERVING, so
   // a draining replica gets no new calls. Empty: gRPC's default (pick_first).
   std::string load_balancing;
+  // How long a call waits for the server to accept connections before its
+  // first attempt (a server just started, a pod restarting); zero: it fails
+  // at once when the server cannot be reached. Bounded by the deadline.
+  absl::Duration wait_for_server = absl::ZeroDuration();
 };
+
+// True when `status` says that client and server disagree on TLS (the
+// client library found out by asking the server, transport_probe.h): a
+// configuration mistake, not an outage; retrying cannot help. Such a status
+// is FAILED_PRECONDITION and its message says which setting is wrong.
+bool IsTransportMismatch(const absl::Status& status);
 
 class InputSource;  // client.cc: inputs in memory or in files
 
@@ -94,6 +108,10 @@ class Client {
 
  private:
   void Prepare(grpc::ClientContext& context) const;
+  // Until the channel is connected or `until`; false when not connected.
+  bool WaitForServer(absl::Time until);
+  // `status` of a failed call, or the TLS mismatch that explains it.
+  absl::Status Explain(absl::Status status) const;
   absl::StatusOr<SegmentResult> SegmentWithRetries(const InputSource& inputs, const SegmentOptions& options,
                                                    const ProgressCallback& progress);
   absl::StatusOr<SegmentResult> SegmentOnce(const InputSource& inputs, const SegmentOptions& options,
@@ -102,6 +120,10 @@ class Client {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<unetrpp::v1::Segmentation::Stub> stub_;
   const std::string token_;
+  // Set by Connect(target, options): what WaitForServer and Explain need.
+  std::string target_;
+  bool tls_ = false;
+  absl::Duration wait_for_server_ = absl::ZeroDuration();
 };
 
 }  // namespace upp::client

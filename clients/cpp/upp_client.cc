@@ -1,12 +1,17 @@
 // upp-client: the command-line client of unetrpp-serve.
 //
 //   upp-client [--server HOST:PORT] segment INPUT... [-o labels.nii.gz] [--seg out.dcm]
-//              [--png overview.png] [--model NAME] [--mirror] [--deadline SECONDS] [--json stats.json]
+//              [--png overview.png] [--model NAME] [--series UID] [--mirror] [--deadline SECONDS]
+//              [--json stats.json]
 //   upp-client [--server HOST:PORT] models
 //   upp-client [--server HOST:PORT] health [--service NAME]
 //
-// INPUT: a NIfTI file (several: one per channel) or a directory of DICOM files.
-// Exit codes: 0 done; 1 bad usage or unreadable input; 2 the server refused
+// INPUT: a NIfTI file (several: one per channel) or a directory of DICOM files
+// (files that are not DICOM, e.g. a README, are skipped and counted).
+// Only the outputs asked for are requested, and every output path is checked
+// for writing before anything is sent.
+// Exit codes: 0 done; 1 bad usage, unreadable input, an output that cannot be
+// written, or TLS on one side only (--tls-ca missing or wrong); 2 the server refused
 // the request (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, UNIMPLEMENTED,
 // RESOURCE_EXHAUSTED for a request over a per-request limit);
 // 3 the server is unavailable or busy (UNAVAILABLE, RESOURCE_EXHAUSTED with the
@@ -24,6 +29,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "clients/cpp/client.h"
 #ifdef UPP_HAVE_OVERVIEW
 #include "clients/cpp/overlay.h"
@@ -39,6 +45,7 @@ namespace {
 namespace fs = std::filesystem;
 
 int ExitCode(const absl::Status& s) {
+  if (upp::client::IsTransportMismatch(s)) return 1;
   switch (s.code()) {
     case absl::StatusCode::kOk: return 0;
     case absl::StatusCode::kInvalidArgument:
@@ -110,7 +117,7 @@ class ProgressPrinter {
 
 struct SegmentArgs {
   std::vector<std::string> inputs;
-  std::string output, seg, png, json_path, model;
+  std::string output, seg, png, json_path, model, series;
   bool mirror = false;
   double deadline = 0;
   int attempts = 4;
@@ -137,19 +144,50 @@ int Models(upp::client::Client& client) {
   return 0;
 }
 
-// The inputs' bytes: every file of a DICOM directory, or the NIfTI files.
-absl::Status ReadInputs(const std::vector<std::string>& inputs, bool dicom, std::vector<std::string>* files) {
-  if (dicom) {
-    auto read = upp::imageio::ReadDirectoryFiles(inputs[0]);
-    if (!read.ok()) return read.status();
-    *files = std::move(*read);
-    return absl::OkStatus();
+// The DICOM files of a directory: those that look like DICOM (as dcm2niix
+// does, a README or a thumbnail beside the series is skipped, and said so).
+absl::StatusOr<std::vector<std::string>> DicomFiles(const std::string& dir) {
+  auto paths = upp::imageio::ListFiles(dir);
+  if (!paths.ok()) return paths.status();
+  std::vector<std::string> dicom, skipped;
+  for (const auto& p : *paths) {
+    std::string head(132, '\0');
+    std::ifstream in(p, std::ios::binary);
+    in.read(head.data(), static_cast<std::streamsize>(head.size()));
+    head.resize(static_cast<size_t>(std::max<std::streamsize>(0, in.gcount())));
+    (upp::imageio::LooksLikeDicom(head) ? dicom : skipped).push_back(p);
   }
-  for (const auto& in : inputs) {
-    auto bytes = upp::imageio::ReadWholeFile(in);
-    if (!bytes.ok()) return absl::InvalidArgumentError("cannot read " + in);
-    files->push_back(std::move(*bytes));
+  if (!skipped.empty()) {
+    std::fprintf(stderr, "upp-client: skipped %zu file(s) that are not DICOM, e.g. %s\n", skipped.size(),
+                 fs::path(skipped.front()).filename().c_str());
   }
+  if (dicom.empty()) return absl::InvalidArgumentError(dir + " holds no DICOM files");
+  return dicom;
+}
+
+// Every path the user named for an output can be written: checked before
+// the input is sent, so that minutes of inference are not thrown away.
+absl::Status CheckWritable(const std::vector<std::string>& paths) {
+  for (const auto& p : paths) {
+    if (p.empty()) continue;
+    const fs::path path(p);
+    const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec))
+      return absl::InvalidArgumentError("cannot write " + p + ": no folder " + dir.string());
+    if (fs::is_directory(path, ec)) return absl::InvalidArgumentError("cannot write " + p + ": it is a folder");
+    const bool exists = fs::exists(path, ec);
+    if (access(exists ? p.c_str() : dir.c_str(), W_OK) != 0)
+      return absl::InvalidArgumentError("cannot write " + p + ": permission denied");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteFile(const std::string& path, std::string_view bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  out.close();
+  if (!out) return absl::DataLossError("writing " + path + " failed");
   return absl::OkStatus();
 }
 
@@ -159,12 +197,27 @@ std::map<uint32_t, const unetrpp::v1::Label*> LabelsByValue(const unetrpp::v1::R
   return names;
 }
 
+// What of the input the server segmented: the series, and what it left out.
+void ReportInput(const unetrpp::v1::InputSummary& input, nlohmann::json& j) {
+  if (!input.series_instance_uid().empty()) {
+    std::fprintf(stderr, "upp-client: segmented series %s (%u instances)\n", input.series_instance_uid().c_str(),
+                 input.instances_used());
+    j["input"]["series_instance_uid"] = input.series_instance_uid();
+  }
+  j["input"]["instances_used"] = input.instances_used();
+  for (const auto& s : input.skipped()) {
+    std::fprintf(stderr, "upp-client: the server left out %u instance(s): %s\n", s.count(), s.reason().c_str());
+    j["input"]["skipped"][s.reason()] = s.count();
+  }
+}
+
 // Prints the per-label volumes; writes them with the timings as JSON.
-void ReportVolumes(const upp::client::SegmentResult& result, const std::string& json_path) {
+absl::Status ReportVolumes(const upp::client::SegmentResult& result, const std::string& json_path) {
   const auto& header = result.header;
   const auto names = LabelsByValue(header);
   nlohmann::json j;
   j["server_request_id"] = result.server_request_id;
+  ReportInput(header.input(), j);
   std::printf("%-28s %12s %12s\n", "label", "voxels", "volume (mL)");
   for (const auto& v : header.volumes()) {
     if (v.value() == 0) continue;
@@ -173,23 +226,32 @@ void ReportVolumes(const upp::client::SegmentResult& result, const std::string& 
     j["labels"].push_back({{"value", v.value()}, {"name", name}, {"voxels", v.voxels()}, {"volume_ml", v.volume_ml()}});
   }
   for (const auto& t : result.summary.timings()) j["seconds"][upp::proto::StageName(t.stage())] = t.seconds();
-  if (!json_path.empty()) std::ofstream(json_path) << j.dump(1) << "\n";
+  for (int i = 0; i < header.outputs_size(); ++i)
+    j["outputs"][unetrpp::v1::OutputKind_Name(header.outputs(i))] = header.output_bytes(i);
+  return json_path.empty() ? absl::OkStatus() : WriteFile(json_path, j.dump(1) + "\n");
 }
 
 // The overview picture: the input decoded locally (the labels share its grid).
-int WriteOverview(const upp::client::SegmentResult& result, const std::vector<std::string>& files, bool dicom,
+int WriteOverview(const upp::client::SegmentResult& result, const std::vector<std::string>& paths, bool dicom,
                   const std::string& png) {
 #ifndef UPP_HAVE_OVERVIEW
-  (void)result, (void)files, (void)dicom, (void)png;
+  (void)result, (void)paths, (void)dicom, (void)png;
   return Fail(absl::UnimplementedError("this upp-client was built without cairo (UPP_WITH_CAIRO=OFF): no --png"));
 #else
   const auto& header = result.header;
   const auto names = LabelsByValue(header);
   // Decode the input locally for the picture (the labels share its grid).
   absl::StatusOr<upp::imageio::Volume> volume = absl::UnknownError("");
+  std::vector<std::string> files;
+  for (const auto& p : paths) {
+    auto bytes = upp::imageio::ReadWholeFile(p);
+    if (!bytes.ok()) return Fail(bytes.status());
+    files.push_back(std::move(*bytes));
+  }
   if (dicom) {
     upp::imageio::DicomSeriesOptions o;
     o.modalities.clear();
+    o.series_instance_uid = header.input().series_instance_uid();
     auto d = upp::imageio::ReadDicomSeries(std::vector<std::string_view>(files.begin(), files.end()), o);
     volume = d.ok() ? absl::StatusOr<upp::imageio::Volume>(std::move(d->volume)) : d.status();
   } else {
@@ -213,7 +275,8 @@ int WriteOverview(const upp::client::SegmentResult& result, const std::vector<st
   }
   auto picture = upp::client::RenderOverlayPng(*volume, labels, legend);
   if (!picture.ok()) return Fail(picture.status());
-  std::ofstream(png, std::ios::binary) << *picture;
+  if (auto s = WriteFile(png, *picture); !s.ok())
+    return std::fprintf(stderr, "upp-client: %s\n", s.ToString().c_str()), 1;
   return 0;
 #endif
 }
@@ -222,31 +285,48 @@ int Segment(upp::client::Client& client, const SegmentArgs& args) {
   upp::client::SegmentOptions options;
   options.model = args.model;
   options.mirror = args.mirror;
+  options.series_instance_uid = args.series;
   if (args.deadline > 0) options.deadline = absl::Seconds(args.deadline);
   options.max_attempts = std::max(1, args.attempts);
+  const auto usage = [](const std::string& what) { return std::fprintf(stderr, "upp-client: %s\n", what.c_str()), 1; };
   const bool dicom = args.inputs.size() == 1 && fs::is_directory(args.inputs[0]);
   if (dicom) options.format = unetrpp::v1::INPUT_FORMAT_DICOM;
-  std::vector<std::string> files;
-  if (auto s = ReadInputs(args.inputs, dicom, &files); !s.ok())
-    return std::fprintf(stderr, "upp-client: %s\n", std::string(s.message()).c_str()), 1;
-  options.outputs = {unetrpp::v1::OUTPUT_KIND_RAW_LABELS};
-  if (!args.output.empty()) options.outputs.push_back(unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS);
-  if (!args.seg.empty()) {
-    if (!dicom) return std::fprintf(stderr, "upp-client: --seg needs a DICOM input\n"), 1;
-    options.outputs.push_back(unetrpp::v1::OUTPUT_KIND_DICOM_SEG);
+  if (!args.series.empty() && !dicom) return usage("--series needs a DICOM folder");
+  if (!args.seg.empty() && !dicom) return usage("--seg needs a DICOM input");
+  if (auto s = CheckWritable({args.output, args.seg, args.png, args.json_path}); !s.ok())
+    return usage(std::string(s.message()));
+  std::vector<std::string> paths = args.inputs;
+  if (dicom) {
+    auto found = DicomFiles(args.inputs[0]);
+    if (!found.ok()) return usage(std::string(found.status().message()));
+    paths = std::move(*found);
   }
+  // Only what was asked for: the raw labels (2 bytes a voxel, 46 MB for a
+  // CT) travel only for the picture.
+  options.outputs.clear();
+  if (!args.output.empty()) options.outputs.push_back(unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS);
+  if (!args.seg.empty()) options.outputs.push_back(unetrpp::v1::OUTPUT_KIND_DICOM_SEG);
+  if (!args.png.empty()) options.outputs.push_back(unetrpp::v1::OUTPUT_KIND_RAW_LABELS);
+  // Nothing to write (volumes only): the smallest output, the compressed labels.
+  if (options.outputs.empty()) options.outputs.push_back(unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS);
   absl::StatusOr<upp::client::SegmentResult> result = absl::UnknownError("");
   {
     ProgressPrinter progress;
-    result = client.Segment(files, options, [&](const unetrpp::v1::Progress& p) { progress(p); });
+    result = client.SegmentFiles(paths, options, [&](const unetrpp::v1::Progress& p) { progress(p); });
   }
-  if (!result.ok()) return Fail(result.status());
-  if (!args.output.empty())
-    std::ofstream(args.output, std::ios::binary) << result->outputs[unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS];
-  if (!args.seg.empty())
-    std::ofstream(args.seg, std::ios::binary) << result->outputs[unetrpp::v1::OUTPUT_KIND_DICOM_SEG];
-  ReportVolumes(*result, args.json_path);
-  return args.png.empty() ? 0 : WriteOverview(*result, files, dicom, args.png);
+  if (!result.ok()) {
+    if (result.status().code() == absl::StatusCode::kNotFound &&
+        absl::StartsWith(result.status().message(), "cannot read input"))
+      return usage(std::string(result.status().message()));
+    return Fail(result.status());
+  }
+  for (const auto& [path, kind] : {std::pair{args.output, unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS},
+                                   std::pair{args.seg, unetrpp::v1::OUTPUT_KIND_DICOM_SEG}}) {
+    if (path.empty()) continue;
+    if (auto s = WriteFile(path, result->outputs[kind]); !s.ok()) return usage(std::string(s.message()));
+  }
+  if (auto s = ReportVolumes(*result, args.json_path); !s.ok()) return usage(std::string(s.message()));
+  return args.png.empty() ? 0 : WriteOverview(*result, paths, dicom, args.png);
 }
 
 }  // namespace
@@ -263,6 +343,9 @@ int main(int argc, char** argv) {
   app.add_option("--server-name", connect.server_name, "the name in the server's certificate, if not the host");
   app.add_option("--token", connect.token, "bearer token (API key); also $UPP_TOKEN");
   app.add_option("--token-file", token_file, "file holding the bearer token");
+  double wait = -1;
+  app.add_option("--wait", wait,
+                 "seconds to wait for the server to accept connections (default: 10; health: 0, for probes)");
   app.add_option("--lb", connect.load_balancing,
                  "\"round_robin\": spread calls over all addresses of the server name (headless service, "
                  "or ipv4:a:port,b:port)");
@@ -275,6 +358,8 @@ int main(int argc, char** argv) {
   segment->add_option("--png", args.png, "overview picture to write (PNG)");
   segment->add_option("--json", args.json_path, "per-label volumes and timings to write (JSON)");
   segment->add_option("--model", args.model, "model name (default: the server's)");
+  segment->add_option("--series", args.series,
+                      "DICOM: the SeriesInstanceUID to segment when the folder holds several series of one study");
   segment->add_flag("--mirror", args.mirror, "test-time mirroring along all axes (8x the work)");
   segment->add_option("--deadline", args.deadline, "give up after this many seconds");
   segment->add_option("--attempts", args.attempts, "tries on UNAVAILABLE (replica draining or down), with backoff")
@@ -296,6 +381,7 @@ int main(int argc, char** argv) {
   } else if (const char* env = std::getenv("UPP_TOKEN"); connect.token.empty() && env) {
     connect.token = env;
   }
+  connect.wait_for_server = absl::Seconds(wait >= 0 ? wait : (*health ? 0 : 10));
   auto client = upp::client::Client::Connect(server, connect);
   if (!client.ok()) return Fail(client.status());
   if (*health) return Health(**client, service);
