@@ -71,6 +71,15 @@ void ProbeBf16(CpuFeatures& f) {
   }
 }
 
+// Why bfloat16 is missing, in the terms of the instruction sets: oneDNN's
+// own reason ("could not create a primitive descriptor") is kept only when
+// the CPU has what bfloat16 needs and the probe still failed.
+std::string Bf16Missing(const CpuFeatures& f) {
+  if (!f.avx512)
+    return "this CPU's best instruction set is " + f.isa + "; bfloat16 needs AVX-512 (natively AVX512-BF16 or AMX)";
+  return "oneDNN ISA " + f.isa + ": " + f.bf16_error;
+}
+
 }  // namespace
 
 const CpuFeatures& DetectCpuFeatures() {
@@ -85,7 +94,7 @@ const CpuFeatures& DetectCpuFeatures() {
 
 std::string DescribeCpuFeatures(const CpuFeatures& f) {
   std::string s = "cpu: isa " + f.isa + ", bfloat16 convolutions: ";
-  if (!f.bf16_convolutions) return s + "no (" + f.bf16_error + ")";
+  if (!f.bf16_convolutions) return s + "no (" + Bf16Missing(f) + ")";
   if (f.amx) return s + "yes (AMX)";
   if (f.avx512_bf16) return s + "yes (AVX512-BF16)";
   return s + "yes (emulated on AVX-512, slower than float32)";
@@ -95,9 +104,8 @@ Status CheckPrecisionSupported(const std::string& device, const std::string& pre
   if (precision != "bf16" || device.rfind("cpu", 0) != 0) return OkStatus();
   const CpuFeatures& f = DetectCpuFeatures();
   if (f.bf16_convolutions) return OkStatus();
-  return FailedPreconditionError(
-      "precision \"bf16\" needs bfloat16 convolutions, which this CPU cannot run (oneDNN ISA " + f.isa +
-      "; needs AVX-512, natively AVX512-BF16 or AMX; " + f.bf16_error + "); use precision \"fp32\" on this machine");
+  return FailedPreconditionError("precision \"bf16\" needs bfloat16 convolutions, which this CPU cannot run (" +
+                                 Bf16Missing(f) + "); use precision \"fp32\" on this machine");
 }
 
 std::string DefaultPrecision(const std::vector<std::string>& devices, const CpuFeatures& f) {

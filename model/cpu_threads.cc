@@ -2,9 +2,11 @@
 
 #include <dlfcn.h>
 #include <malloc.h>
+#include <sched.h>
 #include <torch/torch.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <limits>
 #include <mutex>
 #include <set>
@@ -16,6 +18,14 @@ std::atomic<bool> blas_single{false};
 }
 
 int ConfigureCpuThreads(int threads) {
+  // 0 is "all cores" set explicitly: LibTorch's own default came out as one
+  // thread on a 2-core machine (issue 32). The cores are those this process
+  // may run on; OMP_NUM_THREADS, when set, is the operator's choice.
+  if (threads <= 0 && std::getenv("OMP_NUM_THREADS") == nullptr) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    threads = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 0;
+  }
   if (threads > 0) torch::set_num_threads(threads);
   // Serve every allocation from the heap and never trim it (see the header).
   mallopt(M_ARENA_MAX, 1);

@@ -28,8 +28,9 @@
 
 namespace upp::model {
 
-// threads <= 0 keeps LibTorch's default (the number of cores). Returns the
-// number of intra-op threads in effect.
+// threads <= 0: the cores this process may run on (its CPU affinity), or
+// LibTorch's default when OMP_NUM_THREADS is set. Returns the number of
+// intra-op threads in effect.
 int ConfigureCpuThreads(int threads);
 
 // True when an OpenBLAS with openblas_set_num_threads was found and set to 1.

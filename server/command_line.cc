@@ -19,6 +19,9 @@ absl::StatusOr<unetrpp::v1::ServerConfig> AssembleConfig(const CommandLine& f,
     m->set_name("default");
     m->set_weights(f.weights);
     m->set_plan_file(f.plan);
+    // Named on the command line, it is the model a request without a name
+    // gets, also next to the models of a --config.
+    config.set_default_model("default");
   }
   if (config.models().empty()) {
     for (const auto& candidate : default_models) {

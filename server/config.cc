@@ -1,6 +1,7 @@
 #include "server/config.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -37,6 +38,24 @@ absl::StatusOr<unetrpp::v1::ServerConfig> ParseConfig(const std::string& text) {
 absl::StatusOr<unetrpp::v1::ServerConfig> LoadConfigFile(const std::string& path) {
   unetrpp::v1::ServerConfig config;
   if (auto s = proto::LoadTextConfigFile(path, config); !s.ok()) return s;
+  const std::filesystem::path folder = std::filesystem::path(path).parent_path();
+  const auto resolve = [&](std::string* file) {
+    if (!file->empty() && std::filesystem::path(*file).is_relative()) *file = (folder / *file).lexically_normal();
+  };
+  for (auto& m : *config.mutable_models()) {
+    resolve(m.mutable_weights());
+    resolve(m.mutable_plan_file());
+  }
+  if (config.has_tls()) {
+    resolve(config.mutable_tls()->mutable_cert_file());
+    resolve(config.mutable_tls()->mutable_key_file());
+    resolve(config.mutable_tls()->mutable_client_ca_file());
+  }
+  if (config.has_auth()) {
+    resolve(config.mutable_auth()->mutable_api_keys_file());
+    resolve(config.mutable_auth()->mutable_audit_log_file());
+    if (config.auth().has_jwt()) resolve(config.mutable_auth()->mutable_jwt()->mutable_jwks_file());
+  }
   return config;
 }
 

@@ -15,6 +15,9 @@ namespace upp::server {
 // Parses `text` (protobuf text format). INVALID_ARGUMENT with the line,
 // column and field for syntax errors and unknown fields.
 absl::StatusOr<unetrpp::v1::ServerConfig> ParseConfig(const std::string& text);
+// The file at `path`, with every relative file name in it (weights, plans,
+// TLS files, key and audit files, JWKS) taken relative to the file's folder,
+// so that a configuration works from any working directory.
 absl::StatusOr<unetrpp::v1::ServerConfig> LoadConfigFile(const std::string& path);
 
 // Fills every unset field with its documented default (in place).

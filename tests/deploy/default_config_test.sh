@@ -11,7 +11,9 @@ CERTS="$(mktemp -d)"
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$CERTS"' EXIT
 bash deploy/make-dev-certs.sh "$CERTS" >/dev/null
 PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-sed "s|deploy/tls/|$CERTS/|g" deploy/server.textproto >"$CERTS/server.textproto"
+# The certificates in a folder of their own: the file's relative names are
+# taken from its folder, so the copy names the model by its full path.
+sed -e "s|\"tls/|\"$CERTS/|g" -e "s|\"\.\./model/|\"$ROOT/model/|g" deploy/server.textproto >"$CERTS/server.textproto"
 "$B/server/unetrpp-serve" --config "$CERTS/server.textproto" --listen "127.0.0.1:$PORT" --metrics off \
   >"$CERTS/server.log" 2>&1 &
 SERVER=$!

@@ -78,5 +78,41 @@ TEST_F(CommandLineTest, TheDefaultModelOnlyWhenNoneIsNamed) {
   EXPECT_FALSE(AssembleConfig(flags, {weights_}).ok());
 }
 
+// --weights next to a --config: its model is added and is the default one
+// (a request without a model name gets the weights the command line named).
+TEST_F(CommandLineTest, WeightsNextToAConfigAreTheDefaultModel) {
+  CommandLine flags;
+  flags.config_path = file_;
+  flags.weights = weights_;
+  auto config = AssembleConfig(flags, {});
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->models_size(), 2);
+  EXPECT_EQ(config->default_model(), "default");
+  EXPECT_EQ(config->models(1).weights(), weights_);
+}
+
+// Relative file names in a configuration are taken from its folder, so the
+// shipped configuration works from any working directory.
+TEST_F(CommandLineTest, RelativeFilesAreTakenFromTheConfigsFolder) {
+  const std::filesystem::path folder =
+      std::filesystem::path(upp::testing::UniqueTempPath("cl_folder")).lexically_normal();
+  std::filesystem::create_directories(folder / "conf");
+  const std::string path = (folder / "conf" / "server.textproto").string();
+  std::ofstream(path) << "tls { cert_file: \"tls/server.pem\" key_file: \"/abs/server.key\" }\n"
+                         "auth { api_keys_file: \"keys.txt\" jwt { jwks_file: \"../jwks.json\" } }\n"
+                         "models { name: \"m\" weights: \"../weights/m.safetensors\" plan_file: \"plan.json\" }\n";
+  CommandLine flags;
+  flags.config_path = path;
+  auto config = AssembleConfig(flags, {});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->models(0).weights(), (folder / "weights" / "m.safetensors").string());
+  EXPECT_EQ(config->models(0).plan_file(), (folder / "conf" / "plan.json").string());
+  EXPECT_EQ(config->tls().cert_file(), (folder / "conf" / "tls" / "server.pem").string());
+  EXPECT_EQ(config->tls().key_file(), "/abs/server.key");  // absolute: as written
+  EXPECT_EQ(config->auth().api_keys_file(), (folder / "conf" / "keys.txt").string());
+  EXPECT_EQ(config->auth().jwt().jwks_file(), (folder / "jwks.json").string());
+  std::filesystem::remove_all(folder);
+}
+
 }  // namespace
 }  // namespace upp::server
