@@ -25,16 +25,22 @@ class ServerProcess:
         self.log = tempfile.TemporaryFile()
         self.exit_code = None
 
-    def __enter__(self):
+    def start(self) -> "ServerProcess":
+        """Starts the process without waiting for it to serve."""
         if self.config_text is not None:
             self.config = tempfile.NamedTemporaryFile("w", suffix=".textproto", delete=False)
             self.config.write(self.config_text)
             self.config.close()
             self.args += ["--config", self.config.name]
         self.process = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT)
+        return self
+
+    def __enter__(self):
+        self.start()
         from unetrpp_client import Client, ServerError
         deadline = time.time() + 120
-        with Client(self.address, **self.client_kwargs) as client:
+        # A short wait per check: an exited server is noticed between checks.
+        with Client(self.address, **dict({"connect_timeout": 1}, **self.client_kwargs)) as client:
             while time.time() < deadline:
                 if self.process.poll() is not None:
                     raise RuntimeError("the server exited: " + self.output())
@@ -51,7 +57,7 @@ class ServerProcess:
         return self.log.read().decode(errors="replace")
 
     def __exit__(self, *exc):
-        if self.process.poll() is None:
+        if getattr(self, "process", None) is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.exit_code = self.process.wait(timeout=60)
