@@ -3,11 +3,13 @@
 #include <grpc/grpc_security_constants.h>
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "imageio/file_util.h"
 
@@ -42,6 +44,18 @@ absl::StatusOr<std::string> BearerToken(const grpc::ServerContextBase& context) 
 }
 
 }  // namespace
+
+std::string ClientAddress(const std::string& grpc_peer) {
+  const bool ip = absl::StartsWith(grpc_peer, "ipv4:") || absl::StartsWith(grpc_peer, "ipv6:");
+  if (!ip) return grpc_peer;
+  std::string a = absl::StrReplaceAll(grpc_peer.substr(5), {{"%5B", "["}, {"%5D", "]"}, {"%25", "%"}});
+  const size_t colon = a.rfind(':');
+  const bool port = colon != std::string::npos && colon + 1 < a.size() &&
+                    std::all_of(a.begin() + colon + 1, a.end(), [](char c) { return absl::ascii_isdigit(c); });
+  // "[::1]:5555" ends in its port; a bare "::1" (no brackets) does not have one.
+  if (port && (a.front() != '[' ? a.find(':') == colon : a[colon - 1] == ']')) a.resize(colon);
+  return a;
+}
 
 std::string Authenticator::HashKey(const std::string& key) {
   // OpenSSL's EVP digest (a well-kept implementation of SHA-256).

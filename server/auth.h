@@ -42,6 +42,15 @@ struct Principal {
   }
 };
 
+// The caller's address as logs, the audit trail and the per-address limits
+// name it: gRPC's peer string without its scheme and port ("ipv4:10.1.2.3:
+// 48404" -> "10.1.2.3", "ipv6:[::1]:48404" or "ipv6:%5B::1%5D:48404" ->
+// "[::1]"; other schemes, e.g. "unix:/run/upp.sock", unchanged). Without the
+// port because the port is a fresh ephemeral one per connection: it would
+// make one client machine look like many in the audit trail and in
+// limits.max_requests_per_peer, and names no one more precisely.
+std::string ClientAddress(const std::string& grpc_peer);
+
 class Authenticator {
  public:
   // Reads the key file and the roles; errors name the line or field.

@@ -22,6 +22,7 @@
 
 #include "model/cpu_threads.h"
 #include "server/command_line.h"
+#include "server/logging.h"
 #include "server/open_files.h"
 #include "server/server.h"
 
@@ -61,7 +62,7 @@ std::vector<std::string> DefaultModelCandidates() {
 
 void SetUpLogging(const unetrpp::v1::ServerConfig& config) {
   auto logger = spdlog::stdout_logger_mt("unetrpp-serve");
-  if (config.logging().json()) logger->set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%e%z","level":"%l","message":"%v"})");
+  if (config.logging().json()) logger->set_formatter(upp::server::JsonLogFormatter());
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(config.logging().level()));
   spdlog::flush_on(spdlog::level::info);

@@ -1,5 +1,6 @@
 #include "server/metrics.h"
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
 namespace upp::server {
@@ -10,6 +11,8 @@ using prometheus::BuildGauge;
 prometheus::Histogram::BucketBoundaries SecondsBuckets() {
   return {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
 }
+
+prometheus::Histogram::BucketBoundaries BatchSizeBuckets() { return {1, 2, 3, 4, 6, 8, 12, 16, 32, 64}; }
 
 }  // namespace
 
@@ -28,8 +31,8 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   stage_seconds_ = &BuildHistogram()
                         .Name("upp_stage_duration_seconds")
                         .Help(
-                            "Time per request stage (receive, decode, preprocess, queue_wait, inference, stitch, "
-                            "postprocess, encode, send)")
+                            "Time per request stage by model (receive, decode, preprocess, queue_wait, inference, "
+                            "stitch, postprocess, encode, send)")
                         .Register(*registry_);
   batch_size_ = &BuildHistogram().Name("upp_batch_size_windows").Help("Windows per network call").Register(*registry_);
   batch_seconds_ = &BuildHistogram()
@@ -61,6 +64,24 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                .Name("upp_jobs_total")
                .Help("Segmentation jobs created, by model and the device they live on")
                .Register(*registry_);
+  // Requests refused before they name a served model (credentials, an
+  // unknown model) count under model "-".
+  AddRequestSeries("-");
+}
+
+const std::vector<std::string>& Metrics::StageNames() {
+  static const std::vector<std::string> names = {"receive", "decode",      "preprocess", "queue_wait", "inference",
+                                                 "stitch",  "postprocess", "encode",     "send"};
+  return names;
+}
+
+void Metrics::AddRequestSeries(const std::string& model) {
+  // Every canonical code: 17 series per model, and a code that a request
+  // rarely ends with (DATA_LOSS, INTERNAL) is 0 rather than absent, which is
+  // what an alert on it needs.
+  for (int code = 0; code <= static_cast<int>(absl::StatusCode::kUnauthenticated); ++code)
+    requests_->Add({{"model", model}, {"code", absl::StatusCodeToString(static_cast<absl::StatusCode>(code))}});
+  request_seconds_->Add({{"model", model}}, SecondsBuckets());
 }
 
 absl::Status Metrics::Expose(const std::string& address) {
@@ -85,13 +106,12 @@ void Metrics::RequestFinished(const std::string& model, const std::string& code,
   request_seconds_->Add({{"model", model}}, SecondsBuckets()).Observe(seconds);
 }
 
-void Metrics::Stage(const std::string& stage, double seconds) {
-  stage_seconds_->Add({{"stage", stage}}, SecondsBuckets()).Observe(seconds);
+void Metrics::Stage(const std::string& model, const std::string& stage, double seconds) {
+  stage_seconds_->Add({{"model", model}, {"stage", stage}}, SecondsBuckets()).Observe(seconds);
 }
 
 void Metrics::Batch(const std::string& model, int size, double seconds) {
-  batch_size_->Add({{"model", model}}, prometheus::Histogram::BucketBoundaries{1, 2, 3, 4, 6, 8, 12, 16, 32, 64})
-      .Observe(size);
+  batch_size_->Add({{"model", model}}, BatchSizeBuckets()).Observe(size);
   batch_seconds_->Add({{"model", model}}, SecondsBuckets()).Observe(seconds);
   windows_->Add({{"model", model}}).Increment(size);
 }
@@ -114,6 +134,13 @@ std::optional<int64_t> Metrics::DeviceTotalBytes(const std::string& device) cons
 
 void Metrics::ModelLoaded(const std::string& model, double seconds) {
   model_load_seconds_->Add({{"model", model}}).Set(seconds);
+  AddRequestSeries(model);
+  for (const std::string& stage : StageNames())
+    stage_seconds_->Add({{"model", model}, {"stage", stage}}, SecondsBuckets());
+  batch_size_->Add({{"model", model}}, BatchSizeBuckets());
+  batch_seconds_->Add({{"model", model}}, SecondsBuckets());
+  windows_->Add({{"model", model}});
+  queued_windows_->Add({{"model", model}});
 }
 
 void Metrics::CpuInfo(const std::string& isa, bool bf16, bool amx) {

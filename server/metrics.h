@@ -32,13 +32,19 @@ class Metrics {
     double batches = 0, windows = 0, network_seconds = 0;
   };
 
+  // The stages of upp_stage_duration_seconds, in the order a request goes
+  // through them (queue_wait lies within inference, stitch overlaps it).
+  static const std::vector<std::string>& StageNames();
+
   Metrics();
   // Serves /metrics on `address` ("host:port"; port 0 picks one).
   absl::Status Expose(const std::string& address);
   int port() const;  // of the exposer, 0 when not exposed
 
+  // `model` is "-" for a request that ended before it named a served model.
   void RequestFinished(const std::string& model, const std::string& code, double seconds);
-  void Stage(const std::string& stage, double seconds);  // receive, decode, ... send
+  // One of StageNames() for a request of `model`.
+  void Stage(const std::string& model, const std::string& stage, double seconds);
   void Batch(const std::string& model, int size, double seconds);
   void BytesIn(int64_t n) { bytes_in_->Increment(static_cast<double>(n)); }
   void BytesOut(int64_t n) { bytes_out_->Increment(static_cast<double>(n)); }
@@ -49,6 +55,9 @@ class Metrics {
   void AddDeviceBytesInFlight(const std::string& device, double delta);
   // A job of `model` created on `device` (upp_jobs_total).
   void JobCreated(const std::string& model, const std::string& device);
+  // Also creates the model's request, stage and batch series at zero, so
+  // that dashboards (rate(), absent-series alerts) work before the first
+  // request and a model that is never called shows as such.
   void ModelLoaded(const std::string& model, double seconds);
   // upp_cpu_info{isa, bf16, amx} 1: what the CPU kernels dispatch to, so
   // dashboards can tell machines of different kinds apart.
@@ -62,6 +71,9 @@ class Metrics {
   std::optional<int64_t> DeviceTotalBytes(const std::string& device) const;
 
  private:
+  // The series of requests of `model` ending with each status code.
+  void AddRequestSeries(const std::string& model);
+
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::shared_ptr<DeviceMemoryCollector> device_memory_;

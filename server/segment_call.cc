@@ -15,6 +15,7 @@
 #include "imageio/checked_math.h"
 #include "imageio/input_assembly.h"
 #include "proto/api.h"
+#include "server/logging.h"
 #include "server/request_validation.h"
 #include "server/result_encoder.h"
 #include "server/status.h"
@@ -57,17 +58,6 @@ std::string LoggableId(const std::string& id) {
   return id;
 }
 
-// "ipv4:10.1.2.3:5555" -> "10.1.2.3", "ipv6:[::1]:5555" -> "[::1]": one
-// client machine, whatever port its connection uses.
-std::string PeerAddress(const std::string& peer) {
-  std::string a = peer.substr(peer.find(':') + 1);
-  const size_t colon = a.rfind(':');
-  if (colon != std::string::npos && colon + 1 < a.size() &&
-      std::all_of(a.begin() + colon + 1, a.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
-    a.resize(colon);
-  return a;
-}
-
 int64_t NowNs() { return absl::ToUnixNanos(absl::Now()); }
 
 }  // namespace
@@ -99,7 +89,7 @@ SegmentCall::SegmentCall(grpc::CallbackServerContext* context, ServiceState* sta
     : context_(context),
       state_(state),
       request_id_(state->NewRequestId()),
-      peer_(PeerAddress(context->peer())),
+      peer_(ClientAddress(context->peer())),
       last_read_ns_(NowNs()) {
   const auto deadline = context->deadline();
   if (deadline < std::chrono::system_clock::time_point::max()) deadline_ = absl::FromChrono(deadline);
@@ -363,8 +353,10 @@ void SegmentCall::Process() {
 
 absl::Status SegmentCall::ReadWindow(int64_t item, float* dst) {
   if (!Alive()) return absl::CancelledError("the request ended");
-  if (first_window_.exchange(false))
-    state_->metrics().Stage("queue_wait", absl::ToDoubleSeconds(absl::Now() - enqueued_at_));
+  if (first_window_.exchange(false)) {
+    queue_wait_seconds_ = absl::ToDoubleSeconds(absl::Now() - enqueued_at_);
+    state_->metrics().Stage(model()->name(), "queue_wait", queue_wait_seconds_);
+  }
   try {
     return job_->GetInput(item, dst);
   } catch (const std::exception&) {
@@ -404,7 +396,8 @@ void SegmentCall::Postprocess() {
   auto labels = job_->Finish();
   ReleaseJob();  // accumulators and the network input go back now
   if (!labels.ok()) return Fail(labels.status());
-  state_->metrics().Stage("stitch", times.stitch);
+  stitch_seconds_ = times.stitch;
+  state_->metrics().Stage(model()->name(), "stitch", times.stitch);
   StageDone(unetrpp::v1::STAGE_POSTPROCESSING, t);
 
   t = absl::Now();
@@ -522,7 +515,7 @@ void SegmentCall::MaybeWriteLocked() {
     s->set_windows(windows_done_.load());
     s->set_voxels(voxels_.load());
     s->set_nonfinite_voxels_replaced(nonfinite_replaced_.load());
-    state_->metrics().Stage("send", stage_seconds_[unetrpp::v1::STAGE_SENDING]);
+    state_->metrics().Stage(model()->name(), "send", stage_seconds_[unetrpp::v1::STAGE_SENDING]);
     in_flight_ = std::move(summary);
     pending_finish_ = grpc::Status::OK;
   } else {
@@ -635,7 +628,7 @@ void SegmentCall::OnCancel() {
 
 void SegmentCall::StageDone(Stage stage, absl::Time since) {
   const double seconds = absl::ToDoubleSeconds(absl::Now() - since);
-  state_->metrics().Stage(proto::StageName(stage), seconds);
+  state_->metrics().Stage(model()->name(), proto::StageName(stage), seconds);
   absl::MutexLock lock(&mu_);
   stage_seconds_[stage] = seconds;
 }
@@ -651,24 +644,53 @@ void SegmentCall::OnDone() {
   ReleasePendingStream();
   std::shared_ptr<SegmentCall> keep;
   absl::Status status;
-  std::string timings;
+  std::map<std::string, double> stages;  // by name
   {
     absl::MutexLock lock(&mu_);
     done_ = true;
     status = final_status_;
-    for (const auto& [stage, seconds] : stage_seconds_)
-      absl::StrAppend(&timings, timings.empty() ? "" : " ", proto::StageName(static_cast<Stage>(stage)), "=",
-                      absl::StrFormat("%.3f", seconds));
+    for (const auto& [stage, seconds] : stage_seconds_) stages[proto::StageName(static_cast<Stage>(stage))] = seconds;
     keep = std::move(self_);
   }
+  if (const double s = queue_wait_seconds_.load(); s >= 0) stages["queue_wait"] = s;
+  if (const double s = stitch_seconds_.load(); s >= 0) stages["stitch"] = s;
   if (began_request_) state_->EndRequest(CountedAs());
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start_);
-  const std::string code = absl::StatusCodeToString(status.code());
   const std::string model_name = model() ? model()->name() : "-";
-  state_->metrics().RequestFinished(model_name, code, seconds);
-  spdlog::info("request {} client_id={} model={} voxels={} windows={} seconds={:.3f} [{}] status={}", request_id_,
-               LoggableId(header_.client_request_id()), model_name, voxels_.load(), windows_done_.load(), seconds,
-               timings, code);
+  state_->metrics().RequestFinished(model_name, absl::StatusCodeToString(status.code()), seconds);
+  LogFinished(status, model_name, seconds, stages);
+}
+
+void SegmentCall::LogFinished(const absl::Status& status, const std::string& model_name, double seconds,
+                              const std::map<std::string, double>& stages) {
+  const std::string code = absl::StatusCodeToString(status.code());
+  // The status message as the client got it: the server's messages name no
+  // patient data (no DICOM values or UIDs; counts and file numbers).
+  const std::string message = LoggableMessage(std::string(status.message()));
+  nlohmann::ordered_json stage_seconds = nlohmann::ordered_json::object();
+  std::string timings;
+  for (const std::string& stage : Metrics::StageNames()) {
+    const auto it = stages.find(stage);
+    if (it == stages.end()) continue;
+    stage_seconds[stage] = it->second;
+    absl::StrAppend(&timings, timings.empty() ? "" : " ", stage, "=", absl::StrFormat("%.3f", it->second));
+  }
+  nlohmann::ordered_json fields{{"message", "request finished"},
+                                {"request_id", request_id_},
+                                {"client_request_id", LoggableId(header_.client_request_id())},
+                                {"model", model_name},
+                                {"peer", peer_},
+                                {"voxels", voxels_.load()},
+                                {"windows", windows_done_.load()},
+                                {"seconds", seconds},
+                                {"stage_seconds", stage_seconds},
+                                {"status", code}};
+  if (!status.ok()) fields["status_message"] = message;
+  LogWithFields(spdlog::level::info, fields,
+                absl::StrFormat("request %s client_id=%s model=%s peer=%s voxels=%d windows=%d seconds=%.3f [%s] "
+                                "status=%s%s",
+                                request_id_, LoggableId(header_.client_request_id()), model_name, peer_, voxels_.load(),
+                                windows_done_.load(), seconds, timings, code, status.ok() ? "" : ": " + message));
   nlohmann::json audit{{"time", absl::FormatTime(absl::RFC3339_full, absl::Now(), absl::UTCTimeZone())},
                        {"principal", principal_.name},
                        {"peer", peer_},
@@ -679,7 +701,7 @@ void SegmentCall::OnDone() {
                        {"windows", windows_done_.load()},
                        {"status", code},
                        {"seconds", seconds}};
-  state_->Audit(audit.dump());
+  state_->Audit(audit.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
 }  // namespace upp::server

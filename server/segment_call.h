@@ -115,6 +115,10 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleasePendingStream();  // once: the first caller returns the BeginPendingStream slot
   void StageDone(unetrpp::v1::Stage stage, absl::Time since);
+  // The request's log line and audit record (OnDone); `stages`: seconds by
+  // Metrics::StageNames() name.
+  void LogFinished(const absl::Status& status, const std::string& model_name, double seconds,
+                   const std::map<std::string, double>& stages);
 
   grpc::CallbackServerContext* const context_;
   ServiceState* const state_;
@@ -170,6 +174,10 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   int64_t items_total_ = 0;
   std::atomic<bool> first_window_{true};
   absl::Time enqueued_at_;
+  // For the log line (the stages that are not proto Stages); -1 until
+  // measured. Written by a worker and the pool, read by OnDone.
+  std::atomic<double> queue_wait_seconds_{-1};
+  std::atomic<double> stitch_seconds_{-1};
   std::atomic<int64_t> last_progress_ns_{0};
 
   // Write side.

@@ -159,10 +159,10 @@ class SegmentationService final : public unetrpp::v1::Segmentation::CallbackServ
               const std::string& principal, const absl::Status& status) {
     nlohmann::json audit{{"time", absl::FormatTime(absl::RFC3339_full, absl::Now(), absl::UTCTimeZone())},
                          {"principal", principal},
-                         {"peer", context.peer()},
+                         {"peer", ClientAddress(context.peer())},
                          {"method", method},
                          {"status", absl::StatusCodeToString(status.code())}};
-    state_->Audit(audit.dump());
+    state_->Audit(audit.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     reactor->Finish(proto::ToGrpcStatus(status));
   }
 

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "proto/api.h"
+#include "server/logging.h"
 #include "server/system_memory.h"
 
 namespace upp::server {
@@ -197,9 +198,14 @@ void ServiceState::ReleaseWindows(const std::string& who, int64_t windows) {
 void ServiceState::Audit(const std::string& json_line) const {
   if (audit_) {
     audit_->info("{}", json_line);
-  } else {
-    spdlog::info("audit {}", json_line);
+    return;
   }
+  // In the main log, JSON mode keeps the record a JSON object (under
+  // "audit": its "time" is not the log line's).
+  nlohmann::ordered_json fields{{"message", "audit"}};
+  auto record = nlohmann::ordered_json::parse(json_line, nullptr, /*allow_exceptions=*/false);
+  fields["audit"] = record.is_discarded() ? nlohmann::ordered_json(json_line) : std::move(record);
+  LogWithFields(spdlog::level::info, fields, "audit " + json_line);
 }
 
 void ServiceState::StartDraining() { draining_ = true; }

@@ -12,6 +12,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
@@ -192,6 +194,43 @@ TEST_F(AuthTest, AuditLinesNameThePrincipalAndHoldNoPatientData) {
     EXPECT_EQ(text.find("1CT1"), std::string::npos);
     EXPECT_EQ(text.find(kBobKey), std::string::npos);  // nor credentials
   }
+}
+
+TEST(ClientAddressTest, OneFormWithoutThePort) {
+  EXPECT_EQ(ClientAddress("ipv4:127.0.0.1:48404"), "127.0.0.1");
+  EXPECT_EQ(ClientAddress("ipv4:10.1.2.3"), "10.1.2.3");
+  EXPECT_EQ(ClientAddress("ipv6:[::1]:48404"), "[::1]");
+  EXPECT_EQ(ClientAddress("ipv6:%5B::1%5D:48404"), "[::1]");  // gRPC's URI form
+  EXPECT_EQ(ClientAddress("ipv6:[fe80::1%25eth0]:5555"), "[fe80::1%eth0]");
+  EXPECT_EQ(ClientAddress("ipv6:::1"), "::1");  // no brackets: the last group is not a port
+  EXPECT_EQ(ClientAddress("unix:/run/upp.sock"), "unix:/run/upp.sock");
+  EXPECT_EQ(ClientAddress(""), "");
+}
+
+TEST_F(AuthTest, AuditNamesThePeerAlikeForEveryMethod) {
+  auto bob = As(kBobKey);
+  client::SegmentOptions options;
+  options.client_request_id = "audit-peer";
+  ASSERT_TRUE(bob->Segment({Small()}, options).ok());
+  ASSERT_TRUE(bob->ListModels().ok());
+  // Lines of this test's calls (the suite's server has served others).
+  std::map<std::string, std::string> peer_of;  // method -> peer of its last line
+  for (int i = 0; i < 100 && peer_of.size() < 2; ++i) {
+    if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    peer_of.clear();
+    std::istringstream lines(imageio::ReadWholeFile(TempPath("audit.jsonl")).value_or(""));
+    for (std::string line; std::getline(lines, line);) {
+      const auto record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (!record.is_object()) continue;  // a line being written
+      const std::string method = record.value("method", "");
+      if ((method == "Segment" || method == "ListModels") && record.value("principal", "") == "bob")
+        peer_of[method] = record.value("peer", "");
+    }
+  }
+  ASSERT_EQ(peer_of.size(), 2u);
+  // The address without the port: for ListModels gRPC reports "ipv4:127.0.0.1:<port>".
+  EXPECT_EQ(peer_of["Segment"], "127.0.0.1");
+  EXPECT_EQ(peer_of["ListModels"], "127.0.0.1");
 }
 
 // The C++ client over TLS with a token (certificate made with openssl).

@@ -6,6 +6,10 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/sinks/dist_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -14,6 +18,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
@@ -28,6 +34,8 @@
 #include "model/device.h"
 #include "model/window_runner.h"
 #include "server/config.h"
+#include "server/logging.h"
+#include "server/metrics.h"
 #include "tests/server/test_volumes.h"
 #include "tests/testing/temp_path.h"
 
@@ -79,26 +87,84 @@ std::string ConfigText(const std::string& limits = "max_input_bytes: 33554432") 
          PlanFile() + "'" + TestDevices() + " }\n";
 }
 
+// The lines logged while it is attached to the suite's log (LogLines).
+class LinesSink : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  std::vector<std::string> Lines() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return lines_;
+  }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t line;
+    formatter_->format(msg, line);
+    lines_.emplace_back(line.data(), line.size());
+  }
+  void flush_() override {}
+
+ private:
+  std::vector<std::string> lines_;
+};
+
 class ServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     model::ConfigureCpuThreads(0);
+    // The process's log goes to stdout through a sink that tests attach
+    // their own sinks to (dist_sink adds and removes under its lock, while
+    // the server's threads log).
+    log_ = std::make_shared<spdlog::sinks::dist_sink_mt>();
+    log_->add_sink(std::make_shared<spdlog::sinks::stdout_sink_mt>());
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>("server-test", log_));
     auto config = ParseConfig(ConfigText());
     ASSERT_TRUE(config.ok()) << config.status();
     auto server = Server::Create(*config);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = server->release();
+    metrics_at_start_ = new std::string(testing::HttpGet(server_->metrics_port(), "/metrics"));
     client_ = client::Client::Connect("127.0.0.1:" + std::to_string(server_->port())).release();
   }
   static void TearDownTestSuite() {
     delete client_;
     delete server_;
+    delete metrics_at_start_;
   }
   static Server* server_;
   static client::Client* client_;
+  static std::string* metrics_at_start_;  // scraped before any request
+  static std::shared_ptr<spdlog::sinks::dist_sink_mt> log_;
 };
 Server* ServerTest::server_ = nullptr;
 client::Client* ServerTest::client_ = nullptr;
+std::string* ServerTest::metrics_at_start_ = nullptr;
+std::shared_ptr<spdlog::sinks::dist_sink_mt> ServerTest::log_;
+
+// `sink` attached to `log` while in scope.
+class LogLines {
+ public:
+  LogLines(std::shared_ptr<spdlog::sinks::dist_sink_mt> log, std::unique_ptr<spdlog::formatter> formatter)
+      : log_(std::move(log)), sink_(std::make_shared<LinesSink>()) {
+    if (formatter) sink_->set_formatter(std::move(formatter));
+    log_->add_sink(sink_);
+  }
+  ~LogLines() { log_->remove_sink(sink_); }
+  // The first line that holds `text`, waiting up to 10 s for it (a request's
+  // line is logged when the server finishes its call, just after the client
+  // has the status); "" if none.
+  std::string WaitFor(const std::string& text) const {
+    for (int i = 0; i < 100; ++i) {
+      if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      for (const std::string& line : sink_->Lines())
+        if (line.find(text) != std::string::npos) return line;
+    }
+    return "";
+  }
+
+ private:
+  std::shared_ptr<spdlog::sinks::dist_sink_mt> log_;
+  std::shared_ptr<LinesSink> sink_;
+};
 
 // The labels that calling the pipeline directly gives for `volume` with the
 // given network and plan file.
@@ -368,10 +434,85 @@ TEST_F(ServerTest, CancellationAndDeadlinesReachTheQueue) {
   // broken stream first).
   EXPECT_GE(testing::MetricValue(metrics, "upp_requests_total{code=\"CANCELLED\",model=\"small\"}"), 1) << metrics;
   EXPECT_GE(testing::MetricValue(metrics, "upp_requests_total{code=\"DEADLINE_EXCEEDED\",model=\"small\"}"), 1);
-  EXPECT_GT(testing::MetricValue(metrics, "upp_stage_duration_seconds_count{stage=\"preprocess\"}"), 0);
+  EXPECT_GT(testing::MetricValue(metrics, "upp_stage_duration_seconds_count{model=\"small\",stage=\"preprocess\"}"), 0);
   EXPECT_NE(metrics.find("upp_request_duration_seconds_bucket"), std::string::npos);
   EXPECT_NE(metrics.find("upp_received_bytes_total"), std::string::npos);
   EXPECT_NE(metrics.find("upp_model_load_duration_seconds{model=\"small\"}"), std::string::npos);
+}
+
+// Dashboards and rate() work from the start: each served model's series
+// exist at zero before its first request (and "-", requests refused before
+// they name a model).
+TEST_F(ServerTest, MetricsHaveEachModelsSeriesBeforeTheFirstRequest) {
+  const std::string& m = *metrics_at_start_;
+  for (const char* code :
+       {"OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "CANCELLED", "DEADLINE_EXCEEDED", "INTERNAL"})
+    EXPECT_EQ(testing::MetricValue(m, std::string("upp_requests_total{code=\"") + code + "\",model=\"small\"}"), 0)
+        << code << "\n"
+        << m;
+  EXPECT_EQ(testing::MetricValue(m, "upp_requests_total{code=\"UNAUTHENTICATED\",model=\"-\"}"), 0);
+  EXPECT_EQ(testing::MetricValue(m, "upp_request_duration_seconds_count{model=\"small\"}"), 0);
+  for (const std::string& stage : Metrics::StageNames())
+    EXPECT_EQ(testing::MetricValue(m, "upp_stage_duration_seconds_count{model=\"small\",stage=\"" + stage + "\"}"), 0)
+        << stage;
+  EXPECT_EQ(m.find("upp_stage_duration_seconds_count{stage="), std::string::npos);  // every one has its model
+  EXPECT_EQ(testing::MetricValue(m, "upp_batch_size_windows_count{model=\"small\"}"), 0);
+  EXPECT_EQ(testing::MetricValue(m, "upp_windows_processed_total{model=\"small\"}"), 0);
+  EXPECT_EQ(testing::MetricValue(m, "upp_queued_windows{model=\"small\"}"), 0);
+}
+
+// One line per finished request with every stage the metrics have; a failed
+// one with the message the client got; in JSON mode the fields are the
+// record's members.
+TEST_F(ServerTest, RequestLogLinesHaveEveryStageAndAFailuresMessage) {
+  const LogLines text(log_, nullptr);
+  const LogLines json(log_, JsonLogFormatter());
+  const std::string nifti = testing::FloatNifti(testing::Phantom({40, 40, 20}, {2.0, 2.0, 2.0}));
+  SegmentOptions o;
+  o.client_request_id = "log-line-ok";
+  ASSERT_TRUE(client_->Segment({nifti}, o).ok());
+  o.client_request_id = "log-line-bad";
+  const auto bad = client_->Segment({nifti.substr(0, 400)}, o);  // a truncated NIfTI
+  ASSERT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
+  const std::string message(bad.status().message());
+  ASSERT_FALSE(message.empty());
+
+  const std::string ok_line = text.WaitFor("client_id=log-line-ok ");
+  for (const std::string& stage : Metrics::StageNames())
+    EXPECT_TRUE(ok_line.find(" " + stage + "=") != std::string::npos ||
+                ok_line.find("[" + stage + "=") != std::string::npos)
+        << stage << ": " << ok_line;
+  EXPECT_NE(ok_line.find(" peer=127.0.0.1 "), std::string::npos) << ok_line;
+  EXPECT_NE(ok_line.find(" status=OK"), std::string::npos) << ok_line;
+  const std::string bad_line = text.WaitFor("client_id=log-line-bad ");
+  EXPECT_NE(bad_line.find(" status=INVALID_ARGUMENT: " + message), std::string::npos) << bad_line;
+
+  const auto ok = nlohmann::json::parse(json.WaitFor(R"("client_request_id":"log-line-ok")"), nullptr, false);
+  ASSERT_TRUE(ok.is_object()) << "not a JSON line";
+  EXPECT_EQ(ok["message"], "request finished");
+  EXPECT_EQ(ok["level"], "info");
+  EXPECT_EQ(ok["model"], "small");
+  EXPECT_EQ(ok["peer"], "127.0.0.1");
+  EXPECT_EQ(ok["status"], "OK");
+  EXPECT_EQ(ok.count("status_message"), 0u);
+  EXPECT_EQ(ok["voxels"], 40 * 40 * 20);
+  EXPECT_GT(ok["windows"].get<int64_t>(), 0);
+  EXPECT_TRUE(ok["request_id"].is_string());
+  EXPECT_TRUE(ok["seconds"].is_number());
+  for (const std::string& stage : Metrics::StageNames())
+    EXPECT_TRUE(ok["stage_seconds"].contains(stage) && ok["stage_seconds"][stage].is_number()) << stage << ": " << ok;
+  const auto failed = nlohmann::json::parse(json.WaitFor(R"("client_request_id":"log-line-bad")"), nullptr, false);
+  ASSERT_TRUE(failed.is_object()) << "not a JSON line";
+  EXPECT_EQ(failed["status"], "INVALID_ARGUMENT");
+  EXPECT_EQ(failed["status_message"], message);
+  EXPECT_TRUE(failed["stage_seconds"].contains("receive")) << failed;
+  // Without auth.audit_log_file the audit records go to this log, as objects.
+  const auto audit = nlohmann::json::parse(
+      json.WaitFor(R"("request_id":")" + ok["request_id"].get<std::string>() + R"(","seconds")"), nullptr, false);
+  ASSERT_TRUE(audit.is_object()) << "no audit line";
+  EXPECT_EQ(audit["message"], "audit");
+  EXPECT_EQ(audit["audit"]["method"], "Segment");
+  EXPECT_EQ(audit["audit"]["peer"], "127.0.0.1");
 }
 
 // The default hands stitching to the CPU pool (ServerTest above); a worker
