@@ -85,7 +85,9 @@ int main(int argc, char** argv) {
   app.add_option("--config", f.config_path, "server configuration (protobuf text format)");
   app.add_option("--listen", f.listen, "override listen_address, e.g. 0.0.0.0:50051");
   app.add_option("--metrics", f.metrics, "override metrics_address (\"off\" disables)");
-  app.add_option("--weights", f.weights, "serve this safetensors file as model \"default\" (no --config)");
+  app.add_option(
+      "--weights", f.weights,
+      "serve this safetensors file as model \"default\", the default model (with --config: added to its models)");
   app.add_option("--plan", f.plan, "plan JSON for --weights");
   app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error");
   app.add_flag("--log-json", f.log_json, "log JSON lines");

@@ -196,6 +196,7 @@ absl::StatusOr<imageio::Volume> SegmentCall::Decode() {
       header_.format() == unetrpp::v1::INPUT_FORMAT_DICOM ? imageio::InputFormat::kDicom : imageio::InputFormat::kNifti;
   options.channels = model()->plan().input_channels();
   options.modalities = {model()->entry().modality()};
+  options.series_instance_uid = header_.series_instance_uid();
   options.max_voxels = static_cast<int64_t>(state_->config().limits().max_voxels());
   options.admit = [this](const imageio::Geometry& g, int64_t read_bytes) { return AdmitVolume(g, read_bytes); };
   options.reserve = [this](int64_t bytes) { return Reserve(bytes); };
@@ -204,6 +205,7 @@ absl::StatusOr<imageio::Volume> SegmentCall::Decode() {
   nifti_header_ = input->nifti_header;
   dicom_info_ = std::move(input->dicom);
   dicom_source_instance_ = std::move(input->dicom_source_instance);
+  input_files_ = input->files;
   return std::move(input->volume);
 }
 
@@ -413,6 +415,8 @@ void SegmentCall::Postprocess() {
   if (!outputs.ok()) return Fail(outputs.status());
   StageDone(unetrpp::v1::STAGE_ENCODING, t);
   SegmentResponse header = ResultHeader(*labels, model()->plan().labels, *outputs);
+  FillInputSummary(dicom_info_ ? &*dicom_info_ : nullptr, input_files_,
+                   header.mutable_result_header()->mutable_input());
   labels->labels.clear();
   labels->labels.shrink_to_fit();
   std::string().swap(dicom_source_instance_);

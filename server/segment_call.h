@@ -168,6 +168,7 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   imageio::NiftiHeaderInfo nifti_header_;
   std::optional<imageio::DicomSeriesInfo> dicom_info_;
   std::string dicom_source_instance_;  // one instance of the series, for SEG
+  int64_t input_files_ = 0;            // what the result's InputSummary reports
   std::atomic<int64_t> windows_done_{0};
   // The job's window items, set before they are queued (read by the threads
   // that stitch, which must not touch job_ once the last window is in).

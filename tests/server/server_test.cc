@@ -268,6 +268,55 @@ TEST_F(ServerTest, DicomRoundTripWithSeg) {
   EXPECT_EQ(client_->Segment({"x"}, options).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// A folder of two patients, or of two series of one study, is never
+// segmented as one of them silently; the result says what it segmented.
+TEST_F(ServerTest, DicomOfTwoPatientsOrTwoSeriesIsNotSegmentedSilently) {
+  const std::string study = "1.2.826.0.1.3680043.8.498.77";
+  auto first = testing::CtSeries(4, {study, study + ".1", "PATIENT-ONE"});
+  auto second = testing::CtSeries(2, {study, study + ".2", "PATIENT-ONE"});
+  auto other = testing::CtSeries(3, {study, study + ".3", "PATIENT-TWO"});
+  if (first.empty()) GTEST_SKIP() << "python3-pydicom test data not installed";
+  SegmentOptions options;
+  options.format = unetrpp::v1::INPUT_FORMAT_DICOM;
+  options.outputs = {unetrpp::v1::OUTPUT_KIND_RAW_LABELS};
+  const auto concat = [](std::vector<std::string> a, const std::vector<std::string>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  };
+
+  auto mixed = client_->Segment(concat(first, other), options);
+  EXPECT_EQ(mixed.status().code(), absl::StatusCode::kFailedPrecondition) << mixed.status();
+  EXPECT_NE(std::string(mixed.status().message()).find("2 patients"), std::string::npos) << mixed.status();
+  EXPECT_EQ(std::string(mixed.status().message()).find("PATIENT"), std::string::npos) << mixed.status();
+
+  auto two_series = client_->Segment(concat(first, second), options);
+  EXPECT_EQ(two_series.status().code(), absl::StatusCode::kFailedPrecondition) << two_series.status();
+  EXPECT_NE(std::string(two_series.status().message()).find("2 image series of one study"), std::string::npos)
+      << two_series.status();
+
+  options.series_instance_uid = study + ".1";
+  auto named = client_->Segment(concat(first, second), options);
+  ASSERT_TRUE(named.ok()) << named.status();
+  EXPECT_EQ(named->header.geometry().size(2), 4);
+  const auto& input = named->header.input();
+  EXPECT_EQ(input.series_instance_uid(), study + ".1");
+  EXPECT_EQ(input.instances_used(), 4u);
+  ASSERT_EQ(input.skipped_size(), 1);
+  EXPECT_EQ(input.skipped(0).reason(), "another series");
+  EXPECT_EQ(input.skipped(0).count(), 2u);
+
+  // A UID that is no UID is refused before any input is read.
+  options.series_instance_uid = "PATIENT-ONE";
+  EXPECT_EQ(client_->Segment(first, options).status().code(), absl::StatusCode::kInvalidArgument);
+
+  // A text file among the instances is named for what it is.
+  options.series_instance_uid.clear();
+  auto text = client_->Segment(concat(first, {"export notes\n" + std::string(300, 'x')}), options);
+  EXPECT_EQ(text.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(text.status().message()).find("file #5 is not a DICOM file"), std::string::npos)
+      << text.status();
+}
+
 TEST_F(ServerTest, ConcurrentClientsAllSucceedAndBatchesForm) {
   std::vector<std::string> inputs;
   for (int i = 0; i < 8; ++i)
