@@ -1,6 +1,6 @@
 // JPEG 2000 decoding of grayscale DICOM frames through OpenJPEG (DCMTK's
-// free edition has no JPEG 2000 codec). Internal to preprocessing/: dicom.cc
-// calls it for the transfer syntaxes 1.2.840.10008.1.2.4.90 / .91.
+// free edition has no JPEG 2000 codec). Internal to imageio/: dicom.cc calls
+// it for the transfer syntaxes 1.2.840.10008.1.2.4.90 / .91.
 //
 // Threading: pure function; OpenJPEG keeps no global state.
 #ifndef UPP_IMAGEIO_JPEG2000_H_

@@ -1,15 +1,15 @@
 // The inference job's BatchRunner over a model::WindowRunner, for programs
 // that run the whole pipeline in one process (tools, tests; the server has
 // its batcher instead). Header-only: its users link upp_model and
-// upp_inference. model/ reports its own Status
-// (absl's codes) because pip LibTorch builds lack Abseil; this converts it.
+// upp_inference. model/ reports its own Status, converted by
+// inference/model_status.h.
 #ifndef UPP_INFERENCE_MODEL_RUNNER_H_
 #define UPP_INFERENCE_MODEL_RUNNER_H_
 
 #include <string>
 
-#include "absl/status/status.h"
 #include "inference/job.h"
+#include "inference/model_status.h"
 #include "model/window_runner.h"
 
 namespace upp::inference {
@@ -17,8 +17,7 @@ namespace upp::inference {
 // `runner` must outlive the returned function.
 inline BatchRunner RunnerFor(model::WindowRunner& runner) {
   return [&runner](const float* input, int64_t batch, float* logits) {
-    const model::Status s = runner.Run(input, batch, logits);
-    return s.ok() ? absl::OkStatus() : absl::Status(static_cast<absl::StatusCode>(s.code()), s.message());
+    return FromModelStatus(runner.Run(input, batch, logits));
   };
 }
 

@@ -4,8 +4,9 @@
 // (Debian's 1.13 here, the CUDA LibTorch inside a pip PyTorch on GPU hosts),
 // and those LibTorch builds do not ship Abseil, nor always the C++ ABI of the
 // system's Abseil. So model/ reports errors with this type, whose codes are a
-// subset of absl::StatusCode with the same meaning; the server converts it in
-// one place (server/status_util.h) to absl::Status / grpc::Status.
+// subset of absl::StatusCode with the same meaning; it becomes an absl::Status
+// in one place, inference/model_status.h (and a grpc::Status through
+// proto::ToGrpcStatus).
 //
 // Thread-safety: plain values, no shared state.
 #ifndef UPP_MODEL_STATUS_H_

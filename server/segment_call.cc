@@ -562,7 +562,7 @@ void SegmentCall::FinishLocked(const grpc::Status& status) {
   // The header can no longer come: the slot is free before the client sees
   // the status (a client that retries at once must find it free).
   ReleasePendingStream();
-  final_status_ = absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+  final_status_ = proto::FromGrpcStatus(status);
   if (retry_after_) proto::AddRetryAfterTrailer(*context_, *retry_after_);
   Finish(status);
 }

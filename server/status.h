@@ -1,14 +1,13 @@
-// model/ statuses into absl ones (absl into gRPC: proto/api.h).
+// model/ statuses into absl ones (absl into gRPC: proto/api.h). The
+// conversion itself is inference/model_status.h; the server names it here.
 #ifndef UPP_SERVER_STATUS_H_
 #define UPP_SERVER_STATUS_H_
 
-#include "absl/status/status.h"
-#include "model/status.h"
+#include "inference/model_status.h"
 
 namespace upp::server {
 
-// model/ has its own Status (pip LibTorch builds lack Abseil); same codes.
-absl::Status FromModelStatus(const model::Status& status);
+using inference::FromModelStatus;
 
 }  // namespace upp::server
 
