@@ -48,7 +48,7 @@ struct Principal {
 // "[::1]"; other schemes, e.g. "unix:/run/upp.sock", unchanged). Without the
 // port because the port is a fresh ephemeral one per connection: it would
 // make one client machine look like many in the audit trail and in
-// limits.max_requests_per_peer, and names no one more precisely.
+// limits.per_caller.max_requests_per_peer, and names no one more precisely.
 std::string ClientAddress(const std::string& grpc_peer);
 
 class Authenticator {

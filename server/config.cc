@@ -1,8 +1,12 @@
 #include "server/config.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -59,7 +63,63 @@ absl::StatusOr<unetrpp::v1::ServerConfig> LoadConfigFile(const std::string& path
   return config;
 }
 
+// The deprecated fields are read here only, to move them.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+std::vector<std::string> MigrateDeprecatedFields(unetrpp::v1::ServerConfig& c) {
+  std::vector<std::string> warnings;
+  // Moves `old_value` (clearing it) to the new field unless that is set
+  // already: the new name is the one an operator edits last.
+  const auto move_field = [&](const char* old_name, const char* new_name, auto old_value, auto new_value, auto set_new,
+                              auto clear_old) {
+    if (old_value == 0) return;
+    if (new_value == 0) {
+      set_new(old_value);
+      warnings.push_back(absl::StrCat("config: ", old_name, " is deprecated; write ", new_name, " instead"));
+    } else {
+      warnings.push_back(absl::StrCat("config: ", old_name, " is deprecated and ignored: ", new_name,
+                                      " is set too and wins (remove ", old_name, ")"));
+    }
+    clear_old();
+  };
+  if (c.has_timeouts()) {
+    auto* t = c.mutable_timeouts();
+    auto* b = c.mutable_batching();
+    move_field(
+        "timeouts.priority_aging_seconds", "batching.priority_aging_seconds", t->priority_aging_seconds(),
+        b->priority_aging_seconds(), [b](double v) { b->set_priority_aging_seconds(v); },
+        [t] { t->clear_priority_aging_seconds(); });
+  }
+  if (c.has_limits()) {
+    auto* l = c.mutable_limits();
+    auto* p = l->mutable_per_caller();
+    move_field(
+        "limits.max_requests_per_peer", "limits.per_caller.max_requests_per_peer", l->max_requests_per_peer(),
+        p->max_requests_per_peer(), [p](uint32_t v) { p->set_max_requests_per_peer(v); },
+        [l] { l->clear_max_requests_per_peer(); });
+  }
+  if (c.has_auth()) {
+    auto* a = c.mutable_auth();
+    auto* p = c.mutable_limits()->mutable_per_caller();
+    move_field(
+        "auth.max_requests_per_principal", "limits.per_caller.max_requests_per_principal",
+        a->max_requests_per_principal(), p->max_requests_per_principal(),
+        [p](uint32_t v) { p->set_max_requests_per_principal(v); }, [a] { a->clear_max_requests_per_principal(); });
+    move_field(
+        "auth.max_bytes_per_principal", "limits.per_caller.max_bytes", a->max_bytes_per_principal(), p->max_bytes(),
+        [p](uint64_t v) { p->set_max_bytes(v); }, [a] { a->clear_max_bytes_per_principal(); });
+    move_field(
+        "auth.max_windows_per_principal", "limits.per_caller.max_windows", a->max_windows_per_principal(),
+        p->max_windows(), [p](uint64_t v) { p->set_max_windows(v); }, [a] { a->clear_max_windows_per_principal(); });
+  }
+  return warnings;
+}
+#pragma GCC diagnostic pop
+
 void ApplyDefaults(unetrpp::v1::ServerConfig& c) {
+  // Logged once: the fields are cleared, so a second ApplyDefaults (the
+  // command line's, then the server's) finds nothing to move.
+  for (const auto& w : MigrateDeprecatedFields(c)) spdlog::warn("{}", w);
   if (c.listen_address().empty()) c.set_listen_address("0.0.0.0:50051");
   if (c.metrics_address().empty()) c.set_metrics_address("0.0.0.0:9464");
   if (c.cpu_threads() == 0) c.set_cpu_threads(2);
@@ -76,14 +136,14 @@ void ApplyDefaults(unetrpp::v1::ServerConfig& c) {
   if (l->max_input_chunks() == 0) l->set_max_input_chunks(1000000);
   if (l->max_input_files() == 0) l->set_max_input_files(4096);
   if (l->max_windows_per_request() == 0) l->set_max_windows_per_request(50000);
-  if (l->max_requests_per_peer() == 0) l->set_max_requests_per_peer(16);
+  auto* pc = l->mutable_per_caller();
+  if (pc->max_requests_per_peer() == 0) pc->set_max_requests_per_peer(16);
   if (l->max_pending_streams() == 0) l->set_max_pending_streams(64);
   auto* t = c.mutable_timeouts();
   if (t->header_seconds() == 0) t->set_header_seconds(10);
   if (t->upload_idle_seconds() == 0) t->set_upload_idle_seconds(30);
   if (t->send_stall_seconds() == 0) t->set_send_stall_seconds(60);
   if (t->max_request_seconds() == 0) t->set_max_request_seconds(3600);
-  if (t->priority_aging_seconds() == 0) t->set_priority_aging_seconds(30);
   auto* tr = c.mutable_transport();
   if (tr->max_concurrent_streams() == 0) tr->set_max_concurrent_streams(16);
   if (tr->keepalive_seconds() == 0) tr->set_keepalive_seconds(60);
@@ -94,7 +154,19 @@ void ApplyDefaults(unetrpp::v1::ServerConfig& c) {
   auto* b = c.mutable_batching();
   if (b->max_batch_size() == 0) b->set_max_batch_size(4);
   if (b->max_queue_delay_us() == 0) b->set_max_queue_delay_us(2000);
+  if (b->priority_aging_seconds() == 0) b->set_priority_aging_seconds(30);
   if (c.logging().level().empty()) c.mutable_logging()->set_level("info");
+  // Reload periods and JWT checks: filled here so that this function is the
+  // one place that says every default (tests/server/config_defaults_test.cc
+  // holds deploy/server.textproto and docs/server.md to it). An empty tls or
+  // auth block stays harmless: TLS needs cert_file, JWTs need jwks_file.
+  if (c.tls().reload_seconds() == 0) c.mutable_tls()->set_reload_seconds(60);
+  auto* a = c.mutable_auth();
+  if (a->api_keys_reload_seconds() == 0) a->set_api_keys_reload_seconds(60);
+  auto* j = a->mutable_jwt();
+  if (j->reload_seconds() == 0) j->set_reload_seconds(60);
+  if (j->clock_skew_seconds() == 0) j->set_clock_skew_seconds(60);
+  if (j->roles_claim().empty()) j->set_roles_claim("roles");
   for (auto& m : *c.mutable_models()) {
     if (m.devices().empty()) m.add_devices("cpu");
     if (m.instances_per_device() == 0) m.set_instances_per_device(1);
@@ -160,9 +232,10 @@ absl::Status ValidateConfig(const unetrpp::v1::ServerConfig& c) {
   for (const auto& [name, v] : {std::pair<const char*, double>{"header_seconds", t.header_seconds()},
                                 {"upload_idle_seconds", t.upload_idle_seconds()},
                                 {"send_stall_seconds", t.send_stall_seconds()},
-                                {"max_request_seconds", t.max_request_seconds()},
-                                {"priority_aging_seconds", t.priority_aging_seconds()}})
+                                {"max_request_seconds", t.max_request_seconds()}})
     if (!(v > 0 && v <= 7 * 86400)) return Bad(absl::StrCat("timeouts.", name), "must be in (0, 604800]");
+  const double aging = c.batching().priority_aging_seconds();
+  if (!(aging > 0 && aging <= 7 * 86400)) return Bad("batching.priority_aging_seconds", "must be in (0, 604800]");
   return absl::OkStatus();
 }
 

@@ -6,6 +6,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "unetrpp/v1/config.pb.h"
@@ -20,7 +21,17 @@ absl::StatusOr<unetrpp::v1::ServerConfig> ParseConfig(const std::string& text);
 // so that a configuration works from any working directory.
 absl::StatusOr<unetrpp::v1::ServerConfig> LoadConfigFile(const std::string& path);
 
-// Fills every unset field with its documented default (in place).
+// Moves the deprecated fields to their new places (timeouts.
+// priority_aging_seconds to batching; auth.max_*_per_principal and
+// limits.max_requests_per_peer to limits.per_caller), clearing the old ones;
+// where both are set the new field wins. One warning per old field found.
+// The rest of the server reads only the new places.
+std::vector<std::string> MigrateDeprecatedFields(unetrpp::v1::ServerConfig& config);
+
+// Fills every unset field with its default (in place), after
+// MigrateDeprecatedFields (whose warnings it logs). The one place each
+// default is written: deploy/server.textproto and docs/server.md are tested
+// against it (tests/server/config_defaults_test.cc).
 void ApplyDefaults(unetrpp::v1::ServerConfig& config);
 
 // Semantic checks after ApplyDefaults: "models[1].devices[0]: ..." style

@@ -20,7 +20,7 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Load(const unetrpp::v1
   BatcherOptions batching;
   batching.max_batch_size = static_cast<int>(config.batching().max_batch_size());
   batching.max_queue_delay = absl::Microseconds(config.batching().max_queue_delay_us());
-  batching.priority_aging = absl::Seconds(config.timeouts().priority_aging_seconds());
+  batching.priority_aging = absl::Seconds(config.batching().priority_aging_seconds());
   if (config.batching().stitch_on_worker()) stitch_pool = nullptr;
   std::unique_ptr<ServedModel> m(new ServedModel(entry, batching, metrics, stitch_pool));
   const std::string what = absl::StrCat("model \"", entry.name(), "\": ");

@@ -50,7 +50,7 @@ absl::Status ServiceState::BeginRequest(const std::string& peer, uint32_t* queue
     return proto::WithRetryAfter(
         absl::ResourceExhaustedError(absl::StrCat(
             principal ? "this caller" : "this client address", " already has ", mine, " requests running (",
-            principal ? "auth.max_requests_per_principal" : "limits.max_requests_per_peer",
+            principal ? "limits.per_caller.max_requests_per_principal" : "limits.per_caller.max_requests_per_peer",
             "); retry when one has finished")),
         absl::Seconds(10));
   ++mine;
@@ -76,8 +76,9 @@ void ServiceState::EndRequest(const std::string& peer) {
 
 uint32_t ServiceState::RequestsAllowed(const std::string& who) const {
   const bool principal = who.rfind("principal:", 0) == 0;
-  return principal && config_.auth().max_requests_per_principal() > 0 ? config_.auth().max_requests_per_principal()
-                                                                      : config_.limits().max_requests_per_peer();
+  const auto& per_caller = config_.limits().per_caller();
+  return principal && per_caller.max_requests_per_principal() > 0 ? per_caller.max_requests_per_principal()
+                                                                  : per_caller.max_requests_per_peer();
 }
 
 absl::Status ServiceState::BeginPendingStream(const std::string& who) {
@@ -140,7 +141,7 @@ absl::Status ServiceState::ReserveBytes(const std::string& who, int64_t bytes) {
                                      "the server is at its memory limit (%.1f of %.1f GiB in use); retry in 30 s",
                                      bytes_in_flight_ / 1073741824.0, limit / 1073741824.0)),
                                  absl::Seconds(30));
-  const auto own_limit = static_cast<int64_t>(config_.auth().max_bytes_per_principal());
+  const auto own_limit = static_cast<int64_t>(config_.limits().per_caller().max_bytes());
   const auto it = bytes_per_peer_.find(who);
   const int64_t own = it == bytes_per_peer_.end() ? 0 : it->second;
   if (own_limit > 0 && own + bytes > own_limit)
@@ -177,7 +178,7 @@ void ServiceState::ReleaseDeviceBytes(const std::string& device, int64_t bytes) 
 
 absl::Status ServiceState::ReserveWindows(const std::string& who, int64_t windows) {
   absl::MutexLock lock(&mu_);
-  const auto limit = static_cast<int64_t>(config_.auth().max_windows_per_principal());
+  const auto limit = static_cast<int64_t>(config_.limits().per_caller().max_windows());
   const auto it = windows_per_peer_.find(who);
   const int64_t own = it == windows_per_peer_.end() ? 0 : it->second;
   if (limit > 0 && own + windows > limit)

@@ -150,7 +150,7 @@ int main(int argc, char** argv) {
 
   auto config = upp::server::ParseConfig(
       "listen_address: '127.0.0.1:0'\nmetrics_address: 'off'\ncpu_threads: 2\n"
-      "limits { max_requests_per_peer: 64 max_pending_streams: 64 max_concurrent_requests: 64 }\n"
+      "limits { per_caller { max_requests_per_peer: 64 } max_pending_streams: 64 max_concurrent_requests: 64 }\n"
       "timeouts { header_seconds: 2 upload_idle_seconds: 2 send_stall_seconds: 4 }\n"
       "models { name: 'm' weights: '" +
       weights + "' }\n");

@@ -78,6 +78,9 @@ class AuthTest : public ::testing::Test {
     auto logger = std::make_shared<spdlog::logger>("captured", std::make_shared<spdlog::sinks::ostream_sink_mt>(*log_));
     spdlog::set_default_logger(logger);
     std::remove(TempPath("audit.jsonl").c_str());
+    // The deprecated names of the per-caller limits (auth.max_*_per_principal,
+    // limits.max_requests_per_peer) on purpose: they keep working, moved to
+    // limits.per_caller by MigrateDeprecatedFields.
     auto config = ParseConfig(
         "listen_address: '127.0.0.1:0'\nmetrics_address: 'off'\n"
         "limits { max_requests_per_peer: 16 }\ntimeouts { upload_idle_seconds: 1 }\n"
@@ -162,7 +165,7 @@ TEST_F(AuthTest, ConcurrencyIsLimitedPerPrincipal) {
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   auto r = As(kAliceKey)->Segment({Small()}, {});
   EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_NE(r.status().message().find("auth.max_requests_per_principal"), std::string::npos) << r.status();
+  EXPECT_NE(r.status().message().find("limits.per_caller.max_requests_per_principal"), std::string::npos) << r.status();
   EXPECT_TRUE(As(kBobKey)->Segment({Small()}, {}).ok());  // another principal, same address
   holder.join();
 }

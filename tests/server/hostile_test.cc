@@ -35,7 +35,7 @@ std::string PlanFile() { return testing::SmallPlanFile("hostile_test_plan.json")
 
 constexpr char kLimits[] =
     "max_input_bytes: 33554432 max_bytes_in_flight: 1073741824 max_pending_streams: 3 "
-    "max_requests_per_peer: 3 max_input_files: 8 max_windows_per_request: 400";
+    "per_caller { max_requests_per_peer: 3 } max_input_files: 8 max_windows_per_request: 400";
 constexpr char kTimeouts[] = "header_seconds: 1 upload_idle_seconds: 1";
 
 std::unique_ptr<Server> StartServer(const std::string& extra, const std::string& limits = kLimits,
@@ -165,7 +165,7 @@ TEST_F(HostileTest, StreamsWithoutAHeaderAreCappedAndTimedOut) {
 TEST(HostilePendingTest, OneAddressCannotHoldEveryHeaderlessSlot) {
   auto config = ParseConfig(
       "listen_address: '[::]:0' metrics_address: 'off' cpu_threads: 1 "
-      "limits { max_pending_streams: 4 max_requests_per_peer: 2 } timeouts { header_seconds: 5 } "
+      "limits { max_pending_streams: 4 per_caller { max_requests_per_peer: 2 } } timeouts { header_seconds: 5 } "
       "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '" +
       PlanFile() + "' }");
   ASSERT_TRUE(config.ok()) << config.status();
@@ -406,7 +406,8 @@ std::unique_ptr<StalledClient> StartStalledClient(const std::string& address) {
 }
 
 TEST(HostileStallTest, AClientThatNeverReadsIsCutOff) {
-  auto server = StartServer("", "max_requests_per_peer: 1 max_input_bytes: 33554432", "send_stall_seconds: 1");
+  auto server =
+      StartServer("", "per_caller { max_requests_per_peer: 1 } max_input_bytes: 33554432", "send_stall_seconds: 1");
   ASSERT_TRUE(server);
   const std::string address = "127.0.0.1:" + std::to_string(server->port());
   auto stalled = StartStalledClient(address);
