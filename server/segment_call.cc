@@ -75,10 +75,12 @@ grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, SegmentResponse>* SegmentCa
     call->Fail(allowed);
     return call.get();
   }
-  if (auto s = state->BeginPendingStream(call->CountedAs()); !s.ok()) {
-    call->Fail(s);
+  auto pending = state->admission().BeginPendingStream(call->CountedAs());
+  if (!pending.ok()) {
+    call->Fail(pending.status());
     return call.get();
   }
+  call->pending_ = *std::move(pending);
   call->pending_stream_ = true;
   UPP_HAPPENS_BEFORE(call.get());
   call->StartRead(&call->request_);
@@ -95,11 +97,7 @@ SegmentCall::SegmentCall(grpc::CallbackServerContext* context, ServiceState* sta
   if (deadline < std::chrono::system_clock::time_point::max()) deadline_ = absl::FromChrono(deadline);
 }
 
-SegmentCall::~SegmentCall() {
-  ReleaseJob();
-  if (reserved_bytes_ > 0) state_->ReleaseBytes(CountedAs(), reserved_bytes_.load());
-  if (reserved_windows_ > 0) state_->ReleaseWindows(CountedAs(), reserved_windows_);
-}
+SegmentCall::~SegmentCall() { ReleaseJob(); }  // reservation_ then gives back the rest
 
 bool SegmentCall::Alive() const { return alive_.load() && absl::Now() < deadline_; }
 
@@ -164,8 +162,9 @@ absl::Status SegmentCall::HandleHeader(const unetrpp::v1::RequestHeader& header)
   priority_ = header_.priority();
   collector_.emplace(limits, header_.format(), facts.input_channels);
   uint32_t position = 0;
-  if (auto s = state_->BeginRequest(CountedAs(), &position); !s.ok()) return s;
-  began_request_ = true;
+  auto reservation = state_->admission().BeginRequest(CountedAs(), &position);
+  if (!reservation.ok()) return reservation.status();
+  reservation_ = *std::move(reservation);
   phase_ = Phase::kReceiving;
   SegmentResponse accepted;
   accepted.mutable_accepted()->set_server_request_id(request_id_);
@@ -177,7 +176,7 @@ absl::Status SegmentCall::HandleHeader(const unetrpp::v1::RequestHeader& header)
 absl::Status SegmentCall::HandleChunk(unetrpp::v1::InputChunk& chunk) {
   state_->metrics().BytesIn(static_cast<int64_t>(chunk.data().size()));
   // Memory is counted from the first byte: the upload itself, as allocated.
-  if (auto s = Reserve(collector_->BytesToAdd(chunk)); !s.ok()) return s;
+  if (auto s = reservation_.AddBytes(collector_->BytesToAdd(chunk)); !s.ok()) return s;
   if (auto s = collector_->Add(chunk); !s.ok()) return s;
   bytes_received_ = collector_->bytes();
   if (bytes_received_ >= next_receive_progress_) {
@@ -199,7 +198,7 @@ absl::StatusOr<imageio::Volume> SegmentCall::Decode() {
   options.series_instance_uid = header_.series_instance_uid();
   options.max_voxels = static_cast<int64_t>(state_->config().limits().max_voxels());
   options.admit = [this](const imageio::Geometry& g, int64_t read_bytes) { return AdmitVolume(g, read_bytes); };
-  options.reserve = [this](int64_t bytes) { return Reserve(bytes); };
+  options.reserve = [this](int64_t bytes) { return reservation_.AddBytes(bytes); };
   auto input = imageio::AssembleInputs(collector_->inputs(), options);
   if (!input.ok()) return input.status();
   nifti_header_ = input->nifti_header;
@@ -209,13 +208,8 @@ absl::StatusOr<imageio::Volume> SegmentCall::Decode() {
   return std::move(input->volume);
 }
 
-std::string SegmentCall::CountedAs() const { return principal_.authenticated ? "principal:" + principal_.name : peer_; }
-
-absl::Status SegmentCall::Reserve(int64_t bytes) {
-  if (bytes <= 0) return absl::OkStatus();
-  if (auto s = state_->ReserveBytes(CountedAs(), bytes); !s.ok()) return s;
-  reserved_bytes_ += bytes;
-  return absl::OkStatus();
+Caller SegmentCall::CountedAs() const {
+  return principal_.authenticated ? Caller::Principal(principal_.name) : Caller::Address(peer_);
 }
 
 inference::JobOptions SegmentCall::JobOptionsFromHeader() const {
@@ -244,7 +238,7 @@ absl::Status SegmentCall::AdmitVolume(const imageio::Geometry& g, int64_t read_b
     bytes = imageio::OrMax(
         imageio::CheckedAdd(bytes, inference::SegmentationJob::EstimateBytes(g, plan.input_channels(), plan, options)));
   }
-  if (auto s = Reserve(bytes); !s.ok()) return s;
+  if (auto s = reservation_.AddBytes(bytes); !s.ok()) return s;
   estimate_reserved_ = true;
   return absl::OkStatus();
 }
@@ -256,15 +250,12 @@ std::string SegmentCall::PlaceJob(const imageio::Geometry& g, const inference::J
   const int64_t bytes = inference::SegmentationJob::EstimateBytes(g, plan.input_channels(), plan, options);
   // A full GPU sends the job to the CPU rather than the client away: its
   // host memory is admitted already, and it is only slower there.
-  if (!state_->ReserveDeviceBytes(device, bytes)) return "cpu";
-  device_bytes_ = bytes;
-  return device;
+  return reservation_.AddDeviceBytes(device, bytes) ? device : "cpu";
 }
 
 void SegmentCall::ReleaseJob() {
   job_.reset();
-  if (device_bytes_ > 0) state_->ReleaseDeviceBytes(model()->entry().job_device(), device_bytes_);
-  device_bytes_ = 0;
+  reservation_.ReleaseDeviceBytes();
 }
 
 absl::Status SegmentCall::HandleNonFinite(imageio::Volume& volume) {
@@ -338,14 +329,7 @@ void SegmentCall::Process() {
   StageDone(unetrpp::v1::STAGE_PREPROCESSING, t);
   const int64_t items = job_->num_items();
   items_total_ = items;
-  if (model()->batcher().queued_windows() + items >
-      static_cast<int64_t>(state_->config().limits().max_queued_windows()))
-    return Fail(proto::WithRetryAfter(
-        absl::ResourceExhaustedError(absl::StrCat("the window queue is full (", model()->batcher().queued_windows(),
-                                                  " windows waiting); retry in 30 s")),
-        absl::Seconds(30)));
-  if (auto s = state_->ReserveWindows(CountedAs(), items); !s.ok()) return Fail(s);
-  reserved_windows_ = items;
+  if (auto s = reservation_.AddWindows(items, model()->batcher().queued_windows()); !s.ok()) return Fail(s);
   if (!Alive()) return;
   enqueued_at_ = absl::Now();
   SendProgress(unetrpp::v1::STAGE_INFERENCE, 0, true);
@@ -436,15 +420,8 @@ void SegmentCall::Postprocess() {
 }
 
 void SegmentCall::ShrinkReservations(int64_t result_bytes) {
-  const int64_t held = reserved_bytes_.load();
-  if (held > result_bytes) {
-    state_->ReleaseBytes(CountedAs(), held - result_bytes);
-    reserved_bytes_ = result_bytes;
-  }
-  if (reserved_windows_ > 0) {
-    state_->ReleaseWindows(CountedAs(), reserved_windows_);
-    reserved_windows_ = 0;
-  }
+  reservation_.ShrinkBytesTo(result_bytes);
+  reservation_.ReleaseWindows();
 }
 
 // ------------------------------------------------------------------- writing
@@ -549,7 +526,7 @@ void SegmentCall::OnWriteDone(bool ok) {
 }
 
 void SegmentCall::ReleasePendingStream() {
-  if (pending_stream_.exchange(false)) state_->EndPendingStream(CountedAs());
+  if (pending_stream_.exchange(false)) pending_.Release();
 }
 
 void SegmentCall::FinishLocked(const grpc::Status& status) {
@@ -658,7 +635,6 @@ void SegmentCall::OnDone() {
   }
   if (const double s = queue_wait_seconds_.load(); s >= 0) stages["queue_wait"] = s;
   if (const double s = stitch_seconds_.load(); s >= 0) stages["stitch"] = s;
-  if (began_request_) state_->EndRequest(CountedAs());
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start_);
   const std::string model_name = model() ? model()->name() : "-";
   state_->metrics().RequestFinished(model_name, absl::StatusCodeToString(status.code()), seconds);

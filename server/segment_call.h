@@ -31,6 +31,7 @@
 #include "imageio/dicom.h"
 #include "imageio/nifti.h"
 #include "inference/job.h"
+#include "server/admission.h"
 #include "server/auth.h"
 #include "server/batcher.h"
 #include "server/request_validation.h"
@@ -76,11 +77,9 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   // CPU pool: decode, admit, preprocess, enqueue windows.
   void Process();
   absl::StatusOr<imageio::Volume> Decode();
-  // Whom the per-caller concurrency limit counts this call against: the
-  // principal when authenticated, else the client address.
-  std::string CountedAs() const;
-  // Reserves `bytes` more for this call (RESOURCE_EXHAUSTED past the limit).
-  absl::Status Reserve(int64_t bytes);
+  // Whom the per-caller limits count this call against: the principal when
+  // authenticated, else the client address.
+  Caller CountedAs() const;
   // Called by the readers before decoding: the first time, the window limit
   // and the job's working memory for an input of geometry `g`; every time,
   // `read_bytes` (what decoding this file allocates).
@@ -88,7 +87,7 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   inference::JobOptions JobOptionsFromHeader() const;
   // The device the job for an input of geometry `g` lives on: the model's
   // job_device while its GPU memory budget has room for the job's estimate
-  // (reserved here, into device_bytes_), else the CPU.
+  // (reserved here, in reservation_), else the CPU.
   std::string PlaceJob(const imageio::Geometry& g, const inference::JobOptions& options);
   // Frees the job, then gives its GPU memory reservation back.
   void ReleaseJob();
@@ -126,9 +125,10 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   const absl::Time start_ = absl::Now();
   const std::string peer_;  // client address without the port
   Principal principal_;     // set in Start, before any reaction
-  // Counted by BeginPendingStream until the header arrives or the call's
-  // status is decided (whichever thread gets there first releases it).
+  // A stream's slot until the header arrives or the call's status is
+  // decided: whichever thread clears pending_stream_ first releases it.
   std::atomic<bool> pending_stream_{false};
+  Reservation pending_;
   std::atomic<int64_t> last_read_ns_;
   std::atomic<int64_t> write_started_ns_{0};  // 0: no write in flight
   std::shared_ptr<SegmentCall> self_;         // released in OnDone
@@ -148,23 +148,23 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   std::optional<InputCollector> collector_;  // from the header on
   int64_t bytes_received_ = 0;
   int64_t next_receive_progress_ = 0;
-  bool began_request_ = false;
+  // What the request holds (slot, memory, windows, GPU memory), from its
+  // header on: given back by the destructor, once nothing works for the call
+  // any more (the pool's tasks and the batcher hold the call), or in parts
+  // as the work needs less. Used by the reactions until the input is
+  // complete, then by the pool and workers, never by two at once.
+  Reservation reservation_;
 
   // Processing (pool and workers).
   int priority_ = 0;
   absl::Time deadline_ = absl::InfiniteFuture();
   std::atomic<bool> alive_{true};
   std::unique_ptr<inference::SegmentationJob> job_;
-  std::atomic<int64_t> reserved_bytes_{0};
-  // GPU memory reserved for job_ on the model's job_device: set on the pool
-  // before the job exists, released with it (Postprocess or the destructor).
-  int64_t device_bytes_ = 0;
-  int64_t reserved_windows_ = 0;  // on the CPU pool: set before the batcher sees the call, 0 once encoded
   // Written on the pool, read by OnDone (which can run while the pool
   // still decodes a cancelled call's input).
   std::atomic<int64_t> voxels_{0};
   std::atomic<int64_t> nonfinite_replaced_{0};
-  bool estimate_reserved_ = false;  // the job's working memory is in reserved_bytes_
+  bool estimate_reserved_ = false;  // the job's working memory is in reservation_
   imageio::NiftiHeaderInfo nifti_header_;
   std::optional<imageio::DicomSeriesInfo> dicom_info_;
   std::string dicom_source_instance_;  // one instance of the series, for SEG

@@ -1,6 +1,6 @@
 // What the Segmentation service's calls share: configuration, models, the CPU
-// pool, metrics, and admission control (requests and estimated bytes in
-// flight, draining). Owned by Server; outlives every call (Server waits for
+// pool, metrics, admission control (admission.h) and the watchdog that times
+// calls out. Owned by Server; outlives every call (Server waits for
 // in-flight calls before it is destroyed).
 #ifndef UPP_SERVER_SERVICE_STATE_H_
 #define UPP_SERVER_SERVICE_STATE_H_
@@ -19,8 +19,8 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/admission.h"
 #include "server/auth.h"
-#include "server/device_budget.h"
 #include "server/metrics.h"
 #include "server/model_registry.h"
 #include "server/thread_pool.h"
@@ -52,43 +52,16 @@ class ServiceState {
   // One JSON line per call (no patient data): the audit trail.
   void Audit(const std::string& json_line) const;
 
-  // A new request: UNAVAILABLE while draining, RESOURCE_EXHAUSTED past
-  // max_concurrent_requests. On OK the caller must EndRequest() once.
-  // `peer` is "principal:<name>" for an authenticated caller (at most
-  // auth.max_requests_per_principal at once), else the client's address
-  // without its port (at most limits.max_requests_per_peer).
-  absl::Status BeginRequest(const std::string& peer, uint32_t* queue_position);
-  void EndRequest(const std::string& peer);
-  // Streams that have not yet sent their header (they hold no request slot
-  // yet, but a reactor and buffers): RESOURCE_EXHAUSTED past
-  // max_pending_streams, or past as many for `who` (as in BeginRequest) as
-  // it may have requests. On OK the caller must EndPendingStream(who) once.
-  absl::Status BeginPendingStream(const std::string& who);
-  void EndPendingStream(const std::string& who);
+  // Requests, streams, memory and windows in flight (admission.h).
+  Admission& admission() { return admission_; }
   // Watches `call` until it is destroyed.
   void Watch(std::weak_ptr<TimedCall> call);
-  // Reserves estimated working memory for a request of `who` (as in
-  // BeginRequest); RESOURCE_EXHAUSTED (with a retry hint in the message)
-  // past max_bytes_in_flight or auth.max_bytes_per_principal.
-  // ReleaseBytes() gives back.
-  absl::Status ReserveBytes(const std::string& who, int64_t bytes);
-  void ReleaseBytes(const std::string& who, int64_t bytes);
-  // Reserves estimated GPU memory for a job on `device` ("cuda:N"): false,
-  // reserving nothing, when the device's jobs would then hold more than
-  // limits.max_device_bytes_in_flight (the job then lives on the CPU, whose
-  // memory ReserveBytes counted already). ReleaseDeviceBytes() gives back.
-  bool ReserveDeviceBytes(const std::string& device, int64_t bytes);
-  void ReleaseDeviceBytes(const std::string& device, int64_t bytes);
-  // Windows of `who`'s requests queued or running: RESOURCE_EXHAUSTED past
-  // auth.max_windows_per_principal. ReleaseWindows() gives back.
-  absl::Status ReserveWindows(const std::string& who, int64_t windows);
-  void ReleaseWindows(const std::string& who, int64_t windows);
 
-  void StartDraining();
-  bool draining() const { return draining_.load(); }
-  int64_t in_flight() const;
+  void StartDraining() { admission_.StartDraining(); }
+  bool draining() const { return admission_.draining(); }
+  int64_t in_flight() const { return admission_.in_flight(); }
   // Blocks until no request is in flight or `deadline`; true if none is.
-  bool WaitIdle(absl::Time deadline);
+  bool WaitIdle(absl::Time deadline) { return admission_.WaitIdle(deadline); }
   std::string NewRequestId();
 
  private:
@@ -100,21 +73,8 @@ class ServiceState {
   std::shared_ptr<spdlog::logger> audit_;
   void WatchdogLoop();
 
-  std::atomic<bool> draining_{false};
   std::atomic<uint64_t> next_id_{1};
-  mutable absl::Mutex mu_;
-  int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t bytes_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
-  // max_requests_per_principal for an authenticated caller ("principal:..."),
-  // else max_requests_per_peer.
-  uint32_t RequestsAllowed(const std::string& who) const;
-
-  int64_t pending_streams_ ABSL_GUARDED_BY(mu_) = 0;
-  std::map<std::string, int64_t> per_peer_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, int64_t> pending_per_peer_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, int64_t> bytes_per_peer_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, int64_t> windows_per_peer_ ABSL_GUARDED_BY(mu_);
-  DeviceBudget device_budget_;
+  Admission admission_;
 
   absl::Mutex watch_mu_;
   std::vector<std::weak_ptr<TimedCall>> watched_ ABSL_GUARDED_BY(watch_mu_);
