@@ -88,6 +88,7 @@ struct Source {
   std::unique_ptr<MemFile> memory;
   std::unique_ptr<DcmFileFormat> file;
   std::string series_uid, sop_uid, modality;
+  bool localizer = false;         // ImageType LOCALIZER: a scout, never the volume meant
   const Uint8* pixels = nullptr;  // decoded, little endian; set by Decode()
   std::vector<Uint8> decoded;     // owns `pixels` when we decoded them (JPEG 2000)
   Uint16 bits_allocated = 0, bits_stored = 0, representation = 0;
@@ -141,6 +142,13 @@ template <size_t N>
 bool FrameFloats(DcmItem* per_frame, DcmItem* shared, const DcmTagKey& macro, const DcmTagKey& tag,
                  std::array<double, N>* out) {
   return FgFloats(per_frame, macro, tag, out) || FgFloats(shared, macro, tag, out);
+}
+
+// ImageType's third value (PS3.3 C.8.2.1.1.1) says LOCALIZER for the scout
+// views that CT exports carry beside the axial series.
+bool IsLocalizer(DcmDataset* ds) {
+  OFString value;
+  return ds->findAndGetOFString(DCM_ImageType, value, 2).good() && value == "LOCALIZER";
 }
 
 absl::Status Refuse(size_t index, const std::string& what) {
@@ -394,17 +402,21 @@ absl::StatusOr<GroupedFiles> GroupBySeries(const std::vector<std::string_view>& 
         file->loadFile((*memory)->Path().c_str(), EXS_Unknown, EGL_noChange, kLazyValueBytes, ERM_autoDetect);
     if (cond.bad()) return Refuse(i, absl::StrCat("not a readable DICOM file (", cond.text(), ")"));
     DcmDataset* ds = file->getDataset();
-    ++grouped.patients[Str(ds, DCM_PatientID)];
-    ++grouped.studies[Str(ds, DCM_StudyInstanceUID)];
-    if (!ds->tagExists(DCM_PixelData)) {  // SR, RT plan, ...: not an image
+    if (!ds->tagExists(DCM_PixelData)) {  // SR, RT plan, ...: not an image, never segmented
       ++grouped.skipped["not an image (no pixel data)"];
       continue;
     }
+    // Only images count: an RT structure set or a dose report may come from
+    // a study of its own. An empty PatientID is unknown, not a patient (two
+    // anonymised patients still differ by study).
+    if (const std::string patient = Str(ds, DCM_PatientID); !patient.empty()) ++grouped.patients[patient];
+    ++grouped.studies[Str(ds, DCM_StudyInstanceUID)];
     auto s = std::make_unique<Source>();
     s->file_index = i;
     s->series_uid = Str(ds, DCM_SeriesInstanceUID);
     s->sop_uid = Str(ds, DCM_SOPInstanceUID);
     s->modality = Str(ds, DCM_Modality);
+    s->localizer = IsLocalizer(ds);
     if (s->series_uid.empty()) return Refuse(i, "image without a SeriesInstanceUID");
     s->file = std::move(file);
     s->memory = std::move(*memory);
@@ -447,12 +459,19 @@ absl::StatusOr<std::vector<std::unique_ptr<Source>>*> ChooseSeries(GroupedFiles&
                                                      grouped.by_series.size(), " image series)"));
     }
     chosen = &it->second;
+    // Named or not, the model takes only its modalities: an MR series sent
+    // to a CT model would be normalised as CT and come back as labels.
+    if (!AllowedModality(options, chosen->front()->modality)) {
+      return absl::FailedPreconditionError(absl::StrCat("the requested series is not of a modality the model takes (",
+                                                        absl::StrJoin(options.modalities, ", "), ")"));
+    }
   } else {
     std::vector<std::vector<std::unique_ptr<Source>>*> candidates;
     for (auto& [uid, slices] : grouped.by_series)
-      if (AllowedModality(options, slices.front()->modality)) candidates.push_back(&slices);
+      if (AllowedModality(options, slices.front()->modality) && !slices.front()->localizer)
+        candidates.push_back(&slices);
     if (candidates.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("no image series of an allowed modality (",
+      return absl::InvalidArgumentError(absl::StrCat("no image series (other than localizers) of an allowed modality (",
                                                      absl::StrJoin(options.modalities, ", "), ") among ",
                                                      grouped.by_series.size(), " series"));
     }
@@ -461,9 +480,11 @@ absl::StatusOr<std::vector<std::unique_ptr<Source>>*> ChooseSeries(GroupedFiles&
   }
   for (auto& [uid, slices] : grouped.by_series) {
     if (&slices == chosen) continue;
-    const bool allowed = AllowedModality(options, slices.front()->modality);
-    grouped.skipped[allowed ? "another series" : "a series of a modality the model does not take"] +=
-        static_cast<int64_t>(slices.size());
+    const char* reason = !AllowedModality(options, slices.front()->modality)
+                             ? "a series of a modality the model does not take"
+                         : slices.front()->localizer ? "a localizer (scout) series"
+                                                     : "another series";
+    grouped.skipped[reason] += static_cast<int64_t>(slices.size());
   }
   return chosen;
 }

@@ -5,27 +5,44 @@
 #include <sched.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <fstream>
 #include <limits>
 #include <mutex>
 #include <set>
+#include <string>
 #include <thread>
 
 namespace upp::model {
 namespace {
 std::atomic<bool> blas_single{false};
+
+// The cores this process may use: its CPU affinity, capped by a cgroup v2
+// CPU quota (a Kubernetes CPU limit of 2 on a 64-core node is 2 cores; more
+// threads than that only wait for their share). 0 when unknown.
+int UsableCores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  int cores = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 0;
+  std::ifstream max("/sys/fs/cgroup/cpu.max");
+  std::string quota;
+  long long period = 0;
+  if (max >> quota >> period && quota != "max" && period > 0) {
+    const long long q = std::atoll(quota.c_str());
+    const int limit = static_cast<int>(std::max<long long>(1, (q + period - 1) / period));
+    cores = cores > 0 ? std::min(cores, limit) : limit;
+  }
+  return cores;
 }
+}  // namespace
 
 int ConfigureCpuThreads(int threads) {
   // 0 is "all cores" set explicitly: LibTorch's own default came out as one
-  // thread on a 2-core machine (issue 32). The cores are those this process
-  // may run on; OMP_NUM_THREADS, when set, is the operator's choice.
-  if (threads <= 0 && std::getenv("OMP_NUM_THREADS") == nullptr) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    threads = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 0;
-  }
+  // thread on a 2-core machine (issue 32). OMP_NUM_THREADS, when set, is the
+  // operator's choice.
+  if (threads <= 0 && std::getenv("OMP_NUM_THREADS") == nullptr) threads = UsableCores();
   if (threads > 0) torch::set_num_threads(threads);
   // Serve every allocation from the heap and never trim it (see the header).
   mallopt(M_ARENA_MAX, 1);

@@ -28,8 +28,9 @@
 
 namespace upp::model {
 
-// threads <= 0: the cores this process may run on (its CPU affinity), or
-// LibTorch's default when OMP_NUM_THREADS is set. Returns the number of
+// threads <= 0: the cores this process may run on (its CPU affinity, capped
+// by a cgroup v2 CPU quota), or LibTorch's default when OMP_NUM_THREADS is
+// set. Returns the number of
 // intra-op threads in effect.
 int ConfigureCpuThreads(int threads);
 

@@ -1,5 +1,7 @@
 #include "server/command_line.h"
 
+#include <spdlog/spdlog.h>
+
 #include <filesystem>
 
 #include "server/config.h"
@@ -20,7 +22,10 @@ absl::StatusOr<unetrpp::v1::ServerConfig> AssembleConfig(const CommandLine& f,
     m->set_weights(f.weights);
     m->set_plan_file(f.plan);
     // Named on the command line, it is the model a request without a name
-    // gets, also next to the models of a --config.
+    // gets, also next to the models of a --config (flags win over the file).
+    if (!config.default_model().empty() && config.default_model() != "default")
+      spdlog::warn("--weights: model \"default\" replaces the configuration's default_model \"{}\"",
+                   config.default_model());
     config.set_default_model("default");
   }
   if (config.models().empty()) {

@@ -39,14 +39,18 @@ absl::Status ValidateWindows(const unetrpp::v1::RequestHeader& header, const Mod
   return absl::OkStatus();
 }
 
-// A UID is at most 64 characters of digits and dots (DICOM PS3.5 9.1).
+// A UID is at most 64 characters of digits and dots (DICOM PS3.5 9.1);
+// archives hold UIDs with letters too, which the series they name still
+// needs, so any printable character but a space is taken.
 absl::Status ValidateSeriesUid(const unetrpp::v1::RequestHeader& header) {
   const std::string& uid = header.series_instance_uid();
   if (uid.empty()) return absl::OkStatus();
   if (header.format() != unetrpp::v1::INPUT_FORMAT_DICOM)
     return absl::InvalidArgumentError("RequestHeader.series_instance_uid is for DICOM input");
-  if (uid.size() > 64 || uid.find_first_not_of("0123456789.") != std::string::npos)
-    return absl::InvalidArgumentError("RequestHeader.series_instance_uid is not a DICOM UID (digits and dots, <= 64)");
+  const bool printable = std::all_of(uid.begin(), uid.end(), [](char c) { return c > ' ' && c < 127; });
+  if (uid.size() > 64 || !printable)
+    return absl::InvalidArgumentError(
+        "RequestHeader.series_instance_uid is not a DICOM UID (at most 64 characters, no spaces)");
   return absl::OkStatus();
 }
 

@@ -111,17 +111,20 @@ void Client::Prepare(grpc::ClientContext& context) const {
 
 bool IsTransportMismatch(const absl::Status& status) { return status.GetPayload(kTransportMismatch).has_value(); }
 
-bool Client::WaitForServer(absl::Time until) {
-  bool probed = false;
+absl::Status Client::WaitForServer(absl::Time until) {
+  absl::Time next_probe = absl::InfinitePast();
   for (;;) {
     const grpc_connectivity_state state = channel_->GetState(/*try_to_connect=*/true);
-    if (state == GRPC_CHANNEL_READY) return true;
-    if (absl::Now() >= until) return false;
+    if (state == GRPC_CHANNEL_READY) return absl::OkStatus();
+    if (absl::Now() >= until) return absl::UnavailableError("the server did not accept a connection in time");
     if (state == GRPC_CHANNEL_TRANSIENT_FAILURE) {
-      // A server that answers in the wrong protocol will never connect:
-      // no point waiting for it.
-      if (!probed && !TransportMismatch(target_, tls_).ok()) return false;
-      probed = true;
+      // A server that answers in the wrong protocol will never connect: no
+      // point waiting for it. Asked at most once a second (a server that is
+      // not up yet answers nothing, and may come up on either protocol).
+      if (absl::Now() >= next_probe) {
+        if (auto mismatch = TransportMismatch(target_, tls_); !mismatch.ok()) return mismatch;
+        next_probe = absl::Now() + absl::Seconds(1);
+      }
       // gRPC waits 1 s, 1.6 s, 2.6 s, ... between connection attempts (up
       // to 2 min); a server that has just come up should not wait for that.
       grpc::experimental::ChannelResetConnectionBackoff(channel_.get());
@@ -185,7 +188,8 @@ absl::StatusOr<SegmentResult> Client::SegmentWithRetries(const InputSource& inpu
                                                          const ProgressCallback& progress) {
   const absl::Time deadline = options.deadline ? absl::Now() + *options.deadline : absl::InfiniteFuture();
   absl::Duration backoff = absl::Milliseconds(200);
-  if (wait_for_server_ > absl::ZeroDuration()) WaitForServer(std::min(deadline, absl::Now() + wait_for_server_));
+  if (wait_for_server_ > absl::ZeroDuration())
+    if (auto s = WaitForServer(std::min(deadline, absl::Now() + wait_for_server_)); IsTransportMismatch(s)) return s;
   for (int attempt = 1;; ++attempt) {
     auto result = SegmentOnce(inputs, options, deadline, progress);
     if (result.ok()) result->attempts = attempt;
@@ -195,8 +199,8 @@ absl::StatusOr<SegmentResult> Client::SegmentWithRetries(const InputSource& inpu
     // reached is reconnected to throughout it, and tried as soon as it is.
     if (channel_->GetState(false) == GRPC_CHANNEL_READY) {
       absl::SleepFor(backoff);
-    } else {
-      WaitForServer(absl::Now() + backoff);
+    } else if (auto s = WaitForServer(absl::Now() + backoff); IsTransportMismatch(s)) {
+      return s;
     }
     backoff = std::min(backoff * 2, absl::Seconds(2));
   }
@@ -281,7 +285,8 @@ absl::StatusOr<unetrpp::v1::ListModelsResponse> Client::ListModels() {
   grpc::ClientContext context;
   Prepare(context);
   unetrpp::v1::ListModelsResponse response;
-  if (wait_for_server_ > absl::ZeroDuration()) WaitForServer(absl::Now() + wait_for_server_);
+  if (wait_for_server_ > absl::ZeroDuration())
+    if (auto s = WaitForServer(absl::Now() + wait_for_server_); IsTransportMismatch(s)) return s;
   if (auto s = proto::FromGrpcStatus(stub_->ListModels(&context, {}, &response)); !s.ok()) return Explain(s);
   return response;
 }
@@ -292,7 +297,8 @@ absl::StatusOr<unetrpp::v1::ModelInfo> Client::GetModel(const std::string& name)
   unetrpp::v1::GetModelRequest request;
   request.set_name(name);
   unetrpp::v1::ModelInfo response;
-  if (wait_for_server_ > absl::ZeroDuration()) WaitForServer(absl::Now() + wait_for_server_);
+  if (wait_for_server_ > absl::ZeroDuration())
+    if (auto s = WaitForServer(absl::Now() + wait_for_server_); IsTransportMismatch(s)) return s;
   if (auto s = proto::FromGrpcStatus(stub_->GetModel(&context, request, &response)); !s.ok()) return Explain(s);
   return response;
 }
@@ -305,7 +311,8 @@ absl::StatusOr<bool> Client::Healthy(const std::string& service) {
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(service);
   grpc::health::v1::HealthCheckResponse response;
-  if (wait_for_server_ > absl::ZeroDuration()) WaitForServer(absl::Now() + wait_for_server_);
+  if (wait_for_server_ > absl::ZeroDuration())
+    if (auto s = WaitForServer(absl::Now() + wait_for_server_); IsTransportMismatch(s)) return s;
   if (auto s = proto::FromGrpcStatus(stub->Check(&context, request, &response)); !s.ok()) return Explain(s);
   return response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
 }

@@ -108,8 +108,10 @@ class Client {
 
  private:
   void Prepare(grpc::ClientContext& context) const;
-  // Until the channel is connected or `until`; false when not connected.
-  bool WaitForServer(absl::Time until);
+  // Until the channel is connected (OK) or `until` (UNAVAILABLE); at once
+  // the TLS mismatch (IsTransportMismatch) when the server speaks the other
+  // protocol, which no wait can mend.
+  absl::Status WaitForServer(absl::Time until);
   // `status` of a failed call, or the TLS mismatch that explains it.
   absl::Status Explain(absl::Status status) const;
   absl::StatusOr<SegmentResult> SegmentWithRetries(const InputSource& inputs, const SegmentOptions& options,

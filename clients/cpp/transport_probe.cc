@@ -5,6 +5,8 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -13,6 +15,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/time/clock.h"
 
 namespace upp::client {
 namespace {
@@ -22,8 +25,13 @@ struct HostPort {
 };
 
 std::optional<HostPort> ParseTarget(std::string target) {
-  for (const char* scheme : {"ipv4:", "ipv6:", "dns:"})
-    if (absl::StartsWith(target, scheme)) target = target.substr(std::string(scheme).size());
+  // "dns:///host:port" (no authority) and "dns:host:port" name one host;
+  // "dns://server/host:port" asks another DNS server: not probed.
+  for (const char* scheme : {"dns:///", "ipv4:", "ipv6:", "dns:"})
+    if (absl::StartsWith(target, scheme)) {
+      target = target.substr(std::string(scheme).size());
+      break;
+    }
   if (absl::StartsWith(target, "//") || absl::StrContains(target, ',')) return std::nullopt;
   const size_t colon = target.rfind(':');
   if (colon == std::string::npos || colon + 1 == target.size()) return std::nullopt;
@@ -49,15 +57,43 @@ class Socket {
   int fd_;
 };
 
-// A connected socket within `timeout` (non-blocking connect, then blocking
-// reads and writes bounded by the same timeout), or null.
-std::unique_ptr<Socket> Connect(const HostPort& hp, absl::Duration timeout) {
+// Writing to a socket the peer has closed raises SIGPIPE, which would end a
+// client that does not ignore it (gRPC does not make it ignored); OpenSSL
+// writes without MSG_NOSIGNAL. Blocked on this thread while the probe runs,
+// and a SIGPIPE that came meanwhile is taken off before unblocking.
+class SigpipeBlocked {
+ public:
+  SigpipeBlocked() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
+  }
+  ~SigpipeBlocked() {
+    if (!sigismember(&old_, SIGPIPE)) {
+      const timespec zero{0, 0};
+      while (sigtimedwait(&pipe_, nullptr, &zero) == SIGPIPE) {
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  SigpipeBlocked(const SigpipeBlocked&) = delete;
+  SigpipeBlocked& operator=(const SigpipeBlocked&) = delete;
+
+ private:
+  sigset_t pipe_, old_;
+};
+
+// A connected socket before `deadline` (non-blocking connect, then blocking
+// reads and writes bounded by what is left), or null.
+std::unique_ptr<Socket> Connect(const HostPort& hp, absl::Time deadline) {
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* found = nullptr;
   if (getaddrinfo(hp.host.c_str(), hp.port.c_str(), &hints, &found) != 0) return nullptr;
   std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> list(found, &freeaddrinfo);
   for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    const absl::Duration timeout = deadline - absl::Now();
+    if (timeout <= absl::ZeroDuration()) return nullptr;
     auto s = std::make_unique<Socket>(::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol));
     if (s->fd() < 0) continue;
     const int flags = fcntl(s->fd(), F_GETFL);
@@ -86,7 +122,8 @@ std::unique_ptr<Socket> Connect(const HostPort& hp, absl::Duration timeout) {
 std::optional<Transport> ProbeTransport(const std::string& target, absl::Duration timeout) {
   const auto hp = ParseTarget(target);
   if (!hp) return std::nullopt;
-  auto socket = Connect(*hp, timeout);
+  SigpipeBlocked no_sigpipe;
+  auto socket = Connect(*hp, absl::Now() + timeout);
   if (!socket) return std::nullopt;
   std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()), &SSL_CTX_free);
   if (!ctx) return std::nullopt;

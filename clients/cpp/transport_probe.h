@@ -18,10 +18,11 @@ namespace upp::client {
 
 enum class Transport { kTls, kNotTls };
 
-// `target`: "host:port", "[v6]:port" or "ipv4:a.b.c.d:port" (other gRPC
-// target forms, e.g. dns:/// with several addresses, are not probed).
-// nullopt when nothing answers at that address within `timeout`, or the
-// target is not one of those forms.
+// `target`: "host:port", "[v6]:port", "dns:///host:port" or
+// "ipv4:a.b.c.d:port" (lists of addresses and other DNS servers are not
+// probed). nullopt when nothing answers within `timeout` (name lookup
+// aside, which has no timeout of its own), or the target is not one of
+// those forms.
 std::optional<Transport> ProbeTransport(const std::string& target, absl::Duration timeout);
 
 }  // namespace upp::client

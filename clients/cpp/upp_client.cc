@@ -6,8 +6,9 @@
 //   upp-client [--server HOST:PORT] models
 //   upp-client [--server HOST:PORT] health [--service NAME]
 //
-// INPUT: a NIfTI file (several: one per channel) or a directory of DICOM files
-// (files that are not DICOM, e.g. a README, are skipped and counted).
+// INPUT: a NIfTI file (several: one per channel), a directory of DICOM files
+// (files that are not DICOM, e.g. a README, are skipped and counted), or
+// DICOM files named one by one.
 // Only the outputs asked for are requested, and every output path is checked
 // for writing before anything is sent.
 // Exit codes: 0 done; 1 bad usage, unreadable input, an output that cannot be
@@ -144,6 +145,20 @@ int Models(upp::client::Client& client) {
   return 0;
 }
 
+// From the file's first bytes (imageio::LooksLikeDicom). A file that cannot
+// be read, or is empty, is an error, not "not DICOM": skipping a damaged
+// first or last slice would shorten the volume without a word.
+absl::StatusOr<bool> FileLooksLikeDicom(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError("cannot read " + path);
+  std::string head(132, '\0');
+  in.read(head.data(), static_cast<std::streamsize>(head.size()));
+  if (in.bad()) return absl::DataLossError("reading " + path + " failed");
+  head.resize(static_cast<size_t>(std::max<std::streamsize>(0, in.gcount())));
+  if (head.empty()) return absl::InvalidArgumentError(path + " is empty");
+  return upp::imageio::LooksLikeDicom(head);
+}
+
 // The DICOM files of a directory: those that look like DICOM (as dcm2niix
 // does, a README or a thumbnail beside the series is skipped, and said so).
 absl::StatusOr<std::vector<std::string>> DicomFiles(const std::string& dir) {
@@ -151,11 +166,9 @@ absl::StatusOr<std::vector<std::string>> DicomFiles(const std::string& dir) {
   if (!paths.ok()) return paths.status();
   std::vector<std::string> dicom, skipped;
   for (const auto& p : *paths) {
-    std::string head(132, '\0');
-    std::ifstream in(p, std::ios::binary);
-    in.read(head.data(), static_cast<std::streamsize>(head.size()));
-    head.resize(static_cast<size_t>(std::max<std::streamsize>(0, in.gcount())));
-    (upp::imageio::LooksLikeDicom(head) ? dicom : skipped).push_back(p);
+    auto is_dicom = FileLooksLikeDicom(p);
+    if (!is_dicom.ok()) return is_dicom.status();
+    (*is_dicom ? dicom : skipped).push_back(p);
   }
   if (!skipped.empty()) {
     std::fprintf(stderr, "upp-client: skipped %zu file(s) that are not DICOM, e.g. %s\n", skipped.size(),
@@ -163,6 +176,20 @@ absl::StatusOr<std::vector<std::string>> DicomFiles(const std::string& dir) {
   }
   if (dicom.empty()) return absl::InvalidArgumentError(dir + " holds no DICOM files");
   return dicom;
+}
+
+// The server names files by their place in the request ("file #3"): which
+// path that is here, and, for a choice of series, how to see their UIDs.
+void ExplainFileNumbers(const absl::Status& status, const std::vector<std::string>& paths) {
+  const std::string message(status.message());
+  for (size_t at = message.find("file #"); at != std::string::npos; at = message.find("file #", at + 1)) {
+    size_t n = 0;
+    for (size_t i = at + 6; i < message.size() && absl::ascii_isdigit(message[i]); ++i)
+      n = n * 10 + static_cast<size_t>(message[i] - '0');
+    if (n >= 1 && n <= paths.size()) std::fprintf(stderr, "upp-client: file #%zu is %s\n", n, paths[n - 1].c_str());
+  }
+  if (status.code() == absl::StatusCode::kFailedPrecondition && absl::StrContains(message, "image series"))
+    std::fprintf(stderr, "upp-client: `dcmdump +P 0020,000e FILE` shows a file's SeriesInstanceUID for --series\n");
 }
 
 // Every path the user named for an output can be written: checked before
@@ -289,14 +316,23 @@ int Segment(upp::client::Client& client, const SegmentArgs& args) {
   if (args.deadline > 0) options.deadline = absl::Seconds(args.deadline);
   options.max_attempts = std::max(1, args.attempts);
   const auto usage = [](const std::string& what) { return std::fprintf(stderr, "upp-client: %s\n", what.c_str()), 1; };
-  const bool dicom = args.inputs.size() == 1 && fs::is_directory(args.inputs[0]);
+  for (const auto& in : args.inputs) {
+    std::error_code ec;
+    if (!fs::exists(in, ec)) return usage("cannot read " + in + ": no such file or folder");
+    if (args.inputs.size() > 1 && fs::is_directory(in, ec))
+      return usage(in + " is a folder: give a DICOM folder alone");
+  }
+  // A folder, or DICOM files named one by one (series/*.dcm): a DICOM series.
+  const bool dicom = (args.inputs.size() == 1 && fs::is_directory(args.inputs[0])) ||
+                     std::all_of(args.inputs.begin(), args.inputs.end(),
+                                 [](const std::string& in) { return FileLooksLikeDicom(in).value_or(false); });
   if (dicom) options.format = unetrpp::v1::INPUT_FORMAT_DICOM;
   if (!args.series.empty() && !dicom) return usage("--series needs a DICOM folder");
   if (!args.seg.empty() && !dicom) return usage("--seg needs a DICOM input");
   if (auto s = CheckWritable({args.output, args.seg, args.png, args.json_path}); !s.ok())
     return usage(std::string(s.message()));
   std::vector<std::string> paths = args.inputs;
-  if (dicom) {
+  if (dicom && fs::is_directory(args.inputs[0])) {
     auto found = DicomFiles(args.inputs[0]);
     if (!found.ok()) return usage(std::string(found.status().message()));
     paths = std::move(*found);
@@ -315,10 +351,13 @@ int Segment(upp::client::Client& client, const SegmentArgs& args) {
     result = client.SegmentFiles(paths, options, [&](const unetrpp::v1::Progress& p) { progress(p); });
   }
   if (!result.ok()) {
+    // A file that went away while being sent (they were all there before).
     if (result.status().code() == absl::StatusCode::kNotFound &&
         absl::StartsWith(result.status().message(), "cannot read input"))
       return usage(std::string(result.status().message()));
-    return Fail(result.status());
+    const int code = Fail(result.status());
+    ExplainFileNumbers(result.status(), paths);
+    return code;
   }
   for (const auto& [path, kind] : {std::pair{args.output, unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS},
                                    std::pair{args.seg, unetrpp::v1::OUTPUT_KIND_DICOM_SEG}}) {

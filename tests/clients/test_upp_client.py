@@ -100,6 +100,20 @@ class UppClientTest(unittest.TestCase):
             self.assertIn("cannot write", text)
             self.assertLess(seconds, 2)
 
+    def test_a_missing_input_is_named_before_anything_is_sent(self):
+        rc, text, seconds = upp_client("--server", "127.0.0.1:1", "segment", self.path("no-such-ct.nii.gz"))
+        self.assertEqual(rc, 1, text)
+        self.assertIn("no-such-ct.nii.gz: no such file or folder", text)
+        self.assertLess(seconds, 2)
+
+    def test_dicom_files_named_one_by_one_are_a_series(self):
+        files = [os.path.join(self.dicom, f) for f in sorted(os.listdir(self.dicom))]
+        rc, text, _ = upp_client("--server", self.server.address, "segment", *files, "--json",
+                                 self.path("files.json"))
+        self.assertEqual(rc, 0, text)
+        with open(self.path("files.json")) as f:
+            self.assertEqual(json.load(f)["input"]["instances_used"], len(files))
+
     def test_only_the_outputs_asked_for_are_fetched(self):
         rc, text, _ = upp_client("--server", self.server.address, "segment", self.ct, "-o",
                                  self.path("only.nii.gz"), "--json", self.path("only.json"))
@@ -124,6 +138,17 @@ class UppClientTest(unittest.TestCase):
         uid = pydicom.dcmread(os.path.join(self.dicom, sorted(os.listdir(self.dicom))[0])).SeriesInstanceUID
         self.assertEqual(report["input"]["series_instance_uid"], uid)
 
+    def test_an_empty_file_in_a_dicom_folder_is_an_error_not_skipped(self):
+        # A slice truncated to nothing at the series' end would shorten the
+        # volume without a gap to notice.
+        folder = self.path("with-empty")
+        shutil.copytree(self.dicom, folder)
+        open(os.path.join(folder, "zz-last-slice.dcm"), "wb").close()
+        rc, text, seconds = upp_client("--server", "127.0.0.1:1", "segment", folder)
+        self.assertEqual(rc, 1, text)
+        self.assertIn("zz-last-slice.dcm is empty", text)
+        self.assertLess(seconds, 2)
+
     def test_two_series_of_one_study_need_the_series_named(self):
         folder = self.path("two-series")
         shutil.copytree(self.dicom, folder)
@@ -140,6 +165,7 @@ class UppClientTest(unittest.TestCase):
         self.assertEqual(rc, 2, text)
         self.assertIn("2 image series of one study", text)
         self.assertIn("--series", text)
+        self.assertRegex(text, r"file #\d+ is " + folder)  # the server's file numbers as paths
         rc, text, _ = upp_client("--server", self.server.address, "segment", folder, "--series", first_uid,
                                  "--json", self.path("named.json"))
         self.assertEqual(rc, 0, text)

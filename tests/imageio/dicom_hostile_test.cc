@@ -140,7 +140,9 @@ TEST(DicomHostileTest, FilesThatAreNotDicomAreNamedSo) {
   std::string nifti(352, '\0');
   nifti[0] = 0x5c, nifti[1] = 0x01;  // sizeof_hdr = 348
   const std::string text = "This folder holds the export of 2024-03-01.\n" + std::string(200, '-');
-  for (const std::string& not_dicom : {text, nifti, std::string("\x08\x00"), std::string()}) {
+  // Group 0008 but an element no standard attribute of it has ("\x08\0AB").
+  const std::string group8_text = std::string("\x08\x00\x41\x42", 4) + "CDEFGH and more text";
+  for (const std::string& not_dicom : {text, nifti, group8_text, std::string("\x08\x00", 2), std::string()}) {
     EXPECT_FALSE(LooksLikeDicom(not_dicom));
     auto image = ReadDicomSeries({part10, not_dicom});
     EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument);

@@ -181,6 +181,19 @@ class DicomVsPydicom(unittest.TestCase):
         for identifier in ("1CT1", "4MR1", "1.3.6.1.4.1.5962"):
             self.assertNotIn(identifier, proc.stderr)
 
+    def test_a_localizer_and_another_studys_rt_plan_leave_the_series_alone(self):
+        # What a CT export holds beside its axial series: a scout (CT,
+        # ImageType LOCALIZER) and objects of other studies without pixels.
+        d, _, _ = self.write_series([0.0, 2.5, 5.0])
+        scout = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        scout.SeriesInstanceUID, scout.SOPInstanceUID = generate_uid(), generate_uid()
+        scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+        scout.save_as(os.path.join(d, "scout.dcm"))
+        shutil.copy(get_testdata_file("rtplan.dcm"), d)  # another patient's, another study's
+        rc, got = run(d)
+        self.assertEqual(rc, 0, got)
+        self.assertEqual(got["size"], [128, 128, 3])
+
     def test_two_studies_of_one_patient_are_refused(self):
         d, _, _ = self.write_series([0.0, 2.5, 5.0])
         other = pydicom.dcmread(get_testdata_file("CT_small.dcm"))

@@ -305,8 +305,16 @@ TEST_F(ServerTest, DicomOfTwoPatientsOrTwoSeriesIsNotSegmentedSilently) {
   EXPECT_EQ(input.skipped(0).reason(), "another series");
   EXPECT_EQ(input.skipped(0).count(), 2u);
 
-  // A UID that is no UID is refused before any input is read.
-  options.series_instance_uid = "PATIENT-ONE";
+  // Named or not, a series the model does not take (an MR for a CT model)
+  // is refused.
+  auto mr = testing::CtSeries(3, {study, study + ".4", "PATIENT-ONE", "MR"});
+  options.series_instance_uid = study + ".4";
+  auto wrong_modality = client_->Segment(concat(first, mr), options);
+  EXPECT_EQ(wrong_modality.status().code(), absl::StatusCode::kFailedPrecondition) << wrong_modality.status();
+
+  // A UID with a space or of more than 64 characters is refused before any
+  // input is read.
+  options.series_instance_uid = "PATIENT ONE";
   EXPECT_EQ(client_->Segment(first, options).status().code(), absl::StatusCode::kInvalidArgument);
 
   // A text file among the instances is named for what it is.

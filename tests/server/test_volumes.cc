@@ -82,6 +82,7 @@ std::vector<std::string> CtSeries(int slices, const SeriesIds& ids) {
     d->putAndInsertString(DCM_SeriesInstanceUID, series_uid);
     d->putAndInsertString(DCM_StudyInstanceUID, study_uid);
     if (!ids.patient_id.empty()) d->putAndInsertString(DCM_PatientID, ids.patient_id.c_str());
+    if (!ids.modality.empty()) d->putAndInsertString(DCM_Modality, ids.modality.c_str());
     d->putAndInsertString(DCM_InstanceNumber, std::to_string(slices - s).c_str());  // not the order
     OFString position;
     d->findAndGetOFStringArray(DCM_ImagePositionPatient, position);

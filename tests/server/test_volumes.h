@@ -20,6 +20,7 @@ std::string FloatNifti(const imageio::Volume& volume);
 // series) or keep CT_small's PatientID.
 struct SeriesIds {
   std::string study_uid, series_uid, patient_id;
+  std::string modality;  // empty: CT_small's (CT)
 };
 // `slices` instances of one series (CT_small's pixels, positions 2.5 mm
 // apart); empty when pydicom's test data is not installed.

@@ -118,10 +118,17 @@ class SegmentResult:
 # ------------------------------------------------------------------ inputs
 
 def _looks_like_dicom(data: bytes) -> bool:
-    """A DICOM Part 10 file ("DICM" after the 128-byte preamble) or a bare
-    data set starting with a group 0002 or 0008 element (little endian).
-    NIfTI (348 or 540 as the first int32), gzip and text never match."""
-    return data[128:132] == b"DICM" or (len(data) >= 8 and data[:2] in (b"\x02\x00", b"\x08\x00"))
+    """The server's rule (imageio::LooksLikeDicom): a DICOM Part 10 file
+    ("DICM" after the 128-byte preamble) or a bare data set starting, little
+    endian, with an element of group 0002 (element < 0x0200) or 0008
+    (element < 0x2000). NIfTI (348 or 540 as the first int32), gzip and text
+    never match."""
+    if data[128:132] == b"DICM":
+        return True
+    if len(data) < 8:
+        return False
+    group, element = int.from_bytes(data[0:2], "little"), int.from_bytes(data[2:4], "little")
+    return (group == 0x0008 and element < 0x2000) or (group == 0x0002 and element < 0x0200)
 
 
 def _read(path: Input) -> bytes:
@@ -153,8 +160,10 @@ def _folder_files(folder: Input) -> Tuple[List[bytes], List[str]]:
         raise RequestError(f"{os.fsdecode(folder)} holds no DICOM files"
                            + (f" ({len(skipped)} other file(s))" if skipped else ""))
     if skipped:
-        shown = ", ".join(os.path.basename(p) for p in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
-        log.warning("%s: %d file(s) that are not DICOM left out (%s)", os.fsdecode(folder), len(skipped), shown)
+        # The count only: DICOM file names are often SOP Instance UIDs, and
+        # this log may reach an integrator's central logs (the names are in
+        # result.skipped_files).
+        log.warning("%d file(s) that are not DICOM left out of the folder (result.skipped_files)", len(skipped))
     return blobs, skipped
 
 
