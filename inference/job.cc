@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "imageio/checked_math.h"
+#include "inference/back_resample.h"
 #include "inference/stitch.h"
 #include "inference/windows.h"
 #include "model/device.h"
@@ -22,119 +23,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double Seconds(Clock::time_point since) { return std::chrono::duration<double>(Clock::now() - since).count(); }
-
 // Exceptions from LibTorch end here (the edge of inference/).
 absl::Status FromException(const char* stage, const std::exception& e) {
   return absl::InternalError(absl::StrCat(stage, " failed: ", e.what()));
-}
-
-// Back to the input grid on the CPU, label by label, without resampling
-// every class probability at every output voxel.
-//
-// Why this is exact: an output voxel's interpolated probabilities are one
-// convex combination (the same weights for every class) of the normalised
-// probabilities at the up to 8 source voxels it reads. If class k is the
-// first maximum at each of them (p_j < p_k for j < k, p_j <= p_k for j > k),
-// the combination keeps both inequalities, so k is the first maximum of the
-// interpolated probabilities too. Only voxels whose sources disagree (organ
-// borders: a few per cent) are interpolated in full, all classes at once.
-// Exact in exact arithmetic; in float32 the two ways round differently, so
-// where two classes are within an ulp of each other they may pick different
-// ones (the test allows 2 such voxels).
-// Labels are written straight into the input-order output through strides,
-// which also does the transpose and the paste into the crop box.
-//
-// Hand-written rather than LibTorch calls because the saving is in what is
-// never computed: LibTorch would materialise K x output-grid probabilities
-// (nnU-Net's way, kept for CUDA, for mostly-border outputs and for
-// BackResampling::kFull).
-struct BorderShortcut {
-  std::array<preprocessing::Taps, 3> taps;  // per network axis, output -> source
-  std::array<const float*, 3> profile;      // per network axis, source weights
-  std::array<int64_t, 3> src_size, out_size;
-  std::array<int64_t, 3> out_stride;  // in the output label buffer, per network axis
-  int64_t num_classes = 0;
-};
-
-// Above this share of source cells on a label border, resampling every class
-// (vectorised LibTorch) beats interpolating the border voxels one by one
-// (BackResampling::kAuto):
-// measured on 14 classes, a border voxel costs ~3.4x a voxel of the full way.
-constexpr double kMaxBorderShare = 0.25;
-
-// The share of source cells (2 x 2 x 2 neighbouring voxels; 1 x 2 x 2 when
-// the first axis is resampled by nearest neighbour) whose labels differ,
-// estimated from every 32nd slice: what the shortcut would have to
-// interpolate in full. Noisy outputs (random weights) are mostly border;
-// real segmentations a few per cent.
-// The label (first maximum over classes) of source slices [d, d + n) of the
-// accumulators; the argmax of the sums is the argmax of the normalised
-// probabilities, the weight being one positive number per voxel.
-torch::Tensor SourceLabels(const torch::Tensor& acc, int64_t d, int64_t n, torch::ScalarType type) {
-  return ArgmaxChannels(acc.narrow(1, d, n).to(torch::kFloat), type);
-}
-
-double BorderShare(const torch::Tensor& acc, preprocessing::Interp first_axis) {
-  const int64_t D = acc.size(1), H = acc.size(2), W = acc.size(3);
-  if (H < 2 || W < 2) return 0.0;
-  const int64_t depth = first_axis == preprocessing::Interp::kLinear && D > 1 ? 2 : 1;
-  int64_t cells = 0, border = 0;
-  for (int64_t d = 0; d + depth <= D; d += 32) {
-    const torch::Tensor lab = SourceLabels(acc, d, depth, torch::kInt);
-    const torch::Tensor ref = lab[0].narrow(0, 0, H - 1).narrow(1, 0, W - 1);
-    torch::Tensor differs = torch::zeros(ref.sizes(), torch::kBool);
-    for (int64_t z = 0; z < depth; ++z)
-      for (int64_t dy = 0; dy < 2; ++dy)
-        for (int64_t dx = 0; dx < 2; ++dx) differs.logical_or_(ref != lab[z].narrow(0, dy, H - 1).narrow(1, dx, W - 1));
-    border += differs.sum().item<int64_t>();
-    cells += (H - 1) * (W - 1);
-  }
-  return cells == 0 ? 0.0 : static_cast<double>(border) / static_cast<double>(cells);
-}
-
-template <typename Acc, typename Label>
-void BackResampleRows(const BorderShortcut& b, const Acc* acc, const std::array<int64_t, 4>& acc_stride,
-                      const Label* src_labels, int64_t o0_begin, int64_t o0_end, uint16_t* out, int64_t* counts) {
-  const int64_t H = b.src_size[1], W = b.src_size[2], K = b.num_classes;
-  std::vector<float> probs(K);
-  for (int64_t o0 = o0_begin; o0 < o0_end; ++o0) {
-    const int64_t z[2] = {b.taps[0].i0[o0], b.taps[0].i1[o0]};
-    const float wz[2] = {1.0f - b.taps[0].w1[o0], b.taps[0].w1[o0]};
-    for (int64_t o1 = 0; o1 < b.out_size[1]; ++o1) {
-      const int64_t y[2] = {b.taps[1].i0[o1], b.taps[1].i1[o1]};
-      const float wy[2] = {1.0f - b.taps[1].w1[o1], b.taps[1].w1[o1]};
-      const Label* rows[4] = {src_labels + (z[0] * H + y[0]) * W, src_labels + (z[0] * H + y[1]) * W,
-                              src_labels + (z[1] * H + y[0]) * W, src_labels + (z[1] * H + y[1]) * W};
-      uint16_t* dst = out + o0 * b.out_stride[0] + o1 * b.out_stride[1];
-      for (int64_t o2 = 0; o2 < b.out_size[2]; ++o2) {
-        const int64_t x0 = b.taps[2].i0[o2], x1 = b.taps[2].i1[o2];
-        const Label l = rows[0][x0];
-        Label label = l;
-        if (rows[0][x1] != l || rows[1][x0] != l || rows[1][x1] != l || rows[2][x0] != l || rows[2][x1] != l ||
-            rows[3][x0] != l || rows[3][x1] != l) {
-          const int64_t x[2] = {x0, x1};
-          const float wx[2] = {1.0f - b.taps[2].w1[o2], b.taps[2].w1[o2]};
-          std::fill(probs.begin(), probs.end(), 0.0f);
-          for (int c = 0; c < 8; ++c) {
-            const int dz = c >> 2, dy = (c >> 1) & 1, dx = c & 1;
-            // Each source's accumulated sum divided by its total window
-            // weight: the normalised probability there.
-            const float f =
-                wz[dz] * wy[dy] * wx[dx] / (b.profile[0][z[dz]] * b.profile[1][y[dy]] * b.profile[2][x[dx]]);
-            if (f == 0.0f) continue;
-            const Acc* a = acc + z[dz] * acc_stride[1] + y[dy] * acc_stride[2] + x[dx] * acc_stride[3];
-            for (int64_t k = 0; k < K; ++k) probs[k] += f * static_cast<float>(a[k * acc_stride[0]]);
-          }
-          label = 0;
-          for (int64_t k = 1; k < K; ++k)
-            if (probs[k] > probs[label]) label = static_cast<Label>(k);
-        }
-        dst[o2 * b.out_stride[2]] = label;
-        ++counts[label];
-      }
-    }
-  }
 }
 
 }  // namespace
@@ -169,14 +60,6 @@ struct SegmentationJob::Impl {
   StageTimes times;  // Create/Finish stages; the window stages below
   std::atomic<int64_t> extract_ns{0}, stitch_ns{0};
 
-  // Finish()'s two ways from the accumulators `acc` (K, D, H, W, unpadded)
-  // back to the input grid. Both write the labels into `labels` (the input's
-  // (z, y, x) order, already zero) inside the crop box, return the voxel
-  // count per class there, and record their stage times.
-  torch::Tensor BackResampleOnCpu(const torch::Tensor& acc, const std::array<torch::Tensor, 3>& profile,
-                                  uint16_t* labels);
-  torch::Tensor BackResampleTensors(const torch::Tensor& acc, const std::array<torch::Tensor, 3>& profile,
-                                    uint16_t* labels);
   // AddOutput's stitching of one item's logits (host memory): in one pass on
   // the CPU (stitch.h), with ATen's operators on a GPU.
   void AddOnCpu(int64_t item, const float* logits);
@@ -430,105 +313,6 @@ torch::Tensor SegmentationJob::Impl::OutputRegion(uint16_t* labels) const {
   return region.permute({plan.transpose[0], plan.transpose[1], plan.transpose[2]});
 }
 
-torch::Tensor SegmentationJob::Impl::BackResampleOnCpu(const torch::Tensor& acc,
-                                                       const std::array<torch::Tensor, 3>& profile, uint16_t* labels) {
-  const int64_t k = plan.num_classes;
-  const auto start = Clock::now();
-  // The label at every source voxel, a few slices at a time.
-  const torch::ScalarType label_type = k <= 256 ? torch::kByte : torch::kInt;
-  torch::Tensor src = torch::empty({grid[0], grid[1], grid[2]}, label_type);
-  const int64_t slab = std::max<int64_t>(1, (int64_t{32} << 20) / std::max<int64_t>(1, k * grid[1] * grid[2] * 4));
-  for (int64_t d = 0; d < grid[0]; d += slab) {
-    const int64_t n = std::min(slab, grid[0] - d);
-    src.narrow(0, d, n).copy_(SourceLabels(acc, d, n, label_type));
-  }
-  times.argmax_paste = Seconds(start);
-
-  const auto t_back = Clock::now();
-  BorderShortcut b;
-  std::array<torch::Tensor, 3> profile_f;
-  const torch::Tensor region = OutputRegion(labels);
-  for (int a = 0; a < 3; ++a) {
-    b.taps[a] = preprocessing::ResamplingTaps(grid[a], cropped_t[a], modes[a]);
-    profile_f[a] = profile[a].to(torch::kFloat).contiguous();
-    b.profile[a] = profile_f[a].data_ptr<float>();
-    b.src_size[a] = grid[a];
-    b.out_size[a] = cropped_t[a];
-    b.out_stride[a] = region.stride(a);
-  }
-  b.num_classes = k;
-  const std::array<int64_t, 4> acc_stride{acc.stride(0), acc.stride(1), acc.stride(2), acc.stride(3)};
-  uint16_t* out = reinterpret_cast<uint16_t*>(region.data_ptr<int16_t>());
-  absl::Mutex counts_mu;
-  std::vector<int64_t> counts(k, 0);
-  at::parallel_for(0, cropped_t[0], 1, [&](int64_t begin, int64_t end) {
-    std::vector<int64_t> local(k, 0);
-    // One instantiation per accumulator type x label type.
-    auto rows = [&](const auto* accumulators) {
-      if (label_type == torch::kByte)
-        BackResampleRows(b, accumulators, acc_stride, src.data_ptr<uint8_t>(), begin, end, out, local.data());
-      else
-        BackResampleRows(b, accumulators, acc_stride, src.data_ptr<int32_t>(), begin, end, out, local.data());
-    };
-    if (acc.scalar_type() == torch::kHalf)
-      rows(acc.data_ptr<at::Half>());
-    else
-      rows(acc.data_ptr<float>());
-    absl::MutexLock lock(&counts_mu);
-    for (int64_t c = 0; c < k; ++c) counts[c] += local[c];
-  });
-  times.resample_back = Seconds(t_back);
-  return torch::tensor(counts, torch::kLong);
-}
-
-torch::Tensor SegmentationJob::Impl::BackResampleTensors(const torch::Tensor& acc,
-                                                         const std::array<torch::Tensor, 3>& profile,
-                                                         uint16_t* labels) {
-  // nnU-Net's way: every class probability resampled to the output grid
-  // (slab by slab), then the argmax.
-  const torch::Tensor plane_weights = profile[1].view({-1, 1}) * profile[2].view({1, -1});
-  const auto start = Clock::now();
-  double argmax_s = 0;
-  const int64_t k = plan.num_classes;
-  const auto& out_t = cropped_t;
-  const torch::ScalarType label_type = k <= 256 ? torch::kByte : torch::kInt;
-  torch::Tensor labels_t = torch::empty({out_t[0], out_t[1], out_t[2]}, label_type);
-  torch::Tensor counts = torch::zeros({k}, torch::kLong);
-  const preprocessing::Taps taps = preprocessing::ResamplingTaps(grid[0], out_t[0], modes[0]);
-  // Output slabs of about 64 MiB of probabilities on the output grid.
-  const int64_t slab = std::max<int64_t>(1, (int64_t{64} << 20) / std::max<int64_t>(1, k * out_t[1] * out_t[2] * 4));
-  for (int64_t o0 = 0; o0 < out_t[0]; o0 += slab) {
-    const int64_t o1 = std::min(out_t[0], o0 + slab);
-    const int64_t lo = *std::min_element(taps.i0.begin() + o0, taps.i0.begin() + o1);
-    const int64_t hi = *std::max_element(taps.i1.begin() + o0, taps.i1.begin() + o1) + 1;
-    // Normalised probabilities of the source slices this slab reads.
-    torch::Tensor src = acc.narrow(1, lo, hi - lo).to(torch::kFloat);
-    src.div_((profile[0].narrow(0, lo, hi - lo).view({-1, 1, 1}) * plane_weights).unsqueeze(0));
-    std::vector<int64_t> i0(taps.i0.begin() + o0, taps.i0.begin() + o1);
-    std::vector<int64_t> i1(taps.i1.begin() + o0, taps.i1.begin() + o1);
-    std::vector<float> w1(taps.w1.begin() + o0, taps.w1.begin() + o1);
-    for (auto& v : i0) v -= lo;
-    for (auto& v : i1) v -= lo;
-    const int64_t n = o1 - o0;
-    torch::Tensor a = src.index_select(1, torch::from_blob(i0.data(), {n}, torch::kLong).to(device));
-    if (modes[0] == preprocessing::Interp::kLinear) {
-      torch::Tensor b = src.index_select(1, torch::from_blob(i1.data(), {n}, torch::kLong).to(device));
-      a.add_(torch::from_blob(w1.data(), {1, n, 1, 1}, torch::kFloat).to(device) * (b - a));
-    }
-    torch::Tensor probs = preprocessing::ResampleSeparable(a, {n, out_t[1], out_t[2]}, modes);
-    const auto t_argmax = Clock::now();
-    torch::Tensor lab = ArgmaxChannels(probs, label_type);  // (n, H, W)
-    counts += torch::bincount(lab.flatten().to(torch::kLong), {}, k).cpu();
-    labels_t.narrow(0, o0, n).copy_(lab);
-    argmax_s += Seconds(t_argmax);
-  }
-  times.resample_back = Seconds(start) - argmax_s;
-  const auto t_paste = Clock::now();
-  OutputRegion(labels).copy_(labels_t.cpu());
-  times.argmax_paste = argmax_s + Seconds(t_paste);
-  return counts;
-}
-
 absl::StatusOr<LabelMap> SegmentationJob::Finish() {
   Impl& m = *impl_;
   if (!complete())
@@ -557,10 +341,12 @@ absl::StatusOr<LabelMap> SegmentationJob::Finish() {
     bool border_only = m.back_resampling == BackResampling::kBordersOnly;
     if (m.back_resampling == BackResampling::kAuto)
       border_only = m.device.is_cpu() && BorderShare(acc, m.modes[0]) < kMaxBorderShare;
+    const BackResampleGrids grids{m.grid, out_t, m.modes};
+    const torch::Tensor region = m.OutputRegion(out.labels.data());
     if (border_only) {
-      counts = m.BackResampleOnCpu(acc, profile, out.labels.data());
+      counts = BackResampleBorders(acc, profile, grids, region, &m.times);
     } else {
-      counts = m.BackResampleTensors(acc, profile, out.labels.data());
+      counts = BackResampleFull(acc, profile, grids, region, &m.times);
     }
     m.accumulator = torch::Tensor();
 

@@ -41,7 +41,7 @@ namespace upp::inference {
 enum class AccumulatorPrecision { kAuto, kFloat32, kFloat16 };
 
 // How Finish() takes the class probabilities back to the input grid. Both
-// give the same labels (see job.cc for why).
+// give the same labels (see back_resample.cc for why).
 enum class BackResampling {
   kAuto,         // kBordersOnly on the CPU unless most source cells are on a label border
   kFull,         // every class at every output voxel, slab by slab (nnU-Net's way; CUDA)

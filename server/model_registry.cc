@@ -5,10 +5,12 @@
 #include <chrono>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "imageio/file_util.h"
 #include "model/safetensors.h"
+#include "server/model_worker.h"
 #include "server/status.h"
 
 namespace upp::server {
@@ -22,7 +24,7 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Load(const unetrpp::v1
   batching.max_queue_delay = absl::Microseconds(config.batching().max_queue_delay_us());
   batching.priority_aging = absl::Seconds(config.batching().priority_aging_seconds());
   if (config.batching().stitch_on_worker()) stitch_pool = nullptr;
-  std::unique_ptr<ServedModel> m(new ServedModel(entry, batching, metrics, stitch_pool));
+  std::unique_ptr<ServedModel> m(new ServedModel(entry, batching));
   const std::string what = absl::StrCat("model \"", entry.name(), "\": ");
 
   std::optional<model::ModelConfig> preset;
@@ -74,7 +76,10 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Load(const unetrpp::v1
     auto s = r->Run(in.data(), 1, out.data());
     if (!s.ok()) return absl::InternalError(what + "warm-up failed: " + s.message());
   }
-  for (auto& r : m->runners_) m->workers_.emplace_back([mp = m.get(), rp = r.get()] { mp->WorkerLoop(rp); });
+  for (auto& r : m->runners_) {
+    ModelWorker worker(entry.name(), m->config_, r.get(), &m->batcher_, metrics, stitch_pool);
+    m->workers_.emplace_back([worker = std::move(worker)]() mutable { worker.Run(); });
+  }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (metrics) metrics->ModelLoaded(entry.name(), seconds);
   spdlog::info("model {} loaded: {} instance(s), {}, patch {}x{}x{}, {} classes, {:.2f} s", entry.name(),
@@ -88,98 +93,6 @@ void ServedModel::Shutdown() {
   batcher_.Shutdown();
   for (auto& t : workers_)
     if (t.joinable()) t.join();
-}
-
-namespace {
-
-// The logits buffers of one worker: it runs each batch into a free one, and
-// the stitching task gives it back. Two let the worker run the next batch
-// while the last one is stitched, and make it wait when stitching falls
-// behind, so that what waits for the CPU pool stays bounded (one batch of
-// logits per worker: batch x classes x patch floats).
-class LogitsBuffers {
- public:
-  explicit LogitsBuffers(int count) : free_(count) {}
-  // Blocks until a buffer is free.
-  std::vector<float> Take() {
-    absl::MutexLock lock(&mu_, absl::Condition(this, &LogitsBuffers::AnyFreeLocked));
-    std::vector<float> b = std::move(free_.back());
-    free_.pop_back();
-    return b;
-  }
-  void Give(std::vector<float> b) {
-    absl::MutexLock lock(&mu_);
-    free_.push_back(std::move(b));
-  }
-
- private:
-  bool AnyFreeLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !free_.empty(); }
-  absl::Mutex mu_;
-  std::vector<std::vector<float>> free_ ABSL_GUARDED_BY(mu_);
-};
-
-// Hands each window's logits to its request (which stitches them).
-void Stitch(const std::vector<WindowTask>& batch, const std::vector<float>& out, int64_t out_floats) {
-  for (size_t i = 0; i < batch.size(); ++i) batch[i].source->WindowDone(batch[i].item, out.data() + i * out_floats);
-}
-
-}  // namespace
-
-void ServedModel::WorkerLoop(model::WindowRunner* runner) {
-  const auto& p = config_.patch;
-  const int64_t in_floats = config_.in_channels * p[0] * p[1] * p[2];
-  const int64_t out_floats = config_.num_classes * p[0] * p[1] * p[2];
-  auto buffers = std::make_shared<LogitsBuffers>(stitch_pool_ ? 2 : 1);
-  std::vector<float> in;
-  for (;;) {
-    std::vector<WindowTask> batch = batcher_.NextBatch();
-    if (batch.empty()) return;  // shut down
-    if (metrics_) metrics_->SetQueuedWindows(name(), batcher_.queued_windows());
-    in.resize(batch.size() * in_floats);
-    // A window that cannot be read fails its request only.
-    std::vector<WindowTask> ok;
-    for (auto& task : batch) {
-      absl::Status s = task.source->ReadWindow(task.item, in.data() + ok.size() * in_floats);
-      if (s.ok()) {
-        ok.push_back(std::move(task));
-      } else {
-        task.source->WindowsFailed(s);
-      }
-    }
-    if (ok.empty()) continue;
-    std::vector<float> out = buffers->Take();
-    out.resize(ok.size() * out_floats);
-    if (!RunBatch(runner, ok, in, out)) {
-      buffers->Give(std::move(out));
-    } else if (!stitch_pool_) {
-      Stitch(ok, out, out_floats);
-      buffers->Give(std::move(out));
-    } else {
-      stitch_pool_->Schedule([ok = std::move(ok), out = std::move(out), buffers, out_floats]() mutable {
-        // The buffer goes back whatever happens: a lost one would stop the
-        // worker for good (the pool logs what escaped).
-        try {
-          Stitch(ok, out, out_floats);
-        } catch (...) {
-          buffers->Give(std::move(out));
-          throw;
-        }
-        buffers->Give(std::move(out));
-      });
-    }
-  }
-}
-
-bool ServedModel::RunBatch(model::WindowRunner* runner, const std::vector<WindowTask>& batch,
-                           const std::vector<float>& in, std::vector<float>& out) {
-  const auto start = std::chrono::steady_clock::now();
-  const model::Status s = runner->Run(in.data(), static_cast<int64_t>(batch.size()), out.data());
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (metrics_) metrics_->Batch(name(), static_cast<int>(batch.size()), seconds);
-  if (s.ok()) return true;
-  spdlog::error("model {}: batch of {} failed: {}", name(), batch.size(), s.ToString());
-  for (auto& task : batch) task.source->WindowsFailed(absl::InternalError("inference failed"));
-  return false;
 }
 
 absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(const unetrpp::v1::ServerConfig& config,

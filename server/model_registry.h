@@ -3,11 +3,10 @@
 // configuration), loaded and warmed up before the server reports SERVING.
 //
 // Ownership: the registry owns the models; a model owns its runners, batcher
-// and worker threads. Threading: Find() from any thread; workers run until
-// Shutdown() (or destruction), which stops them after their current batch.
-// A worker hands each batch's logits to the stitch pool (the server's CPU
-// pool, which must outlive the workers) and runs the next batch meanwhile;
-// two logits buffers per worker bound what waits there.
+// and worker threads (each runs a ModelWorker, model_worker.h). Threading:
+// Find() from any thread; workers run until Shutdown() (or destruction),
+// which stops them after their current batch. The stitch pool (the server's
+// CPU pool) must outlive the workers.
 #ifndef UPP_SERVER_MODEL_REGISTRY_H_
 #define UPP_SERVER_MODEL_REGISTRY_H_
 
@@ -46,20 +45,12 @@ class ServedModel {
   Batcher& batcher() { return batcher_; }
 
  private:
-  ServedModel(unetrpp::v1::ModelEntry entry, BatcherOptions batching, Metrics* metrics, ThreadPool* stitch_pool)
-      : entry_(std::move(entry)), batcher_(batching), metrics_(metrics), stitch_pool_(stitch_pool) {}
-  void WorkerLoop(model::WindowRunner* runner);
-  // Runs `batch` (read into `in`) into `out`; false when it failed (its
-  // requests are told).
-  bool RunBatch(model::WindowRunner* runner, const std::vector<WindowTask>& batch, const std::vector<float>& in,
-                std::vector<float>& out);
+  ServedModel(unetrpp::v1::ModelEntry entry, BatcherOptions batching) : entry_(std::move(entry)), batcher_(batching) {}
 
   unetrpp::v1::ModelEntry entry_;
   preprocessing::Plan plan_;
   model::ModelConfig config_;
   Batcher batcher_;
-  Metrics* metrics_;
-  ThreadPool* stitch_pool_;  // not owned; nullptr: stitch on the worker
   std::vector<std::unique_ptr<model::WindowRunner>> runners_;
   std::vector<std::thread> workers_;
 };

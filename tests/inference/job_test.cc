@@ -6,12 +6,11 @@
 #include <torch/torch.h>
 
 #include <cmath>
-#include <set>
 
 #include "inference/windows.h"
 #include "preprocessing/plan.h"
 #include "preprocessing/resampling.h"
-#include "tests/testing/volumes.h"
+#include "tests/inference/fake_networks.h"
 
 namespace upp::inference {
 namespace {
@@ -19,6 +18,9 @@ namespace {
 using preprocessing::ChannelNormalization;
 using preprocessing::DefaultCtPlan;
 using preprocessing::Plan;
+using upp::testing::IdentityPlan;
+using upp::testing::WavyVolume;
+using upp::testing::WindowDependentNet;
 
 BatchRunner PointwiseNet(int64_t classes, int64_t channels, std::array<int64_t, 3> patch) {
   return [=](const float* in, int64_t batch, float* out) {
@@ -28,16 +30,6 @@ BatchRunner PointwiseNet(int64_t classes, int64_t channels, std::array<int64_t, 
     torch::from_blob(out, {batch, classes, n}).copy_(-4 * (x.unsqueeze(1) - k).pow(2));
     return absl::OkStatus();
   };
-}
-
-Plan IdentityPlan(std::array<int64_t, 3> patch, int classes) {
-  Plan plan;
-  plan.target_spacing = {1.0, 1.0, 1.0};
-  plan.patch = patch;
-  plan.num_classes = classes;
-  plan.normalization[0].scheme = ChannelNormalization::Scheme::kNone;
-  plan.crop_to_nonzero = false;
-  return plan;
 }
 
 // A volume with values 0..3 in blocks (z, y, x sizes), unit spacing.
@@ -236,82 +228,6 @@ TEST(Job, CtAndZScoreNormalisation) {
   // Two equal halves: z-scores -1 and +1 -> classes 0 and 1.
   EXPECT_EQ(result->labels[0], 0);
   EXPECT_EQ(result->labels[200], 1);
-}
-
-// A "network" whose answer depends on the whole window (through its mean) as
-// well as on each voxel, with many classes: overlapping windows disagree, so
-// the stitched probabilities are a real blend and label borders are ragged.
-BatchRunner WindowDependentNet(int64_t classes, std::array<int64_t, 3> patch) {
-  return [=](const float* in, int64_t batch, float* out) {
-    const int64_t n = patch[0] * patch[1] * patch[2];
-    torch::Tensor x = torch::from_blob(const_cast<float*>(in), {batch, 1, n});
-    torch::Tensor mean = x.mean(2, /*keepdim=*/true);
-    torch::Tensor k = torch::arange(classes, torch::kFloat).view({1, classes, 1});
-    torch::from_blob(out, {batch, classes, n})
-        .copy_(2 * torch::sin(0.7 * k + 3 * x) + 0.1 * k * x + 0.5 * torch::sin(k * mean * 5));
-    return absl::OkStatus();
-  };
-}
-
-// A smooth random-looking field with a zero border (so the crop matters).
-imageio::Volume WavyVolume(std::array<int64_t, 3> size_xyz, std::array<double, 3> spacing) {
-  return upp::testing::VolumeFrom(size_xyz, spacing, [&](int64_t x, int64_t y, int64_t z) {
-    const bool border = x < 2 || y < 3 || z < 1 || x >= size_xyz[0] - 1;
-    return border ? 0.0
-                  : std::sin(0.31 * x * spacing[0]) + std::cos(0.23 * y * spacing[1]) +
-                        0.8 * std::sin(0.17 * z * spacing[2] + 0.05 * x);
-  });
-}
-
-TEST(Job, BackResamplingShortcutEqualsFullResampling) {
-  // Finish() on the CPU interpolates class probabilities only where source
-  // labels disagree; it must give the labels of resampling everything.
-  struct Case {
-    std::array<int64_t, 3> size;
-    std::array<double, 3> spacing;
-    std::array<int, 3> transpose;
-    int classes;
-    AccumulatorPrecision acc;
-  };
-  const Case cases[] = {
-      {{61, 47, 13}, {0.7, 0.9, 4.0}, {0, 1, 2}, 6, AccumulatorPrecision::kFloat32},  // nearest along z
-      {{61, 47, 13}, {0.7, 0.9, 4.0}, {0, 1, 2}, 6, AccumulatorPrecision::kFloat16},
-      {{40, 35, 30}, {1.1, 1.3, 1.7}, {2, 0, 1}, 5, AccumulatorPrecision::kFloat32},    // trilinear, transposed
-      {{33, 29, 17}, {1.2, 0.8, 2.1}, {1, 2, 0}, 300, AccumulatorPrecision::kFloat32},  // labels beyond uint8
-  };
-  for (const auto& c : cases) {
-    Plan plan = IdentityPlan({8, 16, 16}, c.classes);
-    plan.target_spacing = {1.5, 1.5, 1.5};
-    plan.transpose = c.transpose;
-    plan.crop_to_nonzero = true;
-    const imageio::Volume v = WavyVolume(c.size, c.spacing);
-    JobOptions fast, full;
-    fast.accumulator = full.accumulator = c.acc;
-    fast.back_resampling = BackResampling::kBordersOnly;
-    full.back_resampling = BackResampling::kFull;
-    StageTimes times;
-    auto a = SegmentVolume(v, plan, WindowDependentNet(c.classes, plan.patch), 3, fast, &times);
-    auto b = SegmentVolume(v, plan, WindowDependentNet(c.classes, plan.patch), 3, full);
-    JobOptions automatic;
-    automatic.accumulator = c.acc;
-    auto d = SegmentVolume(v, plan, WindowDependentNet(c.classes, plan.patch), 3, automatic);
-    ASSERT_TRUE(a.ok() && b.ok() && d.ok()) << a.status() << b.status() << d.status();
-    int64_t auto_wrong = 0;
-    for (size_t i = 0; i < b->labels.size(); ++i) auto_wrong += d->labels[i] != b->labels[i];
-    EXPECT_LE(auto_wrong, 2);
-    ASSERT_EQ(a->labels.size(), b->labels.size());
-    int64_t wrong = 0;
-    std::set<uint16_t> seen;
-    for (size_t i = 0; i < a->labels.size(); ++i) {
-      wrong += a->labels[i] != b->labels[i];
-      seen.insert(b->labels[i]);
-    }
-    // Float rounding may flip an exact near-tie; nothing else may differ.
-    EXPECT_LE(wrong, 2) << c.classes << " classes";
-    EXPECT_GE(seen.size(), 4u) << "the case should have many borders";
-    for (int k = 0; k < c.classes; ++k) EXPECT_NEAR(a->stats[k].voxels, b->stats[k].voxels, 2) << k;
-    EXPECT_GT(times.resample_back, 0);
-  }
 }
 
 // A job on a GPU (JobOptions::device; the server's models[].job_device)
