@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "imageio/checked_math.h"
 #include "imageio/input_assembly.h"
+#include "preprocessing/nonfinite.h"
 #include "proto/api.h"
 #include "server/logging.h"
 #include "server/request_validation.h"
@@ -258,35 +259,6 @@ void SegmentCall::ReleaseJob() {
   reservation_.ReleaseDeviceBytes();
 }
 
-absl::Status SegmentCall::HandleNonFinite(imageio::Volume& volume) {
-  const int64_t per_channel = volume.geometry.NumVoxels();
-  int64_t count = 0;
-  for (int64_t c = 0; c < volume.channels; ++c) {
-    float* v = volume.voxels.data() + c * per_channel;
-    float lowest = std::numeric_limits<float>::infinity();
-    int64_t bad = 0;
-    for (int64_t i = 0; i < per_channel; ++i) {
-      if (std::isfinite(v[i])) {
-        lowest = std::min(lowest, v[i]);
-      } else {
-        ++bad;
-      }
-    }
-    if (bad == 0) continue;
-    count += bad;
-    if (state_->config().nonfinite_voxels() == "refuse")
-      return absl::InvalidArgumentError(
-          absl::StrCat("the input holds ", bad, " NaN or infinite voxels (this server refuses them)"));
-    // The channel's lowest value is background-like (air in CT, nothing in
-    // MR), which is what NaN marks in masked research images.
-    const float fill = std::isfinite(lowest) ? lowest : 0.0f;
-    for (int64_t i = 0; i < per_channel; ++i)
-      if (!std::isfinite(v[i])) v[i] = fill;
-  }
-  nonfinite_replaced_ = count;
-  return absl::OkStatus();
-}
-
 void SegmentCall::ScheduleGuarded(void (SegmentCall::*work)()) {
   auto self = shared_from_this();
   state_->cpu_pool().Schedule([self, work] {
@@ -313,7 +285,11 @@ void SegmentCall::Process() {
   StageDone(unetrpp::v1::STAGE_DECODING, t);
   voxels_ = volume->geometry.NumVoxels();
   if (!Alive()) return;
-  if (auto s = HandleNonFinite(*volume); !s.ok()) return Fail(s);
+  const auto policy = state_->config().nonfinite_voxels() == "refuse" ? preprocessing::NonFinitePolicy::kRefuse
+                                                                      : preprocessing::NonFinitePolicy::kReplace;
+  auto replaced = preprocessing::HandleNonFinite(*volume, policy);
+  if (!replaced.ok()) return Fail(replaced.status());
+  nonfinite_replaced_ = *replaced;
   // Readers admit before decoding; a path that did not is admitted here.
   if (!estimate_reserved_)
     if (auto s = AdmitVolume(volume->geometry, 0); !s.ok()) return Fail(s);

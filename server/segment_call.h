@@ -91,8 +91,6 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   std::string PlaceJob(const imageio::Geometry& g, const inference::JobOptions& options);
   // Frees the job, then gives its GPU memory reservation back.
   void ReleaseJob();
-  // Replaces or refuses NaN / inf voxels (config nonfinite_voxels).
-  absl::Status HandleNonFinite(imageio::Volume& volume);
   // Runs `work` on the CPU pool; an exception fails this request only.
   void ScheduleGuarded(void (SegmentCall::*work)());
   // Ends a call whose client stopped taking part, with `status`; when a
