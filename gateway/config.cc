@@ -1,9 +1,14 @@
 #include "gateway/config.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "proto/text_config.h"
 
 namespace upp::gateway {
@@ -117,6 +122,25 @@ absl::Status Validate(const unetrpp::v1::GatewayConfig& c) {
   for (int i = 0; i < c.rules_size(); ++i)
     if (auto s = ValidateRule(c.rules(i), absl::StrCat("rules[", i, "]")); !s.ok()) return s;
   return absl::OkStatus();
+}
+
+absl::Status CheckFilesReadable(const unetrpp::v1::GatewayConfig& c) {
+  const std::vector<std::pair<std::string, std::string>> files = {
+      {"listener.tls.cert_file", c.listener().tls().cert_file()},
+      {"listener.tls.key_file", c.listener().tls().key_file()},
+      {"listener.tls.ca_file", c.listener().tls().ca_file()},
+      {"service.tls_ca_file", c.service().tls_ca_file()},
+      {"service.tls_cert_file", c.service().tls_cert_file()},
+      {"service.tls_key_file", c.service().tls_key_file()},
+      {"service.token_file", c.service().token_file()},
+      {"destination.tls.cert_file", c.destination().tls().cert_file()},
+      {"destination.tls.key_file", c.destination().tls().key_file()},
+      {"destination.tls.ca_file", c.destination().tls().ca_file()}};
+  std::vector<std::string> unreadable;
+  for (const auto& [field, path] : files)
+    if (!path.empty() && access(path.c_str(), R_OK) != 0) unreadable.push_back(absl::StrCat(field, " \"", path, "\""));
+  if (unreadable.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat("cannot read ", absl::StrJoin(unreadable, ", ")));
 }
 
 absl::StatusOr<unetrpp::v1::GatewayConfig> LoadConfig(const std::string& path) {

@@ -21,6 +21,12 @@ void ApplyDefaults(unetrpp::v1::GatewayConfig& config);
 // Semantic checks after ApplyDefaults ("rules[2].orientations[0]: ...").
 absl::Status Validate(const unetrpp::v1::GatewayConfig& config);
 
+// Every file the configuration names (TLS certificates, keys and CAs, the
+// service's token file) can be read now: FAILED_PRECONDITION naming each
+// that cannot. A start refuses (a missing CA is found before the first
+// series fails on it); --check-config warns.
+absl::Status CheckFilesReadable(const unetrpp::v1::GatewayConfig& config);
+
 }  // namespace upp::gateway
 
 #endif  // UPP_GATEWAY_CONFIG_H_

@@ -65,6 +65,16 @@ int main(int argc, char** argv) {
     spdlog::error("{}", std::string(config.status().message()));
     return 2;
   }
+  // Files belong to the machine the gateway runs on (a Kubernetes secret is
+  // mounted only in its pod): --check-config warns, a start refuses.
+  if (auto s = upp::gateway::CheckFilesReadable(*config); !s.ok()) {
+    if (!check_only) {
+      spdlog::error("{}: {}", config_path, std::string(s.message()));
+      return 2;
+    }
+    spdlog::warn("{}: {} (here; the gateway will not start where they are missing)", config_path,
+                 std::string(s.message()));
+  }
   if (check_only) {
     spdlog::info("{}: valid ({} routing rules)", config_path, config->rules_size());
     return 0;

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <fstream>
+
 #include "proto/text_config.h"
 
 namespace upp::gateway {
@@ -73,6 +76,27 @@ TEST(GatewayConfigTest, MutualTlsToTheServiceNeedsItsCa) {
   EXPECT_NE(Validate(c).message().find("service.tls_cert_file"), std::string::npos) << Validate(c);
   c.mutable_service()->set_tls_ca_file("ca.pem");
   EXPECT_TRUE(Validate(c).ok());
+}
+
+// A CA that make-dev-certs.sh has not written yet is found by
+// --check-config, not by the first series that fails on it.
+TEST(GatewayConfigTest, FilesItNamesMustBeReadable) {
+  unetrpp::v1::GatewayConfig c;
+  ASSERT_TRUE(proto::ParseTextConfig(kMinimal, c).ok());
+  ApplyDefaults(c);
+  c.mutable_service()->set_tls_ca_file("/nonexistent/ca.pem");
+  c.mutable_service()->set_token_file("/nonexistent/token");
+  ASSERT_TRUE(Validate(c).ok());
+  const absl::Status s = CheckFilesReadable(c);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("service.tls_ca_file \"/nonexistent/ca.pem\""), std::string::npos) << s;
+  EXPECT_NE(s.message().find("service.token_file"), std::string::npos) << s;
+  const std::string ca = ::testing::TempDir() + "/gateway_config_test_ca.pem";
+  std::ofstream(ca) << "a CA";
+  c.mutable_service()->set_tls_ca_file(ca);
+  c.mutable_service()->clear_token_file();
+  EXPECT_TRUE(CheckFilesReadable(c).ok());
+  std::remove(ca.c_str());
 }
 
 }  // namespace

@@ -272,9 +272,9 @@ TEST_F(ServerTest, DicomRoundTripWithSeg) {
 // segmented as one of them silently; the result says what it segmented.
 TEST_F(ServerTest, DicomOfTwoPatientsOrTwoSeriesIsNotSegmentedSilently) {
   const std::string study = "1.2.826.0.1.3680043.8.498.77";
-  auto first = testing::CtSeries(4, {study, study + ".1", "PATIENT-ONE"});
-  auto second = testing::CtSeries(2, {study, study + ".2", "PATIENT-ONE"});
-  auto other = testing::CtSeries(3, {study, study + ".3", "PATIENT-TWO"});
+  auto first = testing::CtSeries(4, {study, study + ".1", "PATIENT-ONE", ""});
+  auto second = testing::CtSeries(2, {study, study + ".2", "PATIENT-ONE", ""});
+  auto other = testing::CtSeries(3, {study, study + ".3", "PATIENT-TWO", ""});
   if (first.empty()) GTEST_SKIP() << "python3-pydicom test data not installed";
   SegmentOptions options;
   options.format = unetrpp::v1::INPUT_FORMAT_DICOM;
