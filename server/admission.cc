@@ -176,10 +176,8 @@ absl::StatusOr<Reservation> Admission::BeginRequest(const Caller& caller, uint32
     return proto::WithRetryAfter(absl::ResourceExhaustedError(absl::StrCat("too many concurrent requests (", in_flight_,
                                                                            "); retry in a few seconds")),
                                  absl::Seconds(5));
-  Counts& own = callers_[caller];
-  if (own.requests >= RequestsAllowed(caller)) {
-    const int64_t running = own.requests;
-    ForgetIfEmptyLocked(caller);
+  const int64_t running = HeldLocked(caller).requests;
+  if (running >= RequestsAllowed(caller)) {
     return proto::WithRetryAfter(
         absl::ResourceExhaustedError(absl::StrCat(caller.principal() ? "this caller" : "this client address",
                                                   " already has ", running, " requests running (",
@@ -188,7 +186,7 @@ absl::StatusOr<Reservation> Admission::BeginRequest(const Caller& caller, uint32
                                                   "); retry when one has finished")),
         absl::Seconds(10));
   }
-  ++own.requests;
+  ++callers_[caller].requests;
   *queue_position = static_cast<uint32_t>(in_flight_);
   ++in_flight_;
   if (metrics_) metrics_->AddInFlight(1);
@@ -203,18 +201,21 @@ absl::StatusOr<Reservation> Admission::BeginPendingStream(const Caller& caller) 
             absl::StrCat("too many streams without a RequestHeader (", pending_streams_, "); send the header first")),
         absl::Seconds(5));
   // Per caller too, as requests are: one address must not hold every slot.
-  Counts& own = callers_[caller];
-  if (own.pending >= RequestsAllowed(caller)) {
-    const int64_t pending = own.pending;
-    ForgetIfEmptyLocked(caller);
+  const int64_t pending = HeldLocked(caller).pending;
+  if (pending >= RequestsAllowed(caller)) {
     return proto::WithRetryAfter(
         absl::ResourceExhaustedError(absl::StrCat("this caller already has ", pending,
                                                   " streams without a RequestHeader; send the header first")),
         absl::Seconds(5));
   }
-  ++own.pending;
+  ++callers_[caller].pending;
   ++pending_streams_;
   return Reservation(this, caller, Reservation::Slot::kPendingStream);
+}
+
+Admission::Counts Admission::HeldLocked(const Caller& caller) const {
+  const auto it = callers_.find(caller);
+  return it == callers_.end() ? Counts{} : it->second;
 }
 
 void Admission::ForgetIfEmptyLocked(const Caller& caller) {
@@ -277,9 +278,8 @@ int64_t Admission::bytes_in_flight() const {
 
 int64_t Admission::held_by(const Caller& caller) const {
   absl::MutexLock lock(&mu_);
-  const auto it = callers_.find(caller);
-  if (it == callers_.end()) return 0;
-  return it->second.requests + it->second.pending + it->second.bytes + it->second.windows;
+  const Counts held = HeldLocked(caller);
+  return held.requests + held.pending + held.bytes + held.windows;
 }
 
 }  // namespace upp::server

@@ -149,6 +149,9 @@ class Admission {
     bool empty() const { return requests == 0 && pending == 0 && bytes == 0 && windows == 0; }
   };
   int64_t RequestsAllowed(const Caller& caller) const;
+  // The caller's counts, without adding an entry for it (a refusal leaves
+  // the map as it was).
+  Counts HeldLocked(const Caller& caller) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ForgetIfEmptyLocked(const Caller& caller) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseLocked(Reservation& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseBytesLocked(Reservation& r, int64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -133,6 +133,13 @@ absl::Status Client::WaitForServer(absl::Time until) {
   }
 }
 
+absl::Status Client::AwaitServer(absl::Time deadline) {
+  if (wait_for_server_ <= absl::ZeroDuration()) return absl::OkStatus();
+  const absl::Status s = WaitForServer(std::min(deadline, absl::Now() + wait_for_server_));
+  // Not connected in time: the call itself then fails with gRPC's reason.
+  return IsTransportMismatch(s) ? s : absl::OkStatus();
+}
+
 absl::Status Client::Explain(absl::Status status) const {
   if (status.code() != absl::StatusCode::kUnavailable) return status;
   if (auto mismatch = TransportMismatch(target_, tls_); !mismatch.ok()) return mismatch;
@@ -188,8 +195,7 @@ absl::StatusOr<SegmentResult> Client::SegmentWithRetries(const InputSource& inpu
                                                          const ProgressCallback& progress) {
   const absl::Time deadline = options.deadline ? absl::Now() + *options.deadline : absl::InfiniteFuture();
   absl::Duration backoff = absl::Milliseconds(200);
-  if (wait_for_server_ > absl::ZeroDuration())
-    if (auto s = WaitForServer(std::min(deadline, absl::Now() + wait_for_server_)); IsTransportMismatch(s)) return s;
+  if (auto s = AwaitServer(deadline); !s.ok()) return s;
   for (int attempt = 1;; ++attempt) {
     auto result = SegmentOnce(inputs, options, deadline, progress);
     if (result.ok()) result->attempts = attempt;
@@ -285,8 +291,7 @@ absl::StatusOr<unetrpp::v1::ListModelsResponse> Client::ListModels() {
   grpc::ClientContext context;
   Prepare(context);
   unetrpp::v1::ListModelsResponse response;
-  if (wait_for_server_ > absl::ZeroDuration())
-    if (auto s = WaitForServer(absl::Now() + wait_for_server_); IsTransportMismatch(s)) return s;
+  if (auto s = AwaitServer(absl::InfiniteFuture()); !s.ok()) return s;
   if (auto s = proto::FromGrpcStatus(stub_->ListModels(&context, {}, &response)); !s.ok()) return Explain(s);
   return response;
 }
@@ -297,8 +302,7 @@ absl::StatusOr<unetrpp::v1::ModelInfo> Client::GetModel(const std::string& name)
   unetrpp::v1::GetModelRequest request;
   request.set_name(name);
   unetrpp::v1::ModelInfo response;
-  if (wait_for_server_ > absl::ZeroDuration())
-    if (auto s = WaitForServer(absl::Now() + wait_for_server_); IsTransportMismatch(s)) return s;
+  if (auto s = AwaitServer(absl::InfiniteFuture()); !s.ok()) return s;
   if (auto s = proto::FromGrpcStatus(stub_->GetModel(&context, request, &response)); !s.ok()) return Explain(s);
   return response;
 }
@@ -311,8 +315,7 @@ absl::StatusOr<bool> Client::Healthy(const std::string& service) {
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(service);
   grpc::health::v1::HealthCheckResponse response;
-  if (wait_for_server_ > absl::ZeroDuration())
-    if (auto s = WaitForServer(absl::Now() + wait_for_server_); IsTransportMismatch(s)) return s;
+  if (auto s = AwaitServer(absl::InfiniteFuture()); !s.ok()) return s;
   if (auto s = proto::FromGrpcStatus(stub->Check(&context, request, &response)); !s.ok()) return Explain(s);
   return response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
 }

@@ -112,6 +112,9 @@ class Client {
   // the TLS mismatch (IsTransportMismatch) when the server speaks the other
   // protocol, which no wait can mend.
   absl::Status WaitForServer(absl::Time until);
+  // Before a call: WaitForServer for at most wait_for_server_ (and not past
+  // `deadline`); only a TLS mismatch fails it.
+  absl::Status AwaitServer(absl::Time deadline);
   // `status` of a failed call, or the TLS mismatch that explains it.
   absl::Status Explain(absl::Status status) const;
   absl::StatusOr<SegmentResult> SegmentWithRetries(const InputSource& inputs, const SegmentOptions& options,
