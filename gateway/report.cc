@@ -13,7 +13,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "imageio/dcmtk_io.h"
-#include "imageio/dicom_lengths.h"
 
 namespace upp::gateway {
 namespace {
@@ -44,10 +43,12 @@ absl::StatusOr<std::vector<Segment>> SegmentsOf(DcmDataset& seg) {
   return segments;
 }
 
+// ParseDicom checks the structure (lengths, tag order, element count)
+// before DCMTK sees the bytes.
 absl::Status Parse(std::string_view bytes, DcmFileFormat& file, const char* what) {
-  if (auto s = imageio::CheckDicomLengths(bytes); !s.ok())
+  if (auto s = imageio::ParseDicom(bytes, file); !s.ok())
     return absl::InvalidArgumentError(absl::StrCat(what, ": ", s.message()));
-  return imageio::ParseDicom(bytes, file);
+  return absl::OkStatus();
 }
 
 // TID 1500 rows 1-6 and the image library (empty: the measurements refer

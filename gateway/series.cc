@@ -46,7 +46,10 @@ absl::StatusOr<InstanceHeader> ReadInstanceHeader(const std::string& path, int64
   if (!held.ok()) return held.status();
   if (*held > max_bytes)
     return absl::ResourceExhaustedError(absl::StrCat("the instance inflates to more than ", max_bytes, " bytes"));
-  if (auto s = imageio::CheckDicomLengths(bytes); !s.ok()) return s;
+  // Lengths, tag order and element count before DCMTK parses it: the
+  // gateway admits nothing, so kMaxDicomElements bounds DCMTK's heap (about
+  // 150 MB per instance, one instance per association at a time).
+  if (auto elements = imageio::CheckDicomStructure(bytes); !elements.ok()) return elements.status();
   DcmFileFormat file;
   constexpr Uint32 kLazyValueBytes = 64 * 1024;  // longer values stay in the file
   if (file.loadFile(path.c_str(), EXS_Unknown, EGL_noChange, kLazyValueBytes, ERM_autoDetect).bad())

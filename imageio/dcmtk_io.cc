@@ -5,9 +5,12 @@
 
 #include <vector>
 
+#include "imageio/dicom_lengths.h"
+
 namespace upp::imageio {
 
 absl::Status ParseDicom(std::string_view bytes, DcmFileFormat& file) {
+  if (auto elements = CheckDicomStructure(bytes); !elements.ok()) return elements.status();
   DcmInputBufferStream stream;
   stream.setBuffer(bytes.data(), static_cast<offile_off_t>(bytes.size()));
   stream.setEos();

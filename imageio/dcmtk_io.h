@@ -13,13 +13,15 @@
 
 namespace upp::imageio {
 
-// A DICOM Part 10 file (preamble, meta header, data set) in memory, in
-// `transfer_syntax` (explicit VR little endian by default).
-// The bytes of a whole DICOM file parsed in memory, all values loaded. Only
-// for bytes whose element lengths were checked (CheckDicomLengths) or that
-// this process wrote.
+// The bytes of a whole DICOM file parsed in memory, all values loaded, after
+// CheckDicomStructure (dicom_lengths.h): lengths that fit, ascending tags, at
+// most kMaxDicomElements. Its heap is about the bytes plus
+// DcmtkParseBytes(elements), which a caller that admits memory reserves
+// before (ReadDicomSeries did, for a request's instances).
 absl::Status ParseDicom(std::string_view bytes, DcmFileFormat& file);
 
+// A DICOM Part 10 file (preamble, meta header, data set) in memory, in
+// `transfer_syntax` (explicit VR little endian by default).
 absl::StatusOr<std::string> SerializeDicom(DcmFileFormat& file,
                                            E_TransferSyntax transfer_syntax = EXS_LittleEndianExplicit);
 

@@ -43,10 +43,12 @@ struct DicomSeriesOptions {
   // decoded, with that geometry; a non-OK status ends the read with it
   // (admission before decoding, as for NIfTI).
   std::function<absl::Status(const Geometry&)> admit;
-  // Called before DCMTK reads a file it keeps in memory whole (a deflated
-  // one, DicomBytesHeldWhole), with twice those bytes (DCMTK's copy, and the
-  // length check's while it walks); a non-OK status ends the read with it.
-  // Lazily read files cost no more than their bytes, which the caller holds.
+  // Called before DCMTK reads each file, with what its parse holds beyond
+  // the file's bytes (which the caller holds): the heap of its elements
+  // (DcmtkParseBytes), and, before that, for a file kept in memory whole (a
+  // deflated one, DicomBytesHeldWhole), twice those bytes (DCMTK's copy, and
+  // the structure check's while it walks). A non-OK status ends the read
+  // with it.
   std::function<absl::Status(int64_t bytes)> reserve;
   // Largest allowed deviation of any slice gap from the median gap, relative.
   double spacing_tolerance = 0.01;

@@ -12,7 +12,9 @@
 #include <utility>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "imageio/checked_math.h"
 
 namespace upp::imageio {
 namespace {
@@ -62,6 +64,33 @@ absl::StatusOr<size_t> Inflate(std::string_view in, std::string* out) {
 
 constexpr std::string_view kDeflated = "1.2.840.10008.1.2.1.99";
 
+std::string TagName(uint32_t tag) { return absl::StrFormat("(%04X,%04X)", tag >> 16, tag & 0xFFFF); }
+
+// The tags of one data set, which must ascend (PS3.5 7.1) and be at most
+// kMaxDicomElementsPerDataSet. DCMTK inserts each element it reads into a
+// sorted list, searching from the end: ascending tags cost one comparison
+// each, descending ones the whole list each (quadratic: 80 k elements in
+// 640 KB took dcmdump 42 s), and it does not refuse them.
+class Order {
+ public:
+  absl::Status Next(uint32_t tag) {
+    if (count_ > 0 && tag <= previous_)
+      return absl::InvalidArgumentError(
+          absl::StrCat("DICOM: element ", TagName(tag), tag == previous_ ? " repeats " : " follows ",
+                       TagName(previous_), " in one data set; tags must ascend (PS3.5 7.1): corrupt or hostile file"));
+    if (++count_ > kMaxDicomElementsPerDataSet)
+      return absl::InvalidArgumentError(absl::StrCat("DICOM: a data set holds more than ", kMaxDicomElementsPerDataSet,
+                                                     " elements (the limit per data set; a CT slice has a few "
+                                                     "hundred)"));
+    previous_ = tag;
+    return absl::OkStatus();
+  }
+
+ private:
+  uint32_t previous_ = 0;
+  int64_t count_ = 0;
+};
+
 class Walker {
  public:
   // The work budget: a walk visits each element once per reading, but
@@ -76,6 +105,7 @@ class Walker {
   // an item delimiter (undefined-length item).
   absl::Status DataSet(size_t& pos, size_t end, Syntax syntax, int depth, bool until_item_end) {
     if (depth > kMaxDepth) return absl::InvalidArgumentError("DICOM sequences nested too deeply");
+    Order order;
     while (pos < end) {
       if (end - pos < 8) {
         if (depth == 0 && !until_item_end) return absl::OkStatus();  // padding at the end of the file
@@ -91,6 +121,8 @@ class Walker {
       if (tag == kSequenceEnd)
         return absl::InvalidArgumentError(
             absl::StrFormat("DICOM: a sequence delimiter outside a sequence at byte %d", pos));
+      if (auto s = order.Next(tag); !s.ok()) return s;
+      if (auto s = CountElement(); !s.ok()) return s;
       std::string vr;
       uint32_t length = 0;
       size_t header = 8;
@@ -143,8 +175,11 @@ class Walker {
     ts.clear();
     if (b_.size() < 132 || std::memcmp(b_.data() + 128, "DICM", 4) != 0) return absl::OkStatus();
     pos = 132;
+    Order order;  // the file meta group is a data set of its own
     while (pos + 8 <= b_.size() && U16(pos, true) == 0x0002) {
       const size_t element_start = pos;
+      if (auto s = order.Next(Tag(pos, {true, true})); !s.ok()) return s;
+      if (auto s = CountElement(); !s.ok()) return s;
       size_t p = pos;
       size_t end_meta = b_.size();
       if (auto s = OneElement(p, end_meta, {true, true}); !s.ok()) return s;
@@ -158,7 +193,8 @@ class Walker {
     return absl::OkStatus();
   }
 
-  absl::Status File() {
+  // The elements, items and fragments of the whole file.
+  absl::StatusOr<int64_t> File() {
     size_t pos = 0;
     std::string ts;
     if (auto s = Meta(pos, ts); !s.ok()) return s;
@@ -167,20 +203,28 @@ class Walker {
       // deflate, bounded) and walk those, explicit VR little endian.
       std::string inflated;
       if (auto n = Inflate(b_.substr(pos), &inflated); !n.ok()) return n.status();
+      Walker inner(inflated);
+      inner.elements_ = elements_;  // the meta group's count towards the file's
       size_t p = 0;
-      return Walker(inflated).DataSet(p, inflated.size(), {true, true}, 0, false);
+      if (auto s = inner.DataSet(p, inflated.size(), {true, true}, 0, false); !s.ok()) return s;
+      return inner.elements_;
     }
     Syntax syntax;
     if (ts == "1.2.840.10008.1.2") syntax = {false, true};
     if (ts == "1.2.840.10008.1.2.2") syntax = {true, false};
-    if (!ts.empty()) return DataSet(pos, b_.size(), syntax, 0, false);
+    if (!ts.empty()) {
+      if (auto s = DataSet(pos, b_.size(), syntax, 0, false); !s.ok()) return s;
+      return elements_;
+    }
     // No meta, or no transfer syntax in it: DCMTK guesses the encoding from
     // the data; refused only if no encoding fits.
     absl::Status first;
+    const int64_t meta_elements = elements_;
     for (Syntax candidate : {Syntax{true, true}, Syntax{false, true}, Syntax{true, false}}) {
       size_t p = pos;
+      elements_ = meta_elements;
       absl::Status s = DataSet(p, b_.size(), candidate, 0, false);
-      if (s.ok()) return s;
+      if (s.ok()) return elements_;
       if (first.ok()) first = s;
     }
     return first;
@@ -224,6 +268,7 @@ class Walker {
       if (tag != kItem)
         return absl::InvalidArgumentError(
             absl::StrFormat("DICOM: a sequence holds (%04X,%04X) where an item belongs", tag >> 16, tag & 0xFFFF));
+      if (auto s = CountElement(); !s.ok()) return s;
       if (length == kUndefined) {
         if (auto s = DataSet(pos, end, syntax, depth + 1, /*until_item_end=*/true); !s.ok()) return s;
       } else {
@@ -246,6 +291,7 @@ class Walker {
       if (tag == kSequenceEnd) return absl::OkStatus();
       if (tag != kItem || length == kUndefined)
         return absl::InvalidArgumentError("DICOM: encapsulated pixel data holds something other than fragments");
+      if (auto s = CountElement(); !s.ok()) return s;
       if (length > b_.size() - pos) return TooLong(tag, length, b_.size() - pos);
       pos += length;
     }
@@ -283,6 +329,14 @@ class Walker {
         absl::StrFormat("DICOM: %d stray bytes at byte %d: truncated or corrupt file", end - pos, pos));
   }
 
+  // One more element, item or fragment: an object DCMTK will allocate.
+  absl::Status CountElement() {
+    if (++elements_ <= kMaxDicomElements) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat("DICOM: the file holds more than ", kMaxDicomElements,
+                                                   " elements, items and fragments (the limit per instance; a CT "
+                                                   "slice has a few hundred)"));
+  }
+
   absl::Status Visit() {
     if (visits_left_-- > 0) return absl::OkStatus();
     return absl::InvalidArgumentError(
@@ -291,6 +345,7 @@ class Walker {
 
   std::string_view b_;
   int64_t visits_left_;
+  int64_t elements_ = 0;
 };
 
 }  // namespace
@@ -306,7 +361,9 @@ bool UsesLongLengthField(char first, char second) {
   return vr == "lt" || vr == "ox" || vr == "px";
 }
 
-absl::Status CheckDicomLengths(std::string_view file) { return Walker(file).File(); }
+absl::StatusOr<int64_t> CheckDicomStructure(std::string_view file) { return Walker(file).File(); }
+
+int64_t DcmtkParseBytes(int64_t elements) { return OrMax(CheckedMul(elements, kDcmtkBytesPerElement)); }
 
 absl::StatusOr<int64_t> DicomBytesHeldWhole(std::string_view file) {
   Walker walker(file);

@@ -189,8 +189,8 @@ absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry, const std::v
   if (segments.empty()) return absl::InvalidArgumentError("DICOM SEG: no segments");
   // DCMTK's log lines can quote element values (patient data): keep it quiet.
   OFLog::configure(OFLogger::FATAL_LOG_LEVEL);
-  // The source instance was parsed once by ReadDicomSeries, so its element
-  // lengths fit the buffer.
+  // The source instance was parsed once by ReadDicomSeries (its elements
+  // reserved there); ParseDicom checks its structure again.
   DcmFileFormat source;
   if (auto s = ParseDicom(source_instance, source); !s.ok())
     return absl::InvalidArgumentError(absl::StrCat("DICOM SEG: reading the source instance: ", s.message()));

@@ -8,12 +8,14 @@
 #include <dcmtk/dcmsr/dsrdoc.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <map>
 
 #include "imageio/dcmtk_io.h"
 #include "imageio/dicom.h"
 #include "imageio/dicom_seg.h"
 #include "imageio/file_util.h"
+#include "tests/testing/hostile_dicom.h"
 
 namespace upp::gateway {
 namespace {
@@ -116,6 +118,23 @@ TEST(ReportTest, RefusesASegmentWithoutVolumeAndInputsThatAreNotDicom) {
   EXPECT_NE(r.status().message().find("no volume for SEG segment 2"), std::string::npos) << r.status();
   input.seg = "not dicom";
   EXPECT_EQ(WriteVolumeReport(input).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// The source instance comes from the sender (the first of the series): its
+// structure is walked before DCMTK parses it, so a slice carrying tags in
+// descending order (quadratic for DCMTK) is refused at once, by name.
+TEST(ReportTest, ASourceInstanceWithTagsOutOfOrderIsRefusedBeforeItParses) {
+  auto f = MakeFixture();
+  if (!f) GTEST_SKIP() << "python3-pydicom test data not installed";
+  ReportInput input = InputFor(*f, {{"bone", 1}, {"air", 2}});
+  const std::string hostile = f->ct + testing::EmptyElements(40000, /*descending=*/true);  // after its last element
+  input.source_instance = hostile;
+  const auto start = std::chrono::steady_clock::now();
+  auto r = WriteVolumeReport(input);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 1.0);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_NE(r.status().message().find("the source instance: DICOM: element"), std::string::npos) << r.status();
+  EXPECT_NE(r.status().message().find("tags must ascend"), std::string::npos) << r.status();
 }
 
 }  // namespace

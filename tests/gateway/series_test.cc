@@ -2,11 +2,14 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 
 #include "imageio/file_util.h"
 #include "tests/testing/deflated_dicom.h"
+#include "tests/testing/hostile_dicom.h"
+#include "tests/testing/rss.h"
 
 namespace upp::gateway {
 namespace {
@@ -86,6 +89,26 @@ TEST_F(SeriesDirTest, ADeflatedInstanceIsMeasuredInflated) {
   h = ReadInstanceHeader((dir_ / "9.9.9.dcm").string(), int64_t{16} << 20);  // no such file
   EXPECT_EQ(h.status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(h.status().message().find("9.9.9"), std::string::npos) << h.status();
+}
+
+// Issue 28: every C-STORE is parsed by DCMTK here, so the structure walk
+// comes first: tags out of order (DCMTK's insertion quadratic in them: 40,000
+// took seconds) and millions of tiny elements (about 180 bytes of DCMTK heap
+// each: 8 million in 64 MB held 1.4 GiB) are refused before DCMTK parses.
+TEST_F(SeriesDirTest, AnInstanceDcmtkWouldChokeOnIsRefusedBeforeItParses) {
+  Write("1.2.3.5.dcm", testing::Part10(testing::EmptyElements(40000, /*descending=*/true)));
+  auto start = std::chrono::steady_clock::now();
+  auto h = ReadInstanceHeader((dir_ / "1.2.3.5.dcm").string(), int64_t{1} << 30);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 1.0);
+  EXPECT_EQ(h.status().code(), absl::StatusCode::kInvalidArgument) << h.status();
+  EXPECT_NE(h.status().message().find("tags must ascend"), std::string::npos) << h.status();
+
+  Write("1.2.3.6.dcm", testing::Part10(testing::EmptyElements(8000000, false)));
+  const int64_t rss = testing::ResetPeakRss();
+  h = ReadInstanceHeader((dir_ / "1.2.3.6.dcm").string(), int64_t{1} << 30);
+  EXPECT_LT(testing::PeakRssBytes() - rss, int64_t{64} << 20);
+  EXPECT_EQ(h.status().code(), absl::StatusCode::kInvalidArgument) << h.status();
+  EXPECT_NE(h.status().message().find("limit per data set"), std::string::npos) << h.status();
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <dcmtk/dcmjpeg/djrplol.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -21,6 +22,7 @@
 #include "imageio/dicom_lengths.h"
 #include "imageio/file_util.h"
 #include "tests/testing/deflated_dicom.h"
+#include "tests/testing/hostile_dicom.h"
 #include "tests/testing/rss.h"
 #include "tests/testing/temp_path.h"
 
@@ -251,6 +253,27 @@ TEST(DicomHostileTest, AJpegFrameLargerThanTheImageIsRefusedBeforeDecoding) {
   EXPECT_LT(testing::PeakRssBytes() - rss, int64_t{64} << 20);
 }
 
+// ReadDicomSeries of one file with a reserve callback that grants, or
+// refuses, everything asked: the result, the bytes asked for, the growth of
+// the peak RSS meanwhile.
+struct Reserved {
+  absl::StatusOr<DicomImage> image;
+  int64_t asked = 0;
+  int64_t rss_growth = 0;
+};
+Reserved ReadReserving(const std::string& file, bool grant) {
+  Reserved r{absl::UnknownError("not read")};
+  DicomSeriesOptions options;
+  options.reserve = [&](int64_t bytes) {
+    r.asked += bytes;
+    return grant ? absl::OkStatus() : absl::ResourceExhaustedError("over the test's limit");
+  };
+  const int64_t rss = testing::ResetPeakRss();
+  r.image = ReadDicomSeries({file}, options);
+  r.rss_growth = testing::PeakRssBytes() - rss;
+  return r;
+}
+
 // A deflated file is read whole (DCMTK has no lazy reading through its
 // inflater): 64 KB on the wire held 64 MiB, and 32 such files in a request
 // held 32 GB before anything was admitted. The inflated bytes are counted
@@ -265,22 +288,70 @@ TEST(DicomHostileTest, ADeflatedFileReservesWhatItInflatesTo) {
   EXPECT_GT(*held, kZeros);
   EXPECT_EQ(*DicomBytesHeldWhole(MakeCt({})), 0);  // read lazily
 
-  DicomSeriesOptions options;
-  int64_t asked = 0;
-  options.reserve = [&](int64_t bytes) {
-    asked += bytes;
-    return absl::ResourceExhaustedError("over the test's limit");
-  };
-  const int64_t rss = testing::ResetPeakRss();
-  auto image = ReadDicomSeries({file}, options);
-  EXPECT_EQ(image.status().code(), absl::StatusCode::kResourceExhausted) << image.status();
-  EXPECT_EQ(asked, 2 * *held);  // DCMTK's copy and the length check's
-  EXPECT_LT(testing::PeakRssBytes() - rss, int64_t{16} << 20);
+  Reserved refused = ReadReserving(file, /*grant=*/false);
+  EXPECT_EQ(refused.image.status().code(), absl::StatusCode::kResourceExhausted) << refused.image.status();
+  EXPECT_EQ(refused.asked, 2 * *held);  // DCMTK's copy and the structure check's
+  EXPECT_LT(refused.rss_growth, int64_t{16} << 20);
 
-  options.reserve = [](int64_t) { return absl::OkStatus(); };  // within the limit: reads
-  image = ReadDicomSeries({file}, options);
-  ASSERT_TRUE(image.ok()) << image.status();
-  EXPECT_EQ(image->volume.voxels[0], 7 + 7 * 256);
+  Reserved granted = ReadReserving(file, /*grant=*/true);  // within the limit: reads
+  ASSERT_TRUE(granted.image.ok()) << granted.image.status();
+  EXPECT_EQ(granted.image->volume.voxels[0], 7 + 7 * 256);
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Issue 28: 40,000 elements in descending tag order (320 KB) kept DCMTK's
+// sorted insertion busy for about 8 s (80,000: 42 s) before anything was
+// admitted. Refused by the structure walk, naming the order.
+TEST(DicomHostileTest, DescendingTagsAreRefusedBeforeDcmtkSortsThem) {
+  const std::string file = testing::Part10(testing::EmptyElements(40000, /*descending=*/true));
+  const auto start = std::chrono::steady_clock::now();
+  auto image = ReadDicomSeries({file});
+  EXPECT_LT(SecondsSince(start), 1.0);
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument) << image.status();
+  EXPECT_NE(image.status().message().find("tags must ascend"), std::string::npos) << image.status();
+  EXPECT_NE(image.status().message().find("file #1"), std::string::npos) << image.status();
+}
+
+// Issue 28: 8 million empty elements in 64 MB raised the server's RSS by
+// 1.4 GiB inside DCMTK while 64 MiB were admitted. Refused at the limit per
+// data set, before DCMTK (or the in-memory file) holds anything of them.
+TEST(DicomHostileTest, MillionsOfTinyElementsAreRefusedBeforeDcmtkHoldsThem) {
+  const std::string file = testing::Part10(testing::EmptyElements(8000000, false));
+  ASSERT_EQ(file.size(), 64000000u + 160u);
+  const int64_t rss = testing::ResetPeakRss();
+  const auto start = std::chrono::steady_clock::now();
+  auto image = ReadDicomSeries({file});
+  EXPECT_LT(SecondsSince(start), 1.0);
+  EXPECT_LT(testing::PeakRssBytes() - rss, int64_t{64} << 20);
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument) << image.status();
+  EXPECT_NE(image.status().message().find("limit per data set"), std::string::npos) << image.status();
+}
+
+// Within the limits, DCMTK's heap for the elements is reserved before it
+// parses: a CT slice carrying 60,000 extra private elements (480 KB, about
+// 11 MiB inside DCMTK) asks for DcmtkParseBytes of all its elements, and a
+// refusal there leaves DCMTK unused; granted, the slice reads as before.
+TEST(DicomHostileTest, ElementsAreReservedAtTheirCostBeforeDcmtkParses) {
+  std::string file = MakeCt({});
+  const size_t pixel_data = file.find(std::string("\xe0\x7f\x10\x00", 4));
+  ASSERT_NE(pixel_data, std::string::npos);
+  file.insert(pixel_data, testing::EmptyElements(60000, false, 0x7001));
+  const auto elements = CheckDicomStructure(file);
+  ASSERT_TRUE(elements.ok()) << elements.status();
+  EXPECT_GT(*elements, 60000);
+
+  Reserved refused = ReadReserving(file, /*grant=*/false);
+  EXPECT_EQ(refused.image.status().code(), absl::StatusCode::kResourceExhausted) << refused.image.status();
+  EXPECT_EQ(refused.asked, *elements * kDcmtkBytesPerElement);
+  EXPECT_LT(refused.rss_growth, int64_t{8} << 20);
+
+  Reserved granted = ReadReserving(file, /*grant=*/true);
+  ASSERT_TRUE(granted.image.ok()) << granted.image.status();
+  EXPECT_EQ(granted.asked, *elements * kDcmtkBytesPerElement);
+  EXPECT_EQ(granted.image->volume.voxels[0], 7 + 7 * 256);
 }
 
 }  // namespace
