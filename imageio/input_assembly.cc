@@ -32,10 +32,10 @@ absl::StatusOr<AssembledInput> AssembleDicom(std::map<uint32_t, std::string>& in
   if (!image->info.file_indices.empty()) {
     auto it = inputs.begin();
     std::advance(it, image->info.file_indices[0]);
-    out.dicom_source_instance = std::move(it->second);
+    out.description.dicom_source_instance = std::move(it->second);
   }
-  out.dicom = std::move(image->info);
-  out.nifti_header.qform_code = out.nifti_header.sform_code = 1;  // scanner coordinates
+  out.description.dicom = std::move(image->info);
+  out.description.nifti_header.qform_code = out.description.nifti_header.sform_code = 1;  // scanner coordinates
   out.volume = std::move(image->volume);
   return out;
 }
@@ -59,7 +59,7 @@ absl::StatusOr<AssembledInput> AssembleNiftiChannels(std::map<uint32_t, std::str
           absl::StrCat("input ", index, " has ", image->volume.channels, " channels; one file per channel holds one"));
     if (index == 0) {
       volume.geometry = image->volume.geometry;
-      out.nifti_header = image->header;
+      out.description.nifti_header = image->header;
       volume.voxels.reserve(image->volume.voxels.size() * static_cast<size_t>(channels));
     } else if (!SameGeometry(volume.geometry, image->volume.geometry)) {
       return absl::InvalidArgumentError(
@@ -81,7 +81,7 @@ absl::StatusOr<AssembledInput> AssembleNifti(std::map<uint32_t, std::string>& in
     auto image = ReadNifti(inputs.begin()->second, nifti);
     if (!image.ok()) return image.status();
     out = AssembledInput{};
-    out->nifti_header = image->header;
+    out->description.nifti_header = image->header;
     out->volume = std::move(image->volume);
   } else {
     out = AssembleNiftiChannels(inputs, nifti, options.channels);
@@ -109,7 +109,7 @@ absl::StatusOr<AssembledInput> AssembleInputs(std::map<uint32_t, std::string>& i
   if (out.ok() && out->volume.channels != options.channels)
     return absl::InvalidArgumentError(
         absl::StrCat("the model takes ", options.channels, " channel(s); the input has ", out->volume.channels));
-  if (out.ok()) out->files = files;
+  if (out.ok()) out->description.files = files;
   return out;
 }
 

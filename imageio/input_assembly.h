@@ -41,12 +41,19 @@ struct AssemblyOptions {
   std::function<absl::Status(int64_t bytes)> reserve;
 };
 
-struct AssembledInput {
-  Volume volume;                         // channels x voxels
+// What the result needs to know of the input, beyond its voxels: one value
+// from decoding to encoding (the NIfTI result's conventions, the DICOM
+// series a SEG refers to, what the result's InputSummary reports).
+struct InputDescription {
   NiftiHeaderInfo nifti_header;          // the conventions a NIfTI result follows
   std::optional<DicomSeriesInfo> dicom;  // the series, for a DICOM SEG result
   std::string dicom_source_instance;     // one instance of that series
   int64_t files = 0;                     // input files received
+};
+
+struct AssembledInput {
+  Volume volume;  // channels x voxels
+  InputDescription description;
 };
 
 // `inputs`: input index -> file bytes (NIfTI: the index is the channel;

@@ -15,13 +15,14 @@ void FillGeometry(const imageio::Geometry& g, unetrpp::v1::Geometry* out) {
 }
 
 absl::StatusOr<std::string> EncodeSeg(const inference::LabelMap& labels, const EncodingContext& context) {
-  if (!context.dicom || !context.dicom_source_instance)
+  if (!context.input || !context.input->dicom)
     return absl::InvalidArgumentError("a DICOM SEG output needs a DICOM input");
   std::vector<imageio::LabelInfo> segments;
   for (const auto& l : context.labels)
     if (l.value > 0) segments.push_back(l);
-  return imageio::WriteDicomSeg(labels.geometry, labels.labels, *context.dicom, *context.dicom_source_instance,
-                                segments, {context.algorithm_name, context.algorithm_version});
+  return imageio::WriteDicomSeg(labels.geometry, labels.labels, *context.input->dicom,
+                                context.input->dicom_source_instance, segments,
+                                {context.algorithm_name, context.algorithm_version});
 }
 
 }  // namespace
@@ -34,7 +35,8 @@ absl::StatusOr<EncodedOutputs> EncodeOutputs(const inference::LabelMap& labels,
     const auto kind = static_cast<unetrpp::v1::OutputKind>(o);
     absl::StatusOr<std::string> bytes;
     if (kind == unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS) {
-      bytes = imageio::WriteNiftiLabels(labels.geometry, labels.labels, context.nifti_header);
+      bytes = imageio::WriteNiftiLabels(labels.geometry, labels.labels,
+                                        context.input ? context.input->nifti_header : imageio::NiftiHeaderInfo{});
     } else if (kind == unetrpp::v1::OUTPUT_KIND_DICOM_SEG) {
       bytes = EncodeSeg(labels, context);
     } else {
@@ -66,11 +68,12 @@ unetrpp::v1::SegmentResponse ResultHeader(const inference::LabelMap& labels,
   return response;
 }
 
-void FillInputSummary(const imageio::DicomSeriesInfo* dicom, int64_t files, unetrpp::v1::InputSummary* out) {
-  if (dicom == nullptr) {
-    out->set_instances_used(static_cast<uint32_t>(files));
+void FillInputSummary(const imageio::InputDescription& input, unetrpp::v1::InputSummary* out) {
+  if (!input.dicom) {
+    out->set_instances_used(static_cast<uint32_t>(input.files));
     return;
   }
+  const imageio::DicomSeriesInfo* dicom = &*input.dicom;
   out->set_series_instance_uid(dicom->series_instance_uid);
   out->set_instances_used(static_cast<uint32_t>(dicom->instances_used));
   for (const auto& [reason, count] : dicom->skipped) {

@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "imageio/dicom.h"
+#include "imageio/input_assembly.h"
 #include "imageio/labels.h"
 #include "imageio/nifti.h"
 #include "inference/job.h"
@@ -24,10 +25,8 @@ using EncodedOutputs = std::vector<std::pair<unetrpp::v1::OutputKind, std::strin
 
 // What the encoders need of the request's input and the model.
 struct EncodingContext {
-  imageio::NiftiHeaderInfo nifti_header;            // conventions of a NIfTI result
-  const imageio::DicomSeriesInfo* dicom = nullptr;  // the series, for a SEG
-  const std::string* dicom_source_instance = nullptr;
-  std::vector<imageio::LabelInfo> labels;  // the model's label table
+  const imageio::InputDescription* input = nullptr;  // the input, as decoding described it
+  std::vector<imageio::LabelInfo> labels;            // the model's label table
   std::string algorithm_name, algorithm_version;
 };
 
@@ -39,9 +38,9 @@ absl::StatusOr<EncodedOutputs> EncodeOutputs(const inference::LabelMap& labels,
 unetrpp::v1::SegmentResponse ResultHeader(const inference::LabelMap& labels,
                                           const std::vector<imageio::LabelInfo>& table, const EncodedOutputs& outputs);
 
-// Which series was segmented and what was left out, by reason (`dicom`
-// null: `files` NIfTI files, all used).
-void FillInputSummary(const imageio::DicomSeriesInfo* dicom, int64_t files, unetrpp::v1::InputSummary* out);
+// Which series was segmented and what was left out, by reason (NIfTI: the
+// files, all used).
+void FillInputSummary(const imageio::InputDescription& input, unetrpp::v1::InputSummary* out);
 
 void FillLabels(const std::vector<imageio::LabelInfo>& table,
                 google::protobuf::RepeatedPtrField<unetrpp::v1::Label>* out);

@@ -4,44 +4,14 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
-#include <cstring>
-#include <limits>
-#include <nlohmann/json.hpp>
-#include <set>
 
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "imageio/checked_math.h"
-#include "imageio/input_assembly.h"
 #include "preprocessing/nonfinite.h"
 #include "proto/api.h"
+#include "server/job_request.h"
 #include "server/logging.h"
-#include "server/request_validation.h"
+#include "server/reaction_order.h"
 #include "server/result_encoder.h"
-#include "server/status.h"
-
-// gRPC runs one call's reactions one after another, possibly on different
-// threads; the ordering comes from gRPC's own (uninstrumented) locks. In a
-// ThreadSanitizer build (deploy/tsan.sh) each reaction says so, so that the
-// reactor's read-side state is not reported as racing between reactions.
-#if defined(__SANITIZE_THREAD__)
-#include <sanitizer/tsan_interface.h>
-#define UPP_HAPPENS_AFTER(p) __tsan_acquire(p)
-#define UPP_HAPPENS_BEFORE(p) __tsan_release(p)
-#else
-#define UPP_HAPPENS_AFTER(p) (void)0
-#define UPP_HAPPENS_BEFORE(p) (void)0
-#endif
-// Acquire at the start of a reaction, release at its end (whatever path).
-#define UPP_REACTION()                                           \
-  UPP_HAPPENS_AFTER(this);                                       \
-  struct ReactionEnd {                                           \
-    const void* p;                                               \
-    ~ReactionEnd() { UPP_HAPPENS_BEFORE(const_cast<void*>(p)); } \
-  } reaction_end {                                               \
-    this                                                         \
-  }
 
 namespace upp::server {
 namespace {
@@ -50,14 +20,6 @@ using unetrpp::v1::SegmentResponse;
 using unetrpp::v1::Stage;
 
 constexpr absl::Duration kProgressInterval = absl::Milliseconds(200);
-
-// Client-chosen ids go to logs only when they look like ids.
-std::string LoggableId(const std::string& id) {
-  if (id.empty() || id.size() > 64) return id.empty() ? "-" : "<long>";
-  for (char c : id)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return "<redacted>";
-  return id;
-}
 
 int64_t NowNs() { return absl::ToUnixNanos(absl::Now()); }
 
@@ -93,7 +55,8 @@ SegmentCall::SegmentCall(grpc::CallbackServerContext* context, ServiceState* sta
       state_(state),
       request_id_(state->NewRequestId()),
       peer_(ClientAddress(context->peer())),
-      last_read_ns_(NowNs()) {
+      last_read_ns_(NowNs()),
+      writer_(WriterStream()) {
   const auto deadline = context->deadline();
   if (deadline < std::chrono::system_clock::time_point::max()) deadline_ = absl::FromChrono(deadline);
 }
@@ -202,10 +165,7 @@ absl::StatusOr<imageio::Volume> SegmentCall::Decode() {
   options.reserve = [this](int64_t bytes) { return reservation_.AddBytes(bytes); };
   auto input = imageio::AssembleInputs(collector_->inputs(), options);
   if (!input.ok()) return input.status();
-  nifti_header_ = input->nifti_header;
-  dicom_info_ = std::move(input->dicom);
-  dicom_source_instance_ = std::move(input->dicom_source_instance);
-  input_files_ = input->files;
+  input_ = std::move(input->description);
   return std::move(input->volume);
 }
 
@@ -213,31 +173,13 @@ Caller SegmentCall::CountedAs() const {
   return principal_.authenticated ? Caller::Principal(principal_.name) : Caller::Address(peer_);
 }
 
-inference::JobOptions SegmentCall::JobOptionsFromHeader() const {
-  inference::JobOptions options;
-  if (header_.step() > 0) options.step = header_.step();
-  if (header_.mirror()) {
-    options.mirror_axes = std::vector<int>{0, 1, 2};
-  } else if (!header_.mirror_axes().empty()) {
-    options.mirror_axes = std::vector<int>(header_.mirror_axes().begin(), header_.mirror_axes().end());
-  }
-  return options;
-}
-
 absl::Status SegmentCall::AdmitVolume(const imageio::Geometry& g, int64_t read_bytes) {
   int64_t bytes = read_bytes;
   if (!estimate_reserved_) {
-    const auto& plan = model()->plan();
-    const auto options = JobOptionsFromHeader();
-    const int64_t items = inference::SegmentationJob::CountItems(g, plan, options);
-    const auto max_items = static_cast<int64_t>(state_->config().limits().max_windows_per_request());
-    if (items > max_items)
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "this volume needs ",
-          items == std::numeric_limits<int64_t>::max() ? std::string("too many") : absl::StrCat(items),
-          " windows, more than the server's limit of ", max_items, " per request (limits.max_windows_per_request)"));
-    bytes = imageio::OrMax(
-        imageio::CheckedAdd(bytes, inference::SegmentationJob::EstimateBytes(g, plan.input_channels(), plan, options)));
+    auto job_bytes = JobBytesToAdmit(g, model()->plan(), JobOptionsFromHeader(header_),
+                                     static_cast<int64_t>(state_->config().limits().max_windows_per_request()));
+    if (!job_bytes.ok()) return job_bytes.status();
+    bytes = imageio::OrMax(imageio::CheckedAdd(bytes, *job_bytes));
   }
   if (auto s = reservation_.AddBytes(bytes); !s.ok()) return s;
   estimate_reserved_ = true;
@@ -277,7 +219,7 @@ void SegmentCall::ScheduleGuarded(void (SegmentCall::*work)()) {
 
 void SegmentCall::Process() {
   if (!Alive()) return;
-  absl::Time t = absl::Now();
+  const absl::Time t = absl::Now();
   SendProgress(unetrpp::v1::STAGE_DECODING, 0, true);
   auto volume = Decode();
   collector_->inputs().clear();
@@ -293,12 +235,15 @@ void SegmentCall::Process() {
   // Readers admit before decoding; a path that did not is admitted here.
   if (!estimate_reserved_)
     if (auto s = AdmitVolume(volume->geometry, 0); !s.ok()) return Fail(s);
-  inference::JobOptions options = JobOptionsFromHeader();
-  options.device = PlaceJob(volume->geometry, options);
+  Enqueue(*std::move(volume));
+}
 
-  t = absl::Now();
+void SegmentCall::Enqueue(imageio::Volume volume) {
+  inference::JobOptions options = JobOptionsFromHeader(header_);
+  options.device = PlaceJob(volume.geometry, options);
+  const absl::Time t = absl::Now();
   SendProgress(unetrpp::v1::STAGE_PREPROCESSING, 0, true);
-  auto job = inference::SegmentationJob::Create(std::move(*volume), model()->plan(), options);
+  auto job = inference::SegmentationJob::Create(std::move(volume), model()->plan(), options);
   if (!job.ok()) return Fail(job.status());
   job_ = std::move(*job);
   state_->metrics().JobCreated(model()->name(), options.device);
@@ -341,7 +286,6 @@ void SegmentCall::WindowDone(int64_t item, const float* logits) {
   SendProgress(unetrpp::v1::STAGE_INFERENCE, static_cast<double>(windows_done_) / items_total_, *done);
   if (*done) {
     StageDone(unetrpp::v1::STAGE_INFERENCE, enqueued_at_);
-    auto self = shared_from_this();
     ScheduleGuarded(&SegmentCall::Postprocess);
   }
 }
@@ -365,9 +309,7 @@ void SegmentCall::Postprocess() {
   t = absl::Now();
   SendProgress(unetrpp::v1::STAGE_ENCODING, 0, true);
   EncodingContext context;
-  context.nifti_header = nifti_header_;
-  context.dicom = dicom_info_ ? &*dicom_info_ : nullptr;
-  context.dicom_source_instance = &dicom_source_instance_;
+  context.input = &input_;
   context.labels = model()->plan().labels;
   context.algorithm_name = "UNETR++ " + model()->name();
   context.algorithm_version = model()->entry().version();
@@ -375,42 +317,60 @@ void SegmentCall::Postprocess() {
   if (!outputs.ok()) return Fail(outputs.status());
   StageDone(unetrpp::v1::STAGE_ENCODING, t);
   SegmentResponse header = ResultHeader(*labels, model()->plan().labels, *outputs);
-  FillInputSummary(dicom_info_ ? &*dicom_info_ : nullptr, input_files_,
-                   header.mutable_result_header()->mutable_input());
+  FillInputSummary(input_, header.mutable_result_header()->mutable_input());
   labels->labels.clear();
   labels->labels.shrink_to_fit();
-  std::string().swap(dicom_source_instance_);
+  std::string().swap(input_.dicom_source_instance);
+  // Only the results remain: the reservation shrinks to them and the windows
+  // go back, so that a client that reads slowly holds what it really holds.
   int64_t result_bytes = 0;
   for (const auto& [kind, bytes] : *outputs) result_bytes += static_cast<int64_t>(bytes.size());
-  ShrinkReservations(result_bytes);
-  {
-    absl::MutexLock lock(&mu_);
-    if (finish_called_ || done_) return;
-    queue_.push_back(std::move(header));
-    outputs_ = std::move(*outputs);
-    phase_ = Phase::kSending;
-    send_start_ = absl::Now();
-    progress_.reset();
-    MaybeWriteLocked();
-  }
-}
-
-void SegmentCall::ShrinkReservations(int64_t result_bytes) {
   reservation_.ShrinkBytesTo(result_bytes);
   reservation_.ReleaseWindows();
+  writer_.SendResults(std::move(header), *std::move(outputs), Summary());
+}
+
+SegmentResponse SegmentCall::Summary() {
+  SegmentResponse m;
+  auto* s = m.mutable_summary();
+  s->set_server_request_id(request_id_);
+  s->set_client_request_id(header_.client_request_id());
+  {
+    absl::MutexLock lock(&stages_mu_);
+    for (const auto& [stage, seconds] : stage_seconds_) {
+      auto* timing = s->add_timings();
+      timing->set_stage(static_cast<Stage>(stage));
+      timing->set_seconds(seconds);
+    }
+  }
+  s->set_queue_wait_seconds(std::max(0.0, queue_wait_seconds_.load()));
+  s->set_windows(windows_done_.load());
+  s->set_voxels(voxels_.load());
+  s->set_nonfinite_voxels_replaced(nonfinite_replaced_.load());
+  return m;
 }
 
 // ------------------------------------------------------------------- writing
 
-void SegmentCall::Send(SegmentResponse message) {
-  absl::MutexLock lock(&mu_);
-  if (finish_called_ || done_) return;
-  queue_.push_back(std::move(message));
-  MaybeWriteLocked();
+ResponseWriter::Stream SegmentCall::WriterStream() {
+  ResponseWriter::Stream stream;
+  stream.start_write = [this](const SegmentResponse* message) {
+    if (message->has_result_chunk())
+      state_->metrics().BytesOut(static_cast<int64_t>(message->result_chunk().data().size()));
+    StartWrite(message);
+  };
+  stream.finish = [this](const grpc::Status& status, std::optional<absl::Duration> retry_after) {
+    // The header can no longer come: the slot is free before the client sees
+    // the status (a client that retries at once must find it free).
+    ReleasePendingStream();
+    if (retry_after) proto::AddRetryAfterTrailer(*context_, *retry_after);
+    Finish(status);
+  };
+  return stream;
 }
 
 void SegmentCall::SendProgress(Stage stage, double fraction, bool force) {
-  const int64_t now_ns = absl::ToUnixNanos(absl::Now());
+  const int64_t now_ns = NowNs();
   if (!force && now_ns - last_progress_ns_.load() < absl::ToInt64Nanoseconds(kProgressInterval)) return;
   last_progress_ns_ = now_ns;
   SegmentResponse m;
@@ -422,147 +382,38 @@ void SegmentCall::SendProgress(Stage stage, double fraction, bool force) {
     p->set_windows_done(windows_done_.load());
     p->set_windows_total(items_total_);
   }
-  absl::MutexLock lock(&mu_);
-  if (finish_called_ || done_ || phase_ == Phase::kSending) return;
-  progress_ = std::move(m);  // replaces an unsent older one
-  MaybeWriteLocked();
-}
-
-bool SegmentCall::NextResultChunkLocked(SegmentResponse* out) {
-  while (output_index_ < outputs_.size()) {
-    auto& [kind, bytes] = outputs_[output_index_];
-    if (output_offset_ < bytes.size()) {
-      const size_t n = std::min(proto::kChunkBytes, bytes.size() - output_offset_);
-      out->Clear();
-      out->mutable_result_chunk()->set_output(kind);
-      out->mutable_result_chunk()->set_data(bytes.data() + output_offset_, n);
-      output_offset_ += n;
-      state_->metrics().BytesOut(static_cast<int64_t>(n));
-      return true;
-    }
-    std::string().swap(bytes);  // sent: free it
-    ++output_index_;
-    output_offset_ = 0;
-  }
-  return false;
-}
-
-void SegmentCall::MaybeWriteLocked() {
-  if (writing_ || done_ || finish_called_) return;
-  if (!queue_.empty()) {
-    in_flight_ = std::move(queue_.front());
-    queue_.pop_front();
-  } else if (progress_) {
-    in_flight_ = std::move(*progress_);
-    progress_.reset();
-  } else if (phase_ == Phase::kSending && NextResultChunkLocked(&in_flight_)) {
-  } else if (phase_ == Phase::kSending) {
-    // Everything is sent: the summary, then OK.
-    phase_ = Phase::kFinished;
-    SegmentResponse summary;
-    auto* s = summary.mutable_summary();
-    s->set_server_request_id(request_id_);
-    s->set_client_request_id(header_.client_request_id());
-    stage_seconds_[unetrpp::v1::STAGE_SENDING] = absl::ToDoubleSeconds(absl::Now() - send_start_);
-    for (const auto& [stage, seconds] : stage_seconds_) {
-      auto* timing = s->add_timings();
-      timing->set_stage(static_cast<Stage>(stage));
-      timing->set_seconds(seconds);
-    }
-    s->set_windows(windows_done_.load());
-    s->set_voxels(voxels_.load());
-    s->set_nonfinite_voxels_replaced(nonfinite_replaced_.load());
-    state_->metrics().Stage(model()->name(), "send", stage_seconds_[unetrpp::v1::STAGE_SENDING]);
-    in_flight_ = std::move(summary);
-    pending_finish_ = grpc::Status::OK;
-  } else {
-    if (pending_finish_) FinishLocked(*pending_finish_);
-    return;
-  }
-  writing_ = true;
-  write_started_ns_ = NowNs();
-  StartWrite(&in_flight_);
+  writer_.SendProgress(std::move(m));
 }
 
 void SegmentCall::OnWriteDone(bool ok) {
   UPP_REACTION();
-  absl::MutexLock lock(&mu_);
-  writing_ = false;
-  write_started_ns_ = 0;
-  if (!ok) {  // the stream is broken (client gone, or abandoned); OnCancel or OnDone follows
-    if (!finish_called_)
-      FinishLocked(pending_finish_ ? *pending_finish_ : grpc::Status(grpc::StatusCode::CANCELLED, "the stream broke"));
-    return;
-  }
-  if (pending_finish_ && queue_.empty() && !progress_ && phase_ != Phase::kSending) {
-    FinishLocked(*pending_finish_);
-    return;
-  }
-  MaybeWriteLocked();
+  writer_.OnWriteDone(ok);
 }
 
 void SegmentCall::ReleasePendingStream() {
   if (pending_stream_.exchange(false)) pending_.Release();
 }
 
-void SegmentCall::FinishLocked(const grpc::Status& status) {
-  if (finish_called_ || done_) return;
-  if (writing_) {  // after the write in flight
-    pending_finish_ = status;
-    return;
-  }
-  finish_called_ = true;
-  // The header can no longer come: the slot is free before the client sees
-  // the status (a client that retries at once must find it free).
-  ReleasePendingStream();
-  final_status_ = proto::FromGrpcStatus(status);
-  if (retry_after_) proto::AddRetryAfterTrailer(*context_, *retry_after_);
-  Finish(status);
-}
-
 void SegmentCall::Fail(const absl::Status& status) {
   alive_ = false;
   if (model()) model()->batcher().Remove(this);
-  absl::MutexLock lock(&mu_);
-  if (finish_called_ || done_ || pending_finish_) return;
-  retry_after_ = proto::RetryAfter(status);
-  queue_.clear();
-  progress_.reset();
-  outputs_.clear();
-  phase_ = Phase::kFinished;
-  if (status.code() == absl::StatusCode::kInternal)
+  if (writer_.Fail(status) && status.code() == absl::StatusCode::kInternal)
     spdlog::error("request {}: internal error: {}", request_id_, std::string(status.message()));
-  FinishLocked(proto::ToGrpcStatus(status));
 }
 
 void SegmentCall::CheckTimeouts(absl::Time now) {
-  const auto& t = state_->config().timeouts();
-  const int64_t now_ns = absl::ToUnixNanos(now);
-  const int64_t write_ns = write_started_ns_.load();
-  const Phase phase = phase_.load();
-  auto over = [](int64_t ns, double seconds) { return static_cast<double>(ns) > seconds * 1e9; };
-  if (write_ns > 0 && over(now_ns - write_ns, t.send_stall_seconds()))
-    return Abandon(absl::DeadlineExceededError(
-        absl::StrCat("the client did not read its results for ", t.send_stall_seconds(), " s")));
-  if (phase == Phase::kFinished) return;
-  if (now - start_ > absl::Seconds(t.max_request_seconds()))
-    return Abandon(absl::DeadlineExceededError(
-        absl::StrCat("the request ran longer than the server's limit of ", t.max_request_seconds(), " s")));
-  if (phase == Phase::kHeader && now - start_ > absl::Seconds(t.header_seconds()))
-    return Abandon(absl::DeadlineExceededError(
-        absl::StrCat("no RequestHeader within ", t.header_seconds(), " s of opening the stream")));
-  if (phase == Phase::kReceiving && over(now_ns - last_read_ns_.load(), t.upload_idle_seconds()))
-    return Abandon(absl::DeadlineExceededError(
-        absl::StrCat("no input for ", t.upload_idle_seconds(), " s; send InputChunks steadily, then EndOfInput")));
+  CallState call;
+  call.phase = phase_.load();
+  call.decided = writer_.Decided();
+  call.start = start_;
+  call.last_read = absl::FromUnixNanos(last_read_ns_.load());
+  if (const int64_t ns = writer_.write_started_ns(); ns > 0) call.write_started = absl::FromUnixNanos(ns);
+  if (auto s = ExpiredTimeout(state_->config().timeouts(), call, now); !s.ok()) Abandon(s);
 }
 
 void SegmentCall::Abandon(const absl::Status& status) {
-  bool writing = false;
-  {
-    absl::MutexLock lock(&mu_);
-    if (finish_called_ || done_) return;
-    writing = writing_;
-  }
+  if (writer_.Closed()) return;
+  const bool writing = writer_.Writing();
   Fail(status);  // with no write in flight this finishes the call (a pending read ends with it)
   if (!writing) return;
   // A write the client never takes would hold the call for ever: cancel the
@@ -586,7 +437,7 @@ void SegmentCall::OnCancel() {
 void SegmentCall::StageDone(Stage stage, absl::Time since) {
   const double seconds = absl::ToDoubleSeconds(absl::Now() - since);
   state_->metrics().Stage(model()->name(), proto::StageName(stage), seconds);
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock lock(&stages_mu_);
   stage_seconds_[stage] = seconds;
 }
 
@@ -599,65 +450,36 @@ void SegmentCall::OnDone() {
   alive_ = false;
   if (model()) model()->batcher().Remove(this);
   ReleasePendingStream();
-  std::shared_ptr<SegmentCall> keep;
-  absl::Status status;
-  std::map<std::string, double> stages;  // by name
-  {
-    absl::MutexLock lock(&mu_);
-    done_ = true;
-    status = final_status_;
-    for (const auto& [stage, seconds] : stage_seconds_) stages[proto::StageName(static_cast<Stage>(stage))] = seconds;
-    keep = std::move(self_);
-  }
-  if (const double s = queue_wait_seconds_.load(); s >= 0) stages["queue_wait"] = s;
-  if (const double s = stitch_seconds_.load(); s >= 0) stages["stitch"] = s;
-  const double seconds = absl::ToDoubleSeconds(absl::Now() - start_);
-  const std::string model_name = model() ? model()->name() : "-";
-  state_->metrics().RequestFinished(model_name, absl::StatusCodeToString(status.code()), seconds);
-  LogFinished(status, model_name, seconds, stages);
+  const absl::Status status = writer_.Done();
+  std::shared_ptr<SegmentCall> keep = std::move(self_);  // this reaction is the last use of it
+  const FinishedRequest record = Record(status);
+  if (const double send = writer_.send_seconds(); send >= 0) state_->metrics().Stage(record.model, "send", send);
+  state_->metrics().RequestFinished(record.model, absl::StatusCodeToString(status.code()), record.seconds);
+  LogWithFields(spdlog::level::info, RequestLogFields(record), RequestLogText(record));
+  state_->Audit(AuditRecord(record, absl::Now()).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
-void SegmentCall::LogFinished(const absl::Status& status, const std::string& model_name, double seconds,
-                              const std::map<std::string, double>& stages) {
-  const std::string code = absl::StatusCodeToString(status.code());
-  // The status message as the client got it: the server's messages name no
-  // patient data (no DICOM values or UIDs; counts and file numbers).
-  const std::string message = LoggableMessage(std::string(status.message()));
-  nlohmann::ordered_json stage_seconds = nlohmann::ordered_json::object();
-  std::string timings;
-  for (const std::string& stage : Metrics::StageNames()) {
-    const auto it = stages.find(stage);
-    if (it == stages.end()) continue;
-    stage_seconds[stage] = it->second;
-    absl::StrAppend(&timings, timings.empty() ? "" : " ", stage, "=", absl::StrFormat("%.3f", it->second));
+FinishedRequest SegmentCall::Record(const absl::Status& status) {
+  FinishedRequest r;
+  r.request_id = request_id_;
+  r.client_request_id = header_.client_request_id();
+  r.model = model() ? model()->name() : "-";
+  r.peer = peer_;
+  r.principal = principal_.name;
+  r.input_bytes = bytes_received_;
+  r.voxels = voxels_.load();
+  r.windows = windows_done_.load();
+  r.seconds = absl::ToDoubleSeconds(absl::Now() - start_);
+  r.status = status;
+  {
+    absl::MutexLock lock(&stages_mu_);
+    for (const auto& [stage, seconds] : stage_seconds_)
+      r.stage_seconds[proto::StageName(static_cast<Stage>(stage))] = seconds;
   }
-  nlohmann::ordered_json fields{{"message", "request finished"},
-                                {"request_id", request_id_},
-                                {"client_request_id", LoggableId(header_.client_request_id())},
-                                {"model", model_name},
-                                {"peer", peer_},
-                                {"voxels", voxels_.load()},
-                                {"windows", windows_done_.load()},
-                                {"seconds", seconds},
-                                {"stage_seconds", stage_seconds},
-                                {"status", code}};
-  if (!status.ok()) fields["status_message"] = message;
-  LogWithFields(spdlog::level::info, fields,
-                absl::StrFormat("request %s client_id=%s model=%s peer=%s voxels=%d windows=%d seconds=%.3f [%s] "
-                                "status=%s%s",
-                                request_id_, LoggableId(header_.client_request_id()), model_name, peer_, voxels_.load(),
-                                windows_done_.load(), seconds, timings, code, status.ok() ? "" : ": " + message));
-  nlohmann::json audit{{"time", absl::FormatTime(absl::RFC3339_full, absl::Now(), absl::UTCTimeZone())},
-                       {"principal", principal_.name},
-                       {"peer", peer_},
-                       {"method", "Segment"},
-                       {"model", model_name},
-                       {"request_id", request_id_},
-                       {"input_bytes", bytes_received_},
-                       {"windows", windows_done_.load()},
-                       {"status", code},
-                       {"seconds", seconds}};
-  state_->Audit(audit.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  if (const double s = writer_.send_seconds(); s >= 0) r.stage_seconds["send"] = s;
+  if (const double s = queue_wait_seconds_.load(); s >= 0) r.stage_seconds["queue_wait"] = s;
+  if (const double s = stitch_seconds_.load(); s >= 0) r.stage_seconds["stitch"] = s;
+  return r;
 }
 
 }  // namespace upp::server

@@ -1,12 +1,16 @@
-// One Segment call (bidirectional stream): the reactor that receives the
-// input, the WindowSource the batcher and workers feed, and the writer that
-// streams progress and results back. One object per call.
+// One Segment call (bidirectional stream): the reactor. It does the
+// protocol only: reads the messages (request_validation.h checks them),
+// admits the request (admission.h: a Reservation held until the last work for
+// the call stops), runs the pipeline's stages on the CPU pool and hands the
+// windows to the model's batcher (it is their WindowSource), and gives what
+// it has to say to its ResponseWriter (response_writer.h: order, one write
+// in flight, the call's end). Domain logic lives in free functions: the job's
+// options and cost (job_request.h), timeouts (call_timeouts.h), the log and
+// audit record (request_record.h), encoding (result_encoder.h).
 //
 // Threads: gRPC's threads run the reactions (OnReadDone, OnWriteDone,
 // OnCancel, OnDone) and never block: decoding, preprocessing, postprocessing
 // and encoding run on the service's CPU pool, windows on the model's workers.
-// Every path into the reactor's write side takes mu_; one write is in flight
-// at a time; Finish() waits for the write in flight.
 //
 // Lifetime: the object holds a reference to itself until OnDone(); pool and
 // worker closures hold their own references, so late events after OnDone
@@ -17,24 +21,24 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
-#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
-#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "imageio/dicom.h"
-#include "imageio/nifti.h"
+#include "imageio/input_assembly.h"
 #include "inference/job.h"
 #include "server/admission.h"
 #include "server/auth.h"
 #include "server/batcher.h"
+#include "server/call_timeouts.h"
+#include "server/request_record.h"
 #include "server/request_validation.h"
+#include "server/response_writer.h"
 #include "server/service_state.h"
 #include "unetrpp/v1/segmentation.pb.h"
 
@@ -69,7 +73,7 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   void CheckTimeouts(absl::Time now) override;
 
  private:
-  enum class Phase { kHeader, kReceiving, kProcessing, kSending, kFinished };
+  using Phase = CallState::Phase;
   SegmentCall(grpc::CallbackServerContext* context, ServiceState* state);
 
   absl::Status HandleHeader(const unetrpp::v1::RequestHeader& header);
@@ -77,6 +81,8 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   // CPU pool: decode, admit, preprocess, enqueue windows.
   void Process();
   absl::StatusOr<imageio::Volume> Decode();
+  // CPU pool: the job built from the decoded volume, its windows queued.
+  void Enqueue(imageio::Volume volume);
   // Whom the per-caller limits count this call against: the principal when
   // authenticated, else the client address.
   Caller CountedAs() const;
@@ -84,7 +90,6 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   // and the job's working memory for an input of geometry `g`; every time,
   // `read_bytes` (what decoding this file allocates).
   absl::Status AdmitVolume(const imageio::Geometry& g, int64_t read_bytes);
-  inference::JobOptions JobOptionsFromHeader() const;
   // The device the job for an input of geometry `g` lives on: the model's
   // job_device while its GPU memory budget has room for the job's estimate
   // (reserved here, in reservation_), else the CPU.
@@ -98,24 +103,19 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   void Abandon(const absl::Status& status);
   // CPU pool, after the last window: labels, encoding, result messages.
   void Postprocess();
-  // Once encoded, only the results remain: the memory reservation shrinks to
-  // them and the windows are given back, so that a client that reads slowly
-  // holds what it really holds, not the job's working memory (CPU pool).
-  void ShrinkReservations(int64_t result_bytes);
 
   // Ends the call with `status` (first caller wins) after the write in flight.
   void Fail(const absl::Status& status);
-  void Send(unetrpp::v1::SegmentResponse message);
+  void Send(unetrpp::v1::SegmentResponse message) { writer_.Send(std::move(message)); }
   void SendProgress(unetrpp::v1::Stage stage, double fraction, bool force = false);
-  void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool NextResultChunkLocked(unetrpp::v1::SegmentResponse* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The summary, but for the sending time (the writer adds it).
+  unetrpp::v1::SegmentResponse Summary();
+  // The writer's stream: a write, and the call's end (trailers, then Finish).
+  ResponseWriter::Stream WriterStream();
   void ReleasePendingStream();  // once: the first caller returns the BeginPendingStream slot
   void StageDone(unetrpp::v1::Stage stage, absl::Time since);
-  // The request's log line and audit record (OnDone); `stages`: seconds by
-  // Metrics::StageNames() name.
-  void LogFinished(const absl::Status& status, const std::string& model_name, double seconds,
-                   const std::map<std::string, double>& stages);
+  // The request's log line and audit record (OnDone).
+  FinishedRequest Record(const absl::Status& status);
 
   grpc::CallbackServerContext* const context_;
   ServiceState* const state_;
@@ -128,8 +128,7 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   std::atomic<bool> pending_stream_{false};
   Reservation pending_;
   std::atomic<int64_t> last_read_ns_;
-  std::atomic<int64_t> write_started_ns_{0};  // 0: no write in flight
-  std::shared_ptr<SegmentCall> self_;         // released in OnDone
+  std::shared_ptr<SegmentCall> self_;  // released in OnDone
   // context_ is valid until OnDone returns; Abandon() uses it from the
   // watchdog thread under this lock (see Abandon).
   std::recursive_mutex context_mu_;
@@ -137,7 +136,7 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
 
   // Read side: touched only by reactions, which gRPC serialises for reads.
   unetrpp::v1::SegmentRequest request_;
-  std::atomic<Phase> phase_{Phase::kHeader};  // written by reads, the pool and Fail()
+  std::atomic<Phase> phase_{Phase::kHeader};  // written by reads, read by the watchdog
   unetrpp::v1::RequestHeader header_;
   // Set once by the header's reaction; read by the pool, workers and the
   // watchdog (Fail through Abandon), hence atomic.
@@ -162,11 +161,8 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   // still decodes a cancelled call's input).
   std::atomic<int64_t> voxels_{0};
   std::atomic<int64_t> nonfinite_replaced_{0};
-  bool estimate_reserved_ = false;  // the job's working memory is in reservation_
-  imageio::NiftiHeaderInfo nifti_header_;
-  std::optional<imageio::DicomSeriesInfo> dicom_info_;
-  std::string dicom_source_instance_;  // one instance of the series, for SEG
-  int64_t input_files_ = 0;            // what the result's InputSummary reports
+  bool estimate_reserved_ = false;   // the job's working memory is in reservation_
+  imageio::InputDescription input_;  // what decoding found, for encoding and the summary
   std::atomic<int64_t> windows_done_{0};
   // The job's window items, set before they are queued (read by the threads
   // that stitch, which must not touch job_ once the last window is in).
@@ -179,25 +175,11 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   std::atomic<double> stitch_seconds_{-1};
   std::atomic<int64_t> last_progress_ns_{0};
 
-  // Write side.
-  absl::Mutex mu_;
-  std::deque<unetrpp::v1::SegmentResponse> queue_ ABSL_GUARDED_BY(mu_);
-  std::optional<unetrpp::v1::SegmentResponse> progress_ ABSL_GUARDED_BY(mu_);
-  unetrpp::v1::SegmentResponse in_flight_ ABSL_GUARDED_BY(mu_);
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  std::optional<grpc::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
-  bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
-  bool done_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status final_status_ ABSL_GUARDED_BY(mu_);
-  // The failure's retry hint (proto::RetryAfter), sent in the trailers.
-  std::optional<absl::Duration> retry_after_ ABSL_GUARDED_BY(mu_);
-  // Result outputs streamed in chunks after the result header.
-  std::vector<std::pair<unetrpp::v1::OutputKind, std::string>> outputs_ ABSL_GUARDED_BY(mu_);
-  size_t output_index_ ABSL_GUARDED_BY(mu_) = 0;
-  size_t output_offset_ ABSL_GUARDED_BY(mu_) = 0;
-  std::optional<unetrpp::v1::SegmentResponse> summary_ ABSL_GUARDED_BY(mu_);
-  std::map<int, double> stage_seconds_ ABSL_GUARDED_BY(mu_);
-  absl::Time send_start_ ABSL_GUARDED_BY(mu_);
+  // Seconds per proto Stage, for the summary and the log line.
+  mutable absl::Mutex stages_mu_;
+  std::map<int, double> stage_seconds_ ABSL_GUARDED_BY(stages_mu_);
+
+  ResponseWriter writer_;
 };
 
 }  // namespace upp::server
