@@ -15,6 +15,7 @@
 #include "inference/stitch.h"
 #include "inference/windows.h"
 #include "model/device.h"
+#include "preprocessing/body_mask.h"
 #include "preprocessing/preprocess.h"
 #include "preprocessing/resampling.h"
 
@@ -22,6 +23,21 @@ namespace upp::inference {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// Windows of the uncropped input at `step`; INT64_MAX when the count would
+// not fit.
+int64_t UncroppedWindows(const imageio::Geometry& geometry, const preprocessing::Plan& plan, double step) {
+  const auto grid = preprocessing::PaddedGridBound(geometry, plan);
+  int64_t windows = 1;
+  for (int a = 0; a < 3; ++a)
+    windows = imageio::OrMax(imageio::CheckedMul(windows, CountWindowStarts(grid[a], plan.patch[a], step)));
+  return windows;
+}
+
+const char* SkipReason(preprocessing::CropMode mode) {
+  if (mode == preprocessing::CropMode::kBody) return "outside the body";
+  return mode == preprocessing::CropMode::kNonzero ? "outside the non-zero region" : "";
+}
 
 // Exceptions from LibTorch end here (the edge of inference/).
 absl::Status FromException(const char* stage, const std::exception& e) {
@@ -57,6 +73,7 @@ struct SegmentationJob::Impl {
   bool finished ABSL_GUARDED_BY(mu) = false;
   std::atomic<int64_t> items_done{0};
 
+  CropReport crop_report;
   StageTimes times;  // Create/Finish stages; the window stages below
   std::atomic<int64_t> extract_ns{0}, stitch_ns{0};
 
@@ -102,6 +119,7 @@ absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(imageio
   impl->plan = plan;
   if (options.step) impl->plan.step = *options.step;
   if (options.mirror_axes) impl->plan.mirror_axes = *options.mirror_axes;
+  if (options.crop) impl->plan.crop = *options.crop;
   if (auto s = impl->plan.Validate(); !s.ok()) return s;  // the overrides too
   impl->mirror_axes = impl->plan.mirror_axes;
   impl->geometry = volume.geometry;
@@ -138,6 +156,13 @@ absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(imageio
     for (int64_t d : starts[0])
       for (int64_t h : starts[1])
         for (int64_t w : starts[2]) impl->windows.push_back({d, h, w});
+    CropReport& report = impl->crop_report;
+    report.mode = pre->cropped_to;
+    for (int a = 0; a < 3; ++a) report.box_xyz[a] = pre->crop[2 - a];
+    report.windows_uncropped = UncroppedWindows(impl->geometry, p, p.step);
+    report.windows_skipped =
+        std::max<int64_t>(0, report.windows_uncropped - static_cast<int64_t>(impl->windows.size()));
+    if (report.windows_skipped > 0) report.reason = SkipReason(report.mode);
     impl->item_weight =
         (GaussianImportance(p.patch, p.gaussian_sigma_scale) / static_cast<float>(impl->num_variants())).to(device);
     const auto factors = GaussianFactors(p.patch, p.gaussian_sigma_scale);
@@ -176,8 +201,12 @@ int64_t SegmentationJob::EstimateBytes(const imageio::Geometry& geometry, int64_
        (options.accumulator == AccumulatorPrecision::kAuto && acc > options.float32_accumulator_limit_bytes)))
     acc /= 2;
   const int64_t data = imageio::OrMax(imageio::CheckedProduct({channels, grid_voxels, 4}));
-  // Create(): input + resampled data and one resampling temporary.
-  const int64_t create = imageio::OrMax(imageio::CheckedAdd(input, imageio::OrMax(imageio::CheckedMul(2, data))));
+  // Create(): input + resampled data and one resampling temporary; before
+  // them, a body crop's labelling (freed before resampling).
+  const preprocessing::CropMode crop = options.crop.value_or(plan.ResolvedCrop());
+  const int64_t labelling = crop == preprocessing::CropMode::kBody ? preprocessing::BodyLabellingBytesBound(voxels) : 0;
+  const int64_t create =
+      imageio::OrMax(imageio::CheckedAdd(input, std::max(labelling, imageio::OrMax(imageio::CheckedMul(2, data)))));
   // Steady state and Finish(): data, accumulators, label map(s), slabs.
   const int64_t slabs =
       std::min<int64_t>(int64_t{256} << 20, imageio::OrMax(imageio::CheckedProduct({16, plan.num_classes, voxels})));
@@ -189,17 +218,15 @@ int64_t SegmentationJob::EstimateBytes(const imageio::Geometry& geometry, int64_
 
 int64_t SegmentationJob::CountItems(const imageio::Geometry& geometry, const preprocessing::Plan& plan,
                                     const JobOptions& options) {
-  const auto grid = preprocessing::PaddedGridBound(geometry, plan);
   const double step = options.step.value_or(plan.step);
   if (!(step > 0)) return std::numeric_limits<int64_t>::max();
-  int64_t windows = 1;
-  for (int a = 0; a < 3; ++a)
-    windows = imageio::OrMax(imageio::CheckedMul(windows, CountWindowStarts(grid[a], plan.patch[a], step)));
+  const int64_t windows = UncroppedWindows(geometry, plan, step);
   const size_t axes = options.mirror_axes ? options.mirror_axes->size() : plan.mirror_axes.size();
   return imageio::OrMax(imageio::CheckedMul(windows, int64_t{1} << std::min<size_t>(axes, 3)));
 }
 
 int64_t SegmentationJob::num_windows() const { return impl_->windows.size(); }
+const CropReport& SegmentationJob::crop_report() const { return impl_->crop_report; }
 int SegmentationJob::num_variants() const { return impl_->num_variants(); }
 int64_t SegmentationJob::items_done() const { return impl_->items_done.load(); }
 int64_t SegmentationJob::input_channels() const { return impl_->plan.input_channels(); }

@@ -54,6 +54,7 @@ struct JobOptions {
   std::string device = "cpu";
   std::optional<double> step;                   // overrides plan.step
   std::optional<std::vector<int>> mirror_axes;  // overrides plan.mirror_axes
+  std::optional<preprocessing::CropMode> crop;  // overrides plan.crop (tools compare crops)
   AccumulatorPrecision accumulator = AccumulatorPrecision::kAuto;
   // kAuto: float16 accumulators when float32 ones would exceed this.
   int64_t float32_accumulator_limit_bytes = int64_t{1} << 30;
@@ -71,6 +72,21 @@ struct LabelStats {
   int value = 0;
   int64_t voxels = 0;
   double volume_ml = 0;  // voxels x voxel volume (mm^3) / 1000
+};
+
+// What Create()'s crop saved, for progress events and the summary: windows
+// outside the crop box never run (their voxels are background).
+struct CropReport {
+  // The crop applied: the plan's (ResolvedCrop, or JobOptions::crop), except
+  // kNone when a body crop found no body.
+  preprocessing::CropMode mode = preprocessing::CropMode::kNone;
+  // The input voxels the windows covered, (x, y, z) index ranges [begin, end).
+  std::array<std::array<int64_t, 2>, 3> box_xyz{};
+  int64_t windows_uncropped = 0;  // windows of the uncropped input at the job's step
+  int64_t windows_skipped = 0;    // windows_uncropped - num_windows(), never negative
+  // Why those windows were left out, for people ("outside the body" /
+  // "outside the non-zero region"); empty when none were.
+  std::string reason;
 };
 
 // A label map on the input's exact grid.
@@ -102,6 +118,10 @@ class SegmentationJob {
   int64_t num_windows() const;
   int num_variants() const;  // 2^(number of mirror axes)
   int64_t num_items() const { return num_windows() * num_variants(); }
+  const CropReport& crop_report() const;
+  // crop_report().windows_skipped x num_variants(): in num_items()' units
+  // (the server's progress and summary count items as windows).
+  int64_t items_skipped_by_crop() const { return crop_report().windows_skipped * num_variants(); }
   int64_t items_done() const;
   bool complete() const { return items_done() == num_items(); }
   int64_t input_channels() const;

@@ -120,8 +120,9 @@ const std::map<std::string, std::string>& ChannelHints() {
 }
 
 constexpr const char* kKnownFields[] = {
-    "target_spacing",       "transpose",   "normalization",        "crop_to_nonzero", "patch", "step", "min_step",
-    "gaussian_sigma_scale", "mirror_axes", "anisotropy_threshold", "num_classes",     "labels"};
+    "target_spacing", "transpose", "normalization",        "crop",        "crop_to_nonzero",      "patch",
+    "step",           "min_step",  "gaussian_sigma_scale", "mirror_axes", "anisotropy_threshold", "num_classes",
+    "labels"};
 
 // Reads a parsed plan, collecting one message for every field that is
 // unknown, missing or of the wrong type. A field with a problem keeps its
@@ -189,7 +190,21 @@ Plan ReadPlan(const json& j, std::vector<std::string>* problems) {
   if (j.contains("target_spacing")) triple(j["target_spacing"], "target_spacing", &plan.target_spacing);
   if (j.contains("transpose")) triple(j["transpose"], "transpose", &plan.transpose);
   if (j.contains("patch")) triple(j["patch"], "patch", &plan.patch);
-  if (j.contains("crop_to_nonzero")) boolean(j["crop_to_nonzero"], "crop_to_nonzero", &plan.crop_to_nonzero);
+  if (j.contains("crop") && j.contains("crop_to_nonzero")) {
+    problem("crop_to_nonzero",
+            "give \"crop\" alone (crop_to_nonzero is its older form: true = \"nonzero\", false = \"none\")");
+  } else if (j.contains("crop")) {
+    const json& v = j["crop"];
+    const std::string name = v.is_string() ? v.get<std::string>() : "";
+    for (CropMode mode : {CropMode::kBody, CropMode::kNonzero, CropMode::kNone})
+      if (name == CropModeName(mode)) plan.crop = mode;
+    if (!plan.crop) problem("crop", "must be \"body\", \"nonzero\" or \"none\", got " + Shown(v));
+  } else if (j.contains("crop_to_nonzero")) {
+    bool nonzero = true;
+    const size_t before = problems->size();
+    boolean(j["crop_to_nonzero"], "crop_to_nonzero", &nonzero);
+    if (problems->size() == before) plan.crop = nonzero ? CropMode::kNonzero : CropMode::kNone;
+  }
   if (j.contains("step")) number(j["step"], "step", &plan.step);
   if (j.contains("min_step")) number(j["min_step"], "min_step", &plan.min_step);
   if (j.contains("gaussian_sigma_scale"))
@@ -365,6 +380,9 @@ std::vector<std::string> Plan::Problems() const {
     if (!std::isfinite(n.mean) || !std::isfinite(n.std) || n.std <= 0)
       bad(f, absl::StrCat("mean must be finite and std finite and > 0, got ", n.mean, " and ", n.std));
   }
+  if (crop == CropMode::kBody && !normalization.empty() && normalization[0].scheme != ChannelNormalization::Scheme::kCT)
+    bad("crop", absl::StrCat("\"body\" finds the body in Hounsfield units: normalization[0] must be \"ct\", got \"",
+                             SchemeName(normalization[0].scheme), "\""));
   if (!(step > 0 && step <= 1)) bad("step", absl::StrCat("must be in (0, 1], got ", step));
   if (!(min_step > 0 && min_step <= 1)) bad("min_step", absl::StrCat("must be in (0, 1], got ", min_step));
   if (!(gaussian_sigma_scale > 0 && gaussian_sigma_scale <= 10))
@@ -394,6 +412,21 @@ std::vector<std::string> Plan::Problems() const {
   return problems;
 }
 
+CropMode Plan::ResolvedCrop() const {
+  if (crop) return *crop;
+  const bool ct = !normalization.empty() && normalization[0].scheme == ChannelNormalization::Scheme::kCT;
+  return ct ? CropMode::kBody : CropMode::kNonzero;
+}
+
+const char* CropModeName(CropMode mode) {
+  switch (mode) {
+    case CropMode::kBody: return "body";
+    case CropMode::kNonzero: return "nonzero";
+    case CropMode::kNone: return "none";
+  }
+  return "?";
+}
+
 absl::Status Plan::Validate() const { return ProblemsStatus(Problems()); }
 
 std::string Plan::ToJson() const {
@@ -414,7 +447,7 @@ std::string Plan::ToJson() const {
     norm.push_back(c);
   }
   j["normalization"] = norm;
-  j["crop_to_nonzero"] = crop_to_nonzero;
+  j["crop"] = CropModeName(ResolvedCrop());
   j["patch"] = patch;
   j["step"] = step;
   j["min_step"] = min_step;

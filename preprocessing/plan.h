@@ -15,6 +15,7 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,15 @@ struct ChannelNormalization {
 
 using imageio::LabelInfo;  // the label table entry (imageio/labels.h)
 
+// What the input is cropped to before resampling; windows run over the
+// cropped region only, and everything outside it is background (label 0).
+enum class CropMode {
+  kBody,     // CT: the patient's body box plus half a patch (body_mask.h); needs channel 0 in HU
+  kNonzero,  // nnU-Net's: the bounding box of voxels where any channel is non-zero (MR)
+  kNone,     // the whole volume
+};
+const char* CropModeName(CropMode mode);  // "body", "nonzero", "none"
+
 struct Plan {
   // Voxel spacing (mm) of the grid the network was trained on, (D, H, W).
   std::array<double, 3> target_spacing{3.0, 0.76, 0.76};
@@ -49,7 +59,10 @@ struct Plan {
   // transpose[a] (0 = z, 1 = y, 2 = x). A permutation of {0, 1, 2}.
   std::array<int, 3> transpose{0, 1, 2};
   std::vector<ChannelNormalization> normalization{ChannelNormalization{}};  // one per channel
-  bool crop_to_nonzero = true;                 // crop to the bounding box of non-zero voxels first
+  // Unset: the default of the plan's modality, ResolvedCrop(). The JSON key
+  // "crop"; the older "crop_to_nonzero" (true: kNonzero, false: kNone) is
+  // still read with its meaning.
+  std::optional<CropMode> crop;
   std::array<int64_t, 3> patch{64, 128, 128};  // window size, (D, H, W)
   double step = 0.5;                           // window step, fraction of the patch, (0, 1]
   // The smallest step a request may ask for (below the plan's own step, the
@@ -66,6 +79,9 @@ struct Plan {
   std::vector<LabelInfo> labels;  // names and colours; values < num_classes
 
   int input_channels() const { return static_cast<int>(normalization.size()); }
+  // `crop`, else kBody when channel 0 is CT-normalised (air is -1000 HU, not
+  // 0, so nnU-Net's non-zero box is the whole CT), else kNonzero.
+  CropMode ResolvedCrop() const;
 
   // Every constraint, one message per problem naming the field and the value
   // ("plan.step: must be in (0, 1], got 1.5"); empty when the plan is valid.

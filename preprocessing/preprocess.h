@@ -1,9 +1,8 @@
 // Preprocessing: what turns an input volume into the network's grid, as
-// nnU-Net (v1) does it for UNETR++: crop to the bounding box of non-zero
-// voxels, transpose to the plan's axis order, resample to the target spacing
-// (linear; nearest along the coarse axis beyond the anisotropy threshold),
-// normalise per channel (CT clip + scale, z-score, none), pad with zeros to
-// at least one patch. The inference job (inference/job.h) keeps what is
+// nnU-Net (v1) does it for UNETR++: crop (the plan's crop: CT to the body
+// box, body_mask.h; MR to the bounding box of non-zero voxels), transpose to the plan's axis order, resample to the
+// target spacing (linear; nearest along the coarse axis beyond the anisotropy threshold), normalise per channel (CT
+// clip + scale, z-score, none), pad with zeros to at least one patch. The inference job (inference/job.h) keeps what is
 // needed to go back to the input grid.
 //
 // Includes <torch/torch.h>: the server never includes it (it reaches this
@@ -19,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "imageio/geometry.h"
 #include "imageio/volume.h"
+#include "preprocessing/body_mask.h"
 #include "preprocessing/plan.h"
 #include "preprocessing/resampling.h"
 
@@ -27,10 +27,13 @@ namespace upp::preprocessing {
 struct Preprocessed {
   torch::Tensor data;                          // (C, D, H, W) normalised, padded, on the device
   std::array<std::array<int64_t, 2>, 3> crop;  // (z, y, x) tensor axes of the input, [begin, end)
-  std::array<int64_t, 3> cropped_t;            // cropped size, network axis order
-  std::array<int64_t, 3> grid;                 // resampled size before padding, network axis order
-  std::array<int64_t, 3> pad_before;           // padding to reach the patch
-  std::array<Interp, 3> modes;                 // resampling per network axis
+  // The crop applied: the plan's, except kNone when a body crop found no
+  // body (nothing above the threshold, or too fragmented to be one).
+  CropMode cropped_to = CropMode::kNone;
+  std::array<int64_t, 3> cropped_t;   // cropped size, network axis order
+  std::array<int64_t, 3> grid;        // resampled size before padding, network axis order
+  std::array<int64_t, 3> pad_before;  // padding to reach the patch
+  std::array<Interp, 3> modes;        // resampling per network axis
   double crop_seconds = 0, resample_seconds = 0, normalize_seconds = 0;
 };
 
@@ -39,6 +42,17 @@ struct Preprocessed {
 // Refuses a resampled grid whose size cannot be formed. LibTorch exceptions
 // propagate (the caller is the edge that catches them).
 absl::StatusOr<Preprocessed> Preprocess(imageio::Volume volume, const Plan& plan, torch::Device device);
+
+// The box `mode` crops `volume` to, (z, y, x) voxel indices; `applied`
+// receives the crop applied (see Preprocessed::cropped_to). For kBody: the
+// body's box (FindBody on channel 0) plus half the network's patch on every
+// side and at least one patch wide where the volume is (converted to input
+// voxels through the spacings), so windows at the body's edge see as much
+// context as without the crop and no real voxel is replaced by padding.
+VoxelBox CropBox(const imageio::Volume& volume, const Plan& plan, CropMode mode, CropMode* applied);
+// The network's patch (plan.patch at plan.target_spacing) in the volume's
+// voxels along its tensor axes (z, y, x), rounded up; saturates.
+std::array<int64_t, 3> PatchInInputVoxels(const imageio::Geometry& geometry, const Plan& plan);
 
 // Spacing and size of the volume's tensor axes (z, y, x) after `transpose`.
 std::array<double, 3> TensorSpacing(const imageio::Geometry& g, const std::array<int, 3>& transpose);

@@ -262,7 +262,7 @@ def write_safetensors(path, tensors, metadata):
 
 PLAN_DEFAULTS = collections.OrderedDict([
     ("target_spacing", [3.0, 0.76, 0.76]), ("transpose", [0, 1, 2]), ("normalization", None),
-    ("crop_to_nonzero", True), ("patch", [64, 128, 128]), ("step", 0.5), ("min_step", 0.25),
+    ("crop", None), ("crop_to_nonzero", None), ("patch", [64, 128, 128]), ("step", 0.5), ("min_step", 0.25),
     ("gaussian_sigma_scale", 0.125), ("mirror_axes", []), ("anisotropy_threshold", 3.0),
     ("num_classes", 14), ("labels", []),
 ])
@@ -270,6 +270,7 @@ PLAN_HINTS = {"patch_size": "patch", "crop_size": "patch", "spacing": "target_sp
               "current_spacing": "target_spacing", "transpose_forward": "transpose",
               "normalization_schemes": "normalization", "use_mask_for_norm": "normalization[c].use_nonzero_mask",
               "step_size": "step", "mirror": "mirror_axes", "classes": "num_classes"}
+CROP_MODES = ("body", "nonzero", "none")
 CHANNEL_KEYS = {"ct": ["clip_low", "clip_high", "mean", "std"], "zscore": ["use_nonzero_mask"], "none": []}
 CHANNEL_HINTS = {"sd": "std", "percentile_00_5": "clip_low", "percentile_99_5": "clip_high",
                  "use_mask_for_norm": "use_nonzero_mask"}
@@ -315,7 +316,12 @@ def plan_problems(plan, config=None):
                       bad("patch", f"every axis must be in [1, 4096], got {_show(v)}"))
     triple("transpose", True, lambda v: sorted(v) == [0, 1, 2] or
            bad("transpose", f"must be a permutation of 0, 1, 2, got {_show(v)}"))
-    if not isinstance(p["crop_to_nonzero"], bool):
+    if "crop" in plan and "crop_to_nonzero" in plan:
+        bad("crop_to_nonzero", 'give "crop" alone (crop_to_nonzero is its older form: true = "nonzero", '
+            'false = "none")')
+    elif "crop" in plan and p["crop"] not in CROP_MODES:
+        bad("crop", f'must be "body", "nonzero" or "none", got {_show(p["crop"])}')
+    elif "crop_to_nonzero" in plan and not isinstance(p["crop_to_nonzero"], bool):
         bad("crop_to_nonzero", f"must be true or false, got {_show(p['crop_to_nonzero'])}")
     for key, low, high in (("step", 0, 1), ("min_step", 0, 1), ("gaussian_sigma_scale", 0, 10)):
         if not _is_number(p[key]) or not low < p[key] <= high:
@@ -366,6 +372,9 @@ def plan_problems(plan, config=None):
                         bad(f, f"std must be > 0, got {e['std']}")
             elif scheme == "zscore" and not isinstance(e.get("use_nonzero_mask", False), bool):
                 bad(f + ".use_nonzero_mask", f"must be true or false, got {_show(e['use_nonzero_mask'])}")
+        first = norm[0].get("scheme") if isinstance(norm[0], dict) else None
+        if p["crop"] == "body" and first in CHANNEL_KEYS and first != "ct":
+            bad("crop", f'"body" finds the body in Hounsfield units: normalization[0] must be "ct", got "{first}"')
 
     labels = p["labels"]
     if not isinstance(labels, list):
@@ -537,7 +546,8 @@ def plan_from_nnunet(plans, stage=None, names=None, patch=None):
                      "set their own crop size): using the network's")
     plan = collections.OrderedDict([
         ("target_spacing", spacing), ("transpose", transpose), ("normalization", normalization),
-        ("crop_to_nonzero", True), ("patch", list(patch) if patch is not None else plan_patch), ("step", 0.5),
+        ("crop", "body" if normalization[0]["scheme"] == "ct" else "nonzero"),
+        ("patch", list(patch) if patch is not None else plan_patch), ("step", 0.5),
         ("min_step", 0.25), ("gaussian_sigma_scale", 0.125), ("mirror_axes", []), ("anisotropy_threshold", 3.0),
         ("num_classes", num_classes), ("labels", labels)])
     return plan, notes

@@ -38,7 +38,7 @@ TEST(BackResample, ShortcutEqualsFullResampling) {
     Plan plan = IdentityPlan({8, 16, 16}, c.classes);
     plan.target_spacing = {1.5, 1.5, 1.5};
     plan.transpose = c.transpose;
-    plan.crop_to_nonzero = true;
+    plan.crop = preprocessing::CropMode::kNonzero;
     const imageio::Volume v = WavyVolume(c.size, c.spacing);
     JobOptions fast, full;
     fast.accumulator = full.accumulator = c.acc;

@@ -23,7 +23,7 @@ inline preprocessing::Plan IdentityPlan(std::array<int64_t, 3> patch, int classe
   plan.patch = patch;
   plan.num_classes = classes;
   plan.normalization[0].scheme = preprocessing::ChannelNormalization::Scheme::kNone;
-  plan.crop_to_nonzero = false;
+  plan.crop = preprocessing::CropMode::kNone;
   return plan;
 }
 

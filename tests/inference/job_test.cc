@@ -188,7 +188,7 @@ TEST(Job, ResamplingRoundTripKeepsGeometryAndLabels) {
 
 TEST(Job, CropsToNonzeroAndPastesBackAsBackground) {
   Plan plan = IdentityPlan({8, 16, 16}, 4);
-  plan.crop_to_nonzero = true;
+  plan.crop = preprocessing::CropMode::kNonzero;
   imageio::Volume v = BlockVolume({30, 30, 12});
   // Zero everything outside x in [5, 20), y in [3, 28), z in [2, 9); inside
   // values 1..3 (no zeros), so the crop is exactly that box.
@@ -239,7 +239,7 @@ TEST(Job, OnTheGpuGivesTheCpusLabels) {
     Plan plan = IdentityPlan({8, 16, 16}, 6);
     plan.target_spacing = {1.5, 1.5, 1.5};
     plan.transpose = {2, 0, 1};
-    plan.crop_to_nonzero = true;
+    plan.crop = preprocessing::CropMode::kNonzero;
     plan.mirror_axes = {0, 2};
     const imageio::Volume v = WavyVolume({61, 47, 13}, {0.7, 0.9, 4.0});
     JobOptions cpu, gpu;

@@ -57,7 +57,7 @@ TEST(LimitsTest, CountItemsMatchesTheJob) {
   plan.target_spacing = {1, 1, 1};
   plan.patch = {16, 16, 16};
   plan.num_classes = 2;
-  plan.crop_to_nonzero = false;
+  plan.crop = preprocessing::CropMode::kNone;
   Volume v;
   v.geometry.size = {40, 33, 20};
   v.geometry.spacing = {1, 1, 1};

@@ -110,5 +110,43 @@ TEST(Plan, BtcvLabelColoursAreDistinct) {
   EXPECT_GE(imageio::SmallestColourDistance(plan.labels), 20.0);
 }
 
+// crop: body for CT by default, nonzero (nnU-Net's) otherwise; the older
+// crop_to_nonzero keeps its meaning.
+TEST(Plan, CropDefaultsByModalityAndTheOlderKeyKeepsItsMeaning) {
+  auto read = [](const std::string& json) {
+    auto p = Plan::FromJson(json);
+    EXPECT_TRUE(p.ok()) << json << ": " << p.status();
+    return p.ok() ? p->ResolvedCrop() : CropMode::kNone;
+  };
+  EXPECT_EQ(read("{}"), CropMode::kBody);  // the default normalisation is CT
+  EXPECT_EQ(read(R"({"normalization": [{"scheme": "zscore"}]})"), CropMode::kNonzero);
+  EXPECT_EQ(read(R"({"normalization": [{"scheme": "none"}]})"), CropMode::kNonzero);
+  EXPECT_EQ(read(R"({"crop_to_nonzero": true})"), CropMode::kNonzero);
+  EXPECT_EQ(read(R"({"crop_to_nonzero": false})"), CropMode::kNone);
+  EXPECT_EQ(read(R"({"crop": "none"})"), CropMode::kNone);
+  EXPECT_EQ(read(R"({"crop": "nonzero"})"), CropMode::kNonzero);
+  EXPECT_EQ(read(R"({"crop": "body"})"), CropMode::kBody);
+  EXPECT_EQ(DefaultCtPlan().ResolvedCrop(), CropMode::kBody);
+
+  // Written as "crop" with the default resolved; read back the same.
+  auto old = Plan::FromJson(R"({"crop_to_nonzero": false})");
+  ASSERT_TRUE(old.ok());
+  EXPECT_NE(old->ToJson().find(R"("crop":"none")"), std::string::npos) << old->ToJson();
+  EXPECT_EQ(old->ToJson().find("crop_to_nonzero"), std::string::npos);
+  EXPECT_EQ(Plan::FromJson(old->ToJson())->ResolvedCrop(), CropMode::kNone);
+
+  const std::vector<std::string> problems =
+      CheckPlanJson(R"({"crop": "body", "crop_to_nonzero": true, "normalization": [{"scheme": "zscore"}]})");
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].rfind("plan.crop_to_nonzero: give \"crop\" alone", 0), 0u) << problems[0];
+  EXPECT_EQ(CheckPlanJson(R"({"crop": "head"})"),
+            std::vector<std::string>{"plan.crop: must be \"body\", \"nonzero\" or \"none\", got \"head\""});
+  EXPECT_EQ(CheckPlanJson(R"({"crop": "body", "normalization": [{"scheme": "zscore"}]})"),
+            std::vector<std::string>{"plan.crop: \"body\" finds the body in Hounsfield units: normalization[0] must "
+                                     "be \"ct\", got \"zscore\""});
+  EXPECT_EQ(CheckPlanJson(R"({"crop_to_nonzero": "yes"})"),
+            std::vector<std::string>{"plan.crop_to_nonzero: must be true or false, got \"yes\""});
+}
+
 }  // namespace
 }  // namespace upp::preprocessing

@@ -324,13 +324,36 @@ class ConvertCheckpointTest(unittest.TestCase):
         self.assertIn("7 problem(s)", message)
         self.assertFalse(os.path.exists(self.path("x")))
 
+    def test_crop_is_checked_as_the_server_checks_it(self):
+        ct = GOOD_PLAN["normalization"]
+        cases = [
+            (dict(GOOD_PLAN, crop="head"), 'plan.crop: must be "body", "nonzero" or "none", got "head"'),
+            (dict(GOOD_PLAN, crop="none", crop_to_nonzero=True), 'plan.crop_to_nonzero: give "crop" alone'),
+            (dict(GOOD_PLAN, crop="body", normalization=[{"scheme": "zscore"}]),
+             'plan.crop: "body" finds the body in Hounsfield units: normalization[0] must be "ct", got "zscore"'),
+            (dict(GOOD_PLAN, crop_to_nonzero="yes", normalization=ct), 'plan.crop_to_nonzero: must be true or false'),
+        ]
+        for plan, expected in cases:
+            with self.subTest(expected=expected):
+                problems = convert_checkpoint.plan_problems(plan)
+                self.assertEqual(len(problems), 1, problems)
+                self.assertTrue(problems[0].startswith(expected), problems)
+                if UPP_PLAN:
+                    proc = subprocess.run([UPP_PLAN, "--check", self.write_json("crop.json", plan)],
+                                          capture_output=True, text=True)
+                    self.assertEqual(proc.returncode, 1, proc.stdout)
+                    self.assertIn(expected, proc.stdout)
+        for crop in ("body", "nonzero", "none"):
+            self.assertEqual(convert_checkpoint.plan_problems(dict(GOOD_PLAN, crop=crop)), [])
+        self.assertEqual(convert_checkpoint.plan_problems(dict(GOOD_PLAN, crop_to_nonzero=False)), [])
+
     def expected_plan_from_pickle(self):
         names = {0: "background", 1: "spleen", 6: "liver"}
         return {
             "target_spacing": [3.0, 0.7578125, 0.7578125], "transpose": [0, 1, 2],
             "normalization": [{"scheme": "ct", "clip_low": -958.0, "clip_high": 295.0, "mean": 99.5,
                                "std": 137.25}],
-            "crop_to_nonzero": True, "patch": [32, 64, 64], "step": 0.5, "min_step": 0.25,
+            "crop": "body", "patch": [32, 64, 64], "step": 0.5, "min_step": 0.25,
             "gaussian_sigma_scale": 0.125, "mirror_axes": [], "anisotropy_threshold": 3.0, "num_classes": 14,
             "names": [names.get(v, f"label {v}") for v in range(14)],
         }

@@ -1,0 +1,196 @@
+// The job's crop (plan.crop): windows run only over the body box of a CT (or
+// the non-zero box of an MR), the labels outside are background, and the job
+// reports how many windows the crop saved.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "inference/job.h"
+#include "preprocessing/plan.h"
+#include "tests/testing/volumes.h"
+
+namespace upp::inference {
+namespace {
+
+using preprocessing::ChannelNormalization;
+using preprocessing::CropMode;
+using preprocessing::Plan;
+
+constexpr std::array<int64_t, 3> kPatch{8, 16, 16};
+
+// Unit spacing (no resampling), HU clipped to [-1000, 1000] and scaled to
+// [-1, 1]: the labels of PointwiseTissueNet are exact with and without a crop.
+Plan CtPlan() {
+  Plan plan;
+  plan.target_spacing = {1.0, 1.0, 1.0};
+  plan.patch = kPatch;
+  plan.num_classes = 2;
+  plan.normalization[0] = {ChannelNormalization::Scheme::kCT, -1000, 1000, 0, 1000, false};
+  return plan;
+}
+
+// Class 1 where the (normalised) voxel is above -300 HU.
+BatchRunner PointwiseTissueNet() {
+  return [](const float* in, int64_t batch, float* out) {
+    const int64_t n = kPatch[0] * kPatch[1] * kPatch[2];
+    torch::Tensor x = torch::from_blob(const_cast<float*>(in), {batch, 1, n});
+    torch::from_blob(out, {batch, 2, n}).copy_(torch::cat({torch::zeros_like(x), 40 * (x + 0.3)}, 1));
+    return absl::OkStatus();
+  };
+}
+
+// Air around ellipsoids of soft tissue: {centre (x, y, z), semi-axes}.
+struct Blob {
+  std::array<double, 3> centre, radii;
+};
+imageio::Volume CtWith(std::array<int64_t, 3> size_xyz, const std::vector<Blob>& blobs) {
+  return testing::VolumeFrom(size_xyz, {1, 1, 1}, [&](int64_t x, int64_t y, int64_t z) {
+    const std::array<double, 3> p{static_cast<double>(x), static_cast<double>(y), static_cast<double>(z)};
+    for (const Blob& b : blobs) {
+      double r = 0;
+      for (int a = 0; a < 3; ++a) r += std::pow((p[a] - b.centre[a]) / b.radii[a], 2);
+      if (r <= 1) return 40.0;
+    }
+    return -1000.0 + 20.0 * std::sin(0.7 * x + 0.3 * y + 1.1 * z);  // "noise" in air
+  });
+}
+
+struct Outcome {
+  LabelMap labels;
+  CropReport report;
+  int64_t windows = 0;
+};
+Outcome Segment(const imageio::Volume& v, const Plan& plan, std::optional<CropMode> crop = std::nullopt) {
+  JobOptions options;
+  options.crop = crop;
+  auto job = SegmentationJob::Create(v, plan, options);
+  EXPECT_TRUE(job.ok()) << job.status();
+  Outcome run;
+  run.report = (*job)->crop_report();
+  run.windows = (*job)->num_windows();
+  EXPECT_LE((*job)->num_items(), SegmentationJob::CountItems(v.geometry, plan, options));  // admission's bound
+  auto labels = SegmentVolume(v, plan, PointwiseTissueNet(), 4, options);
+  EXPECT_TRUE(labels.ok()) << labels.status();
+  run.labels = *labels;
+  return run;
+}
+
+int64_t Differing(const LabelMap& a, const LabelMap& b) {
+  int64_t n = 0;
+  for (size_t i = 0; i < a.labels.size(); ++i) n += a.labels[i] != b.labels[i];
+  return n;
+}
+
+TEST(BodyCrop, AnOffCentreBodyRunsOnlyTheWindowsAroundIt) {
+  // 120 x 100 x 40 voxels; the body in the lower left (x 10..40, y 55..95).
+  const auto v = CtWith({120, 100, 40}, {{{25, 75, 20}, {15, 20, 30}}});
+  const Plan plan = CtPlan();
+  ASSERT_EQ(plan.ResolvedCrop(), CropMode::kBody);  // the CT default
+  const Outcome body = Segment(v, plan);
+  const Outcome none = Segment(v, plan, CropMode::kNone);
+
+  EXPECT_EQ(body.report.mode, CropMode::kBody);
+  EXPECT_EQ(body.report.reason, "outside the body");
+  // The body's box plus half a patch (8 voxels in x and y), clamped.
+  EXPECT_EQ(body.report.box_xyz[0], (std::array<int64_t, 2>{2, 49}));
+  EXPECT_EQ(body.report.box_xyz[1], (std::array<int64_t, 2>{47, 100}));
+  EXPECT_EQ(body.report.box_xyz[2], (std::array<int64_t, 2>{0, 40}));
+  EXPECT_EQ(none.report.mode, CropMode::kNone);
+  EXPECT_EQ(none.report.windows_skipped, 0);
+  EXPECT_EQ(none.report.reason, "");
+  EXPECT_EQ(body.report.windows_uncropped, none.windows);
+  EXPECT_LT(body.windows, none.windows / 3);
+  EXPECT_EQ(body.report.windows_skipped, none.windows - body.windows);
+
+  EXPECT_EQ(Differing(body.labels, none.labels), 0);
+  EXPECT_EQ(body.labels.stats[1].voxels, none.labels.stats[1].voxels);
+  EXPECT_GT(body.labels.stats[1].voxels, 0);
+  EXPECT_EQ(body.labels.stats[0].voxels + body.labels.stats[1].voxels, v.geometry.NumVoxels());
+}
+
+TEST(BodyCrop, ABodyFillingTheFieldSavesNothingAndChangesNothing) {
+  const auto v = CtWith({60, 50, 20}, {{{30, 25, 10}, {34, 30, 40}}});
+  const Plan plan = CtPlan();
+  const Outcome body = Segment(v, plan);
+  const Outcome none = Segment(v, plan, CropMode::kNone);
+  EXPECT_EQ(body.report.mode, CropMode::kBody);
+  EXPECT_EQ(body.report.windows_skipped, 0);
+  EXPECT_EQ(body.report.reason, "");
+  EXPECT_EQ(body.windows, none.windows);
+  EXPECT_EQ(Differing(body.labels, none.labels), 0);
+}
+
+// A trunk, an arm beside it that does not touch it, and a tube far away: the
+// arm is segmented as without the crop; the tube (below 5 % of the trunk) is
+// outside the box and becomes background.
+TEST(BodyCrop, DisconnectedPartsLargeOnesKeptSmallOnesBackground) {
+  const auto v = CtWith({140, 100, 24}, {
+                                            {{50, 50, 12}, {25, 20, 40}},    // trunk, x 25..75
+                                            {{95, 50, 12}, {7, 7, 40}},      // arm, x 88..102
+                                            {{133, 95, 12}, {1.5, 1.5, 40}}  // tube at the corner
+                                        });
+  const Plan plan = CtPlan();
+  const Outcome body = Segment(v, plan);
+  const Outcome none = Segment(v, plan, CropMode::kNone);
+  EXPECT_EQ(body.report.box_xyz[0], (std::array<int64_t, 2>{17, 111}));  // trunk to arm, + 8
+  int64_t tube = 0, tube_kept = 0, differ_elsewhere = 0;
+  for (int64_t i = 0; i < v.geometry.NumVoxels(); ++i) {
+    const int64_t x = i % 140, y = i / 140 % 100;
+    if (x >= 128 && y >= 90) {
+      tube += none.labels.labels[i];
+      tube_kept += body.labels.labels[i];
+    } else {
+      differ_elsewhere += body.labels.labels[i] != none.labels.labels[i];
+    }
+  }
+  EXPECT_GT(tube, 0);       // segmented without the crop
+  EXPECT_EQ(tube_kept, 0);  // background with it
+  EXPECT_EQ(differ_elsewhere, 0);
+  EXPECT_GT(body.report.windows_skipped, 0);
+}
+
+TEST(BodyCrop, NoBodyMeansNoCrop) {
+  const auto v = CtWith({40, 40, 10}, {});
+  const Outcome run = Segment(v, CtPlan());
+  EXPECT_EQ(run.report.mode, CropMode::kNone);
+  EXPECT_EQ(run.report.windows_skipped, 0);
+  EXPECT_EQ(run.labels.stats[0].voxels, v.geometry.NumVoxels());
+}
+
+// MR: z-scored, so the plan's default is nnU-Net's non-zero box, never the
+// body (an MR has no Hounsfield units: everything is above -500).
+TEST(BodyCrop, AnMrVolumeIsCroppedToItsNonzeroBox) {
+  Plan plan = CtPlan();
+  plan.normalization[0] = {ChannelNormalization::Scheme::kZScore, 0, 0, 0, 1, false};
+  ASSERT_EQ(plan.ResolvedCrop(), CropMode::kNonzero);
+  const auto v = testing::VolumeFrom({100, 90, 30}, {1, 1, 1}, [](int64_t x, int64_t y, int64_t z) {
+    return x >= 60 && y >= 10 && y < 50 ? 100.0 + x + 2 * y + z : 0.0;
+  });
+  auto job = SegmentationJob::Create(v, plan);
+  ASSERT_TRUE(job.ok()) << job.status();
+  const CropReport& r = (*job)->crop_report();
+  EXPECT_EQ(r.mode, CropMode::kNonzero);
+  EXPECT_EQ(r.box_xyz[0], (std::array<int64_t, 2>{60, 100}));  // no margin: nnU-Net's box
+  EXPECT_EQ(r.box_xyz[1], (std::array<int64_t, 2>{10, 50}));
+  EXPECT_GT(r.windows_skipped, 0);
+  EXPECT_EQ(r.reason, "outside the non-zero region");
+  EXPECT_EQ((*job)->items_skipped_by_crop(), r.windows_skipped);  // no mirroring
+  // Asking for a body crop on it is refused by the plan's validation.
+  JobOptions options;
+  options.crop = CropMode::kBody;
+  EXPECT_EQ(SegmentationJob::Create(v, plan, options).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(BodyCrop, SkippedItemsCountMirrorVariants) {
+  const auto v = CtWith({120, 100, 40}, {{{25, 75, 20}, {15, 20, 30}}});
+  JobOptions options;
+  options.mirror_axes = std::vector<int>{1, 2};
+  auto job = SegmentationJob::Create(v, CtPlan(), options);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_GT((*job)->crop_report().windows_skipped, 0);
+  EXPECT_EQ((*job)->items_skipped_by_crop(), 4 * (*job)->crop_report().windows_skipped);
+}
+
+}  // namespace
+}  // namespace upp::inference
