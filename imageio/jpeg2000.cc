@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "imageio/jpeg2000_header.h"
 
 namespace upp::imageio {
 namespace {
@@ -53,6 +54,45 @@ void KeepError(const char* message, void* user) {
 }
 void Ignore(const char*, void*) {}
 
+// What the frame must be, from the codestream's header, as read before
+// OpenJPEG sees it and as OpenJPEG read it (one component of the DICOM
+// header's size, at most 16 bits, not subsampled).
+struct FrameShape {
+  int64_t width, height;
+  int64_t components;
+  int64_t precision, subsampling_x, subsampling_y;
+};
+
+absl::Status CheckShape(const FrameShape& f, int rows, int cols) {
+  if (f.components != 1)
+    return absl::UnimplementedError(
+        absl::StrCat("JPEG 2000 frame with ", f.components, " components (grayscale only)"));
+  if (f.width != cols || f.height != rows)
+    return absl::InvalidArgumentError(
+        absl::StrCat("JPEG 2000 frame is ", f.width, " x ", f.height, ", the DICOM header says ", cols, " x ", rows));
+  if (f.precision < 1 || f.precision > 16 || f.subsampling_x != 1 || f.subsampling_y != 1)
+    return absl::UnimplementedError(absl::StrCat("JPEG 2000 frame with ", f.precision, "-bit or subsampled samples"));
+  return absl::OkStatus();
+}
+
+// The header's shape and OpenJPEG's bounds, before OpenJPEG allocates.
+absl::Status CheckHeader(const uint8_t* data, size_t size, int rows, int cols) {
+  auto h = ReadJpeg2000Header(std::string_view(reinterpret_cast<const char*>(data), size));
+  if (!h.ok()) return h.status();
+  if (auto s = CheckShape({h->width, h->height, h->components, h->precision, h->subsampling_x, h->subsampling_y}, rows,
+                          cols);
+      !s.ok())
+    return s;
+  if (h->tiles > kMaxJpeg2000Tiles)
+    return absl::InvalidArgumentError(absl::StrCat("JPEG 2000 frame in ", h->tiles, " tiles, over the limit of ",
+                                                   kMaxJpeg2000Tiles, " (OpenJPEG allocates per tile)"));
+  if (h->decomposition_levels > kMaxJpeg2000DecompositionLevels)
+    return absl::InvalidArgumentError(absl::StrCat("JPEG 2000 frame with ", h->decomposition_levels,
+                                                   " decomposition levels, over the limit of ",
+                                                   kMaxJpeg2000DecompositionLevels));
+  return absl::OkStatus();
+}
+
 bool IsJp2File(const uint8_t* d, size_t n) {
   static constexpr uint8_t kSignature[] = {0, 0, 0, 0x0c, 'j', 'P', ' ', ' '};
   return n >= sizeof(kSignature) && std::memcmp(d, kSignature, sizeof(kSignature)) == 0;
@@ -61,6 +101,7 @@ bool IsJp2File(const uint8_t* d, size_t n) {
 }  // namespace
 
 absl::StatusOr<Jpeg2000Frame> DecodeJpeg2000Frame(const uint8_t* data, size_t size, int rows, int cols) {
+  if (auto s = CheckHeader(data, size, rows, cols); !s.ok()) return s;
   Buffer buffer{data, size, 0};
   std::unique_ptr<opj_stream_t, decltype(&opj_stream_destroy)> stream(opj_stream_create(1 << 16, OPJ_TRUE),
                                                                       &opj_stream_destroy);
@@ -84,19 +125,15 @@ absl::StatusOr<Jpeg2000Frame> DecodeJpeg2000Frame(const uint8_t* data, size_t si
   const bool header = opj_read_header(stream.get(), codec.get(), &raw_image);
   std::unique_ptr<opj_image_t, decltype(&opj_image_destroy)> image(raw_image, &opj_image_destroy);
   if (!header || !image) return absl::InvalidArgumentError(absl::StrCat("JPEG 2000 header: ", error));
-  // Checked before decoding: the header alone decides what OpenJPEG allocates.
-  const int64_t width = static_cast<int64_t>(image->x1) - image->x0;
-  const int64_t height = static_cast<int64_t>(image->y1) - image->y0;
-  if (image->numcomps != 1)
-    return absl::UnimplementedError(
-        absl::StrCat("JPEG 2000 frame with ", image->numcomps, " components (grayscale only)"));
-  if (width != cols || height != rows)
-    return absl::InvalidArgumentError(
-        absl::StrCat("JPEG 2000 frame is ", width, " x ", height, ", the DICOM header says ", cols, " x ", rows));
+  // OpenJPEG's own reading, checked again before decoding: the header alone
+  // decides what it allocates, and a JP2 file could describe its image
+  // otherwise than the codestream read above.
   const opj_image_comp_t& header_comp = image->comps[0];
-  if (header_comp.prec < 1 || header_comp.prec > 16 || header_comp.dx != 1 || header_comp.dy != 1)
-    return absl::UnimplementedError(
-        absl::StrCat("JPEG 2000 frame with ", header_comp.prec, "-bit or subsampled samples"));
+  if (auto s = CheckShape({static_cast<int64_t>(image->x1) - image->x0, static_cast<int64_t>(image->y1) - image->y0,
+                           image->numcomps, header_comp.prec, header_comp.dx, header_comp.dy},
+                          rows, cols);
+      !s.ok())
+    return s;
   if (!opj_decode(codec.get(), stream.get(), image.get()) || !opj_end_decompress(codec.get(), stream.get()))
     return absl::InvalidArgumentError(absl::StrCat("JPEG 2000 data: ", error));
   // A JP2 palette turns one component into three while decoding.
