@@ -3,7 +3,8 @@
 # bounded time, seeded with real files: nibabel's NIfTI and pydicom's DICOM
 # test data.
 # Usage: deploy/fuzz.sh [SECONDS_PER_TARGET]   (CI runs it with 30)
-# Three targets: the NIfTI reader, the DICOM series reader, and sequences of
+# Four targets: the NIfTI reader, the DICOM series reader, a JPEG 2000
+# frame (the header read before OpenJPEG, then OpenJPEG), and sequences of
 # SegmentRequest messages through the server's request logic.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,15 +51,45 @@ PYD=$(/usr/bin/python3 -c 'import os, pydicom; print(os.path.join(os.path.dirnam
 DSEEDS="$BUILD/seeds/dicom"
 mkdir -p "$DSEEDS" "$BUILD/corpus/dicom"
 for f in CT_small.dcm MR_small.dcm MR_small_RLE.dcm MR_small_jpeg_ls_lossless.dcm MR_small_bigendian.dcm \
-         MR_small_implicit.dcm JPGExtended.dcm rtdose_1frame.dcm image_dfl.dcm MR_small_jp2klossless.dcm; do
+         MR_small_implicit.dcm JPGExtended.dcm rtdose_1frame.dcm image_dfl.dcm MR_small_jp2klossless.dcm \
+         JPEG2000.dcm 693_J2KI.dcm J2K_pixelrep_mismatch.dcm; do
   [ -f "$PYD/$f" ] && cp "$PYD/$f" "$DSEEDS/"
 done
 echo "fuzz: dicom_fuzzer for ${SECONDS_PER_TARGET}s, $(ls "$DSEEDS" | wc -l) seed files"
 # libFuzzer's default malloc limit (= the RSS limit, 2 GiB) applies: element
-# lengths are checked before DCMTK parses (imageio/dicom_lengths.h), the
-# pixel layout and each JPEG frame header before DCMTK decodes (dicom.cc), so
-# no claim in a small input turns into a large allocation.
+# lengths, tag order and counts are checked before DCMTK parses
+# (imageio/dicom_lengths.h), the pixel layout and each JPEG frame header
+# before DCMTK decodes (dicom.cc), each JPEG 2000 main header before
+# OpenJPEG (jpeg2000_header.h), so no claim in a small input turns into a
+# large allocation.
 run_target dicom_fuzzer "$BUILD/corpus/dicom" "$DSEEDS" 262144
+
+# JPEG 2000 frames: the first frame of pydicom's JPEG 2000 files, as a bare
+# codestream and wrapped in a minimal JP2 file (signature, ftyp, jp2h, jp2c).
+JSEEDS="$BUILD/seeds/jpeg2000"
+mkdir -p "$JSEEDS" "$BUILD/corpus/jpeg2000"
+/usr/bin/python3 - "$PYD" "$JSEEDS" <<'PY'
+import os, struct, sys
+import pydicom
+from pydicom.encaps import generate_pixel_data_frame
+def box(kind, payload):
+    return struct.pack(">I", 8 + len(payload)) + kind + payload
+for name in ["MR_small_jp2klossless.dcm", "JPEG2000.dcm", "693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm"]:
+    path = os.path.join(sys.argv[1], name)
+    if not os.path.exists(path):
+        continue
+    ds = pydicom.dcmread(path)
+    frame = next(generate_pixel_data_frame(ds.PixelData))
+    stem = os.path.join(sys.argv[2], name[:-4])
+    open(stem + ".j2k", "wb").write(frame)
+    ihdr = struct.pack(">IIHBBBB", ds.Rows, ds.Columns, 1, ds.BitsStored - 1, 7, 0, 0)
+    colr = bytes([1, 0, 0]) + struct.pack(">I", 17)  # enumerated: greyscale
+    jp2 = (box(b"jP  ", b"\r\n\x87\n") + box(b"ftyp", b"jp2 " + b"\0\0\0\0" + b"jp2 ")
+           + box(b"jp2h", box(b"ihdr", ihdr) + box(b"colr", colr)) + box(b"jp2c", frame))
+    open(stem + ".jp2", "wb").write(jp2)
+PY
+echo "fuzz: jpeg2000_fuzzer for ${SECONDS_PER_TARGET}s, $(ls "$JSEEDS" | wc -l) seed files"
+run_target jpeg2000_fuzzer "$BUILD/corpus/jpeg2000" "$JSEEDS" 262144
 
 # Request sequences: seeds are a header, a NIfTI of nibabel's in one chunk,
 # and the end marker (tests/fuzz/request_fuzzer.cc gives the record format).

@@ -23,7 +23,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   files.push_back(all);
   upp::imageio::DicomSeriesOptions options;
   options.admit = upp::fuzz::AdmitSeries;  // production limits (fuzz_admission.h)
-  options.modalities.clear();              // any modality: reach the pixel decoding
+  upp::fuzz::Reservation reservation;      // deflated files, DCMTK's heap per element
+  options.reserve = [&reservation](int64_t bytes) { return reservation.Add(bytes); };
+  options.modalities.clear();  // any modality: reach the pixel decoding
   auto image = upp::imageio::ReadDicomSeries(files, options);
   if (image.ok()) {
     const auto& v = image->volume;

@@ -21,6 +21,20 @@ inline absl::Status Admit(int64_t bytes) {
   return bytes > kAdmissionBudget ? absl::ResourceExhaustedError("over the fuzz admission budget") : absl::OkStatus();
 }
 
+// What the server's reservation does with the readers' `reserve` calls (a
+// deflated file held whole, DCMTK's heap per element): they add up, within
+// the budget, for one input.
+class Reservation {
+ public:
+  absl::Status Add(int64_t bytes) {
+    bytes_ = imageio::OrMax(imageio::CheckedAdd(bytes_, bytes));
+    return Admit(bytes_);
+  }
+
+ private:
+  int64_t bytes_ = 0;
+};
+
 // DICOM: the float volume and as much again for decoded frames, as the server reserves.
 inline absl::Status AdmitSeries(const imageio::Geometry& g) {
   return Admit(imageio::OrMax(imageio::CheckedProduct({g.size[0], g.size[1], g.size[2], 8})));
