@@ -6,11 +6,13 @@
 #include <filesystem>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "model/cpu_features.h"
 #include "model/device.h"
 #include "proto/text_config.h"
@@ -63,58 +65,66 @@ absl::StatusOr<unetrpp::v1::ServerConfig> LoadConfigFile(const std::string& path
   return config;
 }
 
-// The deprecated fields are read here only, to move them.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+namespace {
+
+// The renamed fields, old path to new path. Moved through reflection, so a
+// rename is one row here and the deprecated accessors are never called.
+constexpr std::pair<const char*, const char*> kRenamed[] = {
+    {"timeouts.priority_aging_seconds", "batching.priority_aging_seconds"},
+    {"limits.max_requests_per_peer", "limits.per_caller.max_requests_per_peer"},
+    {"auth.max_requests_per_principal", "limits.per_caller.max_requests_per_principal"},
+    {"auth.max_bytes_per_principal", "limits.per_caller.max_bytes"},
+    {"auth.max_windows_per_principal", "limits.per_caller.max_windows"},
+};
+
+// The message holding the field `path` names, and the field; nullptr when a
+// message on the way is absent and `create` is false.
+std::pair<google::protobuf::Message*, const google::protobuf::FieldDescriptor*> FieldAt(google::protobuf::Message* m,
+                                                                                        const std::string& path,
+                                                                                        bool create) {
+  const std::vector<std::string> parts = absl::StrSplit(path, '.');
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    const auto* f = m->GetDescriptor()->FindFieldByName(parts[i]);
+    if (!create && !m->GetReflection()->HasField(*m, f)) return {nullptr, nullptr};
+    m = m->GetReflection()->MutableMessage(m, f);
+  }
+  return {m, m->GetDescriptor()->FindFieldByName(parts.back())};
+}
+
+// Copies a scalar field's value (the renamed fields are numbers of one type).
+void CopyScalar(const google::protobuf::Message& from, const google::protobuf::FieldDescriptor* from_field,
+                google::protobuf::Message* to, const google::protobuf::FieldDescriptor* to_field) {
+  const auto* r = from.GetReflection();
+  const auto* w = to->GetReflection();
+  switch (from_field->cpp_type()) {
+    case google::protobuf::FieldDescriptor::CPPTYPE_DOUBLE:
+      return w->SetDouble(to, to_field, r->GetDouble(from, from_field));
+    case google::protobuf::FieldDescriptor::CPPTYPE_UINT32:
+      return w->SetUInt32(to, to_field, r->GetUInt32(from, from_field));
+    default: return w->SetUInt64(to, to_field, r->GetUInt64(from, from_field));
+  }
+}
+
+}  // namespace
+
 std::vector<std::string> MigrateDeprecatedFields(unetrpp::v1::ServerConfig& c) {
   std::vector<std::string> warnings;
-  // Moves `old_value` (clearing it) to the new field unless that is set
-  // already: the new name is the one an operator edits last.
-  const auto move_field = [&](const char* old_name, const char* new_name, auto old_value, auto new_value, auto set_new,
-                              auto clear_old) {
-    if (old_value == 0) return;
-    if (new_value == 0) {
-      set_new(old_value);
-      warnings.push_back(absl::StrCat("config: ", old_name, " is deprecated; write ", new_name, " instead"));
-    } else {
+  for (const auto& [old_name, new_name] : kRenamed) {
+    const auto [from, from_field] = FieldAt(&c, old_name, false);
+    if (!from || !from->GetReflection()->HasField(*from, from_field)) continue;  // 0: not set
+    const auto [to, to_field] = FieldAt(&c, new_name, true);
+    // The new name is the one an operator edits last: it wins.
+    if (to->GetReflection()->HasField(*to, to_field)) {
       warnings.push_back(absl::StrCat("config: ", old_name, " is deprecated and ignored: ", new_name,
                                       " is set too and wins (remove ", old_name, ")"));
+    } else {
+      CopyScalar(*from, from_field, to, to_field);
+      warnings.push_back(absl::StrCat("config: ", old_name, " is deprecated; write ", new_name, " instead"));
     }
-    clear_old();
-  };
-  if (c.has_timeouts()) {
-    auto* t = c.mutable_timeouts();
-    auto* b = c.mutable_batching();
-    move_field(
-        "timeouts.priority_aging_seconds", "batching.priority_aging_seconds", t->priority_aging_seconds(),
-        b->priority_aging_seconds(), [b](double v) { b->set_priority_aging_seconds(v); },
-        [t] { t->clear_priority_aging_seconds(); });
-  }
-  if (c.has_limits()) {
-    auto* l = c.mutable_limits();
-    auto* p = l->mutable_per_caller();
-    move_field(
-        "limits.max_requests_per_peer", "limits.per_caller.max_requests_per_peer", l->max_requests_per_peer(),
-        p->max_requests_per_peer(), [p](uint32_t v) { p->set_max_requests_per_peer(v); },
-        [l] { l->clear_max_requests_per_peer(); });
-  }
-  if (c.has_auth()) {
-    auto* a = c.mutable_auth();
-    auto* p = c.mutable_limits()->mutable_per_caller();
-    move_field(
-        "auth.max_requests_per_principal", "limits.per_caller.max_requests_per_principal",
-        a->max_requests_per_principal(), p->max_requests_per_principal(),
-        [p](uint32_t v) { p->set_max_requests_per_principal(v); }, [a] { a->clear_max_requests_per_principal(); });
-    move_field(
-        "auth.max_bytes_per_principal", "limits.per_caller.max_bytes", a->max_bytes_per_principal(), p->max_bytes(),
-        [p](uint64_t v) { p->set_max_bytes(v); }, [a] { a->clear_max_bytes_per_principal(); });
-    move_field(
-        "auth.max_windows_per_principal", "limits.per_caller.max_windows", a->max_windows_per_principal(),
-        p->max_windows(), [p](uint64_t v) { p->set_max_windows(v); }, [a] { a->clear_max_windows_per_principal(); });
+    from->GetReflection()->ClearField(from, from_field);
   }
   return warnings;
 }
-#pragma GCC diagnostic pop
 
 void ApplyDefaults(unetrpp::v1::ServerConfig& c) {
   // Logged once: the fields are cleared, so a second ApplyDefaults (the

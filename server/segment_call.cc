@@ -225,13 +225,13 @@ void SegmentCall::Process() {
   collector_->inputs().clear();
   if (!volume.ok()) return Fail(volume.status());
   StageDone(unetrpp::v1::STAGE_DECODING, t);
-  voxels_ = volume->geometry.NumVoxels();
+  stats_.voxels = volume->geometry.NumVoxels();
   if (!Alive()) return;
   const auto policy = state_->config().nonfinite_voxels() == "refuse" ? preprocessing::NonFinitePolicy::kRefuse
                                                                       : preprocessing::NonFinitePolicy::kReplace;
   auto replaced = preprocessing::HandleNonFinite(*volume, policy);
   if (!replaced.ok()) return Fail(replaced.status());
-  nonfinite_replaced_ = *replaced;
+  stats_.nonfinite_replaced = *replaced;
   // Readers admit before decoding; a path that did not is admitted here.
   if (!estimate_reserved_)
     if (auto s = AdmitVolume(volume->geometry, 0); !s.ok()) return Fail(s);
@@ -249,7 +249,7 @@ void SegmentCall::Enqueue(imageio::Volume volume) {
   state_->metrics().JobCreated(model()->name(), options.device);
   StageDone(unetrpp::v1::STAGE_PREPROCESSING, t);
   const int64_t items = job_->num_items();
-  items_total_ = items;
+  stats_.windows_total = items;
   if (auto s = reservation_.AddWindows(items, model()->batcher().queued_windows()); !s.ok()) return Fail(s);
   if (!Alive()) return;
   enqueued_at_ = absl::Now();
@@ -261,8 +261,9 @@ void SegmentCall::Enqueue(imageio::Volume volume) {
 absl::Status SegmentCall::ReadWindow(int64_t item, float* dst) {
   if (!Alive()) return absl::CancelledError("the request ended");
   if (first_window_.exchange(false)) {
-    queue_wait_seconds_ = absl::ToDoubleSeconds(absl::Now() - enqueued_at_);
-    state_->metrics().Stage(model()->name(), "queue_wait", queue_wait_seconds_);
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - enqueued_at_);
+    stats_.SetStageSeconds("queue_wait", seconds);
+    state_->metrics().Stage(model()->name(), "queue_wait", seconds);
   }
   try {
     return job_->GetInput(item, dst);
@@ -280,10 +281,10 @@ void SegmentCall::WindowDone(int64_t item, const float* logits) {
     done = absl::InternalError("an unexpected error stitching a window");
   }
   if (!done.ok()) return Fail(done.status());
-  ++windows_done_;
+  const int64_t windows_done = ++stats_.windows_done;
   // Not job_: once another thread has added the last window, Postprocess
   // may already have released it.
-  SendProgress(unetrpp::v1::STAGE_INFERENCE, static_cast<double>(windows_done_) / items_total_, *done);
+  SendProgress(unetrpp::v1::STAGE_INFERENCE, static_cast<double>(windows_done) / stats_.windows_total, *done);
   if (*done) {
     StageDone(unetrpp::v1::STAGE_INFERENCE, enqueued_at_);
     ScheduleGuarded(&SegmentCall::Postprocess);
@@ -302,7 +303,7 @@ void SegmentCall::Postprocess() {
   auto labels = job_->Finish();
   ReleaseJob();  // accumulators and the network input go back now
   if (!labels.ok()) return Fail(labels.status());
-  stitch_seconds_ = times.stitch;
+  stats_.SetStageSeconds("stitch", times.stitch);
   state_->metrics().Stage(model()->name(), "stitch", times.stitch);
   StageDone(unetrpp::v1::STAGE_POSTPROCESSING, t);
 
@@ -335,18 +336,7 @@ SegmentResponse SegmentCall::Summary() {
   auto* s = m.mutable_summary();
   s->set_server_request_id(request_id_);
   s->set_client_request_id(header_.client_request_id());
-  {
-    absl::MutexLock lock(&stages_mu_);
-    for (const auto& [stage, seconds] : stage_seconds_) {
-      auto* timing = s->add_timings();
-      timing->set_stage(static_cast<Stage>(stage));
-      timing->set_seconds(seconds);
-    }
-  }
-  s->set_queue_wait_seconds(std::max(0.0, queue_wait_seconds_.load()));
-  s->set_windows(windows_done_.load());
-  s->set_voxels(voxels_.load());
-  s->set_nonfinite_voxels_replaced(nonfinite_replaced_.load());
+  stats_.FillSummary(s);
   return m;
 }
 
@@ -378,9 +368,9 @@ void SegmentCall::SendProgress(Stage stage, double fraction, bool force) {
   p->set_stage(stage);
   p->set_fraction(fraction);
   p->set_bytes_received(bytes_received_);
-  if (stage == unetrpp::v1::STAGE_INFERENCE && items_total_ > 0) {
-    p->set_windows_done(windows_done_.load());
-    p->set_windows_total(items_total_);
+  if (const int64_t total = stats_.windows_total.load(); stage == unetrpp::v1::STAGE_INFERENCE && total > 0) {
+    p->set_windows_done(stats_.windows_done.load());
+    p->set_windows_total(total);
   }
   writer_.SendProgress(std::move(m));
 }
@@ -437,8 +427,7 @@ void SegmentCall::OnCancel() {
 void SegmentCall::StageDone(Stage stage, absl::Time since) {
   const double seconds = absl::ToDoubleSeconds(absl::Now() - since);
   state_->metrics().Stage(model()->name(), proto::StageName(stage), seconds);
-  absl::MutexLock lock(&stages_mu_);
-  stage_seconds_[stage] = seconds;
+  stats_.SetStageSeconds(proto::StageName(stage), seconds);
 }
 
 void SegmentCall::OnDone() {
@@ -451,9 +440,12 @@ void SegmentCall::OnDone() {
   if (model()) model()->batcher().Remove(this);
   ReleasePendingStream();
   const absl::Status status = writer_.Done();
+  if (const double send = writer_.send_seconds(); send >= 0) {
+    stats_.SetStageSeconds("send", send);
+    state_->metrics().Stage(model()->name(), "send", send);
+  }
   std::shared_ptr<SegmentCall> keep = std::move(self_);  // this reaction is the last use of it
   const FinishedRequest record = Record(status);
-  if (const double send = writer_.send_seconds(); send >= 0) state_->metrics().Stage(record.model, "send", send);
   state_->metrics().RequestFinished(record.model, absl::StatusCodeToString(status.code()), record.seconds);
   LogWithFields(spdlog::level::info, RequestLogFields(record), RequestLogText(record));
   state_->Audit(AuditRecord(record, absl::Now()).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
@@ -467,18 +459,9 @@ FinishedRequest SegmentCall::Record(const absl::Status& status) {
   r.peer = peer_;
   r.principal = principal_.name;
   r.input_bytes = bytes_received_;
-  r.voxels = voxels_.load();
-  r.windows = windows_done_.load();
   r.seconds = absl::ToDoubleSeconds(absl::Now() - start_);
   r.status = status;
-  {
-    absl::MutexLock lock(&stages_mu_);
-    for (const auto& [stage, seconds] : stage_seconds_)
-      r.stage_seconds[proto::StageName(static_cast<Stage>(stage))] = seconds;
-  }
-  if (const double s = writer_.send_seconds(); s >= 0) r.stage_seconds["send"] = s;
-  if (const double s = queue_wait_seconds_.load(); s >= 0) r.stage_seconds["queue_wait"] = s;
-  if (const double s = stitch_seconds_.load(); s >= 0) r.stage_seconds["stitch"] = s;
+  stats_.FillRecord(&r);
   return r;
 }
 

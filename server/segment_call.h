@@ -35,6 +35,7 @@
 #include "server/admission.h"
 #include "server/auth.h"
 #include "server/batcher.h"
+#include "server/call_stats.h"
 #include "server/call_timeouts.h"
 #include "server/request_record.h"
 #include "server/request_validation.h"
@@ -157,27 +158,12 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   absl::Time deadline_ = absl::InfiniteFuture();
   std::atomic<bool> alive_{true};
   std::unique_ptr<inference::SegmentationJob> job_;
-  // Written on the pool, read by OnDone (which can run while the pool
-  // still decodes a cancelled call's input).
-  std::atomic<int64_t> voxels_{0};
-  std::atomic<int64_t> nonfinite_replaced_{0};
   bool estimate_reserved_ = false;   // the job's working memory is in reservation_
   imageio::InputDescription input_;  // what decoding found, for encoding and the summary
-  std::atomic<int64_t> windows_done_{0};
-  // The job's window items, set before they are queued (read by the threads
-  // that stitch, which must not touch job_ once the last window is in).
-  int64_t items_total_ = 0;
   std::atomic<bool> first_window_{true};
   absl::Time enqueued_at_;
-  // For the log line (the stages that are not proto Stages); -1 until
-  // measured. Written by a worker and the pool, read by OnDone.
-  std::atomic<double> queue_wait_seconds_{-1};
-  std::atomic<double> stitch_seconds_{-1};
   std::atomic<int64_t> last_progress_ns_{0};
-
-  // Seconds per proto Stage, for the summary and the log line.
-  mutable absl::Mutex stages_mu_;
-  std::map<int, double> stage_seconds_ ABSL_GUARDED_BY(stages_mu_);
+  CallStats stats_;  // any thread; read by OnDone, which can run while the pool still works
 
   ResponseWriter writer_;
 };

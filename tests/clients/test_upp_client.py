@@ -31,8 +31,7 @@ class UppClientTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="upp-client-test-")
-        cls.ct = os.path.join(cls.tmp, "ct.nii.gz")
-        cls.dicom = os.path.join(cls.tmp, "dicom")
+        cls.ct, cls.dicom = (os.path.join(cls.tmp, name) for name in ("ct.nii.gz", "dicom"))
         subprocess.run([PHANTOM, "--seed", "4", "--spacing", "2", "2", "5", "--fov", "240", "200", "100", "-o",
                         cls.ct, "--dicom", cls.dicom], check=True, capture_output=True)
         cls.server = ServerProcess().__enter__()

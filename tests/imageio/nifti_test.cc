@@ -273,12 +273,17 @@ TEST(NiftiTest, FourthDimensionBecomesChannels) {
   EXPECT_FLOAT_EQ(img->volume.At(2, 1, 1, 0), 11);
 }
 
-TEST(NiftiWriterTest, LabelMapRoundTripKeepsGeometryAndValues) {
+// Int16Cube with an oblique sform (axes permuted, spacing 2, 3, 4 mm).
+Nifti1Builder ObliqueCube() {
   auto b = Int16Cube();
   const float rows[3][4] = {{0, 0, -4, 10}, {2, 0, 0, 20}, {0, 3, 0, 30}};
   b.Sform(rows);
-  auto in = ReadNifti(b.Bytes());
-  ASSERT_TRUE(in.ok());
+  return b;
+}
+
+TEST(NiftiWriterTest, LabelMapRoundTripKeepsGeometryAndValues) {
+  auto in = ReadNifti(ObliqueCube().Bytes());
+  ASSERT_TRUE(in.ok()) << in.status();
   for (uint16_t top : {uint16_t{200}, uint16_t{1000}}) {
     std::vector<uint16_t> labels(12);
     for (size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<uint16_t>(i * top / 11);
@@ -301,11 +306,8 @@ TEST(NiftiWriterTest, LabelMapRoundTripKeepsGeometryAndValues) {
 }
 
 TEST(NiftiWriterTest, QformAloneReproducesTheGeometry) {
-  auto b = Int16Cube();
-  const float rows[3][4] = {{0, 0, -4, 10}, {2, 0, 0, 20}, {0, 3, 0, 30}};
-  b.Sform(rows);
-  auto in = ReadNifti(b.Bytes());
-  ASSERT_TRUE(in.ok());
+  auto in = ReadNifti(ObliqueCube().Bytes());
+  ASSERT_TRUE(in.ok()) << in.status();
   NiftiHeaderInfo qform_only = in->header;
   qform_only.sform_code = 0;
   qform_only.qform_code = 1;

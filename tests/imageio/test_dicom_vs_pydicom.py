@@ -153,6 +153,15 @@ class DicomVsPydicom(unittest.TestCase):
         np.testing.assert_allclose(direction[:, 0], iop[:3], atol=1e-6)
         np.testing.assert_allclose(direction[:, 1], iop[3:], atol=1e-6)
 
+    def read_grid(self, d, size, spacing_z, origin):
+        """Reads folder `d` with the C++ reader, checks the grid it reports and returns the report."""
+        rc, got = run(d)
+        self.assertEqual(rc, 0, got)
+        self.assertEqual(got["size"], size)
+        self.assertAlmostEqual(got["spacing"][2], spacing_z, places=4)
+        np.testing.assert_allclose(got["origin"], origin, atol=1e-4)
+        return got
+
     def write_series(self, positions, order=None, uid=None, base="CT_small.dcm"):
         src = pydicom.dcmread(get_testdata_file(base))
         uid = uid or generate_uid()
@@ -236,11 +245,7 @@ class DicomVsPydicom(unittest.TestCase):
         plan = pydicom.dcmread(get_testdata_file("rtplan.dcm"))
         plan.PatientID, plan.StudyInstanceUID = ct.PatientID, ct.StudyInstanceUID
         plan.save_as(os.path.join(d, "plan.dcm"))
-        rc, got = run(d)
-        self.assertEqual(rc, 0, got)
-        self.assertEqual(got["size"], [128, 128, 6])
-        self.assertAlmostEqual(got["spacing"][2], 2.5, places=4)
-        np.testing.assert_allclose(got["origin"], ipp0, atol=1e-4)
+        got = self.read_grid(d, [128, 128, 6], 2.5, ipp0)
         ref = modality_values(pydicom.dcmread(get_testdata_file("CT_small.dcm")))
         self.assertAlmostEqual(got["sum"], 6 * ref.sum(), delta=1e-6 * abs(6 * ref.sum()))
 
@@ -302,11 +307,7 @@ class DicomVsPydicom(unittest.TestCase):
         d = os.path.join(self.tmp, "enhanced")
         os.makedirs(d)
         ds.save_as(os.path.join(d, "x.dcm"))
-        rc, got = run(d)
-        self.assertEqual(rc, 0, got)
-        self.assertEqual(got["size"], [128, 128, 3])
-        self.assertAlmostEqual(got["spacing"][2], 2.0, places=4)
-        np.testing.assert_allclose(got["origin"], ipp0, atol=1e-4)
+        got = self.read_grid(d, [128, 128, 3], 2.0, ipp0)
         slope, intercept = float(getattr(src, "RescaleSlope", 1)), float(src.RescaleIntercept)
         volume = np.stack([stored[order.index(k)] for k in range(3)]).astype(np.float64) * slope + intercept
         self.assertAlmostEqual(got["sum"], volume.sum(), delta=1e-6 * abs(volume.sum()))

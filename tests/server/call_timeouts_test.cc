@@ -1,12 +1,17 @@
 // The timeouts of a Segment call as one decision: each limit fires in the
-// phase it belongs to, names its configuration field's value, and a decided
-// call is held only by the send stall.
+// phase it belongs to, just after (not before) its configured value, names
+// that value, and a decided call is held only by the send stall.
 #include "server/call_timeouts.h"
 
 #include <gtest/gtest.h>
 
+#include <string>
+#include <vector>
+
 namespace upp::server {
 namespace {
+
+const absl::Time kStart = absl::FromUnixSeconds(1000000);
 
 unetrpp::v1::Timeouts Limits() {
   unetrpp::v1::Timeouts t;
@@ -17,50 +22,40 @@ unetrpp::v1::Timeouts Limits() {
   return t;
 }
 
-const absl::Time kStart = absl::FromUnixSeconds(1000000);
+struct Case {
+  std::string name;
+  CallState call;
+  double limit_at;      // seconds after kStart at which the limit is reached
+  std::string message;  // what the DEADLINE_EXCEEDED says
+};
 
-CallState Call(CallState::Phase phase) {
-  CallState c;
-  c.phase = phase;
-  c.start = c.last_read = kStart;
-  return c;
+std::vector<Case> Cases() {
+  using Phase = CallState::Phase;
+  CallState header{Phase::kHeader, false, kStart, kStart};
+  // Reading steadily, long after the header's limit: only the idle time counts.
+  CallState receiving{Phase::kReceiving, false, kStart, kStart + absl::Seconds(100)};
+  CallState processing{Phase::kProcessing, false, kStart, kStart};
+  // Decided (past max_request) with its last write not taken.
+  CallState stalled{Phase::kProcessing, true, kStart, kStart, kStart + absl::Seconds(5000)};
+  return {{"header", header, 10, "no RequestHeader within 10 s"},
+          {"upload idle", receiving, 130, "no input for 30 s"},
+          {"whole request", processing, 3600, "limit of 3600 s"},
+          {"send stall", stalled, 5060, "did not read its results for 60 s"}};
 }
 
-TEST(CallTimeoutsTest, TheHeaderMustComeInTime) {
-  const CallState c = Call(CallState::Phase::kHeader);
-  EXPECT_TRUE(ExpiredTimeout(Limits(), c, kStart + absl::Seconds(9)).ok());
-  const absl::Status s = ExpiredTimeout(Limits(), c, kStart + absl::Seconds(11));
-  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded);
-  EXPECT_NE(s.message().find("no RequestHeader within 10 s"), absl::string_view::npos) << s;
+TEST(CallTimeoutsTest, EachLimitFiresJustPastItsValueAndNamesIt) {
+  for (const Case& c : Cases()) {
+    SCOPED_TRACE(c.name);
+    EXPECT_TRUE(ExpiredTimeout(Limits(), c.call, kStart + absl::Seconds(c.limit_at - 1)).ok());
+    const absl::Status s = ExpiredTimeout(Limits(), c.call, kStart + absl::Seconds(c.limit_at + 1));
+    EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded);
+    EXPECT_NE(s.message().find(c.message), absl::string_view::npos) << s;
+  }
 }
 
-TEST(CallTimeoutsTest, AnUploadMustNotPauseLongerThanTheIdleLimit) {
-  CallState c = Call(CallState::Phase::kReceiving);
-  c.last_read = kStart + absl::Seconds(100);  // reading steadily, long after the header limit
-  EXPECT_TRUE(ExpiredTimeout(Limits(), c, kStart + absl::Seconds(129)).ok());
-  const absl::Status s = ExpiredTimeout(Limits(), c, kStart + absl::Seconds(131));
-  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded);
-  EXPECT_NE(s.message().find("no input for 30 s"), absl::string_view::npos) << s;
-}
-
-TEST(CallTimeoutsTest, ProcessingIsBoundOnlyByTheWholeRequestLimit) {
-  const CallState c = Call(CallState::Phase::kProcessing);
-  EXPECT_TRUE(ExpiredTimeout(Limits(), c, kStart + absl::Seconds(3599)).ok());
-  const absl::Status s = ExpiredTimeout(Limits(), c, kStart + absl::Seconds(3601));
-  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded);
-  EXPECT_NE(s.message().find("limit of 3600 s"), absl::string_view::npos) << s;
-}
-
-TEST(CallTimeoutsTest, AWriteTheClientDoesNotTakeStallsEvenADecidedCall) {
-  CallState c = Call(CallState::Phase::kProcessing);
-  c.decided = true;
-  c.write_started = kStart + absl::Seconds(5000);
-  EXPECT_TRUE(ExpiredTimeout(Limits(), c, kStart + absl::Seconds(5059)).ok());  // past max_request: decided
-  const absl::Status s = ExpiredTimeout(Limits(), c, kStart + absl::Seconds(5061));
-  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded);
-  EXPECT_NE(s.message().find("did not read its results for 60 s"), absl::string_view::npos) << s;
-  c.write_started = absl::InfinitePast();  // nothing in flight
-  EXPECT_TRUE(ExpiredTimeout(Limits(), c, kStart + absl::Seconds(99999)).ok());
+TEST(CallTimeoutsTest, ADecidedCallWithNothingInFlightIsPastEveryLimit) {
+  const CallState done{CallState::Phase::kProcessing, true, kStart, kStart};
+  EXPECT_TRUE(ExpiredTimeout(Limits(), done, kStart + absl::Seconds(99999)).ok());
 }
 
 }  // namespace

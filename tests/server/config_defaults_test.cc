@@ -34,28 +34,28 @@ using google::protobuf::Message;
 using google::protobuf::Reflection;
 using google::protobuf::TextFormat;
 
-// Defaults that depend on the machine: documented in words, never as a
-// number, and skipped here.
-const std::map<std::string, std::string>& MachineDependent() {
-  static const auto* kFields = new std::map<std::string, std::string>{
-      {"limits.max_bytes_in_flight", "half the memory the process may use (cgroup limit, else physical)"},
-      {"limits.max_input_bytes", "min(2 GiB, max_bytes_in_flight / 4): follows the one above"},
-      {"limits.max_device_bytes_in_flight", "half the GPU's memory, read by the server through NVML"},
-      {"models.precision", "bf16 on a CPU with AMX, else fp32"},
+// The fields the checks below skip, and why: defaults that depend on the
+// machine (documented in words, never as a number), and what
+// deploy/server.textproto sets on purpose to something else (an example).
+enum class Skip { kMachineDependent, kExampleChoice };
+const std::map<std::string, std::pair<Skip, std::string>>& Skipped() {
+  static const auto* kFields = new std::map<std::string, std::pair<Skip, std::string>>{
+      {"limits.max_bytes_in_flight",
+       {Skip::kMachineDependent, "half the memory the process may use (cgroup limit, else physical)"}},
+      {"limits.max_input_bytes", {Skip::kMachineDependent, "min(2 GiB, max_bytes_in_flight / 4)"}},
+      {"limits.max_device_bytes_in_flight", {Skip::kMachineDependent, "half the GPU's memory, read through NVML"}},
+      {"models.precision", {Skip::kMachineDependent, "bf16 on a CPU with AMX, else fp32"}},
+      {"models.name", {Skip::kExampleChoice, "the model served: there is no default model"}},
+      {"models.weights", {Skip::kExampleChoice, "the model served: there is no default model"}},
+      {"tls.cert_file", {Skip::kExampleChoice, "the example serves TLS; without a tls block, plaintext"}},
+      {"tls.key_file", {Skip::kExampleChoice, "the example serves TLS; without a tls block, plaintext"}},
   };
   return *kFields;
 }
 
-// What deploy/server.textproto sets, on purpose, to something other than the
-// default.
-const std::map<std::string, std::string>& ExampleChoices() {
-  static const auto* kFields = new std::map<std::string, std::string>{
-      {"models.name", "the model served: there is no default model"},
-      {"models.weights", "the model served: there is no default model"},
-      {"tls.cert_file", "the example serves TLS; without a tls block the server speaks plaintext"},
-      {"tls.key_file", "the example serves TLS; without a tls block the server speaks plaintext"},
-  };
-  return *kFields;
+bool MachineDependent(const std::string& path) {
+  const auto it = Skipped().find(path);
+  return it != Skipped().end() && it->second.first == Skip::kMachineDependent;
 }
 
 std::string ReadSource(const std::string& relative) {
@@ -186,7 +186,7 @@ void CompareWritten(const Message& written, const ::google::protobuf::TextFormat
     }
     const int line = tree.GetLocation(f, f->is_repeated() ? 0 : -1).line;
     if (line < 0) continue;  // not written
-    if (MachineDependent().count(path) || ExampleChoices().count(path)) continue;
+    if (Skipped().count(path)) continue;
     ASSERT_FALSE(f->options().deprecated()) << path << ": the example must not use a deprecated field";
     std::vector<std::string> values;
     for (int k = 0; k < (f->is_repeated() ? r->FieldSize(written, f) : 1); ++k) {
@@ -226,7 +226,7 @@ TEST(ConfigDefaultsTest, ExampleConfigurationWritesTheDefaults) {
       std::string why;
       const std::string path = Resolve((*it)[1], &why);
       ASSERT_FALSE(path.empty()) << "deploy/server.textproto: " << (*it)[0] << ": " << why;
-      if (MachineDependent().count(path)) continue;
+      if (MachineDependent(path)) continue;
       EXPECT_TRUE(Same((*it)[2], DefaultOf(path)))
           << "deploy/server.textproto: " << (*it)[0] << ", but ApplyDefaults gives " << DefaultOf(path);
     }
@@ -257,7 +257,7 @@ TEST(ConfigDefaultsTest, DocumentedDefaultsAreApplyDefaults) {
       const std::string path = Resolve(name, &why);
       ASSERT_FALSE(path.empty()) << "docs/server.md: `" << name << "`: " << why << "\n  in: " << line;
       if (value.size() >= 2 && value.front() == '`') value = value.substr(1, value.size() - 2);
-      EXPECT_FALSE(MachineDependent().count(path)) << path << " depends on the machine: describe it, give no number";
+      EXPECT_FALSE(MachineDependent(path)) << path << " depends on the machine: describe it, give no number";
       EXPECT_TRUE(Same(value, DefaultOf(path))) << "docs/server.md: `" << name << "` documented as " << value
                                                 << ", ApplyDefaults gives " << DefaultOf(path) << "\n  in: " << line;
       documented.insert(path);
@@ -267,7 +267,7 @@ TEST(ConfigDefaultsTest, DocumentedDefaultsAreApplyDefaults) {
   for (const auto& [path, field] : AllPaths()) {
     if (!(absl::StartsWith(path, "limits.") || absl::StartsWith(path, "timeouts.") ||
           absl::StartsWith(path, "transport.")) ||
-        MachineDependent().count(path))
+        MachineDependent(path))
       continue;
     EXPECT_TRUE(documented.count(path)) << "docs/server.md documents no default for " << path;
   }
@@ -304,7 +304,7 @@ TEST(ConfigDefaultsTest, SchemaCommentsSayTheDefaults) {
       std::smatch d;
       const std::string trailing = m[2];
       if ((std::regex_search(trailing, d, kDefault) || std::regex_search(last_comment, d, kDefault)) &&
-          AllPaths().count(path) && !MachineDependent().count(path)) {
+          AllPaths().count(path) && !MachineDependent(path)) {
         EXPECT_TRUE(Same(d[1], DefaultOf(path))) << "config.proto: " << path << " commented as default " << d[1]
                                                  << ", ApplyDefaults gives " << DefaultOf(path);
         ++checked;

@@ -69,43 +69,55 @@ TEST(ConfigTest, JobDeviceDefaultsToTheCpuAndIsOneNamePerGpu) {
   EXPECT_NE(s.message().find("models[1].job_device"), std::string::npos) << s;
 }
 
+// `text` parsed, its deprecated fields moved (the warnings), then defaulted.
+std::vector<std::string> Migrated(const std::string& text, unetrpp::v1::ServerConfig* out) {
+  auto c = ParseConfig(text + " models { name: 'a' weights: 'w' }");
+  EXPECT_TRUE(c.ok()) << c.status();
+  if (!c.ok()) return {};
+  std::vector<std::string> warnings = MigrateDeprecatedFields(*c);
+  EXPECT_TRUE(MigrateDeprecatedFields(*c).empty());  // moved once: one warning per start
+  ApplyDefaults(*c);
+  EXPECT_TRUE(ValidateConfig(*c).ok());
+  *out = *std::move(c);
+  return warnings;
+}
+
 // Renamed fields keep working: each old one moves to its new place with a
 // warning; where both are set the new one wins. The rest of the server reads
 // only the new places.
 TEST(ConfigTest, DeprecatedFieldsMoveToTheirNewPlaces) {
-  auto c = ParseConfig(
+  unetrpp::v1::ServerConfig c;
+  const std::vector<std::string> warnings = Migrated(
       "timeouts { priority_aging_seconds: 5 } limits { max_requests_per_peer: 3 } "
-      "auth { max_requests_per_principal: 2 max_bytes_per_principal: 1000 max_windows_per_principal: 7 } "
-      "models { name: 'a' weights: 'w' }");
-  ASSERT_TRUE(c.ok()) << c.status();
-  const std::vector<std::string> warnings = MigrateDeprecatedFields(*c);
+      "auth { max_requests_per_principal: 2 max_bytes_per_principal: 1000 max_windows_per_principal: 7 }",
+      &c);
   ASSERT_EQ(warnings.size(), 5u);
   EXPECT_NE(warnings[0].find("timeouts.priority_aging_seconds is deprecated; write batching.priority_aging_seconds"),
             std::string::npos)
       << warnings[0];
-  ApplyDefaults(*c);
-  ASSERT_TRUE(ValidateConfig(*c).ok());
-  EXPECT_EQ(c->batching().priority_aging_seconds(), 5);
-  EXPECT_EQ(c->limits().per_caller().max_requests_per_peer(), 3u);
-  EXPECT_EQ(c->limits().per_caller().max_requests_per_principal(), 2u);
-  EXPECT_EQ(c->limits().per_caller().max_bytes(), 1000u);
-  EXPECT_EQ(c->limits().per_caller().max_windows(), 7u);
-  EXPECT_TRUE(MigrateDeprecatedFields(*c).empty());  // moved once: one warning per start
+  EXPECT_EQ(c.batching().priority_aging_seconds(), 5);
+  EXPECT_EQ(c.limits().per_caller().max_requests_per_peer(), 3u);
+  EXPECT_EQ(c.limits().per_caller().max_requests_per_principal(), 2u);
+  EXPECT_EQ(c.limits().per_caller().max_bytes(), 1000u);
+  EXPECT_EQ(c.limits().per_caller().max_windows(), 7u);
+}
 
-  c = ParseConfig(
+TEST(ConfigTest, WhereOldAndNewAreBothSetTheNewOneWins) {
+  constexpr char kBothSet[] =
       "timeouts { priority_aging_seconds: 5 } batching { priority_aging_seconds: 9 } "
-      "auth { max_bytes_per_principal: 1000 } limits { per_caller { max_bytes: 2000 } } "
-      "models { name: 'a' weights: 'w' }");
-  ASSERT_TRUE(c.ok()) << c.status();
-  const std::vector<std::string> both = MigrateDeprecatedFields(*c);
+      "auth { max_bytes_per_principal: 1000 } limits { per_caller { max_bytes: 2000 } }";
+  unetrpp::v1::ServerConfig c;
+  const std::vector<std::string> both = Migrated(kBothSet, &c);
   ASSERT_EQ(both.size(), 2u);
-  EXPECT_NE(both[0].find("ignored"), std::string::npos) << both[0];
-  ApplyDefaults(*c);
-  EXPECT_EQ(c->batching().priority_aging_seconds(), 9);
-  EXPECT_EQ(c->limits().per_caller().max_bytes(), 2000u);
-  EXPECT_EQ(c->limits().per_caller().max_requests_per_peer(), 16u);  // the default, in its new place
+  for (const std::string& w : both) EXPECT_NE(w.find("is set too and wins"), std::string::npos) << w;
+  // The new values stayed (aging, bytes).
+  EXPECT_EQ(std::make_pair(c.batching().priority_aging_seconds(), c.limits().per_caller().max_bytes()),
+            std::make_pair(9.0, uint64_t{2000}));
+  EXPECT_EQ(c.limits().per_caller().max_requests_per_peer(), 16u);  // the default, in its new place
+}
 
-  c = ParseConfig("batching { priority_aging_seconds: -1 } models { name: 'a' weights: 'w' }");
+TEST(ConfigTest, AgingMustNotBeNegative) {
+  auto c = ParseConfig("batching { priority_aging_seconds: -1 } models { name: 'a' weights: 'w' }");
   ApplyDefaults(*c);
   EXPECT_NE(ValidateConfig(*c).message().find("batching.priority_aging_seconds"), std::string::npos);
 }

@@ -22,6 +22,7 @@
 #include "server/system_memory.h"
 #include "tests/server/test_volumes.h"
 #include "tests/testing/deflated_dicom.h"
+#include "tests/testing/hostile_dicom.h"
 #include "tests/testing/rss.h"
 #include "unetrpp/v1/segmentation.grpc.pb.h"
 
@@ -83,14 +84,7 @@ class HostileTest : public ::testing::Test {
     auto stub = NewStub();
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
-    auto stream = stub->Segment(&context);
-    for (const auto& m : messages)
-      if (!stream->Write(m)) break;
-    if (writes_done) stream->WritesDone();
-    SegmentResponse r;
-    while (stream->Read(&r))
-      if (summary && r.has_summary()) *summary = r;
-    const grpc::Status status = stream->Finish();
+    const grpc::Status status = upp::testing::SegmentRaw(*stub, context, messages, writes_done, summary);
     if (retry_after) *retry_after = proto::RetryAfter(proto::FromGrpcCall(status, context));
     return status;
   }
@@ -342,6 +336,30 @@ TEST(HostileConfigTest, NonFiniteVoxelsCanBeRefused) {
   auto r = c->Segment({NiftiWithNonFinite()}, {});
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(r.status().message().find("3 NaN or infinite voxels"), std::string::npos) << r.status();
+}
+
+// Issue 28: DCMTK's parse cost far more than a file's bytes, before anything
+// was admitted: 8 million empty elements in 64 MB held 1.4 GiB, and 80,000
+// elements in descending tag order (640 KB) kept a CPU thread busy for 42 s
+// after the client had gone. The structure walk refuses both at once, with
+// little memory, and a well-behaved request is served after them.
+TEST_F(HostileTest, DicomThatDcmtkWouldChokeOnIsRefusedAtOnce) {
+  const std::string descending = testing::Part10(testing::EmptyElements(80000, /*descending=*/true));
+  const std::string tiny_elements = testing::Part10(testing::EmptyElements(1000000, false));  // 8 MB
+  auto c = client::Client::Connect(Address());
+  client::SegmentOptions options;
+  options.format = unetrpp::v1::INPUT_FORMAT_DICOM;
+  const int64_t rss = testing::ResetPeakRss();
+  for (const auto& [file, named] :
+       {std::pair{&descending, "tags must ascend"}, {&tiny_elements, "limit per data set"}}) {
+    const auto start = std::chrono::steady_clock::now();
+    auto r = c->Segment({*file}, options);
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 2.0);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+    EXPECT_NE(r.status().message().find(named), std::string::npos) << r.status();
+  }
+  EXPECT_LT(testing::PeakRssBytes() - rss, int64_t{64} << 20);
+  EXPECT_TRUE(GoodRequestSucceeds());
 }
 
 // A client that sends its volume and never reads the result: its writes

@@ -9,19 +9,18 @@ namespace upp::server {
 namespace {
 
 FinishedRequest Finished(absl::Status status) {
-  FinishedRequest r;
-  r.request_id = "r-1";
-  r.client_request_id = "study-42";
-  r.model = "phantom-ct";
-  r.peer = "10.0.0.7";
-  r.principal = "pacs";
-  r.input_bytes = 1234;
-  r.voxels = 100;
-  r.windows = 8;
-  r.seconds = 2.5;
-  r.stage_seconds = {{"send", 0.25}, {"decode", 0.5}, {"inference", 1.5}};
-  r.status = std::move(status);
-  return r;
+  // ids, model, peer, principal; input bytes, voxels, windows; seconds.
+  return FinishedRequest{"r-1",
+                         "study-42",
+                         "phantom-ct",
+                         "10.0.0.7",
+                         "pacs",
+                         1234,
+                         100,
+                         8,
+                         2.5,
+                         {{"send", 0.25}, {"decode", 0.5}, {"inference", 1.5}},
+                         std::move(status)};
 }
 
 TEST(RequestRecordTest, ClientIdsReachTheLogsOnlyWhenTheyLookLikeIds) {

@@ -378,14 +378,7 @@ TEST_F(ServerTest, BadRequestsGetTheirCodesWhileOthersSucceed) {
   auto run = [&](const std::vector<unetrpp::v1::SegmentRequest>& messages, bool writes_done = true) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-    auto stream = stub->Segment(&context);
-    for (const auto& m : messages)
-      if (!stream->Write(m)) break;
-    if (writes_done) stream->WritesDone();
-    unetrpp::v1::SegmentResponse r;
-    while (stream->Read(&r)) {
-    }
-    return stream->Finish();
+    return upp::testing::SegmentRaw(*stub, context, messages, writes_done);
   };
   unetrpp::v1::SegmentRequest header, chunk, end;
   header.mutable_header()->set_model("small");

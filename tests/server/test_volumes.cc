@@ -147,4 +147,17 @@ double MetricValue(const std::string& text, const std::string& series) {
   return -1;
 }
 
+grpc::Status SegmentRaw(unetrpp::v1::Segmentation::Stub& stub, grpc::ClientContext& context,
+                        const std::vector<unetrpp::v1::SegmentRequest>& messages, bool writes_done,
+                        unetrpp::v1::SegmentResponse* summary) {
+  auto stream = stub.Segment(&context);
+  for (const auto& m : messages)
+    if (!stream->Write(m)) break;
+  if (writes_done) stream->WritesDone();
+  unetrpp::v1::SegmentResponse r;
+  while (stream->Read(&r))
+    if (summary && r.has_summary()) *summary = r;
+  return stream->Finish();
+}
+
 }  // namespace upp::testing

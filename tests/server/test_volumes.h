@@ -3,11 +3,14 @@
 #ifndef UPP_TESTS_SERVER_TEST_VOLUMES_H_
 #define UPP_TESTS_SERVER_TEST_VOLUMES_H_
 
+#include <grpcpp/grpcpp.h>
+
 #include <array>
 #include <string>
 #include <vector>
 
 #include "imageio/volume.h"
+#include "unetrpp/v1/segmentation.grpc.pb.h"
 
 namespace upp::testing {
 
@@ -34,6 +37,12 @@ std::string SmallPlanFile(const std::string& name);
 int FreePort();
 // GET http://127.0.0.1:port/path; the body ("" on failure).
 std::string HttpGet(int port, const std::string& path);
+// Sends `messages` on a raw Segment stream (what the client library never
+// would), half-closes when `writes_done`, reads every response (the summary
+// into `summary`) and returns the final status.
+grpc::Status SegmentRaw(unetrpp::v1::Segmentation::Stub& stub, grpc::ClientContext& context,
+                        const std::vector<unetrpp::v1::SegmentRequest>& messages, bool writes_done = true,
+                        unetrpp::v1::SegmentResponse* summary = nullptr);
 // The value of the Prometheus series `name{labels}` in `text`; -1 if absent.
 double MetricValue(const std::string& text, const std::string& series);
 
