@@ -121,7 +121,7 @@ BorderShortcut MakeShortcut(const std::array<torch::Tensor, 3>& profile, const B
                             const torch::Tensor& region, int64_t num_classes, std::array<torch::Tensor, 3>* profile_f) {
   BorderShortcut b;
   for (int a = 0; a < 3; ++a) {
-    b.taps[a] = preprocessing::ResamplingTaps(grids.source[a], grids.output[a], grids.modes[a]);
+    b.taps[a] = grids.taps[a];
     (*profile_f)[a] = profile[a].to(torch::kFloat).contiguous();
     b.profile[a] = (*profile_f)[a].data_ptr<float>();
     b.src_size[a] = grids.source[a];
@@ -184,10 +184,19 @@ torch::Tensor ResampleSlab(const torch::Tensor& src, const preprocessing::Taps& 
     torch::Tensor b = src.index_select(1, torch::from_blob(i1.data(), {n}, torch::kLong).to(device));
     a.add_(torch::from_blob(w1.data(), {1, n, 1, 1}, torch::kFloat).to(device) * (b - a));
   }
-  return preprocessing::ResampleSeparable(a, {n, grids.output[1], grids.output[2]}, grids.modes);
+  if (grids.whole) return preprocessing::ResampleSeparable(a, {n, grids.output[1], grids.output[2]}, grids.modes);
+  a = preprocessing::Resample1D(a, 2, grids.taps[1], grids.modes[1]);
+  return preprocessing::Resample1D(a, 3, grids.taps[2], grids.modes[2]);
 }
 
 }  // namespace
+
+BackResampleGrids BackResampleGrids::Whole(const std::array<int64_t, 3>& source, const std::array<int64_t, 3>& output,
+                                           const std::array<preprocessing::Interp, 3>& modes) {
+  BackResampleGrids g{source, output, modes, {}, true};
+  for (int a = 0; a < 3; ++a) g.taps[a] = preprocessing::ResamplingTaps(source[a], output[a], modes[a]);
+  return g;
+}
 
 double BorderShare(const torch::Tensor& acc, preprocessing::Interp first_axis) {
   const int64_t D = acc.size(1), H = acc.size(2), W = acc.size(3);
@@ -235,7 +244,7 @@ torch::Tensor BackResampleFull(const torch::Tensor& acc, const std::array<torch:
   const torch::ScalarType label_type = LabelType(k);
   torch::Tensor labels_t = torch::empty({out_t[0], out_t[1], out_t[2]}, label_type);
   torch::Tensor counts = torch::zeros({k}, torch::kLong);
-  const preprocessing::Taps taps = preprocessing::ResamplingTaps(grids.source[0], out_t[0], grids.modes[0]);
+  const preprocessing::Taps& taps = grids.taps[0];
   // Output slabs of about 64 MiB of probabilities on the output grid.
   const int64_t slab = std::max<int64_t>(1, (int64_t{64} << 20) / std::max<int64_t>(1, k * out_t[1] * out_t[2] * 4));
   for (int64_t o0 = 0; o0 < out_t[0]; o0 += slab) {

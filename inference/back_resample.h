@@ -28,9 +28,17 @@ namespace upp::inference {
 
 // The grids a back-resampling goes between.
 struct BackResampleGrids {
-  std::array<int64_t, 3> source;               // the network grid, without padding
-  std::array<int64_t, 3> output;               // the cropped input
+  std::array<int64_t, 3> source;               // the network grid (or the box of it the windows ran over), no padding
+  std::array<int64_t, 3> output;               // the cropped input (or the box of it those windows cover)
   std::array<preprocessing::Interp, 3> modes;  // resampling per axis
+  // Output -> source per axis (preprocessing::RegionTaps when the source is a
+  // box of a larger grid); `whole`: they are ResamplingTaps(source, output).
+  std::array<preprocessing::Taps, 3> taps;
+  bool whole = true;
+
+  // Between the whole grids.
+  static BackResampleGrids Whole(const std::array<int64_t, 3>& source, const std::array<int64_t, 3>& output,
+                                 const std::array<preprocessing::Interp, 3>& modes);
 };
 
 // Above this share of source cells on a label border, resampling every class

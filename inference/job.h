@@ -156,7 +156,7 @@ using BatchRunner = std::function<absl::Status(const float* input, int64_t batch
 // The whole pipeline on one thread, in batches of `batch_size` items.
 absl::StatusOr<LabelMap> SegmentVolume(imageio::Volume volume, const preprocessing::Plan& plan, const BatchRunner& run,
                                        int64_t batch_size = 1, const JobOptions& options = {},
-                                       StageTimes* times = nullptr);
+                                       StageTimes* times = nullptr, CropReport* crop = nullptr);
 
 }  // namespace upp::inference
 

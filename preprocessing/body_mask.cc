@@ -148,31 +148,6 @@ Body FindBody(const float* hu, const std::array<int64_t, 3>& size_zyx, const Bod
   return body;
 }
 
-VoxelBox GrowBox(const VoxelBox& box, const std::array<int64_t, 3>& margin, const std::array<int64_t, 3>& min_size,
-                 const std::array<int64_t, 3>& size_zyx) {
-  VoxelBox out;
-  for (int a = 0; a < 3; ++a) {
-    const int64_t size = size_zyx[a];
-    // Clamped first: margins come from spacings and may be huge.
-    const int64_t m = std::clamp<int64_t>(margin[a], 0, size);
-    int64_t begin = std::clamp<int64_t>(box[a][0], 0, size) - m;
-    int64_t end = std::clamp<int64_t>(box[a][1], 0, size) + m;
-    begin = std::max<int64_t>(begin, 0);
-    end = std::min(end, size);
-    const int64_t want = std::clamp<int64_t>(min_size[a], 0, size);
-    if (end - begin < want) {
-      const int64_t extra = want - (end - begin);
-      begin -= extra / 2;
-      end += extra - extra / 2;
-      const int64_t shift = begin < 0 ? -begin : (end > size ? size - end : 0);  // back inside
-      begin = std::max<int64_t>(begin + shift, 0);
-      end = std::min(end + shift, size);
-    }
-    out[a] = {begin, end};
-  }
-  return out;
-}
-
 int64_t BodyLabellingBytesBound(int64_t voxels, const BodyOptions& options) {
   // A run, its parent, its root's index and, at worst, a component each;
   // twice that, as vectors grow by doubling.

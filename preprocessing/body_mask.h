@@ -58,14 +58,8 @@ struct Body {
 // The body of the CT whose channel 0 is `hu` (size_zyx[0] x [1] x [2] voxels,
 // x fastest). Components are 6-connected (face neighbours): with the size
 // rule above, diagonal contacts change which parts are kept only for parts
-// that touch by a corner, where the margin covers the other part anyway.
+// that touch by a corner, where the windows around one cover the other anyway.
 Body FindBody(const float* hu, const std::array<int64_t, 3>& size_zyx, const BodyOptions& options = {});
-
-// `box` grown by `margin` voxels on both sides of each axis, then to at least
-// `min_size` voxels (around its centre, shifted back inside the volume),
-// clamped to [0, size_zyx).
-VoxelBox GrowBox(const VoxelBox& box, const std::array<int64_t, 3>& margin, const std::array<int64_t, 3>& min_size,
-                 const std::array<int64_t, 3>& size_zyx);
 
 // The labelling's memory bound for `voxels` input voxels (the runs and their
 // union-find), for the job's memory estimate.

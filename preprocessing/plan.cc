@@ -195,9 +195,7 @@ Plan ReadPlan(const json& j, std::vector<std::string>* problems) {
             "give \"crop\" alone (crop_to_nonzero is its older form: true = \"nonzero\", false = \"none\")");
   } else if (j.contains("crop")) {
     const json& v = j["crop"];
-    const std::string name = v.is_string() ? v.get<std::string>() : "";
-    for (CropMode mode : {CropMode::kBody, CropMode::kNonzero, CropMode::kNone})
-      if (name == CropModeName(mode)) plan.crop = mode;
+    plan.crop = CropModeFromName(v.is_string() ? v.get<std::string>() : "");
     if (!plan.crop) problem("crop", "must be \"body\", \"nonzero\" or \"none\", got " + Shown(v));
   } else if (j.contains("crop_to_nonzero")) {
     bool nonzero = true;
@@ -425,6 +423,12 @@ const char* CropModeName(CropMode mode) {
     case CropMode::kNone: return "none";
   }
   return "?";
+}
+
+std::optional<CropMode> CropModeFromName(const std::string& name) {
+  for (CropMode mode : {CropMode::kBody, CropMode::kNonzero, CropMode::kNone})
+    if (name == CropModeName(mode)) return mode;
+  return std::nullopt;
 }
 
 absl::Status Plan::Validate() const { return ProblemsStatus(Problems()); }

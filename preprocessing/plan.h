@@ -51,6 +51,7 @@ enum class CropMode {
   kNone,     // the whole volume
 };
 const char* CropModeName(CropMode mode);  // "body", "nonzero", "none"
+std::optional<CropMode> CropModeFromName(const std::string& name);
 
 struct Plan {
   // Voxel spacing (mm) of the grid the network was trained on, (D, H, W).

@@ -2,8 +2,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
-#include <limits>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -36,38 +34,13 @@ std::array<int64_t, 3> PaddedGridBound(const imageio::Geometry& geometry, const 
   return padded;
 }
 
-std::array<int64_t, 3> PatchInInputVoxels(const imageio::Geometry& geometry, const Plan& plan) {
-  const std::array<double, 3> spacing_zyx{geometry.spacing[2], geometry.spacing[1], geometry.spacing[0]};
-  std::array<int64_t, 3> out{};
-  for (int a = 0; a < 3; ++a) {
-    const int t = plan.transpose[a];
-    const double voxels = std::ceil(static_cast<double>(plan.patch[a]) * plan.target_spacing[a] / spacing_zyx[t]);
-    out[t] = imageio::CheckedFloor(voxels).value_or(std::numeric_limits<int64_t>::max());
-  }
-  return out;
-}
-
-VoxelBox CropBox(const imageio::Volume& volume, const Plan& plan, CropMode mode, CropMode* applied) {
+VoxelBox CropBox(const imageio::Volume& volume, CropMode mode) {
   const auto& g = volume.geometry;
   const std::array<int64_t, 3> size{g.size[2], g.size[1], g.size[0]};
-  const VoxelBox whole{{{0, size[0]}, {0, size[1]}, {0, size[2]}}};
-  *applied = mode;
-  if (mode == CropMode::kNonzero) {
-    const torch::Tensor x = torch::from_blob(const_cast<float*>(volume.voxels.data()),
-                                             {volume.channels, size[0], size[1], size[2]}, torch::kFloat);
-    return NonzeroBoundingBox(x);
-  }
-  if (mode == CropMode::kBody) {
-    const Body body = FindBody(volume.voxels.data(), size);  // channel 0 comes first
-    if (body.found) {
-      const auto patch = PatchInInputVoxels(g, plan);
-      std::array<int64_t, 3> half;
-      for (int a = 0; a < 3; ++a) half[a] = patch[a] / 2 + patch[a] % 2;
-      return GrowBox(body.box, half, patch, size);
-    }
-  }
-  *applied = CropMode::kNone;
-  return whole;
+  if (mode != CropMode::kNonzero) return {{{0, size[0]}, {0, size[1]}, {0, size[2]}}};
+  const torch::Tensor x = torch::from_blob(const_cast<float*>(volume.voxels.data()),
+                                           {volume.channels, size[0], size[1], size[2]}, torch::kFloat);
+  return NonzeroBoundingBox(x);
 }
 
 absl::StatusOr<Preprocessed> Preprocess(imageio::Volume volume, const Plan& p, torch::Device device) {
@@ -78,7 +51,16 @@ absl::StatusOr<Preprocessed> Preprocess(imageio::Volume volume, const Plan& p, t
   // Zero-copy view of the caller's voxels, (C, z, y, x).
   torch::Tensor x =
       torch::from_blob(volume.voxels.data(), {volume.channels, g.size[2], g.size[1], g.size[0]}, torch::kFloat);
-  out.crop = CropBox(volume, p, p.ResolvedCrop(), &out.cropped_to);
+  out.cropped_to = p.ResolvedCrop();
+  out.crop = CropBox(volume, out.cropped_to);
+  if (out.cropped_to == CropMode::kBody) {
+    const Body body = FindBody(volume.voxels.data(), {g.size[2], g.size[1], g.size[0]});  // channel 0 first
+    if (body.found) {
+      out.body = body.box;
+    } else {
+      out.cropped_to = CropMode::kNone;
+    }
+  }
   for (int a = 0; a < 3; ++a) x = x.narrow(a + 1, out.crop[a][0], out.crop[a][1] - out.crop[a][0]);
   x = x.permute({0, 1 + p.transpose[0], 1 + p.transpose[1], 1 + p.transpose[2]});
   for (int a = 0; a < 3; ++a) out.cropped_t[a] = x.size(a + 1);

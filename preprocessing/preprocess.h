@@ -1,6 +1,7 @@
 // Preprocessing: what turns an input volume into the network's grid, as
-// nnU-Net (v1) does it for UNETR++: crop (the plan's crop: CT to the body
-// box, body_mask.h; MR to the bounding box of non-zero voxels), transpose to the plan's axis order, resample to the
+// nnU-Net (v1) does it for UNETR++: crop (the plan's crop: MR to the bounding
+// box of non-zero voxels; for CT the body's box is found, body_mask.h, and
+// the job runs only the windows that touch it), transpose to the plan's axis order, resample to the
 // target spacing (linear; nearest along the coarse axis beyond the anisotropy threshold), normalise per channel (CT
 // clip + scale, z-score, none), pad with zeros to at least one patch. The inference job (inference/job.h) keeps what is
 // needed to go back to the input grid.
@@ -14,6 +15,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 
 #include "absl/status/statusor.h"
 #include "imageio/geometry.h"
@@ -30,6 +32,10 @@ struct Preprocessed {
   // The crop applied: the plan's, except kNone when a body crop found no
   // body (nothing above the threshold, or too fragmented to be one).
   CropMode cropped_to = CropMode::kNone;
+  // kBody: the body's box in the input's (z, y, x) voxels. The input is not
+  // cropped: the job runs only the windows of the whole grid that touch the
+  // body (see job.cc for why that, and not a crop of the input).
+  std::optional<VoxelBox> body;
   std::array<int64_t, 3> cropped_t;   // cropped size, network axis order
   std::array<int64_t, 3> grid;        // resampled size before padding, network axis order
   std::array<int64_t, 3> pad_before;  // padding to reach the patch
@@ -43,16 +49,10 @@ struct Preprocessed {
 // propagate (the caller is the edge that catches them).
 absl::StatusOr<Preprocessed> Preprocess(imageio::Volume volume, const Plan& plan, torch::Device device);
 
-// The box `mode` crops `volume` to, (z, y, x) voxel indices; `applied`
-// receives the crop applied (see Preprocessed::cropped_to). For kBody: the
-// body's box (FindBody on channel 0) plus half the network's patch on every
-// side and at least one patch wide where the volume is (converted to input
-// voxels through the spacings), so windows at the body's edge see as much
-// context as without the crop and no real voxel is replaced by padding.
-VoxelBox CropBox(const imageio::Volume& volume, const Plan& plan, CropMode mode, CropMode* applied);
-// The network's patch (plan.patch at plan.target_spacing) in the volume's
-// voxels along its tensor axes (z, y, x), rounded up; saturates.
-std::array<int64_t, 3> PatchInInputVoxels(const imageio::Geometry& geometry, const Plan& plan);
+// The box `mode` crops `volume`'s input to, (z, y, x) voxel indices: the
+// non-zero box for kNonzero, else the whole volume (kBody chooses windows
+// instead, Preprocessed::body).
+VoxelBox CropBox(const imageio::Volume& volume, CropMode mode);
 
 // Spacing and size of the volume's tensor axes (z, y, x) after `transpose`.
 std::array<double, 3> TensorSpacing(const imageio::Geometry& g, const std::array<int, 3>& transpose);

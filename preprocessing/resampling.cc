@@ -28,6 +28,20 @@ Taps ResamplingTaps(int64_t in_size, int64_t out_size, Interp mode) {
   return t;
 }
 
+Taps RegionTaps(int64_t in_size, int64_t out_size, Interp mode, std::array<int64_t, 2> out_range,
+                std::array<int64_t, 2> in_range) {
+  const Taps whole = ResamplingTaps(in_size, out_size, mode);
+  const int64_t n = out_range[1] - out_range[0];
+  Taps t{std::vector<int64_t>(n), std::vector<int64_t>(n), std::vector<float>(n, 0.0f)};
+  const auto local = [&](int64_t i) { return std::clamp(i, in_range[0], in_range[1] - 1) - in_range[0]; };
+  for (int64_t o = 0; o < n; ++o) {
+    t.i0[o] = local(whole.i0[out_range[0] + o]);
+    t.i1[o] = local(whole.i1[out_range[0] + o]);
+    t.w1[o] = whole.w1[out_range[0] + o];
+  }
+  return t;
+}
+
 namespace {
 
 // Rows of at least this many contiguous elements after the resampled axis
@@ -83,7 +97,12 @@ torch::Tensor Resample1D(const torch::Tensor& x, int64_t dim, int64_t out_size, 
   const int64_t in_size = x.size(dim);
   TORCH_CHECK(in_size > 0 && out_size > 0, "resampling: empty axis");
   if (in_size == out_size) return x;
-  Taps taps = ResamplingTaps(in_size, out_size, mode);
+  return Resample1D(x, dim, ResamplingTaps(in_size, out_size, mode), mode);
+}
+
+torch::Tensor Resample1D(const torch::Tensor& x, int64_t dim, Taps taps, Interp mode) {  // by value: from_blob
+  const int64_t out_size = static_cast<int64_t>(taps.i0.size());
+  TORCH_CHECK(x.size(dim) > 0 && out_size > 0, "resampling: empty axis");
   if (ResamplesRowByRow(x, dim)) return ResampleRows(x, dim, RowLength(x, dim), out_size, taps);
   const auto long_opts = torch::TensorOptions().dtype(torch::kLong);
   const torch::Tensor idx0 = torch::from_blob(taps.i0.data(), {out_size}, long_opts).to(x.device());

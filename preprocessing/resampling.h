@@ -28,10 +28,21 @@ struct Taps {
   std::vector<float> w1;
 };
 Taps ResamplingTaps(int64_t in_size, int64_t out_size, Interp mode);
+// The taps of outputs [out_range[0], out_range[1]) of the resampling from
+// `in_size` to `out_size` samples, with source indices relative to
+// in_range[0] and clamped into in_range: one region of a larger resampling,
+// computed as the whole one would be (the body crop's way back: a box of the
+// network grid to a box of the input grid). With the whole ranges it is
+// ResamplingTaps.
+Taps RegionTaps(int64_t in_size, int64_t out_size, Interp mode, std::array<int64_t, 2> out_range,
+                std::array<int64_t, 2> in_range);
 
 // Resamples `x` along `dim` to `out_size` samples with pixel-centre alignment
 // (source = (o + 0.5) * in / out - 0.5, clamped to the edge).
 torch::Tensor Resample1D(const torch::Tensor& x, int64_t dim, int64_t out_size, Interp mode);
+// The same through given taps (taps.i0.size() output samples, indices into
+// x's `dim`).
+torch::Tensor Resample1D(const torch::Tensor& x, int64_t dim, Taps taps, Interp mode);
 
 // Whether Resample1D blends whole rows of `x` along `dim` (a contiguous
 // float32 CPU tensor with at least 16 elements after `dim`) rather than

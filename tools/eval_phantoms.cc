@@ -5,13 +5,18 @@
 //
 // With --versus PRECISION the same phantoms also go through the model at that
 // precision (e.g. bf16 against fp32): per-label Dice of both, their
-// difference, and the share of voxels whose labels agree.
+// difference, and the share of voxels whose labels agree. --versus-crop MODE
+// does the same with another crop (e.g. --crop body --versus-crop none: the
+// body crop's agreement with the uncropped run, and the windows it saved);
+// --fov-mm puts the phantoms in a wider field of view (air around the body),
+// --shift-mm off its centre.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <utility>
 
 #include "inference/job.h"
 #include "inference/model_runner.h"
@@ -45,7 +50,8 @@ double Mean(const std::vector<double>& v) {
 
 int main(int argc, char** argv) {
   CLI::App app{"Dice of a model on unseen synthetic phantoms"};
-  std::string weights, precision = "fp32", versus;
+  std::string weights, precision = "fp32", versus, crop, versus_crop;
+  double fov_mm = 0, shift_mm = 0;
   int count = 20;
   uint64_t first_seed = 900000;
   upp::tools::RunFlags run(/*default_batch=*/2);
@@ -55,12 +61,24 @@ int main(int argc, char** argv) {
   app.add_option("--first-seed", first_seed, "seed of the first phantom");
   app.add_option("--precision", precision, "fp32 | bf16");
   app.add_option("--versus", versus, "also run this precision and compare (e.g. bf16)");
+  app.add_option("--crop", crop, "body | nonzero | none: instead of the plan's crop");
+  app.add_option("--versus-crop", versus_crop, "also run with this crop and compare (e.g. none)");
+  app.add_option("--fov-mm", fov_mm, "in-plane field of view (mm) instead of the random 380-460");
+  app.add_option("--shift-mm", shift_mm, "field of view moved posterior by this (mm): the body off-centre");
   grid.Register(app);
   run.Register(app);
   CLI11_PARSE(app, argc, argv);
   run.Apply();
   auto runner = upp::model::WindowRunner::FromWeightsFile(weights, {"cpu", precision});
   if (!runner.ok()) return upp::tools::FailWith(kTool, runner.status());
+  upp::inference::JobOptions options, other_options;
+  for (auto [name, out] : {std::pair{crop, &options}, std::pair{versus_crop, &other_options}}) {
+    if (name.empty()) continue;
+    auto mode = upp::preprocessing::CropModeFromName(name);
+    if (!mode) return upp::tools::Fail(kTool, "--crop and --versus-crop take body, nonzero or none, got " + name);
+    out->crop = *mode;
+  }
+  if (versus_crop.empty()) other_options.crop = options.crop;
   std::unique_ptr<upp::model::WindowRunner> other;
   if (!versus.empty()) {
     auto r = upp::model::WindowRunner::FromWeightsFile(weights, {"cpu", versus});
@@ -70,28 +88,46 @@ int main(int argc, char** argv) {
   auto plan = upp::preprocessing::Plan::FromMetadata((*runner)->metadata());
   if (!plan.ok()) return upp::tools::FailWith(kTool, plan.status());
   const int classes = plan->num_classes;
+  const bool compare = !versus.empty() || !versus_crop.empty();
+  upp::model::WindowRunner& other_runner = other ? *other : **runner;
   std::vector<double> sums(classes - 1, 0.0), other_sums(classes - 1, 0.0), agreements;
+  int64_t windows = 0, windows_uncropped = 0, other_windows = 0;
   nlohmann::json per_phantom = nlohmann::json::array();
   for (int i = 0; i < count; ++i) {
     const uint64_t seed = first_seed + static_cast<uint64_t>(i);
-    const auto geometry = upp::tools::RandomGeometry(seed, grid.max_inplane, grid.max_slices);
+    auto geometry = upp::tools::RandomGeometry(seed, grid.max_inplane, grid.max_slices);
+    if (fov_mm > 0)
+      geometry = upp::tools::GridFor(geometry.spacing, {fov_mm, fov_mm, geometry.size[2] * geometry.spacing[2]});
+    geometry.origin[1] += shift_mm;
     const auto phantom = upp::tools::Rasterize(upp::tools::RandomAnatomy(seed), geometry, seed);
     upp::imageio::Volume v;
     v.geometry = geometry;
     const auto hu = upp::tools::ToInt16(phantom.hu);  // what a CT file holds
     v.voxels.assign(hu.begin(), hu.end());
-    // The volume is copied only when a second precision needs it.
-    upp::imageio::Volume for_other = other ? v : upp::imageio::Volume{};
-    auto labels = upp::inference::SegmentVolume(std::move(v), *plan, upp::inference::RunnerFor(**runner), run.batch);
+    // The volume is copied only when a second run needs it.
+    upp::imageio::Volume for_other = compare ? v : upp::imageio::Volume{};
+    upp::inference::CropReport cropped, other_cropped;
+    auto labels = upp::inference::SegmentVolume(std::move(v), *plan, upp::inference::RunnerFor(**runner), run.batch,
+                                                options, nullptr, &cropped);
     if (!labels.ok()) return upp::tools::FailWith(kTool, labels.status());
+    windows += cropped.windows_uncropped - cropped.windows_skipped;
+    windows_uncropped += cropped.windows_uncropped;
     const auto dice = upp::tools::DicePerLabel(phantom.labels, labels->labels, classes);
     for (int l = 0; l < classes - 1; ++l) sums[l] += dice[l];
-    nlohmann::json row = {
-        {"seed", seed}, {"size", geometry.size}, {"spacing", geometry.spacing}, {"mean_dice", Mean(dice)}};
-    if (other) {
+    nlohmann::json row = {{"seed", seed},
+                          {"size", geometry.size},
+                          {"spacing", geometry.spacing},
+                          {"mean_dice", Mean(dice)},
+                          {"crop", CropModeName(cropped.mode)},
+                          {"windows", cropped.windows_uncropped - cropped.windows_skipped},
+                          {"windows_skipped", cropped.windows_skipped}};
+    if (compare) {
       auto other_labels =
-          upp::inference::SegmentVolume(std::move(for_other), *plan, upp::inference::RunnerFor(*other), run.batch);
+          upp::inference::SegmentVolume(std::move(for_other), *plan, upp::inference::RunnerFor(other_runner), run.batch,
+                                        other_options, nullptr, &other_cropped);
       if (!other_labels.ok()) return upp::tools::FailWith(kTool, other_labels.status());
+      other_windows += other_cropped.windows_uncropped - other_cropped.windows_skipped;
+      row["windows_versus"] = other_cropped.windows_uncropped - other_cropped.windows_skipped;
       const auto other_dice = upp::tools::DicePerLabel(phantom.labels, other_labels->labels, classes);
       for (int l = 0; l < classes - 1; ++l) other_sums[l] += other_dice[l];
       agreements.push_back(upp::tools::LabelAgreement(labels->labels, other_labels->labels));
@@ -101,17 +137,22 @@ int main(int argc, char** argv) {
     per_phantom.push_back(row);
     std::fprintf(stderr, "phantom %d/%d seed %llu: mean Dice %.4f%s\n", i + 1, count,
                  static_cast<unsigned long long>(seed), Mean(dice),
-                 other ? (", " + versus + " " + std::to_string(row["mean_dice_versus"].get<double>()) + ", agreement " +
-                          std::to_string(agreements.back()))
-                             .c_str()
-                       : "");
+                 compare ? (", versus " + std::to_string(row["mean_dice_versus"].get<double>()) + ", agreement " +
+                            std::to_string(agreements.back()))
+                               .c_str()
+                         : "");
   }
   nlohmann::json out;
   out["precision"] = precision;
   out["dice"] = PerLabel(sums, count, *plan);
   out["mean_dice"] = Mean(sums) / count;
-  if (other) {
-    out["versus"] = versus;
+  out["crop"] = CropModeName(options.crop.value_or(plan->ResolvedCrop()));
+  out["windows"] = windows;
+  out["windows_uncropped"] = windows_uncropped;
+  if (compare) {
+    out["versus"] = versus.empty() ? precision : versus;
+    out["versus_crop"] = CropModeName(other_options.crop.value_or(plan->ResolvedCrop()));
+    out["windows_versus"] = other_windows;
     out["dice_versus"] = PerLabel(other_sums, count, *plan);
     double max_difference = 0;
     for (int l = 0; l < classes - 1; ++l)

@@ -1,12 +1,14 @@
-// The job's crop (plan.crop): windows run only over the body box of a CT (or
-// the non-zero box of an MR), the labels outside are background, and the job
-// reports how many windows the crop saved.
+// The job's crop (plan.crop): a CT runs only the windows that touch its
+// body's box (an MR is cropped to its non-zero box), the labels outside are
+// background, those inside are the uncropped run's, and the job reports how
+// many windows the crop saved.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <cmath>
 
 #include "inference/job.h"
+#include "inference/windows.h"
 #include "preprocessing/plan.h"
 #include "tests/testing/volumes.h"
 
@@ -76,6 +78,16 @@ Outcome Segment(const imageio::Volume& v, const Plan& plan, std::optional<CropMo
   return run;
 }
 
+// The voxels [begin, end) covered by the windows (patch `patch`, step 0.5)
+// of an axis of `size` voxels that touch [box_begin, box_end): what a body
+// crop labels when the grid is the input's (unit spacing, no padding).
+std::array<int64_t, 2> WindowsTouching(int64_t size, int64_t patch, int64_t box_begin, int64_t box_end) {
+  std::array<int64_t, 2> covered{size, 0};
+  for (int64_t s : WindowStarts(size, patch, 0.5))
+    if (s < box_end && s + patch > box_begin) covered = {std::min(covered[0], s), std::max(covered[1], s + patch)};
+  return covered;
+}
+
 int64_t Differing(const LabelMap& a, const LabelMap& b) {
   int64_t n = 0;
   for (size_t i = 0; i < a.labels.size(); ++i) n += a.labels[i] != b.labels[i];
@@ -92,10 +104,12 @@ TEST(BodyCrop, AnOffCentreBodyRunsOnlyTheWindowsAroundIt) {
 
   EXPECT_EQ(body.report.mode, CropMode::kBody);
   EXPECT_EQ(body.report.reason, "outside the body");
-  // The body's box plus half a patch (8 voxels in x and y), clamped.
-  EXPECT_EQ(body.report.box_xyz[0], (std::array<int64_t, 2>{2, 49}));
-  EXPECT_EQ(body.report.box_xyz[1], (std::array<int64_t, 2>{47, 100}));
+  // What the windows touching the body's box (x 10..40, y 55..95) cover.
+  EXPECT_EQ(body.report.box_xyz[0], WindowsTouching(120, 16, 10, 41));
+  EXPECT_EQ(body.report.box_xyz[1], WindowsTouching(100, 16, 55, 96));
   EXPECT_EQ(body.report.box_xyz[2], (std::array<int64_t, 2>{0, 40}));
+  EXPECT_LE(body.report.box_xyz[0][1], 56);  // not the whole field
+  EXPECT_GE(body.report.box_xyz[1][0], 40);
   EXPECT_EQ(none.report.mode, CropMode::kNone);
   EXPECT_EQ(none.report.windows_skipped, 0);
   EXPECT_EQ(none.report.reason, "");
@@ -133,7 +147,8 @@ TEST(BodyCrop, DisconnectedPartsLargeOnesKeptSmallOnesBackground) {
   const Plan plan = CtPlan();
   const Outcome body = Segment(v, plan);
   const Outcome none = Segment(v, plan, CropMode::kNone);
-  EXPECT_EQ(body.report.box_xyz[0], (std::array<int64_t, 2>{17, 111}));  // trunk to arm, + 8
+  EXPECT_EQ(body.report.box_xyz[0], WindowsTouching(140, 16, 25, 103));  // trunk to arm
+  EXPECT_LT(body.report.box_xyz[0][1], 128);                             // not the tube
   int64_t tube = 0, tube_kept = 0, differ_elsewhere = 0;
   for (int64_t i = 0; i < v.geometry.NumVoxels(); ++i) {
     const int64_t x = i % 140, y = i / 140 % 100;

@@ -1,5 +1,5 @@
 // The body of a CT: the run-based labelling against a voxel flood fill, the
-// parts it keeps and drops, and the box's margins.
+// parts it keeps and drops, and its memory bound.
 #include "preprocessing/body_mask.h"
 
 #include <gtest/gtest.h>
@@ -185,18 +185,6 @@ TEST(FindBody, NothingToFindMeansNoCrop) {
   options.voxels_per_run = 2;  // now within the limit
   EXPECT_TRUE(FindBody(ct.hu.data(), ct.size, options).found);
   EXPECT_FALSE(FindBody(ct.hu.data(), {0, 16, 16}).found);
-}
-
-TEST(GrowBox, MarginMinimumSizeAndTheVolumesEdges) {
-  const Size size{50, 100, 200};
-  const VoxelBox box{{{20, 30}, {5, 60}, {80, 90}}};
-  // Margins clamped at the edges.
-  EXPECT_EQ(GrowBox(box, {3, 10, 30}, {0, 0, 0}, size), (VoxelBox{{{17, 33}, {0, 70}, {50, 120}}}));
-  // At least min_size, around the centre; shifted back inside at an edge.
-  EXPECT_EQ(GrowBox(box, {0, 0, 0}, {20, 80, 41}, size), (VoxelBox{{{15, 35}, {0, 80}, {65, 106}}}));
-  // A minimum larger than the volume is the whole axis; huge margins too.
-  EXPECT_EQ(GrowBox(box, {INT64_MAX, 0, 0}, {60, 0, 0}, size)[0], (std::array<int64_t, 2>{0, 50}));
-  EXPECT_EQ(GrowBox(box, {0, 0, 0}, {60, 0, 0}, size)[0], (std::array<int64_t, 2>{0, 50}));
 }
 
 TEST(BodyLabellingBytesBound, GrowsWithTheVolumeAndSaturates) {
