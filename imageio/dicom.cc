@@ -151,6 +151,13 @@ bool IsLocalizer(DcmDataset* ds) {
   return ds->findAndGetOFString(DCM_ImageType, value, 2).good() && value == "LOCALIZER";
 }
 
+// CANCELLED when the caller says its request has ended.
+absl::Status CheckCancelled(const DicomSeriesOptions& options) {
+  if (options.cancelled && options.cancelled())
+    return absl::CancelledError("the request ended while its DICOM input was being decoded");
+  return absl::OkStatus();
+}
+
 absl::Status Refuse(size_t index, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat("DICOM file #", index + 1, ": ", what));
 }
@@ -250,12 +257,14 @@ absl::Status CheckJpegFrameHeaders(DcmDataset* ds, int64_t rows, int64_t cols, S
 // is the codestream's top bit (pydicom does the same): writers that stored
 // signed CT values as unsigned samples are the known case (pydicom's
 // J2K_pixelrep_mismatch.dcm: air reads -1000, not 7192).
-absl::Status DecodeJpeg2000Pixels(DcmDataset* ds, int rows, int cols, Sint32 frames, Source& src) {
+absl::Status DecodeJpeg2000Pixels(DcmDataset* ds, int rows, int cols, Sint32 frames, Source& src,
+                                  const DicomSeriesOptions& options) {
   const size_t bytes = src.bits_allocated / 8;
   const size_t frame_values = static_cast<size_t>(rows) * cols;
   src.decoded.assign(frame_values * bytes * frames, 0);
   const absl::Status decoded =
       ForEachFrameCodestream(ds, frames, "JPEG 2000", [&](Sint32 f, std::string_view codestream) -> absl::Status {
+        if (auto st = CheckCancelled(options); !st.ok()) return st;
         auto frame =
             DecodeJpeg2000Frame(reinterpret_cast<const uint8_t*>(codestream.data()), codestream.size(), rows, cols);
         if (!frame.ok()) return frame.status();
@@ -283,7 +292,7 @@ bool IsJpegOrJpegLs(E_TransferSyntax xfer) {
 // Decodes (or, for native data, checks and points at) the pixels of one file
 // of the series, whose slices are nx x ny. Every length is checked against
 // what the element really holds before any frame is read.
-absl::Status DecodeSourcePixels(Source& src, int64_t nx, int64_t ny) {
+absl::Status DecodeSourcePixels(Source& src, int64_t nx, int64_t ny, const DicomSeriesOptions& options) {
   DcmDataset* ds = src.file->getDataset();
   const E_TransferSyntax xfer = ds->getOriginalXfer();
   if (xfer == EXS_JPEG2000MulticomponentLosslessOnly || xfer == EXS_JPEG2000Multicomponent) {
@@ -294,8 +303,11 @@ absl::Status DecodeSourcePixels(Source& src, int64_t nx, int64_t ny) {
   if (ds->findAndGetSint32(DCM_NumberOfFrames, frames).bad() || frames < 1) frames = 1;
   if (xfer == EXS_JPEG2000LosslessOnly || xfer == EXS_JPEG2000) {
     if (auto st = ReadPixelLayout(ds, src); !st.ok()) return st;
-    if (auto st = DecodeJpeg2000Pixels(ds, static_cast<int>(ny), static_cast<int>(nx), frames, src); !st.ok())
+    if (auto st = DecodeJpeg2000Pixels(ds, static_cast<int>(ny), static_cast<int>(nx), frames, src, options);
+        !st.ok()) {
+      if (absl::IsCancelled(st)) return st;
       return absl::Status(st.code(), absl::StrCat("DICOM file #", src.file_index + 1, ": ", st.message()));
+    }
   } else {
     // Native pixel data longer than the file is a lie that loading would
     // allocate for; compressed data decodes to Rows x Columns x BitsAllocated
@@ -381,6 +393,7 @@ absl::StatusOr<GroupedFiles> GroupBySeries(const std::vector<std::string_view>& 
                                            const DicomSeriesOptions& options) {
   GroupedFiles grouped;
   for (size_t i = 0; i < files.size(); ++i) {
+    if (auto st = CheckCancelled(options); !st.ok()) return st;
     // Before any length is read: a text file's first bytes read as a tag
     // claiming thousands of bytes, and "truncated" would mislead.
     if (!LooksLikeDicom(files[i]))
@@ -680,9 +693,11 @@ absl::StatusOr<DicomImage> DecodeSlices(std::vector<Slice>& slices, const Geomet
     if (auto st = options.admit(g); !st.ok()) return st;
   // Pixels: every file decoded and its lengths checked before the volume is
   // allocated, so that a lying file costs nothing of that size.
-  for (auto& s : slices)
-    if (s.source->pixels == nullptr)
-      if (auto st = DecodeSourcePixels(*s.source, nx, ny); !st.ok()) return st;
+  for (auto& s : slices) {
+    if (s.source->pixels != nullptr) continue;
+    if (auto st = CheckCancelled(options); !st.ok()) return st;
+    if (auto st = DecodeSourcePixels(*s.source, nx, ny, options); !st.ok()) return st;
+  }
   out.volume.voxels.resize(static_cast<size_t>(nx * ny * nz));
   DcmDataset* ds0 = first.source->file->getDataset();
   out.info.study_instance_uid = Str(ds0, DCM_StudyInstanceUID);

@@ -52,6 +52,11 @@ struct DicomSeriesOptions {
   std::function<absl::Status(int64_t bytes)> reserve;
   // Largest allowed deviation of any slice gap from the median gap, relative.
   double spacing_tolerance = 0.01;
+  // Asked before each file is parsed, each file's pixels are decoded and
+  // each JPEG 2000 frame is decoded: true ends the read with CANCELLED (the
+  // request it serves has ended; DCMTK and OpenJPEG cannot be interrupted,
+  // so the read stops at the next of these points).
+  std::function<bool()> cancelled;
 };
 
 // What a result written back as DICOM (SEG) must reference.

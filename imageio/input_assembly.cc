@@ -26,6 +26,7 @@ absl::StatusOr<AssembledInput> AssembleDicom(std::map<uint32_t, std::string>& in
     };
   }
   dicom.reserve = options.reserve;
+  dicom.cancelled = options.cancelled;
   auto image = ReadDicomSeries(files, dicom);
   if (!image.ok()) return image.status();
   AssembledInput out;

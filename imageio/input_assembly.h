@@ -39,6 +39,9 @@ struct AssemblyOptions {
   // deflated DICOM file, read whole: DicomSeriesOptions::reserve), with its
   // bytes; a non-OK status ends the assembly with it.
   std::function<absl::Status(int64_t bytes)> reserve;
+  // DICOM: asked between files and frames (DicomSeriesOptions::cancelled);
+  // true ends the assembly with CANCELLED.
+  std::function<bool()> cancelled;
 };
 
 // What the result needs to know of the input, beyond its voxels: one value

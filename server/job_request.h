@@ -12,6 +12,7 @@
 #include "imageio/geometry.h"
 #include "inference/job.h"
 #include "preprocessing/plan.h"
+#include "unetrpp/v1/config.pb.h"
 #include "unetrpp/v1/segmentation.pb.h"
 
 namespace upp::server {
@@ -19,11 +20,27 @@ namespace upp::server {
 // The step and mirroring the header asks for (unset: the plan's).
 inference::JobOptions JobOptionsFromHeader(const unetrpp::v1::RequestHeader& header);
 
-// The working memory to admit for a job over an input of geometry `g`, or
-// RESOURCE_EXHAUSTED when its windows (an upper bound, counted without
-// building anything) pass `max_windows` (limits.max_windows_per_request).
+// What a job may make of its input (read once from limits).
+struct JobLimits {
+  int64_t max_windows = 50000;  // windows x mirror variants (max_windows_per_request)
+  double max_spacing_mm = 50;   // per axis: no CT or MR voxel is 5 cm wide
+  // Network-grid voxels per input voxel: a tiny input with huge voxels would
+  // otherwise be admitted as a whole-body volume on the model's grid.
+  double max_resampling_factor = 64;
+  static JobLimits FromConfig(const unetrpp::v1::ServerConfig& config);
+};
+
+// INVALID_ARGUMENT, naming the spacing and the limit, when the input's
+// voxels are implausibly large or resampling them to the plan's grid would
+// multiply them past `limits.max_resampling_factor`.
+absl::Status CheckResampling(const imageio::Geometry& g, const preprocessing::Plan& plan, const JobLimits& limits);
+
+// The working memory to admit for a job over an input of geometry `g`: the
+// resampling checked (CheckResampling), then RESOURCE_EXHAUSTED when its
+// windows (an upper bound, counted without building anything) pass
+// `limits.max_windows`.
 absl::StatusOr<int64_t> JobBytesToAdmit(const imageio::Geometry& g, const preprocessing::Plan& plan,
-                                        const inference::JobOptions& options, int64_t max_windows);
+                                        const inference::JobOptions& options, const JobLimits& limits);
 
 }  // namespace upp::server
 

@@ -51,6 +51,11 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   bytes_out_ = &BuildCounter().Name("upp_sent_bytes_total").Help("Result bytes sent").Register(*registry_).Add({});
   in_flight_ =
       &BuildGauge().Name("upp_requests_in_flight").Help("Segment requests being served").Register(*registry_).Add({});
+  orphaned_ = &BuildGauge()
+                   .Name("upp_requests_orphaned")
+                   .Help("Segment calls ended for their client whose work (decoding, stitching) still runs")
+                   .Register(*registry_)
+                   .Add({});
   bytes_in_flight_ = &BuildGauge()
                           .Name("upp_admitted_memory_bytes")
                           .Help("Estimated working memory of admitted requests")

@@ -51,6 +51,7 @@ class Metrics {
   void SetQueuedWindows(const std::string& model, int64_t n);
   void AddInFlight(double delta) { in_flight_->Increment(delta); }
   void AddBytesInFlight(double delta) { bytes_in_flight_->Increment(delta); }
+  void AddOrphaned(double delta) { orphaned_->Increment(delta); }
   // GPU memory admitted for jobs on `device` (upp_device_admitted_memory_bytes).
   void AddDeviceBytesInFlight(const std::string& device, double delta);
   // A job of `model` created on `device` (upp_jobs_total).
@@ -89,6 +90,7 @@ class Metrics {
   prometheus::Counter* bytes_out_;
   prometheus::Gauge* in_flight_;
   prometheus::Gauge* bytes_in_flight_;
+  prometheus::Gauge* orphaned_;
   prometheus::Family<prometheus::Gauge>* device_bytes_in_flight_;
   prometheus::Family<prometheus::Counter>* jobs_;
 };

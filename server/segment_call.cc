@@ -61,7 +61,10 @@ SegmentCall::SegmentCall(grpc::CallbackServerContext* context, ServiceState* sta
   if (deadline < std::chrono::system_clock::time_point::max()) deadline_ = absl::FromChrono(deadline);
 }
 
-SegmentCall::~SegmentCall() { ReleaseJob(); }  // reservation_ then gives back the rest
+SegmentCall::~SegmentCall() {
+  ReleaseJob();  // reservation_ then gives back the rest
+  if (orphaned_) state_->AddOrphaned(-1);
+}
 
 bool SegmentCall::Alive() const { return alive_.load() && absl::Now() < deadline_; }
 
@@ -163,6 +166,7 @@ absl::StatusOr<imageio::Volume> SegmentCall::Decode() {
   options.max_voxels = static_cast<int64_t>(state_->config().limits().max_voxels());
   options.admit = [this](const imageio::Geometry& g, int64_t read_bytes) { return AdmitVolume(g, read_bytes); };
   options.reserve = [this](int64_t bytes) { return reservation_.AddBytes(bytes); };
+  options.cancelled = [this] { return !Alive(); };
   auto input = imageio::AssembleInputs(collector_->inputs(), options);
   if (!input.ok()) return input.status();
   input_ = std::move(input->description);
@@ -176,8 +180,8 @@ Caller SegmentCall::CountedAs() const {
 absl::Status SegmentCall::AdmitVolume(const imageio::Geometry& g, int64_t read_bytes) {
   int64_t bytes = read_bytes;
   if (!estimate_reserved_) {
-    auto job_bytes = JobBytesToAdmit(g, model()->plan(), JobOptionsFromHeader(header_),
-                                     static_cast<int64_t>(state_->config().limits().max_windows_per_request()));
+    auto job_bytes =
+        JobBytesToAdmit(g, model()->plan(), JobOptionsFromHeader(header_), JobLimits::FromConfig(state_->config()));
     if (!job_bytes.ok()) return job_bytes.status();
     bytes = imageio::OrMax(imageio::CheckedAdd(bytes, *job_bytes));
   }
@@ -440,6 +444,10 @@ void SegmentCall::OnDone() {
   if (model()) model()->batcher().Remove(this);
   ReleasePendingStream();
   const absl::Status status = writer_.Done();
+  // Counted until the destructor: when a task still holds the call (a
+  // decode that cannot be interrupted), that is after this reaction.
+  orphaned_ = true;
+  state_->AddOrphaned(1);
   if (const double send = writer_.send_seconds(); send >= 0) {
     stats_.SetStageSeconds("send", send);
     state_->metrics().Stage(model()->name(), "send", send);

@@ -130,6 +130,7 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   Reservation pending_;
   std::atomic<int64_t> last_read_ns_;
   std::shared_ptr<SegmentCall> self_;  // released in OnDone
+  std::atomic<bool> orphaned_{false};  // OnDone has run: counted by ServiceState::AddOrphaned
   // context_ is valid until OnDone returns; Abandon() uses it from the
   // watchdog thread under this lock (see Abandon).
   std::recursive_mutex context_mu_;

@@ -69,6 +69,11 @@ void ServiceState::Audit(const std::string& json_line) const {
   LogWithFields(spdlog::level::info, fields, "audit " + json_line);
 }
 
+void ServiceState::AddOrphaned(int delta) {
+  orphaned_ += delta;
+  metrics_->AddOrphaned(delta);
+}
+
 std::string ServiceState::NewRequestId() {
   // A counter plus a per-process random prefix: unique across replicas in
   // logs, and carries no information about the request.

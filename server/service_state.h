@@ -60,6 +60,12 @@ class ServiceState {
   void StartDraining() { admission_.StartDraining(); }
   bool draining() const { return admission_.draining(); }
   int64_t in_flight() const { return admission_.in_flight(); }
+  // Calls that have ended for their client while work for them (decoding,
+  // stitching) still runs: they hold their admission until it stops, and
+  // drain waits for them. `delta`: +1 when such a call ends, -1 when its work
+  // has stopped.
+  void AddOrphaned(int delta);
+  int64_t orphaned() const { return orphaned_.load(); }
   // Blocks until no request is in flight or `deadline`; true if none is.
   bool WaitIdle(absl::Time deadline) { return admission_.WaitIdle(deadline); }
   std::string NewRequestId();
@@ -74,6 +80,7 @@ class ServiceState {
   void WatchdogLoop();
 
   std::atomic<uint64_t> next_id_{1};
+  std::atomic<int64_t> orphaned_{0};
   Admission admission_;
 
   absl::Mutex watch_mu_;

@@ -354,5 +354,35 @@ TEST(DicomHostileTest, ElementsAreReservedAtTheirCostBeforeDcmtkParses) {
   EXPECT_EQ(granted.image->volume.voxels[0], 7 + 7 * 256);
 }
 
+// DCMTK and OpenJPEG cannot be interrupted: a read whose request has ended
+// (a client gone, a deadline passed) stops at the next file, or before the
+// next file's pixels, instead of decoding a whole series for nobody.
+TEST(DicomHostileTest, AReadStopsAtTheNextFileOnceItsRequestHasEnded) {
+  const std::vector<std::string> files(5, MakeCt({}));
+  const std::vector<std::string_view> views(files.begin(), files.end());
+  int asked = 0, parsed = 0;
+  DicomSeriesOptions options;
+  options.reserve = [&](int64_t) {
+    ++parsed;  // once per file, before DCMTK parses it
+    return absl::OkStatus();
+  };
+  options.cancelled = [&] { return ++asked > 2; };  // the request ends after two files
+  auto image = ReadDicomSeries(views, options);
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kCancelled) << image.status();
+  EXPECT_EQ(parsed, 2);
+
+  // Ended once the series is known: its pixels are not decoded.
+  bool admitted = false;
+  asked = 0;
+  options.admit = [&](const Geometry&) {
+    admitted = true;
+    return absl::OkStatus();
+  };
+  options.cancelled = [&] { return ++asked > 1; };  // after the one file is parsed
+  image = ReadDicomSeries({files[0]}, options);
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kCancelled) << image.status();
+  EXPECT_TRUE(admitted);
+}
+
 }  // namespace
 }  // namespace upp::imageio
