@@ -11,6 +11,7 @@
 #include "clients/cpp/client.h"
 #include "gateway/report.h"
 #include "gateway/rules.h"
+#include "gateway/sender_text.h"
 #include "gateway/series.h"
 #include "gateway/store_scu.h"
 #include "imageio/file_util.h"
@@ -48,6 +49,11 @@ absl::StatusOr<std::unique_ptr<client::Client>> Connect(const unetrpp::v1::Segme
   }
   return client::Client::Connect(s.target(), options);
 }
+
+// A failure's message as logs and failed/<series>/reason hold it: the
+// service's and the gateway's own messages name no DICOM values, but a
+// library's may quote what a sender wrote.
+std::string LoggedMessage(const absl::Status& status) { return SenderText(status.message(), 1000); }
 
 }  // namespace
 
@@ -109,7 +115,7 @@ Processor::Outcome Processor::ProcessSeries(const std::string& dir) {
   a.rule = MatchRule(config_, a.series);
   if (!a.rule) {
     spdlog::info("series {}: {} instances, modality {}, matched no rule; {}", a.name, a.series.files.size(),
-                 a.series.modality, config_.unmatched() == "keep" ? "kept in unmatched/" : "dropped");
+                 SenderText(a.series.modality), config_.unmatched() == "keep" ? "kept in unmatched/" : "dropped");
     metrics_->Series("unmatched", "");
     if (config_.unmatched() == "keep")
       spool_->Keep(dir, "unmatched", "matched no routing rule").IgnoreError();
@@ -190,15 +196,14 @@ Processor::Outcome Processor::Settle(const std::string& dir, const std::string& 
   if (Retryable(status) && attempts < static_cast<int>(config_.max_attempts())) {
     const double backoff = std::min(300.0, config_.retry_backoff_seconds() * double(1 << std::min(attempts - 1, 16)));
     spdlog::warn("series {}: attempt {} of {} failed ({}); next in {:.0f} s", name, attempts, config_.max_attempts(),
-                 std::string(status.message()), backoff);
+                 LoggedMessage(status), backoff);
     metrics_->Series("retried", rule);
     Spool::WriteState(dir, {attempts, absl::ToUnixSeconds(absl::Now()) + static_cast<int64_t>(backoff)}).IgnoreError();
     return Outcome::kRetry;
   }
-  spdlog::error("series {}: failed after {} attempt(s), nothing sent: {}", name, attempts,
-                std::string(status.message()));
+  spdlog::error("series {}: failed after {} attempt(s), nothing sent: {}", name, attempts, LoggedMessage(status));
   metrics_->Series("failed", rule);
-  spool_->Keep(dir, "failed", std::string(status.message())).IgnoreError();
+  spool_->Keep(dir, "failed", LoggedMessage(status)).IgnoreError();
   return Outcome::kFailed;
 }
 
