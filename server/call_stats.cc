@@ -9,6 +9,12 @@ void CallStats::SetStageSeconds(const std::string& stage, double seconds) {
   stage_seconds_[stage] = seconds;
 }
 
+void CallStats::SetSkipped(int64_t windows, std::string reason) {
+  absl::MutexLock lock(&mu_);
+  windows_skipped_ = windows;
+  skipped_reason_ = std::move(reason);
+}
+
 void CallStats::FillSummary(unetrpp::v1::Summary* summary) const {
   {
     absl::MutexLock lock(&mu_);
@@ -22,6 +28,8 @@ void CallStats::FillSummary(unetrpp::v1::Summary* summary) const {
     }
     if (const auto it = stage_seconds_.find("queue_wait"); it != stage_seconds_.end())
       summary->set_queue_wait_seconds(it->second);
+    summary->set_windows_skipped(windows_skipped_);
+    summary->set_windows_skipped_reason(skipped_reason_);
   }
   summary->set_windows(windows_done.load());
   summary->set_voxels(voxels.load());
@@ -32,6 +40,7 @@ void CallStats::FillRecord(FinishedRequest* record) const {
   {
     absl::MutexLock lock(&mu_);
     record->stage_seconds = stage_seconds_;
+    record->windows_skipped = windows_skipped_;
   }
   record->voxels = voxels.load();
   record->windows = windows_done.load();

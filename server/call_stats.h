@@ -25,6 +25,9 @@ struct CallStats {
   std::atomic<int64_t> windows_total{0};
   std::atomic<int64_t> windows_done{0};
 
+  // Set once, before the windows are queued: what the crop saved.
+  void SetSkipped(int64_t windows, std::string reason);
+
   // `stage`: a Metrics::StageNames() name ("decode", "queue_wait", ...).
   void SetStageSeconds(const std::string& stage, double seconds);
   // The counts, the proto Stages measured so far and the queue wait.
@@ -35,6 +38,8 @@ struct CallStats {
  private:
   mutable absl::Mutex mu_;
   std::map<std::string, double> stage_seconds_ ABSL_GUARDED_BY(mu_);
+  int64_t windows_skipped_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string skipped_reason_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace upp::server

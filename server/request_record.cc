@@ -42,6 +42,7 @@ nlohmann::ordered_json RequestLogFields(const FinishedRequest& r) {
                                 {"peer", r.peer},
                                 {"voxels", r.voxels},
                                 {"windows", r.windows},
+                                {"windows_skipped", r.windows_skipped},
                                 {"seconds", r.seconds},
                                 {"stage_seconds", stages},
                                 {"status", absl::StatusCodeToString(r.status.code())}};
@@ -54,9 +55,10 @@ std::string RequestLogText(const FinishedRequest& r) {
   ForEachStage(r, [&](const std::string& stage, double seconds) {
     absl::StrAppend(&timings, timings.empty() ? "" : " ", stage, "=", absl::StrFormat("%.3f", seconds));
   });
-  return absl::StrFormat("request %s client_id=%s model=%s peer=%s voxels=%d windows=%d seconds=%.3f [%s] status=%s%s",
-                         r.request_id, LoggableId(r.client_request_id), r.model, r.peer, r.voxels, r.windows, r.seconds,
-                         timings, absl::StatusCodeToString(r.status.code()), r.status.ok() ? "" : ": " + StatusText(r));
+  return absl::StrFormat(
+      "request %s client_id=%s model=%s peer=%s voxels=%d windows=%d skipped=%d seconds=%.3f [%s] status=%s%s",
+      r.request_id, LoggableId(r.client_request_id), r.model, r.peer, r.voxels, r.windows, r.windows_skipped, r.seconds,
+      timings, absl::StatusCodeToString(r.status.code()), r.status.ok() ? "" : ": " + StatusText(r));
 }
 
 nlohmann::json AuditRecord(const FinishedRequest& r, absl::Time now) {

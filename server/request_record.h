@@ -22,6 +22,7 @@ struct FinishedRequest {
   double seconds = 0;
   std::map<std::string, double> stage_seconds;  // by Metrics::StageNames() name
   absl::Status status;
+  int64_t windows_skipped = 0;  // by the crop: they covered nothing it kept
 };
 
 // A client-chosen id as logs may show it: itself when it looks like an id,

@@ -254,6 +254,7 @@ void SegmentCall::Enqueue(imageio::Volume volume) {
   StageDone(unetrpp::v1::STAGE_PREPROCESSING, t);
   const int64_t items = job_->num_items();
   stats_.windows_total = items;
+  stats_.SetSkipped(job_->items_skipped_by_crop(), job_->crop_report().reason);
   if (auto s = reservation_.AddWindows(items, model()->batcher().queued_windows()); !s.ok()) return Fail(s);
   if (!Alive()) return;
   enqueued_at_ = absl::Now();

@@ -42,6 +42,7 @@ TEST(RequestRecordTest, StagesAppearInPipelineOrder) {
   for (const auto& [stage, seconds] : fields["stage_seconds"].items()) order.push_back(stage);
   EXPECT_EQ(order, (std::vector<std::string>{"decode", "inference", "send"}));
   EXPECT_FALSE(fields.contains("status_message"));
+  EXPECT_EQ(fields["windows_skipped"], 0);
 }
 
 TEST(RequestRecordTest, AFailureCarriesItsStatusAsTheClientGotIt) {

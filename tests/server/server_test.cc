@@ -38,6 +38,7 @@
 #include "server/metrics.h"
 #include "tests/server/test_volumes.h"
 #include "tests/testing/temp_path.h"
+#include "tests/testing/volumes.h"
 
 namespace upp::server {
 namespace {
@@ -351,6 +352,28 @@ TEST_F(ServerTest, ConcurrentClientsAllSucceedAndBatchesForm) {
   const double ones = testing::MetricValue(metrics, "upp_batch_size_windows_bucket{model=\"small\",le=\"1\"}");
   const double batches = testing::MetricValue(metrics, "upp_batch_size_windows_count{model=\"small\"}");
   EXPECT_GT(batches, ones) << metrics;
+}
+
+// A CT whose body fills a corner of its field: only the windows that touch
+// the body run (the plan's body crop); the summary counts the others and
+// says why, and their voxels come back as background.
+TEST_F(ServerTest, WindowsOutsideTheBodyAreSkippedAndCounted) {
+  const auto corner = testing::VolumeFrom({160, 160, 40}, {2.0, 2.0, 2.0}, [](int64_t x, int64_t y, int64_t) {
+    return x < 30 && y < 30 ? 40.0f : -1000.0f;
+  });
+  SegmentOptions o;
+  o.outputs = {unetrpp::v1::OUTPUT_KIND_RAW_LABELS};
+  auto r = client_->Segment({testing::FloatNifti(corner)}, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const auto& summary = r->summary;
+  EXPECT_GT(summary.windows_skipped(), summary.windows()) << summary.ShortDebugString();
+  EXPECT_GT(summary.windows(), 0u);
+  EXPECT_EQ(summary.windows_skipped_reason(), "outside the body");
+  const std::string& raw = r->outputs.at(unetrpp::v1::OUTPUT_KIND_RAW_LABELS);
+  ASSERT_EQ(raw.size(), 160u * 160 * 40 * 2);
+  uint16_t far_corner = 1;
+  std::memcpy(&far_corner, raw.data() + raw.size() - 2, 2);  // x = y = 159: far from the body
+  EXPECT_EQ(far_corner, 0);
 }
 
 TEST_F(ServerTest, JobsLiveOnTheJobDeviceAndGiveItsMemoryBack) {
