@@ -125,8 +125,9 @@ SegmentationJob::~SegmentationJob() = default;
 // on 0.2-0.3 % of the voxels (two phantoms), over the 0.01 % issue 27
 // allows. Windows of the whole grid give every voxel of the body box the
 // windows, the sums and so the labels it gets without the crop; the box
-// needs no margin for that. The data, accumulators and back-resampling
-// still shrink to the windows' box.
+// needs no margin for that. Labels are kept wherever that holds (around the
+// body too), background elsewhere. The data, accumulators and
+// back-resampling still shrink to the windows' box.
 void SegmentationJob::Impl::ChooseWindows(const std::optional<preprocessing::VoxelBox>& body) {
   const std::array<int64_t, 3> padded{data.size(1), data.size(2), data.size(3)};
   std::array<std::vector<int64_t>, 3> starts;
@@ -141,17 +142,23 @@ void SegmentationJob::Impl::ChooseWindows(const std::optional<preprocessing::Vox
     const auto& box = (*body)[plan.transpose[a]];
     const preprocessing::Taps back = preprocessing::ResamplingTaps(grid[a], cropped_t[a], modes[a]);
     const int64_t g0 = back.i0[box[0]] + pad_before[a], g1 = back.i1[box[1] - 1] + 1 + pad_before[a];
-    std::vector<int64_t> touching;
-    for (int64_t s : starts[a])
-      if (s < g1 && s + plan.patch[a] > g0) touching.push_back(s);
-    region[a] = {touching.front(), touching.back() + plan.patch[a]};
+    const auto& all = starts[a];
+    size_t k0 = 0, k1 = all.size();  // the windows [k0, k1) touch the box
+    while (k0 + 1 < all.size() && all[k0] + plan.patch[a] <= g0) ++k0;
+    while (k1 > k0 + 1 && all[k1 - 1] >= g1) --k1;
+    region[a] = {all[k0], all[k1 - 1] + plan.patch[a]};
+    // The grid voxels every window of which runs: their sums are the
+    // uncropped run's. The box's are among them.
+    const int64_t complete0 = k0 == 0 ? 0 : all[k0 - 1] + plan.patch[a];
+    const int64_t complete1 = k1 == all.size() ? padded[a] : all[k1];
+    std::vector<int64_t> touching(all.begin() + k0, all.begin() + k1);
     for (int64_t& s : touching) s -= region[a][0];
     starts[a] = std::move(touching);
     whole = whole && region[a][1] - region[a][0] == padded[a];
-    // The input voxels that read only the region's unpadded part (a second
-    // tap of weight 0 is not read).
-    const int64_t u0 = std::max<int64_t>(region[a][0] - pad_before[a], 0);
-    const int64_t u1 = std::min<int64_t>(region[a][1] - pad_before[a], grid[a]);
+    // Labels only for the input voxels that read those grid voxels alone (a
+    // second tap of weight 0 is not read): the uncropped run's labels.
+    const int64_t u0 = std::max<int64_t>(complete0 - pad_before[a], 0);
+    const int64_t u1 = std::min<int64_t>(complete1 - pad_before[a], grid[a]);
     int64_t c0 = 0, c1 = cropped_t[a];
     while (c0 < c1 && back.i0[c0] < u0) ++c0;
     while (c1 > c0 && (back.w1[c1 - 1] > 0 ? back.i1[c1 - 1] : back.i0[c1 - 1]) >= u1) --c1;

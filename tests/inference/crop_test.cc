@@ -10,6 +10,7 @@
 #include "inference/job.h"
 #include "inference/windows.h"
 #include "preprocessing/plan.h"
+#include "tests/inference/fake_networks.h"
 #include "tests/testing/volumes.h"
 
 namespace upp::inference {
@@ -78,14 +79,17 @@ Outcome Segment(const imageio::Volume& v, const Plan& plan, std::optional<CropMo
   return run;
 }
 
-// The voxels [begin, end) covered by the windows (patch `patch`, step 0.5)
-// of an axis of `size` voxels that touch [box_begin, box_end): what a body
-// crop labels when the grid is the input's (unit spacing, no padding).
-std::array<int64_t, 2> WindowsTouching(int64_t size, int64_t patch, int64_t box_begin, int64_t box_end) {
-  std::array<int64_t, 2> covered{size, 0};
-  for (int64_t s : WindowStarts(size, patch, 0.5))
-    if (s < box_end && s + patch > box_begin) covered = {std::min(covered[0], s), std::max(covered[1], s + patch)};
-  return covered;
+// The voxels [begin, end) of an axis of `size` voxels all of whose windows
+// (patch `patch`, step 0.5) run when those touching [box_begin, box_end) do:
+// what a body crop labels when the grid is the input's (unit spacing, no
+// padding).
+std::array<int64_t, 2> CompleteBox(int64_t size, int64_t patch, int64_t box_begin, int64_t box_end) {
+  std::array<int64_t, 2> complete{0, size};
+  for (int64_t s : WindowStarts(size, patch, 0.5)) {
+    if (s + patch <= box_begin) complete[0] = s + patch;  // a window left out before the box
+    if (s >= box_end) complete[1] = std::min(complete[1], s);
+  }
+  return complete;
 }
 
 int64_t Differing(const LabelMap& a, const LabelMap& b) {
@@ -104,9 +108,9 @@ TEST(BodyCrop, AnOffCentreBodyRunsOnlyTheWindowsAroundIt) {
 
   EXPECT_EQ(body.report.mode, CropMode::kBody);
   EXPECT_EQ(body.report.reason, "outside the body");
-  // What the windows touching the body's box (x 10..40, y 55..95) cover.
-  EXPECT_EQ(body.report.box_xyz[0], WindowsTouching(120, 16, 10, 41));
-  EXPECT_EQ(body.report.box_xyz[1], WindowsTouching(100, 16, 55, 96));
+  // Where every window runs around the body's box (x 10..40, y 55..95).
+  EXPECT_EQ(body.report.box_xyz[0], CompleteBox(120, 16, 10, 41));
+  EXPECT_EQ(body.report.box_xyz[1], CompleteBox(100, 16, 55, 96));
   EXPECT_EQ(body.report.box_xyz[2], (std::array<int64_t, 2>{0, 40}));
   EXPECT_LE(body.report.box_xyz[0][1], 56);  // not the whole field
   EXPECT_GE(body.report.box_xyz[1][0], 40);
@@ -121,6 +125,57 @@ TEST(BodyCrop, AnOffCentreBodyRunsOnlyTheWindowsAroundIt) {
   EXPECT_EQ(body.labels.stats[1].voxels, none.labels.stats[1].voxels);
   EXPECT_GT(body.labels.stats[1].voxels, 0);
   EXPECT_EQ(body.labels.stats[0].voxels + body.labels.stats[1].voxels, v.geometry.NumVoxels());
+}
+
+// With resampling (anisotropic, nearest along z), a transpose and a network
+// whose answer depends on the whole window, both ways back: inside the
+// labelled box (the body's and around it) the labels are the uncropped run's
+// exactly (the same windows, the same sums, the same taps); outside it,
+// background.
+TEST(BodyCrop, ResampledTransposedWindowDependentLabelsInsideTheBoxAreExact) {
+  Plan plan = CtPlan();
+  plan.num_classes = 5;
+  plan.target_spacing = {1.5, 1.5, 1.5};
+  plan.transpose = {2, 0, 1};
+  imageio::Volume v = CtWith({150, 110, 14}, {{{40, 70, 7}, {25, 30, 30}}});
+  v.geometry.spacing = {0.7, 0.9, 4.0};
+  for (size_t i = 0; i < v.voxels.size(); ++i)  // texture inside the body
+    if (v.voxels[i] > -500) v.voxels[i] += 300.0f * std::sin(0.37 * static_cast<double>(i));
+  for (BackResampling way : {BackResampling::kBordersOnly, BackResampling::kFull}) {
+    SCOPED_TRACE(way == BackResampling::kFull ? "full" : "borders only");
+    JobOptions body, none;
+    body.back_resampling = none.back_resampling = way;
+    none.crop = CropMode::kNone;
+    CropReport report;
+    auto with = SegmentVolume(v, plan, testing::WindowDependentNet(5, plan.patch), 3, body, nullptr, &report);
+    auto without = SegmentVolume(v, plan, testing::WindowDependentNet(5, plan.patch), 3, none);
+    ASSERT_TRUE(with.ok()) << with.status();
+    ASSERT_TRUE(without.ok()) << without.status();
+    ASSERT_EQ(report.mode, CropMode::kBody);
+    EXPECT_GT(report.windows_skipped, 0);
+    const auto& box = report.box_xyz;
+    EXPECT_LE(box[0][0], 15);  // the body: x 15..65, y 40..100
+    EXPECT_GE(box[0][1], 66);
+    EXPECT_LT(box[0][1], 150);
+    int64_t inside = 0, differ = 0, outside_labelled = 0, foreground = 0;
+    const auto& size = v.geometry.size;
+    for (int64_t z = 0; z < size[2]; ++z)
+      for (int64_t y = 0; y < size[1]; ++y)
+        for (int64_t x = 0; x < size[0]; ++x) {
+          const int64_t i = (z * size[1] + y) * size[0] + x;
+          if (x >= box[0][0] && x < box[0][1] && y >= box[1][0] && y < box[1][1] && z >= box[2][0] && z < box[2][1]) {
+            ++inside;
+            differ += with->labels[i] != without->labels[i];
+            foreground += with->labels[i] != 0;
+          } else {
+            outside_labelled += with->labels[i] != 0;
+          }
+        }
+    EXPECT_EQ(differ, 0) << "of " << inside;
+    EXPECT_GT(foreground, inside / 10);  // a real mix of classes, not all background
+    EXPECT_EQ(outside_labelled, 0);
+    EXPECT_EQ(with->stats[0].voxels + foreground, v.geometry.NumVoxels());
+  }
 }
 
 TEST(BodyCrop, ABodyFillingTheFieldSavesNothingAndChangesNothing) {
@@ -147,8 +202,8 @@ TEST(BodyCrop, DisconnectedPartsLargeOnesKeptSmallOnesBackground) {
   const Plan plan = CtPlan();
   const Outcome body = Segment(v, plan);
   const Outcome none = Segment(v, plan, CropMode::kNone);
-  EXPECT_EQ(body.report.box_xyz[0], WindowsTouching(140, 16, 25, 103));  // trunk to arm
-  EXPECT_LT(body.report.box_xyz[0][1], 128);                             // not the tube
+  EXPECT_EQ(body.report.box_xyz[0], CompleteBox(140, 16, 25, 103));  // trunk to arm
+  EXPECT_LT(body.report.box_xyz[0][1], 128);                         // not the tube
   int64_t tube = 0, tube_kept = 0, differ_elsewhere = 0;
   for (int64_t i = 0; i < v.geometry.NumVoxels(); ++i) {
     const int64_t x = i % 140, y = i / 140 % 100;

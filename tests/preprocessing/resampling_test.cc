@@ -93,6 +93,27 @@ TEST(Resample, RowByRowEqualsTheGatherPath) {
   }
 }
 
+// A region of a resampling is the whole one's taps, shifted into the
+// region's source box; resampling the source box through them gives the
+// whole resampling's outputs there.
+TEST(Resample, RegionTapsAreTheWholeOnesShifted) {
+  for (Interp mode : {Interp::kLinear, Interp::kNearest}) {
+    const Taps whole = ResamplingTaps(37, 90, mode);
+    const Taps same = RegionTaps(37, 90, mode, {0, 90}, {0, 37});
+    EXPECT_EQ(same.i0, whole.i0);
+    EXPECT_EQ(same.i1, whole.i1);
+    EXPECT_EQ(same.w1, whole.w1);
+
+    const torch::Tensor x = torch::rand({2, 37, 3, 20});
+    const torch::Tensor all = Resample1D(x, 1, 90, mode);
+    // Outputs 30..59 read sources 12..24 at most (scale 37/90).
+    const Taps part = RegionTaps(37, 90, mode, {30, 60}, {10, 26});
+    const torch::Tensor region = Resample1D(x.narrow(1, 10, 16).contiguous(), 1, part, mode);
+    EXPECT_TRUE(torch::equal(region, all.narrow(1, 30, 30))) << (region - all.narrow(1, 30, 30)).abs().max();
+    for (int64_t o = 0; o < 30; ++o) EXPECT_EQ(part.i0[o], whole.i0[30 + o] - 10);
+  }
+}
+
 TEST(Resample, ModesFollowNnUnetSeparateZ) {
   using I = Interp;
   auto m = ResamplingModes({5.0, 0.8, 0.8}, {3.0, 0.76, 0.76}, 3.0);

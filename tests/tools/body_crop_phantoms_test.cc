@@ -31,7 +31,7 @@ TEST(BodyCropOnPhantoms, LabelsAgreeWithTheUncroppedRunAndWindowsAreSaved) {
     // 190-250 mm) off-centre, 120 mm towards the anterior edge: the default
     // model's windows are 192 mm wide in-plane, so a centred body touches
     // every one of them.
-    imageio::Geometry g = GridFor({1.5, 1.5, 4.0}, {500, 500, 160});
+    imageio::Geometry g = GridFor({1.5, 1.5, 4.0}, {500, 500, 128});
     g.origin[1] += 120.0;
     const PhantomImage phantom = Rasterize(RandomAnatomy(seed), g, seed);
     imageio::Volume v;
