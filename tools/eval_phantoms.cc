@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
   app.add_option("--versus", versus, "also run this precision and compare (e.g. bf16)");
   app.add_option("--crop", crop, "body | nonzero | none: instead of the plan's crop");
   app.add_option("--versus-crop", versus_crop, "also run with this crop and compare (e.g. none)");
-  app.add_option("--fov-mm", fov_mm, "in-plane field of view (mm) instead of the random 380-460");
+  app.add_option("--fov-mm", fov_mm, "in-plane field of view (mm) instead of the random 380-460 (--max-inplane kept)");
   app.add_option("--shift-mm", shift_mm, "field of view moved posterior by this (mm): the body off-centre");
   grid.Register(app);
   run.Register(app);
@@ -96,8 +96,11 @@ int main(int argc, char** argv) {
   for (int i = 0; i < count; ++i) {
     const uint64_t seed = first_seed + static_cast<uint64_t>(i);
     auto geometry = upp::tools::RandomGeometry(seed, grid.max_inplane, grid.max_slices);
-    if (fov_mm > 0)
-      geometry = upp::tools::GridFor(geometry.spacing, {fov_mm, fov_mm, geometry.size[2] * geometry.spacing[2]});
+    if (fov_mm > 0) {  // at most --max-inplane voxels across: coarser in-plane spacing where needed
+      const double s = std::max(geometry.spacing[0], fov_mm / static_cast<double>(grid.max_inplane));
+      geometry =
+          upp::tools::GridFor({s, s, geometry.spacing[2]}, {fov_mm, fov_mm, geometry.size[2] * geometry.spacing[2]});
+    }
     geometry.origin[1] += shift_mm;
     const auto phantom = upp::tools::Rasterize(upp::tools::RandomAnatomy(seed), geometry, seed);
     upp::imageio::Volume v;
