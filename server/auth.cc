@@ -74,6 +74,7 @@ std::string Authenticator::HashKey(const std::string& key) {
 absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Create(const unetrpp::v1::Auth& config) {
   std::unique_ptr<Authenticator> a(new Authenticator());
   a->required_ = config.required();
+  a->allow_anonymous_ = config.allow_anonymous() && !config.required();
   a->roles_ = DefaultRoles();
   for (int i = 0; i < config.roles_size(); ++i) {
     const auto& r = config.roles(i);
@@ -89,7 +90,8 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Create(const unetr
     auto keys = ReloadingFile<KeyTable>::Create(
         config.api_keys_file(), kMaxKeyFileBytes,
         absl::Seconds(config.api_keys_reload_seconds() ? config.api_keys_reload_seconds() : 60),
-        [parser](const std::string& text) { return parser->ParseKeyFile(text); }, "auth.api_keys_file");
+        [parser](const std::string& text) { return parser->ParseKeyFile(text); }, "auth.api_keys_file",
+        config.on_unreadable_key_file() == "keep" ? Unreadable::kKeep : Unreadable::kRefuse);
     if (!keys.ok()) return keys.status();
     a->keys_ = *std::move(keys);
   }
@@ -181,12 +183,13 @@ absl::StatusOr<Principal> Authenticator::Authenticate(const grpc::ServerContextB
   Principal anonymous;
   anonymous.name = "anonymous";
   anonymous.permissions = {kPermSegment, kPermModelsRead};
-  if (!Enabled()) return anonymous;  // auth is off
+  // No credential source: every caller is anonymous, a token sent or not.
+  if (!Enabled() && allow_anonymous_) return anonymous;
   auto token = BearerToken(context);
   if (!token.ok()) return token.status();
   if (!token->empty()) return FromToken(*token);
   if (auto p = FromCertificate(context); p.ok()) return p;
-  if (required_)
+  if (!allow_anonymous_)
     return absl::UnauthenticatedError(
         "this server needs a credential: send \"authorization: Bearer <key or token>\" (upp-client --token) or a "
         "client certificate it knows");

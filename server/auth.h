@@ -57,8 +57,8 @@ class Authenticator {
   static absl::StatusOr<std::unique_ptr<Authenticator>> Create(const unetrpp::v1::Auth& config);
 
   // The caller's principal from the call's metadata: UNAUTHENTICATED for a
-  // malformed or unknown credential, or for none when credentials are
-  // required (anonymous otherwise, with every permission: auth is off).
+  // malformed or unknown credential, or for none unless auth.allow_anonymous
+  // (then "anonymous", who may segment and read models).
   absl::StatusOr<Principal> Authenticate(const grpc::ServerContextBase& context) const;
   // PERMISSION_DENIED naming the permission when the principal lacks it.
   static absl::Status Authorize(const Principal& principal, const std::string& permission);
@@ -83,6 +83,7 @@ class Authenticator {
   bool Enabled() const { return keys_ != nullptr || jwt_ != nullptr || !cert_identities_.empty(); }
 
   bool required_ = false;
+  bool allow_anonymous_ = false;  // auth.allow_anonymous, never with required
   RoleTable roles_;
   std::unique_ptr<ReloadingFile<KeyTable>> keys_;  // the API key file
   std::unique_ptr<JwtVerifier> jwt_;

@@ -45,6 +45,7 @@ absl::StatusOr<unetrpp::v1::ServerConfig> AssembleConfig(const CommandLine& f,
   if (!f.metrics.empty()) config.set_metrics_address(f.metrics);
   if (!f.log_level.empty()) config.mutable_logging()->set_level(f.log_level);
   if (f.log_json) config.mutable_logging()->set_json(true);
+  if (f.allow_anonymous) config.mutable_auth()->set_allow_anonymous(true);
   ApplyDefaults(config);
   return config;
 }

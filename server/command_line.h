@@ -19,6 +19,7 @@ namespace upp::server {
 struct CommandLine {
   std::string config_path, listen, metrics, weights, plan, log_level;
   bool log_json = false;
+  bool allow_anonymous = false;  // --allow-anonymous: auth.allow_anonymous
 };
 
 // The configuration to serve: the file (if any), then `--weights` as model

@@ -29,6 +29,15 @@ bool ValidDevice(const std::string& d) { return model::ParseDevice(d).has_value(
 
 }  // namespace
 
+bool IsLoopback(const std::string& address) {
+  return absl::StartsWith(address, "127.") || absl::StartsWith(address, "localhost:") ||
+         absl::StartsWith(address, "[::1]:") || absl::StartsWith(address, "unix:");
+}
+
+bool HasCredentialSource(const unetrpp::v1::Auth& auth) {
+  return !auth.api_keys_file().empty() || !auth.jwt().jwks_file().empty() || auth.certificate_identities_size() > 0;
+}
+
 std::optional<int> CudaIndex(const std::string& device) {
   const auto spec = model::ParseDevice(device);
   if (!spec || !spec->cuda) return std::nullopt;
@@ -130,8 +139,10 @@ void ApplyDefaults(unetrpp::v1::ServerConfig& c) {
   // Logged once: the fields are cleared, so a second ApplyDefaults (the
   // command line's, then the server's) finds nothing to move.
   for (const auto& w : MigrateDeprecatedFields(c)) spdlog::warn("{}", w);
-  if (c.listen_address().empty()) c.set_listen_address("0.0.0.0:50051");
-  if (c.metrics_address().empty()) c.set_metrics_address("0.0.0.0:9464");
+  // Loopback only unless the configuration says where: a server reachable
+  // from the network is a deliberate choice (with TLS and credentials).
+  if (c.listen_address().empty()) c.set_listen_address("127.0.0.1:50051");
+  if (c.metrics_address().empty()) c.set_metrics_address("127.0.0.1:9464");
   if (c.cpu_threads() == 0) c.set_cpu_threads(2);
   if (c.drain_grace_seconds() == 0) c.set_drain_grace_seconds(30);
   auto* l = c.mutable_limits();
@@ -149,6 +160,7 @@ void ApplyDefaults(unetrpp::v1::ServerConfig& c) {
   auto* pc = l->mutable_per_caller();
   if (pc->max_requests_per_peer() == 0) pc->set_max_requests_per_peer(16);
   if (l->max_pending_streams() == 0) l->set_max_pending_streams(64);
+  if (l->max_health_watches_per_peer() == 0) l->set_max_health_watches_per_peer(16);
   auto* t = c.mutable_timeouts();
   if (t->header_seconds() == 0) t->set_header_seconds(10);
   if (t->upload_idle_seconds() == 0) t->set_upload_idle_seconds(30);
@@ -160,6 +172,7 @@ void ApplyDefaults(unetrpp::v1::ServerConfig& c) {
   if (tr->min_client_ping_seconds() == 0) tr->set_min_client_ping_seconds(10);
   if (tr->max_connection_idle_seconds() == 0) tr->set_max_connection_idle_seconds(600);
   if (tr->max_metadata_bytes() == 0) tr->set_max_metadata_bytes(16384);
+  if (tr->handshake_timeout_seconds() == 0) tr->set_handshake_timeout_seconds(10);
   if (c.nonfinite_voxels().empty()) c.set_nonfinite_voxels("replace");
   auto* b = c.mutable_batching();
   if (b->max_batch_size() == 0) b->set_max_batch_size(4);
@@ -173,6 +186,12 @@ void ApplyDefaults(unetrpp::v1::ServerConfig& c) {
   if (c.tls().reload_seconds() == 0) c.mutable_tls()->set_reload_seconds(60);
   auto* a = c.mutable_auth();
   if (a->api_keys_reload_seconds() == 0) a->set_api_keys_reload_seconds(60);
+  if (a->on_unreadable_key_file().empty()) a->set_on_unreadable_key_file("refuse");
+  // Anonymous callers only where nobody else can reach the server and no
+  // credential could be asked for (a development start); elsewhere the
+  // configuration says so itself (docs/server.md).
+  if (!a->has_allow_anonymous())
+    a->set_allow_anonymous(!a->required() && !HasCredentialSource(*a) && IsLoopback(c.listen_address()));
   auto* j = a->mutable_jwt();
   if (j->reload_seconds() == 0) j->set_reload_seconds(60);
   if (j->clock_skew_seconds() == 0) j->set_clock_skew_seconds(60);
@@ -228,6 +247,17 @@ absl::Status ValidateConfig(const unetrpp::v1::ServerConfig& c) {
     return Bad("tls.client_ca_file", "needs cert_file and key_file");
   if (c.auth().certificate_identities_size() > 0 && c.tls().client_ca_file().empty())
     return Bad("auth.certificate_identities", "needs tls.client_ca_file (client certificates)");
+  if (c.auth().on_unreadable_key_file() != "refuse" && c.auth().on_unreadable_key_file() != "keep")
+    return Bad("auth.on_unreadable_key_file", "refuse or keep");
+  if (c.auth().required() && c.auth().allow_anonymous())
+    return Bad("auth.allow_anonymous", "contradicts auth.required (leave one of them out)");
+  // Refused rather than served to nobody, or silently to everybody.
+  if (!c.auth().allow_anonymous() && !HasCredentialSource(c.auth()))
+    return Bad("auth", absl::StrCat("no credential source (api_keys_file, jwt.jwks_file, certificate_identities) "
+                                    "and anonymous callers are not allowed, so nobody could call: configure one, "
+                                    "or set auth { allow_anonymous: true } (--allow-anonymous) to let anyone who "
+                                    "reaches ",
+                                    c.listen_address(), " segment"));
   if (c.auth().jwt().clock_skew_seconds() < 0 || c.auth().jwt().clock_skew_seconds() > 600)
     return Bad("auth.jwt.clock_skew_seconds", "0 to 600");
   static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "off"};

@@ -38,6 +38,14 @@ void ApplyDefaults(unetrpp::v1::ServerConfig& config);
 // messages. Does not touch files (model loading reports missing weights).
 absl::Status ValidateConfig(const unetrpp::v1::ServerConfig& config);
 
+// Whether `address` (listen_address's form) is reachable from this machine
+// only: 127.x, localhost, [::1] or a unix socket.
+bool IsLoopback(const std::string& address);
+
+// Whether `auth` names a way to authenticate a caller (API keys, JWTs or
+// client certificates).
+bool HasCredentialSource(const unetrpp::v1::Auth& auth);
+
 // The N of a device name "cuda" (0) or "cuda:N"; nullopt for "cpu" and for
 // anything that is not a device name.
 std::optional<int> CudaIndex(const std::string& device);

@@ -91,6 +91,9 @@ int main(int argc, char** argv) {
   app.add_option("--plan", f.plan, "plan JSON for --weights");
   app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error");
   app.add_flag("--log-json", f.log_json, "log JSON lines");
+  app.add_flag("--allow-anonymous", f.allow_anonymous,
+               "callers without a credential may segment (auth.allow_anonymous; without --config the default on a "
+               "loopback address)");
   CLI11_PARSE(app, argc, argv);
   if (!InstallSignalPipe()) return 1;
   auto assembled = upp::server::AssembleConfig(f, DefaultModelCandidates());

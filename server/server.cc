@@ -21,6 +21,7 @@
 #include "model/device.h"
 #include "proto/api.h"
 #include "server/config.h"
+#include "server/health_service.h"
 #include "server/result_encoder.h"
 #include "server/segment_call.h"
 #include "server/service_state.h"
@@ -44,11 +45,6 @@ void FillModelInfo(const ServedModel& m, unetrpp::v1::ModelInfo* info) {
   info->set_ready(true);
 }
 
-bool IsLoopback(const std::string& address) {
-  return absl::StartsWith(address, "127.") || absl::StartsWith(address, "localhost:") ||
-         absl::StartsWith(address, "[::1]:") || absl::StartsWith(address, "unix:");
-}
-
 absl::StatusOr<std::string> ReadFile(const std::string& path, const char* field) {
   auto bytes = imageio::ReadWholeFile(path, int64_t{1} << 20);
   if (!bytes.ok()) return absl::NotFoundError(absl::StrCat("config: ", field, ": cannot read ", path));
@@ -65,6 +61,10 @@ void ApplyTransportLimits(const unetrpp::v1::Transport& t, grpc::ServerBuilder& 
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
                              static_cast<int>(t.min_client_ping_seconds()) * 1000);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
+  // gRPC's default (120 s) lets a connection that never finishes its TLS
+  // handshake or HTTP/2 preface hold a descriptor for two minutes.
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                             static_cast<int>(std::min<uint32_t>(t.handshake_timeout_seconds(), 3600)) * 1000);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
                              static_cast<int>(std::min<uint32_t>(t.max_connection_idle_seconds(), 2000000)) * 1000);
   if (t.max_connection_age_seconds() > 0) {
@@ -107,6 +107,23 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const unetr
     options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   }
   return grpc::experimental::TlsServerCredentials(options);
+}
+
+// What start-up says about who can reach the server and what they get
+// without a credential (docs/server.md: the development start and
+// production).
+void WarnAboutExposure(const unetrpp::v1::ServerConfig& config) {
+  if (config.auth().allow_anonymous())
+    spdlog::warn(
+        "auth: anonymous callers may segment and read models (auth.allow_anonymous): anyone who can reach {} can; "
+        "configure credentials (auth.api_keys_file, auth.jwt, auth.certificate_identities) for anything but "
+        "development",
+        config.listen_address());
+  if (config.metrics_address() != "off" && !IsLoopback(config.metrics_address()))
+    spdlog::info(
+        "metrics on {}: plain HTTP without credentials (counts, model names, no patient data); restrict "
+        "who reaches it (a NetworkPolicy)",
+        config.metrics_address());
 }
 
 }  // namespace
@@ -248,13 +265,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(unetrpp::v1::ServerConfig
   auto credentials = Credentials(config);
   if (!credentials.ok()) return credentials.status();
 
-  grpc::EnableDefaultHealthCheckService(true);
+  server->health_ = std::make_unique<HealthService>(config.limits().max_health_watches_per_peer());
+  WarnAboutExposure(config);
   // Reflection tells anyone who can connect what the server offers: off
   // unless configured (development).
   if (config.enable_reflection()) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config.listen_address(), *credentials, &server->port_);
   builder.RegisterService(server->service_.get());
+  builder.RegisterService(server->health_.get());
   builder.SetMaxReceiveMessageSize(proto::kMaxMessageBytes);
   builder.SetMaxSendMessageSize(proto::kMaxMessageBytes);
   ApplyTransportLimits(config.transport(), builder);
@@ -270,6 +289,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(unetrpp::v1::ServerConfig
 }
 
 Server::~Server() {
+  if (health_) health_->Shutdown();
   if (server_) {
     server_->Shutdown(std::chrono::system_clock::now());
     server_->Wait();
@@ -283,11 +303,9 @@ int Server::metrics_port() const { return state_->metrics().port(); }
 Metrics::BatchTotals Server::Batches(const std::string& model) const { return state_->metrics().Batches(model); }
 
 void Server::SetServing(bool serving) {
-  auto* health = server_->GetHealthCheckService();
-  if (!health) return;
-  health->SetServingStatus(serving);  // every name, overall included
-  health->SetServingStatus(kServiceName, serving);
-  for (const auto& [name, m] : state_->models().models()) health->SetServingStatus(ModelHealthName(name), serving);
+  health_->SetServing("", serving);
+  health_->SetServing(kServiceName, serving);
+  for (const auto& [name, m] : state_->models().models()) health_->SetServing(ModelHealthName(name), serving);
 }
 
 void Server::Drain(absl::Duration grace) {
@@ -296,6 +314,7 @@ void Server::Drain(absl::Duration grace) {
   state_->StartDraining();
   const bool idle = state_->WaitIdle(absl::Now() + grace);
   if (!idle) spdlog::warn("grace period over with {} request(s) in flight; cancelling them", state_->in_flight());
+  health_->Shutdown();  // watches end now rather than hold the shutdown
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
 }
 

@@ -20,6 +20,7 @@
 
 namespace upp::server {
 
+class HealthService;
 class ServiceState;
 class SegmentationService;
 
@@ -50,6 +51,7 @@ class Server {
 
   std::unique_ptr<ServiceState> state_;
   std::unique_ptr<SegmentationService> service_;
+  std::unique_ptr<HealthService> health_;  // outlives server_: its reactors call it
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
 };

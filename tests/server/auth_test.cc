@@ -415,6 +415,32 @@ TEST(AuthKeysTest, KeyFileReloadWithoutRestart) {
   EXPECT_EQ(code(kBobKey), absl::StatusCode::kOk);
 }
 
+// A key file that cannot be read any more (a revoked secret, an unmounted
+// volume): its keys are refused until it is back, unless the configuration
+// keeps them; a warning either way.
+TEST(AuthKeysTest, AnUnreadableKeyFileRefusesItsKeysUnlessKept) {
+  model::ConfigureCpuThreads(0);
+  for (const std::string policy : {"refuse", "keep"}) {
+    const std::string path = TempPath("unreadable_keys_" + policy + ".txt");
+    std::ofstream(path) << "alice " << Authenticator::HashKey(kAliceKey) << " user\n";
+    auto server = StartSmall("auth { required: true api_keys_reload_seconds: 1 on_unreadable_key_file: '" + policy +
+                             "' api_keys_file: '" + path + "' }");
+    ASSERT_TRUE(server.ok()) << server.status();
+    client::ConnectOptions o;
+    o.token = kAliceKey;
+    auto client = client::Client::Connect("127.0.0.1:" + std::to_string((*server)->port()), o).value();
+    EXPECT_EQ(client->ListModels().status().code(), absl::StatusCode::kOk) << policy;
+    std::remove(path.c_str());
+    std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // past the next check
+    EXPECT_EQ(client->ListModels().status().code(),
+              policy == "refuse" ? absl::StatusCode::kUnauthenticated : absl::StatusCode::kOk)
+        << policy;
+    std::ofstream(path) << "alice " << Authenticator::HashKey(kAliceKey) << " user\n";
+    std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+    EXPECT_EQ(client->ListModels().status().code(), absl::StatusCode::kOk) << policy << ": the file is back";
+  }
+}
+
 // Configuration: certificate identities need client certificates.
 TEST(AuthConfigTest, CertificateIdentitiesNeedAClientCa) {
   auto config = ParseConfig(

@@ -37,8 +37,8 @@ TEST_F(CommandLineTest, TheFileOverridesDefaults) {
   flags.config_path = file_;
   auto config = AssembleConfig(flags, {});
   ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ(config->listen_address(), "127.0.0.1:7001");  // from the file
-  EXPECT_EQ(config->metrics_address(), "0.0.0.0:9464");   // default: the file is silent
+  EXPECT_EQ(config->listen_address(), "127.0.0.1:7001");   // from the file
+  EXPECT_EQ(config->metrics_address(), "127.0.0.1:9464");  // default: the file is silent
   EXPECT_EQ(config->logging().level(), "warn");
   ASSERT_EQ(config->models_size(), 1);
   EXPECT_EQ(config->models(0).name(), "m");
@@ -53,7 +53,7 @@ TEST_F(CommandLineTest, ExplicitFlagsOverrideTheFile) {
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->listen_address(), "127.0.0.1:7002");
   EXPECT_EQ(config->logging().level(), "debug");
-  EXPECT_EQ(config->metrics_address(), "0.0.0.0:9464");
+  EXPECT_EQ(config->metrics_address(), "127.0.0.1:9464");
 }
 
 TEST_F(CommandLineTest, TheDefaultModelOnlyWhenNoneIsNamed) {
@@ -64,7 +64,9 @@ TEST_F(CommandLineTest, TheDefaultModelOnlyWhenNoneIsNamed) {
   ASSERT_EQ(config->models_size(), 1);
   EXPECT_EQ(config->models(0).name(), "phantom-ct");
   EXPECT_EQ(config->models(0).weights(), weights_);  // the first candidate that exists
-  EXPECT_EQ(config->listen_address(), "0.0.0.0:50051");
+  // A start without a file: this machine only, anonymous callers allowed.
+  EXPECT_EQ(config->listen_address(), "127.0.0.1:50051");
+  EXPECT_TRUE(config->auth().allow_anonymous());
 
   flags.config_path = file_;
   config = AssembleConfig(flags, {weights_});

@@ -48,6 +48,8 @@ const std::map<std::string, std::pair<Skip, std::string>>& Skipped() {
       {"models.name", {Skip::kExampleChoice, "the model served: there is no default model"}},
       {"models.weights", {Skip::kExampleChoice, "the model served: there is no default model"}},
       {"tls.cert_file", {Skip::kExampleChoice, "the example serves TLS; without a tls block, plaintext"}},
+      {"listen_address", {Skip::kExampleChoice, "the example serves other machines (TLS); the default: loopback"}},
+      {"metrics_address", {Skip::kExampleChoice, "the example is scraped from elsewhere; the default: loopback"}},
       {"tls.key_file", {Skip::kExampleChoice, "the example serves TLS; without a tls block, plaintext"}},
   };
   return *kFields;

@@ -33,6 +33,38 @@ TEST(ConfigTest, ErrorsNameTheField) {
   EXPECT_NE(ValidateConfig(*c).message().find("models"), std::string::npos);
 }
 
+// Anonymous callers are served by default only where no credential source
+// is configured and nobody beyond this machine can connect; a server that
+// listens elsewhere says so itself or refuses to start.
+TEST(ConfigTest, AnonymousCallersAreAnExplicitChoiceBeyondLoopback) {
+  const auto checked = [](const std::string& text) {
+    auto c = ParseConfig(text + " models { name: 'a' weights: 'w' }");
+    EXPECT_TRUE(c.ok()) << c.status();
+    ApplyDefaults(*c);
+    return std::make_pair(*c, ValidateConfig(*c));
+  };
+  auto [loopback, ok] = checked("");
+  EXPECT_EQ(loopback.listen_address(), "127.0.0.1:50051");
+  EXPECT_TRUE(loopback.auth().allow_anonymous());
+  EXPECT_TRUE(ok.ok()) << ok;
+
+  auto [open, refused] = checked("listen_address: '0.0.0.0:50051'");
+  EXPECT_FALSE(open.auth().allow_anonymous());
+  EXPECT_NE(refused.message().find("allow_anonymous: true"), std::string::npos) << refused;
+  EXPECT_NE(refused.message().find("nobody could call"), std::string::npos) << refused;
+  EXPECT_TRUE(checked("listen_address: '[::]:50051' auth { allow_anonymous: true }").second.ok());
+
+  auto [keys, with_keys] = checked("listen_address: '127.0.0.1:1' auth { api_keys_file: 'k' }");
+  EXPECT_FALSE(keys.auth().allow_anonymous());  // credentials configured: none without them
+  EXPECT_TRUE(with_keys.ok()) << with_keys;
+  EXPECT_NE(checked("auth { required: true allow_anonymous: true api_keys_file: 'k' }")
+                .second.message()
+                .find("contradicts auth.required"),
+            std::string::npos);
+  EXPECT_NE(checked("auth { on_unreadable_key_file: 'ignore' }").second.message().find("on_unreadable_key_file"),
+            std::string::npos);
+}
+
 // precision "bf16" on a CPU that cannot run it is refused at configuration
 // time, naming the field, the ISA and the alternative (ctest also runs this
 // under ONEDNN_MAX_CPU_ISA=AVX2, as on an AVX2-only EPYC).

@@ -158,7 +158,7 @@ TEST_F(HostileTest, StreamsWithoutAHeaderAreCappedAndTimedOut) {
 // second caller is the same machine over IPv6.
 TEST(HostilePendingTest, OneAddressCannotHoldEveryHeaderlessSlot) {
   auto config = ParseConfig(
-      "listen_address: '[::]:0' metrics_address: 'off' cpu_threads: 1 "
+      "listen_address: '[::]:0' metrics_address: 'off' cpu_threads: 1 auth { allow_anonymous: true } "
       "limits { max_pending_streams: 4 per_caller { max_requests_per_peer: 2 } } timeouts { header_seconds: 5 } "
       "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '" +
       PlanFile() + "' }");
