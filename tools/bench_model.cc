@@ -7,7 +7,9 @@
 // Prints the median wall time per window over --runs timed passes (after
 // --warmup untimed ones), windows/s and effective GFLOP/s, counting the
 // reference's 47.98 G multiply-adds per full synapse window (scaled by voxel
-// count for other patches, which is only indicative), plus peak RSS.
+// count for other patches, which is only indicative), plus peak RSS. On the
+// CPU it also measures the fp32 FMA peak of the threads used (fma_peak.h)
+// and prints the fraction of it each window reaches.
 #include <sys/resource.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/cuda.h>
@@ -17,6 +19,7 @@
 #include <cstdio>
 
 #include "model/network.h"
+#include "tools/fma_peak.h"
 #include "tools/model_cli.h"
 
 int main(int argc, char** argv) {
@@ -84,6 +87,7 @@ int main(int argc, char** argv) {
   const double median = ms[ms.size() / 2];
   const double voxels = static_cast<double>(p[0] * p[1] * p[2]);
   const double gmacs = 47.98 * voxels / (64.0 * 128 * 128);
+  const double gflops = 2 * gmacs / (median / 1000.0);
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
   std::printf(
@@ -91,7 +95,12 @@ int main(int argc, char** argv) {
       "median_ms_per_window=%.1f min_ms=%.1f max_ms=%.1f windows_per_s=%.3f "
       "effective_gflops=%.1f peak_rss_mib=%.0f\n",
       config->preset.c_str(), p[0], p[1], p[2], batch, flags.device.c_str(), flags.precision.c_str(),
-      torch::get_num_threads(), runs, median, ms.front(), ms.back(), 1000.0 / median, 2 * gmacs / (median / 1000.0),
-      ru.ru_maxrss / 1024.0);
+      torch::get_num_threads(), runs, median, ms.front(), ms.back(), 1000.0 / median, gflops, ru.ru_maxrss / 1024.0);
+  if (!cuda) {
+    // After the timed runs: the loop must not warm the clock for them.
+    const upp::tools::FmaPeak peak = upp::tools::MeasureFp32Peak(torch::get_num_threads());
+    std::printf("fp32_peak_gflops=%.1f (%s FMA loop, %d threads) fraction_of_fp32_peak=%.2f\n", peak.gflops,
+                peak.isa.c_str(), torch::get_num_threads(), peak.gflops > 0 ? gflops / peak.gflops : 0.0);
+  }
   return 0;
 }

@@ -101,7 +101,7 @@ def compare(official, port, x):
 def bench_model_ms(binary, threads, runs):
     out = subprocess.run([binary, "--preset", "synapse", "--threads", str(threads), "--runs", str(runs)],
                          check=True, capture_output=True, text=True).stdout
-    fields = dict(f.split("=", 1) for f in out.strip().splitlines()[-1].split() if "=" in f)
+    fields = dict(f.split("=", 1) for line in out.splitlines() for f in line.split() if "=" in f)
     return float(fields["median_ms_per_window"])
 
 
