@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -63,6 +65,24 @@ TEST(ConfigTest, AnonymousCallersAreAnExplicitChoiceBeyondLoopback) {
             std::string::npos);
   EXPECT_NE(checked("auth { on_unreadable_key_file: 'ignore' }").second.message().find("on_unreadable_key_file"),
             std::string::npos);
+}
+
+// What ships passes that rule as its comments say: the demos opt in, the
+// cluster's configuration authenticates.
+TEST(ConfigTest, ShippedConfigurationsSayWhoMayCall) {
+  for (const auto& [file, anonymous] : {std::pair<const char*, bool>{"deploy/server.textproto", true},
+                                        {"deploy/docker/server.textproto", true},
+                                        {"deploy/k8s/base/server.textproto", false}}) {
+    std::ifstream in(std::string(UPP_SOURCE_DIR) + "/" + file);
+    std::stringstream text;
+    text << in.rdbuf();
+    auto c = ParseConfig(text.str());
+    ASSERT_TRUE(c.ok()) << file << ": " << c.status();
+    EXPECT_FALSE(IsLoopback(c->listen_address())) << file;
+    ApplyDefaults(*c);
+    EXPECT_TRUE(ValidateConfig(*c).ok()) << file << ": " << ValidateConfig(*c);
+    EXPECT_EQ(c->auth().allow_anonymous(), anonymous) << file;
+  }
 }
 
 // precision "bf16" on a CPU that cannot run it is refused at configuration
