@@ -309,7 +309,10 @@ void Server::SetServing(bool serving) {
 }
 
 void Server::Drain(absl::Duration grace) {
-  spdlog::info("draining: {} request(s) in flight, grace {:.0f} s", state_->in_flight(), absl::ToDoubleSeconds(grace));
+  spdlog::info(
+      "draining: {} request(s) in flight ({} of them ended for their client, work still running), grace "
+      "{:.0f} s",
+      state_->in_flight(), state_->orphaned(), absl::ToDoubleSeconds(grace));
   SetServing(false);
   state_->StartDraining();
   const bool idle = state_->WaitIdle(absl::Now() + grace);
