@@ -159,6 +159,12 @@ void ApplyDefaults(unetrpp::v1::ServerConfig& c) {
   if (l->max_windows_per_request() == 0) l->set_max_windows_per_request(50000);
   auto* pc = l->mutable_per_caller();
   if (pc->max_requests_per_peer() == 0) pc->set_max_requests_per_peer(16);
+  // A fair share: one caller may hold at most half of the server's memory
+  // and window queue (issue: three 64-byte requests locked everyone out).
+  if (pc->max_bytes() == 0) pc->set_max_bytes(l->max_bytes_in_flight() / 2);
+  if (pc->max_windows() == 0) pc->set_max_windows(l->max_queued_windows() / 2);
+  if (l->max_spacing_mm() == 0) l->set_max_spacing_mm(50);
+  if (l->max_resampling_factor() == 0) l->set_max_resampling_factor(64);
   if (l->max_pending_streams() == 0) l->set_max_pending_streams(64);
   if (l->max_health_watches_per_peer() == 0) l->set_max_health_watches_per_peer(16);
   auto* t = c.mutable_timeouts();
@@ -241,6 +247,8 @@ absl::Status ValidateConfig(const unetrpp::v1::ServerConfig& c) {
   if (c.batching().max_queue_delay_us() > 10'000'000) return Bad("batching.max_queue_delay_us", "at most 10 s");
   if (c.cpu_threads() > 256) return Bad("cpu_threads", "at most 256");
   if (c.drain_grace_seconds() < 0 || c.drain_grace_seconds() > 3600) return Bad("drain_grace_seconds", "0 to 3600");
+  if (!(c.limits().max_spacing_mm() > 0)) return Bad("limits.max_spacing_mm", "above 0");
+  if (!(c.limits().max_resampling_factor() >= 1)) return Bad("limits.max_resampling_factor", "at least 1");
   if (c.tls().cert_file().empty() != c.tls().key_file().empty())
     return Bad("tls", "cert_file and key_file go together");
   if (!c.tls().client_ca_file().empty() && c.tls().cert_file().empty())

@@ -23,6 +23,8 @@ inference::JobOptions JobOptionsFromHeader(const unetrpp::v1::RequestHeader& hea
 JobLimits JobLimits::FromConfig(const unetrpp::v1::ServerConfig& config) {
   JobLimits limits;
   limits.max_windows = static_cast<int64_t>(config.limits().max_windows_per_request());
+  limits.max_spacing_mm = config.limits().max_spacing_mm();
+  limits.max_resampling_factor = config.limits().max_resampling_factor();
   return limits;
 }
 

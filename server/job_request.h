@@ -20,13 +20,12 @@ namespace upp::server {
 // The step and mirroring the header asks for (unset: the plan's).
 inference::JobOptions JobOptionsFromHeader(const unetrpp::v1::RequestHeader& header);
 
-// What a job may make of its input (read once from limits).
+// What a job may make of its input: limits.max_windows_per_request,
+// max_spacing_mm and max_resampling_factor (defaults: server/config.cc).
 struct JobLimits {
-  int64_t max_windows = 50000;  // windows x mirror variants (max_windows_per_request)
-  double max_spacing_mm = 50;   // per axis: no CT or MR voxel is 5 cm wide
-  // Network-grid voxels per input voxel: a tiny input with huge voxels would
-  // otherwise be admitted as a whole-body volume on the model's grid.
-  double max_resampling_factor = 64;
+  int64_t max_windows = 0;           // windows x mirror variants
+  double max_spacing_mm = 0;         // per axis
+  double max_resampling_factor = 0;  // network-grid voxels per input voxel
   static JobLimits FromConfig(const unetrpp::v1::ServerConfig& config);
 };
 

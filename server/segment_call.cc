@@ -456,6 +456,13 @@ void SegmentCall::OnDone() {
   std::shared_ptr<SegmentCall> keep = std::move(self_);  // this reaction is the last use of it
   const FinishedRequest record = Record(status);
   state_->metrics().RequestFinished(record.model, absl::StatusCodeToString(status.code()), record.seconds);
+  // A stream its client reset before sending a header asked for nothing: at
+  // info level, an HTTP/2 rapid-reset flood would write two lines per stream
+  // (the metric above still counts it).
+  if (phase_ == Phase::kHeader && absl::IsCancelled(status)) {
+    LogWithFields(spdlog::level::debug, RequestLogFields(record), RequestLogText(record));
+    return;
+  }
   LogWithFields(spdlog::level::info, RequestLogFields(record), RequestLogText(record));
   state_->Audit(AuditRecord(record, absl::Now()).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }

@@ -45,6 +45,7 @@ const std::map<std::string, std::pair<Skip, std::string>>& Skipped() {
       {"limits.max_input_bytes", {Skip::kMachineDependent, "min(2 GiB, max_bytes_in_flight / 4)"}},
       {"limits.max_device_bytes_in_flight", {Skip::kMachineDependent, "half the GPU's memory, read through NVML"}},
       {"models.precision", {Skip::kMachineDependent, "bf16 on a CPU with AMX, else fp32"}},
+      {"limits.per_caller.max_bytes", {Skip::kMachineDependent, "half of max_bytes_in_flight"}},
       {"models.name", {Skip::kExampleChoice, "the model served: there is no default model"}},
       {"models.weights", {Skip::kExampleChoice, "the model served: there is no default model"}},
       {"tls.cert_file", {Skip::kExampleChoice, "the example serves TLS; without a tls block, plaintext"}},

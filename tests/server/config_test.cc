@@ -168,6 +168,23 @@ TEST(ConfigTest, WhereOldAndNewAreBothSetTheNewOneWins) {
   EXPECT_EQ(c.limits().per_caller().max_requests_per_peer(), 16u);  // the default, in its new place
 }
 
+// No one caller takes the whole server by default: half its memory and
+// half its window queue; and what resampling may make of an input is bound.
+TEST(ConfigTest, OneCallerGetsAFairShareByDefault) {
+  auto parsed = ParseConfig("models { name: 'a' weights: 'w' }");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  unetrpp::v1::ServerConfig& c = *parsed;
+  ApplyDefaults(c);
+  ASSERT_TRUE(ValidateConfig(c).ok()) << ValidateConfig(c);
+  EXPECT_EQ(c.limits().per_caller().max_bytes(), c.limits().max_bytes_in_flight() / 2);
+  EXPECT_EQ(c.limits().per_caller().max_windows(), c.limits().max_queued_windows() / 2);
+  EXPECT_GT(c.limits().per_caller().max_bytes(), 0u);
+  EXPECT_GT(c.limits().max_spacing_mm(), 0);
+  EXPECT_GE(c.limits().max_resampling_factor(), 1);
+  c.mutable_limits()->set_max_resampling_factor(0.5);
+  EXPECT_NE(ValidateConfig(c).message().find("limits.max_resampling_factor"), std::string::npos);
+}
+
 TEST(ConfigTest, AgingMustNotBeNegative) {
   auto c = ParseConfig("batching { priority_aging_seconds: -1 } models { name: 'a' weights: 'w' }");
   ApplyDefaults(*c);

@@ -5,8 +5,17 @@
 
 #include <gtest/gtest.h>
 
+#include "server/config.h"
+
 namespace upp::server {
 namespace {
+
+// The limits of a default configuration.
+JobLimits Defaults() {
+  unetrpp::v1::ServerConfig config;
+  ApplyDefaults(config);
+  return JobLimits::FromConfig(config);
+}
 
 imageio::Geometry Ct() {
   imageio::Geometry g;
@@ -33,7 +42,7 @@ TEST(JobRequestTest, WindowsPastTheLimitAreRefusedNamingIt) {
   plain.mirror_axes = std::vector<int>{};
   const int64_t windows = inference::SegmentationJob::CountItems(Ct(), plan, plain);
   ASSERT_GT(windows, 1);
-  JobLimits limits;
+  JobLimits limits = Defaults();
   limits.max_windows = windows;
   auto bytes = JobBytesToAdmit(Ct(), plan, plain, limits);
   ASSERT_TRUE(bytes.ok()) << bytes.status();
@@ -56,23 +65,23 @@ TEST(JobRequestTest, HugeVoxelsAndHugeUpsamplingAreRefusedNamingTheSpacing) {
   imageio::Geometry bomb;
   bomb.size = {4, 4, 4};
   bomb.spacing = {450, 450, 300};
-  auto s = CheckResampling(bomb, plan, JobLimits{});
+  auto s = CheckResampling(bomb, plan, Defaults());
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("450 x 450 x 300 mm"), std::string::npos) << s;
   EXPECT_NE(s.message().find("limits.max_spacing_mm"), std::string::npos) << s;
 
   imageio::Geometry coarse = bomb;
   coarse.spacing = {10, 10, 10};  // plausible voxels, 577 network voxels each
-  s = CheckResampling(coarse, plan, JobLimits{});
+  s = CheckResampling(coarse, plan, Defaults());
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("limits.max_resampling_factor (64)"), std::string::npos) << s;
-  EXPECT_EQ(JobBytesToAdmit(coarse, plan, {}, JobLimits{}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(JobBytesToAdmit(coarse, plan, {}, Defaults()).status().code(), absl::StatusCode::kInvalidArgument);
 
   // What scanners make: thick-slice CT, low-resolution MR, PET-like 4 mm.
   for (const std::array<double, 3> spacing : {std::array<double, 3>{0.7, 0.7, 5}, {1, 1, 6}, {4, 4, 4}}) {
     imageio::Geometry g = bomb;
     g.spacing = spacing;
-    EXPECT_TRUE(CheckResampling(g, plan, JobLimits{}).ok()) << spacing[0] << " " << spacing[2];
+    EXPECT_TRUE(CheckResampling(g, plan, Defaults()).ok()) << spacing[0] << " " << spacing[2];
   }
 }
 

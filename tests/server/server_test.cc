@@ -161,6 +161,7 @@ class LogLines {
     }
     return "";
   }
+  std::vector<std::string> Lines() const { return sink_->Lines(); }
 
  private:
   std::shared_ptr<spdlog::sinks::dist_sink_mt> log_;
@@ -534,6 +535,31 @@ TEST_F(ServerTest, MetricsHaveEachModelsSeriesBeforeTheFirstRequest) {
   EXPECT_EQ(testing::MetricValue(m, "upp_queued_windows{model=\"small\"}"), 0);
 }
 
+// A stream its client resets before sending a header asked for nothing: no
+// info line and no audit record (an HTTP/2 rapid-reset flood would write two
+// per stream); requests still get both.
+TEST_F(ServerTest, AStreamResetBeforeItsHeaderLeavesNoLogLine) {
+  const LogLines text(log_, nullptr);
+  auto stub = unetrpp::v1::Segmentation::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()), grpc::InsecureChannelCredentials()));
+  for (int i = 0; i < 3; ++i) {
+    grpc::ClientContext context;
+    auto stream = stub->Segment(&context);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the server has made its reactor
+    context.TryCancel();
+    unetrpp::v1::SegmentResponse r;
+    while (stream->Read(&r)) {
+    }
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  SegmentOptions o;
+  o.client_request_id = "after-resets";
+  ASSERT_TRUE(client_->Segment({testing::FloatNifti(testing::Phantom({30, 30, 10}, {2.0, 2.0, 2.0}))}, o).ok());
+  ASSERT_FALSE(text.WaitFor("client_id=after-resets ").empty());
+  ASSERT_FALSE(text.WaitFor("audit {").empty());
+  for (const std::string& line : text.Lines()) EXPECT_EQ(line.find("CANCELLED"), std::string::npos) << line;
+}
+
 // One line per finished request with every stage the metrics have; a failed
 // one with the message the client got; in JSON mode the fields are the
 // record's members.
@@ -611,7 +637,9 @@ TEST(StitchTest, StitchingOnTheWorkerGivesThePipelinesLabels) {
 
 TEST(AdmissionTest, WorkingMemoryOverTheLimitIsRefusedWithARetryHint) {
   // 32 MiB of admitted working memory: a 200 x 200 x 100 volume needs ~250.
-  auto config = ParseConfig(ConfigText("max_bytes_in_flight: 33554432 max_input_bytes: 33554432"));
+  // The caller may use all of it (the server-wide limit is what is tested).
+  auto config = ParseConfig(
+      ConfigText("max_bytes_in_flight: 33554432 max_input_bytes: 33554432 per_caller { max_bytes: 33554432 }"));
   ASSERT_TRUE(config.ok()) << config.status();
   config->set_metrics_address("off");
   auto server = Server::Create(*config);
