@@ -9,9 +9,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "imageio/file_util.h"
+#include "inference/model_status.h"
 #include "model/safetensors.h"
 #include "server/model_worker.h"
-#include "server/status.h"
 
 namespace upp::server {
 
@@ -38,7 +38,7 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Load(const unetrpp::v1
       auto runner = model::WindowRunner::FromWeightsFile(entry.weights(), {device, entry.precision()},
                                                          preset ? &*preset : nullptr);
       if (!runner.ok()) {
-        const absl::Status s = FromModelStatus(runner.status());
+        const absl::Status s = inference::FromModelStatus(runner.status());
         return absl::Status(s.code(), what + std::string(s.message()));
       }
       m->runners_.push_back(std::move(*runner));
