@@ -68,6 +68,20 @@ unetrpp::v1::SegmentResponse ResultHeader(const inference::LabelMap& labels,
   return response;
 }
 
+absl::StatusOr<EncodedResult> EncodeResult(inference::LabelMap& labels,
+                                           const google::protobuf::RepeatedField<int>& kinds,
+                                           const EncodingContext& context) {
+  auto outputs = EncodeOutputs(labels, kinds, context);
+  if (!outputs.ok()) return outputs.status();
+  EncodedResult result;
+  result.header = ResultHeader(labels, context.labels, *outputs);
+  if (context.input) FillInputSummary(*context.input, result.header.mutable_result_header()->mutable_input());
+  for (const auto& [kind, bytes] : *outputs) result.bytes += static_cast<int64_t>(bytes.size());
+  result.outputs = *std::move(outputs);
+  std::vector<uint16_t>().swap(labels.labels);
+  return result;
+}
+
 void FillInputSummary(const imageio::InputDescription& input, unetrpp::v1::InputSummary* out) {
   if (!input.dicom) {
     out->set_instances_used(static_cast<uint32_t>(input.files));

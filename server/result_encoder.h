@@ -35,6 +35,21 @@ absl::StatusOr<EncodedOutputs> EncodeOutputs(const inference::LabelMap& labels,
                                              const google::protobuf::RepeatedField<int>& kinds,
                                              const EncodingContext& context);
 
+// A finished request's results: the ResultHeader (the input's summary
+// included) and each output asked for, with their total bytes (what a client
+// that reads slowly holds of the server).
+struct EncodedResult {
+  unetrpp::v1::SegmentResponse header;
+  EncodedOutputs outputs;
+  int64_t bytes = 0;
+};
+
+// EncodeOutputs and ResultHeader together; the label voxels are released
+// once encoded (the outputs hold them now).
+absl::StatusOr<EncodedResult> EncodeResult(inference::LabelMap& labels,
+                                           const google::protobuf::RepeatedField<int>& kinds,
+                                           const EncodingContext& context);
+
 unetrpp::v1::SegmentResponse ResultHeader(const inference::LabelMap& labels,
                                           const std::vector<imageio::LabelInfo>& table, const EncodedOutputs& outputs);
 

@@ -319,21 +319,15 @@ void SegmentCall::Postprocess() {
   context.labels = model()->plan().labels;
   context.algorithm_name = "UNETR++ " + model()->name();
   context.algorithm_version = model()->entry().version();
-  auto outputs = EncodeOutputs(*labels, header_.outputs(), context);
-  if (!outputs.ok()) return Fail(outputs.status());
+  auto result = EncodeResult(*labels, header_.outputs(), context);
+  if (!result.ok()) return Fail(result.status());
   StageDone(unetrpp::v1::STAGE_ENCODING, t);
-  SegmentResponse header = ResultHeader(*labels, model()->plan().labels, *outputs);
-  FillInputSummary(input_, header.mutable_result_header()->mutable_input());
-  labels->labels.clear();
-  labels->labels.shrink_to_fit();
   std::string().swap(input_.dicom_source_instance);
   // Only the results remain: the reservation shrinks to them and the windows
   // go back, so that a client that reads slowly holds what it really holds.
-  int64_t result_bytes = 0;
-  for (const auto& [kind, bytes] : *outputs) result_bytes += static_cast<int64_t>(bytes.size());
-  reservation_.ShrinkBytesTo(result_bytes);
+  reservation_.ShrinkBytesTo(result->bytes);
   reservation_.ReleaseWindows();
-  writer_.SendResults(std::move(header), *std::move(outputs), Summary());
+  writer_.SendResults(std::move(result->header), std::move(result->outputs), Summary());
 }
 
 SegmentResponse SegmentCall::Summary() {

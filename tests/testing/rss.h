@@ -34,6 +34,17 @@ inline int64_t ResetPeakRss() {
 
 inline int64_t PeakRssBytes() { return ProcStatusBytes("VmHWM"); }
 
+// A bound on RSS growth as a test asserts it: `bytes`, except under
+// ThreadSanitizer, whose shadow memory and access history grow with every
+// allocation (deploy/tsan.sh looks for races there, not for memory bounds).
+inline int64_t RssBound(int64_t bytes) {
+#if defined(__SANITIZE_THREAD__)
+  return bytes * 64;
+#else
+  return bytes;
+#endif
+}
+
 }  // namespace upp::testing
 
 #endif  // UPP_TESTS_TESTING_RSS_H_
