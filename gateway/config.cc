@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "gateway/peers.h"
 #include "proto/text_config.h"
 
 namespace upp::gateway {
@@ -34,12 +35,28 @@ absl::Status ValidateTls(const unetrpp::v1::DicomTls& t, const std::string& f, b
   return absl::OkStatus();
 }
 
+absl::Status ValidatePeers(const unetrpp::v1::DicomListener& l) {
+  if (!l.allowed_peers().empty() && !l.allowed_calling_aes().empty())
+    return Bad("listener.allowed_peers", "not with allowed_calling_aes (list each AE title here with its networks)");
+  for (int i = 0; i < l.allowed_peers_size(); ++i) {
+    const auto& peer = l.allowed_peers(i);
+    const std::string f = absl::StrCat("listener.allowed_peers[", i, "]");
+    if (!ValidAeTitle(peer.ae_title())) return Bad(f + ".ae_title", "not an AE title");
+    if (peer.cidrs().empty()) return Bad(f + ".cidrs", "at least one network is needed");
+    for (int j = 0; j < peer.cidrs_size(); ++j)
+      if (!ParseCidr(peer.cidrs(j)))
+        return Bad(absl::StrCat(f, ".cidrs[", j, "]"), "not an address or network (\"10.0.0.0/8\", host bits clear)");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateListener(const unetrpp::v1::DicomListener& l) {
   if (!ValidAeTitle(l.ae_title())) return Bad("listener.ae_title", "1 to 16 printable characters, no backslash");
   if (l.port() > 65535) return Bad("listener.port", "must be at most 65535");
   for (int i = 0; i < l.allowed_calling_aes_size(); ++i)
     if (!ValidAeTitle(l.allowed_calling_aes(i)))
       return Bad(absl::StrCat("listener.allowed_calling_aes[", i, "]"), "not an AE title");
+  if (auto s = ValidatePeers(l); !s.ok()) return s;
   if (l.max_associations() > 256) return Bad("listener.max_associations", "at most 256");
   if (l.max_pdu_bytes() < 4096 || l.max_pdu_bytes() > (1u << 24))
     return Bad("listener.max_pdu_bytes", "must be in [4096, 16777216]");
@@ -87,6 +104,10 @@ void ApplyDefaults(unetrpp::v1::GatewayConfig& c) {
   if (c.drain_grace_seconds() == 0) c.set_drain_grace_seconds(120);
   if (c.max_series_bytes() == 0) c.set_max_series_bytes(uint64_t{2} << 30);
   if (c.max_series_instances() == 0) c.set_max_series_instances(4096);  // the service's max_input_files
+  auto* kept = c.mutable_retention();
+  if (kept->max_age_seconds() == 0) kept->set_max_age_seconds(7 * 24 * 3600);
+  if (kept->max_bytes() == 0) kept->set_max_bytes(uint64_t{10} << 30);
+  if (c.max_interrupted_attempts() == 0) c.set_max_interrupted_attempts(2);
   auto* r = c.mutable_report();
   if (r->manufacturer().empty()) r->set_manufacturer("unetrpp-serve");
   if (r->series_description().empty()) r->set_series_description("UNETR++ segmentation");
@@ -118,6 +139,9 @@ absl::Status Validate(const unetrpp::v1::GatewayConfig& c) {
   if (c.max_attempts() > 100) return Bad("max_attempts", "at most 100");
   if (!Positive(c.retry_backoff_seconds())) return Bad("retry_backoff_seconds", "must be > 0");
   if (!Positive(c.drain_grace_seconds())) return Bad("drain_grace_seconds", "must be > 0");
+  if (!(std::isfinite(c.retention().max_age_seconds()) && c.retention().max_age_seconds() > 0))
+    return Bad("retention.max_age_seconds", "must be > 0");
+  if (c.max_interrupted_attempts() > 100) return Bad("max_interrupted_attempts", "at most 100");
   if (c.rules().empty()) return Bad("rules", "at least one rule is needed (a gateway that routes nothing)");
   for (int i = 0; i < c.rules_size(); ++i)
     if (auto s = ValidateRule(c.rules(i), absl::StrCat("rules[", i, "]")); !s.ok()) return s;

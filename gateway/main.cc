@@ -91,8 +91,9 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  upp::gateway::StoreScp scp(config->listener(), spool->get(),
-                             [&metrics](const std::string& outcome) { metrics.Instance(outcome); });
+  upp::gateway::StoreScp scp(
+      config->listener(), spool->get(), [&metrics](const std::string& outcome) { metrics.Instance(outcome); },
+      [&metrics](const std::string& reason) { metrics.AssociationRejected(reason); });
   upp::gateway::Processor processor(*config, spool->get(), &metrics);
   auto listening = std::async(std::launch::async, [&scp] { return scp.Run(); });
   std::thread processing([&processor] { processor.Run(); });
@@ -100,8 +101,10 @@ int main(int argc, char** argv) {
                config->listener().ae_title(), config->listener().port(),
                metrics.port() ? std::to_string(metrics.port()) : "off", config->service().target(),
                config->destination().ae_title(), config->destination().host(), config->destination().port());
-  if (config->listener().allowed_calling_aes().empty())
-    spdlog::warn("listener.allowed_calling_aes is empty: any calling AE title may store; list the PACS' titles");
+  if (config->listener().allowed_peers().empty())
+    spdlog::warn(
+        "listener.allowed_peers is empty: {}; list the PACS' AE titles with their networks",
+        config->listener().allowed_calling_aes().empty() ? "any peer may store" : "the calling AE title alone admits");
 
   // Wait for a stop signal, or for the listener to fail (port taken).
   int signal_number = 0;

@@ -23,8 +23,22 @@ GatewayMetrics::GatewayMetrics() : registry_(std::make_shared<prometheus::Regist
                     .Register(*registry_);
   series_ = &BuildCounter()
                  .Name("upp_gateway_series_total")
-                 .Help("Series by outcome (completed, failed, unmatched, retried) and routing rule")
+                 .Help("Series by outcome (completed, failed, unmatched, retried, quarantined) and routing rule")
                  .Register(*registry_);
+  rejected_ = &BuildCounter()
+                   .Name("upp_gateway_associations_rejected_total")
+                   .Help("Associations refused at their request by reason (calling_ae, peer_address)")
+                   .Register(*registry_);
+  pruned_series_ = &BuildCounter()
+                        .Name("upp_gateway_pruned_series_total")
+                        .Help("Kept series (failed/, unmatched/, quarantine/) deleted by retention")
+                        .Register(*registry_)
+                        .Add({});
+  pruned_bytes_ = &BuildCounter()
+                       .Name("upp_gateway_pruned_bytes_total")
+                       .Help("Bytes of kept series deleted by retention")
+                       .Register(*registry_)
+                       .Add({});
   stage_seconds_ = &BuildHistogram()
                         .Name("upp_gateway_stage_duration_seconds")
                         .Help("Time per series stage (summarize, segment, report, send)")
@@ -66,6 +80,15 @@ void GatewayMetrics::Instance(const std::string& outcome) { instances_->Add({{"o
 
 void GatewayMetrics::Series(const std::string& outcome, const std::string& rule) {
   series_->Add({{"outcome", outcome}, {"rule", rule}}).Increment();
+}
+
+void GatewayMetrics::AssociationRejected(const std::string& reason) {
+  rejected_->Add({{"reason", reason}}).Increment();
+}
+
+void GatewayMetrics::Pruned(int64_t series, int64_t bytes) {
+  pruned_series_->Increment(static_cast<double>(series));
+  pruned_bytes_->Increment(static_cast<double>(bytes));
 }
 
 void GatewayMetrics::Stage(const std::string& stage, double seconds) {

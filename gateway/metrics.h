@@ -30,7 +30,11 @@ class GatewayMetrics {
   void Instance(const std::string& outcome);
   // A complete series taken from the spool for the first time.
   void SeriesReceived() { series_received_->Increment(); }
-  // outcome: completed, failed, unmatched, retried; rule "" when none.
+  // An association refused at its request: reason calling_ae, peer_address.
+  void AssociationRejected(const std::string& reason);
+  // Kept series (failed/, unmatched/, quarantine/) deleted by retention.
+  void Pruned(int64_t series, int64_t bytes);
+  // outcome: completed, failed, unmatched, retried, quarantined; rule "" when none.
   void Series(const std::string& outcome, const std::string& rule);
   // stage: summarize, segment, report, send.
   void Stage(const std::string& stage, double seconds);
@@ -43,6 +47,9 @@ class GatewayMetrics {
   std::unique_ptr<prometheus::Exposer> exposer_;
   prometheus::Family<prometheus::Counter>* instances_;
   prometheus::Family<prometheus::Counter>* series_;
+  prometheus::Family<prometheus::Counter>* rejected_;
+  prometheus::Counter* pruned_series_;
+  prometheus::Counter* pruned_bytes_;
   prometheus::Family<prometheus::Histogram>* stage_seconds_;
   prometheus::Histogram* series_seconds_;
   prometheus::Counter* series_received_;

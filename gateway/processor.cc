@@ -21,6 +21,9 @@ namespace upp::gateway {
 namespace fs = std::filesystem;
 namespace {
 
+// How often kept series are checked against the retention limits.
+constexpr absl::Duration kPruneInterval = absl::Minutes(1);
+
 double SecondsSince(absl::Time t) { return absl::ToDoubleSeconds(absl::Now() - t); }
 
 absl::Status WriteFile(const std::string& path, const std::string& bytes) {
@@ -80,9 +83,34 @@ struct Processor::Attempt {
 Processor::Processor(const unetrpp::v1::GatewayConfig& config, Spool* spool, GatewayMetrics* metrics)
     : config_(config), spool_(spool), metrics_(metrics) {}
 
+void Processor::Recover() {
+  const int quarantined = spool_->RecoverInterrupted(static_cast<int>(config_.max_interrupted_attempts()));
+  if (quarantined == 0) return;
+  spdlog::error("{} series quarantined: the gateway died while processing each {} times (see quarantine/*/reason)",
+                quarantined, config_.max_interrupted_attempts());
+  for (int i = 0; i < quarantined; ++i) metrics_->Series("quarantined", "");
+}
+
+void Processor::Prune() {
+  const auto& r = config_.retention();
+  const auto pruned = spool_->Prune(absl::Seconds(r.max_age_seconds()), r.max_bytes(), absl::Now());
+  if (pruned.series == 0) return;
+  spdlog::info(
+      "retention: deleted {} kept series ({} bytes) from failed/, unmatched/, quarantine/ (older than {} s, "
+      "or over {} bytes together)",
+      pruned.series, pruned.bytes, r.max_age_seconds(), r.max_bytes());
+  metrics_->Pruned(pruned.series, pruned.bytes);
+}
+
 void Processor::Run() {
   const absl::Duration quiet = absl::Seconds(config_.quiet_period_seconds());
+  Recover();
+  absl::Time pruned_at = absl::InfinitePast();
   while (!stop_.HasBeenNotified()) {
+    if (absl::Now() - pruned_at > kPruneInterval) {
+      Prune();
+      pruned_at = absl::Now();
+    }
     for (const auto& dir : spool_->ClaimDue(quiet, absl::Now())) {
       if (stop_.HasBeenNotified()) break;
       metrics_->SetQueued(spool_->QueuedSeries());
@@ -102,6 +130,9 @@ Processor::Outcome Processor::ProcessSeries(const std::string& dir) {
   a.report_path = Spool::ResultsDir(dir) + "/report.dcm";
   const int attempts = Spool::ReadState(dir).attempts + 1;
   if (attempts == 1) metrics_->SeriesReceived();
+  // Counted before the work: a series that kills the process still uses
+  // up its attempts, and is quarantined at the next start (Recover).
+  if (auto s = Spool::BeginAttempt(dir, attempts, start); !s.ok()) return Settle(dir, "", attempts, s);
 
   SeriesLimits limits;
   limits.max_instances = config_.max_series_instances();
@@ -159,10 +190,10 @@ absl::Status Processor::SegmentAndReport(Attempt& a) {
   ReportInput input;
   input.seg = seg;
   for (const auto& v : result->header.volumes()) input.volume_ml_by_segment_label[names[v.value()]] = v.volume_ml();
-  auto source = imageio::ReadWholeFile(a.series.files.front(), config_.listener().max_instance_bytes());
-  // Not its message: spooled files are named by their SOP Instance UID.
-  if (!source.ok()) return absl::Status(source.status().code(), "the series' first instance cannot be read");
-  input.source_instance = *source;
+  // Its header only, parsed from the file (not read whole): one instance
+  // may be up to max_instance_bytes of anything.
+  input.source_path = a.series.files.front();
+  input.max_source_bytes = static_cast<int64_t>(config_.listener().max_instance_bytes());
   input.source_series_uid = a.series.series_instance_uid;
   input.manufacturer = config_.report().manufacturer();
   input.series_description = config_.report().series_description();
@@ -199,6 +230,7 @@ Processor::Outcome Processor::Settle(const std::string& dir, const std::string& 
                  LoggedMessage(status), backoff);
     metrics_->Series("retried", rule);
     Spool::WriteState(dir, {attempts, absl::ToUnixSeconds(absl::Now()) + static_cast<int64_t>(backoff)}).IgnoreError();
+    Spool::EndAttempt(dir);
     return Outcome::kRetry;
   }
   spdlog::error("series {}: failed after {} attempt(s), nothing sent: {}", name, attempts, LoggedMessage(status));

@@ -34,7 +34,14 @@ class Processor {
   // `spool` and `metrics` must outlive the processor.
   Processor(const unetrpp::v1::GatewayConfig& config, Spool* spool, GatewayMetrics* metrics);
 
+  // Recover(), then claims and processes series, and prunes what is kept
+  // (Prune(), every minute), until Stop().
   void Run();
+  // Quarantines the series a dead process left in flight too often
+  // (Spool::RecoverInterrupted), with a log line and metric.
+  void Recover();
+  // Applies config.retention to failed/, unmatched/ and quarantine/.
+  void Prune();
   void Stop() {
     if (!stop_.HasBeenNotified()) stop_.Notify();
   }

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "gateway/series.h"
 #include "imageio/dcmtk_io.h"
 
 namespace upp::gateway {
@@ -48,6 +49,25 @@ absl::StatusOr<std::vector<Segment>> SegmentsOf(DcmDataset& seg) {
 absl::Status Parse(std::string_view bytes, DcmFileFormat& file, const char* what) {
   if (auto s = imageio::ParseDicom(bytes, file); !s.ok())
     return absl::InvalidArgumentError(absl::StrCat(what, ": ", s.message()));
+  return absl::OkStatus();
+}
+
+// Longer values of the source are not copied into the report: no patient
+// or study attribute is this long (LT, the longest text, holds 10240
+// characters), and copying one would load it from the file.
+constexpr Uint32 kMaxCopiedValueBytes = 64 * 1024;
+
+// The source's header (up to its pixel data, long values left in the file),
+// without the elements too long to copy, sequences included.
+absl::Status LoadSource(const ReportInput& input, DcmFileFormat& file) {
+  if (auto s = LoadInstanceHeader(input.source_path, input.max_source_bytes, file); !s.ok())
+    return absl::InvalidArgumentError(absl::StrCat("the source instance: ", s.message()));
+  DcmDataset& d = *file.getDataset();
+  const E_TransferSyntax xfer = d.getOriginalXfer();
+  for (unsigned long i = d.card(); i-- > 0;) {
+    DcmElement* e = d.getElement(i);
+    if (e != nullptr && e->getLength(xfer) > kMaxCopiedValueBytes) delete d.remove(i);
+  }
   return absl::OkStatus();
 }
 
@@ -116,7 +136,7 @@ absl::StatusOr<std::string> Finish(TID1500_MeasurementReport& report, DcmDataset
 absl::StatusOr<std::string> WriteVolumeReport(const ReportInput& input) {
   DcmFileFormat seg_file, source_file;
   if (auto s = Parse(input.seg, seg_file, "the SEG"); !s.ok()) return s;
-  if (auto s = Parse(input.source_instance, source_file, "the source instance"); !s.ok()) return s;
+  if (auto s = LoadSource(input, source_file); !s.ok()) return s;
   DcmDataset& seg = *seg_file.getDataset();
   auto segments = SegmentsOf(seg);
   if (!segments.ok()) return segments.status();

@@ -4,12 +4,15 @@
 // tracking identifier (the structure's name) and UID, the referenced
 // segment, the source series, and its volume in cm3 (= ml) as the server
 // measured it. Patient and study are copied from a source instance, so the
-// report files under the same study as the images and the SEG.
+// report files under the same study as the images and the SEG; only its
+// header is parsed (LoadInstanceHeader), never its pixel data or any value
+// too long to be an attribute of those modules.
 //
 // Thread-safe (no shared state).
 #ifndef UPP_GATEWAY_REPORT_H_
 #define UPP_GATEWAY_REPORT_H_
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <string_view>
@@ -19,8 +22,11 @@
 namespace upp::gateway {
 
 struct ReportInput {
-  std::string_view seg;              // the SEG (Part 10 bytes) that the report refers to
-  std::string_view source_instance;  // one instance of the segmented series (Part 10 bytes)
+  std::string_view seg;  // the SEG (Part 10 bytes) that the report refers to
+  // One instance of the segmented series (a Part 10 file, from the sender):
+  // read up to its pixel data, values over 64 KiB not copied.
+  std::string source_path;
+  int64_t max_source_bytes = int64_t{1} << 30;
   std::string source_series_uid;
   std::map<std::string, double> volume_ml_by_segment_label;  // every SEG segment's label must be here
   std::string manufacturer = "unetrpp-serve";

@@ -14,9 +14,20 @@
 namespace upp::gateway {
 namespace {
 
+// Values longer than this stay in the file while it parses (DCMTK reads
+// them when asked): the parse's heap is then at most this per element
+// beyond DCMTK's own, whatever the instance holds besides its header.
+constexpr Uint32 kLazyValueBytes = 256;
+// An attribute the gateway reads (UIDs, codes, descriptions) longer than
+// this is not a header but a way to make every reader load it.
+constexpr Uint32 kMaxReadValueBytes = 64 * 1024;
+
 std::string Text(DcmItem& item, const DcmTagKey& tag) {
+  DcmElement* element = nullptr;
   OFString value;
-  if (item.findAndGetOFStringArray(tag, value).bad()) return "";
+  if (item.findAndGetElement(tag, element).bad() || element->getLength() > kMaxReadValueBytes ||
+      element->getOFStringArray(value).bad())
+    return "";
   return std::string(value.c_str());
 }
 
@@ -34,7 +45,7 @@ std::string OrientationName(const std::array<double, 6>& iop) {
   return "oblique";
 }
 
-absl::StatusOr<InstanceHeader> ReadInstanceHeader(const std::string& path, int64_t max_bytes) {
+absl::Status LoadInstanceHeader(const std::string& path, int64_t max_bytes, DcmFileFormat& file) {
   // Mapped, not read, and parsed lazily from the file: up to a GiB per
   // instance on every association thread would otherwise be heap.
   auto mapped = imageio::MappedFile::Open(path, max_bytes);
@@ -50,10 +61,16 @@ absl::StatusOr<InstanceHeader> ReadInstanceHeader(const std::string& path, int64
   // gateway admits nothing, so kMaxDicomElements bounds DCMTK's heap (about
   // 150 MB per instance, one instance per association at a time).
   if (auto elements = imageio::CheckDicomStructure(bytes); !elements.ok()) return elements.status();
-  DcmFileFormat file;
-  constexpr Uint32 kLazyValueBytes = 64 * 1024;  // longer values stay in the file
-  if (file.loadFile(path.c_str(), EXS_Unknown, EGL_noChange, kLazyValueBytes, ERM_autoDetect).bad())
+  // Nothing after the pixel data is a header.
+  if (file.loadFileUntilTag(path.c_str(), EXS_Unknown, EGL_noChange, kLazyValueBytes, ERM_autoDetect, DCM_PixelData)
+          .bad())
     return absl::InvalidArgumentError("the instance is not a readable DICOM file");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<InstanceHeader> ReadInstanceHeader(const std::string& path, int64_t max_bytes) {
+  DcmFileFormat file;
+  if (auto s = LoadInstanceHeader(path, max_bytes, file); !s.ok()) return s;
   DcmDataset& d = *file.getDataset();
   InstanceHeader h;
   h.sop_class_uid = Text(d, DCM_SOPClassUID);

@@ -17,6 +17,8 @@
 
 #include "absl/status/statusor.h"
 
+class DcmFileFormat;
+
 namespace upp::gateway {
 
 struct InstanceHeader {
@@ -39,7 +41,13 @@ struct SeriesLimits {
   int64_t max_instance_bytes = int64_t{1} << 30;
 };
 
-// The header of one Part 10 file. INVALID_ARGUMENT when it is not DICOM,
+// One Part 10 file parsed up to its pixel data, after the structure check
+// (imageio/dicom_lengths.h), with values over 256 bytes left in the file
+// until they are read: its heap is bounded by the element count, not by
+// the file's size. INVALID_ARGUMENT when it is not DICOM or does not pass.
+absl::Status LoadInstanceHeader(const std::string& path, int64_t max_bytes, DcmFileFormat& file);
+
+// The header of one Part 10 file (LoadInstanceHeader). INVALID_ARGUMENT when it is not DICOM,
 // its lengths do not fit, or it lacks a SOP/series/study UID.
 absl::StatusOr<InstanceHeader> ReadInstanceHeader(const std::string& path, int64_t max_bytes);
 

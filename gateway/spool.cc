@@ -26,6 +26,36 @@ absl::Time ModifiedAt(const fs::path& p, std::error_code& ec) {
   return absl::Now() + absl::FromChrono(std::chrono::duration_cast<std::chrono::nanoseconds>(since));
 }
 
+constexpr char kInFlight[] = "in_flight";
+constexpr char kInterrupted[] = "interrupted";
+const char* const kKept[] = {"failed", "unmatched", "quarantine"};
+
+int ReadCount(const fs::path& file) {
+  std::ifstream in(file);
+  int n = 0;
+  return in >> n ? n : 0;
+}
+
+// A kept series: when it was kept and what it holds.
+struct KeptSeries {
+  fs::path dir;
+  absl::Time kept_at;
+  int64_t bytes = 0;
+};
+
+KeptSeries Measure(const fs::path& dir) {
+  KeptSeries k{dir, absl::InfinitePast(), 0};
+  std::error_code ec;
+  k.kept_at = ModifiedAt(dir / "reason", ec);
+  if (ec) k.kept_at = ModifiedAt(dir, ec);
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec)) {
+    std::error_code ec2;
+    if (it->is_regular_file(ec2)) k.bytes += static_cast<int64_t>(it->file_size(ec2));
+  }
+  return k;
+}
+
 }  // namespace
 
 bool IsValidUid(const std::string& uid) {
@@ -36,7 +66,7 @@ bool IsValidUid(const std::string& uid) {
 
 absl::StatusOr<std::unique_ptr<Spool>> Spool::Create(const std::string& root) {
   std::error_code ec;
-  for (const char* sub : {"incoming", "series", "active", "failed", "unmatched"}) {
+  for (const char* sub : {"incoming", "series", "active", "failed", "unmatched", "quarantine"}) {
     fs::create_directories(fs::path(root) / sub, ec);
     if (ec) return FsError(absl::StrCat("cannot create ", root, "/", sub), ec);
   }
@@ -117,6 +147,60 @@ absl::Status Spool::WriteState(const std::string& active_dir, const State& state
   return ec ? FsError("cannot write a series' state", ec) : absl::OkStatus();
 }
 
+absl::Status Spool::BeginAttempt(const std::string& active_dir, int attempts, absl::Time now) {
+  if (auto s = WriteState(active_dir, {attempts, absl::ToUnixSeconds(now)}); !s.ok()) return s;
+  std::ofstream out(fs::path(active_dir) / kInFlight, std::ios::trunc);
+  return out ? absl::OkStatus() : absl::InternalError("spool: cannot mark a series in flight");
+}
+
+void Spool::EndAttempt(const std::string& active_dir) {
+  std::error_code ec;
+  fs::remove(fs::path(active_dir) / kInFlight, ec);
+}
+
+int Spool::RecoverInterrupted(int max_interrupted) {
+  int quarantined = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(fs::path(root_) / "active", ec)) {
+    std::error_code ec2;
+    if (!fs::exists(e.path() / kInFlight, ec2)) continue;
+    const int interrupted = ReadCount(e.path() / kInterrupted) + 1;
+    if (interrupted >= max_interrupted) {
+      const std::string reason = absl::StrCat("the gateway stopped ", interrupted,
+                                              " times while processing this series (killed, e.g. out of memory); "
+                                              "quarantined, not processed again");
+      if (Keep(e.path().string(), "quarantine", reason).ok()) ++quarantined;
+      continue;
+    }
+    std::ofstream(e.path() / kInterrupted, std::ios::trunc) << interrupted << "\n";
+    EndAttempt(e.path().string());
+  }
+  return quarantined;
+}
+
+Spool::Pruned Spool::Prune(absl::Duration max_age, uint64_t max_bytes, absl::Time now) {
+  std::vector<KeptSeries> kept;
+  uint64_t total = 0;
+  std::error_code ec;
+  for (const char* sub : kKept)
+    for (const auto& e : fs::directory_iterator(fs::path(root_) / sub, ec)) {
+      kept.push_back(Measure(e.path()));
+      total += static_cast<uint64_t>(kept.back().bytes);
+    }
+  std::sort(kept.begin(), kept.end(), [](const KeptSeries& a, const KeptSeries& b) { return a.kept_at < b.kept_at; });
+  Pruned pruned;
+  for (const auto& k : kept) {
+    if (now - k.kept_at <= max_age && total <= max_bytes) break;  // the rest are younger still
+    std::error_code ec2;
+    fs::remove_all(k.dir, ec2);
+    if (ec2) continue;
+    total -= static_cast<uint64_t>(k.bytes);
+    ++pruned.series;
+    pruned.bytes += k.bytes;
+  }
+  return pruned;
+}
+
 absl::Status Spool::Remove(const std::string& active_dir) {
   std::error_code ec;
   fs::remove_all(active_dir, ec);
@@ -124,6 +208,7 @@ absl::Status Spool::Remove(const std::string& active_dir) {
 }
 
 absl::Status Spool::Keep(const std::string& active_dir, const std::string& where, const std::string& reason) {
+  EndAttempt(active_dir);
   {
     std::ofstream out(active_dir + "/reason", std::ios::trunc);
     out << reason << "\n";

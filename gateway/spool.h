@@ -6,7 +6,10 @@
 //   <root>/series/<series UID>/instances/  instances of a series still arriving
 //   <root>/active/<n>/                      claimed: being processed or waiting to retry
 //       instances/, state (attempts, next attempt), results/ (SEG, SR once made)
+//       in_flight (an attempt under way), interrupted (attempts a dead process left)
 //   <root>/failed/..., <root>/unmatched/... given up / matched no rule (kept for an operator)
+//   <root>/quarantine/...                  in flight when the gateway died too often
+// What is kept (failed/, unmatched/, quarantine/) is pruned by age and size.
 //
 // Directory names are UIDs (digits and dots, checked) or counters, never
 // patient data; the counter names a series in logs.
@@ -63,8 +66,30 @@ class Spool {
   static State ReadState(const std::string& active_dir);
   static absl::Status WriteState(const std::string& active_dir, const State& state);
 
+  // An attempt begins: its count is persisted and the series marked in
+  // flight BEFORE the work, so that a process killed during it (out of
+  // memory) leaves the mark and the count. EndAttempt clears the mark.
+  static absl::Status BeginAttempt(const std::string& active_dir, int attempts, absl::Time now);
+  static void EndAttempt(const std::string& active_dir);
+
+  // At start, before any series is processed: every series still marked in
+  // flight was being processed when a previous run died. Its interruptions
+  // are counted; one interrupted `max_interrupted` times is moved to
+  // quarantine/ (not processed again). Returns how many were quarantined.
+  int RecoverInterrupted(int max_interrupted);
+
+  // Deletes kept series (failed/, unmatched/, quarantine/ together), oldest
+  // first, while one is older than `max_age` or they hold more than
+  // `max_bytes`. Age: since it was kept (its reason file).
+  struct Pruned {
+    int64_t series = 0;
+    int64_t bytes = 0;
+  };
+  Pruned Prune(absl::Duration max_age, uint64_t max_bytes, absl::Time now);
+
   // Settling a claimed series: deleted (answered, or dropped), or moved to
-  // failed/ or unmatched/ with a one-line reason (no patient data).
+  // failed/, unmatched/ or quarantine/ with a one-line reason (no patient
+  // data).
   absl::Status Remove(const std::string& active_dir);
   absl::Status Keep(const std::string& active_dir, const std::string& where, const std::string& reason);
 

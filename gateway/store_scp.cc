@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gateway/dicom_tls.h"
+#include "gateway/peers.h"
 #include "gateway/series.h"
 
 namespace upp::gateway {
@@ -48,6 +49,7 @@ struct Context {
   unetrpp::v1::DicomListener config;
   Spool* spool;
   StoreScp::InstanceCallback on_instance;
+  StoreScp::RejectCallback on_rejected;
   // Instances being written to the spool by all associations: each may
   // still grow to max_instance_bytes, which the free-space check counts.
   mutable std::atomic<int> storing{0};
@@ -66,11 +68,21 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
  protected:
   OFCondition workerListen(T_ASC_Association* const assoc) override { return DcmThreadSCP::run(assoc); }
 
+  // DCMTK asks for the calling AE title and the calling host separately;
+  // one decision answers both (DecidePeer), each rejecting for its own
+  // reason, so that a refused association is counted once.
   OFBool checkCallingAETitleAccepted(const OFString& calling_ae) override {
-    const auto& allowed = context_.config.allowed_calling_aes();
-    if (allowed.empty()) return OFTrue;
-    const std::string trimmed(absl::StripAsciiWhitespace(calling_ae.c_str()));
-    return std::find(allowed.begin(), allowed.end(), trimmed) != allowed.end();
+    return Admit(calling_ae, PeerDecision::kUnknownCallingAe, "calling_ae");
+  }
+
+  OFBool checkCallingHostAccepted(const OFString& /*host_or_ip*/) override {
+    return Admit(getPeerAETitle(), PeerDecision::kAddressNotAllowed, "peer_address");
+  }
+
+  OFBool Admit(const OFString& calling_ae, PeerDecision refused_here, const char* reason) {
+    if (DecidePeer(context_.config, calling_ae.c_str(), getPeerIP().c_str()) != refused_here) return OFTrue;
+    if (context_.on_rejected) context_.on_rejected(reason);
+    return OFFalse;
   }
 
   OFBool checkCalledAETitleAccepted(const OFString& called_ae) override {
@@ -209,8 +221,9 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
 
 class StoreScp::Pool : public DcmBaseSCPPool {
  public:
-  Pool(const unetrpp::v1::DicomListener& config, Spool* spool, StoreScp::InstanceCallback on_instance)
-      : context_{config, spool, std::move(on_instance)} {}
+  Pool(const unetrpp::v1::DicomListener& config, Spool* spool, StoreScp::InstanceCallback on_instance,
+       StoreScp::RejectCallback on_rejected)
+      : context_{config, spool, std::move(on_instance), std::move(on_rejected)} {}
 
  protected:
   DcmBaseSCPWorker* createSCPWorker() override { return new Worker(*this, context_); }
@@ -219,8 +232,9 @@ class StoreScp::Pool : public DcmBaseSCPPool {
   const Context context_;
 };
 
-StoreScp::StoreScp(const unetrpp::v1::DicomListener& config, Spool* spool, InstanceCallback on_instance)
-    : pool_(std::make_unique<Pool>(config, spool, std::move(on_instance))), tls_(config.tls()) {
+StoreScp::StoreScp(const unetrpp::v1::DicomListener& config, Spool* spool, InstanceCallback on_instance,
+                   RejectCallback on_rejected)
+    : pool_(std::make_unique<Pool>(config, spool, std::move(on_instance), std::move(on_rejected))), tls_(config.tls()) {
   DcmSCPConfig& c = pool_->getConfig();
   c.setAETitle(config.ae_title().c_str());
   c.setPort(static_cast<Uint16>(config.port()));

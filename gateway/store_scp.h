@@ -1,5 +1,6 @@
 // The gateway's C-STORE SCP (DCMTK dcmnet): accepts CT and MR image storage
-// (and C-ECHO) from the configured calling AE titles, writes each instance
+// (and C-ECHO) from the configured peers (calling AE title and address:
+// gateway/peers.h; others are rejected at association time), writes each instance
 // straight to the spool as it arrives (DcmSCP::receiveSTORERequest to a
 // file: never a series in memory), reads its header back (lengths checked
 // first), and commits it to its series.
@@ -31,7 +32,12 @@ class StoreScp {
   // ("not_allowed", "too_large", "invalid", "spool_error").
   using InstanceCallback = std::function<void(const std::string& outcome)>;
 
-  StoreScp(const unetrpp::v1::DicomListener& config, Spool* spool, InstanceCallback on_instance);
+  // Called for every association refused for who or where its peer is
+  // ("calling_ae", "peer_address"), before any data arrives.
+  using RejectCallback = std::function<void(const std::string& reason)>;
+
+  StoreScp(const unetrpp::v1::DicomListener& config, Spool* spool, InstanceCallback on_instance,
+           RejectCallback on_rejected = nullptr);
   ~StoreScp();
 
   // Listens on config.port until Stop(). Returns when the TLS files cannot

@@ -33,6 +33,9 @@ TEST(GatewayConfigTest, DefaultsAreFilledIn) {
   EXPECT_EQ(c.destination().calling_ae_title(), "UNETRPP");
   EXPECT_EQ(c.unmatched(), "drop");
   EXPECT_EQ(c.max_attempts(), 5u);
+  EXPECT_EQ(c.retention().max_age_seconds(), 7 * 24 * 3600);
+  EXPECT_EQ(c.retention().max_bytes(), uint64_t{10} << 30);
+  EXPECT_EQ(c.max_interrupted_attempts(), 2u);
   EXPECT_TRUE(c.rules(0).send_seg());
   EXPECT_TRUE(c.rules(0).send_report());
 }
@@ -55,6 +58,14 @@ TEST(GatewayConfigTest, ErrorsNameTheField) {
   expect(R"(quiet_period_seconds: -1)", "quiet_period_seconds");
   expect(R"(no_such_field: 1)", "line");
   expect(R"(listener { tls { cert_file: "c.pem" } })", "listener.tls");
+  expect(R"(listener { allowed_peers { ae_title: "PACS" } })", "listener.allowed_peers[0].cidrs");
+  expect(R"(listener { allowed_peers { ae_title: "PACS" cidrs: "10.0.0.1/8" } })",
+         "listener.allowed_peers[0].cidrs[0]");
+  expect(R"(listener { allowed_peers { ae_title: "" cidrs: "10.0.0.0/8" } })", "listener.allowed_peers[0].ae_title");
+  expect(R"(listener { allowed_calling_aes: "PACS" allowed_peers { ae_title: "PACS" cidrs: "10.0.0.0/8" } })",
+         "listener.allowed_peers");
+  expect(R"(retention { max_age_seconds: -1 })", "retention.max_age_seconds");
+  expect(R"(max_interrupted_attempts: 1000)", "max_interrupted_attempts");
 }
 
 TEST(GatewayConfigTest, TlsToTheDestinationVerifiesIt) {

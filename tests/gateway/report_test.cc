@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <fstream>
 #include <map>
 
 #include "imageio/dcmtk_io.h"
@@ -42,10 +43,17 @@ std::optional<Fixture> MakeFixture() {
   return Fixture{*ct, *seg, image->info};
 }
 
+// The source instance as the spool holds it: a file.
+std::string SourceFile(const std::string& bytes) {
+  const std::string path = ::testing::TempDir() + "/report-test-source.dcm";
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  return path;
+}
+
 ReportInput InputFor(const Fixture& f, std::map<std::string, double> volumes) {
   ReportInput input;
   input.seg = f.seg;
-  input.source_instance = f.ct;
+  input.source_path = SourceFile(f.ct);
   input.source_series_uid = f.info.series_instance_uid;
   input.volume_ml_by_segment_label = std::move(volumes);
   return input;
@@ -128,7 +136,7 @@ TEST(ReportTest, ASourceInstanceWithTagsOutOfOrderIsRefusedBeforeItParses) {
   if (!f) GTEST_SKIP() << "python3-pydicom test data not installed";
   ReportInput input = InputFor(*f, {{"bone", 1}, {"air", 2}});
   const std::string hostile = f->ct + testing::EmptyElements(40000, /*descending=*/true);  // after its last element
-  input.source_instance = hostile;
+  input.source_path = SourceFile(hostile);
   const auto start = std::chrono::steady_clock::now();
   auto r = WriteVolumeReport(input);
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 1.0);

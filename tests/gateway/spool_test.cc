@@ -89,6 +89,60 @@ TEST_F(SpoolTest, KeptSeriesCarryTheirReasonAndRemovedOnesAreGone) {
   EXPECT_FALSE(fs::exists(due[1]));
 }
 
+// A kept series of `bytes` that was kept `age` before now.
+fs::path KeptSeries(const fs::path& root, const std::string& where, const std::string& name, size_t bytes,
+                    absl::Duration age) {
+  const fs::path dir = root / where / name;
+  fs::create_directories(dir / "instances");
+  std::ofstream(dir / "instances" / "1.dcm", std::ios::binary) << std::string(bytes, 'x');
+  std::ofstream(dir / "reason") << "failed\n";
+  fs::last_write_time(dir / "reason", fs::file_time_type::clock::now() - absl::ToChronoSeconds(age));
+  return dir;
+}
+
+TEST_F(SpoolTest, KeptSeriesArePrunedOldestFirstByAgeThenBySize) {
+  const auto ancient = KeptSeries(root_, "failed", "1", 1000, absl::Hours(24 * 30));
+  const auto old = KeptSeries(root_, "unmatched", "2", 4000, absl::Hours(48));
+  const auto older = KeptSeries(root_, "quarantine", "3", 4000, absl::Hours(72));
+  const auto newest = KeptSeries(root_, "failed", "4", 4000, absl::Minutes(1));
+  // 7 days, 9000 bytes: the 30-day one goes for its age, then the oldest
+  // of the rest until the others fit.
+  const auto pruned = spool_->Prune(absl::Hours(24 * 7), 9000, absl::Now());
+  EXPECT_EQ(pruned.series, 2);
+  EXPECT_EQ(pruned.bytes, 1000 + 4000 + static_cast<int64_t>(std::string("failed\n").size()) * 2);
+  EXPECT_FALSE(fs::exists(ancient));
+  EXPECT_FALSE(fs::exists(older));
+  EXPECT_TRUE(fs::exists(old));
+  EXPECT_TRUE(fs::exists(newest));
+  // Within both limits: nothing more.
+  EXPECT_EQ(spool_->Prune(absl::Hours(24 * 7), 9000, absl::Now()).series, 0);
+}
+
+// A process killed while a series is in flight leaves its mark: the first
+// such death is counted, the second quarantines the series at start.
+TEST_F(SpoolTest, ASeriesInFlightWhenTheProcessDiedTwiceIsQuarantined) {
+  ASSERT_TRUE(spool_->Commit(Received("a"), "1.2.3", "1.2.3.1").ok());
+  auto due = spool_->ClaimDue(absl::Seconds(1), absl::Now() + absl::Seconds(5));
+  ASSERT_EQ(due.size(), 1u);
+  ASSERT_TRUE(Spool::BeginAttempt(due[0], 1, absl::Now()).ok());  // then killed
+  EXPECT_EQ(Spool::ReadState(due[0]).attempts, 1);
+  EXPECT_EQ((*Spool::Create(root_.string()))->RecoverInterrupted(2), 0);
+  ASSERT_EQ(spool_->ClaimDue(absl::Seconds(1), absl::Now() + absl::Seconds(5)).size(), 1u);
+  ASSERT_TRUE(Spool::BeginAttempt(due[0], 2, absl::Now()).ok());  // killed again
+  EXPECT_EQ((*Spool::Create(root_.string()))->RecoverInterrupted(2), 1);
+  EXPECT_TRUE(spool_->ClaimDue(absl::Seconds(1), absl::Now() + absl::Seconds(5)).empty());
+  EXPECT_TRUE(fs::exists(root_ / "quarantine" / fs::path(due[0]).filename() / "reason"));
+  // A series whose attempt ended (settled for a retry) is no casualty.
+  ASSERT_TRUE(spool_->Commit(Received("b"), "1.2.4", "1.2.4.1").ok());
+  due = spool_->ClaimDue(absl::Seconds(1), absl::Now() + absl::Seconds(5));
+  ASSERT_EQ(due.size(), 1u);
+  for (int run = 0; run < 3; ++run) {
+    ASSERT_TRUE(Spool::BeginAttempt(due[0], run + 1, absl::Now()).ok());
+    Spool::EndAttempt(due[0]);
+    EXPECT_EQ(spool_->RecoverInterrupted(2), 0);
+  }
+}
+
 TEST_F(SpoolTest, PartialInstancesOfAPreviousRunAreCleanedAtStart) {
   const std::string part = Received("half");
   ASSERT_TRUE(fs::exists(part));
