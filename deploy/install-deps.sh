@@ -16,6 +16,8 @@ BUILD_PACKAGES=(
   # OpenSSL (key hashes, JWK keys), libjwt (JWT signatures)
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev libspdlog-dev libssl-dev
   libjwt-dev
+  # gateway/: DICOMweb (STOW-RS receiver: cpp-httplib with OpenSSL; STOW-RS sender: libcurl)
+  libcpp-httplib-dev libcurl4-openssl-dev
   # clients/: the PNG overlay (cairo)
   libcairo2-dev
 )
@@ -36,8 +38,8 @@ PACKAGES=(
   openssl python3-h2
   # deploy/docker: the image built and run (Docker engine, a local base image), manifests checked
   docker.io debootstrap yamllint nodejs
-  # tests/gateway: a real PACS for the DICOM gateway's integration test
-  orthanc
+  # tests/gateway: a real PACS for the DICOM gateway's integration test (C-STORE and DICOMweb)
+  orthanc orthanc-dicomweb
 )
 if [ "${1:-}" = "--build" ]; then PACKAGES=("${BUILD_PACKAGES[@]}"); fi
 
