@@ -16,6 +16,7 @@
 #include "model/cpu_features.h"
 #include "model/device.h"
 #include "proto/text_config.h"
+#include "server/model_repository.h"
 #include "server/system_memory.h"
 
 namespace upp::server {
@@ -60,6 +61,12 @@ absl::StatusOr<unetrpp::v1::ServerConfig> LoadConfigFile(const std::string& path
   for (auto& m : *config.mutable_models()) {
     resolve(m.mutable_weights());
     resolve(m.mutable_plan_file());
+    resolve(m.mutable_repository());
+    for (auto& v : *m.mutable_versions()) {
+      resolve(v.mutable_weights());
+      resolve(v.mutable_plan_file());
+      resolve(v.mutable_card_file());
+    }
   }
   if (config.has_tls()) {
     resolve(config.mutable_tls()->mutable_cert_file());
@@ -226,7 +233,7 @@ absl::Status ValidateConfig(const unetrpp::v1::ServerConfig& c) {
       if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.'))
         return Bad(f + ".name", "letters, digits, '-', '_' and '.' only");
     if (!names.insert(m.name()).second) return Bad(f + ".name", "\"" + m.name() + "\" is used twice");
-    if (m.weights().empty()) return Bad(f + ".weights", "a safetensors file is needed");
+    if (auto s = ValidateVersionSource(m, f); !s.ok()) return s;
     for (int d = 0; d < m.devices_size(); ++d)
       if (!ValidDevice(m.devices(d)))
         return Bad(absl::StrCat(f, ".devices[", d, "]"), "\"" + m.devices(d) + "\" is not cpu, cuda or cuda:N");
