@@ -57,10 +57,11 @@ absl::Status LoadInstanceHeader(const std::string& path, int64_t max_bytes, DcmF
   if (!held.ok()) return held.status();
   if (*held > max_bytes)
     return absl::ResourceExhaustedError(absl::StrCat("the instance inflates to more than ", max_bytes, " bytes"));
-  // Lengths, tag order and element count before DCMTK parses it: the
-  // gateway admits nothing, so kMaxDicomElements bounds DCMTK's heap (about
-  // 150 MB per instance, one instance per association at a time).
-  if (auto elements = imageio::CheckDicomStructure(bytes); !elements.ok()) return elements.status();
+  // Lengths, tag order, element count and the values loaded before DCMTK
+  // parses it: the gateway admits nothing, so kMaxDicomElements and
+  // kMaxDicomLoadedValueBytes bound DCMTK's heap (about 150 MB + 64 MiB per
+  // instance, one instance per association at a time).
+  if (auto cost = imageio::CheckDicomStructure(bytes, kLazyValueBytes); !cost.ok()) return cost.status();
   // Nothing after the pixel data is a header.
   if (file.loadFileUntilTag(path.c_str(), EXS_Unknown, EGL_noChange, kLazyValueBytes, ERM_autoDetect, DCM_PixelData)
           .bad())

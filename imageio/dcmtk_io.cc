@@ -10,7 +10,7 @@
 namespace upp::imageio {
 
 absl::Status ParseDicom(std::string_view bytes, DcmFileFormat& file) {
-  if (auto elements = CheckDicomStructure(bytes); !elements.ok()) return elements.status();
+  if (auto cost = CheckDicomStructure(bytes, kDcmtkLoadsEveryValue); !cost.ok()) return cost.status();
   DcmInputBufferStream stream;
   stream.setBuffer(bytes.data(), static_cast<offile_off_t>(bytes.size()));
   stream.setEos();

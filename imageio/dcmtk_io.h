@@ -15,9 +15,9 @@ namespace upp::imageio {
 
 // The bytes of a whole DICOM file parsed in memory, all values loaded, after
 // CheckDicomStructure (dicom_lengths.h): lengths that fit, ascending tags, at
-// most kMaxDicomElements. Its heap is about the bytes plus
-// DcmtkParseBytes(elements), which a caller that admits memory reserves
-// before (ReadDicomSeries did, for a request's instances).
+// most kMaxDicomElements, values up to kMaxDicomLoadedValueBytes. Its heap is
+// about the bytes plus DcmtkParseBytes(cost), which a caller that admits
+// memory reserves before (ReadDicomSeries did, for a request's instances).
 absl::Status ParseDicom(std::string_view bytes, DcmFileFormat& file);
 
 // A DICOM Part 10 file (preamble, meta header, data set) in memory, in

@@ -408,11 +408,12 @@ absl::StatusOr<GroupedFiles> GroupBySeries(const std::vector<std::string_view>& 
       if (auto s = options.reserve(OrMax(CheckedMul(*held, 2))); !s.ok()) return s;
     // Structure first: DCMTK would allocate what a corrupt element claims,
     // sort unordered tags in quadratic time, and hold ~200 bytes per element
-    // (reserved here, before it parses).
-    auto elements = CheckDicomStructure(files[i]);
-    if (!elements.ok()) return Refuse(i, std::string(elements.status().message()));
+    // and a copy of every value up to kLazyValueBytes (both bounded, and
+    // reserved here, before it parses).
+    auto cost = CheckDicomStructure(files[i], kLazyValueBytes);
+    if (!cost.ok()) return Refuse(i, std::string(cost.status().message()));
     if (options.reserve)
-      if (auto s = options.reserve(DcmtkParseBytes(*elements)); !s.ok()) return s;
+      if (auto s = options.reserve(DcmtkParseBytes(*cost)); !s.ok()) return s;
     auto memory = MemFile::Create(files[i]);
     if (!memory.ok()) return memory.status();
     auto file = std::make_unique<DcmFileFormat>();

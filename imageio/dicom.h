@@ -44,8 +44,8 @@ struct DicomSeriesOptions {
   // (admission before decoding, as for NIfTI).
   std::function<absl::Status(const Geometry&)> admit;
   // Called before DCMTK reads each file, with what its parse holds beyond
-  // the file's bytes (which the caller holds): the heap of its elements
-  // (DcmtkParseBytes), and, before that, for a file kept in memory whole (a
+  // the file's bytes (which the caller holds): the heap of its elements and
+  // the values it loads (DcmtkParseBytes), and, before that, for a file kept in memory whole (a
   // deflated one, DicomBytesHeldWhole), twice those bytes (DCMTK's copy, and
   // the structure check's while it walks). A non-OK status ends the read
   // with it.

@@ -99,7 +99,8 @@ class Walker {
   // nesting (a fuzzed 25 KB file took 6 s). Far more visits than a file of
   // this size can hold elements for, across the three encodings tried
   // without a meta header, means such a file.
-  explicit Walker(std::string_view b) : b_(b), visits_left_(64 * (b.size() / 8 + 64)) {}
+  Walker(std::string_view b, uint32_t lazy_value_bytes)
+      : b_(b), lazy_value_bytes_(lazy_value_bytes), visits_left_(64 * (b.size() / 8 + 64)) {}
 
   // Elements of a data set in [pos, end); with `until_item_end`, stops after
   // an item delimiter (undefined-length item).
@@ -151,6 +152,8 @@ class Walker {
           continue;
         }
         if (length > b_.size() - pos) return TooLong(tag, length, b_.size() - pos);
+        if (!(depth == 0 && tag == kPixelData))
+          if (auto s = CountValue(length); !s.ok()) return s;
         pos += length;
         continue;
       }
@@ -194,7 +197,7 @@ class Walker {
   }
 
   // The elements, items and fragments of the whole file.
-  absl::StatusOr<int64_t> File() {
+  absl::StatusOr<DicomParseCost> File() {
     size_t pos = 0;
     std::string ts;
     if (auto s = Meta(pos, ts); !s.ok()) return s;
@@ -203,28 +206,28 @@ class Walker {
       // deflate, bounded) and walk those, explicit VR little endian.
       std::string inflated;
       if (auto n = Inflate(b_.substr(pos), &inflated); !n.ok()) return n.status();
-      Walker inner(inflated);
-      inner.elements_ = elements_;  // the meta group's count towards the file's
+      Walker inner(inflated, lazy_value_bytes_);
+      inner.cost_ = cost_;  // the meta group's count towards the file's
       size_t p = 0;
       if (auto s = inner.DataSet(p, inflated.size(), {true, true}, 0, false); !s.ok()) return s;
-      return inner.elements_;
+      return inner.cost_;
     }
     Syntax syntax;
     if (ts == "1.2.840.10008.1.2") syntax = {false, true};
     if (ts == "1.2.840.10008.1.2.2") syntax = {true, false};
     if (!ts.empty()) {
       if (auto s = DataSet(pos, b_.size(), syntax, 0, false); !s.ok()) return s;
-      return elements_;
+      return cost_;
     }
     // No meta, or no transfer syntax in it: DCMTK guesses the encoding from
     // the data; refused only if no encoding fits.
     absl::Status first;
-    const int64_t meta_elements = elements_;
+    const DicomParseCost meta_cost = cost_;
     for (Syntax candidate : {Syntax{true, true}, Syntax{false, true}, Syntax{true, false}}) {
       size_t p = pos;
-      elements_ = meta_elements;
+      cost_ = meta_cost;
       absl::Status s = DataSet(p, b_.size(), candidate, 0, false);
-      if (s.ok()) return elements_;
+      if (s.ok()) return cost_;
       if (first.ok()) first = s;
     }
     return first;
@@ -250,7 +253,7 @@ class Walker {
     if (length == kUndefined || length > saved_end - p - header)
       return TooLong(Tag(p, syntax), length, end - p - header);
     pos = p + header + length;
-    return absl::OkStatus();
+    return CountValue(length);
   }
 
   // Items until the sequence's end (defined: `end`; undefined: a sequence
@@ -331,10 +334,22 @@ class Walker {
 
   // One more element, item or fragment: an object DCMTK will allocate.
   absl::Status CountElement() {
-    if (++elements_ <= kMaxDicomElements) return absl::OkStatus();
+    if (++cost_.elements <= kMaxDicomElements) return absl::OkStatus();
     return absl::InvalidArgumentError(absl::StrCat("DICOM: the file holds more than ", kMaxDicomElements,
                                                    " elements, items and fragments (the limit per instance; a CT "
                                                    "slice has a few hundred)"));
+  }
+
+  // A value of `length` bytes, which DCMTK loads while it parses if it is no
+  // longer than the reader's lazy-load length.
+  absl::Status CountValue(uint32_t length) {
+    if (length > lazy_value_bytes_) return absl::OkStatus();
+    cost_.loaded_value_bytes += length;  // at most the file's size: no overflow
+    if (cost_.loaded_value_bytes <= kMaxDicomLoadedValueBytes) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(
+        "DICOM: the file holds more than ", kMaxDicomLoadedValueBytes,
+        " bytes of values short enough to be loaded as it is parsed (the limit per instance; a CT slice's header "
+        "holds a few KB)"));
   }
 
   absl::Status Visit() {
@@ -344,8 +359,9 @@ class Walker {
   }
 
   std::string_view b_;
+  uint32_t lazy_value_bytes_;
   int64_t visits_left_;
-  int64_t elements_ = 0;
+  DicomParseCost cost_;
 };
 
 }  // namespace
@@ -361,12 +377,17 @@ bool UsesLongLengthField(char first, char second) {
   return vr == "lt" || vr == "ox" || vr == "px";
 }
 
-absl::StatusOr<int64_t> CheckDicomStructure(std::string_view file) { return Walker(file).File(); }
+absl::StatusOr<DicomParseCost> CheckDicomStructure(std::string_view file, uint32_t lazy_value_bytes) {
+  return Walker(file, lazy_value_bytes).File();
+}
 
-int64_t DcmtkParseBytes(int64_t elements) { return OrMax(CheckedMul(elements, kDcmtkBytesPerElement)); }
+int64_t DcmtkParseBytes(const DicomParseCost& cost) {
+  const auto objects = CheckedMul(cost.elements, kDcmtkBytesPerElement);
+  return objects ? OrMax(CheckedAdd(*objects, cost.loaded_value_bytes)) : OrMax(objects);
+}
 
 absl::StatusOr<int64_t> DicomBytesHeldWhole(std::string_view file) {
-  Walker walker(file);
+  Walker walker(file, kDcmtkLoadsEveryValue);
   size_t pos = 0;
   std::string ts;
   if (auto s = walker.Meta(pos, ts); !s.ok()) return s;

@@ -11,6 +11,11 @@
 // has no limit on either (dcobject.h's parser flags bound neither count nor
 // order), so the walk refuses unordered tags and counts the elements, and
 // readers reserve DcmtkParseBytes(count) before DCMTK parses the file.
+// The values DCMTK loads while it parses (those no longer than the reader's
+// lazy-load length) are a second cost the file's own bytes do not show in a
+// reader that maps them, and many small values before the pixel data add up
+// to the element cap times that length: they are summed, bounded
+// (kMaxDicomLoadedValueBytes) and reserved with the elements.
 //
 // The walk follows the encoding: file meta (explicit little endian), then
 // the transfer syntax's VR rule and byte order; sequences and items of
@@ -43,14 +48,37 @@ inline constexpr int64_t kMaxDicomElementsPerDataSet = int64_t{1} << 16;
 // 194 per fragment; this covers each with a margin.
 inline constexpr int64_t kDcmtkBytesPerElement = 288;
 
-// The number of elements, items and fragments in the file (what DCMTK will
-// allocate objects for), or INVALID_ARGUMENT naming the element whose length
-// does not fit, the tag out of order, or the limit passed.
-absl::StatusOr<int64_t> CheckDicomStructure(std::string_view file);
+// The bytes of the values DCMTK loads while it parses one instance, the
+// top-level pixel data apart, at most. A CT slice's header holds a few KB of
+// them and an enhanced multi-frame header a few MB; without this bound the
+// element cap alone let an instance of many small values make the gateway's
+// DCMTK hold 524,288 x 256 bytes of them, and the server's 64 KiB each.
+inline constexpr int64_t kMaxDicomLoadedValueBytes = int64_t{64} << 20;
 
-// What DCMTK's parse of a file with `elements` (CheckDicomStructure) costs
-// beyond the values it loads: checked arithmetic, INT64_MAX if unformable.
-int64_t DcmtkParseBytes(int64_t elements);
+// What DCMTK will allocate for a file: objects for its elements, items and
+// fragments, and the values it loads.
+struct DicomParseCost {
+  int64_t elements = 0;
+  // Values of defined length up to the reader's lazy-load length (DCMTK's
+  // maxReadLength; longer ones stay in the file), wherever they are except
+  // the top-level pixel data, whose size the readers bound on their own.
+  int64_t loaded_value_bytes = 0;
+};
+
+// Every value loaded: what DCMTK does for a file read from a memory buffer
+// (ParseDicom), which it cannot read lazily.
+inline constexpr uint32_t kDcmtkLoadsEveryValue = 0xFFFFFFFEu;
+
+// The cost of parsing the file with DCMTK, whose reader loads the values of
+// at most `lazy_value_bytes` bytes, or INVALID_ARGUMENT naming the element
+// whose length does not fit, the tag out of order, or the limit passed.
+absl::StatusOr<DicomParseCost> CheckDicomStructure(std::string_view file,
+                                                   uint32_t lazy_value_bytes = kDcmtkLoadsEveryValue);
+
+// What DCMTK's parse of a file of this cost holds beyond the file's bytes:
+// the objects and the loaded values; checked arithmetic, INT64_MAX if
+// unformable.
+int64_t DcmtkParseBytes(const DicomParseCost& cost);
 
 // The bytes DCMTK will hold in memory at once for this file beyond what it
 // reads lazily: the inflated data set of a Deflated Explicit VR Little Endian

@@ -5,6 +5,8 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <string>
+#include <vector>
 
 #include "imageio/file_util.h"
 #include "tests/testing/deflated_dicom.h"
@@ -109,6 +111,24 @@ TEST_F(SeriesDirTest, AnInstanceDcmtkWouldChokeOnIsRefusedBeforeItParses) {
   EXPECT_LT(testing::PeakRssBytes() - rss, int64_t{64} << 20);
   EXPECT_EQ(h.status().code(), absl::StatusCode::kInvalidArgument) << h.status();
   EXPECT_NE(h.status().message().find("limit per data set"), std::string::npos) << h.status();
+}
+
+// The header is read up to the pixel data with every value of up to 256
+// bytes loaded: 300,000 of them (within the element caps) made DCMTK hold
+// their 72 MB besides the elements' objects. Refused before DCMTK parses;
+// what remains of the growth is the walk's pages of the mapped file.
+TEST_F(SeriesDirTest, AnInstanceOfManySmallValuesIsRefusedBeforeDcmtkLoadsThem) {
+  {
+    const std::vector<std::string> items(5, testing::SmallValues(60000, 240));
+    Write("1.2.3.7.dcm", testing::Part10(testing::SequenceOf(0x0009, 0x1000, items)));
+  }
+  const int64_t rss = testing::ResetPeakRss();
+  const auto start = std::chrono::steady_clock::now();
+  auto h = ReadInstanceHeader((dir_ / "1.2.3.7.dcm").string(), int64_t{1} << 30);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 1.0);
+  EXPECT_LT(testing::PeakRssBytes() - rss, int64_t{96} << 20);
+  EXPECT_EQ(h.status().code(), absl::StatusCode::kInvalidArgument) << h.status();
+  EXPECT_NE(h.status().message().find("bytes of values short enough to be loaded"), std::string::npos) << h.status();
 }
 
 }  // namespace

@@ -339,19 +339,39 @@ TEST(DicomHostileTest, ElementsAreReservedAtTheirCostBeforeDcmtkParses) {
   const size_t pixel_data = file.find(std::string("\xe0\x7f\x10\x00", 4));
   ASSERT_NE(pixel_data, std::string::npos);
   file.insert(pixel_data, testing::EmptyElements(60000, false, 0x7001));
-  const auto elements = CheckDicomStructure(file);
-  ASSERT_TRUE(elements.ok()) << elements.status();
-  EXPECT_GT(*elements, 60000);
+  const auto cost = CheckDicomStructure(file, 64 * 1024);  // the reader's lazy-load length
+  ASSERT_TRUE(cost.ok()) << cost.status();
+  EXPECT_GT(cost->elements, 60000);
+  EXPECT_GT(cost->loaded_value_bytes, 0);  // the header's values
 
   Reserved refused = ReadReserving(file, /*grant=*/false);
   EXPECT_EQ(refused.image.status().code(), absl::StatusCode::kResourceExhausted) << refused.image.status();
-  EXPECT_EQ(refused.asked, *elements * kDcmtkBytesPerElement);
+  EXPECT_EQ(refused.asked, cost->elements * kDcmtkBytesPerElement + cost->loaded_value_bytes);
   EXPECT_LT(refused.rss_growth, int64_t{8} << 20);
 
   Reserved granted = ReadReserving(file, /*grant=*/true);
   ASSERT_TRUE(granted.image.ok()) << granted.image.status();
-  EXPECT_EQ(granted.asked, *elements * kDcmtkBytesPerElement);
+  EXPECT_EQ(granted.asked, cost->elements * kDcmtkBytesPerElement + cost->loaded_value_bytes);
   EXPECT_EQ(granted.image->volume.voxels[0], 7 + 7 * 256);
+}
+
+// Values of up to 64 KiB are loaded as DCMTK parses (longer ones stay in
+// the file): 1,100 of them before the pixel data, within the element caps,
+// put 72 MB in DCMTK's heap beyond what the reservation counted. Refused by
+// the walk, before the in-memory file or DCMTK holds anything.
+TEST(DicomHostileTest, ManySmallValuesBeforeThePixelsAreRefusedBeforeDcmtkLoadsThem) {
+  std::string file = MakeCt({});
+  const size_t pixel_data = file.find(std::string("\xe0\x7f\x10\x00", 4));
+  ASSERT_NE(pixel_data, std::string::npos);
+  file.insert(pixel_data, testing::SmallValues(1100, 64 * 1024, 0x7001));
+  const int64_t rss = testing::ResetPeakRss();
+  const auto start = std::chrono::steady_clock::now();
+  auto image = ReadDicomSeries({file});
+  EXPECT_LT(SecondsSince(start), 1.0);
+  EXPECT_LT(testing::PeakRssBytes() - rss, int64_t{32} << 20);
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument) << image.status();
+  EXPECT_NE(image.status().message().find("bytes of values short enough to be loaded"), std::string::npos)
+      << image.status();
 }
 
 // DCMTK and OpenJPEG cannot be interrupted: a read whose request has ended

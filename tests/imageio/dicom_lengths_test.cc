@@ -188,7 +188,7 @@ TEST(DicomLengthsTest, TagsMustAscendWithinEachDataSet) {
       testing::SequenceOf(0x1003, 0x0000, std::vector<std::string>{testing::EmptyElements(2, false)});
   auto n = CheckDicomStructure(testing::Part10(nested));
   ASSERT_TRUE(n.ok()) << n.status();
-  EXPECT_EQ(*n, 1 + 2 + 1 + 1 + 2);  // meta, two elements, the sequence, its item, two elements
+  EXPECT_EQ(n->elements, 1 + 2 + 1 + 1 + 2);  // meta, two elements, the sequence, its item, two elements
 
   // The meta group's own order.
   std::string meta = testing::Part10("");
@@ -202,7 +202,7 @@ TEST(DicomLengthsTest, TagsMustAscendWithinEachDataSet) {
 TEST(DicomLengthsTest, ElementsAreCountedAndBounded) {
   auto n = CheckDicomStructure(testing::Part10(testing::EmptyElements(kMaxDicomElementsPerDataSet - 1, false)));
   ASSERT_TRUE(n.ok()) << n.status();
-  EXPECT_EQ(*n, kMaxDicomElementsPerDataSet);  // with the meta group's one
+  EXPECT_EQ(n->elements, kMaxDicomElementsPerDataSet);  // with the meta group's one
   auto s = CheckDicomStructure(testing::Part10(testing::EmptyElements(kMaxDicomElementsPerDataSet + 1, false)));
   EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.status().message().find("more than 65536 elements (the limit per data set"), std::string::npos)
@@ -218,9 +218,42 @@ TEST(DicomLengthsTest, ElementsAreCountedAndBounded) {
   const std::vector<std::string> fewer(8, testing::EmptyElements(60000, false));
   n = CheckDicomStructure(testing::Part10(testing::SequenceOf(0x0009, 0x1000, fewer)));
   ASSERT_TRUE(n.ok()) << n.status();
-  EXPECT_EQ(*n, 1 + 1 + 8 * (1 + 60000));
-  EXPECT_EQ(DcmtkParseBytes(*n), *n * kDcmtkBytesPerElement);
-  EXPECT_EQ(DcmtkParseBytes(int64_t{1} << 62), INT64_MAX);  // unformable: over every limit
+  EXPECT_EQ(n->elements, 1 + 1 + 8 * (1 + 60000));
+  EXPECT_EQ(n->loaded_value_bytes, 20);  // the transfer syntax UID; the US elements are empty
+  EXPECT_EQ(DcmtkParseBytes(*n), n->elements * kDcmtkBytesPerElement + 20);
+  EXPECT_EQ(DcmtkParseBytes({int64_t{1} << 62, 0}), INT64_MAX);  // unformable: over every limit
+  EXPECT_EQ(DcmtkParseBytes({1, INT64_MAX}), INT64_MAX);
+}
+
+// The values DCMTK loads as it parses (those no longer than the reader's
+// lazy-load length) are summed and bounded: 300,000 values of 240 bytes,
+// within the element caps, would put 72 MB of them in DCMTK's heap besides
+// the elements' 86 MB. Longer values stay in the file and do not count, nor
+// does the top-level pixel data.
+TEST(DicomLengthsTest, ValuesDcmtkLoadsAreCountedAndBounded) {
+  const std::vector<std::string> items(5, testing::SmallValues(60000, 240));
+  const std::string file = testing::Part10(testing::SequenceOf(0x0009, 0x1000, items));
+  auto s = CheckDicomStructure(file, 256);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << s.status();
+  EXPECT_NE(s.status().message().find("more than 67108864 bytes of values short enough to be loaded"),
+            std::string::npos)
+      << s.status();
+  EXPECT_EQ(CheckDicomStructure(file).status().code(), absl::StatusCode::kInvalidArgument);  // all loaded
+  auto lazy = CheckDicomStructure(file, 128);  // every value stays in the file
+  ASSERT_TRUE(lazy.ok()) << lazy.status();
+  EXPECT_EQ(lazy->loaded_value_bytes, 20);
+
+  std::string pixels;  // (7FE0,0010) OB of 1000 bytes at the top level
+  testing::PutLe(pixels, 0x7FE0, 2);
+  testing::PutLe(pixels, 0x0010, 2);
+  pixels += "OB";
+  testing::PutLe(pixels, 0, 2);
+  testing::PutLe(pixels, 1000, 4);
+  pixels.append(1000, '\0');
+  auto counted = CheckDicomStructure(testing::Part10(testing::SmallValues(3, 100) + pixels), 4096);
+  ASSERT_TRUE(counted.ok()) << counted.status();
+  EXPECT_EQ(counted->elements, 1 + 3 + 1);
+  EXPECT_EQ(counted->loaded_value_bytes, 20 + 3 * 100);
 }
 
 }  // namespace

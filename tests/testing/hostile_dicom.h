@@ -46,6 +46,23 @@ inline std::string EmptyElements(int64_t count, bool descending, uint16_t first_
   return out;
 }
 
+// `count` OB elements of `value_bytes` zero bytes each (12 + value_bytes
+// bytes each) in ascending tag order in the odd groups from `first_group`
+// on: an instance whose values DCMTK loads while it parses.
+inline std::string SmallValues(int64_t count, uint32_t value_bytes, uint16_t first_group = 0x1001) {
+  std::string out;
+  out.reserve(static_cast<size_t>(count) * (12 + value_bytes));
+  for (int64_t k = 0; k < count; ++k) {
+    PutLe(out, static_cast<uint64_t>(first_group + 2 * (k >> 16)), 2);
+    PutLe(out, static_cast<uint64_t>(k & 0xFFFF), 2);
+    out += "OB";
+    PutLe(out, 0, 2);
+    PutLe(out, value_bytes, 4);
+    out.append(value_bytes, '\0');
+  }
+  return out;
+}
+
 // A sequence (tag `group`,`element`) of undefined length holding one item of
 // undefined length per entry of `items` (each an item's data set).
 template <typename Items>
