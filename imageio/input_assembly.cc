@@ -75,6 +75,7 @@ absl::StatusOr<AssembledInput> AssembleNiftiChannels(std::map<uint32_t, std::str
 absl::StatusOr<AssembledInput> AssembleNifti(std::map<uint32_t, std::string>& inputs, const AssemblyOptions& options) {
   NiftiReadOptions nifti;
   nifti.max_voxels = options.max_voxels;
+  nifti.cancelled = options.cancelled;
   if (options.admit)
     nifti.admit = [&](const Geometry& g, int64_t, int64_t read_bytes) { return options.admit(g, read_bytes); };
   absl::StatusOr<AssembledInput> out = absl::UnknownError("");

@@ -39,8 +39,9 @@ struct AssemblyOptions {
   // deflated DICOM file, read whole: DicomSeriesOptions::reserve), with its
   // bytes; a non-OK status ends the assembly with it.
   std::function<absl::Status(int64_t bytes)> reserve;
-  // DICOM: asked between files and frames (DicomSeriesOptions::cancelled);
-  // true ends the assembly with CANCELLED.
+  // Asked between DICOM files and frames (DicomSeriesOptions::cancelled)
+  // and between chunks of NIfTI inflating and converting
+  // (NiftiReadOptions::cancelled); true ends the assembly with CANCELLED.
   std::function<bool()> cancelled;
 };
 

@@ -33,11 +33,24 @@ bool IsGzip(std::string_view b) {
   return b.size() >= 2 && static_cast<uint8_t>(b[0]) == 0x1f && static_cast<uint8_t>(b[1]) == 0x8b;
 }
 
+absl::Status CheckCancelled(const std::function<bool()>& cancelled) {
+  if (cancelled && cancelled())
+    return absl::CancelledError("the request ended while its NIfTI input was being decoded");
+  return absl::OkStatus();
+}
+
 // Inflates at most `limit` bytes of a gzip file (fewer if it ends first),
-// with zlib's streaming inflater: any gzip file, read only as far as needed.
-absl::StatusOr<std::string> InflateStreaming(std::string_view in, size_t limit, bool verify = false) {
+// with zlib's streaming inflater: any gzip file, read only as far as needed,
+// at most kNiftiChunkBytes per step, `cancelled` asked before each.
+absl::StatusOr<std::string> InflateStreaming(std::string_view in, size_t limit, bool verify,
+                                             const std::function<bool()>& cancelled) {
   z_stream zs{};
   if (inflateInit2(&zs, 15 + 32) != Z_OK) return absl::InternalError("zlib init failed");
+  const auto stop_if_cancelled = [&]() -> absl::Status {
+    absl::Status s = CheckCancelled(cancelled);
+    if (!s.ok()) inflateEnd(&zs);
+    return s;
+  };
   std::string out;
   out.resize(std::min<size_t>(limit, 1 << 20));
   zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
@@ -47,7 +60,8 @@ absl::StatusOr<std::string> InflateStreaming(std::string_view in, size_t limit, 
   while (produced < limit) {
     if (produced == out.size()) out.resize(std::min(limit, out.size() * 2));
     zs.next_out = reinterpret_cast<Bytef*>(out.data() + produced);
-    zs.avail_out = static_cast<uInt>(std::min<size_t>(out.size() - produced, 1u << 30));
+    zs.avail_out = static_cast<uInt>(std::min<size_t>(out.size() - produced, kNiftiChunkBytes));
+    if (auto s = stop_if_cancelled(); !s.ok()) return s;
     const uInt before = zs.avail_out;
     rc = inflate(&zs, Z_NO_FLUSH);
     produced += before - zs.avail_out;
@@ -68,6 +82,7 @@ absl::StatusOr<std::string> InflateStreaming(std::string_view in, size_t limit, 
     // Past the image, inflate on to the member's end (into a scratch buffer,
     // at most 64 MiB more) so that zlib checks the CRC-32: damaged data can
     // still decode to a whole image.
+    if (auto s = stop_if_cancelled(); !s.ok()) return s;  // one chunk more
     std::string scratch(1 << 20, '\0');
     for (size_t extra = 0; extra < (size_t{64} << 20);) {
       zs.next_out = reinterpret_cast<Bytef*>(scratch.data());
@@ -95,11 +110,16 @@ absl::StatusOr<std::string> InflateStreaming(std::string_view in, size_t limit, 
 // the member holding the image's end, except when more than 64 MiB of that
 // member follow the image or the file is cut after the image (the image is
 // then taken as it is).
-absl::StatusOr<std::string> Inflate(std::string_view in, size_t limit) {
+// A read that can be cancelled and holds more than one chunk goes the
+// streaming way too (libdeflate cannot stop half-way).
+absl::StatusOr<std::string> Inflate(std::string_view in, size_t limit, const std::function<bool()>& cancelled) {
   // The whole-buffer path allocates `limit` up front; a header may promise
   // more than the compressed bytes can hold (deflate expands at most
   // kMaxDeflateRatio:1), which the streaming path only finds out gradually.
-  if (limit < (size_t{1} << 20) || limit / kMaxDeflateRatio > in.size() + 1024) return InflateStreaming(in, limit);
+  if (limit < (size_t{1} << 20) || limit / kMaxDeflateRatio > in.size() + 1024 ||
+      (cancelled && limit > static_cast<size_t>(kNiftiChunkBytes)))
+    return InflateStreaming(in, limit, /*verify=*/false, cancelled);
+  if (auto s = CheckCancelled(cancelled); !s.ok()) return s;
   std::unique_ptr<libdeflate_decompressor, decltype(&libdeflate_free_decompressor)> d(libdeflate_alloc_decompressor(),
                                                                                       &libdeflate_free_decompressor);
   if (!d) return absl::ResourceExhaustedError("cannot allocate a gzip decompressor");
@@ -112,7 +132,7 @@ absl::StatusOr<std::string> Inflate(std::string_view in, size_t limit) {
     return out;
   }
   std::string().swap(out);
-  return InflateStreaming(in, limit, /*verify=*/true);
+  return InflateStreaming(in, limit, /*verify=*/true, cancelled);
 }
 
 class HeaderReader {
@@ -306,7 +326,7 @@ absl::Status AdmitBeforeInflating(const Header& h, int64_t n, int bpv, const Nif
 // hold). A header that fails its checks comes back alone, for ReadNifti's
 // checks to report.
 absl::StatusOr<std::string> InflateNifti(std::string_view bytes, const NiftiReadOptions& options, bool* admitted) {
-  auto head = Inflate(bytes, kNifti2HeaderSize);
+  auto head = Inflate(bytes, kNifti2HeaderSize, options.cancelled);
   if (!head.ok()) return head.status();
   auto h = ParseHeader(*head);
   if (!h.ok()) return h.status();
@@ -330,7 +350,7 @@ absl::StatusOr<std::string> InflateNifti(std::string_view bytes, const NiftiRead
     if (auto s = AdmitBeforeInflating(*h, n, bpv, options); !s.ok()) return s;
     *admitted = true;
   }
-  return Inflate(bytes, static_cast<size_t>(std::max<int64_t>(h->vox_offset, 544) + n * bpv));
+  return Inflate(bytes, static_cast<size_t>(std::max<int64_t>(h->vox_offset, 544) + n * bpv), options.cancelled);
 }
 
 // dim[] checked (1..7 dimensions, >= 1 each, at most 4 used) and the voxel
@@ -365,7 +385,7 @@ absl::Status CheckDimensions(const Header& h, const NiftiReadOptions& options, s
   return absl::OkStatus();
 }
 
-void ConvertVoxels(const Header& h, const char* src, int64_t voxels, float* dst) {
+void ConvertChunk(const Header& h, const char* src, int64_t voxels, float* dst) {
   const bool sw = h.swap;
   switch (h.datatype) {
     case 2: Convert<uint8_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
@@ -379,6 +399,18 @@ void ConvertVoxels(const Header& h, const char* src, int64_t voxels, float* dst)
     case 1024: Convert<int64_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
     case 1280: Convert<uint64_t>(src, voxels, sw, h.scl_slope, h.scl_inter, dst); break;
   }
+}
+
+// In chunks of kNiftiChunkBytes of floats, `cancelled` asked before each.
+absl::Status ConvertVoxels(const Header& h, const char* src, int64_t voxels, float* dst,
+                           const std::function<bool()>& cancelled) {
+  constexpr int64_t kChunkVoxels = kNiftiChunkBytes / static_cast<int64_t>(sizeof(float));
+  const int64_t bpv = BytesPerVoxel(h.datatype);
+  for (int64_t first = 0; first < voxels; first += kChunkVoxels) {
+    if (auto s = CheckCancelled(cancelled); !s.ok()) return s;
+    ConvertChunk(h, src + first * bpv, std::min(kChunkVoxels, voxels - first), dst + first);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<NiftiImage> ReadNifti(std::string_view bytes, const NiftiReadOptions& options) {
@@ -421,7 +453,8 @@ absl::StatusOr<NiftiImage> ReadNifti(std::string_view bytes, const NiftiReadOpti
   if (options.admit && !admitted)
     if (auto s = options.admit(g, size[3], voxels * 4); !s.ok()) return s;
   out.volume.voxels.resize(static_cast<size_t>(voxels));
-  ConvertVoxels(h, b.data() + offset, voxels, out.volume.voxels.data());
+  if (auto s = ConvertVoxels(h, b.data() + offset, voxels, out.volume.voxels.data(), options.cancelled); !s.ok())
+    return s;
   out.header = {h.version, h.datatype, h.qform_code, h.sform_code, h.xyzt_units, h.swap};
   return out;
 }

@@ -132,11 +132,13 @@ TEST(NiftiTest, HugeDimensionsInATinyFileAllocateNothing) {
   EXPECT_EQ(img.status().code(), absl::StatusCode::kResourceExhausted) << img.status();
   // Under the voxel limit but far beyond the bytes present: refused before any allocation.
   b.Dims({1000, 1000, 1000});
-  img = ReadNifti(b.Bytes(), {.max_voxels = int64_t{1} << 31});
+  NiftiReadOptions more;
+  more.max_voxels = int64_t{1} << 31;
+  img = ReadNifti(b.Bytes(), more);
   EXPECT_EQ(img.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(img.status().message().find("truncated"), std::string::npos);
   // The same through gzip: only the header is inflated.
-  img = ReadNifti(Gzip(b.Bytes()), {.max_voxels = int64_t{1} << 31});
+  img = ReadNifti(Gzip(b.Bytes()), more);
   EXPECT_EQ(img.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
@@ -228,6 +230,43 @@ TEST(NiftiTest, LargeGzipImagesAndUnusualGzipFiles) {
   std::string damaged = gz;
   for (size_t i = gz.size() / 3; i < gz.size() / 3 + 64; ++i) damaged[i] ^= 0x5a;
   EXPECT_FALSE(ReadNifti(damaged).ok());
+}
+
+// A read whose request has ended (NiftiReadOptions::cancelled) stops
+// within a chunk of inflating or converting, instead of decoding a large
+// image for nobody: 128 MiB of int16 voxels (kept small by gzip, 128 KB)
+// are two chunks to inflate and four to convert; cancelled at the third
+// question, the read asks no fourth and ends CANCELLED. The same without
+// gzip: cancelled at the second of the four conversion chunks.
+TEST(NiftiTest, ACancelledReadStopsWithinAChunk) {
+  Nifti1Builder b;
+  b.Dims({512, 512, 256});
+  b.Type(4, 16);
+  b.Spacing(1, 1, 1);
+  b.data.assign(size_t{512} * 512 * 256 * 2, '\0');
+  const std::string plain = b.Bytes();
+  const std::string gz = Gzip(plain);
+  ASSERT_LT(gz.size(), size_t{1} << 20);
+  for (const std::string* file : {&gz, &plain}) {
+    int asked = 0;
+    NiftiReadOptions options;
+    options.cancelled = [&] {
+      ++asked;
+      return false;
+    };
+    auto whole = ReadNifti(*file, options);
+    ASSERT_TRUE(whole.ok()) << whole.status();
+    const int whole_asked = asked;
+    EXPECT_GE(whole_asked, file == &gz ? 2 + 4 : 4);  // at least one question per chunk
+
+    const int stop_at = file == &gz ? 3 : 2;
+    asked = 0;
+    options.cancelled = [&] { return ++asked >= stop_at; };
+    auto cancelled = ReadNifti(*file, options);
+    EXPECT_EQ(cancelled.status().code(), absl::StatusCode::kCancelled) << cancelled.status();
+    EXPECT_EQ(asked, stop_at);  // nothing more once it said so
+    EXPECT_LT(asked, whole_asked);
+  }
 }
 
 // A small .nii.gz whose header promises far more than its compressed bytes
