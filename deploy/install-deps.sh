@@ -40,6 +40,8 @@ PACKAGES=(
   docker.io debootstrap yamllint nodejs
   # tests/gateway: a real PACS for the DICOM gateway's integration test (C-STORE and DICOMweb)
   orthanc orthanc-dicomweb
+  # tests/monitoring: promtool checks the expositions and unit-tests deploy/monitoring's alerts
+  prometheus
 )
 if [ "${1:-}" = "--build" ]; then PACKAGES=("${BUILD_PACKAGES[@]}"); fi
 

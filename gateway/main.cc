@@ -85,6 +85,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   upp::gateway::GatewayMetrics metrics;
+  for (const auto& rule : config->rules()) metrics.AddRule(rule.name());
+  metrics.WatchSpool(config->spool_dir(), config->listener().min_free_spool_bytes());
   if (config->metrics_address() != "off") {
     if (auto s = metrics.Expose(config->metrics_address()); !s.ok()) {
       spdlog::error("{}", std::string(s.message()));

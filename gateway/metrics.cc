@@ -1,5 +1,9 @@
 #include "gateway/metrics.h"
 
+#include <filesystem>
+#include <system_error>
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 
 namespace upp::gateway {
@@ -8,6 +12,45 @@ namespace {
 prometheus::Histogram::BucketBoundaries SecondsBuckets() {
   return {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800};
 }
+
+// The label values each family starts with (at zero).
+constexpr const char* kInstanceOutcomes[] = {"stored",      "too_large",  "invalid",
+                                             "spool_error", "spool_full", "association_too_long"};
+constexpr const char* kSeriesOutcomes[] = {"completed", "failed", "unmatched", "retried", "quarantined"};
+constexpr const char* kRuleOutcomes[] = {"completed", "failed", "retried"};
+constexpr const char* kRejectReasons[] = {"calling_ae", "peer_address"};
+constexpr const char* kStages[] = {"summarize", "segment", "report", "send"};
+
+// The spool's file system, read at scrape time.
+class SpoolCollector : public prometheus::Collectable {
+ public:
+  SpoolCollector(std::string dir, uint64_t min_free_bytes) : dir_(std::move(dir)), min_free_bytes_(min_free_bytes) {}
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    prometheus::MetricFamily free{"upp_gateway_spool_free_bytes",
+                                  "Space left to the gateway on the spool's file system",
+                                  prometheus::MetricType::Gauge,
+                                  {}};
+    prometheus::MetricFamily min{"upp_gateway_spool_min_free_bytes",
+                                 "Free spool space under which C-STOREs are refused (listener.min_free_spool_bytes)",
+                                 prometheus::MetricType::Gauge,
+                                 {}};
+    prometheus::ClientMetric m;
+    m.gauge.value = static_cast<double>(min_free_bytes_);
+    min.metric.push_back(m);
+    std::error_code ec;
+    const auto space = std::filesystem::space(dir_, ec);
+    if (!ec) {
+      m.gauge.value = static_cast<double>(space.available);
+      free.metric.push_back(m);
+    }
+    return {free, min};
+  }
+
+ private:
+  const std::string dir_;
+  const uint64_t min_free_bytes_;
+};
 
 }  // namespace
 
@@ -58,6 +101,19 @@ GatewayMetrics::GatewayMetrics() : registry_(std::make_shared<prometheus::Regist
                  .Help("Series in the spool: arriving, waiting or being processed")
                  .Register(*registry_)
                  .Add({});
+  for (const char* outcome : kInstanceOutcomes) instances_->Add({{"outcome", outcome}});
+  for (const char* outcome : kSeriesOutcomes) series_->Add({{"outcome", outcome}, {"rule", ""}});
+  for (const char* reason : kRejectReasons) rejected_->Add({{"reason", reason}});
+  for (const char* stage : kStages) stage_seconds_->Add({{"stage", stage}}, SecondsBuckets());
+}
+
+void GatewayMetrics::AddRule(const std::string& rule) {
+  for (const char* outcome : kRuleOutcomes) series_->Add({{"outcome", outcome}, {"rule", rule}});
+}
+
+void GatewayMetrics::WatchSpool(const std::string& spool_dir, uint64_t min_free_bytes) {
+  spool_ = std::make_shared<SpoolCollector>(spool_dir, min_free_bytes);
+  if (exposer_) exposer_->RegisterCollectable(spool_);
 }
 
 absl::Status GatewayMetrics::Expose(const std::string& address) {
@@ -67,6 +123,7 @@ absl::Status GatewayMetrics::Expose(const std::string& address) {
     return absl::UnavailableError(absl::StrCat("metrics: cannot listen on ", address, ": ", e.what()));
   }
   exposer_->RegisterCollectable(registry_);
+  if (spool_) exposer_->RegisterCollectable(spool_);
   return absl::OkStatus();
 }
 

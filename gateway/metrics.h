@@ -12,8 +12,10 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 
@@ -21,12 +23,23 @@ namespace upp::gateway {
 
 class GatewayMetrics {
  public:
+  // Creates every outcome's, reason's and stage's series at zero (rule ""
+  // for series), so that an alert on increase() sees the first failure.
   GatewayMetrics();
   // Serves /metrics on `address` ("host:port"; port 0 picks one).
   absl::Status Expose(const std::string& address);
   int port() const;
 
-  // outcome: stored, not_allowed, too_large, invalid, spool_error.
+  // The series outcomes of routing rule `rule` at zero (completed, failed,
+  // retried), for each rule of the configuration.
+  void AddRule(const std::string& rule);
+  // upp_gateway_spool_free_bytes (the space of `spool_dir`'s file system
+  // left to the gateway, read at scrape time) and
+  // upp_gateway_spool_min_free_bytes (the margin under which C-STOREs are
+  // refused with spool_full).
+  void WatchSpool(const std::string& spool_dir, uint64_t min_free_bytes);
+
+  // outcome: stored, too_large, invalid, spool_error, spool_full, association_too_long.
   void Instance(const std::string& outcome);
   // A complete series taken from the spool for the first time.
   void SeriesReceived() { series_received_->Increment(); }
@@ -45,6 +58,7 @@ class GatewayMetrics {
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<prometheus::Exposer> exposer_;
+  std::shared_ptr<prometheus::Collectable> spool_;
   prometheus::Family<prometheus::Counter>* instances_;
   prometheus::Family<prometheus::Counter>* series_;
   prometheus::Family<prometheus::Counter>* rejected_;

@@ -16,6 +16,12 @@ constexpr double kGiB = 1073741824.0;
 
 int64_t ToInt64(uint64_t v) { return static_cast<int64_t>(std::min<uint64_t>(v, std::numeric_limits<int64_t>::max())); }
 
+// `status`, counted under `reason` in upp_admission_refusals_total.
+absl::Status Refused(Metrics* metrics, const char* reason, absl::Status status) {
+  if (metrics != nullptr) metrics->AdmissionRefused(reason);
+  return status;
+}
+
 }  // namespace
 
 AdmissionLimits AdmissionLimits::FromConfig(const unetrpp::v1::ServerConfig& config) {
@@ -59,23 +65,28 @@ absl::Status Reservation::AddBytes(int64_t bytes) {
   absl::MutexLock lock(&a.mu_);
   const int64_t limit = a.limits_.max_bytes_in_flight;
   if (bytes > limit)
-    return absl::ResourceExhaustedError(
-        absl::StrFormat("this volume needs about %.1f GiB of working memory, more than the server's limit of %.1f GiB",
-                        bytes / kGiB, limit / kGiB));
+    return Refused(a.metrics_, "memory_limit",
+                   absl::ResourceExhaustedError(absl::StrFormat(
+                       "this volume needs about %.1f GiB of working memory, more than the server's limit of %.1f GiB",
+                       bytes / kGiB, limit / kGiB)));
   if (a.bytes_in_flight_ > limit - bytes)
-    return proto::WithRetryAfter(absl::ResourceExhaustedError(absl::StrFormat(
-                                     "the server is at its memory limit (%.1f of %.1f GiB in use); retry in 30 s",
-                                     a.bytes_in_flight_ / kGiB, limit / kGiB)),
-                                 absl::Seconds(30));
+    return Refused(
+        a.metrics_, "memory_in_use",
+        proto::WithRetryAfter(absl::ResourceExhaustedError(absl::StrFormat(
+                                  "the server is at its memory limit (%.1f of %.1f GiB in use); retry in 30 s",
+                                  a.bytes_in_flight_ / kGiB, limit / kGiB)),
+                              absl::Seconds(30)));
   Admission::Counts& own = a.callers_[caller_];
   const int64_t own_limit = a.limits_.max_bytes_per_principal;
   if (own_limit > 0 && own.bytes > own_limit - bytes)
-    return proto::WithRetryAfter(
-        absl::ResourceExhaustedError(absl::StrFormat(
-            "this request needs about %.2f GiB of working memory and your requests in flight hold %.2f GiB "
-            "(your limit: %.2f GiB); retry when one has finished",
-            bytes / kGiB, own.bytes / kGiB, own_limit / kGiB)),
-        absl::Seconds(10));
+    return Refused(
+        a.metrics_, "caller_memory",
+        proto::WithRetryAfter(
+            absl::ResourceExhaustedError(absl::StrFormat(
+                "this request needs about %.2f GiB of working memory and your requests in flight hold %.2f GiB "
+                "(your limit: %.2f GiB); retry when one has finished",
+                bytes / kGiB, own.bytes / kGiB, own_limit / kGiB)),
+            absl::Seconds(10)));
   own.bytes += bytes;
   bytes_ += bytes;
   a.bytes_in_flight_ += bytes;
@@ -94,16 +105,20 @@ absl::Status Reservation::AddWindows(int64_t windows, int64_t queued_now) {
   Admission& a = *admission_;
   absl::MutexLock lock(&a.mu_);
   if (queued_now > a.limits_.max_queued_windows - windows)
-    return proto::WithRetryAfter(absl::ResourceExhaustedError(absl::StrCat("the window queue is full (", queued_now,
-                                                                           " windows waiting); retry in 30 s")),
-                                 absl::Seconds(30));
+    return Refused(
+        a.metrics_, "window_queue",
+        proto::WithRetryAfter(absl::ResourceExhaustedError(absl::StrCat("the window queue is full (", queued_now,
+                                                                        " windows waiting); retry in 30 s")),
+                              absl::Seconds(30)));
   Admission::Counts& own = a.callers_[caller_];
   const int64_t limit = a.limits_.max_windows_per_principal;
   if (limit > 0 && own.windows > limit - windows)
-    return proto::WithRetryAfter(absl::ResourceExhaustedError(absl::StrCat(
-                                     "this request needs ", windows, " windows and your requests have ", own.windows,
-                                     " queued or running (your limit: ", limit, "); retry when one has finished")),
-                                 absl::Seconds(10));
+    return Refused(
+        a.metrics_, "caller_windows",
+        proto::WithRetryAfter(absl::ResourceExhaustedError(absl::StrCat(
+                                  "this request needs ", windows, " windows and your requests have ", own.windows,
+                                  " queued or running (your limit: ", limit, "); retry when one has finished")),
+                              absl::Seconds(10)));
   own.windows += windows;
   windows_ += windows;
   return absl::OkStatus();
@@ -162,7 +177,10 @@ int64_t Reservation::windows() const {
 // --------------------------------------------------------------- Admission
 
 Admission::Admission(AdmissionLimits limits, Metrics* metrics)
-    : limits_(limits), metrics_(metrics), device_budget_(limits.max_device_bytes_in_flight) {}
+    : limits_(limits), metrics_(metrics), device_budget_(limits.max_device_bytes_in_flight) {
+  if (metrics_ != nullptr)
+    metrics_->AdmissionLimits(limits_.max_concurrent_requests, limits_.max_bytes_in_flight, limits_.max_queued_windows);
+}
 
 int64_t Admission::RequestsAllowed(const Caller& caller) const {
   return caller.principal() && limits_.max_requests_per_principal > 0 ? limits_.max_requests_per_principal
@@ -170,21 +188,26 @@ int64_t Admission::RequestsAllowed(const Caller& caller) const {
 }
 
 absl::StatusOr<Reservation> Admission::BeginRequest(const Caller& caller, uint32_t* queue_position) {
-  if (draining_) return absl::UnavailableError("the server is shutting down; retry on another replica");
+  if (draining_)
+    return Refused(metrics_, "draining",
+                   absl::UnavailableError("the server is shutting down; retry on another replica"));
   absl::MutexLock lock(&mu_);
   if (in_flight_ >= limits_.max_concurrent_requests)
-    return proto::WithRetryAfter(absl::ResourceExhaustedError(absl::StrCat("too many concurrent requests (", in_flight_,
-                                                                           "); retry in a few seconds")),
-                                 absl::Seconds(5));
+    return Refused(
+        metrics_, "concurrent_requests",
+        proto::WithRetryAfter(absl::ResourceExhaustedError(absl::StrCat("too many concurrent requests (", in_flight_,
+                                                                        "); retry in a few seconds")),
+                              absl::Seconds(5)));
   const int64_t running = HeldLocked(caller).requests;
   if (running >= RequestsAllowed(caller)) {
-    return proto::WithRetryAfter(
-        absl::ResourceExhaustedError(absl::StrCat(caller.principal() ? "this caller" : "this client address",
-                                                  " already has ", running, " requests running (",
-                                                  caller.principal() ? "limits.per_caller.max_requests_per_principal"
-                                                                     : "limits.per_caller.max_requests_per_peer",
-                                                  "); retry when one has finished")),
-        absl::Seconds(10));
+    return Refused(metrics_, "caller_requests",
+                   proto::WithRetryAfter(absl::ResourceExhaustedError(absl::StrCat(
+                                             caller.principal() ? "this caller" : "this client address",
+                                             " already has ", running, " requests running (",
+                                             caller.principal() ? "limits.per_caller.max_requests_per_principal"
+                                                                : "limits.per_caller.max_requests_per_peer",
+                                             "); retry when one has finished")),
+                                         absl::Seconds(10)));
   }
   ++callers_[caller].requests;
   *queue_position = static_cast<uint32_t>(in_flight_);
@@ -196,17 +219,19 @@ absl::StatusOr<Reservation> Admission::BeginRequest(const Caller& caller, uint32
 absl::StatusOr<Reservation> Admission::BeginPendingStream(const Caller& caller) {
   absl::MutexLock lock(&mu_);
   if (pending_streams_ >= limits_.max_pending_streams)
-    return proto::WithRetryAfter(
-        absl::ResourceExhaustedError(
-            absl::StrCat("too many streams without a RequestHeader (", pending_streams_, "); send the header first")),
-        absl::Seconds(5));
+    return Refused(
+        metrics_, "pending_streams",
+        proto::WithRetryAfter(absl::ResourceExhaustedError(absl::StrCat("too many streams without a RequestHeader (",
+                                                                        pending_streams_, "); send the header first")),
+                              absl::Seconds(5)));
   // Per caller too, as requests are: one address must not hold every slot.
   const int64_t pending = HeldLocked(caller).pending;
   if (pending >= RequestsAllowed(caller)) {
-    return proto::WithRetryAfter(
-        absl::ResourceExhaustedError(absl::StrCat("this caller already has ", pending,
-                                                  " streams without a RequestHeader; send the header first")),
-        absl::Seconds(5));
+    return Refused(metrics_, "caller_pending_streams",
+                   proto::WithRetryAfter(absl::ResourceExhaustedError(
+                                             absl::StrCat("this caller already has ", pending,
+                                                          " streams without a RequestHeader; send the header first")),
+                                         absl::Seconds(5)));
   }
   ++callers_[caller].pending;
   ++pending_streams_;

@@ -69,6 +69,16 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                .Name("upp_jobs_total")
                .Help("Segmentation jobs created, by model and the device they live on")
                .Register(*registry_);
+  serving_ = &BuildGauge()
+                  .Name("upp_serving")
+                  .Help("1 while the server takes new requests (health SERVING), 0 while starting or draining")
+                  .Register(*registry_)
+                  .Add({});
+  refusals_ = &BuildCounter()
+                   .Name("upp_admission_refusals_total")
+                   .Help("Requests and streams refused by admission, by the limit they met")
+                   .Register(*registry_);
+  for (const std::string& reason : RefusalReasons()) refusals_->Add({{"reason", reason}});
   // Requests refused before they name a served model (credentials, an
   // unknown model) count under model "-".
   AddRequestSeries("-");
@@ -79,6 +89,26 @@ const std::vector<std::string>& Metrics::StageNames() {
                                                  "stitch",  "postprocess", "encode",     "send"};
   return names;
 }
+
+const std::vector<std::string>& Metrics::RefusalReasons() {
+  static const std::vector<std::string> reasons = {
+      "draining",     "concurrent_requests", "caller_requests", "pending_streams", "caller_pending_streams",
+      "memory_limit", "memory_in_use",       "caller_memory",   "window_queue",    "caller_windows"};
+  return reasons;
+}
+
+void Metrics::AdmissionLimits(int64_t concurrent_requests, int64_t bytes, int64_t queued_windows) {
+  const auto set = [this](const char* name, const char* help, int64_t value) {
+    BuildGauge().Name(name).Help(help).Register(*registry_).Add({}).Set(static_cast<double>(value));
+  };
+  set("upp_admission_max_concurrent_requests", "Segment requests admitted at once (limits.max_concurrent_requests)",
+      concurrent_requests);
+  set("upp_admission_max_bytes", "Working memory admitted requests may hold (limits.max_bytes_in_flight)", bytes);
+  set("upp_admission_max_queued_windows", "Windows that may wait for a worker (limits.max_queued_windows)",
+      queued_windows);
+}
+
+void Metrics::AdmissionRefused(const std::string& reason) { refusals_->Add({{"reason", reason}}).Increment(); }
 
 void Metrics::AddRequestSeries(const std::string& model) {
   // Every canonical code: 17 series per model, and a code that a request

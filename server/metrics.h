@@ -35,6 +35,8 @@ class Metrics {
   // The stages of upp_stage_duration_seconds, in the order a request goes
   // through them (queue_wait lies within inference, stitch overlaps it).
   static const std::vector<std::string>& StageNames();
+  // The reasons of upp_admission_refusals_total, each a limit of admission.h.
+  static const std::vector<std::string>& RefusalReasons();
 
   Metrics();
   // Serves /metrics on `address` ("host:port"; port 0 picks one).
@@ -52,6 +54,14 @@ class Metrics {
   void AddInFlight(double delta) { in_flight_->Increment(delta); }
   void AddBytesInFlight(double delta) { bytes_in_flight_->Increment(delta); }
   void AddOrphaned(double delta) { orphaned_->Increment(delta); }
+  // The limits admission holds requests to (upp_admission_max_concurrent_requests,
+  // upp_admission_max_bytes, upp_admission_max_queued_windows), so that
+  // dashboards and alerts can show the gauges above as a share of them.
+  void AdmissionLimits(int64_t concurrent_requests, int64_t bytes, int64_t queued_windows);
+  // A request or stream refused by admission; `reason` one of RefusalReasons().
+  void AdmissionRefused(const std::string& reason);
+  // upp_serving: 1 while the health service says SERVING, 0 before and while draining.
+  void SetServing(bool serving) { serving_->Set(serving ? 1 : 0); }
   // GPU memory admitted for jobs on `device` (upp_device_admitted_memory_bytes).
   void AddDeviceBytesInFlight(const std::string& device, double delta);
   // A job of `model` created on `device` (upp_jobs_total).
@@ -91,6 +101,8 @@ class Metrics {
   prometheus::Gauge* in_flight_;
   prometheus::Gauge* bytes_in_flight_;
   prometheus::Gauge* orphaned_;
+  prometheus::Gauge* serving_;
+  prometheus::Family<prometheus::Counter>* refusals_;
   prometheus::Family<prometheus::Gauge>* device_bytes_in_flight_;
   prometheus::Family<prometheus::Counter>* jobs_;
 };

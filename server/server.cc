@@ -303,6 +303,7 @@ int Server::metrics_port() const { return state_->metrics().port(); }
 Metrics::BatchTotals Server::Batches(const std::string& model) const { return state_->metrics().Batches(model); }
 
 void Server::SetServing(bool serving) {
+  state_->metrics().SetServing(serving);
   health_->SetServing("", serving);
   health_->SetServing(kServiceName, serving);
   for (const auto& [name, m] : state_->models().models()) health_->SetServing(ModelHealthName(name), serving);
