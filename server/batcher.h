@@ -40,6 +40,8 @@ class WindowSource {
   virtual int priority() const = 0;  // 0..kMaxPriority
   // Cheap and lock-free (called under the batcher's lock).
   virtual bool Alive() const = 0;
+  // A version's warm-up windows (model_registry.h): not counted in metrics.
+  virtual bool warmup() const { return false; }
   // Worker threads: the network input of `item`; the logits of `item`; or
   // the error of a batch that contained windows of this source.
   virtual absl::Status ReadWindow(int64_t item, float* dst) = 0;

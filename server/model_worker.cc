@@ -116,7 +116,7 @@ bool ModelWorker::RunBatch(const std::vector<WindowTask>& batch, const std::vect
   const auto start = std::chrono::steady_clock::now();
   const model::Status s = runner_->Run(in.data(), static_cast<int64_t>(batch.size()), out.data());
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (metrics_) metrics_->Batch(name_, static_cast<int>(batch.size()), seconds);
+  if (metrics_ && !batch.front().source->warmup()) metrics_->Batch(name_, static_cast<int>(batch.size()), seconds);
   if (s.ok()) return true;
   spdlog::error("model {}: batch of {} failed: {}", name_, batch.size(), s.ToString());
   for (auto& task : batch) task.source->WindowsFailed(absl::InternalError("inference failed"));

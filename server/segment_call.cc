@@ -115,8 +115,12 @@ absl::Status SegmentCall::HandleHeader(const unetrpp::v1::RequestHeader& header)
   ReleasePendingStream();
   header_ = header;
   const std::string name = header.model().empty() ? state_->config().default_model() : header.model();
-  model_.store(state_->models().Find(name), std::memory_order_release);
-  if (!model()) return absl::NotFoundError(absl::StrCat("no model named \"", name, "\" (see ListModels)"));
+  // The version is held for the whole call: a version loaded meanwhile
+  // serves the next requests, this one finishes on the one it began with.
+  auto pin = state_->models().Acquire(name, header.model_version());
+  if (!pin.ok()) return pin.status();
+  pin_ = *std::move(pin);
+  model_.store(pin_.get(), std::memory_order_release);
   header_.set_model(name);
   RequestLimits limits = RequestLimits::FromConfig(state_->config());
   if (header.priority() > 0 && principal_.authenticated) {

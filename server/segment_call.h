@@ -140,6 +140,9 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   unetrpp::v1::SegmentRequest request_;
   std::atomic<Phase> phase_{Phase::kHeader};  // written by reads, read by the watchdog
   unetrpp::v1::RequestHeader header_;
+  // The model version the call runs on, held until the call is destroyed
+  // (model_registry.h: the version is not retired before).
+  ModelPin pin_;
   // Set once by the header's reaction; read by the pool, workers and the
   // watchdog (Fail through Abandon), hence atomic.
   std::atomic<ServedModel*> model_{nullptr};

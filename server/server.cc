@@ -33,16 +33,31 @@ namespace {
 
 constexpr char kServiceName[] = "unetrpp.v1.Segmentation";
 
-void FillModelInfo(const ServedModel& m, unetrpp::v1::ModelInfo* info) {
-  info->set_name(m.name());
-  info->set_version(m.entry().version());
-  info->set_architecture_json(m.config().ToJson());
-  info->set_plan_json(m.plan().ToJson());
-  FillLabels(m.plan().labels, info->mutable_labels());
-  info->set_input_channels(static_cast<uint32_t>(m.config().in_channels));
-  info->set_modality(m.entry().modality());
-  for (const auto& d : m.entry().devices()) info->add_devices(d);
-  info->set_ready(true);
+// A model's default version (architecture, plan, labels) and the state of
+// each of its versions.
+void FillModelInfo(const ModelDescription& d, unetrpp::v1::ModelInfo* info) {
+  info->set_name(d.name);
+  info->set_version(d.default_version);
+  if (const ServedModel* m = d.serving.get()) {
+    info->set_architecture_json(m->config().ToJson());
+    info->set_plan_json(m->plan().ToJson());
+    FillLabels(m->plan().labels, info->mutable_labels());
+    info->set_input_channels(static_cast<uint32_t>(m->config().in_channels));
+    info->set_modality(m->entry().modality());
+    for (const auto& device : m->entry().devices()) info->add_devices(device);
+  }
+  info->set_ready(static_cast<bool>(d.serving));
+  for (const VersionRecord& r : d.versions) {
+    auto* v = info->add_versions();
+    v->set_version(r.version);
+    v->set_state(VersionStateName(r.state));
+    v->set_is_default(r.version == d.default_version);
+    v->set_load_seconds(r.load_seconds);
+    v->set_state_since(absl::FormatTime(absl::RFC3339_sec, r.since, absl::UTCTimeZone()));
+    v->set_error(r.error);
+    v->set_weights_sha256(r.details.weights_sha256);
+    v->set_model_card_json(r.details.card_json);
+  }
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, const char* field) {
@@ -142,7 +157,8 @@ class SegmentationService final : public unetrpp::v1::Segmentation::CallbackServ
     auto* reactor = context->DefaultReactor();
     const auto principal = AuthorizeModelsRead(*context);
     if (principal.ok()) {
-      for (const auto& [name, m] : state_->models().models()) FillModelInfo(*m, response->add_models());
+      for (const std::string& name : state_->models().names())
+        if (auto d = state_->models().Describe(name); d.ok()) FillModelInfo(*d, response->add_models());
       response->set_default_model(state_->config().default_model());
     }
     Finish(*context, reactor, "ListModels", principal.ok() ? principal->name : "-", principal.status());
@@ -158,10 +174,9 @@ class SegmentationService final : public unetrpp::v1::Segmentation::CallbackServ
       return reactor;
     }
     const std::string name = request->name().empty() ? state_->config().default_model() : request->name();
-    const ServedModel* m = state_->models().Find(name);
-    if (m) FillModelInfo(*m, response);
-    Finish(*context, reactor, "GetModel", principal->name,
-           m ? absl::OkStatus() : absl::NotFoundError("no model named \"" + name + "\""));
+    auto d = state_->models().Describe(name);
+    if (d.ok()) FillModelInfo(*d, response);
+    Finish(*context, reactor, "GetModel", principal->name, d.status());
     return reactor;
   }
 
@@ -306,7 +321,7 @@ void Server::SetServing(bool serving) {
   state_->metrics().SetServing(serving);
   health_->SetServing("", serving);
   health_->SetServing(kServiceName, serving);
-  for (const auto& [name, m] : state_->models().models()) health_->SetServing(ModelHealthName(name), serving);
+  for (const std::string& name : state_->models().names()) health_->SetServing(ModelHealthName(name), serving);
 }
 
 void Server::Drain(absl::Duration grace) {

@@ -1,0 +1,149 @@
+// The registry's versions (server/model_registry.h) with the small fixture
+// model: a version loaded beside the serving one, requests pinned to the
+// version they began with, failed loads that keep the old version, the
+// memory check, and retirement once the last pin is gone.
+#include "server/model_registry.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "model/cpu_threads.h"
+#include "server/config.h"
+#include "tests/server/test_volumes.h"
+
+namespace upp::server {
+namespace {
+
+constexpr char kWeights[] = UPP_FIXTURES_DIR "/synapse_small_weights.safetensors";
+
+std::string TempPath(const std::string& name) {
+  return ::testing::TempDir() + "/" + std::to_string(getpid()) + "_" + name;
+}
+
+class ModelRegistryTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { model::ConfigureCpuThreads(1); }
+
+  // Model "m" with versions 1 and 2 of the fixture weights and version
+  // "broken" whose weights are not a safetensors file; version 1 served.
+  unetrpp::v1::ServerConfig Config() {
+    const std::string plan = testing::SmallPlanFile("registry_test_plan.json");
+    broken_ = TempPath("broken.safetensors");
+    std::ofstream(broken_) << "not a safetensors file";
+    auto config = ParseConfig(std::string("models { name: 'm' ") + "versions { version: '1' weights: '" + kWeights +
+                              "' plan_file: '" + plan + "' } " + "versions { version: '2' weights: '" + kWeights +
+                              "' plan_file: '" + plan + "' } " + "versions { version: 'broken' weights: '" + broken_ +
+                              "' } " + "version_policy { specific: '1' } }\nlimits { max_bytes_in_flight: 1048576 }");
+    EXPECT_TRUE(config.ok()) << config.status();
+    ApplyDefaults(*config);
+    EXPECT_TRUE(ValidateConfig(*config).ok()) << ValidateConfig(*config);
+    return *config;
+  }
+  std::unique_ptr<ModelRegistry> Start(RegistryOptions options = RegistryOptions()) {
+    auto r = ModelRegistry::Load(Config(), nullptr, &pool_, std::move(options));
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *std::move(r) : nullptr;
+  }
+  static VersionState StateOf(const ModelRegistry& r, const std::string& version) {
+    const auto d = r.Describe("m");
+    for (const auto& v : d->versions)
+      if (v.version == version) return v.state;
+    ADD_FAILURE() << "no version " << version;
+    return VersionState::kFailed;
+  }
+
+  ThreadPool pool_{2};
+  std::string broken_;
+};
+
+TEST_F(ModelRegistryTest, NewVersionServesNewRequestsPinnedOnesKeepTheirs) {
+  auto r = Start();
+  ASSERT_TRUE(r);
+  auto old_pin = r->Acquire("m");
+  ASSERT_TRUE(old_pin.ok()) << old_pin.status();
+  EXPECT_EQ((*old_pin)->version(), "1");
+  EXPECT_EQ((*old_pin)->weights_sha256().size(), 64u);
+
+  ASSERT_TRUE(r->LoadVersion({"m", "2"}).ok());
+  auto new_pin = r->Acquire("m");
+  ASSERT_TRUE(new_pin.ok()) << new_pin.status();
+  EXPECT_EQ((*new_pin)->version(), "2");
+  EXPECT_NE(&(*new_pin)->batcher(), &(*old_pin)->batcher()) << "two versions never share a batcher";
+  EXPECT_EQ(StateOf(*r, "1"), VersionState::kUnloading) << "held by a request";
+  EXPECT_EQ(r->Acquire("m", "1").status().code(), absl::StatusCode::kNotFound) << "no new request gets it";
+  EXPECT_EQ((*old_pin)->version(), "1") << "the held version is still there";
+
+  old_pin->Reset();
+  r->WaitRetired();
+  EXPECT_EQ(StateOf(*r, "1"), VersionState::kUnloaded);
+  const auto d = r->Describe("m");
+  EXPECT_EQ(d->default_version, "2");
+  EXPECT_GT(d->versions.back().load_seconds, 0);
+}
+
+TEST_F(ModelRegistryTest, FailedLoadKeepsTheOldVersionAndSaysWhy) {
+  auto r = Start();
+  ASSERT_TRUE(r);
+  const absl::Status s = r->LoadVersion({"m", "broken"});
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("broken"), std::string::npos) << s;
+  EXPECT_EQ(StateOf(*r, "broken"), VersionState::kFailed);
+  EXPECT_EQ(StateOf(*r, "1"), VersionState::kReady);
+  auto pin = r->Acquire("m");
+  ASSERT_TRUE(pin.ok()) << pin.status();
+  EXPECT_EQ((*pin)->version(), "1");
+  bool error_reported = false;
+  const auto d = r->Describe("m");
+  for (const auto& v : d->versions) error_reported |= v.version == "broken" && !v.error.empty();
+  EXPECT_TRUE(error_reported);
+  EXPECT_EQ(r->LoadVersion({"m", "9"}).code(), absl::StatusCode::kNotFound) << "not offered";
+}
+
+TEST_F(ModelRegistryTest, KeepPreviousLeavesBothReady) {
+  auto r = Start();
+  ASSERT_TRUE(r);
+  LoadRequest request{"m", "2"};
+  request.keep_previous = true;
+  ASSERT_TRUE(r->LoadVersion(request).ok());
+  EXPECT_EQ(StateOf(*r, "1"), VersionState::kReady);
+  auto pinned = r->Acquire("m", "1");
+  ASSERT_TRUE(pinned.ok()) << "a request may name a version";
+  EXPECT_EQ((*pinned)->version(), "1");
+  EXPECT_EQ((*r->Acquire("m"))->version(), "2");
+  pinned->Reset();
+  ASSERT_TRUE(r->UnloadVersion("m", "2").ok());
+  EXPECT_EQ((*r->Acquire("m"))->version(), "1") << "the default goes back to the other ready version";
+  EXPECT_EQ(r->UnloadVersion("m", "2").code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(ModelRegistryTest, BothVersionsMustFitBesideTheAdmissionBudget) {
+  const auto weights = static_cast<int64_t>(std::filesystem::file_size(kWeights));
+  RegistryOptions options;
+  options.host_memory_bytes = 1048576 + weights + weights / 2;  // one version and the budget, not two
+  auto r = Start(options);
+  ASSERT_TRUE(r);
+  const absl::Status refused = r->LoadVersion({"m", "2"});
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  EXPECT_NE(refused.message().find("drain_then_load"), std::string::npos) << refused;
+  EXPECT_EQ((*r->Acquire("m"))->version(), "1") << "refused before anything changed";
+
+  LoadRequest drain{"m", "2"};
+  drain.drain_then_load = true;
+  ASSERT_TRUE(r->LoadVersion(drain).ok());
+  EXPECT_EQ((*r->Acquire("m"))->version(), "2");
+  EXPECT_EQ(StateOf(*r, "1"), VersionState::kUnloaded) << "drained before the load";
+}
+
+TEST_F(ModelRegistryTest, UnknownModelAndVersionAreNotFound) {
+  auto r = Start();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->Acquire("x").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(r->Acquire("m", "2").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(r->LoadVersion({"x", ""}).code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace upp::server
