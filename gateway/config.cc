@@ -70,6 +70,49 @@ absl::Status ValidateListener(const unetrpp::v1::DicomListener& l) {
   return ValidateTls(l.tls(), "listener.tls", false);
 }
 
+absl::Status ValidateDicomWeb(const unetrpp::v1::DicomWebListener& w) {
+  if (w.port() == 0) return absl::OkStatus();  // off
+  if (w.port() > 65535) return Bad("dicomweb.port", "must be at most 65535");
+  if (w.max_connections() > 256) return Bad("dicomweb.max_connections", "at most 256");
+  if (w.max_request_bytes() > (uint64_t{1} << 40)) return Bad("dicomweb.max_request_bytes", "at most 2^40 (1 TiB)");
+  if (!Positive(w.max_request_seconds())) return Bad("dicomweb.max_request_seconds", "must be > 0");
+  if (!Positive(w.idle_seconds())) return Bad("dicomweb.idle_seconds", "must be > 0");
+  const auto& a = w.auth();
+  if (a.api_keys_file().empty() && a.jwt().jwks_file().empty() && !a.allow_anonymous())
+    return Bad("dicomweb.auth",
+               "needs api_keys_file or jwt.jwks_file (callers send \"Authorization: Bearer <token>\"), or "
+               "allow_anonymous: true");
+  if (!a.certificate_identities().empty())
+    return Bad("dicomweb.auth.certificate_identities", "not supported here (use tls.ca_file for client certificates)");
+  return ValidateTls(w.tls(), "dicomweb.tls", false);
+}
+
+// http:// only to this machine: a token or patient data in clear text
+// elsewhere is a configuration mistake.
+absl::Status ValidateDicomWebDestination(const unetrpp::v1::DicomWebDestination& d) {
+  const std::string& url = d.url();
+  const bool https = url.rfind("https://", 0) == 0;
+  const bool http = url.rfind("http://", 0) == 0;
+  if (!https && !http) return Bad("destination.dicomweb.url", "must start with https:// (or http:// to loopback)");
+  if (http) {
+    const std::string rest = url.substr(7);
+    bool loopback = false;
+    for (const char* host : {"127.0.0.1", "localhost", "[::1]"}) {
+      const std::string h(host);
+      if (rest.compare(0, h.size(), h) == 0 &&
+          (rest.size() == h.size() || rest[h.size()] == ':' || rest[h.size()] == '/'))
+        loopback = true;
+    }
+    if (!loopback)
+      return Bad("destination.dicomweb.url", "http:// only to 127.0.0.1, localhost or [::1]; use https://");
+  }
+  if (url.find_first_of(" \t\r\n") != std::string::npos) return Bad("destination.dicomweb.url", "has white space");
+  if (!d.token_file().empty() && !d.basic_auth_file().empty())
+    return Bad("destination.dicomweb", "token_file or basic_auth_file, not both");
+  if (!Positive(d.timeout_seconds())) return Bad("destination.dicomweb.timeout_seconds", "must be > 0");
+  return absl::OkStatus();
+}
+
 absl::Status ValidateRule(const unetrpp::v1::RoutingRule& r, const std::string& f) {
   if (r.name().empty() || r.name().size() > 64) return Bad(f + ".name", "needs 1 to 64 characters");
   for (int i = 0; i < r.orientations_size(); ++i) {
@@ -108,6 +151,13 @@ void ApplyDefaults(unetrpp::v1::GatewayConfig& c) {
   if (kept->max_age_seconds() == 0) kept->set_max_age_seconds(7 * 24 * 3600);
   if (kept->max_bytes() == 0) kept->set_max_bytes(uint64_t{10} << 30);
   if (c.max_interrupted_attempts() == 0) c.set_max_interrupted_attempts(2);
+  auto* w = c.mutable_dicomweb();
+  if (w->address().empty()) w->set_address("0.0.0.0");
+  if (w->max_request_bytes() == 0) w->set_max_request_bytes(uint64_t{2} << 30);
+  if (w->max_request_seconds() == 0) w->set_max_request_seconds(3600);
+  if (w->idle_seconds() == 0) w->set_idle_seconds(60);
+  if (w->max_connections() == 0) w->set_max_connections(8);
+  if (d->dicomweb().timeout_seconds() == 0) d->mutable_dicomweb()->set_timeout_seconds(d->timeout_seconds());
   auto* r = c.mutable_report();
   if (r->manufacturer().empty()) r->set_manufacturer("unetrpp-serve");
   if (r->series_description().empty()) r->set_series_description("UNETR++ segmentation");
@@ -128,13 +178,18 @@ absl::Status Validate(const unetrpp::v1::GatewayConfig& c) {
   if (!Positive(c.service().deadline_seconds())) return Bad("service.deadline_seconds", "must be > 0");
   if (!c.service().tls_cert_file().empty() && c.service().tls_ca_file().empty())
     return Bad("service.tls_cert_file", "needs tls_ca_file (mTLS is TLS)");
+  if (auto s = ValidateDicomWeb(c.dicomweb()); !s.ok()) return s;
   const auto& d = c.destination();
-  if (d.host().empty()) return Bad("destination.host", "required");
-  if (d.port() == 0 || d.port() > 65535) return Bad("destination.port", "must be in [1, 65535]");
-  if (!ValidAeTitle(d.ae_title())) return Bad("destination.ae_title", "1 to 16 printable characters, no backslash");
-  if (!ValidAeTitle(d.calling_ae_title())) return Bad("destination.calling_ae_title", "not an AE title");
   if (!Positive(d.timeout_seconds())) return Bad("destination.timeout_seconds", "must be > 0");
-  if (auto s = ValidateTls(d.tls(), "destination.tls", true); !s.ok()) return s;
+  if (!d.dicomweb().url().empty()) {
+    if (auto s = ValidateDicomWebDestination(d.dicomweb()); !s.ok()) return s;
+  } else {
+    if (d.host().empty()) return Bad("destination.host", "required (or destination.dicomweb.url)");
+    if (d.port() == 0 || d.port() > 65535) return Bad("destination.port", "must be in [1, 65535]");
+    if (!ValidAeTitle(d.ae_title())) return Bad("destination.ae_title", "1 to 16 printable characters, no backslash");
+    if (!ValidAeTitle(d.calling_ae_title())) return Bad("destination.calling_ae_title", "not an AE title");
+    if (auto s = ValidateTls(d.tls(), "destination.tls", true); !s.ok()) return s;
+  }
   if (c.unmatched() != "drop" && c.unmatched() != "keep") return Bad("unmatched", "must be drop or keep");
   if (c.max_attempts() > 100) return Bad("max_attempts", "at most 100");
   if (!Positive(c.retry_backoff_seconds())) return Bad("retry_backoff_seconds", "must be > 0");
@@ -159,7 +214,15 @@ absl::Status CheckFilesReadable(const unetrpp::v1::GatewayConfig& c) {
       {"service.token_file", c.service().token_file()},
       {"destination.tls.cert_file", c.destination().tls().cert_file()},
       {"destination.tls.key_file", c.destination().tls().key_file()},
-      {"destination.tls.ca_file", c.destination().tls().ca_file()}};
+      {"destination.tls.ca_file", c.destination().tls().ca_file()},
+      {"dicomweb.tls.cert_file", c.dicomweb().tls().cert_file()},
+      {"dicomweb.tls.key_file", c.dicomweb().tls().key_file()},
+      {"dicomweb.tls.ca_file", c.dicomweb().tls().ca_file()},
+      {"dicomweb.auth.api_keys_file", c.dicomweb().auth().api_keys_file()},
+      {"dicomweb.auth.jwt.jwks_file", c.dicomweb().auth().jwt().jwks_file()},
+      {"destination.dicomweb.ca_file", c.destination().dicomweb().ca_file()},
+      {"destination.dicomweb.token_file", c.destination().dicomweb().token_file()},
+      {"destination.dicomweb.basic_auth_file", c.destination().dicomweb().basic_auth_file()}};
   std::vector<std::string> unreadable;
   for (const auto& [field, path] : files)
     if (!path.empty() && access(path.c_str(), R_OK) != 0) unreadable.push_back(absl::StrCat(field, " \"", path, "\""));

@@ -21,6 +21,7 @@
 #include "gateway/processor.h"
 #include "gateway/spool.h"
 #include "gateway/store_scp.h"
+#include "gateway/stow_rs.h"
 
 namespace {
 
@@ -96,13 +97,34 @@ int main(int argc, char** argv) {
   upp::gateway::StoreScp scp(
       config->listener(), spool->get(), [&metrics](const std::string& outcome) { metrics.Instance(outcome); },
       [&metrics](const std::string& reason) { metrics.AssociationRejected(reason); });
+  // DICOMweb STOW-RS beside C-STORE, into the same spool (dicomweb.port set).
+  std::unique_ptr<upp::gateway::StowServer> stow;
+  if (config->dicomweb().port() != 0) {
+    auto created = upp::gateway::StowServer::Create(
+        *config, spool->get(), [&metrics](const std::string& outcome) { metrics.DicomWebInstance(outcome); },
+        [&metrics](int status) { metrics.DicomWebRequest(status); });
+    absl::Status s = created.ok() ? (*created)->Bind() : created.status();
+    if (!s.ok()) {
+      spdlog::error("{}", std::string(s.message()));
+      return 1;
+    }
+    stow = *std::move(created);
+  }
   upp::gateway::Processor processor(*config, spool->get(), &metrics);
   auto listening = std::async(std::launch::async, [&scp] { return scp.Run(); });
+  std::thread stow_serving;
+  if (stow) stow_serving = std::thread([&stow] { stow->Run().IgnoreError(); });
   std::thread processing([&processor] { processor.Run(); });
-  spdlog::info("unetrpp-dicom-gateway: AE {} on port {}, metrics {}, service {}, destination {}@{}:{}",
-               config->listener().ae_title(), config->listener().port(),
-               metrics.port() ? std::to_string(metrics.port()) : "off", config->service().target(),
-               config->destination().ae_title(), config->destination().host(), config->destination().port());
+  const auto& destination = config->destination();
+  spdlog::info(
+      "unetrpp-dicom-gateway: AE {} on port {} (DICOM), DICOMweb {}, metrics {}, service {}, destination {}",
+      config->listener().ae_title(), config->listener().port(),
+      stow ? std::to_string(stow->port()) + (config->dicomweb().tls().cert_file().empty() ? " (http)" : " (https)")
+           : "off",
+      metrics.port() ? std::to_string(metrics.port()) : "off", config->service().target(),
+      destination.dicomweb().url().empty()
+          ? destination.ae_title() + "@" + destination.host() + ":" + std::to_string(destination.port()) + " (C-STORE)"
+          : "by STOW-RS (DICOMweb)");
   if (config->listener().allowed_peers().empty())
     spdlog::warn(
         "listener.allowed_peers is empty: {}; list the PACS' AE titles with their networks",
@@ -119,6 +141,10 @@ int main(int argc, char** argv) {
       signal_number > 0 ? "signal {}: finishing the associations and the series in flight" : "listener stopped{}",
       signal_number > 0 ? std::to_string(signal_number) : "");
   scp.Stop();
+  if (stow) {
+    stow->Stop();  // requests in flight finish (cpp-httplib joins its threads)
+    stow_serving.join();
+  }
   processor.Stop();
   const auto grace = std::chrono::duration<double>(config->drain_grace_seconds());
   absl::Status listener_status = absl::OkStatus();

@@ -91,6 +91,16 @@ GatewayMetrics::GatewayMetrics() : registry_(std::make_shared<prometheus::Regist
                          .Help("A series from being claimed to its results sent")
                          .Register(*registry_)
                          .Add({}, SecondsBuckets());
+  dicomweb_instances_ = &BuildCounter()
+                             .Name("upp_gateway_dicomweb_instances_total")
+                             .Help(
+                                 "Instances received by DICOMweb STOW-RS by outcome (stored, too_large, invalid, "
+                                 "not_allowed, spool_error, spool_full)")
+                             .Register(*registry_);
+  dicomweb_requests_ = &BuildCounter()
+                            .Name("upp_gateway_dicomweb_requests_total")
+                            .Help("DICOMweb STOW-RS requests by HTTP status code")
+                            .Register(*registry_);
   series_received_ = &BuildCounter()
                           .Name("upp_gateway_series_received_total")
                           .Help("Complete series taken from the spool (first attempts)")
@@ -134,6 +144,14 @@ int GatewayMetrics::port() const {
 }
 
 void GatewayMetrics::Instance(const std::string& outcome) { instances_->Add({{"outcome", outcome}}).Increment(); }
+
+void GatewayMetrics::DicomWebInstance(const std::string& outcome) {
+  dicomweb_instances_->Add({{"outcome", outcome}}).Increment();
+}
+
+void GatewayMetrics::DicomWebRequest(int http_status) {
+  dicomweb_requests_->Add({{"code", std::to_string(http_status)}}).Increment();
+}
 
 void GatewayMetrics::Series(const std::string& outcome, const std::string& rule) {
   series_->Add({{"outcome", outcome}, {"rule", rule}}).Increment();

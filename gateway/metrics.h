@@ -41,6 +41,12 @@ class GatewayMetrics {
 
   // outcome: stored, too_large, invalid, spool_error, spool_full, association_too_long.
   void Instance(const std::string& outcome);
+  // An instance received by DICOMweb STOW-RS (upp_gateway_dicomweb_
+  // instances_total): stored, too_large, invalid, not_allowed, spool_error,
+  // spool_full.
+  void DicomWebInstance(const std::string& outcome);
+  // A STOW-RS request answered with `http_status` (upp_gateway_dicomweb_requests_total{code}).
+  void DicomWebRequest(int http_status);
   // A complete series taken from the spool for the first time.
   void SeriesReceived() { series_received_->Increment(); }
   // An association refused at its request: reason calling_ae, peer_address.
@@ -68,6 +74,8 @@ class GatewayMetrics {
   prometheus::Histogram* series_seconds_;
   prometheus::Counter* series_received_;
   prometheus::Gauge* queued_;
+  prometheus::Family<prometheus::Counter>* dicomweb_instances_;
+  prometheus::Family<prometheus::Counter>* dicomweb_requests_;
 };
 
 }  // namespace upp::gateway

@@ -14,6 +14,7 @@
 #include "gateway/sender_text.h"
 #include "gateway/series.h"
 #include "gateway/store_scu.h"
+#include "gateway/stow_client.h"
 #include "imageio/file_util.h"
 #include "proto/api.h"
 
@@ -211,7 +212,9 @@ absl::Status Processor::Send(const Attempt& a) {
   std::vector<std::string> files;
   if (a.rule->send_seg()) files.push_back(a.seg_path);
   if (a.rule->send_report()) files.push_back(a.report_path);
-  auto status = SendFiles(config_.destination(), files);
+  const auto& destination = config_.destination();
+  auto status = destination.dicomweb().url().empty() ? SendFiles(destination, files)
+                                                     : SendFilesStowRs(destination.dicomweb(), files);
   metrics_->Stage("send", SecondsSince(t));
   return status;
 }

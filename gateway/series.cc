@@ -3,6 +3,7 @@
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcmetinf.h>
 
 #include <cmath>
 #include <filesystem>
@@ -88,6 +89,7 @@ absl::StatusOr<InstanceHeader> ReadInstanceHeader(const std::string& path, int64
   bool all = true;
   for (unsigned long i = 0; i < 6 && all; ++i) all = d.findAndGetFloat64(DCM_ImageOrientationPatient, iop[i], i).good();
   if (all) h.orientation = iop;
+  if (DcmMetaInfo* meta = file.getMetaInfo()) h.transfer_syntax_uid = Text(*meta, DCM_TransferSyntaxUID);
   return h;
 }
 

@@ -25,6 +25,7 @@ struct InstanceHeader {
   std::string sop_class_uid, sop_instance_uid, series_instance_uid, study_instance_uid;
   std::string modality, body_part, series_description, protocol_name;
   std::optional<std::array<double, 6>> orientation;  // ImageOrientationPatient
+  std::string transfer_syntax_uid;                   // of the file meta information ("" when absent)
 };
 
 struct SeriesSummary {

@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "imageio/checked_math.h"
 
 namespace upp::gateway {
 namespace fs = std::filesystem;
@@ -78,6 +79,19 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::Create(const std::string& root) {
 
 std::string Spool::Unique() {
   return absl::StrCat(getpid(), "-", counter_.fetch_add(1), "-", absl::ToUnixNanos(absl::Now()));
+}
+
+bool Spool::InstanceArriving(uint64_t max_instance_bytes, uint64_t min_free_bytes) {
+  // Counted before the check, so that instances arriving at once each see
+  // the others as taken.
+  const int64_t arriving = std::max<int64_t>(1, arriving_.fetch_add(1) + 1);
+  std::error_code ec;
+  const auto space = std::filesystem::space(root_, ec);
+  if (ec) return false;
+  const auto per_instance = static_cast<int64_t>(std::min<uint64_t>(max_instance_bytes, INT64_MAX));
+  const auto margin = static_cast<int64_t>(std::min<uint64_t>(min_free_bytes, INT64_MAX));
+  const auto needed = imageio::CheckedAdd(imageio::OrMax(imageio::CheckedMul(arriving, per_instance)), margin);
+  return needed && space.available >= static_cast<uint64_t>(*needed);
 }
 
 std::string Spool::IncomingPath() { return absl::StrCat(root_, "/incoming/", Unique(), ".part"); }

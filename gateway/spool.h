@@ -93,6 +93,14 @@ class Spool {
   absl::Status Remove(const std::string& active_dir);
   absl::Status Keep(const std::string& active_dir, const std::string& where, const std::string& reason);
 
+  // An instance begins to arrive (by C-STORE or STOW-RS): counted until
+  // InstanceDone(), whatever this returns. Whether the spool's file system
+  // has room for every instance arriving now (this one included) at
+  // `max_instance_bytes` each, with `min_free_bytes` left over: the one
+  // spool-space rule of both transports.
+  bool InstanceArriving(uint64_t max_instance_bytes, uint64_t min_free_bytes);
+  void InstanceDone() { arriving_.fetch_sub(1); }
+
   const std::string& root() const { return root_; }
 
  private:
@@ -101,6 +109,7 @@ class Spool {
 
   const std::string root_;
   std::atomic<uint64_t> counter_{0};
+  std::atomic<int64_t> arriving_{0};
 };
 
 }  // namespace upp::gateway

@@ -6,13 +6,12 @@
 #include <dcmtk/dcmnet/scppool.h>
 #include <dcmtk/dcmnet/scpthrd.h>
 
-#include <algorithm>
-#include <atomic>
 #include <filesystem>
 
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "gateway/dicom_classes.h"
 #include "gateway/dicom_tls.h"
 #include "gateway/peers.h"
 #include "gateway/series.h"
@@ -26,33 +25,12 @@ constexpr Uint16 kStoreOutOfResources = 0xA700;
 constexpr Uint16 kStoreCannotUnderstand = 0xC000;
 constexpr Uint16 kStoreRefused = 0xA900;  // "data set does not match SOP class": used for a refused instance
 
-const char* const kStorageClasses[] = {
-    UID_CTImageStorage, UID_EnhancedCTImageStorage, UID_LegacyConvertedEnhancedCTImageStorage,
-    UID_MRImageStorage, UID_EnhancedMRImageStorage, UID_LegacyConvertedEnhancedMRImageStorage};
-
-// What the series reader (imageio/dicom.h) can decode: accepting more
-// would only defer the failure.
-const char* const kTransferSyntaxes[] = {UID_LittleEndianExplicitTransferSyntax,
-                                         UID_LittleEndianImplicitTransferSyntax,
-                                         UID_DeflatedExplicitVRLittleEndianTransferSyntax,
-                                         UID_JPEGProcess1TransferSyntax,
-                                         UID_JPEGProcess2_4TransferSyntax,
-                                         UID_JPEGProcess14SV1TransferSyntax,
-                                         UID_JPEGLSLosslessTransferSyntax,
-                                         UID_JPEGLSLossyTransferSyntax,
-                                         UID_JPEG2000LosslessOnlyTransferSyntax,
-                                         UID_JPEG2000TransferSyntax,
-                                         UID_RLELosslessTransferSyntax};
-
 // What each association's worker thread needs; owned by the pool.
 struct Context {
   unetrpp::v1::DicomListener config;
   Spool* spool;
   StoreScp::InstanceCallback on_instance;
   StoreScp::RejectCallback on_rejected;
-  // Instances being written to the spool by all associations: each may
-  // still grow to max_instance_bytes, which the free-space check counts.
-  mutable std::atomic<int> storing{0};
 };
 
 // One association: a DcmThreadSCP that stores to the spool.
@@ -108,18 +86,16 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
   // "out of resources").
   OFCondition HandleStore(T_DIMSE_C_StoreRQ& request, T_ASC_PresentationContextID id) {
     const std::string path = context_.spool->IncomingPath();
-    // Counted before the check, so that associations storing at once each
-    // see the others' instances as taken.
-    context_.storing.fetch_add(1);
-    const bool room = SpoolHasRoom();
+    const bool room =
+        context_.spool->InstanceArriving(context_.config.max_instance_bytes(), context_.config.min_free_spool_bytes());
     if (!room && !LinkToDevNull(path)) {
-      context_.storing.fetch_sub(1);
+      context_.spool->InstanceDone();
       context_.on_instance("spool_error");
       abortAssociation();
       return DUL_PEERABORTEDASSOCIATION;
     }
     OFCondition cond = Receive(request, id, path);
-    context_.storing.fetch_sub(1);
+    context_.spool->InstanceDone();
     if (cond.bad() || cut_off_ != nullptr) {
       // A cut-off on the data set's last packet still ends the receive well.
       std::error_code ec;
@@ -199,18 +175,6 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
     return result;
   }
 
-  // Room for every instance being stored (this one included) at the
-  // largest allowed size, with the configured margin left free. The
-  // configuration caps both sizes (gateway/config.cc): no overflow.
-  bool SpoolHasRoom() const {
-    std::error_code ec;
-    const auto space = std::filesystem::space(context_.spool->root(), ec);
-    if (ec) return false;
-    const uint64_t storing = static_cast<uint64_t>(std::max(1, context_.storing.load()));
-    const uint64_t needed = storing * context_.config.max_instance_bytes() + context_.config.min_free_spool_bytes();
-    return space.available >= needed;
-  }
-
   const Context& context_;
   absl::Time association_start_ = absl::Now();
   bool receiving_ = false;         // a C-STORE data set is being written to the spool
@@ -248,8 +212,8 @@ StoreScp::StoreScp(const unetrpp::v1::DicomListener& config, Spool* spool, Insta
   c.setConnectionTimeout(1);
   c.setHostLookupEnabled(OFFalse);
   OFList<OFString> syntaxes;
-  for (const char* ts : kTransferSyntaxes) syntaxes.push_back(ts);
-  for (const char* sop : kStorageClasses) c.addPresentationContext(sop, syntaxes);
+  for (const char* ts : AcceptedTransferSyntaxes()) syntaxes.push_back(ts);
+  for (const char* sop : AcceptedStorageClasses()) c.addPresentationContext(sop, syntaxes);
   OFList<OFString> echo;
   echo.push_back(UID_LittleEndianExplicitTransferSyntax);
   echo.push_back(UID_LittleEndianImplicitTransferSyntax);

@@ -21,6 +21,7 @@ constexpr int64_t kMaxKeyFileBytes = int64_t{16} << 20;
 std::map<std::string, std::set<std::string>> DefaultRoles() {
   return {{"user", {kPermSegment, kPermModelsRead}},
           {"priority", {kPermSegment, kPermSegmentPriority, kPermModelsRead}},
+          {"store", {kPermDicomStore}},
           {"admin", {kPermAdmin}}};
 }
 
@@ -31,16 +32,21 @@ bool IsHex64(const std::string& s) {
   return true;
 }
 
+// The token of an authorization value "Bearer <token>"; empty when absent.
+absl::StatusOr<std::string> BearerToken(absl::string_view value) {
+  if (value.empty()) return std::string();
+  constexpr char kPrefix[] = "Bearer ";
+  if (!absl::StartsWith(value, kPrefix) || value.size() == sizeof(kPrefix) - 1)
+    return absl::UnauthenticatedError("the authorization metadata must be \"Bearer <key>\"");
+  return std::string(value.substr(sizeof(kPrefix) - 1));
+}
+
 // The token of "authorization: Bearer <token>"; empty when absent.
 absl::StatusOr<std::string> BearerToken(const grpc::ServerContextBase& context) {
   const auto& metadata = context.client_metadata();
   const auto it = metadata.find("authorization");
   if (it == metadata.end()) return std::string();
-  const std::string value(it->second.data(), it->second.size());
-  constexpr char kPrefix[] = "Bearer ";
-  if (!absl::StartsWith(value, kPrefix) || value.size() == sizeof(kPrefix) - 1)
-    return absl::UnauthenticatedError("the authorization metadata must be \"Bearer <key>\"");
-  return value.substr(sizeof(kPrefix) - 1);
+  return BearerToken(absl::string_view(it->second.data(), it->second.size()));
 }
 
 }  // namespace
@@ -80,9 +86,11 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Create(const unetr
     const auto& r = config.roles(i);
     if (r.name().empty()) return absl::InvalidArgumentError(absl::StrCat("config: auth.roles[", i, "].name is empty"));
     for (const auto& p : r.permissions())
-      if (p != kPermSegment && p != kPermSegmentPriority && p != kPermModelsRead && p != kPermAdmin)
-        return absl::InvalidArgumentError(absl::StrCat("config: auth.roles[", i, "].permissions: \"", p,
-                                                       "\" is not segment, segment.priority, models.read or admin"));
+      if (p != kPermSegment && p != kPermSegmentPriority && p != kPermModelsRead && p != kPermAdmin &&
+          p != kPermDicomStore)
+        return absl::InvalidArgumentError(
+            absl::StrCat("config: auth.roles[", i, "].permissions: \"", p,
+                         "\" is not segment, segment.priority, models.read, dicom.store or admin"));
     a->roles_[r.name()] = std::set<std::string>(r.permissions().begin(), r.permissions().end());
   }
   if (!config.api_keys_file().empty()) {
@@ -193,6 +201,17 @@ absl::StatusOr<Principal> Authenticator::Authenticate(const grpc::ServerContextB
     return absl::UnauthenticatedError(
         "this server needs a credential: send \"authorization: Bearer <key or token>\" (upp-client --token) or a "
         "client certificate it knows");
+  return anonymous;
+}
+
+absl::StatusOr<Principal> Authenticator::AuthenticateBearer(absl::string_view authorization) const {
+  auto token = BearerToken(authorization);
+  if (!token.ok()) return token.status();
+  if (!token->empty()) return FromToken(*token);
+  if (!allow_anonymous_)
+    return absl::UnauthenticatedError("a credential is needed: \"Authorization: Bearer <key or token>\"");
+  Principal anonymous;
+  anonymous.name = "anonymous";
   return anonymous;
 }
 

@@ -32,6 +32,8 @@ inline constexpr char kPermSegment[] = "segment";
 inline constexpr char kPermSegmentPriority[] = "segment.priority";
 inline constexpr char kPermModelsRead[] = "models.read";
 inline constexpr char kPermAdmin[] = "admin";
+// The DICOM gateway's DICOMweb receiver: store instances (STOW-RS).
+inline constexpr char kPermDicomStore[] = "dicom.store";
 
 struct Principal {
   std::string name;  // "anonymous" without a credential
@@ -60,6 +62,10 @@ class Authenticator {
   // malformed or unknown credential, or for none unless auth.allow_anonymous
   // (then "anonymous", who may segment and read models).
   absl::StatusOr<Principal> Authenticate(const grpc::ServerContextBase& context) const;
+  // The same for another transport (HTTP): `authorization` is the
+  // Authorization header's value, "" when the request has none. No client
+  // certificate identities here.
+  absl::StatusOr<Principal> AuthenticateBearer(absl::string_view authorization) const;
   // PERMISSION_DENIED naming the permission when the principal lacks it.
   static absl::Status Authorize(const Principal& principal, const std::string& permission);
 

@@ -1,0 +1,153 @@
+// The gateway's DICOMweb STOW-RS receiver (PS3.18 10.5): POST /studies and
+// POST /studies/{StudyInstanceUID} with a multipart/related body of
+// application/dicom parts, served by cpp-httplib (HTTP or HTTPS). Each part
+// is written to a spool file as it arrives (gateway/multipart.h), checked
+// like a C-STORE instance (ReadInstanceHeader: structure check, UIDs; an
+// accepted SOP class and transfer syntax: gateway/dicom_classes.h) under
+// the same spool-space rule (Spool::InstanceArriving) and size limit
+// (listener.max_instance_bytes), and committed to its series when the whole
+// body has arrived. A request refused or cut off on the way (over
+// dicomweb.max_request_bytes or max_request_seconds, a malformed body, a
+// broken connection) leaves nothing in the spool.
+//
+// The answer is PS3.18's store response in DICOM JSON: ReferencedSOPSequence
+// for the instances stored, FailedSOPSequence with a FailureReason (PS3.4
+// C-STORE status codes) for the others; HTTP 200 when all were stored, 202
+// when some, 409 when none. 400 malformed request or body, 401 no or an
+// unknown credential, 403 a credential without the "dicom.store"
+// permission, 408 over max_request_seconds, 413 over max_request_bytes,
+// 415 not multipart/related of application/dicom (or a Content-Encoding).
+//
+// Threading: Run() blocks in cpp-httplib's accept loop until Stop() (from
+// any thread); requests run on dicomweb.max_connections threads. The spool
+// must outlive Run().
+#ifndef UPP_GATEWAY_STOW_RS_H_
+#define UPP_GATEWAY_STOW_RS_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "gateway/multipart.h"
+#include "gateway/spool.h"
+#include "unetrpp/v1/gateway.pb.h"
+
+namespace httplib {
+class Server;
+}
+namespace upp::server {
+class Authenticator;
+}
+
+namespace upp::gateway {
+
+// FailureReason values of a store response (PS3.18 10.5.3, PS3.4 B.2.3).
+inline constexpr uint16_t kStowOutOfResources = 0xA700;
+inline constexpr uint16_t kStowDataSetMismatch = 0xA900;  // also: not of the study the URL names
+inline constexpr uint16_t kStowCannotUnderstand = 0xC000;
+inline constexpr uint16_t kStowTransferSyntaxNotSupported = 0xC122;
+inline constexpr uint16_t kStowSopClassNotSupported = 0x0122;
+
+// One part of a request, as the response reports it.
+struct StowPart {
+  std::string sop_class_uid, sop_instance_uid;  // "" when not read (or not UIDs)
+  uint16_t failure = 0;                         // 0: stored
+  std::string outcome;  // for metrics: stored, invalid, too_large, not_allowed, spool_full, spool_error
+  // Internal: the spool file and series while the request is under way.
+  std::string path, series_uid;
+};
+
+// The limits a request's parts are held to.
+struct StowLimits {
+  uint64_t max_instance_bytes = uint64_t{1} << 30;
+  uint64_t min_free_spool_bytes = uint64_t{1} << 30;
+};
+
+// The multipart sink of one request: each part to its own spool file, then
+// checked. Separate from the server so that tests and the fuzz target can
+// feed it bodies without a socket.
+class StowRequest : public MultipartReader::Sink {
+ public:
+  // `study_uid`: the one the URL names ("" for POST /studies).
+  // `dicom_by_default`: parts without a Content-Type are DICOM (the
+  // request's type parameter said so).
+  StowRequest(Spool* spool, const StowLimits& limits, std::string study_uid, bool dicom_by_default);
+  ~StowRequest() override;  // Abort() unless committed
+
+  absl::Status BeginPart(absl::string_view content_type) override;
+  absl::Status PartData(absl::string_view data) override;
+  absl::Status EndPart() override;
+
+  // The request failed: every file of it is removed from the spool.
+  void Abort();
+  // The body arrived whole: each instance that passed is moved into its
+  // series (Spool::Commit).
+  void Commit();
+  const std::vector<StowPart>& parts() const { return parts_; }
+
+ private:
+  void FailCurrent(uint16_t reason, const char* outcome);
+  void CloseCurrent();
+
+  Spool* const spool_;
+  const StowLimits limits_;
+  const std::string study_uid_;
+  const bool dicom_by_default_;
+  std::vector<StowPart> parts_;
+  StowPart current_;
+  bool in_part_ = false;
+  int fd_ = -1;            // the current part's file, while it is written
+  bool arriving_ = false;  // counted by Spool::InstanceArriving
+  uint64_t part_bytes_ = 0;
+  bool settled_ = false;  // committed or aborted
+};
+
+// The JSON store response (application/dicom+json) and its HTTP status.
+struct StowResponse {
+  int http_status = 200;
+  std::string json;
+};
+StowResponse MakeStowResponse(const std::vector<StowPart>& parts);
+
+class StowServer {
+ public:
+  // Called for every part (outcome as StowPart::outcome) and every request
+  // (its HTTP status).
+  using InstanceCallback = std::function<void(const std::string& outcome)>;
+  using RequestCallback = std::function<void(int http_status)>;
+
+  // Reads the TLS files and the credential sources; errors name the field.
+  static absl::StatusOr<std::unique_ptr<StowServer>> Create(const unetrpp::v1::GatewayConfig& config, Spool* spool,
+                                                            InstanceCallback on_instance, RequestCallback on_request);
+  ~StowServer();
+
+  // Binds dicomweb.address:port (port 0: one is picked, see port()).
+  absl::Status Bind();
+  // Serves until Stop(); Bind() first.
+  absl::Status Run();
+  void Stop();
+  int port() const { return port_; }
+
+ private:
+  StowServer() = default;
+  struct Handler;
+
+  unetrpp::v1::DicomWebListener config_;
+  StowLimits limits_;
+  Spool* spool_ = nullptr;
+  InstanceCallback on_instance_;
+  RequestCallback on_request_;
+  std::unique_ptr<server::Authenticator> auth_;
+  bool allow_anonymous_ = false;
+  std::unique_ptr<httplib::Server> http_;
+  int port_ = 0;
+};
+
+}  // namespace upp::gateway
+
+#endif  // UPP_GATEWAY_STOW_RS_H_

@@ -1,0 +1,269 @@
+// The STOW-RS receiver over loopback HTTP: instances stored into the spool
+// with PS3.18's store response, and each refusal with its HTTP status,
+// nothing of a refused request left in the spool, the receiver still
+// serving after it.
+#include "gateway/stow_rs.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gateway/config.h"
+#include "gateway/series.h"
+#include "imageio/file_util.h"
+#include "server/auth.h"
+
+namespace upp::gateway {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kCtSmall[] = "/usr/lib/python3/dist-packages/pydicom/data/test_files/CT_small.dcm";
+constexpr char kStoreKey[] = "stow-writer-key";
+constexpr char kUserKey[] = "segment-only-key";
+constexpr uint64_t kMaxRequestBytes = 256 * 1024;
+
+std::string Part(const std::string& content_type, const std::string& bytes) {
+  return absl::StrCat("--BOUND\r\n", content_type.empty() ? "" : "Content-Type: " + content_type + "\r\n", "\r\n",
+                      bytes, "\r\n");
+}
+std::string Close() { return "--BOUND--\r\n"; }
+constexpr char kType[] = "multipart/related; type=\"application/dicom\"; boundary=BOUND";
+
+// Files under `dir`, recursively.
+int CountFiles(const fs::path& dir) {
+  int n = 0;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(dir, ec); it != fs::recursive_directory_iterator(); ++it)
+    if (it->is_regular_file()) ++n;
+  return n;
+}
+
+class StowRsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto ct = imageio::ReadWholeFile(kCtSmall);
+    if (!ct.ok()) GTEST_SKIP() << "python3-pydicom test data not installed";
+    ct_ = *ct;
+    auto header = ReadInstanceHeader(kCtSmall, 1 << 20);
+    ASSERT_TRUE(header.ok()) << header.status();
+    header_ = *header;
+    dir_ = fs::temp_directory_path() / ("upp-stow-test-" + std::to_string(getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    const std::string keys = (dir_ / "keys").string();
+    std::ofstream(keys) << "writer " << server::Authenticator::HashKey(kStoreKey) << " store\n"
+                        << "user " << server::Authenticator::HashKey(kUserKey) << " user\n";
+    auto spool = Spool::Create((dir_ / "spool").string());
+    ASSERT_TRUE(spool.ok()) << spool.status();
+    spool_ = *std::move(spool);
+    unetrpp::v1::GatewayConfig config;
+    config.set_spool_dir(spool_->root());
+    config.mutable_listener()->set_max_instance_bytes(64 * 1024);
+    config.mutable_listener()->set_min_free_spool_bytes(1 << 20);
+    auto* web = config.mutable_dicomweb();
+    web->set_address("127.0.0.1");
+    web->mutable_auth()->set_api_keys_file(keys);
+    web->set_max_request_bytes(kMaxRequestBytes);
+    ApplyDefaults(config);
+    web->set_port(0);  // picked by Bind
+    auto server = StowServer::Create(
+        config, spool_.get(), [this](const std::string& outcome) { outcomes_.push_back(outcome); }, nullptr);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    ASSERT_TRUE(server_->Bind().ok());
+    serving_ = std::thread([this] { server_->Run().IgnoreError(); });
+  }
+
+  void TearDown() override {
+    if (server_) {
+      server_->Stop();
+      serving_.join();
+    }
+    fs::remove_all(dir_);
+  }
+
+  httplib::Result Post(const std::string& path, const std::string& body, const std::string& token = kStoreKey,
+                       const std::string& type = kType) {
+    httplib::Client client("127.0.0.1", server_->port());
+    httplib::Headers headers;
+    if (!token.empty()) headers.emplace("Authorization", "Bearer " + token);
+    return client.Post(path, headers, body, type);
+  }
+
+  int StoredInstances() const { return CountFiles(fs::path(spool_->root()) / "series"); }
+  int Incoming() const { return CountFiles(fs::path(spool_->root()) / "incoming"); }
+
+  // The receiver still stores a good instance.
+  void ExpectStillServing() {
+    auto r = Post("/studies", Part("application/dicom", ct_) + Close());
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << r->body;
+  }
+
+  std::string ct_;
+  InstanceHeader header_;
+  fs::path dir_;
+  std::unique_ptr<Spool> spool_;
+  std::unique_ptr<StowServer> server_;
+  std::thread serving_;
+  std::vector<std::string> outcomes_;
+};
+
+TEST_F(StowRsTest, InstancesAreSpooledAndReferencedInTheStoreResponse) {
+  auto r = Post("/studies/" + header_.study_instance_uid, Part("application/dicom", ct_) + Close());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(r->get_header_value("Content-Type"), "application/dicom+json");
+  EXPECT_NE(r->body.find("\"00081199\":{\"vr\":\"SQ\""), std::string::npos) << r->body;
+  EXPECT_NE(r->body.find(header_.sop_instance_uid), std::string::npos);
+  EXPECT_EQ(r->body.find("00081198"), std::string::npos);
+  EXPECT_TRUE(fs::exists(fs::path(spool_->root()) / "series" / header_.series_instance_uid / "instances"));
+  EXPECT_EQ(StoredInstances(), 1);
+  EXPECT_EQ(Incoming(), 0);
+  EXPECT_EQ(outcomes_, std::vector<std::string>{"stored"});
+}
+
+TEST_F(StowRsTest, APartThatIsNotDicomFailsWithCannotUnderstand) {
+  auto r = Post("/studies", Part("application/dicom", "this is not DICOM") + Part("text/plain", "hello") + Close());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 409) << r->body;  // no instance stored
+  // 0xC000 twice, in FailedSOPSequence.
+  EXPECT_NE(r->body.find("\"00081198\""), std::string::npos) << r->body;
+  EXPECT_NE(r->body.find("\"00081197\":{\"vr\":\"US\",\"Value\":[49152]}"), std::string::npos) << r->body;
+  EXPECT_EQ(StoredInstances(), 0);
+  EXPECT_EQ(Incoming(), 0);
+  // With a good one beside it: 202, one referenced, one failed.
+  r = Post("/studies", Part("application/dicom", ct_) + Part("application/octet-stream", "x") + Close());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 202) << r->body;
+  EXPECT_NE(r->body.find("00081199"), std::string::npos);
+  EXPECT_NE(r->body.find("00081198"), std::string::npos);
+  EXPECT_EQ(StoredInstances(), 1);
+}
+
+TEST_F(StowRsTest, AnInstanceOfAnotherStudyThanTheUrlsIsRefused) {
+  auto r = Post("/studies/1.2.3.4", Part("application/dicom", ct_) + Close());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 409) << r->body;
+  EXPECT_NE(r->body.find("[43264]"), std::string::npos) << r->body;  // 0xA900
+  EXPECT_NE(r->body.find(header_.sop_instance_uid), std::string::npos);
+  EXPECT_EQ(StoredInstances(), 0);
+  EXPECT_EQ(Incoming(), 0);
+}
+
+TEST_F(StowRsTest, AnInstanceOverMaxInstanceBytesFailsAndIsNotKept) {
+  auto r = Post("/studies", Part("application/dicom", ct_ + std::string(70 * 1024, '\0')) + Close());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 409) << r->body;
+  EXPECT_NE(r->body.find("[42752]"), std::string::npos) << r->body;  // 0xA700
+  EXPECT_EQ(Incoming(), 0);
+  EXPECT_EQ(outcomes_, std::vector<std::string>{"too_large"});
+}
+
+TEST_F(StowRsTest, NoOrAnUnknownTokenIs401AWrongRoleIs403) {
+  const std::string body = Part("application/dicom", ct_) + Close();
+  auto r = Post("/studies", body, "");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  EXPECT_NE(r->get_header_value("WWW-Authenticate").find("Bearer"), std::string::npos);
+  r = Post("/studies", body, "not-a-key");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  r = Post("/studies", body, kUserKey);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 403);
+  EXPECT_EQ(StoredInstances(), 0);
+  EXPECT_EQ(Incoming(), 0);
+  ExpectStillServing();
+}
+
+TEST_F(StowRsTest, MalformedMultipartIs400WrongMediaTypeIs415) {
+  const std::string body = Part("application/dicom", ct_) + Close();
+  auto r = Post("/studies", body, kStoreKey, "multipart/related; type=\"application/dicom\"");  // no boundary
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  r = Post("/studies", body, kStoreKey, "multipart/related; type=\"application/dicom\"; boundary=OTHER");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  r = Post("/studies", Part("application/dicom", ct_), kStoreKey);  // no closing delimiter
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  r = Post("/studies", body, kStoreKey, "application/dicom");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 415);
+  r = Post("/studies", body, kStoreKey, "multipart/related; type=\"application/dicom+xml\"; boundary=BOUND");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 415);
+  EXPECT_EQ(StoredInstances(), 0);
+  EXPECT_EQ(Incoming(), 0);
+  ExpectStillServing();
+}
+
+TEST_F(StowRsTest, ADeclaredLengthOverTheLimitIs413BeforeTheBodyIsRead) {
+  auto r = Post("/studies", std::string(kMaxRequestBytes + 1, 'x'));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 413);
+  ExpectStillServing();
+}
+
+// A chunked body (no length announced) is counted as it arrives: the
+// receiver answers 413 once it is over the limit, while the client has
+// sent only a part of the chunk it announced, and keeps nothing of it.
+TEST_F(StowRsTest, AChunkedBodyOverTheLimitIsCutOffWhileItArrives) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(server_->port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  // A part that begins well (a DICOM instance's first bytes), then goes on:
+  // the chunk announces 64 MiB, 320 KiB of it are sent.
+  std::string head = absl::StrCat("POST /studies HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ", kStoreKey,
+                                  "\r\nContent-Type: ", kType, "\r\nTransfer-Encoding: chunked\r\n\r\n4000000\r\n");
+  std::string data = "--BOUND\r\nContent-Type: application/dicom\r\n\r\n" + ct_.substr(0, 1000);
+  data.resize(320 * 1024, '\0');
+  const std::string out = head + data;
+  size_t sent = 0;
+  while (sent < out.size()) {
+    const ssize_t n = send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += static_cast<size_t>(n);
+  }
+  std::string answer;
+  char buf[4096];
+  ssize_t n;
+  while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) answer.append(buf, static_cast<size_t>(n));
+  close(fd);
+  EXPECT_EQ(answer.substr(0, 12), "HTTP/1.1 413") << answer.substr(0, 200);
+  EXPECT_EQ(Incoming(), 0);
+  EXPECT_EQ(StoredInstances(), 0);
+  ExpectStillServing();
+}
+
+TEST(StowResponseTest, StatusFollowsWhatWasStored) {
+  StowPart ok{"1.2.840.10008.5.1.4.1.1.2", "1.2.3", 0, "stored", "", ""};
+  StowPart bad{"", "", kStowCannotUnderstand, "invalid", "", ""};
+  StowPart hostile{"1.2\"}", "x\\y", kStowCannotUnderstand, "invalid", "", ""};
+  EXPECT_EQ(MakeStowResponse({ok}).http_status, 200);
+  EXPECT_EQ(MakeStowResponse({ok, bad}).http_status, 202);
+  EXPECT_EQ(MakeStowResponse({bad}).http_status, 409);
+  EXPECT_EQ(MakeStowResponse({ok}).json,
+            "{\"00081199\":{\"vr\":\"SQ\",\"Value\":[{\"00081150\":{\"vr\":\"UI\",\"Value\":[\"1.2.840.10008.5.1.4.1.1."
+            "2\"]},\"00081155\":{\"vr\":\"UI\",\"Value\":[\"1.2.3\"]}}]}}");
+  // What a sender wrote that is not a UID never reaches the JSON.
+  EXPECT_EQ(MakeStowResponse({hostile}).json,
+            "{\"00081198\":{\"vr\":\"SQ\",\"Value\":[{\"00081197\":{\"vr\":\"US\",\"Value\":[49152]}}]}}");
+}
+
+}  // namespace
+}  // namespace upp::gateway
