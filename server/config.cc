@@ -174,6 +174,7 @@ void ApplyDefaults(unetrpp::v1::ServerConfig& c) {
   if (l->max_resampling_factor() == 0) l->set_max_resampling_factor(64);
   if (l->max_pending_streams() == 0) l->set_max_pending_streams(64);
   if (l->max_health_watches_per_peer() == 0) l->set_max_health_watches_per_peer(16);
+  if (l->decode_threads() == 0) l->set_decode_threads(1);
   auto* t = c.mutable_timeouts();
   if (t->header_seconds() == 0) t->set_header_seconds(10);
   if (t->upload_idle_seconds() == 0) t->set_upload_idle_seconds(30);
@@ -253,6 +254,7 @@ absl::Status ValidateConfig(const unetrpp::v1::ServerConfig& c) {
   if (c.batching().max_batch_size() > 256) return Bad("batching.max_batch_size", "at most 256");
   if (c.batching().max_queue_delay_us() > 10'000'000) return Bad("batching.max_queue_delay_us", "at most 10 s");
   if (c.cpu_threads() > 256) return Bad("cpu_threads", "at most 256");
+  if (c.limits().decode_threads() > 256) return Bad("limits.decode_threads", "at most 256");
   if (c.drain_grace_seconds() < 0 || c.drain_grace_seconds() > 3600) return Bad("drain_grace_seconds", "0 to 3600");
   if (!(c.limits().max_spacing_mm() > 0)) return Bad("limits.max_spacing_mm", "above 0");
   if (!(c.limits().max_resampling_factor() >= 1)) return Bad("limits.max_resampling_factor", "at least 1");

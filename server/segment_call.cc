@@ -96,7 +96,7 @@ void SegmentCall::OnReadDone(bool ok) {
     } else {
       StageDone(unetrpp::v1::STAGE_RECEIVING, start_);
       phase_ = Phase::kProcessing;
-      ScheduleGuarded(&SegmentCall::Process);
+      ScheduleGuarded(state_->decode_pool(), &SegmentCall::Process);
       return;  // no further reads: the input is complete
     }
   } catch (const std::bad_alloc&) {
@@ -209,9 +209,9 @@ void SegmentCall::ReleaseJob() {
   reservation_.ReleaseDeviceBytes();
 }
 
-void SegmentCall::ScheduleGuarded(void (SegmentCall::*work)()) {
+void SegmentCall::ScheduleGuarded(ThreadPool& pool, void (SegmentCall::*work)()) {
   auto self = shared_from_this();
-  state_->cpu_pool().Schedule([self, work] {
+  pool.Schedule([self, work] {
     try {
       ((*self).*work)();
     } catch (const std::bad_alloc&) {
@@ -234,6 +234,14 @@ void SegmentCall::Process() {
   if (!volume.ok()) return Fail(volume.status());
   StageDone(unetrpp::v1::STAGE_DECODING, t);
   stats_.voxels = volume->geometry.NumVoxels();
+  if (!Alive()) return;
+  decoded_ = *std::move(volume);
+  ScheduleGuarded(state_->cpu_pool(), &SegmentCall::Prepare);
+}
+
+void SegmentCall::Prepare() {
+  std::optional<imageio::Volume> volume = std::move(decoded_);
+  decoded_.reset();
   if (!Alive()) return;
   const auto policy = state_->config().nonfinite_voxels() == "refuse" ? preprocessing::NonFinitePolicy::kRefuse
                                                                       : preprocessing::NonFinitePolicy::kReplace;
@@ -296,7 +304,7 @@ void SegmentCall::WindowDone(int64_t item, const float* logits) {
   SendProgress(unetrpp::v1::STAGE_INFERENCE, static_cast<double>(windows_done) / stats_.windows_total, *done);
   if (*done) {
     StageDone(unetrpp::v1::STAGE_INFERENCE, enqueued_at_);
-    ScheduleGuarded(&SegmentCall::Postprocess);
+    ScheduleGuarded(state_->cpu_pool(), &SegmentCall::Postprocess);
   }
 }
 

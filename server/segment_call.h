@@ -79,9 +79,15 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
 
   absl::Status HandleHeader(const unetrpp::v1::RequestHeader& header);
   absl::Status HandleChunk(unetrpp::v1::InputChunk& chunk);
-  // CPU pool: decode, admit, preprocess, enqueue windows.
+  // Decode pool: decode (the readers admit before they allocate), then
+  // Prepare on the CPU pool. Decoding has a bounded pool of its own
+  // (limits.decode_threads) so that one caller's slow or hostile input
+  // cannot hold the CPU threads that stitch and finish everyone's windows.
   void Process();
   absl::StatusOr<imageio::Volume> Decode();
+  // CPU pool: the decoded volume (decoded_) checked, admitted, preprocessed
+  // and its windows enqueued.
+  void Prepare();
   // CPU pool: the job built from the decoded volume, its windows queued.
   void Enqueue(imageio::Volume volume);
   // Whom the per-caller limits count this call against: the principal when
@@ -97,8 +103,8 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   std::string PlaceJob(const imageio::Geometry& g, const inference::JobOptions& options);
   // Frees the job, then gives its GPU memory reservation back.
   void ReleaseJob();
-  // Runs `work` on the CPU pool; an exception fails this request only.
-  void ScheduleGuarded(void (SegmentCall::*work)());
+  // Runs `work` on `pool`; an exception fails this request only.
+  void ScheduleGuarded(ThreadPool& pool, void (SegmentCall::*work)());
   // Ends a call whose client stopped taking part, with `status`; when a
   // write is in flight (it would never complete) the stream is cancelled.
   void Abandon(const absl::Status& status);
@@ -148,6 +154,9 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   std::atomic<ServedModel*> model_{nullptr};
   ServedModel* model() const { return model_.load(std::memory_order_acquire); }
   std::optional<InputCollector> collector_;  // from the header on
+  // Handed from Process (decode pool) to Prepare (CPU pool): the pool's
+  // queue orders the two.
+  std::optional<imageio::Volume> decoded_;
   int64_t bytes_received_ = 0;
   int64_t next_receive_progress_ = 0;
   // What the request holds (slot, memory, windows, GPU memory), from its

@@ -19,6 +19,7 @@ ServiceState::ServiceState(unetrpp::v1::ServerConfig config, std::unique_ptr<Thr
       models_(std::move(models)),
       metrics_(std::move(metrics)),
       cpu_pool_(std::move(cpu_pool)),
+      decode_pool_(std::make_unique<ThreadPool>(static_cast<int>(config_.limits().decode_threads()))),
       auth_(std::move(auth)),
       audit_(std::move(audit)),
       admission_(AdmissionLimits::FromConfig(config_), metrics_.get()),
@@ -30,8 +31,9 @@ ServiceState::~ServiceState() {
     stopping_ = true;
   }
   watchdog_.join();
-  models_->Shutdown();  // the workers' last stitching tasks are queued on the pool
-  cpu_pool_.reset();    // runs what is queued, joins
+  decode_pool_.reset();  // its last decodes hand their volumes to the CPU pool
+  models_->Shutdown();   // the workers' last stitching tasks are queued on the pool
+  cpu_pool_.reset();     // runs what is queued, joins
 }
 
 void ServiceState::Watch(std::weak_ptr<TimedCall> call) {

@@ -48,6 +48,10 @@ class ServiceState {
   ModelRegistry& models() { return *models_; }
   Metrics& metrics() { return *metrics_; }
   ThreadPool& cpu_pool() { return *cpu_pool_; }
+  // Decoding only (limits.decode_threads threads): a slow or hostile input
+  // waits here for its turn, while the CPU pool stitches and finishes the
+  // windows of everyone else.
+  ThreadPool& decode_pool() { return *decode_pool_; }
   const Authenticator& auth() const { return *auth_; }
   // One JSON line per call (no patient data): the audit trail.
   void Audit(const std::string& json_line) const;
@@ -75,6 +79,7 @@ class ServiceState {
   std::unique_ptr<ModelRegistry> models_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<ThreadPool> cpu_pool_;
+  std::unique_ptr<ThreadPool> decode_pool_;  // hands decoded volumes to cpu_pool_
   std::unique_ptr<Authenticator> auth_;
   std::shared_ptr<spdlog::logger> audit_;
   void WatchdogLoop();

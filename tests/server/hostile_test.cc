@@ -4,6 +4,7 @@
 // and after it.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -11,6 +12,8 @@
 #include <future>
 #include <limits>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "clients/cpp/client.h"
 #include "imageio/nifti.h"
@@ -40,13 +43,16 @@ constexpr char kLimits[] =
 constexpr char kTimeouts[] = "header_seconds: 1 upload_idle_seconds: 1";
 
 std::unique_ptr<Server> StartServer(const std::string& extra, const std::string& limits = kLimits,
-                                    const std::string& timeouts = kTimeouts, const std::string& metrics = "off") {
+                                    const std::string& timeouts = kTimeouts, const std::string& metrics = "off",
+                                    int cpu_threads = 2) {
   auto config = ParseConfig(
       "listen_address: '127.0.0.1:0'\n"
       "metrics_address: '" +
       metrics +
       "'\n"
-      "cpu_threads: 2\n"
+      "cpu_threads: " +
+      std::to_string(cpu_threads) +
+      "\n"
       "limits { " +
       limits +
       " }\n"
@@ -372,6 +378,51 @@ TEST_F(HostileTest, DicomThatDcmtkWouldChokeOnIsRefusedAtOnce) {
   }
   EXPECT_LT(testing::PeakRssBytes() - rss, testing::RssBound(int64_t{64} << 20));
   EXPECT_TRUE(GoodRequestSucceeds());
+}
+
+// Issue 28: decoding ran on the CPU pool, whose threads also stitch every
+// request's windows and finish it, so one caller's slow input held them all.
+// Here the pool has one thread; a request is in inference when eight DICOM
+// instances of 520,000 elements each (within every cap, about a second of
+// DCMTK each, none an image) arrive. Decoded on a pool of its own
+// (limits.decode_threads), they no longer keep the first request's windows
+// from being stitched: it finishes while they are still being parsed.
+TEST(HostileConfigTest, ASlowDecodeDoesNotHoldUpAnotherRequestsStitching) {
+  auto server = StartServer("",
+                            "max_input_bytes: 67108864 max_bytes_in_flight: 4294967296 max_input_files: 8 "
+                            "max_windows_per_request: 4000 decode_threads: 1",
+                            kTimeouts, "off", /*cpu_threads=*/1);
+  ASSERT_TRUE(server);
+  const std::string address = "127.0.0.1:" + std::to_string(server->port());
+  const std::vector<std::string> items(8, testing::EmptyElements(65000, false));
+  const std::vector<std::string> slow(8, testing::Part10(testing::SequenceOf(0x0009, 0x1000, items)));
+
+  std::promise<void> in_inference;
+  std::atomic<bool> told{false};
+  using Clock = std::chrono::steady_clock;
+  auto first = std::async(std::launch::async, [&] {
+    auto c = client::Client::Connect(address);
+    auto r = c->Segment({testing::FloatNifti(testing::Phantom({96, 96, 48}, {2.0, 2.0, 2.0}))}, {},
+                        [&](const unetrpp::v1::Progress& p) {
+                          if (p.stage() == unetrpp::v1::STAGE_INFERENCE && !told.exchange(true))
+                            in_inference.set_value();
+                        });
+    return std::make_pair(r.status(), Clock::now());
+  });
+  ASSERT_EQ(in_inference.get_future().wait_for(std::chrono::seconds(120)), std::future_status::ready);
+  auto slow_call = std::async(std::launch::async, [&] {
+    auto c = client::Client::Connect(address);
+    client::SegmentOptions options;
+    options.format = unetrpp::v1::INPUT_FORMAT_DICOM;
+    auto r = c->Segment(slow, options);
+    return std::make_pair(r.status(), Clock::now());
+  });
+  const auto [first_status, first_done] = first.get();
+  const auto [slow_status, slow_done] = slow_call.get();
+  EXPECT_TRUE(first_status.ok()) << first_status;
+  EXPECT_EQ(slow_status.code(), absl::StatusCode::kInvalidArgument) << slow_status;
+  const double after = std::chrono::duration<double>(first_done - slow_done).count();
+  EXPECT_LT(after, 0.0) << "the first request finished " << after << " s after the slow input's decode ended";
 }
 
 // A client that sends its volume and never reads the result: its writes
