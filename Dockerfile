@@ -16,7 +16,7 @@ ARG BASE=debian:bookworm-slim
 FROM ${BASE} AS build
 ARG UPP_JOBS=2
 WORKDIR /src
-COPY deploy/install-deps.sh deploy/install-deps.sh
+COPY deploy/install-deps.sh deploy/apt-backports.sh deploy/
 RUN bash deploy/install-deps.sh --build && rm -rf /var/lib/apt/lists/*
 COPY . .
 # One layer: build, install, list the runtime packages, drop the build tree.
@@ -33,7 +33,11 @@ RUN --mount=type=cache,target=/root/.cache/ccache,id=unetrpp-ccache \
 
 FROM ${BASE}
 COPY --from=build /opt/unetrpp /opt/unetrpp
-RUN apt-get update -q \
+# The runtime libraries may include OpenTelemetry's, from bookworm-backports
+# (pinned to them alone, as in the build stage).
+COPY deploy/apt-backports.sh /tmp/apt-backports.sh
+RUN bash /tmp/apt-backports.sh && rm /tmp/apt-backports.sh \
+ && apt-get update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
       $(cat /opt/unetrpp/runtime-packages.txt) \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \

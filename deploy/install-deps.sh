@@ -20,7 +20,12 @@ BUILD_PACKAGES=(
   libcpp-httplib-dev libcurl4-openssl-dev
   # clients/: the PNG overlay (cairo)
   libcairo2-dev
+  # tracing/: OpenTelemetry C++ (OTLP exporter), from bookworm-backports (below)
+  opentelemetry-cpp-dev
 )
+# Packages that come from bookworm-backports: deploy/apt-backports.sh adds the
+# suite from this machine's own apt source and pins it to them alone.
+BACKPORTED_PACKAGES=(opentelemetry-cpp-dev)
 
 PACKAGES=(
   "${BUILD_PACKAGES[@]}"
@@ -68,5 +73,11 @@ fi
 
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+for p in "${missing[@]}"; do
+  if [[ " ${BACKPORTED_PACKAGES[*]} " == *" $p "* ]]; then
+    bash "$(dirname "${BASH_SOURCE[0]}")/apt-backports.sh"
+    break
+  fi
+done
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

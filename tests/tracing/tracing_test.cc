@@ -1,0 +1,213 @@
+#include "tracing/tracing.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+
+#ifdef UPP_TRACING_OTEL
+#include <grpcpp/grpcpp.h>
+
+#include "opentelemetry/proto/collector/trace/v1/trace_service.grpc.pb.h"
+#endif
+
+namespace upp::tracing {
+namespace {
+
+#ifdef UPP_TRACING_OTEL
+
+namespace otlp = opentelemetry::proto::collector::trace::v1;
+
+std::string Hex(const std::string& bytes) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  }
+  return out;
+}
+
+// A collector on loopback: keeps every span it is sent.
+class Receiver final : public otlp::TraceService::Service {
+ public:
+  struct Received {
+    std::string name, trace_id, span_id, parent_span_id;
+    int kind = 0;
+    uint64_t start = 0, end = 0;
+    std::vector<std::string> attributes;
+  };
+
+  Receiver() {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(this);
+    server_ = builder.BuildAndStart();
+  }
+  ~Receiver() override { server_->Shutdown(); }
+  std::string endpoint() const { return "127.0.0.1:" + std::to_string(port_); }
+
+  grpc::Status Export(grpc::ServerContext*, const otlp::ExportTraceServiceRequest* request,
+                      otlp::ExportTraceServiceResponse*) override {
+    absl::MutexLock lock(&mu_);
+    for (const auto& resource : request->resource_spans()) {
+      for (const auto& a : resource.resource().attributes())
+        resource_attributes_.push_back(a.key() + "=" + a.value().string_value());
+      for (const auto& scope : resource.scope_spans()) {
+        for (const auto& s : scope.spans()) {
+          Received r{s.name(), Hex(s.trace_id()),        Hex(s.span_id()),       Hex(s.parent_span_id()),
+                     s.kind(), s.start_time_unix_nano(), s.end_time_unix_nano(), {}};
+          for (const auto& a : s.attributes()) r.attributes.push_back(a.key());
+          spans_.push_back(std::move(r));
+        }
+      }
+    }
+    return grpc::Status::OK;
+  }
+
+  // The spans received once there are `n`, or what came within 10 s.
+  std::vector<Received> WaitFor(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [&] { return spans_.size() >= n; };
+    mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(10));
+    return spans_;
+  }
+  std::vector<std::string> resource_attributes() {
+    absl::MutexLock lock(&mu_);
+    return resource_attributes_;
+  }
+
+ private:
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+  absl::Mutex mu_;
+  std::vector<Received> spans_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> resource_attributes_ ABSL_GUARDED_BY(mu_);
+};
+
+constexpr char kTraceId[] = "4bf92f3577b34da6a3ce929d0e0e4736";
+constexpr char kCallerSpan[] = "00f067aa0ba902b7";
+
+TracingOptions Options(const std::string& endpoint) {
+  TracingOptions options;
+  options.endpoint = endpoint;
+  options.schedule_delay = absl::Milliseconds(50);
+  options.export_timeout = absl::Seconds(2);
+  options.service_version = "test";
+  options.resource_attributes = {{"k8s.pod.name", "pod-0"}};
+  return options;
+}
+
+TEST(TracingTest, ASpanReachesTheCollectorWithTheCallersTraceId) {
+  ASSERT_TRUE(Available());
+  Receiver receiver;
+  auto tracer = Tracer::Create(Options(receiver.endpoint()));
+  ASSERT_TRUE(tracer.ok()) << tracer.status();
+  std::string server_span_id;
+  {
+    Span segment = (*tracer)->StartServerSpan("Segment", std::string("00-") + kTraceId + "-" + kCallerSpan + "-01",
+                                              "vendor=value");
+    ASSERT_TRUE(segment.recording());
+    EXPECT_EQ(segment.TraceId(), kTraceId);
+    EXPECT_EQ(segment.TraceParent(), std::string("00-") + kTraceId + "-" + segment.SpanId() + "-01");
+    server_span_id = segment.SpanId();
+    segment.SetAttribute("upp.model", "phantom-ct");
+    segment.SetAttribute("upp.voxels", int64_t{2097152});
+    Span decode = segment.StartChild("decode");
+    decode.SetAttribute("upp.input_bytes", int64_t{1024});
+    decode.End();
+    segment.SetStatus(absl::OkStatus());
+  }  // ended here
+  ASSERT_TRUE((*tracer)->ForceFlush(absl::Seconds(5)));
+
+  auto spans = receiver.WaitFor(2);
+  ASSERT_EQ(spans.size(), 2u);
+  const auto& decode = spans[0].name == "decode" ? spans[0] : spans[1];
+  const auto& segment = spans[0].name == "decode" ? spans[1] : spans[0];
+  EXPECT_EQ(segment.name, "Segment");
+  EXPECT_EQ(segment.trace_id, kTraceId);
+  EXPECT_EQ(segment.parent_span_id, kCallerSpan);
+  EXPECT_EQ(segment.span_id, server_span_id);
+  EXPECT_EQ(segment.kind, opentelemetry::proto::trace::v1::Span::SPAN_KIND_SERVER);
+  EXPECT_EQ(decode.trace_id, kTraceId);
+  EXPECT_EQ(decode.parent_span_id, segment.span_id);
+  EXPECT_GE(decode.start, segment.start);
+  EXPECT_LE(decode.end, segment.end);
+  EXPECT_EQ(segment.attributes, (std::vector<std::string>{"upp.model", "upp.voxels"}));
+  auto resource = receiver.resource_attributes();
+  for (const char* a : {"service.name=unetrpp-serve", "service.version=test", "k8s.pod.name=pod-0"})
+    EXPECT_NE(std::find(resource.begin(), resource.end(), a), resource.end()) << a;
+}
+
+TEST(TracingTest, WithoutAValidTraceparentASpanStartsANewTrace) {
+  Receiver receiver;
+  auto tracer = Tracer::Create(Options(receiver.endpoint()));
+  ASSERT_TRUE(tracer.ok()) << tracer.status();
+  for (const char* bad : {"", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "garbage",
+                          "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"}) {
+    Span span = (*tracer)->StartServerSpan("Segment", bad);
+    EXPECT_TRUE(span.recording()) << bad;
+    EXPECT_EQ(span.TraceId().size(), 32u) << bad;
+    EXPECT_NE(span.TraceId(), kTraceId) << bad;
+  }
+}
+
+TEST(TracingTest, ACallerThatDidNotSampleIsNotRecorded) {
+  Receiver receiver;
+  auto tracer = Tracer::Create(Options(receiver.endpoint()));
+  ASSERT_TRUE(tracer.ok());
+  Span span = (*tracer)->StartServerSpan("Segment", std::string("00-") + kTraceId + "-" + kCallerSpan + "-00");
+  EXPECT_FALSE(span.recording());
+  EXPECT_EQ(span.TraceId(), kTraceId);  // still propagated, for the log line
+}
+
+TEST(TracingTest, AnUnreachableCollectorCostsSpansNotTheCaller) {
+  // A port nothing listens on; a queue of 16: 10 000 spans are dropped
+  // beyond it rather than held, and nothing blocks the caller.
+  TracingOptions options = Options("127.0.0.1:1");
+  options.queue_size = 16;
+  options.export_timeout = absl::Milliseconds(200);
+  auto tracer = Tracer::Create(options);
+  ASSERT_TRUE(tracer.ok());
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < 10000; ++i) {
+    Span span = (*tracer)->StartServerSpan("Segment", "");
+    span.StartChild("decode").End();
+  }
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  tracer->reset();  // flushes what it can within export_timeout, then stops
+  EXPECT_LT(absl::Now() - start, absl::Seconds(15));
+}
+
+TEST(TracingTest, BadOptionsAreRefused) {
+  TracingOptions options = Options("");
+  EXPECT_FALSE(Tracer::Create(options).ok());
+  options = Options("127.0.0.1:1");
+  options.sampling_ratio = 1.5;
+  EXPECT_FALSE(Tracer::Create(options).ok());
+  options = Options("127.0.0.1:1");
+  options.queue_size = 0;
+  EXPECT_FALSE(Tracer::Create(options).ok());
+}
+
+#else
+
+TEST(TracingTest, WithoutTheSdkTracingSaysItIsOff) {
+  EXPECT_FALSE(Available());
+  TracingOptions options;
+  options.endpoint = "127.0.0.1:4317";
+  EXPECT_EQ(Tracer::Create(options).status().code(), absl::StatusCode::kFailedPrecondition);
+  Span span;
+  EXPECT_FALSE(span.recording());
+  EXPECT_EQ(span.StartChild("x").TraceId(), "");
+}
+
+#endif  // UPP_TRACING_OTEL
+
+}  // namespace
+}  // namespace upp::tracing
