@@ -12,9 +12,13 @@ namespace {
 
 constexpr char kCrlf[] = "\r\n";
 
-// RFC 2046 5.1.1: bcharsnospace, and space (not last); 1 to 70 characters.
+// RFC 2046 5.1.1: bcharsnospace, and space (not last); 1 to 70 characters
+// there, up to kMaxBoundaryBytes here: Orthanc's DICOMweb client (1.7)
+// sends two UUIDs joined, 73 characters.
+constexpr size_t kMaxBoundaryBytes = 200;
+
 bool ValidBoundary(absl::string_view b) {
-  if (b.empty() || b.size() > 70 || b.back() == ' ') return false;
+  if (b.empty() || b.size() > kMaxBoundaryBytes || b.back() == ' ') return false;
   for (char c : b) {
     if (absl::ascii_isalnum(static_cast<unsigned char>(c))) continue;
     if (absl::string_view("'()+_,-./:=? ").find(c) == absl::string_view::npos) return false;
@@ -86,7 +90,7 @@ absl::StatusOr<MultipartType> ParseMultipartRelated(absl::string_view content_ty
     if (name == "boundary") {
       if (have_boundary) return absl::InvalidArgumentError("Content-Type: two boundary parameters");
       if (!ValidBoundary(value))
-        return absl::InvalidArgumentError("Content-Type: the boundary must be 1 to 70 characters of RFC 2046");
+        return absl::InvalidArgumentError("Content-Type: the boundary must be 1 to 200 characters of RFC 2046");
       result.boundary = std::move(value);
       have_boundary = true;
     } else if (name == "type") {

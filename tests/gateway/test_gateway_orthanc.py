@@ -64,7 +64,7 @@ def read_metric(port, name, **labels):
 class Orthanc:
     """Orthanc from Debian with a generated configuration, on free loopback ports."""
 
-    def __init__(self, root, gateway_port, tls=None):
+    def __init__(self, root, gateway_port, tls=None, extra=None):
         self.http_port, self.dicom_port = free_port(), free_port()
         os.makedirs(root, exist_ok=True)
         config = {
@@ -81,6 +81,7 @@ class Orthanc:
                            "DicomTlsRemoteCertificateRequired": True,
                            "DicomModalities": {"gateway": {"AET": "UNETRPP", "Host": "127.0.0.1",
                                                            "Port": gateway_port, "UseDicomTls": True}}})
+        config.update(extra or {})  # e.g. the DICOMweb plugin and its servers
         self.config_path = os.path.join(root, "orthanc.json")
         with open(self.config_path, "w") as f:
             json.dump(config, f)
@@ -182,6 +183,32 @@ def truth_on_dicom_grid(truth_path, slices):
         v = vox[inside]
         out[k][inside] = data[v[:, 0], v[:, 1], v[:, 2]]
     return out
+
+
+def check_seg_against_truth(test, seg, directory, truth_path, server_port):
+    """The SEG's labels on the source series `directory` against the
+    phantom's truth: mean Dice >= 0.8 through the segment names the server
+    gives its labels. Returns ({segment number: name}, the server's own
+    result for the series)."""
+    source = sorted((pydicom.dcmread(os.path.join(directory, n)) for n in os.listdir(directory)),
+                    key=lambda d: float(d.ImagePositionPatient[2]))
+    positions = np.array([[float(v) for v in d.ImagePositionPatient] for d in source])
+    labels = seg_label_map(seg, positions, source[0].Rows, source[0].Columns)
+    names = {s.SegmentNumber: s.SegmentLabel for s in seg.SegmentSequence}
+    truth = truth_on_dicom_grid(truth_path, source)
+    sys.path.insert(0, os.path.join(os.environ["UPP_BUILD"], "python"))
+    from unetrpp_client import Client
+    with Client(f"127.0.0.1:{server_port}") as client:
+        from_server = client.segment([os.path.join(directory, n) for n in sorted(os.listdir(directory))],
+                                     dicom=True, outputs=["raw"])
+        truth_names = {l.value: l.name for l in from_server.header.labels}
+    dice = []
+    for number, name in names.items():
+        value = next(v for v, n in truth_names.items() if n == name)
+        a, b = labels == number, truth == value
+        dice.append(2.0 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum()))
+    test.assertGreaterEqual(float(np.mean(dice)), 0.8, dict(zip(names.values(), dice)))
+    return names, from_server
 
 
 def report_volumes(sr):
@@ -299,28 +326,7 @@ metrics_address: "127.0.0.1:{cls.metrics_port}"
         # The SEG refers to the source series and lies on its slices.
         self.assertEqual(seg.StudyInstanceUID, study)
         self.assertEqual(seg.ReferencedSeriesSequence[0].SeriesInstanceUID, series_uid)
-        source = sorted((pydicom.dcmread(os.path.join(directory, n)) for n in os.listdir(directory)),
-                        key=lambda d: float(d.ImagePositionPatient[2]))
-        positions = np.array([[float(v) for v in d.ImagePositionPatient] for d in source])
-        labels = seg_label_map(seg, positions, source[0].Rows, source[0].Columns)
-        names = {s.SegmentNumber: s.SegmentLabel for s in seg.SegmentSequence}
-
-        # Dice against the truth, per structure, through the SEG's names.
-        truth = truth_on_dicom_grid(self.truth, source)
-        truth_names = {}
-        from_server = None
-        sys.path.insert(0, os.path.join(os.environ["UPP_BUILD"], "python"))
-        from unetrpp_client import Client
-        with Client(f"127.0.0.1:{self.server_port}") as client:
-            from_server = client.segment([os.path.join(directory, n) for n in sorted(os.listdir(directory))],
-                                         dicom=True, outputs=["raw"])
-            truth_names = {l.value: l.name for l in from_server.header.labels}
-        dice = []
-        for number, name in names.items():
-            value = next(v for v, n in truth_names.items() if n == name)
-            a, b = labels == number, truth == value
-            dice.append(2.0 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum()))
-        self.assertGreaterEqual(float(np.mean(dice)), 0.8, dict(zip(names.values(), dice)))
+        names, from_server = check_seg_against_truth(self, seg, directory, self.truth, self.server_port)
 
         # The report's volumes are the server's, for every segment of the SEG.
         self.assertEqual(sr.StudyInstanceUID, study)
