@@ -46,6 +46,10 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                              .Name("upp_model_load_duration_seconds")
                              .Help("Time to load and warm up a model")
                              .Register(*registry_);
+  model_version_ = &BuildGauge()
+                        .Name("upp_model_version_info")
+                        .Help("A loaded model version: 1 when it is the default, 0 when another ready one")
+                        .Register(*registry_);
   bytes_in_ =
       &BuildCounter().Name("upp_received_bytes_total").Help("Input bytes received").Register(*registry_).Add({});
   bytes_out_ = &BuildCounter().Name("upp_sent_bytes_total").Help("Result bytes sent").Register(*registry_).Add({});
@@ -165,6 +169,15 @@ void Metrics::JobCreated(const std::string& model, const std::string& device) {
 
 std::optional<int64_t> Metrics::DeviceTotalBytes(const std::string& device) const {
   return device_memory_ ? device_memory_->TotalBytes(device) : std::nullopt;
+}
+
+void Metrics::ModelVersion(const std::string& model, const std::string& version, std::optional<bool> is_default) {
+  auto& gauge = model_version_->Add({{"model", model}, {"version", version}});
+  if (is_default) {
+    gauge.Set(*is_default ? 1 : 0);
+  } else {
+    model_version_->Remove(&gauge);
+  }
 }
 
 void Metrics::ModelLoaded(const std::string& model, double seconds) {

@@ -70,6 +70,10 @@ class Metrics {
   // that dashboards (rate(), absent-series alerts) work before the first
   // request and a model that is never called shows as such.
   void ModelLoaded(const std::string& model, double seconds);
+  // upp_model_version_info{model, version}: 1 for the default version, 0
+  // for another ready one; `is_default` nullopt removes the series, so the
+  // label is bounded by the versions loaded at once.
+  void ModelVersion(const std::string& model, const std::string& version, std::optional<bool> is_default);
   // upp_cpu_info{isa, bf16, amx} 1: what the CPU kernels dispatch to, so
   // dashboards can tell machines of different kinds apart.
   void CpuInfo(const std::string& isa, bool bf16, bool amx);
@@ -96,6 +100,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* windows_;
   prometheus::Family<prometheus::Gauge>* queued_windows_;
   prometheus::Family<prometheus::Gauge>* model_load_seconds_;
+  prometheus::Family<prometheus::Gauge>* model_version_;
   prometheus::Counter* bytes_in_;
   prometheus::Counter* bytes_out_;
   prometheus::Gauge* in_flight_;

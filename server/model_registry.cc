@@ -260,6 +260,7 @@ absl::Status ModelRegistry::LoadOne(const unetrpp::v1::ModelEntry& entry, const 
                   std::string(why.message()));
     absl::MutexLock lock(&mu_);
     models_[name].lifecycle.Failed(spec.version, why, absl::Now()).IgnoreError();
+    PublishLocked(name);
     return why;
   };
   auto m = ServedModel::Load(EntryForVersion(entry, spec), config_, metrics_, stitch_pool_);
@@ -282,6 +283,7 @@ absl::Status ModelRegistry::LoadOne(const unetrpp::v1::ModelEntry& entry, const 
     model.lifecycle.Ready(spec.version, seconds, {(*m)->weights_sha256(), spec.card_json}, make_default, absl::Now())
         .IgnoreError();
     model.loaded[spec.version] = *std::move(m);
+    PublishLocked(name);
   }
   if (metrics_) metrics_->ModelLoaded(name, seconds);
   return absl::OkStatus();
@@ -394,6 +396,7 @@ absl::Status ModelRegistry::LoadVersion(const LoadRequest& request) {
   absl::MutexLock manage(&manage_mu_);
   auto spec = Resolve(request);
   if (!spec.ok()) return spec.status();
+  if (Unloading(request.name, spec->version)) WaitRetired();  // loaded again once the old copy is gone
   unetrpp::v1::ModelEntry entry;
   std::string previous;
   {
@@ -404,6 +407,7 @@ absl::Status ModelRegistry::LoadVersion(const LoadRequest& request) {
     const VersionRecord* r = model.lifecycle.Find(spec->version);
     if (r && r->state == VersionState::kReady) {  // loaded already: a switch only
       if (auto s = model.lifecycle.MakeDefault(spec->version); !s.ok()) return s;
+      PublishLocked(request.name);
       if (request.keep_previous || previous.empty() || previous == spec->version) return absl::OkStatus();
       return RetireLocked(model, previous);
     }
@@ -430,6 +434,14 @@ absl::Status ModelRegistry::LoadVersion(const LoadRequest& request) {
   return RetireLocked(model, previous);
 }
 
+bool ModelRegistry::Unloading(const std::string& name, const std::string& version) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = models_.find(name);
+  if (it == models_.end()) return false;
+  const VersionRecord* r = it->second.lifecycle.Find(version);
+  return r && r->state == VersionState::kUnloading;
+}
+
 absl::Status ModelRegistry::UnloadVersion(const std::string& name, const std::string& version) {
   absl::MutexLock manage(&manage_mu_);
   absl::MutexLock lock(&mu_);
@@ -449,6 +461,7 @@ absl::Status ModelRegistry::RetireLocked(Model& model, const std::string& versio
   if (shutdown_) m->GiveUpWaiting();
   spdlog::info("model {} version {}: unloading once its requests are done (default now: \"{}\")", m->name(), version,
                model.lifecycle.default_version());
+  PublishLocked(m->name());
   retirers_.emplace_back([this, m = std::move(m)]() mutable { FinishRetiring(std::move(m)); });
   return absl::OkStatus();
 }
@@ -472,6 +485,15 @@ void ModelRegistry::FinishRetiring(std::unique_ptr<ServedModel> m) {
   if (m) abandoned_.push_back(std::move(m));
   retiring_.erase(key);
   models_[name].lifecycle.Unloaded(version, absl::Now()).IgnoreError();
+}
+
+void ModelRegistry::PublishLocked(const std::string& name) {
+  if (!metrics_) return;
+  const ModelLifecycle& lifecycle = models_[name].lifecycle;
+  for (const VersionRecord& r : lifecycle.versions())
+    metrics_->ModelVersion(
+        name, r.version,
+        r.state == VersionState::kReady ? std::optional<bool>(r.version == lifecycle.default_version()) : std::nullopt);
 }
 
 void ModelRegistry::WaitRetired() {

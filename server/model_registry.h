@@ -178,6 +178,10 @@ class ModelRegistry {
   // Stops new requests from getting the version and retires it once its
   // requests are done (in the background).
   absl::Status UnloadVersion(const std::string& name, const std::string& version);
+  // Runs `work` (LoadVersion, UnloadVersion and what follows) on the
+  // registry's management thread, so that gRPC's threads never wait for a
+  // load.
+  void RunManagement(std::function<void()> work) { manager_.Schedule(std::move(work)); }
   // Blocks until every version being retired is gone (tests, benchmarks).
   void WaitRetired();
   void Shutdown();
@@ -197,11 +201,14 @@ class ModelRegistry {
   absl::Status CheckMemory(const unetrpp::v1::ModelEntry& entry, const VersionSpec& spec) const;
   // The version `request` names, from the model's source now.
   absl::StatusOr<VersionSpec> Resolve(const LoadRequest& request) const;
+  bool Unloading(const std::string& name, const std::string& version) const;
   // Ready -> unloading, and a thread that destroys it once unpinned.
   absl::Status RetireLocked(Model& model, const std::string& version) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The retiring thread's work: waits for the version's last request,
   // stops its workers and frees it.
   void FinishRetiring(std::unique_ptr<ServedModel> version);
+  // The versions of `name` in upp_model_version_info, as they are now.
+  void PublishLocked(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool NoneRetiringLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return retiring_.empty(); }
 
   const unetrpp::v1::ServerConfig config_;
@@ -222,6 +229,9 @@ class ModelRegistry {
   // registry, after the CPU pool's last tasks (which may still pin them).
   std::vector<std::unique_ptr<ServedModel>> abandoned_ ABSL_GUARDED_BY(mu_);
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  // Last: destroyed first, so a management task in flight ends while the
+  // versions still exist.
+  ThreadPool manager_{1};
 };
 
 }  // namespace upp::server

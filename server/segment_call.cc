@@ -333,6 +333,10 @@ void SegmentCall::Postprocess() {
   context.algorithm_version = model()->entry().version();
   auto result = EncodeResult(*labels, header_.outputs(), context);
   if (!result.ok()) return Fail(result.status());
+  auto* made_by = result->header.mutable_result_header();  // the version this request ran on
+  made_by->set_model(model()->name());
+  made_by->set_model_version(model()->version());
+  made_by->set_weights_sha256(model()->weights_sha256());
   StageDone(unetrpp::v1::STAGE_ENCODING, t);
   std::string().swap(input_.dicom_source_instance);
   // Only the results remain: the reservation shrinks to them and the windows

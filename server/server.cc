@@ -180,6 +180,29 @@ class SegmentationService final : public unetrpp::v1::Segmentation::CallbackServ
     return reactor;
   }
 
+  grpc::ServerUnaryReactor* LoadModel(grpc::CallbackServerContext* context,
+                                      const unetrpp::v1::LoadModelRequest* request,
+                                      unetrpp::v1::ModelInfo* response) override {
+    const LoadRequest load{request->name(), request->version(), request->keep_previous(), request->drain_then_load()};
+    nlohmann::json audit{{"model", load.name},
+                         {"version", load.version},
+                         {"keep_previous", load.keep_previous},
+                         {"drain_then_load", load.drain_then_load}};
+    return Manage(context, "LoadModel", std::move(audit), response,
+                  [this, load] { return state_->models().LoadVersion(load); });
+  }
+
+  grpc::ServerUnaryReactor* UnloadModel(grpc::CallbackServerContext* context,
+                                        const unetrpp::v1::UnloadModelRequest* request,
+                                        unetrpp::v1::ModelInfo* response) override {
+    const std::string name = request->name(), version = request->version();
+    nlohmann::json audit{{"model", name}, {"version", version}};
+    return Manage(context, "UnloadModel", std::move(audit), response, [this, name, version] {
+      if (version.empty()) return absl::InvalidArgumentError("UnloadModel: name the version to unload");
+      return state_->models().UnloadVersion(name, version);
+    });
+  }
+
  private:
   absl::StatusOr<Principal> AuthorizeModelsRead(const grpc::CallbackServerContext& context) {
     auto principal = state_->auth().Authenticate(context);
@@ -187,13 +210,46 @@ class SegmentationService final : public unetrpp::v1::Segmentation::CallbackServ
     if (auto s = Authenticator::Authorize(*principal, kPermModelsRead); !s.ok()) return s;
     return principal;
   }
+  // Model management: the caller must hold credentials with `admin` (an
+  // anonymous caller is told to authenticate, whatever allow_anonymous says).
+  static absl::Status AuthorizeAdmin(const Principal& principal) {
+    if (!principal.authenticated)
+      return absl::UnauthenticatedError("model management needs credentials with the admin role");
+    return Authenticator::Authorize(principal, kPermAdmin);
+  }
+  // Runs a LoadModel / UnloadModel `work` on the registry's management
+  // thread (loading takes seconds), then answers with the model's state and
+  // audits the call with `audit`'s fields, the version it left serving and
+  // the error.
+  grpc::ServerUnaryReactor* Manage(grpc::CallbackServerContext* context, const char* method, nlohmann::json audit,
+                                   unetrpp::v1::ModelInfo* response, std::function<absl::Status()> work) {
+    auto* reactor = context->DefaultReactor();
+    const auto principal = state_->auth().Authenticate(*context);
+    const std::string who = principal.ok() ? principal->name : "-";
+    if (const absl::Status s = principal.ok() ? AuthorizeAdmin(*principal) : principal.status(); !s.ok()) {
+      Finish(*context, reactor, method, who, s, std::move(audit));
+      return reactor;
+    }
+    state_->models().RunManagement([=, audit = std::move(audit)]() mutable {
+      const absl::Status status = work();
+      if (auto d = state_->models().Describe(audit["model"].get<std::string>()); d.ok()) {
+        FillModelInfo(*d, response);
+        audit["serving"] = d->default_version;
+      }
+      if (!status.ok()) audit["error"] = std::string(status.message());
+      Finish(*context, reactor, method, who, status, std::move(audit));
+    });
+    return reactor;
+  }
+  // Audits the call (with `extra` fields) and ends it with `status`.
   void Finish(const grpc::CallbackServerContext& context, grpc::ServerUnaryReactor* reactor, const char* method,
-              const std::string& principal, const absl::Status& status) {
+              const std::string& principal, const absl::Status& status, nlohmann::json extra = nullptr) {
     nlohmann::json audit{{"time", absl::FormatTime(absl::RFC3339_full, absl::Now(), absl::UTCTimeZone())},
                          {"principal", principal},
                          {"peer", ClientAddress(context.peer())},
-                         {"method", method},
-                         {"status", absl::StatusCodeToString(status.code())}};
+                         {"method", method}};
+    if (extra.is_object()) audit.update(extra);
+    audit["status"] = absl::StatusCodeToString(status.code());
     state_->Audit(audit.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     reactor->Finish(proto::ToGrpcStatus(status));
   }

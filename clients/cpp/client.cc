@@ -222,6 +222,7 @@ absl::StatusOr<SegmentResult> Client::SegmentOnce(const InputSource& inputs, con
   unetrpp::v1::SegmentRequest request;
   auto* h = request.mutable_header();
   h->set_model(options.model);
+  h->set_model_version(options.model_version);
   h->set_format(options.format);
   for (auto o : options.outputs) h->add_outputs(o);
   h->set_mirror(options.mirror);
@@ -304,6 +305,27 @@ absl::StatusOr<unetrpp::v1::ModelInfo> Client::GetModel(const std::string& name)
   unetrpp::v1::ModelInfo response;
   if (auto s = AwaitServer(absl::InfiniteFuture()); !s.ok()) return s;
   if (auto s = proto::FromGrpcStatus(stub_->GetModel(&context, request, &response)); !s.ok()) return Explain(s);
+  return response;
+}
+
+absl::StatusOr<unetrpp::v1::ModelInfo> Client::LoadModel(const unetrpp::v1::LoadModelRequest& request) {
+  grpc::ClientContext context;
+  Prepare(context);
+  unetrpp::v1::ModelInfo response;
+  if (auto s = AwaitServer(absl::InfiniteFuture()); !s.ok()) return s;
+  if (auto s = proto::FromGrpcStatus(stub_->LoadModel(&context, request, &response)); !s.ok()) return Explain(s);
+  return response;
+}
+
+absl::StatusOr<unetrpp::v1::ModelInfo> Client::UnloadModel(const std::string& name, const std::string& version) {
+  grpc::ClientContext context;
+  Prepare(context);
+  unetrpp::v1::UnloadModelRequest request;
+  request.set_name(name);
+  request.set_version(version);
+  unetrpp::v1::ModelInfo response;
+  if (auto s = AwaitServer(absl::InfiniteFuture()); !s.ok()) return s;
+  if (auto s = proto::FromGrpcStatus(stub_->UnloadModel(&context, request, &response)); !s.ok()) return Explain(s);
   return response;
 }
 

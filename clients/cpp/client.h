@@ -29,6 +29,7 @@ namespace upp::client {
 
 struct SegmentOptions {
   std::string model;  // empty: the server's default
+  std::string model_version;  // empty: the model's default version
   unetrpp::v1::InputFormat format = unetrpp::v1::INPUT_FORMAT_NIFTI;
   std::vector<unetrpp::v1::OutputKind> outputs{unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS};
   bool mirror = false;
@@ -103,6 +104,10 @@ class Client {
                                              const ProgressCallback& progress = {});
   absl::StatusOr<unetrpp::v1::ListModelsResponse> ListModels();
   absl::StatusOr<unetrpp::v1::ModelInfo> GetModel(const std::string& name);
+  // Model management (the admin role): a version loaded and made the
+  // default, or unloaded; the model's state after it.
+  absl::StatusOr<unetrpp::v1::ModelInfo> LoadModel(const unetrpp::v1::LoadModelRequest& request);
+  absl::StatusOr<unetrpp::v1::ModelInfo> UnloadModel(const std::string& name, const std::string& version);
   // grpc.health.v1 Check: true when SERVING. `service`: "" for the server.
   absl::StatusOr<bool> Healthy(const std::string& service = "");
 

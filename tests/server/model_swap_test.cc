@@ -1,0 +1,248 @@
+// Model management over gRPC (LoadModel, UnloadModel, versions in
+// ListModels, the version in every result) against the in-process server,
+// and the swap under load: clients sending all along while the model is
+// swapped between two weight files (issue 29).
+#include <gtest/gtest.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "clients/cpp/client.h"
+#include "imageio/file_util.h"
+#include "imageio/labels.h"
+#include "model/cpu_threads.h"
+#include "model/safetensors.h"
+#include "server/auth.h"
+#include "server/config.h"
+#include "server/server.h"
+#include "tests/server/test_volumes.h"
+
+namespace upp::server {
+namespace {
+
+constexpr char kAdminKey[] = "admin-key-5e1f07";
+constexpr char kUserKey[] = "user-key-0c77a2";
+constexpr char kPhantomWeights[] = UPP_SOURCE_DIR "/model/weights/phantom_ct_v1.safetensors";
+
+std::string TempPath(const std::string& name) {
+  return ::testing::TempDir() + "/" + std::to_string(getpid()) + "_" + name;
+}
+
+// Version 2: random weights of the phantom model's shape, with its plan.
+void WriteSecondVersion(const std::string& weights, const std::string& plan) {
+  const std::string cmd = std::string(UPP_RANDOM_WEIGHTS) +
+                          " --patch 32 64 64 --stem 2 4 4 --depths 1 1 1 1 --feature-size 8 --heads 4 --classes 8"
+                          " --in-channels 1 --seed 7 -o " +
+                          weights + " > /dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  auto reader = model::SafetensorsReader::Open(kPhantomWeights);
+  ASSERT_TRUE(reader.ok());
+  std::ofstream(plan) << (*reader)->metadata().at("unetrpp_plan");
+}
+
+class ModelSwapTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model::ConfigureCpuThreads(1);
+    WriteSecondVersion(TempPath("v2.safetensors"), TempPath("plan.json"));
+    std::ofstream(TempPath("broken.safetensors")) << "not weights";
+    std::ofstream(TempPath("keys.txt")) << "admin " << Authenticator::HashKey(kAdminKey) << " admin\n"
+                                        << "user " << Authenticator::HashKey(kUserKey) << " user\n";
+  }
+  void SetUp() override {
+    std::remove(TempPath("audit.jsonl").c_str());
+    auto config = ParseConfig(
+        "listen_address: '127.0.0.1:0'\nmetrics_address: 'off'\ncpu_threads: 2\n"
+        "auth { api_keys_file: '" +
+        TempPath("keys.txt") + "' audit_log_file: '" + TempPath("audit.jsonl") +
+        "' allow_anonymous: true }\n"
+        "batching { max_queue_delay_us: 500 }\n"
+        "models { name: 'ct' versions { version: '1' weights: '" +
+        kPhantomWeights + "' } versions { version: '2' weights: '" + TempPath("v2.safetensors") + "' plan_file: '" +
+        TempPath("plan.json") + "' } versions { version: '3' weights: '" + TempPath("broken.safetensors") +
+        "' } version_policy { specific: '1' } }\n");
+    ASSERT_TRUE(config.ok()) << config.status();
+    auto server = Server::Create(*config);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+  }
+  std::unique_ptr<client::Client> As(const std::string& token) const {
+    client::ConnectOptions o;
+    o.token = token;
+    return std::move(client::Client::Connect("127.0.0.1:" + std::to_string(server_->port()), o).value());
+  }
+  static absl::StatusOr<client::SegmentResult> Segment(client::Client& c, const std::string& version = "") {
+    static const std::string input = testing::FloatNifti(testing::Phantom({48, 40, 12}, {2.0, 2.0, 5.0}));
+    client::SegmentOptions o;
+    o.outputs = {unetrpp::v1::OUTPUT_KIND_RAW_LABELS};
+    o.model_version = version;
+    return c.Segment({input}, o);
+  }
+  static unetrpp::v1::LoadModelRequest Load(const std::string& version, bool keep_previous = false) {
+    unetrpp::v1::LoadModelRequest r;
+    r.set_name("ct");
+    r.set_version(version);
+    r.set_keep_previous(keep_previous);
+    return r;
+  }
+  static const unetrpp::v1::ModelVersionInfo* Version(const unetrpp::v1::ModelInfo& info, const std::string& v) {
+    for (const auto& version : info.versions())
+      if (version.version() == v) return &version;
+    return nullptr;
+  }
+  // The audit log's management records.
+  static std::vector<nlohmann::json> AuditRecords() {
+    std::vector<nlohmann::json> out;
+    std::ifstream in(TempPath("audit.jsonl"));
+    for (std::string line; std::getline(in, line);) {
+      auto r = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (r.is_object() && absl::StrContains(r.value("method", ""), "Model")) out.push_back(std::move(r));
+    }
+    return out;
+  }
+
+  std::unique_ptr<Server> server_;
+};
+
+TEST_F(ModelSwapTest, ManagementNeedsAdminCredentialsAndIsAudited) {
+  const auto anonymous = As("")->LoadModel(Load("2"));
+  EXPECT_EQ(anonymous.status().code(), absl::StatusCode::kUnauthenticated) << anonymous.status();
+  const auto user = As(kUserKey)->LoadModel(Load("2"));
+  EXPECT_EQ(user.status().code(), absl::StatusCode::kPermissionDenied) << user.status();
+  EXPECT_EQ(As(kUserKey)->UnloadModel("ct", "1").status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(As("nonsense")->UnloadModel("ct", "1").status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(As(kUserKey)->GetModel("ct")->version(), "1") << "refused calls changed nothing";
+
+  const auto admin = As(kAdminKey)->LoadModel(Load("2", /*keep_previous=*/true));
+  ASSERT_TRUE(admin.ok()) << admin.status();
+  EXPECT_EQ(admin->version(), "2");
+  const auto unloaded = As(kAdminKey)->UnloadModel("ct", "1");
+  ASSERT_TRUE(unloaded.ok()) << unloaded.status();
+
+  // One record per call, with the caller, what was asked and the outcome.
+  const auto records = AuditRecords();
+  const auto count = [&](const std::string& principal, const std::string& method, const std::string& status) {
+    int n = 0;
+    for (const auto& r : records)
+      n += r.value("principal", "") == principal && r.value("method", "") == method &&
+           r.value("status", "") == status && r.value("model", "") == "ct" && r.value("peer", "") == "127.0.0.1";
+    return n;
+  };
+  EXPECT_EQ(count("anonymous", "LoadModel", "UNAUTHENTICATED"), 1);
+  EXPECT_EQ(count("user", "LoadModel", "PERMISSION_DENIED"), 1);
+  EXPECT_EQ(count("user", "UnloadModel", "PERMISSION_DENIED"), 1);
+  EXPECT_EQ(count("-", "UnloadModel", "UNAUTHENTICATED"), 1);
+  EXPECT_EQ(count("admin", "LoadModel", "OK"), 1);
+  EXPECT_EQ(count("admin", "UnloadModel", "OK"), 1);
+  for (const auto& r : records)
+    if (r.value("principal", "") == "admin" && r.value("method", "") == "UnloadModel") {
+      EXPECT_EQ(r.value("version", ""), "1");
+      EXPECT_EQ(r.value("serving", ""), "2") << "the version left serving";
+    }
+}
+
+TEST_F(ModelSwapTest, ModelsShowVersionsStateAndFailures) {
+  const auto failed = As(kAdminKey)->LoadModel(Load("3"));
+  ASSERT_FALSE(failed.ok());
+  EXPECT_NE(failed.status().message().find("broken.safetensors"), std::string::npos) << failed.status();
+  const auto models = As(kUserKey)->ListModels();
+  ASSERT_TRUE(models.ok()) << models.status();
+  const auto& ct = models->models(0);
+  EXPECT_TRUE(ct.ready());
+  EXPECT_EQ(ct.version(), "1") << "the failed load left version 1 serving";
+  const auto* v1 = Version(ct, "1");
+  ASSERT_NE(v1, nullptr);
+  EXPECT_EQ(v1->state(), "ready");
+  EXPECT_TRUE(v1->is_default());
+  EXPECT_GT(v1->load_seconds(), 0);
+  EXPECT_EQ(v1->weights_sha256().size(), 64u);
+  const auto* v3 = Version(ct, "3");
+  ASSERT_NE(v3, nullptr);
+  EXPECT_EQ(v3->state(), "failed");
+  EXPECT_FALSE(v3->error().empty());
+  EXPECT_EQ(As(kAdminKey)->LoadModel(Load("7")).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ModelSwapTest, ResultNamesTheVersionItRanOn) {
+  auto c = As(kUserKey);
+  const auto r = Segment(*c);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->header.model(), "ct");
+  EXPECT_EQ(r->header.model_version(), "1");
+  EXPECT_EQ(r->header.weights_sha256(), Version(*c->GetModel("ct"), "1")->weights_sha256());
+  EXPECT_EQ(Segment(*c, "2").status().code(), absl::StatusCode::kNotFound) << "version 2 is not loaded";
+}
+
+// 8 clients send all along while version 1 and version 2 take turns 10
+// times: no request fails, and each result equals the reference result of
+// the version its header names.
+TEST_F(ModelSwapTest, SwapUnderLoadFailsNothing) {
+  auto admin = As(kAdminKey);
+  std::map<std::string, std::vector<uint16_t>> reference;
+  const auto one = Segment(*admin);
+  ASSERT_TRUE(one.ok()) << one.status();
+  reference["1"] = imageio::DecodeRawLabels(one->outputs.at(unetrpp::v1::OUTPUT_KIND_RAW_LABELS));
+  ASSERT_TRUE(admin->LoadModel(Load("2", /*keep_previous=*/true)).ok());
+  const auto two = Segment(*admin, "2");
+  ASSERT_TRUE(two.ok()) << two.status();
+  reference["2"] = imageio::DecodeRawLabels(two->outputs.at(unetrpp::v1::OUTPUT_KIND_RAW_LABELS));
+  ASSERT_NE(reference["1"], reference["2"]) << "the two versions must be told apart by their labels";
+
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  std::map<std::string, int> results;  // by version
+  std::vector<std::string> problems;
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 8; ++i)
+    clients.emplace_back([&, i] {
+      auto c = As(kUserKey);
+      while (!stop) {
+        const auto r = Segment(*c);
+        std::lock_guard<std::mutex> lock(mu);
+        if (!r.ok()) {
+          problems.push_back("client " + std::to_string(i) + ": " + r.status().ToString());
+          continue;
+        }
+        const std::string& v = r->header.model_version();
+        ++results[v];
+        if (!reference.count(v) ||
+            imageio::DecodeRawLabels(r->outputs.at(unetrpp::v1::OUTPUT_KIND_RAW_LABELS)) != reference[v])
+          problems.push_back("client " + std::to_string(i) + ": labels differ from version " + v + "'s");
+      }
+    });
+  for (int swap = 0; swap < 10; ++swap) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const auto loaded = admin->LoadModel(Load(swap % 2 == 0 ? "1" : "2"));
+    EXPECT_TRUE(loaded.ok()) << "swap " << swap << ": " << loaded.status();
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  stop = true;
+  for (auto& t : clients) t.join();
+
+  for (const auto& p : problems) ADD_FAILURE() << p;
+  EXPECT_GT(results["1"], 0);
+  EXPECT_GT(results["2"], 0);
+  spdlog::info("swap under load: {} results of version 1, {} of version 2", results["1"], results["2"]);
+  // The old versions go once their last requests are done.
+  unetrpp::v1::ModelInfo info;
+  for (int i = 0; i < 100; ++i) {
+    info = *admin->GetModel("ct");
+    int live = 0;
+    for (const auto& v : info.versions()) live += v.state() == "ready" || v.state() == "unloading";
+    if (live == 1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(info.version(), "2");
+  EXPECT_EQ(Version(info, "1")->state(), "unloaded");
+}
+
+}  // namespace
+}  // namespace upp::server
