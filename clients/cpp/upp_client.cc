@@ -141,6 +141,14 @@ int Models(upp::client::Client& client) {
     for (const auto& l : m.labels())
       if (l.value() != 0) std::printf(" %s", l.name().c_str());
     std::printf("\n");
+    for (const auto& v : m.versions()) {
+      std::printf("  version %s%s: %s since %s", v.version().c_str(), v.is_default() ? " (default)" : "",
+                  v.state().c_str(), v.state_since().c_str());
+      if (v.load_seconds() > 0) std::printf(", loaded in %.2f s", v.load_seconds());
+      if (!v.weights_sha256().empty()) std::printf(", sha256 %.12s", v.weights_sha256().c_str());
+      if (!v.error().empty()) std::printf(", error: %s", v.error().c_str());
+      std::printf("\n");
+    }
   }
   return 0;
 }

@@ -46,7 +46,7 @@ if _GEN not in sys.path:
     sys.path.insert(0, _GEN)
 
 from .client import (  # noqa: E402
-    Client, ClientError, ConnectionSetupError, RequestError, SegmentResult, ServerError, stage_name)
+    Client, ClientError, ConnectionSetupError, RequestError, SegmentResult, ServerError, describe_model, stage_name)
 
 __all__ = ["Client", "ClientError", "ConnectionSetupError", "RequestError", "SegmentResult", "ServerError",
-           "stage_name"]
+           "describe_model", "stage_name"]

@@ -42,6 +42,21 @@ class RequestError(ClientError, ValueError):
     files, dicom=False with a folder."""
 
 
+def describe_model(info: pb.ModelInfo) -> str:
+    """A model and its versions, one line each: state, since when, load time, checksum, error."""
+    lines = [f"{info.name}  version {info.version or '-'}  {'ready' if info.ready else 'not serving'}"]
+    for v in info.versions:
+        line = f"  version {v.version}{' (default)' if v.is_default else ''}: {v.state} since {v.state_since}"
+        if v.load_seconds > 0:
+            line += f", loaded in {v.load_seconds:.2f} s"
+        if v.weights_sha256:
+            line += f", sha256 {v.weights_sha256[:12]}"
+        if v.error:
+            line += f", error: {v.error}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 class ServerError(ClientError):
     """A call ended with a non-OK gRPC status. retry_after: seconds the server
     suggests waiting before sending the request again (its "retry-after-ms"
@@ -525,6 +540,27 @@ class Client:
         self._connect(30)
         try:
             return self._stub.GetModel(pb.GetModelRequest(name=name), timeout=30, metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise ServerError(e.code(), e.details()) from None
+
+    def load_model(self, name: str, version: str = "", keep_previous: bool = False,
+                   drain_then_load: bool = False, timeout: float = 600) -> pb.ModelInfo:
+        """Loads a version (empty: the newest offered) beside the serving one and makes it
+        the default (the admin role); the model's state after it."""
+        self._connect(30)
+        request = pb.LoadModelRequest(name=name, version=version, keep_previous=keep_previous,
+                                      drain_then_load=drain_then_load)
+        try:
+            return self._stub.LoadModel(request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise ServerError(e.code(), e.details()) from None
+
+    def unload_model(self, name: str, version: str) -> pb.ModelInfo:
+        """Unloads a version once its requests are done (the admin role)."""
+        self._connect(30)
+        try:
+            return self._stub.UnloadModel(pb.UnloadModelRequest(name=name, version=version), timeout=60,
+                                          metadata=self._metadata)
         except grpc.RpcError as e:
             raise ServerError(e.code(), e.details()) from None
 
