@@ -256,6 +256,8 @@ absl::Status ValidateConfig(const unetrpp::v1::ServerConfig& c) {
   if (c.cpu_threads() > 256) return Bad("cpu_threads", "at most 256");
   if (c.limits().decode_threads() > 256) return Bad("limits.decode_threads", "at most 256");
   if (c.drain_grace_seconds() < 0 || c.drain_grace_seconds() > 3600) return Bad("drain_grace_seconds", "0 to 3600");
+  if (!(c.model_repository_poll_seconds() >= 0 && c.model_repository_poll_seconds() <= 86400))
+    return Bad("model_repository_poll_seconds", "0 to 86400");
   if (!(c.limits().max_spacing_mm() > 0)) return Bad("limits.max_spacing_mm", "above 0");
   if (!(c.limits().max_resampling_factor() >= 1)) return Bad("limits.max_resampling_factor", "at least 1");
   if (c.tls().cert_file().empty() != c.tls().key_file().empty())

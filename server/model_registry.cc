@@ -505,6 +505,63 @@ void ModelRegistry::WaitRetired() {
   for (auto& t : done) t.join();
 }
 
+void ModelRegistry::StartPolling(absl::Duration interval) {
+  {
+    absl::MutexLock lock(&mu_);
+    poll_interval_ = interval;
+  }
+  poller_ = std::thread([this] {
+    absl::MutexLock lock(&mu_);
+    while (!mu_.AwaitWithTimeout(absl::Condition(&shutdown_), poll_interval_)) {
+      mu_.Unlock();
+      PollOnce();
+      mu_.Lock();
+    }
+  });
+}
+
+void ModelRegistry::PollOnce() {
+  std::vector<unetrpp::v1::ModelEntry> entries;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    for (const auto& [name, model] : models_)
+      if (!model.entry.repository().empty()) entries.push_back(model.entry);
+  }
+  for (const auto& entry : entries) PollModel(entry);
+}
+
+void ModelRegistry::PollModel(const unetrpp::v1::ModelEntry& entry) {
+  auto scan = ScanVersions(entry);
+  if (!scan.ok()) {
+    spdlog::warn("model \"{}\": repository poll: {}", entry.name(), std::string(scan.status().message()));
+    return;
+  }
+  std::set<std::string> offered;
+  for (const VersionSpec& spec : scan->versions) {
+    offered.insert(spec.version);
+    {
+      absl::ReaderMutexLock lock(&mu_);
+      const VersionRecord* r = models_.at(entry.name()).lifecycle.Find(spec.version);
+      if (r && r->state != VersionState::kUnloaded) continue;  // loaded, on its way, or failed
+    }
+    spdlog::info("model \"{}\": repository poll found version \"{}\" ({})", entry.name(), spec.version, spec.source);
+    LoadRequest load{entry.name(), spec.version, /*keep_previous=*/true, /*drain_then_load=*/false};
+    LoadVersion(load).IgnoreError();  // LoadOne logged why; the next version and the next poll go on
+  }
+  // The versions no longer offered go only once every offered one serves:
+  // a broken new version never takes the old one down with it.
+  std::vector<std::string> stale;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    const Model& model = models_.at(entry.name());
+    for (const std::string& version : offered)
+      if (!model.loaded.count(version)) return;
+    for (const auto& [version, m] : model.loaded)
+      if (!offered.count(version)) stale.push_back(version);
+  }
+  for (const std::string& version : stale) UnloadVersion(entry.name(), version).IgnoreError();
+}
+
 void ModelRegistry::Shutdown() {
   std::vector<ServedModel*> serving;
   {
@@ -514,6 +571,7 @@ void ModelRegistry::Shutdown() {
     for (auto& [name, model] : models_)
       for (auto& [v, m] : model.loaded) serving.push_back(m.get());
   }
+  if (poller_.joinable()) poller_.join();
   for (ServedModel* m : serving) m->Shutdown();
   WaitRetired();
 }

@@ -182,6 +182,14 @@ class ModelRegistry {
   // registry's management thread, so that gRPC's threads never wait for a
   // load.
   void RunManagement(std::function<void()> work) { manager_.Schedule(std::move(work)); }
+  // The repository poll: every `interval`, each model served from a
+  // repository folder follows what its complete folders and its policy
+  // offer (PollOnce). A failed load is reported and does not stop the poll;
+  // a failed version is retried by LoadModel, not by the poll.
+  void StartPolling(absl::Duration interval);
+  // Loads the versions the policy offers that are not loaded (the newest
+  // becomes the default), then unloads the ready ones it no longer offers.
+  void PollOnce();
   // Blocks until every version being retired is gone (tests, benchmarks).
   void WaitRetired();
   void Shutdown();
@@ -209,6 +217,8 @@ class ModelRegistry {
   void FinishRetiring(std::unique_ptr<ServedModel> version);
   // The versions of `name` in upp_model_version_info, as they are now.
   void PublishLocked(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // One model's poll: what to load and unload.
+  void PollModel(const unetrpp::v1::ModelEntry& entry);
   bool NoneRetiringLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return retiring_.empty(); }
 
   const unetrpp::v1::ServerConfig config_;
@@ -229,6 +239,8 @@ class ModelRegistry {
   // registry, after the CPU pool's last tasks (which may still pin them).
   std::vector<std::unique_ptr<ServedModel>> abandoned_ ABSL_GUARDED_BY(mu_);
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread poller_;  // StartPolling's; stopped by Shutdown
+  absl::Duration poll_interval_ ABSL_GUARDED_BY(mu_);
   // Last: destroyed first, so a management task in flight ends while the
   // versions still exist.
   ThreadPool manager_{1};

@@ -327,6 +327,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(unetrpp::v1::ServerConfig
   auto cpu_pool = std::make_unique<ThreadPool>(static_cast<int>(config.cpu_threads()));
   auto models = ModelRegistry::Load(config, metrics.get(), cpu_pool.get());
   if (!models.ok()) return models.status();
+  if (config.model_repository_poll_seconds() > 0)
+    (*models)->StartPolling(absl::Seconds(config.model_repository_poll_seconds()));
 
   std::unique_ptr<Server> server(new Server());
   server->state_ = std::make_unique<ServiceState>(config, std::move(cpu_pool), std::move(*models), std::move(metrics),

@@ -9,6 +9,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <thread>
 
 #include "model/cpu_threads.h"
 #include "server/config.h"
@@ -143,6 +145,57 @@ TEST_F(ModelRegistryTest, UnknownModelAndVersionAreNotFound) {
   EXPECT_EQ(r->Acquire("x").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(r->Acquire("m", "2").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(r->LoadVersion({"x", ""}).code(), absl::StatusCode::kNotFound);
+}
+
+// The poll loads only complete folders, keeps the old version serving when
+// the new one is broken, keeps polling after that failure, and retires the
+// old version once the new one serves.
+TEST_F(ModelRegistryTest, PollFollowsCompleteFoldersAndSurvivesAFailure) {
+  namespace fs = std::filesystem;
+  const fs::path root = TempPath("poll_repo");
+  fs::remove_all(root);
+  const std::string plan = testing::SmallPlanFile("registry_test_plan.json");
+  Config();  // writes broken_
+  const auto publish = [&](const std::string& v, const std::string& weights, bool ready) {
+    const fs::path f = root / "m" / v;
+    fs::create_directories(f);
+    fs::copy_file(weights, f / kWeightsFileName, fs::copy_options::overwrite_existing);
+    fs::copy_file(plan, f / kPlanFileName, fs::copy_options::overwrite_existing);
+    if (ready) std::ofstream(f / kReadyMarker) << "";
+  };
+  publish("1", kWeights, true);
+  auto config = ParseConfig("models { name: 'm' repository: '" + root.string() + "' }");
+  ASSERT_TRUE(config.ok()) << config.status();
+  ApplyDefaults(*config);
+  auto loaded = ModelRegistry::Load(*config, nullptr, &pool_);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  auto& r = **loaded;
+  const auto serving = [&] { return (*r.Acquire("m"))->version(); };
+  const auto wait_for = [&](const std::function<bool()>& done) {
+    for (int i = 0; i < 200 && !done(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    return done();
+  };
+  r.StartPolling(absl::Milliseconds(100));
+
+  publish("2", kWeights, /*ready=*/false);  // still being copied
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(serving(), "1");
+  EXPECT_EQ(r.Describe("m")->versions.size(), 1u) << "an incomplete folder is not even tried";
+
+  publish("3", broken_, /*ready=*/true);  // complete, but broken
+  EXPECT_TRUE(wait_for([&] {
+    const auto d = r.Describe("m");
+    return d->versions.back().version == "3" && d->versions.back().state == VersionState::kFailed;
+  }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(serving(), "1") << "the broken version did not take the old one down";
+
+  fs::remove_all(root / "m" / "3");
+  std::ofstream(root / "m" / "2" / kReadyMarker) << "";  // published now
+  EXPECT_TRUE(wait_for([&] { return serving() == "2"; })) << "the poll went on after the failure";
+  EXPECT_TRUE(wait_for([&] { return StateOf(r, "1") == VersionState::kUnloaded; }));
+  r.Shutdown();
+  fs::remove_all(root);
 }
 
 }  // namespace
