@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "imageio/jpeg2000.h"
+#include "tests/testing/hostile_jpeg2000.h"
 #include "tests/testing/rss.h"
 
 namespace upp::imageio {
@@ -29,49 +30,8 @@ namespace {
 
 constexpr char kTestFiles[] = "/usr/lib/python3/dist-packages/pydicom/data/test_files";
 
-void Put16(std::string& s, uint32_t v) {
-  s.push_back(static_cast<char>(v >> 8));
-  s.push_back(static_cast<char>(v & 0xFF));
-}
-void Put32(std::string& s, uint32_t v) {
-  Put16(s, v >> 16);
-  Put16(s, v & 0xFFFF);
-}
-
-struct Layout {
-  uint32_t width = 16, height = 16, tile_width = 16, tile_height = 16;
-  int components = 1, levels = 0, xcb = 4, ycb = 4;  // code-block exponent offsets (2^(x+2))
-};
-
-// A codestream by hand: SOC, SIZ, COD, QCD, one empty tile part, EOC.
-std::string Codestream(const Layout& l) {
-  std::string s;
-  Put16(s, 0xFF4F);
-  Put16(s, 0xFF51);
-  Put16(s, 38 + 3 * l.components);
-  Put16(s, 0);  // Rsiz
-  for (uint32_t v : {l.width, l.height, 0u, 0u, l.tile_width, l.tile_height, 0u, 0u}) Put32(s, v);
-  Put16(s, l.components);
-  for (int c = 0; c < l.components; ++c) s += std::string("\x07\x01\x01", 3);  // 8 bits, unsigned, 1 x 1
-  Put16(s, 0xFF52);
-  Put16(s, 12);
-  s += std::string("\x00\x00\x00\x01\x00", 5);  // Scod, LRCP, 1 layer, no MCT
-  s.push_back(static_cast<char>(l.levels));
-  s.push_back(static_cast<char>(l.xcb));
-  s.push_back(static_cast<char>(l.ycb));
-  s += std::string("\x00\x01", 2);  // code-block style, 5-3 reversible
-  Put16(s, 0xFF5C);
-  Put16(s, 3 + 3 * l.levels + 1);
-  s += std::string(1 + 3 * l.levels + 1, '\x40');  // Sqcd (no quantisation), SPqcd per sub-band
-  Put16(s, 0xFF90);                                // SOT: tile 0, its only part, up to EOC
-  Put16(s, 10);
-  Put16(s, 0);
-  Put32(s, 14);
-  s += std::string("\x00\x01", 2);
-  Put16(s, 0xFF93);
-  Put16(s, 0xFFD9);
-  return s;
-}
+using testing::Codestream;
+using testing::Layout;
 
 // OpenJPEG's encoder into memory.
 struct Sink {
