@@ -25,7 +25,7 @@ BUILD_PACKAGES=(
 )
 # Packages that come from bookworm-backports: deploy/apt-backports.sh adds the
 # suite from this machine's own apt source and pins it to them alone.
-BACKPORTED_PACKAGES=(opentelemetry-cpp-dev)
+BACKPORTED_PACKAGES=(opentelemetry-cpp-dev python3-opentelemetry-proto)
 
 PACKAGES=(
   "${BUILD_PACKAGES[@]}"
@@ -47,6 +47,8 @@ PACKAGES=(
   orthanc orthanc-dicomweb
   # tests/monitoring: promtool checks the expositions and unit-tests deploy/monitoring's alerts
   prometheus
+  # tests/tracing: the OTLP collector of the server's tracing test (bookworm-backports, pinned)
+  python3-opentelemetry-proto
 )
 if [ "${1:-}" = "--build" ]; then PACKAGES=("${BUILD_PACKAGES[@]}"); fi
 

@@ -193,6 +193,14 @@ void ApplyDefaults(unetrpp::v1::ServerConfig& c) {
   if (b->max_queue_delay_us() == 0) b->set_max_queue_delay_us(2000);
   if (b->priority_aging_seconds() == 0) b->set_priority_aging_seconds(30);
   if (c.logging().level().empty()) c.mutable_logging()->set_level("info");
+  // Tracing stays off without an endpoint; these are what it runs with.
+  auto* tracing = c.mutable_tracing();
+  if (!tracing->has_sampling_ratio()) tracing->set_sampling_ratio(1);
+  if (tracing->queue_size() == 0) tracing->set_queue_size(2048);
+  if (tracing->max_export_batch_size() == 0) tracing->set_max_export_batch_size(512);
+  if (tracing->schedule_delay_seconds() == 0) tracing->set_schedule_delay_seconds(5);
+  if (tracing->export_timeout_seconds() == 0) tracing->set_export_timeout_seconds(10);
+  if (tracing->service_name().empty()) tracing->set_service_name("unetrpp-serve");
   // Reload periods and JWT checks: filled here so that this function is the
   // one place that says every default (tests/server/config_defaults_test.cc
   // holds deploy/server.textproto and docs/server.md to it). An empty tls or
@@ -281,6 +289,10 @@ absl::Status ValidateConfig(const unetrpp::v1::ServerConfig& c) {
     return Bad("auth.jwt.clock_skew_seconds", "0 to 600");
   static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "off"};
   if (!kLevels.count(c.logging().level())) return Bad("logging.level", "trace, debug, info, warn, error or off");
+  if (!(c.tracing().sampling_ratio() >= 0 && c.tracing().sampling_ratio() <= 1))
+    return Bad("tracing.sampling_ratio", "0 to 1");
+  if (c.tracing().schedule_delay_seconds() < 0 || c.tracing().export_timeout_seconds() < 0)
+    return Bad("tracing", "schedule_delay_seconds and export_timeout_seconds are not negative");
   if (c.limits().max_input_bytes() > (uint64_t{1} << 40)) return Bad("limits.max_input_bytes", "at most 1 TiB");
   if (c.nonfinite_voxels() != "replace" && c.nonfinite_voxels() != "refuse")
     return Bad("nonfinite_voxels", "replace or refuse");

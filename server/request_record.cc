@@ -47,10 +47,11 @@ nlohmann::ordered_json RequestLogFields(const FinishedRequest& r) {
                                 {"stage_seconds", stages},
                                 {"status", absl::StatusCodeToString(r.status.code())}};
   if (!r.status.ok()) fields["status_message"] = StatusText(r);
+  if (!r.trace_id.empty()) fields["trace_id"] = r.trace_id;
   return fields;
 }
 
-std::string RequestLogText(const FinishedRequest& r) {
+static std::string UntracedLogText(const FinishedRequest& r) {
   std::string timings;
   ForEachStage(r, [&](const std::string& stage, double seconds) {
     absl::StrAppend(&timings, timings.empty() ? "" : " ", stage, "=", absl::StrFormat("%.3f", seconds));
@@ -61,8 +62,16 @@ std::string RequestLogText(const FinishedRequest& r) {
       timings, absl::StatusCodeToString(r.status.code()), r.status.ok() ? "" : ": " + StatusText(r));
 }
 
+// The line, and the trace id where the call is traced: a log line and its
+// trace find each other.
+std::string RequestLogText(const FinishedRequest& r) {
+  std::string text = UntracedLogText(r);
+  if (!r.trace_id.empty()) absl::StrAppend(&text, " trace_id=", r.trace_id);
+  return text;
+}
+
 nlohmann::json AuditRecord(const FinishedRequest& r, absl::Time now) {
-  return nlohmann::json{{"time", absl::FormatTime(absl::RFC3339_full, now, absl::UTCTimeZone())},
+  nlohmann::json record{{"time", absl::FormatTime(absl::RFC3339_full, now, absl::UTCTimeZone())},
                         {"principal", r.principal},
                         {"peer", r.peer},
                         {"method", "Segment"},
@@ -72,6 +81,8 @@ nlohmann::json AuditRecord(const FinishedRequest& r, absl::Time now) {
                         {"windows", r.windows},
                         {"status", absl::StatusCodeToString(r.status.code())},
                         {"seconds", r.seconds}};
+  if (!r.trace_id.empty()) record["trace_id"] = r.trace_id;
+  return record;
 }
 
 }  // namespace upp::server

@@ -22,6 +22,8 @@ struct FinishedRequest {
   double seconds = 0;
   std::map<std::string, double> stage_seconds;  // by Metrics::StageNames() name
   absl::Status status;
+  // The call's W3C trace id (32 hex digits) when it is traced, else "".
+  std::string trace_id = "";
   int64_t windows_skipped = 0;  // by the crop: they covered nothing it kept
 };
 

@@ -12,6 +12,7 @@
 #include "server/logging.h"
 #include "server/reaction_order.h"
 #include "server/result_encoder.h"
+#include "tracing/server_tracing.h"
 
 namespace upp::server {
 namespace {
@@ -59,6 +60,7 @@ SegmentCall::SegmentCall(grpc::CallbackServerContext* context, ServiceState* sta
       writer_(WriterStream()) {
   const auto deadline = context->deadline();
   if (deadline < std::chrono::system_clock::time_point::max()) deadline_ = absl::FromChrono(deadline);
+  span_ = tracing::StartCallSpan("Segment", context->client_metadata());
 }
 
 SegmentCall::~SegmentCall() {
@@ -465,6 +467,7 @@ void SegmentCall::OnDone() {
   }
   std::shared_ptr<SegmentCall> keep = std::move(self_);  // this reaction is the last use of it
   const FinishedRequest record = Record(status);
+  EndSpan(record);
   state_->metrics().RequestFinished(record.model, absl::StatusCodeToString(status.code()), record.seconds);
   // A stream its client reset before sending a header asked for nothing: at
   // info level, an HTTP/2 rapid-reset flood would write two lines per stream
@@ -488,7 +491,22 @@ FinishedRequest SegmentCall::Record(const absl::Status& status) {
   r.seconds = absl::ToDoubleSeconds(absl::Now() - start_);
   r.status = status;
   stats_.FillRecord(&r);
+  r.trace_id = span_.TraceId();
   return r;
+}
+
+void SegmentCall::EndSpan(const FinishedRequest& r) {
+  // Counts, sizes and names the server chose; never a patient attribute,
+  // a UID, a file name or a client-chosen id.
+  span_.SetAttribute("upp.request_id", r.request_id);
+  span_.SetAttribute("upp.model", r.model);
+  span_.SetAttribute("upp.input_bytes", r.input_bytes);
+  span_.SetAttribute("upp.voxels", r.voxels);
+  span_.SetAttribute("upp.windows", r.windows);
+  span_.SetAttribute("upp.windows_skipped", r.windows_skipped);
+  span_.SetAttribute("rpc.grpc.status_code", static_cast<int64_t>(r.status.code()));
+  span_.SetStatus(r.status);
+  span_.End();
 }
 
 }  // namespace upp::server

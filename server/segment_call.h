@@ -41,6 +41,7 @@
 #include "server/request_validation.h"
 #include "server/response_writer.h"
 #include "server/service_state.h"
+#include "tracing/tracing.h"
 #include "unetrpp/v1/segmentation.pb.h"
 
 namespace upp::server {
@@ -123,6 +124,8 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   void StageDone(unetrpp::v1::Stage stage, absl::Time since);
   // The request's log line and audit record (OnDone).
   FinishedRequest Record(const absl::Status& status);
+  // Ends span_ with what the record says (OnDone).
+  void EndSpan(const FinishedRequest& record);
 
   grpc::CallbackServerContext* const context_;
   ServiceState* const state_;
@@ -176,6 +179,9 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   std::atomic<bool> first_window_{true};
   absl::Time enqueued_at_;
   std::atomic<int64_t> last_progress_ns_{0};
+  // The call's server span (tracing/), continuing the caller's traceparent;
+  // not recording when tracing is off. Ended by OnDone.
+  tracing::Span span_;
   CallStats stats_;  // any thread; read by OnDone, which can run while the pool still works
 
   ResponseWriter writer_;

@@ -26,6 +26,7 @@
 #include "server/segment_call.h"
 #include "server/service_state.h"
 #include "server/system_memory.h"
+#include "tracing/server_tracing.h"
 #include "unetrpp/v1/segmentation.grpc.pb.h"
 
 namespace upp::server {
@@ -261,6 +262,19 @@ namespace {
 
 // Checks each models[].job_device that is a GPU and sets the default of
 // limits.max_device_bytes_in_flight from the device's memory.
+// Installs the process's tracer when tracing.endpoint is set (tracing/).
+absl::Status StartTracing(const unetrpp::v1::Tracing& config) {
+  if (config.endpoint().empty()) return absl::OkStatus();
+  auto options = tracing::OptionsFromConfig(config);
+  if (!options.ok()) return options.status();
+  auto tracer = tracing::Tracer::Create(*options);
+  if (!tracer.ok()) return tracer.status();
+  tracing::InstallTracer(std::move(*tracer));
+  spdlog::info("tracing: OTLP to {}, sampling ratio {}, queue {} spans", options->endpoint, options->sampling_ratio,
+               options->queue_size);
+  return absl::OkStatus();
+}
+
 absl::Status SetUpJobDevices(const Metrics& metrics, unetrpp::v1::ServerConfig& config) {
   std::set<std::string> job_devices;
   for (const auto& m : config.models()) {
@@ -343,6 +357,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(unetrpp::v1::ServerConfig
   // Reflection tells anyone who can connect what the server offers: off
   // unless configured (development).
   if (config.enable_reflection()) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  if (auto s = StartTracing(config.tracing()); !s.ok()) return s;
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config.listen_address(), *credentials, &server->port_);
   builder.RegisterService(server->service_.get());

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/match.h"
+
 namespace upp::server {
 namespace {
 
@@ -61,6 +63,18 @@ TEST(RequestRecordTest, TheAuditRecordIsOneJsonObjectOfWhoWhatAndOutcome) {
   EXPECT_EQ(parsed["input_bytes"], 1234);
   EXPECT_EQ(parsed["windows"], 8);
   EXPECT_EQ(parsed["status"], "OK");
+}
+
+TEST(RequestRecordTest, ATracedRequestCarriesItsTraceIdInTheLogAndTheAudit) {
+  FinishedRequest r = Finished(absl::OkStatus());
+  EXPECT_EQ(RequestLogText(r).find("trace_id"), std::string::npos);
+  EXPECT_FALSE(RequestLogFields(r).contains("trace_id"));
+  EXPECT_FALSE(AuditRecord(r, absl::FromUnixSeconds(0)).contains("trace_id"));
+  r.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+  EXPECT_TRUE(absl::EndsWith(RequestLogText(r), " status=OK trace_id=4bf92f3577b34da6a3ce929d0e0e4736"))
+      << RequestLogText(r);
+  EXPECT_EQ(RequestLogFields(r)["trace_id"], r.trace_id);
+  EXPECT_EQ(AuditRecord(r, absl::FromUnixSeconds(0))["trace_id"], r.trace_id);
 }
 
 }  // namespace
