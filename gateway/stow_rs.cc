@@ -353,10 +353,36 @@ absl::Status StowServer::Bind() {
 }
 
 absl::Status StowServer::Run() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::OkStatus();
+    running_ = true;
+  }
   http_->listen_after_bind();
+  absl::MutexLock lock(&mu_);
+  running_ = false;
   return absl::OkStatus();
 }
 
-void StowServer::Stop() { http_->stop(); }
+// cpp-httplib's stop() does nothing before its loop has begun: a Stop()
+// right after Run() was started waits for the loop, so that it is never
+// left listening.
+void StowServer::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!running_) return;
+    }
+    if (http_->is_running()) {
+      http_->stop();
+      return;
+    }
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+}
 
 }  // namespace upp::gateway

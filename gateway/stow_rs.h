@@ -33,6 +33,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "gateway/multipart.h"
 #include "gateway/spool.h"
 #include "unetrpp/v1/gateway.pb.h"
@@ -128,7 +129,7 @@ class StowServer {
 
   // Binds dicomweb.address:port (port 0: one is picked, see port()).
   absl::Status Bind();
-  // Serves until Stop(); Bind() first.
+  // Serves until Stop(); Bind() first. Returns at once after a Stop().
   absl::Status Run();
   void Stop();
   int port() const { return port_; }
@@ -146,6 +147,9 @@ class StowServer {
   bool allow_anonymous_ = false;
   std::unique_ptr<httplib::Server> http_;
   int port_ = 0;
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool running_ ABSL_GUARDED_BY(mu_) = false;  // in Run()
 };
 
 }  // namespace upp::gateway
