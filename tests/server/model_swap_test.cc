@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
@@ -181,6 +182,48 @@ TEST_F(ModelSwapTest, ResultNamesTheVersionItRanOn) {
   EXPECT_EQ(Segment(*c, "2").status().code(), absl::StatusCode::kNotFound) << "version 2 is not loaded";
 }
 
+// /proc/self/status's `field` ("VmRSS:", "VmHWM:") in KiB; 0 elsewhere.
+int64_t MemoryKiB(const std::string& field) {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(field, 0) == 0) return std::atoll(line.c_str() + field.size());
+  return 0;
+}
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
+}
+
+// The switch benchmark's figures (BENCHMARKS.md): load-and-warm time, the
+// latency of requests that overlapped a switch against those before the
+// first, and the memory above the level before the switches.
+void LogSwitchFigures(const std::vector<std::pair<absl::Time, double>>& latencies,
+                      const std::vector<std::pair<absl::Time, absl::Time>>& swaps,
+                      const std::vector<double>& load_seconds, int64_t rss_before) {
+  std::vector<double> before, during;
+  for (const auto& [start, seconds] : latencies) {
+    if (start < swaps.front().first) {
+      before.push_back(seconds);
+      continue;
+    }
+    const absl::Time end = start + absl::Seconds(seconds);
+    for (const auto& [a, b] : swaps)
+      if (start < b && end > a) {
+        during.push_back(seconds);
+        break;
+      }
+  }
+  spdlog::info(
+      "switch: load+warm p50 {:.2f} s max {:.2f} s; request latency before switches p50 {:.3f} s p95 {:.3f} s "
+      "({} requests), overlapping a switch p50 {:.3f} s p95 {:.3f} s ({} requests); RSS before {} MiB, peak {} MiB, "
+      "after {} MiB",
+      Percentile(load_seconds, 0.5), Percentile(load_seconds, 1.0), Percentile(before, 0.5), Percentile(before, 0.95),
+      before.size(), Percentile(during, 0.5), Percentile(during, 0.95), during.size(), rss_before / 1024,
+      MemoryKiB("VmHWM:") / 1024, MemoryKiB("VmRSS:") / 1024);
+}
+
 // 8 clients send all along while version 1 and version 2 take turns 10
 // times: no request fails, and each result equals the reference result of
 // the version its header names.
@@ -200,13 +243,17 @@ TEST_F(ModelSwapTest, SwapUnderLoadFailsNothing) {
   std::mutex mu;
   std::map<std::string, int> results;  // by version
   std::vector<std::string> problems;
+  std::vector<std::pair<absl::Time, double>> latencies;  // start, seconds
+  std::vector<std::pair<absl::Time, absl::Time>> swaps;  // LoadModel calls
   std::vector<std::thread> clients;
   for (int i = 0; i < 8; ++i)
     clients.emplace_back([&, i] {
       auto c = As(kUserKey);
       while (!stop) {
+        const absl::Time start = absl::Now();
         const auto r = Segment(*c);
         std::lock_guard<std::mutex> lock(mu);
+        latencies.emplace_back(start, absl::ToDoubleSeconds(absl::Now() - start));
         if (!r.ok()) {
           problems.push_back("client " + std::to_string(i) + ": " + r.status().ToString());
           continue;
@@ -218,10 +265,17 @@ TEST_F(ModelSwapTest, SwapUnderLoadFailsNothing) {
           problems.push_back("client " + std::to_string(i) + ": labels differ from version " + v + "'s");
       }
     });
+  std::this_thread::sleep_for(std::chrono::seconds(2));  // latency before any swap
+  const int64_t rss_before = MemoryKiB("VmRSS:");
+  std::vector<double> load_seconds;
   for (int swap = 0; swap < 10; ++swap) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    const auto loaded = admin->LoadModel(Load(swap % 2 == 0 ? "1" : "2"));
+    const absl::Time start = absl::Now();
+    const std::string version = swap % 2 == 0 ? "1" : "2";
+    const auto loaded = admin->LoadModel(Load(version));
+    swaps.emplace_back(start, absl::Now());
     EXPECT_TRUE(loaded.ok()) << "swap " << swap << ": " << loaded.status();
+    if (loaded.ok() && Version(*loaded, version)) load_seconds.push_back(Version(*loaded, version)->load_seconds());
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   stop = true;
@@ -231,6 +285,7 @@ TEST_F(ModelSwapTest, SwapUnderLoadFailsNothing) {
   EXPECT_GT(results["1"], 0);
   EXPECT_GT(results["2"], 0);
   spdlog::info("swap under load: {} results of version 1, {} of version 2", results["1"], results["2"]);
+  LogSwitchFigures(latencies, swaps, load_seconds, rss_before);
   // The old versions go once their last requests are done.
   unetrpp::v1::ModelInfo info;
   for (int i = 0; i < 100; ++i) {
