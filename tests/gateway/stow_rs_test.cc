@@ -250,6 +250,24 @@ TEST_F(StowRsTest, AChunkedBodyOverTheLimitIsCutOffWhileItArrives) {
   ExpectStillServing();
 }
 
+// cpp-httplib's stop() is lost before its loop has begun; a gateway
+// stopped (SIGTERM) right after starting must not hang in its drain.
+TEST_F(StowRsTest, StopRightAfterRunBeginsReturns) {
+  unetrpp::v1::GatewayConfig config;
+  config.set_spool_dir(spool_->root());
+  config.mutable_dicomweb()->set_address("127.0.0.1");
+  config.mutable_dicomweb()->mutable_auth()->set_allow_anonymous(true);
+  ApplyDefaults(config);
+  for (int i = 0; i < 50; ++i) {
+    auto server = StowServer::Create(config, spool_.get(), nullptr, nullptr);
+    ASSERT_TRUE(server.ok()) << server.status();
+    ASSERT_TRUE((*server)->Bind().ok());
+    std::thread run([&server] { (*server)->Run().IgnoreError(); });
+    (*server)->Stop();
+    run.join();
+  }
+}
+
 TEST(StowResponseTest, StatusFollowsWhatWasStored) {
   StowPart ok{"1.2.840.10008.5.1.4.1.1.2", "1.2.3", 0, "stored", "", ""};
   StowPart bad{"", "", kStowCannotUnderstand, "invalid", "", ""};
