@@ -3,9 +3,10 @@
 # bounded time, seeded with real files: nibabel's NIfTI and pydicom's DICOM
 # test data.
 # Usage: deploy/fuzz.sh [SECONDS_PER_TARGET]   (CI runs it with 30)
-# Four targets: the NIfTI reader, the DICOM series reader, a JPEG 2000
-# frame (the header read before OpenJPEG, then OpenJPEG), and sequences of
-# SegmentRequest messages through the server's request logic.
+# Five targets: the NIfTI reader, the DICOM series reader, a JPEG 2000
+# frame (the header read before OpenJPEG, then OpenJPEG), sequences of
+# SegmentRequest messages through the server's request logic, and the
+# gateway's STOW-RS multipart layer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET="${1:-30}"
@@ -122,3 +123,22 @@ open(sys.argv[1], "wb").write(record(0, header) + record(1, b"\x00" + nifti(1)) 
 PY
 echo "fuzz: request_fuzzer for ${SECONDS_PER_TARGET}s, $(ls "$RSEEDS" | wc -l) seed files"
 run_target request_fuzzer "$BUILD/corpus/request" "$RSEEDS" 262144
+
+# STOW-RS bodies (tests/fuzz/multipart_fuzzer.cc: a Content-Type line, a
+# control byte, the body): two parts with a CT slice, and Orthanc's long
+# boundary with transport padding and a part without headers.
+MSEEDS="$BUILD/seeds/multipart"
+mkdir -p "$MSEEDS" "$BUILD/corpus/multipart"
+/usr/bin/python3 - "$PYD" "$MSEEDS" <<'PY'
+import os, sys
+ct = open(os.path.join(sys.argv[1], "CT_small.dcm"), "rb").read()[:4000]
+b = b"c9c70dc7-731d-4e1e-81e2-f8a7d2787152-c9c70dc7-731d-4e1e-81e2-f8a7d2787152"
+open(os.path.join(sys.argv[2], "two_parts"), "wb").write(
+    b'multipart/related; type="application/dicom"; boundary=BOUND\n\x05--BOUND\r\nContent-Type: application/dicom\r\n\r\n'
+    + ct + b"\r\n--BOUND\r\nContent-Type: application/dicom\r\n\r\nDICM\r\n--BOUND--\r\n")
+open(os.path.join(sys.argv[2], "orthanc"), "wb").write(
+    b'multipart/related; type="application/dicom"; boundary=' + b + b"\n\x3f--" + b + b"  \r\n\r\n" + ct[:500]
+    + b"\r\n--" + b + b"--\r\nepilogue")
+PY
+echo "fuzz: multipart_fuzzer for ${SECONDS_PER_TARGET}s, $(ls "$MSEEDS" | wc -l) seed files"
+run_target multipart_fuzzer "$BUILD/corpus/multipart" "$MSEEDS" 65536
