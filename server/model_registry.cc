@@ -562,16 +562,33 @@ void ModelRegistry::PollModel(const unetrpp::v1::ModelEntry& entry) {
   for (const std::string& version : stale) UnloadVersion(entry.name(), version).IgnoreError();
 }
 
+void ModelRegistry::RunManagement(std::function<void()> work) {
+  {
+    absl::MutexLock lock(&manager_mu_);
+    if (manager_) return manager_->Schedule(std::move(work));
+  }
+  work();
+}
+
 void ModelRegistry::Shutdown() {
   std::vector<ServedModel*> serving;
   {
     absl::MutexLock lock(&mu_);
     shutdown_ = true;
     for (ServedModel* m : waiting_) m->GiveUpWaiting();
+  }
+  std::unique_ptr<ThreadPool> manager;
+  {
+    absl::MutexLock lock(&manager_mu_);
+    manager = std::move(manager_);
+  }
+  manager.reset();  // a load in flight finishes (its workers still run) and answers its caller
+  if (poller_.joinable()) poller_.join();
+  {
+    absl::MutexLock lock(&mu_);
     for (auto& [name, model] : models_)
       for (auto& [v, m] : model.loaded) serving.push_back(m.get());
   }
-  if (poller_.joinable()) poller_.join();
   for (ServedModel* m : serving) m->Shutdown();
   WaitRetired();
 }

@@ -181,7 +181,8 @@ class ModelRegistry {
   // Runs `work` (LoadVersion, UnloadVersion and what follows) on the
   // registry's management thread, so that gRPC's threads never wait for a
   // load.
-  void RunManagement(std::function<void()> work) { manager_.Schedule(std::move(work)); }
+  // After Shutdown it runs `work` on the calling thread.
+  void RunManagement(std::function<void()> work);
   // The repository poll: every `interval`, each model served from a
   // repository folder follows what its complete folders and its policy
   // offer (PollOnce). A failed load is reported and does not stop the poll;
@@ -241,9 +242,10 @@ class ModelRegistry {
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::thread poller_;  // StartPolling's; stopped by Shutdown
   absl::Duration poll_interval_ ABSL_GUARDED_BY(mu_);
-  // Last: destroyed first, so a management task in flight ends while the
-  // versions still exist.
-  ThreadPool manager_{1};
+  // Management tasks; Shutdown runs what is queued and joins it, before
+  // the server's audit log and the versions go.
+  absl::Mutex manager_mu_;
+  std::unique_ptr<ThreadPool> manager_ ABSL_GUARDED_BY(manager_mu_) = std::make_unique<ThreadPool>(1);
 };
 
 }  // namespace upp::server
