@@ -34,6 +34,21 @@ int64_t UncroppedWindows(const imageio::Geometry& geometry, const preprocessing:
   return windows;
 }
 
+constexpr char kOutsideRegion[] = "outside the requested labels";
+
+// A label subset's region (input voxels) in the cropped input's voxels
+// (an MR's non-zero crop moves them), clamped to it.
+absl::StatusOr<preprocessing::VoxelBox> RegionInCrop(const preprocessing::VoxelBox& region,
+                                                     const std::array<std::array<int64_t, 2>, 3>& crop) {
+  preprocessing::VoxelBox r;
+  for (int t = 0; t < 3; ++t) {
+    const int64_t n = crop[t][1] - crop[t][0];
+    r[t] = {std::clamp<int64_t>(region[t][0] - crop[t][0], 0, n), std::clamp<int64_t>(region[t][1] - crop[t][0], 0, n)};
+    if (r[t][0] >= r[t][1]) return absl::InvalidArgumentError("the requested region lies outside the volume");
+  }
+  return r;
+}
+
 const char* SkipReason(preprocessing::CropMode mode) {
   if (mode == preprocessing::CropMode::kBody) return "outside the body";
   return mode == preprocessing::CropMode::kNonzero ? "outside the non-zero region" : "";
@@ -94,8 +109,8 @@ struct SegmentationJob::Impl {
   // Create()'s windows over `data` (the padded grid): all of them, or those
   // touching `body` (the input's (z, y, x) box); narrows `data` to them and
   // sets region, out_box, windows and the profiles.
-  void ChooseWindows(const std::optional<preprocessing::VoxelBox>& body);
-  void ReportCrop(preprocessing::CropMode mode);
+  void ChooseWindows(const std::optional<preprocessing::VoxelBox>& body, bool tile = false);
+  void ReportCrop(preprocessing::CropMode mode, bool region);
   // Finish()'s way back: the accumulators' unpadded part (`acc`, `profile`
   // narrowed) and the taps from out_box to it.
   BackResampleGrids BackGrids(torch::Tensor* acc, std::array<torch::Tensor, 3>* profile) const;
@@ -128,7 +143,17 @@ SegmentationJob::~SegmentationJob() = default;
 // needs no margin for that. Labels are kept wherever that holds (around the
 // body too), background elsewhere. The data, accumulators and
 // back-resampling still shrink to the windows' box.
-void SegmentationJob::Impl::ChooseWindows(const std::optional<preprocessing::VoxelBox>& body) {
+//
+// A label subset's region is chosen the same way (its labels are the whole
+// run's), or with `tile` by windows of its own tiling its box on the same
+// grid: an organ is about as large as a window, so the windows that touch
+// its box are most of the body's (727 of 743 for the liver of 20 phantoms),
+// while its own tiling takes a few (12 of 209 for 6); the labels then
+// differ from the whole run's where windows overlap differently (the
+// `fast` mode's trade; liver Dice against the whole run 0.98), but never by
+// the grid (a crop of the input resampled onto its own, shifted grid gave
+// 0.96).
+void SegmentationJob::Impl::ChooseWindows(const std::optional<preprocessing::VoxelBox>& body, bool tile) {
   const std::array<int64_t, 3> padded{data.size(1), data.size(2), data.size(3)};
   std::array<std::vector<int64_t>, 3> starts;
   bool whole = true;
@@ -142,21 +167,33 @@ void SegmentationJob::Impl::ChooseWindows(const std::optional<preprocessing::Vox
     const auto& box = (*body)[plan.transpose[a]];
     const preprocessing::Taps back = preprocessing::ResamplingTaps(grid[a], cropped_t[a], modes[a]);
     const int64_t g0 = back.i0[box[0]] + pad_before[a], g1 = back.i1[box[1] - 1] + 1 + pad_before[a];
-    const auto& all = starts[a];
-    size_t k0 = 0, k1 = all.size();  // the windows [k0, k1) touch the box
-    while (k0 + 1 < all.size() && all[k0] + plan.patch[a] <= g0) ++k0;
-    while (k1 > k0 + 1 && all[k1 - 1] >= g1) --k1;
-    region[a] = {all[k0], all[k1 - 1] + plan.patch[a]};
-    // The grid voxels every window of which runs: their sums are the
-    // uncropped run's. The box's are among them.
-    const int64_t complete0 = k0 == 0 ? 0 : all[k0 - 1] + plan.patch[a];
-    const int64_t complete1 = k1 == all.size() ? padded[a] : all[k1];
-    std::vector<int64_t> touching(all.begin() + k0, all.begin() + k1);
-    for (int64_t& s : touching) s -= region[a][0];
-    starts[a] = std::move(touching);
+    int64_t complete0 = 0, complete1 = 0;
+    if (tile) {
+      // At least a patch, centred on the box, inside the grid.
+      const int64_t len = std::min(padded[a], std::max(g1 - g0, plan.patch[a]));
+      const int64_t s0 = std::clamp<int64_t>(g0 - (len - (g1 - g0)) / 2, 0, padded[a] - len);
+      region[a] = {s0, s0 + len};
+      starts[a] = WindowStarts(len, plan.patch[a], plan.step);
+      complete0 = s0;
+      complete1 = s0 + len;
+    } else {
+      const auto& all = starts[a];
+      size_t k0 = 0, k1 = all.size();  // the windows [k0, k1) touch the box
+      while (k0 + 1 < all.size() && all[k0] + plan.patch[a] <= g0) ++k0;
+      while (k1 > k0 + 1 && all[k1 - 1] >= g1) --k1;
+      region[a] = {all[k0], all[k1 - 1] + plan.patch[a]};
+      // The grid voxels every window of which runs: their sums are the
+      // uncropped run's. The box's are among them.
+      complete0 = k0 == 0 ? 0 : all[k0 - 1] + plan.patch[a];
+      complete1 = k1 == all.size() ? padded[a] : all[k1];
+      std::vector<int64_t> touching(all.begin() + k0, all.begin() + k1);
+      for (int64_t& s : touching) s -= region[a][0];
+      starts[a] = std::move(touching);
+    }
     whole = whole && region[a][1] - region[a][0] == padded[a];
     // Labels only for the input voxels that read those grid voxels alone (a
-    // second tap of weight 0 is not read): the uncropped run's labels.
+    // second tap of weight 0 is not read): the uncropped run's labels (a
+    // tiled region's: every voxel its windows cover).
     const int64_t u0 = std::max<int64_t>(complete0 - pad_before[a], 0);
     const int64_t u1 = std::min<int64_t>(complete1 - pad_before[a], grid[a]);
     int64_t c0 = 0, c1 = cropped_t[a];
@@ -179,7 +216,7 @@ void SegmentationJob::Impl::ChooseWindows(const std::optional<preprocessing::Vox
   }
 }
 
-void SegmentationJob::Impl::ReportCrop(preprocessing::CropMode mode) {
+void SegmentationJob::Impl::ReportCrop(preprocessing::CropMode mode, bool region) {
   crop_report.mode = mode;
   for (int a = 0; a < 3; ++a) {
     const int t = plan.transpose[a];  // the input's tensor axis (z, y, x)
@@ -188,7 +225,7 @@ void SegmentationJob::Impl::ReportCrop(preprocessing::CropMode mode) {
   crop_report.windows_uncropped = UncroppedWindows(geometry, plan, plan.step);
   crop_report.windows_skipped =
       std::max<int64_t>(0, crop_report.windows_uncropped - static_cast<int64_t>(windows.size()));
-  if (crop_report.windows_skipped > 0) crop_report.reason = SkipReason(mode);
+  if (crop_report.windows_skipped > 0) crop_report.reason = region ? kOutsideRegion : SkipReason(mode);
 }
 
 BackResampleGrids SegmentationJob::Impl::BackGrids(torch::Tensor* acc, std::array<torch::Tensor, 3>* profiles) const {
@@ -254,8 +291,14 @@ absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(imageio
     impl->times.resample = pre->resample_seconds;
     impl->times.normalize = pre->normalize_seconds;
     impl->data = std::move(pre->data);  // `pre` must not keep the whole grid alive
-    impl->ChooseWindows(pre->body);
-    impl->ReportCrop(pre->cropped_to);
+    if (options.region) {
+      auto region = RegionInCrop(*options.region, pre->crop);
+      if (!region.ok()) return region.status();
+      impl->ChooseWindows(*region, options.tile_region);
+    } else {
+      impl->ChooseWindows(pre->body);
+    }
+    impl->ReportCrop(pre->cropped_to, options.region.has_value());
     impl->item_weight =
         (GaussianImportance(p.patch, p.gaussian_sigma_scale) / static_cast<float>(impl->num_variants())).to(device);
     const torch::Tensor& data = impl->data;

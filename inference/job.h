@@ -34,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "imageio/geometry.h"
 #include "imageio/volume.h"
+#include "preprocessing/body_mask.h"
 #include "preprocessing/plan.h"
 
 namespace upp::inference {
@@ -55,6 +56,15 @@ struct JobOptions {
   std::optional<double> step;                   // overrides plan.step
   std::optional<std::vector<int>> mirror_axes;  // overrides plan.mirror_axes
   std::optional<preprocessing::CropMode> crop;  // overrides plan.crop (tools compare crops)
+  // Input voxels, (z, y, x) [begin, end), whose labels are wanted (a label
+  // subset's box, inference/label_subset.h), instead of the plan's crop;
+  // everything outside is background. Only the whole run's windows that
+  // touch it run, so that its labels are the whole run's; or, with
+  // `tile_region` (the `fast` mode's subsets), windows of its own tile it on
+  // the same grid: far fewer, with labels that differ where windows overlap
+  // differently (job.cc, ChooseWindows).
+  std::optional<preprocessing::VoxelBox> region;
+  bool tile_region = false;
   AccumulatorPrecision accumulator = AccumulatorPrecision::kAuto;
   // kAuto: float16 accumulators when float32 ones would exceed this.
   int64_t float32_accumulator_limit_bytes = int64_t{1} << 30;

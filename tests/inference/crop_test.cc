@@ -262,5 +262,116 @@ TEST(BodyCrop, SkippedItemsCountMirrorVariants) {
   EXPECT_EQ((*job)->items_skipped_by_crop(), 4 * (*job)->crop_report().windows_skipped);
 }
 
+// A label subset's region (JobOptions::region): only the whole run's
+// windows that touch it run, and its labels are the whole run's (a network
+// that sees the whole window); everything else is background.
+TEST(RegionCrop, TheWholeRunsWindowsTouchingTheRegionGiveItsLabelsExactly) {
+  Plan plan = CtPlan();
+  plan.num_classes = 5;
+  const auto v = CtWith({160, 100, 40}, {{{25, 50, 20}, {15, 20, 30}}, {{130, 50, 20}, {12, 15, 30}}});
+  JobOptions options;
+  options.crop = CropMode::kNone;
+  CropReport whole_report;
+  auto whole = SegmentVolume(v, plan, testing::WindowDependentNet(5, plan.patch), 4, options, nullptr, &whole_report);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  options.region = preprocessing::VoxelBox{{{0, 40}, {35, 66}, {118, 143}}};  // (z, y, x)
+  CropReport report;
+  auto labels = SegmentVolume(v, plan, testing::WindowDependentNet(5, plan.patch), 4, options, nullptr, &report);
+  ASSERT_TRUE(labels.ok()) << labels.status();
+  EXPECT_EQ(report.reason, "outside the requested labels");
+  EXPECT_GT(report.windows_skipped, 0);
+  EXPECT_LE(report.box_xyz[0][0], 118);
+  EXPECT_GE(report.box_xyz[0][1], 143);
+  int64_t differ = 0, labelled = 0;
+  for (int64_t i = 0; i < v.geometry.NumVoxels(); ++i) {
+    const int64_t x = i % 160, y = i / 160 % 100;
+    if (x >= 118 && x < 143 && y >= 35 && y < 66) {
+      differ += labels->labels[i] != whole->labels[i];
+      labelled += labels->labels[i] != 0;
+    } else if (x < 60) {
+      EXPECT_EQ(labels->labels[i], 0);  // the first body: never run
+    }
+  }
+  EXPECT_EQ(differ, 0);
+  EXPECT_GT(labelled, 0);
+}
+
+// With tile_region (the fast mode's subsets), windows of its own tile the
+// region on the same grid: fewer than touch it; a pointwise network's labels
+// inside it are the whole run's, outside it background.
+TEST(RegionCrop, ATiledRegionRunsWindowsOfItsOwnAndTheRestIsBackground) {
+  // Two bodies far apart: the region is around the second one only.
+  const auto v = CtWith({160, 100, 40}, {{{25, 50, 20}, {15, 20, 30}}, {{130, 50, 20}, {12, 15, 30}}});
+  const Plan plan = CtPlan();
+  const Outcome whole = Segment(v, plan);
+  JobOptions options;
+  options.region = preprocessing::VoxelBox{{{0, 40}, {35, 66}, {118, 143}}};  // (z, y, x)
+  auto touching = SegmentationJob::Create(v, plan, options);
+  ASSERT_TRUE(touching.ok()) << touching.status();
+  options.tile_region = true;
+  auto job = SegmentationJob::Create(v, plan, options);
+  ASSERT_TRUE(job.ok()) << job.status();
+  const CropReport report = (*job)->crop_report();
+  // Windows of 8 x 16 x 16 at step 0.5 tiling 40 x 31 x 25 voxels (z, y, x).
+  EXPECT_EQ((*job)->num_windows(),
+            static_cast<int64_t>(WindowStarts(40, 8, 0.5).size() * WindowStarts(31, 16, 0.5).size() *
+                                 WindowStarts(25, 16, 0.5).size()));
+  EXPECT_LT((*job)->num_windows(), (*touching)->num_windows());
+  EXPECT_EQ(report.reason, "outside the requested labels");
+  EXPECT_EQ(report.windows_skipped, report.windows_uncropped - (*job)->num_windows());
+  EXPECT_LE(report.box_xyz[0][0], 118);
+  EXPECT_GE(report.box_xyz[0][1], 143);
+  EXPECT_LE(report.box_xyz[0][1], 145);
+  auto labels = SegmentVolume(v, plan, PointwiseTissueNet(), 4, options);
+  ASSERT_TRUE(labels.ok()) << labels.status();
+  int64_t second = 0, first = 0, differ_in_region = 0;
+  for (int64_t i = 0; i < v.geometry.NumVoxels(); ++i) {
+    const int64_t x = i % 160, y = i / 160 % 100;
+    if (x >= 118 && x < 143 && y >= 35 && y < 66) {
+      differ_in_region += labels->labels[i] != whole.labels.labels[i];
+      second += labels->labels[i];
+    } else if (x < 60) {
+      first += labels->labels[i];
+    }
+  }
+  EXPECT_GT(second, 0);
+  EXPECT_EQ(differ_in_region, 0);
+  EXPECT_EQ(first, 0);  // the first body's windows never ran
+}
+
+// The region is clamped to the volume; one wholly outside it is refused.
+TEST(RegionCrop, ARegionIsClampedToTheVolumeAndOneOutsideItIsRefused) {
+  const auto v = CtWith({120, 100, 40}, {{{25, 75, 20}, {15, 20, 30}}});
+  JobOptions options;
+  options.region = preprocessing::VoxelBox{{{-5, 60}, {0, 20}, {90, 500}}};
+  options.tile_region = true;
+  auto job = SegmentationJob::Create(v, CtPlan(), options);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ((*job)->crop_report().box_xyz[0], (std::array<int64_t, 2>{90, 120}));
+  EXPECT_EQ((*job)->crop_report().box_xyz[2], (std::array<int64_t, 2>{0, 40}));
+  options.region = preprocessing::VoxelBox{{{0, 40}, {0, 20}, {200, 300}}};
+  EXPECT_EQ(SegmentationJob::Create(v, CtPlan(), options).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// An MR: the region replaces the non-zero crop.
+TEST(RegionCrop, AnMrsRegionReplacesItsNonzeroCrop) {
+  Plan plan = CtPlan();
+  plan.normalization[0] = {ChannelNormalization::Scheme::kZScore, 0, 0, 0, 1, false};
+  const auto v = testing::VolumeFrom({100, 90, 30}, {1, 1, 1}, [](int64_t x, int64_t y, int64_t z) {
+    return x >= 20 && y >= 10 && y < 80 ? 100.0 + x + 2 * y + z : 0.0;
+  });
+  JobOptions options;
+  options.region = preprocessing::VoxelBox{{{0, 30}, {50, 80}, {70, 100}}};
+  options.tile_region = true;
+  auto job = SegmentationJob::Create(v, plan, options);
+  ASSERT_TRUE(job.ok()) << job.status();
+  const CropReport& r = (*job)->crop_report();
+  EXPECT_EQ(r.box_xyz[0], (std::array<int64_t, 2>{70, 100}));
+  EXPECT_EQ(r.box_xyz[1][0], 50);  // the region, give or take a voxel of the taps
+  EXPECT_LE(r.box_xyz[1][1], 81);
+  EXPECT_GE(r.box_xyz[1][1], 80);
+  EXPECT_EQ(r.reason, "outside the requested labels");
+}
+
 }  // namespace
 }  // namespace upp::inference

@@ -1,0 +1,34 @@
+// A request for some labels only (RequestHeader.labels): where they are in a
+// first, coarse label map (the box the full model then runs in), and the
+// final label map cut down to them. Torch-free plain functions over a
+// LabelMap; the server calls them between its two passes (docs/server.md,
+// "Label subsets").
+#ifndef UPP_INFERENCE_LABEL_SUBSET_H_
+#define UPP_INFERENCE_LABEL_SUBSET_H_
+
+#include <optional>
+#include <vector>
+
+#include "inference/job.h"
+#include "preprocessing/body_mask.h"
+
+namespace upp::inference {
+
+// The margin around located labels when the configuration names none
+// (ModelEntry.speed.subset_margin_mm): the fastest model's voxels are up to
+// 8 mm, and an organ's edge it found may be a voxel off.
+inline constexpr double kDefaultSubsetMarginMm = 20.0;
+
+// The input-voxel box, (z, y, x) [begin, end), of every voxel of `map` that
+// holds one of `values`, grown by `margin_mm` on each side (in voxels of the
+// map's own spacing, rounded up) and clamped to the volume. nullopt when no
+// voxel holds any of them.
+std::optional<preprocessing::VoxelBox> LabelBox(const LabelMap& map, const std::vector<int>& values, double margin_mm);
+
+// Every voxel of a value not in `values` becomes background (0); the stats
+// keep background (grown by those voxels) and `values` only.
+void KeepLabels(const std::vector<int>& values, LabelMap* map);
+
+}  // namespace upp::inference
+
+#endif  // UPP_INFERENCE_LABEL_SUBSET_H_
