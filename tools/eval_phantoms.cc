@@ -9,16 +9,24 @@
 // does the same with another crop (e.g. --crop body --versus-crop none: the
 // body crop's agreement with the uncropped run, and the windows it saved);
 // --fov-mm puts the phantoms in a wider field of view (air around the body),
-// --shift-mm off its centre.
+// --shift-mm off its centre. The speed modes (docs/model.md, "Speed modes"):
+// --versus-step 0.75 is `fast`, --versus-weights COARSE is `fastest`, and
+// --subset liver,spleen --locator COARSE is a label subset as the server
+// runs it (the locator's box of those labels, then only the windows that
+// touch it; with --versus-step, the `fast` mode's, windows tiling it); each
+// is compared with the truth and with the first run.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <utility>
 
+#include "absl/strings/str_split.h"
 #include "inference/job.h"
+#include "inference/label_subset.h"
 #include "inference/model_runner.h"
 #include "model/window_runner.h"
 #include "tools/cli_flags.h"
@@ -50,8 +58,8 @@ double Mean(const std::vector<double>& v) {
 
 int main(int argc, char** argv) {
   CLI::App app{"Dice of a model on unseen synthetic phantoms"};
-  std::string weights, precision = "fp32", versus, crop, versus_crop;
-  double fov_mm = 0, shift_mm = 0;
+  std::string weights, precision = "fp32", versus, crop, versus_crop, versus_weights, subset, locator;
+  double fov_mm = 0, shift_mm = 0, versus_step = 0, margin_mm = upp::inference::kDefaultSubsetMarginMm;
   int count = 20;
   uint64_t first_seed = 900000;
   upp::tools::RunFlags run(/*default_batch=*/2);
@@ -65,6 +73,11 @@ int main(int argc, char** argv) {
   app.add_option("--versus-crop", versus_crop, "also run with this crop and compare (e.g. none)");
   app.add_option("--fov-mm", fov_mm, "in-plane field of view (mm) instead of the random 380-460 (--max-inplane kept)");
   app.add_option("--shift-mm", shift_mm, "field of view moved posterior by this (mm): the body off-centre");
+  app.add_option("--versus-step", versus_step, "also run at this window step and compare (fast: 0.75)");
+  app.add_option("--versus-weights", versus_weights, "also run this model (same labels) and compare (fastest)");
+  app.add_option("--subset", subset, "also run only these labels (comma-separated names), located by --locator");
+  app.add_option("--locator", locator, "the model that locates --subset's labels (the fastest model)");
+  app.add_option("--margin-mm", margin_mm, "--subset's box margin per side (mm)");
   grid.Register(app);
   run.Register(app);
   CLI11_PARSE(app, argc, argv);
@@ -79,19 +92,64 @@ int main(int argc, char** argv) {
     out->crop = *mode;
   }
   if (versus_crop.empty()) other_options.crop = options.crop;
-  std::unique_ptr<upp::model::WindowRunner> other;
-  if (!versus.empty()) {
-    auto r = upp::model::WindowRunner::FromWeightsFile(weights, {"cpu", versus});
+  if (versus_step > 0) other_options.step = versus_step;
+  if (!subset.empty() && locator.empty()) return upp::tools::Fail(kTool, "--subset needs --locator");
+  std::unique_ptr<upp::model::WindowRunner> other, locating;
+  if (!versus.empty() || !versus_weights.empty()) {
+    auto r = upp::model::WindowRunner::FromWeightsFile(versus_weights.empty() ? weights : versus_weights,
+                                                       {"cpu", versus.empty() ? precision : versus});
     if (!r.ok()) return upp::tools::FailWith(kTool, r.status());
     other = std::move(*r);
+  }
+  if (!locator.empty()) {
+    auto r = upp::model::WindowRunner::FromWeightsFile(locator, {"cpu", precision});
+    if (!r.ok()) return upp::tools::FailWith(kTool, r.status());
+    locating = std::move(*r);
   }
   auto plan = upp::preprocessing::Plan::FromMetadata((*runner)->metadata());
   if (!plan.ok()) return upp::tools::FailWith(kTool, plan.status());
   const int classes = plan->num_classes;
-  const bool compare = !versus.empty() || !versus_crop.empty();
+  const bool compare = !versus.empty() || !versus_crop.empty() || versus_step > 0 || other || locating;
   upp::model::WindowRunner& other_runner = other ? *other : **runner;
-  std::vector<double> sums(classes - 1, 0.0), other_sums(classes - 1, 0.0), agreements;
-  int64_t windows = 0, windows_uncropped = 0, other_windows = 0;
+  auto other_plan = upp::preprocessing::Plan::FromMetadata(other_runner.metadata());
+  if (!other_plan.ok()) return upp::tools::FailWith(kTool, other_plan.status());
+  std::optional<upp::preprocessing::Plan> locator_plan;
+  std::vector<int> subset_values;
+  if (locating) {
+    auto p = upp::preprocessing::Plan::FromMetadata(locating->metadata());
+    if (!p.ok()) return upp::tools::FailWith(kTool, p.status());
+    locator_plan = *std::move(p);
+    for (const auto& name : absl::StrSplit(subset, ',')) {
+      const auto it = std::find_if(plan->labels.begin(), plan->labels.end(),
+                                   [&](const auto& info) { return info.value > 0 && info.name == name; });
+      if (it == plan->labels.end()) return upp::tools::Fail(kTool, "--subset: no label \"" + std::string(name) + "\"");
+      subset_values.push_back(it->value);
+    }
+  }
+  // The second run: another precision, crop, step or model, or the subset.
+  const auto run_other = [&](upp::imageio::Volume v, upp::inference::CropReport* report,
+                             int64_t* located_windows) -> absl::StatusOr<upp::inference::LabelMap> {
+    if (!locating)
+      return upp::inference::SegmentVolume(std::move(v), *other_plan, upp::inference::RunnerFor(other_runner),
+                                           run.batch, other_options, nullptr, report);
+    upp::inference::CropReport located_report;
+    auto located = upp::inference::SegmentVolume(v, *locator_plan, upp::inference::RunnerFor(*locating), run.batch, {},
+                                                 nullptr, &located_report);
+    if (!located.ok()) return located.status();
+    *located_windows = located_report.windows_uncropped - located_report.windows_skipped;
+    const auto box = upp::inference::LabelBox(*located, subset_values, margin_mm);
+    if (!box) return located;
+    upp::inference::JobOptions region = other_options;
+    region.region = *box;
+    region.tile_region = versus_step > 0;  // as the server: `fast` tiles the box, `full` keeps the whole run's windows
+    auto labels = upp::inference::SegmentVolume(std::move(v), *plan, upp::inference::RunnerFor(**runner), run.batch,
+                                                region, nullptr, report);
+    if (labels.ok()) upp::inference::KeepLabels(subset_values, &*labels);
+    return labels;
+  };
+  std::vector<double> sums(classes - 1, 0.0), other_sums(classes - 1, 0.0), versus_first(classes - 1, 0.0),
+      versus_first_min(classes - 1, 1.0), agreements;
+  int64_t windows = 0, windows_uncropped = 0, other_windows = 0, locator_windows = 0;
   nlohmann::json per_phantom = nlohmann::json::array();
   for (int i = 0; i < count; ++i) {
     const uint64_t seed = first_seed + static_cast<uint64_t>(i);
@@ -125,12 +183,19 @@ int main(int argc, char** argv) {
                           {"windows", cropped.windows_uncropped - cropped.windows_skipped},
                           {"windows_skipped", cropped.windows_skipped}};
     if (compare) {
-      auto other_labels =
-          upp::inference::SegmentVolume(std::move(for_other), *plan, upp::inference::RunnerFor(other_runner), run.batch,
-                                        other_options, nullptr, &other_cropped);
+      int64_t located = 0;
+      auto other_labels = run_other(std::move(for_other), &other_cropped, &located);
       if (!other_labels.ok()) return upp::tools::FailWith(kTool, other_labels.status());
-      other_windows += other_cropped.windows_uncropped - other_cropped.windows_skipped;
-      row["windows_versus"] = other_cropped.windows_uncropped - other_cropped.windows_skipped;
+      other_windows += other_cropped.windows_uncropped - other_cropped.windows_skipped + located;
+      locator_windows += located;
+      row["windows_versus"] = other_cropped.windows_uncropped - other_cropped.windows_skipped + located;
+      // Against the first run: a subset's labels only (the rest is background
+      // by design), every label otherwise.
+      const auto first = upp::tools::DicePerLabel(labels->labels, other_labels->labels, classes);
+      for (int l = 0; l < classes - 1; ++l) {
+        versus_first[l] += first[l];
+        versus_first_min[l] = std::min(versus_first_min[l], first[l]);
+      }
       const auto other_dice = upp::tools::DicePerLabel(phantom.labels, other_labels->labels, classes);
       for (int l = 0; l < classes - 1; ++l) other_sums[l] += other_dice[l];
       agreements.push_back(upp::tools::LabelAgreement(labels->labels, other_labels->labels));
@@ -156,7 +221,19 @@ int main(int argc, char** argv) {
     out["versus"] = versus.empty() ? precision : versus;
     out["versus_crop"] = CropModeName(other_options.crop.value_or(plan->ResolvedCrop()));
     out["windows_versus"] = other_windows;
+    if (locating) {
+      out["subset"] = subset;
+      out["locator_windows"] = locator_windows;
+      nlohmann::json min_dice = nlohmann::json::object();
+      for (int v : subset_values)
+        for (const auto& info : plan->labels)
+          if (info.value == v) min_dice[info.name] = versus_first_min[v - 1];
+      out["subset_dice_versus_first_min"] = min_dice;
+    }
     out["dice_versus"] = PerLabel(other_sums, count, *plan);
+    out["dice_versus_against_first"] = PerLabel(versus_first, count, *plan);
+    out["mean_dice_versus"] = Mean(other_sums) / count;
+    out["mean_dice_versus_against_first"] = Mean(versus_first) / count;
     double max_difference = 0;
     for (int l = 0; l < classes - 1; ++l)
       max_difference = std::max(max_difference, std::abs(other_sums[l] - sums[l]) / count);

@@ -14,6 +14,7 @@
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <random>
@@ -32,21 +33,26 @@ using upp::model::ModelConfig;
 using upp::preprocessing::Plan;
 
 // The default model: synapse-style UNETR++ with feature size 8, one EPA
-// block per stage, 32 x 64 x 64 windows at 4 x 3 x 3 mm.
-ModelConfig DefaultModelConfig() {
+// block per stage, 32 x 64 x 64 windows at 4 x 3 x 3 mm. The coarse model
+// of the `fastest` mode (docs/model_card_coarse.md) is the same network on
+// 16 x 32 x 32 windows at 8 x 6 x 6 mm (--patch, --spacing).
+constexpr std::array<int64_t, 3> kDefaultPatch{32, 64, 64};
+constexpr std::array<double, 3> kDefaultSpacing{4.0, 3.0, 3.0};
+
+ModelConfig DefaultModelConfig(const std::array<int64_t, 3>& patch) {
   ModelConfig c = *upp::model::Preset("synapse");
   c.preset = "custom";
   c.num_classes = upp::tools::kNumPhantomClasses;
-  c.patch = {32, 64, 64};
+  c.patch = patch;
   c.feature_size = 8;
   c.depths = {1, 1, 1, 1};
   c.decoder_depth = 1;
   return c;
 }
 
-Plan DefaultModelPlan(const ModelConfig& c) {
+Plan DefaultModelPlan(const ModelConfig& c, const std::array<double, 3>& spacing) {
   Plan p;
-  p.target_spacing = {4.0, 3.0, 3.0};
+  p.target_spacing = spacing;
   p.patch = c.patch;
   p.num_classes = static_cast<int>(c.num_classes);
   upp::preprocessing::ChannelNormalization n;
@@ -149,15 +155,20 @@ int main(int argc, char** argv) {
   app.add_option("--lr", lr, "peak learning rate (AdamW)");
   run.Register(app, "crops per step (one phantom per step)");
   app.add_option("--log-every", log_every, "steps between progress lines");
+  std::vector<int64_t> patch(kDefaultPatch.begin(), kDefaultPatch.end());
+  std::vector<double> spacing(kDefaultSpacing.begin(), kDefaultSpacing.end());
+  app.add_option("--patch", patch, "window D H W (multiples of 16 32 32)")->expected(3);
+  app.add_option("--spacing", spacing, "target spacing D H W in mm (z y x)")->expected(3);
   bool half = false;
   app.add_flag("--half", half, "store the weights as float16 (half the file; loaded as float32)");
   CLI11_PARSE(app, argc, argv);
   run.Apply();
   torch::manual_seed(seed);
 
-  const ModelConfig config = DefaultModelConfig();
+  const ModelConfig config = DefaultModelConfig({patch[0], patch[1], patch[2]});
   if (auto s = config.Validate(); !s.ok()) return upp::tools::FailWith(kTool, s);
-  const Plan plan = DefaultModelPlan(config);
+  const Plan plan = DefaultModelPlan(config, {spacing[0], spacing[1], spacing[2]});
+  if (auto s = plan.Validate(); !s.ok()) return upp::tools::FailWith(kTool, s);
   upp::model::UnetrPP model(config);
   model->train();
   std::printf("model: %lld trainable parameters\n",
