@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gateway/peers.h"
+#include "proto/api.h"
 #include "proto/text_config.h"
 
 namespace upp::gateway {
@@ -120,6 +121,10 @@ absl::Status ValidateRule(const unetrpp::v1::RoutingRule& r, const std::string& 
     if (o != "axial" && o != "coronal" && o != "sagittal" && o != "oblique")
       return Bad(absl::StrCat(f, ".orientations[", i, "]"), "must be axial, coronal, sagittal or oblique");
   }
+  // The labels are the model's to check (the service names unknown ones).
+  if (!r.mode().empty() && !proto::SpeedModeFromName(r.mode())) return Bad(f + ".mode", "full, fast or fastest");
+  for (int i = 0; i < r.labels_size(); ++i)
+    if (r.labels(i).empty()) return Bad(absl::StrCat(f, ".labels[", i, "]"), "a label's name, not empty");
   return absl::OkStatus();
 }
 

@@ -172,6 +172,9 @@ absl::Status Processor::SegmentAndReport(Attempt& a) {
   if (!client.ok()) return client.status();
   client::SegmentOptions options;
   options.model = a.rule->model();
+  // Checked when the configuration was read (gateway/config.cc).
+  options.mode = proto::SpeedModeFromName(a.rule->mode()).value_or(unetrpp::v1::SPEED_MODE_UNSPECIFIED);
+  options.labels.assign(a.rule->labels().begin(), a.rule->labels().end());
   options.format = unetrpp::v1::INPUT_FORMAT_DICOM;
   options.outputs = {unetrpp::v1::OUTPUT_KIND_DICOM_SEG};
   options.deadline = absl::Seconds(config_.service().deadline_seconds());

@@ -9,6 +9,18 @@
 
 namespace upp::proto {
 
+const char* SpeedModeName(unetrpp::v1::SpeedMode mode) {
+  if (mode == unetrpp::v1::SPEED_MODE_FAST) return "fast";
+  return mode == unetrpp::v1::SPEED_MODE_FASTEST ? "fastest" : "full";
+}
+
+std::optional<unetrpp::v1::SpeedMode> SpeedModeFromName(const std::string& name) {
+  if (name == "full") return unetrpp::v1::SPEED_MODE_FULL;
+  if (name == "fast") return unetrpp::v1::SPEED_MODE_FAST;
+  if (name == "fastest") return unetrpp::v1::SPEED_MODE_FASTEST;
+  return std::nullopt;
+}
+
 const char* StageName(unetrpp::v1::Stage stage) {
   switch (stage) {
     case unetrpp::v1::STAGE_RECEIVING: return "receive";

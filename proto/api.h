@@ -27,6 +27,11 @@ inline constexpr size_t kChunkBytes = 1 << 20;
 // upp-client print them.
 const char* StageName(unetrpp::v1::Stage stage);
 
+// A speed mode's name in configurations, flags and logs ("full", "fast",
+// "fastest"), and back; nullopt for anything else.
+const char* SpeedModeName(unetrpp::v1::SpeedMode mode);
+std::optional<unetrpp::v1::SpeedMode> SpeedModeFromName(const std::string& name);
+
 grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
 

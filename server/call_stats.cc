@@ -32,6 +32,8 @@ void CallStats::FillSummary(unetrpp::v1::Summary* summary) const {
     summary->set_windows_skipped_reason(skipped_reason_);
   }
   summary->set_windows(windows_done.load());
+  summary->set_locator_windows(locator_windows.load());
+  summary->set_mode(mode.load());
   summary->set_voxels(voxels.load());
   summary->set_nonfinite_voxels_replaced(nonfinite_replaced.load());
 }
@@ -44,6 +46,7 @@ void CallStats::FillRecord(FinishedRequest* record) const {
   }
   record->voxels = voxels.load();
   record->windows = windows_done.load();
+  record->mode = proto::SpeedModeName(mode.load());
 }
 
 }  // namespace upp::server

@@ -24,6 +24,9 @@ struct CallStats {
   // The job's window items, set before they are queued.
   std::atomic<int64_t> windows_total{0};
   std::atomic<int64_t> windows_done{0};
+  // Of windows_total: a label subset's locating pass (speed_mode.h).
+  std::atomic<int64_t> locator_windows{0};
+  std::atomic<unetrpp::v1::SpeedMode> mode{unetrpp::v1::SPEED_MODE_FULL};
 
   // Set once, before the windows are queued: what the crop saved.
   void SetSkipped(int64_t windows, std::string reason);

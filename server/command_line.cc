@@ -36,6 +36,16 @@ absl::StatusOr<unetrpp::v1::ServerConfig> AssembleConfig(const CommandLine& f,
       m->set_name("phantom-ct");
       m->set_version("1");
       m->set_weights(candidate);
+      // Its coarse companion (docs/model_card_coarse.md) serves `fastest`
+      // and locates label subsets, when it lies beside it.
+      const auto coarse = std::filesystem::path(candidate).replace_filename(kDefaultCoarseModelFile);
+      if (std::filesystem::exists(coarse, ec)) {
+        auto* c = config.add_models();
+        c->set_name("phantom-ct-coarse");
+        c->set_version("1");
+        c->set_weights(coarse.string());
+        config.mutable_models(0)->mutable_speed()->set_fastest_model(c->name());
+      }
       break;
     }
     if (config.models().empty())

@@ -15,6 +15,9 @@
 
 namespace upp::server {
 
+// The default model's coarse companion, looked for beside the default model.
+inline constexpr char kDefaultCoarseModelFile[] = "phantom_ct_coarse_v1.safetensors";
+
 // What the command line said; empty strings mean "not given".
 struct CommandLine {
   std::string config_path, listen, metrics, weights, plan, log_level;

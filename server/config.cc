@@ -17,6 +17,7 @@
 #include "model/device.h"
 #include "proto/text_config.h"
 #include "server/model_repository.h"
+#include "server/speed_mode.h"
 #include "server/system_memory.h"
 
 namespace upp::server {
@@ -227,6 +228,10 @@ void ApplyDefaults(unetrpp::v1::ServerConfig& c) {
     if (m.version().empty()) m.set_version("1");
     if (m.job_device().empty()) m.set_job_device("cpu");
     if (m.job_device() == "cuda") m.set_job_device("cuda:0");  // one name per device for its memory budget
+    auto* speed = m.mutable_speed();
+    if (speed->default_mode().empty()) speed->set_default_mode("full");
+    if (speed->fast_step() == 0) speed->set_fast_step(kDefaultFastStep);
+    if (speed->subset_margin_mm() == 0) speed->set_subset_margin_mm(inference::kDefaultSubsetMarginMm);
   }
   if (c.default_model().empty() && c.models_size() > 0) c.set_default_model(c.models(0).name());
 }
@@ -259,6 +264,9 @@ absl::Status ValidateConfig(const unetrpp::v1::ServerConfig& c) {
   }
   if (!names.count(c.default_model()))
     return Bad("default_model", "\"" + c.default_model() + "\" is not a configured model");
+  const std::vector<std::string> served(names.begin(), names.end());
+  for (const auto& m : c.models())
+    if (auto s = ValidateSpeedModes(m, served); !s.ok()) return s;
   if (c.batching().max_batch_size() > 256) return Bad("batching.max_batch_size", "at most 256");
   if (c.batching().max_queue_delay_us() > 10'000'000) return Bad("batching.max_queue_delay_us", "at most 10 s");
   if (c.cpu_threads() > 256) return Bad("cpu_threads", "at most 256");

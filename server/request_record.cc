@@ -43,6 +43,7 @@ nlohmann::ordered_json RequestLogFields(const FinishedRequest& r) {
                                 {"voxels", r.voxels},
                                 {"windows", r.windows},
                                 {"windows_skipped", r.windows_skipped},
+                                {"mode", r.mode},
                                 {"seconds", r.seconds},
                                 {"stage_seconds", stages},
                                 {"status", absl::StatusCodeToString(r.status.code())}};
@@ -57,9 +58,10 @@ static std::string UntracedLogText(const FinishedRequest& r) {
     absl::StrAppend(&timings, timings.empty() ? "" : " ", stage, "=", absl::StrFormat("%.3f", seconds));
   });
   return absl::StrFormat(
-      "request %s client_id=%s model=%s peer=%s voxels=%d windows=%d skipped=%d seconds=%.3f [%s] status=%s%s",
-      r.request_id, LoggableId(r.client_request_id), r.model, r.peer, r.voxels, r.windows, r.windows_skipped, r.seconds,
-      timings, absl::StatusCodeToString(r.status.code()), r.status.ok() ? "" : ": " + StatusText(r));
+      "request %s client_id=%s model=%s mode=%s peer=%s voxels=%d windows=%d skipped=%d seconds=%.3f [%s] "
+      "status=%s%s",
+      r.request_id, LoggableId(r.client_request_id), r.model, r.mode, r.peer, r.voxels, r.windows, r.windows_skipped,
+      r.seconds, timings, absl::StatusCodeToString(r.status.code()), r.status.ok() ? "" : ": " + StatusText(r));
 }
 
 // The line, and the trace id where the call is traced: a log line and its

@@ -25,6 +25,7 @@ struct FinishedRequest {
   // The call's W3C trace id (32 hex digits) when it is traced, else "".
   std::string trace_id = "";
   int64_t windows_skipped = 0;  // by the crop: they covered nothing it kept
+  std::string mode = "full";    // speed_mode.h's name of the mode it ran in
 };
 
 // A client-chosen id as logs may show it: itself when it looks like an id,

@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "imageio/checked_math.h"
+#include "inference/label_subset.h"
 #include "preprocessing/nonfinite.h"
 #include "proto/api.h"
 #include "server/job_request.h"
@@ -124,6 +125,11 @@ absl::Status SegmentCall::HandleHeader(const unetrpp::v1::RequestHeader& header)
   pin_ = *std::move(pin);
   model_.store(pin_.get(), std::memory_order_release);
   header_.set_model(name);
+  auto speed = PlanSpeed(header_, model()->entry(), model()->plan());
+  if (!speed.ok()) return speed.status();
+  speed_ = *std::move(speed);
+  if (auto s = UseFastestModel(); !s.ok()) return s;
+  stats_.mode = speed_.mode;
   RequestLimits limits = RequestLimits::FromConfig(state_->config());
   if (header.priority() > 0 && principal_.authenticated) {
     // With credentials, the permission decides (not the anonymous switch).
@@ -143,6 +149,23 @@ absl::Status SegmentCall::HandleHeader(const unetrpp::v1::RequestHeader& header)
   accepted.mutable_accepted()->set_server_request_id(request_id_);
   accepted.mutable_accepted()->set_queue_position(position);
   Send(std::move(accepted));
+  return absl::OkStatus();
+}
+
+absl::Status SegmentCall::UseFastestModel() {
+  const std::string& fastest = speed_.run_model.empty() ? speed_.locator_model : speed_.run_model;
+  if (fastest.empty()) return absl::OkStatus();
+  // Held for the call as the model's own version is (pin_).
+  auto pin = state_->models().Acquire(fastest);
+  if (!pin.ok()) return pin.status();
+  fastest_pin_ = *std::move(pin);
+  ServedModel* const other = fastest_pin_.get();
+  if (auto s = CheckSameLabels(model()->name(), model()->plan(), fastest, other->plan()); !s.ok()) return s;
+  if (speed_.run_model.empty()) {
+    locator_ = other;
+  } else {
+    model_.store(other, std::memory_order_release);
+  }
   return absl::OkStatus();
 }
 
@@ -186,10 +209,17 @@ Caller SegmentCall::CountedAs() const {
 absl::Status SegmentCall::AdmitVolume(const imageio::Geometry& g, int64_t read_bytes) {
   int64_t bytes = read_bytes;
   if (!estimate_reserved_) {
-    auto job_bytes =
-        JobBytesToAdmit(g, model()->plan(), JobOptionsFromHeader(header_), JobLimits::FromConfig(state_->config()));
+    const JobLimits limits = JobLimits::FromConfig(state_->config());
+    auto job_bytes = JobBytesToAdmit(g, model()->plan(), JobOptionsFor(header_, speed_, model()->entry()), limits);
     if (!job_bytes.ok()) return job_bytes.status();
     bytes = imageio::OrMax(imageio::CheckedAdd(bytes, *job_bytes));
+    if (locator_) {  // its job, and the input held for the second pass
+      auto locating = JobBytesToAdmit(g, locator_->plan(), {}, limits);
+      if (!locating.ok()) return locating.status();
+      const int64_t held = imageio::OrMax(
+          imageio::CheckedProduct({g.size[0], g.size[1], g.size[2], model()->plan().input_channels(), 4}));
+      bytes = imageio::OrMax(imageio::CheckedAdd(bytes, imageio::OrMax(imageio::CheckedAdd(*locating, held))));
+    }
   }
   if (auto s = reservation_.AddBytes(bytes); !s.ok()) return s;
   estimate_reserved_ = true;
@@ -197,9 +227,9 @@ absl::Status SegmentCall::AdmitVolume(const imageio::Geometry& g, int64_t read_b
 }
 
 std::string SegmentCall::PlaceJob(const imageio::Geometry& g, const inference::JobOptions& options) {
-  const std::string& device = model()->entry().job_device();
+  const std::string& device = Running()->entry().job_device();
   if (device == "cpu") return device;
-  const auto& plan = model()->plan();
+  const auto& plan = Running()->plan();
   const int64_t bytes = inference::SegmentationJob::EstimateBytes(g, plan.input_channels(), plan, options);
   // A full GPU sends the job to the CPU rather than the client away: its
   // host memory is admitted already, and it is only slower there.
@@ -257,24 +287,33 @@ void SegmentCall::Prepare() {
 }
 
 void SegmentCall::Enqueue(imageio::Volume volume) {
-  inference::JobOptions options = JobOptionsFromHeader(header_);
+  if (!locator_) return StartJob(std::move(volume), JobOptionsFor(header_, speed_, model()->entry()));
+  held_ = volume;  // admitted with the locator's job (AdmitVolume)
+  locating_ = true;
+  StartJob(std::move(volume), {});
+}
+
+void SegmentCall::StartJob(imageio::Volume volume, const inference::JobOptions& job_options) {
+  ServedModel* const running = Running();
+  inference::JobOptions options = job_options;
   options.device = PlaceJob(volume.geometry, options);
   const absl::Time t = absl::Now();
   SendProgress(unetrpp::v1::STAGE_PREPROCESSING, 0, true);
-  auto job = inference::SegmentationJob::Create(std::move(volume), model()->plan(), options);
+  auto job = inference::SegmentationJob::Create(std::move(volume), running->plan(), options);
   if (!job.ok()) return Fail(job.status());
   job_ = std::move(*job);
-  state_->metrics().JobCreated(model()->name(), options.device);
+  state_->metrics().JobCreated(running->name(), options.device);
   StageDone(unetrpp::v1::STAGE_PREPROCESSING, t);
   const int64_t items = job_->num_items();
-  stats_.windows_total = items;
-  stats_.SetSkipped(job_->items_skipped_by_crop(), job_->crop_report().reason);
-  if (auto s = reservation_.AddWindows(items, model()->batcher().queued_windows()); !s.ok()) return Fail(s);
+  stats_.windows_total += items;
+  if (locating_) stats_.locator_windows = items;
+  if (!locating_) stats_.SetSkipped(job_->items_skipped_by_crop(), job_->crop_report().reason);
+  if (auto s = reservation_.AddWindows(items, running->batcher().queued_windows()); !s.ok()) return Fail(s);
   if (!Alive()) return;
   enqueued_at_ = absl::Now();
   SendProgress(unetrpp::v1::STAGE_INFERENCE, 0, true);
-  model()->batcher().Enqueue(shared_from_this(), items);
-  state_->metrics().SetQueuedWindows(model()->name(), model()->batcher().queued_windows());
+  running->batcher().Enqueue(shared_from_this(), items);
+  state_->metrics().SetQueuedWindows(running->name(), running->batcher().queued_windows());
 }
 
 absl::Status SegmentCall::ReadWindow(int64_t item, float* dst) {
@@ -282,7 +321,7 @@ absl::Status SegmentCall::ReadWindow(int64_t item, float* dst) {
   if (first_window_.exchange(false)) {
     const double seconds = absl::ToDoubleSeconds(absl::Now() - enqueued_at_);
     stats_.SetStageSeconds("queue_wait", seconds);
-    state_->metrics().Stage(model()->name(), "queue_wait", seconds);
+    state_->metrics().Stage(Running()->name(), "queue_wait", seconds);
   }
   try {
     return job_->GetInput(item, dst);
@@ -305,7 +344,7 @@ void SegmentCall::WindowDone(int64_t item, const float* logits) {
   // may already have released it.
   SendProgress(unetrpp::v1::STAGE_INFERENCE, static_cast<double>(windows_done) / stats_.windows_total, *done);
   if (*done) {
-    StageDone(unetrpp::v1::STAGE_INFERENCE, enqueued_at_);
+    if (!locating_) StageDone(unetrpp::v1::STAGE_INFERENCE, enqueued_at_);
     ScheduleGuarded(state_->cpu_pool(), &SegmentCall::Postprocess);
   }
 }
@@ -323,17 +362,36 @@ void SegmentCall::Postprocess() {
   ReleaseJob();  // accumulators and the network input go back now
   if (!labels.ok()) return Fail(labels.status());
   stats_.SetStageSeconds("stitch", times.stitch);
-  state_->metrics().Stage(model()->name(), "stitch", times.stitch);
+  state_->metrics().Stage(Running()->name(), "stitch", times.stitch);
+  if (locating_) return AfterLocating(*std::move(labels));
   StageDone(unetrpp::v1::STAGE_POSTPROCESSING, t);
+  SendResult(*std::move(labels));
+}
 
-  t = absl::Now();
+void SegmentCall::AfterLocating(inference::LabelMap located) {
+  const auto box = inference::LabelBox(located, speed_.label_values, speed_.margin_mm);
+  locating_ = false;
+  imageio::Volume volume = *std::move(held_);
+  held_.reset();
+  if (!box) return SendResult(std::move(located));  // none of them: all background
+  inference::JobOptions options = JobOptionsFor(header_, speed_, model()->entry());
+  options.region = *box;
+  // `full`: the whole run's windows around the labels (its labels exactly);
+  // `fast`: windows of their own (inference/job.h).
+  options.tile_region = speed_.mode == unetrpp::v1::SPEED_MODE_FAST;
+  StartJob(std::move(volume), options);
+}
+
+void SegmentCall::SendResult(inference::LabelMap labels) {
+  const absl::Time t = absl::Now();
   SendProgress(unetrpp::v1::STAGE_ENCODING, 0, true);
+  if (!speed_.label_values.empty()) inference::KeepLabels(speed_.label_values, &labels);
   EncodingContext context;
   context.input = &input_;
-  context.labels = model()->plan().labels;
+  context.labels = KeptLabelTable(model()->plan().labels, speed_.label_values);
   context.algorithm_name = "UNETR++ " + model()->name();
   context.algorithm_version = model()->entry().version();
-  auto result = EncodeResult(*labels, header_.outputs(), context);
+  auto result = EncodeResult(labels, header_.outputs(), context);
   if (!result.ok()) return Fail(result.status());
   auto* made_by = result->header.mutable_result_header();  // the version this request ran on
   made_by->set_model(model()->name());

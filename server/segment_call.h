@@ -41,6 +41,7 @@
 #include "server/request_validation.h"
 #include "server/response_writer.h"
 #include "server/service_state.h"
+#include "server/speed_mode.h"
 #include "tracing/tracing.h"
 #include "unetrpp/v1/segmentation.pb.h"
 
@@ -80,6 +81,8 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
 
   absl::Status HandleHeader(const unetrpp::v1::RequestHeader& header);
   absl::Status HandleChunk(unetrpp::v1::InputChunk& chunk);
+  // `fastest` and label subsets: the fastest model runs instead, or first.
+  absl::Status UseFastestModel();
   // Decode pool: decode (the readers admit before they allocate), then
   // Prepare on the CPU pool. Decoding has a bounded pool of its own
   // (limits.decode_threads) so that one caller's slow or hostile input
@@ -89,8 +92,13 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   // CPU pool: the decoded volume (decoded_) checked, admitted, preprocessed
   // and its windows enqueued.
   void Prepare();
-  // CPU pool: the job built from the decoded volume, its windows queued.
+  // CPU pool: the job built from the decoded volume, its windows queued on
+  // Running()'s batcher (the locator's first for a label subset).
   void Enqueue(imageio::Volume volume);
+  void StartJob(imageio::Volume volume, const inference::JobOptions& options);
+  // CPU pool, after the locating pass: the full model's job over the box of
+  // the requested labels, or the result at once when none was found.
+  void AfterLocating(inference::LabelMap located);
   // Whom the per-caller limits count this call against: the principal when
   // authenticated, else the client address.
   Caller CountedAs() const;
@@ -111,6 +119,7 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   void Abandon(const absl::Status& status);
   // CPU pool, after the last window: labels, encoding, result messages.
   void Postprocess();
+  void SendResult(inference::LabelMap labels);
 
   // Ends the call with `status` (first caller wins) after the write in flight.
   void Fail(const absl::Status& status);
@@ -156,6 +165,15 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   // watchdog (Fail through Abandon), hence atomic.
   std::atomic<ServedModel*> model_{nullptr};
   ServedModel* model() const { return model_.load(std::memory_order_acquire); }
+  // The request's mode and label subset (speed_mode.h), set with model_.
+  SpeedPlan speed_;
+  // A label subset's locating pass (speed_.locator_model): while locating_,
+  // job_ is the locator's and held_ keeps the input for the second pass.
+  ServedModel* locator_ = nullptr;
+  ModelPin fastest_pin_;  // the version of locator_ or of a `fastest` model_
+  std::atomic<bool> locating_{false};
+  std::optional<imageio::Volume> held_;
+  ServedModel* Running() const { return locating_.load() ? locator_ : model(); }
   std::optional<InputCollector> collector_;  // from the header on
   // Handed from Process (decode pool) to Prepare (CPU pool): the pool's
   // queue orders the two.

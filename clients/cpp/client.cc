@@ -230,6 +230,8 @@ absl::StatusOr<SegmentResult> Client::SegmentOnce(const InputSource& inputs, con
   h->set_priority(options.priority);
   h->set_client_request_id(options.client_request_id);
   h->set_series_instance_uid(options.series_instance_uid);
+  h->set_mode(options.mode);
+  for (const auto& l : options.labels) h->add_labels(l);
   uint64_t total = 0;
   for (size_t i = 0; i < inputs.count(); ++i) {
     auto n = inputs.bytes(i);

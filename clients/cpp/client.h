@@ -28,7 +28,7 @@
 namespace upp::client {
 
 struct SegmentOptions {
-  std::string model;  // empty: the server's default
+  std::string model;          // empty: the server's default
   std::string model_version;  // empty: the model's default version
   unetrpp::v1::InputFormat format = unetrpp::v1::INPUT_FORMAT_NIFTI;
   std::vector<unetrpp::v1::OutputKind> outputs{unetrpp::v1::OUTPUT_KIND_NIFTI_LABELS};
@@ -36,7 +36,11 @@ struct SegmentOptions {
   double step = 0;  // 0: the model's plan
   int priority = 0;
   std::string client_request_id;
-  std::string series_instance_uid;         // DICOM: the series to segment when the instances hold several
+  std::string series_instance_uid;  // DICOM: the series to segment when the instances hold several
+  // Speed mode (full, fast, fastest; unspecified: the model's default) and
+  // the labels to segment by name (empty: all); docs/server.md.
+  unetrpp::v1::SpeedMode mode = unetrpp::v1::SPEED_MODE_UNSPECIFIED;
+  std::vector<std::string> labels;
   std::optional<absl::Duration> deadline;  // for all attempts together
   size_t chunk_bytes = proto::kChunkBytes;
   // Attempts on UNAVAILABLE (a replica draining or gone, no replica ready):

@@ -2,7 +2,7 @@
 //
 //   upp-client [--server HOST:PORT] segment INPUT... [-o labels.nii.gz] [--seg out.dcm]
 //              [--png overview.png] [--model NAME] [--series UID] [--mirror] [--deadline SECONDS]
-//              [--json stats.json]
+//              [--mode full|fast|fastest] [--labels NAME,...] [--json stats.json]
 //   upp-client [--server HOST:PORT] models
 //   upp-client [--server HOST:PORT] health [--service NAME]
 //
@@ -118,7 +118,8 @@ class ProgressPrinter {
 
 struct SegmentArgs {
   std::vector<std::string> inputs;
-  std::string output, seg, png, json_path, model, series;
+  std::string output, seg, png, json_path, model, series, mode;
+  std::vector<std::string> labels;
   bool mirror = false;
   double deadline = 0;
   int attempts = 4;
@@ -321,6 +322,13 @@ int Segment(upp::client::Client& client, const SegmentArgs& args) {
   options.model = args.model;
   options.mirror = args.mirror;
   options.series_instance_uid = args.series;
+  options.labels = args.labels;
+  if (!args.mode.empty()) {
+    const auto mode = upp::proto::SpeedModeFromName(args.mode);
+    if (!mode)
+      return std::fprintf(stderr, "upp-client: --mode takes full, fast or fastest, not %s\n", args.mode.c_str()), 1;
+    options.mode = *mode;
+  }
   if (args.deadline > 0) options.deadline = absl::Seconds(args.deadline);
   options.max_attempts = std::max(1, args.attempts);
   const auto usage = [](const std::string& what) { return std::fprintf(stderr, "upp-client: %s\n", what.c_str()), 1; };
@@ -408,6 +416,9 @@ int main(int argc, char** argv) {
   segment->add_option("--series", args.series,
                       "DICOM: the SeriesInstanceUID to segment when the folder holds several series of one study");
   segment->add_flag("--mirror", args.mirror, "test-time mirroring along all axes (8x the work)");
+  segment->add_option("--mode", args.mode, "full | fast | fastest (default: the model's; docs/server.md)");
+  segment->add_option("--labels", args.labels, "only these labels, by name (e.g. --labels liver spleen)")
+      ->delimiter(',');
   segment->add_option("--deadline", args.deadline, "give up after this many seconds");
   segment->add_option("--attempts", args.attempts, "tries on UNAVAILABLE (replica draining or down), with backoff")
       ->capture_default_str();

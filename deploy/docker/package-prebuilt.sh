@@ -28,7 +28,8 @@ install -m 755 "$BUILD/server/unetrpp-serve" "$DEST/bin/"
 for extra in gateway/unetrpp-dicom-gateway clients/upp-client; do
   if [ -x "$BUILD/$extra" ]; then install -m 755 "$BUILD/$extra" "$DEST/bin/"; fi
 done
-install -m 644 model/weights/phantom_ct_v1.safetensors "$DEST/share/unetrpp-serve/"
+install -m 644 model/weights/phantom_ct_v1.safetensors model/weights/phantom_ct_coarse_v1.safetensors \
+  "$DEST/share/unetrpp-serve/"
 
 # The base system's libraries (glibc, libmvec included: it reads the loader's
 # private CPU data, so it must be the image's own glibc's; the compiler

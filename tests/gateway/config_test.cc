@@ -55,6 +55,8 @@ TEST(GatewayConfigTest, ErrorsNameTheField) {
   expect(R"(listener { min_free_spool_bytes: 18446744073709551615 })", "listener.min_free_spool_bytes");
   expect(R"(unmatched: "archive")", "unmatched");
   expect(R"(rules { name: "x" orientations: "diagonal" })", "rules[1].orientations[0]");
+  expect(R"(rules { name: "x" mode: "quick" })", "rules[1].mode");
+  expect(R"(rules { name: "x" labels: "liver" labels: "" })", "rules[1].labels[1]");
   expect(R"(quiet_period_seconds: -1)", "quiet_period_seconds");
   expect(R"(no_such_field: 1)", "line");
   expect(R"(listener { tls { cert_file: "c.pem" } })", "listener.tls");

@@ -56,6 +56,28 @@ TEST_F(CommandLineTest, ExplicitFlagsOverrideTheFile) {
   EXPECT_EQ(config->metrics_address(), "127.0.0.1:9464");
 }
 
+// The default model's coarse companion serves `fastest` (and locates label
+// subsets) when it lies beside the default model's weights, else nothing.
+TEST_F(CommandLineTest, TheDefaultModelsCoarseCompanionServesFastestWhenBesideIt) {
+  const std::filesystem::path dir = upp::testing::UniqueTempPath("cl_models");
+  std::filesystem::create_directories(dir);
+  const std::string weights = (dir / "phantom_ct_v1.safetensors").string();
+  std::ofstream(weights) << "not read here";
+  auto config = AssembleConfig(CommandLine(), {weights});
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->models_size(), 1);
+  EXPECT_EQ(config->models(0).speed().fastest_model(), "");
+  std::ofstream(dir / kDefaultCoarseModelFile) << "not read here";
+  config = AssembleConfig(CommandLine(), {weights});
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->models_size(), 2);
+  EXPECT_EQ(config->models(1).name(), "phantom-ct-coarse");
+  EXPECT_EQ(config->models(1).weights(), (dir / kDefaultCoarseModelFile).string());
+  EXPECT_EQ(config->models(0).speed().fastest_model(), "phantom-ct-coarse");
+  EXPECT_EQ(config->default_model(), "phantom-ct");
+  std::filesystem::remove_all(dir);
+}
+
 TEST_F(CommandLineTest, TheDefaultModelOnlyWhenNoneIsNamed) {
   const std::string missing = upp::testing::UniqueTempPath("cl_missing.safetensors");
   CommandLine flags;

@@ -48,6 +48,7 @@ const std::map<std::string, std::pair<Skip, std::string>>& Skipped() {
       {"limits.per_caller.max_bytes", {Skip::kMachineDependent, "half of max_bytes_in_flight"}},
       {"models.name", {Skip::kExampleChoice, "the model served: there is no default model"}},
       {"models.weights", {Skip::kExampleChoice, "the model served: there is no default model"}},
+      {"models.speed.fastest_model", {Skip::kExampleChoice, "the example's coarse companion: there is no default"}},
       {"tls.cert_file", {Skip::kExampleChoice, "the example serves TLS; without a tls block, plaintext"}},
       {"listen_address", {Skip::kExampleChoice, "the example serves other machines (TLS); the default: loopback"}},
       {"metrics_address", {Skip::kExampleChoice, "the example is scraped from elsewhere; the default: loopback"}},

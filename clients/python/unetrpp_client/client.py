@@ -440,14 +440,16 @@ class Client:
                 step: float = 0.0, priority: int = 0, client_request_id: str = "",
                 series_instance_uid: str = "", deadline: Optional[float] = None,
                 progress: Optional[Callable[[pb.Progress], None]] = None,
-                attempts: int = 1) -> SegmentResult:
+                attempts: int = 1, mode: str = "", labels: Iterable[str] = ()) -> SegmentResult:
         """Segments one volume: NIfTI file(s) (one per channel), or a DICOM
         series: a folder (its files, not its subfolders; files that are not
         DICOM, such as a README, are left out and listed in
         result.skipped_files) or the instances' paths or bytes. dicom: None
         (the default) tells by the inputs (a folder, or every file starting
         like DICOM), True/False say it. series_instance_uid: the series to
-        segment when the instances hold more than one.
+        segment when the instances hold more than one. mode: "full", "fast"
+        or "fastest" ("": the model's default); labels: names of the labels
+        to segment (the result then holds only those; docs/server.md).
 
         outputs: "nifti", "seg" (DICOM SEG, DICOM input only), "raw"; only
         those are asked for. progress: called with each pb.Progress
@@ -469,6 +471,11 @@ class Client:
             client_request_id=client_request_id, expected_input_bytes=sum(len(b) for b in blobs))
         if series_instance_uid:
             header.series_instance_uid = series_instance_uid
+        if mode:
+            if mode not in ("full", "fast", "fastest"):
+                raise RequestError(f"mode must be full, fast or fastest, not {mode!r}")
+            header.mode = pb.SpeedMode.Value("SPEED_MODE_" + mode.upper())
+        header.labels.extend([labels] if isinstance(labels, str) else labels)
 
         def requests() -> Iterator[pb.SegmentRequest]:
             yield pb.SegmentRequest(header=header)
