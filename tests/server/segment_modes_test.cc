@@ -27,7 +27,8 @@ using client::SegmentOptions;
 constexpr char kWeights[] = UPP_SOURCE_DIR "/model/weights/";
 
 std::string ConfigText() {
-  return std::string("listen_address: '127.0.0.1:0'\nmetrics_address: ''\ncpu_threads: 2\n") +
+  return "listen_address: '127.0.0.1:0'\nmetrics_address: '127.0.0.1:" + std::to_string(testing::FreePort()) +
+         "'\ncpu_threads: 2\n" +
          "batching { max_batch_size: 4 max_queue_delay_us: 5000 }\n"
          "models { name: 'phantom-ct' weights: '" +
          kWeights +
@@ -74,6 +75,8 @@ class SegmentModesTest : public ::testing::Test {
     delete client_;
     delete server_;
   }
+  // A suite whose server did not start fails each test (gtest would skip them).
+  void SetUp() override { ASSERT_NE(server_, nullptr) << "the server did not start"; }
   // The abdomen as NIfTI in `mode` (and `labels`), raw labels back.
   static absl::StatusOr<client::SegmentResult> Run(unetrpp::v1::SpeedMode mode,
                                                    const std::vector<std::string>& labels = {},
