@@ -13,8 +13,6 @@ spooled; a body over dicomweb.max_request_bytes from Orthanc is refused
 import hashlib
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +25,8 @@ import pydicom
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "clients"))
 from server_process import ServerProcess, free_port  # noqa: E402
-from test_gateway_orthanc import Orthanc, check_seg_against_truth, make_variant, read_metric, wait_for  # noqa: E402
+from test_gateway_orthanc import (  # noqa: E402
+    GatewayWithOrthanc, Orthanc, check_seg_against_truth, make_variant, wait_for)
 
 PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 KEY = "orthanc-stow-key-31"
@@ -37,7 +36,7 @@ def files_under(directory):
     return sum(len(files) for _, _, files in os.walk(directory))
 
 
-class GatewayDicomWebTest(unittest.TestCase):
+class GatewayDicomWebTest(GatewayWithOrthanc, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="upp-gateway-web-")
@@ -78,27 +77,6 @@ metrics_address: "127.0.0.1:{cls.metrics_port}"
         cls.gateway = subprocess.Popen([os.environ["UPP_GATEWAY"], "--config", cls.config], stdout=cls.gateway_log,
                                        stderr=subprocess.STDOUT)
         wait_for(lambda: cls.metric("upp_gateway_queued_series") is not None, 30, "the gateway's metrics")
-
-    @classmethod
-    def metric(cls, name, **labels):
-        return read_metric(cls.metrics_port, name, **labels)
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.gateway.poll() is None:
-            cls.gateway.send_signal(signal.SIGTERM)
-            cls.gateway.wait(timeout=120)
-        cls.gateway_log.close()
-        cls.orthanc.stop()
-        cls.server.__exit__(None, None, None)
-        if os.environ.get("UPP_KEEP_TEST_OUTPUT"):
-            print("gateway test output kept in", cls.tmp)
-        else:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
-
-    def gateway_output(self):
-        with open(os.path.join(self.tmp, "gateway.log"), "rb") as f:
-            return f.read().decode(errors="replace")
 
     def stow_from_orthanc(self, name, server="gateway"):
         """A new variant of the phantom uploaded to Orthanc and pushed to the

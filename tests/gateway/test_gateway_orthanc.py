@@ -239,7 +239,34 @@ def dciodvfy_errors(path):
     return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
 
 
-class GatewayOrthancTest(unittest.TestCase):
+class GatewayWithOrthanc:
+    """What the suites that run a service, Orthanc and the gateway share: the
+    gateway's metrics, its log, and stopping all three (setUpClass sets
+    tmp, server, orthanc, gateway, gateway_log and metrics_port)."""
+
+    @classmethod
+    def metric(cls, name, **labels):
+        return read_metric(cls.metrics_port, name, **labels)
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.gateway.poll() is None:
+            cls.gateway.send_signal(signal.SIGTERM)
+            cls.gateway.wait(timeout=120)
+        cls.gateway_log.close()
+        cls.orthanc.stop()
+        cls.server.__exit__(None, None, None)
+        if os.environ.get("UPP_KEEP_TEST_OUTPUT"):
+            print("gateway test output kept in", cls.tmp)
+        else:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def gateway_output(self):
+        with open(os.path.join(self.tmp, "gateway.log"), "rb") as f:
+            return f.read().decode(errors="replace")
+
+
+class GatewayOrthancTest(GatewayWithOrthanc, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="upp-gateway-")
@@ -280,27 +307,6 @@ metrics_address: "127.0.0.1:{cls.metrics_port}"
                                    stderr=subprocess.STDOUT)
         wait_for(lambda: cls.metric("upp_gateway_queued_series") is not None, 30, "the gateway's metrics")
         return process
-
-    @classmethod
-    def metric(cls, name, **labels):
-        return read_metric(cls.metrics_port, name, **labels)
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.gateway.poll() is None:
-            cls.gateway.send_signal(signal.SIGTERM)
-            cls.gateway.wait(timeout=120)
-        cls.gateway_log.close()
-        cls.orthanc.stop()
-        cls.server.__exit__(None, None, None)
-        if os.environ.get("UPP_KEEP_TEST_OUTPUT"):
-            print("gateway test output kept in", cls.tmp)
-        else:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
-
-    def gateway_output(self):
-        with open(os.path.join(self.tmp, "gateway.log"), "rb") as f:
-            return f.read().decode(errors="replace")
 
     def send_variant(self, name, **kwargs):
         directory = os.path.join(self.tmp, name)
