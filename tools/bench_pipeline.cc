@@ -7,21 +7,36 @@
 // realistic field of view leaves air around it) and --crop the crop (the
 // plan's default for CT: body); the windows run and those the crop saved are
 // reported.
+//
+// Speed modes (docs/server.md): --weights runs a trained model instead of
+// random weights, --phantom SEED a synthetic abdomen (tools/phantom.h) on the
+// grid instead of the ellipse, --mode fast its fast step, --mode fastest
+// the --fastest model instead, and --labels the subset as the server runs
+// it (--fastest locates, then only the box). One mode per run, so that the
+// peak RSS is the mode's.
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
 
+#include "absl/strings/str_split.h"
 #include "imageio/nifti.h"
 #include "inference/job.h"
+#include "inference/label_subset.h"
+#include "inference/model_status.h"
 #include "model/config.h"
 #include "model/window_runner.h"
 #include "tools/cli_flags.h"
+#include "tools/phantom.h"
 
 namespace pp = upp::preprocessing;
 namespace io = upp::imageio;
@@ -78,6 +93,45 @@ std::string SyntheticCt(int64_t nx, int64_t ny, int64_t nz, double sx, double sy
   return b;
 }
 
+// The same file holding a phantom abdomen (tools/phantom.h) on the grid.
+std::string PhantomCt(int64_t nx, int64_t ny, int64_t nz, double sx, double sy, double sz, uint64_t seed) {
+  const auto grid = upp::tools::GridFor({sx, sy, sz}, {nx * sx, ny * sy, nz * sz});
+  const auto phantom = upp::tools::Rasterize(upp::tools::RandomAnatomy(seed), grid, seed);
+  const auto hu = upp::tools::ToInt16(phantom.hu);
+  std::string b = SyntheticCt(1, 1, 1, sx, sy, sz, 0, 0);  // the header, then this grid's size
+  const int16_t dim[8] = {3,
+                          static_cast<int16_t>(grid.size[0]),
+                          static_cast<int16_t>(grid.size[1]),
+                          static_cast<int16_t>(grid.size[2]),
+                          1,
+                          1,
+                          1,
+                          1};
+  std::memcpy(&b[40], dim, sizeof(dim));
+  b.resize(352);
+  b.append(reinterpret_cast<const char*>(hu.data()), hu.size() * sizeof(int16_t));
+  return b;
+}
+
+// The job's items through `runner` in batches; the network's seconds.
+absl::StatusOr<double> RunItems(inference::SegmentationJob& j, upp::model::WindowRunner& runner, int64_t batch) {
+  std::vector<float> in(batch * j.input_floats()), out(batch * j.output_floats());
+  double network = 0;
+  for (int64_t first = 0; first < j.num_items(); first += batch) {
+    const int64_t n = std::min(batch, j.num_items() - first);
+    for (int64_t i = 0; i < n; ++i) (void)j.GetInput(first + i, in.data() + i * j.input_floats());
+    const auto t = Clock::now();
+    auto s = runner.Run(in.data(), n, out.data());
+    network += Since(t);
+    if (!s.ok()) return inference::FromModelStatus(s);
+    for (int64_t i = 0; i < n; ++i) (void)j.AddOutput(first + i, out.data() + i * j.output_floats());
+    std::fprintf(stderr, "\r%lld / %lld windows", static_cast<long long>(first + n),
+                 static_cast<long long>(j.num_items()));
+  }
+  std::fprintf(stderr, "\n");
+  return network;
+}
+
 constexpr char kTool[] = "upp-bench-pipeline";
 
 }  // namespace
@@ -97,15 +151,62 @@ int main(int argc, char** argv) {
   app.add_option("--crop", crop, "body | nonzero | none (default: the plan's, body for CT)");
   run.Register(app);
   app.add_option("--accumulator", accumulator, "auto | fp32 | fp16");
+  std::string weights, fastest, mode = "full", labels;
+  double fast_step = 0.75;
+  uint64_t phantom = 0;
+  app.add_option("--weights", weights, "a trained model instead of --preset's random weights");
+  app.add_option("--fastest", fastest, "the fastest model (same labels): --mode fastest, and --labels' locator");
+  app.add_option("--mode", mode, "full | fast | fastest");
+  app.add_option("--fast-step", fast_step, "--mode fast's window step (no mirroring)");
+  app.add_option("--labels", labels, "only these labels (comma-separated names), located by --fastest");
+  app.add_option("--phantom", phantom, "a synthetic abdomen of this seed (tools/phantom.h) instead of the ellipse");
   CLI11_PARSE(app, argc, argv);
   run.Apply();
 
-  auto config = upp::model::Preset(preset);
-  if (!config.ok()) return upp::tools::FailWith(kTool, config.status());
-  auto runner = upp::model::WindowRunner::FromConfig(*config);
-  if (!runner.ok()) return upp::tools::FailWith(kTool, runner.status());
-  pp::Plan plan = pp::DefaultCtPlan(config->num_classes, config->patch);
+  if ((mode == "fastest" || !labels.empty()) && fastest.empty())
+    return upp::tools::Fail(kTool, "--mode fastest and --labels need --fastest");
+  if (mode != "full" && mode != "fast" && mode != "fastest")
+    return upp::tools::Fail(kTool, "--mode takes full, fast or fastest, got " + mode);
+  // The model that runs, its plan; and the locator of a subset.
+  const auto load =
+      [&](const std::string& path) -> absl::StatusOr<std::pair<std::unique_ptr<upp::model::WindowRunner>, pp::Plan>> {
+    auto r = upp::model::WindowRunner::FromWeightsFile(path, {"cpu", "fp32"});
+    if (!r.ok()) return inference::FromModelStatus(r.status());
+    auto p = pp::Plan::FromMetadata((*r)->metadata());
+    if (!p.ok()) return p.status();
+    return std::make_pair(std::move(*r), *std::move(p));
+  };
+  std::unique_ptr<upp::model::WindowRunner> runner, locator;
+  pp::Plan plan, locator_plan;
+  if (weights.empty()) {
+    auto config = upp::model::Preset(preset);
+    if (!config.ok()) return upp::tools::FailWith(kTool, config.status());
+    auto r = upp::model::WindowRunner::FromConfig(*config);
+    if (!r.ok()) return upp::tools::FailWith(kTool, r.status());
+    runner = std::move(*r);
+    plan = pp::DefaultCtPlan(config->num_classes, config->patch);
+  } else {
+    auto m = load(mode == "fastest" ? fastest : weights);
+    if (!m.ok()) return upp::tools::FailWith(kTool, m.status());
+    std::tie(runner, plan) = *std::move(m);
+  }
+  std::vector<int> values;
+  if (!labels.empty()) {
+    auto m = load(fastest);
+    if (!m.ok()) return upp::tools::FailWith(kTool, m.status());
+    std::tie(locator, locator_plan) = *std::move(m);
+    for (const auto& name : absl::StrSplit(labels, ',')) {
+      const auto it = std::find_if(plan.labels.begin(), plan.labels.end(),
+                                   [&](const auto& l) { return l.value > 0 && l.name == name; });
+      if (it == plan.labels.end()) return upp::tools::Fail(kTool, "--labels: no label " + std::string(name));
+      values.push_back(it->value);
+    }
+  }
   inference::JobOptions options;
+  if (mode == "fast") {
+    options.step = fast_step;
+    options.mirror_axes = std::vector<int>{};
+  }
   options.accumulator = accumulator == "fp32"   ? inference::AccumulatorPrecision::kFloat32
                         : accumulator == "fp16" ? inference::AccumulatorPrecision::kFloat16
                                                 : inference::AccumulatorPrecision::kAuto;
@@ -114,7 +215,9 @@ int main(int argc, char** argv) {
     if (!options.crop) return upp::tools::Fail(kTool, "--crop takes body, nonzero or none, got " + crop);
   }
 
-  std::string file = SyntheticCt(size[0], size[1], size[2], spacing[0], spacing[1], spacing[2], body[0], body[1]);
+  std::string file = phantom
+                         ? PhantomCt(size[0], size[1], size[2], spacing[0], spacing[1], spacing[2], phantom)
+                         : SyntheticCt(size[0], size[1], size[2], spacing[0], spacing[1], spacing[2], body[0], body[1]);
   const double rss_file = PeakRssMiB();
   const auto t_all = Clock::now();
   auto t = Clock::now();
@@ -122,37 +225,47 @@ int main(int argc, char** argv) {
   if (!image.ok()) return upp::tools::FailWith(kTool, image.status());
   const double decode = Since(t);
   std::string().swap(file);  // a server frees the received bytes after decoding too
+  // A subset: the locator over the whole volume (a copy: the server keeps
+  // the input for the second pass too), then only the box.
+  double locate = 0;
+  int64_t locator_windows = 0;
+  if (locator) {
+    t = Clock::now();
+    auto located_job = inference::SegmentationJob::Create(image->volume, locator_plan);
+    if (!located_job.ok()) return upp::tools::FailWith(kTool, located_job.status());
+    locator_windows = (*located_job)->num_items();
+    if (auto s = RunItems(**located_job, *locator, run.batch); !s.ok()) return upp::tools::FailWith(kTool, s.status());
+    auto located = (*located_job)->Finish();
+    if (!located.ok()) return upp::tools::FailWith(kTool, located.status());
+    if (auto box = inference::LabelBox(*located, values, inference::kDefaultSubsetMarginMm)) {
+      options.region = *box;
+      options.tile_region = mode == "fast";
+    }
+    locate = Since(t);
+  }
   t = Clock::now();
   auto job = inference::SegmentationJob::Create(std::move(image->volume), plan, options);
   if (!job.ok()) return upp::tools::FailWith(kTool, job.status());
   const double create = Since(t);
   inference::SegmentationJob& j = **job;
   const int64_t batch = run.batch;
-  std::vector<float> in(batch * j.input_floats()), out(batch * j.output_floats());
-  double network = 0;
-  for (int64_t first = 0; first < j.num_items(); first += batch) {
-    const int64_t n = std::min(batch, j.num_items() - first);
-    for (int64_t i = 0; i < n; ++i) (void)j.GetInput(first + i, in.data() + i * j.input_floats());
-    t = Clock::now();
-    auto s = (*runner)->Run(in.data(), n, out.data());
-    network += Since(t);
-    if (!s.ok()) return upp::tools::FailWith(kTool, s);
-    for (int64_t i = 0; i < n; ++i) (void)j.AddOutput(first + i, out.data() + i * j.output_floats());
-    std::fprintf(stderr, "\r%lld / %lld windows", static_cast<long long>(first + n),
-                 static_cast<long long>(j.num_items()));
-  }
-  std::fprintf(stderr, "\n");
+  auto network_seconds = RunItems(j, *runner, batch);
+  if (!network_seconds.ok()) return upp::tools::FailWith(kTool, network_seconds.status());
+  const double network = *network_seconds;
   t = Clock::now();
-  auto labels = j.Finish();
-  if (!labels.ok()) return upp::tools::FailWith(kTool, labels.status());
+  auto label_map = j.Finish();
+  if (!label_map.ok()) return upp::tools::FailWith(kTool, label_map.status());
+  if (!values.empty()) inference::KeepLabels(values, &*label_map);
   const double finish = Since(t);
   const double total = Since(t_all);
   const inference::StageTimes st = j.timings();
-  const double outside_network = total - network;
+  const double outside_network = total - network - locate;  // the locating pass apart
   const inference::CropReport& crop_report = j.crop_report();
   const auto& box = crop_report.box_xyz;
+  std::printf("{\"mode\": \"%s\", \"labels\": \"%s\", \"locator_windows\": %lld, \"locate_seconds\": %.3f,\n ",
+              mode.c_str(), labels.c_str(), static_cast<long long>(locator_windows), locate);
   std::printf(
-      "{\"size\": [%lld, %lld, %lld], \"grid\": [%lld, %lld, %lld], \"windows\": %lld, "
+      "\"size\": [%lld, %lld, %lld], \"grid\": [%lld, %lld, %lld], \"windows\": %lld, "
       "\"classes\": %lld, \"threads\": %d, \"batch\": %lld,\n"
       " \"body_fraction\": [%.2f, %.2f], \"crop\": \"%s\", \"crop_box_xyz\": [[%lld, %lld], [%lld, %lld], "
       "[%lld, %lld]], \"windows_uncropped\": %lld, \"windows_skipped\": %lld,\n"
