@@ -14,8 +14,10 @@ Debian 12's gRPC 1.51 queues every stream it cannot match to the application
 yet without a bound (the upstream fix, gRPC 1.56.3 / 1.57.1 / 1.58.1, bounds
 those "pending requests"); measured on 2 shared cores: +337 MiB for 4 x 30,000
 streams in 9 s, and with two attackers of 60,000 each +1.1 to +2 GiB in 15-25 s
-with health checks timing out (10 s). No setting of 1.51 bounds it (a resource quota
-does not: measured), so it is an expected failure that documents the exposure
+with health checks timing out (10 s). No setting of 1.51 bounds it: a resource
+quota, smaller TCP reads, one concurrent stream, the memory-pressure experiment
+and fewer malloc arenas were each measured and none did (docs/deploy.md, with
+the figures and why), so it is an expected failure that documents the exposure
 (docs/deploy.md: what a front proxy adds); it runs only with
 UPP_HTTP2_FULL_ATTACK=1 (it loads the machine for half a minute).
 """
