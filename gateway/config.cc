@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -71,30 +73,13 @@ absl::Status ValidateListener(const unetrpp::v1::DicomListener& l) {
   return ValidateTls(l.tls(), "listener.tls", false);
 }
 
-absl::Status ValidateDicomWeb(const unetrpp::v1::DicomWebListener& w) {
-  if (w.port() == 0) return absl::OkStatus();  // off
-  if (w.port() > 65535) return Bad("dicomweb.port", "must be at most 65535");
-  if (w.max_connections() > 256) return Bad("dicomweb.max_connections", "at most 256");
-  if (w.max_request_bytes() > (uint64_t{1} << 40)) return Bad("dicomweb.max_request_bytes", "at most 2^40 (1 TiB)");
-  if (!Positive(w.max_request_seconds())) return Bad("dicomweb.max_request_seconds", "must be > 0");
-  if (!Positive(w.idle_seconds())) return Bad("dicomweb.idle_seconds", "must be > 0");
-  const auto& a = w.auth();
-  if (a.api_keys_file().empty() && a.jwt().jwks_file().empty() && !a.allow_anonymous())
-    return Bad("dicomweb.auth",
-               "needs api_keys_file or jwt.jwks_file (callers send \"Authorization: Bearer <token>\"), or "
-               "allow_anonymous: true");
-  if (!a.certificate_identities().empty())
-    return Bad("dicomweb.auth.certificate_identities", "not supported here (use tls.ca_file for client certificates)");
-  return ValidateTls(w.tls(), "dicomweb.tls", false);
-}
-
 // http:// only to this machine: a token or patient data in clear text
 // elsewhere is a configuration mistake.
-absl::Status ValidateDicomWebDestination(const unetrpp::v1::DicomWebDestination& d) {
+absl::Status ValidateDicomWebDestination(const unetrpp::v1::DicomWebDestination& d, const std::string& f) {
   const std::string& url = d.url();
   const bool https = url.rfind("https://", 0) == 0;
   const bool http = url.rfind("http://", 0) == 0;
-  if (!https && !http) return Bad("destination.dicomweb.url", "must start with https:// (or http:// to loopback)");
+  if (!https && !http) return Bad(f + ".url", "must start with https:// (or http:// to loopback)");
   if (http) {
     const std::string rest = url.substr(7);
     bool loopback = false;
@@ -104,14 +89,42 @@ absl::Status ValidateDicomWebDestination(const unetrpp::v1::DicomWebDestination&
           (rest.size() == h.size() || rest[h.size()] == ':' || rest[h.size()] == '/'))
         loopback = true;
     }
-    if (!loopback)
-      return Bad("destination.dicomweb.url", "http:// only to 127.0.0.1, localhost or [::1]; use https://");
+    if (!loopback) return Bad(f + ".url", "http:// only to 127.0.0.1, localhost or [::1]; use https://");
   }
-  if (url.find_first_of(" \t\r\n") != std::string::npos) return Bad("destination.dicomweb.url", "has white space");
-  if (!d.token_file().empty() && !d.basic_auth_file().empty())
-    return Bad("destination.dicomweb", "token_file or basic_auth_file, not both");
-  if (!Positive(d.timeout_seconds())) return Bad("destination.dicomweb.timeout_seconds", "must be > 0");
+  if (url.find_first_of(" \t\r\n") != std::string::npos) return Bad(f + ".url", "has white space");
+  if (!d.token_file().empty() && !d.basic_auth_file().empty()) return Bad(f, "token_file or basic_auth_file, not both");
+  if (!Positive(d.timeout_seconds())) return Bad(f + ".timeout_seconds", "must be > 0");
   return absl::OkStatus();
+}
+
+absl::Status ValidateDicomWeb(const unetrpp::v1::DicomWebListener& w) {
+  if (w.port() == 0) return absl::OkStatus();  // off
+  if (w.port() > 65535) return Bad("dicomweb.port", "must be at most 65535");
+  if (w.max_connections() > 256) return Bad("dicomweb.max_connections", "at most 256");
+  if (w.max_request_bytes() > (uint64_t{1} << 40)) return Bad("dicomweb.max_request_bytes", "at most 2^40 (1 TiB)");
+  if (!Positive(w.max_request_seconds())) return Bad("dicomweb.max_request_seconds", "must be > 0");
+  if (!Positive(w.idle_seconds())) return Bad("dicomweb.idle_seconds", "must be > 0");
+  if (w.max_queued_connections() > 1024) return Bad("dicomweb.max_queued_connections", "at most 1024");
+  std::set<std::string> names;
+  for (int i = 0; i < w.sources_size(); ++i) {
+    const auto& source = w.sources(i);
+    const std::string f = absl::StrCat("dicomweb.sources[", i, "]");
+    const std::string& name = source.name();
+    if (name.empty() || name.size() > 64 ||
+        name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") !=
+            std::string::npos)
+      return Bad(f + ".name", "1 to 64 of A-Z a-z 0-9 . _ -");
+    if (!names.insert(name).second) return Bad(f + ".name", "names another source too");
+    if (auto s = ValidateDicomWebDestination(source.service(), f + ".service"); !s.ok()) return s;
+  }
+  const auto& a = w.auth();
+  if (a.api_keys_file().empty() && a.jwt().jwks_file().empty() && !a.allow_anonymous())
+    return Bad("dicomweb.auth",
+               "needs api_keys_file or jwt.jwks_file (callers send \"Authorization: Bearer <token>\"), or "
+               "allow_anonymous: true");
+  if (!a.certificate_identities().empty())
+    return Bad("dicomweb.auth.certificate_identities", "not supported here (use tls.ca_file for client certificates)");
+  return ValidateTls(w.tls(), "dicomweb.tls", false);
 }
 
 absl::Status ValidateRule(const unetrpp::v1::RoutingRule& r, const std::string& f) {
@@ -162,6 +175,9 @@ void ApplyDefaults(unetrpp::v1::GatewayConfig& c) {
   if (w->max_request_seconds() == 0) w->set_max_request_seconds(3600);
   if (w->idle_seconds() == 0) w->set_idle_seconds(60);
   if (w->max_connections() == 0) w->set_max_connections(8);
+  if (w->max_queued_connections() == 0) w->set_max_queued_connections(16);
+  for (auto& source : *w->mutable_sources())
+    if (source.service().timeout_seconds() == 0) source.mutable_service()->set_timeout_seconds(60);
   if (d->dicomweb().timeout_seconds() == 0) d->mutable_dicomweb()->set_timeout_seconds(d->timeout_seconds());
   auto* r = c.mutable_report();
   if (r->manufacturer().empty()) r->set_manufacturer("unetrpp-serve");
@@ -187,7 +203,7 @@ absl::Status Validate(const unetrpp::v1::GatewayConfig& c) {
   const auto& d = c.destination();
   if (!Positive(d.timeout_seconds())) return Bad("destination.timeout_seconds", "must be > 0");
   if (!d.dicomweb().url().empty()) {
-    if (auto s = ValidateDicomWebDestination(d.dicomweb()); !s.ok()) return s;
+    if (auto s = ValidateDicomWebDestination(d.dicomweb(), "destination.dicomweb"); !s.ok()) return s;
   } else {
     if (d.host().empty()) return Bad("destination.host", "required (or destination.dicomweb.url)");
     if (d.port() == 0 || d.port() > 65535) return Bad("destination.port", "must be in [1, 65535]");
@@ -228,8 +244,16 @@ absl::Status CheckFilesReadable(const unetrpp::v1::GatewayConfig& c) {
       {"destination.dicomweb.ca_file", c.destination().dicomweb().ca_file()},
       {"destination.dicomweb.token_file", c.destination().dicomweb().token_file()},
       {"destination.dicomweb.basic_auth_file", c.destination().dicomweb().basic_auth_file()}};
+  std::vector<std::pair<std::string, std::string>> all = files;
+  for (int i = 0; i < c.dicomweb().sources_size(); ++i) {
+    const auto& service = c.dicomweb().sources(i).service();
+    const std::string f = absl::StrCat("dicomweb.sources[", i, "].service.");
+    all.push_back({f + "ca_file", service.ca_file()});
+    all.push_back({f + "token_file", service.token_file()});
+    all.push_back({f + "basic_auth_file", service.basic_auth_file()});
+  }
   std::vector<std::string> unreadable;
-  for (const auto& [field, path] : files)
+  for (const auto& [field, path] : all)
     if (!path.empty() && access(path.c_str(), R_OK) != 0) unreadable.push_back(absl::StrCat(field, " \"", path, "\""));
   if (unreadable.empty()) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrCat("cannot read ", absl::StrJoin(unreadable, ", ")));

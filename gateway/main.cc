@@ -97,12 +97,16 @@ int main(int argc, char** argv) {
   upp::gateway::StoreScp scp(
       config->listener(), spool->get(), [&metrics](const std::string& outcome) { metrics.Instance(outcome); },
       [&metrics](const std::string& reason) { metrics.AssociationRejected(reason); });
-  // DICOMweb STOW-RS beside C-STORE, into the same spool (dicomweb.port set).
+  // DICOMweb (STOW-RS, and pulls by WADO-RS) beside C-STORE, into the same
+  // spool (dicomweb.port set).
   std::unique_ptr<upp::gateway::StowServer> stow;
   if (config->dicomweb().port() != 0) {
     auto created = upp::gateway::StowServer::Create(
-        *config, spool->get(), [&metrics](const std::string& outcome) { metrics.DicomWebInstance(outcome); },
-        [&metrics](int status) { metrics.DicomWebRequest(status); });
+        *config, spool->get(),
+        [&metrics](const std::string& transport, const std::string& outcome) {
+          metrics.DicomWebInstance(transport, outcome);
+        },
+        [&metrics](const std::string& endpoint, int status) { metrics.DicomWebRequest(endpoint, status); });
     absl::Status s = created.ok() ? (*created)->Bind() : created.status();
     if (!s.ok()) {
       spdlog::error("{}", std::string(s.message()));

@@ -94,12 +94,13 @@ GatewayMetrics::GatewayMetrics() : registry_(std::make_shared<prometheus::Regist
   dicomweb_instances_ = &BuildCounter()
                              .Name("upp_gateway_dicomweb_instances_total")
                              .Help(
-                                 "Instances received by DICOMweb STOW-RS by outcome (stored, too_large, invalid, "
-                                 "not_allowed, spool_error, spool_full)")
+                                 "Instances received by DICOMweb by transport (stow-rs: stored to the gateway, "
+                                 "wado-rs: pulled) and outcome (stored, too_large, invalid, not_allowed, "
+                                 "spool_error, spool_full)")
                              .Register(*registry_);
   dicomweb_requests_ = &BuildCounter()
                             .Name("upp_gateway_dicomweb_requests_total")
-                            .Help("DICOMweb STOW-RS requests by HTTP status code")
+                            .Help("DICOMweb requests by endpoint (studies: STOW-RS, pull) and HTTP status code")
                             .Register(*registry_);
   series_received_ = &BuildCounter()
                           .Name("upp_gateway_series_received_total")
@@ -145,12 +146,12 @@ int GatewayMetrics::port() const {
 
 void GatewayMetrics::Instance(const std::string& outcome) { instances_->Add({{"outcome", outcome}}).Increment(); }
 
-void GatewayMetrics::DicomWebInstance(const std::string& outcome) {
-  dicomweb_instances_->Add({{"outcome", outcome}}).Increment();
+void GatewayMetrics::DicomWebInstance(const std::string& transport, const std::string& outcome) {
+  dicomweb_instances_->Add({{"transport", transport}, {"outcome", outcome}}).Increment();
 }
 
-void GatewayMetrics::DicomWebRequest(int http_status) {
-  dicomweb_requests_->Add({{"code", std::to_string(http_status)}}).Increment();
+void GatewayMetrics::DicomWebRequest(const std::string& endpoint, int http_status) {
+  dicomweb_requests_->Add({{"endpoint", endpoint}, {"code", std::to_string(http_status)}}).Increment();
 }
 
 void GatewayMetrics::Series(const std::string& outcome, const std::string& rule) {

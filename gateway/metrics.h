@@ -41,12 +41,13 @@ class GatewayMetrics {
 
   // outcome: stored, too_large, invalid, spool_error, spool_full, association_too_long.
   void Instance(const std::string& outcome);
-  // An instance received by DICOMweb STOW-RS (upp_gateway_dicomweb_
-  // instances_total): stored, too_large, invalid, not_allowed, spool_error,
-  // spool_full.
-  void DicomWebInstance(const std::string& outcome);
-  // A STOW-RS request answered with `http_status` (upp_gateway_dicomweb_requests_total{code}).
-  void DicomWebRequest(int http_status);
+  // An instance received by DICOMweb (upp_gateway_dicomweb_instances_total):
+  // transport "stow-rs" (stored to the gateway) or "wado-rs" (pulled);
+  // outcome stored, too_large, invalid, not_allowed, spool_error, spool_full.
+  void DicomWebInstance(const std::string& transport, const std::string& outcome);
+  // A DICOMweb request (endpoint "studies": STOW-RS, "pull") answered with
+  // `http_status` (upp_gateway_dicomweb_requests_total{endpoint,code}).
+  void DicomWebRequest(const std::string& endpoint, int http_status);
   // A complete series taken from the spool for the first time.
   void SeriesReceived() { series_received_->Increment(); }
   // An association refused at its request: reason calling_ae, peer_address.

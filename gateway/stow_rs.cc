@@ -10,12 +10,15 @@
 #include <filesystem>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "gateway/bounded_task_queue.h"
 #include "gateway/dicom_classes.h"
 #include "gateway/series.h"
+#include "gateway/wado_client.h"
 #include "server/auth.h"
 
 namespace upp::gateway {
@@ -31,6 +34,12 @@ void AddUids(std::string& item, const StowPart& p) {
   if (IsValidUid(p.sop_class_uid)) absl::StrAppend(&item, JsonUid("00081150", p.sop_class_uid), ",");
   if (IsValidUid(p.sop_instance_uid)) absl::StrAppend(&item, JsonUid("00081155", p.sop_instance_uid), ",");
 }
+
+// RetrieveURL (0008,1190), Type 2 in the store response and in each
+// ReferencedSOPSequence item (PS3.18 Table I.1-1): present, and empty, as
+// the gateway serves no WADO-RS retrieve (an instance stays only until its
+// series is answered); a URL would answer 404.
+constexpr char kEmptyRetrieveUrl[] = "\"00081190\":{\"vr\":\"UR\"}";
 
 void RemoveFile(const std::string& path) {
   std::error_code ec;
@@ -121,7 +130,8 @@ absl::Status StowRequest::EndPart() {
       } else if (!IsAcceptedTransferSyntax(header->transfer_syntax_uid)) {
         FailCurrent(kStowTransferSyntaxNotSupported, "not_allowed");
       } else if (!IsValidUid(header->series_instance_uid) || !IsValidUid(header->sop_instance_uid) ||
-                 (!study_uid_.empty() && header->study_instance_uid != study_uid_)) {
+                 (!study_uid_.empty() && header->study_instance_uid != study_uid_) ||
+                 (!series_uid_.empty() && header->series_instance_uid != series_uid_)) {
         FailCurrent(kStowDataSetMismatch, "invalid");
       }
     }
@@ -167,18 +177,16 @@ StowResponse MakeStowResponse(const std::vector<StowPart>& parts) {
     AddUids(item, p);
     if (p.failure == 0) {
       ++stored;
-      item.pop_back();  // the comma after the last UID (a stored part has both)
-      absl::StrAppend(&referenced, referenced.empty() ? "" : ",", item, "}");
+      absl::StrAppend(&referenced, referenced.empty() ? "" : ",", item, kEmptyRetrieveUrl, "}");
     } else {
       absl::StrAppend(&item, "\"00081197\":{\"vr\":\"US\",\"Value\":[", p.failure, "]}}");
       absl::StrAppend(&failed, failed.empty() ? "" : ",", item);
     }
   }
   StowResponse r;
-  r.json = "{";
-  if (!failed.empty()) absl::StrAppend(&r.json, "\"00081198\":{\"vr\":\"SQ\",\"Value\":[", failed, "]}");
-  if (!referenced.empty())
-    absl::StrAppend(&r.json, failed.empty() ? "" : ",", "\"00081199\":{\"vr\":\"SQ\",\"Value\":[", referenced, "]}");
+  r.json = absl::StrCat("{", kEmptyRetrieveUrl);
+  if (!failed.empty()) absl::StrAppend(&r.json, ",\"00081198\":{\"vr\":\"SQ\",\"Value\":[", failed, "]}");
+  if (!referenced.empty()) absl::StrAppend(&r.json, ",\"00081199\":{\"vr\":\"SQ\",\"Value\":[", referenced, "]}");
   r.json += "}";
   r.http_status = failed.empty() ? 200 : stored > 0 ? 202 : 409;
   return r;
@@ -198,7 +206,7 @@ struct StowServer::Handler {
                   const std::string& study_uid) const {
     const absl::Time start = absl::Now();
     Serve(req, res, reader, study_uid, start);
-    if (server->on_request_) server->on_request_(res.status);
+    if (server->on_request_) server->on_request_("studies", res.status);
     spdlog::info("dicomweb: STOW-RS from {}: HTTP {} in {:.2f} s", req.remote_addr, res.status,
                  absl::ToDoubleSeconds(absl::Now() - start));
   }
@@ -206,15 +214,7 @@ struct StowServer::Handler {
   void Serve(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader,
              const std::string& study_uid, absl::Time start) const {
     const auto& config = server->config_;
-    if (!server->allow_anonymous_ || req.has_header("Authorization")) {
-      auto principal = server->auth_->AuthenticateBearer(req.get_header_value("Authorization"));
-      if (!principal.ok()) {
-        res.set_header("WWW-Authenticate", "Bearer realm=\"unetrpp-dicom-gateway\"");
-        return Refuse(res, 401, std::string(principal.status().message()));
-      }
-      if (principal->authenticated && !principal->Has(server::kPermDicomStore))
-        return Refuse(res, 403, "the credential lacks the permission \"dicom.store\"");
-    }
+    if (!server->Admit(req, res, server::kPermDicomStore)) return;
     if (req.has_header("Content-Encoding") && req.get_header_value("Content-Encoding") != "identity")
       return Refuse(res, 415, "no Content-Encoding is accepted");
     auto type = ParseMultipartRelated(req.get_header_value("Content-Type"));
@@ -274,7 +274,89 @@ struct StowServer::Handler {
     }
     request.Commit();
     if (server->on_instance_)
-      for (const auto& p : request.parts()) server->on_instance_(p.outcome);
+      for (const auto& p : request.parts()) server->on_instance_("stow-rs", p.outcome);
+    const StowResponse answer = MakeStowResponse(request.parts());
+    res.status = answer.http_status;
+    res.set_content(answer.json, "application/dicom+json");
+  }
+};
+
+bool StowServer::Admit(const httplib::Request& req, httplib::Response& res, const char* permission) const {
+  if (allow_anonymous_ && !req.has_header("Authorization")) return true;
+  auto principal = auth_->AuthenticateBearer(req.get_header_value("Authorization"));
+  if (!principal.ok()) {
+    res.set_header("WWW-Authenticate", "Bearer realm=\"unetrpp-dicom-gateway\"");
+    Handler::Refuse(res, 401, std::string(principal.status().message()));
+    return false;
+  }
+  if (principal->authenticated && !principal->Has(permission)) {
+    Handler::Refuse(res, 403, absl::StrCat("the credential lacks the permission \"", permission, "\""));
+    return false;
+  }
+  return true;
+}
+
+// POST /pull: the study or series fetched from a configured source by
+// WADO-RS into a StowRequest, then answered like a store request. The body
+// of the request, if any, is never read (one request per connection).
+struct StowServer::PullHandler {
+  StowServer* server;
+
+  void operator()(const httplib::Request& req, httplib::Response& res) const {
+    const absl::Time start = absl::Now();
+    std::string source_name = "-";  // a configured name, or "-": nothing a caller wrote reaches the log
+    int instances = 0;
+    Serve(req, res, start, source_name, instances);
+    if (server->on_request_) server->on_request_("pull", res.status);
+    // Why the source failed (the gateway's own words: a curl error, an HTTP
+    // status, what was wrong with the body; never the source's body).
+    std::string why;
+    if (res.status == 502 || res.status == 504)
+      why = absl::StrCat(" (", absl::StripTrailingAsciiWhitespace(res.body), ")");
+    spdlog::info("dicomweb: pull from source {} for {}: HTTP {}{}, {} instances stored, in {:.2f} s", source_name,
+                 req.remote_addr, res.status, why, instances, absl::ToDoubleSeconds(absl::Now() - start));
+  }
+
+  void Serve(const httplib::Request& req, httplib::Response& res, absl::Time start, std::string& source_name,
+             int& instances) const {
+    const auto& config = server->config_;
+    if (!server->Admit(req, res, server::kPermDicomPull)) return;
+    const std::string name = req.get_param_value("source");
+    int index = -1;
+    for (int i = 0; i < config.sources_size(); ++i)
+      if (config.sources(i).name() == name) index = i;
+    if (index < 0) return Handler::Refuse(res, 400, "source= names no source in dicomweb.sources");
+    source_name = name;
+    const std::string study = req.get_param_value("study");
+    const std::string series = req.get_param_value("series");
+    if (!IsValidUid(study)) return Handler::Refuse(res, 400, "study= must be a StudyInstanceUID");
+    if (req.has_param("series") && !IsValidUid(series))
+      return Handler::Refuse(res, 400, "series= must be a SeriesInstanceUID");
+
+    StowRequest request(server->spool_, server->limits_, study, /*dicom_by_default=*/true);
+    request.RequireSeries(series);
+    WadoLimits limits;
+    limits.max_bytes = config.max_request_bytes();
+    limits.max_time = absl::Seconds(config.max_request_seconds()) - (absl::Now() - start);
+    const absl::Status fetched =
+        FetchWadoRs(config.sources(index).service(), absl::StrCat("dicomweb.sources[", index, "].service"), study,
+                    series, limits, &request);
+    if (!fetched.ok()) {
+      request.Abort();
+      const int status = fetched.code() == absl::StatusCode::kNotFound           ? 404
+                         : fetched.code() == absl::StatusCode::kDeadlineExceeded ? 504
+                                                                                 : 502;
+      return Handler::Refuse(res, status, std::string(fetched.message()));
+    }
+    if (request.parts().empty()) {
+      request.Abort();
+      return Handler::Refuse(res, 404, "the source sent no instance");
+    }
+    request.Commit();
+    for (const auto& p : request.parts()) {
+      if (p.failure == 0) ++instances;
+      if (server->on_instance_) server->on_instance_("wado-rs", p.outcome);
+    }
     const StowResponse answer = MakeStowResponse(request.parts());
     res.status = answer.http_status;
     res.set_content(answer.json, "application/dicom+json");
@@ -319,7 +401,8 @@ absl::StatusOr<std::unique_ptr<StowServer>> StowServer::Create(const unetrpp::v1
   }
   auto& http = *s->http_;
   const size_t threads = s->config_.max_connections();
-  http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  const size_t queued = s->config_.max_queued_connections();
+  http.new_task_queue = [threads, queued] { return new BoundedTaskQueue(threads, queued); };
   // One request per connection: a body refused unread, or cut off, is never
   // read as the next request.
   http.set_keep_alive_max_count(1);
@@ -334,6 +417,8 @@ absl::StatusOr<std::unique_ptr<StowServer>> StowServer::Create(const unetrpp::v1
             [self](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
               Handler{self}(req, res, reader, req.matches[1].str());
             });
+  http.Post("/pull", [self](const httplib::Request& req, httplib::Response& res,
+                            const httplib::ContentReader& /*unread*/) { PullHandler{self}(req, res); });
   return s;
 }
 

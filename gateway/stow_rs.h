@@ -1,6 +1,9 @@
-// The gateway's DICOMweb STOW-RS receiver (PS3.18 10.5): POST /studies and
-// POST /studies/{StudyInstanceUID} with a multipart/related body of
-// application/dicom parts, served by cpp-httplib (HTTP or HTTPS). Each part
+// The gateway's DICOMweb receiver, served by cpp-httplib (HTTP or HTTPS):
+// STOW-RS (PS3.18 10.5), POST /studies and POST /studies/{StudyInstanceUID}
+// with a multipart/related body of application/dicom parts; and pull mode,
+// POST /pull?source=<name>&study=<uid>[&series=<uid>], which fetches the
+// study or series from a configured DICOMweb source by WADO-RS
+// (gateway/wado_client.h) through the same StowRequest below. Each part
 // is written to a spool file as it arrives (gateway/multipart.h), checked
 // like a C-STORE instance (ReadInstanceHeader: structure check, UIDs; an
 // accepted SOP class and transfer syntax: gateway/dicom_classes.h) under
@@ -17,10 +20,22 @@
 // unknown credential, 403 a credential without the "dicom.store"
 // permission, 408 over max_request_seconds, 413 over max_request_bytes,
 // 415 not multipart/related of application/dicom (or a Content-Encoding).
+// RetrieveURL (Type 2) is present and empty: the gateway keeps an instance
+// only until its series is answered and serves no WADO-RS retrieve, so a
+// URL would answer 404 (docs/gateway.md).
+//
+// POST /pull needs the permission "dicom.pull" and answers the same store
+// response for the instances fetched (200, 202, 409), or 400 (no source of
+// that name, UIDs that are not UIDs), 404 (the source has no such study or
+// series, or sent no instance), 502 (the source failed, or its answer was
+// malformed or over max_request_bytes), 504 (over max_request_seconds).
+// Synchronous: the answer comes when the instances are in the spool; the
+// series is then processed as a stored one (quiet period, rules).
 //
 // Threading: Run() blocks in cpp-httplib's accept loop until Stop() (from
-// any thread); requests run on dicomweb.max_connections threads. The spool
-// must outlive Run().
+// any thread); requests run on dicomweb.max_connections threads, at most
+// dicomweb.max_queued_connections accepted connections wait for one
+// (gateway/bounded_task_queue.h). The spool must outlive Run().
 #ifndef UPP_GATEWAY_STOW_RS_H_
 #define UPP_GATEWAY_STOW_RS_H_
 
@@ -40,7 +55,9 @@
 
 namespace httplib {
 class Server;
-}
+struct Request;
+struct Response;
+}  // namespace httplib
 namespace upp::server {
 class Authenticator;
 }
@@ -79,6 +96,8 @@ class StowRequest : public MultipartReader::Sink {
   // request's type parameter said so).
   StowRequest(Spool* spool, const StowLimits& limits, std::string study_uid, bool dicom_by_default);
   ~StowRequest() override;  // Abort() unless committed
+  // Pull mode: every instance must be of this series (A900 otherwise).
+  void RequireSeries(std::string series_uid) { series_uid_ = std::move(series_uid); }
 
   absl::Status BeginPart(absl::string_view content_type) override;
   absl::Status PartData(absl::string_view data) override;
@@ -98,6 +117,7 @@ class StowRequest : public MultipartReader::Sink {
   Spool* const spool_;
   const StowLimits limits_;
   const std::string study_uid_;
+  std::string series_uid_;  // "": any
   const bool dicom_by_default_;
   std::vector<StowPart> parts_;
   StowPart current_;
@@ -117,10 +137,11 @@ StowResponse MakeStowResponse(const std::vector<StowPart>& parts);
 
 class StowServer {
  public:
-  // Called for every part (outcome as StowPart::outcome) and every request
-  // (its HTTP status).
-  using InstanceCallback = std::function<void(const std::string& outcome)>;
-  using RequestCallback = std::function<void(int http_status)>;
+  // Called for every part (transport "stow-rs" or "wado-rs", outcome as
+  // StowPart::outcome) and every request (endpoint "studies" or "pull", its
+  // HTTP status).
+  using InstanceCallback = std::function<void(const std::string& transport, const std::string& outcome)>;
+  using RequestCallback = std::function<void(const std::string& endpoint, int http_status)>;
 
   // Reads the TLS files and the credential sources; errors name the field.
   static absl::StatusOr<std::unique_ptr<StowServer>> Create(const unetrpp::v1::GatewayConfig& config, Spool* spool,
@@ -137,6 +158,10 @@ class StowServer {
  private:
   StowServer() = default;
   struct Handler;
+  struct PullHandler;
+  // Whether the request's credential (or anonymity, where allowed) grants
+  // `permission`; if not, `res` holds the refusal (401, 403).
+  bool Admit(const httplib::Request& req, httplib::Response& res, const char* permission) const;
 
   unetrpp::v1::DicomWebListener config_;
   StowLimits limits_;

@@ -22,6 +22,7 @@ std::map<std::string, std::set<std::string>> DefaultRoles() {
   return {{"user", {kPermSegment, kPermModelsRead}},
           {"priority", {kPermSegment, kPermSegmentPriority, kPermModelsRead}},
           {"store", {kPermDicomStore}},
+          {"pull", {kPermDicomPull}},
           {"admin", {kPermAdmin}}};
 }
 
@@ -87,10 +88,10 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Create(const unetr
     if (r.name().empty()) return absl::InvalidArgumentError(absl::StrCat("config: auth.roles[", i, "].name is empty"));
     for (const auto& p : r.permissions())
       if (p != kPermSegment && p != kPermSegmentPriority && p != kPermModelsRead && p != kPermAdmin &&
-          p != kPermDicomStore)
+          p != kPermDicomStore && p != kPermDicomPull)
         return absl::InvalidArgumentError(
             absl::StrCat("config: auth.roles[", i, "].permissions: \"", p,
-                         "\" is not segment, segment.priority, models.read, dicom.store or admin"));
+                         "\" is not segment, segment.priority, models.read, dicom.store, dicom.pull or admin"));
     a->roles_[r.name()] = std::set<std::string>(r.permissions().begin(), r.permissions().end());
   }
   if (!config.api_keys_file().empty()) {

@@ -32,8 +32,10 @@ inline constexpr char kPermSegment[] = "segment";
 inline constexpr char kPermSegmentPriority[] = "segment.priority";
 inline constexpr char kPermModelsRead[] = "models.read";
 inline constexpr char kPermAdmin[] = "admin";
-// The DICOM gateway's DICOMweb receiver: store instances (STOW-RS).
+// The DICOM gateway's DICOMweb receiver: store instances (STOW-RS), and
+// have it pull a study or series from a configured source (POST /pull).
 inline constexpr char kPermDicomStore[] = "dicom.store";
+inline constexpr char kPermDicomPull[] = "dicom.pull";
 
 struct Principal {
   std::string name;  // "anonymous" without a credential

@@ -28,4 +28,5 @@ expect_refused 's/replicas: 2/replicas: two/' 'schema: .*replicas'
 expect_refused 's/image: unetrpp-serve:0.1.0/image: unetrpp-serve:latest/' 'no version tag'
 expect_refused 's/        - ALL/        - NET_RAW/' 'drop ALL'
 expect_refused '/scaleTargetRef:/,/name:/ s/name: unetrpp-serve$/name: unetrpp-serve-x/' 'targets no Deployment'
+expect_refused 's/- port: 8443/- port: 8444/' 'port dicomweb: no NetworkPolicy admits it'
 echo "manifests: passed"

@@ -70,6 +70,37 @@ TEST(GatewayConfigTest, ErrorsNameTheField) {
   expect(R"(max_interrupted_attempts: 1000)", "max_interrupted_attempts");
 }
 
+// Pull sources: named for POST /pull, checked as the STOW-RS destination
+// is; the receiver's queue bound has a default and a ceiling.
+TEST(GatewayConfigTest, DicomWebSourcesAndTheConnectionQueue) {
+  constexpr char kWeb[] = R"( dicomweb { port: 8443 auth { allow_anonymous: true } )";
+  unetrpp::v1::GatewayConfig c;
+  ASSERT_TRUE(
+      proto::ParseTextConfig(
+          std::string(kMinimal) + kWeb + R"(sources { name: "pacs" service { url: "https://pacs/dicom-web" } } })", c)
+          .ok());
+  ApplyDefaults(c);
+  ASSERT_TRUE(Validate(c).ok()) << Validate(c);
+  EXPECT_EQ(c.dicomweb().max_queued_connections(), 16u);
+  EXPECT_EQ(c.dicomweb().sources(0).service().timeout_seconds(), 60);
+  auto expect = [&](const std::string& extra, const std::string& field) {
+    const auto s = Check(kWeb + extra + "}");
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << extra;
+    EXPECT_NE(s.message().find(field), std::string::npos) << s;
+  };
+  expect(R"(max_queued_connections: 5000)", "dicomweb.max_queued_connections");
+  expect(R"(sources { service { url: "https://pacs" } })", "dicomweb.sources[0].name");
+  expect(R"(sources { name: "a b" service { url: "https://pacs" } })", "dicomweb.sources[0].name");
+  expect(R"(sources { name: "a" service { url: "https://pacs" } } sources { name: "a" service { url: "https://x" } })",
+         "dicomweb.sources[1].name");
+  expect(R"(sources { name: "a" service { url: "http://pacs.example/dicom-web" } })",
+         "dicomweb.sources[0].service.url");
+  expect(R"(sources { name: "a" service { url: "https://pacs" token_file: "t" basic_auth_file: "b" } })",
+         "dicomweb.sources[0].service");
+  EXPECT_TRUE(
+      Check(std::string(kWeb) + R"(sources { name: "local" service { url: "http://127.0.0.1:8042" } } })").ok());
+}
+
 TEST(GatewayConfigTest, TlsToTheDestinationVerifiesIt) {
   unetrpp::v1::GatewayConfig c;
   ASSERT_TRUE(proto::ParseTextConfig(kMinimal, c).ok());

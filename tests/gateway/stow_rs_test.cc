@@ -29,6 +29,8 @@ namespace fs = std::filesystem;
 constexpr char kCtSmall[] = "/usr/lib/python3/dist-packages/pydicom/data/test_files/CT_small.dcm";
 constexpr char kStoreKey[] = "stow-writer-key";
 constexpr char kUserKey[] = "segment-only-key";
+constexpr char kPullKey[] = "puller-key";
+constexpr char kOtherSeries[] = "1.2.3.4";  // the fake source answers it with CT_small (of another series)
 constexpr uint64_t kMaxRequestBytes = 256 * 1024;
 
 std::string Part(const std::string& content_type, const std::string& bytes) {
@@ -61,7 +63,8 @@ class StowRsTest : public ::testing::Test {
     fs::create_directories(dir_);
     const std::string keys = (dir_ / "keys").string();
     std::ofstream(keys) << "writer " << server::Authenticator::HashKey(kStoreKey) << " store\n"
-                        << "user " << server::Authenticator::HashKey(kUserKey) << " user\n";
+                        << "user " << server::Authenticator::HashKey(kUserKey) << " user\n"
+                        << "puller " << server::Authenticator::HashKey(kPullKey) << " pull\n";
     auto spool = Spool::Create((dir_ / "spool").string());
     ASSERT_TRUE(spool.ok()) << spool.status();
     spool_ = *std::move(spool);
@@ -73,10 +76,19 @@ class StowRsTest : public ::testing::Test {
     web->set_address("127.0.0.1");
     web->mutable_auth()->set_api_keys_file(keys);
     web->set_max_request_bytes(kMaxRequestBytes);
+    StartSource();
+    auto* source = web->add_sources();
+    source->set_name("archive");
+    source->mutable_service()->set_url("http://127.0.0.1:" + std::to_string(source_port_) + "/dicom-web");
     ApplyDefaults(config);
     web->set_port(0);  // picked by Bind
     auto server = StowServer::Create(
-        config, spool_.get(), [this](const std::string& outcome) { outcomes_.push_back(outcome); }, nullptr);
+        config, spool_.get(),
+        [this](const std::string& transport, const std::string& outcome) {
+          outcomes_.push_back(outcome);
+          transports_.push_back(transport);
+        },
+        nullptr);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
     ASSERT_TRUE(server_->Bind().ok());
@@ -88,7 +100,35 @@ class StowRsTest : public ::testing::Test {
       server_->Stop();
       serving_.join();
     }
+    if (source_serving_.joinable()) {
+      source_.stop();
+      source_serving_.join();
+    }
     fs::remove_all(dir_);
+  }
+
+  // A DICOMweb source for POST /pull: WADO-RS of CT_small's series (and of
+  // kOtherSeries, wrongly), 404 for any other.
+  void StartSource() {
+    source_.Get(R"(/dicom-web/studies/([0-9.]+)/series/([0-9.]+))",
+                [this](const httplib::Request& req, httplib::Response& res) {
+                  if (req.matches[1].str() != header_.study_instance_uid ||
+                      (req.matches[2].str() != header_.series_instance_uid && req.matches[2].str() != kOtherSeries)) {
+                    res.status = 404;
+                    return;
+                  }
+                  res.set_content(Part("application/dicom", ct_) + Close(), kType);
+                });
+    source_port_ = source_.bind_to_any_port("127.0.0.1");
+    source_serving_ = std::thread([this] { source_.listen_after_bind(); });
+    while (!source_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+
+  httplib::Result Pull(const std::string& query, const std::string& token = kPullKey) {
+    httplib::Client client("127.0.0.1", server_->port());
+    httplib::Headers headers;
+    if (!token.empty()) headers.emplace("Authorization", "Bearer " + token);
+    return client.Post("/pull?" + query, headers, "", "text/plain");
   }
 
   httplib::Result Post(const std::string& path, const std::string& body, const std::string& token = kStoreKey,
@@ -115,7 +155,10 @@ class StowRsTest : public ::testing::Test {
   std::unique_ptr<Spool> spool_;
   std::unique_ptr<StowServer> server_;
   std::thread serving_;
-  std::vector<std::string> outcomes_;
+  std::vector<std::string> outcomes_, transports_;
+  httplib::Server source_;
+  std::thread source_serving_;
+  int source_port_ = 0;
 };
 
 TEST_F(StowRsTest, InstancesAreSpooledAndReferencedInTheStoreResponse) {
@@ -250,6 +293,55 @@ TEST_F(StowRsTest, AChunkedBodyOverTheLimitIsCutOffWhileItArrives) {
   ExpectStillServing();
 }
 
+TEST_F(StowRsTest, PullFetchesTheSeriesByWadoRsIntoTheSpool) {
+  auto r =
+      Pull(absl::StrCat("source=archive&study=", header_.study_instance_uid, "&series=", header_.series_instance_uid));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(r->get_header_value("Content-Type"), "application/dicom+json");
+  EXPECT_NE(r->body.find(header_.sop_instance_uid), std::string::npos) << r->body;
+  EXPECT_TRUE(fs::exists(fs::path(spool_->root()) / "series" / header_.series_instance_uid / "instances"));
+  EXPECT_EQ(StoredInstances(), 1);
+  EXPECT_EQ(Incoming(), 0);
+  EXPECT_EQ(outcomes_, std::vector<std::string>{"stored"});
+  EXPECT_EQ(transports_, std::vector<std::string>{"wado-rs"});
+}
+
+TEST_F(StowRsTest, PullNeedsThePullPermissionAKnownSourceAndUids) {
+  const std::string query = absl::StrCat("source=archive&study=", header_.study_instance_uid);
+  auto r = Pull(query, "");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  r = Pull(query, kStoreKey);  // may store, not pull
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 403);
+  r = Pull(absl::StrCat("source=elsewhere&study=", header_.study_instance_uid));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  r = Pull("source=archive&study=1.2.x");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  r = Pull(absl::StrCat(query, "&series=../../etc"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  r = Pull(absl::StrCat(query, "&series=1.2.3.5"));  // the source has no such series
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(StoredInstances(), 0);
+  EXPECT_EQ(Incoming(), 0);
+}
+
+// The source answers a series with an instance of another: refused (A900)
+// and not kept, as a STOW-RS instance of another study than its URL's.
+TEST_F(StowRsTest, APulledInstanceOfAnotherSeriesIsRefused) {
+  auto r = Pull(absl::StrCat("source=archive&study=", header_.study_instance_uid, "&series=", kOtherSeries));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 409) << r->body;
+  EXPECT_NE(r->body.find("[43264]"), std::string::npos) << r->body;  // 0xA900
+  EXPECT_EQ(StoredInstances(), 0);
+  EXPECT_EQ(Incoming(), 0);
+}
+
 // cpp-httplib's stop() is lost before its loop has begun; a gateway
 // stopped (SIGTERM) right after starting must not hang in its drain.
 TEST_F(StowRsTest, StopRightAfterRunBeginsReturns) {
@@ -275,12 +367,17 @@ TEST(StowResponseTest, StatusFollowsWhatWasStored) {
   EXPECT_EQ(MakeStowResponse({ok}).http_status, 200);
   EXPECT_EQ(MakeStowResponse({ok, bad}).http_status, 202);
   EXPECT_EQ(MakeStowResponse({bad}).http_status, 409);
+  // RetrieveURL (0008,1190) is Type 2 for the study and in each referenced
+  // item (PS3.18 Table I.1-1): present, empty (the gateway serves no
+  // retrieve).
   EXPECT_EQ(MakeStowResponse({ok}).json,
-            "{\"00081199\":{\"vr\":\"SQ\",\"Value\":[{\"00081150\":{\"vr\":\"UI\",\"Value\":[\"1.2.840.10008.5.1.4.1.1."
-            "2\"]},\"00081155\":{\"vr\":\"UI\",\"Value\":[\"1.2.3\"]}}]}}");
+            "{\"00081190\":{\"vr\":\"UR\"},\"00081199\":{\"vr\":\"SQ\",\"Value\":[{\"00081150\":{\"vr\":\"UI\","
+            "\"Value\":[\"1.2.840.10008.5.1.4.1.1.2\"]},\"00081155\":{\"vr\":\"UI\",\"Value\":[\"1.2.3\"]},"
+            "\"00081190\":{\"vr\":\"UR\"}}]}}");
   // What a sender wrote that is not a UID never reaches the JSON.
   EXPECT_EQ(MakeStowResponse({hostile}).json,
-            "{\"00081198\":{\"vr\":\"SQ\",\"Value\":[{\"00081197\":{\"vr\":\"US\",\"Value\":[49152]}}]}}");
+            "{\"00081190\":{\"vr\":\"UR\"},\"00081198\":{\"vr\":\"SQ\",\"Value\":[{\"00081197\":{\"vr\":"
+            "\"US\",\"Value\":[49152]}}]}}");
 }
 
 }  // namespace

@@ -78,12 +78,38 @@ function checkSelects(o, where, all, selector) {
   if (!podsOf(all).some((labels) => matches(selector, labels))) problem(where, "selects no pods of the deployment");
 }
 
+// Every port a Service exposes is admitted by a NetworkPolicy of the same
+// pods, and only from listed sources (an ipBlock, a namespace or pod
+// selector), never from anywhere: a port added to a Service without its
+// allow-list is a finding.
+function checkServicePortsGuarded(svc, where, all) {
+  const pods = all.filter((o) => o.kind === "Deployment" && matches(svc.spec.selector, o.spec.template.metadata.labels));
+  for (const p of svc.spec.ports || []) {
+    // The container port behind it: targetPort by number or by name.
+    const numbers = new Set([p.port]);
+    for (const d of pods)
+      for (const c of d.spec.template.spec.containers)
+        for (const cp of c.ports || [])
+          if (cp.name === p.targetPort || cp.containerPort === p.targetPort) numbers.add(cp.containerPort);
+    const rules = all
+      .filter((o) => o.kind === "NetworkPolicy" && pods.some((d) => matches(o.spec.podSelector.matchLabels, d.spec.template.metadata.labels)))
+      .flatMap((np) => np.spec.ingress || [])
+      .filter((r) => (r.ports || []).some((rp) => numbers.has(rp.port) || rp.port === p.targetPort));
+    const at = `${where} port ${p.name || p.port}`;
+    if (!rules.length) problem(at, "no NetworkPolicy admits it (an allow-list of sources is required)");
+    for (const r of rules) if (!r.from || !r.from.length) problem(at, "a NetworkPolicy admits it from anywhere");
+  }
+}
+
 function check(all, file) {
   for (const [i, o] of all.entries()) {
     const where = `${file} #${i + 1} ${o.kind}/${o.metadata && o.metadata.name}`;
     validateSchema(o, where);
     if (o.kind === "Deployment") checkDeployment(o, where, all);
-    if (o.kind === "Service") checkSelects(o, where, all, o.spec.selector);
+    if (o.kind === "Service") {
+      checkSelects(o, where, all, o.spec.selector);
+      checkServicePortsGuarded(o, where, all);
+    }
     if (o.kind === "PodDisruptionBudget") checkSelects(o, where, all, o.spec.selector.matchLabels);
     if (o.kind === "NetworkPolicy") checkSelects(o, where, all, o.spec.podSelector.matchLabels);
     if (o.kind === "HorizontalPodAutoscaler") {
