@@ -26,6 +26,12 @@ double SmallestColourDistance(const std::vector<LabelInfo>& labels) {
   return smallest;
 }
 
+std::optional<int> FindLabelValue(const std::vector<LabelInfo>& labels, std::string_view name) {
+  for (const LabelInfo& l : labels)
+    if (l.value > 0 && l.name == name) return l.value;
+  return std::nullopt;
+}
+
 std::string EncodeRawLabels(const std::vector<uint16_t>& labels) {
   std::string raw(labels.size() * 2, '\0');
   for (size_t i = 0; i < labels.size(); ++i) {

@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,6 +28,11 @@ double ColourDistance(const std::array<uint8_t, 3>& a, const std::array<uint8_t,
 // The smallest ColourDistance between two labels of `labels` other than
 // background (value 0); infinity for fewer than two.
 double SmallestColourDistance(const std::vector<LabelInfo>& labels);
+
+// The value of the label called `name` in `labels`; nullopt when there is
+// none. Background (value 0) is never found: it is not a structure to ask for
+// (a request's label subset, the tools' --labels).
+std::optional<int> FindLabelValue(const std::vector<LabelInfo>& labels, std::string_view name);
 
 // uint16 little-endian, whatever the host's byte order.
 std::string EncodeRawLabels(const std::vector<uint16_t>& labels);

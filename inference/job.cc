@@ -294,9 +294,9 @@ absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(imageio
     if (options.region) {
       auto region = RegionInCrop(*options.region, pre->crop);
       if (!region.ok()) return region.status();
-      impl->ChooseWindows(*region, options.tile_region);
+      impl->ChooseWindows(*region, options.tile_box);
     } else {
-      impl->ChooseWindows(pre->body);
+      impl->ChooseWindows(pre->body, options.tile_box);
     }
     impl->ReportCrop(pre->cropped_to, options.region.has_value());
     impl->item_weight =
@@ -519,6 +519,14 @@ absl::StatusOr<LabelMap> SegmentationJob::Finish() {
     return FromException("postprocessing", e);
   }
   return out;
+}
+
+JobOptions FastJobOptions(double step) {
+  JobOptions options;
+  options.step = step;
+  options.mirror_axes = std::vector<int>{};
+  options.tile_box = true;
+  return options;
 }
 
 absl::StatusOr<LabelMap> SegmentVolume(imageio::Volume volume, const preprocessing::Plan& plan, const BatchRunner& run,

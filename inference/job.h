@@ -58,18 +58,25 @@ struct JobOptions {
   std::optional<preprocessing::CropMode> crop;  // overrides plan.crop (tools compare crops)
   // Input voxels, (z, y, x) [begin, end), whose labels are wanted (a label
   // subset's box, inference/label_subset.h), instead of the plan's crop;
-  // everything outside is background. Only the whole run's windows that
-  // touch it run, so that its labels are the whole run's; or, with
-  // `tile_region` (the `fast` mode's subsets), windows of its own tile it on
-  // the same grid: far fewer, with labels that differ where windows overlap
-  // differently (job.cc, ChooseWindows).
+  // everything outside is background.
   std::optional<preprocessing::VoxelBox> region;
-  bool tile_region = false;
+  // How the box (`region`, else the crop's body box) is covered: by the
+  // whole run's windows that touch it, so that its labels are the whole
+  // run's; or, with `tile_box` (the `fast` mode), by windows of its own
+  // tiling it on the same grid: fewer, with labels that differ where windows
+  // overlap differently (job.cc, ChooseWindows).
+  bool tile_box = false;
   AccumulatorPrecision accumulator = AccumulatorPrecision::kAuto;
   // kAuto: float16 accumulators when float32 ones would exceed this.
   int64_t float32_accumulator_limit_bytes = int64_t{1} << 30;
   BackResampling back_resampling = BackResampling::kAuto;
 };
+
+// The `fast` mode's options (docs/server.md, "Speed modes"): a larger window
+// step, no mirroring, and the box (the body's, or a label subset's) tiled by
+// windows of its own. One definition for the server and the tools that
+// measure it.
+JobOptions FastJobOptions(double step);
 
 // Seconds spent per stage. The window stages are summed over all calls.
 struct StageTimes {

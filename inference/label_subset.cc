@@ -41,6 +41,22 @@ std::optional<preprocessing::VoxelBox> LabelBox(const LabelMap& map, const std::
   return box;
 }
 
+JobOptions LocatingOptions() {
+  JobOptions options;
+  options.step = kLocateStep;
+  options.mirror_axes = std::vector<int>{};
+  return options;
+}
+
+bool AimAtLabels(const LabelMap& located, const std::vector<int>& values, double margin_mm, bool tile,
+                 JobOptions* options) {
+  const auto box = LabelBox(located, values, margin_mm);
+  if (!box) return false;
+  options->region = *box;
+  options->tile_box = tile;
+  return true;
+}
+
 void KeepLabels(const std::vector<int>& values, LabelMap* map) {
   const std::vector<bool> wanted = Wanted(values);
   int64_t cleared = 0;

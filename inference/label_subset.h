@@ -19,11 +19,29 @@ namespace upp::inference {
 // 8 mm, and an organ's edge it found may be a voxel off.
 inline constexpr double kDefaultSubsetMarginMm = 20.0;
 
+// The locating pass's window step, without mirroring: the locator needs
+// only where the labels are, to within the margin, not their edges, so its
+// windows need not overlap (a third of the windows of the plan's 0.5 in 3D).
+// Measured on 20 phantoms: docs/model.md, "Speed modes".
+inline constexpr double kLocateStep = 1.0;
+
+// The locating pass's options: kLocateStep, no mirroring, the plan's crop.
+JobOptions LocatingOptions();
+
 // The input-voxel box, (z, y, x) [begin, end), of every voxel of `map` that
 // holds one of `values`, grown by `margin_mm` on each side (in voxels of the
 // map's own spacing, rounded up) and clamped to the volume. nullopt when no
 // voxel holds any of them.
 std::optional<preprocessing::VoxelBox> LabelBox(const LabelMap& map, const std::vector<int>& values, double margin_mm);
+
+// A subset's second pass, the one rule the server and the tools share:
+// `options` narrowed to LabelBox(located, values, margin_mm). With `tile` (the
+// `fast` mode) windows of their own tile the box; without it the whole run's
+// windows that touch the box run, so the labels there are exactly the whole
+// run's. False, with `options` unchanged, when none of `values` was located
+// (the answer is all background).
+bool AimAtLabels(const LabelMap& located, const std::vector<int>& values, double margin_mm, bool tile,
+                 JobOptions* options);
 
 // Every voxel of a value not in `values` becomes background (0); the stats
 // keep background (grown by those voxels) and `values` only.

@@ -214,7 +214,7 @@ absl::Status SegmentCall::AdmitVolume(const imageio::Geometry& g, int64_t read_b
     if (!job_bytes.ok()) return job_bytes.status();
     bytes = imageio::OrMax(imageio::CheckedAdd(bytes, *job_bytes));
     if (locator_) {  // its job, and the input held for the second pass
-      auto locating = JobBytesToAdmit(g, locator_->plan(), {}, limits);
+      auto locating = JobBytesToAdmit(g, locator_->plan(), inference::LocatingOptions(), limits);
       if (!locating.ok()) return locating.status();
       const int64_t held = imageio::OrMax(
           imageio::CheckedProduct({g.size[0], g.size[1], g.size[2], model()->plan().input_channels(), 4}));
@@ -290,7 +290,7 @@ void SegmentCall::Enqueue(imageio::Volume volume) {
   if (!locator_) return StartJob(std::move(volume), JobOptionsFor(header_, speed_, model()->entry()));
   held_ = volume;  // admitted with the locator's job (AdmitVolume)
   locating_ = true;
-  StartJob(std::move(volume), {});
+  StartJob(std::move(volume), inference::LocatingOptions());
 }
 
 void SegmentCall::StartJob(imageio::Volume volume, const inference::JobOptions& job_options) {
@@ -369,16 +369,15 @@ void SegmentCall::Postprocess() {
 }
 
 void SegmentCall::AfterLocating(inference::LabelMap located) {
-  const auto box = inference::LabelBox(located, speed_.label_values, speed_.margin_mm);
   locating_ = false;
   imageio::Volume volume = *std::move(held_);
   held_.reset();
-  if (!box) return SendResult(std::move(located));  // none of them: all background
   inference::JobOptions options = JobOptionsFor(header_, speed_, model()->entry());
-  options.region = *box;
-  // `full`: the whole run's windows around the labels (its labels exactly);
-  // `fast`: windows of their own (inference/job.h).
-  options.tile_region = speed_.mode == unetrpp::v1::SPEED_MODE_FAST;
+  // `fast` tiles the labels' box with windows of its own; `full` runs the
+  // whole run's windows around it (its labels exactly).
+  if (!inference::AimAtLabels(located, speed_.label_values, speed_.margin_mm,
+                              speed_.mode == unetrpp::v1::SPEED_MODE_FAST, &options))
+    return SendResult(std::move(located));  // none of them: all background
   StartJob(std::move(volume), options);
 }
 

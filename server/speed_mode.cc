@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "imageio/labels.h"
 #include "proto/api.h"
 #include "server/job_request.h"
 
@@ -31,12 +32,10 @@ absl::StatusOr<std::vector<int>> LabelValues(const google::protobuf::RepeatedPtr
   std::set<int> values;
   std::vector<std::string> unknown;
   for (const std::string& name : names) {
-    auto it = std::find_if(plan.labels.begin(), plan.labels.end(),
-                           [&](const imageio::LabelInfo& l) { return l.value > 0 && l.name == name; });
-    if (it == plan.labels.end()) {
-      unknown.push_back(absl::StrCat("\"", name.substr(0, 64), "\""));
+    if (const auto value = imageio::FindLabelValue(plan.labels, name)) {
+      values.insert(*value);
     } else {
-      values.insert(it->value);
+      unknown.push_back(absl::StrCat("\"", name.substr(0, 64), "\""));
     }
   }
   if (!unknown.empty())
@@ -104,8 +103,11 @@ inference::JobOptions JobOptionsFor(const unetrpp::v1::RequestHeader& header, co
                                     const unetrpp::v1::ModelEntry& entry) {
   inference::JobOptions options = JobOptionsFromHeader(header);
   if (speed.mode == unetrpp::v1::SPEED_MODE_FAST) {
-    if (!options.step) options.step = entry.speed().fast_step() > 0 ? entry.speed().fast_step() : kDefaultFastStep;
-    if (!options.mirror_axes) options.mirror_axes = std::vector<int>{};
+    const inference::JobOptions fast =
+        inference::FastJobOptions(entry.speed().fast_step() > 0 ? entry.speed().fast_step() : kDefaultFastStep);
+    if (!options.step) options.step = fast.step;
+    if (!options.mirror_axes) options.mirror_axes = fast.mirror_axes;
+    options.tile_box = fast.tile_box;
   }
   return options;
 }

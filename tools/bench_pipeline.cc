@@ -12,7 +12,9 @@
 // random weights, --phantom SEED a synthetic abdomen (tools/phantom.h) on the
 // grid instead of the ellipse, --mode fast its fast step, --mode fastest
 // the --fastest model instead, and --labels the subset as the server runs
-// it (--fastest locates, then only the box). One mode per run, so that the
+// it (--fastest locates, then only the box). --fastest-spacing makes
+// `fastest` --preset's network on a coarser grid: a published-size fastest
+// model, for timing beside the published code. One mode per run, so that the
 // peak RSS is the mode's.
 #include <sys/resource.h>
 
@@ -29,6 +31,7 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
+#include "imageio/labels.h"
 #include "imageio/nifti.h"
 #include "inference/job.h"
 #include "inference/label_subset.h"
@@ -159,12 +162,16 @@ int main(int argc, char** argv) {
   app.add_option("--mode", mode, "full | fast | fastest");
   app.add_option("--fast-step", fast_step, "--mode fast's window step (no mirroring)");
   app.add_option("--labels", labels, "only these labels (comma-separated names), located by --fastest");
+  std::vector<double> fastest_spacing;
+  app.add_option("--fastest-spacing", fastest_spacing,
+                 "--mode fastest without --fastest: --preset's network on this grid, x y z mm (e.g. 3 3 3)")
+      ->expected(3);
   app.add_option("--phantom", phantom, "a synthetic abdomen of this seed (tools/phantom.h) instead of the ellipse");
   CLI11_PARSE(app, argc, argv);
   run.Apply();
 
-  if ((mode == "fastest" || !labels.empty()) && fastest.empty())
-    return upp::tools::Fail(kTool, "--mode fastest and --labels need --fastest");
+  if (((mode == "fastest" && fastest_spacing.empty()) || (!labels.empty() && mode != "fastest")) && fastest.empty())
+    return upp::tools::Fail(kTool, "--mode fastest needs --fastest or --fastest-spacing, --labels --fastest");
   if (mode != "full" && mode != "fast" && mode != "fastest")
     return upp::tools::Fail(kTool, "--mode takes full, fast or fastest, got " + mode);
   // The model that runs, its plan; and the locator of a subset.
@@ -178,35 +185,46 @@ int main(int argc, char** argv) {
   };
   std::unique_ptr<upp::model::WindowRunner> runner, locator;
   pp::Plan plan, locator_plan;
-  if (weights.empty()) {
+  if (weights.empty() && (mode != "fastest" || !fastest_spacing.empty())) {
     auto config = upp::model::Preset(preset);
     if (!config.ok()) return upp::tools::FailWith(kTool, config.status());
     auto r = upp::model::WindowRunner::FromConfig(*config);
     if (!r.ok()) return upp::tools::FailWith(kTool, r.status());
     runner = std::move(*r);
     plan = pp::DefaultCtPlan(config->num_classes, config->patch);
+    // A published-size `fastest` model: the same network on a coarser grid
+    // (as TotalSegmentator's 3 mm --fast), random weights like the rest.
+    if (mode == "fastest") plan.target_spacing = {fastest_spacing[2], fastest_spacing[1], fastest_spacing[0]};
   } else {
     auto m = load(mode == "fastest" ? fastest : weights);
     if (!m.ok()) return upp::tools::FailWith(kTool, m.status());
     std::tie(runner, plan) = *std::move(m);
   }
-  std::vector<int> values;
+  // The labels' values in the locator's table (where the box is found) and in
+  // the model's (what is kept): the same in a server, which refuses a fastest
+  // model with other labels; not so for --preset's random network, which
+  // names BTCV's labels.
+  std::vector<int> values, located_values;
   if (!labels.empty()) {
-    auto m = load(fastest);
-    if (!m.ok()) return upp::tools::FailWith(kTool, m.status());
-    std::tie(locator, locator_plan) = *std::move(m);
-    for (const auto& name : absl::StrSplit(labels, ',')) {
-      const auto it = std::find_if(plan.labels.begin(), plan.labels.end(),
-                                   [&](const auto& l) { return l.value > 0 && l.name == name; });
-      if (it == plan.labels.end()) return upp::tools::Fail(kTool, "--labels: no label " + std::string(name));
-      values.push_back(it->value);
+    // As the server: `fastest` keeps the labels of its one pass; the other
+    // modes locate them first.
+    if (mode != "fastest") {
+      auto m = load(fastest);
+      if (!m.ok()) return upp::tools::FailWith(kTool, m.status());
+      std::tie(locator, locator_plan) = *std::move(m);
+    } else {
+      locator_plan = plan;
+    }
+    for (const std::string& name : std::vector<std::string>(absl::StrSplit(labels, ','))) {
+      const auto value = upp::imageio::FindLabelValue(plan.labels, name);
+      const auto located = upp::imageio::FindLabelValue(locator_plan.labels, name);
+      if (!value || !located) return upp::tools::Fail(kTool, "--labels: no label " + std::string(name));
+      values.push_back(*value);
+      located_values.push_back(*located);
     }
   }
   inference::JobOptions options;
-  if (mode == "fast") {
-    options.step = fast_step;
-    options.mirror_axes = std::vector<int>{};
-  }
+  if (mode == "fast") options = inference::FastJobOptions(fast_step);
   options.accumulator = accumulator == "fp32"   ? inference::AccumulatorPrecision::kFloat32
                         : accumulator == "fp16" ? inference::AccumulatorPrecision::kFloat16
                                                 : inference::AccumulatorPrecision::kAuto;
@@ -231,16 +249,14 @@ int main(int argc, char** argv) {
   int64_t locator_windows = 0;
   if (locator) {
     t = Clock::now();
-    auto located_job = inference::SegmentationJob::Create(image->volume, locator_plan);
+    auto located_job = inference::SegmentationJob::Create(image->volume, locator_plan, inference::LocatingOptions());
     if (!located_job.ok()) return upp::tools::FailWith(kTool, located_job.status());
     locator_windows = (*located_job)->num_items();
     if (auto s = RunItems(**located_job, *locator, run.batch); !s.ok()) return upp::tools::FailWith(kTool, s.status());
     auto located = (*located_job)->Finish();
     if (!located.ok()) return upp::tools::FailWith(kTool, located.status());
-    if (auto box = inference::LabelBox(*located, values, inference::kDefaultSubsetMarginMm)) {
-      options.region = *box;
-      options.tile_region = mode == "fast";
-    }
+    if (!inference::AimAtLabels(*located, located_values, inference::kDefaultSubsetMarginMm, mode == "fast", &options))
+      return upp::tools::Fail(kTool, "--labels: the locator found none of them");
     locate = Since(t);
   }
   t = Clock::now();

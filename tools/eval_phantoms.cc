@@ -25,6 +25,7 @@
 #include <utility>
 
 #include "absl/strings/str_split.h"
+#include "imageio/labels.h"
 #include "inference/job.h"
 #include "inference/label_subset.h"
 #include "inference/model_runner.h"
@@ -78,6 +79,9 @@ int main(int argc, char** argv) {
   app.add_option("--subset", subset, "also run only these labels (comma-separated names), located by --locator");
   app.add_option("--locator", locator, "the model that locates --subset's labels (the fastest model)");
   app.add_option("--margin-mm", margin_mm, "--subset's box margin per side (mm)");
+  double locate_step = upp::inference::kLocateStep;
+  app.add_option("--locate-step", locate_step,
+                 "--locator's window step, without mirroring (default: the server's; 0: its plan's, mirroring too)");
   grid.Register(app);
   run.Register(app);
   CLI11_PARSE(app, argc, argv);
@@ -92,7 +96,12 @@ int main(int argc, char** argv) {
     out->crop = *mode;
   }
   if (versus_crop.empty()) other_options.crop = options.crop;
-  if (versus_step > 0) other_options.step = versus_step;
+  if (versus_step > 0) {  // the `fast` mode at this step, as the server runs it
+    const upp::inference::JobOptions fast = upp::inference::FastJobOptions(versus_step);
+    other_options.step = fast.step;
+    other_options.mirror_axes = fast.mirror_axes;
+    other_options.tile_box = fast.tile_box;
+  }
   if (!subset.empty() && locator.empty()) return upp::tools::Fail(kTool, "--subset needs --locator");
   std::unique_ptr<upp::model::WindowRunner> other, locating;
   if (!versus.empty() || !versus_weights.empty()) {
@@ -119,11 +128,10 @@ int main(int argc, char** argv) {
     auto p = upp::preprocessing::Plan::FromMetadata(locating->metadata());
     if (!p.ok()) return upp::tools::FailWith(kTool, p.status());
     locator_plan = *std::move(p);
-    for (const auto& name : absl::StrSplit(subset, ',')) {
-      const auto it = std::find_if(plan->labels.begin(), plan->labels.end(),
-                                   [&](const auto& info) { return info.value > 0 && info.name == name; });
-      if (it == plan->labels.end()) return upp::tools::Fail(kTool, "--subset: no label \"" + std::string(name) + "\"");
-      subset_values.push_back(it->value);
+    for (const std::string& name : std::vector<std::string>(absl::StrSplit(subset, ','))) {
+      const auto value = upp::imageio::FindLabelValue(plan->labels, name);
+      if (!value) return upp::tools::Fail(kTool, "--subset: no label \"" + std::string(name) + "\"");
+      subset_values.push_back(*value);
     }
   }
   // The second run: another precision, crop, step or model, or the subset.
@@ -133,17 +141,21 @@ int main(int argc, char** argv) {
       return upp::inference::SegmentVolume(std::move(v), *other_plan, upp::inference::RunnerFor(other_runner),
                                            run.batch, other_options, nullptr, report);
     upp::inference::CropReport located_report;
-    auto located = upp::inference::SegmentVolume(v, *locator_plan, upp::inference::RunnerFor(*locating), run.batch, {},
-                                                 nullptr, &located_report);
+    upp::inference::JobOptions locate;  // 0: the locator plan's step and mirroring
+    if (locate_step > 0) {
+      locate = upp::inference::LocatingOptions();
+      locate.step = locate_step;
+    }
+    auto located = upp::inference::SegmentVolume(v, *locator_plan, upp::inference::RunnerFor(*locating), run.batch,
+                                                 locate, nullptr, &located_report);
     if (!located.ok()) return located.status();
     *located_windows = located_report.windows_uncropped - located_report.windows_skipped;
-    const auto box = upp::inference::LabelBox(*located, subset_values, margin_mm);
-    if (!box) return located;
+    // As the server: `fast` (a step given) tiles the box, `full` keeps the whole run's windows.
     upp::inference::JobOptions region = other_options;
-    region.region = *box;
-    region.tile_region = versus_step > 0;  // as the server: `fast` tiles the box, `full` keeps the whole run's windows
-    auto labels = upp::inference::SegmentVolume(std::move(v), *plan, upp::inference::RunnerFor(**runner), run.batch,
-                                                region, nullptr, report);
+    auto labels = upp::inference::AimAtLabels(*located, subset_values, margin_mm, versus_step > 0, &region)
+                      ? upp::inference::SegmentVolume(std::move(v), *plan, upp::inference::RunnerFor(**runner),
+                                                      run.batch, region, nullptr, report)
+                      : std::move(located);  // none located: background, as the server answers
     if (labels.ok()) upp::inference::KeepLabels(subset_values, &*labels);
     return labels;
   };

@@ -18,6 +18,15 @@ TEST(LabelsTest, SmallestDistanceIgnoresBackground) {
   EXPECT_LT(SmallestColourDistance(labels), 5.0);
 }
 
+TEST(LabelsTest, FindLabelValueFindsAStructureByNameButNeverBackground) {
+  const std::vector<LabelInfo> labels = {{0, "background", {}}, {3, "liver", {}}, {7, "spleen", {}}};
+  EXPECT_EQ(FindLabelValue(labels, "spleen"), 7);
+  EXPECT_EQ(FindLabelValue(labels, "liver"), 3);
+  EXPECT_FALSE(FindLabelValue(labels, "background").has_value());
+  EXPECT_FALSE(FindLabelValue(labels, "Liver").has_value());  // names are exact
+  EXPECT_FALSE(FindLabelValue({}, "liver").has_value());
+}
+
 TEST(LabelsTest, RawLabelsRoundTripLittleEndian) {
   const std::vector<uint16_t> labels{0, 1, 258, 65535};
   const std::string raw = EncodeRawLabels(labels);

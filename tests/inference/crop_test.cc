@@ -127,6 +127,40 @@ TEST(BodyCrop, AnOffCentreBodyRunsOnlyTheWindowsAroundIt) {
   EXPECT_EQ(body.labels.stats[0].voxels + body.labels.stats[1].voxels, v.geometry.NumVoxels());
 }
 
+// The `fast` mode (tile_box) tiles the body's box with windows of its own:
+// fewer than the whole run's windows that touch it; a pointwise network's
+// labels over the body are the whole run's, and background far from it.
+TEST(BodyCrop, ATiledBodyBoxRunsWindowsOfItsOwn) {
+  // 160 x 100 x 40 voxels; the body at x 79..121, y 38..72.
+  const auto v = CtWith({160, 100, 40}, {{{100, 55, 20}, {21, 17, 30}}});
+  const Plan plan = CtPlan();
+  const Outcome touching = Segment(v, plan);
+  JobOptions options;
+  options.tile_box = true;
+  auto job = SegmentationJob::Create(v, plan, options);
+  ASSERT_TRUE(job.ok()) << job.status();
+  const CropReport& report = (*job)->crop_report();
+  EXPECT_LT((*job)->num_windows(), touching.windows);
+  EXPECT_EQ(report.reason, "outside the body");
+  EXPECT_EQ(report.windows_skipped, report.windows_uncropped - (*job)->num_windows());
+  EXPECT_LE((*job)->num_items(), SegmentationJob::CountItems(v.geometry, plan, options));  // admission's bound
+  auto labels = SegmentVolume(v, plan, PointwiseTissueNet(), 4, options);
+  ASSERT_TRUE(labels.ok()) << labels.status();
+  int64_t body = 0, differ_in_body = 0, far = 0;
+  for (int64_t i = 0; i < v.geometry.NumVoxels(); ++i) {
+    const int64_t x = i % 160, y = i / 160 % 100;
+    if (x >= 79 && x <= 121 && y >= 38 && y <= 72) {
+      differ_in_body += labels->labels[i] != touching.labels.labels[i];
+      body += labels->labels[i];
+    } else if (x < 50 || y > 90) {
+      far += labels->labels[i];
+    }
+  }
+  EXPECT_GT(body, 0);
+  EXPECT_EQ(differ_in_body, 0);
+  EXPECT_EQ(far, 0);
+}
+
 // With resampling (anisotropic, nearest along z), a transpose and a network
 // whose answer depends on the whole window, both ways back: inside the
 // labelled box (the body's and around it) the labels are the uncropped run's
@@ -296,7 +330,7 @@ TEST(RegionCrop, TheWholeRunsWindowsTouchingTheRegionGiveItsLabelsExactly) {
   EXPECT_GT(labelled, 0);
 }
 
-// With tile_region (the fast mode's subsets), windows of its own tile the
+// With tile_box (the fast mode's subsets), windows of its own tile the
 // region on the same grid: fewer than touch it; a pointwise network's labels
 // inside it are the whole run's, outside it background.
 TEST(RegionCrop, ATiledRegionRunsWindowsOfItsOwnAndTheRestIsBackground) {
@@ -308,7 +342,7 @@ TEST(RegionCrop, ATiledRegionRunsWindowsOfItsOwnAndTheRestIsBackground) {
   options.region = preprocessing::VoxelBox{{{0, 40}, {35, 66}, {118, 143}}};  // (z, y, x)
   auto touching = SegmentationJob::Create(v, plan, options);
   ASSERT_TRUE(touching.ok()) << touching.status();
-  options.tile_region = true;
+  options.tile_box = true;
   auto job = SegmentationJob::Create(v, plan, options);
   ASSERT_TRUE(job.ok()) << job.status();
   const CropReport report = (*job)->crop_report();
@@ -344,7 +378,7 @@ TEST(RegionCrop, ARegionIsClampedToTheVolumeAndOneOutsideItIsRefused) {
   const auto v = CtWith({120, 100, 40}, {{{25, 75, 20}, {15, 20, 30}}});
   JobOptions options;
   options.region = preprocessing::VoxelBox{{{-5, 60}, {0, 20}, {90, 500}}};
-  options.tile_region = true;
+  options.tile_box = true;
   auto job = SegmentationJob::Create(v, CtPlan(), options);
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_EQ((*job)->crop_report().box_xyz[0], (std::array<int64_t, 2>{90, 120}));
@@ -362,7 +396,7 @@ TEST(RegionCrop, AnMrsRegionReplacesItsNonzeroCrop) {
   });
   JobOptions options;
   options.region = preprocessing::VoxelBox{{{0, 30}, {50, 80}, {70, 100}}};
-  options.tile_region = true;
+  options.tile_box = true;
   auto job = SegmentationJob::Create(v, plan, options);
   ASSERT_TRUE(job.ok()) << job.status();
   const CropReport& r = (*job)->crop_report();

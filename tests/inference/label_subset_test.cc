@@ -39,6 +39,26 @@ TEST(LabelBoxTest, NoVoxelOfTheLabelsMeansNoBox) {
   EXPECT_FALSE(LabelBox(Map(), {}, 10).has_value());
 }
 
+TEST(AimAtLabelsTest, TheSecondPassRunsInTheLabelsBoxTiledOnlyWhenAsked) {
+  JobOptions options;
+  options.step = 0.75;
+  ASSERT_TRUE(AimAtLabels(Map(), {2}, 4, /*tile=*/true, &options));
+  ASSERT_TRUE(options.region.has_value());
+  EXPECT_EQ(*options.region, *LabelBox(Map(), {2}, 4));
+  EXPECT_TRUE(options.tile_box);
+  EXPECT_EQ(options.step, 0.75);  // the rest of the options stay the mode's
+  ASSERT_TRUE(AimAtLabels(Map(), {3}, 0, /*tile=*/false, &options));
+  EXPECT_EQ(*options.region, (preprocessing::VoxelBox{{{5, 6}, {9, 10}, {18, 19}}}));
+  EXPECT_FALSE(options.tile_box);
+}
+
+TEST(AimAtLabelsTest, NothingLocatedLeavesTheOptionsAlone) {
+  JobOptions options;
+  EXPECT_FALSE(AimAtLabels(Map(), {7}, 20, true, &options));
+  EXPECT_FALSE(options.region.has_value());
+  EXPECT_FALSE(options.tile_box);
+}
+
 TEST(KeepLabelsTest, OtherLabelsBecomeBackgroundAndLeaveTheStats) {
   LabelMap m = Map();
   KeepLabels({2}, &m);

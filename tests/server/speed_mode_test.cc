@@ -95,6 +95,7 @@ TEST(SpeedModeTest, FastTakesTheModelsStepWithoutMirroringUnlessTheHeaderSaysOth
   auto options = JobOptionsFor(h, fast, e);
   EXPECT_DOUBLE_EQ(*options.step, kDefaultFastStep);
   EXPECT_TRUE(options.mirror_axes->empty());
+  EXPECT_TRUE(options.tile_box);  // the body's box tiled by windows of its own
   e.mutable_speed()->set_fast_step(0.8);
   EXPECT_DOUBLE_EQ(*JobOptionsFor(h, fast, e).step, 0.8);
   h.set_step(0.6);
@@ -106,6 +107,7 @@ TEST(SpeedModeTest, FastTakesTheModelsStepWithoutMirroringUnlessTheHeaderSaysOth
   options = JobOptionsFor(RequestHeader(), full, e);
   EXPECT_FALSE(options.step.has_value());  // the plan's
   EXPECT_FALSE(options.mirror_axes.has_value());
+  EXPECT_FALSE(options.tile_box);  // the whole run's windows: its labels exactly
 }
 
 TEST(SpeedModeTest, TheConfigurationIsCheckedNamingTheField) {
