@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -47,6 +48,9 @@ class WindowSource {
   virtual absl::Status ReadWindow(int64_t item, float* dst) = 0;
   virtual void WindowDone(int64_t item, const float* logits) = 0;
   virtual void WindowsFailed(const absl::Status& status) = 0;
+  // The request's span as a W3C traceparent (tracing/), opaque here: the
+  // span of a batch carrying its windows links to it. Empty: not traced.
+  virtual std::string_view trace_parent() const { return {}; }
 };
 
 struct WindowTask {

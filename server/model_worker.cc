@@ -2,13 +2,17 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
+#include <string>
+#include <string_view>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "tracing/server_tracing.h"
 
 namespace upp::server {
 namespace {
@@ -66,6 +70,24 @@ void HandOver(ThreadPool* stitch_pool, std::vector<WindowTask> batch, std::vecto
   });
 }
 
+// The batch's span, when any request whose windows it carries is traced: a
+// trace of its own (a batch belongs to several), linked to each of those
+// requests' spans, so that a slow request shows the batches it waited
+// behind and with whom it shared them.
+tracing::Span StartBatchSpan(const std::vector<WindowTask>& batch) {
+  std::vector<std::string> links;
+  for (const WindowTask& task : batch) {
+    const std::string_view traced = task.source->trace_parent();
+    if (!traced.empty() && std::find(links.begin(), links.end(), traced) == links.end()) links.emplace_back(traced);
+  }
+  if (links.empty()) return tracing::Span();
+  const std::shared_ptr<tracing::Tracer> tracer = tracing::CurrentTracer();
+  if (!tracer) return tracing::Span();
+  tracing::Span span = tracer->StartLinkedSpan("batch", links);
+  span.SetAttribute("upp.traced_requests", static_cast<int64_t>(links.size()));
+  return span;
+}
+
 }  // namespace
 
 ModelWorker::ModelWorker(std::string model_name, const model::ModelConfig& config, model::WindowRunner* runner,
@@ -85,11 +107,19 @@ void ModelWorker::Run() {
     std::vector<WindowTask> batch = batcher_->NextBatch();
     if (batch.empty()) return;  // shut down
     if (metrics_) metrics_->SetQueuedWindows(name_, batcher_->queued_windows());
+    tracing::Span span = StartBatchSpan(batch);  // reading, running; stitching is the requests' own
+    const int64_t formed = static_cast<int64_t>(batch.size());
     std::vector<WindowTask> ok = ReadWindows(std::move(batch), &in);
+    span.SetAttribute("upp.model", name_);
+    span.SetAttribute("upp.batch_size", static_cast<int64_t>(ok.size()));
+    span.SetAttribute("upp.windows_unread", formed - static_cast<int64_t>(ok.size()));
     if (ok.empty()) continue;
     std::vector<float> out = buffers->Take();
     out.resize(ok.size() * out_floats_);
-    if (!RunBatch(ok, in, out)) {
+    const bool ran = RunBatch(ok, in, out);
+    span.SetStatus(ran ? absl::OkStatus() : absl::InternalError("inference failed"));
+    span.End();
+    if (!ran) {
       buffers->Give(std::move(out));
     } else {
       HandOver(stitch_pool_, std::move(ok), std::move(out), out_floats_, buffers);

@@ -26,6 +26,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -70,6 +71,7 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   absl::Status ReadWindow(int64_t item, float* dst) override;
   void WindowDone(int64_t item, const float* logits) override;
   void WindowsFailed(const absl::Status& status) override;
+  std::string_view trace_parent() const override { return trace_parent_; }
 
   // TimedCall (the watchdog thread): header, upload-idle, send-stall and
   // whole-request timeouts.
@@ -131,6 +133,11 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   ResponseWriter::Stream WriterStream();
   void ReleasePendingStream();  // once: the first caller returns the BeginPendingStream slot
   void StageDone(unetrpp::v1::Stage stage, absl::Time since);
+  // A child of span_ for a stage that ran from `begin` (recorded when it
+  // ends, from the times kept anyway); a label subset's stages say which
+  // pass they belong to. End() it at the stage's end.
+  tracing::Span StageSpan(std::string_view name, absl::Time begin) const;
+  void TraceStage(std::string_view name, absl::Time begin, absl::Time end) const { StageSpan(name, begin).End(end); }
   // The request's log line and audit record (OnDone).
   FinishedRequest Record(const absl::Status& status);
   // Ends span_ with what the record says (OnDone).
@@ -200,7 +207,14 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   // The call's server span (tracing/), continuing the caller's traceparent;
   // not recording when tracing is off. Ended by OnDone.
   tracing::Span span_;
-  CallStats stats_;  // any thread; read by OnDone, which can run while the pool still works
+  std::string trace_parent_;  // span_'s W3C context: the batches carrying its windows link to it
+  // Stage times kept for span_'s children only (the metrics keep their own):
+  absl::Time admitted_at_;                   // reactions: the header admitted (admission ends, receive begins)
+  absl::Time preprocess_begin_;              // pool: Prepare or AfterLocating began
+  std::atomic<int64_t> first_read_ns_{0};    // this pass's first window read (queue wait ends, inference begins)
+  std::atomic<int64_t> first_stitch_ns_{0};  // this pass's first window stitched
+  absl::Time send_begin_;  // pool: the results handed to the writer (OnDone reads it after the summary)
+  CallStats stats_;        // any thread; read by OnDone, which can run while the pool still works
 
   ResponseWriter writer_;
 };

@@ -262,13 +262,14 @@ namespace {
 
 // Checks each models[].job_device that is a GPU and sets the default of
 // limits.max_device_bytes_in_flight from the device's memory.
-// Installs the process's tracer when tracing.endpoint is set (tracing/).
+// Installs the process's tracer when tracing.endpoint (or OpenTelemetry's
+// endpoint variable, tracing/server_tracing.h) is set.
 absl::Status StartTracing(const unetrpp::v1::Tracing& config) {
-  if (config.endpoint().empty()) return absl::OkStatus();
   auto options = tracing::OptionsFromConfig(config);
   if (!options.ok()) return options.status();
   auto tracer = tracing::Tracer::Create(*options);
   if (!tracer.ok()) return tracer.status();
+  if (options->endpoint.empty()) return absl::OkStatus();
   tracing::InstallTracer(std::move(*tracer));
   spdlog::info("tracing: OTLP to {}, sampling ratio {}, queue {} spans", options->endpoint, options->sampling_ratio,
                options->queue_size);

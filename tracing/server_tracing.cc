@@ -1,5 +1,6 @@
 #include "tracing/server_tracing.h"
 
+#include <cstdlib>
 #include <string>
 #include <utility>
 
@@ -27,6 +28,13 @@ std::string_view Header(const std::multimap<grpc::string_ref, grpc::string_ref>&
 absl::StatusOr<TracingOptions> OptionsFromConfig(const unetrpp::v1::Tracing& config) {
   TracingOptions options;
   options.endpoint = config.endpoint();
+  // Without one in the file, OpenTelemetry's own variables (as every SDK
+  // reads them): a Kubernetes ConfigMap can point the pods at a collector
+  // without a new configuration file (deploy/k8s/tracing/).
+  for (const char* variable : {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"}) {
+    const char* value = std::getenv(variable);
+    if (options.endpoint.empty() && value != nullptr) options.endpoint = value;
+  }
   if (config.has_sampling_ratio()) options.sampling_ratio = config.sampling_ratio();
   if (!(options.sampling_ratio >= 0 && options.sampling_ratio <= 1))
     return absl::InvalidArgumentError("tracing.sampling_ratio: must be within 0..1");
@@ -53,10 +61,11 @@ std::shared_ptr<Tracer> CurrentTracer() {
   return installed == nullptr ? nullptr : *installed;
 }
 
-Span StartCallSpan(std::string_view name, const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
+Span StartCallSpan(std::string_view name, const std::multimap<grpc::string_ref, grpc::string_ref>& metadata,
+                   absl::Time start) {
   const std::shared_ptr<Tracer> tracer = CurrentTracer();
   if (!tracer) return Span();
-  return tracer->StartServerSpan(name, Header(metadata, "traceparent"), Header(metadata, "tracestate"));
+  return tracer->StartServerSpan(name, Header(metadata, "traceparent"), Header(metadata, "tracestate"), start);
 }
 
 }  // namespace upp::tracing

@@ -21,16 +21,19 @@
 namespace upp::tracing {
 
 // TracingOptions from the configuration block, defaults filled in; an
-// error names the field. Only meaningful with an endpoint set.
+// error names the field. The endpoint is the block's, else
+// $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else $OTEL_EXPORTER_OTLP_ENDPOINT;
+// none: tracing stays off.
 absl::StatusOr<TracingOptions> OptionsFromConfig(const unetrpp::v1::Tracing& config);
 
 // The tracer spans of calls use (nullptr: tracing off, the default).
 void InstallTracer(std::shared_ptr<Tracer> tracer);
 std::shared_ptr<Tracer> CurrentTracer();
 
-// A server span named `name` for a call with this client metadata; not
-// recording when no tracer is installed.
-Span StartCallSpan(std::string_view name, const std::multimap<grpc::string_ref, grpc::string_ref>& metadata);
+// A server span named `name` for a call with this client metadata, begun at
+// `start`; not recording when no tracer is installed.
+Span StartCallSpan(std::string_view name, const std::multimap<grpc::string_ref, grpc::string_ref>& metadata,
+                   absl::Time start = absl::InfinitePast());
 
 }  // namespace upp::tracing
 

@@ -4,11 +4,15 @@
 #include "opentelemetry/trace/tracer.h"
 
 #include <array>
+#include <atomic>
 #include <chrono>
+#include <map>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "opentelemetry/context/context.h"
 #include "opentelemetry/context/propagation/text_map_propagator.h"
 #include "opentelemetry/exporters/otlp/otlp_grpc_exporter_factory.h"
@@ -17,6 +21,7 @@
 #include "opentelemetry/sdk/resource/resource.h"
 #include "opentelemetry/sdk/trace/batch_span_processor_factory.h"
 #include "opentelemetry/sdk/trace/batch_span_processor_options.h"
+#include "opentelemetry/sdk/trace/sampler.h"
 #include "opentelemetry/sdk/trace/samplers/parent_factory.h"
 #include "opentelemetry/sdk/trace/samplers/trace_id_ratio_factory.h"
 #include "opentelemetry/sdk/trace/tracer_provider.h"
@@ -52,6 +57,52 @@ class HeaderCarrier : public opentelemetry::context::propagation::TextMapCarrier
 
 std::chrono::milliseconds Millis(absl::Duration d) { return std::chrono::milliseconds(absl::ToInt64Milliseconds(d)); }
 
+// The SDK takes a span's start as a system time and its duration from
+// steady times; the steady clock's reading at `t` (in the past) is derived
+// once per span, and its end from the same reading, so that the exported
+// start and end are exactly the absl::Times given.
+std::chrono::steady_clock::time_point SteadyAt(absl::Time t) {
+  const auto steady_now = std::chrono::steady_clock::now();
+  return steady_now - absl::ToChronoNanoseconds(absl::Now() - t);
+}
+
+otel_trace::SpanContext ContextOf(std::string_view traceparent) {
+  HeaderCarrier carrier;
+  if (!traceparent.empty()) carrier.Set("traceparent", nostd::string_view(traceparent.data(), traceparent.size()));
+  opentelemetry::context::Context empty;
+  auto context = otel_trace::propagation::HttpTraceContext().Extract(carrier, empty);
+  return otel_trace::GetSpan(context)->GetContext();
+}
+
+// Parent-based sampling (the ratio for new traces), except that a new
+// trace linked to a sampled span is sampled: a batch carrying a sampled
+// request's windows is exported with it, whatever the ratio.
+class LinkedOrParentBasedSampler : public sdk_trace::Sampler {
+ public:
+  explicit LinkedOrParentBasedSampler(std::shared_ptr<sdk_trace::Sampler> ratio)
+      : parent_based_(sdk_trace::ParentBasedSamplerFactory::Create(std::move(ratio))) {}
+
+  sdk_trace::SamplingResult ShouldSample(const otel_trace::SpanContext& parent_context, otel_trace::TraceId trace_id,
+                                         nostd::string_view name, otel_trace::SpanKind span_kind,
+                                         const opentelemetry::common::KeyValueIterable& attributes,
+                                         const otel_trace::SpanContextKeyValueIterable& links) noexcept override {
+    if (!parent_context.IsValid()) {
+      bool linked_sampled = false;
+      links.ForEachKeyValue([&](otel_trace::SpanContext context, const opentelemetry::common::KeyValueIterable&) {
+        linked_sampled = context.IsSampled();
+        return !linked_sampled;
+      });
+      if (linked_sampled)
+        return {sdk_trace::Decision::RECORD_AND_SAMPLE, nullptr, otel_trace::TraceState::GetDefault()};
+    }
+    return parent_based_->ShouldSample(parent_context, trace_id, name, span_kind, attributes, links);
+  }
+  nostd::string_view GetDescription() const noexcept override { return "LinkedOrParentBased"; }
+
+ private:
+  std::unique_ptr<sdk_trace::Sampler> parent_based_;
+};
+
 }  // namespace
 
 bool Available() { return true; }
@@ -59,8 +110,31 @@ bool Available() { return true; }
 struct Span::Impl {
   nostd::shared_ptr<otel_trace::Tracer> tracer;
   nostd::shared_ptr<otel_trace::Span> span;
-  bool ended = false;
+  // Atomic: a call's stages record children from other threads while its
+  // reaction may end the span.
+  std::atomic<bool> ended{false};
+  absl::Time start;
+  std::chrono::steady_clock::time_point start_steady;
+
+  // A span started at `at` (InfinitePast: now) with `options` and `links`.
+  template <class Links>
+  static std::unique_ptr<Impl> Start(const nostd::shared_ptr<otel_trace::Tracer>& tracer, std::string_view name,
+                                     otel_trace::StartSpanOptions options, const Links& links, absl::Time at) {
+    auto impl = std::make_unique<Impl>();
+    impl->tracer = tracer;
+    impl->start = at == absl::InfinitePast() ? absl::Now() : at;
+    impl->start_steady = SteadyAt(impl->start);
+    options.start_system_time = opentelemetry::common::SystemTimestamp(absl::ToChronoTime(impl->start));
+    options.start_steady_time = opentelemetry::common::SteadyTimestamp(impl->start_steady);
+    const std::map<std::string, std::string> no_attributes;
+    impl->span = tracer->StartSpan(nostd::string_view(name.data(), name.size()), no_attributes, links, options);
+    return impl;
+  }
 };
+
+namespace {
+using NoLinks = std::vector<std::pair<otel_trace::SpanContext, std::map<std::string, std::string>>>;
+}  // namespace
 
 struct Tracer::Impl {
   std::unique_ptr<sdk_trace::TracerProvider> provider;
@@ -80,7 +154,7 @@ Span& Span::operator=(Span&& other) noexcept {
 }
 Span::~Span() { End(); }
 
-bool Span::recording() const { return impl_ && !impl_->ended && impl_->span->IsRecording(); }
+bool Span::recording() const { return impl_ && !impl_->ended.load() && impl_->span->IsRecording(); }
 
 void Span::SetAttribute(std::string_view key, int64_t value) {
   if (recording()) impl_->span->SetAttribute(nostd::string_view(key.data(), key.size()), value);
@@ -106,20 +180,23 @@ void Span::SetStatus(const absl::Status& status) {
     impl_->span->SetStatus(otel_trace::StatusCode::kError, absl::StatusCodeToString(status.code()));
 }
 
-Span Span::StartChild(std::string_view name) const {
+Span Span::StartChild(std::string_view name) const { return StartChild(name, absl::InfinitePast()); }
+
+Span Span::StartChild(std::string_view name, absl::Time start) const {
   if (!impl_) return Span();
   otel_trace::StartSpanOptions options;
   options.parent = impl_->span->GetContext();
-  auto child = std::make_unique<Impl>();
-  child->tracer = impl_->tracer;
-  child->span = impl_->tracer->StartSpan(nostd::string_view(name.data(), name.size()), options);
-  return Span(std::move(child));
+  return Span(Impl::Start(impl_->tracer, name, options, NoLinks(), start));
 }
 
-void Span::End() {
-  if (!impl_ || impl_->ended) return;
-  impl_->ended = true;
-  impl_->span->End();
+void Span::End() { End(absl::Now()); }
+
+void Span::End(absl::Time end) {
+  if (!impl_ || impl_->ended.exchange(true)) return;
+  otel_trace::EndSpanOptions options;
+  options.end_steady_time = opentelemetry::common::SteadyTimestamp(
+      impl_->start_steady + absl::ToChronoNanoseconds(std::max(end - impl_->start, absl::ZeroDuration())));
+  impl_->span->End(options);
 }
 
 std::string Span::TraceId() const {
@@ -188,14 +265,15 @@ absl::StatusOr<std::unique_ptr<Tracer>> Tracer::Create(const TracingOptions& opt
   std::shared_ptr<sdk_trace::Sampler> ratio =
       sdk_trace::TraceIdRatioBasedSamplerFactory::Create(options.sampling_ratio);
   auto impl = std::make_unique<Impl>();
-  impl->provider = sdk_trace::TracerProviderFactory::Create(std::move(processor), resource,
-                                                            sdk_trace::ParentBasedSamplerFactory::Create(ratio));
+  impl->provider = sdk_trace::TracerProviderFactory::Create(
+      std::move(processor), resource, std::make_unique<LinkedOrParentBasedSampler>(std::move(ratio)));
   impl->tracer = impl->provider->GetTracer("unetrpp-serve");
   impl->export_timeout = options.export_timeout;
   return std::unique_ptr<Tracer>(new Tracer(std::move(impl)));
 }
 
-Span Tracer::StartServerSpan(std::string_view name, std::string_view traceparent, std::string_view tracestate) const {
+Span Tracer::StartServerSpan(std::string_view name, std::string_view traceparent, std::string_view tracestate,
+                             absl::Time start) const {
   HeaderCarrier carrier;
   if (!traceparent.empty()) carrier.Set("traceparent", nostd::string_view(traceparent.data(), traceparent.size()));
   if (!tracestate.empty()) carrier.Set("tracestate", nostd::string_view(tracestate.data(), tracestate.size()));
@@ -204,10 +282,18 @@ Span Tracer::StartServerSpan(std::string_view name, std::string_view traceparent
   otel_trace::StartSpanOptions options;
   options.kind = otel_trace::SpanKind::kServer;
   options.parent = otel_trace::GetSpan(context)->GetContext();
-  auto impl = std::make_unique<Span::Impl>();
-  impl->tracer = impl_->tracer;
-  impl->span = impl_->tracer->StartSpan(nostd::string_view(name.data(), name.size()), options);
-  return Span(std::move(impl));
+  return Span(Span::Impl::Start(impl_->tracer, name, options, NoLinks(), start));
+}
+
+Span Tracer::StartLinkedSpan(std::string_view name, const std::vector<std::string>& links) const {
+  NoLinks contexts;
+  for (const std::string& link : links)
+    if (auto context = ContextOf(link); context.IsValid())
+      contexts.emplace_back(context, NoLinks::value_type::second_type());
+  otel_trace::StartSpanOptions options;
+  // A root, whatever span the thread's context holds.
+  options.parent = opentelemetry::context::Context(otel_trace::kIsRootSpanKey, true);
+  return Span(Span::Impl::Start(impl_->tracer, name, options, contexts, absl::InfinitePast()));
 }
 
 bool Tracer::ForceFlush(absl::Duration timeout) { return impl_->provider->ForceFlush(Millis(timeout)); }

@@ -21,7 +21,9 @@ void Span::SetAttribute(std::string_view, std::string_view) {}
 void Span::SetAttribute(std::string_view, bool) {}
 void Span::SetStatus(const absl::Status&) {}
 Span Span::StartChild(std::string_view) const { return Span(); }
+Span Span::StartChild(std::string_view, absl::Time) const { return Span(); }
 void Span::End() {}
+void Span::End(absl::Time) {}
 std::string Span::TraceId() const { return ""; }
 std::string Span::SpanId() const { return ""; }
 std::string Span::TraceParent() const { return ""; }
@@ -35,7 +37,8 @@ absl::StatusOr<std::unique_ptr<Tracer>> Tracer::Create(const TracingOptions&) {
       "bookworm-backports; reconfigure with CMake after)");
 }
 
-Span Tracer::StartServerSpan(std::string_view, std::string_view, std::string_view) const { return Span(); }
+Span Tracer::StartServerSpan(std::string_view, std::string_view, std::string_view, absl::Time) const { return Span(); }
+Span Tracer::StartLinkedSpan(std::string_view, const std::vector<std::string>&) const { return Span(); }
 bool Tracer::ForceFlush(absl::Duration) { return true; }
 
 }  // namespace upp::tracing

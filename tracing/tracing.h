@@ -23,6 +23,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -66,9 +67,16 @@ class Span {
   void SetAttribute(std::string_view key, bool value);
   // The span's status: unset when `status` is OK, else error with the code's name.
   void SetStatus(const absl::Status& status);
-  // A child of this span, started now.
+  // A child of this span, started now, or at `start`: a stage whose times
+  // were kept as it ran is recorded after the fact, costing nothing while
+  // it runs. Safe from any thread, also while another ends this span.
   Span StartChild(std::string_view name) const;
+  Span StartChild(std::string_view name, absl::Time start) const;
+  // Ends the span now, or at `end` (not before its start). The exported
+  // times are exactly the absl::Times given, so a child recorded within its
+  // parent's times is exported within them.
   void End();
+  void End(absl::Time end);
 
   // 32 lowercase hex digits; "" when the span has no valid context.
   std::string TraceId() const;
@@ -91,7 +99,15 @@ class Tracer {
   // A server span named `name`: the child of the caller's span where
   // `traceparent` (W3C trace context, with `tracestate`) parses, else the
   // root of a new trace.
-  Span StartServerSpan(std::string_view name, std::string_view traceparent, std::string_view tracestate = {}) const;
+  // `start`: when the call began (absl::InfinitePast(): now).
+  Span StartServerSpan(std::string_view name, std::string_view traceparent, std::string_view tracestate = {},
+                       absl::Time start = absl::InfinitePast()) const;
+  // The root of a trace of its own, started now, with links to the spans
+  // named by `links` (W3C traceparents, as Span::TraceParent gives them;
+  // one that does not parse is left out): work shared by several traces,
+  // such as a batch carrying windows of several requests. Sampled when any
+  // linked span is, else by the sampling ratio.
+  Span StartLinkedSpan(std::string_view name, const std::vector<std::string>& links) const;
   // Exports what is queued; false when it did not finish within `timeout`.
   bool ForceFlush(absl::Duration timeout);
 

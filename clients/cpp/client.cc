@@ -181,6 +181,25 @@ std::unique_ptr<Client> Client::Connect(const std::string& target) {
   return std::make_unique<Client>(grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
 }
 
+absl::Status CheckTraceParent(std::string_view traceparent) {
+  const auto hex = [&](size_t begin, size_t n, bool nonzero) {
+    bool any = false;
+    for (size_t i = begin; i < begin + n; ++i) {
+      const char c = traceparent[i];
+      if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+      any = any || c != '0';
+    }
+    return any || !nonzero;
+  };
+  const bool ok = traceparent.size() == 55 && traceparent[2] == '-' && traceparent[35] == '-' &&
+                  traceparent[52] == '-' && hex(0, 2, false) && traceparent.substr(0, 2) != "ff" && hex(3, 32, true) &&
+                  hex(36, 16, true) && hex(53, 2, false);
+  if (ok) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("traceparent must be W3C's 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>, not \"",
+                   std::string(traceparent.substr(0, 64)), "\""));
+}
+
 absl::StatusOr<SegmentResult> Client::Segment(const std::vector<std::string>& inputs, const SegmentOptions& options,
                                               const ProgressCallback& progress) {
   return SegmentWithRetries(MemoryInputs(inputs), options, progress);
@@ -193,6 +212,8 @@ absl::StatusOr<SegmentResult> Client::SegmentFiles(const std::vector<std::string
 
 absl::StatusOr<SegmentResult> Client::SegmentWithRetries(const InputSource& inputs, const SegmentOptions& options,
                                                          const ProgressCallback& progress) {
+  if (!options.traceparent.empty())
+    if (auto s = CheckTraceParent(options.traceparent); !s.ok()) return s;
   const absl::Time deadline = options.deadline ? absl::Now() + *options.deadline : absl::InfiniteFuture();
   absl::Duration backoff = absl::Milliseconds(200);
   if (auto s = AwaitServer(deadline); !s.ok()) return s;
@@ -216,6 +237,10 @@ absl::StatusOr<SegmentResult> Client::SegmentOnce(const InputSource& inputs, con
                                                   absl::Time deadline, const ProgressCallback& progress) {
   grpc::ClientContext context;
   Prepare(context);
+  if (!options.traceparent.empty()) {
+    context.AddMetadata("traceparent", options.traceparent);
+    if (!options.tracestate.empty()) context.AddMetadata("tracestate", options.tracestate);
+  }
   if (deadline != absl::InfiniteFuture()) context.set_deadline(absl::ToChronoTime(deadline));
   auto stream = stub_->Segment(&context);
 

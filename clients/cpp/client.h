@@ -42,6 +42,11 @@ struct SegmentOptions {
   unetrpp::v1::SpeedMode mode = unetrpp::v1::SPEED_MODE_UNSPECIFIED;
   std::vector<std::string> labels;
   std::optional<absl::Duration> deadline;  // for all attempts together
+  // W3C trace context sent as gRPC metadata: the server's spans continue
+  // this trace (docs/server.md Tracing). Empty: none (the server may start
+  // a trace of its own). A malformed traceparent fails the call before it
+  // is sent (CheckTraceParent).
+  std::string traceparent, tracestate;
   size_t chunk_bytes = proto::kChunkBytes;
   // Attempts on UNAVAILABLE (a replica draining or gone, no replica ready):
   // the whole request is sent again after 200 ms, 400 ms, ... (at most 2 s,
@@ -85,6 +90,10 @@ struct ConnectOptions {
 // configuration mistake, not an outage; retrying cannot help. Such a status
 // is FAILED_PRECONDITION and its message says which setting is wrong.
 bool IsTransportMismatch(const absl::Status& status);
+
+// OK when `traceparent` is a W3C traceparent ("00-<32 hex>-<16 hex>-<2 hex>",
+// lowercase, ids not all zero, version not ff); else INVALID_ARGUMENT.
+absl::Status CheckTraceParent(std::string_view traceparent);
 
 class InputSource;  // client.cc: inputs in memory or in files
 

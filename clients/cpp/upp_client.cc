@@ -3,6 +3,7 @@
 //   upp-client [--server HOST:PORT] segment INPUT... [-o labels.nii.gz] [--seg out.dcm]
 //              [--png overview.png] [--model NAME] [--series UID] [--mirror] [--deadline SECONDS]
 //              [--mode full|fast|fastest] [--labels NAME,...] [--json stats.json]
+//              [--traceparent W3C [--tracestate STATE]]   (else $TRACEPARENT, $TRACESTATE)
 //   upp-client [--server HOST:PORT] models
 //   upp-client [--server HOST:PORT] health [--service NAME]
 //
@@ -119,6 +120,7 @@ class ProgressPrinter {
 struct SegmentArgs {
   std::vector<std::string> inputs;
   std::string output, seg, png, json_path, model, series, mode;
+  std::string traceparent, tracestate;  // W3C trace context; else $TRACEPARENT, $TRACESTATE
   std::vector<std::string> labels;
   bool mirror = false;
   double deadline = 0;
@@ -332,6 +334,14 @@ int Segment(upp::client::Client& client, const SegmentArgs& args) {
   if (args.deadline > 0) options.deadline = absl::Seconds(args.deadline);
   options.max_attempts = std::max(1, args.attempts);
   const auto usage = [](const std::string& what) { return std::fprintf(stderr, "upp-client: %s\n", what.c_str()), 1; };
+  // The OpenTelemetry convention for a process's parent context: a script
+  // that traces itself exports TRACEPARENT for the tools it runs.
+  const char* env_traceparent = std::getenv("TRACEPARENT");
+  const char* env_tracestate = std::getenv("TRACESTATE");
+  options.traceparent = !args.traceparent.empty() ? args.traceparent : env_traceparent ? env_traceparent : "";
+  options.tracestate = !args.tracestate.empty() ? args.tracestate : env_tracestate ? env_tracestate : "";
+  if (!options.traceparent.empty())
+    if (auto s = upp::client::CheckTraceParent(options.traceparent); !s.ok()) return usage(std::string(s.message()));
   for (const auto& in : args.inputs) {
     std::error_code ec;
     if (!fs::exists(in, ec)) return usage("cannot read " + in + ": no such file or folder");
@@ -420,6 +430,9 @@ int main(int argc, char** argv) {
   segment->add_option("--labels", args.labels, "only these labels, by name (e.g. --labels liver spleen)")
       ->delimiter(',');
   segment->add_option("--deadline", args.deadline, "give up after this many seconds");
+  segment->add_option("--traceparent", args.traceparent,
+                      "W3C traceparent the server's spans continue (default: $TRACEPARENT; docs/server.md Tracing)");
+  segment->add_option("--tracestate", args.tracestate, "W3C tracestate sent with it (default: $TRACESTATE)");
   segment->add_option("--attempts", args.attempts, "tries on UNAVAILABLE (replica draining or down), with backoff")
       ->capture_default_str();
 

@@ -1,6 +1,7 @@
 #include "tracing/tracing.h"
 
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
 #include <algorithm>
 #include <memory>
@@ -9,6 +10,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "tracing/server_tracing.h"
 
 #ifdef UPP_TRACING_OTEL
 #include <grpcpp/grpcpp.h>
@@ -18,6 +20,21 @@
 
 namespace upp::tracing {
 namespace {
+
+TEST(TracingOptionsTest, TheEndpointIsTheFilesElseOpenTelemetrysVariable) {
+  unsetenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+  unsetenv("OTEL_EXPORTER_OTLP_ENDPOINT");
+  unetrpp::v1::Tracing config;
+  EXPECT_EQ(OptionsFromConfig(config)->endpoint, "");  // off
+  setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel-collector.observability:4317", 1);
+  EXPECT_EQ(OptionsFromConfig(config)->endpoint, "http://otel-collector.observability:4317");
+  setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces-only:4317", 1);
+  EXPECT_EQ(OptionsFromConfig(config)->endpoint, "http://traces-only:4317");
+  config.set_endpoint("collector-in-the-file:4317");
+  EXPECT_EQ(OptionsFromConfig(config)->endpoint, "collector-in-the-file:4317");
+  unsetenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+  unsetenv("OTEL_EXPORTER_OTLP_ENDPOINT");
+}
 
 #ifdef UPP_TRACING_OTEL
 
@@ -41,6 +58,7 @@ class Receiver final : public otlp::TraceService::Service {
     int kind = 0;
     uint64_t start = 0, end = 0;
     std::vector<std::string> attributes;
+    std::vector<std::string> links;  // "<trace id>-<span id>"
   };
 
   Receiver() {
@@ -63,6 +81,7 @@ class Receiver final : public otlp::TraceService::Service {
           Received r{s.name(), Hex(s.trace_id()),        Hex(s.span_id()),       Hex(s.parent_span_id()),
                      s.kind(), s.start_time_unix_nano(), s.end_time_unix_nano(), {}};
           for (const auto& a : s.attributes()) r.attributes.push_back(a.key());
+          for (const auto& l : s.links()) r.links.push_back(Hex(l.trace_id()) + "-" + Hex(l.span_id()));
           spans_.push_back(std::move(r));
         }
       }
@@ -142,6 +161,74 @@ TEST(TracingTest, ASpanReachesTheCollectorWithTheCallersTraceId) {
   auto resource = receiver.resource_attributes();
   for (const char* a : {"service.name=unetrpp-serve", "service.version=test", "k8s.pod.name=pod-0"})
     EXPECT_NE(std::find(resource.begin(), resource.end(), a), resource.end()) << a;
+}
+
+TEST(TracingTest, SpansRecordedAfterTheFactKeepExactlyTheirTimes) {
+  Receiver receiver;
+  auto tracer = Tracer::Create(Options(receiver.endpoint()));
+  ASSERT_TRUE(tracer.ok()) << tracer.status();
+  const absl::Time t0 = absl::Now() - absl::Seconds(2);
+  {
+    Span segment = (*tracer)->StartServerSpan("Segment", "", "", t0);
+    segment.StartChild("decode", t0 + absl::Milliseconds(100)).End(t0 + absl::Milliseconds(300));
+    segment.StartChild("encode", t0 + absl::Milliseconds(400)).End(t0 + absl::Milliseconds(400));
+    segment.End(t0 + absl::Milliseconds(500));
+  }
+  ASSERT_TRUE((*tracer)->ForceFlush(absl::Seconds(5)));
+  auto spans = receiver.WaitFor(3);
+  ASSERT_EQ(spans.size(), 3u);
+  const auto ns = [&](int ms) { return static_cast<uint64_t>(absl::ToUnixNanos(t0 + absl::Milliseconds(ms))); };
+  for (const auto& span : spans) {
+    if (span.name == "Segment") {
+      EXPECT_EQ(span.start, ns(0));
+      EXPECT_EQ(span.end, ns(500));
+    } else if (span.name == "decode") {
+      EXPECT_EQ(span.start, ns(100));
+      EXPECT_EQ(span.end, ns(300));
+    } else {
+      EXPECT_EQ(span.name, "encode");
+      EXPECT_EQ(span.start, ns(400));
+      EXPECT_EQ(span.end, ns(400));
+    }
+  }
+}
+
+TEST(TracingTest, ALinkedSpanIsARootLinkedToTheSpansItServedAndSampledWithThem) {
+  Receiver receiver;
+  TracingOptions options = Options(receiver.endpoint());
+  options.sampling_ratio = 0;  // new traces are not sampled, unless linked to a sampled span
+  auto tracer = Tracer::Create(options);
+  ASSERT_TRUE(tracer.ok()) << tracer.status();
+  const std::string other_trace = "0af7651916cd43dd8448eb211c80319c";
+  Span a = (*tracer)->StartServerSpan("Segment", std::string("00-") + kTraceId + "-" + kCallerSpan + "-01");
+  Span b = (*tracer)->StartServerSpan("Segment", "00-" + other_trace + "-b7ad6b7169203331-01");
+  Span unsampled = (*tracer)->StartServerSpan("Segment", "00-" + other_trace + "-b7ad6b7169203332-00");
+  ASSERT_TRUE(a.recording() && b.recording());
+  {
+    Span alone = (*tracer)->StartLinkedSpan("batch", {unsampled.TraceParent(), "garbage"});
+    EXPECT_FALSE(alone.recording());  // linked to nothing sampled: the ratio (0) decides
+  }
+  std::string batch_trace;
+  {
+    Span batch = (*tracer)->StartLinkedSpan("batch", {a.TraceParent(), "not a traceparent", b.TraceParent()});
+    ASSERT_TRUE(batch.recording());
+    batch_trace = batch.TraceId();
+    batch.SetAttribute("upp.batch_size", int64_t{4});
+  }
+  const std::string a_id = a.SpanId(), b_id = b.SpanId();
+  a.End();
+  b.End();
+  unsampled.End();
+  ASSERT_TRUE((*tracer)->ForceFlush(absl::Seconds(5)));
+  auto spans = receiver.WaitFor(3);
+  ASSERT_EQ(spans.size(), 3u);
+  const auto batch = std::find_if(spans.begin(), spans.end(), [](const auto& s) { return s.name == "batch"; });
+  ASSERT_NE(batch, spans.end());
+  EXPECT_EQ(batch->trace_id, batch_trace);
+  EXPECT_NE(batch->trace_id, kTraceId);  // a trace of its own: it belongs to both
+  EXPECT_NE(batch->trace_id, other_trace);
+  EXPECT_EQ(batch->parent_span_id, "");
+  EXPECT_EQ(batch->links, (std::vector<std::string>{std::string(kTraceId) + "-" + a_id, other_trace + "-" + b_id}));
 }
 
 TEST(TracingTest, WithoutAValidTraceparentASpanStartsANewTrace) {

@@ -3,6 +3,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import socket
 import ssl
 import time
@@ -89,6 +90,24 @@ def stage_name(stage: int) -> str:
         return pb.Stage.Name(stage)[len("STAGE_"):].lower()
     except ValueError:
         return f"stage {stage}"
+
+
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+
+
+def _trace_metadata(traceparent: str, tracestate: str) -> Tuple[Tuple[str, str], ...]:
+    """The W3C trace context to send (traceparent, then tracestate), from the
+    arguments or else $TRACEPARENT / $TRACESTATE (the OpenTelemetry carrier
+    for processes); RequestError for a traceparent that is not W3C's."""
+    traceparent = traceparent or os.environ.get("TRACEPARENT", "")
+    tracestate = tracestate or os.environ.get("TRACESTATE", "")
+    if not traceparent:
+        return ()
+    m = _TRACEPARENT.fullmatch(traceparent)
+    if not m or traceparent.startswith("ff") or set(m.group(1)) == {"0"} or set(m.group(2)) == {"0"}:
+        raise RequestError(f"traceparent must be W3C's 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>, "
+                           f"not {traceparent!r}")
+    return (("traceparent", traceparent),) + ((("tracestate", tracestate),) if tracestate else ())
 
 
 def _retry_after(trailing_metadata) -> Optional[float]:
@@ -440,7 +459,8 @@ class Client:
                 step: float = 0.0, priority: int = 0, client_request_id: str = "",
                 series_instance_uid: str = "", deadline: Optional[float] = None,
                 progress: Optional[Callable[[pb.Progress], None]] = None,
-                attempts: int = 1, mode: str = "", labels: Iterable[str] = ()) -> SegmentResult:
+                attempts: int = 1, mode: str = "", labels: Iterable[str] = (), traceparent: str = "",
+                tracestate: str = "") -> SegmentResult:
         """Segments one volume: NIfTI file(s) (one per channel), or a DICOM
         series: a folder (its files, not its subfolders; files that are not
         DICOM, such as a README, are left out and listed in
@@ -450,6 +470,8 @@ class Client:
         segment when the instances hold more than one. mode: "full", "fast"
         or "fastest" ("": the model's default); labels: names of the labels
         to segment (the result then holds only those; docs/server.md).
+        traceparent, tracestate: the W3C trace context the server's spans
+        continue (default: $TRACEPARENT, $TRACESTATE; docs/server.md Tracing).
 
         outputs: "nifti", "seg" (DICOM SEG, DICOM input only), "raw"; only
         those are asked for. progress: called with each pb.Progress
@@ -464,6 +486,7 @@ class Client:
         Raises RequestError for a mistake found before sending, ServerError
         for a non-OK status, ConnectionSetupError for a TLS mix-up."""
         kinds = _output_kinds(outputs)
+        metadata = self._metadata + _trace_metadata(traceparent, tracestate)
         blobs, dicom, skipped = _gather(inputs, dicom)
         header = pb.RequestHeader(
             model=model, format=pb.INPUT_FORMAT_DICOM if dicom else pb.INPUT_FORMAT_NIFTI,
@@ -494,7 +517,7 @@ class Client:
                 self._connect(left)
                 connected = True
                 left = None if end is None else max(0.0, end - time.monotonic())
-                result = self._segment_once(requests, left, progress)
+                result = self._segment_once(requests, left, progress, metadata)
                 result.skipped_files = skipped
                 return result
             except ConnectionSetupError:
@@ -511,11 +534,11 @@ class Client:
                 backoff = min(backoff * 2, 2.0) if pause else backoff
         raise AssertionError("unreachable")
 
-    def _segment_once(self, requests, deadline, progress) -> SegmentResult:
+    def _segment_once(self, requests, deadline, progress, metadata) -> SegmentResult:
         result = SegmentResult("", pb.ResultHeader(), {}, pb.Summary())
         chunks: Dict[str, List[bytes]] = {}
         try:
-            for response in self._stub.Segment(requests(), timeout=deadline, metadata=self._metadata):
+            for response in self._stub.Segment(requests(), timeout=deadline, metadata=metadata):
                 kind = response.WhichOneof("kind")
                 if kind == "accepted":
                     result.server_request_id = response.accepted.server_request_id
