@@ -8,23 +8,32 @@
 //      time per batch, upp_batch_inference_duration_seconds), giving the
 //      service overhead = everything but the network, as a share of latency;
 //   2. N clients at once, each cycling through the sizes from a different
-//      start: throughput in windows/s, p50/p95 latency, mean batch size.
+//      start: throughput in windows/s, p50/p95 latency, mean batch size;
+//      with --speed-modes, the requests in a mix of speed modes
+//      (RequestHeader.mode) sent concurrently, and the figures per mode.
 // Prints JSON on stdout and a table on stderr. Numbers go to BENCHMARKS.md.
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "clients/cpp/client.h"
 #include "imageio/nifti.h"
 #include "model/cpu_threads.h"
+#include "proto/api.h"
+#include "server/command_line.h"
 #include "server/config.h"
 #include "server/server.h"
 #include "tools/phantom.h"
@@ -64,14 +73,65 @@ double Percentile(std::vector<double> v, double p) {
   return v[lo] + (pos - lo) * (v[hi] - v[lo]);
 }
 
+// The load phase's speed modes (--speed-modes): `full,fast,fastest` gives
+// each an equal share, `full:2,fast:1` twice as many full as fast requests.
+// The shares are interleaved into one cycle, and request r of client k takes
+// the cycle's (r * clients + k)-th mode, so that concurrent clients run
+// different modes at any moment. Empty: every request names no mode (the
+// model's default).
+struct ModeMix {
+  std::vector<unetrpp::v1::SpeedMode> cycle;
+
+  bool Has(unetrpp::v1::SpeedMode mode) const { return std::find(cycle.begin(), cycle.end(), mode) != cycle.end(); }
+  unetrpp::v1::SpeedMode For(int client, int request, int clients) const {
+    if (cycle.empty()) return unetrpp::v1::SPEED_MODE_UNSPECIFIED;
+    return cycle[(static_cast<size_t>(request) * clients + client) % cycle.size()];
+  }
+};
+
+// Nullopt (with a message on stderr) for a name that is no mode or a share
+// that is not a positive integer.
+std::optional<ModeMix> ParseModeMix(const std::string& text) {
+  ModeMix mix;
+  if (text.empty()) return mix;
+  std::vector<std::pair<unetrpp::v1::SpeedMode, int>> shares;
+  for (const std::string& item : std::vector<std::string>(absl::StrSplit(text, ','))) {
+    const std::vector<std::string> parts = absl::StrSplit(item, ':');
+    const auto mode = upp::proto::SpeedModeFromName(parts[0]);
+    int share = 1;
+    if (parts.size() > 2 || !mode || (parts.size() == 2 && !absl::SimpleAtoi(parts[1], &share)) || share < 1 ||
+        share > 100) {
+      std::fprintf(stderr, "--speed-modes: '%s' is not MODE or MODE:SHARE (full, fast, fastest; share 1-100)\n",
+                   item.c_str());
+      return std::nullopt;
+    }
+    shares.emplace_back(*mode, share);
+  }
+  // Interleaved (full, fast, fastest, full, ...) rather than in runs, so
+  // that each stretch of the cycle holds every mode.
+  for (bool added = true; added;) {
+    added = false;
+    for (auto& [mode, left] : shares)
+      if (left > 0) mix.cycle.push_back(mode), --left, added = true;
+  }
+  return mix;
+}
+
 struct Options {
   std::string weights = "model/weights/phantom_ct_v1.safetensors";
+  // The coarse model that `fastest` runs (speed.fastest_model), configured
+  // when the mix has `fastest`; empty: the default one beside `weights`.
+  std::string fastest_weights;
+  ModeMix mix;
   int clients = 4, requests_per_client = 3, single_repeats = 3;
   int cpu_threads = 2, intra_op_threads = 0, batch = 4, delay_us = 2000;
   bool stitch_on_worker = false;   // batching.stitch_on_worker
   std::string device = "cpu";      // the model's device
   std::string job_device = "cpu";  // where its jobs stitch and resample (models.job_device)
 };
+
+// The served name of the coarse model that `fastest` runs.
+constexpr char kCoarse[] = "m-coarse";
 
 std::unique_ptr<upp::server::Server> StartServer(const Options& o, bool batching) {
   const std::string text =
@@ -80,7 +140,13 @@ std::unique_ptr<upp::server::Server> StartServer(const Options& o, bool batching
       "\nlogging { level: 'warn' }\nbatching { max_batch_size: " + std::to_string(batching ? o.batch : 1) +
       " max_queue_delay_us: " + std::to_string(batching ? o.delay_us : 0) +
       (o.stitch_on_worker ? " stitch_on_worker: true" : "") + " }\nmodels { name: 'm' weights: '" + o.weights +
-      "' devices: '" + o.device + "' job_device: '" + o.job_device + "' }\n";
+      "' devices: '" + o.device + "' job_device: '" + o.job_device + "'" +
+      (o.mix.Has(unetrpp::v1::SPEED_MODE_FASTEST) ? " speed { fastest_model: '" + std::string(kCoarse) + "' }" : "") +
+      " }\n" +
+      (o.mix.Has(unetrpp::v1::SPEED_MODE_FASTEST)
+           ? "models { name: '" + std::string(kCoarse) + "' weights: '" + o.fastest_weights + "' devices: '" +
+                 o.device + "' job_device: '" + o.job_device + "' }\n"
+           : "");
   auto config = upp::server::ParseConfig(text);
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", config.status().ToString().c_str());
@@ -94,9 +160,11 @@ std::unique_ptr<upp::server::Server> StartServer(const Options& o, bool batching
   return std::move(*server);
 }
 
-upp::client::SegmentResult MustSegment(upp::client::Client& c, const Input& in) {
+upp::client::SegmentResult MustSegment(upp::client::Client& c, const Input& in,
+                                       unetrpp::v1::SpeedMode mode = unetrpp::v1::SPEED_MODE_UNSPECIFIED) {
   upp::client::SegmentOptions options;
   options.model = "m";
+  options.mode = mode;
   auto result = c.Segment({in.nifti}, options);
   if (!result.ok()) {
     std::fprintf(stderr, "request failed: %s\n", result.status().ToString().c_str());
@@ -157,9 +225,15 @@ nlohmann::json RunMode(const Options& o, bool batching, const std::vector<Input>
     server->Wait();
     return out;
   }
-  std::vector<std::vector<double>> latency(o.clients);
-  std::vector<uint64_t> windows(o.clients, 0);
+  struct Done {
+    unetrpp::v1::SpeedMode mode;  // the mode the server says it ran (Summary.mode)
+    uint64_t windows;
+    double latency;
+  };
+  std::vector<std::vector<Done>> done(o.clients);
+  const bool fastest = o.mix.Has(unetrpp::v1::SPEED_MODE_FASTEST);
   const auto before = server->Batches("m");
+  const auto coarse_before = fastest ? server->Batches(kCoarse) : upp::server::Metrics::BatchTotals{};
   const auto start = Clock::now();
   std::vector<std::thread> threads;
   for (int k = 0; k < o.clients; ++k)
@@ -168,8 +242,8 @@ nlohmann::json RunMode(const Options& o, bool batching, const std::vector<Input>
       for (int r = 0; r < o.requests_per_client; ++r) {
         const auto& in = inputs[(k + r) % inputs.size()];
         const auto t = Clock::now();
-        windows[k] += MustSegment(*client, in).summary.windows();
-        latency[k].push_back(Since(t));
+        const auto result = MustSegment(*client, in, o.mix.For(k, r, o.clients));
+        done[k].push_back({result.summary.mode(), result.summary.windows(), Since(t)});
       }
     });
   for (auto& t : threads) t.join();
@@ -177,10 +251,14 @@ nlohmann::json RunMode(const Options& o, bool batching, const std::vector<Input>
   const auto after = server->Batches("m");
   std::vector<double> all;
   uint64_t total_windows = 0;
-  for (int k = 0; k < o.clients; ++k) {
-    all.insert(all.end(), latency[k].begin(), latency[k].end());
-    total_windows += windows[k];
-  }
+  std::map<unetrpp::v1::SpeedMode, std::pair<std::vector<double>, uint64_t>> per_mode;  // latencies, windows
+  for (int k = 0; k < o.clients; ++k)
+    for (const Done& d : done[k]) {
+      all.push_back(d.latency);
+      total_windows += d.windows;
+      per_mode[d.mode].first.push_back(d.latency);
+      per_mode[d.mode].second += d.windows;
+    }
   out["load"] = {
       {"clients", o.clients},
       {"requests", all.size()},
@@ -191,6 +269,25 @@ nlohmann::json RunMode(const Options& o, bool batching, const std::vector<Input>
       {"latency_s_p95", Percentile(all, 0.95)},
       {"mean_batch_windows", (after.windows - before.windows) / std::max(1.0, after.batches - before.batches)},
       {"network_s", after.network_seconds - before.network_seconds}};
+  if (!o.mix.cycle.empty()) {
+    // Windows are the running model's: a `fastest` window is the coarse
+    // model's (1/8 the voxels at 8 x 6 x 6 mm), so windows/s compare within
+    // a mode, not across modes. Per mode over the whole phase's wall time:
+    // each mode's share of the throughput while all of them ran.
+    nlohmann::json modes;
+    for (const auto& [mode, figures] : per_mode)
+      modes[upp::proto::SpeedModeName(mode)] = {{"requests", figures.first.size()},
+                                                {"windows", figures.second},
+                                                {"windows_per_s", figures.second / wall},
+                                                {"latency_s_p50", Percentile(figures.first, 0.5)},
+                                                {"latency_s_p95", Percentile(figures.first, 0.95)}};
+    out["load"]["speed_modes"] = modes;
+    if (fastest) {
+      const auto coarse_after = server->Batches(kCoarse);
+      out["load"]["fastest_model_mean_batch_windows"] =
+          (coarse_after.windows - coarse_before.windows) / std::max(1.0, coarse_after.batches - coarse_before.batches);
+    }
+  }
   server->Drain(absl::Seconds(5));
   server->Wait();
   return out;
@@ -211,6 +308,11 @@ void PrintMode(const nlohmann::json& r, bool batching, bool on_worker, const std
   std::fprintf(stderr, "              | %d clients: %.2f windows/s, p50 %.2f s, p95 %.2f s, mean batch %.2f\n",
                l["clients"].get<int>(), l["windows_per_s"].get<double>(), l["latency_s_p50"].get<double>(),
                l["latency_s_p95"].get<double>(), l["mean_batch_windows"].get<double>());
+  if (!l.contains("speed_modes")) return;
+  for (const auto& [mode, m] : l["speed_modes"].items())
+    std::fprintf(stderr, "              |   %-7s %3zu requests: %.2f windows/s, p50 %.2f s, p95 %.2f s\n", mode.c_str(),
+                 m["requests"].get<size_t>(), m["windows_per_s"].get<double>(), m["latency_s_p50"].get<double>(),
+                 m["latency_s_p95"].get<double>());
 }
 
 }  // namespace
@@ -233,9 +335,24 @@ int main(int argc, char** argv) {
   app.add_option("--inputs", sizes, "input sizes to use: any of small,medium,large");
   std::string job_devices = "cpu";
   app.add_option("--job-devices", job_devices, "where jobs live, each measured: cpu, cuda:N or cpu,cuda:N");
+  std::string speed_modes;
+  app.add_option("--speed-modes", speed_modes,
+                 "the load phase's requests in a mix of speed modes, sent concurrently: full,fast,fastest (equal "
+                 "shares) or full:2,fast:1,fastest:1; figures per mode. Default: no mode (the model's default)");
+  app.add_option("--fastest-weights", o.fastest_weights,
+                 "the coarse model `fastest` runs (default: phantom_ct_coarse_v1.safetensors beside --weights)");
   CLI11_PARSE(app, argc, argv);
+  const auto mix = ParseModeMix(speed_modes);
+  if (!mix) return 1;
+  o.mix = *mix;
+  if (o.fastest_weights.empty())
+    o.fastest_weights =
+        std::filesystem::path(o.weights).replace_filename(upp::server::kDefaultCoarseModelFile).string();
   upp::model::ConfigureCpuThreads(o.intra_op_threads);
-  spdlog::set_level(spdlog::level::warn);  // stdout carries the JSON
+  // stdout carries the JSON: the server's warnings (spdlog's default logger
+  // writes to stdout) go to stderr with the table.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("upp-bench-load"));
+  spdlog::set_level(spdlog::level::warn);
 
   // Three sizes: a small low-resolution scan, a typical abdomen, a fine one.
   std::vector<Input> inputs;
@@ -250,6 +367,10 @@ int main(int argc, char** argv) {
   out["weights"] = o.weights;
   out["hardware_threads"] = std::thread::hardware_concurrency();
   out["device"] = o.device;
+  if (!o.mix.cycle.empty()) {
+    out["speed_modes"] = speed_modes;
+    if (o.mix.Has(unetrpp::v1::SPEED_MODE_FASTEST)) out["fastest_weights"] = o.fastest_weights;
+  }
   for (const std::string& job_device : std::vector<std::string>(absl::StrSplit(job_devices, ','))) {
     o.job_device = job_device;
     for (const bool on_worker : {false, true}) {
