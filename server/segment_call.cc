@@ -61,7 +61,8 @@ SegmentCall::SegmentCall(grpc::CallbackServerContext* context, ServiceState* sta
       writer_(WriterStream()) {
   const auto deadline = context->deadline();
   if (deadline < std::chrono::system_clock::time_point::max()) deadline_ = absl::FromChrono(deadline);
-  span_ = tracing::StartCallSpan("Segment", context->client_metadata());
+  span_ = tracing::StartCallSpan("Segment", context->client_metadata(), start_);
+  trace_parent_ = span_.TraceParent();
 }
 
 SegmentCall::~SegmentCall() {
@@ -98,6 +99,11 @@ void SegmentCall::OnReadDone(bool ok) {
       status = HandleChunk(*request_.mutable_chunk());
     } else {
       StageDone(unetrpp::v1::STAGE_RECEIVING, start_);
+      if (span_.recording()) {
+        tracing::Span receive = StageSpan("receive", admitted_at_);
+        receive.SetAttribute("upp.input_bytes", bytes_received_);
+        receive.End(absl::Now());
+      }
       phase_ = Phase::kProcessing;
       ScheduleGuarded(state_->decode_pool(), &SegmentCall::Process);
       return;  // no further reads: the input is complete
@@ -144,6 +150,8 @@ absl::Status SegmentCall::HandleHeader(const unetrpp::v1::RequestHeader& header)
   auto reservation = state_->admission().BeginRequest(CountedAs(), &position);
   if (!reservation.ok()) return reservation.status();
   reservation_ = *std::move(reservation);
+  admitted_at_ = absl::Now();
+  TraceStage("admission", start_, admitted_at_);
   phase_ = Phase::kReceiving;
   SegmentResponse accepted;
   accepted.mutable_accepted()->set_server_request_id(request_id_);
@@ -265,6 +273,7 @@ void SegmentCall::Process() {
   collector_->inputs().clear();
   if (!volume.ok()) return Fail(volume.status());
   StageDone(unetrpp::v1::STAGE_DECODING, t);
+  TraceStage("decode", t, absl::Now());
   stats_.voxels = volume->geometry.NumVoxels();
   if (!Alive()) return;
   decoded_ = *std::move(volume);
@@ -275,6 +284,7 @@ void SegmentCall::Prepare() {
   std::optional<imageio::Volume> volume = std::move(decoded_);
   decoded_.reset();
   if (!Alive()) return;
+  preprocess_begin_ = absl::Now();
   const auto policy = state_->config().nonfinite_voxels() == "refuse" ? preprocessing::NonFinitePolicy::kRefuse
                                                                       : preprocessing::NonFinitePolicy::kReplace;
   auto replaced = preprocessing::HandleNonFinite(*volume, policy);
@@ -304,12 +314,22 @@ void SegmentCall::StartJob(imageio::Volume volume, const inference::JobOptions& 
   job_ = std::move(*job);
   state_->metrics().JobCreated(running->name(), options.device);
   StageDone(unetrpp::v1::STAGE_PREPROCESSING, t);
+  if (span_.recording()) {
+    tracing::Span preprocess = StageSpan("preprocess", preprocess_begin_);
+    const inference::StageTimes times = job_->timings();
+    preprocess.SetAttribute("upp.crop_seconds", times.crop);
+    preprocess.SetAttribute("upp.resample_seconds", times.resample);
+    preprocess.SetAttribute("upp.normalize_seconds", times.normalize);
+    preprocess.End(absl::Now());
+  }
   const int64_t items = job_->num_items();
   stats_.windows_total += items;
   if (locating_) stats_.locator_windows = items;
   if (!locating_) stats_.SetSkipped(job_->items_skipped_by_crop(), job_->crop_report().reason);
   if (auto s = reservation_.AddWindows(items, running->batcher().queued_windows()); !s.ok()) return Fail(s);
   if (!Alive()) return;
+  first_read_ns_ = 0;
+  first_stitch_ns_ = 0;
   enqueued_at_ = absl::Now();
   SendProgress(unetrpp::v1::STAGE_INFERENCE, 0, true);
   running->batcher().Enqueue(shared_from_this(), items);
@@ -323,6 +343,8 @@ absl::Status SegmentCall::ReadWindow(int64_t item, float* dst) {
     stats_.SetStageSeconds("queue_wait", seconds);
     state_->metrics().Stage(Running()->name(), "queue_wait", seconds);
   }
+  if (int64_t none = 0; first_read_ns_.load() == 0 && first_read_ns_.compare_exchange_strong(none, NowNs()))
+    TraceStage("queue_wait", enqueued_at_, absl::FromUnixNanos(first_read_ns_.load()));
   try {
     return job_->GetInput(item, dst);
   } catch (const std::exception&) {
@@ -332,6 +354,7 @@ absl::Status SegmentCall::ReadWindow(int64_t item, float* dst) {
 
 void SegmentCall::WindowDone(int64_t item, const float* logits) {
   if (!Alive()) return;
+  if (int64_t none = 0; first_stitch_ns_.load() == 0) first_stitch_ns_.compare_exchange_strong(none, NowNs());
   absl::StatusOr<bool> done;
   try {
     done = job_->AddOutput(item, logits);
@@ -345,6 +368,15 @@ void SegmentCall::WindowDone(int64_t item, const float* logits) {
   SendProgress(unetrpp::v1::STAGE_INFERENCE, static_cast<double>(windows_done) / stats_.windows_total, *done);
   if (*done) {
     if (!locating_) StageDone(unetrpp::v1::STAGE_INFERENCE, enqueued_at_);
+    // The windows' stitching runs on the threads that receive their logits,
+    // between the first and the last; its CPU time is the span's attribute.
+    const absl::Time now = absl::Now();
+    TraceStage("inference", absl::FromUnixNanos(first_read_ns_.load()), now);
+    if (span_.recording()) {
+      tracing::Span stitch = StageSpan("stitch", absl::FromUnixNanos(first_stitch_ns_.load()));
+      stitch.SetAttribute("upp.busy_seconds", job_->timings().stitch);
+      stitch.End(now);
+    }
     ScheduleGuarded(state_->cpu_pool(), &SegmentCall::Postprocess);
   }
 }
@@ -357,10 +389,18 @@ void SegmentCall::Postprocess() {
   if (!Alive()) return;
   absl::Time t = absl::Now();
   SendProgress(unetrpp::v1::STAGE_POSTPROCESSING, 0, true);
-  const inference::StageTimes times = job_->timings();
   auto labels = job_->Finish();
+  // After Finish(): its times too.
+  const inference::StageTimes times = job_->timings();
   ReleaseJob();  // accumulators and the network input go back now
   if (!labels.ok()) return Fail(labels.status());
+  if (span_.recording()) {
+    // Finish(): back to the input grid, then argmax and paste.
+    tracing::Span back = StageSpan("back_resample", t);
+    back.SetAttribute("upp.resample_back_seconds", times.resample_back);
+    back.SetAttribute("upp.argmax_paste_seconds", times.argmax_paste);
+    back.End(absl::Now());
+  }
   stats_.SetStageSeconds("stitch", times.stitch);
   state_->metrics().Stage(Running()->name(), "stitch", times.stitch);
   if (locating_) return AfterLocating(*std::move(labels));
@@ -369,6 +409,7 @@ void SegmentCall::Postprocess() {
 }
 
 void SegmentCall::AfterLocating(inference::LabelMap located) {
+  preprocess_begin_ = absl::Now();
   locating_ = false;
   imageio::Volume volume = *std::move(held_);
   held_.reset();
@@ -397,6 +438,8 @@ void SegmentCall::SendResult(inference::LabelMap labels) {
   made_by->set_model_version(model()->version());
   made_by->set_weights_sha256(model()->weights_sha256());
   StageDone(unetrpp::v1::STAGE_ENCODING, t);
+  send_begin_ = absl::Now();
+  TraceStage("encode", t, send_begin_);
   std::string().swap(input_.dicom_source_instance);
   // Only the results remain: the reservation shrinks to them and the windows
   // go back, so that a client that reads slowly holds what it really holds.
@@ -504,6 +547,13 @@ void SegmentCall::StageDone(Stage stage, absl::Time since) {
   stats_.SetStageSeconds(proto::StageName(stage), seconds);
 }
 
+tracing::Span SegmentCall::StageSpan(std::string_view name, absl::Time begin) const {
+  if (!span_.recording()) return tracing::Span();  // tracing off, or not sampled: nothing to make
+  tracing::Span stage = span_.StartChild(name, begin);
+  if (locator_) stage.SetAttribute("upp.pass", locating_.load() ? "locate" : "segment");
+  return stage;
+}
+
 void SegmentCall::OnDone() {
   UPP_REACTION();
   {
@@ -521,6 +571,7 @@ void SegmentCall::OnDone() {
   if (const double send = writer_.send_seconds(); send >= 0) {
     stats_.SetStageSeconds("send", send);
     state_->metrics().Stage(model()->name(), "send", send);
+    TraceStage("send", send_begin_, send_begin_ + absl::Seconds(send));
   }
   std::shared_ptr<SegmentCall> keep = std::move(self_);  // this reaction is the last use of it
   const FinishedRequest record = Record(status);
