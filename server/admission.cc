@@ -177,9 +177,18 @@ int64_t Reservation::windows() const {
 // --------------------------------------------------------------- Admission
 
 Admission::Admission(AdmissionLimits limits, Metrics* metrics)
-    : limits_(limits), metrics_(metrics), device_budget_(limits.max_device_bytes_in_flight) {
+    : metrics_(metrics), device_budget_(limits.max_device_bytes_in_flight), limits_(limits) {
   if (metrics_ != nullptr)
-    metrics_->AdmissionLimits(limits_.max_concurrent_requests, limits_.max_bytes_in_flight, limits_.max_queued_windows);
+    metrics_->AdmissionLimits(limits.max_concurrent_requests, limits.max_bytes_in_flight, limits.max_queued_windows);
+}
+
+void Admission::SetLimits(const AdmissionLimits& limits) {
+  absl::MutexLock lock(&mu_);
+  const int64_t device = limits_.max_device_bytes_in_flight;  // DeviceBudget's, fixed
+  limits_ = limits;
+  limits_.max_device_bytes_in_flight = device;
+  if (metrics_ != nullptr)
+    metrics_->AdmissionLimits(limits.max_concurrent_requests, limits.max_bytes_in_flight, limits.max_queued_windows);
 }
 
 int64_t Admission::RequestsAllowed(const Caller& caller) const {

@@ -131,6 +131,9 @@ class Admission {
   // requests.
   absl::StatusOr<Reservation> BeginPendingStream(const Caller& caller);
 
+  // New limits (a configuration reload) for what is admitted from now on;
+  // what is held stays held. max_device_bytes_in_flight is kept.
+  void SetLimits(const AdmissionLimits& limits);
   void StartDraining() { draining_ = true; }
   bool draining() const { return draining_.load(); }
   int64_t in_flight() const;
@@ -148,7 +151,7 @@ class Admission {
     int64_t requests = 0, pending = 0, bytes = 0, windows = 0;
     bool empty() const { return requests == 0 && pending == 0 && bytes == 0 && windows == 0; }
   };
-  int64_t RequestsAllowed(const Caller& caller) const;
+  int64_t RequestsAllowed(const Caller& caller) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The caller's counts, without adding an entry for it (a refusal leaves
   // the map as it was).
   Counts HeldLocked(const Caller& caller) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -158,11 +161,11 @@ class Admission {
   void ReleaseWindowsLocked(Reservation& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseDeviceLocked(Reservation& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  const AdmissionLimits limits_;
   Metrics* const metrics_;
   std::atomic<bool> draining_{false};
   DeviceBudget device_budget_;
   mutable absl::Mutex mu_;
+  AdmissionLimits limits_ ABSL_GUARDED_BY(mu_);
   int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t pending_streams_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t bytes_in_flight_ ABSL_GUARDED_BY(mu_) = 0;

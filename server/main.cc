@@ -5,6 +5,9 @@
 //
 // SIGTERM / SIGINT: health NOT_SERVING, new calls UNAVAILABLE, in-flight
 // calls get drain_grace_seconds, exit 0.
+// SIGHUP: the configuration file is read again (and the flags applied to it
+// again); its live fields take effect, what needs a restart is logged, and
+// an invalid file changes nothing (Server::Reload).
 #include <signal.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
@@ -32,17 +35,20 @@ int g_signal_pipe[2] = {-1, -1};
 // A handler, not sigwait(): libraries start threads before main() (OpenBLAS)
 // with the signals unblocked, so any thread may receive them. The handler
 // only writes the signal number to a pipe (async-signal-safe); a thread
-// reads it and drains.
+// reads it and reloads or drains.
 bool InstallSignalPipe() {
   if (pipe(g_signal_pipe) != 0) return false;
   struct sigaction action {};
   action.sa_handler = [](int sig) {
+    const int saved_errno = errno;  // the interrupted thread may be about to read it
     const char c = static_cast<char>(sig);
     (void)!write(g_signal_pipe[1], &c, 1);
+    errno = saved_errno;
   };
   sigemptyset(&action.sa_mask);
   sigaction(SIGTERM, &action, nullptr);
   sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGHUP, &action, nullptr);
 
   return true;
 }
@@ -121,7 +127,15 @@ int main(int argc, char** argv) {
   }
   std::thread waiter([&] {
     char sig = 0;
-    while (read(g_signal_pipe[0], &sig, 1) < 0 && errno == EINTR) {
+    for (;;) {
+      sig = 0;
+      while (read(g_signal_pipe[0], &sig, 1) < 0 && errno == EINTR) {
+      }
+      if (sig != SIGHUP) break;
+      spdlog::info("SIGHUP: reading the configuration again");
+      // The versions load on the registry's management thread: a SIGTERM
+      // that follows is not held up by them.
+      (*server)->Reload(upp::server::AssembleConfig(f, DefaultModelCandidates())).IgnoreError();
     }
     spdlog::info("signal {}: draining", static_cast<int>(sig));
     (*server)->Drain(absl::Seconds(config.drain_grace_seconds()));

@@ -83,6 +83,16 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                    .Help("Requests and streams refused by admission, by the limit they met")
                    .Register(*registry_);
   for (const std::string& reason : RefusalReasons()) refusals_->Add({{"reason", reason}});
+  config_reloads_ = &BuildCounter()
+                         .Name("upp_config_reloads_total")
+                         .Help("Configuration re-reads (SIGHUP): applied, or invalid and refused")
+                         .Register(*registry_);
+  for (const char* result : {"applied", "invalid"}) config_reloads_->Add({{"result", result}});
+  restart_pending_ = &BuildGauge()
+                          .Name("upp_config_restart_pending_changes")
+                          .Help("Fields of the configuration last reloaded that take effect only after a restart")
+                          .Register(*registry_)
+                          .Add({});
   // Requests refused before they name a served model (credentials, an
   // unknown model) count under model "-".
   AddRequestSeries("-");
@@ -189,6 +199,11 @@ void Metrics::ModelLoaded(const std::string& model, double seconds) {
   batch_seconds_->Add({{"model", model}}, SecondsBuckets());
   windows_->Add({{"model", model}});
   queued_windows_->Add({{"model", model}});
+}
+
+void Metrics::ConfigReload(bool applied, int64_t restart_pending) {
+  config_reloads_->Add({{"result", applied ? "applied" : "invalid"}}).Increment();
+  if (applied) restart_pending_->Set(static_cast<double>(restart_pending));
 }
 
 void Metrics::CpuInfo(const std::string& isa, bool bf16, bool amx) {

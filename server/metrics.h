@@ -74,6 +74,11 @@ class Metrics {
   // for another ready one; `is_default` nullopt removes the series, so the
   // label is bounded by the versions loaded at once.
   void ModelVersion(const std::string& model, const std::string& version, std::optional<bool> is_default);
+  // A configuration reload (SIGHUP): upp_config_reloads_total{result=
+  // "applied"|"invalid"}; upp_config_restart_pending_changes: the fields of
+  // the file last applied that wait for a restart (an invalid file leaves
+  // it as it was).
+  void ConfigReload(bool applied, int64_t restart_pending);
   // upp_cpu_info{isa, bf16, amx} 1: what the CPU kernels dispatch to, so
   // dashboards can tell machines of different kinds apart.
   void CpuInfo(const std::string& isa, bool bf16, bool amx);
@@ -110,6 +115,8 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* refusals_;
   prometheus::Family<prometheus::Gauge>* device_bytes_in_flight_;
   prometheus::Family<prometheus::Counter>* jobs_;
+  prometheus::Family<prometheus::Counter>* config_reloads_;
+  prometheus::Gauge* restart_pending_;
 };
 
 }  // namespace upp::server

@@ -225,7 +225,10 @@ void ModelPin::Reset() {
 
 ModelRegistry::ModelRegistry(const unetrpp::v1::ServerConfig& config, Metrics* metrics, ThreadPool* stitch_pool,
                              Options options)
-    : config_(config), metrics_(metrics), stitch_pool_(stitch_pool), options_(std::move(options)) {}
+    : config_(config), metrics_(metrics), stitch_pool_(stitch_pool), options_(std::move(options)) {
+  absl::MutexLock lock(&mu_);
+  limits_ = config.limits();
+}
 
 absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(const unetrpp::v1::ServerConfig& config,
                                                                    Metrics* metrics, ThreadPool* stitch_pool,
@@ -361,13 +364,11 @@ absl::Status ModelRegistry::CheckMemory(const unetrpp::v1::ModelEntry& entry, co
   auto need = WeightsMemory(entry, spec.weights);
   if (!need.ok()) return need.status();
   std::map<std::string, int64_t> have;
+  unetrpp::v1::Limits limits;
   {
     absl::ReaderMutexLock lock(&mu_);
-    for (const auto& [name, model] : models_)
-      for (const auto& [v, m] : model.loaded)
-        for (const auto& [device, bytes] : m->memory_bytes()) have[device] += bytes;
-    for (const auto& [m, memory] : retiring_)
-      for (const auto& [device, bytes] : memory) have[device] += bytes;
+    limits = limits_;
+    have = MemoryBytesLocked();
   }
   for (const auto& [device, bytes] : *need) {
     const bool host = device == "cpu";
@@ -379,8 +380,8 @@ absl::Status ModelRegistry::CheckMemory(const unetrpp::v1::ModelEntry& entry, co
                                            : (metrics_ ? metrics_->DeviceTotalBytes(device) : std::nullopt);
     }
     if (!total) continue;  // a device whose memory cannot be read: the load itself tells
-    const int64_t budget = static_cast<int64_t>(host ? config_.limits().max_bytes_in_flight()
-                                                     : config_.limits().max_device_bytes_in_flight());
+    const int64_t budget =
+        static_cast<int64_t>(host ? limits.max_bytes_in_flight() : limits.max_device_bytes_in_flight());
     if (have[device] + bytes + budget <= *total) continue;
     return absl::FailedPreconditionError(absl::StrFormat(
         "model \"%s\" version \"%s\" needs about %.0f MiB of %s memory beside the %.0f MiB of the versions loaded "
@@ -390,6 +391,21 @@ absl::Status ModelRegistry::CheckMemory(const unetrpp::v1::ModelEntry& entry, co
         host ? "limits.max_bytes_in_flight" : "limits.max_device_bytes_in_flight", *total / kMiB));
   }
   return absl::OkStatus();
+}
+
+std::map<std::string, int64_t> ModelRegistry::MemoryBytes() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return MemoryBytesLocked();
+}
+
+std::map<std::string, int64_t> ModelRegistry::MemoryBytesLocked() const {
+  std::map<std::string, int64_t> have;
+  for (const auto& [name, model] : models_)
+    for (const auto& [v, m] : model.loaded)
+      for (const auto& [device, bytes] : m->memory_bytes()) have[device] += bytes;
+  for (const auto& [m, memory] : retiring_)
+    for (const auto& [device, bytes] : memory) have[device] += bytes;
+  return have;
 }
 
 absl::Status ModelRegistry::LoadVersion(const LoadRequest& request) {
@@ -530,7 +546,52 @@ void ModelRegistry::PollOnce() {
   for (const auto& entry : entries) PollModel(entry);
 }
 
-void ModelRegistry::PollModel(const unetrpp::v1::ModelEntry& entry) {
+void ModelRegistry::Reconfigure(const unetrpp::v1::ServerConfig& config) {
+  std::vector<std::pair<unetrpp::v1::ModelEntry, bool>> entries;  // and whether its source changed
+  {
+    absl::MutexLock lock(&mu_);
+    limits_ = config.limits();
+    limits_.set_max_device_bytes_in_flight(config_.limits().max_device_bytes_in_flight());  // fixed at start
+    for (const auto& next : config.models()) {
+      auto it = models_.find(next.name());
+      if (it == models_.end()) continue;
+      unetrpp::v1::ModelEntry& entry = it->second.entry;
+      const std::string before = entry.SerializeAsString();
+      entry.set_version(next.version());
+      entry.set_weights(next.weights());
+      entry.set_plan_file(next.plan_file());
+      entry.set_repository(next.repository());
+      *entry.mutable_versions() = next.versions();
+      if (next.has_version_policy())
+        *entry.mutable_version_policy() = next.version_policy();
+      else
+        entry.clear_version_policy();
+      entries.emplace_back(entry, entry.SerializeAsString() != before);
+    }
+  }
+  // Every model, changed or not: a version that failed is tried again (its
+  // file may have been mended in place).
+  for (const auto& [entry, changed] : entries) {
+    if (changed)
+      spdlog::info("model \"{}\": configuration reloaded: following its version source and policy", entry.name());
+    PollModel(entry, /*retry_failed=*/true);
+    // A version's files are read when it loads: the same version name with
+    // other files is not loaded again.
+    auto scan = ScanVersions(entry);
+    if (!scan.ok()) continue;
+    absl::ReaderMutexLock lock(&mu_);
+    const Model& model = models_.at(entry.name());
+    for (const VersionSpec& spec : scan->versions)
+      if (auto m = model.loaded.find(spec.version);
+          m != model.loaded.end() && m->second->entry().weights() != spec.weights)
+        spdlog::warn(
+            "model \"{}\" version \"{}\" stays loaded from {}: the configuration now names {} for it; give the new "
+            "weights a new version",
+            entry.name(), spec.version, m->second->entry().weights(), spec.weights);
+  }
+}
+
+void ModelRegistry::PollModel(const unetrpp::v1::ModelEntry& entry, bool retry_failed) {
   auto scan = ScanVersions(entry);
   if (!scan.ok()) {
     spdlog::warn("model \"{}\": repository poll: {}", entry.name(), std::string(scan.status().message()));
@@ -542,9 +603,12 @@ void ModelRegistry::PollModel(const unetrpp::v1::ModelEntry& entry) {
     {
       absl::ReaderMutexLock lock(&mu_);
       const VersionRecord* r = models_.at(entry.name()).lifecycle.Find(spec.version);
-      if (r && r->state != VersionState::kUnloaded) continue;  // loaded, on its way, or failed
+      // Loaded, on its way, or failed (retried by LoadModel or a reload, not
+      // by the poll).
+      if (r && r->state != VersionState::kUnloaded && !(retry_failed && r->state == VersionState::kFailed)) continue;
     }
-    spdlog::info("model \"{}\": repository poll found version \"{}\" ({})", entry.name(), spec.version, spec.source);
+    spdlog::info("model \"{}\": {} found version \"{}\" ({})", entry.name(),
+                 retry_failed ? "configuration reload" : "repository poll", spec.version, spec.source);
     LoadRequest load{entry.name(), spec.version, /*keep_previous=*/true, /*drain_then_load=*/false};
     LoadVersion(load).IgnoreError();  // LoadOne logged why; the next version and the next poll go on
   }

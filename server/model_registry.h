@@ -191,8 +191,17 @@ class ModelRegistry {
   // Loads the versions the policy offers that are not loaded (the newest
   // becomes the default), then unloads the ready ones it no longer offers.
   void PollOnce();
+  // A re-read configuration (Server::Reload), its live fields only
+  // (config_reload.h): each model's version source and policy, followed as
+  // the poll follows a repository (a version that failed before is tried
+  // again, changed or not); the admission budget CheckMemory counts. Models
+  // not in the registry are ignored. Blocks while versions load.
+  void Reconfigure(const unetrpp::v1::ServerConfig& config);
   // Blocks until every version being retired is gone (tests, benchmarks).
   void WaitRetired();
+  // The weights' memory per device ("cpu", "cuda:N") of every version
+  // loaded or not yet freed: what CheckMemory counts beside the budget.
+  std::map<std::string, int64_t> MemoryBytes() const;
   void Shutdown();
 
  private:
@@ -218,11 +227,13 @@ class ModelRegistry {
   void FinishRetiring(std::unique_ptr<ServedModel> version);
   // The versions of `name` in upp_model_version_info, as they are now.
   void PublishLocked(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // One model's poll: what to load and unload.
-  void PollModel(const unetrpp::v1::ModelEntry& entry);
+  // One model's poll: what to load and unload. `retry_failed`: a version
+  // that failed to load is tried again (a reload), not skipped (the poll).
+  void PollModel(const unetrpp::v1::ModelEntry& entry, bool retry_failed = false);
   bool NoneRetiringLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return retiring_.empty(); }
+  std::map<std::string, int64_t> MemoryBytesLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
-  const unetrpp::v1::ServerConfig config_;
+  const unetrpp::v1::ServerConfig config_;  // as at start: batching, limits_ below
   Metrics* const metrics_;
   ThreadPool* const stitch_pool_;
   const Options options_;
@@ -230,6 +241,7 @@ class ModelRegistry {
   absl::Mutex manage_mu_;  // one load or unload at a time
   mutable absl::Mutex mu_;
   std::map<std::string, Model> models_ ABSL_GUARDED_BY(mu_);
+  unetrpp::v1::Limits limits_ ABSL_GUARDED_BY(mu_);  // config_'s until a Reconfigure
   std::vector<std::thread> retirers_ ABSL_GUARDED_BY(mu_);
   // Versions on their way out, until freed, with the memory they hold
   // (CheckMemory counts it); those of them still waiting for their last

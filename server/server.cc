@@ -16,11 +16,14 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/notification.h"
 #include "imageio/file_util.h"
 #include "model/cpu_features.h"
 #include "model/device.h"
 #include "proto/api.h"
 #include "server/config.h"
+#include "server/config_reload.h"
 #include "server/health_service.h"
 #include "server/result_encoder.h"
 #include "server/segment_call.h"
@@ -160,7 +163,7 @@ class SegmentationService final : public unetrpp::v1::Segmentation::CallbackServ
     if (principal.ok()) {
       for (const std::string& name : state_->models().names())
         if (auto d = state_->models().Describe(name); d.ok()) FillModelInfo(*d, response->add_models());
-      response->set_default_model(state_->config().default_model());
+      response->set_default_model(state_->config()->default_model());
     }
     Finish(*context, reactor, "ListModels", principal.ok() ? principal->name : "-", principal.status());
     return reactor;
@@ -174,7 +177,7 @@ class SegmentationService final : public unetrpp::v1::Segmentation::CallbackServ
       Finish(*context, reactor, "GetModel", "-", principal.status());
       return reactor;
     }
-    const std::string name = request->name().empty() ? state_->config().default_model() : request->name();
+    const std::string name = request->name().empty() ? state_->config()->default_model() : request->name();
     auto d = state_->models().Describe(name);
     if (d.ok()) FillModelInfo(*d, response);
     Finish(*context, reactor, "GetModel", principal->name, d.status());
@@ -267,9 +270,9 @@ namespace {
 absl::Status StartTracing(const unetrpp::v1::Tracing& config) {
   auto options = tracing::OptionsFromConfig(config);
   if (!options.ok()) return options.status();
+  if (options->endpoint.empty()) return absl::OkStatus();
   auto tracer = tracing::Tracer::Create(*options);
   if (!tracer.ok()) return tracer.status();
-  if (options->endpoint.empty()) return absl::OkStatus();
   tracing::InstallTracer(std::move(*tracer));
   spdlog::info("tracing: OTLP to {}, sampling ratio {}, queue {} spans", options->endpoint, options->sampling_ratio,
                options->queue_size);
@@ -310,6 +313,7 @@ std::string Server::ModelHealthName(const std::string& model) { return absl::Str
 absl::StatusOr<std::unique_ptr<Server>> Server::Create(unetrpp::v1::ServerConfig config) {
   ApplyDefaults(config);
   if (auto s = ValidateConfig(config); !s.ok()) return s;
+  const unetrpp::v1::ServerConfig configured = config;
   auto metrics = std::make_unique<Metrics>();
   const model::CpuFeatures& cpu = model::DetectCpuFeatures();
   spdlog::info("{}", model::DescribeCpuFeatures(cpu));
@@ -346,6 +350,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(unetrpp::v1::ServerConfig
     (*models)->StartPolling(absl::Seconds(config.model_repository_poll_seconds()));
 
   std::unique_ptr<Server> server(new Server());
+  server->configured_ = configured;
   server->state_ = std::make_unique<ServiceState>(config, std::move(cpu_pool), std::move(*models), std::move(metrics),
                                                   std::move(*auth), std::move(audit));
   server->service_ = std::make_unique<SegmentationService>(server->state_.get());
@@ -412,5 +417,40 @@ void Server::Drain(absl::Duration grace) {
 }
 
 void Server::Wait() { server_->Wait(); }
+
+absl::StatusOr<std::vector<std::string>> Server::Reload(absl::StatusOr<unetrpp::v1::ServerConfig> read) {
+  if (read.ok()) {
+    ApplyDefaults(*read);
+    if (auto s = ValidateConfig(*read); !s.ok()) read = absl::StatusOr<unetrpp::v1::ServerConfig>(s);
+  }
+  if (!read.ok()) {
+    spdlog::error("configuration reload refused, the configuration in force is unchanged: {}",
+                  std::string(read.status().message()));
+    state_->metrics().ConfigReload(false, 0);
+    return read.status();
+  }
+  ReloadPlan plan = PlanReload(configured_, *read);
+  unetrpp::v1::ServerConfig running = LiveConfig(*state_->config(), *read);
+  if (running.logging().level() != state_->config()->logging().level())
+    spdlog::set_level(spdlog::level::from_str(running.logging().level()));
+  state_->SetConfig(running);
+  // The registry, not this: the task may run while the server is destroyed
+  // (the registry's Shutdown runs what is queued).
+  ModelRegistry* models = &state_->models();
+  models->RunManagement([models, running] { models->Reconfigure(running); });
+  configured_ = std::move(plan.configured);
+  spdlog::info("configuration reloaded: {}", plan.live.empty() ? "no live change" : absl::StrJoin(plan.live, ", "));
+  if (!plan.restart_only.empty())
+    spdlog::warn("configuration reload: these changes take effect only after a restart: {}",
+                 absl::StrJoin(plan.restart_only, ", "));
+  state_->metrics().ConfigReload(true, static_cast<int64_t>(plan.restart_only.size()));
+  return plan.restart_only;
+}
+
+void Server::WaitManagement() {
+  absl::Notification done;
+  state_->models().RunManagement([&done] { done.Notify(); });
+  done.WaitForNotification();
+}
 
 }  // namespace upp::server

@@ -12,6 +12,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -36,6 +37,18 @@ class Server {
   // Totals of `model`'s network calls so far (batches, windows, seconds).
   Metrics::BatchTotals Batches(const std::string& model) const;
 
+  // A re-read configuration file (SIGHUP; `read` is its reading, an error
+  // when it could not be read or parsed). Valid: its live fields take effect
+  // (config_reload.h; the models' versions load and unload on the
+  // registry's management thread, after this returns), the fields that need
+  // a restart are logged and returned. Invalid: nothing changes, the error
+  // is logged and returned. Either way counted in upp_config_reloads_total.
+  // From one thread at a time.
+  absl::StatusOr<std::vector<std::string>> Reload(absl::StatusOr<unetrpp::v1::ServerConfig> read);
+  // Blocks until the registry's management thread has done what was queued
+  // before (a reload's loads; tests).
+  void WaitManagement();
+
   // Health NOT_SERVING, new calls get UNAVAILABLE, in-flight calls get up to
   // `grace` to finish, then the server shuts down (cancelling what is left).
   void Drain(absl::Duration grace);
@@ -49,6 +62,9 @@ class Server {
   Server() = default;
   void SetServing(bool serving);
 
+  // The configuration as read and defaulted, before what start-up derives
+  // (device budgets): what a reload is compared with.
+  unetrpp::v1::ServerConfig configured_;
   std::unique_ptr<ServiceState> state_;
   std::unique_ptr<SegmentationService> service_;
   std::unique_ptr<HealthService> health_;  // outlives server_: its reactors call it

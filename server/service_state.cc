@@ -15,14 +15,14 @@ namespace upp::server {
 ServiceState::ServiceState(unetrpp::v1::ServerConfig config, std::unique_ptr<ThreadPool> cpu_pool,
                            std::unique_ptr<ModelRegistry> models, std::unique_ptr<Metrics> metrics,
                            std::unique_ptr<Authenticator> auth, std::shared_ptr<spdlog::logger> audit)
-    : config_(std::move(config)),
+    : config_(std::make_shared<const unetrpp::v1::ServerConfig>(std::move(config))),
       models_(std::move(models)),
       metrics_(std::move(metrics)),
       cpu_pool_(std::move(cpu_pool)),
-      decode_pool_(std::make_unique<ThreadPool>(static_cast<int>(config_.limits().decode_threads()))),
+      decode_pool_(std::make_unique<ThreadPool>(static_cast<int>(config_->limits().decode_threads()))),
       auth_(std::move(auth)),
       audit_(std::move(audit)),
-      admission_(AdmissionLimits::FromConfig(config_), metrics_.get()),
+      admission_(AdmissionLimits::FromConfig(*config_), metrics_.get()),
       watchdog_([this] { WatchdogLoop(); }) {}
 
 ServiceState::~ServiceState() {
@@ -34,6 +34,18 @@ ServiceState::~ServiceState() {
   decode_pool_.reset();  // its last decodes hand their volumes to the CPU pool
   models_->Shutdown();   // the workers' last stitching tasks are queued on the pool
   cpu_pool_.reset();     // runs what is queued, joins
+}
+
+std::shared_ptr<const unetrpp::v1::ServerConfig> ServiceState::config() const {
+  absl::MutexLock lock(&config_mu_);
+  return config_;
+}
+
+void ServiceState::SetConfig(unetrpp::v1::ServerConfig config) {
+  auto next = std::make_shared<const unetrpp::v1::ServerConfig>(std::move(config));
+  admission_.SetLimits(AdmissionLimits::FromConfig(*next));
+  absl::MutexLock lock(&config_mu_);
+  config_ = std::move(next);
 }
 
 void ServiceState::Watch(std::weak_ptr<TimedCall> call) {

@@ -44,7 +44,12 @@ class ServiceState {
                std::unique_ptr<Authenticator> auth, std::shared_ptr<spdlog::logger> audit);
   ~ServiceState();
 
-  const unetrpp::v1::ServerConfig& config() const { return config_; }
+  // The configuration in force; a reload (Server::Reload) replaces it, so a
+  // call reads its fields from the snapshot it holds.
+  std::shared_ptr<const unetrpp::v1::ServerConfig> config() const;
+  // `config`'s live fields in force from now on (config_reload.h): the
+  // snapshot and admission's limits.
+  void SetConfig(unetrpp::v1::ServerConfig config);
   ModelRegistry& models() { return *models_; }
   Metrics& metrics() { return *metrics_; }
   ThreadPool& cpu_pool() { return *cpu_pool_; }
@@ -75,7 +80,8 @@ class ServiceState {
   std::string NewRequestId();
 
  private:
-  const unetrpp::v1::ServerConfig config_;
+  mutable absl::Mutex config_mu_;
+  std::shared_ptr<const unetrpp::v1::ServerConfig> config_ ABSL_GUARDED_BY(config_mu_);
   std::unique_ptr<ModelRegistry> models_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<ThreadPool> cpu_pool_;

@@ -15,6 +15,7 @@
 #include "model/cpu_threads.h"
 #include "server/config.h"
 #include "tests/server/test_volumes.h"
+#include "tests/testing/rss.h"
 
 namespace upp::server {
 namespace {
@@ -137,6 +138,76 @@ TEST_F(ModelRegistryTest, BothVersionsMustFitBesideTheAdmissionBudget) {
   ASSERT_TRUE(r->LoadVersion(drain).ok());
   EXPECT_EQ((*r->Acquire("m"))->version(), "2");
   EXPECT_EQ(StateOf(*r, "1"), VersionState::kUnloaded) << "drained before the load";
+}
+
+// The memory of retired versions returns: the registry's own count (what
+// the memory check of the next load sees) comes back to one version's, and
+// the process's resident memory to within a bound of its level, after ten
+// swaps with requests holding the old versions.
+TEST_F(ModelRegistryTest, MemoryReturnsOnceOldVersionsAreRetired) {
+  auto r = Start();
+  ASSERT_TRUE(r);
+  const auto one_version = r->MemoryBytes();
+  ASSERT_GT(one_version.at("cpu"), 0);
+  // One swap there and back first: the allocator's and the kernels' first
+  // allocations are not what retiring has to give back.
+  ASSERT_TRUE(r->LoadVersion({"m", "2"}).ok());
+  ASSERT_TRUE(r->LoadVersion({"m", "1"}).ok());
+  r->WaitRetired();
+  const int64_t rss_before = testing::ProcStatusBytes("VmRSS");
+  for (int swap = 0; swap < 10; ++swap) {
+    r->WaitRetired();             // the previous swap's old version is freed
+    auto held = r->Acquire("m");  // a request on the old version
+    ASSERT_TRUE(held.ok()) << held.status();
+    ASSERT_TRUE(r->LoadVersion({"m", swap % 2 == 0 ? "2" : "1"}).ok()) << "swap " << swap;
+    EXPECT_EQ(r->MemoryBytes().at("cpu"), 2 * one_version.at("cpu")) << "the held version is counted until freed";
+  }
+  r->WaitRetired();
+  EXPECT_EQ(r->MemoryBytes(), one_version) << "every retired version's memory is given back in the count";
+  const int64_t rss_after = testing::ProcStatusBytes("VmRSS");
+  // Ten versions' weights and workers kept would be far more than this.
+  const int64_t weights = static_cast<int64_t>(std::filesystem::file_size(kWeights));
+  EXPECT_LT(rss_after - rss_before, 3 * weights + (int64_t{16} << 20))
+      << "RSS " << (rss_before >> 20) << " -> " << (rss_after >> 20) << " MiB";
+}
+
+// A re-read configuration (SIGHUP): the registry follows the new policy as
+// the poll does, tries a version that failed before again, keeps the
+// serving version when the new one fails, and checks loads against the new
+// admission budget.
+TEST_F(ModelRegistryTest, ReconfigureFollowsTheNewPolicy) {
+  const auto weights = static_cast<int64_t>(std::filesystem::file_size(kWeights));
+  RegistryOptions options;
+  options.host_memory_bytes = 1048576 + 3 * weights;  // two versions beside the 1 MiB budget
+  auto r = Start(options);
+  ASSERT_TRUE(r);
+  auto config = Config();
+  config.mutable_models(0)->mutable_version_policy()->set_specific(0, "2");
+  r->Reconfigure(config);
+  EXPECT_EQ((*r->Acquire("m"))->version(), "2");
+  r->WaitRetired();
+  EXPECT_EQ(StateOf(*r, "1"), VersionState::kUnloaded) << "no longer in the policy";
+
+  config.mutable_models(0)->mutable_version_policy()->set_specific(0, "broken");
+  r->Reconfigure(config);
+  EXPECT_EQ(StateOf(*r, "broken"), VersionState::kFailed);
+  EXPECT_EQ((*r->Acquire("m"))->version(), "2") << "the failed version did not take the serving one down";
+  r->Reconfigure(config);  // the same configuration, the file still broken
+  EXPECT_EQ(StateOf(*r, "broken"), VersionState::kFailed);
+  EXPECT_EQ((*r->Acquire("m"))->version(), "2");
+  // The file mended in place, the same configuration again: tried again.
+  std::filesystem::copy_file(kWeights, broken_, std::filesystem::copy_options::overwrite_existing);
+  r->Reconfigure(config);
+  EXPECT_EQ((*r->Acquire("m"))->version(), "broken");
+  r->WaitRetired();
+  EXPECT_EQ(StateOf(*r, "2"), VersionState::kUnloaded);
+
+  // The new admission budget leaves no room for a second version.
+  config.mutable_models(0)->mutable_version_policy()->set_specific(0, "1");
+  config.mutable_limits()->set_max_bytes_in_flight(3 * static_cast<uint64_t>(weights));
+  r->Reconfigure(config);
+  EXPECT_EQ((*r->Acquire("m"))->version(), "broken");
+  EXPECT_EQ(StateOf(*r, "1"), VersionState::kUnloaded) << "refused by the memory check: not even loading";
 }
 
 TEST_F(ModelRegistryTest, UnknownModelAndVersionAreNotFound) {

@@ -58,18 +58,25 @@ class ModelSwapTest : public ::testing::Test {
     std::ofstream(TempPath("keys.txt")) << "admin " << Authenticator::HashKey(kAdminKey) << " admin\n"
                                         << "user " << Authenticator::HashKey(kUserKey) << " user\n";
   }
+  // Model "ct" with version 1 (the phantom model), 2 (random weights) and 3
+  // (not weights); `policy`: its version_policy's fields; `extra`: more
+  // configuration.
+  std::string ConfigText(const std::string& policy, const std::string& extra = "") const {
+    return "listen_address: '127.0.0.1:0'\nmetrics_address: '127.0.0.1:" + std::to_string(metrics_port_) +
+           "'\ncpu_threads: 2\n"
+           "auth { api_keys_file: '" +
+           TempPath("keys.txt") + "' audit_log_file: '" + TempPath("audit.jsonl") +
+           "' allow_anonymous: true }\n"
+           "batching { max_queue_delay_us: 500 }\n"
+           "models { name: 'ct' versions { version: '1' weights: '" +
+           kPhantomWeights + "' } versions { version: '2' weights: '" + TempPath("v2.safetensors") + "' plan_file: '" +
+           TempPath("plan.json") + "' } versions { version: '3' weights: '" + TempPath("broken.safetensors") +
+           "' } version_policy { " + policy + " } }\n" + extra;
+  }
   void SetUp() override {
     std::remove(TempPath("audit.jsonl").c_str());
-    auto config = ParseConfig(
-        "listen_address: '127.0.0.1:0'\nmetrics_address: 'off'\ncpu_threads: 2\n"
-        "auth { api_keys_file: '" +
-        TempPath("keys.txt") + "' audit_log_file: '" + TempPath("audit.jsonl") +
-        "' allow_anonymous: true }\n"
-        "batching { max_queue_delay_us: 500 }\n"
-        "models { name: 'ct' versions { version: '1' weights: '" +
-        kPhantomWeights + "' } versions { version: '2' weights: '" + TempPath("v2.safetensors") + "' plan_file: '" +
-        TempPath("plan.json") + "' } versions { version: '3' weights: '" + TempPath("broken.safetensors") +
-        "' } version_policy { specific: '1' } }\n");
+    metrics_port_ = testing::FreePort();
+    auto config = ParseConfig(ConfigText("specific: '1'"));
     ASSERT_TRUE(config.ok()) << config.status();
     auto server = Server::Create(*config);
     ASSERT_TRUE(server.ok()) << server.status();
@@ -110,6 +117,7 @@ class ModelSwapTest : public ::testing::Test {
     return out;
   }
 
+  int metrics_port_ = 0;
   std::unique_ptr<Server> server_;
 };
 
@@ -180,6 +188,62 @@ TEST_F(ModelSwapTest, ResultNamesTheVersionItRanOn) {
   EXPECT_EQ(r->header.model_version(), "1");
   EXPECT_EQ(r->header.weights_sha256(), Version(*c->GetModel("ct"), "1")->weights_sha256());
   EXPECT_EQ(Segment(*c, "2").status().code(), absl::StatusCode::kNotFound) << "version 2 is not loaded";
+}
+
+// SIGHUP's reload (Server::Reload, which main() calls with the file read
+// again): the new policy's version serves, a version that fails leaves the
+// serving one, an invalid file changes nothing, what needs a restart is
+// named, and a changed limit applies to the next request.
+TEST_F(ModelSwapTest, AReloadedConfigurationChangesVersionsAndLiveLimits) {
+  auto c = As(kUserKey);
+  const auto reload = [&](const std::string& text) {
+    auto result = server_->Reload(ParseConfig(text));
+    server_->WaitManagement();  // the versions' loads and unloads
+    return result;
+  };
+  const auto metric = [&](const std::string& series) {
+    return testing::MetricValue(testing::HttpGet(metrics_port_, "/metrics"), series);
+  };
+  auto restart = reload(ConfigText("specific: '2'"));
+  ASSERT_TRUE(restart.ok()) << restart.status();
+  EXPECT_TRUE(restart->empty()) << restart->front();
+  EXPECT_EQ(c->GetModel("ct")->version(), "2");
+  auto r = Segment(*c);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->header.model_version(), "2");
+
+  ASSERT_TRUE(reload(ConfigText("specific: '3'")).ok());
+  auto info = *c->GetModel("ct");
+  EXPECT_EQ(info.version(), "2") << "the version that failed left version 2 serving";
+  ASSERT_NE(Version(info, "3"), nullptr);
+  EXPECT_EQ(Version(info, "3")->state(), "failed");
+  EXPECT_NE(Version(info, "3")->error().find("broken.safetensors"), std::string::npos) << Version(info, "3")->error();
+
+  const auto unparsable = reload(ConfigText("specific: '1'", "no_such_field: 1\n"));
+  EXPECT_EQ(unparsable.status().code(), absl::StatusCode::kInvalidArgument) << unparsable.status();
+  const auto invalid = reload(ConfigText("specific: '1'", "default_model: 'nope'\n"));
+  EXPECT_EQ(invalid.status().code(), absl::StatusCode::kInvalidArgument) << invalid.status();
+  EXPECT_NE(invalid.status().message().find("default_model"), std::string::npos) << invalid.status();
+  info = *c->GetModel("ct");
+  EXPECT_EQ(info.version(), "2") << "an invalid file changed nothing";
+  for (int i = 0; i < 100 && Version(info, "1")->state() != "unloaded"; ++i) {  // retired in the background
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    info = *c->GetModel("ct");
+  }
+  EXPECT_EQ(Version(info, "1")->state(), "unloaded") << "version 1 left the policy";
+  EXPECT_EQ(metric("upp_config_reloads_total{result=\"invalid\"}"), 2);
+  EXPECT_EQ(metric("upp_config_reloads_total{result=\"applied\"}"), 2);
+
+  restart = reload(ConfigText("specific: '2'", "enable_reflection: true\nlimits { max_voxels: 1000 }\n"));
+  ASSERT_TRUE(restart.ok()) << restart.status();
+  EXPECT_EQ(*restart, std::vector<std::string>{"enable_reflection"});
+  EXPECT_EQ(metric("upp_config_restart_pending_changes"), 1);
+  r = Segment(*c);  // 48 x 40 x 12 voxels
+  EXPECT_FALSE(r.ok()) << "limits.max_voxels applies to the next request";
+  EXPECT_NE(r.status().message().find("1000"), std::string::npos) << r.status();
+  ASSERT_TRUE(reload(ConfigText("specific: '2'")).ok());
+  EXPECT_TRUE(Segment(*c).ok()) << "and is lifted again";
+  EXPECT_EQ(metric("upp_config_restart_pending_changes"), 0);
 }
 
 // /proc/self/status's `field` ("VmRSS:", "VmHWM:") in KiB; 0 elsewhere.
