@@ -16,5 +16,5 @@ for overlay in overlays/*/; do
   kubectl kustomize "$overlay" >"$OUT/$name.yaml" 2>"$OUT/$name.warnings"
   rendered+=("$OUT/$name.yaml")
 done
-node validate/check.js "${rendered[@]}" monitoring/*.yaml
+node validate/check.js "${rendered[@]}" monitoring/*.yaml tracing/*.yaml
 echo "manifests: overlays $(cd overlays && echo */ | tr -d /) rendered into $OUT"
