@@ -11,6 +11,9 @@
 //      start: throughput in windows/s, p50/p95 latency, mean batch size;
 //      with --speed-modes, the requests in a mix of speed modes
 //      (RequestHeader.mode) sent concurrently, and the figures per mode.
+//   3. with --tracing-rounds R, the load phase (batching on) 2R times on one
+//      server, tracing off and on alternately (OTLP to --tracing-endpoint,
+//      by default unreachable): windows/s each way and the overhead.
 // Prints JSON on stdout and a table on stderr. Numbers go to BENCHMARKS.md.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -21,6 +24,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -37,6 +41,7 @@
 #include "server/config.h"
 #include "server/server.h"
 #include "tools/phantom.h"
+#include "tracing/server_tracing.h"
 
 namespace {
 
@@ -128,6 +133,17 @@ struct Options {
   bool stitch_on_worker = false;   // batching.stitch_on_worker
   std::string device = "cpu";      // the model's device
   std::string job_device = "cpu";  // where its jobs stitch and resample (models.job_device)
+  // --tracing-rounds: the load phase alternately with tracing off and on.
+  int tracing_rounds = 0;
+  std::string tracing_endpoint = "127.0.0.1:1";  // nothing listens: spans are dropped after the export fails
+};
+
+// What one client's request gave: the mode the server says it ran
+// (Summary.mode), its windows and latency.
+struct Done {
+  unetrpp::v1::SpeedMode mode;
+  uint64_t windows;
+  double latency;
 };
 
 // The served name of the coarse model that `fastest` runs.
@@ -171,6 +187,75 @@ upp::client::SegmentResult MustSegment(upp::client::Client& c, const Input& in,
     std::exit(1);
   }
   return std::move(*result);
+}
+
+// The load phase's clients: o.clients at once, each sending
+// o.requests_per_client requests over the sizes from a different start.
+std::vector<std::vector<Done>> RunClients(int port, const Options& o, const std::vector<Input>& inputs) {
+  std::vector<std::vector<Done>> done(o.clients);
+  std::vector<std::thread> threads;
+  for (int k = 0; k < o.clients; ++k)
+    threads.emplace_back([&, k] {
+      auto client = upp::client::Client::Connect("127.0.0.1:" + std::to_string(port));
+      for (int r = 0; r < o.requests_per_client; ++r) {
+        const auto& in = inputs[(k + r) % inputs.size()];
+        const auto t = Clock::now();
+        const auto result = MustSegment(*client, in, o.mix.For(k, r, o.clients));
+        done[k].push_back({result.summary.mode(), result.summary.windows(), Since(t)});
+      }
+    });
+  for (auto& t : threads) t.join();
+  return done;
+}
+
+// The load phase (batching on) 2 x o.tracing_rounds times on one server,
+// tracing off and on alternately (the process's tracer installed and
+// removed between rounds; every request a new sampled trace, exported to
+// o.tracing_endpoint): windows/s each way, and the overhead of tracing.
+nlohmann::json RunTracingRounds(const Options& o, const std::vector<Input>& inputs) {
+  upp::tracing::TracingOptions options;
+  options.endpoint = o.tracing_endpoint;
+  options.schedule_delay = absl::Milliseconds(500);
+  options.export_timeout = absl::Seconds(1);
+  auto tracer = upp::tracing::Tracer::Create(options);
+  if (!tracer.ok()) {
+    std::fprintf(stderr, "%s\n", tracer.status().ToString().c_str());
+    std::exit(1);
+  }
+  const std::shared_ptr<upp::tracing::Tracer> shared = std::move(*tracer);
+  auto server = StartServer(o, true);
+  auto c = upp::client::Client::Connect("127.0.0.1:" + std::to_string(server->port()));
+  MustSegment(*c, inputs.front());  // warm the connection and the allocator
+  nlohmann::json rounds = nlohmann::json::array();
+  std::map<bool, std::vector<double>> rates;
+  for (int round = 0; round < 2 * o.tracing_rounds; ++round) {
+    const bool on = round % 2 == 1;
+    upp::tracing::InstallTracer(on ? shared : nullptr);
+    const auto start = Clock::now();
+    uint64_t windows = 0;
+    for (const auto& client : RunClients(server->port(), o, inputs))
+      for (const Done& d : client) windows += d.windows;
+    const double rate = windows / Since(start);
+    rates[on].push_back(rate);
+    rounds.push_back({{"tracing", on}, {"windows", windows}, {"windows_per_s", rate}});
+    std::fprintf(stderr, "tracing %-3s round %d: %.2f windows/s\n", on ? "on" : "off", round / 2 + 1, rate);
+  }
+  upp::tracing::InstallTracer(nullptr);
+  server->Drain(absl::Seconds(5));
+  server->Wait();
+  const auto mean = [](const std::vector<double>& v) {
+    double sum = 0;
+    for (double x : v) sum += x;
+    return v.empty() ? 0.0 : sum / v.size();
+  };
+  const double off = mean(rates[false]), on = mean(rates[true]);
+  std::fprintf(stderr, "tracing: off %.2f, on %.2f windows/s (mean of %d rounds each): overhead %.1f %%\n", off, on,
+               o.tracing_rounds, 100 * (1 - on / off));
+  return {{"endpoint", o.tracing_endpoint},
+          {"rounds", rounds},
+          {"windows_per_s_off", off},
+          {"windows_per_s_on", on},
+          {"overhead", 1 - on / off}};
 }
 
 nlohmann::json RunMode(const Options& o, bool batching, const std::vector<Input>& inputs) {
@@ -225,28 +310,11 @@ nlohmann::json RunMode(const Options& o, bool batching, const std::vector<Input>
     server->Wait();
     return out;
   }
-  struct Done {
-    unetrpp::v1::SpeedMode mode;  // the mode the server says it ran (Summary.mode)
-    uint64_t windows;
-    double latency;
-  };
-  std::vector<std::vector<Done>> done(o.clients);
   const bool fastest = o.mix.Has(unetrpp::v1::SPEED_MODE_FASTEST);
   const auto before = server->Batches("m");
   const auto coarse_before = fastest ? server->Batches(kCoarse) : upp::server::Metrics::BatchTotals{};
   const auto start = Clock::now();
-  std::vector<std::thread> threads;
-  for (int k = 0; k < o.clients; ++k)
-    threads.emplace_back([&, k] {
-      auto client = upp::client::Client::Connect("127.0.0.1:" + std::to_string(server->port()));
-      for (int r = 0; r < o.requests_per_client; ++r) {
-        const auto& in = inputs[(k + r) % inputs.size()];
-        const auto t = Clock::now();
-        const auto result = MustSegment(*client, in, o.mix.For(k, r, o.clients));
-        done[k].push_back({result.summary.mode(), result.summary.windows(), Since(t)});
-      }
-    });
-  for (auto& t : threads) t.join();
+  const std::vector<std::vector<Done>> done = RunClients(server->port(), o, inputs);
   const double wall = Since(start);
   const auto after = server->Batches("m");
   std::vector<double> all;
@@ -339,6 +407,11 @@ int main(int argc, char** argv) {
   app.add_option("--speed-modes", speed_modes,
                  "the load phase's requests in a mix of speed modes, sent concurrently: full,fast,fastest (equal "
                  "shares) or full:2,fast:1,fastest:1; figures per mode. Default: no mode (the model's default)");
+  app.add_option("--tracing-rounds", o.tracing_rounds,
+                 "then the load phase (batching on) this many times each with tracing off and on, alternated: "
+                 "windows/s each way and the overhead (docs/server.md Tracing)");
+  app.add_option("--tracing-endpoint", o.tracing_endpoint,
+                 "the OTLP/gRPC collector of the traced rounds (default 127.0.0.1:1: unreachable, spans dropped)");
   app.add_option("--fastest-weights", o.fastest_weights,
                  "the coarse model `fastest` runs (default: phantom_ct_coarse_v1.safetensors beside --weights)");
   CLI11_PARSE(app, argc, argv);
@@ -385,6 +458,7 @@ int main(int argc, char** argv) {
       }
     }
   }
+  if (o.tracing_rounds > 0 && o.clients > 0) out["tracing"] = RunTracingRounds(o, inputs);
   std::printf("%s\n", out.dump(1).c_str());
   return 0;
 }
