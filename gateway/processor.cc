@@ -201,6 +201,14 @@ absl::Status Processor::SegmentAndReport(Attempt& a) {
   input.source_series_uid = a.series.series_instance_uid;
   input.manufacturer = config_.report().manufacturer();
   input.series_description = config_.report().series_description();
+  // The version the server ran, as its result header names it (the SEG
+  // names it too): the report says which model measured the volumes.
+  const auto& made_by = result->header;
+  input.algorithm_name = "UNETR++ " + made_by.model();
+  input.algorithm_version = made_by.model_version();
+  if (!made_by.weights_sha256().empty()) input.algorithm_parameters = "weights_sha256=" + made_by.weights_sha256();
+  spdlog::info("series {}: segmented by model {} version {} (weights sha256 {})", a.name, made_by.model(),
+               made_by.model_version(), made_by.weights_sha256().substr(0, 12));
   auto report = WriteVolumeReport(input);
   metrics_->Stage("report", SecondsSince(t));
   if (!report.ok()) return absl::FailedPreconditionError(report.status().message());

@@ -103,9 +103,22 @@ absl::Status AddSegmentGroup(TID1500_MeasurementReport& report, DcmDataset& seg,
       !s.ok())
     return s;
   const std::string value = absl::StrFormat("%.3f", volume_ml);  // cm3 = ml; 1 mm3 resolution
-  return Check(group.addMeasurement(CMR_CID7469::Volume, CMR_TID1411_in_TID1500::MeasurementValue(
-                                                             value.c_str(), CMR_CID7181::CubicCentimeter)),
-               "volume");
+  if (auto s = Check(group.addMeasurement(CMR_CID7469::Volume, CMR_TID1411_in_TID1500::MeasurementValue(
+                                                                   value.c_str(), CMR_CID7181::CubicCentimeter)),
+                     "volume");
+      !s.ok())
+    return s;
+  if (input.algorithm_name.empty()) return absl::OkStatus();
+  auto& measurement = group.getMeasurement();
+  if (auto s = Check(
+          measurement.setAlgorithmIdentification(
+              input.algorithm_name.c_str(), input.algorithm_version.empty() ? "0" : input.algorithm_version.c_str()),
+          "algorithm identification");
+      !s.ok())
+    return s;
+  if (input.algorithm_parameters.empty()) return absl::OkStatus();
+  return Check(measurement.getAlgorithmIdentification().addParameter(input.algorithm_parameters.c_str()),
+               "algorithm parameters");
 }
 
 // Document-level attributes, the SEG as evidence, patient and study from

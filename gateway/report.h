@@ -3,7 +3,8 @@
 // templates. One TID 1411 volumetric ROI group per segment of the SEG:
 // tracking identifier (the structure's name) and UID, the referenced
 // segment, the source series, and its volume in cm3 (= ml) as the server
-// measured it. Patient and study are copied from a source instance, so the
+// measured it, with the algorithm that measured it (TID 4019: the model,
+// its version and the weights' checksum). Patient and study are copied from a source instance, so the
 // report files under the same study as the images and the SEG; only its
 // header is parsed (LoadInstanceHeader), never its pixel data or any value
 // too long to be an attribute of those modules.
@@ -32,6 +33,12 @@ struct ReportInput {
   std::string manufacturer = "unetrpp-serve";
   std::string series_description = "UNETR++ segmentation";
   std::string software_version;
+  // TID 4019 Algorithm Identification of each volume: the server's model
+  // and the version that segmented (the ResultHeader's); not written when
+  // the name is empty.
+  std::string algorithm_name;
+  std::string algorithm_version;
+  std::string algorithm_parameters;  // e.g. "weights_sha256=<hex>"; empty: none
 };
 
 // The SR as Part 10 bytes (explicit VR little endian). INVALID_ARGUMENT when

@@ -100,19 +100,26 @@ absl::StatusOr<Uint16> AddSegmentDescription(DcmSegmentation& seg, const LabelIn
       !s.ok()) {
     return s;
   }
+  std::unique_ptr<DcmSegment> owned(segment);  // until the segmentation takes it
   auto& algo = segment->getSegmentationAlgorithmIdentification();
   algo.getAlgorithmFamilyCode().set("123110", "DCM", "Artificial Intelligence");
-  if (!algorithm.version.empty()) algo.setAlgorithmVersion(algorithm.version.c_str());
+  // Name and version are type 1 in the identification sequence.
+  if (auto s = Dcmtk(algo.setAlgorithmName(algorithm.name.c_str()), "algorithm name"); !s.ok()) return s;
+  if (auto s = Dcmtk(algo.setAlgorithmVersion(algorithm.version.empty() ? "0" : algorithm.version.c_str()),
+                     "algorithm version");
+      !s.ok())
+    return s;
+  if (!algorithm.parameters.empty())
+    if (auto s = Dcmtk(algo.setAlgorithmParameters(algorithm.parameters.c_str()), "algorithm parameters"); !s.ok())
+      return s;
   double l, a, b;
   IODCIELabUtil::rgb2DicomLab(l, a, b, description.rgb[0] / 255.0, description.rgb[1] / 255.0,
                               description.rgb[2] / 255.0);
   segment->setRecommendedDisplayCIELabValue(static_cast<Uint16>(std::lround(l)), static_cast<Uint16>(std::lround(a)),
                                             static_cast<Uint16>(std::lround(b)));
   Uint16 number = 0;
-  if (auto s = Dcmtk(seg.addSegment(segment, number), "adding a segment"); !s.ok()) {
-    delete segment;
-    return s;
-  }
+  if (auto s = Dcmtk(seg.addSegment(segment, number), "adding a segment"); !s.ok()) return s;
+  owned.release();
   return number;
 }
 

@@ -26,9 +26,14 @@
 
 namespace upp::imageio {
 
+// Each segment's Segmentation Algorithm Identification (family: Artificial
+// Intelligence): the algorithm (the server's "UNETR++ <model>"), the
+// model's version ("0" when empty: the attribute is required) and its
+// parameters (e.g. the weights' SHA-256), so that a SEG names what made it.
 struct SegAlgorithm {
   std::string name = "UNETR++";
   std::string version;
+  std::string parameters;  // empty: none
 };
 
 // `geometry` and `info` are those ReadDicomSeries returned for the series;

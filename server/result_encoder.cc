@@ -21,8 +21,7 @@ absl::StatusOr<std::string> EncodeSeg(const inference::LabelMap& labels, const E
   for (const auto& l : context.labels)
     if (l.value > 0) segments.push_back(l);
   return imageio::WriteDicomSeg(labels.geometry, labels.labels, *context.input->dicom,
-                                context.input->dicom_source_instance, segments,
-                                {context.algorithm_name, context.algorithm_version});
+                                context.input->dicom_source_instance, segments, context.algorithm);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "imageio/dicom.h"
+#include "imageio/dicom_seg.h"
 #include "imageio/input_assembly.h"
 #include "imageio/labels.h"
 #include "imageio/nifti.h"
@@ -27,7 +28,7 @@ using EncodedOutputs = std::vector<std::pair<unetrpp::v1::OutputKind, std::strin
 struct EncodingContext {
   const imageio::InputDescription* input = nullptr;  // the input, as decoding described it
   std::vector<imageio::LabelInfo> labels;            // the model's label table
-  std::string algorithm_name, algorithm_version;
+  imageio::SegAlgorithm algorithm;                   // the model and version that made it
 };
 
 // One output per kind in `kinds`, in that order.

@@ -429,8 +429,7 @@ void SegmentCall::SendResult(inference::LabelMap labels) {
   EncodingContext context;
   context.input = &input_;
   context.labels = KeptLabelTable(model()->plan().labels, speed_.label_values);
-  context.algorithm_name = "UNETR++ " + model()->name();
-  context.algorithm_version = model()->entry().version();
+  context.algorithm = {"UNETR++ " + model()->name(), model()->version(), "weights_sha256=" + model()->weights_sha256()};
   auto result = EncodeResult(labels, header_.outputs(), context);
   if (!result.ok()) return Fail(result.status());
   auto* made_by = result->header.mutable_result_header();  // the version this request ran on

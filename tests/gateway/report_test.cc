@@ -11,6 +11,7 @@
 #include <chrono>
 #include <fstream>
 #include <map>
+#include <vector>
 
 #include "imageio/dcmtk_io.h"
 #include "imageio/dicom.h"
@@ -115,6 +116,43 @@ TEST(ReportTest, OneVolumeGroupPerSegmentReferencingTheSegAndTheSource) {
   ASSERT_TRUE(doc.getCurrentRequestedProcedureEvidence().gotoFirstItem().good());
   doc.getCurrentRequestedProcedureEvidence().getSOPInstanceUID(sop_instance);
   EXPECT_EQ(sop_instance, Get(*seg_file.getDataset(), DCM_SOPInstanceUID).c_str());
+}
+
+// Each volume names the algorithm that measured it (TID 4019): the model,
+// the version the server ran and the weights' checksum.
+TEST(ReportTest, EachVolumeNamesTheModelVersionThatMeasuredIt) {
+  auto f = MakeFixture();
+  if (!f) GTEST_SKIP() << "python3-pydicom test data not installed";
+  ReportInput input = InputFor(*f, {{"bone", 1}, {"air", 2}});
+  input.algorithm_name = "UNETR++ ct";
+  input.algorithm_version = "2";
+  input.algorithm_parameters = "weights_sha256=ab12";
+  auto sr = WriteVolumeReport(input);
+  ASSERT_TRUE(sr.ok()) << sr.status();
+  DcmFileFormat file;
+  ASSERT_TRUE(imageio::ParseDicom(*sr, file).ok());
+  DSRDocument doc;
+  ASSERT_TRUE(doc.read(*file.getDataset()).good());
+  DSRDocumentTree& tree = doc.getTree();
+  std::map<std::string, std::vector<std::string>> by_code;  // DCM concept code: values
+  if (tree.gotoRoot() > 0) {
+    do {
+      const DSRContentItem& item = tree.getCurrentContentItem();
+      const std::string code = item.getConceptName().getCodeValue().c_str();
+      if (code == "111001" || code == "111003" || code == "111002")
+        by_code[code].push_back(item.getStringValue().c_str());
+    } while (tree.iterate() > 0);
+  }
+  using Values = std::vector<std::string>;
+  EXPECT_EQ(by_code["111001"], (Values{"UNETR++ ct", "UNETR++ ct"})) << "Algorithm Name, one per volume";
+  EXPECT_EQ(by_code["111003"], (Values{"2", "2"})) << "Algorithm Version";
+  EXPECT_EQ(by_code["111002"], (Values{"weights_sha256=ab12", "weights_sha256=ab12"})) << "Algorithm Parameters";
+
+  // Without a model named (an older server), no identification is made up.
+  input.algorithm_name.clear();
+  sr = WriteVolumeReport(input);
+  ASSERT_TRUE(sr.ok()) << sr.status();
+  EXPECT_EQ(sr->find("UNETR++ ct"), std::string::npos);
 }
 
 TEST(ReportTest, RefusesASegmentWithoutVolumeAndInputsThatAreNotDicom) {

@@ -41,7 +41,8 @@ TEST(DicomSegTest, FramesReadBackWithDcmtkLandOnTheirSliceWithTheirVoxels) {
     labels[i] = v > 100 ? 1 : (v < -500 ? 2 : 0);
   }
   std::vector<LabelInfo> segments{{1, "bone", {255, 255, 200}}, {2, "air", {0, 0, 255}}, {3, "absent", {255, 0, 0}}};
-  auto seg_bytes = WriteDicomSeg(g, labels, image->info, bytes, segments, {"UNETR++", "0.1.0"});
+  auto seg_bytes =
+      WriteDicomSeg(g, labels, image->info, bytes, segments, {"UNETR++ ct", "0.1.0", "weights_sha256=ab12"});
   ASSERT_TRUE(seg_bytes.ok()) << seg_bytes.status();
 
   DcmFileFormat file;
@@ -87,6 +88,22 @@ TEST(DicomSegTest, FramesReadBackWithDcmtkLandOnTheirSliceWithTheirVoxels) {
   ASSERT_NE(seg->getSegment(1), nullptr);
   seg->getSegment(1)->getSegmentLabel(name);
   EXPECT_EQ(std::string(name.c_str()), "bone");
+  // Every segment names the model and version that made it.
+  for (Uint16 number : {1, 2}) {
+    ASSERT_NE(seg->getSegment(number), nullptr) << number;
+    auto& algorithm = seg->getSegment(number)->getSegmentationAlgorithmIdentification();
+    OFString value;
+    EXPECT_TRUE(algorithm.getAlgorithmName(value).good());
+    EXPECT_EQ(std::string(value.c_str()), "UNETR++ ct");
+    EXPECT_TRUE(algorithm.getAlgorithmVersion(value).good());
+    EXPECT_EQ(std::string(value.c_str()), "0.1.0");
+    EXPECT_TRUE(algorithm.getAlgorithmParameters(value).good());
+    EXPECT_EQ(std::string(value.c_str()), "weights_sha256=ab12");
+    algorithm.getAlgorithmFamilyCode().getCodeValue(value);
+    EXPECT_EQ(std::string(value.c_str()), "123110");
+    seg->getSegment(number)->getSegmentAlgorithmName(value);
+    EXPECT_EQ(std::string(value.c_str()), "UNETR++ ct");
+  }
 }
 
 TEST(DicomSegTest, MismatchedInputsAreRefused) {

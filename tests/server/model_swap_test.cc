@@ -2,6 +2,9 @@
 // ListModels, the version in every result) against the in-process server,
 // and the swap under load: clients sending all along while the model is
 // swapped between two weight files (issue 29).
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcistrmb.h>
+#include <dcmtk/dcmdata/dctk.h>
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -188,6 +191,46 @@ TEST_F(ModelSwapTest, ResultNamesTheVersionItRanOn) {
   EXPECT_EQ(r->header.model_version(), "1");
   EXPECT_EQ(r->header.weights_sha256(), Version(*c->GetModel("ct"), "1")->weights_sha256());
   EXPECT_EQ(Segment(*c, "2").status().code(), absl::StatusCode::kNotFound) << "version 2 is not loaded";
+}
+
+// The DICOM SEG names the model, the version the request ran on and its
+// weights in each segment's Segmentation Algorithm Identification.
+TEST_F(ModelSwapTest, TheSegNamesTheVersionItRanOn) {
+  const auto series = testing::CtSeries(4);
+  if (series.empty()) GTEST_SKIP() << "python3-pydicom test data not installed";
+  auto admin = As(kAdminKey);
+  ASSERT_TRUE(admin->LoadModel(Load("2", /*keep_previous=*/true)).ok());
+  client::SegmentOptions o;
+  o.format = unetrpp::v1::INPUT_FORMAT_DICOM;
+  o.outputs = {unetrpp::v1::OUTPUT_KIND_DICOM_SEG};
+  o.model_version = "1";  // not the default: the SEG names the one that ran
+  const auto r = admin->Segment(series, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const std::string& seg = r->outputs.at(unetrpp::v1::OUTPUT_KIND_DICOM_SEG);
+  DcmInputBufferStream in;
+  in.setBuffer(seg.data(), static_cast<offile_off_t>(seg.size()));
+  in.setEos();
+  DcmFileFormat file;
+  file.transferInit();
+  ASSERT_TRUE(file.read(in).good());
+  file.transferEnd();
+  DcmSequenceOfItems* segments = nullptr;
+  ASSERT_TRUE(file.getDataset()->findAndGetSequence(DCM_SegmentSequence, segments).good());
+  ASSERT_GT(segments->card(), 0u);
+  const std::string sha = Version(*admin->GetModel("ct"), "1")->weights_sha256();
+  for (unsigned long i = 0; i < segments->card(); ++i) {
+    DcmItem* algorithm = nullptr;
+    ASSERT_TRUE(segments->getItem(i)
+                    ->findAndGetSequenceItem(DCM_SegmentationAlgorithmIdentificationSequence, algorithm)
+                    .good());
+    OFString name, version, parameters;
+    algorithm->findAndGetOFString(DCM_AlgorithmName, name);
+    algorithm->findAndGetOFString(DCM_AlgorithmVersion, version);
+    algorithm->findAndGetOFStringArray(DCM_AlgorithmParameters, parameters);
+    EXPECT_EQ(std::string(name.c_str()), "UNETR++ ct");
+    EXPECT_EQ(std::string(version.c_str()), "1");
+    EXPECT_EQ(std::string(parameters.c_str()), "weights_sha256=" + sha);
+  }
 }
 
 // SIGHUP's reload (Server::Reload, which main() calls with the file read
