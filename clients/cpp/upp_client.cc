@@ -5,6 +5,9 @@
 //              [--mode full|fast|fastest] [--labels NAME,...] [--json stats.json]
 //              [--traceparent W3C [--tracestate STATE]]   (else $TRACEPARENT, $TRACESTATE)
 //   upp-client [--server HOST:PORT] models
+//   upp-client [--server HOST:PORT] --token ADMIN_KEY load-model NAME [--version V] [--keep-previous]
+//              [--drain-then-load]
+//   upp-client [--server HOST:PORT] --token ADMIN_KEY unload-model NAME VERSION
 //   upp-client [--server HOST:PORT] health [--service NAME]
 //
 // INPUT: a NIfTI file (several: one per channel), a directory of DICOM files
@@ -134,25 +137,52 @@ int Health(upp::client::Client& client, const std::string& service) {
   return *ok ? 0 : 6;
 }
 
+// One model: its default version, labels, and each version's state.
+void PrintModel(const unetrpp::v1::ModelInfo& m, bool is_default_model) {
+  std::printf("%s%s  version %s  %s, %u channel(s), %d labels:", m.name().c_str(), is_default_model ? " (default)" : "",
+              m.version().c_str(), m.modality().c_str(), m.input_channels(), m.labels_size());
+  for (const auto& l : m.labels())
+    if (l.value() != 0) std::printf(" %s", l.name().c_str());
+  std::printf("\n");
+  for (const auto& v : m.versions()) {
+    std::printf("  version %s%s: %s since %s", v.version().c_str(), v.is_default() ? " (default)" : "",
+                v.state().c_str(), v.state_since().c_str());
+    if (v.load_seconds() > 0) std::printf(", loaded in %.2f s", v.load_seconds());
+    if (!v.weights_sha256().empty()) std::printf(", sha256 %.12s", v.weights_sha256().c_str());
+    if (!v.error().empty()) std::printf(", error: %s", v.error().c_str());
+    std::printf("\n");
+  }
+}
+
 int Models(upp::client::Client& client) {
   auto list = client.ListModels();
   if (!list.ok()) return Fail(list.status());
-  for (const auto& m : list->models()) {
-    std::printf("%s%s  version %s  %s, %u channel(s), %d labels:", m.name().c_str(),
-                m.name() == list->default_model() ? " (default)" : "", m.version().c_str(), m.modality().c_str(),
-                m.input_channels(), m.labels_size());
-    for (const auto& l : m.labels())
-      if (l.value() != 0) std::printf(" %s", l.name().c_str());
-    std::printf("\n");
-    for (const auto& v : m.versions()) {
-      std::printf("  version %s%s: %s since %s", v.version().c_str(), v.is_default() ? " (default)" : "",
-                  v.state().c_str(), v.state_since().c_str());
-      if (v.load_seconds() > 0) std::printf(", loaded in %.2f s", v.load_seconds());
-      if (!v.weights_sha256().empty()) std::printf(", sha256 %.12s", v.weights_sha256().c_str());
-      if (!v.error().empty()) std::printf(", error: %s", v.error().c_str());
-      std::printf("\n");
-    }
+  for (const auto& m : list->models()) PrintModel(m, m.name() == list->default_model());
+  return 0;
+}
+
+// load-model / unload-model (the admin role): the model's versions after
+// the change, or why it was refused (a failed load leaves the old version
+// serving).
+struct ManageArgs {
+  std::string name, version;
+  bool keep_previous = false, drain_then_load = false;
+};
+
+int Manage(upp::client::Client& client, const ManageArgs& args, bool load) {
+  absl::StatusOr<unetrpp::v1::ModelInfo> info = absl::UnknownError("");
+  if (load) {
+    unetrpp::v1::LoadModelRequest request;
+    request.set_name(args.name);
+    request.set_version(args.version);
+    request.set_keep_previous(args.keep_previous);
+    request.set_drain_then_load(args.drain_then_load);
+    info = client.LoadModel(request);
+  } else {
+    info = client.UnloadModel(args.name, args.version);
   }
+  if (!info.ok()) return Fail(info.status());
+  PrintModel(*info, false);
   return 0;
 }
 
@@ -437,6 +467,18 @@ int main(int argc, char** argv) {
       ->capture_default_str();
 
   auto* models = app.add_subcommand("models", "list the server's models");
+  ManageArgs manage;
+  auto* load_model =
+      app.add_subcommand("load-model", "load a version beside the serving one and make it the default (admin)");
+  load_model->add_option("name", manage.name, "model name")->required();
+  load_model->add_option("--version", manage.version, "the version (default: the newest its source offers)");
+  load_model->add_flag("--keep-previous", manage.keep_previous, "keep the previous default loaded");
+  load_model->add_flag("--drain-then-load", manage.drain_then_load,
+                       "when both versions do not fit in memory: stop the serving one first (requests are refused "
+                       "meanwhile)");
+  auto* unload_model = app.add_subcommand("unload-model", "unload a version once its requests are done (admin)");
+  unload_model->add_option("name", manage.name, "model name")->required();
+  unload_model->add_option("version", manage.version, "the version")->required();
   auto* health = app.add_subcommand("health", "check the server's health");
   std::string service;
   health->add_option("--service", service, "a service or \"unetrpp.v1.Segmentation/<model>\"");
@@ -457,5 +499,6 @@ int main(int argc, char** argv) {
   if (!client.ok()) return Fail(client.status());
   if (*health) return Health(**client, service);
   if (*models) return Models(**client);
+  if (load_model->parsed() || unload_model->parsed()) return Manage(**client, manage, load_model->parsed());
   return Segment(**client, args);
 }

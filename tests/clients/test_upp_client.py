@@ -3,6 +3,7 @@ the client, TLS on one side only, outputs that cannot be written, a DICOM
 folder with a README in it or two series of one study, and only the outputs
 asked for on the wire. Runs the binary against the real server (the default
 model)."""
+import hashlib
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from pydicom.uid import generate_uid
 from server_process import ServerProcess, free_port
 
 CLIENT = os.environ["UPP_CLIENT"]
+SOURCE = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PHANTOM = os.environ["UPP_PHANTOM"]
 
 
@@ -171,6 +173,58 @@ class UppClientTest(unittest.TestCase):
         self.assertIn("left out 3 instance(s): another series", text)
         with open(self.path("named.json")) as f:
             self.assertEqual(json.load(f)["input"]["skipped"], {"another series": 3})
+
+
+class ModelManagementTest(unittest.TestCase):
+    """load-model and unload-model (issue 29): an admin key changes the
+    serving version, a user key is refused (exit 7), an unknown version is
+    refused (exit 2) and changes nothing."""
+
+    ADMIN, USER = "upp-client-admin-8d1c", "upp-client-user-51f0"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="upp-client-manage-")
+        keys = os.path.join(cls.tmp, "keys.txt")
+        with open(keys, "w") as f:
+            for name, key, role in (("admin", cls.ADMIN, "admin"), ("user", cls.USER, "user")):
+                f.write(f"{name} {hashlib.sha256(key.encode()).hexdigest()} {role}\n")
+        weights = os.path.join(SOURCE, "model", "weights", "phantom_ct_v1.safetensors")
+        config = (f"auth {{ api_keys_file: '{keys}' }}\n"
+                  f"models {{ name: 'ct' versions {{ version: '1' weights: '{weights}' }} "
+                  f"versions {{ version: '2' weights: '{weights}' }} version_policy {{ specific: '1' }} }}\n")
+        cls.server = ServerProcess(config_text=config).__enter__()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.__exit__(None, None, None)
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def client(self, key, *args):
+        return upp_client("--server", self.server.address, "--token", key, *args)
+
+    def test_an_admin_loads_and_unloads_versions_a_user_may_not(self):
+        rc, text, _ = self.client(self.USER, "load-model", "ct", "--version", "2")
+        self.assertEqual(rc, 7, text)
+        self.assertIn("PERMISSION_DENIED", text)
+        rc, text, _ = self.client(self.ADMIN, "load-model", "ct", "--version", "7")
+        self.assertEqual(rc, 2, text)
+        self.assertIn("NOT_FOUND", text)
+
+        rc, text, _ = self.client(self.ADMIN, "load-model", "ct", "--version", "2", "--keep-previous")
+        self.assertEqual(rc, 0, text)
+        self.assertRegex(text, r"ct  version 2 ")
+        self.assertRegex(text, r"version 2 \(default\): ready since ")
+        self.assertRegex(text, r"version 1: ready since ")  # kept beside it
+
+        rc, text, _ = self.client(self.ADMIN, "unload-model", "ct", "1")
+        self.assertEqual(rc, 0, text)
+        self.assertRegex(text, r"version 1: (unloading|unloaded) since ")
+        rc, text, _ = self.client(self.USER, "models")
+        self.assertEqual(rc, 0, text)
+        self.assertRegex(text, r"ct \(default\)  version 2 ")
+        rc, text, _ = self.client(self.ADMIN, "unload-model", "ct")  # the version is required
+        self.assertEqual(rc, 1, text)
 
 
 if __name__ == "__main__":
