@@ -323,8 +323,9 @@ TEST(ConfigDefaultsTest, SchemaCommentsSayTheDefaults) {
 // Old field names are for configurations written before the move; what
 // ships uses the new ones.
 TEST(ConfigDefaultsTest, ShippedConfigurationsUseNoDeprecatedField) {
-  for (const char* file : {"deploy/server.textproto", "deploy/docker/server.textproto",
-                           "deploy/k8s/base/server.textproto", "deploy/k8s/overlays/gpu/server.textproto"}) {
+  for (const char* file :
+       {"deploy/server.textproto", "deploy/docker/server.textproto", "deploy/k8s/base/server.textproto",
+        "deploy/k8s/overlays/gpu/server.textproto", "deploy/k8s/overlays/models-volume/server.textproto"}) {
     auto c = ParseConfig(ReadSource(file));
     ASSERT_TRUE(c.ok()) << file << ": " << c.status();
     EXPECT_EQ(absl::StrJoin(MigrateDeprecatedFields(*c), "; "), "") << file;

@@ -72,7 +72,8 @@ TEST(ConfigTest, AnonymousCallersAreAnExplicitChoiceBeyondLoopback) {
 TEST(ConfigTest, ShippedConfigurationsSayWhoMayCall) {
   for (const auto& [file, anonymous] : {std::pair<const char*, bool>{"deploy/server.textproto", true},
                                         {"deploy/docker/server.textproto", true},
-                                        {"deploy/k8s/base/server.textproto", false}}) {
+                                        {"deploy/k8s/base/server.textproto", false},
+                                        {"deploy/k8s/overlays/models-volume/server.textproto", false}}) {
     std::ifstream in(std::string(UPP_SOURCE_DIR) + "/" + file);
     std::stringstream text;
     text << in.rdbuf();
