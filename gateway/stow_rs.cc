@@ -6,7 +6,9 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <filesystem>
 #include <utility>
 
@@ -409,6 +411,11 @@ absl::StatusOr<std::unique_ptr<StowServer>> StowServer::Create(const unetrpp::v1
   const auto idle = std::chrono::duration<double>(s->config_.idle_seconds());
   http.set_read_timeout(std::chrono::duration_cast<std::chrono::microseconds>(idle));
   http.set_write_timeout(std::chrono::duration_cast<std::chrono::microseconds>(idle));
+  // A new connection's first bytes are awaited for the keep-alive timeout
+  // (cpp-httplib: 5 s by default), not the read timeout: idle_seconds too,
+  // in whole seconds, so that a silent connection holds a thread as long as
+  // the configuration says.
+  http.set_keep_alive_timeout(static_cast<time_t>(std::max(1.0, std::ceil(s->config_.idle_seconds()))));
   http.set_payload_max_length(s->config_.max_request_bytes());
   StowServer* self = s.get();
   http.Post(R"(/studies)", [self](const httplib::Request& req, httplib::Response& res,

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gateway/config.h"
 #include "gateway/series.h"
 #include "imageio/file_util.h"
@@ -340,6 +341,52 @@ TEST_F(StowRsTest, APulledInstanceOfAnotherSeriesIsRefused) {
   EXPECT_NE(r->body.find("[43264]"), std::string::npos) << r->body;  // 0xA900
   EXPECT_EQ(StoredInstances(), 0);
   EXPECT_EQ(Incoming(), 0);
+}
+
+// One thread, one queued connection: two silent connections hold both, so
+// a third client's request waits (not served while they are held), and is
+// served once idle_seconds has closed them: the wait is bounded.
+TEST_F(StowRsTest, ExcessConnectionsWaitBoundedByTheIdleTimeout) {
+  unetrpp::v1::GatewayConfig config;
+  config.set_spool_dir(spool_->root());
+  config.mutable_dicomweb()->set_address("127.0.0.1");
+  config.mutable_dicomweb()->mutable_auth()->set_allow_anonymous(true);
+  config.mutable_dicomweb()->set_max_connections(1);
+  config.mutable_dicomweb()->set_max_queued_connections(1);
+  config.mutable_dicomweb()->set_idle_seconds(1);
+  ApplyDefaults(config);
+  auto server = StowServer::Create(config, spool_.get(), nullptr, nullptr);
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_TRUE((*server)->Bind().ok());
+  std::thread run([&server] { (*server)->Run().IgnoreError(); });
+  auto connect_silent = [&] {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>((*server)->port()));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    return fd;
+  };
+  const int holding = connect_silent();  // the one thread
+  absl::SleepFor(absl::Milliseconds(100));
+  const int waiting = connect_silent();  // the one queued place
+  absl::SleepFor(absl::Milliseconds(100));
+  const absl::Time start = absl::Now();
+  httplib::Client client("127.0.0.1", (*server)->port());
+  client.set_read_timeout(30, 0);
+  auto r = client.Post("/studies", Part("application/dicom", ct_) + Close(), kType);
+  const absl::Duration waited = absl::Now() - start;
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_GE(waited, absl::Milliseconds(700)) << "served while both slots were held";
+  // Each silent connection is closed after idle_seconds (1 s), its first
+  // bytes included (cpp-httplib's keep-alive wait would be 5 s each).
+  EXPECT_LT(waited, absl::Seconds(6));
+  close(holding);
+  close(waiting);
+  (*server)->Stop();
+  run.join();
 }
 
 // cpp-httplib's stop() is lost before its loop has begun; a gateway
