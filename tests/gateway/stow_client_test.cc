@@ -13,26 +13,12 @@
 
 #include "gateway/multipart.h"
 #include "gateway/processor.h"
+#include "tests/gateway/collect_parts.h"
 
 namespace upp::gateway {
 namespace {
 
 namespace fs = std::filesystem;
-
-class Collect : public MultipartReader::Sink {
- public:
-  absl::Status BeginPart(absl::string_view content_type) override {
-    types.emplace_back(content_type);
-    parts.emplace_back();
-    return absl::OkStatus();
-  }
-  absl::Status PartData(absl::string_view data) override {
-    parts.back().append(data.data(), data.size());
-    return absl::OkStatus();
-  }
-  absl::Status EndPart() override { return absl::OkStatus(); }
-  std::vector<std::string> types, parts;
-};
 
 class StowClientTest : public ::testing::Test {
  protected:
@@ -76,7 +62,7 @@ class StowClientTest : public ::testing::Test {
   unetrpp::v1::DicomWebDestination destination_;
   int answer_ = 200;
   std::string authorization_;
-  Collect received_;
+  CollectParts received_;
   bool well_formed_ = false;
 };
 

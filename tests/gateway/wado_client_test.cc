@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "tests/gateway/collect_parts.h"
 
 namespace upp::gateway {
 namespace {
@@ -23,21 +24,6 @@ namespace fs = std::filesystem;
 constexpr char kStudy[] = "1.2.826.0.1.3680043.2.1125.1";
 constexpr char kSeries[] = "1.2.826.0.1.3680043.2.1125.1.2";
 constexpr char kMultipart[] = "multipart/related; type=\"application/dicom\"; boundary=SRC";
-
-class Collect : public MultipartReader::Sink {
- public:
-  absl::Status BeginPart(absl::string_view content_type) override {
-    types.emplace_back(content_type);
-    parts.emplace_back();
-    return absl::OkStatus();
-  }
-  absl::Status PartData(absl::string_view data) override {
-    parts.back().append(data.data(), data.size());
-    return absl::OkStatus();
-  }
-  absl::Status EndPart() override { return absl::OkStatus(); }
-  std::vector<std::string> types, parts;
-};
 
 class WadoClientTest : public ::testing::Test {
  protected:
@@ -97,7 +83,7 @@ class WadoClientTest : public ::testing::Test {
   int port_ = 0;
   unetrpp::v1::DicomWebDestination service_;
   WadoLimits limits_;
-  Collect received_;
+  CollectParts received_;
   int status_ = 200;
   bool endless_ = false;
   std::atomic<uint64_t> sent_{0};
