@@ -14,6 +14,7 @@
 #include "gateway/peers.h"
 #include "proto/api.h"
 #include "proto/text_config.h"
+#include "tracing/server_tracing.h"
 
 namespace upp::gateway {
 namespace {
@@ -169,6 +170,7 @@ void ApplyDefaults(unetrpp::v1::GatewayConfig& c) {
   if (kept->max_age_seconds() == 0) kept->set_max_age_seconds(7 * 24 * 3600);
   if (kept->max_bytes() == 0) kept->set_max_bytes(uint64_t{10} << 30);
   if (c.max_interrupted_attempts() == 0) c.set_max_interrupted_attempts(2);
+  if (c.tracing().service_name().empty()) c.mutable_tracing()->set_service_name("unetrpp-dicom-gateway");
   auto* w = c.mutable_dicomweb();
   if (w->address().empty()) w->set_address("0.0.0.0");
   if (w->max_request_bytes() == 0) w->set_max_request_bytes(uint64_t{2} << 30);
@@ -218,6 +220,9 @@ absl::Status Validate(const unetrpp::v1::GatewayConfig& c) {
   if (!(std::isfinite(c.retention().max_age_seconds()) && c.retention().max_age_seconds() > 0))
     return Bad("retention.max_age_seconds", "must be > 0");
   if (c.max_interrupted_attempts() > 100) return Bad("max_interrupted_attempts", "at most 100");
+  // The server's rules for the same block (one place for them).
+  if (auto o = tracing::OptionsFromConfig(c.tracing()); !o.ok())
+    return Bad("tracing", std::string(o.status().message()));
   if (c.rules().empty()) return Bad("rules", "at least one rule is needed (a gateway that routes nothing)");
   for (int i = 0; i < c.rules_size(); ++i)
     if (auto s = ValidateRule(c.rules(i), absl::StrCat("rules[", i, "]")); !s.ok()) return s;

@@ -22,6 +22,7 @@
 #include "gateway/spool.h"
 #include "gateway/store_scp.h"
 #include "gateway/stow_rs.h"
+#include "tracing/server_tracing.h"
 
 namespace {
 
@@ -114,6 +115,18 @@ int main(int argc, char** argv) {
     }
     stow = *std::move(created);
   }
+  // A trace per series (gateway/processor.h), when tracing.endpoint or
+  // OpenTelemetry's endpoint variable is set.
+  if (auto options = upp::tracing::OptionsFromConfig(config->tracing()); options.ok() && !options->endpoint.empty()) {
+    auto tracer = upp::tracing::Tracer::Create(*options);
+    if (!tracer.ok()) {
+      spdlog::error("tracing: {}", std::string(tracer.status().message()));
+      return 1;
+    }
+    upp::tracing::InstallTracer(std::move(*tracer));
+    spdlog::info("tracing: OTLP to {} as {}, sampling ratio {}", options->endpoint, options->service_name,
+                 options->sampling_ratio);
+  }
   upp::gateway::Processor processor(*config, spool->get(), &metrics);
   auto listening = std::async(std::launch::async, [&scp] { return scp.Run(); });
   std::thread stow_serving;
@@ -158,6 +171,7 @@ int main(int argc, char** argv) {
     spdlog::error("{}", std::string(listener_status.message()));
     return 1;
   }
+  upp::tracing::InstallTracer(nullptr);  // exports the spans still queued (up to export_timeout)
   spdlog::info("stopped");
   return 0;
 }

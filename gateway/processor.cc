@@ -1,10 +1,14 @@
 #include "gateway/processor.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -17,6 +21,7 @@
 #include "gateway/stow_client.h"
 #include "imageio/file_util.h"
 #include "proto/api.h"
+#include "tracing/server_tracing.h"
 
 namespace upp::gateway {
 namespace fs = std::filesystem;
@@ -54,6 +59,33 @@ absl::StatusOr<std::unique_ptr<client::Client>> Connect(const unetrpp::v1::Segme
   return client::Client::Connect(s.target(), options);
 }
 
+// When the series' first and last instances were written into the spool
+// (their files' modification times): the receive span. Nothing when no
+// file can be read.
+std::optional<std::pair<absl::Time, absl::Time>> ArrivalTimes(const std::string& instances_dir) {
+  std::optional<std::pair<absl::Time, absl::Time>> times;
+  std::error_code ec;
+  for (fs::directory_iterator it(instances_dir, ec), end; !ec && it != end; it.increment(ec)) {
+    struct stat st;
+    if (::stat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    const absl::Time t = absl::TimeFromTimespec(st.st_mtim);
+    if (!times) times.emplace(t, t);
+    times->first = std::min(times->first, t);
+    times->second = std::max(times->second, t);
+  }
+  return times;
+}
+
+const char* OutcomeName(Processor::Outcome outcome) {
+  switch (outcome) {
+    case Processor::Outcome::kCompleted: return "completed";
+    case Processor::Outcome::kUnmatched: return "unmatched";
+    case Processor::Outcome::kRetry: return "retry";
+    case Processor::Outcome::kFailed: return "failed";
+  }
+  return "unknown";
+}
+
 // A failure's message as logs and failed/<series>/reason hold it: the
 // service's and the gateway's own messages name no DICOM values, but a
 // library's may quote what a sender wrote.
@@ -79,6 +111,11 @@ struct Processor::Attempt {
   SeriesSummary series;
   const unetrpp::v1::RoutingRule* rule = nullptr;
   std::string seg_path, report_path;
+  // This attempt's trace (not recording when tracing is off): counts,
+  // sizes, transport and outcome only, never a UID, a patient attribute,
+  // an AE title or a file name.
+  tracing::Span span;
+  absl::Status status;  // the attempt's, for the Series span
 };
 
 Processor::Processor(const unetrpp::v1::GatewayConfig& config, Spool* spool, GatewayMetrics* metrics)
@@ -130,10 +167,30 @@ Processor::Outcome Processor::ProcessSeries(const std::string& dir) {
   a.seg_path = Spool::ResultsDir(dir) + "/seg.dcm";
   a.report_path = Spool::ResultsDir(dir) + "/report.dcm";
   const int attempts = Spool::ReadState(dir).attempts + 1;
+  // A trace per attempt: the first begins when the series' first instance
+  // arrived (its receive span up to the last one), a later one now.
+  std::optional<std::pair<absl::Time, absl::Time>> arrived;
+  const std::shared_ptr<tracing::Tracer> tracer = tracing::CurrentTracer();
+  if (tracer && attempts == 1) arrived = ArrivalTimes(Spool::InstancesDir(dir));
+  if (tracer) a.span = tracer->StartServerSpan("Series", {}, {}, arrived ? std::min(arrived->first, start) : start);
+  a.span.SetAttribute("upp.attempt", int64_t{attempts});
+  if (arrived) {
+    tracing::Span receive = a.span.StartChild("receive", arrived->first);
+    receive.End(arrived->second);
+  }
+  const Outcome outcome = ProcessAttempt(a, attempts, start);
+  a.span.SetAttribute("upp.outcome", OutcomeName(outcome));
+  a.span.SetStatus(a.status);
+  a.span.End();
+  return outcome;
+}
+
+Processor::Outcome Processor::ProcessAttempt(Attempt& a, int attempts, absl::Time start) {
+  const std::string& dir = a.dir;
   if (attempts == 1) metrics_->SeriesReceived();
   // Counted before the work: a series that kills the process still uses
   // up its attempts, and is quarantined at the next start (Recover).
-  if (auto s = Spool::BeginAttempt(dir, attempts, start); !s.ok()) return Settle(dir, "", attempts, s);
+  if (auto s = Spool::BeginAttempt(dir, attempts, start); !s.ok()) return Settle(dir, "", attempts, a.status = s);
 
   SeriesLimits limits;
   limits.max_instances = config_.max_series_instances();
@@ -142,8 +199,10 @@ Processor::Outcome Processor::ProcessSeries(const std::string& dir) {
   auto series = SummarizeSeries(Spool::InstancesDir(dir), limits);
   metrics_->Stage("summarize", SecondsSince(start));
   if (!series.ok())  // a series that cannot be read or is over the limits will not be better next time
-    return Settle(dir, "", attempts, absl::FailedPreconditionError(series.status().message()));
+    return Settle(dir, "", attempts, a.status = absl::FailedPreconditionError(series.status().message()));
   a.series = *std::move(series);
+  a.span.SetAttribute("upp.instances", static_cast<int64_t>(a.series.files.size()));
+  a.span.SetAttribute("upp.bytes", a.series.bytes);
   a.rule = MatchRule(config_, a.series);
   if (!a.rule) {
     spdlog::info("series {}: {} instances, modality {}, matched no rule; {}", a.name, a.series.files.size(),
@@ -163,14 +222,22 @@ Processor::Outcome Processor::ProcessSeries(const std::string& dir) {
                  a.rule->name(), a.rule->send_report() ? " and report" : "", SecondsSince(start), attempts);
     metrics_->SeriesLatency(SecondsSince(start));
   }
+  a.status = status;
   return Settle(dir, a.rule->name(), attempts, status);
 }
 
 absl::Status Processor::SegmentAndReport(Attempt& a) {
   absl::Time t = absl::Now();
+  tracing::Span segment = a.span.StartChild("segment", t);
   auto client = Connect(config_.service());
-  if (!client.ok()) return client.status();
+  if (!client.ok()) {
+    segment.SetStatus(client.status());
+    return client.status();
+  }
   client::SegmentOptions options;
+  // The server's Segment span becomes this span's child: one trace from
+  // the series' arrival to its SEG's delivery.
+  options.traceparent = segment.TraceParent();
   options.model = a.rule->model();
   // Checked when the configuration was read (gateway/config.cc).
   options.mode = proto::SpeedModeFromName(a.rule->mode()).value_or(unetrpp::v1::SPEED_MODE_UNSPECIFIED);
@@ -185,10 +252,14 @@ absl::Status Processor::SegmentAndReport(Attempt& a) {
   options.series_instance_uid = a.series.series_instance_uid;
   auto result = (*client)->SegmentFiles(a.series.files, options);
   metrics_->Stage("segment", SecondsSince(t));
+  segment.SetStatus(result.status());
   if (!result.ok()) return result.status();
   const std::string& seg = result->outputs[unetrpp::v1::OUTPUT_KIND_DICOM_SEG];
+  segment.SetAttribute("upp.seg_bytes", static_cast<int64_t>(seg.size()));
+  segment.End();
 
   t = absl::Now();
+  tracing::Span build = a.span.StartChild("build", t);
   std::map<int, std::string> names;
   for (const auto& l : result->header.labels()) names[static_cast<int>(l.value())] = l.name();
   ReportInput input;
@@ -211,22 +282,31 @@ absl::Status Processor::SegmentAndReport(Attempt& a) {
                made_by.model_version(), made_by.weights_sha256().substr(0, 12));
   auto report = WriteVolumeReport(input);
   metrics_->Stage("report", SecondsSince(t));
-  if (!report.ok()) return absl::FailedPreconditionError(report.status().message());
-  std::error_code ec;
-  fs::create_directories(Spool::ResultsDir(a.dir), ec);
-  if (auto s = WriteFile(a.report_path, *report); !s.ok()) return s;
-  return WriteFile(a.seg_path, seg);
+  absl::Status status = report.ok() ? absl::OkStatus() : absl::FailedPreconditionError(report.status().message());
+  if (status.ok()) {
+    build.SetAttribute("upp.report_bytes", static_cast<int64_t>(report->size()));
+    std::error_code ec;
+    fs::create_directories(Spool::ResultsDir(a.dir), ec);
+    status = WriteFile(a.report_path, *report);
+    if (status.ok()) status = WriteFile(a.seg_path, seg);
+  }
+  build.SetStatus(status);
+  return status;
 }
 
 absl::Status Processor::Send(const Attempt& a) {
   const absl::Time t = absl::Now();
+  tracing::Span span = a.span.StartChild("send", t);
   std::vector<std::string> files;
   if (a.rule->send_seg()) files.push_back(a.seg_path);
   if (a.rule->send_report()) files.push_back(a.report_path);
   const auto& destination = config_.destination();
-  auto status = destination.dicomweb().url().empty() ? SendFiles(destination, files)
-                                                     : SendFilesStowRs(destination.dicomweb(), files);
+  const bool c_store = destination.dicomweb().url().empty();
+  span.SetAttribute("upp.transport", c_store ? "c-store" : "stow-rs");
+  span.SetAttribute("upp.objects", static_cast<int64_t>(files.size()));
+  auto status = c_store ? SendFiles(destination, files) : SendFilesStowRs(destination.dicomweb(), files);
   metrics_->Stage("send", SecondsSince(t));
+  span.SetStatus(status);
   return status;
 }
 

@@ -6,6 +6,12 @@
 // series that cannot succeed (refused by the server, e.g. slices missing)
 // is moved to <spool>/failed with a reason, never sent half-done.
 //
+// Tracing (tracing/server_tracing.h's installed tracer; none: off): a
+// trace per attempt at a series, its root span `Series` with children
+// `receive` (first to last instance's arrival, first attempt only),
+// `segment` (the call; its traceparent goes to the service, whose Segment
+// span is its child), `build` (SEG and report written) and `send`.
+//
 // Threading: Run() on one thread processes one series at a time (the
 // service batches across its callers; one gateway keeps one request in
 // flight). Stop() may be called from any thread: the series in flight is
@@ -53,6 +59,7 @@ class Processor {
 
  private:
   struct Attempt;
+  Outcome ProcessAttempt(Attempt& attempt, int attempts, absl::Time start);
   absl::Status SegmentAndReport(Attempt& attempt);
   absl::Status Send(const Attempt& attempt);
   Outcome Settle(const std::string& active_dir, const std::string& rule, int attempts, const absl::Status& status);

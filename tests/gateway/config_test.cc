@@ -38,6 +38,9 @@ TEST(GatewayConfigTest, DefaultsAreFilledIn) {
   EXPECT_EQ(c.max_interrupted_attempts(), 2u);
   EXPECT_TRUE(c.rules(0).send_seg());
   EXPECT_TRUE(c.rules(0).send_report());
+  // Tracing off (no endpoint); when on, the gateway is its own service.
+  EXPECT_EQ(c.tracing().endpoint(), "");
+  EXPECT_EQ(c.tracing().service_name(), "unetrpp-dicom-gateway");
 }
 
 TEST(GatewayConfigTest, ErrorsNameTheField) {
@@ -54,6 +57,8 @@ TEST(GatewayConfigTest, ErrorsNameTheField) {
   expect(R"(listener { max_instance_bytes: 5000000000 })", "listener.max_instance_bytes");
   expect(R"(listener { min_free_spool_bytes: 18446744073709551615 })", "listener.min_free_spool_bytes");
   expect(R"(unmatched: "archive")", "unmatched");
+  expect(R"(tracing { sampling_ratio: 1.5 })", "tracing");
+  expect(R"(tracing { schedule_delay_seconds: -1 })", "tracing");
   expect(R"(rules { name: "x" orientations: "diagonal" })", "rules[1].orientations[0]");
   expect(R"(rules { name: "x" mode: "quick" })", "rules[1].mode");
   expect(R"(rules { name: "x" labels: "liver" labels: "" })", "rules[1].labels[1]");

@@ -1,0 +1,135 @@
+"""unetrpp-dicom-gateway's trace per series, through the server, to one collector.
+
+A phantom CT series with a planted patient and planted UIDs is sent to the
+gateway with storescu; the gateway has the server segment it and sends SEG
+and report to a storescp. Gateway and server export to the same OTLP
+collector (test_server_tracing's). The series must be ONE trace: the
+gateway's root span "Series" with its children receive, segment, build and
+send, and the server's "Segment" span a child of the gateway's "segment"
+span, within its times; no span holds the planted patient, a UID, an AE
+title of the sender or a file name.
+"""
+import glob
+import os
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.request
+
+from server_process import ServerProcess, free_port
+from test_server_tracing import PATIENT, PATIENT_ID, UID_ROOT, Collector, attribute_values, planted_dicom
+
+SENDER_AE = "PLANTEDPACS"
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def metrics_up(port):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5):
+            return True
+    except OSError:
+        return False
+
+
+class GatewayTracingTest(unittest.TestCase):
+    def test_a_series_is_one_trace_from_the_gateway_through_the_server(self):
+        collector = Collector()
+        tmp = tempfile.TemporaryDirectory()
+        processes = []
+        try:
+            series = planted_dicom(tmp.name)
+            received = os.path.join(tmp.name, "received")
+            os.makedirs(received)
+            dest_port, gateway_port, metrics_port = free_port(), free_port(), free_port()
+            processes.append(subprocess.Popen(["storescp", "-aet", "DEST", "-od", received, str(dest_port)],
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            tracing = f'tracing {{ endpoint: "127.0.0.1:{collector.port}" schedule_delay_seconds: 0.1 }}\n'
+            with ServerProcess(config_text=tracing) as server:
+                config = os.path.join(tmp.name, "gateway.textproto")
+                with open(config, "w") as f:
+                    f.write(f"""
+listener {{ ae_title: "UNETRPP" port: {gateway_port} allowed_calling_aes: "{SENDER_AE}" }}
+spool_dir: "{os.path.join(tmp.name, 'spool')}"
+quiet_period_seconds: 1
+service {{ target: "{server.address}" deadline_seconds: 300 }}
+destination {{ host: "127.0.0.1" port: {dest_port} ae_title: "DEST" }}
+rules {{ name: "ct" modalities: "CT" }}
+metrics_address: "127.0.0.1:{metrics_port}"
+{tracing}""")
+                log_path = os.path.join(tmp.name, "gateway.log")
+                with open(log_path, "wb") as log:
+                    gateway = subprocess.Popen([os.environ["UPP_GATEWAY"], "--config", config], stdout=log,
+                                               stderr=subprocess.STDOUT)
+                processes.append(gateway)
+                wait_for(lambda: metrics_up(metrics_port), 30, "the gateway's metrics")
+                sent = subprocess.run(["storescu", "-aet", SENDER_AE, "-aec", "UNETRPP", "127.0.0.1",
+                                       str(gateway_port), *sorted(glob.glob(os.path.join(series, "*")))],
+                                      capture_output=True, text=True, timeout=120)
+                self.assertEqual(sent.returncode, 0, sent.stdout + sent.stderr)
+                roots = collector.wait_for(lambda s: s.name == "Series", timeout=300)
+                with open(log_path) as f:
+                    self.assertEqual(len(roots), 1, f.read()[-3000:])
+                collector.wait_for(lambda s: s.name == "Segment" and s.trace_id == roots[0].trace_id)
+                time.sleep(0.5)  # the rest of the gateway's and the server's spans
+                with collector.lock:
+                    spans = list(collector.spans)
+            # SEG and report arrived.
+            self.assertEqual(len(os.listdir(received)), 2, os.listdir(received))
+
+            root = roots[0]
+            self.assertEqual(root.parent_span_id, b"")
+            values = attribute_values(root)
+            self.assertEqual(values["upp.outcome"], "completed")
+            self.assertEqual(values["upp.instances"], len(glob.glob(os.path.join(series, "*"))))
+            self.assertGreater(values["upp.bytes"], 0)
+            trace = [s for s in spans if s.trace_id == root.trace_id]
+            by_id = {s.span_id: s for s in trace}
+            children = {s.name: s for s in trace if s.parent_span_id == root.span_id}
+            self.assertEqual(sorted(children), ["build", "receive", "segment", "send"])
+            for child in children.values():
+                self.assertGreaterEqual(child.start_time_unix_nano, root.start_time_unix_nano, child.name)
+                self.assertLessEqual(child.start_time_unix_nano, child.end_time_unix_nano, child.name)
+                self.assertLessEqual(child.end_time_unix_nano, root.end_time_unix_nano, child.name)
+            self.assertLessEqual(children["receive"].end_time_unix_nano, children["segment"].start_time_unix_nano)
+            self.assertLessEqual(children["segment"].end_time_unix_nano, children["build"].start_time_unix_nano)
+            self.assertLessEqual(children["build"].end_time_unix_nano, children["send"].start_time_unix_nano)
+            self.assertEqual(attribute_values(children["send"])["upp.transport"], "c-store")
+            self.assertEqual(attribute_values(children["send"])["upp.objects"], 2)
+            # The server's Segment span: the gateway's segment span's child, so in this one trace.
+            segments = [s for s in trace if s.name == "Segment"]
+            self.assertEqual(len(segments), 1)
+            self.assertEqual(segments[0].parent_span_id, children["segment"].span_id)
+            # Every span of the trace descends from the gateway's Series span.
+            for span in trace:
+                node = span
+                while node.parent_span_id:
+                    node = by_id[node.parent_span_id]
+                self.assertEqual(node.span_id, root.span_id, span.name)
+            # Nothing about the patient, the study or the sender, in any span exported.
+            for span in spans:
+                text = str(span)
+                for secret in (PATIENT, PATIENT_ID, UID_ROOT, "Doe", SENDER_AE, ".dcm", tmp.name):
+                    self.assertNotIn(secret, text, span.name)
+        finally:
+            for p in processes:
+                p.terminate()
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+            collector.server.stop(0)
+            tmp.cleanup()
+
+
+if __name__ == "__main__":
+    unittest.main()
