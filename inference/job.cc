@@ -521,12 +521,10 @@ absl::StatusOr<LabelMap> SegmentationJob::Finish() {
   return out;
 }
 
-JobOptions FastJobOptions(double step) {
-  JobOptions options;
-  options.step = step;
-  options.mirror_axes = std::vector<int>{};
-  options.tile_box = true;
-  return options;
+void ApplyFastMode(double step, JobOptions* options) {
+  if (!options->step) options->step = step;
+  if (!options->mirror_axes) options->mirror_axes = std::vector<int>{};
+  options->tile_box = true;
 }
 
 absl::StatusOr<LabelMap> SegmentVolume(imageio::Volume volume, const preprocessing::Plan& plan, const BatchRunner& run,

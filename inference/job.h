@@ -72,11 +72,12 @@ struct JobOptions {
   BackResampling back_resampling = BackResampling::kAuto;
 };
 
-// The `fast` mode's options (docs/server.md, "Speed modes"): a larger window
-// step, no mirroring, and the box (the body's, or a label subset's) tiled by
-// windows of its own. One definition for the server and the tools that
-// measure it.
-JobOptions FastJobOptions(double step);
+// The `fast` mode (docs/server.md, "Speed modes") applied to `options`: the
+// window step `step` and no mirroring where `options` names neither (a
+// request's explicit ones win), and the box (the body's, or a label
+// subset's) tiled by windows of its own. One definition for the server and
+// the tools that measure it.
+void ApplyFastMode(double step, JobOptions* options);
 
 // Seconds spent per stage. The window stages are summed over all calls.
 struct StageTimes {

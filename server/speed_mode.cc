@@ -103,11 +103,7 @@ inference::JobOptions JobOptionsFor(const unetrpp::v1::RequestHeader& header, co
                                     const unetrpp::v1::ModelEntry& entry) {
   inference::JobOptions options = JobOptionsFromHeader(header);
   if (speed.mode == unetrpp::v1::SPEED_MODE_FAST) {
-    const inference::JobOptions fast =
-        inference::FastJobOptions(entry.speed().fast_step() > 0 ? entry.speed().fast_step() : kDefaultFastStep);
-    if (!options.step) options.step = fast.step;
-    if (!options.mirror_axes) options.mirror_axes = fast.mirror_axes;
-    options.tile_box = fast.tile_box;
+    inference::ApplyFastMode(entry.speed().fast_step() > 0 ? entry.speed().fast_step() : kDefaultFastStep, &options);
   }
   return options;
 }

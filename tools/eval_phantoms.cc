@@ -96,12 +96,7 @@ int main(int argc, char** argv) {
     out->crop = *mode;
   }
   if (versus_crop.empty()) other_options.crop = options.crop;
-  if (versus_step > 0) {  // the `fast` mode at this step, as the server runs it
-    const upp::inference::JobOptions fast = upp::inference::FastJobOptions(versus_step);
-    other_options.step = fast.step;
-    other_options.mirror_axes = fast.mirror_axes;
-    other_options.tile_box = fast.tile_box;
-  }
+  if (versus_step > 0) upp::inference::ApplyFastMode(versus_step, &other_options);  // as the server runs `fast`
   if (!subset.empty() && locator.empty()) return upp::tools::Fail(kTool, "--subset needs --locator");
   std::unique_ptr<upp::model::WindowRunner> other, locating;
   if (!versus.empty() || !versus_weights.empty()) {
