@@ -62,7 +62,9 @@ SegmentCall::SegmentCall(grpc::CallbackServerContext* context, ServiceState* sta
   const auto deadline = context->deadline();
   if (deadline < std::chrono::system_clock::time_point::max()) deadline_ = absl::FromChrono(deadline);
   span_ = tracing::StartCallSpan("Segment", context->client_metadata(), start_);
-  trace_parent_ = span_.TraceParent();
+  // Only a recorded span is linked from batches: an unsampled caller's
+  // request is untraced, and untraced requests make no span (docs/server.md).
+  if (span_.recording()) trace_parent_ = span_.TraceParent();
 }
 
 SegmentCall::~SegmentCall() {

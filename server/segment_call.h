@@ -207,7 +207,8 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   // The call's server span (tracing/), continuing the caller's traceparent;
   // not recording when tracing is off. Ended by OnDone.
   tracing::Span span_;
-  std::string trace_parent_;  // span_'s W3C context: the batches carrying its windows link to it
+  std::string
+      trace_parent_;  // span_'s W3C context when it records (else empty): batches carrying its windows link to it
   // Stage times kept for span_'s children only (the metrics keep their own):
   absl::Time admitted_at_;                   // reactions: the header admitted (admission ends, receive begins)
   absl::Time preprocess_begin_;              // pool: Prepare or AfterLocating began

@@ -193,6 +193,31 @@ class ServerTracingTest(unittest.TestCase):
         finally:
             collector.server.stop(0)
 
+    def test_an_unsampled_request_makes_no_span_and_no_batch_span(self):
+        collector = Collector()
+        unsampled = "5bf92f3577b34da6a3ce929d0e0e4736"
+        try:
+            config = f'tracing {{ endpoint: "127.0.0.1:{collector.port}" schedule_delay_seconds: 0.1 }}\n'
+            with ServerProcess(config_text=config) as server:
+                self.segment(server, f"00-{unsampled}-{CALLER_SPAN}-00")  # flags 00: the caller does not sample
+                # A sampled request after it: once its batches arrive, the unsampled one's would have too.
+                self.segment(server, f"00-{TRACE_ID}-{CALLER_SPAN}-01")
+                segment = collector.wait_for(lambda s: s.name == "Segment" and s.trace_id.hex() == TRACE_ID)
+                self.assertEqual(len(segment), 1, segment)
+                mine = lambda s: any(l.span_id == segment[0].span_id for l in s.links)  # noqa: E731
+                self.assertGreater(len(collector.wait_for(lambda s: s.name == "batch" and mine(s))), 0)
+                with collector.lock:
+                    spans = list(collector.spans)
+            for span in spans:
+                self.assertNotEqual(span.trace_id.hex(), unsampled, span.name)
+                self.assertNotIn(unsampled, [l.trace_id.hex() for l in span.links], span.name)
+            # Every batch span exported carried the sampled request's windows only.
+            for span in spans:
+                if span.name == "batch":
+                    self.assertTrue(mine(span), span)
+        finally:
+            collector.server.stop(0)
+
     def test_the_clients_send_the_trace_context(self):
         collector = Collector()
         traces = {"upp-client --traceparent": "0af7651916cd43dd8448eb211c80319c",
