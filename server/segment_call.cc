@@ -55,6 +55,7 @@ grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, SegmentResponse>* SegmentCa
 SegmentCall::SegmentCall(grpc::CallbackServerContext* context, ServiceState* state)
     : context_(context),
       state_(state),
+      config_(state->config()),
       request_id_(state->NewRequestId()),
       peer_(ClientAddress(context->peer())),
       last_read_ns_(NowNs()),
@@ -125,7 +126,7 @@ void SegmentCall::OnReadDone(bool ok) {
 absl::Status SegmentCall::HandleHeader(const unetrpp::v1::RequestHeader& header) {
   ReleasePendingStream();
   header_ = header;
-  const std::string name = header.model().empty() ? state_->config()->default_model() : header.model();
+  const std::string name = header.model().empty() ? config_->default_model() : header.model();
   // The version is held for the whole call: a version loaded meanwhile
   // serves the next requests, this one finishes on the one it began with.
   auto pin = state_->models().Acquire(name, header.model_version());
@@ -138,7 +139,7 @@ absl::Status SegmentCall::HandleHeader(const unetrpp::v1::RequestHeader& header)
   speed_ = *std::move(speed);
   if (auto s = UseFastestModel(); !s.ok()) return s;
   stats_.mode = speed_.mode;
-  RequestLimits limits = RequestLimits::FromConfig(*state_->config());
+  RequestLimits limits = RequestLimits::FromConfig(*config_);
   if (header.priority() > 0 && principal_.authenticated) {
     // With credentials, the permission decides (not the anonymous switch).
     if (auto s = Authenticator::Authorize(principal_, kPermSegmentPriority); !s.ok()) return s;
@@ -202,7 +203,7 @@ absl::StatusOr<imageio::Volume> SegmentCall::Decode() {
   options.channels = model()->plan().input_channels();
   options.modalities = {model()->entry().modality()};
   options.series_instance_uid = header_.series_instance_uid();
-  options.max_voxels = static_cast<int64_t>(state_->config()->limits().max_voxels());
+  options.max_voxels = static_cast<int64_t>(config_->limits().max_voxels());
   options.admit = [this](const imageio::Geometry& g, int64_t read_bytes) { return AdmitVolume(g, read_bytes); };
   options.reserve = [this](int64_t bytes) { return reservation_.AddBytes(bytes); };
   options.cancelled = [this] { return !Alive(); };
@@ -219,7 +220,7 @@ Caller SegmentCall::CountedAs() const {
 absl::Status SegmentCall::AdmitVolume(const imageio::Geometry& g, int64_t read_bytes) {
   int64_t bytes = read_bytes;
   if (!estimate_reserved_) {
-    const JobLimits limits = JobLimits::FromConfig(*state_->config());
+    const JobLimits limits = JobLimits::FromConfig(*config_);
     auto job_bytes = JobBytesToAdmit(g, model()->plan(), JobOptionsFor(header_, speed_, model()->entry()), limits);
     if (!job_bytes.ok()) return job_bytes.status();
     bytes = imageio::OrMax(imageio::CheckedAdd(bytes, *job_bytes));
@@ -287,8 +288,8 @@ void SegmentCall::Prepare() {
   decoded_.reset();
   if (!Alive()) return;
   preprocess_begin_ = absl::Now();
-  const auto policy = state_->config()->nonfinite_voxels() == "refuse" ? preprocessing::NonFinitePolicy::kRefuse
-                                                                       : preprocessing::NonFinitePolicy::kReplace;
+  const auto policy = config_->nonfinite_voxels() == "refuse" ? preprocessing::NonFinitePolicy::kRefuse
+                                                              : preprocessing::NonFinitePolicy::kReplace;
   auto replaced = preprocessing::HandleNonFinite(*volume, policy);
   if (!replaced.ok()) return Fail(replaced.status());
   stats_.nonfinite_replaced = *replaced;
@@ -516,7 +517,7 @@ void SegmentCall::CheckTimeouts(absl::Time now) {
   call.start = start_;
   call.last_read = absl::FromUnixNanos(last_read_ns_.load());
   if (const int64_t ns = writer_.write_started_ns(); ns > 0) call.write_started = absl::FromUnixNanos(ns);
-  if (auto s = ExpiredTimeout(state_->config()->timeouts(), call, now); !s.ok()) Abandon(s);
+  if (auto s = ExpiredTimeout(config_->timeouts(), call, now); !s.ok()) Abandon(s);
 }
 
 void SegmentCall::Abandon(const absl::Status& status) {

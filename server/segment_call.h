@@ -145,6 +145,10 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
 
   grpc::CallbackServerContext* const context_;
   ServiceState* const state_;
+  // The configuration in force when the call began, one snapshot for every
+  // stage (and the watchdog): a reload meanwhile serves the next calls, so
+  // no request mixes old and new limits.
+  const std::shared_ptr<const unetrpp::v1::ServerConfig> config_;
   const std::string request_id_;
   const absl::Time start_ = absl::Now();
   const std::string peer_;  // client address without the port
@@ -207,8 +211,9 @@ class SegmentCall : public grpc::ServerBidiReactor<unetrpp::v1::SegmentRequest, 
   // The call's server span (tracing/), continuing the caller's traceparent;
   // not recording when tracing is off. Ended by OnDone.
   tracing::Span span_;
-  std::string
-      trace_parent_;  // span_'s W3C context when it records (else empty): batches carrying its windows link to it
+  // span_'s W3C context when it records (else empty): the batches carrying
+  // its windows link to it.
+  std::string trace_parent_;
   // Stage times kept for span_'s children only (the metrics keep their own):
   absl::Time admitted_at_;                   // reactions: the header admitted (admission ends, receive begins)
   absl::Time preprocess_begin_;              // pool: Prepare or AfterLocating began

@@ -45,7 +45,8 @@ class ServiceState {
   ~ServiceState();
 
   // The configuration in force; a reload (Server::Reload) replaces it, so a
-  // call reads its fields from the snapshot it holds.
+  // call takes one snapshot when it begins (SegmentCall::config_) and reads
+  // its fields from that at every stage.
   std::shared_ptr<const unetrpp::v1::ServerConfig> config() const;
   // `config`'s live fields in force from now on (config_reload.h): the
   // snapshot and admission's limits.

@@ -289,6 +289,44 @@ TEST_F(ModelSwapTest, AReloadedConfigurationChangesVersionsAndLiveLimits) {
   EXPECT_EQ(metric("upp_config_restart_pending_changes"), 0);
 }
 
+// A reload while a request is in flight: the request keeps the
+// configuration it began with at every stage (here its decode's
+// limits.max_voxels), the next request gets the new one.
+TEST_F(ModelSwapTest, ARequestInFlightKeepsTheConfigurationItBeganWith) {
+  auto stub = unetrpp::v1::Segmentation::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  auto stream = stub->Segment(&context);
+  unetrpp::v1::SegmentRequest request;
+  request.mutable_header()->set_format(unetrpp::v1::INPUT_FORMAT_NIFTI);
+  request.mutable_header()->add_outputs(unetrpp::v1::OUTPUT_KIND_RAW_LABELS);
+  ASSERT_TRUE(stream->Write(request));
+  unetrpp::v1::SegmentResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  ASSERT_TRUE(response.has_accepted()) << "the header is handled: the call took its configuration";
+
+  // 48 x 40 x 12 voxels, over the new limit.
+  auto reloaded = server_->Reload(ParseConfig(ConfigText("specific: '1'", "limits { max_voxels: 1000 }\n")));
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  server_->WaitManagement();
+
+  request.mutable_chunk()->set_data(testing::FloatNifti(testing::Phantom({48, 40, 12}, {2.0, 2.0, 5.0})));
+  ASSERT_TRUE(stream->Write(request));
+  request.mutable_end();
+  ASSERT_TRUE(stream->Write(request));
+  stream->WritesDone();
+  bool summary = false;
+  while (stream->Read(&response)) summary = summary || response.has_summary();
+  const grpc::Status status = stream->Finish();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(summary);
+
+  auto c = As(kUserKey);
+  const auto next = Segment(*c);
+  EXPECT_FALSE(next.ok()) << "the next request has the reloaded limit";
+  EXPECT_NE(next.status().message().find("1000"), std::string::npos) << next.status();
+}
+
 // /proc/self/status's `field` ("VmRSS:", "VmHWM:") in KiB; 0 elsewhere.
 int64_t MemoryKiB(const std::string& field) {
   std::ifstream in("/proc/self/status");
