@@ -48,6 +48,10 @@ void RemoveFile(const std::string& path) {
   std::filesystem::remove(path, ec);
 }
 
+// A POST /pull body: three short fields, so a few KiB is plenty; more is
+// not a pull request and is not read.
+constexpr size_t kMaxPullBodyBytes = 4096;
+
 }  // namespace
 
 StowRequest::StowRequest(Spool* spool, const StowLimits& limits, std::string study_uid, bool dicom_by_default)
@@ -299,16 +303,18 @@ bool StowServer::Admit(const httplib::Request& req, httplib::Response& res, cons
 }
 
 // POST /pull: the study or series fetched from a configured source by
-// WADO-RS into a StowRequest, then answered like a store request. The body
-// of the request, if any, is never read (one request per connection).
+// WADO-RS into a StowRequest, then answered like a store request. What to
+// fetch comes in the body (application/x-www-form-urlencoded), never in the
+// URL: proxies and ingress access logs record URLs, and UIDs are patient
+// data.
 struct StowServer::PullHandler {
   StowServer* server;
 
-  void operator()(const httplib::Request& req, httplib::Response& res) const {
+  void operator()(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) const {
     const absl::Time start = absl::Now();
     std::string source_name = "-";  // a configured name, or "-": nothing a caller wrote reaches the log
     int instances = 0;
-    Serve(req, res, start, source_name, instances);
+    Serve(req, res, reader, start, source_name, instances);
     if (server->on_request_) server->on_request_("pull", res.status);
     // Why the source failed (the gateway's own words: a curl error, an HTTP
     // status, what was wrong with the body; never the source's body).
@@ -319,20 +325,43 @@ struct StowServer::PullHandler {
                  req.remote_addr, res.status, why, instances, absl::ToDoubleSeconds(absl::Now() - start));
   }
 
-  void Serve(const httplib::Request& req, httplib::Response& res, absl::Time start, std::string& source_name,
-             int& instances) const {
+  void Serve(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader,
+             absl::Time start, std::string& source_name, int& instances) const {
     const auto& config = server->config_;
     if (!server->Admit(req, res, server::kPermDicomPull)) return;
-    const std::string name = req.get_param_value("source");
+    if (!req.params.empty())
+      return Handler::Refuse(res, 400,
+                             "POST /pull takes source=, study= and series= in its body "
+                             "(application/x-www-form-urlencoded), not in the URL: URLs are logged, UIDs must not be");
+    if (MediaType(req.get_header_value("Content-Type")) != "application/x-www-form-urlencoded")
+      return Handler::Refuse(res, 415, "POST /pull takes an application/x-www-form-urlencoded body");
+    std::string body;
+    bool over = false;
+    const bool read = reader([&body, &over](const char* data, size_t n) {
+      over = body.size() + n > kMaxPullBodyBytes;
+      if (!over) body.append(data, n);
+      return !over;
+    });
+    if (over) return Handler::Refuse(res, 413, absl::StrCat("the body is over ", kMaxPullBodyBytes, " bytes"));
+    if (!read) return Handler::Refuse(res, 400, "the body could not be read whole");
+    httplib::Params form;
+    httplib::detail::parse_query_text(body, form);  // cpp-httplib's own decoding, as for a URL's query
+    for (const char* field : {"source", "study", "series"})
+      if (form.count(field) > 1) return Handler::Refuse(res, 400, absl::StrCat(field, "= is given more than once"));
+    auto value = [&form](const char* field) {
+      auto it = form.find(field);
+      return it == form.end() ? std::string() : it->second;
+    };
+    const std::string name = value("source");
     int index = -1;
     for (int i = 0; i < config.sources_size(); ++i)
       if (config.sources(i).name() == name) index = i;
     if (index < 0) return Handler::Refuse(res, 400, "source= names no source in dicomweb.sources");
     source_name = name;
-    const std::string study = req.get_param_value("study");
-    const std::string series = req.get_param_value("series");
+    const std::string study = value("study");
+    const std::string series = value("series");
     if (!IsValidUid(study)) return Handler::Refuse(res, 400, "study= must be a StudyInstanceUID");
-    if (req.has_param("series") && !IsValidUid(series))
+    if (form.count("series") > 0 && !IsValidUid(series))
       return Handler::Refuse(res, 400, "series= must be a SeriesInstanceUID");
 
     StowRequest request(server->spool_, server->limits_, study, /*dicom_by_default=*/true);
@@ -424,8 +453,9 @@ absl::StatusOr<std::unique_ptr<StowServer>> StowServer::Create(const unetrpp::v1
             [self](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
               Handler{self}(req, res, reader, req.matches[1].str());
             });
-  http.Post("/pull", [self](const httplib::Request& req, httplib::Response& res,
-                            const httplib::ContentReader& /*unread*/) { PullHandler{self}(req, res); });
+  http.Post("/pull", [self](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+    PullHandler{self}(req, res, reader);
+  });
   return s;
 }
 

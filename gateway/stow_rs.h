@@ -1,7 +1,9 @@
 // The gateway's DICOMweb receiver, served by cpp-httplib (HTTP or HTTPS):
 // STOW-RS (PS3.18 10.5), POST /studies and POST /studies/{StudyInstanceUID}
 // with a multipart/related body of application/dicom parts; and pull mode,
-// POST /pull?source=<name>&study=<uid>[&series=<uid>], which fetches the
+// POST /pull with the body source=<name>&study=<uid>[&series=<uid>]
+// (application/x-www-form-urlencoded: never in the URL, which proxies and
+// access logs record; UIDs there are refused with 400), which fetches the
 // study or series from a configured DICOMweb source by WADO-RS
 // (gateway/wado_client.h) through the same StowRequest below. Each part
 // is written to a spool file as it arrives (gateway/multipart.h), checked
@@ -26,7 +28,8 @@
 //
 // POST /pull needs the permission "dicom.pull" and answers the same store
 // response for the instances fetched (200, 202, 409), or 400 (no source of
-// that name, UIDs that are not UIDs), 404 (the source has no such study or
+// that name, UIDs that are not UIDs, parameters in the URL), 415 (another
+// body type), 404 (the source has no such study or
 // series, or sent no instance), 502 (the source failed, or its answer was
 // malformed or over max_request_bytes), 504 (over max_request_seconds).
 // Synchronous: the answer comes when the instances are in the spool; the

@@ -8,13 +8,17 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <netinet/in.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gateway/config.h"
@@ -31,7 +35,9 @@ constexpr char kCtSmall[] = "/usr/lib/python3/dist-packages/pydicom/data/test_fi
 constexpr char kStoreKey[] = "stow-writer-key";
 constexpr char kUserKey[] = "segment-only-key";
 constexpr char kPullKey[] = "puller-key";
-constexpr char kOtherSeries[] = "1.2.3.4";  // the fake source answers it with CT_small (of another series)
+constexpr char kOtherSeries[] = "1.2.3.4";    // the fake source answers it with CT_small (of another series)
+constexpr char kStalledSeries[] = "1.2.3.6";  // the fake source sends no headers for 3 s
+constexpr char kFailingSeries[] = "1.2.3.7";  // the fake source answers 503
 constexpr uint64_t kMaxRequestBytes = 256 * 1024;
 
 std::string Part(const std::string& content_type, const std::string& bytes) {
@@ -77,12 +83,14 @@ class StowRsTest : public ::testing::Test {
     web->set_address("127.0.0.1");
     web->mutable_auth()->set_api_keys_file(keys);
     web->set_max_request_bytes(kMaxRequestBytes);
+    web->set_max_request_seconds(1);
     StartSource();
     auto* source = web->add_sources();
     source->set_name("archive");
     source->mutable_service()->set_url("http://127.0.0.1:" + std::to_string(source_port_) + "/dicom-web");
     ApplyDefaults(config);
     web->set_port(0);  // picked by Bind
+    config_ = config;
     auto server = StowServer::Create(
         config, spool_.get(),
         [this](const std::string& transport, const std::string& outcome) {
@@ -113,6 +121,15 @@ class StowRsTest : public ::testing::Test {
   void StartSource() {
     source_.Get(R"(/dicom-web/studies/([0-9.]+)/series/([0-9.]+))",
                 [this](const httplib::Request& req, httplib::Response& res) {
+                  if (req.matches[2].str() == kStalledSeries) {
+                    std::this_thread::sleep_for(std::chrono::seconds(3));
+                    res.status = 404;
+                    return;
+                  }
+                  if (req.matches[2].str() == kFailingSeries) {
+                    res.status = 503;
+                    return;
+                  }
                   if (req.matches[1].str() != header_.study_instance_uid ||
                       (req.matches[2].str() != header_.series_instance_uid && req.matches[2].str() != kOtherSeries)) {
                     res.status = 404;
@@ -125,11 +142,12 @@ class StowRsTest : public ::testing::Test {
     while (!source_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 
-  httplib::Result Pull(const std::string& query, const std::string& token = kPullKey) {
-    httplib::Client client("127.0.0.1", server_->port());
+  // POST /pull with `form` (source=...&study=...) as its body.
+  httplib::Result Pull(const std::string& form, const std::string& token = kPullKey, int port = 0) {
+    httplib::Client client("127.0.0.1", port ? port : server_->port());
     httplib::Headers headers;
     if (!token.empty()) headers.emplace("Authorization", "Bearer " + token);
-    return client.Post("/pull?" + query, headers, "", "text/plain");
+    return client.Post("/pull", headers, form, "application/x-www-form-urlencoded");
   }
 
   httplib::Result Post(const std::string& path, const std::string& body, const std::string& token = kStoreKey,
@@ -151,6 +169,7 @@ class StowRsTest : public ::testing::Test {
   }
 
   std::string ct_;
+  unetrpp::v1::GatewayConfig config_;  // the server's
   InstanceHeader header_;
   fs::path dir_;
   std::unique_ptr<Spool> spool_;
@@ -330,6 +349,37 @@ TEST_F(StowRsTest, PullNeedsThePullPermissionAKnownSourceAndUids) {
   EXPECT_EQ(r->status, 404);
   EXPECT_EQ(StoredInstances(), 0);
   EXPECT_EQ(Incoming(), 0);
+}
+
+// UIDs in a URL end up in proxies' and ingresses' access logs: refused,
+// whether the body has them too or not; the body is read as a form only.
+TEST_F(StowRsTest, PullTakesItsUidsFromTheBodyNeverFromTheUrl) {
+  const std::string form = absl::StrCat("source=archive&study=", header_.study_instance_uid);
+  httplib::Client client("127.0.0.1", server_->port());
+  const httplib::Headers headers{{"Authorization", std::string("Bearer ") + kPullKey}};
+  auto r = client.Post(("/pull?" + form).c_str(), headers, "", "application/x-www-form-urlencoded");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400) << r->body;
+  EXPECT_NE(r->body.find("not in the URL"), std::string::npos) << r->body;
+  r = client.Post(("/pull?series=" + header_.series_instance_uid).c_str(), headers, form,
+                  "application/x-www-form-urlencoded");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400) << r->body;
+  r = client.Post("/pull", headers, form, "text/plain");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 415) << r->body;
+  r = client.Post("/pull", headers, form + "&study=1.2.3", "application/x-www-form-urlencoded");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400) << r->body;  // given twice (cpp-httplib drops an identical repeat)
+  r = client.Post("/pull", headers, form + "&x=" + std::string(8192, 'x'), "application/x-www-form-urlencoded");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 413) << r->body;
+  EXPECT_EQ(StoredInstances(), 0);
+  r = client.Post("/pull", headers, form + "&series=" + header_.series_instance_uid,
+                  "application/x-www-form-urlencoded");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(StoredInstances(), 1);
 }
 
 // The source answers a series with an instance of another: refused (A900)

@@ -221,9 +221,10 @@ metrics_address: "127.0.0.1:{cls.metrics_port}"
             f.write(self.orthanc.first_instance(seg_series))
         return pydicom.dcmread(path)
 
-    def pull(self, query, key=PULL_KEY):
-        return http_post(f"http://127.0.0.1:{self.web_port}/pull?{urllib.parse.urlencode(query)}", b"",
-                         {"Authorization": f"Bearer {key}"})
+    def pull(self, form, key=PULL_KEY):
+        """POST /pull with its fields in the body (never in the URL: UIDs are patient data)."""
+        return http_post(f"http://127.0.0.1:{self.web_port}/pull", urllib.parse.urlencode(form).encode(),
+                         {"Authorization": f"Bearer {key}", "Content-Type": "application/x-www-form-urlencoded"})
 
     def test_4_pull_by_wado_rs_from_orthanc_results_back(self):
         directory = os.path.join(self.tmp, "pulled")
@@ -247,6 +248,9 @@ metrics_address: "127.0.0.1:{cls.metrics_port}"
         self.assertEqual(self.pull({**query, "source": "elsewhere"})[0], 400)
         self.assertEqual(self.pull({**query, "series": generate_uid()})[0], 404)
         self.assertEqual(self.pull(query, key="wrong")[0], 401)
+        in_url = http_post(f"http://127.0.0.1:{self.web_port}/pull?{urllib.parse.urlencode(query)}", b"",
+                           {"Authorization": f"Bearer {PULL_KEY}"})
+        self.assertEqual(in_url[0], 400, in_url[1])
         self.assertEqual(files_under(os.path.join(self.spool, "incoming")), 0)
 
     def test_5_a_body_over_the_limit_is_cut_off_while_it_arrives(self):
