@@ -220,7 +220,7 @@ struct StowServer::Handler {
   void Serve(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader,
              const std::string& study_uid, absl::Time start) const {
     const auto& config = server->config_;
-    if (!server->Admit(req, res, server::kPermDicomStore)) return;
+    if (!server->Admit(req, res, server::kPermDicomStore, /*anonymous_may=*/true)) return;
     if (req.has_header("Content-Encoding") && req.get_header_value("Content-Encoding") != "identity")
       return Refuse(res, 415, "no Content-Encoding is accepted");
     auto type = ParseMultipartRelated(req.get_header_value("Content-Type"));
@@ -287,12 +287,15 @@ struct StowServer::Handler {
   }
 };
 
-bool StowServer::Admit(const httplib::Request& req, httplib::Response& res, const char* permission) const {
-  if (allow_anonymous_ && !req.has_header("Authorization")) return true;
+bool StowServer::Admit(const httplib::Request& req, httplib::Response& res, const char* permission,
+                       bool anonymous_may) const {
+  if (anonymous_may && allow_anonymous_ && !req.has_header("Authorization")) return true;
   auto principal = auth_->AuthenticateBearer(req.get_header_value("Authorization"));
-  if (!principal.ok()) {
+  if (!principal.ok() || (!anonymous_may && !principal->authenticated)) {
     res.set_header("WWW-Authenticate", "Bearer realm=\"unetrpp-dicom-gateway\"");
-    Handler::Refuse(res, 401, std::string(principal.status().message()));
+    Handler::Refuse(res, 401,
+                    principal.ok() ? absl::StrCat("the permission \"", permission, "\" needs a credential")
+                                   : std::string(principal.status().message()));
     return false;
   }
   if (principal->authenticated && !principal->Has(permission)) {
@@ -328,7 +331,7 @@ struct StowServer::PullHandler {
   void Serve(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader,
              absl::Time start, std::string& source_name, int& instances) const {
     const auto& config = server->config_;
-    if (!server->Admit(req, res, server::kPermDicomPull)) return;
+    if (!server->Admit(req, res, server::kPermDicomPull, /*anonymous_may=*/false)) return;
     if (!req.params.empty())
       return Handler::Refuse(res, 400,
                              "POST /pull takes source=, study= and series= in its body "

@@ -26,7 +26,9 @@
 // only until its series is answered and serves no WADO-RS retrieve, so a
 // URL would answer 404 (docs/gateway.md).
 //
-// POST /pull needs the permission "dicom.pull" and answers the same store
+// POST /pull needs a credential with the permission "dicom.pull", whatever
+// auth.allow_anonymous says (a pull spends the gateway's own archive
+// credential on a study the caller names), and answers the same store
 // response for the instances fetched (200, 202, 409), or 400 (no source of
 // that name, UIDs that are not UIDs, parameters in the URL), 415 (another
 // body type), 404 (the source has no such study or
@@ -162,9 +164,10 @@ class StowServer {
   StowServer() = default;
   struct Handler;
   struct PullHandler;
-  // Whether the request's credential (or anonymity, where allowed) grants
-  // `permission`; if not, `res` holds the refusal (401, 403).
-  bool Admit(const httplib::Request& req, httplib::Response& res, const char* permission) const;
+  // Whether the request's credential (or anonymity, where allowed and
+  // `anonymous_may`) grants `permission`; if not, `res` holds the refusal
+  // (401, 403).
+  bool Admit(const httplib::Request& req, httplib::Response& res, const char* permission, bool anonymous_may) const;
 
   unetrpp::v1::DicomWebListener config_;
   StowLimits limits_;

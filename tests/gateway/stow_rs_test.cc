@@ -351,6 +351,31 @@ TEST_F(StowRsTest, PullNeedsThePullPermissionAKnownSourceAndUids) {
   EXPECT_EQ(Incoming(), 0);
 }
 
+// anonymous may store where allowed, never pull: a pull spends the
+// gateway's own archive credential on whatever study the caller names.
+TEST_F(StowRsTest, PullNeedsACredentialEvenWhereAnonymousIsAllowed) {
+  unetrpp::v1::GatewayConfig config = config_;
+  config.mutable_dicomweb()->mutable_auth()->set_allow_anonymous(true);
+  auto server = StowServer::Create(config, spool_.get(), nullptr, nullptr);
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_TRUE((*server)->Bind().ok());
+  std::thread run([&server] { (*server)->Run().IgnoreError(); });
+  httplib::Client client("127.0.0.1", (*server)->port());
+  auto stored = client.Post("/studies", Part("application/dicom", ct_) + Close(), kType);
+  ASSERT_TRUE(stored);
+  EXPECT_EQ(stored->status, 200) << stored->body;  // anonymous is allowed here
+  auto r = Pull(absl::StrCat("source=archive&study=", header_.study_instance_uid), "", (*server)->port());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401) << r->body;
+  EXPECT_EQ(StoredInstances(), 1);  // the stored one only: nothing pulled
+  r = Pull(absl::StrCat("source=archive&study=", header_.study_instance_uid, "&series=", header_.series_instance_uid),
+           kPullKey, (*server)->port());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;  // a credential still pulls
+  (*server)->Stop();
+  run.join();
+}
+
 // UIDs in a URL end up in proxies' and ingresses' access logs: refused,
 // whether the body has them too or not; the body is read as a form only.
 TEST_F(StowRsTest, PullTakesItsUidsFromTheBodyNeverFromTheUrl) {
