@@ -1,8 +1,11 @@
 #include "gateway/wado_client.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gateway/dicomweb_curl.h"
 
 namespace upp::gateway {
@@ -72,11 +75,18 @@ absl::Status FetchWadoRs(const unetrpp::v1::DicomWebDestination& source, const s
   receive.max_bytes = limits.max_bytes;
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, OnData);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &receive);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(absl::ToInt64Milliseconds(limits.max_time)));
+  // At least 1 ms: CURLOPT_TIMEOUT_MS 0 would mean no limit at all (a
+  // request whose time is already spent).
+  const int64_t max_ms = std::max<int64_t>(1, absl::ToInt64Milliseconds(limits.max_time));
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(max_ms));
   long code = 0;
+  const absl::Time start = absl::Now();
   const CURLcode rc = (*call)->Perform(code);
   if (!receive.error.ok()) return receive.error;
-  if (rc == CURLE_OPERATION_TIMEDOUT && code == 200)
+  // Timed out over max_time, whether before the headers (code 0) or during
+  // the body; a connect timeout (the service's timeout_seconds, shorter)
+  // is the source unreachable.
+  if (rc == CURLE_OPERATION_TIMEDOUT && absl::Now() - start >= absl::Milliseconds(max_ms))
     return absl::DeadlineExceededError("the source's answer took longer than dicomweb.max_request_seconds");
   if (rc != CURLE_OK) return absl::UnavailableError(absl::StrCat("the source: ", curl_easy_strerror(rc)));
   if (code == 404) return absl::NotFoundError("the source has no such study or series (HTTP 404)");

@@ -32,7 +32,9 @@ struct WadoLimits {
 // patient data):
 //   NOT_FOUND           the source answered 404
 //   UNAVAILABLE         it cannot be reached, or answered 5xx, 401, 408, 429
-//   DEADLINE_EXCEEDED   the transfer took longer than max_time
+//   DEADLINE_EXCEEDED   the transfer took longer than max_time (headers
+//                       included: a source silent before them too);
+//                       max_time is at least 1 ms
 //   RESOURCE_EXHAUSTED  the body is over max_bytes
 //   FAILED_PRECONDITION another answer, or not multipart/related of
 //                       application/dicom

@@ -407,6 +407,19 @@ TEST_F(StowRsTest, PullTakesItsUidsFromTheBodyNeverFromTheUrl) {
   EXPECT_EQ(StoredInstances(), 1);
 }
 
+// A source silent before its headers past max_request_seconds (1 s here)
+// is a gateway timeout, answered within the bound, not 502 after the
+// source's 3 s.
+TEST_F(StowRsTest, ASourceStalledBeforeItsHeadersIs504WithinTheBound) {
+  const absl::Time start = absl::Now();
+  auto r = Pull(absl::StrCat("source=archive&study=", header_.study_instance_uid, "&series=", kStalledSeries));
+  const absl::Duration took = absl::Now() - start;
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 504) << r->body;
+  EXPECT_LT(took, absl::Milliseconds(2500));
+  EXPECT_EQ(Incoming(), 0);
+}
+
 // The source answers a series with an instance of another: refused (A900)
 // and not kept, as a STOW-RS instance of another study than its URL's.
 TEST_F(StowRsTest, APulledInstanceOfAnotherSeriesIsRefused) {

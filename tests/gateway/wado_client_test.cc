@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "tests/gateway/collect_parts.h"
 
 namespace upp::gateway {
@@ -39,6 +40,7 @@ class WadoClientTest : public ::testing::Test {
                     accept_ = req.get_header_value("Accept");
                     authorization_ = req.get_header_value("Authorization");
                   }
+                  if (stall_ > absl::ZeroDuration()) absl::SleepFor(stall_);
                   if (status_ != 200) {
                     res.status = status_;
                     res.set_content("{\"detail\":\"patient data the gateway must not log\"}", "application/json");
@@ -86,6 +88,7 @@ class WadoClientTest : public ::testing::Test {
   CollectParts received_;
   int status_ = 200;
   bool endless_ = false;
+  absl::Duration stall_;  // before the headers
   std::atomic<uint64_t> sent_{0};
   std::string body_ =
       "--SRC\r\nContent-Type: application/dicom\r\n\r\nfirst instance\r\n"
@@ -144,6 +147,23 @@ TEST_F(WadoClientTest, ABodyOverTheLimitIsCutOffWhileItArrives) {
   // limit plus the sockets' buffers, far from the 256 MiB it would send.
   for (int i = 0; i < 100 && source_.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_LT(sent_.load(), uint64_t{32} << 20);
+}
+
+// A source silent before its headers: DEADLINE_EXCEEDED at max_time, not
+// UNAVAILABLE (HTTP code 0) and not after the source's stall.
+TEST_F(WadoClientTest, ASourceStalledBeforeItsHeadersIsDeadlineExceeded) {
+  stall_ = absl::Milliseconds(1500);
+  limits_.max_time = absl::Milliseconds(300);
+  absl::Time start = absl::Now();
+  absl::Status s = Fetch();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(1200));
+  // A time already spent is 1 ms, not libcurl's 0 = no limit.
+  limits_.max_time = -absl::Seconds(1);
+  start = absl::Now();
+  s = Fetch();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(1200));
 }
 
 TEST_F(WadoClientTest, AnUnreadableTokenFileIsUnavailableNotSentWithout) {
