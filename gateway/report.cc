@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "gateway/series.h"
 #include "imageio/dcmtk_io.h"
+#include "imageio/dicom_seg.h"
 
 namespace upp::gateway {
 namespace {
@@ -110,10 +111,11 @@ absl::Status AddSegmentGroup(TID1500_MeasurementReport& report, DcmDataset& seg,
     return s;
   if (input.algorithm_name.empty()) return absl::OkStatus();
   auto& measurement = group.getMeasurement();
-  if (auto s = Check(
-          measurement.setAlgorithmIdentification(
-              input.algorithm_name.c_str(), input.algorithm_version.empty() ? "0" : input.algorithm_version.c_str()),
-          "algorithm identification");
+  const std::string algorithm_name = imageio::DicomAlgorithmName(input.algorithm_name);  // as the SEG names it
+  if (auto s =
+          Check(measurement.setAlgorithmIdentification(
+                    algorithm_name.c_str(), input.algorithm_version.empty() ? "0" : input.algorithm_version.c_str()),
+                "algorithm identification");
       !s.ok())
     return s;
   if (input.algorithm_parameters.empty()) return absl::OkStatus();

@@ -35,7 +35,7 @@ struct ReportInput {
   std::string software_version;
   // TID 4019 Algorithm Identification of each volume: the server's model
   // and the version that segmented (the ResultHeader's); not written when
-  // the name is empty.
+  // the name is empty; clipped as the SEG clips it (imageio::DicomAlgorithmName).
   std::string algorithm_name;
   std::string algorithm_version;
   std::string algorithm_parameters;  // e.g. "weights_sha256=<hex>"; empty: none

@@ -91,11 +91,12 @@ absl::Status AddSharedGroups(DcmSegmentation& seg_ref, const Geometry& geometry)
 // One segment's description: label, anatomy code, algorithm, colour.
 absl::StatusOr<Uint16> AddSegmentDescription(DcmSegmentation& seg, const LabelInfo& description,
                                              const SegAlgorithm& algorithm) {
+  const std::string algorithm_name = DicomAlgorithmName(algorithm.name);
   DcmSegment* segment = nullptr;
   if (auto s = Dcmtk(DcmSegment::create(segment, description.name.c_str(),
                                         CodeSequenceMacro("91723000", "SCT", "Anatomical Structure"),
                                         CodeSequenceMacro("91723000", "SCT", "Anatomical Structure"),
-                                        DcmSegTypes::SAT_AUTOMATIC, algorithm.name.c_str()),
+                                        DcmSegTypes::SAT_AUTOMATIC, algorithm_name.c_str()),
                      "creating a segment");
       !s.ok()) {
     return s;
@@ -104,7 +105,7 @@ absl::StatusOr<Uint16> AddSegmentDescription(DcmSegmentation& seg, const LabelIn
   auto& algo = segment->getSegmentationAlgorithmIdentification();
   algo.getAlgorithmFamilyCode().set("123110", "DCM", "Artificial Intelligence");
   // Name and version are type 1 in the identification sequence.
-  if (auto s = Dcmtk(algo.setAlgorithmName(algorithm.name.c_str()), "algorithm name"); !s.ok()) return s;
+  if (auto s = Dcmtk(algo.setAlgorithmName(algorithm_name.c_str()), "algorithm name"); !s.ok()) return s;
   if (auto s = Dcmtk(algo.setAlgorithmVersion(algorithm.version.empty() ? "0" : algorithm.version.c_str()),
                      "algorithm version");
       !s.ok())
@@ -181,6 +182,22 @@ void AddReferences(DcmSegmentation& seg, DcmFileFormat& source, const DicomSerie
 }
 
 }  // namespace
+
+std::string DicomAlgorithmName(std::string_view name) {
+  constexpr size_t kMaxLongString = 64;
+  std::string out;
+  for (const char c : name) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '\\' || u < 0x20 || u == 0x7f) continue;
+    out.push_back(c);
+  }
+  if (out.size() <= kMaxLongString) return out;
+  size_t cut = kMaxLongString;
+  // Not inside a UTF-8 sequence: back to the start of the character cut.
+  while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;
+  out.resize(cut);
+  return out;
+}
 
 absl::StatusOr<std::string> WriteDicomSeg(const Geometry& geometry, const std::vector<uint16_t>& labels,
                                           const DicomSeriesInfo& info, std::string_view source_instance,

@@ -36,6 +36,13 @@ struct SegAlgorithm {
   std::string parameters;  // empty: none
 };
 
+// `name` as an Algorithm Name holds it (LO: at most 64 characters; a
+// backslash would split the value, control characters are not allowed):
+// "UNETR++ " and a model name of up to 64 characters would otherwise make the
+// SEG fail. The SEG and the gateway's report (TID 4019) both name their
+// algorithm through this, so that they name it alike.
+std::string DicomAlgorithmName(std::string_view name);
+
 // `geometry` and `info` are those ReadDicomSeries returned for the series;
 // `labels` holds one label per voxel (x fastest); `source_instance` is one of
 // the series' Part 10 files (the patient/study modules are copied from it).

@@ -155,6 +155,33 @@ TEST(ReportTest, EachVolumeNamesTheModelVersionThatMeasuredIt) {
   EXPECT_EQ(sr->find("UNETR++ ct"), std::string::npos);
 }
 
+// "UNETR++ " and a model name of the 64 characters the server allows: each
+// Algorithm Name is clipped as the SEG's is (imageio::DicomAlgorithmName),
+// so that the report names the algorithm exactly as its SEG does.
+TEST(ReportTest, ALongModelNameIsClippedNotRefused) {
+  auto f = MakeFixture();
+  if (!f) GTEST_SKIP() << "python3-pydicom test data not installed";
+  ReportInput input = InputFor(*f, {{"bone", 1}, {"air", 2}});
+  input.algorithm_name = "UNETR++ " + std::string(64, 'm');
+  input.algorithm_version = "2";
+  auto sr = WriteVolumeReport(input);
+  ASSERT_TRUE(sr.ok()) << sr.status();
+  DcmFileFormat file;
+  ASSERT_TRUE(imageio::ParseDicom(*sr, file).ok());
+  DSRDocument doc;
+  ASSERT_TRUE(doc.read(*file.getDataset()).good());
+  DSRDocumentTree& tree = doc.getTree();
+  std::vector<std::string> names;
+  if (tree.gotoRoot() > 0) {
+    do {
+      const DSRContentItem& item = tree.getCurrentContentItem();
+      if (item.getConceptName().getCodeValue() == "111001") names.push_back(item.getStringValue().c_str());
+    } while (tree.iterate() > 0);
+  }
+  const std::string clipped = "UNETR++ " + std::string(56, 'm');
+  EXPECT_EQ(names, (std::vector<std::string>{clipped, clipped})) << "Algorithm Name, one per volume";
+}
+
 TEST(ReportTest, RefusesASegmentWithoutVolumeAndInputsThatAreNotDicom) {
   auto f = MakeFixture();
   if (!f) GTEST_SKIP() << "python3-pydicom test data not installed";

@@ -106,6 +106,41 @@ TEST(DicomSegTest, FramesReadBackWithDcmtkLandOnTheirSliceWithTheirVoxels) {
   }
 }
 
+// A model name of the 64 characters the server allows, after "UNETR++ ",
+// is longer than an Algorithm Name (LO) holds: the SEG is still written,
+// the name clipped to 64 characters and a backslash (a value separator)
+// left out.
+TEST(DicomSegTest, ALongModelNameIsClippedNotRefused) {
+  const auto ct = ReadWholeFile(kCtSmall);
+  if (!ct.ok()) GTEST_SKIP() << "python3-pydicom test data not installed";
+  auto image = ReadDicomSeries({*ct});
+  ASSERT_TRUE(image.ok()) << image.status();
+  std::vector<uint16_t> labels(image->volume.voxels.size(), 1);
+  const std::string model = "a\\" + std::string(61, 'm') + "z";  // 64 characters
+  auto seg_bytes = WriteDicomSeg(image->volume.geometry, labels, image->info, *ct, {{1, "all", {1, 2, 3}}},
+                                 {"UNETR++ " + model, "1", ""});
+  ASSERT_TRUE(seg_bytes.ok()) << seg_bytes.status();
+  DcmFileFormat file;
+  DcmInputBufferStream stream;
+  stream.setBuffer(seg_bytes->data(), static_cast<offile_off_t>(seg_bytes->size()));
+  stream.setEos();
+  file.transferInit();
+  ASSERT_TRUE(file.read(stream).good());
+  file.transferEnd();
+  DcmSegmentation* raw = nullptr;
+  ASSERT_TRUE(DcmSegmentation::loadDataset(*file.getDataset(), raw).good());
+  std::unique_ptr<DcmSegmentation> seg(raw);
+  ASSERT_NE(seg->getSegment(1), nullptr);
+  const std::string expected = "UNETR++ a" + std::string(55, 'm');
+  ASSERT_EQ(expected.size(), 64u);
+  EXPECT_EQ(DicomAlgorithmName("UNETR++ " + model), expected);
+  OFString value;
+  EXPECT_TRUE(seg->getSegment(1)->getSegmentationAlgorithmIdentification().getAlgorithmName(value).good());
+  EXPECT_EQ(std::string(value.c_str()), expected);
+  seg->getSegment(1)->getSegmentAlgorithmName(value);
+  EXPECT_EQ(std::string(value.c_str()), expected);
+}
+
 TEST(DicomSegTest, MismatchedInputsAreRefused) {
   Geometry g;
   g.size = {2, 2, 1};
