@@ -12,7 +12,6 @@
 #include <filesystem>
 #include <utility>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -51,6 +50,22 @@ void RemoveFile(const std::string& path) {
 // A POST /pull body: three short fields, so a few KiB is plenty; more is
 // not a pull request and is not read.
 constexpr size_t kMaxPullBodyBytes = 4096;
+
+// Why a pull failed, as its log line says it: a fixed word per status,
+// never the answer's text (built from what the source sent and what the
+// caller asked for).
+const char* PullFailure(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kNotFound: return "not_found";
+    case absl::StatusCode::kDeadlineExceeded: return "source_timeout";
+    case absl::StatusCode::kUnavailable: return "source_unavailable";
+    case absl::StatusCode::kResourceExhausted: return "too_large";
+    case absl::StatusCode::kFailedPrecondition:
+      return "source_refused";  // another HTTP status, or not multipart/related of DICOM
+    case absl::StatusCode::kInvalidArgument: return "malformed_answer";
+    default: return "source_error";
+  }
+}
 
 }  // namespace
 
@@ -316,20 +331,17 @@ struct StowServer::PullHandler {
   void operator()(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) const {
     const absl::Time start = absl::Now();
     std::string source_name = "-";  // a configured name, or "-": nothing a caller wrote reaches the log
+    const char* failure = nullptr;  // set when the source failed
     int instances = 0;
-    Serve(req, res, reader, start, source_name, instances);
+    Serve(req, res, reader, start, source_name, failure, instances);
     if (server->on_request_) server->on_request_("pull", res.status);
-    // Why the source failed (the gateway's own words: a curl error, an HTTP
-    // status, what was wrong with the body; never the source's body).
-    std::string why;
-    if (res.status == 502 || res.status == 504)
-      why = absl::StrCat(" (", absl::StripTrailingAsciiWhitespace(res.body), ")");
     spdlog::info("dicomweb: pull from source {} for {}: HTTP {}{}, {} instances stored, in {:.2f} s", source_name,
-                 req.remote_addr, res.status, why, instances, absl::ToDoubleSeconds(absl::Now() - start));
+                 req.remote_addr, res.status, failure ? absl::StrCat(" (", failure, ")") : "", instances,
+                 absl::ToDoubleSeconds(absl::Now() - start));
   }
 
   void Serve(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader,
-             absl::Time start, std::string& source_name, int& instances) const {
+             absl::Time start, std::string& source_name, const char*& failure, int& instances) const {
     const auto& config = server->config_;
     if (!server->Admit(req, res, server::kPermDicomPull, /*anonymous_may=*/false)) return;
     if (!req.params.empty())
@@ -380,6 +392,7 @@ struct StowServer::PullHandler {
       const int status = fetched.code() == absl::StatusCode::kNotFound           ? 404
                          : fetched.code() == absl::StatusCode::kDeadlineExceeded ? 504
                                                                                  : 502;
+      failure = PullFailure(fetched.code());
       return Handler::Refuse(res, status, std::string(fetched.message()));
     }
     if (request.parts().empty()) {

@@ -420,6 +420,25 @@ TEST_F(StowRsTest, ASourceStalledBeforeItsHeadersIs504WithinTheBound) {
   EXPECT_EQ(Incoming(), 0);
 }
 
+// The pull's log line says why the source failed in a fixed word, never
+// the answer's text.
+TEST_F(StowRsTest, APullLogLineHasAReasonCodeNotTheAnswer) {
+  std::ostringstream log;
+  const auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(
+      std::make_shared<spdlog::logger>("captured", std::make_shared<spdlog::sinks::ostream_sink_mt>(log)));
+  auto r = Pull(absl::StrCat("source=archive&study=", header_.study_instance_uid, "&series=", kFailingSeries));
+  spdlog::set_default_logger(previous);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 502) << r->body;
+  const std::string answer(absl::StripTrailingAsciiWhitespace(r->body));
+  ASSERT_FALSE(answer.empty());
+  EXPECT_NE(log.str().find("dicomweb: pull from source archive"), std::string::npos) << log.str();
+  EXPECT_NE(log.str().find("HTTP 502 (source_unavailable)"), std::string::npos) << log.str();
+  EXPECT_EQ(log.str().find(answer), std::string::npos) << log.str();
+  EXPECT_EQ(log.str().find(header_.study_instance_uid), std::string::npos) << log.str();
+}
+
 // The source answers a series with an instance of another: refused (A900)
 // and not kept, as a STOW-RS instance of another study than its URL's.
 TEST_F(StowRsTest, APulledInstanceOfAnotherSeriesIsRefused) {
