@@ -408,8 +408,16 @@ std::map<std::string, int64_t> ModelRegistry::MemoryBytesLocked() const {
   return have;
 }
 
+bool ModelRegistry::ShuttingDown() const {
+  absl::MutexLock lock(&mu_);
+  return shutdown_;
+}
+
 absl::Status ModelRegistry::LoadVersion(const LoadRequest& request) {
   absl::MutexLock manage(&manage_mu_);
+  // Shutdown runs the management tasks still queued: a load that has not
+  // begun must not hold up a SIGTERM for its loading and warm-up.
+  if (ShuttingDown()) return absl::UnavailableError("the server is shutting down: no version is loaded");
   auto spec = Resolve(request);
   if (!spec.ok()) return spec.status();
   if (Unloading(request.name, spec->version)) WaitRetired();  // loaded again once the old copy is gone
@@ -572,6 +580,7 @@ void ModelRegistry::Reconfigure(const unetrpp::v1::ServerConfig& config) {
   // Every model, changed or not: a version that failed is tried again (its
   // file may have been mended in place).
   for (const auto& [entry, changed] : entries) {
+    if (ShuttingDown()) return;  // the rest is not loaded: a SIGTERM after a SIGHUP is not held up
     if (changed)
       spdlog::info("model \"{}\": configuration reloaded: following its version source and policy", entry.name());
     PollModel(entry, /*retry_failed=*/true);
@@ -599,6 +608,7 @@ void ModelRegistry::PollModel(const unetrpp::v1::ModelEntry& entry, bool retry_f
   }
   std::set<std::string> offered;
   for (const VersionSpec& spec : scan->versions) {
+    if (ShuttingDown()) return;  // neither the rest loaded nor the stale ones unloaded
     offered.insert(spec.version);
     {
       absl::ReaderMutexLock lock(&mu_);

@@ -173,7 +173,8 @@ class ModelRegistry {
   // requests are done. A failed load leaves the model as it was and returns
   // why. The versions' memory must fit beside the admission budget
   // (limits.max_bytes_in_flight), else FAILED_PRECONDITION unless
-  // drain_then_load. Blocks; one load or unload at a time.
+  // drain_then_load. Blocks; one load or unload at a time. UNAVAILABLE once
+  // Shutdown began (a load already under way finishes).
   absl::Status LoadVersion(const LoadRequest& request);
   // Stops new requests from getting the version and retires it once its
   // requests are done (in the background).
@@ -195,7 +196,8 @@ class ModelRegistry {
   // (config_reload.h): each model's version source and policy, followed as
   // the poll follows a repository (a version that failed before is tried
   // again, changed or not); the admission budget CheckMemory counts. Models
-  // not in the registry are ignored. Blocks while versions load.
+  // not in the registry are ignored. Blocks while versions load; once
+  // Shutdown began, stops before the next.
   void Reconfigure(const unetrpp::v1::ServerConfig& config);
   // Blocks until every version being retired is gone (tests, benchmarks).
   void WaitRetired();
@@ -220,6 +222,9 @@ class ModelRegistry {
   // The version `request` names, from the model's source now.
   absl::StatusOr<VersionSpec> Resolve(const LoadRequest& request) const;
   bool Unloading(const std::string& name, const std::string& version) const;
+  // Shutdown has begun: LoadVersion refuses, Reconfigure and the poll stop
+  // before their next load.
+  bool ShuttingDown() const;
   // Ready -> unloading, and a thread that destroys it once unpinned.
   absl::Status RetireLocked(Model& model, const std::string& version) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The retiring thread's work: waits for the version's last request,
@@ -254,8 +259,9 @@ class ModelRegistry {
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::thread poller_;  // StartPolling's; stopped by Shutdown
   absl::Duration poll_interval_ ABSL_GUARDED_BY(mu_);
-  // Management tasks; Shutdown runs what is queued and joins it, before
-  // the server's audit log and the versions go.
+  // Management tasks; Shutdown runs what is queued (their loads refused:
+  // LoadVersion) and joins it, before the server's audit log and the
+  // versions go.
   absl::Mutex manager_mu_;
   std::unique_ptr<ThreadPool> manager_ ABSL_GUARDED_BY(manager_mu_) = std::make_unique<ThreadPool>(1);
 };

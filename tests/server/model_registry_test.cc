@@ -210,6 +210,39 @@ TEST_F(ModelRegistryTest, ReconfigureFollowsTheNewPolicy) {
   EXPECT_EQ(StateOf(*r, "1"), VersionState::kUnloaded) << "refused by the memory check: not even loading";
 }
 
+// SIGTERM after SIGHUP (docs/server.md): Shutdown while a reload that
+// loads five more versions is queued on the management thread. The loads
+// not yet begun are not made (one under way may finish), so Shutdown is
+// not held up for every version's loading and warm-up.
+TEST_F(ModelRegistryTest, ShutdownDoesNotWaitForAQueuedReloadsLoads) {
+  RegistryOptions options;
+  options.warmup_windows_per_worker = 8;  // each load a while
+  auto config = Config();
+  const absl::Time start_load = absl::Now();
+  auto loaded = ModelRegistry::Load(config, nullptr, &pool_, options);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const absl::Duration one_load = absl::Now() - start_load;
+  std::unique_ptr<ModelRegistry> r = *std::move(loaded);
+  auto& model = *config.mutable_models(0);
+  model.mutable_version_policy()->clear_specific();
+  model.mutable_version_policy()->add_specific("1");
+  for (const char* v : {"3", "4", "5", "6", "7"}) {
+    auto* version = model.add_versions();
+    *version = model.versions(0);
+    version->set_version(v);
+    model.mutable_version_policy()->add_specific(v);
+  }
+  r->RunManagement([&r, config] { r->Reconfigure(config); });
+  const absl::Time start_shutdown = absl::Now();
+  r->Shutdown();
+  const absl::Duration shutdown = absl::Now() - start_shutdown;
+  int ready = 0;
+  for (const auto& v : r->Describe("m")->versions) ready += v.state == VersionState::kReady;
+  EXPECT_LE(ready, 2) << "version 1 and at most the one load under way";
+  // Generous: the five loads take about five times one_load.
+  EXPECT_LT(shutdown, 3 * one_load + absl::Seconds(1)) << "one load took " << one_load;
+}
+
 TEST_F(ModelRegistryTest, UnknownModelAndVersionAreNotFound) {
   auto r = Start();
   ASSERT_TRUE(r);
