@@ -54,7 +54,8 @@ absl::Status CheckSameLabels(const std::string& model, const preprocessing::Plan
                              const preprocessing::Plan& other_plan);
 
 // The job's step and mirroring: the header's where it names them, else the
-// mode's (`fast`: the model's fast step, no mirroring), else the plan's.
+// mode's (`fast`, and `fastest` on its coarse model: the model's fast step,
+// no mirroring, the body's box tiled), else the plan's.
 inference::JobOptions JobOptionsFor(const unetrpp::v1::RequestHeader& header, const SpeedPlan& speed,
                                     const unetrpp::v1::ModelEntry& entry);
 

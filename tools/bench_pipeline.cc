@@ -224,7 +224,7 @@ int main(int argc, char** argv) {
     }
   }
   inference::JobOptions options;
-  if (mode == "fast") inference::ApplyFastMode(fast_step, &options);
+  if (mode == "fast" || mode == "fastest") inference::ApplyFastMode(fast_step, &options);  // as the server
   options.accumulator = accumulator == "fp32"   ? inference::AccumulatorPrecision::kFloat32
                         : accumulator == "fp16" ? inference::AccumulatorPrecision::kFloat16
                                                 : inference::AccumulatorPrecision::kAuto;

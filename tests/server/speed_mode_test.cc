@@ -103,6 +103,12 @@ TEST(SpeedModeTest, FastTakesTheModelsStepWithoutMirroringUnlessTheHeaderSaysOth
   options = JobOptionsFor(h, fast, e);
   EXPECT_DOUBLE_EQ(*options.step, 0.6);
   EXPECT_EQ(options.mirror_axes->size(), 3u);
+  SpeedPlan fastest;  // the coarse model with `fast`'s options
+  fastest.mode = unetrpp::v1::SPEED_MODE_FASTEST;
+  options = JobOptionsFor(RequestHeader(), fastest, e);
+  EXPECT_DOUBLE_EQ(*options.step, 0.8);
+  EXPECT_TRUE(options.mirror_axes->empty());
+  EXPECT_TRUE(options.tile_box);
   SpeedPlan full;
   options = JobOptionsFor(RequestHeader(), full, e);
   EXPECT_FALSE(options.step.has_value());  // the plan's
