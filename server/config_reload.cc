@@ -71,19 +71,22 @@ unetrpp::v1::ServerConfig LiveConfig(const unetrpp::v1::ServerConfig& running, c
   // path); the rest of the entry describes its instances.
   for (auto& m : *live.mutable_models()) {
     for (const auto& n : next.models()) {
-      if (n.name() != m.name()) continue;
-      m.set_version(n.version());
-      m.set_weights(n.weights());
-      m.set_plan_file(n.plan_file());
-      m.set_repository(n.repository());
-      *m.mutable_versions() = n.versions();
-      if (n.has_version_policy())
-        *m.mutable_version_policy() = n.version_policy();
-      else
-        m.clear_version_policy();  // unset is not an empty policy to the differencer
+      if (n.name() == m.name()) CopyVersionSource(n, &m);
     }
   }
   return live;
+}
+
+void CopyVersionSource(const unetrpp::v1::ModelEntry& from, unetrpp::v1::ModelEntry* to) {
+  to->set_version(from.version());
+  to->set_weights(from.weights());
+  to->set_plan_file(from.plan_file());
+  to->set_repository(from.repository());
+  *to->mutable_versions() = from.versions();
+  if (from.has_version_policy())
+    *to->mutable_version_policy() = from.version_policy();
+  else
+    to->clear_version_policy();  // unset is not an empty policy to the differencer
 }
 
 std::vector<std::string> ConfigDifferences(const unetrpp::v1::ServerConfig& a, const unetrpp::v1::ServerConfig& b) {

@@ -27,6 +27,11 @@ namespace upp::server {
 // rest of `running` (and its models, by name) as it was.
 unetrpp::v1::ServerConfig LiveConfig(const unetrpp::v1::ServerConfig& running, const unetrpp::v1::ServerConfig& next);
 
+// A model entry's live part, its versions' source (version, weights,
+// plan_file, repository, versions, version_policy), from `from` into `to`:
+// what LiveConfig keeps of the file and ModelRegistry::Reconfigure loads.
+void CopyVersionSource(const unetrpp::v1::ModelEntry& from, unetrpp::v1::ModelEntry* to);
+
 // The fields in which `a` and `b` differ, as "limits.max_voxels" or
 // "models[\"ct\"].weights" (models matched by name; one added or removed
 // is "models[\"x\"]").

@@ -15,6 +15,7 @@
 #include "imageio/file_util.h"
 #include "inference/model_status.h"
 #include "proto/api.h"
+#include "server/config_reload.h"
 #include "server/model_worker.h"
 #include "server/system_memory.h"
 
@@ -565,15 +566,7 @@ void ModelRegistry::Reconfigure(const unetrpp::v1::ServerConfig& config) {
       if (it == models_.end()) continue;
       unetrpp::v1::ModelEntry& entry = it->second.entry;
       const std::string before = entry.SerializeAsString();
-      entry.set_version(next.version());
-      entry.set_weights(next.weights());
-      entry.set_plan_file(next.plan_file());
-      entry.set_repository(next.repository());
-      *entry.mutable_versions() = next.versions();
-      if (next.has_version_policy())
-        *entry.mutable_version_policy() = next.version_policy();
-      else
-        entry.clear_version_policy();
+      CopyVersionSource(next, &entry);
       entries.emplace_back(entry, entry.SerializeAsString() != before);
     }
   }
