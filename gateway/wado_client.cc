@@ -10,6 +10,10 @@
 
 namespace upp::gateway {
 namespace {
+// How far our clock may trail libcurl's when its total timeout fires.
+constexpr absl::Duration kCurlClockSlack = absl::Milliseconds(50);
+}  // namespace
+namespace {
 
 // The state of one response while it arrives.
 struct Receive {
@@ -86,7 +90,9 @@ absl::Status FetchWadoRs(const unetrpp::v1::DicomWebDestination& source, const s
   // Timed out over max_time, whether before the headers (code 0) or during
   // the body; a connect timeout (the service's timeout_seconds, shorter)
   // is the source unreachable.
-  if (rc == CURLE_OPERATION_TIMEDOUT && absl::Now() - start >= absl::Milliseconds(max_ms))
+  // libcurl times max_ms on its own clock from inside the transfer, so ours
+  // may read a little less when it fires (seen under load: UNAVAILABLE).
+  if (rc == CURLE_OPERATION_TIMEDOUT && absl::Now() - start >= absl::Milliseconds(max_ms) - kCurlClockSlack)
     return absl::DeadlineExceededError("the source's answer took longer than dicomweb.max_request_seconds");
   if (rc != CURLE_OK) return absl::UnavailableError(absl::StrCat("the source: ", curl_easy_strerror(rc)));
   if (code == 404) return absl::NotFoundError("the source has no such study or series (HTTP 404)");
