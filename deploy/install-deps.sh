@@ -39,8 +39,9 @@ PACKAGES=(
   python3 python3-torch python3-numpy
   # clients/: the Python client (grpcio, protobuf; stubs from protoc + grpc_python_plugin)
   python3-grpcio python3-protobuf
-  # tests: a self-signed certificate for the TLS test; an HTTP/2 client below gRPC (rapid reset)
-  openssl python3-h2
+  # tests: a self-signed certificate for the TLS test; an HTTP/2 client below gRPC (rapid reset);
+  # the front proxy that bounds it (deploy/proxy: HAProxy 2.6, bookworm-security)
+  openssl python3-h2 haproxy
   # deploy/docker: the image built and run (Docker engine, a local base image), manifests checked
   docker.io debootstrap yamllint nodejs
   # tests/gateway: a real PACS for the DICOM gateway's integration test (C-STORE and DICOMweb)

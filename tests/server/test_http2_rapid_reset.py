@@ -20,9 +20,15 @@ and fewer malloc arenas were each measured and none did (docs/deploy.md, with
 the figures and why), so it is an expected failure that documents the exposure
 (docs/deploy.md: what a front proxy adds); it runs only with
 UPP_HTTP2_FULL_ATTACK=1 (it loads the machine for half a minute).
+test_http2_rapid_reset_proxied.py runs the same attacker (rapid_reset,
+run_attack) through the shipped HAProxy configuration (deploy/proxy).
 """
+import contextlib
 import os
+import shutil
+import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -36,29 +42,46 @@ import h2.events
 import h2.exceptions
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "clients"))
-from server_process import ServerProcess  # noqa: E402
+from server_process import ServerProcess, free_port  # noqa: E402
 
 PHANTOM = os.environ["UPP_PHANTOM"]
 SEGMENT_PATH = "/unetrpp.v1.Segmentation/Segment"
 MIB = 1 << 20
 
 
-def rapid_reset(port: int, streams: int, path: str = SEGMENT_PATH) -> int:
+def rapid_reset(port: int, streams: int, path: str = SEGMENT_PATH, tls: bool = False) -> int:
     """Opens `streams` streams on one connection (a new one if the server
     closes it), each HEADERS immediately followed by RST_STREAM (CANCEL), in
-    batches of 100 per write; answers the server's frames. Returns the number
-    of connections it needed."""
-    headers = [(":method", "POST"), (":scheme", "http"), (":path", path),
+    batches of 100 per write; answers the server's frames. `tls`: TLS with
+    ALPN h2 (a proxy's listener; the certificate is not checked). Returns the
+    number of connections it needed."""
+    scheme = "https" if tls else "http"
+    headers = [(":method", "POST"), (":scheme", scheme), (":path", path),
                (":authority", f"127.0.0.1:{port}"), ("content-type", "application/grpc"), ("te", "trailers")]
+    context = None
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.set_alpn_protocols(["h2"])
     sent, connections = 0, 0
     while sent < streams:
         connections += 1
         # From 127.0.0.2: another client address than the normal client's,
         # whose per-address limits the attacker would otherwise share.
-        with socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0)) as s:
+        try:
+            raw = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0))
+            s = context.wrap_socket(raw) if context else raw
+        except OSError:  # refused (a proxy's per-address connection limit): try again
+            time.sleep(0.01)
+            continue
+        with s:
             conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
             conn.initiate_connection()
-            s.sendall(conn.data_to_send())
+            try:
+                s.sendall(conn.data_to_send())
+            except OSError:
+                continue
             alive = True
             while alive and sent < streams:
                 try:
@@ -76,14 +99,17 @@ def rapid_reset(port: int, streams: int, path: str = SEGMENT_PATH) -> int:
                             break
                         for event in conn.receive_data(data):
                             alive = alive and not isinstance(event, h2.events.ConnectionTerminated)
-                except BlockingIOError:
+                except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                     pass
                 except (h2.exceptions.ProtocolError, OSError):
                     alive = False
                 s.setblocking(True)
                 pending = conn.data_to_send()
                 if alive and pending:
-                    s.sendall(pending)
+                    try:
+                        s.sendall(pending)
+                    except OSError:
+                        alive = False
     return connections
 
 
@@ -107,6 +133,140 @@ class Process:
         raise RuntimeError("no VmRSS")
 
 
+class ProxyProcess:
+    """`with ProxyProcess(tmp, server_port) as proxy:` runs Debian's haproxy with
+    the shipped deploy/proxy/haproxy.cfg in front of a server on loopback:
+    TLS (a self-signed certificate for localhost made here) on proxy.port,
+    plaintext HTTP/2 to the server."""
+    CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy", "proxy", "haproxy.cfg")
+
+    def __init__(self, tmp: str, server_port: int, env: dict = None):
+        self.tmp, self.server_port, self.extra_env = tmp, server_port, env or {}
+        self.cert = os.path.join(tmp, "proxy.crt")
+        self.port, self.metrics_port = free_port(), free_port()
+        self.address = f"127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        if not os.path.exists(self.cert):  # the key beside it: proxy.key (ssl-load-extra-del-ext)
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                            "-addext", "subjectAltName=DNS:localhost", "-days", "2",
+                            "-keyout", os.path.join(self.tmp, "proxy.key"), "-out", self.cert],
+                           check=True, capture_output=True)
+        env = dict(os.environ, UPP_PROXY_LISTEN=self.address, UPP_PROXY_CERT=self.cert,
+                   UPP_SERVER_ADDRESS=f"127.0.0.1:{self.server_port}",
+                   UPP_PROXY_METRICS=f"127.0.0.1:{self.metrics_port}", **self.extra_env)
+        self.log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen([shutil.which("haproxy"), "-db", "-f", self.CONFIG], env=env,
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("haproxy exited: " + self.output())
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return self
+            time.sleep(0.1)
+        raise RuntimeError("haproxy did not listen: " + self.output())
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def __exit__(self, *exc):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if os.environ.get("UPP_PROXY_LOG"):  # a copy of the proxy's log, for a look by hand
+            self.log.seek(0)
+            with open(f"{os.environ['UPP_PROXY_LOG']}.{self.port}", "wb") as f:
+                shutil.copyfileobj(self.log, f)
+        self.log.close()
+        return False
+
+    def metrics(self) -> dict:
+        """The proxy's counters (its Prometheus exporter): requests the
+        listener took, denied, and sent on to the server."""
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        wanted = {'haproxy_frontend_http_requests_total{proxy="grpc"}': "requests",
+                  'haproxy_frontend_requests_denied_total{proxy="grpc"}': "denied",
+                  'haproxy_frontend_connections_total{proxy="grpc"}': "connections",
+                  'haproxy_backend_http_requests_total{proxy="server"}': "forwarded",
+                  'haproxy_backend_max_queue{proxy="server"}': "max_queue"}
+        found = {}
+        for line in text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name in wanted:
+                found[wanted[name]] = int(float(value))
+        return found
+
+
+def run_attack(ct: str, connections: int, streams: int, proxy_tmp: str = None, proxy_env: dict = None):
+    """Runs `connections` attackers of `streams` streams each against a fresh
+    server (through the shipped HAProxy configuration when `proxy_tmp`, a
+    folder for its certificate, is given; `proxy_env`: its settings) while a normal client checks health
+    every 0.2 s and segments the small CT once, through the same endpoint.
+    Returns the server's figures (and the proxy's CPU and RSS)."""
+    from unetrpp_client import Client, ServerError
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(ServerProcess())
+        target, port, client_kwargs, proxy = server.address, server.port, {}, None
+        if proxy_tmp is not None:
+            proxy = stack.enter_context(ProxyProcess(proxy_tmp, server.port, proxy_env))
+            target, port = proxy.address, proxy.port
+            client_kwargs = dict(tls_ca=proxy.cert, server_name="localhost")
+        proc = Process(server.process.pid)
+        proxy_proc = Process(proxy.process.pid) if proxy else None
+        client = stack.enter_context(Client(target, **client_kwargs))
+        client.segment(ct)  # warm: the first request's allocations are not the attack's
+        time.sleep(1)
+        cpu0, rss0 = proc.cpu_seconds(), proc.rss_bytes()
+        proxy_cpu0, proxy_rss0 = (proxy_proc.cpu_seconds(), proxy_proc.rss_bytes()) if proxy else (0, 0)
+        attackers = [threading.Thread(target=rapid_reset, args=(port, streams), kwargs=dict(tls=proxy is not None))
+                     for _ in range(connections)]
+        start = time.monotonic()
+        for a in attackers:
+            a.start()
+        health, health_errors, segment = [], [], None
+        while any(a.is_alive() for a in attackers):
+            t = time.monotonic()
+            try:
+                ok = client.healthy()
+            except ServerError as e:
+                ok = False
+                health_errors.append(str(e))
+            health.append((time.monotonic() - t, ok))
+            if segment is None and time.monotonic() - start > 0.5:
+                t = time.monotonic()
+                result = client.segment(ct, deadline=120)
+                segment = (time.monotonic() - t, len(result.outputs["nifti"]))
+            time.sleep(0.2)
+        for a in attackers:
+            a.join()
+        attack_seconds = time.monotonic() - start
+        cpu1, rss1 = proc.cpu_seconds(), proc.rss_bytes()
+        proxy_cpu = proxy_proc.cpu_seconds() - proxy_cpu0 if proxy else None
+        proxy_rss = proxy_proc.rss_bytes() - proxy_rss0 if proxy else None
+        proxy_counts = proxy.metrics() if proxy else None
+        # The server catches up: CPU idle again within a few seconds.
+        idle_after = None
+        for second in range(1, 11):
+            before = proc.cpu_seconds()
+            time.sleep(1)
+            if proc.cpu_seconds() - before < 0.25:
+                idle_after = second
+                break
+        after = client.healthy()
+        rss_retained = proc.rss_bytes() - rss0
+    return dict(attack_seconds=attack_seconds, cpu=cpu1 - cpu0, rss_growth=rss1 - rss0,
+                rss_retained=rss_retained, health=health, segment=segment, idle_after=idle_after,
+                healthy_after=after, health_errors=health_errors, proxy_cpu=proxy_cpu, proxy_rss_growth=proxy_rss, proxy_counts=proxy_counts)
+
+
 class RapidResetTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -126,48 +286,7 @@ class RapidResetTest(unittest.TestCase):
 
     @classmethod
     def attack(cls, connections: int, streams: int):
-        """Runs `connections` attackers of `streams` streams each against a
-        fresh server while a normal client checks health every 0.2 s and
-        segments the small CT once. Returns the figures."""
-        from unetrpp_client import Client
-        with ServerProcess() as server:
-            proc = Process(server.process.pid)
-            with Client(server.address) as client:
-                client.segment(cls.ct)  # warm: the first request's allocations are not the attack's
-                time.sleep(1)
-                cpu0, rss0 = proc.cpu_seconds(), proc.rss_bytes()
-                attackers = [threading.Thread(target=rapid_reset, args=(server.port, streams))
-                             for _ in range(connections)]
-                start = time.monotonic()
-                for a in attackers:
-                    a.start()
-                health, segment = [], None
-                while any(a.is_alive() for a in attackers):
-                    t = time.monotonic()
-                    ok = client.healthy()
-                    health.append((time.monotonic() - t, ok))
-                    if segment is None and time.monotonic() - start > 0.5:
-                        t = time.monotonic()
-                        result = client.segment(cls.ct, deadline=120)
-                        segment = (time.monotonic() - t, len(result.outputs["nifti"]))
-                    time.sleep(0.2)
-                for a in attackers:
-                    a.join()
-                attack_seconds = time.monotonic() - start
-                cpu1, rss1 = proc.cpu_seconds(), proc.rss_bytes()
-                # The server catches up: CPU idle again within a few seconds.
-                idle_after = None
-                for second in range(1, 11):
-                    before = proc.cpu_seconds()
-                    time.sleep(1)
-                    if proc.cpu_seconds() - before < 0.25:
-                        idle_after = second
-                        break
-                after = client.healthy()
-                rss_retained = proc.rss_bytes() - rss0
-            return dict(attack_seconds=attack_seconds, cpu=cpu1 - cpu0, rss_growth=rss1 - rss0,
-                        rss_retained=rss_retained, health=health, segment=segment, idle_after=idle_after,
-                        healthy_after=after)
+        return run_attack(cls.ct, connections, streams)
 
     def test_a_normal_client_is_served_meanwhile(self):
         r = self.one
