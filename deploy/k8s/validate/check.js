@@ -70,6 +70,34 @@ function checkDeployment(d, where, all) {
   }
 }
 
+// A pod with the front proxy (image unetrpp-proxy, deploy/k8s/overlays/proxied):
+// the server behind it listens on loopback only, where the proxy sends to
+// it, and does not declare the port the proxy serves; else clients could
+// reach the server around the proxy (docs/deploy.md, "HTTP/2 below the
+// application").
+function checkProxied(d, where, all) {
+  const spec = d.spec.template.spec;
+  const proxy = spec.containers.find((c) => /^unetrpp-proxy(:|$)/.test(c.image));
+  if (!proxy) return;
+  const server = spec.containers.find((c) => /^unetrpp-serve(-[a-z]+)?(:|$)/.test(c.image));
+  if (!server) return problem(where, "a proxy container without the server container");
+  const env = Object.fromEntries((proxy.env || []).map((e) => [e.name, e.value]));
+  const mount = (server.volumeMounts || []).find((m) => m.mountPath === "/etc/unetrpp");
+  const volume = mount && (spec.volumes || []).find((v) => v.name === mount.name);
+  const cm = volume && volume.configMap && all.find((o) => o.kind === "ConfigMap" && o.metadata.name === volume.configMap.name);
+  const text = (cm && cm.data["server.textproto"]) || "";
+  const m = /^\s*listen_address:\s*"([^"]*)"/m.exec(text);
+  if (!m) return problem(where, "the server behind the proxy has no listen_address");
+  if (!/^(127\.0\.0\.1|\[::1\]|localhost):\d+$/.test(m[1]))
+    problem(where, `the server behind the proxy listens on ${m[1]}, beyond loopback`);
+  if (env.UPP_SERVER_ADDRESS !== m[1])
+    problem(where, `the proxy sends to ${env.UPP_SERVER_ADDRESS}, the server listens on ${m[1]}`);
+  const proxied = new Set((proxy.ports || []).map((p) => p.containerPort));
+  for (const p of server.ports || [])
+    if (proxied.has(p.containerPort) || p.name === "grpc")
+      problem(where, `the server container declares port ${p.name || p.containerPort}, which the proxy serves`);
+}
+
 function podsOf(all) {
   return all.filter((o) => o.kind === "Deployment").map((d) => d.spec.template.metadata.labels);
 }
@@ -105,7 +133,10 @@ function check(all, file) {
   for (const [i, o] of all.entries()) {
     const where = `${file} #${i + 1} ${o.kind}/${o.metadata && o.metadata.name}`;
     validateSchema(o, where);
-    if (o.kind === "Deployment") checkDeployment(o, where, all);
+    if (o.kind === "Deployment") {
+      checkDeployment(o, where, all);
+      checkProxied(o, where, all);
+    }
     if (o.kind === "Service") {
       checkSelects(o, where, all, o.spec.selector);
       checkServicePortsGuarded(o, where, all);
