@@ -184,9 +184,7 @@ Admission::Admission(AdmissionLimits limits, Metrics* metrics)
 
 void Admission::SetLimits(const AdmissionLimits& limits) {
   absl::MutexLock lock(&mu_);
-  const int64_t device = limits_.max_device_bytes_in_flight;  // DeviceBudget's, fixed
-  limits_ = limits;
-  limits_.max_device_bytes_in_flight = device;
+  limits_ = limits;  // the device budget is device_budget_'s, sized at construction
   if (metrics_ != nullptr)
     metrics_->AdmissionLimits(limits.max_concurrent_requests, limits.max_bytes_in_flight, limits.max_queued_windows);
 }

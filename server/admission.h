@@ -132,7 +132,8 @@ class Admission {
   absl::StatusOr<Reservation> BeginPendingStream(const Caller& caller);
 
   // New limits (a configuration reload) for what is admitted from now on;
-  // what is held stays held. max_device_bytes_in_flight is kept.
+  // what is held stays held. The GPU budget stays the one given at
+  // construction (which limits a reload changes: config_reload.h).
   void SetLimits(const AdmissionLimits& limits);
   void StartDraining() { draining_ = true; }
   bool draining() const { return draining_.load(); }

@@ -559,8 +559,7 @@ void ModelRegistry::Reconfigure(const unetrpp::v1::ServerConfig& config) {
   std::vector<std::pair<unetrpp::v1::ModelEntry, bool>> entries;  // and whether its source changed
   {
     absl::MutexLock lock(&mu_);
-    limits_ = config.limits();
-    limits_.set_max_device_bytes_in_flight(config_.limits().max_device_bytes_in_flight());  // fixed at start
+    limits_ = config.limits();  // live ones only: LiveConfig kept those fixed at start
     for (const auto& next : config.models()) {
       auto it = models_.find(next.name());
       if (it == models_.end()) continue;
