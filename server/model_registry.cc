@@ -353,6 +353,10 @@ absl::StatusOr<VersionSpec> ModelRegistry::Resolve(const LoadRequest& request) c
     entry = it->second.entry;
   }
   if (!request.version.empty()) {
+    if (!ValidVersionName(request.version))
+      return absl::InvalidArgumentError(absl::StrCat("version \"", request.version.substr(0, kMaxVersionLength),
+                                                     request.version.size() > kMaxVersionLength ? "...\"" : "\"",
+                                                     ": not a version name (", kVersionNameRule, ")"));
     entry.mutable_version_policy()->Clear();
     entry.mutable_version_policy()->add_specific(request.version);
   }

@@ -21,12 +21,6 @@ bool AllDigits(const std::string& s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
 }
 
-bool ValidVersionName(const std::string& v) {
-  if (v.empty() || v.size() > 64 || v[0] == '.') return false;
-  return std::all_of(v.begin(), v.end(),
-                     [](unsigned char c) { return std::isalnum(c) || c == '-' || c == '_' || c == '.'; });
-}
-
 // The model card at `path`: a JSON object whose "modality", when present,
 // is CT or MR. The text is kept as it is (the registry reports it).
 absl::StatusOr<std::string> ReadModelCard(const std::string& path) {
@@ -71,7 +65,7 @@ absl::Status ScanRepository(const unetrpp::v1::ModelEntry& entry, std::vector<Ve
     const std::string name = item.path().filename().string();
     if (!item.is_directory() || name[0] == '.') continue;  // files beside versions; hidden copies in progress
     if (!ValidVersionName(name)) {
-      skipped->push_back(item.path().string() + ": not a version name (letters, digits, '-', '_', '.')");
+      skipped->push_back(absl::StrCat(item.path().string(), ": not a version name (", kVersionNameRule, ")"));
       continue;
     }
     if (!fs::exists(item.path() / kReadyMarker, ec)) {
@@ -138,6 +132,12 @@ absl::StatusOr<std::vector<VersionSpec>> ApplyPolicy(const unetrpp::v1::ModelEnt
 
 }  // namespace
 
+bool ValidVersionName(const std::string& v) {
+  if (v.empty() || v.size() > kMaxVersionLength || v[0] == '.') return false;
+  return std::all_of(v.begin(), v.end(),
+                     [](unsigned char c) { return std::isalnum(c) || c == '-' || c == '_' || c == '.'; });
+}
+
 bool VersionBefore(const std::string& a, const std::string& b) {
   if (AllDigits(a) && AllDigits(b)) {
     const auto trim = [](const std::string& s) { return s.substr(std::min(s.find_first_not_of('0'), s.size() - 1)); };
@@ -184,16 +184,22 @@ absl::Status ValidateVersionSource(const unetrpp::v1::ModelEntry& m, const std::
   const int sources = !m.repository().empty() + !m.versions().empty() + !m.weights().empty();
   if (sources == 0) return bad(".weights", "a safetensors file is needed (or repository, or versions)");
   if (sources > 1) return bad("", "weights, repository and versions: give one of them");
+  // The one version of `weights` (ApplyDefaults makes an unset one "1").
+  if (!m.weights().empty() && !m.version().empty() && !ValidVersionName(m.version()))
+    return bad(".version", kVersionNameRule);
   std::set<std::string> seen;
   for (int i = 0; i < m.versions_size(); ++i) {
     const auto& v = m.versions(i);
     const std::string at = absl::StrCat(".versions[", i, "]");
-    if (!ValidVersionName(v.version())) return bad(at + ".version", "1 to 64 letters, digits, '-', '_', '.'");
+    if (!ValidVersionName(v.version())) return bad(at + ".version", kVersionNameRule);
     if (!seen.insert(v.version()).second) return bad(at + ".version", "\"" + v.version() + "\" is used twice");
     if (v.weights().empty()) return bad(at + ".weights", "a safetensors file is needed");
   }
   if (m.version_policy().latest() > 0 && !m.version_policy().specific().empty())
     return bad(".version_policy", "latest or specific, not both");
+  for (int i = 0; i < m.version_policy().specific_size(); ++i)
+    if (!ValidVersionName(m.version_policy().specific(i)))
+      return bad(absl::StrCat(".version_policy.specific[", i, "]"), kVersionNameRule);
   if (m.version_policy().latest() > 16) return bad(".version_policy.latest", "at most 16");
   return absl::OkStatus();
 }

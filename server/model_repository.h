@@ -38,6 +38,19 @@ struct VersionScan {
   std::vector<std::string> skipped;   // "<path>: <why>" (incomplete folders)
 };
 
+// The longest version name: a version is the DICOM SEG's Algorithm Version
+// and the TID 1500 report's (LO, at most 64 characters), a folder name and
+// a metrics label; a longer one would make every SEG of it fail, so it is
+// refused where versions enter (configuration, repository folders,
+// LoadModel) rather than clipped: two versions clipped to one name could not
+// be told apart.
+inline constexpr size_t kMaxVersionLength = 64;
+// What a valid version name is, for messages.
+inline constexpr char kVersionNameRule[] = "1 to 64 letters, digits, '-', '_', '.' (not starting with '.')";
+
+// Whether `v` is a version name: kVersionNameRule.
+bool ValidVersionName(const std::string& v);
+
 // Whether version `a` comes before `b`: as numbers when both are numbers
 // ("9" < "10"), else as text.
 bool VersionBefore(const std::string& a, const std::string& b);

@@ -177,5 +177,39 @@ TEST(ListedVersionsTest, ValidationNamesTheField) {
             std::string::npos);
 }
 
+// A version is the SEG's Algorithm Version (LO: 64 characters at most): a
+// longer one is refused where it enters, naming the field, not found out
+// by the first SEG.
+TEST(ListedVersionsTest, AVersionOver64CharactersIsRefusedNamingTheField) {
+  const std::string v64(64, '7'), v65(65, '7');
+  const auto validate = [](const std::string& model) {
+    auto config = ParseConfig("models { name: 'ct' " + model + " }");
+    EXPECT_TRUE(config.ok()) << config.status();
+    return ValidateConfig(*config);
+  };
+  auto fits = ParseConfig("models { name: 'ct' weights: 'w' version: '" + v64 + "' }");
+  ASSERT_TRUE(fits.ok()) << fits.status();
+  EXPECT_TRUE(ValidateVersionSource(fits->models(0), "models[0]").ok());
+  for (const auto& [model, field] : std::vector<std::pair<std::string, std::string>>{
+           {"weights: 'w' version: '" + v65 + "'", "models[0].version"},
+           {"weights: 'w' version: 'a\\\\b'", "models[0].version"},  // a backslash: not LO text
+           {"versions { version: '" + v65 + "' weights: 'w' }", "models[0].versions[0].version"},
+           {"repository: '/r' version_policy { specific: '" + v65 + "' }", "models[0].version_policy.specific[0]"}}) {
+    const absl::Status s = validate(model);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << model;
+    EXPECT_NE(s.message().find(field + ": 1 to 64"), std::string::npos) << s;
+  }
+}
+
+TEST_F(ModelRepositoryTest, AFolderNamedOver64CharactersIsSkippedAndNamed) {
+  Version("1");
+  Version(std::string(65, '2'));
+  auto scan = ScanVersions(Entry());
+  ASSERT_TRUE(scan.ok()) << scan.status();
+  EXPECT_EQ(Names(*scan), std::vector<std::string>{"1"});
+  ASSERT_EQ(scan->skipped.size(), 1u);
+  EXPECT_NE(scan->skipped[0].find("1 to 64"), std::string::npos) << scan->skipped[0];
+}
+
 }  // namespace
 }  // namespace upp::server

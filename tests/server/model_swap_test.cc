@@ -181,6 +181,11 @@ TEST_F(ModelSwapTest, ModelsShowVersionsStateAndFailures) {
   EXPECT_EQ(v3->state(), "failed");
   EXPECT_FALSE(v3->error().empty());
   EXPECT_EQ(As(kAdminKey)->LoadModel(Load("7")).status().code(), absl::StatusCode::kNotFound);
+  // Not a version name (the SEG's Algorithm Version holds 64 characters):
+  // refused as such, not looked for.
+  const auto too_long = As(kAdminKey)->LoadModel(Load(std::string(65, '1')));
+  EXPECT_EQ(too_long.status().code(), absl::StatusCode::kInvalidArgument) << too_long.status();
+  EXPECT_NE(too_long.status().message().find("1 to 64"), std::string::npos) << too_long.status();
 }
 
 TEST_F(ModelSwapTest, ResultNamesTheVersionItRanOn) {
