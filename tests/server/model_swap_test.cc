@@ -2,9 +2,6 @@
 // ListModels, the version in every result) against the in-process server,
 // and the swap under load: clients sending all along while the model is
 // swapped between two weight files (issue 29).
-#include <dcmtk/config/osconfig.h>
-#include <dcmtk/dcmdata/dcistrmb.h>
-#include <dcmtk/dcmdata/dctk.h>
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -28,6 +25,7 @@
 #include "server/config.h"
 #include "server/server.h"
 #include "tests/server/test_volumes.h"
+#include "tests/testing/dicom_bytes.h"
 
 namespace upp::server {
 namespace {
@@ -211,16 +209,10 @@ TEST_F(ModelSwapTest, TheSegNamesTheVersionItRanOn) {
   o.model_version = "1";  // not the default: the SEG names the one that ran
   const auto r = admin->Segment(series, o);
   ASSERT_TRUE(r.ok()) << r.status();
-  const std::string& seg = r->outputs.at(unetrpp::v1::OUTPUT_KIND_DICOM_SEG);
-  DcmInputBufferStream in;
-  in.setBuffer(seg.data(), static_cast<offile_off_t>(seg.size()));
-  in.setEos();
-  DcmFileFormat file;
-  file.transferInit();
-  ASSERT_TRUE(file.read(in).good());
-  file.transferEnd();
-  DcmSequenceOfItems* segments = nullptr;
-  ASSERT_TRUE(file.getDataset()->findAndGetSequence(DCM_SegmentSequence, segments).good());
+  const auto file = testing::ReadDicomBytes(r->outputs.at(unetrpp::v1::OUTPUT_KIND_DICOM_SEG));
+  ASSERT_NE(file, nullptr);
+  DcmSequenceOfItems* segments = testing::SegmentSequence(*file);
+  ASSERT_NE(segments, nullptr);
   ASSERT_GT(segments->card(), 0u);
   const std::string sha = Version(*admin->GetModel("ct"), "1")->weights_sha256();
   for (unsigned long i = 0; i < segments->card(); ++i) {

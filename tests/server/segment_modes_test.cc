@@ -3,9 +3,6 @@
 // `fastest` model, a synthetic abdomen (tools/phantom.h) as NIfTI and as a
 // DICOM series. What each mode runs, what a subset returns (its labels only,
 // in the label map, the volumes and the SEG), and the refusals.
-#include <dcmtk/dcmdata/dcdeftag.h>
-#include <dcmtk/dcmdata/dcfilefo.h>
-#include <dcmtk/dcmdata/dcistrmb.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -17,6 +14,7 @@
 #include "server/config.h"
 #include "server/server.h"
 #include "tests/server/test_volumes.h"
+#include "tests/testing/dicom_bytes.h"
 #include "tools/phantom.h"
 
 namespace upp::server {
@@ -134,8 +132,9 @@ std::vector<uint16_t> Only(const std::vector<uint16_t>& labels, uint16_t value) 
 }
 
 // In `full` mode a subset is located first, then only the whole run's
-// windows around it run: its labels are exactly the whole run's. In `fast`
-// mode windows of its own tile the box: far fewer.
+// windows around it run: its labels are the whole run's but where a window
+// left out (inference::kSubsetWindowInset) tipped a voxel. In `fast` mode
+// windows of its own tile the box: far fewer.
 TEST_F(SegmentModesTest, ASubsetIsLocatedFirstAndReturnsOnlyItsLabels) {
   auto full = Run(unetrpp::v1::SPEED_MODE_FULL);
   ASSERT_TRUE(full.ok()) << full.status();
@@ -151,7 +150,7 @@ TEST_F(SegmentModesTest, ASubsetIsLocatedFirstAndReturnsOnlyItsLabels) {
   for (const auto& v : liver->header.volumes()) volumes.insert(v.value());
   EXPECT_EQ(volumes, (std::set<uint32_t>{0, 1}));
   const auto subset = Raw(*liver), whole = Raw(*full);
-  EXPECT_EQ(Only(subset, 1), Only(whole, 1));  // exactly the whole run's liver
+  EXPECT_GE(tools::DicePerLabel(Only(whole, 1), Only(subset, 1), 2)[0], 0.995);  // issue 27's bound
   EXPECT_EQ(std::count_if(subset.begin(), subset.end(), [](uint16_t l) { return l > 1; }), 0);
 
   auto fast = Run(unetrpp::v1::SPEED_MODE_FAST);
@@ -191,16 +190,10 @@ TEST_F(SegmentModesTest, ASubsetsSegHasOnlyItsSegments) {
   o.labels = {"spleen", "liver"};
   auto r = client_->Segment(series, o);
   ASSERT_TRUE(r.ok()) << r.status();
-  const std::string& seg = r->outputs.at(unetrpp::v1::OUTPUT_KIND_DICOM_SEG);
-  DcmInputBufferStream in;
-  in.setBuffer(seg.data(), static_cast<offile_off_t>(seg.size()));
-  in.setEos();
-  DcmFileFormat file;
-  file.transferInit();
-  ASSERT_TRUE(file.read(in).good());
-  file.transferEnd();
-  DcmSequenceOfItems* segments = nullptr;
-  ASSERT_TRUE(file.getDataset()->findAndGetSequence(DCM_SegmentSequence, segments).good());
+  const auto file = testing::ReadDicomBytes(r->outputs.at(unetrpp::v1::OUTPUT_KIND_DICOM_SEG));
+  ASSERT_NE(file, nullptr);
+  DcmSequenceOfItems* segments = testing::SegmentSequence(*file);
+  ASSERT_NE(segments, nullptr);
   ASSERT_EQ(segments->card(), 2u);
   std::set<std::string> names;
   for (unsigned long i = 0; i < segments->card(); ++i) {
