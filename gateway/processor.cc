@@ -174,9 +174,18 @@ Processor::Outcome Processor::ProcessSeries(const std::string& dir) {
   if (tracer && attempts == 1) arrived = ArrivalTimes(Spool::InstancesDir(dir));
   if (tracer) a.span = tracer->StartServerSpan("Series", {}, {}, arrived ? std::min(arrived->first, start) : start);
   a.span.SetAttribute("upp.attempt", int64_t{attempts});
+  // The spool's name for the series, which every log line of it gives,
+  // tied to its trace: a log line and a trace find each other.
+  if (a.span.recording()) spdlog::info("series {}: attempt {} trace_id={}", a.name, attempts, a.span.TraceId());
   if (arrived) {
     tracing::Span receive = a.span.StartChild("receive", arrived->first);
     receive.End(arrived->second);
+    // The spool's wait for completeness: from the last instance's arrival
+    // until the series was judged complete (quiet_period_seconds without a
+    // new instance) and claimed, behind the series claimed before it. Without
+    // it the Series span had an unexplained gap of at least the quiet period.
+    tracing::Span wait = a.span.StartChild("wait", arrived->second);
+    wait.End(std::max(arrived->second, start));
   }
   const Outcome outcome = ProcessAttempt(a, attempts, start);
   a.span.SetAttribute("upp.outcome", OutcomeName(outcome));

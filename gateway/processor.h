@@ -8,9 +8,12 @@
 //
 // Tracing (tracing/server_tracing.h's installed tracer; none: off): a
 // trace per attempt at a series, its root span `Series` with children
-// `receive` (first to last instance's arrival, first attempt only),
-// `segment` (the call; its traceparent goes to the service, whose Segment
-// span is its child), `build` (SEG and report written) and `send`.
+// `receive` (first to last instance's arrival, first attempt only), `wait`
+// (from the last arrival until the spool judged the series complete and it
+// was claimed; first attempt only), `segment` (the call; its traceparent
+// goes to the service, whose Segment span is its child), `build` (SEG and
+// report written) and `send`. The log line that starts an attempt names
+// its trace id.
 //
 // Threading: Run() on one thread processes one series at a time (the
 // service batches across its callers; one gateway keeps one request in

@@ -1,9 +1,9 @@
 """unetrpp-serve's spans against an OTLP collector on loopback.
 
-The collector is a gRPC TraceService of this test (python3-opentelemetry-
-proto's stubs). A request carrying a W3C traceparent must give one server
-span "Segment" in the caller's trace, child of the caller's span, with the
-request's counts and none of what the caller sent about the patient; a
+The collector is a gRPC TraceService of the test (otlp_collector.py,
+python3-opentelemetry-proto's stubs). A request carrying a W3C traceparent
+must give one server span "Segment" in the caller's trace, child of the
+caller's span, with the request's counts and none of what the caller sent about the patient; a
 child span for each stage, within the request's times; and batch spans
 linked to the request. The request's log line carries the trace id. The
 clients send the trace context (upp-client --traceparent or $TRACEPARENT,
@@ -14,18 +14,14 @@ import glob
 import os
 import subprocess
 import tempfile
-import threading
 import time
 import unittest
-from concurrent import futures
 
-import grpc
 import nibabel
 import numpy
 import pydicom
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
-from server_process import ServerProcess, free_port
+from otlp_collector import Collector, attribute_values
+from server_process import ServerProcess
 from unetrpp_client import Client, RequestError
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -36,30 +32,6 @@ UID_ROOT = "1.2.826.0.1.3680043.99.4711"  # the planted study, series and instan
 # Every stage of a request, as the server names its child spans (docs/server.md Tracing).
 STAGES = ("admission", "receive", "decode", "preprocess", "queue_wait", "inference", "stitch", "back_resample",
           "encode", "send")
-
-
-class Collector(otlp_grpc.TraceServiceServicer):
-    def __init__(self):
-        self.spans = []
-        self.lock = threading.Condition()
-        self.port = free_port()
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        otlp_grpc.add_TraceServiceServicer_to_server(self, self.server)
-        self.server.add_insecure_port(f"127.0.0.1:{self.port}")
-        self.server.start()
-
-    def Export(self, request, context):
-        with self.lock:
-            for resource in request.resource_spans:
-                for scope in resource.scope_spans:
-                    self.spans.extend(scope.spans)
-            self.lock.notify_all()
-        return otlp.ExportTraceServiceResponse()
-
-    def wait_for(self, predicate, timeout=20):
-        with self.lock:
-            self.lock.wait_for(lambda: any(predicate(s) for s in self.spans), timeout)
-            return [s for s in self.spans if predicate(s)]
 
 
 def small_ct(path):
@@ -84,14 +56,6 @@ def planted_dicom(folder):
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.save_as(path)
     return os.path.join(folder, "series")
-
-
-def attribute_values(span):
-    values = {}
-    for a in span.attributes:
-        v = a.value
-        values[a.key] = v.string_value if v.HasField("string_value") else v.int_value
-    return values
 
 
 def everything_said(span):
