@@ -7,15 +7,16 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
 #include "clients/cpp/client.h"
 #include "imageio/file_util.h"
 #include "imageio/labels.h"
@@ -23,9 +24,12 @@
 #include "model/safetensors.h"
 #include "server/auth.h"
 #include "server/config.h"
+#include "server/model_repository.h"
 #include "server/server.h"
+#include "server/system_memory.h"
 #include "tests/server/test_volumes.h"
 #include "tests/testing/dicom_bytes.h"
+#include "tests/testing/rss.h"
 
 namespace upp::server {
 namespace {
@@ -36,6 +40,15 @@ constexpr char kPhantomWeights[] = UPP_SOURCE_DIR "/model/weights/phantom_ct_v1.
 
 std::string TempPath(const std::string& name) {
   return ::testing::TempDir() + "/" + std::to_string(getpid()) + "_" + name;
+}
+
+// A small phantom, its labels asked for; `version`: pinned (empty: the default).
+absl::StatusOr<client::SegmentResult> SegmentPhantom(client::Client& c, const std::string& version = "") {
+  static const std::string input = testing::FloatNifti(testing::Phantom({48, 40, 12}, {2.0, 2.0, 5.0}));
+  client::SegmentOptions o;
+  o.outputs = {unetrpp::v1::OUTPUT_KIND_RAW_LABELS};
+  o.model_version = version;
+  return c.Segment({input}, o);
 }
 
 // Version 2: random weights of the phantom model's shape, with its plan.
@@ -89,11 +102,20 @@ class ModelSwapTest : public ::testing::Test {
     return std::move(client::Client::Connect("127.0.0.1:" + std::to_string(server_->port()), o).value());
   }
   static absl::StatusOr<client::SegmentResult> Segment(client::Client& c, const std::string& version = "") {
-    static const std::string input = testing::FloatNifti(testing::Phantom({48, 40, 12}, {2.0, 2.0, 5.0}));
-    client::SegmentOptions o;
-    o.outputs = {unetrpp::v1::OUTPUT_KIND_RAW_LABELS};
-    o.model_version = version;
-    return c.Segment({input}, o);
+    return SegmentPhantom(c, version);
+  }
+  // Waits (at most 10 s) until the model has one version ready or unloading:
+  // the others are unloaded, their memory freed.
+  static unetrpp::v1::ModelInfo WaitForOneLiveVersion(client::Client& c) {
+    unetrpp::v1::ModelInfo info;
+    for (int i = 0; i < 100; ++i) {
+      info = *c.GetModel("ct");
+      int live = 0;
+      for (const auto& v : info.versions()) live += v.state() == "ready" || v.state() == "unloading";
+      if (live == 1) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return info;
   }
   static unetrpp::v1::LoadModelRequest Load(const std::string& version, bool keep_previous = false) {
     unetrpp::v1::LoadModelRequest r;
@@ -324,13 +346,8 @@ TEST_F(ModelSwapTest, ARequestInFlightKeepsTheConfigurationItBeganWith) {
   EXPECT_NE(next.status().message().find("1000"), std::string::npos) << next.status();
 }
 
-// /proc/self/status's `field` ("VmRSS:", "VmHWM:") in KiB; 0 elsewhere.
-int64_t MemoryKiB(const std::string& field) {
-  std::ifstream in("/proc/self/status");
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind(field, 0) == 0) return std::atoll(line.c_str() + field.size());
-  return 0;
-}
+// /proc/self/status's `field` ("VmRSS", "VmHWM") in MiB.
+int64_t MemoryMiB(const std::string& field) { return testing::ProcStatusBytes(field) >> 20; }
 
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
@@ -362,13 +379,104 @@ void LogSwitchFigures(const std::vector<std::pair<absl::Time, double>>& latencie
       "({} requests), overlapping a switch p50 {:.3f} s p95 {:.3f} s ({} requests); RSS before {} MiB, peak {} MiB, "
       "after {} MiB",
       Percentile(load_seconds, 0.5), Percentile(load_seconds, 1.0), Percentile(before, 0.5), Percentile(before, 0.95),
-      before.size(), Percentile(during, 0.5), Percentile(during, 0.95), during.size(), rss_before / 1024,
-      MemoryKiB("VmHWM:") / 1024, MemoryKiB("VmRSS:") / 1024);
+      before.size(), Percentile(during, 0.5), Percentile(during, 0.95), during.size(), rss_before >> 20,
+      MemoryMiB("VmHWM"), MemoryMiB("VmRSS"));
 }
 
+// Clients sending one request after another until Stop(), each result
+// checked against the reference labels of the version its header names.
+// Pause() lets the memory be measured with no request in flight.
+class LoadClients {
+ public:
+  using Reference = std::function<const std::vector<uint16_t>*(const std::string& version)>;
+  LoadClients(int n, const std::function<std::unique_ptr<client::Client>()>& connect, Reference reference)
+      : reference_(std::move(reference)) {
+    for (int i = 0; i < n; ++i) threads_.emplace_back([this, i, c = connect()] { Run(i, *c); });
+  }
+  ~LoadClients() { Stop(); }
+  // Returns once no request is in flight; none starts until Resume().
+  void Pause() {
+    absl::MutexLock lock(&mu_);
+    paused_ = true;
+    mu_.Await(absl::Condition(
+        +[](int* n) { return *n == 0; }, &in_flight_));
+  }
+  void Resume() {
+    absl::MutexLock lock(&mu_);
+    paused_ = false;
+  }
+  void Stop() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+  }
+  // After Stop(): what failed, the results by version, the latencies.
+  const std::vector<std::string>& problems() const { return problems_; }
+  const std::map<std::string, int>& results() const { return results_; }
+  const std::vector<std::pair<absl::Time, double>>& latencies() const { return latencies_; }
+
+ private:
+  bool Go() const ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stop_ || !paused_; }
+  void Run(int i, client::Client& c) {
+    for (;;) {
+      {
+        absl::MutexLock lock(&mu_, absl::Condition(this, &LoadClients::Go));
+        if (stop_) return;
+        ++in_flight_;
+      }
+      const absl::Time start = absl::Now();
+      const auto r = SegmentPhantom(c);
+      absl::MutexLock lock(&mu_);
+      --in_flight_;
+      latencies_.emplace_back(start, absl::ToDoubleSeconds(absl::Now() - start));
+      if (!r.ok()) {
+        problems_.push_back("client " + std::to_string(i) + ": " + r.status().ToString());
+        continue;
+      }
+      const std::string& v = r->header.model_version();
+      ++results_[v];
+      const std::vector<uint16_t>* expected = reference_(v);
+      if (expected == nullptr ||
+          imageio::DecodeRawLabels(r->outputs.at(unetrpp::v1::OUTPUT_KIND_RAW_LABELS)) != *expected)
+        problems_.push_back("client " + std::to_string(i) + ": labels differ from version " + v + "'s reference");
+    }
+  }
+
+  const Reference reference_;
+  std::vector<std::thread> threads_;
+  absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool paused_ ABSL_GUARDED_BY(mu_) = false;
+  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::string> problems_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int> results_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<absl::Time, double>> latencies_ ABSL_GUARDED_BY(mu_);
+};
+
+// The resident memory with no request in flight and the heap's free pages
+// given back (as the registry does after freeing a version), so that two
+// such levels compare versions, not the allocator's caches.
+int64_t IdleRss(LoadClients& clients) {
+  clients.Pause();
+  ReturnFreeMemory();
+  const int64_t rss = testing::ProcStatusBytes("VmRSS");
+  clients.Resume();
+  return rss;
+}
+
+// What "memory back to its level" allows: the allocator's arenas keep some
+// fragments after 8 clients' requests; one version more (12 MiB of weights,
+// their packed copies, the workers' buffers) is over it.
+constexpr int64_t kRssSlack = int64_t{24} << 20;
+
 // 8 clients send all along while version 1 and version 2 take turns 10
-// times: no request fails, and each result equals the reference result of
-// the version its header names.
+// times by LoadModel: no request fails, each result equals the reference
+// result of the version its header names, and once the old versions are
+// gone the memory is back to its level before the swaps (two versions were
+// loaded then, one after).
 TEST_F(ModelSwapTest, SwapUnderLoadFailsNothing) {
   auto admin = As(kAdminKey);
   std::map<std::string, std::vector<uint16_t>> reference;
@@ -381,34 +489,13 @@ TEST_F(ModelSwapTest, SwapUnderLoadFailsNothing) {
   reference["2"] = imageio::DecodeRawLabels(two->outputs.at(unetrpp::v1::OUTPUT_KIND_RAW_LABELS));
   ASSERT_NE(reference["1"], reference["2"]) << "the two versions must be told apart by their labels";
 
-  std::atomic<bool> stop{false};
-  std::mutex mu;
-  std::map<std::string, int> results;  // by version
-  std::vector<std::string> problems;
-  std::vector<std::pair<absl::Time, double>> latencies;  // start, seconds
+  LoadClients clients(
+      8, [&] { return As(kUserKey); },
+      [&](const std::string& v) { return reference.count(v) ? &reference.at(v) : nullptr; });
+  std::this_thread::sleep_for(std::chrono::seconds(2));        // latency before any swap
+  const int64_t rss_busy = testing::ProcStatusBytes("VmRSS");  // BENCHMARKS.md's "RSS before"
+  const int64_t rss_before = IdleRss(clients);
   std::vector<std::pair<absl::Time, absl::Time>> swaps;  // LoadModel calls
-  std::vector<std::thread> clients;
-  for (int i = 0; i < 8; ++i)
-    clients.emplace_back([&, i] {
-      auto c = As(kUserKey);
-      while (!stop) {
-        const absl::Time start = absl::Now();
-        const auto r = Segment(*c);
-        std::lock_guard<std::mutex> lock(mu);
-        latencies.emplace_back(start, absl::ToDoubleSeconds(absl::Now() - start));
-        if (!r.ok()) {
-          problems.push_back("client " + std::to_string(i) + ": " + r.status().ToString());
-          continue;
-        }
-        const std::string& v = r->header.model_version();
-        ++results[v];
-        if (!reference.count(v) ||
-            imageio::DecodeRawLabels(r->outputs.at(unetrpp::v1::OUTPUT_KIND_RAW_LABELS)) != reference[v])
-          problems.push_back("client " + std::to_string(i) + ": labels differ from version " + v + "'s");
-      }
-    });
-  std::this_thread::sleep_for(std::chrono::seconds(2));  // latency before any swap
-  const int64_t rss_before = MemoryKiB("VmRSS:");
   std::vector<double> load_seconds;
   for (int swap = 0; swap < 10; ++swap) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -420,25 +507,126 @@ TEST_F(ModelSwapTest, SwapUnderLoadFailsNothing) {
     if (loaded.ok() && Version(*loaded, version)) load_seconds.push_back(Version(*loaded, version)->load_seconds());
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  stop = true;
-  for (auto& t : clients) t.join();
+  const auto info = WaitForOneLiveVersion(*admin);  // the old versions go once their last requests are done
+  const int64_t rss_after = IdleRss(clients);
+  clients.Stop();
 
-  for (const auto& p : problems) ADD_FAILURE() << p;
-  EXPECT_GT(results["1"], 0);
-  EXPECT_GT(results["2"], 0);
-  spdlog::info("swap under load: {} results of version 1, {} of version 2", results["1"], results["2"]);
-  LogSwitchFigures(latencies, swaps, load_seconds, rss_before);
-  // The old versions go once their last requests are done.
-  unetrpp::v1::ModelInfo info;
-  for (int i = 0; i < 100; ++i) {
-    info = *admin->GetModel("ct");
-    int live = 0;
-    for (const auto& v : info.versions()) live += v.state() == "ready" || v.state() == "unloading";
-    if (live == 1) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  for (const auto& p : clients.problems()) ADD_FAILURE() << p;
+  const auto& results = clients.results();
+  EXPECT_GT(results.count("1") ? results.at("1") : 0, 0);
+  EXPECT_GT(results.count("2") ? results.at("2") : 0, 0);
+  spdlog::info("swap under load: {} results of version 1, {} of version 2; idle RSS {} MiB before, {} MiB after",
+               results.count("1") ? results.at("1") : 0, results.count("2") ? results.at("2") : 0, rss_before >> 20,
+               rss_after >> 20);
+  LogSwitchFigures(clients.latencies(), swaps, load_seconds, rss_busy);
   EXPECT_EQ(info.version(), "2");
   EXPECT_EQ(Version(info, "1")->state(), "unloaded");
+  EXPECT_LT(rss_after - rss_before, testing::RssBound(kRssSlack))
+      << "idle RSS " << (rss_before >> 20) << " MiB before the swaps, " << (rss_after >> 20) << " MiB after";
+}
+
+// The same by the repository poll: each swap publishes a new version folder
+// as an operator would (the weights copied in two halves, a poll or more
+// apart, then the READY marker last), alternately with the two weight files;
+// the poll loads it beside the serving one and unloads the old one. No
+// request fails, no half-copied folder is loaded, each result equals the
+// reference of its version's weights, and the memory is back to its level.
+TEST_F(ModelSwapTest, SwapByThePollUnderLoadFailsNothing) {
+  namespace fs = std::filesystem;
+  const fs::path repo = TempPath("repo");
+  fs::remove_all(repo);
+  const std::string v2_weights = TempPath("v2.safetensors");
+  // Version k: the phantom weights when k is odd, version 2's when even.
+  const auto publish = [&](int k, const std::function<void()>& between_halves) {
+    const fs::path folder = repo / "ct" / std::to_string(k);
+    fs::create_directories(folder);
+    auto bytes = imageio::ReadWholeFile(k % 2 ? kPhantomWeights : v2_weights, int64_t{1} << 30);
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    if (k % 2 == 0) fs::copy_file(TempPath("plan.json"), folder / kPlanFileName);
+    std::ofstream out(folder / kWeightsFileName, std::ios::binary);
+    out.write(bytes->data(), static_cast<std::streamsize>(bytes->size() / 2));
+    out.flush();
+    between_halves();
+    out.write(bytes->data() + bytes->size() / 2, static_cast<std::streamsize>(bytes->size() - bytes->size() / 2));
+    out.close();
+    std::ofstream(folder / kReadyMarker) << "";
+  };
+  publish(1, [] {});
+  server_.reset();
+  metrics_port_ = testing::FreePort();
+  auto config =
+      ParseConfig("listen_address: '127.0.0.1:0'\nmetrics_address: '127.0.0.1:" + std::to_string(metrics_port_) +
+                  "'\ncpu_threads: 2\n"
+                  "auth { api_keys_file: '" +
+                  TempPath("keys.txt") +
+                  "' allow_anonymous: true }\n"
+                  "batching { max_queue_delay_us: 500 }\n"
+                  "model_repository_poll_seconds: 0.1\n"
+                  "models { name: 'ct' repository: '" +
+                  repo.string() + "' }\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto server = Server::Create(*config);
+  ASSERT_TRUE(server.ok()) << server.status();
+  server_ = *std::move(server);
+  auto admin = As(kAdminKey);
+  const auto serving = [&] { return admin->GetModel("ct")->version(); };
+  const auto wait_for_default = [&](int k) {
+    for (int i = 0; i < 600 && serving() != std::to_string(k); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    return serving() == std::to_string(k);
+  };
+
+  std::map<int, std::vector<uint16_t>> reference;  // by weight file: 1 odd, 0 even
+  const auto one = Segment(*admin);
+  ASSERT_TRUE(one.ok()) << one.status();
+  ASSERT_EQ(one->header.model_version(), "1");
+  reference[1] = imageio::DecodeRawLabels(one->outputs.at(unetrpp::v1::OUTPUT_KIND_RAW_LABELS));
+  publish(2, [] {});
+  ASSERT_TRUE(wait_for_default(2)) << "the poll did not make version 2 the default";
+  const auto two = Segment(*admin);
+  ASSERT_TRUE(two.ok()) << two.status();
+  ASSERT_EQ(two->header.model_version(), "2");
+  reference[0] = imageio::DecodeRawLabels(two->outputs.at(unetrpp::v1::OUTPUT_KIND_RAW_LABELS));
+  ASSERT_NE(reference[0], reference[1]) << "the two weight files must be told apart by their labels";
+  WaitForOneLiveVersion(*admin);  // version 1 is gone: the level is one version's
+
+  LoadClients clients(
+      8, [&] { return As(kUserKey); },
+      [&](const std::string& v) {
+        const int k = std::atoi(v.c_str());
+        return k > 0 ? &reference.at(k % 2) : nullptr;
+      });
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const int64_t rss_before = IdleRss(clients);
+  for (int k = 3; k <= 12; ++k) {
+    publish(k, [&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));  // polls that see the folder incomplete
+      EXPECT_EQ(serving(), std::to_string(k - 1)) << "version " << k << " served before its READY marker";
+    });
+    EXPECT_TRUE(wait_for_default(k)) << "the poll did not make version " << k << " the default";
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  const auto info = WaitForOneLiveVersion(*admin);
+  const int64_t rss_after = IdleRss(clients);
+  clients.Stop();
+
+  for (const auto& p : clients.problems()) ADD_FAILURE() << p;
+  int by_file[2] = {0, 0};
+  for (const auto& [v, n] : clients.results()) by_file[std::atoi(v.c_str()) % 2] += n;
+  EXPECT_GT(by_file[0], 0);
+  EXPECT_GT(by_file[1], 0);
+  spdlog::info(
+      "swap by the poll under load: {} results of the phantom weights, {} of version 2's over {} versions; "
+      "idle RSS {} MiB before, {} MiB after",
+      by_file[1], by_file[0], clients.results().size(), rss_before >> 20, rss_after >> 20);
+  EXPECT_EQ(info.version(), "12");
+  for (const auto& v : info.versions())
+    if (v.version() != "12") {
+      EXPECT_EQ(v.state(), "unloaded") << "version " << v.version();
+    }
+  EXPECT_LT(rss_after - rss_before, testing::RssBound(kRssSlack))
+      << "idle RSS " << (rss_before >> 20) << " MiB before the swaps, " << (rss_after >> 20) << " MiB after";
+  fs::remove_all(repo);
 }
 
 }  // namespace
