@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <limits>
 
 #include "absl/base/thread_annotations.h"
@@ -109,7 +110,7 @@ struct SegmentationJob::Impl {
   // Create()'s windows over `data` (the padded grid): all of them, or those
   // touching `body` (the input's (z, y, x) box); narrows `data` to them and
   // sets region, out_box, windows and the profiles.
-  void ChooseWindows(const std::optional<preprocessing::VoxelBox>& body, bool tile = false);
+  void ChooseWindows(const std::optional<preprocessing::VoxelBox>& body, bool tile = false, double inset = 0.0);
   void ReportCrop(preprocessing::CropMode mode, bool region);
   // Finish()'s way back: the accumulators' unpadded part (`acc`, `profile`
   // narrowed) and the taps from out_box to it.
@@ -153,7 +154,7 @@ SegmentationJob::~SegmentationJob() = default;
 // `fast` mode's trade; liver Dice against the whole run 0.98), but never by
 // the grid (a crop of the input resampled onto its own, shifted grid gave
 // 0.96).
-void SegmentationJob::Impl::ChooseWindows(const std::optional<preprocessing::VoxelBox>& body, bool tile) {
+void SegmentationJob::Impl::ChooseWindows(const std::optional<preprocessing::VoxelBox>& body, bool tile, double inset) {
   const std::array<int64_t, 3> padded{data.size(1), data.size(2), data.size(3)};
   std::array<std::vector<int64_t>, 3> starts;
   bool whole = true;
@@ -178,14 +179,22 @@ void SegmentationJob::Impl::ChooseWindows(const std::optional<preprocessing::Vox
       complete1 = s0 + len;
     } else {
       const auto& all = starts[a];
-      size_t k0 = 0, k1 = all.size();  // the windows [k0, k1) touch the box
-      while (k0 + 1 < all.size() && all[k0] + plan.patch[a] <= g0) ++k0;
-      while (k1 > k0 + 1 && all[k1 - 1] >= g1) --k1;
+      // The windows [k0, k1) touch the box with more than `edge` of a side.
+      const int64_t edge = static_cast<int64_t>(std::floor(std::clamp(inset, 0.0, 0.5) * plan.patch[a]));
+      size_t k0 = 0, k1 = all.size();
+      while (k0 + 1 < all.size() && all[k0] + plan.patch[a] - edge <= g0) ++k0;
+      while (k1 > k0 + 1 && all[k1 - 1] + edge >= g1) --k1;
+      // Still every box voxel under a window (a step over 0.5 could leave
+      // an edge uncovered once windows are dropped).
+      while (k0 > 0 && all[k0] > g0) --k0;
+      while (k1 < all.size() && all[k1 - 1] + plan.patch[a] < g1) ++k1;
       region[a] = {all[k0], all[k1 - 1] + plan.patch[a]};
       // The grid voxels every window of which runs: their sums are the
-      // uncropped run's. The box's are among them.
-      complete0 = k0 == 0 ? 0 : all[k0 - 1] + plan.patch[a];
-      complete1 = k1 == all.size() ? padded[a] : all[k1];
+      // uncropped run's. The box's are among them unless an inset dropped
+      // windows over it; then the box's labels come from the windows that
+      // ran.
+      complete0 = k0 == 0 ? 0 : std::min(all[k0 - 1] + plan.patch[a], std::max(g0, region[a][0]));
+      complete1 = k1 == all.size() ? padded[a] : std::max(all[k1], std::min(g1, region[a][1]));
       std::vector<int64_t> touching(all.begin() + k0, all.begin() + k1);
       for (int64_t& s : touching) s -= region[a][0];
       starts[a] = std::move(touching);
@@ -294,7 +303,7 @@ absl::StatusOr<std::unique_ptr<SegmentationJob>> SegmentationJob::Create(imageio
     if (options.region) {
       auto region = RegionInCrop(*options.region, pre->crop);
       if (!region.ok()) return region.status();
-      impl->ChooseWindows(*region, options.tile_box);
+      impl->ChooseWindows(*region, options.tile_box, options.region_inset);
     } else {
       impl->ChooseWindows(pre->body, options.tile_box);
     }

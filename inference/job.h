@@ -66,6 +66,15 @@ struct JobOptions {
   // tiling it on the same grid: fewer, with labels that differ where windows
   // overlap differently (job.cc, ChooseWindows).
   bool tile_box = false;
+  // Without `tile_box`: the share of the patch, at each side of a window,
+  // that does not count as touching the box (0: any overlap counts). A
+  // window whose middle misses the box adds little there (its Gaussian
+  // weight falls to exp(-2) a quarter patch from its centre), so a label
+  // subset keeps nearly the whole run's labels with fewer windows
+  // (inference/label_subset.h, kSubsetWindowInset); the box's labels are
+  // then the sums of the windows that ran, no longer exactly the whole
+  // run's. At most 0.5.
+  double region_inset = 0.0;
   AccumulatorPrecision accumulator = AccumulatorPrecision::kAuto;
   // kAuto: float16 accumulators when float32 ones would exceed this.
   int64_t float32_accumulator_limit_bytes = int64_t{1} << 30;

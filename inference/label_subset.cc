@@ -54,6 +54,7 @@ bool AimAtLabels(const LabelMap& located, const std::vector<int>& values, double
   if (!box) return false;
   options->region = *box;
   options->tile_box = tile;
+  options->region_inset = tile ? 0.0 : kSubsetWindowInset;
   return true;
 }
 

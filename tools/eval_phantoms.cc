@@ -79,6 +79,9 @@ int main(int argc, char** argv) {
   app.add_option("--subset", subset, "also run only these labels (comma-separated names), located by --locator");
   app.add_option("--locator", locator, "the model that locates --subset's labels (the fastest model)");
   app.add_option("--margin-mm", margin_mm, "--subset's box margin per side (mm)");
+  double subset_inset = -1;
+  app.add_option("--subset-inset", subset_inset,
+                 "a `full` subset's window inset (JobOptions::region_inset) instead of kSubsetWindowInset");
   double locate_step = upp::inference::kLocateStep;
   app.add_option("--locate-step", locate_step,
                  "--locator's window step, without mirroring (default: the server's; 0: its plan's, mirroring too)");
@@ -147,10 +150,11 @@ int main(int argc, char** argv) {
     *located_windows = located_report.windows_uncropped - located_report.windows_skipped;
     // As the server: `fast` (a step given) tiles the box, `full` keeps the whole run's windows.
     upp::inference::JobOptions region = other_options;
-    auto labels = upp::inference::AimAtLabels(*located, subset_values, margin_mm, versus_step > 0, &region)
-                      ? upp::inference::SegmentVolume(std::move(v), *plan, upp::inference::RunnerFor(**runner),
-                                                      run.batch, region, nullptr, report)
-                      : std::move(located);  // none located: background, as the server answers
+    const bool aimed = upp::inference::AimAtLabels(*located, subset_values, margin_mm, versus_step > 0, &region);
+    if (subset_inset >= 0 && versus_step <= 0) region.region_inset = subset_inset;
+    auto labels = aimed ? upp::inference::SegmentVolume(std::move(v), *plan, upp::inference::RunnerFor(**runner),
+                                                        run.batch, region, nullptr, report)
+                        : std::move(located);  // none located: background, as the server answers
     if (labels.ok()) upp::inference::KeepLabels(subset_values, &*labels);
     return labels;
   };
@@ -230,6 +234,9 @@ int main(int argc, char** argv) {
     out["windows_versus"] = other_windows;
     if (locating) {
       out["subset"] = subset;
+      out["subset_inset"] = versus_step > 0     ? 0.0
+                            : subset_inset >= 0 ? subset_inset
+                                                : upp::inference::kSubsetWindowInset;
       out["locator_windows"] = locator_windows;
       nlohmann::json min_dice = nlohmann::json::object();
       for (int v : subset_values)

@@ -373,6 +373,49 @@ TEST(RegionCrop, ATiledRegionRunsWindowsOfItsOwnAndTheRestIsBackground) {
   EXPECT_EQ(first, 0);  // the first body's windows never ran
 }
 
+// With region_inset (the `full` mode's subsets), a window counts as
+// touching the region only when more than the inset of its side overlaps
+// it: fewer windows than any overlap, and still every voxel of the region
+// under a window (a pointwise network's labels there are the whole run's),
+// the rest background.
+TEST(RegionCrop, AnInsetRunsFewerWindowsAndStillLabelsTheWholeRegion) {
+  const auto v = CtWith({160, 100, 40}, {{{25, 50, 20}, {15, 20, 30}}, {{130, 50, 20}, {12, 15, 30}}});
+  const Plan plan = CtPlan();
+  const Outcome whole = Segment(v, plan);
+  JobOptions options;
+  options.region = preprocessing::VoxelBox{{{0, 40}, {35, 66}, {118, 143}}};  // (z, y, x)
+  auto touching = SegmentationJob::Create(v, plan, options);
+  ASSERT_TRUE(touching.ok()) << touching.status();
+  for (double inset : {0.25, 0.375, 0.5}) {
+    SCOPED_TRACE(inset);
+    options.region_inset = inset;
+    auto job = SegmentationJob::Create(v, plan, options);
+    ASSERT_TRUE(job.ok()) << job.status();
+    EXPECT_LT((*job)->num_windows(), (*touching)->num_windows());
+    const CropReport report = (*job)->crop_report();
+    EXPECT_EQ(report.windows_skipped, report.windows_uncropped - (*job)->num_windows());
+    EXPECT_LE(report.box_xyz[0][0], 118);
+    EXPECT_GE(report.box_xyz[0][1], 143);
+    EXPECT_LE(report.box_xyz[1][0], 35);
+    EXPECT_GE(report.box_xyz[1][1], 66);
+    auto labels = SegmentVolume(v, plan, PointwiseTissueNet(), 4, options);
+    ASSERT_TRUE(labels.ok()) << labels.status();
+    int64_t second = 0, first = 0, differ_in_region = 0;
+    for (int64_t i = 0; i < v.geometry.NumVoxels(); ++i) {
+      const int64_t x = i % 160, y = i / 160 % 100;
+      if (x >= 118 && x < 143 && y >= 35 && y < 66) {
+        differ_in_region += labels->labels[i] != whole.labels.labels[i];
+        second += labels->labels[i];
+      } else if (x < 60) {
+        first += labels->labels[i];
+      }
+    }
+    EXPECT_GT(second, 0);
+    EXPECT_EQ(differ_in_region, 0);
+    EXPECT_EQ(first, 0);
+  }
+}
+
 // The region is clamped to the volume; one wholly outside it is refused.
 TEST(RegionCrop, ARegionIsClampedToTheVolumeAndOneOutsideItIsRefused) {
   const auto v = CtWith({120, 100, 40}, {{{25, 75, 20}, {15, 20, 30}}});

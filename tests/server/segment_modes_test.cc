@@ -132,8 +132,9 @@ std::vector<uint16_t> Only(const std::vector<uint16_t>& labels, uint16_t value) 
 }
 
 // In `full` mode a subset is located first, then only the whole run's
-// windows around it run: its labels are exactly the whole run's. In `fast`
-// mode windows of its own tile the box: far fewer.
+// windows around it run: its labels are the whole run's but where a window
+// left out (inference::kSubsetWindowInset) tipped a voxel. In `fast` mode
+// windows of its own tile the box: far fewer.
 TEST_F(SegmentModesTest, ASubsetIsLocatedFirstAndReturnsOnlyItsLabels) {
   auto full = Run(unetrpp::v1::SPEED_MODE_FULL);
   ASSERT_TRUE(full.ok()) << full.status();
@@ -149,7 +150,7 @@ TEST_F(SegmentModesTest, ASubsetIsLocatedFirstAndReturnsOnlyItsLabels) {
   for (const auto& v : liver->header.volumes()) volumes.insert(v.value());
   EXPECT_EQ(volumes, (std::set<uint32_t>{0, 1}));
   const auto subset = Raw(*liver), whole = Raw(*full);
-  EXPECT_EQ(Only(subset, 1), Only(whole, 1));  // exactly the whole run's liver
+  EXPECT_GE(tools::DicePerLabel(Only(whole, 1), Only(subset, 1), 2)[0], 0.995);  // issue 27's bound
   EXPECT_EQ(std::count_if(subset.begin(), subset.end(), [](uint16_t l) { return l > 1; }), 0);
 
   auto fast = Run(unetrpp::v1::SPEED_MODE_FAST);
