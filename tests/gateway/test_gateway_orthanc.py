@@ -7,11 +7,15 @@ volume report back to Orthanc. Checked through Orthanc's REST API and
 pydicom: references, Dice against the phantom's truth, the report's
 volumes against the server's own, dciodvfy. Also: a series that matches no
 rule, a series with slices missing, the server down for a while, SIGTERM
-while a series is in flight.
+while a series is in flight. Where tracing is built in ($UPP_TRACE_TEST,
+set by CMake), server and gateway export to a loopback OTLP collector
+(tests/tracing/otlp_collector.py), and the happy series must be one trace
+from its C-STORE to the SEG's delivery back to Orthanc.
 """
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -27,10 +31,12 @@ import pydicom
 from pydicom.uid import generate_uid
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "clients"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tracing"))  # otlp_collector, when tracing
 from server_process import ServerProcess, free_port  # noqa: E402
 
 VOLUME_CODE = "118565006"       # SCT "Volume"
 TRACKING_ID_CODE = "112039"     # DCM "Tracking Identifier"
+PATIENT, PATIENT_ID = "Doe^Planted", "PID-Planted-4711"  # the happy series' patient: no span may hold them
 
 
 def wait_for(predicate, timeout, what):
@@ -64,7 +70,7 @@ def read_metric(port, name, **labels):
 class Orthanc:
     """Orthanc from Debian with a generated configuration, on free loopback ports."""
 
-    def __init__(self, root, gateway_port, tls=None, extra=None):
+    def __init__(self, root, gateway_port, tls=None, extra=None, verbose=False):
         self.http_port, self.dicom_port = free_port(), free_port()
         os.makedirs(root, exist_ok=True)
         config = {
@@ -86,7 +92,9 @@ class Orthanc:
         with open(self.config_path, "w") as f:
             json.dump(config, f)
         self.log = open(os.path.join(root, "orthanc.log"), "wb")
-        self.process = subprocess.Popen(["Orthanc", self.config_path], stdout=self.log, stderr=subprocess.STDOUT)
+        # verbose: its log has a line, to the microsecond, per C-STORE it receives.
+        self.process = subprocess.Popen(["Orthanc", *(["--verbose"] if verbose else []), self.config_path],
+                                        stdout=self.log, stderr=subprocess.STDOUT)
         wait_for(self._up, 60, "Orthanc's REST API")
 
     def _up(self):
@@ -125,15 +133,27 @@ class Orthanc:
     def first_instance(self, series):
         return self.get(f"/instances/{series['Instances'][0]}/file", raw=True)
 
+    def stores_received(self, calling_ae):
+        """When each C-STORE from `calling_ae` arrived (seconds since the
+        epoch), from the log of a verbose Orthanc: "I1205 06:56:50.845059
+        main.cpp:352] Incoming Store request from AET ..." (local time)."""
+        self.log.flush()
+        with open(self.log.name, errors="replace") as f:
+            found = re.findall(rf"^I(\d{{4}}) (\d\d:\d\d:\d\d)(\.\d+) .*Incoming Store request from AET "
+                               rf"{calling_ae} ", f.read(), re.MULTILINE)
+        year = time.localtime().tm_year
+        return [time.mktime(time.strptime(f"{year}{day} {hms}", "%Y%m%d %H:%M:%S")) + float(fraction)
+                for day, hms, fraction in found]
+
     def stop(self):
         self.process.terminate()
         self.process.wait(timeout=30)
         self.log.close()
 
 
-def make_variant(source_dir, out_dir, drop_slices=(), body_part=None):
+def make_variant(source_dir, out_dir, drop_slices=(), body_part=None, patient=None):
     """The phantom series as a new study and series (new UIDs), optionally
-    with slices left out or another BodyPartExamined."""
+    with slices left out, another BodyPartExamined or patient (name, ID)."""
     os.makedirs(out_dir)
     study, series = generate_uid(), generate_uid()
     files = sorted(os.listdir(source_dir))
@@ -145,6 +165,8 @@ def make_variant(source_dir, out_dir, drop_slices=(), body_part=None):
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         if body_part is not None:
             ds.BodyPartExamined = body_part
+        if patient is not None:
+            ds.PatientName, ds.PatientID = patient
         ds.save_as(os.path.join(out_dir, name))
     return study, series
 
@@ -256,6 +278,8 @@ class GatewayWithOrthanc:
         cls.gateway_log.close()
         cls.orthanc.stop()
         cls.server.__exit__(None, None, None)
+        if getattr(cls, "collector", None) is not None:  # after them: their last export reaches it
+            cls.collector.stop()
         if os.environ.get("UPP_KEEP_TEST_OUTPUT"):
             print("gateway test output kept in", cls.tmp)
         else:
@@ -276,9 +300,13 @@ class GatewayOrthancTest(GatewayWithOrthanc, unittest.TestCase):
                         "-o", os.path.join(cls.tmp, "ct.nii.gz"), "--labels", cls.truth, "--dicom", cls.phantom],
                        check=True, capture_output=True)
         cls.server_port = free_port()
+        cls.collector = None
+        if os.environ.get("UPP_TRACE_TEST") == "1":
+            from otlp_collector import Collector
+            cls.collector = Collector()
         cls.server = cls.start_server()
         cls.gateway_port, cls.metrics_port = free_port(), free_port()
-        cls.orthanc = Orthanc(cls.tmp, cls.gateway_port)
+        cls.orthanc = Orthanc(cls.tmp, cls.gateway_port, verbose=True)
         cls.spool = os.path.join(cls.tmp, "spool")
         cls.config = os.path.join(cls.tmp, "gateway.textproto")
         with open(cls.config, "w") as f:
@@ -293,13 +321,17 @@ unmatched: "keep"
 max_attempts: 20
 retry_backoff_seconds: 1
 metrics_address: "127.0.0.1:{cls.metrics_port}"
-""")
+{cls.tracing_config()}""")
         cls.gateway_log = open(os.path.join(cls.tmp, "gateway.log"), "wb")
         cls.gateway = cls.start_gateway()
 
     @classmethod
+    def tracing_config(cls):
+        return cls.collector.config() if cls.collector else ""
+
+    @classmethod
     def start_server(cls):
-        return ServerProcess(port=cls.server_port).__enter__()
+        return ServerProcess(port=cls.server_port, config_text=cls.tracing_config() or None).__enter__()
 
     @classmethod
     def start_gateway(cls):
@@ -319,8 +351,10 @@ metrics_address: "127.0.0.1:{cls.metrics_port}"
                         timeout, "a SEG and an SR in Orthanc\n" + self.gateway_output())
 
     def test_1_series_comes_back_with_seg_and_volume_report(self):
-        directory, study, series_uid = self.send_variant("happy")
+        before = self.collector.snapshot() if self.collector else []
+        directory, study, series_uid = self.send_variant("happy", patient=(PATIENT, PATIENT_ID))
         results = self.wait_for_results(study)
+        type(self).happy = (before, directory, study, series_uid, results)
         seg_bytes = self.orthanc.first_instance(results["SEG"])
         sr_bytes = self.orthanc.first_instance(results["SR"])
         seg_path, sr_path = os.path.join(self.tmp, "seg.dcm"), os.path.join(self.tmp, "sr.dcm")
@@ -351,6 +385,45 @@ metrics_address: "127.0.0.1:{cls.metrics_port}"
         self.assertGreaterEqual(self.metric("upp_gateway_series_received_total"), 1)
         self.assertGreaterEqual(self.metric("upp_gateway_instances_received_total", outcome="stored"),
                                 len(os.listdir(directory)))
+
+    def test_1a_the_series_is_one_trace_from_c_store_to_seg_delivery(self):
+        if not self.collector:
+            self.skipTest("tracing is not built in (UPP_TRACE_TEST is not 1)")
+        from otlp_collector import attribute_values, check_series_trace
+        before, directory, study, series_uid, results = self.happy
+        known = {s.span_id for s in before}
+        new_roots = lambda: [s for s in self.collector.snapshot()  # noqa: E731
+                             if s.name == "Series" and s.span_id not in known]
+        # The Series span ends once both results are sent; it is exported within 0.1 s.
+        wait_for(new_roots, 30, "the Series span\n" + self.gateway_output())
+        time.sleep(0.5)  # the server's spans and the gateway's last ones
+        roots, spans = new_roots(), self.collector.snapshot()
+        # Exactly one trace for the one series Orthanc sent.
+        self.assertEqual(len(roots), 1, [attribute_values(r) for r in roots])
+        root = roots[0]
+        values = attribute_values(root)
+        self.assertEqual(values["upp.outcome"], "completed")
+        self.assertEqual(values["upp.attempt"], 1)
+        self.assertEqual(values["upp.instances"], len(os.listdir(directory)))
+        children = check_series_trace(self, spans, root, transport="c-store", objects=2)
+        self.assertIn(f"trace_id={root.trace_id.hex()}", self.gateway_output())
+        # The send span covers the delivery: Orthanc received SEG and report
+        # (the C-STOREs from the gateway's AE, as its log times them) between
+        # the span's start and end.
+        send = children["send"]
+        stores = self.orthanc.stores_received("UNETRPP")
+        self.assertEqual(len(stores), 2, stores)
+        for at in stores:
+            self.assertLessEqual(send.start_time_unix_nano / 1e9, at)
+            self.assertLessEqual(at, send.end_time_unix_nano / 1e9)
+        # Nothing about the patient, the study, the sender or the files in any span.
+        secrets = [PATIENT, PATIENT_ID, "Doe", study, series_uid, "ORTHANC", self.tmp]
+        secrets += [pydicom.dcmread(os.path.join(directory, n), stop_before_pixels=True).SOPInstanceUID
+                    for n in os.listdir(directory)]
+        for span in spans:
+            text = str(span)
+            for secret in secrets:
+                self.assertNotIn(secret, text, span.name)
 
     def check_seg_with_dcmjs(self, seg_path, source_dir, seg, series_uid):
         """A third reader, the one OHIF uses: the same segments, frames and
