@@ -13,7 +13,13 @@
 #include "tracing/server_tracing.h"
 
 #ifdef UPP_TRACING_OTEL
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
 
 #include "opentelemetry/proto/collector/trace/v1/trace_service.grpc.pb.h"
 #endif
@@ -269,6 +275,52 @@ TEST(TracingTest, AnUnreachableCollectorCostsSpansNotTheCaller) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
   tracer->reset();  // flushes what it can within export_timeout, then stops
   EXPECT_LT(absl::Now() - start, absl::Seconds(15));
+}
+
+// This process's resident memory, in bytes.
+int64_t ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * sysconf(_SC_PAGESIZE);
+}
+
+TEST(TracingTest, ACollectorThatNeverAnswersCostsBoundedMemory) {
+  // A collector that takes the connection and never answers (hung, or a
+  // proxy in front of a dead one): each export waits its whole timeout
+  // while requests keep ending spans. The queue of 256 drops the rest: 100 000
+  // spans carrying 2 KiB each (over 200 MB if they were kept) leave the
+  // process's memory where it was, give or take 32 MiB.
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(listen(listener, 16), 0);  // the kernel completes the handshake; nobody reads
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  TracingOptions options = Options("127.0.0.1:" + std::to_string(ntohs(address.sin_port)));
+  options.queue_size = 256;
+  options.export_timeout = absl::Milliseconds(500);
+  auto tracer = Tracer::Create(options);
+  ASSERT_TRUE(tracer.ok());
+  const std::string payload(2048, 'x');
+  auto end_spans = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      Span span = (*tracer)->StartServerSpan("Segment", "");
+      span.SetAttribute("upp.payload", payload);
+      span.StartChild("decode").End();
+    }
+  };
+  end_spans(2000);  // the queue full, the allocator warm
+  const int64_t before = ResidentBytes();
+  const absl::Time start = absl::Now();
+  end_spans(100000);
+  EXPECT_LT(ResidentBytes() - before, int64_t{32} << 20);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(20));  // nothing waited for the collector
+  tracer->reset();
+  close(listener);
 }
 
 TEST(TracingTest, BadOptionsAreRefused) {
