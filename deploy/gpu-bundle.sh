@@ -6,7 +6,16 @@
 # on an empty system, less the toolchain and C library such a machine has),
 # unpacks them into one prefix and packs that into an archive to carry there.
 #
+# OpenTelemetry's C++ SDK (tracing/, issue 30) is in bookworm-backports only:
+# the script adds that suite first (deploy/apt-backports.sh: from this
+# machine's own apt source, pinned to the OpenTelemetry packages; root or
+# sudo), and runs apt-get update when apt does not know the package yet, so
+# that the GPU build traces (deploy/gpu-check.sh configures it with
+# UPP_WITH_OTEL=ON when the bundle has the SDK).
+#
 # Usage: deploy/gpu-bundle.sh [DIR]        (default .gpu/bundle; .gpu/ is git-ignored)
+#        deploy/gpu-bundle.sh --resolve    (backports set up; prints the packages it would
+#                                           bundle, downloads nothing)
 # Gives DIR/usr/... (the packages' files), DIR/env.sh and DIR.tar.xz.
 # Use, on any machine, after unpacking the archive somewhere:
 #   source DIR/env.sh        # PATH, LD_LIBRARY_PATH, PKG_CONFIG_PATH, UPP_DEPS_PREFIX
@@ -14,6 +23,11 @@
 # deploy/gpu-bundle-test.sh proves that a build from the bundle alone works.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+RESOLVE_ONLY=false
+if [ "${1:-}" = "--resolve" ]; then
+  RESOLVE_ONLY=true
+  shift
+fi
 DIR="${1:-.gpu/bundle}"
 
 # What the build needs (deploy/install-deps.sh's BUILD_PACKAGES less the
@@ -24,10 +38,27 @@ PACKAGES=(
   libabsl-dev zlib1g-dev libdeflate-dev libdcmtk-dev libopenjp2-7-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev libspdlog-dev libssl-dev
   libjwt-dev nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev pkgconf
+  opentelemetry-cpp-dev
 )
 # Packages every build machine has (the C library and the compiler's runtime,
 # which must be the machine's own), and tools the build never runs.
 EXCLUDE='^(libc6|libc6-dev|libc-dev-bin|linux-libc-dev|libcrypt1|libcrypt-dev|libgcc-s1|libstdc\+\+6|gcc-[0-9]+-base|debconf|dpkg|tar|lsb-base|sysvinit-utils|python3.*|libpython3.*|readline-common|libreadline8|libtinfo6|libncursesw6|media-types|libnsl2|libnsl-dev|libtirpc3|libtirpc-dev|libtirpc-common|rpcsvc-proto|libglib2.0-bin|libglib2.0-dev-bin|icu-devtools|xorg-sgml-doctools)$'
+
+# bookworm-backports for the OpenTelemetry packages, as deploy/install-deps.sh
+# adds it; apt's lists refreshed once if they do not have the package yet.
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+bash deploy/apt-backports.sh
+# (apt-cache's answer read whole first: under pipefail, grep -q quitting at
+# its match would fail the pipe with SIGPIPE.)
+otel_known() { [[ "$(apt-cache policy opentelemetry-cpp-dev 2>/dev/null)" =~ Candidate:\ [0-9] ]]; }
+if ! otel_known; then
+  $SUDO apt-get update -q
+fi
+if ! otel_known; then
+  echo "gpu-bundle: apt has no opentelemetry-cpp-dev even from bookworm-backports" >&2
+  exit 1
+fi
 
 # The packages apt would install on an empty system, alternatives resolved
 # as apt resolves them.
@@ -37,6 +68,14 @@ mapfile -t ALL < <(apt-get -s -o Dir::State::status=/dev/null --no-install-recom
 WANT=()
 for p in "${ALL[@]}"; do [[ "$p" =~ $EXCLUDE ]] || WANT+=("$p"); done
 echo "gpu-bundle: ${#WANT[@]} of ${#ALL[@]} packages (the rest are the toolchain and C library)"
+# The SDK must be among them: without it the GPU build would trace nothing.
+for p in opentelemetry-cpp opentelemetry-cpp-dev; do
+  [[ " ${WANT[*]} " == *" $p "* ]] || { echo "gpu-bundle: apt did not resolve $p" >&2; exit 1; }
+done
+if $RESOLVE_ONLY; then
+  printf '%s\n' "${WANT[@]}"
+  exit 0
+fi
 
 DEBS="$(dirname "$DIR")/debs"
 mkdir -p "$DEBS"

@@ -3,7 +3,8 @@
 # and no Debian development packages (the project's device machine):
 #   1. builds the whole server, its tests and benchmarks against PyTorch's
 #      LibTorch and the Debian packages of deploy/gpu-bundle.sh's archive
-#      (ninja -k 0: what builds is checked even if one target does not);
+#      (ninja -k 0: what builds is checked even if one target does not),
+#      with OpenTelemetry tracing where the bundle carries the SDK;
 #   2. runs the model's parity tests on the GPU, the inference job's tests
 #      (a job on the GPU gives the CPU's labels) and server_tests with the
 #      model and its jobs on cuda:0 (batching, the per-instance CUDA streams,
@@ -95,10 +96,16 @@ packaged_server_metrics() {
   log "configure"
   GEN=(-G Ninja)
   command -v ninja >/dev/null || GEN=()
+  # Tracing (OpenTelemetry, from bookworm-backports): required where the
+  # bundle carries the SDK (deploy/gpu-bundle.sh adds it), so that a broken
+  # package fails here rather than building the no-op tracer unnoticed.
+  OTEL=OFF
+  [ -d "$UPP_DEPS_PREFIX/lib/x86_64-linux-gnu/cmake/opentelemetry-cpp" ] && OTEL=ON
+  note "tracing: UPP_WITH_OTEL=$OTEL$([ "$OTEL" = OFF ] && echo ' (a bundle without OpenTelemetry: remake it with deploy/gpu-bundle.sh)')"
   timeout 120 cmake -S . -B build-gpu "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TP" \
     -DCMAKE_LIBRARY_ARCHITECTURE=x86_64-linux-gnu -DUPP_DEPS_PREFIX="$UPP_DEPS_PREFIX" -DUPP_WITH_CAIRO=OFF \
     -DCMAKE_CUDA_ARCHITECTURES=90 -DTORCH_CUDA_ARCH_LIST=9.0 -DUPP_FIXTURES_DIR="$PWD/.gpu/fixtures" \
-    >"$LOGS/configure.log" 2>&1 || {
+    -DUPP_WITH_OTEL="$OTEL" >"$LOGS/configure.log" 2>&1 || {
     tail -40 "$LOGS/configure.log"
     note "FAIL: configure (configure.log)"
     exit 1
