@@ -3,14 +3,15 @@
 The collector is a gRPC TraceService of the test (otlp_collector.py,
 python3-opentelemetry-proto's stubs). A request carrying a W3C traceparent
 must give one server span "Segment" in the caller's trace, child of the
-caller's span, with the request's counts and none of what the caller sent about the patient; a
-child span for each stage, within the request's times; and batch spans
-linked to the request. The request's log line carries the trace id. The
-clients send the trace context (upp-client --traceparent or $TRACEPARENT,
-the Python client's traceparent= or $TRACEPARENT). With the collector
-unreachable, requests still succeed.
+caller's span, with the request's counts and none of what the caller sent
+about the patient; a child span for each stage, within the request's times;
+and batch spans linked to the request. The request's log line and its audit
+record carry the trace id. The clients send the trace context (upp-client
+--traceparent or $TRACEPARENT, the Python client's traceparent= or
+$TRACEPARENT). With the collector unreachable, requests still succeed.
 """
 import glob
+import json
 import os
 import subprocess
 import tempfile
@@ -81,14 +82,22 @@ class ServerTracingTest(unittest.TestCase):
 
     def test_a_request_is_a_span_in_the_callers_trace(self):
         collector = Collector()
+        audit_path = os.path.join(self.tmp.name, "audit.jsonl")
         try:
-            config = f'tracing {{ endpoint: "127.0.0.1:{collector.port}" schedule_delay_seconds: 0.1 }}\n'
+            config = (f'tracing {{ endpoint: "127.0.0.1:{collector.port}" schedule_delay_seconds: 0.1 }}\n'
+                      f'auth {{ audit_log_file: "{audit_path}" }}\n')
             with ServerProcess(config_text=config) as server:
                 result = self.segment(server, f"00-{TRACE_ID}-{CALLER_SPAN}-01")
                 self.assertGreater(result.summary.voxels, 0)
                 spans = collector.wait_for(lambda s: s.name == "Segment")
                 time.sleep(0.2)  # the log line is written as the span ends
                 log = server.output()
+            # The call's audit record names the trace too.
+            with open(audit_path) as f:
+                audit = [json.loads(line) for line in f if '"method"' in line]
+            segments = [r for r in audit if r.get("method", "").endswith("Segment")]
+            self.assertEqual(len(segments), 1, audit)
+            self.assertEqual(segments[0].get("trace_id"), TRACE_ID, segments[0])
             self.assertEqual(len(spans), 1, spans)
             span = spans[0]
             self.assertEqual(span.trace_id.hex(), TRACE_ID)
