@@ -2,6 +2,12 @@
 
 #include <torch/torch.h>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
+#include <cstring>
+
 #include "model/onednn.h"
 
 #ifdef UPP_HAVE_ONEDNN
@@ -42,6 +48,25 @@ void QueryIsa(CpuFeatures& f) {
 #else
 void QueryIsa(CpuFeatures& f) { f.isa = "unknown (built without oneDNN)"; }
 #endif
+
+// Vendor and display family from CPUID leaves 0 and 1 (the compiler's
+// <cpuid.h>; neither oneDNN nor LibTorch tells which core it runs on).
+void QueryVendor(CpuFeatures& f) {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(0, &a, &b, &c, &d)) return;
+  char vendor[13] = {};
+  std::memcpy(vendor, &b, 4);
+  std::memcpy(vendor + 4, &d, 4);
+  std::memcpy(vendor + 8, &c, 4);
+  f.vendor = vendor;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return;
+  const int base = static_cast<int>((a >> 8) & 0xF);
+  f.family = base == 0xF ? base + static_cast<int>((a >> 20) & 0xFF) : base;
+#else
+  (void)f;
+#endif
+}
 
 // Runs the two convolution shapes the network uses in bfloat16 (3x3x3 with
 // bias, 2x2x2 stride 2 without) through the same code path as the network.
@@ -86,6 +111,7 @@ const CpuFeatures& DetectCpuFeatures() {
   static const CpuFeatures features = [] {
     CpuFeatures f;
     QueryIsa(f);
+    QueryVendor(f);
     ProbeBf16(f);
     return f;
   }();
@@ -93,7 +119,9 @@ const CpuFeatures& DetectCpuFeatures() {
 }
 
 std::string DescribeCpuFeatures(const CpuFeatures& f) {
-  std::string s = "cpu: isa " + f.isa + ", bfloat16 convolutions: ";
+  std::string s =
+      "cpu: " + (f.vendor.empty() ? std::string() : f.vendor + " family " + std::to_string(f.family) + ", ") + "isa " +
+      f.isa + ", bfloat16 convolutions: ";
   if (!f.bf16_convolutions) return s + "no (" + Bf16Missing(f) + ")";
   if (f.amx) return s + "yes (AMX)";
   if (f.avx512_bf16) return s + "yes (AVX512-BF16)";
@@ -111,7 +139,9 @@ Status CheckPrecisionSupported(const std::string& device, const std::string& pre
 std::string DefaultPrecision(const std::vector<std::string>& devices, const CpuFeatures& f) {
   for (const auto& d : devices)
     if (d.rfind("cpu", 0) != 0) return "fp32";
-  return f.amx && f.bf16_convolutions ? "bf16" : "fp32";
+  if (!f.bf16_convolutions) return "fp32";
+  const bool zen5 = f.vendor == "AuthenticAMD" && f.family >= kAmdZen5Family && f.avx512_bf16;
+  return f.amx || zen5 ? "bf16" : "fp32";
 }
 
 }  // namespace upp::model

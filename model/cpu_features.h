@@ -32,7 +32,12 @@ struct CpuFeatures {
   bool avx512_bf16 = false;        // native bfloat16 dot products
   bool amx = false;                // AMX tiles (bfloat16 at several times AVX-512's rate)
   bool bf16_convolutions = false;  // the probe above succeeded
-  std::string bf16_error;          // why not, when it failed
+  // CPUID's vendor ("GenuineIntel", "AuthenticAMD"; empty off x86) and
+  // display family (6 for Intel's Xeons, 25 for AMD Zen 3/4, 26 for Zen 5):
+  // bfloat16's worth without AMX depends on the core, not on the ISA alone.
+  std::string vendor;
+  int family = 0;
+  std::string bf16_error;  // why not, when it failed
 };
 
 // Detected on the first call (a few milliseconds), then cached.
@@ -50,8 +55,15 @@ Status CheckPrecisionSupported(const std::string& device, const std::string& pre
 // every device is the CPU and the CPU has AMX (where bfloat16 convolutions
 // run several times faster, and 20 unseen phantoms through the whole
 // pipeline gave the same Dice to 1e-4 and 99.99 % of the labels of fp32:
-// BENCHMARKS.md), else "fp32".
+// BENCHMARKS.md), or is an AMD Zen 5 or later with AVX512-BF16 (a synapse
+// window 4-23 % faster in bf16 there); else "fp32". Not on Intel's AVX512-BF16
+// without AMX (1.5x slower than fp32 on a Xeon, family 6 model 207) nor on
+// Zen 4 (not measured).
 std::string DefaultPrecision(const std::vector<std::string>& devices, const CpuFeatures& f);
+
+// AMD's family of Zen 5, the first where bfloat16 without AMX was measured
+// faster than float32.
+inline constexpr int kAmdZen5Family = 0x1A;
 
 }  // namespace upp::model
 

@@ -19,15 +19,30 @@ bool EmulatingAvx2() {
   return isa && std::string(isa) == "AVX2";
 }
 
-TEST(CpuFeaturesTest, Bf16IsTheDefaultOnAmxCpusOnly) {
+TEST(CpuFeaturesTest, Bf16IsTheDefaultOnAmxCpusAndZen5Only) {
   CpuFeatures amx;
   amx.avx512 = amx.avx512_bf16 = amx.amx = amx.bf16_convolutions = true;
-  CpuFeatures avx512_bf16 = amx;
+  amx.vendor = "GenuineIntel";
+  amx.family = 6;
+  CpuFeatures avx512_bf16 = amx;  // Intel without AMX: bf16 1.5x slower
   avx512_bf16.amx = false;
+  CpuFeatures zen5 = avx512_bf16;
+  zen5.vendor = "AuthenticAMD";
+  zen5.family = kAmdZen5Family;
+  CpuFeatures zen4 = zen5;
+  zen4.family = 0x19;
   CpuFeatures avx2;
   EXPECT_EQ(DefaultPrecision({"cpu"}, amx), "bf16");
   EXPECT_EQ(DefaultPrecision({"cpu", "cpu"}, amx), "bf16");
   EXPECT_EQ(DefaultPrecision({"cpu"}, avx512_bf16), "fp32");
+  EXPECT_EQ(DefaultPrecision({"cpu"}, zen5), "bf16");
+  EXPECT_EQ(DefaultPrecision({"cuda:0"}, zen5), "fp32");
+  EXPECT_EQ(DefaultPrecision({"cpu"}, zen4), "fp32");  // not measured there
+  zen5.bf16_convolutions = false;
+  EXPECT_EQ(DefaultPrecision({"cpu"}, zen5), "fp32");
+  zen5.bf16_convolutions = true;
+  zen5.avx512_bf16 = false;  // bf16 emulated on plain AVX-512
+  EXPECT_EQ(DefaultPrecision({"cpu"}, zen5), "fp32");
   EXPECT_EQ(DefaultPrecision({"cpu"}, avx2), "fp32");
   EXPECT_EQ(DefaultPrecision({"cuda:0"}, amx), "fp32");
   EXPECT_EQ(DefaultPrecision({"cpu", "cuda:0"}, amx), "fp32");
@@ -43,6 +58,11 @@ TEST(CpuFeaturesTest, LevelsAreConsistent) {
   const CpuFeatures& f = DetectCpuFeatures();
   std::printf("%s\n", DescribeCpuFeatures(f).c_str());
   EXPECT_FALSE(f.isa.empty());
+#if defined(__x86_64__)
+  // Every machine this runs on is an Intel or AMD x86-64 (family 6 or 23+).
+  EXPECT_TRUE(f.vendor == "GenuineIntel" || f.vendor == "AuthenticAMD") << f.vendor;
+  EXPECT_TRUE(f.family == 6 || f.family >= 0x17) << f.family;
+#endif
   if (f.amx) {
     EXPECT_TRUE(f.avx512_bf16);
   }
