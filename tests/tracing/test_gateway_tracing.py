@@ -9,7 +9,8 @@ series to be judged complete), segment, build and send, in that order and
 within it (otlp_collector.check_series_trace), and the server's "Segment"
 span a child of the gateway's "segment" span, within its times; the
 gateway's log names the trace id; no span holds the planted patient, a UID,
-an AE title of the sender or a file name.
+an AE title of the sender or a file name. With the collector unreachable,
+the series is still answered.
 """
 import glob
 import os
@@ -45,40 +46,53 @@ def metrics_up(port):
 
 
 class GatewayTracingTest(unittest.TestCase):
-    def test_a_series_is_one_trace_from_the_gateway_through_the_server(self):
-        collector = Collector()
-        tmp = tempfile.TemporaryDirectory()
-        processes = []
-        try:
-            series = planted_dicom(tmp.name)
-            received = os.path.join(tmp.name, "received")
-            os.makedirs(received)
-            dest_port, gateway_port, metrics_port = free_port(), free_port(), free_port()
-            processes.append(subprocess.Popen(["storescp", "-aet", "DEST", "-od", received, str(dest_port)],
-                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            tracing = collector.config()
-            with ServerProcess(config_text=tracing) as server:
-                config = os.path.join(tmp.name, "gateway.textproto")
-                with open(config, "w") as f:
-                    f.write(f"""
+    def send_series(self, tmp, series, server, tracing, processes):
+        """Starts a storescp and the gateway (with `tracing`), sends `series`
+        with storescu; returns storescp's folder and the gateway's log path."""
+        received = os.path.join(tmp, "received")
+        os.makedirs(received)
+        dest_port, gateway_port, metrics_port = free_port(), free_port(), free_port()
+        processes.append(subprocess.Popen(["storescp", "-aet", "DEST", "-od", received, str(dest_port)],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        config = os.path.join(tmp, "gateway.textproto")
+        with open(config, "w") as f:
+            f.write(f"""
 listener {{ ae_title: "UNETRPP" port: {gateway_port} allowed_calling_aes: "{SENDER_AE}" }}
-spool_dir: "{os.path.join(tmp.name, 'spool')}"
+spool_dir: "{os.path.join(tmp, 'spool')}"
 quiet_period_seconds: 1
 service {{ target: "{server.address}" deadline_seconds: 300 }}
 destination {{ host: "127.0.0.1" port: {dest_port} ae_title: "DEST" }}
 rules {{ name: "ct" modalities: "CT" }}
 metrics_address: "127.0.0.1:{metrics_port}"
 {tracing}""")
-                log_path = os.path.join(tmp.name, "gateway.log")
-                with open(log_path, "wb") as log:
-                    gateway = subprocess.Popen([os.environ["UPP_GATEWAY"], "--config", config], stdout=log,
-                                               stderr=subprocess.STDOUT)
-                processes.append(gateway)
-                wait_for(lambda: metrics_up(metrics_port), 30, "the gateway's metrics")
-                sent = subprocess.run(["storescu", "-aet", SENDER_AE, "-aec", "UNETRPP", "127.0.0.1",
-                                       str(gateway_port), *sorted(glob.glob(os.path.join(series, "*")))],
-                                      capture_output=True, text=True, timeout=120)
-                self.assertEqual(sent.returncode, 0, sent.stdout + sent.stderr)
+        log_path = os.path.join(tmp, "gateway.log")
+        with open(log_path, "wb") as log:
+            processes.append(subprocess.Popen([os.environ["UPP_GATEWAY"], "--config", config], stdout=log,
+                                              stderr=subprocess.STDOUT))
+        wait_for(lambda: metrics_up(metrics_port), 30, "the gateway's metrics")
+        sent = subprocess.run(["storescu", "-aet", SENDER_AE, "-aec", "UNETRPP", "127.0.0.1",
+                               str(gateway_port), *sorted(glob.glob(os.path.join(series, "*")))],
+                              capture_output=True, text=True, timeout=120)
+        self.assertEqual(sent.returncode, 0, sent.stdout + sent.stderr)
+        return received, log_path
+
+    def stop(self, processes):
+        for p in processes:
+            p.terminate()
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    def test_a_series_is_one_trace_from_the_gateway_through_the_server(self):
+        collector = Collector()
+        tmp = tempfile.TemporaryDirectory()
+        processes = []
+        try:
+            series = planted_dicom(tmp.name)
+            tracing = collector.config()
+            with ServerProcess(config_text=tracing) as server:
+                received, log_path = self.send_series(tmp.name, series, server, tracing, processes)
                 roots = collector.wait_for(lambda s: s.name == "Series", timeout=300)
                 with open(log_path) as f:
                     gateway_log = f.read()
@@ -108,13 +122,28 @@ metrics_address: "127.0.0.1:{metrics_port}"
                 for secret in (PATIENT, PATIENT_ID, UID_ROOT, "Doe", SENDER_AE, ".dcm", tmp.name):
                     self.assertNotIn(secret, text, span.name)
         finally:
-            for p in processes:
-                p.terminate()
-                try:
-                    p.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            self.stop(processes)
             collector.stop()
+            tmp.cleanup()
+
+    def test_an_unreachable_collector_costs_no_series(self):
+        # Gateway and server export to a port where nothing listens, each
+        # export timing out after 0.5 s: the series is still answered.
+        tmp = tempfile.TemporaryDirectory()
+        processes = []
+        try:
+            series = planted_dicom(tmp.name)
+            tracing = 'tracing { endpoint: "127.0.0.1:1" schedule_delay_seconds: 0.1 export_timeout_seconds: 0.5 }\n'
+            with ServerProcess(config_text=tracing) as server:
+                received, log_path = self.send_series(tmp.name, series, server, tracing, processes)
+                wait_for(lambda: len(os.listdir(received)) == 2, 120, "SEG and report at storescp")
+            with open(log_path) as f:
+                gateway_log = f.read()
+            self.assertIn("tracing: OTLP to 127.0.0.1:1", gateway_log)
+            self.assertRegex(gateway_log, r"series \S+: attempt 1 trace_id=[0-9a-f]{32}")
+            self.assertIn("SEG and report sent", gateway_log)
+        finally:
+            self.stop(processes)
             tmp.cleanup()
 
 
