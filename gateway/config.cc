@@ -9,8 +9,11 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "gateway/peers.h"
 #include "proto/api.h"
 #include "proto/text_config.h"
@@ -99,7 +102,12 @@ absl::Status ValidateDicomWebDestination(const unetrpp::v1::DicomWebDestination&
 }
 
 absl::Status ValidateDicomWeb(const unetrpp::v1::DicomWebListener& w) {
-  if (w.port() == 0) return absl::OkStatus();  // off
+  if (w.port() == 0) {  // off
+    for (int i = 0; i < w.sources_size(); ++i)
+      if (w.sources(i).poll().interval_seconds() != 0)
+        return Bad(absl::StrCat("dicomweb.sources[", i, "].poll"), "needs dicomweb.port (pulls run in the receiver)");
+    return absl::OkStatus();
+  }
   if (w.port() > 65535) return Bad("dicomweb.port", "must be at most 65535");
   if (w.max_connections() > 256) return Bad("dicomweb.max_connections", "at most 256");
   if (w.max_request_bytes() > (uint64_t{1} << 40)) return Bad("dicomweb.max_request_bytes", "at most 2^40 (1 TiB)");
@@ -117,6 +125,23 @@ absl::Status ValidateDicomWeb(const unetrpp::v1::DicomWebListener& w) {
       return Bad(f + ".name", "1 to 64 of A-Z a-z 0-9 . _ -");
     if (!names.insert(name).second) return Bad(f + ".name", "names another source too");
     if (auto s = ValidateDicomWebDestination(source.service(), f + ".service"); !s.ok()) return s;
+    const auto& poll = source.poll();
+    if (poll.interval_seconds() == 0) continue;
+    if (!(poll.interval_seconds() >= 1)) return Bad(f + ".poll.interval_seconds", "0 (no poll) or at least 1");
+    if (poll.max_series() > 10000) return Bad(f + ".poll.max_series", "at most 10000");
+    // Matching keys only, in the characters a URL query carries as they are
+    // (a value with others is written %-encoded); the gateway owns the
+    // keys that shape the answer.
+    if (poll.query().size() > 2048 ||
+        poll.query().find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789=&*?._-,%+:") !=
+            std::string::npos)
+      return Bad(f + ".poll.query", "at most 2048 of A-Z a-z 0-9 = & * ? . _ - , % + :");
+    for (absl::string_view key : absl::StrSplit(poll.query(), '&', absl::SkipEmpty())) {
+      key = key.substr(0, key.find('='));
+      if (absl::EqualsIgnoreCase(key, "includefield") || absl::EqualsIgnoreCase(key, "limit") ||
+          absl::EqualsIgnoreCase(key, "offset") || absl::EqualsIgnoreCase(key, "fuzzymatching"))
+        return Bad(f + ".poll.query", absl::StrCat(key, " is set by the gateway"));
+    }
   }
   const auto& a = w.auth();
   if (a.api_keys_file().empty() && a.jwt().jwks_file().empty() && !a.allow_anonymous())
@@ -178,8 +203,10 @@ void ApplyDefaults(unetrpp::v1::GatewayConfig& c) {
   if (w->idle_seconds() == 0) w->set_idle_seconds(60);
   if (w->max_connections() == 0) w->set_max_connections(8);
   if (w->max_queued_connections() == 0) w->set_max_queued_connections(16);
-  for (auto& source : *w->mutable_sources())
+  for (auto& source : *w->mutable_sources()) {
     if (source.service().timeout_seconds() == 0) source.mutable_service()->set_timeout_seconds(60);
+    if (source.poll().max_series() == 0) source.mutable_poll()->set_max_series(100);
+  }
   if (d->dicomweb().timeout_seconds() == 0) d->mutable_dicomweb()->set_timeout_seconds(d->timeout_seconds());
   auto* r = c.mutable_report();
   if (r->manufacturer().empty()) r->set_manufacturer("unetrpp-serve");

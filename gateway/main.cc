@@ -19,6 +19,7 @@
 #include "gateway/config.h"
 #include "gateway/metrics.h"
 #include "gateway/processor.h"
+#include "gateway/qido_poll.h"
 #include "gateway/spool.h"
 #include "gateway/store_scp.h"
 #include "gateway/stow_rs.h"
@@ -115,6 +116,20 @@ int main(int argc, char** argv) {
     }
     stow = *std::move(created);
   }
+  // Pulls without a caller: QIDO-RS searches of the sources that set poll.
+  std::unique_ptr<upp::gateway::QidoPoller> poller;
+  if (stow && upp::gateway::QidoPoller::AnyPolled(config->dicomweb())) {
+    auto created =
+        upp::gateway::QidoPoller::Create(config->dicomweb(), spool->get()->root() + "/polled",
+                                         [&stow](int index, const std::string& study, const std::string& series) {
+                                           return stow->Pull(index, study, series).status();
+                                         });
+    if (!created.ok()) {
+      spdlog::error("{}", std::string(created.status().message()));
+      return 1;
+    }
+    poller = *std::move(created);
+  }
   // A trace per series (gateway/processor.h), when tracing.endpoint or
   // OpenTelemetry's endpoint variable is set.
   if (auto options = upp::tracing::OptionsFromConfig(config->tracing()); options.ok() && !options->endpoint.empty()) {
@@ -131,6 +146,8 @@ int main(int argc, char** argv) {
   auto listening = std::async(std::launch::async, [&scp] { return scp.Run(); });
   std::thread stow_serving;
   if (stow) stow_serving = std::thread([&stow] { stow->Run().IgnoreError(); });
+  std::thread polling;
+  if (poller) polling = std::thread([&poller] { poller->Run(); });
   std::thread processing([&processor] { processor.Run(); });
   const auto& destination = config->destination();
   spdlog::info(
@@ -158,6 +175,10 @@ int main(int argc, char** argv) {
       signal_number > 0 ? "signal {}: finishing the associations and the series in flight" : "listener stopped{}",
       signal_number > 0 ? std::to_string(signal_number) : "");
   scp.Stop();
+  if (poller) {
+    poller->Stop();  // a search or pull under way finishes first
+    polling.join();
+  }
   if (stow) {
     stow->Stop();  // requests in flight finish (cpp-httplib joins its threads)
     stow_serving.join();

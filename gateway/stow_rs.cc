@@ -50,6 +50,8 @@ void RemoveFile(const std::string& path) {
 // A POST /pull body: three short fields, so a few KiB is plenty; more is
 // not a pull request and is not read.
 constexpr size_t kMaxPullBodyBytes = 4096;
+// A pull whose source answered with no instance (404, no reason word).
+constexpr char kSentNoInstance[] = "the source sent no instance";
 
 // Why a pull failed, as its log line says it: a fixed word per status,
 // never the answer's text (built from what the source sent and what the
@@ -380,35 +382,63 @@ struct StowServer::PullHandler {
       return Handler::Refuse(res, 400, "series= must be a SeriesInstanceUID");
 
     StowRequest request(server->spool_, server->limits_, study, /*dicom_by_default=*/true);
-    request.RequireSeries(series);
-    WadoLimits limits;
-    limits.max_bytes = config.max_request_bytes();
-    limits.max_time = absl::Seconds(config.max_request_seconds()) - (absl::Now() - start);
-    const absl::Status fetched =
-        FetchWadoRs(config.sources(index).service(), absl::StrCat("dicomweb.sources[", index, "].service"), study,
-                    series, limits, &request);
+    const absl::Status fetched = server->FetchInto(
+        index, study, series, absl::Seconds(config.max_request_seconds()) - (absl::Now() - start), request);
+    if (fetched.code() == absl::StatusCode::kNotFound && fetched.message() == kSentNoInstance)
+      return Handler::Refuse(res, 404, kSentNoInstance);
     if (!fetched.ok()) {
-      request.Abort();
       const int status = fetched.code() == absl::StatusCode::kNotFound           ? 404
                          : fetched.code() == absl::StatusCode::kDeadlineExceeded ? 504
                                                                                  : 502;
       failure = PullFailure(fetched.code());
       return Handler::Refuse(res, status, std::string(fetched.message()));
     }
-    if (request.parts().empty()) {
-      request.Abort();
-      return Handler::Refuse(res, 404, "the source sent no instance");
-    }
-    request.Commit();
-    for (const auto& p : request.parts()) {
+    for (const auto& p : request.parts())
       if (p.failure == 0) ++instances;
-      if (server->on_instance_) server->on_instance_("wado-rs", p.outcome);
-    }
     const StowResponse answer = MakeStowResponse(request.parts());
     res.status = answer.http_status;
     res.set_content(answer.json, "application/dicom+json");
   }
 };
+
+absl::Status StowServer::FetchInto(int index, const std::string& study, const std::string& series,
+                                   absl::Duration max_time, StowRequest& request) const {
+  request.RequireSeries(series);
+  WadoLimits limits;
+  limits.max_bytes = config_.max_request_bytes();
+  limits.max_time = max_time;
+  const absl::Status fetched =
+      FetchWadoRs(config_.sources(index).service(), absl::StrCat("dicomweb.sources[", index, "].service"), study,
+                  series, limits, &request);
+  if (!fetched.ok()) {
+    request.Abort();
+    return fetched;
+  }
+  if (request.parts().empty()) {
+    request.Abort();
+    return absl::NotFoundError(kSentNoInstance);
+  }
+  request.Commit();
+  for (const auto& p : request.parts())
+    if (on_instance_) on_instance_("wado-rs", p.outcome);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> StowServer::Pull(int index, const std::string& study, const std::string& series) {
+  if (index < 0 || index >= config_.sources_size()) return absl::InvalidArgumentError("no such source");
+  const absl::Time start = absl::Now();
+  StowRequest request(spool_, limits_, study, /*dicom_by_default=*/true);
+  const absl::Status fetched = FetchInto(index, study, series, absl::Seconds(config_.max_request_seconds()), request);
+  int instances = 0;
+  for (const auto& p : request.parts())
+    if (p.failure == 0 && fetched.ok()) ++instances;
+  // As POST /pull's line, "poll" in place of the caller's address.
+  spdlog::info("dicomweb: pull from source {} for poll: {}, {} instances stored, in {:.2f} s",
+               config_.sources(index).name(), fetched.ok() ? "ok" : PullFailure(fetched.code()), instances,
+               absl::ToDoubleSeconds(absl::Now() - start));
+  if (!fetched.ok()) return fetched;
+  return instances;
+}
 
 absl::StatusOr<std::unique_ptr<StowServer>> StowServer::Create(const unetrpp::v1::GatewayConfig& config, Spool* spool,
                                                                InstanceCallback on_instance,

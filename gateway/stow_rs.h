@@ -160,6 +160,12 @@ class StowServer {
   void Stop();
   int port() const { return port_; }
 
+  // Pull mode without a caller (the QIDO-RS poll, gateway/qido_poll.h):
+  // what POST /pull does for source `index`, held to max_request_bytes and
+  // max_request_seconds. The instances stored, or why the pull failed
+  // (nothing is kept then; NOT_FOUND also when the source sent none).
+  absl::StatusOr<int> Pull(int index, const std::string& study, const std::string& series);
+
  private:
   StowServer() = default;
   struct Handler;
@@ -168,6 +174,10 @@ class StowServer {
   // `anonymous_may`) grants `permission`; if not, `res` holds the refusal
   // (401, 403).
   bool Admit(const httplib::Request& req, httplib::Response& res, const char* permission, bool anonymous_may) const;
+  // Fetches from source `index` by WADO-RS into `request` and commits it,
+  // counting each part; on failure the request is aborted.
+  absl::Status FetchInto(int index, const std::string& study, const std::string& series, absl::Duration max_time,
+                         StowRequest& request) const;
 
   unetrpp::v1::DicomWebListener config_;
   StowLimits limits_;

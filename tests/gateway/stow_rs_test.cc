@@ -439,6 +439,23 @@ TEST_F(StowRsTest, APullLogLineHasAReasonCodeNotTheAnswer) {
   EXPECT_EQ(log.str().find(header_.study_instance_uid), std::string::npos) << log.str();
 }
 
+// The QIDO-RS poll's pull (no caller, no HTTP answer): the same fetch into
+// the spool, the instances counted; a failing source leaves nothing.
+TEST_F(StowRsTest, PullWithoutACallerStoresAndCountsOrFailsLeavingNothing) {
+  auto stored = server_->Pull(0, header_.study_instance_uid, header_.series_instance_uid);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(*stored, 1);
+  EXPECT_EQ(StoredInstances(), 1);
+  EXPECT_EQ(transports_, std::vector<std::string>{"wado-rs"});
+  EXPECT_EQ(server_->Pull(0, header_.study_instance_uid, kFailingSeries).status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(server_->Pull(0, header_.study_instance_uid, kOtherSeries).value_or(-1), 0);  // refused (A900)
+  EXPECT_EQ(server_->Pull(1, header_.study_instance_uid, kOtherSeries).status().code(),
+            absl::StatusCode::kInvalidArgument);  // no such source
+  EXPECT_EQ(StoredInstances(), 1);
+  EXPECT_EQ(Incoming(), 0);
+}
+
 // The source answers a series with an instance of another: refused (A900)
 // and not kept, as a STOW-RS instance of another study than its URL's.
 TEST_F(StowRsTest, APulledInstanceOfAnotherSeriesIsRefused) {

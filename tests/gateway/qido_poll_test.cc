@@ -1,0 +1,217 @@
+// The QIDO-RS poll against a fake source on loopback (cpp-httplib): the
+// search it sends, the answer read, and which series it pulls when: a
+// series once two searches in a row found it with the same number of
+// instances, never twice (also across a restart), again after a failed pull.
+#include "gateway/qido_poll.h"
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "gateway/config.h"
+
+namespace upp::gateway {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kStudy[] = "1.2.826.0.1.3680043.2.1125.7";
+constexpr char kSeriesA[] = "1.2.826.0.1.3680043.2.1125.7.1";
+constexpr char kSeriesB[] = "1.2.826.0.1.3680043.2.1125.7.2";
+
+// One item of a series search's answer (PS3.18 F.2).
+std::string Item(const std::string& series, int instances) {
+  return absl::StrCat(R"({"0020000D":{"vr":"UI","Value":[")", kStudy, R"("]},"0020000E":{"vr":"UI","Value":[")", series,
+                      R"("]},"00201209":{"vr":"IS","Value":[)", instances, "]}}");
+}
+
+class QidoPollTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("upp-qido-poll-" + std::to_string(getpid()));
+    fs::remove_all(dir_);
+    source_.Get("/qido/series", [this](const httplib::Request& req, httplib::Response& res) {
+      absl::MutexLock lock(&mu_);
+      queries_.push_back(req.params);
+      accept_ = req.get_header_value("Accept");
+      res.status = status_;
+      if (status_ == 200) res.set_content(answer_, "application/dicom+json");
+    });
+    const int port = source_.bind_to_any_port("127.0.0.1");
+    serving_ = std::thread([this] { source_.listen_after_bind(); });
+    // cpp-httplib 0.11 has no wait_until_ready; stop() needs the loop running.
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (!source_.is_running() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
+    ASSERT_TRUE(source_.is_running());
+
+    unetrpp::v1::GatewayConfig config;
+    config.mutable_dicomweb()->set_port(1);
+    config.mutable_dicomweb()->mutable_auth()->set_allow_anonymous(true);
+    auto* source = config.mutable_dicomweb()->add_sources();
+    source->set_name("pacs");
+    source->mutable_service()->set_url(absl::StrCat("http://127.0.0.1:", port, "/qido"));
+    source->mutable_poll()->set_interval_seconds(60);
+    source->mutable_poll()->set_query("Modality=CT&StudyDescription=*ABDOMEN*");
+    ApplyDefaults(config);
+    config_ = config.dicomweb();
+  }
+  void TearDown() override {
+    source_.stop();
+    if (serving_.joinable()) serving_.join();
+    fs::remove_all(dir_);
+  }
+
+  void Answer(std::string json, int status = 200) {
+    absl::MutexLock lock(&mu_);
+    answer_ = std::move(json);
+    status_ = status;
+  }
+
+  // A poller whose pulls are recorded (and fail while fail_pulls_).
+  std::unique_ptr<QidoPoller> Poller() {
+    auto p = QidoPoller::Create(config_, (dir_ / "polled").string(),
+                                [this](int index, const std::string& study, const std::string& series) {
+                                  EXPECT_EQ(index, 0);
+                                  EXPECT_EQ(study, kStudy);
+                                  pulls_.push_back(series);
+                                  return fail_pulls_ ? absl::UnavailableError("down") : absl::OkStatus();
+                                });
+    EXPECT_TRUE(p.ok()) << p.status();
+    return p.ok() ? *std::move(p) : nullptr;
+  }
+
+  fs::path dir_;
+  httplib::Server source_;
+  std::thread serving_;
+  unetrpp::v1::DicomWebListener config_;
+  std::vector<std::string> pulls_;  // on the test's thread (PollOnce pulls there)
+  bool fail_pulls_ = false;
+  absl::Mutex mu_;
+  std::string answer_ ABSL_GUARDED_BY(mu_) = "[]";
+  int status_ ABSL_GUARDED_BY(mu_) = 200;
+  std::vector<httplib::Params> queries_ ABSL_GUARDED_BY(mu_);
+  std::string accept_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST_F(QidoPollTest, TheSearchCarriesTheFilterAndAsksForTheCountInDicomJson) {
+  auto poller = Poller();
+  ASSERT_NE(poller, nullptr);
+  ASSERT_TRUE(poller->PollOnce(0).ok());
+  absl::MutexLock lock(&mu_);
+  ASSERT_EQ(queries_.size(), 1u);
+  const httplib::Params& q = queries_[0];
+  auto value = [&q](const char* key) { return q.count(key) ? q.find(key)->second : std::string("(absent)"); };
+  EXPECT_EQ(value("Modality"), "CT");
+  EXPECT_EQ(value("StudyDescription"), "*ABDOMEN*");
+  EXPECT_EQ(value("includefield"), "00201209");
+  EXPECT_EQ(value("limit"), "100");
+  EXPECT_EQ(accept_, "application/dicom+json");
+}
+
+TEST_F(QidoPollTest, ASeriesIsPulledOnceItsCountHeldForTwoSearchesAndNeverAgain) {
+  auto poller = Poller();
+  ASSERT_NE(poller, nullptr);
+  Answer(absl::StrCat("[", Item(kSeriesA, 10), ",", Item(kSeriesB, 3), "]"));
+  EXPECT_EQ(*poller->PollOnce(0), 0);  // first seen
+  EXPECT_TRUE(pulls_.empty());
+  Answer(absl::StrCat("[", Item(kSeriesA, 10), ",", Item(kSeriesB, 5), "]"));  // B still arriving
+  EXPECT_EQ(*poller->PollOnce(0), 1);
+  EXPECT_EQ(pulls_, std::vector<std::string>{kSeriesA});
+  EXPECT_EQ(*poller->PollOnce(0), 1);  // B held at 5
+  EXPECT_EQ(pulls_, (std::vector<std::string>{kSeriesA, kSeriesB}));
+  EXPECT_EQ(*poller->PollOnce(0), 0);
+  // A restarted gateway remembers both.
+  poller = Poller();
+  ASSERT_NE(poller, nullptr);
+  EXPECT_EQ(*poller->PollOnce(0), 0);
+  EXPECT_EQ(*poller->PollOnce(0), 0);
+  EXPECT_EQ(pulls_.size(), 2u);
+}
+
+TEST_F(QidoPollTest, AFailedPullIsTriedAgainAfterTheNextSearch) {
+  auto poller = Poller();
+  ASSERT_NE(poller, nullptr);
+  Answer(absl::StrCat("[", Item(kSeriesA, 10), "]"));
+  fail_pulls_ = true;
+  EXPECT_EQ(*poller->PollOnce(0), 0);
+  EXPECT_EQ(*poller->PollOnce(0), 0);  // pulled, failed
+  EXPECT_EQ(pulls_.size(), 1u);
+  fail_pulls_ = false;
+  EXPECT_EQ(*poller->PollOnce(0), 1);
+  EXPECT_EQ(pulls_.size(), 2u);
+}
+
+TEST_F(QidoPollTest, WhatIsNotASeriesItemIsLeftOutAndABadAnswerPullsNothing) {
+  auto poller = Poller();
+  ASSERT_NE(poller, nullptr);
+  // No study UID, a series "UID" that is not one, not an object.
+  Answer(R"([{"0020000E":{"vr":"UI","Value":["1.2.3"]}},)"
+         R"({"0020000D":{"vr":"UI","Value":["1.2"]},"0020000E":{"vr":"UI","Value":["Mr Smith"]}}, 7])");
+  EXPECT_EQ(*poller->PollOnce(0), 0);
+  EXPECT_EQ(*poller->PollOnce(0), 0);
+  Answer("{not json");
+  EXPECT_EQ(poller->PollOnce(0).status().code(), absl::StatusCode::kInvalidArgument);
+  Answer("", 204);  // nothing matched
+  EXPECT_EQ(*poller->PollOnce(0), 0);
+  Answer("", 503);
+  EXPECT_EQ(poller->PollOnce(0).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(pulls_.empty());
+}
+
+TEST_F(QidoPollTest, RunSearchesAtOnceAndStopEndsIt) {
+  auto poller = Poller();
+  ASSERT_NE(poller, nullptr);
+  std::thread running([&poller] { poller->Run(); });
+  {
+    absl::MutexLock lock(&mu_);
+    EXPECT_TRUE(mu_.AwaitWithTimeout(absl::Condition(
+                                         +[](std::vector<httplib::Params>* q) { return !q->empty(); }, &queries_),
+                                     absl::Seconds(10)));
+  }
+  poller->Stop();  // the next search is 60 s away: Stop must not wait for it
+  const absl::Time stopping = absl::Now();
+  running.join();
+  EXPECT_LT(absl::Now() - stopping, absl::Seconds(5));
+  absl::MutexLock lock(&mu_);
+  EXPECT_EQ(queries_.size(), 1u);
+}
+
+TEST(QidoPollConfigTest, APollNeedsTheReceiverAndKeepsTheKeysTheGatewaySets) {
+  auto check = [](const std::string& query, double interval, uint32_t port) {
+    unetrpp::v1::GatewayConfig c;
+    c.set_spool_dir("/tmp/x");
+    c.mutable_service()->set_target("127.0.0.1:1");
+    c.mutable_destination()->set_host("127.0.0.1");
+    c.mutable_destination()->set_port(1);
+    c.mutable_destination()->set_ae_title("X");
+    c.add_rules()->set_name("r");
+    c.mutable_dicomweb()->set_port(port);
+    c.mutable_dicomweb()->mutable_auth()->set_allow_anonymous(true);
+    auto* s = c.mutable_dicomweb()->add_sources();
+    s->set_name("pacs");
+    s->mutable_service()->set_url("https://pacs.example/dicom-web");
+    s->mutable_poll()->set_interval_seconds(interval);
+    s->mutable_poll()->set_query(query);
+    ApplyDefaults(c);
+    return Validate(c);
+  };
+  EXPECT_TRUE(check("Modality=CT", 60, 8443).ok());
+  EXPECT_TRUE(check("", 0, 0).ok());  // no poll
+  EXPECT_NE(check("Modality=CT", 60, 0).message().find("dicomweb.sources[0].poll"), absl::string_view::npos);
+  EXPECT_NE(check("Modality=CT&limit=5", 60, 8443).message().find("poll.query"), absl::string_view::npos);
+  EXPECT_NE(check("includefield=all", 60, 8443).message().find("poll.query"), absl::string_view::npos);
+  EXPECT_NE(check("PatientName=Smith John", 60, 8443).message().find("poll.query"), absl::string_view::npos);
+  EXPECT_NE(check("Modality=CT", 0.5, 8443).message().find("poll.interval_seconds"), absl::string_view::npos);
+}
+
+}  // namespace
+}  // namespace upp::gateway
