@@ -442,7 +442,17 @@ TEST_F(StowRsTest, APullLogLineHasAReasonCodeNotTheAnswer) {
 // The QIDO-RS poll's pull (no caller, no HTTP answer): the same fetch into
 // the spool, the instances counted; a failing source leaves nothing.
 TEST_F(StowRsTest, PullWithoutACallerStoresAndCountsOrFailsLeavingNothing) {
+  std::ostringstream log;
+  const auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(
+      std::make_shared<spdlog::logger>("captured", std::make_shared<spdlog::sinks::ostream_sink_mt>(log)));
   auto stored = server_->Pull(0, header_.study_instance_uid, header_.series_instance_uid);
+  spdlog::set_default_logger(previous);
+  // Its log line names the source and counts, never a UID.
+  EXPECT_NE(log.str().find("dicomweb: pull from source archive for poll: ok, 1 instances stored"), std::string::npos)
+      << log.str();
+  EXPECT_EQ(log.str().find(header_.study_instance_uid), std::string::npos) << log.str();
+  EXPECT_EQ(log.str().find(header_.series_instance_uid), std::string::npos) << log.str();
   ASSERT_TRUE(stored.ok()) << stored.status();
   EXPECT_EQ(*stored, 1);
   EXPECT_EQ(StoredInstances(), 1);
