@@ -47,6 +47,7 @@ from server_process import ServerProcess, free_port  # noqa: E402
 PHANTOM = os.environ["UPP_PHANTOM"]
 SEGMENT_PATH = "/unetrpp.v1.Segmentation/Segment"
 MIB = 1 << 20
+ATTACK_LIMIT_SECONDS = 120  # run_attack gives up (an error) rather than wait longer
 
 
 def rapid_reset(port: int, streams: int, path: str = SEGMENT_PATH, tls: bool = False) -> int:
@@ -64,15 +65,20 @@ def rapid_reset(port: int, streams: int, path: str = SEGMENT_PATH, tls: bool = F
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         context.set_alpn_protocols(["h2"])
-    sent, connections = 0, 0
+    sent, connections, refused = 0, 0, 0
     while sent < streams:
         connections += 1
         # From 127.0.0.2: another client address than the normal client's,
         # whose per-address limits the attacker would otherwise share.
         try:
-            raw = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0))
+            raw = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0), timeout=10)
+            raw.settimeout(None)
             s = context.wrap_socket(raw) if context else raw
-        except OSError:  # refused (a proxy's per-address connection limit): try again
+            refused = 0
+        except OSError:  # refused (a proxy's per-address connection limit): try again, 10 s at most
+            refused += 1
+            if refused > 1000:
+                return connections
             time.sleep(0.01)
             continue
         with s:
@@ -208,9 +214,10 @@ class ProxyProcess:
 def run_attack(ct: str, connections: int, streams: int, proxy_tmp: str = None, proxy_env: dict = None):
     """Runs `connections` attackers of `streams` streams each against a fresh
     server (through the shipped HAProxy configuration when `proxy_tmp`, a
-    folder for its certificate, is given; `proxy_env`: its settings) while a normal client checks health
-    every 0.2 s and segments the small CT once, through the same endpoint.
-    Returns the server's figures (and the proxy's CPU and RSS)."""
+    folder for its certificate, is given; `proxy_env`: its settings) while a
+    normal client checks health every 0.2 s and segments the small CT once,
+    through the same endpoint. Returns the server's figures (and the proxy's
+    CPU, RSS and counters)."""
     from unetrpp_client import Client, ServerError
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(ServerProcess())
@@ -222,17 +229,17 @@ def run_attack(ct: str, connections: int, streams: int, proxy_tmp: str = None, p
         proc = Process(server.process.pid)
         proxy_proc = Process(proxy.process.pid) if proxy else None
         client = stack.enter_context(Client(target, **client_kwargs))
-        client.segment(ct)  # warm: the first request's allocations are not the attack's
+        client.segment(ct, deadline=60)  # warm: the first request's allocations are not the attack's
         time.sleep(1)
         cpu0, rss0 = proc.cpu_seconds(), proc.rss_bytes()
         proxy_cpu0, proxy_rss0 = (proxy_proc.cpu_seconds(), proxy_proc.rss_bytes()) if proxy else (0, 0)
-        attackers = [threading.Thread(target=rapid_reset, args=(port, streams), kwargs=dict(tls=proxy is not None))
-                     for _ in range(connections)]
+        attackers = [threading.Thread(target=rapid_reset, args=(port, streams), kwargs=dict(tls=proxy is not None),
+                                      daemon=True) for _ in range(connections)]
         start = time.monotonic()
         for a in attackers:
             a.start()
         health, health_errors, segment = [], [], None
-        while any(a.is_alive() for a in attackers):
+        while any(a.is_alive() for a in attackers) and time.monotonic() - start < ATTACK_LIMIT_SECONDS:
             t = time.monotonic()
             try:
                 ok = client.healthy()
@@ -246,7 +253,9 @@ def run_attack(ct: str, connections: int, streams: int, proxy_tmp: str = None, p
                 segment = (time.monotonic() - t, len(result.outputs["nifti"]))
             time.sleep(0.2)
         for a in attackers:
-            a.join()
+            a.join(timeout=1)
+        if any(a.is_alive() for a in attackers):
+            raise RuntimeError(f"the attack did not end within {ATTACK_LIMIT_SECONDS} s")
         attack_seconds = time.monotonic() - start
         cpu1, rss1 = proc.cpu_seconds(), proc.rss_bytes()
         proxy_cpu = proxy_proc.cpu_seconds() - proxy_cpu0 if proxy else None
@@ -264,7 +273,8 @@ def run_attack(ct: str, connections: int, streams: int, proxy_tmp: str = None, p
         rss_retained = proc.rss_bytes() - rss0
     return dict(attack_seconds=attack_seconds, cpu=cpu1 - cpu0, rss_growth=rss1 - rss0,
                 rss_retained=rss_retained, health=health, segment=segment, idle_after=idle_after,
-                healthy_after=after, health_errors=health_errors, proxy_cpu=proxy_cpu, proxy_rss_growth=proxy_rss, proxy_counts=proxy_counts)
+                healthy_after=after, health_errors=health_errors, proxy_cpu=proxy_cpu, proxy_rss_growth=proxy_rss,
+                proxy_counts=proxy_counts)
 
 
 class RapidResetTest(unittest.TestCase):

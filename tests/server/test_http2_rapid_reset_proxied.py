@@ -20,8 +20,10 @@ UPP_HTTP2_FULL_ATTACK=1; docs/deploy.md has the figures).
 
 Skipped when haproxy is not installed (deploy/install-deps.sh installs it).
 """
+import faulthandler
 import os
 import shutil
+import sys
 import tempfile
 import unittest
 
@@ -53,6 +55,8 @@ def describe(r) -> str:
 class ProxiedRapidResetTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
+        # Where it stands, if it ever hangs, before ctest's timeout ends it.
+        faulthandler.dump_traceback_later(200, exit=False, file=sys.stderr)
         cls.tmp = tempfile.mkdtemp(prefix="upp-rapid-reset-proxied-")
         cls.ct = os.path.join(cls.tmp, "ct.nii.gz")
         rapid.subprocess.run([rapid.PHANTOM, "--seed", "7", "--max-inplane", "64", "--max-slices", "32",
@@ -64,6 +68,7 @@ class ProxiedRapidResetTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
+        faulthandler.cancel_dump_traceback_later()
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def test_server_memory_is_bounded(self):
