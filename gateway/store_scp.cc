@@ -2,20 +2,16 @@
 
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcuid.h>
-#include <dcmtk/dcmnet/dcmtrans.h>
 #include <dcmtk/dcmnet/diutil.h>
-#include <dcmtk/dcmnet/dul.h>
 #include <dcmtk/dcmnet/scppool.h>
 #include <dcmtk/dcmnet/scpthrd.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
 
 #include <filesystem>
 
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "gateway/association_socket.h"
 #include "gateway/dicom_classes.h"
 #include "gateway/dicom_tls.h"
 #include "gateway/peers.h"
@@ -29,53 +25,6 @@ constexpr Uint16 kStoreSuccess = 0x0000;
 constexpr Uint16 kStoreOutOfResources = 0xA700;
 constexpr Uint16 kStoreCannotUnderstand = 0xC000;
 constexpr Uint16 kStoreRefused = 0xA900;  // "data set does not match SOP class": used for a refused instance
-
-// DCMTK sends each PDV in two writes (its 12-byte PDU and PDV headers, then
-// the value), and Debian's DCMTK leaves Nagle's algorithm on (it turns it
-// off only when built with DISABLE_NAGLE_ALGORITHM). Every C-STORE then
-// stalls on a delayed ACK (40 ms on Linux), measured with strace against
-// storescu (BENCHMARKS.md, issue 31): the tail of our response waits for the
-// sender to acknowledge its header, and the tail of the sender's command or
-// data set waits for us to acknowledge theirs; once an exchange has looked
-// like request-response the kernel delays ACKs to ride on the answer, which
-// comes only after the tail. 300 instances took 14 s instead of about 1.
-
-// The association's TCP socket, or -1. DCMTK keeps a connection's socket
-// protected and offers no option for these settings; a class derived from
-// the connection may name the member, and the pointer to it applies to any
-// connection (plain or TLS).
-struct SocketAccess : DcmTransportConnection {
-  static int Of(DcmTransportConnection* connection) {
-    return static_cast<int>((connection->*(&SocketAccess::getSocket))());
-  }
-};
-
-int SocketOf(T_ASC_Association* assoc) {
-  if (assoc == nullptr || assoc->DULassociation == nullptr) return -1;
-  DcmTransportConnection* connection = DUL_getTransportConnection(assoc->DULassociation);
-  return connection == nullptr ? -1 : SocketAccess::Of(connection);
-}
-
-// Our writes go out at once (our side of the stall). Best effort: a socket
-// that refuses it still works, only slower.
-void SendPromptly(int socket) {
-  if (socket < 0) return;
-  const int on = 1;
-  setsockopt(socket, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-}
-
-// What the sender writes next is acknowledged at once (the sender's side,
-// which a sender with Nagle on - storescu, most PACS built on DCMTK - does
-// not fix itself). Linux's TCP_QUICKACK is not sticky: sending our response
-// puts the connection back into delayed-ACK mode, so this follows every
-// response.
-void AckPromptly(int socket) {
-#ifdef TCP_QUICKACK
-  if (socket < 0) return;
-  const int on = 1;
-  setsockopt(socket, IPPROTO_TCP, TCP_QUICKACK, &on, sizeof on);
-#endif
-}
 
 // What each association's worker thread needs; owned by the pool.
 struct Context {
@@ -235,7 +184,7 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
   }
 
   const Context& context_;
-  int socket_ = -1;  // the association's, for the TCP options above
+  int socket_ = -1;  // the association's, for its TCP settings (association_socket.h)
   absl::Time association_start_ = absl::Now();
   bool receiving_ = false;         // a C-STORE data set is being written to the spool
   const char* cut_off_ = nullptr;  // ... and was cut off: the outcome's name

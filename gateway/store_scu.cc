@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "gateway/association_socket.h"
 #include "gateway/dicom_tls.h"
 
 namespace upp::gateway {
@@ -19,7 +20,32 @@ namespace {
 class Scu : public DcmSCU {
  public:
   using DcmSCU::useSecureConnection;
+  int socket = -1;  // the association's, once negotiated
+
+ protected:
+  // Called after each PDV of a C-STORE's data set is written, the last one
+  // included: the destination's response is then acknowledged at once (its
+  // second write need not wait on our delayed ACK). Re-armed per PDV, as
+  // each write puts the connection back into delayed-ACK mode.
+  void notifySENDProgress(const unsigned long /*bytes*/) override { AckPromptly(socket); }
 };
+
+// The SCU's association, for its socket's TCP settings (association_socket.h:
+// without them each C-STORE of ours stalled on a delayed ACK). DcmSCU keeps
+// it private (m_assoc) with no accessor in 3.6.7; an explicit instantiation
+// may name a private member ([temp.explicit]: access is not checked there),
+// and the friend it defines hands the member pointer out.
+struct AssocMember {
+  using type = T_ASC_Association* DcmSCU::*;
+  friend type MemberOf(AssocMember);
+};
+template <typename Tag, typename Tag::type kMember>
+struct Expose {
+  friend typename Tag::type MemberOf(Tag) { return kMember; }
+};
+template struct Expose<AssocMember, &DcmSCU::m_assoc>;
+
+int AssociationSocket(DcmSCU& scu) { return SocketOf(scu.*MemberOf(AssocMember())); }
 
 absl::Status Unavailable(const char* what, const OFCondition& cond) {
   return absl::UnavailableError(absl::StrCat("destination AE: ", what, ": ", cond.text()));
@@ -61,6 +87,8 @@ absl::Status SendFiles(const unetrpp::v1::DicomDestination& d, const std::vector
     if (OFCondition c = scu.useSecureConnection(tls.get()); c.bad()) return Unavailable("TLS", c);
   }
   if (OFCondition c = scu.negotiateAssociation(); c.bad()) return Unavailable("association", c);
+  scu.socket = AssociationSocket(scu);
+  SendPromptly(scu.socket);
   absl::Status status;
   for (const auto& [sop_class, path] : objects) {
     const T_ASC_PresentationContextID id =
