@@ -16,7 +16,11 @@ serves after each. A second gateway serves HTTPS (a self-signed certificate
 made here with openssl) with JWTs (HS256, verified by upp_auth) beside API
 keys: a valid token stores, a forged or expired one is 401, one without
 the role "store" is 403, plain HTTP and a client that does not trust the
-certificate get nothing.
+certificate get nothing. The QIDO-RS poll: a third gateway searches Orthanc
+every second (dicomweb.sources[].poll, filtered to one study); a series
+uploaded to Orthanc only is found, pulled once, segmented, its SEG and SR
+come back by STOW-RS, later searches pull nothing, and its log names no
+UID and nothing of the patient's.
 """
 import base64
 import hashlib
@@ -359,6 +363,74 @@ metrics_address: "127.0.0.1:{metrics_port}"
         self.assertEqual(read_metric(metrics_port, "upp_gateway_dicomweb_requests_total", code="401"), 4)
         self.assertEqual(read_metric(metrics_port, "upp_gateway_dicomweb_requests_total", code="403"), 2)
         self.assertEqual(files_under(os.path.join(tmp, "spool", "incoming")), 0)
+
+    def test_7_a_qido_rs_poll_finds_pulls_once_and_sends_back(self):
+        """A second gateway polls Orthanc by QIDO-RS every second (a filter
+        naming one study, so the series of the other tests are not its
+        business): a series uploaded to Orthanc only is found, pulled by
+        WADO-RS once, segmented, its SEG and SR come back by STOW-RS; the
+        searches after do not pull it again; the log names no UID and no
+        patient."""
+        tmp = os.path.join(self.tmp, "poll")
+        os.makedirs(tmp)
+        directory = os.path.join(tmp, "series")
+        patient = ("POLL^PLANTED", "UPPPOLL31ID")
+        study, series_uid = make_variant(self.phantom, directory, patient=patient)
+        n = len(os.listdir(directory))
+        metrics_port, spool = free_port(), os.path.join(tmp, "spool")
+        config = os.path.join(tmp, "gateway.textproto")
+        with open(config, "w") as f:
+            f.write(f"""
+listener {{ ae_title: "UNETRPP" port: {free_port()} allowed_calling_aes: "NOBODY" }}
+dicomweb {{
+  port: {free_port()} address: "127.0.0.1" auth {{ api_keys_file: "{os.path.join(self.tmp, 'keys')}" }}
+  sources {{ name: "orthanc" service {{ url: "http://127.0.0.1:{self.orthanc.http_port}/dicom-web" }}
+            poll {{ interval_seconds: 1 query: "Modality=CT&StudyInstanceUID={study}" max_series: 10 }} }}
+}}
+spool_dir: "{spool}"
+quiet_period_seconds: 1
+service {{ target: "127.0.0.1:{self.server_port}" deadline_seconds: 300 }}
+destination {{ dicomweb {{ url: "http://127.0.0.1:{self.orthanc.http_port}/dicom-web" }} }}
+rules {{ name: "abdomen-ct" modalities: "CT" body_parts: "*abdomen*" min_instances: 10 orientations: "axial" }}
+unmatched: "keep"
+retry_backoff_seconds: 1
+metrics_address: "127.0.0.1:{metrics_port}"
+""")
+        log_path = os.path.join(tmp, "gateway.log")
+        log = open(log_path, "wb")
+        gateway = subprocess.Popen([os.environ["UPP_GATEWAY"], "--config", config], stdout=log,
+                                   stderr=subprocess.STDOUT)
+
+        def stop():
+            gateway.terminate()
+            gateway.wait(timeout=60)
+            log.close()
+        self.addCleanup(stop)
+
+        def output():
+            with open(log_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        wait_for(lambda: read_metric(metrics_port, "upp_gateway_queued_series") is not None, 30,
+                 "the polling gateway\n" + output())
+        self.orthanc.upload_series(directory)  # in Orthanc only, after the poll has started
+        seg = self.found_seg(study)
+        self.assertEqual(seg.ReferencedSeriesSequence[0].SeriesInstanceUID, series_uid)
+        self.assertEqual(read_metric(metrics_port, "upp_gateway_dicomweb_instances_total", transport="wado-rs",
+                                     outcome="stored"), n)
+        # Three more searches (1 s apart) find the series, pulled already:
+        # nothing is pulled again, and it is remembered once.
+        time.sleep(3.5)
+        self.assertEqual(read_metric(metrics_port, "upp_gateway_dicomweb_instances_total", transport="wado-rs",
+                                     outcome="stored"), n)
+        with open(os.path.join(spool, "polled", "orthanc")) as f:
+            self.assertEqual(f.read().split(), [series_uid])
+        text = output()
+        self.assertEqual(text.count("dicomweb: poll of source orthanc: 1 series pulled"), 1, text)
+        self.assertNotIn("series pulled", text.replace("dicomweb: poll of source orthanc: 1 series pulled", ""))
+        self.assertNotIn("poll of source orthanc failed", text)
+        for secret in (study, series_uid, *patient):
+            self.assertNotIn(secret, text)  # no UIDs, nothing of the patient's, in the log
+
 
 if __name__ == "__main__":
     unittest.main()
