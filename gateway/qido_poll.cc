@@ -113,7 +113,7 @@ absl::StatusOr<std::unique_ptr<QidoPoller>> QidoPoller::Create(const unetrpp::v1
     s.file = (std::filesystem::path(state_dir) / source.name()).string();  // names are [A-Za-z0-9._-]
     std::ifstream in(s.file);
     for (std::string line; std::getline(in, line);)
-      if (IsValidUid(line)) s.pulled.insert(line);
+      if (IsValidUid(line) && s.pulled.insert(line).second) s.order.push_back(line);
     p->sources_.push_back(std::move(s));
   }
   return p;
@@ -127,20 +127,63 @@ absl::StatusOr<int> QidoPoller::PollOnce(int index) {
   if (!found.ok()) return found.status();
   Source& s = sources_[index];
   std::map<std::string, int64_t> seen;
+  std::set<std::string> returned;
   int pulled = 0;
   for (const FoundSeries& f : *found) {
+    returned.insert(f.series_uid);
     if (s.pulled.count(f.series_uid) > 0) continue;
     seen[f.series_uid] = f.instances;
     auto before = s.seen.find(f.series_uid);
     if (before == s.seen.end() || before->second != f.instances) continue;  // new, or still growing
     if (!pull_(index, f.study_uid, f.series_uid).ok()) continue;            // tried again after the next search
     s.pulled.insert(f.series_uid);
+    s.order.push_back(f.series_uid);
     std::ofstream(s.file, std::ios::app) << f.series_uid << "\n";
     seen.erase(f.series_uid);
     ++pulled;
   }
   s.seen = std::move(seen);  // a series gone from the answer starts again
+  Prune(index, returned);
   return pulled;
+}
+
+void QidoPoller::Prune(int index, const std::set<std::string>& returned) {
+  Source& s = sources_[index];
+  const size_t bound = size_t{kRememberedPerSearchedSeries} * config_.sources(index).poll().max_series();
+  if (s.order.size() <= bound) return;
+  // Newest first: every series the search returned, and the others while
+  // there is room.
+  size_t others = bound > returned.size() ? bound - returned.size() : 0;
+  std::deque<std::string> kept;
+  for (auto it = s.order.rbegin(); it != s.order.rend(); ++it) {
+    if (returned.count(*it) > 0) {
+      kept.push_front(*it);
+    } else if (others > 0) {
+      kept.push_front(*it);
+      --others;
+    } else {
+      s.pulled.erase(*it);
+    }
+  }
+  s.order = std::move(kept);
+  // A new file renamed over the old: the gateway dying midway leaves one or
+  // the other whole. Should that fail, the old file (a superset) stays and
+  // is pruned next time; memory is bounded either way.
+  const std::string next = s.file + ".new";
+  bool written = false;
+  {
+    std::ofstream out(next, std::ios::trunc);
+    for (const std::string& uid : s.order) out << uid << "\n";
+    out.flush();
+    written = out.good();
+  }
+  std::error_code ec;
+  if (written) std::filesystem::rename(next, s.file, ec);
+  if (!written || ec) {
+    std::filesystem::remove(next, ec);
+    spdlog::warn("dicomweb: poll of source {}: the state file cannot be rewritten; kept as it was",
+                 config_.sources(index).name());
+  }
 }
 
 void QidoPoller::Run() {

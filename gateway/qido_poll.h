@@ -8,6 +8,15 @@
 // <state_dir>/<source name>, read at start: a restart pulls none of them
 // again. A pull that failed is tried again after the next search.
 //
+// What is remembered is bounded (kRememberedPerSearchedSeries x max_series
+// series per source): only a series a search returns can be pulled, so the
+// series the last search returned are always kept, and of the others the
+// most recently pulled, the oldest forgotten first; the state file is then
+// rewritten (a new file renamed over it). A series forgotten that a search
+// returns again is pulled again: a query that lets old series back into its
+// answer (more matches than max_series, in an order that changes) should
+// be narrowed (by date, for example).
+//
 // Logs give the source's name and counts, never a UID.
 //
 // Threading: Run() blocks until Stop() (from any thread). PollOnce() is
@@ -16,6 +25,7 @@
 #define UPP_GATEWAY_QIDO_POLL_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -43,6 +53,10 @@ absl::StatusOr<std::vector<FoundSeries>> SearchSeries(const unetrpp::v1::DicomWe
                                                       const std::string& field, const std::string& query,
                                                       uint32_t limit, uint64_t max_bytes, absl::Duration max_time);
 
+// How many series a source's poll remembers, per series a search may
+// return (max_series): 1000 at the default of 100.
+inline constexpr uint32_t kRememberedPerSearchedSeries = 10;
+
 class QidoPoller {
  public:
   // Pulls one series of source `index` (StowServer::Pull).
@@ -65,11 +79,16 @@ class QidoPoller {
 
  private:
   struct Source {
-    std::string file;                     // the series pulled, one a line
+    std::string file;                     // the series pulled, one a line, oldest first
     std::set<std::string> pulled;         // series UIDs
+    std::deque<std::string> order;        // the same, oldest pull first
     std::map<std::string, int64_t> seen;  // series UID -> instances at the last search
   };
   QidoPoller() = default;
+
+  // Forgets the oldest pulled series but those `returned` by the last
+  // search, down to the bound, and rewrites the state file.
+  void Prune(int index, const std::set<std::string>& returned);
 
   unetrpp::v1::DicomWebListener config_;
   PullFn pull_;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <utility>
@@ -135,6 +136,53 @@ TEST_F(QidoPollTest, ASeriesIsPulledOnceItsCountHeldForTwoSearchesAndNeverAgain)
   EXPECT_EQ(*poller->PollOnce(0), 0);
   EXPECT_EQ(*poller->PollOnce(0), 0);
   EXPECT_EQ(pulls_.size(), 2u);
+}
+
+// The state is bounded at kRememberedPerSearchedSeries x max_series (here
+// 10 x 2): a series the last search returned is never forgotten (it would
+// be pulled again at once), the others oldest pull first; the file holds
+// what memory does, and a restart reads it back.
+TEST_F(QidoPollTest, TheRememberedSeriesAreBoundedKeepingThoseTheSearchReturns) {
+  config_.mutable_sources(0)->mutable_poll()->set_max_series(2);
+  const size_t bound = 2 * kRememberedPerSearchedSeries;
+  auto poller = Poller();
+  ASSERT_NE(poller, nullptr);
+  const std::string state = (dir_ / "polled" / "pacs").string();
+  auto remembered = [&state] {
+    std::ifstream in(state);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    return lines;
+  };
+  auto series = [](int i) { return absl::StrCat(kStudy, ".9.", i); };
+  // kSeriesA in every answer, pulled first; then one new series a round.
+  const int rounds = 30;
+  for (int i = 0; i < rounds; ++i) {
+    Answer(absl::StrCat("[", Item(kSeriesA, 4), ",", Item(series(i), 4), "]"));
+    ASSERT_TRUE(poller->PollOnce(0).ok());
+    ASSERT_TRUE(poller->PollOnce(0).ok());
+    EXPECT_LE(remembered().size(), bound) << "round " << i;
+  }
+  ASSERT_EQ(pulls_.size(), rounds + 1u);
+  std::vector<std::string> expected{kSeriesA};  // the oldest, kept: the search returns it
+  for (int i = rounds - static_cast<int>(bound) + 1; i < rounds; ++i) expected.push_back(series(i));
+  EXPECT_EQ(remembered(), expected);
+  // Nothing returned is pulled again, also after a restart.
+  EXPECT_EQ(*poller->PollOnce(0), 0);
+  poller = Poller();
+  ASSERT_NE(poller, nullptr);
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(*poller->PollOnce(0), 0);
+  Answer(absl::StrCat("[", Item(series(rounds - 1), 4), ",", Item(kSeriesA, 4), "]"));
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(*poller->PollOnce(0), 0);
+  EXPECT_EQ(pulls_.size(), rounds + 1u);
+  // A forgotten series that comes back into the answer is pulled again
+  // (docs/gateway.md: narrow such a query).
+  Answer(absl::StrCat("[", Item(series(0), 4), "]"));
+  EXPECT_EQ(*poller->PollOnce(0), 0);
+  EXPECT_EQ(*poller->PollOnce(0), 1);
+  EXPECT_EQ(pulls_.back(), series(0));
+  EXPECT_EQ(remembered().size(), bound);
+  EXPECT_FALSE(fs::exists(state + ".new"));
 }
 
 TEST_F(QidoPollTest, AFailedPullIsTriedAgainAfterTheNextSearch) {
