@@ -108,8 +108,10 @@ struct SegmentationJob::Impl {
   // view in network axis order.
   torch::Tensor OutputRegion(uint16_t* labels) const;
   // Create()'s windows over `data` (the padded grid): all of them, or those
-  // touching `body` (the input's (z, y, x) box); narrows `data` to them and
-  // sets region, out_box, windows and the profiles.
+  // touching `body` (the input's (z, y, x) box; with `inset`, by more than
+  // that share of a side, JobOptions::region_inset), or with `tile` windows
+  // of their own over it; narrows `data` to them and sets region, out_box,
+  // windows and the profiles.
   void ChooseWindows(const std::optional<preprocessing::VoxelBox>& body, bool tile = false, double inset = 0.0);
   void ReportCrop(preprocessing::CropMode mode, bool region);
   // Finish()'s way back: the accumulators' unpadded part (`acc`, `profile`
@@ -145,10 +147,13 @@ SegmentationJob::~SegmentationJob() = default;
 // body too), background elsewhere. The data, accumulators and
 // back-resampling still shrink to the windows' box.
 //
-// A label subset's region is chosen the same way (its labels are the whole
-// run's), or with `tile` by windows of its own tiling its box on the same
-// grid: an organ is about as large as a window, so the windows that touch
-// its box are most of the body's (727 of 743 for the liver of 20 phantoms),
+// A label subset's region is chosen the same way, but in `full` mode only
+// windows whose middle touches its box count (`inset`, JobOptions::
+// region_inset: the labels are then the whole run's but for near-ties a
+// left-out window's low edge weight would have tipped), or with `tile` by
+// windows of its own tiling its box on the same grid: an organ is about as
+// large as a window, so the windows that touch its box are most of the
+// body's (727 of 743 for the liver of 20 phantoms; 354 whose middle does),
 // while its own tiling takes a few (12 of 209 for 6); the labels then
 // differ from the whole run's where windows overlap differently (the
 // `fast` mode's trade; liver Dice against the whole run 0.98), but never by

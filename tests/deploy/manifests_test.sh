@@ -35,5 +35,6 @@ cmp "$ROOT/deploy/proxy/haproxy.cfg" "$ROOT/deploy/k8s/overlays/proxied/haproxy.
   { echo "FAIL: deploy/k8s/overlays/proxied/haproxy.cfg differs from deploy/proxy/haproxy.cfg" >&2; exit 1; }
 expect_refused 's/listen_address: "127.0.0.1:50052"/listen_address: "0.0.0.0:50052"/' 'beyond loopback' proxied
 expect_refused 's/value: 127.0.0.1:50052/value: 127.0.0.1:50053/' 'the proxy sends to 127.0.0.1:50053' proxied
+expect_refused 's/required: true/required: false/' 'does not require credentials' proxied
 expect_refused 's/- containerPort: 9464/- containerPort: 50051\n          name: grpc\n        - containerPort: 9464/' 'declares port grpc' proxied
 echo "manifests: passed"

@@ -82,7 +82,9 @@ class ModelSwapTest : public ::testing::Test {
            TempPath("keys.txt") + "' audit_log_file: '" + TempPath("audit.jsonl") +
            "' allow_anonymous: true }\n"
            "batching { max_queue_delay_us: 500 }\n"
-           "models { name: 'ct' versions { version: '1' weights: '" +
+           // fp32 on every CPU (bf16 is the default on AMX and Zen 5): each
+           // result must equal its version's reference exactly.
+           "models { name: 'ct' precision: 'fp32' versions { version: '1' weights: '" +
            kPhantomWeights + "' } versions { version: '2' weights: '" + TempPath("v2.safetensors") + "' plan_file: '" +
            TempPath("plan.json") + "' } versions { version: '3' weights: '" + TempPath("broken.safetensors") +
            "' } version_policy { " + policy + " } }\n" + extra;
@@ -562,7 +564,7 @@ TEST_F(ModelSwapTest, SwapByThePollUnderLoadFailsNothing) {
                   "' allow_anonymous: true }\n"
                   "batching { max_queue_delay_us: 500 }\n"
                   "model_repository_poll_seconds: 0.1\n"
-                  "models { name: 'ct' repository: '" +
+                  "models { name: 'ct' precision: 'fp32' repository: '" +
                   repo.string() + "' }\n");
   ASSERT_TRUE(config.ok()) << config.status();
   auto server = Server::Create(*config);

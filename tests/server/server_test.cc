@@ -85,7 +85,10 @@ std::string ConfigText(const std::string& limits = "max_input_bytes: 33554432") 
          " }\n"
          "batching { max_batch_size: 4 max_queue_delay_us: 20000 }\n"
          "models { name: 'small' weights: '" UPP_FIXTURES_DIR "/synapse_small_weights.safetensors' plan_file: '" +
-         PlanFile() + "'" + TestDevices() + " }\n";
+         PlanFile() + "'" + TestDevices() +
+         // fp32 on every CPU: DirectLabels is fp32, and bf16 is the default
+         // on AMX and Zen 5 (model::DefaultPrecision).
+         " precision: 'fp32' }\n";
 }
 
 // The lines logged while it is attached to the suite's log (LogLines).
@@ -721,7 +724,7 @@ TEST(MultiChannelTest, OneFilePerChannelOrOne4dFile) {
   const std::string weights = UPP_FIXTURES_DIR "/tumor_small_weights.safetensors";
   auto config = ParseConfig(
       "listen_address: '127.0.0.1:0'\nmetrics_address: 'off'\ncpu_threads: 2\n"
-      "models { name: 'tumor' modality: 'MR' weights: '" +
+      "models { name: 'tumor' modality: 'MR' precision: 'fp32' weights: '" +
       weights + "' plan_file: '" + plan_file + "' }\n");
   ASSERT_TRUE(config.ok()) << config.status();
   auto server = Server::Create(*config);

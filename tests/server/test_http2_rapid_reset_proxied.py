@@ -75,8 +75,11 @@ class ProxiedRapidResetTest(unittest.TestCase):
         self.assertLess(self.r["rss_growth"], BOUND, self.summary)
         self.assertLess(self.r["rss_retained"], BOUND, self.summary)
 
-    def test_server_cpu_is_idle_within_a_second(self):
-        self.assertEqual(self.r["idle_after"], 1, self.summary)
+    def test_server_cpu_is_idle_within_three_seconds(self):
+        # Idle in the first second in every run here; 3 s leaves room for a
+        # loaded CI machine (directly, the server was still busy after 10 s).
+        self.assertIsNotNone(self.r["idle_after"], self.summary)
+        self.assertLessEqual(self.r["idle_after"], 3, self.summary)
 
     def test_a_normal_client_is_served_through_the_proxy(self):
         r = self.r

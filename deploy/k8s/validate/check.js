@@ -90,6 +90,12 @@ function checkProxied(d, where, all) {
   if (!m) return problem(where, "the server behind the proxy has no listen_address");
   if (!/^(127\.0\.0\.1|\[::1\]|localhost):\d+$/.test(m[1]))
     problem(where, `the server behind the proxy listens on ${m[1]}, beyond loopback`);
+  // Behind the proxy every call comes from loopback, where a server with no
+  // credential source would let callers in anonymously (server/config.cc's
+  // development default): the proxied server must require credentials.
+  const auth = /^\s*auth\s*\{([^}]*)\}/m.exec(text);
+  if (!auth || !/^\s*required:\s*true\b/m.test(auth[1]) || /^\s*allow_anonymous:\s*true\b/m.test(auth[1]))
+    problem(where, "the server behind the proxy does not require credentials (auth { required: true })");
   if (env.UPP_SERVER_ADDRESS !== m[1])
     problem(where, `the proxy sends to ${env.UPP_SERVER_ADDRESS}, the server listens on ${m[1]}`);
   const proxied = new Set((proxy.ports || []).map((p) => p.containerPort));
