@@ -16,6 +16,8 @@
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmnet/assoc.h>
 
+#include <functional>
+
 namespace upp::gateway {
 
 // The association's TCP socket (plain or TLS), or -1.
@@ -31,6 +33,16 @@ void SendPromptly(int socket);
 // a message puts the connection back into delayed-ACK mode, so call this
 // after each message sent whose answer is awaited. -1: nothing.
 void AckPromptly(int socket);
+
+// Tests only: `hook` is called after each setsockopt that SendPromptly and
+// AckPromptly make (the socket, TCP_NODELAY or TCP_QUICKACK, whether it
+// took), on the thread that made it; nullptr removes it. Tests assert that
+// the re-arm ran, not what TCP_QUICKACK reads back: Linux leaves quick-ack
+// mode by itself (after its quick ACKs are spent, or when it sees
+// request-response traffic again), so a read after the fact races with the
+// kernel and once in a while reads 0 however long it waits.
+using SocketOptionHook = std::function<void(int socket, int option, bool set)>;
+void SetSocketOptionHookForTest(SocketOptionHook hook);
 
 }  // namespace upp::gateway
 
