@@ -52,12 +52,22 @@ void RemoveFile(const std::string& path) {
 constexpr size_t kMaxPullBodyBytes = 4096;
 // A pull whose source answered with no instance (404, no reason word).
 constexpr char kSentNoInstance[] = "the source sent no instance";
+// A pull of which the gateway's own spool refused an instance for now (full,
+// or a write failing): 503, reason word spool_refused.
+constexpr char kSpoolRefused[] =
+    "the gateway's spool cannot take the instances now (full or failing): pull again later";
+
+// A part refused by the spool for now rather than for what it is: the
+// same series may be stored later. (too_large is the configured
+// max_instance_bytes: for good.)
+bool RefusedForNow(const StowPart& part) { return part.outcome == "spool_full" || part.outcome == "spool_error"; }
 
 // Why a pull failed, as its log line says it: a fixed word per status,
 // never the answer's text (built from what the source sent and what the
 // caller asked for).
-const char* PullFailure(absl::StatusCode code) {
-  switch (code) {
+const char* PullFailure(const absl::Status& status) {
+  if (IsSpoolRefusal(status)) return "spool_refused";
+  switch (status.code()) {
     case absl::StatusCode::kNotFound: return "not_found";
     case absl::StatusCode::kDeadlineExceeded: return "source_timeout";
     case absl::StatusCode::kUnavailable: return "source_unavailable";
@@ -70,6 +80,12 @@ const char* PullFailure(absl::StatusCode code) {
 }
 
 }  // namespace
+
+absl::Status SpoolRefusedError() { return absl::UnavailableError(kSpoolRefused); }
+
+bool IsSpoolRefusal(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kUnavailable && status.message() == kSpoolRefused;
+}
 
 StowRequest::StowRequest(Spool* spool, const StowLimits& limits, std::string study_uid, bool dicom_by_default)
     : spool_(spool), limits_(limits), study_uid_(std::move(study_uid)), dicom_by_default_(dicom_by_default) {}
@@ -386,11 +402,18 @@ struct StowServer::PullHandler {
         index, study, series, absl::Seconds(config.max_request_seconds()) - (absl::Now() - start), request);
     if (fetched.code() == absl::StatusCode::kNotFound && fetched.message() == kSentNoInstance)
       return Handler::Refuse(res, 404, kSentNoInstance);
+    if (IsSpoolRefusal(fetched)) {
+      // Our side, not the source's: the caller may try again once the
+      // spool has drained (series are answered and deleted).
+      failure = PullFailure(fetched);
+      res.set_header("Retry-After", "60");
+      return Handler::Refuse(res, 503, std::string(fetched.message()));
+    }
     if (!fetched.ok()) {
       const int status = fetched.code() == absl::StatusCode::kNotFound           ? 404
                          : fetched.code() == absl::StatusCode::kDeadlineExceeded ? 504
                                                                                  : 502;
-      failure = PullFailure(fetched.code());
+      failure = PullFailure(fetched);
       return Handler::Refuse(res, status, std::string(fetched.message()));
     }
     for (const auto& p : request.parts())
@@ -418,9 +441,25 @@ absl::Status StowServer::FetchInto(int index, const std::string& study, const st
     request.Abort();
     return absl::NotFoundError(kSentNoInstance);
   }
+  // An instance the spool refused for now would leave part of the series,
+  // processed as if whole once the quiet period passed, and a pull that
+  // looked done (the poll would never fetch the series again): the pull
+  // keeps nothing and fails, to be tried again. The refused instances are
+  // counted (the operator's sign of a full spool), the others were not kept.
+  const auto& parts = request.parts();
+  if (std::any_of(parts.begin(), parts.end(), RefusedForNow)) {
+    for (const auto& p : parts)
+      if (on_instance_ && p.failure != 0) on_instance_("wado-rs", p.outcome);
+    request.Abort();
+    return SpoolRefusedError();
+  }
   request.Commit();
-  for (const auto& p : request.parts())
+  for (const auto& p : parts)
     if (on_instance_) on_instance_("wado-rs", p.outcome);
+  // A commit failing (a rename in the spool: rare) leaves the instances
+  // committed before it; the pull is tried again all the same, and its
+  // instances are then stored over them.
+  if (std::any_of(parts.begin(), parts.end(), RefusedForNow)) return SpoolRefusedError();
   return absl::OkStatus();
 }
 
@@ -434,7 +473,7 @@ absl::StatusOr<int> StowServer::Pull(int index, const std::string& study, const 
     if (p.failure == 0 && fetched.ok()) ++instances;
   // As POST /pull's line, "poll" in place of the caller's address.
   spdlog::info("dicomweb: pull from source {} for poll: {}, {} instances stored, in {:.2f} s",
-               config_.sources(index).name(), fetched.ok() ? "ok" : PullFailure(fetched.code()), instances,
+               config_.sources(index).name(), fetched.ok() ? "ok" : PullFailure(fetched), instances,
                absl::ToDoubleSeconds(absl::Now() - start));
   if (!fetched.ok()) return fetched;
   return instances;

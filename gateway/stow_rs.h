@@ -33,7 +33,12 @@
 // that name, UIDs that are not UIDs, parameters in the URL), 415 (another
 // body type), 404 (the source has no such study or
 // series, or sent no instance), 502 (the source failed, or its answer was
-// malformed or over max_request_bytes), 504 (over max_request_seconds).
+// malformed or over max_request_bytes), 503 with Retry-After (the
+// gateway's spool refused an instance for now, full or failing: nothing
+// of the pull is kept, as a part of a series would be processed as if
+// whole), 504 (over max_request_seconds). Instances refused for good (not
+// accepted, over max_instance_bytes, not of the series) are answered in
+// the store response as STOW-RS answers them (202, 409).
 // Synchronous: the answer comes when the instances are in the spool; the
 // series is then processed as a stored one (quiet period, rules).
 //
@@ -133,6 +138,13 @@ class StowRequest : public MultipartReader::Sink {
   bool settled_ = false;  // committed or aborted
 };
 
+// The error StowServer::Pull returns when the spool refused an instance
+// for now (full, or a write failing; nothing of the pull kept): UNAVAILABLE
+// with a fixed message, and the test for it (the QIDO-RS poll does not
+// count it against the series, and waits for its next search).
+absl::Status SpoolRefusedError();
+bool IsSpoolRefusal(const absl::Status& status);
+
 // The JSON store response (application/dicom+json) and its HTTP status.
 struct StowResponse {
   int http_status = 200;
@@ -162,8 +174,11 @@ class StowServer {
 
   // Pull mode without a caller (the QIDO-RS poll, gateway/qido_poll.h):
   // what POST /pull does for source `index`, held to max_request_bytes and
-  // max_request_seconds. The instances stored, or why the pull failed
-  // (nothing is kept then; NOT_FOUND also when the source sent none).
+  // max_request_seconds. The instances stored (0 when all were refused for
+  // good: the series will not be stored by pulling it again), or why the
+  // pull failed (nothing is kept then; NOT_FOUND also when the source sent
+  // none; UNAVAILABLE also when the spool refused an instance for now, full
+  // or failing, worth trying again later).
   absl::StatusOr<int> Pull(int index, const std::string& study, const std::string& series);
 
  private:

@@ -459,10 +459,50 @@ TEST_F(StowRsTest, PullWithoutACallerStoresAndCountsOrFailsLeavingNothing) {
   EXPECT_EQ(transports_, std::vector<std::string>{"wado-rs"});
   EXPECT_EQ(server_->Pull(0, header_.study_instance_uid, kFailingSeries).status().code(),
             absl::StatusCode::kUnavailable);
-  EXPECT_EQ(server_->Pull(0, header_.study_instance_uid, kOtherSeries).value_or(-1), 0);  // refused (A900)
+  // Refused for good (A900, not of the series): the pull is done, with no
+  // instance stored; pulling it again would not store it either.
+  EXPECT_EQ(server_->Pull(0, header_.study_instance_uid, kOtherSeries).value_or(-1), 0);
   EXPECT_EQ(server_->Pull(1, header_.study_instance_uid, kOtherSeries).status().code(),
             absl::StatusCode::kInvalidArgument);  // no such source
   EXPECT_EQ(StoredInstances(), 1);
+  EXPECT_EQ(Incoming(), 0);
+}
+
+// The gateway's own spool is full (min_free_spool_bytes over what the disk
+// has): the instances are refused for now (A700 spool_full), so the pull
+// fails UNAVAILABLE and keeps nothing (the poll tries it again rather than
+// recording a series never stored), and POST /pull answers 503 with
+// Retry-After rather than a store response; the refusals are counted.
+TEST_F(StowRsTest, APullTheSpoolRefusesForNowFailsAndKeepsNothing) {
+  unetrpp::v1::GatewayConfig config = config_;
+  config.mutable_listener()->set_min_free_spool_bytes(uint64_t{1} << 62);
+  std::vector<std::string> outcomes;
+  auto full = StowServer::Create(
+      config, spool_.get(),
+      [&outcomes](const std::string& /*transport*/, const std::string& outcome) { outcomes.push_back(outcome); },
+      nullptr);
+  ASSERT_TRUE(full.ok()) << full.status();
+  ASSERT_TRUE((*full)->Bind().ok());
+  std::thread run([&full] { (*full)->Run().IgnoreError(); });
+  std::ostringstream log;
+  const auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(
+      std::make_shared<spdlog::logger>("captured", std::make_shared<spdlog::sinks::ostream_sink_mt>(log)));
+  const auto pulled = (*full)->Pull(0, header_.study_instance_uid, header_.series_instance_uid);
+  auto r =
+      Pull(absl::StrCat("source=archive&study=", header_.study_instance_uid, "&series=", header_.series_instance_uid),
+           kPullKey, (*full)->port());
+  spdlog::set_default_logger(previous);
+  (*full)->Stop();
+  run.join();
+  EXPECT_EQ(pulled.status().code(), absl::StatusCode::kUnavailable) << pulled.status();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503) << r->body;
+  EXPECT_TRUE(r->has_header("Retry-After"));
+  EXPECT_EQ(outcomes, (std::vector<std::string>{"spool_full", "spool_full"}));
+  EXPECT_NE(log.str().find("for poll: spool_refused, 0 instances stored"), std::string::npos) << log.str();
+  EXPECT_NE(log.str().find("HTTP 503 (spool_refused)"), std::string::npos) << log.str();
+  EXPECT_EQ(StoredInstances(), 0);
   EXPECT_EQ(Incoming(), 0);
 }
 
