@@ -123,12 +123,18 @@ absl::Status ValidateDicomWeb(const unetrpp::v1::DicomWebListener& w) {
         name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") !=
             std::string::npos)
       return Bad(f + ".name", "1 to 64 of A-Z a-z 0-9 . _ -");
+    // The name is also a file's under <spool_dir>/polled/: "." or ".."
+    // would be the directory itself or the spool (and dots only, unreadable).
+    if (name.find_first_not_of('.') == std::string::npos) return Bad(f + ".name", "not only dots");
     if (!names.insert(name).second) return Bad(f + ".name", "names another source too");
     if (auto s = ValidateDicomWebDestination(source.service(), f + ".service"); !s.ok()) return s;
     const auto& poll = source.poll();
     if (poll.interval_seconds() == 0) continue;
     if (!(poll.interval_seconds() >= 1)) return Bad(f + ".poll.interval_seconds", "0 (no poll) or at least 1");
     if (poll.max_series() > 10000) return Bad(f + ".poll.max_series", "at most 10000");
+    if (!(poll.settle_seconds() > 0 && poll.settle_seconds() <= 86400))
+      return Bad(f + ".poll.settle_seconds", "> 0 and at most 86400");
+    if (poll.max_attempts() < 1 || poll.max_attempts() > 100) return Bad(f + ".poll.max_attempts", "1 to 100");
     // Matching keys only, in the characters a URL query carries as they are
     // (a value with others is written %-encoded); the gateway owns the
     // keys that shape the answer.
@@ -206,6 +212,9 @@ void ApplyDefaults(unetrpp::v1::GatewayConfig& c) {
   for (auto& source : *w->mutable_sources()) {
     if (source.service().timeout_seconds() == 0) source.mutable_service()->set_timeout_seconds(60);
     if (source.poll().max_series() == 0) source.mutable_poll()->set_max_series(100);
+    if (source.poll().settle_seconds() == 0)
+      source.mutable_poll()->set_settle_seconds(std::min(c.quiet_period_seconds(), 86400.0));
+    if (source.poll().max_attempts() == 0) source.mutable_poll()->set_max_attempts(5);
   }
   if (d->dicomweb().timeout_seconds() == 0) d->mutable_dicomweb()->set_timeout_seconds(d->timeout_seconds());
   auto* r = c.mutable_report();

@@ -4,6 +4,9 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -12,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "gateway/dicomweb_curl.h"
 #include "gateway/spool.h"
+#include "gateway/stow_rs.h"
 
 namespace upp::gateway {
 namespace {
@@ -51,15 +55,28 @@ std::string UidOf(const nlohmann::json& item, const char* tag) {
   return v != nullptr && v->is_string() && IsValidUid(v->get<std::string>()) ? v->get<std::string>() : "";
 }
 
+// After a series' `failures`-th failed pull: tried at the next search
+// after the first, then after 1, 3, 7, ... searches skipped (2^(n-1) - 1),
+// at most an hour's worth at `interval` seconds, so that a series the
+// archive lists and cannot deliver does not cost a download every search.
+uint32_t SearchesToSkip(uint32_t failures, double interval) {
+  const double doubling = failures >= 32 ? 1e12 : std::ldexp(1.0, static_cast<int>(failures) - 1) - 1;
+  const double cap = std::max(1.0, std::floor(kMaxPullBackoffSeconds / std::max(1.0, interval)));
+  return static_cast<uint32_t>(std::min(doubling, cap));
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<FoundSeries>> SearchSeries(const unetrpp::v1::DicomWebDestination& service,
                                                       const std::string& field, const std::string& query,
-                                                      uint32_t limit, uint64_t max_bytes, absl::Duration max_time) {
+                                                      uint32_t limit, uint64_t offset, uint64_t max_bytes,
+                                                      absl::Duration max_time, size_t* items) {
+  if (items != nullptr) *items = 0;
   // NumberOfSeriesRelatedInstances is optional in a series search's answer
   // (PS3.18 Table 10.6.3-5): asked for by name.
   const std::string path =
-      absl::StrCat("/series?", query, query.empty() ? "" : "&", "includefield=00201209&limit=", limit);
+      absl::StrCat("/series?", query, query.empty() ? "" : "&", "includefield=00201209&limit=", limit,
+                   offset > 0 ? absl::StrCat("&offset=", offset) : "");
   auto call = DicomWebCall::Create(service, field, path, {"Accept: application/dicom+json"});
   if (!call.ok()) return call.status();
   CURL* c = (*call)->handle();
@@ -79,6 +96,7 @@ absl::StatusOr<std::vector<FoundSeries>> SearchSeries(const unetrpp::v1::DicomWe
   if (code != 200) return absl::UnavailableError(absl::StrCat("the source answered the search with HTTP ", code));
   const nlohmann::json answer = nlohmann::json::parse(body.text, nullptr, /*allow_exceptions=*/false);
   if (!answer.is_array()) return absl::InvalidArgumentError("the search's answer is not a DICOM JSON array");
+  if (items != nullptr) *items = answer.size();
   std::vector<FoundSeries> found;
   for (const auto& item : answer) {
     if (!item.is_object()) continue;
@@ -103,14 +121,17 @@ absl::StatusOr<std::unique_ptr<QidoPoller>> QidoPoller::Create(const unetrpp::v1
                                                                const std::string& state_dir, PullFn pull) {
   std::error_code ec;
   std::filesystem::create_directories(state_dir, ec);
-  if (ec || chmod(state_dir.c_str(), 0700) != 0)
-    return absl::UnavailableError(absl::StrCat("the poll's state directory cannot be made: ", ec.message()));
+  if (ec) return absl::UnavailableError(absl::StrCat("the poll's state directory cannot be made: ", ec.message()));
+  if (chmod(state_dir.c_str(), 0700) != 0)
+    return absl::UnavailableError(
+        absl::StrCat("the poll's state directory cannot be made private (chmod 0700): ", std::strerror(errno)));
   std::unique_ptr<QidoPoller> p(new QidoPoller());
   p->config_ = config;
   p->pull_ = std::move(pull);
   for (const auto& source : config.sources()) {
     Source s;
-    s.file = (std::filesystem::path(state_dir) / source.name()).string();  // names are [A-Za-z0-9._-]
+    // Names are [A-Za-z0-9._-], not dots only (gateway/config.cc).
+    s.file = (std::filesystem::path(state_dir) / source.name()).string();
     std::ifstream in(s.file);
     for (std::string line; std::getline(in, line);)
       if (IsValidUid(line) && s.pulled.insert(line).second) s.order.push_back(line);
@@ -119,30 +140,109 @@ absl::StatusOr<std::unique_ptr<QidoPoller>> QidoPoller::Create(const unetrpp::v1
   return p;
 }
 
+bool QidoPoller::Stopping() {
+  absl::MutexLock lock(&mu_);
+  return stopping_;
+}
+
+void QidoPoller::Remember(int index, const std::string& series_uid) {
+  Source& s = sources_[index];
+  s.pulled.insert(series_uid);
+  s.order.push_back(series_uid);
+  std::ofstream out(s.file, std::ios::app);
+  out << series_uid << "\n";
+  out.close();
+  if (out.fail())
+    spdlog::warn("dicomweb: poll of source {}: the state file cannot be written: a restart may pull a series again",
+                 config_.sources(index).name());
+}
+
 absl::StatusOr<int> QidoPoller::PollOnce(int index) {
   const auto& source = config_.sources(index);
-  auto found =
-      SearchSeries(source.service(), absl::StrCat("dicomweb.sources[", index, "].service"), source.poll().query(),
-                   source.poll().max_series(), kMaxSearchBytes, absl::Seconds(config_.max_request_seconds()));
-  if (!found.ok()) return found.status();
-  Source& s = sources_[index];
-  std::map<std::string, int64_t> seen;
+  const auto& poll = source.poll();
+  const absl::Time now = clock_();
+  const std::string field = absl::StrCat("dicomweb.sources[", index, "].service");
+  // Page after page while pages come back full: the first max_series
+  // matches may all be pulled already (an archive's answer order is its
+  // own), and a new series must still be reached. A source that ignores
+  // offset repeats its page: no new series, the search ends.
+  std::vector<FoundSeries> found;
   std::set<std::string> returned;
-  int pulled = 0;
-  for (const FoundSeries& f : *found) {
-    returned.insert(f.series_uid);
-    if (s.pulled.count(f.series_uid) > 0) continue;
-    seen[f.series_uid] = f.instances;
-    auto before = s.seen.find(f.series_uid);
-    if (before == s.seen.end() || before->second != f.instances) continue;  // new, or still growing
-    if (!pull_(index, f.study_uid, f.series_uid).ok()) continue;            // tried again after the next search
-    s.pulled.insert(f.series_uid);
-    s.order.push_back(f.series_uid);
-    std::ofstream(s.file, std::ios::app) << f.series_uid << "\n";
-    seen.erase(f.series_uid);
-    ++pulled;
+  const uint32_t limit = std::max<uint32_t>(1, poll.max_series());
+  for (uint32_t page = 0; page < kMaxPagesPerSearch && !Stopping(); ++page) {
+    size_t items = 0;
+    auto got = SearchSeries(source.service(), field, poll.query(), limit, uint64_t{page} * limit, kMaxSearchBytes,
+                            absl::Seconds(config_.max_request_seconds()), &items);
+    if (!got.ok()) return got.status();
+    size_t fresh = 0;
+    for (FoundSeries& f : *got)
+      if (returned.insert(f.series_uid).second) {
+        found.push_back(std::move(f));
+        ++fresh;
+      }
+    if (items < limit || fresh == 0) break;
+    if (page + 1 == kMaxPagesPerSearch)
+      spdlog::warn(
+          "dicomweb: poll of source {}: the search has more than {} matches ({} pages of max_series); the rest are "
+          "not reached: narrow poll.query",
+          source.name(), uint64_t{kMaxPagesPerSearch} * limit, kMaxPagesPerSearch);
   }
-  s.seen = std::move(seen);  // a series gone from the answer starts again
+  Source& s = sources_[index];
+  // Pending only for the series this search returned: a series gone from
+  // the answer starts again.
+  std::map<std::string, Pending> pending;
+  std::vector<const FoundSeries*> due;
+  const absl::Duration settle = absl::Seconds(poll.settle_seconds());
+  for (const FoundSeries& f : found) {
+    if (s.pulled.count(f.series_uid) > 0) continue;
+    auto before = s.pending.find(f.series_uid);
+    Pending p = before == s.pending.end() ? Pending() : before->second;
+    if (before == s.pending.end() || p.instances != f.instances) {
+      // New, or still growing: settles from now. An absent count (-1)
+      // stays -1, so such a series is pulled after settle_seconds in the
+      // answers, with nothing to tell whether it still grows.
+      p.instances = f.instances;
+      p.since = now;
+    } else if (p.skip > 0) {
+      --p.skip;  // backing off after a failed pull
+    } else if (now - p.since >= settle) {
+      due.push_back(&f);
+    }
+    pending[f.series_uid] = p;
+  }
+  int pulled = 0, given_up = 0;
+  for (const FoundSeries* f : due) {
+    if (Stopping()) break;  // the rest stay pending: tried after a restart's searches
+    const absl::Status status = pull_(index, f->study_uid, f->series_uid);
+    Pending& p = pending[f->series_uid];
+    if (IsSpoolRefusal(status)) {
+      // Our spool is full (or failing), not the series at fault: not
+      // counted against it, and the rest wait for the next search rather
+      // than each being downloaded to be refused.
+      spdlog::warn("dicomweb: poll of source {}: the spool cannot take series now; pulls wait for the next search",
+                   source.name());
+      break;
+    }
+    if (status.ok()) {
+      Remember(index, f->series_uid);
+      pending.erase(f->series_uid);
+      ++pulled;
+      continue;
+    }
+    if (++p.failures >= poll.max_attempts()) {
+      Remember(index, f->series_uid);  // given up: not pulled again
+      pending.erase(f->series_uid);
+      ++given_up;
+      continue;
+    }
+    p.skip = SearchesToSkip(p.failures, poll.interval_seconds());
+  }
+  if (given_up > 0)
+    spdlog::warn(
+        "dicomweb: poll of source {}: {} series given up after {} failed pulls each; not pulled again (POST /pull "
+        "can still fetch them)",
+        source.name(), given_up, poll.max_attempts());
+  s.pending = std::move(pending);
   Prune(index, returned);
   return pulled;
 }
@@ -174,8 +274,8 @@ void QidoPoller::Prune(int index, const std::set<std::string>& returned) {
   {
     std::ofstream out(next, std::ios::trunc);
     for (const std::string& uid : s.order) out << uid << "\n";
-    out.flush();
-    written = out.good();
+    out.close();
+    written = !out.fail();
   }
   std::error_code ec;
   if (written) std::filesystem::rename(next, s.file, ec);

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "absl/strings/str_cat.h"
 #include "proto/text_config.h"
 
 namespace upp::gateway {
@@ -104,6 +105,31 @@ TEST(GatewayConfigTest, DicomWebSourcesAndTheConnectionQueue) {
          "dicomweb.sources[0].service");
   EXPECT_TRUE(
       Check(std::string(kWeb) + R"(sources { name: "local" service { url: "http://127.0.0.1:8042" } } })").ok());
+  // A name is also a file's in <spool_dir>/polled/: "." and ".." would be
+  // the directory or the spool itself; dots only are refused, dots within
+  // are fine.
+  for (const char* dots : {".", "..", "..."})
+    expect(absl::StrCat(R"(sources { name: ")", dots, R"(" service { url: "https://pacs" } })"),
+           "dicomweb.sources[0].name");
+  EXPECT_TRUE(Check(std::string(kWeb) + R"(sources { name: "pacs.main" service { url: "https://pacs" } } })").ok());
+}
+
+// The poll's settle time defaults to the quiet period, its attempts to 5;
+// both are bounded.
+TEST(GatewayConfigTest, APollsSettleTimeAndAttempts) {
+  constexpr char kPoll[] =
+      R"( quiet_period_seconds: 7 dicomweb { port: 8443 auth { allow_anonymous: true } )"
+      R"(sources { name: "pacs" service { url: "https://pacs/dicom-web" } poll { interval_seconds: 60 )";
+  unetrpp::v1::GatewayConfig c;
+  ASSERT_TRUE(proto::ParseTextConfig(std::string(kMinimal) + kPoll + "} } }", c).ok());
+  ApplyDefaults(c);
+  ASSERT_TRUE(Validate(c).ok()) << Validate(c);
+  EXPECT_EQ(c.dicomweb().sources(0).poll().settle_seconds(), 7);
+  EXPECT_EQ(c.dicomweb().sources(0).poll().max_attempts(), 5u);
+  for (const char* bad : {"settle_seconds: -1", "settle_seconds: 100000", "max_attempts: 101"}) {
+    const auto s = Check(std::string(kPoll) + bad + "} } }");
+    EXPECT_NE(s.message().find("dicomweb.sources[0].poll."), std::string::npos) << bad << ": " << s;
+  }
 }
 
 TEST(GatewayConfigTest, TlsToTheDestinationVerifiesIt) {

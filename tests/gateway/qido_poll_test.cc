@@ -1,15 +1,20 @@
-// The QIDO-RS poll against a fake source on loopback (cpp-httplib): the
-// search it sends, the answer read, and which series it pulls when: a
-// series once two searches in a row found it with the same number of
-// instances, never twice (also across a restart), again after a failed pull.
+// The QIDO-RS poll against a fake source on loopback (cpp-httplib, paging
+// by limit and offset as QIDO-RS does): the search it sends, the answer
+// read, and which series it pulls when: a series once its number of
+// instances held for settle_seconds over two searches or more (a fake
+// clock), never twice (also across a restart), series beyond the first
+// page, a failed pull again with a growing wait and then given up, and
+// Stop() between pulls.
 #include "gateway/qido_poll.h"
 
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <utility>
@@ -19,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "gateway/config.h"
+#include "gateway/stow_rs.h"
 
 namespace upp::gateway {
 namespace {
@@ -35,6 +41,14 @@ std::string Item(const std::string& series, int instances) {
                       R"("]},"00201209":{"vr":"IS","Value":[)", instances, "]}}");
 }
 
+// One without NumberOfSeriesRelatedInstances (an archive that leaves it out).
+std::string ItemWithoutCount(const std::string& series) {
+  return absl::StrCat(R"({"0020000D":{"vr":"UI","Value":[")", kStudy, R"("]},"0020000E":{"vr":"UI","Value":[")", series,
+                      R"("]}})");
+}
+
+std::string Series(int i) { return absl::StrCat(kStudy, ".9.", i); }
+
 class QidoPollTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -45,7 +59,15 @@ class QidoPollTest : public ::testing::Test {
       queries_.push_back(req.params);
       accept_ = req.get_header_value("Accept");
       res.status = status_;
-      if (status_ == 200) res.set_content(answer_, "application/dicom+json");
+      if (status_ != 200) return;
+      // The page asked for (limit, offset), as an archive answers it.
+      nlohmann::json all = nlohmann::json::parse(answer_, nullptr, /*allow_exceptions=*/false);
+      if (!all.is_array()) return res.set_content(answer_, "application/dicom+json");
+      const size_t offset = ignore_offset_ || !req.has_param("offset") ? 0 : std::stoul(req.get_param_value("offset"));
+      const size_t limit = req.has_param("limit") ? std::stoul(req.get_param_value("limit")) : all.size();
+      nlohmann::json page = nlohmann::json::array();
+      for (size_t i = offset; i < all.size() && i < offset + limit; ++i) page.push_back(all[i]);
+      res.set_content(page.dump(), "application/dicom+json");
     });
     const int port = source_.bind_to_any_port("127.0.0.1");
     serving_ = std::thread([this] { source_.listen_after_bind(); });
@@ -77,28 +99,41 @@ class QidoPollTest : public ::testing::Test {
     status_ = status;
   }
 
-  // A poller whose pulls are recorded (and fail while fail_pulls_).
+  // A poller whose pulls are recorded (and fail while fail_pulls_, take
+  // pull_delay_ each), on a clock that moves tick_ (settle_seconds, 10 s,
+  // unless a test says otherwise) at each search.
   std::unique_ptr<QidoPoller> Poller() {
     auto p = QidoPoller::Create(config_, (dir_ / "polled").string(),
                                 [this](int index, const std::string& study, const std::string& series) {
                                   EXPECT_EQ(index, 0);
                                   EXPECT_EQ(study, kStudy);
+                                  ++pulls_started_;
+                                  absl::SleepFor(pull_delay_);
                                   pulls_.push_back(series);
+                                  if (spool_full_) return SpoolRefusedError();
                                   return fail_pulls_ ? absl::UnavailableError("down") : absl::OkStatus();
                                 });
     EXPECT_TRUE(p.ok()) << p.status();
-    return p.ok() ? *std::move(p) : nullptr;
+    if (!p.ok()) return nullptr;
+    (*p)->SetClockForTest([this] { return now_ += tick_; });
+    return *std::move(p);
   }
 
   fs::path dir_;
   httplib::Server source_;
   std::thread serving_;
   unetrpp::v1::DicomWebListener config_;
-  std::vector<std::string> pulls_;  // on the test's thread (PollOnce pulls there)
+  std::vector<std::string> pulls_;  // on the test's thread (PollOnce pulls there), or Run's until joined
   bool fail_pulls_ = false;
+  bool spool_full_ = false;  // pulls answer StowServer::Pull's spool refusal
+  absl::Duration pull_delay_;
+  std::atomic<int> pulls_started_{0};
+  absl::Time now_ = absl::UnixEpoch() + absl::Hours(1000);  // the poller's clock
+  absl::Duration tick_ = absl::Seconds(10);                 // per search
   absl::Mutex mu_;
   std::string answer_ ABSL_GUARDED_BY(mu_) = "[]";
   int status_ ABSL_GUARDED_BY(mu_) = 200;
+  bool ignore_offset_ ABSL_GUARDED_BY(mu_) = false;  // the fake source answers every page from the first
   std::vector<httplib::Params> queries_ ABSL_GUARDED_BY(mu_);
   std::string accept_ ABSL_GUARDED_BY(mu_);
 };
@@ -115,10 +150,11 @@ TEST_F(QidoPollTest, TheSearchCarriesTheFilterAndAsksForTheCountInDicomJson) {
   EXPECT_EQ(value("StudyDescription"), "*ABDOMEN*");
   EXPECT_EQ(value("includefield"), "00201209");
   EXPECT_EQ(value("limit"), "100");
+  EXPECT_EQ(value("offset"), "(absent)");  // the first page
   EXPECT_EQ(accept_, "application/dicom+json");
 }
 
-TEST_F(QidoPollTest, ASeriesIsPulledOnceItsCountHeldForTwoSearchesAndNeverAgain) {
+TEST_F(QidoPollTest, ASeriesIsPulledOnceItsCountHeldForTheSettleTimeAndNeverAgain) {
   auto poller = Poller();
   ASSERT_NE(poller, nullptr);
   Answer(absl::StrCat("[", Item(kSeriesA, 10), ",", Item(kSeriesB, 3), "]"));
@@ -154,7 +190,7 @@ TEST_F(QidoPollTest, TheRememberedSeriesAreBoundedKeepingThoseTheSearchReturns) 
     for (std::string line; std::getline(in, line);) lines.push_back(line);
     return lines;
   };
-  auto series = [](int i) { return absl::StrCat(kStudy, ".9.", i); };
+  auto series = Series;
   // kSeriesA in every answer, pulled first; then one new series a round.
   const int rounds = 30;
   for (int i = 0; i < rounds; ++i) {
@@ -183,6 +219,133 @@ TEST_F(QidoPollTest, TheRememberedSeriesAreBoundedKeepingThoseTheSearchReturns) 
   EXPECT_EQ(pulls_.back(), series(0));
   EXPECT_EQ(remembered().size(), bound);
   EXPECT_FALSE(fs::exists(state + ".new"));
+}
+
+// Two searches a second apart are no proof that a series is whole: its
+// count must hold for settle_seconds (10 s here, searches every 1 s); a
+// change starts the wait again; a series without a count is pulled after
+// the settle time too (nothing else tells whether it still grows).
+TEST_F(QidoPollTest, ACountMustHoldForTheSettleTime) {
+  tick_ = absl::Seconds(1);
+  auto poller = Poller();
+  ASSERT_NE(poller, nullptr);
+  const std::string growing = Series(1), uncounted = Series(2);
+  for (int search = 1; search <= 15; ++search) {
+    // `growing` gains instances at the 5th search, then holds.
+    Answer(absl::StrCat("[", Item(kSeriesA, 4), ",", Item(growing, search < 5 ? 4 : 6), ",",
+                        ItemWithoutCount(uncounted), "]"));
+    const int pulled = *poller->PollOnce(0);
+    if (search < 11) {
+      EXPECT_EQ(pulled, 0) << "search " << search;
+    } else if (search == 11) {  // 10 s after the first sighting
+      EXPECT_EQ(pulled, 2);
+      EXPECT_EQ(pulls_, (std::vector<std::string>{kSeriesA, uncounted}));
+    } else if (search < 15) {
+      EXPECT_EQ(pulled, 0) << "search " << search;
+    } else {  // 10 s after its count changed
+      EXPECT_EQ(pulled, 1);
+      EXPECT_EQ(pulls_.back(), growing);
+    }
+  }
+  EXPECT_EQ(pulls_.size(), 3u);
+}
+
+// The first page may hold only series pulled already: the search pages on
+// by offset (max_series each) so that newer series are reached. A source
+// that ignores offset repeats its page: the search stops there.
+TEST_F(QidoPollTest, SeriesBeyondTheFirstPageAreReached) {
+  config_.mutable_sources(0)->mutable_poll()->set_max_series(2);
+  auto poller = Poller();
+  ASSERT_NE(poller, nullptr);
+  std::string all = "[";
+  for (int i = 0; i < 5; ++i) absl::StrAppend(&all, i ? "," : "", Item(Series(i), 3));
+  Answer(all + "]");
+  EXPECT_EQ(*poller->PollOnce(0), 0);
+  {
+    absl::MutexLock lock(&mu_);
+    ASSERT_EQ(queries_.size(), 3u);  // 2 + 2 + 1: the last page is short
+    for (size_t i = 0; i < queries_.size(); ++i) {
+      EXPECT_EQ(queries_[i].find("limit")->second, "2");
+      EXPECT_EQ(queries_[i].count("offset") ? queries_[i].find("offset")->second : "", i ? std::to_string(2 * i) : "");
+    }
+  }
+  EXPECT_EQ(*poller->PollOnce(0), 5);
+  // New series behind the pulled ones are still reached.
+  Answer(absl::StrCat(all, ",", Item(Series(5), 3), ",", Item(Series(6), 3), "]"));
+  EXPECT_EQ(*poller->PollOnce(0), 0);
+  EXPECT_EQ(*poller->PollOnce(0), 2);
+  EXPECT_EQ(pulls_.size(), 7u);
+  // A source that ignores offset: two queries, not ten.
+  {
+    absl::MutexLock lock(&mu_);
+    ignore_offset_ = true;
+    queries_.clear();
+  }
+  EXPECT_EQ(*poller->PollOnce(0), 0);
+  absl::MutexLock lock(&mu_);
+  EXPECT_EQ(queries_.size(), 2u);
+}
+
+// A series that always fails is not downloaded at every search: tried at
+// the next search, then after 1, 3 and 7 searches skipped, and given up
+// after max_attempts (5) failed pulls: remembered, never tried again (also
+// after a restart).
+TEST_F(QidoPollTest, AFailingSeriesBacksOffAndIsGivenUp) {
+  auto poller = Poller();
+  ASSERT_NE(poller, nullptr);
+  Answer(absl::StrCat("[", Item(kSeriesA, 10), "]"));
+  fail_pulls_ = true;
+  std::vector<int> tried_at;
+  for (int search = 1; search <= 40; ++search) {
+    const size_t before = pulls_.size();
+    EXPECT_EQ(*poller->PollOnce(0), 0);
+    if (pulls_.size() > before) tried_at.push_back(search);
+  }
+  EXPECT_EQ(tried_at, (std::vector<int>{2, 3, 5, 9, 17}));
+  std::ifstream in(dir_ / "polled" / "pacs");
+  std::string line;
+  EXPECT_TRUE(std::getline(in, line) && line == kSeriesA) << "given up, so remembered";
+  poller = Poller();
+  ASSERT_NE(poller, nullptr);
+  fail_pulls_ = false;
+  for (int search = 0; search < 3; ++search) EXPECT_EQ(*poller->PollOnce(0), 0);
+  EXPECT_EQ(pulls_.size(), 5u);
+}
+
+// The gateway's spool refusing a pull for now is not the series' failure:
+// never given up for it, and the search's other pulls wait (each would be
+// downloaded to be refused); once the spool takes them, all are pulled.
+TEST_F(QidoPollTest, ASpoolRefusalIsNotCountedAndHoldsTheSearchsOtherPulls) {
+  auto poller = Poller();
+  ASSERT_NE(poller, nullptr);
+  Answer(absl::StrCat("[", Item(kSeriesA, 10), ",", Item(kSeriesB, 10), "]"));
+  spool_full_ = true;
+  for (int search = 1; search <= 12; ++search) EXPECT_EQ(*poller->PollOnce(0), 0);
+  EXPECT_EQ(pulls_, std::vector<std::string>(11, kSeriesA));  // one a search, more than max_attempts
+  spool_full_ = false;
+  EXPECT_EQ(*poller->PollOnce(0), 2);
+  EXPECT_EQ(*poller->PollOnce(0), 0);
+}
+
+// Stop() is seen between pulls: a long list of slow pulls does not hold
+// the gateway's shutdown (20 pulls of 300 ms would be 6 s).
+TEST_F(QidoPollTest, StopReturnsPromptlyDuringALongListOfSlowPulls) {
+  config_.mutable_sources(0)->mutable_poll()->set_interval_seconds(1);
+  pull_delay_ = absl::Milliseconds(300);
+  auto poller = Poller();
+  ASSERT_NE(poller, nullptr);
+  std::string all = "[";
+  for (int i = 0; i < 20; ++i) absl::StrAppend(&all, i ? "," : "", Item(Series(i), 3));
+  Answer(all + "]");
+  std::thread running([&poller] { poller->Run(); });
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (pulls_started_ == 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
+  EXPECT_GT(pulls_started_.load(), 0);  // (no ASSERT: the thread must be joined)
+  const absl::Time stopping = absl::Now();
+  poller->Stop();
+  running.join();
+  EXPECT_LT(absl::Now() - stopping, absl::Seconds(2));
+  EXPECT_LT(pulls_.size(), 20u);
 }
 
 TEST_F(QidoPollTest, AFailedPullIsTriedAgainAfterTheNextSearch) {
