@@ -28,6 +28,7 @@
 #include "absl/time/time.h"
 #include "gateway/association_socket.h"
 #include "gateway/config.h"
+#include "tests/testing/tcp_socket.h"
 
 namespace upp::gateway {
 namespace {
@@ -35,18 +36,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr char kCtSmall[] = "/usr/lib/python3/dist-packages/pydicom/data/test_files/CT_small.dcm";
-
-int FreePort() {
-  const int s = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  getsockname(s, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(s);
-  return ntohs(addr.sin_port);
-}
 
 uint16_t Port(int fd, bool peer) {
   sockaddr_storage addr{};
@@ -120,13 +109,6 @@ class SocketOptionLog {
   std::vector<Set> sets_ ABSL_GUARDED_BY(mu_);
 };
 
-int TcpOption(int fd, int option) {
-  int value = -1;
-  socklen_t len = sizeof value;
-  if (getsockopt(fd, IPPROTO_TCP, option, &value, &len) != 0) return -1;
-  return value;
-}
-
 class StoreScpTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -140,7 +122,7 @@ class StoreScpTest : public ::testing::Test {
     config.set_spool_dir(spool_->root());
     ApplyDefaults(config);
     listener_ = config.listener();
-    listener_.set_port(FreePort());
+    listener_.set_port(testing::FreeLoopbackPort());
     listener_.set_max_instance_bytes(1 << 20);
     listener_.set_min_free_spool_bytes(1 << 20);
     scp_ = std::make_unique<StoreScp>(listener_, spool_.get(), [](const std::string&) {});
@@ -205,7 +187,7 @@ TEST_F(StoreScpTest, AnAssociationsSocketSendsAndAcknowledgesWithoutDelay) {
         return fd >= 0;
       },
       absl::Seconds(10)));
-  EXPECT_EQ(TcpOption(fd, TCP_NODELAY), 1);  // set once, never cleared
+  EXPECT_EQ(testing::TcpOption(fd, TCP_NODELAY), 1);  // set once, never cleared
   // Re-arms on it since the association began (its TCP_NODELAY; a socket
   // number closed and reused starts again): one as it starts, then one per
   // response; each took.
@@ -230,7 +212,7 @@ TEST_F(StoreScpTest, AnAssociationsSocketSendsAndAcknowledgesWithoutDelay) {
     EXPECT_TRUE(log.Await([&](const auto& sets) { return rearms(sets) >= at_start + i; }, absl::Seconds(10)));
     EXPECT_EQ(rearms(log.sets()), at_start + i) << "C-STORE " << i;
   }
-  EXPECT_EQ(TcpOption(fd, TCP_NODELAY), 1);
+  EXPECT_EQ(testing::TcpOption(fd, TCP_NODELAY), 1);
   for (const auto& s : log.sets()) EXPECT_TRUE(s.ok) << "setsockopt failed: option " << s.option;
   scu.releaseAssociation();
 }

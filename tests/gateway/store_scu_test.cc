@@ -24,6 +24,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gateway/association_socket.h"
+#include "tests/testing/tcp_socket.h"
 
 namespace upp::gateway {
 namespace {
@@ -31,25 +32,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr char kCtSmall[] = "/usr/lib/python3/dist-packages/pydicom/data/test_files/CT_small.dcm";
-
-int FreePort() {
-  const int s = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  getsockname(s, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(s);
-  return ntohs(addr.sin_port);
-}
-
-int TcpOption(int fd, int option) {
-  int value = -1;
-  socklen_t len = sizeof value;
-  if (getsockopt(fd, IPPROTO_TCP, option, &value, &len) != 0) return -1;
-  return value;
-}
 
 uint16_t Port(int fd, bool peer) {
   sockaddr_storage addr{};
@@ -120,7 +102,7 @@ class ProbingScp : public DcmStorageSCP {
     Seen s;
     const int fd = log_->socket();
     s.association_socket = fd >= 0 && Port(fd, /*peer=*/true) == getPort() && Port(fd, /*peer=*/false) != 0;
-    if (s.association_socket) s.nodelay = TcpOption(fd, TCP_NODELAY);
+    if (s.association_socket) s.nodelay = testing::TcpOption(fd, TCP_NODELAY);
     s.rearms = log_->rearms();
     seen.push_back(s);
     return 0x0000;
@@ -143,7 +125,7 @@ TEST(StoreScuTest, TheSendersSocketSendsAndAcknowledgesWithoutDelay) {
   if (!fs::exists(kCtSmall)) GTEST_SKIP() << "python3-pydicom test data not installed";
   SocketOptionLog log;
   ProbingScp scp(&log);
-  const int port = FreePort();
+  const int port = testing::FreeLoopbackPort();
   scp.setPort(static_cast<Uint16>(port));
   scp.setAETitle("PROBE");
   // CT_small's data set (about 39 KB) then goes in several PDVs: the

@@ -330,6 +330,26 @@ TEST(RegionCrop, TheWholeRunsWindowsTouchingTheRegionGiveItsLabelsExactly) {
   EXPECT_GT(labelled, 0);
 }
 
+// The two-bodies volume below (160 x 100 voxels a slice) with the region
+// x 118..143, y 35..66 around the second body: a pointwise network's labels
+// are `whole`'s inside the region (some tissue), background left of x 60
+// (the first body's windows never ran).
+void ExpectTheSecondBodysRegionOnly(const LabelMap& labels, const LabelMap& whole) {
+  int64_t second = 0, first = 0, differ_in_region = 0;
+  for (size_t i = 0; i < labels.labels.size(); ++i) {
+    const int64_t x = static_cast<int64_t>(i) % 160, y = static_cast<int64_t>(i) / 160 % 100;
+    if (x >= 118 && x < 143 && y >= 35 && y < 66) {
+      differ_in_region += labels.labels[i] != whole.labels[i];
+      second += labels.labels[i];
+    } else if (x < 60) {
+      first += labels.labels[i];
+    }
+  }
+  EXPECT_GT(second, 0);
+  EXPECT_EQ(differ_in_region, 0);
+  EXPECT_EQ(first, 0);
+}
+
 // With tile_box (the fast mode's subsets), windows of its own tile the
 // region on the same grid: fewer than touch it; a pointwise network's labels
 // inside it are the whole run's, outside it background.
@@ -358,19 +378,7 @@ TEST(RegionCrop, ATiledRegionRunsWindowsOfItsOwnAndTheRestIsBackground) {
   EXPECT_LE(report.box_xyz[0][1], 145);
   auto labels = SegmentVolume(v, plan, PointwiseTissueNet(), 4, options);
   ASSERT_TRUE(labels.ok()) << labels.status();
-  int64_t second = 0, first = 0, differ_in_region = 0;
-  for (int64_t i = 0; i < v.geometry.NumVoxels(); ++i) {
-    const int64_t x = i % 160, y = i / 160 % 100;
-    if (x >= 118 && x < 143 && y >= 35 && y < 66) {
-      differ_in_region += labels->labels[i] != whole.labels.labels[i];
-      second += labels->labels[i];
-    } else if (x < 60) {
-      first += labels->labels[i];
-    }
-  }
-  EXPECT_GT(second, 0);
-  EXPECT_EQ(differ_in_region, 0);
-  EXPECT_EQ(first, 0);  // the first body's windows never ran
+  ExpectTheSecondBodysRegionOnly(*labels, whole.labels);
 }
 
 // With region_inset (the `full` mode's subsets), a window counts as
@@ -400,19 +408,7 @@ TEST(RegionCrop, AnInsetRunsFewerWindowsAndStillLabelsTheWholeRegion) {
     EXPECT_GE(report.box_xyz[1][1], 66);
     auto labels = SegmentVolume(v, plan, PointwiseTissueNet(), 4, options);
     ASSERT_TRUE(labels.ok()) << labels.status();
-    int64_t second = 0, first = 0, differ_in_region = 0;
-    for (int64_t i = 0; i < v.geometry.NumVoxels(); ++i) {
-      const int64_t x = i % 160, y = i / 160 % 100;
-      if (x >= 118 && x < 143 && y >= 35 && y < 66) {
-        differ_in_region += labels->labels[i] != whole.labels.labels[i];
-        second += labels->labels[i];
-      } else if (x < 60) {
-        first += labels->labels[i];
-      }
-    }
-    EXPECT_GT(second, 0);
-    EXPECT_EQ(differ_in_region, 0);
-    EXPECT_EQ(first, 0);
+    ExpectTheSecondBodysRegionOnly(*labels, whole.labels);
   }
 }
 
