@@ -37,17 +37,6 @@ namespace fs = std::filesystem;
 
 constexpr char kCtSmall[] = "/usr/lib/python3/dist-packages/pydicom/data/test_files/CT_small.dcm";
 
-uint16_t Port(int fd, bool peer) {
-  sockaddr_storage addr{};
-  socklen_t len = sizeof addr;
-  const int rc = peer ? getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len)
-                      : getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  if (rc != 0) return 0;
-  if (addr.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
-  if (addr.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
-  return 0;
-}
-
 // This process's sockets (their descriptors).
 std::vector<int> Sockets() {
   std::vector<int> fds;
@@ -69,10 +58,12 @@ std::vector<int> Sockets() {
 // `port` from the peer port `scp_fd` sees. A leftover socket (of a failed
 // connection attempt, or another association) does not match.
 bool IsAssociationSocket(int scp_fd, int port) {
-  const uint16_t client_port = Port(scp_fd, /*peer=*/true);
-  if (Port(scp_fd, /*peer=*/false) != port || client_port == 0) return false;
+  const uint16_t client_port = testing::SocketPort(scp_fd, /*peer=*/true);
+  if (testing::SocketPort(scp_fd, /*peer=*/false) != port || client_port == 0) return false;
   for (int fd : Sockets())
-    if (fd != scp_fd && Port(fd, /*peer=*/false) == client_port && Port(fd, /*peer=*/true) == port) return true;
+    if (fd != scp_fd && testing::SocketPort(fd, /*peer=*/false) == client_port &&
+        testing::SocketPort(fd, /*peer=*/true) == port)
+      return true;
   return false;
 }
 

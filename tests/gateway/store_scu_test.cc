@@ -33,17 +33,6 @@ namespace fs = std::filesystem;
 
 constexpr char kCtSmall[] = "/usr/lib/python3/dist-packages/pydicom/data/test_files/CT_small.dcm";
 
-uint16_t Port(int fd, bool peer) {
-  sockaddr_storage addr{};
-  socklen_t len = sizeof addr;
-  const int rc = peer ? getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len)
-                      : getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  if (rc != 0) return 0;
-  if (addr.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
-  if (addr.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
-  return 0;
-}
-
 // What SendPromptly and AckPromptly did (association_socket.h): the
 // sender's association socket (where it set TCP_NODELAY), how many
 // TCP_QUICKACK re-arms it has had, and whether every setsockopt took.
@@ -101,7 +90,8 @@ class ProbingScp : public DcmStorageSCP {
   Uint16 checkAndProcessSTORERequest(const T_DIMSE_C_StoreRQ& /*request*/, DcmFileFormat& /*file*/) override {
     Seen s;
     const int fd = log_->socket();
-    s.association_socket = fd >= 0 && Port(fd, /*peer=*/true) == getPort() && Port(fd, /*peer=*/false) != 0;
+    s.association_socket =
+        fd >= 0 && testing::SocketPort(fd, /*peer=*/true) == getPort() && testing::SocketPort(fd, /*peer=*/false) != 0;
     if (s.association_socket) s.nodelay = testing::TcpOption(fd, TCP_NODELAY);
     s.rearms = log_->rearms();
     seen.push_back(s);

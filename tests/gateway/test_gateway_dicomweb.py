@@ -165,6 +165,19 @@ metrics_address: "127.0.0.1:{cls.metrics_port}"
             return 0.0
         return value
 
+    def start_gateway(self, config, log_path):
+        """A further gateway with `config`, its output to `log_path`, stopped
+        when the test ends."""
+        log = open(log_path, "wb")
+        gateway = subprocess.Popen([os.environ["UPP_GATEWAY"], "--config", config], stdout=log,
+                                   stderr=subprocess.STDOUT)
+
+        def stop():
+            gateway.terminate()
+            gateway.wait(timeout=60)
+            log.close()
+        self.addCleanup(stop)
+
     def qido_series(self, study):
         """{modality: series UID} of the study, by Orthanc's QIDO-RS."""
         found = self.orthanc.get(f"/dicom-web/studies/{study}/series")
@@ -331,15 +344,7 @@ rules {{ name: "mr-only" modalities: "MR" }}
 unmatched: "drop"
 metrics_address: "127.0.0.1:{metrics_port}"
 """)
-        log = open(os.path.join(tmp, "gateway.log"), "wb")
-        gateway = subprocess.Popen([os.environ["UPP_GATEWAY"], "--config", config], stdout=log,
-                                   stderr=subprocess.STDOUT)
-
-        def stop():
-            gateway.terminate()
-            gateway.wait(timeout=60)
-            log.close()
-        self.addCleanup(stop)
+        self.start_gateway(config, os.path.join(tmp, "gateway.log"))
         wait_for(lambda: read_metric(metrics_port, "upp_gateway_queued_series") is not None, 30, "the second gateway")
         trusted = ssl.create_default_context(cafile=cert)
         url = f"https://127.0.0.1:{web_port}/studies"
@@ -408,15 +413,7 @@ retry_backoff_seconds: 1
 metrics_address: "127.0.0.1:{metrics_port}"
 """)
         log_path = os.path.join(tmp, "gateway.log")
-        log = open(log_path, "wb")
-        gateway = subprocess.Popen([os.environ["UPP_GATEWAY"], "--config", config], stdout=log,
-                                   stderr=subprocess.STDOUT)
-
-        def stop():
-            gateway.terminate()
-            gateway.wait(timeout=60)
-            log.close()
-        self.addCleanup(stop)
+        self.start_gateway(config, log_path)
 
         def output():
             with open(log_path, "rb") as f:

@@ -10,6 +10,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdint>
+
 namespace upp::testing {
 
 // A loopback TCP port free a moment ago (the kernel's pick; another process
@@ -33,6 +35,19 @@ inline int TcpOption(int fd, int option) {
   socklen_t len = sizeof value;
   if (getsockopt(fd, IPPROTO_TCP, option, &value, &len) != 0) return -1;
   return value;
+}
+
+// The local (or, with `peer`, the remote) port of a connected socket; 0 when
+// it cannot be read.
+inline uint16_t SocketPort(int fd, bool peer) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  const int rc = peer ? getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len)
+                      : getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  if (rc != 0) return 0;
+  if (addr.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+  if (addr.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
+  return 0;
 }
 
 }  // namespace upp::testing
